@@ -1,0 +1,116 @@
+//! The shared state handlers and background tasks work with, and the server's life cycle:
+//! open everything, serve, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::http::auth::{Credentials, FailureThrottle};
+use crate::store::{Identity, Store};
+
+/// How long in-flight requests get to finish after SIGTERM/SIGINT.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub identity: Arc<Identity>,
+    pub docker: crate::docker::Engine,
+    pub audit: Arc<Audit>,
+    pub credentials: Arc<Credentials>,
+    pub throttle: Arc<FailureThrottle>,
+    /// `docker compose version`, read once at start-up.
+    pub compose_version: Arc<Option<String>>,
+    pub reconciler: crate::reconcile::Reconciler,
+    /// Cancelled when the server is shutting down; background tasks stop on it.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {0}: {1}")]
+    Dir(String, std::io::Error),
+    #[error("cannot open the state store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("cannot open the audit log: {0}")]
+    Audit(std::io::Error),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl AppState {
+    pub async fn open(config: Config, shutdown: CancellationToken) -> Result<Self, StartError> {
+        for dir in [
+            config.data_dir.clone(),
+            config.data_dir.join("projects"),
+            config.data_dir.join("mounts"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| StartError::Dir(dir.display().to_string(), e))?;
+        }
+        crate::error::set_development(config.development);
+        let store = Store::open(&config.database_url).await?;
+        let identity = store.identity().await?;
+        let audit =
+            Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;
+        let docker = crate::docker::Engine::connect().await;
+        // Read once here (a fraction of a second), so health never spawns a process.
+        let compose_version = Arc::new(crate::docker::compose_version().await);
+        let reconciler = crate::reconcile::Reconciler::new();
+        let config = Arc::new(config);
+        let identity = Arc::new(identity);
+        let audit = Arc::new(audit);
+        reconciler.spawn(
+            crate::reconcile::Ctx::new(
+                config.clone(),
+                store.clone(),
+                docker.clone(),
+                audit.clone(),
+                identity.clone(),
+                reconciler.clone(),
+            ),
+            shutdown.clone(),
+        );
+        Ok(Self {
+            reconciler,
+            credentials: Arc::new(Credentials::new(&config.app_user, &config.app_pass)),
+            throttle: Arc::new(FailureThrottle::new(config.auth_max_failures)),
+            config,
+            store,
+            identity,
+            docker,
+            audit,
+            compose_version,
+            shutdown,
+        })
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then stops accepting, gives in-flight requests
+/// [`DRAIN_TIMEOUT`] to finish and returns once background tasks have stopped.
+pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), StartError> {
+    let shutdown = state.shutdown.clone();
+    let app = crate::http::router(state.clone());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+    let drain_limit = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(StartError::Serve)?,
+        () = drain_limit => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+    }
+    state.store.pool.close().await;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Settings, read once at start-up from the environment (after `.env` was loaded by `main`)
+//! and validated before anything else happens. Every setting here has a line in
+//! `.env.example` and in the README's configuration table.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The placeholder shipped in `.env.example`; refused outside development so a copied
+/// example file never becomes a live password.
+pub const PLACEHOLDER_PASSWORD: &str = "your_secure_password_here";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub app_user: String,
+    pub app_pass: String,
+    pub listen_addr: SocketAddr,
+    /// Absolute: compose would resolve a relative bind path against the compose file's folder.
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub log_dir: PathBuf,
+    pub development: bool,
+    /// Main process of every container whose spec has no `command`.
+    pub boot_command: Vec<String>,
+    /// `uid:gid` the container process runs as and that owns its files.
+    pub default_user: UserIds,
+    pub port_bind_ip: IpAddr,
+    /// How long an action request waits for observed state to match (then `408`).
+    pub action_timeout: Duration,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Audit log rotation: `actions.jsonl` is rotated past this size.
+    pub audit_max_bytes: u64,
+    /// Failed logins from one address before it is throttled.
+    pub auth_max_failures: u32,
+    /// Extra label value (`com.container-manager.tag`) on every Docker object; the test
+    /// suite sets `test` so its leftovers can be swept.
+    pub instance_tag: Option<String>,
+    /// Upload limits (files issue).
+    pub upload_max_bytes: u64,
+    pub zip_max_entries: u64,
+    pub zip_max_inflated_bytes: u64,
+    pub zip_max_ratio: u64,
+    /// Container json-file log rotation.
+    pub container_log_max_size: String,
+    pub container_log_max_file: u32,
+    /// Reconciler: parallel passes, timeout of one compose call, periodic resync.
+    pub reconcile_concurrency: usize,
+    pub compose_timeout: Duration,
+    pub resync_interval: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserIds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl UserIds {
+    /// Parses `uid:gid`, both decimal numbers.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (u, g) = s.split_once(':')?;
+        let num = |x: &str| {
+            (!x.is_empty() && x.len() <= 10 && x.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| x.parse::<u32>().ok())
+                .flatten()
+        };
+        Some(Self {
+            uid: num(u)?,
+            gid: num(g)?,
+        })
+    }
+}
+
+impl std::fmt::Display for UserIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+/// A start-up refusal: one line for the operator, then a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name}={v:?} is not a valid value"))),
+    }
+}
+
+fn secs_or(name: &str, default: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(parse_or(name, default)?))
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let development = var("APP_ENV").is_some_and(|v| v.eq_ignore_ascii_case("development"));
+        let app_user = var("APP_USER").ok_or_else(|| {
+            ConfigError("APP_USER is not set: refusing to start without credentials".into())
+        })?;
+        let app_pass = var("APP_PASS").ok_or_else(|| {
+            ConfigError("APP_PASS is not set: refusing to start without credentials".into())
+        })?;
+        if app_pass == PLACEHOLDER_PASSWORD && !development {
+            return Err(ConfigError(
+                "APP_PASS is still the placeholder from .env.example: set a real password".into(),
+            ));
+        }
+        if app_user.contains(':') {
+            return Err(ConfigError(
+                "APP_USER must not contain ':' (Basic auth splits on it)".into(),
+            ));
+        }
+
+        let cwd = std::env::current_dir()
+            .map_err(|e| ConfigError(format!("cannot read the working directory: {e}")))?;
+        let data_dir = absolute(&cwd, &var("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let log_dir = absolute(&cwd, &var("LOG_DIR").unwrap_or_else(|| "./logs".into()));
+        let database_url = var("DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("state.db").display()));
+
+        let default_user = var("DEFAULT_USER_UID").unwrap_or_else(|| "1000:1000".into());
+        let default_user = UserIds::parse(&default_user).ok_or_else(|| {
+            ConfigError(format!(
+                "DEFAULT_USER_UID={default_user:?} must be uid:gid numbers"
+            ))
+        })?;
+        let boot_command = var("BOOT_COMMAND").unwrap_or_else(|| "python /app/boot.py".into());
+        let boot_command: Vec<String> =
+            boot_command.split_whitespace().map(str::to_owned).collect();
+        let instance_tag = var("INSTANCE_TAG");
+        if let Some(tag) = &instance_tag {
+            if !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError(format!(
+                    "INSTANCE_TAG={tag:?} may hold only letters, digits, '-' and '_'"
+                )));
+            }
+        }
+
+        Ok(Self {
+            app_user,
+            app_pass,
+            listen_addr: parse_or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            data_dir,
+            database_url,
+            log_dir,
+            development,
+            boot_command,
+            default_user,
+            port_bind_ip: parse_or("PORT_BIND_IP", IpAddr::from([0, 0, 0, 0]))?,
+            action_timeout: secs_or("ACTION_TIMEOUT", 60)?,
+            max_body_bytes: parse_or("MAX_BODY_BYTES", 1024 * 1024)?,
+            audit_max_bytes: parse_or("AUDIT_MAX_BYTES", 50 * 1024 * 1024)?,
+            auth_max_failures: parse_or("AUTH_MAX_FAILURES", 10)?,
+            instance_tag,
+            upload_max_bytes: parse_or("UPLOAD_MAX_BYTES", 512 * 1024 * 1024)?,
+            zip_max_entries: parse_or("ZIP_MAX_ENTRIES", 20_000)?,
+            zip_max_inflated_bytes: parse_or("ZIP_MAX_INFLATED_BYTES", 1024 * 1024 * 1024)?,
+            zip_max_ratio: parse_or("ZIP_MAX_RATIO", 200)?,
+            container_log_max_size: var("CONTAINER_LOG_MAX_SIZE").unwrap_or_else(|| "10m".into()),
+            container_log_max_file: parse_or("CONTAINER_LOG_MAX_FILE", 3)?,
+            reconcile_concurrency: parse_or("RECONCILE_CONCURRENCY", 4usize)?.max(1),
+            compose_timeout: secs_or("COMPOSE_TIMEOUT", 120)?,
+            resync_interval: secs_or("RESYNC_INTERVAL", 30)?,
+        })
+    }
+}
+
+fn absolute(cwd: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
+    // Lexical clean-up of `.` components so labels and compose files show a tidy path.
+    joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_parse() {
+        assert_eq!(
+            UserIds::parse("1000:1000"),
+            Some(UserIds {
+                uid: 1000,
+                gid: 1000
+            })
+        );
+        assert_eq!(UserIds::parse("0:0"), Some(UserIds { uid: 0, gid: 0 }));
+        for bad in [
+            "",
+            "1000",
+            "a:b",
+            "1000:",
+            ":1",
+            "-1:2",
+            "1:2:3",
+            "99999999999:1",
+        ] {
+            assert_eq!(UserIds::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        assert_eq!(
+            absolute(Path::new("/srv"), "./data"),
+            PathBuf::from("/srv/data")
+        );
+        assert_eq!(absolute(Path::new("/srv"), "/x/y"), PathBuf::from("/x/y"));
+    }
+}

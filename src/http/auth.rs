@@ -1,0 +1,233 @@
+//! Basic auth on every route but `/livez`, compared in constant time, with throttling of
+//! repeated *failures* per client address.
+//!
+//! Throttling rules: after `AUTH_MAX_FAILURES` failures from one address within a minute, that
+//! address's unauthenticated requests get `429` + `Retry-After` for a penalty that doubles
+//! with each repeat (5 s, 10 s, … capped at 5 minutes). Requests with the right credentials are
+//! never throttled, and a success clears the address's record, so the real user is never
+//! locked out.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::error::{ApiError, Kind};
+
+const WINDOW: Duration = Duration::from_secs(60);
+const FIRST_PENALTY: Duration = Duration::from_secs(5);
+const MAX_PENALTY: Duration = Duration::from_secs(300);
+/// Past this many tracked addresses, stale records are pruned.
+const PRUNE_AT: usize = 10_000;
+
+/// The user name of an authenticated request, put in the response's extensions for the
+/// audit log.
+#[derive(Clone, Debug)]
+pub struct AuthedUser(pub String);
+
+pub struct Credentials {
+    user: String,
+    user_digest: [u8; 32],
+    pass_digest: [u8; 32],
+}
+
+impl Credentials {
+    pub fn new(user: &str, pass: &str) -> Self {
+        Self {
+            user: user.to_owned(),
+            user_digest: Sha256::digest(user.as_bytes()).into(),
+            pass_digest: Sha256::digest(pass.as_bytes()).into(),
+        }
+    }
+
+    /// Checks an `Authorization` header value. Digests make both sides the same length, so
+    /// the comparison time says nothing about either secret.
+    pub fn check(&self, authorization: Option<&HeaderValue>) -> Option<&str> {
+        let value = authorization?.to_str().ok()?;
+        let (scheme, encoded) = value.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, pass) = decoded.split_once(':')?;
+        let user_ok = Sha256::digest(user.as_bytes()).ct_eq(&self.user_digest);
+        let pass_ok = Sha256::digest(pass.as_bytes()).ct_eq(&self.pass_digest);
+        bool::from(user_ok & pass_ok).then_some(self.user.as_str())
+    }
+}
+
+#[derive(Debug)]
+struct Record {
+    failures: u32,
+    window_start: Instant,
+    strikes: u32,
+    blocked_until: Option<Instant>,
+}
+
+pub struct FailureThrottle {
+    max_failures: u32,
+    records: Mutex<HashMap<IpAddr, Record>>,
+}
+
+impl FailureThrottle {
+    pub fn new(max_failures: u32) -> Self {
+        Self {
+            max_failures: max_failures.max(1),
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Time left on this address's penalty, if it has one.
+    pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let until = records.get(&ip)?.blocked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if records.len() >= PRUNE_AT {
+            records.retain(|_, r| {
+                now.duration_since(r.window_start) < MAX_PENALTY * 2
+                    || r.blocked_until.is_some_and(|u| u > now)
+            });
+        }
+        let r = records.entry(ip).or_insert(Record {
+            failures: 0,
+            window_start: now,
+            strikes: 0,
+            blocked_until: None,
+        });
+        if now.duration_since(r.window_start) > WINDOW {
+            r.failures = 0;
+            r.window_start = now;
+        }
+        r.failures += 1;
+        if r.failures >= self.max_failures {
+            let penalty = FIRST_PENALTY
+                .saturating_mul(1u32 << r.strikes.min(16))
+                .min(MAX_PENALTY);
+            r.blocked_until = Some(now + penalty);
+            r.strikes += 1;
+            r.failures = 0;
+            r.window_start = now;
+        }
+    }
+
+    pub fn record_success(&self, ip: IpAddr) {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+    }
+}
+
+pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/livez" {
+        return next.run(request).await;
+    }
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+
+    let user = state
+        .credentials
+        .check(request.headers().get(header::AUTHORIZATION))
+        .map(str::to_owned);
+    if let Some(user) = user {
+        state.throttle.record_success(ip);
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(AuthedUser(user));
+        return response;
+    }
+
+    let now = Instant::now();
+    if let Some(left) = state.throttle.blocked_for(ip, now) {
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        return ApiError::new(
+            Kind::RateLimited,
+            "TOO_MANY_AUTH_FAILURES",
+            "too many failed logins from this address; try again later",
+        )
+        .with_details(serde_json::json!({"retry_after": secs}))
+        .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+        .into_response();
+    }
+    state.throttle.record_failure(ip, now);
+    let code = if request.headers().contains_key(header::AUTHORIZATION) {
+        "INVALID_CREDENTIALS"
+    } else {
+        "MISSING_CREDENTIALS"
+    };
+    ApiError::new(Kind::Auth, code, "valid Basic credentials are required")
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"container-manager\""),
+        )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, pass: &str) -> HeaderValue {
+        let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        HeaderValue::from_str(&format!("Basic {enc}")).unwrap()
+    }
+
+    #[test]
+    fn credentials_match_exactly() {
+        let c = Credentials::new("admin", "s3cret:with:colons");
+        assert_eq!(
+            c.check(Some(&basic("admin", "s3cret:with:colons"))),
+            Some("admin")
+        );
+        assert_eq!(c.check(Some(&basic("admin", "s3cret"))), None);
+        assert_eq!(c.check(Some(&basic("Admin", "s3cret:with:colons"))), None);
+        assert_eq!(c.check(Some(&HeaderValue::from_static("Bearer x"))), None);
+        assert_eq!(c.check(Some(&HeaderValue::from_static("Basic !!!"))), None);
+        assert_eq!(c.check(None), None);
+    }
+
+    #[test]
+    fn throttle_blocks_after_failures_then_recovers() {
+        let t = FailureThrottle::new(3);
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let start = Instant::now();
+        for _ in 0..2 {
+            t.record_failure(ip, start);
+        }
+        assert_eq!(t.blocked_for(ip, start), None);
+        t.record_failure(ip, start);
+        assert_eq!(t.blocked_for(ip, start), Some(FIRST_PENALTY));
+        // Over by itself.
+        assert_eq!(t.blocked_for(ip, start + FIRST_PENALTY), None);
+        // A repeat doubles the penalty; other addresses are unaffected.
+        for _ in 0..3 {
+            t.record_failure(ip, start + FIRST_PENALTY);
+        }
+        assert_eq!(
+            t.blocked_for(ip, start + FIRST_PENALTY),
+            Some(FIRST_PENALTY * 2)
+        );
+        assert_eq!(t.blocked_for(IpAddr::from([10, 0, 0, 2]), start), None);
+        // Success clears the record.
+        t.record_success(ip);
+        assert_eq!(t.blocked_for(ip, start + FIRST_PENALTY), None);
+    }
+}

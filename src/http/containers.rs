@@ -1,0 +1,434 @@
+//! `/containers`: create, read, list, patch, ports, delete, status. Handlers write desired
+//! state to the store and leave Docker to the reconciler; creating, listing and patching a
+//! container that was never started costs Docker nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, Kind};
+use crate::http::actions::{self, Wait};
+use crate::http::cursor;
+use crate::http::extract::{JsonObject, Query};
+use crate::spec::{self, Limits};
+use crate::store::containers::{Container, Created, ListFilter};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+const STATUSES: &[&str] = &[
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "exited",
+    "stopped",
+    "error",
+    "deleting",
+];
+
+/// The representation of API.md §4: the spec plus identity, states and generations.
+pub fn representation(c: &Container) -> Value {
+    let s = &c.spec;
+    json!({
+        "cuid": c.cuid,
+        "image": s.image,
+        "env": s.env,
+        "tags": s.tags,
+        "resources": {
+            "cpus": s.resources.cpus,
+            "memory": s.resources.memory,
+            "memory_bytes": s.resources.memory_bytes,
+            "pids": s.resources.pids,
+        },
+        "ports": s.ports,
+        "command": s.command,
+        "restart": s.restart,
+        "user": s.user,
+        "desired_state": c.desired_state,
+        "status": c.status,
+        "exit_code": c.exit_code,
+        "generation": c.generation,
+        "observed_generation": c.observed_generation,
+        "last_error": c.last_error,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    })
+}
+
+/// `200` (or another status) with the representation, `ETag` and `Location`.
+pub fn container_response(status: StatusCode, c: &Container) -> Response {
+    let mut response = (status, Json(representation(c))).into_response();
+    set_identity_headers(response.headers_mut(), &c.cuid, c.generation);
+    response
+}
+
+fn set_identity_headers(headers: &mut HeaderMap, cuid: &str, generation: i64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{generation}\"")) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("/containers/{cuid}")) {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+/// A cuid from a path: malformed is the same `404` as unknown.
+pub fn path_cuid(cuid: &str) -> ApiResult<&str> {
+    if spec::is_cuid(cuid) {
+        Ok(cuid)
+    } else {
+        Err(crate::store::containers::not_found(cuid))
+    }
+}
+
+/// `If-Match: "<generation>"` (also `W/"n"`, bare `n`, or `*` for any).
+pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    bare.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::new(
+            Kind::PreconditionFailed,
+            "STALE_GENERATION",
+            "If-Match must name a generation, e.g. \"3\"",
+        )
+        .with_details(json!({"if_match": text}))
+    })
+}
+
+fn limits(state: &AppState) -> Limits {
+    Limits::from_host(state.config.port_bind_ip)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::validation(
+            "INVALID_IDEMPOTENCY_KEY",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        )),
+    }
+}
+
+fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiResult<Response> {
+    if stored.body_sha256 != sha {
+        return Err(ApiError::conflict(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this Idempotency-Key was used with a different body",
+        ));
+    }
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED);
+    let cuid = stored.response["cuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let generation = stored.response["generation"].as_i64().unwrap_or(1);
+    let mut response = (status, Json(stored.response)).into_response();
+    set_identity_headers(response.headers_mut(), &cuid, generation);
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Query(wait): Query<Wait>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let sha = hex(&Sha256::digest(
+        Value::Object(body.clone()).to_string().as_bytes(),
+    ));
+    if let Some(key) = &key {
+        if let Some(stored) = state.store.idempotent_response(key).await? {
+            return replay(stored, &sha);
+        }
+    }
+    let request = spec::parse_create(body, &limits(&state))?;
+    let cuid = spec::new_cuid();
+    let mount = crate::fs::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
+    let desired = if request.start { "running" } else { "created" };
+    let since = crate::store::now();
+    if request.start {
+        actions::check_startable(&state, &cuid, &request.spec)
+            .await
+            .inspect_err(|_| {
+                crate::fs::mounts::remove_quietly(&mount);
+            })?;
+    }
+    let inserted = state
+        .store
+        .insert(
+            &cuid,
+            &request.spec,
+            desired,
+            key.as_deref().map(|k| (k, sha.as_str())),
+            representation,
+        )
+        .await;
+    let container = match inserted {
+        Ok(Created::New(container)) => *container,
+        Ok(Created::KeyTaken) => {
+            crate::fs::mounts::remove_quietly(&mount);
+            let key = key.as_deref().unwrap_or_default();
+            let stored = state.store.idempotent_response(key).await?;
+            return replay(
+                stored.ok_or_else(|| ApiError::io("idempotency record vanished"))?,
+                &sha,
+            );
+        }
+        Err(e) => {
+            crate::fs::mounts::remove_quietly(&mount);
+            return Err(e);
+        }
+    };
+    if !request.start {
+        return Ok(container_response(StatusCode::CREATED, &container));
+    }
+    state.reconciler.wake(&cuid);
+    let converged = actions::wait_converged(&state, &cuid, wait, &since).await?;
+    let status = if wait.wait {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(container_response(status, &converged.unwrap_or(container)))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+) -> ApiResult<Response> {
+    let cuid = path_cuid(&cuid)?;
+    let c = state.store.get_or_404(cuid).await?;
+    Ok(container_response(StatusCode::OK, &c))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !["status", "tag", "limit", "cursor"].contains(&k.as_str()))
+    {
+        return Err(ApiError::field(
+            "UNKNOWN_FIELD",
+            k.clone(),
+            Value::String(k.clone()),
+            format!("unknown query parameter `{k}`"),
+        ));
+    }
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "INVALID_LIMIT",
+                    "limit",
+                    json!(l),
+                    format!("limit must be 1-{MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            let mut wanted: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();
+            if let Some(bad) = wanted.iter().find(|w| !STATUSES.contains(&w.as_str())) {
+                return Err(ApiError::field(
+                    "INVALID_STATUS_FILTER",
+                    "status",
+                    json!(bad),
+                    format!("status must be a comma list of {}", STATUSES.join(", ")),
+                ));
+            }
+            wanted.sort();
+            wanted.dedup();
+            Some(wanted)
+        }
+    };
+    let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
+    let asked = ListFilter { status, tag };
+
+    let key = &state.identity.cursor_key;
+    let (after, filter) = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => (0, asked),
+        Some(c) => {
+            let (after, carried) = cursor::decode(key, c)?;
+            // A cursor keeps its filters; restating them is fine, changing them is not.
+            let status_ok = asked.status.is_none() || asked.status == carried.status;
+            let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
+            if !status_ok || !tag_ok {
+                return Err(ApiError::field(
+                    "INVALID_CURSOR",
+                    "cursor",
+                    Value::Null,
+                    "the cursor was made for other filters than this request's",
+                ));
+            }
+            (after, carried)
+        }
+    };
+
+    let mut rows = state.store.list(&filter, after, limit).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|c| cursor::encode(key, c.seq, &filter))
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "containers": rows.iter().map(representation).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(wait): Query<Wait>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    let cuid = path_cuid(&cuid)?;
+    let expected = if_match(&headers)?;
+    let limits = limits(&state);
+    let updated = state
+        .store
+        .update_spec(cuid, expected, |current| {
+            spec::apply_patch(&current.spec, body, &limits)
+        })
+        .await?;
+    actions::after_spec_change(&state, updated, wait).await
+}
+
+pub async fn patch_ports(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(wait): Query<Wait>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    let cuid = path_cuid(&cuid)?;
+    let expected = if_match(&headers)?;
+    let ports = spec::parse_ports_body(body, &limits(&state))?;
+    let updated = state
+        .store
+        .update_spec(cuid, expected, |current| {
+            let mut next = current.spec.clone();
+            next.ports = ports;
+            Ok(next)
+        })
+        .await?;
+    actions::after_spec_change(&state, updated, wait).await
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(wait): Query<Wait>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let cuid = path_cuid(&cuid)?;
+    let expected = if_match(&headers)?;
+    let container = state.store.tombstone(cuid, expected).await?;
+    state.reconciler.wake(cuid);
+    if !wait.wait {
+        return Ok(container_response(StatusCode::ACCEPTED, &container));
+    }
+    actions::wait_deleted(&state, cuid).await?;
+    let mut body = representation(&container);
+    body["status"] = json!("deleted");
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Live state from Docker when the container exists there, from the store otherwise.
+pub async fn status(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let cuid = path_cuid(&cuid)?;
+    let c = state.store.get_or_404(cuid).await?;
+    let mut body = json!({
+        "cuid": c.cuid,
+        "status": c.status,
+        "desired_state": c.desired_state,
+        "running": c.status == "running",
+        "paused": c.status == "paused",
+        "exit_code": c.exit_code,
+        "started_at": null,
+        "finished_at": null,
+        "restart_count": 0,
+        "ports": [],
+        "generation": c.generation,
+        "observed_generation": c.observed_generation,
+        "last_error": c.last_error,
+        "source": "store",
+    });
+    // A container never started has nothing in Docker: no call for it.
+    if c.observed_generation == 0 && c.desired_state == "created" {
+        return Ok(Json(body));
+    }
+    let inspect = tokio::time::timeout(Duration::from_secs(5), async {
+        state
+            .docker
+            .get()
+            .await?
+            .inspect_container(
+                cuid,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+    })
+    .await;
+    if let Ok(Ok(info)) = inspect {
+        let st = info.state.unwrap_or_default();
+        let ports: Vec<Value> = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|(container_port, bindings)| {
+                bindings.unwrap_or_default().into_iter().map(move |b| {
+                    json!({"container": container_port, "host_ip": b.host_ip, "host_port": b.host_port})
+                })
+            })
+            .collect();
+        body["running"] = json!(st.running.unwrap_or(false) && !st.paused.unwrap_or(false));
+        body["paused"] = json!(st.paused.unwrap_or(false));
+        body["docker_status"] = json!(st.status.map(|s| s.to_string()));
+        body["exit_code"] = json!(st.exit_code);
+        body["started_at"] = json!(st.started_at);
+        body["finished_at"] = json!(st.finished_at);
+        body["restart_count"] = json!(info.restart_count.unwrap_or(0));
+        body["ports"] = json!(ports);
+        body["source"] = json!("docker");
+    }
+    Ok(Json(body))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

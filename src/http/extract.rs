@@ -1,0 +1,91 @@
+//! Extractors whose rejections are [`ApiError`]s, so malformed input always gets the §3 body.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::error::{content_type_is, payload_too_large, ApiError};
+
+/// A JSON object body, parsed but not yet validated: handlers validate field by field so that
+/// each mistake gets its own code and `details.field`.
+pub struct JsonObject(pub serde_json::Map<String, Value>);
+
+impl FromRequest<AppState> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.max_body_bytes;
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if json_type != Some(true) {
+            return Err(ApiError::validation(
+                "UNSUPPORTED_CONTENT_TYPE",
+                "the body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                payload_too_large(limit)
+            } else {
+                ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
+            }
+        })?;
+        parse_object(&bytes).map(JsonObject)
+    }
+}
+
+pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(
+            ApiError::validation("INVALID_BODY", "the body must be a JSON object")
+                .with_details(json!({"provided": type_name(&other)})),
+        ),
+        Err(e) => Err(
+            ApiError::validation("INVALID_JSON", format!("malformed JSON: {e}"))
+                .with_details(json!({"line": e.line(), "column": e.column()})),
+        ),
+    }
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `Query<T>` whose rejection is a `validation_error` (`INVALID_QUERY`).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::validation("INVALID_QUERY", e.body_text()))
+    }
+}
+
+/// True when the request's body is a ZIP by its declared type (uploads).
+pub fn is_zip(headers: &axum::http::HeaderMap) -> bool {
+    content_type_is(headers, "application/zip")
+        || content_type_is(headers, "application/x-zip-compressed")
+        || content_type_is(headers, "application/octet-stream")
+}

@@ -1,0 +1,56 @@
+//! `GET /healthz` (authenticated, API.md §7) and `GET /livez` (open, reveals nothing).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// Each probe gets this long, and they run together: the answer comes within 2 s even when
+/// the daemon's socket is dead or the database is locked.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+pub async fn livez() -> &'static str {
+    "ok"
+}
+
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let docker = async {
+        let version = async { state.docker.get().await?.version().await };
+        match tokio::time::timeout(PROBE_TIMEOUT, version).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    };
+    let database = async {
+        match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    };
+    let (docker, database) = tokio::join!(docker, database);
+    let compose_version = state.compose_version.as_ref().clone();
+
+    let healthy = docker.is_ok() && database.is_ok() && compose_version.is_some();
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "compose_version": compose_version,
+        "docker_version": docker.as_ref().ok().and_then(|v| v.version.clone()),
+        "docker_api_version": docker.as_ref().ok().and_then(|v| v.api_version.clone()),
+        "docker": match &docker { Ok(_) => "ok".to_owned(), Err(e) => format!("unreachable: {e}") },
+        "database": match &database { Ok(()) => "ok".to_owned(), Err(e) => format!("unreachable: {e}") },
+        "instance_id": state.identity.instance_id,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

@@ -1,0 +1,55 @@
+//! The HTTP surface: one module per resource, plus the middleware every route shares.
+
+pub mod actions;
+pub mod auth;
+pub mod containers;
+pub mod context;
+pub mod cursor;
+pub mod extract;
+pub mod health;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, patch, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::app::AppState;
+use crate::error;
+
+/// The whole API. Layers, outermost first: request id + audit line, auth, panic → 500 body.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/livez", get(health::livez))
+        .route("/healthz", get(health::healthz))
+        .route(
+            "/containers",
+            post(containers::create).get(containers::list),
+        )
+        .route(
+            "/containers/{cuid}",
+            get(containers::get_one)
+                .patch(containers::patch)
+                .delete(containers::delete),
+        )
+        .route("/containers/{cuid}/ports", patch(containers::patch_ports))
+        .route("/containers/{cuid}/status", get(containers::status))
+        .route("/containers/{cuid}/start", post(actions::start))
+        .route("/containers/{cuid}/stop", post(actions::stop))
+        .route("/containers/{cuid}/restart", post(actions::restart))
+        .route("/containers/{cuid}/pause", post(actions::pause))
+        .route("/containers/{cuid}/unpause", post(actions::unpause))
+        .fallback(error::not_found_fallback)
+        .method_not_allowed_fallback(error::method_not_allowed_fallback)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
+
+    api.layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::request_context,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,69 @@
+//! Thin entry point: configuration, logging, then the server until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use container_manager::app::{self, AppState};
+use container_manager::config::Config;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    // `.env` first; variables already in the environment win.
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("container-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("container-manager: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("container-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), app::StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(app::StartError::Serve)?;
+    let shutdown = CancellationToken::new();
+    let state = AppState::open(config, shutdown.clone()).await?;
+    // The one line a supervisor or the test harness reads to find the port.
+    println!(
+        "listening on {}",
+        listener.local_addr().map_err(app::StartError::Serve)?
+    );
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    app::serve(state, listener).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,167 @@
+//! Running `docker compose`: argv only (no shell), a clean environment (see
+//! [`crate::docker::docker_command`]), its own process group, a timeout that kills the whole
+//! group, and the stderr tail kept for `last_error`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+/// How much of compose's stderr is kept for an error message.
+const STDERR_TAIL: usize = 2000;
+
+#[derive(Debug, Clone)]
+pub struct ComposeFailure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for ComposeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+fn tail(s: &str) -> &str {
+    let s = s.trim();
+    let mut start = s.len().saturating_sub(STDERR_TAIL);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Maps compose's stderr to a stable code a client can branch on.
+fn classify(stderr: &str) -> &'static str {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("no such image")
+        || s.contains("pull access denied")
+        || s.contains("manifest unknown")
+    {
+        "IMAGE_NOT_FOUND"
+    } else if s.contains("port is already allocated") || s.contains("address already in use") {
+        "PORT_IN_USE"
+    } else {
+        "COMPOSE_FAILED"
+    }
+}
+
+/// `docker compose -p <project> [-f <file>] <args…>`, bounded by `timeout`.
+pub async fn run(
+    project: &str,
+    file: Option<&Path>,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<(), ComposeFailure> {
+    let mut cmd = crate::docker::docker_command();
+    cmd.args(["compose", "-p", project]);
+    if let Some(file) = file {
+        cmd.arg("-f").arg(file);
+    }
+    cmd.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().map_err(|e| ComposeFailure {
+        code: "COMPOSE_FAILED",
+        message: format!("cannot run docker compose: {e}"),
+    })?;
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            Err(ComposeFailure {
+                code: classify(&stderr),
+                message: format!(
+                    "docker compose {} failed ({}): {}",
+                    args.join(" "),
+                    out.status,
+                    tail(&stderr)
+                ),
+            })
+        }
+        Ok(Err(e)) => Err(ComposeFailure {
+            code: "COMPOSE_FAILED",
+            message: format!("docker compose {}: {e}", args.join(" ")),
+        }),
+        Err(_) => {
+            // The child was dropped (and killed); its group may hold more processes.
+            if let Some(pgid) = pid.and_then(|p| Pid::from_raw(p as i32)) {
+                let _ = kill_process_group(pgid, Signal::KILL);
+            }
+            Err(ComposeFailure {
+                code: "COMPOSE_TIMEOUT",
+                message: format!(
+                    "docker compose {} did not finish within {}s",
+                    args.join(" "),
+                    timeout.as_secs()
+                ),
+            })
+        }
+    }
+}
+
+/// At start-up: a server killed with SIGKILL leaves its compose children behind. Any
+/// `docker compose` process working on one of our project files is killed with its group
+/// before the first pass, so two composes never race on one project.
+pub fn kill_strays(projects_dir: &Path) {
+    let needle = projects_dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_compose = args
+            .iter()
+            .any(|a| a == "compose" || a.ends_with("docker-compose"));
+        if is_compose && args.iter().any(|a| a.starts_with(&needle)) {
+            if let Some(pid) = Pid::from_raw(pid) {
+                tracing::warn!(
+                    pid = pid.as_raw_nonzero().get(),
+                    "killing a docker compose left by an earlier run"
+                );
+                let group = rustix::process::getpgid(Some(pid)).unwrap_or(pid);
+                let _ = kill_process_group(group, Signal::KILL);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_is_classified() {
+        assert_eq!(
+            classify("Error response from daemon: No such image: nope:latest"),
+            "IMAGE_NOT_FOUND"
+        );
+        assert_eq!(
+            classify("Bind for 0.0.0.0:8080 failed: port is already allocated"),
+            "PORT_IN_USE"
+        );
+        assert_eq!(classify("something else"), "COMPOSE_FAILED");
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        let s = "é".repeat(STDERR_TAIL);
+        let t = tail(&s);
+        assert!(t.len() <= STDERR_TAIL);
+        assert!(t.chars().all(|c| c == 'é'));
+    }
+}

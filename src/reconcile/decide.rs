@@ -1,0 +1,373 @@
+//! The reconciler's decision: a pure function from (desired state, observed state) to the
+//! next step. It assumes nothing about why it was called; given the same inputs it always
+//! answers the same, which is what makes every pass idempotent and crash-safe.
+
+use chrono::{DateTime, Utc};
+
+/// What Docker says about the container (by its name, which is its cuid).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    pub state: DockerState,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// The spec generation it was created from (our label).
+    pub generation: Option<i64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DockerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Dead,
+    Removing,
+}
+
+impl DockerState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "restarting" => Self::Restarting,
+            "exited" => Self::Exited,
+            "dead" => Self::Dead,
+            "removing" => Self::Removing,
+            _ => Self::Created,
+        }
+    }
+}
+
+/// The desired side, as far as the decision needs it.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub state: DesiredState,
+    pub generation: i64,
+    pub deleting: bool,
+    /// A restart was asked for and has not been carried out.
+    pub restart_pending: bool,
+    /// When the desired state (or a restart) was last asked for.
+    pub desired_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DesiredState {
+    Created,
+    Running,
+    Stopped,
+    Paused,
+}
+
+impl DesiredState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "running" => Self::Running,
+            "stopped" => Self::Stopped,
+            "paused" => Self::Paused,
+            _ => Self::Created,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// In sync: record this observed status.
+    Settled(&'static str),
+    /// Render and `compose up -d`: creates, recreates with a new spec, or starts.
+    Up,
+    Stop,
+    Pause,
+    Unpause,
+    Restart,
+    /// `compose down`, remove the directories, remove the row.
+    Delete,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: &'static str,
+}
+
+fn d(action: Action, reason: &'static str) -> Decision {
+    Decision { action, reason }
+}
+
+/// An exit that came after the current desire and not from a signal sent from outside is
+/// the process's own: Docker's restart policy owns it and the reconciler leaves it alone.
+/// An exit by SIGTERM/SIGKILL that was not an OOM kill is someone's `docker stop`/`kill` or a
+/// daemon shutdown, and is repaired.
+fn exited_on_its_own(desired: &Desired, o: &Observed) -> bool {
+    let after_desire = o.finished_at.is_some_and(|f| f >= desired.desired_at);
+    let signalled = matches!(o.exit_code, Some(137 | 143)) && !o.oom_killed;
+    after_desire && !signalled
+}
+
+pub fn decide(desired: &Desired, observed: Option<&Observed>) -> Decision {
+    use Action::*;
+    use DockerState as S;
+    if desired.deleting {
+        return d(Delete, "deletion requested");
+    }
+    match desired.state {
+        // Never started: nothing exists in Docker and nothing should.
+        DesiredState::Created => d(Settled("created"), "never started"),
+        DesiredState::Stopped => match observed.map(|o| o.state) {
+            Some(S::Running | S::Paused | S::Restarting) => d(Stop, "should be stopped"),
+            _ => d(Settled("stopped"), "stopped"),
+        },
+        DesiredState::Running | DesiredState::Paused => {
+            let Some(o) = observed else {
+                return d(Up, "container missing");
+            };
+            if o.generation != Some(desired.generation) {
+                return d(Up, "spec changed");
+            }
+            let paused_wanted = desired.state == DesiredState::Paused;
+            let restart_due =
+                desired.restart_pending && o.started_at.is_none_or(|s| s < desired.desired_at);
+            match o.state {
+                S::Removing => d(Up, "container being removed outside"),
+                S::Created | S::Dead => d(Up, "container not started"),
+                S::Exited if restart_due => d(Up, "restart requested"),
+                S::Exited if exited_on_its_own(desired, o) => {
+                    d(Settled("exited"), "main process ended on its own")
+                }
+                S::Exited => d(Up, "stopped outside or before the start request"),
+                S::Paused if restart_due || !paused_wanted => d(
+                    Unpause,
+                    if restart_due {
+                        "unpause to restart"
+                    } else {
+                        "paused outside"
+                    },
+                ),
+                S::Running | S::Restarting if restart_due => d(Restart, "restart requested"),
+                S::Running if paused_wanted => d(Pause, "should be paused"),
+                S::Running => d(Settled("running"), "running"),
+                S::Paused => d(Settled("paused"), "paused"),
+                S::Restarting => d(Settled("restarting"), "restart policy at work"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+    use DesiredState as D;
+    use DockerState as S;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn desired(state: D) -> Desired {
+        Desired {
+            state,
+            generation: 2,
+            deleting: false,
+            restart_pending: false,
+            desired_at: t("2026-01-01T00:00:10Z"),
+        }
+    }
+
+    fn obs(state: S) -> Observed {
+        Observed {
+            id: "x".into(),
+            state,
+            exit_code: None,
+            oom_killed: false,
+            generation: Some(2),
+            started_at: Some(t("2026-01-01T00:00:11Z")),
+            finished_at: None,
+        }
+    }
+
+    fn exited(code: i64, finished: &str) -> Observed {
+        Observed {
+            exit_code: Some(code),
+            finished_at: Some(t(finished)),
+            ..obs(S::Exited)
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let late = "2026-01-01T00:00:20Z";
+        let early = "2026-01-01T00:00:05Z";
+        let mut deleting = desired(D::Running);
+        deleting.deleting = true;
+        let mut restart = desired(D::Running);
+        restart.restart_pending = true;
+        let mut restart_done = restart.clone();
+        restart_done.desired_at = t("2026-01-01T00:00:10Z");
+        let mut restarted = obs(S::Running);
+        restarted.started_at = Some(t("2026-01-01T00:00:09Z"));
+        let mut oom = exited(137, late);
+        oom.oom_killed = true;
+        let mut old_spec = obs(S::Running);
+        old_spec.generation = Some(1);
+
+        let cases: Vec<(&str, Desired, Option<Observed>, Action)> = vec![
+            ("tombstone", deleting.clone(), Some(obs(S::Running)), Delete),
+            ("tombstone, nothing in docker", deleting, None, Delete),
+            (
+                "never started",
+                desired(D::Created),
+                None,
+                Settled("created"),
+            ),
+            ("start: missing", desired(D::Running), None, Up),
+            (
+                "running",
+                desired(D::Running),
+                Some(obs(S::Running)),
+                Settled("running"),
+            ),
+            (
+                "spec changed",
+                desired(D::Running),
+                Some(old_spec.clone()),
+                Up,
+            ),
+            (
+                "spec changed while paused",
+                desired(D::Paused),
+                Some(old_spec),
+                Up,
+            ),
+            (
+                "job finished (exit 0)",
+                desired(D::Running),
+                Some(exited(0, late)),
+                Settled("exited"),
+            ),
+            (
+                "job failed, policy no",
+                desired(D::Running),
+                Some(exited(1, late)),
+                Settled("exited"),
+            ),
+            (
+                "docker stop outside",
+                desired(D::Running),
+                Some(exited(143, late)),
+                Up,
+            ),
+            (
+                "docker kill outside",
+                desired(D::Running),
+                Some(exited(137, late)),
+                Up,
+            ),
+            (
+                "oom kill is its own exit",
+                desired(D::Running),
+                Some(oom),
+                Settled("exited"),
+            ),
+            (
+                "exit before the start request",
+                desired(D::Running),
+                Some(exited(0, early)),
+                Up,
+            ),
+            (
+                "paused outside",
+                desired(D::Running),
+                Some(obs(S::Paused)),
+                Unpause,
+            ),
+            (
+                "restart policy at work",
+                desired(D::Running),
+                Some(obs(S::Restarting)),
+                Settled("restarting"),
+            ),
+            (
+                "created but not started",
+                desired(D::Running),
+                Some(obs(S::Created)),
+                Up,
+            ),
+            ("dead", desired(D::Running), Some(obs(S::Dead)), Up),
+            (
+                "restart pending",
+                restart.clone(),
+                Some(restarted.clone()),
+                Restart,
+            ),
+            (
+                "restart already happened",
+                restart_done,
+                Some(obs(S::Running)),
+                Settled("running"),
+            ),
+            (
+                "restart of a finished job",
+                restart.clone(),
+                Some(Observed {
+                    started_at: Some(t(early)),
+                    ..exited(0, early)
+                }),
+                Up,
+            ),
+            (
+                "restart while paused",
+                restart,
+                Some(Observed {
+                    started_at: Some(t(early)),
+                    ..obs(S::Paused)
+                }),
+                Unpause,
+            ),
+            ("pause", desired(D::Paused), Some(obs(S::Running)), Pause),
+            (
+                "paused",
+                desired(D::Paused),
+                Some(obs(S::Paused)),
+                Settled("paused"),
+            ),
+            ("paused but missing", desired(D::Paused), None, Up),
+            (
+                "stop running",
+                desired(D::Stopped),
+                Some(obs(S::Running)),
+                Stop,
+            ),
+            (
+                "stop paused",
+                desired(D::Stopped),
+                Some(obs(S::Paused)),
+                Stop,
+            ),
+            (
+                "stop restarting",
+                desired(D::Stopped),
+                Some(obs(S::Restarting)),
+                Stop,
+            ),
+            (
+                "stopped",
+                desired(D::Stopped),
+                Some(exited(143, late)),
+                Settled("stopped"),
+            ),
+            (
+                "stopped, missing",
+                desired(D::Stopped),
+                None,
+                Settled("stopped"),
+            ),
+        ];
+        for (name, des, ob, want) in cases {
+            assert_eq!(decide(&des, ob.as_ref()).action, want, "{name}");
+        }
+    }
+}

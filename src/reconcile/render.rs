@@ -1,0 +1,291 @@
+//! The compose file of one container: built from serde types and serialized as YAML, never
+//! from string templates, so a client's value can only ever be a value. Every `$` in a value
+//! is doubled so Compose interpolation never touches it. Only the keys below exist; nothing a
+//! client sends can add others.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::store::containers::Container;
+
+pub const SERVICE: &str = "app";
+pub const LABEL_INSTANCE: &str = "com.container-manager.instance";
+pub const LABEL_CUID: &str = "com.container-manager.cuid";
+pub const LABEL_GENERATION: &str = "com.container-manager.generation";
+pub const LABEL_TAG: &str = "com.container-manager.tag";
+
+#[derive(Serialize)]
+pub struct ComposeFile {
+    pub name: String,
+    pub services: BTreeMap<&'static str, Service>,
+    pub networks: BTreeMap<&'static str, ExternalNetwork>,
+}
+
+#[derive(Serialize)]
+pub struct ExternalNetwork {
+    pub name: String,
+    pub external: bool,
+}
+
+#[derive(Serialize)]
+pub struct Service {
+    pub image: String,
+    pub container_name: String,
+    pub command: Vec<String>,
+    pub working_dir: &'static str,
+    pub user: String,
+    pub volumes: Vec<BindVolume>,
+    pub environment: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    pub ports: Vec<PortMapping>,
+    pub restart: String,
+    pub init: bool,
+    pub stdin_open: bool,
+    pub tty: bool,
+    pub pull_policy: &'static str,
+    pub logging: Logging,
+    pub labels: BTreeMap<&'static str, String>,
+    pub security_opt: Vec<&'static str>,
+    pub cap_drop: Vec<&'static str>,
+    pub networks: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+pub struct BindVolume {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub source: String,
+    pub target: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct PortMapping {
+    pub target: u16,
+    pub published: String,
+    pub host_ip: String,
+    pub protocol: String,
+}
+
+#[derive(Serialize)]
+pub struct Logging {
+    pub driver: &'static str,
+    pub options: BTreeMap<&'static str, String>,
+}
+
+/// The network every container of this server joins: one bridge, inter-container traffic
+/// off. (A network per project would exhaust Docker's address pools at about 30.)
+pub fn network_name(instance_id: &str) -> String {
+    format!("cm-{instance_id}")
+}
+
+/// Compose interpolates `$VAR` and `${VAR}` in values; `$$` is a literal `$`.
+fn escape(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile {
+    let spec = &c.spec;
+    let mut environment: BTreeMap<String, String> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), escape(v)))
+        .collect();
+    environment.insert("CONTAINER_UID".into(), c.cuid.clone());
+    environment.insert("TAGS".into(), escape(&spec.tags.join(",")));
+    environment
+        .entry("PYTHONUNBUFFERED".into())
+        .or_insert_with(|| "1".into());
+
+    let command = spec
+        .command
+        .clone()
+        .unwrap_or_else(|| config.boot_command.clone());
+    let mut labels = BTreeMap::from([
+        (LABEL_INSTANCE, instance_id.to_owned()),
+        (LABEL_CUID, c.cuid.clone()),
+        (LABEL_GENERATION, c.generation.to_string()),
+    ]);
+    if let Some(tag) = &config.instance_tag {
+        labels.insert(LABEL_TAG, tag.clone());
+    }
+    let service = Service {
+        image: spec.image.clone(),
+        container_name: c.cuid.clone(),
+        command: command.iter().map(|a| escape(a)).collect(),
+        working_dir: "/app",
+        user: crate::fs::mounts::owner(config, spec.user.as_deref()).to_string(),
+        volumes: vec![BindVolume {
+            kind: "bind",
+            source: crate::fs::mounts::mount_dir(config, &c.cuid)
+                .display()
+                .to_string(),
+            target: "/app",
+        }],
+        environment,
+        cpus: spec.resources.cpus,
+        mem_limit: spec.resources.memory_bytes,
+        pids_limit: spec.resources.pids,
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| PortMapping {
+                target: p.container,
+                published: p.host.to_string(),
+                host_ip: p.host_ip.clone(),
+                protocol: p.protocol.clone(),
+            })
+            .collect(),
+        restart: spec.restart.clone(),
+        init: true,
+        stdin_open: true,
+        tty: false,
+        // There is no registry to pull from: a missing image must fail at once, not hang.
+        pull_policy: "never",
+        logging: Logging {
+            driver: "json-file",
+            options: BTreeMap::from([
+                ("max-size", config.container_log_max_size.clone()),
+                ("max-file", config.container_log_max_file.to_string()),
+            ]),
+        },
+        labels,
+        security_opt: vec!["no-new-privileges:true"],
+        cap_drop: vec!["NET_RAW"],
+        networks: vec!["cm"],
+    };
+    ComposeFile {
+        name: c.cuid.clone(),
+        services: BTreeMap::from([(SERVICE, service)]),
+        networks: BTreeMap::from([(
+            "cm",
+            ExternalNetwork {
+                name: network_name(instance_id),
+                external: true,
+            },
+        )]),
+    }
+}
+
+pub fn to_yaml(file: &ComposeFile) -> String {
+    serde_saphyr::to_string(file).expect("compose types always serialize")
+}
+
+/// Writes `contents` to `path` atomically (temp file, fsync, rename, fsync of the folder),
+/// and only when it differs from what is there. Returns whether it wrote.
+pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == contents.as_bytes()) {
+        return Ok(false);
+    }
+    let dir = path.parent().expect("compose file has a folder");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".compose.yaml.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Port, Resources, Spec};
+
+    fn container(env: &[(&str, &str)]) -> Container {
+        Container {
+            seq: 1,
+            cuid: "c123e4567-e89b-12d3-a456-426614174000".into(),
+            spec: Spec {
+                image: "python:3.12-slim".into(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                tags: vec!["web".into(), "prod".into()],
+                resources: Resources {
+                    cpus: Some(1.0),
+                    memory: Some("4096m".into()),
+                    memory_bytes: Some(4096 << 20),
+                    pids: Some(2048),
+                },
+                ports: vec![Port {
+                    host: 8080,
+                    container: 80,
+                    protocol: "tcp".into(),
+                    host_ip: "0.0.0.0".into(),
+                }],
+                command: None,
+                restart: "on-failure".into(),
+                user: None,
+            },
+            desired_state: "running".into(),
+            status: "created".into(),
+            exit_code: None,
+            generation: 3,
+            observed_generation: 0,
+            restart_requested: 0,
+            restart_done: 0,
+            desired_at: String::new(),
+            last_error: None,
+            deleted_at: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn config() -> Config {
+        std::env::set_var("APP_USER", "u");
+        std::env::set_var("APP_PASS", "p");
+        std::env::set_var("DATA_DIR", "/srv/cm");
+        Config::from_env().unwrap()
+    }
+
+    #[test]
+    fn hostile_env_values_stay_values() {
+        let c = container(&[
+            ("X", "x\n    privileged: true"),
+            ("P", "${APP_PASS}$HOME"),
+            ("Y", "yes"),
+        ]);
+        let file = render(&config(), "inst", &c);
+        let yaml = to_yaml(&file);
+        // Parsed back, the env values are single strings with `$` doubled and no new keys.
+        let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let svc = &parsed["services"]["app"];
+        assert_eq!(svc["environment"]["X"], "x\n    privileged: true");
+        assert_eq!(svc["environment"]["P"], "$${APP_PASS}$$HOME");
+        assert_eq!(svc["environment"]["Y"], "yes");
+        assert!(svc.get("privileged").is_none());
+        assert_eq!(svc["environment"]["TAGS"], "web,prod");
+        assert_eq!(svc["environment"]["PYTHONUNBUFFERED"], "1");
+        assert_eq!(svc["labels"][LABEL_GENERATION], "3");
+        assert_eq!(
+            svc["volumes"][0]["source"],
+            "/srv/cm/mounts/c123e4567-e89b-12d3-a456-426614174000"
+        );
+        assert_eq!(svc["cap_drop"][0], "NET_RAW");
+        assert_eq!(svc["mem_limit"], 4096i64 << 20);
+    }
+
+    #[test]
+    fn atomic_write_only_when_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p/compose.yaml");
+        assert!(write_atomic(&path, "a: 1\n").unwrap());
+        assert!(!write_atomic(&path, "a: 1\n").unwrap());
+        assert!(write_atomic(&path, "a: 2\n").unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a: 2\n");
+    }
+}

@@ -1,0 +1,84 @@
+//! The SQLite state store: opening it durably, the embedded migrations, and this server's
+//! identity. Container queries live in [`containers`].
+
+pub mod containers;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Current time as stored: RFC 3339 UTC with milliseconds, sortable as text.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub pool: SqlitePool,
+}
+
+/// Who this server is, generated on first start and kept in the database.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub instance_id: String,
+    pub cursor_key: Vec<u8>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database with WAL, `synchronous=FULL` (a 2xx answer
+    /// survives `kill -9` and power loss), foreign keys and a busy timeout, then migrates.
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The identity row, created once. `INSERT OR IGNORE` then read: two servers racing on a
+    /// fresh file still agree on one identity.
+    pub async fn identity(&self) -> Result<Identity, sqlx::Error> {
+        let fresh_id = uuid::Uuid::new_v4().simple().to_string();
+        let fresh_key: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        let now = now();
+        sqlx::query!(
+            "INSERT OR IGNORE INTO instance (id, instance_id, cursor_key, created_at) VALUES (1, ?, ?, ?)",
+            fresh_id,
+            fresh_key,
+            now
+        )
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query!("SELECT instance_id, cursor_key FROM instance WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let cursor_key = (0..row.cursor_key.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&row.cursor_key[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        Ok(Identity {
+            instance_id: row.instance_id,
+            cursor_key,
+        })
+    }
+
+    /// Health check: a trivial query, bounded in time by the caller.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query_scalar!("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}

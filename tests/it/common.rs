@@ -1,0 +1,415 @@
+//! The integration-test harness: a real server process on `127.0.0.1:0` with its own
+//! temporary `DATA_DIR` and `LOG_DIR`, a real SQLite file, the real Docker daemon; helpers
+//! for authenticated HTTP and WebSocket calls; and clean-up of every Docker object the
+//! server made (by its instance label), even when the test panics.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+
+pub const USER: &str = "admin";
+pub const PASS: &str = "test-Pa55word-9f8e7d";
+pub const BUSYBOX: &str = "cm-test-busybox:latest";
+pub const PYTHON: &str = "cm-test-python:latest";
+
+pub fn basic_auth(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub dir: Arc<tempfile::TempDir>,
+    pub instance_id: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub client: reqwest::Client,
+}
+
+#[derive(Default, Clone)]
+pub struct Options {
+    pub env: Vec<(String, String)>,
+    /// Reuse the directories of an earlier server (restart on the same state).
+    pub dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Server {
+        let dir = opts.dir.unwrap_or_else(|| {
+            Arc::new(
+                tempfile::Builder::new()
+                    .prefix("cm-test-")
+                    .tempdir()
+                    .unwrap(),
+            )
+        });
+        let mut env: Vec<(String, String)> = vec![
+            ("APP_USER".into(), USER.into()),
+            ("APP_PASS".into(), PASS.into()),
+            ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+            (
+                "DATA_DIR".into(),
+                dir.path().join("data").display().to_string(),
+            ),
+            (
+                "LOG_DIR".into(),
+                dir.path().join("logs").display().to_string(),
+            ),
+            ("INSTANCE_TAG".into(), "test".into()),
+            ("RUST_LOG".into(), "info,container_manager=debug".into()),
+        ];
+        for (k, v) in opts.env {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k, v));
+        }
+        let mut server = Server {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            base: String::new(),
+            dir,
+            instance_id: String::new(),
+            env,
+            child: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Starts the server process and waits for its "listening on" line.
+    async fn spawn(&mut self) {
+        let (child, addr) = spawn_process(&self.env, self.dir.path());
+        self.child = Some(child);
+        self.addr = addr;
+        self.base = format!("http://{addr}");
+        let health = self.get("/healthz").await;
+        self.instance_id = health.json["instance_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !self.instance_id.is_empty(),
+            "no instance id: {}",
+            health.text
+        );
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        wait_exit(&mut child, Duration::from_secs(30))
+    }
+
+    /// SIGKILL: no chance to clean anything up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops (cleanly) and starts again on the same directories and settings.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(status.success(), "server exited with {status}");
+        }
+        self.spawn().await;
+    }
+
+    /// Starts again after a `kill9`.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn().await;
+    }
+
+    pub fn audit_lines(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.log_dir().join("actions.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.base, path))
+            .header("authorization", basic_auth(USER, PASS))
+    }
+
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> Resp {
+        Resp::from(rb.send().await.expect("request failed")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: &str) -> Resp {
+        self.send(self.request(reqwest::Method::POST, path)).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    pub async fn patch_json(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.request(reqwest::Method::PATCH, path).json(body))
+            .await
+    }
+
+    /// Opens `/ws/...` with Basic auth in the upgrade request.
+    pub async fn ws(
+        &self,
+        path_and_query: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}{}", self.addr, path_and_query)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", basic_auth(USER, PASS).parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        ws
+    }
+
+    /// Polls `GET path` until `pred` holds, up to `limit`; returns the last answer.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        limit: Duration,
+        pred: impl Fn(&Resp) -> bool,
+    ) -> Resp {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.get(path).await;
+            if pred(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {limit:?}; last: {} {}",
+                r.status,
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let log = self.server_log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- server log (last lines) ----");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        if !self.instance_id.is_empty() {
+            remove_docker_objects(&self.instance_id);
+        }
+    }
+}
+
+/// Removes every container and network labelled with this instance id.
+pub fn remove_docker_objects(instance_id: &str) {
+    let label = format!("label=com.container-manager.instance={instance_id}");
+    let ids = docker(&["ps", "-aq", "--filter", &label]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+    let nets = docker(&["network", "ls", "-q", "--filter", &label]);
+    for net in nets.split_whitespace() {
+        docker(&["network", "rm", net]);
+    }
+}
+
+/// Runs `docker …` and returns its stdout (empty on failure).
+pub fn docker(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// `docker inspect` of one object, as JSON.
+pub fn docker_inspect(id: &str) -> Option<Value> {
+    let out = docker(&["inspect", id]);
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v.as_array()?.first().cloned()
+}
+
+fn spawn_process(env: &[(String, String)], dir: &Path) -> (Child, SocketAddr) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_container-manager"));
+    cmd.env_clear()
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .stdin(Stdio::null());
+    for key in ["PATH", "HOME", "DOCKER_HOST"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("server did not start; log:\n{log}");
+        }
+    };
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("server did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the server binary to completion (for start-up refusals).
+pub fn run_to_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_container-manager"));
+    cmd.env_clear().current_dir(dir.path());
+    if let Some(v) = std::env::var_os("PATH") {
+        cmd.env("PATH", v);
+    }
+    cmd.env("LISTEN_ADDR", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    pub async fn from(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the §3 error body: kind, code, status, request id, timestamp with offset.
+    pub fn assert_error(&self, status: u16, kind: &str, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        let j = &self.json;
+        assert_eq!(j["error"], kind, "body: {}", self.text);
+        assert_eq!(j["code"], code, "body: {}", self.text);
+        assert_eq!(j["status"], status, "body: {}", self.text);
+        assert!(
+            j["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "body: {}",
+            self.text
+        );
+        let rid = j["request_id"].as_str().expect("request_id");
+        assert_eq!(Some(rid), self.header("x-request-id"));
+        let ts = j["timestamp"].as_str().expect("timestamp");
+        chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339 timestamp");
+        assert!(j.get("details").is_some(), "body: {}", self.text);
+    }
+}

@@ -1,0 +1,5 @@
+//! Black-box tests: a real server process, real SQLite, real Docker with compose v2.
+//! One test binary (linking is the slow part of a build on two cores).
+
+mod common;
+mod foundation;
