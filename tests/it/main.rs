@@ -2,4 +2,5 @@
 //! One test binary (linking is the slow part of a build on two cores).
 
 mod common;
+mod containers;
 mod foundation;
