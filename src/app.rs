@@ -28,6 +28,8 @@ pub struct AppState {
     /// `docker compose version`, read once at start-up.
     pub compose_version: Arc<Option<String>>,
     pub reconciler: crate::reconcile::Reconciler,
+    /// Background tasks (the reconciler), awaited at shutdown.
+    background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Cancelled when the server is shutting down; background tasks stop on it.
     pub shutdown: CancellationToken,
 }
@@ -66,7 +68,7 @@ impl AppState {
         let config = Arc::new(config);
         let identity = Arc::new(identity);
         let audit = Arc::new(audit);
-        reconciler.spawn(
+        let reconciler_task = reconciler.spawn(
             crate::reconcile::Ctx::new(
                 config.clone(),
                 store.clone(),
@@ -78,6 +80,7 @@ impl AppState {
             shutdown.clone(),
         );
         Ok(Self {
+            background: Arc::new(std::sync::Mutex::new(vec![reconciler_task])),
             reconciler,
             credentials: Arc::new(Credentials::new(&config.app_user, &config.app_pass)),
             throttle: Arc::new(FailureThrottle::new(config.auth_max_failures)),
@@ -110,6 +113,12 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), StartEr
     tokio::select! {
         result = server => result.map_err(StartError::Serve)?,
         () = drain_limit => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+    }
+    // Stop background tasks (they watch `shutdown`) before closing the store they use.
+    shutdown.cancel();
+    let tasks = std::mem::take(&mut *state.background.lock().unwrap_or_else(|p| p.into_inner()));
+    for task in tasks {
+        let _ = task.await;
     }
     state.store.pool.close().await;
     Ok(())
