@@ -660,3 +660,50 @@ async fn forty_containers_run_at_once() {
     ]);
     assert_eq!(running.split_whitespace().count(), 40);
 }
+
+#[tokio::test]
+async fn create_with_start_runs_it_at_once() {
+    let s = Server::start().await;
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "command": SLEEPER, "start": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+    assert_eq!(r.json["desired_state"], "running");
+    let cuid = r.json["cuid"].as_str().unwrap();
+    assert_eq!(state(cuid), "running");
+    // Without boot.py and with the default command, nothing is stored.
+    let r = s
+        .post_json("/containers", &json!({"image": PYTHON, "start": true}))
+        .await;
+    r.assert_error(422, "state_error", "BOOT_SCRIPT_MISSING");
+    assert_eq!(
+        s.get("/containers").await.json["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn sigkill_during_a_delete_converges_after_restart() {
+    let mut s = Server::start().await;
+    let cuid = start(&s, json!({})).await;
+    let r = s.delete(&format!("/containers/{cuid}?wait=false")).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json["status"], "deleting");
+    s.kill9();
+    s.start_again().await;
+    s.wait_for(
+        &format!("/containers/{cuid}"),
+        Duration::from_secs(60),
+        |r| r.status == 404,
+    )
+    .await;
+    wait_docker(&cuid, Duration::from_secs(20), |v| v.is_none()).await;
+    assert!(!s.data_dir().join("mounts").join(&cuid).exists());
+}
