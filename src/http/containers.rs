@@ -337,6 +337,22 @@ pub async fn patch_ports(
     let updated = state
         .store
         .update_spec(cuid, expected, |current| {
+            // A running container republishes at once: a new host port that another program
+            // holds is refused before anything changes.
+            if matches!(current.desired_state.as_str(), "running" | "paused") {
+                let added: Vec<_> = ports
+                    .iter()
+                    .filter(|p| {
+                        !current
+                            .spec
+                            .ports
+                            .iter()
+                            .any(|o| o.host == p.host && o.protocol == p.protocol)
+                    })
+                    .cloned()
+                    .collect();
+                actions::check_ports_free(&added)?;
+            }
             let mut next = current.spec.clone();
             next.ports = ports;
             Ok(next)

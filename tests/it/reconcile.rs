@@ -287,6 +287,20 @@ async fn patching_a_running_container_recreates_it_and_keeps_app_files() {
         "18312"
     );
     assert!(v["HostConfig"]["PortBindings"].get("80/tcp").is_none());
+    // A new host port held by another program is refused and nothing changes.
+    let holder = std::net::TcpListener::bind("0.0.0.0:18313").unwrap();
+    let r = s
+        .patch_json(
+            &format!("/containers/{cuid}/ports"),
+            &json!({"ports": [{"host": 18313, "container": 80}]}),
+        )
+        .await;
+    r.assert_error(409, "conflict", "PORT_IN_USE");
+    drop(holder);
+    assert_eq!(
+        s.get(&format!("/containers/{cuid}")).await.json["ports"][0]["host"],
+        18312
+    );
     // The compose file on disk is the new one.
     let file = std::fs::read_to_string(
         s.data_dir()
