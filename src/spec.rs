@@ -12,7 +12,6 @@ use serde_json::{json, Map, Value};
 
 use crate::config::UserIds;
 use crate::error::ApiError;
-use crate::http::extract::type_name;
 
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
@@ -22,6 +21,18 @@ const MAX_ENV_VARS: usize = 1024;
 const MAX_ENV_VALUE: usize = 128 * 1024;
 const MAX_PORTS: usize = 256;
 const MAX_COMMAND_ARGS: usize = 1024;
+
+/// The JSON type of a value, for messages ("must be a string, not number").
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
 
 /// `c` + a UUID in its hyphenated lower-case form: anything else in a path is `404`.
 pub fn is_cuid(s: &str) -> bool {

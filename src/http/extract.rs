@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::error::{content_type_is, payload_too_large, ApiError};
+use crate::spec::type_name;
 
 /// A JSON object body, parsed but not yet validated: handlers validate field by field so that
 /// each mistake gets its own code and `details.field`.
@@ -58,16 +59,6 @@ pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiE
     }
 }
 
-pub fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
 
 /// `Query<T>` whose rejection is a `validation_error` (`INVALID_QUERY`).
 pub struct Query<T>(pub T);
