@@ -32,6 +32,8 @@ pub struct AppState {
     background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Cancelled when the server is shutting down; background tasks stop on it.
     pub shutdown: CancellationToken,
+    /// File routes: staging area and per-container upload locks.
+    pub files: Arc<crate::fs::Files>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,9 @@ impl AppState {
         // Read once here (a fraction of a second), so health never spawns a process.
         let compose_version = Arc::new(crate::docker::compose_version().await);
         let reconciler = crate::reconcile::Reconciler::new();
+        let files = crate::fs::Files::open(&config).map_err(|e| {
+            StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
+        })?;
         let config = Arc::new(config);
         let identity = Arc::new(identity);
         let audit = Arc::new(audit);
@@ -91,6 +96,7 @@ impl AppState {
             audit,
             compose_version,
             shutdown,
+            files: Arc::new(files),
         })
     }
 }

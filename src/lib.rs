@@ -12,6 +12,7 @@
 //! - [`reconcile`]: the controller that makes Docker match the store (render, compose, decide).
 //! - [`fs`]: each container's `/app` directory on the host.
 //! - [`docker`]: the Engine API client and a clean environment for `docker` processes.
+//! - [`terminal`]: the WebSocket terminal session (console, exec, attach) and main output.
 
 pub mod app;
 pub mod audit;
@@ -23,3 +24,4 @@ pub mod http;
 pub mod reconcile;
 pub mod spec;
 pub mod store;
+pub mod terminal;

@@ -1,3 +1,90 @@
-//! The host side of a container's `/app`: its directory under `DATA_DIR/mounts`.
+//! The host side of a container's `/app`: its directory under `DATA_DIR/mounts`, and the
+//! file routes' machinery: confined lookups ([`confine`]), ZIP upload ([`unzip`]) and ZIP
+//! download ([`zipout`]).
 
+pub mod confine;
 pub mod mounts;
+pub mod unzip;
+pub mod zipout;
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+
+/// Shared state of the file routes: the staging area and the per-container upload locks.
+pub struct Files {
+    staging: PathBuf,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Files {
+    /// `DATA_DIR/staging`: private to the server (mode 0700), on the same filesystem as the
+    /// mounts so staged files move into place by rename. Leftovers of a crash are removed.
+    pub fn open(config: &Config) -> std::io::Result<Self> {
+        let staging = config.data_dir.join("staging");
+        match std::fs::DirBuilder::new().mode(0o700).create(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                for entry in std::fs::read_dir(&staging)? {
+                    let path = entry?.path();
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove staging leftovers");
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Self {
+            staging,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn staging_root(&self) -> &Path {
+        &self.staging
+    }
+
+    /// A fresh staging directory, removed with everything in it when dropped.
+    pub fn staging_dir(&self) -> std::io::Result<StagingDir> {
+        let path = self.staging.join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(StagingDir { path })
+    }
+
+    /// Serializes uploads to one container. The guard is owned so it can travel into the
+    /// blocking task that does the work (and outlive a client that hung up).
+    pub async fn lock(&self, cuid: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget locks nobody holds or waits for.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(cuid.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// A directory under `DATA_DIR/staging`, removed on drop.
+pub struct StagingDir {
+    path: PathBuf,
+}
+
+impl StagingDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        // Hardened against symlinks (std's remove_dir_all never follows them).
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a staging directory");
+            }
+        }
+    }
+}

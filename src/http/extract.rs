@@ -59,7 +59,6 @@ pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiE
     }
 }
 
-
 /// `Query<T>` whose rejection is a `validation_error` (`INVALID_QUERY`).
 pub struct Query<T>(pub T);
 

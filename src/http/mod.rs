@@ -6,7 +6,10 @@ pub mod containers;
 pub mod context;
 pub mod cursor;
 pub mod extract;
+pub mod files;
 pub mod health;
+pub mod logs;
+pub mod terminal;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
@@ -38,6 +41,15 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{cuid}/restart", post(actions::restart))
         .route("/containers/{cuid}/pause", post(actions::pause))
         .route("/containers/{cuid}/unpause", post(actions::unpause))
+        .route(
+            "/containers/{cuid}/upload-zip",
+            // The upload enforces UPLOAD_MAX_BYTES itself, streaming to disk.
+            post(files::upload_zip).route_layer(DefaultBodyLimit::disable()),
+        )
+        .route("/containers/{cuid}/download", get(files::download))
+        .route("/containers/{cuid}/download-zip", get(files::download_zip))
+        .route("/containers/{cuid}/logs", get(logs::logs))
+        .route("/ws/{cuid}", get(terminal::ws))
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));

@@ -3,5 +3,7 @@
 
 mod common;
 mod containers;
+mod files;
 mod foundation;
 mod reconcile;
+mod terminal;

@@ -1,0 +1,348 @@
+//! Files of a container's `/app` (API.md §5): ZIP upload, file download, folder download
+//! as a streamed ZIP. The work on the host is in [`crate::fs`]; these handlers check the
+//! request, stream the bodies and map the outcome.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::app::AppState;
+use crate::error::{content_type_is, ApiError, ApiResult, Kind};
+use crate::fs::confine::{self, Found};
+use crate::fs::{mounts, unzip, zipout};
+use crate::http::containers::path_cuid;
+use crate::http::extract::Query;
+use crate::store::containers::Container;
+
+/// `?path=`; other query parameters are ignored (cache busters and the like).
+#[derive(Debug, Default, Deserialize)]
+pub struct PathQuery {
+    pub path: Option<String>,
+}
+
+/// How much of an oversized body is still read (and thrown away) before answering `413`,
+/// so that the client, still sending, reads the answer instead of a reset connection.
+const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(3);
+
+/// The container, unless unknown or being deleted (both `404`).
+async fn live_container(state: &AppState, cuid: &str) -> ApiResult<Container> {
+    let cuid = path_cuid(cuid)?;
+    let c = state.store.get_or_404(cuid).await?;
+    if c.deleted_at.is_some() {
+        return Err(crate::store::containers::not_found(cuid));
+    }
+    Ok(c)
+}
+
+fn internal(e: tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %e, "file task failed");
+    ApiError::new(
+        Kind::Internal,
+        "INTERNAL_ERROR",
+        "the server hit an internal error",
+    )
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+fn upload_too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        Kind::PayloadTooLarge,
+        "UPLOAD_TOO_LARGE",
+        format!("the upload is over the {limit}-byte limit"),
+    )
+    .with_details(json!({"limit": limit}))
+}
+
+/// Reads and discards what is left of a body, within bounds.
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Streams the request body into `path`, never holding more than a chunk in memory.
+async fn receive(body: Body, path: &std::path::Path, limit: u64) -> ApiResult<u64> {
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    let mut out = tokio::io::BufWriter::with_capacity(512 * 1024, file);
+    let mut stream = body.into_data_stream();
+    let mut total: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
+        })?;
+        total += chunk.len() as u64;
+        if total > limit {
+            drain(stream).await;
+            return Err(upload_too_large(limit));
+        }
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    out.into_inner().sync_data().await.ok();
+    Ok(total)
+}
+
+/// `POST /containers/{cuid}/upload-zip[?path=dir]`: body = the ZIP.
+pub async fn upload_zip(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(query): Query<PathQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let container = live_container(&state, &cuid).await?;
+    let cuid = container.cuid.clone();
+    if headers.contains_key(header::CONTENT_TYPE)
+        && !crate::http::extract::is_zip(&headers)
+        && !content_type_is(&headers, "application/x-zip")
+    {
+        return Err(ApiError::validation(
+            "UNSUPPORTED_CONTENT_TYPE",
+            "the body must be the raw ZIP archive (Content-Type: application/zip)",
+        ));
+    }
+    let prefix = match &query.path {
+        Some(p) => confine::parse_path(p)?,
+        None => Vec::new(),
+    };
+    let limit = state.config.upload_max_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        // A client waiting for `100 Continue` has not sent the body: do not ask for it.
+        if !headers.contains_key(header::EXPECT) {
+            drain(body.into_data_stream()).await;
+        }
+        return Err(upload_too_large(limit));
+    }
+
+    let staging = state.files.staging_dir()?;
+    let zip_path = staging.path().join("upload.zip");
+    let tree = staging.path().join("tree");
+    receive(body, &zip_path, limit).await?;
+
+    let guard = state.files.lock(&cuid).await;
+    // Deleted while the body was arriving?
+    live_container(&state, &cuid).await?;
+    let owner = mounts::owner(&state.config, container.spec.user.as_deref());
+    let limits = unzip::Limits::from_config(&state.config);
+    let mount = mounts::mount_dir(&state.config, &cuid);
+    let outcome = blocking(move || {
+        // Held until the work is done, even if the client hangs up meanwhile.
+        let _guard = guard;
+        let _staging = staging;
+        let root = confine::open_root(&mount, &cuid)?;
+        unzip::run(&zip_path, &tree, root, &prefix, owner, &limits)
+    })
+    .await?;
+    Ok(Json(
+        json!({"files": outcome.files, "bytes": outcome.bytes}),
+    ))
+}
+
+fn missing_path() -> ApiError {
+    ApiError::field(
+        "MISSING_PATH",
+        "path",
+        Value::Null,
+        "the query parameter path is required",
+    )
+}
+
+/// `GET /containers/{cuid}/download?path=p`: one regular file, streamed.
+pub async fn download(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(query): Query<PathQuery>,
+) -> ApiResult<Response> {
+    let container = live_container(&state, &cuid).await?;
+    let provided = query.path.ok_or_else(missing_path)?;
+    let components = confine::parse_path(&provided)?;
+    // The name offered to the client: the last component of the path asked for.
+    let name = components.last().cloned().unwrap_or_else(|| "app".into());
+    let mount = mounts::mount_dir(&state.config, &container.cuid);
+    let cuid = container.cuid.clone();
+    let (file, size) = blocking(move || {
+        let root = confine::open_root(&mount, &cuid)?;
+        match confine::lookup(&root, &components, &provided)? {
+            Found::File(file, size) => Ok((file, size)),
+            Found::Dir(_) => Err(ApiError::validation(
+                "IS_A_DIRECTORY",
+                format!("{provided} is a directory; use download-zip"),
+            )
+            .with_details(json!({"path": provided}))),
+            Found::Special => Err(ApiError::validation(
+                "NOT_A_REGULAR_FILE",
+                format!("{provided} is not a regular file (FIFO, socket or device)"),
+            )
+            .with_details(json!({"path": provided}))),
+        }
+    })
+    .await?;
+    let reader = tokio::fs::File::from_std(file).take(size);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024);
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&name)),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    h.insert(header::CONTENT_DISPOSITION, disposition(&name));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    *response.status_mut() = StatusCode::OK;
+    Ok(response)
+}
+
+/// `GET /containers/{cuid}/download-zip[?path=dir]`: the directory as a streamed ZIP.
+pub async fn download_zip(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(query): Query<PathQuery>,
+) -> ApiResult<Response> {
+    let container = live_container(&state, &cuid).await?;
+    let provided = query.path.unwrap_or_default();
+    let components = confine::parse_path(&provided)?;
+    let name = match components.last() {
+        Some(last) => format!("{last}.zip"),
+        None => format!("{}.zip", container.cuid),
+    };
+    let mount = mounts::mount_dir(&state.config, &container.cuid);
+    let cuid = container.cuid.clone();
+    let dir = blocking(move || {
+        let root = confine::open_root(&mount, &cuid)?;
+        match confine::lookup(&root, &components, &provided)? {
+            Found::Dir(dir) => Ok(dir),
+            Found::File(..) | Found::Special => Err(ApiError::validation(
+                "NOT_A_DIRECTORY",
+                format!("{provided} is not a directory; use download"),
+            )
+            .with_details(json!({"path": provided}))),
+        }
+    })
+    .await?;
+    let rx = zipout::spawn(dir);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    h.insert(header::CONTENT_DISPOSITION, disposition(&name));
+    Ok(response)
+}
+
+/// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266): an ASCII fallback and the
+/// exact name percent-encoded.
+pub fn disposition(name: &str) -> HeaderValue {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+/// A content type from the file name's extension; `application/octet-stream` otherwise.
+pub fn content_type(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" | "md" | "py" | "sh" | "cfg" | "ini" | "toml" | "yaml" | "yml" | "rs"
+        | "go" | "rb" | "ts" | "env" => "text/plain; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "json" => "application/json",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "xml" => "application/xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_disposition_is_safe_and_exact() {
+        assert_eq!(
+            disposition("boot.py").to_str().unwrap(),
+            "attachment; filename=\"boot.py\"; filename*=UTF-8''boot.py"
+        );
+        assert_eq!(
+            disposition("é \"x\".txt").to_str().unwrap(),
+            "attachment; filename=\"_ _x_.txt\"; filename*=UTF-8''%C3%A9%20%22x%22.txt"
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("a.JSON"), "application/json");
+        assert_eq!(content_type("boot.py"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(content_type("x.bin"), "application/octet-stream");
+    }
+}

@@ -1,0 +1,340 @@
+//! `GET /ws/{cuid}` (API.md §6): the checks before the upgrade (auth is the middleware's;
+//! here: the cuid, the `Origin`, the query), then the session in [`crate::terminal`].
+
+use std::collections::HashMap;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, ErrorInfo, Kind, REQUEST_ID};
+use crate::http::containers::path_cuid;
+use crate::terminal::{self, Options};
+
+/// The largest client message accepted at the WebSocket layer (a 64 KiB stdin frame in
+/// base64 and JSON fits); the 64 KiB data limit itself is checked per frame.
+const MAX_MESSAGE: usize = 256 * 1024;
+
+pub async fn ws(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(err) = check_origin(&headers) {
+        return forbidden(err);
+    }
+    match open(state, cuid, query, upgrade).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn open(
+    state: AppState,
+    cuid: String,
+    query: Option<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let cuid = path_cuid(&cuid)?.to_owned();
+    let options = parse_options(query.as_deref().unwrap_or(""))?;
+    state.store.get_or_404(&cuid).await?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::validation(
+            "WEBSOCKET_UPGRADE_REQUIRED",
+            format!("this route needs a WebSocket upgrade: {e}"),
+        )
+    })?;
+    let docker = state.docker.get().await.map_err(|e| {
+        tracing::warn!(error = %e, "docker unavailable");
+        ApiError::new(
+            Kind::Unavailable,
+            "DOCKER_UNAVAILABLE",
+            "the Docker daemon is not reachable",
+        )
+    })?;
+
+    let inspect = docker
+        .inspect_container(
+            &cuid,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await;
+    let (running, started_at) = match inspect {
+        Ok(info) => {
+            let st = info.state.unwrap_or_default();
+            let running = st.running.unwrap_or(false) && !st.paused.unwrap_or(false);
+            let started = st
+                .started_at
+                .as_deref()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            (running, started)
+        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => (false, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "inspect failed");
+            return Err(ApiError::new(
+                Kind::Unavailable,
+                "DOCKER_UNAVAILABLE",
+                "the Docker daemon did not answer",
+            ));
+        }
+    };
+    let upgrade = upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE);
+    if !running {
+        // Built here, inside the request, so the frame carries this request's id.
+        let err = ApiError::state(
+            "CONTAINER_NOT_RUNNING",
+            format!("container {cuid} is not running"),
+        )
+        .with_details(json!({"cuid": cuid}));
+        let frame = terminal::frames::error_frame(&err);
+        return Ok(upgrade.on_upgrade(move |socket| terminal::refuse(socket, frame)));
+    }
+    let ctx = terminal::Ctx {
+        docker,
+        cuid,
+        started_at,
+        options,
+        shutdown: state.shutdown.clone(),
+        request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
+    };
+    Ok(upgrade.on_upgrade(move |socket| terminal::run(socket, ctx)))
+}
+
+/// A browser always sends `Origin`; one that names another site is refused (cross-site
+/// WebSocket hijacking). No `Origin` is a non-browser client, allowed.
+/// The refusal is `403` with the §3 body (`error: "forbidden"`, `ORIGIN_NOT_ALLOWED`).
+pub fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if same_origin(origin, host) {
+        Ok(())
+    } else {
+        let err = ApiError::new(
+            Kind::Auth,
+            "ORIGIN_NOT_ALLOWED",
+            "a WebSocket upgrade from another origin is not allowed",
+        )
+        .with_details(json!({"origin": origin, "host": host}));
+        Err(err)
+    }
+}
+
+/// §3 has no 403 kind of its own: the body of `err` as `forbidden` / 403.
+fn forbidden(err: ApiError) -> Response {
+    let mut body = err.body();
+    body["error"] = json!("forbidden");
+    body["status"] = json!(403);
+    let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    response.extensions_mut().insert(ErrorInfo {
+        error: "forbidden",
+        code: err.code.into_owned(),
+    });
+    response
+}
+
+fn split_host_port(authority: &str) -> (String, Option<u16>) {
+    // [v6]:port, host:port, host
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (h.to_ascii_lowercase(), port);
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_ascii_lowercase(), p.parse().ok()),
+        _ => (authority.to_ascii_lowercase(), None),
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the server the `Host` header names.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false; // includes "null"
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => return false,
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || host.is_empty() || authority.contains('@') {
+        return false;
+    }
+    let (oh, op) = split_host_port(authority);
+    let (hh, hp) = split_host_port(host);
+    if oh != hh {
+        return false;
+    }
+    match hp {
+        Some(hp) => op.unwrap_or(default_port) == hp,
+        // Behind a proxy on a default port: the Host header has no port.
+        None => op.is_none_or(|p| p == default_port),
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> ApiResult<bool> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ApiError::field(
+            "INVALID_QUERY",
+            name,
+            json!(value),
+            format!("{name} must be true or false"),
+        )),
+    }
+}
+
+fn parse_dim(name: &str, value: &str) -> ApiResult<u16> {
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| {
+            ApiError::field(
+                "INVALID_QUERY",
+                name,
+                json!(value),
+                format!("{name} must be an integer from 1 to 1000"),
+            )
+        })
+}
+
+/// `cols`, `rows`, `cmd`, `main`, `attach`.
+pub fn parse_options(query: &str) -> ApiResult<Options> {
+    let pairs: HashMap<String, String> = serde_urlencoded_pairs(query)?;
+    for key in pairs.keys() {
+        if !["cols", "rows", "cmd", "main", "attach"].contains(&key.as_str()) {
+            return Err(ApiError::field(
+                "INVALID_QUERY",
+                key.clone(),
+                json!(pairs[key]),
+                format!("unknown query parameter {key:?}"),
+            ));
+        }
+    }
+    let cols = pairs
+        .get("cols")
+        .map(|v| parse_dim("cols", v))
+        .transpose()?;
+    let rows = pairs
+        .get("rows")
+        .map(|v| parse_dim("rows", v))
+        .transpose()?;
+    let tty = match (cols, rows) {
+        (None, None) => None,
+        (c, r) => Some((c.unwrap_or(80), r.unwrap_or(24))),
+    };
+    let cmd = pairs.get("cmd").cloned();
+    if cmd.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(ApiError::field(
+            "INVALID_QUERY",
+            "cmd",
+            json!(cmd),
+            "cmd must not be empty",
+        ));
+    }
+    let main = pairs
+        .get("main")
+        .map(|v| parse_bool("main", v))
+        .transpose()?
+        .unwrap_or(true);
+    let attach = pairs
+        .get("attach")
+        .map(|v| parse_bool("attach", v))
+        .transpose()?
+        .unwrap_or(false);
+    if attach && cmd.is_some() {
+        return Err(ApiError::validation(
+            "INVALID_QUERY",
+            "attach=true and cmd cannot be combined",
+        ));
+    }
+    Ok(Options {
+        tty: if attach { None } else { tty },
+        cmd,
+        main,
+        attach,
+    })
+}
+
+fn serde_urlencoded_pairs(query: &str) -> ApiResult<HashMap<String, String>> {
+    axum::extract::Query::<HashMap<String, String>>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::validation("INVALID_QUERY", "the query string is malformed"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::validation("INVALID_QUERY", e.body_text()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert!(same_origin("http://localhost:8080", "localhost:8080"));
+        assert!(same_origin("http://LOCALHOST:8080", "localhost:8080"));
+        assert!(same_origin("https://example.com", "example.com"));
+        assert!(same_origin("http://example.com", "example.com:80"));
+        assert!(same_origin("http://[::1]:9000", "[::1]:9000"));
+        assert!(!same_origin("http://evil.com:8080", "localhost:8080"));
+        assert!(!same_origin("http://localhost:9090", "localhost:8080"));
+        assert!(!same_origin("http://localhost", "localhost:8080"));
+        assert!(!same_origin("null", "localhost:8080"));
+        assert!(!same_origin("file://", "localhost:8080"));
+        assert!(!same_origin(
+            "http://localhost:8080@evil.com",
+            "localhost:8080"
+        ));
+        assert!(!same_origin("http://localhost:8080", ""));
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_options("").unwrap();
+        assert_eq!(
+            o,
+            Options {
+                tty: None,
+                cmd: None,
+                main: true,
+                attach: false
+            }
+        );
+        let o = parse_options("cols=120&rows=40&cmd=sleep%20100&main=false").unwrap();
+        assert_eq!(o.tty, Some((120, 40)));
+        assert_eq!(o.cmd.as_deref(), Some("sleep 100"));
+        assert!(!o.main);
+        assert!(parse_options("attach=true").unwrap().attach);
+        for bad in [
+            "cols=0",
+            "rows=abc",
+            "main=maybe",
+            "attach=true&cmd=ls",
+            "cmd=",
+            "x=1",
+        ] {
+            let e = parse_options(bad).unwrap_err();
+            assert_eq!(e.code, "INVALID_QUERY", "{bad}");
+        }
+    }
+}

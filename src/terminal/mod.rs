@@ -1,0 +1,644 @@
+//! The WebSocket terminal session of API.md §6, independent of HTTP: given an upgraded
+//! socket and a running container, it runs the session's process (an exec'd shell, a
+//! `?cmd=` command line, or the main process with `?attach=true`), follows the main
+//! process's output, and speaks the frame protocol.
+//!
+//! Tasks and channels (all bounded, so memory per session is bounded):
+//! - the reader turns client frames into [`frames::Input`]s, queued in order; input that
+//!   arrives before the process is ready waits in that queue (and, past it, in TCP);
+//! - the session applies inputs one at a time, in order;
+//! - the exec pump reads the process's output into a small channel the writer drains: a
+//!   slow client fills it, the pump stops reading, and Docker stops reading the process's
+//!   pipe, so the process slows down instead of the server's memory growing;
+//! - the main follower reads Docker's log stream (never the process itself) into a channel
+//!   with `try_send`: a viewer that cannot keep up loses lines and is told so;
+//! - the writer sends frames, pings every 15 s (a dead peer is noticed even when idle).
+
+pub mod console;
+pub mod exec;
+pub mod frames;
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, KillContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use chrono::{DateTime, FixedOffset};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, Kind, REQUEST_ID};
+use frames::{Encoder, Input, Signal, Source, Stream};
+
+/// Exec output frames waiting for the client (each at most 32 KiB of data).
+const EXEC_QUEUE: usize = 8;
+/// Main-output frames waiting for the client before a slow viewer starts losing them.
+const MAIN_QUEUE: usize = 64;
+/// Client frames queued while the session works on an earlier one.
+const INPUT_QUEUE: usize = 64;
+const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// What a client asked for in the query string.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `cols`/`rows`: a TTY of that size.
+    pub tty: Option<(u16, u16)>,
+    /// `cmd`: run this command line through `/bin/sh -c` instead of the shell.
+    pub cmd: Option<String>,
+    /// `main` (default true): include the main process's output.
+    pub main: bool,
+    /// `attach`: input and signals go to the main process; `exit` when it ends.
+    pub attach: bool,
+}
+
+/// Everything a session needs besides the socket.
+pub struct Ctx {
+    pub docker: Docker,
+    pub cuid: String,
+    /// The main process's current run start (`State.StartedAt`).
+    pub started_at: Option<DateTime<FixedOffset>>,
+    pub options: Options,
+    pub shutdown: CancellationToken,
+    /// The upgrade request's id, for the error frames of the session.
+    pub request_id: String,
+}
+
+/// What the writer sends, in order.
+enum Out {
+    Frame(String),
+    Exit(i64),
+}
+
+/// Sends one `error` frame and closes: for a container that is not running.
+pub async fn refuse(mut socket: WebSocket, error_frame: String) {
+    let _ = socket.send(Message::Text(error_frame.into())).await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// Runs a session to its end.
+pub async fn run(socket: WebSocket, ctx: Ctx) {
+    let id = ctx.request_id.clone();
+    REQUEST_ID.scope(id, session(socket, ctx)).await;
+}
+
+/// `tokio::spawn` that keeps the request id (error frames name the upgrade request).
+fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+    tokio::spawn(REQUEST_ID.scope(id, fut))
+}
+
+async fn session(socket: WebSocket, ctx: Ctx) {
+    let (sink, stream) = socket.split();
+    let gone = CancellationToken::new();
+    let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+    let (ctl_tx, ctl_rx) = mpsc::channel::<String>(16);
+    let (exec_tx, exec_rx) = mpsc::channel::<Out>(EXEC_QUEUE);
+    let (main_tx, main_rx) = mpsc::channel::<String>(MAIN_QUEUE);
+
+    let reader = spawn(read_frames(stream, input_tx, ctl_tx.clone(), gone.clone()));
+    let writer = spawn(write_frames(sink, ctl_rx, main_rx, exec_rx, gone.clone()));
+    let (backlog_tx, backlog_rx) = tokio::sync::oneshot::channel();
+    let main = ctx.options.main.then(|| {
+        spawn(follow_main(
+            ctx.docker.clone(),
+            ctx.cuid.clone(),
+            ctx.started_at,
+            main_tx,
+            backlog_tx,
+        ))
+    });
+    if main.is_some() {
+        // The console's history comes first; input meanwhile waits in its queue.
+        let _ = tokio::time::timeout(Duration::from_secs(5), backlog_rx).await;
+    }
+
+    let io = SessionIo {
+        input: input_rx,
+        ctl: ctl_tx,
+        out: exec_tx,
+        gone: gone.clone(),
+    };
+    if ctx.options.attach {
+        attach_session(&ctx, io, main.as_ref()).await;
+    } else {
+        exec_session(&ctx, io).await;
+    }
+    // The session is over: the writer finishes what is queued (the exit frame) and closes.
+    if let Some(main) = main {
+        main.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    reader.abort();
+    gone.cancel();
+}
+
+struct SessionIo {
+    input: mpsc::Receiver<Input>,
+    ctl: mpsc::Sender<String>,
+    out: mpsc::Sender<Out>,
+    gone: CancellationToken,
+}
+
+impl SessionIo {
+    async fn error(&self, err: ApiError) {
+        let _ = self.ctl.send(frames::error_frame(&err)).await;
+    }
+}
+
+async fn read_frames(
+    mut stream: SplitStream<WebSocket>,
+    input: mpsc::Sender<Input>,
+    ctl: mpsc::Sender<String>,
+    gone: CancellationToken,
+) {
+    while let Some(Ok(msg)) = stream.next().await {
+        let parsed = match msg {
+            Message::Text(text) => frames::parse_input(text.as_str()),
+            // Binary frames are raw stdin (a convenience; the contract's frames are text).
+            Message::Binary(bytes) if bytes.len() <= frames::MAX_INPUT_DATA => {
+                Ok(Input::Stdin(bytes.to_vec()))
+            }
+            Message::Binary(_) => Err(ApiError::validation(
+                "FRAME_TOO_LARGE",
+                "a binary frame carries at most 64 KiB",
+            )),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match parsed {
+            Ok(frame) => {
+                if input.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            Err(err) => {
+                let _ = ctl.send(frames::error_frame(&err)).await;
+            }
+        }
+    }
+    gone.cancel();
+}
+
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut ctl: mpsc::Receiver<String>,
+    mut main: mpsc::Receiver<String>,
+    mut exec: mpsc::Receiver<Out>,
+    gone: CancellationToken,
+) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut main_open = true;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            Some(text) = ctl.recv() => Message::Text(text.into()),
+            text = main.recv(), if main_open => match text {
+                Some(text) => Message::Text(text.into()),
+                None => { main_open = false; continue; }
+            },
+            out = exec.recv() => match out {
+                Some(Out::Frame(text)) => Message::Text(text.into()),
+                Some(Out::Exit(code)) => {
+                    // Whatever main output is already queued goes first.
+                    while let Ok(text) = main.try_recv() {
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sink.send(Message::Text(frames::exit_frame(code).into())).await;
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+                None => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+            () = gone.cancelled() => break,
+        };
+        if sink.send(msg).await.is_err() {
+            break;
+        }
+    }
+    gone.cancel();
+}
+
+/// Follows the main output: the current run's backlog (never dropped, it is bounded), then
+/// live lines, dropped for a viewer that cannot keep up, who gets an `error` frame once the
+/// queue has room again.
+async fn follow_main(
+    docker: Docker,
+    cuid: String,
+    started_at: Option<DateTime<FixedOffset>>,
+    tx: mpsc::Sender<String>,
+    backlog_sent: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut stdout = Encoder::new(Stream::Stdout, Source::Main);
+    let mut stderr = Encoder::new(Stream::Stderr, Source::Main);
+    let (kept, last) = console::backlog(&docker, &cuid, started_at).await;
+    for rec in kept {
+        let enc = match rec.stream {
+            Stream::Stdout => &mut stdout,
+            Stream::Stderr => &mut stderr,
+        };
+        for frame in enc.push(&rec.data) {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = backlog_sent.send(());
+    let live = console::records(&docker, &cuid, last.or(started_at), None, true);
+    futures_util::pin_mut!(live);
+    let mut lost = 0u64;
+    loop {
+        let rec = if lost == 0 {
+            live.next().await
+        } else {
+            // Behind: tell the viewer as soon as there is room, even if no line follows.
+            tokio::select! {
+                rec = live.next() => rec,
+                permit = tx.reserve() => {
+                    let Ok(permit) = permit else { return };
+                    permit.send(frames::error_frame(&lagged(lost)));
+                    lost = 0;
+                    continue;
+                }
+            }
+        };
+        let Some(rec) = rec else { return };
+        if let (Some(last), Some(at)) = (&last, &rec.at) {
+            if at <= last {
+                continue; // already sent with the backlog
+            }
+        }
+        if lost > 0 {
+            lost += 1;
+            continue;
+        }
+        let enc = match rec.stream {
+            Stream::Stdout => &mut stdout,
+            Stream::Stderr => &mut stderr,
+        };
+        for frame in enc.push(&rec.data) {
+            match tx.try_send(frame) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    lost += 1;
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+}
+
+fn lagged(lost: u64) -> ApiError {
+    ApiError::new(
+        Kind::Timeout,
+        "OUTPUT_LAGGED",
+        format!("the client did not keep up with the main output: {lost} lines were skipped"),
+    )
+    .with_details(serde_json::json!({"skipped_lines": lost}))
+}
+
+/// An exec'd shell or command: create, start, pump output, apply input, report the exit.
+async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
+    let docker = &ctx.docker;
+    let tty = ctx.options.tty;
+    let mut env = vec!["CM_SESSION=1".to_owned()];
+    if tty.is_some() {
+        env.push("TERM=xterm-256color".to_owned());
+    }
+    let created = docker
+        .create_exec(
+            &ctx.cuid,
+            CreateExecOptions {
+                cmd: Some(exec::session_cmd(ctx.options.cmd.as_deref())),
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(tty.is_some()),
+                env: Some(env),
+                ..Default::default()
+            },
+        )
+        .await;
+    let exec_id = match created {
+        Ok(c) => c.id,
+        Err(e) => return exec_failed(&io, e).await,
+    };
+    let started = docker
+        .start_exec(
+            &exec_id,
+            Some(StartExecOptions {
+                tty: tty.is_some(),
+                output_capacity: Some(frames::MAX_FRAME_DATA),
+                ..Default::default()
+            }),
+        )
+        .await;
+    let (output, mut stdin) = match started {
+        Ok(StartExecResults::Attached { output, input }) => (output, input),
+        Ok(StartExecResults::Detached) => {
+            return io
+                .error(ApiError::new(
+                    Kind::Internal,
+                    "EXEC_FAILED",
+                    "the exec did not attach",
+                ))
+                .await
+        }
+        Err(e) => return exec_failed(&io, e).await,
+    };
+
+    let (pid_tx, mut pid_rx) = watch::channel(None::<u32>);
+    let ended = CancellationToken::new();
+    let pump = spawn(pump_exec(output, io.out.clone(), pid_tx, ended.clone()));
+
+    // The initial size, once the process runs (the pid marker proves it does).
+    let pid = wait_pid(&mut pid_rx, &ended, &io.gone).await;
+    if let (Some((cols, rows)), Some(_)) = (tty, pid) {
+        resize(docker, &exec_id, cols, rows).await;
+    }
+
+    let mut closing = false;
+    loop {
+        let input = tokio::select! {
+            () = ended.cancelled() => break,
+            () = io.gone.cancelled() => break,
+            () = ctx.shutdown.cancelled() => break,
+            input = io.input.recv(), if !closing => input,
+        };
+        let Some(input) = input else { break };
+        match input {
+            Input::Stdin(bytes) => {
+                let write = async {
+                    stdin.write_all(&bytes).await?;
+                    stdin.flush().await
+                };
+                tokio::select! {
+                    r = write => if let Err(e) = r {
+                        tracing::debug!(error = %e, "stdin write failed");
+                    },
+                    () = ended.cancelled() => break,
+                    () = io.gone.cancelled() => break,
+                }
+            }
+            Input::Resize { cols, rows } => match tty {
+                Some(_) => resize(docker, &exec_id, cols, rows).await,
+                None => io.error(no_tty()).await,
+            },
+            Input::Signal(Signal::Int) if tty.is_some() => {
+                // ^C on the terminal: the line discipline signals the foreground group.
+                let _ = stdin.write_all(&[0x03]).await;
+                let _ = stdin.flush().await;
+            }
+            Input::Signal(sig) => match pid {
+                Some(pid) => {
+                    if let Err(e) = exec::signal(docker, &ctx.cuid, pid, sig).await {
+                        io.error(ApiError::state("SIGNAL_FAILED", e)).await;
+                    }
+                }
+                None => io.error(no_pid()).await,
+            },
+            Input::Close => {
+                if let Some(pid) = pid {
+                    exec::kill_session(docker, &ctx.cuid, pid).await;
+                }
+                let _ = stdin.shutdown().await;
+                closing = true;
+            }
+        }
+    }
+
+    // Whatever ended the loop, no process of this session outlives it.
+    let pid = match pid {
+        Some(pid) => Some(pid),
+        None => tokio::time::timeout(Duration::from_secs(2), pid_rx.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|p| *p)),
+    };
+    let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
+    if exec::is_running(docker, &exec_id).await {
+        if let Some(pid) = pid {
+            exec::kill_session(docker, &ctx.cuid, pid).await;
+        }
+    }
+    drop(stdin);
+    if client_left {
+        pump.abort();
+        return;
+    }
+    // The output ends when the process and everything holding its output have gone.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+    match exec::exit_code(docker, &exec_id).await {
+        Ok(code) => {
+            let _ = io.out.send(Out::Exit(code)).await;
+        }
+        Err(e) => {
+            io.error(ApiError::new(Kind::Internal, "EXIT_CODE_UNKNOWN", e))
+                .await
+        }
+    }
+}
+
+async fn exec_failed(io: &SessionIo, e: bollard::errors::Error) {
+    tracing::warn!(error = %e, "exec failed");
+    io.error(ApiError::state(
+        "EXEC_FAILED",
+        "could not start a process in the container",
+    ))
+    .await;
+}
+
+fn no_tty() -> ApiError {
+    ApiError::validation(
+        "NO_TTY",
+        "this session has no TTY to resize (open it with cols and rows)",
+    )
+}
+
+fn no_pid() -> ApiError {
+    ApiError::state(
+        "SIGNAL_FAILED",
+        "the session's process is not known (it may have ended)",
+    )
+}
+
+async fn wait_pid(
+    rx: &mut watch::Receiver<Option<u32>>,
+    ended: &CancellationToken,
+    gone: &CancellationToken,
+) -> Option<u32> {
+    let found = tokio::select! {
+        r = rx.wait_for(Option::is_some) => r.ok().and_then(|p| *p),
+        () = gone.cancelled() => None,
+        () = ended.cancelled() => None,
+        () = tokio::time::sleep(Duration::from_secs(15)) => None,
+    };
+    found.or(*rx.borrow())
+}
+
+async fn resize(docker: &Docker, exec_id: &str, cols: u16, rows: u16) {
+    let opts = ResizeExecOptions {
+        width: cols,
+        height: rows,
+    };
+    if let Err(e) = docker.resize_exec(exec_id, opts).await {
+        tracing::debug!(error = %e, "resize failed");
+    }
+}
+
+/// Exec output → frames → the bounded exec queue (awaited: this is the backpressure).
+async fn pump_exec(
+    mut output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    out: mpsc::Sender<Out>,
+    pid: watch::Sender<Option<u32>>,
+    ended: CancellationToken,
+) {
+    use bollard::container::LogOutput;
+    let mut marker = exec::PidMarker::default();
+    let mut stdout = Encoder::new(Stream::Stdout, Source::Exec);
+    let mut stderr = Encoder::new(Stream::Stderr, Source::Exec);
+    'read: while let Some(Ok(item)) = output.next().await {
+        let (kind, bytes) = match item {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (Stream::Stdout, message.to_vec())
+            }
+            LogOutput::StdErr { message } => (Stream::Stderr, message.to_vec()),
+            LogOutput::StdIn { .. } => continue,
+        };
+        let bytes = if kind == Stream::Stdout && !marker.is_done() {
+            match marker.push(&bytes) {
+                exec::Marker::Pending => continue,
+                exec::Marker::Done(found, rest) => {
+                    if found.is_some() {
+                        let _ = pid.send(found);
+                    }
+                    rest
+                }
+            }
+        } else {
+            bytes
+        };
+        let enc = match kind {
+            Stream::Stdout => &mut stdout,
+            Stream::Stderr => &mut stderr,
+        };
+        for frame in enc.push(&bytes) {
+            if out.send(Out::Frame(frame)).await.is_err() {
+                break 'read;
+            }
+        }
+    }
+    for frame in [stdout.finish(), stderr.finish()].into_iter().flatten() {
+        let _ = out.send(Out::Frame(frame)).await;
+    }
+    ended.cancel();
+}
+
+/// `?attach=true`: input goes to the main process's stdin, signals to the main process
+/// (Docker's kill API; tini forwards them), `exit` when the main process ends. `close`
+/// detaches: the main process belongs to the reconciler, not to a viewer.
+async fn attach_session(ctx: &Ctx, mut io: SessionIo, main: Option<&tokio::task::JoinHandle<()>>) {
+    let docker = &ctx.docker;
+    // Register the wait first so an exit right after attaching is not missed.
+    let wait_opts = WaitContainerOptionsBuilder::new()
+        .condition("not-running")
+        .build();
+    let mut waiter = Box::pin(docker.wait_container(&ctx.cuid, Some(wait_opts)));
+    let attach_opts = AttachContainerOptionsBuilder::new()
+        .stream(true)
+        .stdin(true)
+        .build();
+    let attached = match docker.attach_container(&ctx.cuid, Some(attach_opts)).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "attach failed");
+            return io
+                .error(ApiError::state(
+                    "ATTACH_FAILED",
+                    "could not attach to the main process",
+                ))
+                .await;
+        }
+    };
+    let mut stdin = attached.input;
+    let _output = attached.output;
+    let exit = loop {
+        tokio::select! {
+            r = waiter.next() => break match r {
+                Some(Ok(resp)) => Some(resp.status_code),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+                _ => None,
+            },
+            () = io.gone.cancelled() => return,
+            () = ctx.shutdown.cancelled() => return,
+            input = io.input.recv() => match input {
+                None | Some(Input::Close) => return,
+                Some(Input::Stdin(bytes)) => {
+                    let write = async {
+                        stdin.write_all(&bytes).await?;
+                        stdin.flush().await
+                    };
+                    tokio::select! {
+                        r = write => if let Err(e) = r {
+                            tracing::debug!(error = %e, "attach stdin write failed");
+                        },
+                        () = io.gone.cancelled() => return,
+                    }
+                }
+                Some(Input::Resize { .. }) => io.error(no_tty()).await,
+                Some(Input::Signal(sig)) => {
+                    let opts = KillContainerOptionsBuilder::new()
+                        .signal(&format!("SIG{}", sig.name()))
+                        .build();
+                    if let Err(e) = docker.kill_container(&ctx.cuid, Some(opts)).await {
+                        tracing::debug!(error = %e, "kill failed");
+                        io.error(ApiError::state("SIGNAL_FAILED", "the main process could not be signalled")).await;
+                    }
+                }
+            },
+        }
+    };
+    // Let the main output reach its end (the log stream ends with the run), briefly.
+    if let Some(main) = main {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !main.is_finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    match exit {
+        Some(code) => {
+            let _ = io.out.send(Out::Exit(code)).await;
+        }
+        None => {
+            io.error(ApiError::new(
+                Kind::Internal,
+                "EXIT_CODE_UNKNOWN",
+                "the main process's exit code could not be read",
+            ))
+            .await
+        }
+    }
+}

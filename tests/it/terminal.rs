@@ -1,0 +1,714 @@
+//! The WebSocket terminal (§6) and `GET /containers/{cuid}/logs` (§4), against real
+//! containers through a real WebSocket client.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::*;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Percent-encodes a query value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Creates and starts a container running `command`; returns its cuid.
+async fn running(s: &Server, command: &[&str]) -> String {
+    running_with(s, json!({"image": BUSYBOX, "command": command})).await
+}
+
+async fn running_with(s: &Server, spec: Value) -> String {
+    let r = s.post_json("/containers", &spec).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let r = s.post(&format!("/containers/{cuid}/start")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+    cuid
+}
+
+/// A session as a client sees it: decoded output per source and stream, errors, the exit.
+struct Term {
+    ws: Socket,
+    exec_out: Vec<u8>,
+    exec_err: Vec<u8>,
+    main_out: Vec<u8>,
+    main_err: Vec<u8>,
+    encodings: Vec<String>,
+    errors: Vec<Value>,
+    exit: Option<i64>,
+    closed: bool,
+}
+
+impl Term {
+    async fn open(s: &Server, path: &str) -> Term {
+        Term {
+            ws: s.ws(path).await,
+            exec_out: Vec::new(),
+            exec_err: Vec::new(),
+            main_out: Vec::new(),
+            main_err: Vec::new(),
+            encodings: Vec::new(),
+            errors: Vec::new(),
+            exit: None,
+            closed: false,
+        }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    async fn stdin(&mut self, text: &str) {
+        self.send(json!({"type": "stdin", "data": text, "encoding": "utf8"}))
+            .await;
+    }
+
+    fn out(&self) -> String {
+        String::from_utf8_lossy(&self.exec_out).into_owned()
+    }
+
+    fn main(&self) -> String {
+        String::from_utf8_lossy(&self.main_out).into_owned()
+    }
+
+    fn take(&mut self, v: Value) {
+        match v["type"].as_str().unwrap_or("") {
+            t @ ("stdout" | "stderr") => {
+                let data = v["data"].as_str().expect("data");
+                let encoding = v["encoding"].as_str().expect("encoding").to_owned();
+                let bytes = match encoding.as_str() {
+                    "utf8" => data.as_bytes().to_vec(),
+                    "base64" => base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .expect("valid base64"),
+                    e => panic!("unknown encoding {e}"),
+                };
+                assert!(data.len() <= 64 * 1024, "a frame over 64 KiB");
+                self.encodings.push(encoding);
+                let buf = match (v["source"].as_str(), t) {
+                    (Some("main"), "stdout") => &mut self.main_out,
+                    (Some("main"), _) => &mut self.main_err,
+                    (_, "stdout") => &mut self.exec_out,
+                    _ => &mut self.exec_err,
+                };
+                buf.extend(bytes);
+            }
+            "exit" => self.exit = Some(v["code"].as_i64().expect("exit code")),
+            "error" => self.errors.push(v),
+            other => panic!("unexpected frame type {other}: {v}"),
+        }
+    }
+
+    /// Reads frames until `pred` holds or the session closes; panics after `limit`.
+    async fn until(&mut self, limit: Duration, what: &str, pred: impl Fn(&Term) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !pred(self) {
+            assert!(
+                !self.closed,
+                "closed before {what}; out={:?} err={:?} main={:?} errors={:?} exit={:?}",
+                self.out(),
+                String::from_utf8_lossy(&self.exec_err),
+                self.main(),
+                self.errors,
+                self.exit
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; out={:?} err={:?} main={:?} errors={:?}",
+                self.out(),
+                String::from_utf8_lossy(&self.exec_err),
+                self.main(),
+                self.errors
+            );
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
+                    self.take(v);
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn until_exit(&mut self, limit: Duration) -> i64 {
+        self.until(limit, "exit", |t| t.exit.is_some()).await;
+        self.exit.unwrap()
+    }
+
+    /// After `exit` the server closes the socket.
+    async fn until_closed(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "socket not closed");
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    self.take(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Processes in the container (`ps` output).
+fn ps(cuid: &str) -> String {
+    docker(&["exec", cuid, "ps"])
+}
+
+async fn wait_ps(cuid: &str, limit: Duration, what: &str, pred: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = ps(cuid);
+        if pred(&out) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}; ps:\n{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const SLEEPER: &[&str] = &["sh", "-c", "exec sleep 3600"];
+const LONG: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn tty_shell_echo_resize_interrupt_and_exit_code() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+    let mut t = Term::open(&s, &format!("/ws/{cuid}?cols=80&rows=24&main=false")).await;
+    // Sent the moment the socket opens, before the shell is ready: buffered, not lost.
+    t.stdin("echo marker-$((6*7))\n").await;
+    t.until(LONG, "echo marker", |t| t.out().contains("marker-42"))
+        .await;
+
+    t.stdin("stty size\n").await;
+    t.until(LONG, "initial size 24 80", |t| t.out().contains("24 80"))
+        .await;
+
+    t.send(json!({"type": "resize", "cols": 132, "rows": 43}))
+        .await;
+    t.stdin("stty size\n").await;
+    t.until(LONG, "resized", |t| t.out().contains("43 132"))
+        .await;
+
+    t.stdin("sleep 30\n").await;
+    wait_ps(&cuid, LONG, "sleep 30 did not start", |p| {
+        p.contains("sleep 30")
+    })
+    .await;
+    let before = Instant::now();
+    t.send(json!({"type": "signal", "name": "INT"})).await;
+    t.stdin("echo back-$((1+2))\n").await;
+    t.until(LONG, "prompt after INT", |t| t.out().contains("back-3"))
+        .await;
+    assert!(before.elapsed() < Duration::from_secs(15));
+    wait_ps(&cuid, LONG, "sleep 30 survived INT", |p| {
+        !p.contains("sleep 30")
+    })
+    .await;
+
+    t.stdin("exit 7\n").await;
+    assert_eq!(t.until_exit(LONG).await, 7);
+    t.until_closed(LONG).await;
+    assert!(t.errors.is_empty(), "{:?}", t.errors);
+}
+
+#[tokio::test]
+async fn cmd_term_and_kill_give_143_and_137() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+    for (sig, code, seconds) in [("TERM", 143, "101"), ("KILL", 137, "102")] {
+        let mut t = Term::open(
+            &s,
+            &format!(
+                "/ws/{cuid}?main=false&cmd={}",
+                enc(&format!("sleep {seconds}"))
+            ),
+        )
+        .await;
+        let needle = format!("sleep {seconds}");
+        wait_ps(&cuid, LONG, "sleep did not start", |p| p.contains(&needle)).await;
+        t.send(json!({"type": "signal", "name": sig})).await;
+        assert_eq!(t.until_exit(LONG).await, code, "{sig}");
+        t.until_closed(LONG).await;
+        assert!(!ps(&cuid).contains(&needle));
+    }
+    // With a TTY too: TERM goes to the terminal's foreground process.
+    let mut t = Term::open(
+        &s,
+        &format!(
+            "/ws/{cuid}?main=false&cols=80&rows=24&cmd={}",
+            enc("sleep 103")
+        ),
+    )
+    .await;
+    wait_ps(&cuid, LONG, "sleep did not start", |p| {
+        p.contains("sleep 103")
+    })
+    .await;
+    t.send(json!({"type": "signal", "name": "TERM"})).await;
+    assert_eq!(t.until_exit(LONG).await, 143);
+}
+
+#[tokio::test]
+async fn without_tty_streams_are_separate_and_binary_is_exact() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+
+    let cmd = "echo to-out; echo to-err >&2; printf 'caf\\303\\251 \\342\\202\\254\\n'; exit 3";
+    let mut t = Term::open(&s, &format!("/ws/{cuid}?main=false&cmd={}", enc(cmd))).await;
+    assert_eq!(t.until_exit(LONG).await, 3);
+    assert_eq!(t.out(), "to-out\ncafé €\n");
+    assert_eq!(String::from_utf8_lossy(&t.exec_err), "to-err\n");
+    assert!(t.encodings.iter().all(|e| e == "utf8"), "{:?}", t.encodings);
+
+    // Binary output: base64, byte-exact (compared with a hex dump made in the container).
+    let cmd = "{ head -c 4096 /dev/urandom | tee /dev/fd/3 | od -An -tx1 -v >&2; } 3>&1";
+    let mut t = Term::open(&s, &format!("/ws/{cuid}?main=false&cmd={}", enc(cmd))).await;
+    assert_eq!(t.until_exit(LONG).await, 0, "{:?}", t.errors);
+    assert_eq!(t.exec_out.len(), 4096);
+    assert!(t.encodings.iter().any(|e| e == "base64"));
+    let want: String = String::from_utf8_lossy(&t.exec_err)
+        .split_whitespace()
+        .collect();
+    let got: String = t.exec_out.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(got, want);
+
+    // A client's malformed frames get an error frame and the session goes on.
+    let mut t = Term::open(&s, &format!("/ws/{cuid}?main=false")).await;
+    t.ws.send(Message::Text("not json".into())).await.unwrap();
+    t.send(json!({"type": "signal", "name": "HUP"})).await;
+    t.send(json!({"type": "resize", "cols": 100, "rows": 30}))
+        .await; // no TTY to resize
+    t.send(json!({"type": "stdin", "data": "ZWNobyBiNjQtb2sK", "encoding": "base64"}))
+        .await;
+    t.until(LONG, "base64 stdin", |t| t.out().contains("b64-ok"))
+        .await;
+    t.until(LONG, "three errors", |t| t.errors.len() >= 3).await;
+    let codes: Vec<&str> = t
+        .errors
+        .iter()
+        .map(|e| e["error"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["INVALID_FRAME", "INVALID_SIGNAL", "NO_TTY"]);
+    assert_eq!(t.errors[0]["error"]["error"], "validation_error");
+    assert_eq!(t.errors[0]["error"]["status"], 400);
+    t.send(json!({"type": "close"})).await;
+    t.until_exit(LONG).await;
+    t.until_closed(LONG).await;
+}
+
+#[tokio::test]
+async fn console_shows_the_current_run_from_its_start() {
+    let s = Server::start().await;
+    let cuid = running(
+        &s,
+        &[
+            "sh",
+            "-c",
+            "echo first-line; echo first-err >&2; exec sleep 3600",
+        ],
+    )
+    .await;
+    // Right after start: the main process's first lines, both streams, marked as main.
+    let mut t = Term::open(&s, &format!("/ws/{cuid}")).await;
+    t.until(LONG, "main output", |t| {
+        t.main().contains("first-line")
+            && String::from_utf8_lossy(&t.main_err).contains("first-err")
+    })
+    .await;
+    // And a shell for input, its output apart.
+    t.stdin("echo shell-$((2*21))\n").await;
+    t.until(LONG, "shell output", |t| t.out().contains("shell-42"))
+        .await;
+    assert!(!t.out().contains("first-line"));
+
+    // Live main output arrives too.
+    docker(&["exec", &cuid, "sh", "-c", "echo live-line > /proc/1/fd/1"]);
+    t.until(LONG, "live main output", |t| t.main().contains("live-line"))
+        .await;
+    t.stdin("exit\n").await;
+    assert_eq!(t.until_exit(LONG).await, 0);
+
+    // After a restart the console shows the new run only.
+    let r = s.post(&format!("/containers/{cuid}/restart")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut t = Term::open(&s, &format!("/ws/{cuid}")).await;
+    t.until(LONG, "new run output", |t| t.main().contains("first-line"))
+        .await;
+    t.stdin("echo sync\n").await;
+    t.until(LONG, "sync", |t| t.out().contains("sync")).await;
+    assert_eq!(t.main().matches("first-line").count(), 1, "{}", t.main());
+    assert!(!t.main().contains("live-line"), "{}", t.main());
+}
+
+#[tokio::test]
+async fn attach_reports_the_main_process_exit_code() {
+    let s = Server::start().await;
+    let cuid = running_with(
+        &s,
+        json!({"image": BUSYBOX, "restart": "no",
+               "command": ["sh", "-c", "echo ready; read x; echo got-$x; exit $x"]}),
+    )
+    .await;
+    let mut t = Term::open(&s, &format!("/ws/{cuid}?attach=true")).await;
+    t.until(LONG, "ready", |t| t.main().contains("ready")).await;
+    t.stdin("7\n").await;
+    assert_eq!(t.until_exit(LONG).await, 7);
+    assert!(t.main().contains("got-7"), "{}", t.main());
+    t.until_closed(LONG).await;
+}
+
+#[tokio::test]
+async fn not_running_unknown_origin_and_auth() {
+    let s = Server::start().await;
+    // Stored, never started: upgrade, one error frame, close.
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "command": SLEEPER}),
+        )
+        .await;
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let mut t = Term::open(&s, &format!("/ws/{cuid}")).await;
+    t.until_closed(LONG).await;
+    assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
+    let e = &t.errors[0]["error"];
+    assert_eq!(e["error"], "state_error");
+    assert_eq!(e["code"], "CONTAINER_NOT_RUNNING");
+    assert_eq!(e["status"], 422);
+    assert!(e["request_id"].is_string() && e["timestamp"].is_string());
+
+    let handshake = |path: String, headers: Vec<(&'static str, String)>| {
+        let addr = s.addr;
+        async move {
+            let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+            for (k, v) in headers {
+                req.headers_mut().insert(k, v.parse().unwrap());
+            }
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((_, resp)) => (resp.status().as_u16(), String::new()),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    let body = resp
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    (resp.status().as_u16(), body)
+                }
+                Err(e) => panic!("handshake: {e}"),
+            }
+        }
+    };
+    let auth = ("authorization", basic_auth(USER, PASS));
+    // No credentials: 401 before any upgrade.
+    let (status, body) = handshake(format!("/ws/{cuid}"), vec![]).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("auth_error"), "{body}");
+    // Another site's page: 403.
+    let (status, body) = handshake(
+        format!("/ws/{cuid}"),
+        vec![auth.clone(), ("origin", "http://evil.example".into())],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ORIGIN_NOT_ALLOWED"), "{body}");
+    let (status, _) = handshake(
+        format!("/ws/{cuid}"),
+        vec![
+            auth.clone(),
+            ("origin", format!("http://127.0.0.1:{}", s.addr.port() + 1)),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    // This server's own origin is fine.
+    let (status, body) = handshake(
+        format!("/ws/{cuid}"),
+        vec![auth.clone(), ("origin", format!("http://{}", s.addr))],
+    )
+    .await;
+    assert_eq!(status, 101, "{body}");
+    // Unknown and malformed cuids: 404; a bad option: 400.
+    let (status, body) = handshake(
+        "/ws/c00000000-0000-4000-8000-000000000000".into(),
+        vec![auth.clone()],
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = handshake("/ws/nope".into(), vec![auth.clone()]).await;
+    assert_eq!(status, 404);
+    let (status, body) = handshake(format!("/ws/{cuid}?cols=0"), vec![auth.clone()]).await;
+    assert_eq!(status, 400, "{body}");
+    // A plain GET (no upgrade) is an error body too.
+    let r = s.get(&format!("/ws/{cuid}")).await;
+    r.assert_error(400, "validation_error", "WEBSOCKET_UPGRADE_REQUIRED");
+}
+
+#[tokio::test]
+async fn an_abrupt_disconnect_leaves_no_process_behind() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+    let mut a = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", enc("sleep 1001")),
+    )
+    .await;
+    let mut b = Term::open(&s, &format!("/ws/{cuid}?main=false&cols=80&rows=24")).await;
+    b.stdin("sleep 1002 & sleep 1003\n").await;
+    let c = Term::open(&s, &format!("/ws/{cuid}?main=false")).await;
+    wait_ps(&cuid, LONG, "sleeps did not start", |p| {
+        p.contains("sleep 1001") && p.contains("sleep 1002") && p.contains("sleep 1003")
+    })
+    .await;
+    let before = ps(&cuid);
+    assert!(before.contains("sh"), "{before}");
+    // TCP reset, no close frame.
+    for t in [&mut a, &mut b] {
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = t.ws.get_ref() {
+            #[allow(deprecated)]
+            tcp.set_linger(Some(Duration::ZERO)).unwrap();
+        }
+    }
+    drop(a);
+    drop(b);
+    drop(c); // just gone (FIN), no close frame either
+    wait_ps(
+        &cuid,
+        Duration::from_secs(10),
+        "processes left behind",
+        |p| !p.contains("sleep 100") && !p.contains("/bin/sh"),
+    )
+    .await;
+    assert!(ps(&cuid).contains("sleep 3600"), "the main process stays");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sessions_on_one_container() {
+    let s = Server::start().await;
+    let cuid = running(&s, &["sh", "-c", "echo main-hello; exec sleep 3600"]).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let ws = s.ws(&format!("/ws/{cuid}")).await;
+        set.spawn(async move {
+            let mut t = Term {
+                ws,
+                exec_out: Vec::new(),
+                exec_err: Vec::new(),
+                main_out: Vec::new(),
+                main_err: Vec::new(),
+                encodings: Vec::new(),
+                errors: Vec::new(),
+                exit: None,
+                closed: false,
+            };
+            t.stdin(&format!("echo session-$(({i}*1000+7))\nexit {}\n", i % 5))
+                .await;
+            let code = t.until_exit(Duration::from_secs(60)).await;
+            assert_eq!(code, (i % 5) as i64);
+            assert!(
+                t.out().contains(&format!("session-{}", i * 1000 + 7)),
+                "{}",
+                t.out()
+            );
+            assert!(t.main().contains("main-hello"), "{}", t.main());
+            i
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = set.join_next().await {
+        r.expect("session task");
+        done += 1;
+    }
+    assert_eq!(done, 50);
+    wait_ps(&cuid, LONG, "shells left behind", |p| {
+        !p.contains("/bin/sh")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_slows_the_exec_down() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+    // 64 MB of output: with nobody reading, the producer must block, not finish.
+    let cmd = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 64000000; echo; echo end-mark";
+    let mut t = Term::open(&s, &format!("/ws/{cuid}?main=false&cmd={}", enc(cmd))).await;
+    wait_ps(&cuid, LONG, "producer did not start", |p| p.contains("yes")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ps(&cuid).contains("head -c"),
+        "the producer was not slowed down"
+    );
+    // Reading everything: complete, in order, exit 0.
+    assert_eq!(t.until_exit(Duration::from_secs(120)).await, 0);
+    assert_eq!(t.exec_out.len(), 64_000_000 + 1 + 9);
+    assert!(t.out().ends_with("\nend-mark\n"));
+}
+
+#[tokio::test]
+async fn logs_with_tail_since_follow_and_streams() {
+    let s = Server::start().await;
+    let cuid = running(
+        &s,
+        &[
+            "sh",
+            "-c",
+            "echo out-1; echo err-1 >&2; echo out-2; echo out-3; exec sleep 3600",
+        ],
+    )
+    .await;
+    let path = format!("/containers/{cuid}/logs");
+    let r = s
+        .wait_for(&path, LONG, |r| r.status == 200 && r.text.contains("out-3"))
+        .await;
+    // Docker copies stdout and stderr separately: their relative order is not kept.
+    let mut all: Vec<&str> = r.text.lines().collect();
+    all.sort();
+    assert_eq!(all, ["err-1", "out-1", "out-2", "out-3"], "{}", r.text);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+
+    // Streams apart.
+    let r = s.get(&format!("{path}?stream=stderr")).await;
+    assert_eq!(r.text, "err-1\n");
+    let r = s.get(&format!("{path}?stream=stdout")).await;
+    assert_eq!(r.text, "out-1\nout-2\nout-3\n");
+    let r = s.get(&format!("{path}?format=jsonl")).await;
+    let lines: Vec<Value> = r
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for l in &lines {
+        let data = l["data"].as_str().unwrap();
+        let want = if data.starts_with("err") {
+            "stderr"
+        } else {
+            "stdout"
+        };
+        assert_eq!(l["stream"], want, "{l}");
+        assert_eq!(l["encoding"], "utf8");
+    }
+    let out2 = lines.iter().find(|l| l["data"] == "out-2\n").unwrap();
+
+    // tail
+    let r = s.get(&format!("{path}?tail=2")).await;
+    assert_eq!(r.text, "out-2\nout-3\n");
+    let r = s.get(&format!("{path}?tail=0")).await;
+    assert_eq!(r.text, "");
+
+    // since: RFC 3339 (to the nanosecond) and Unix seconds.
+    let third = out2["timestamp"].as_str().unwrap();
+    let r = s
+        .get(&format!("{path}?since={}&stream=stdout", enc(third)))
+        .await;
+    assert_eq!(r.text, "out-2\nout-3\n");
+    let r = s.get(&format!("{path}?since=4102444800")).await; // 2100-01-01
+    assert_eq!(r.text, "");
+    let r = s.get(&format!("{path}?since=0&timestamps=true")).await;
+    assert_eq!(r.text.lines().count(), 4);
+    assert!(
+        r.text
+            .lines()
+            .all(|l| l.split(' ').next().unwrap().ends_with('Z')),
+        "{}",
+        r.text
+    );
+    s.get(&format!("{path}?since=yesterday"))
+        .await
+        .assert_error(400, "validation_error", "INVALID_QUERY");
+    s.get(&format!("{path}?tail=x"))
+        .await
+        .assert_error(400, "validation_error", "INVALID_QUERY");
+    s.get("/containers/c00000000-0000-4000-8000-000000000000/logs")
+        .await
+        .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+
+    // follow: a line printed after the request started arrives on the open stream.
+    let resp = s
+        .request(reqwest::Method::GET, &format!("{path}?follow=true&tail=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while !String::from_utf8_lossy(&got).contains("out-3") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, body.next())
+            .await
+            .expect("tail line");
+        got.extend_from_slice(&chunk.unwrap().unwrap());
+    }
+    docker(&["exec", &cuid, "sh", "-c", "echo late-line > /proc/1/fd/1"]);
+    while !String::from_utf8_lossy(&got).contains("late-line") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, body.next())
+            .await
+            .expect("late line");
+        got.extend_from_slice(&chunk.unwrap().unwrap());
+    }
+    assert_eq!(String::from_utf8_lossy(&got), "out-3\nlate-line\n");
+}
+
+#[tokio::test]
+async fn a_slow_console_viewer_loses_its_place_and_never_blocks_main() {
+    let s = Server::start().await;
+    let cuid = running(
+        &s,
+        &[
+            "sh",
+            "-c",
+            "echo go; read x; yes main-line-0123456789 | head -n 400000; echo main-done; exec sleep 3600",
+        ],
+    )
+    .await;
+    let mut t = Term::open(&s, &format!("/ws/{cuid}")).await;
+    t.until(LONG, "go", |t| t.main().contains("go")).await;
+    // Start the flood, then do not read while it runs.
+    docker(&["exec", &cuid, "sh", "-c", "echo 1 > /proc/1/fd/0"]);
+    let r = s
+        .wait_for(&format!("/containers/{cuid}/logs?tail=1"), LONG, |r| {
+            r.text.contains("main-done")
+        })
+        .await;
+    assert_eq!(r.status, 200);
+    // The main process finished without waiting for the viewer; the viewer is told it lost
+    // lines and then follows live output again.
+    t.until(Duration::from_secs(60), "lag error", |t| {
+        t.errors
+            .iter()
+            .any(|e| e["error"]["code"] == "OUTPUT_LAGGED")
+    })
+    .await;
+    let lines = t.main().matches("main-line").count();
+    assert!(lines < 400_000, "nothing was skipped: {lines}");
+    docker(&["exec", &cuid, "sh", "-c", "echo after-lag > /proc/1/fd/1"]);
+    t.until(LONG, "live output after the lag", |t| t.main().contains("after-lag"))
+        .await;
+}
