@@ -31,6 +31,7 @@ fn development() -> bool {
 pub enum Kind {
     Validation,
     Auth,
+    Forbidden,
     NotFound,
     Conflict,
     State,
@@ -50,6 +51,7 @@ impl Kind {
         match self {
             Kind::Validation => "validation_error",
             Kind::Auth => "auth_error",
+            Kind::Forbidden => "forbidden",
             Kind::NotFound => "not_found",
             Kind::Conflict => "conflict",
             Kind::State => "state_error",
@@ -69,6 +71,7 @@ impl Kind {
         match self {
             Kind::Validation => StatusCode::BAD_REQUEST,
             Kind::Auth => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::State => StatusCode::UNPROCESSABLE_ENTITY,

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorInfo, Kind, REQUEST_ID};
+use crate::error::{ApiError, ApiResult, Kind, REQUEST_ID};
 use crate::http::containers::path_cuid;
 use crate::terminal::{self, Options};
 
@@ -27,7 +27,7 @@ pub async fn ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(err) = check_origin(&headers) {
-        return forbidden(err);
+        return err.into_response();
     }
     match open(state, cuid, query, upgrade).await {
         Ok(response) => response,
@@ -65,15 +65,19 @@ async fn open(
             None::<bollard::query_parameters::InspectContainerOptions>,
         )
         .await;
-    let (running, started_at) = match inspect {
+    let (running, run_since) = match inspect {
         Ok(info) => {
             let st = info.state.unwrap_or_default();
             let running = st.running.unwrap_or(false) && !st.paused.unwrap_or(false);
-            let started = st
-                .started_at
-                .as_deref()
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
-            (running, started)
+            let time =
+                |s: Option<&str>| s.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            (
+                running,
+                terminal::console::run_since(
+                    time(st.started_at.as_deref()),
+                    time(st.finished_at.as_deref()),
+                ),
+            )
         }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
@@ -103,7 +107,7 @@ async fn open(
     let ctx = terminal::Ctx {
         docker,
         cuid,
-        started_at,
+        run_since,
         options,
         shutdown: state.shutdown.clone(),
         request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
@@ -113,7 +117,7 @@ async fn open(
 
 /// A browser always sends `Origin`; one that names another site is refused (cross-site
 /// WebSocket hijacking). No `Origin` is a non-browser client, allowed.
-/// The refusal is `403` with the §3 body (`error: "forbidden"`, `ORIGIN_NOT_ALLOWED`).
+/// The refusal is `403 forbidden` `ORIGIN_NOT_ALLOWED`.
 pub fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
@@ -127,26 +131,13 @@ pub fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
         Ok(())
     } else {
         let err = ApiError::new(
-            Kind::Auth,
+            Kind::Forbidden,
             "ORIGIN_NOT_ALLOWED",
             "a WebSocket upgrade from another origin is not allowed",
         )
         .with_details(json!({"origin": origin, "host": host}));
         Err(err)
     }
-}
-
-/// §3 has no 403 kind of its own: the body of `err` as `forbidden` / 403.
-fn forbidden(err: ApiError) -> Response {
-    let mut body = err.body();
-    body["error"] = json!("forbidden");
-    body["status"] = json!(403);
-    let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
-    response.extensions_mut().insert(ErrorInfo {
-        error: "forbidden",
-        code: err.code.into_owned(),
-    });
-    response
 }
 
 fn split_host_port(authority: &str) -> (String, Option<u16>) {

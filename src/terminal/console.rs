@@ -18,6 +18,22 @@ pub const BACKLOG_LINES: usize = 1000;
 /// … and at most this many bytes.
 pub const BACKLOG_BYTES: usize = 256 * 1024;
 
+/// Where the current run's output begins in the container's log. Not `StartedAt`: a process
+/// can print before Docker records that (its first lines would be lost). The previous run's
+/// end is the boundary instead: Docker finishes copying a run's output before it records
+/// `FinishedAt`, and the next run starts after it. No previous run (`FinishedAt` unset or
+/// older than the year 2000): the whole log is this run's.
+pub fn run_since(
+    started_at: Option<DateTime<FixedOffset>>,
+    finished_at: Option<DateTime<FixedOffset>>,
+) -> Option<DateTime<FixedOffset>> {
+    let finished = finished_at.filter(|f| f.timestamp() > 946_684_800)?;
+    match started_at {
+        Some(started) if finished > started => Some(started),
+        _ => Some(finished + chrono::Duration::nanoseconds(1)),
+    }
+}
+
 /// One log record: which stream, when Docker received it, and the bytes (usually one line
 /// with its `\n`; Docker splits lines longer than 16 KiB).
 #[derive(Clone, Debug)]
@@ -93,17 +109,17 @@ pub fn records(
         })
 }
 
-/// The current run's output so far, bounded to the last [`BACKLOG_LINES`] records and
-/// [`BACKLOG_BYTES`] bytes, and the timestamp to follow on from.
+/// The current run's output so far (from `since`, see [`run_since`]), bounded to the last
+/// [`BACKLOG_LINES`] records and [`BACKLOG_BYTES`] bytes, and the timestamp to follow on from.
 pub async fn backlog(
     docker: &Docker,
     cuid: &str,
-    started_at: Option<DateTime<FixedOffset>>,
+    since: Option<DateTime<FixedOffset>>,
 ) -> (Vec<Record>, Option<DateTime<FixedOffset>>) {
     let mut kept: VecDeque<Record> = VecDeque::new();
     let mut bytes = 0usize;
     let mut last = None;
-    let stream = records(docker, cuid, started_at, Some(BACKLOG_LINES as u64), false);
+    let stream = records(docker, cuid, since, Some(BACKLOG_LINES as u64), false);
     futures_util::pin_mut!(stream);
     while let Some(rec) = stream.next().await {
         if rec.at.is_some() {
@@ -121,39 +137,22 @@ pub async fn backlog(
     (kept.into(), last)
 }
 
-/// The main output of the current run: the bounded backlog, then live records.
-pub fn follow_current_run(
-    docker: Docker,
-    cuid: String,
-    started_at: Option<DateTime<FixedOffset>>,
-) -> impl Stream<Item = Record> + Send + 'static {
-    async_stream(docker, cuid, started_at)
-}
-
-fn async_stream(
-    docker: Docker,
-    cuid: String,
-    started_at: Option<DateTime<FixedOffset>>,
-) -> impl Stream<Item = Record> + Send + 'static {
-    futures_util::stream::once(async move {
-        let (kept, last) = backlog(&docker, &cuid, started_at).await;
-        let from = last.or(started_at);
-        let live = records(&docker, &cuid, from, None, true).filter(move |rec| {
-            // Records up to and including the backlog's last one were already sent.
-            let fresh = match (&last, &rec.at) {
-                (Some(last), Some(at)) => at > last,
-                _ => true,
-            };
-            std::future::ready(fresh)
-        });
-        futures_util::stream::iter(kept).chain(live)
-    })
-    .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_starts_after_the_previous_one_ended() {
+        let t = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap());
+        let started = t("2024-01-20T15:30:05Z");
+        assert_eq!(run_since(started, t("0001-01-01T00:00:00Z")), None);
+        assert_eq!(run_since(started, None), None);
+        let since = run_since(started, t("2024-01-20T15:30:01Z")).unwrap();
+        assert!(since > t("2024-01-20T15:30:01Z").unwrap());
+        assert!(since < t("2024-01-20T15:30:01.000001Z").unwrap());
+        // Finished after started: a stale pair; fall back to the start.
+        assert_eq!(run_since(started, t("2024-01-20T15:30:09Z")), started);
+    }
 
     #[test]
     fn timestamps_are_split_off() {

@@ -61,8 +61,9 @@ pub struct Options {
 pub struct Ctx {
     pub docker: Docker,
     pub cuid: String,
-    /// The main process's current run start (`State.StartedAt`).
-    pub started_at: Option<DateTime<FixedOffset>>,
+    /// Where the main process's current run begins in its log (see
+    /// [`console::run_since`]); `None`: the whole log is this run's.
+    pub run_since: Option<DateTime<FixedOffset>>,
     pub options: Options,
     pub shutdown: CancellationToken,
     /// The upgrade request's id, for the error frames of the session.
@@ -112,7 +113,7 @@ async fn session(socket: WebSocket, ctx: Ctx) {
         spawn(follow_main(
             ctx.docker.clone(),
             ctx.cuid.clone(),
-            ctx.started_at,
+            ctx.run_since,
             main_tx,
             backlog_tx,
         ))
@@ -241,13 +242,13 @@ async fn write_frames(
 async fn follow_main(
     docker: Docker,
     cuid: String,
-    started_at: Option<DateTime<FixedOffset>>,
+    run_since: Option<DateTime<FixedOffset>>,
     tx: mpsc::Sender<String>,
     backlog_sent: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut stdout = Encoder::new(Stream::Stdout, Source::Main);
     let mut stderr = Encoder::new(Stream::Stderr, Source::Main);
-    let (kept, last) = console::backlog(&docker, &cuid, started_at).await;
+    let (kept, last) = console::backlog(&docker, &cuid, run_since).await;
     for rec in kept {
         let enc = match rec.stream {
             Stream::Stdout => &mut stdout,
@@ -260,7 +261,7 @@ async fn follow_main(
         }
     }
     let _ = backlog_sent.send(());
-    let live = console::records(&docker, &cuid, last.or(started_at), None, true);
+    let live = console::records(&docker, &cuid, last.or(run_since), None, true);
     futures_util::pin_mut!(live);
     let mut lost = 0u64;
     loop {

@@ -55,6 +55,13 @@ struct Term {
     closed: bool,
 }
 
+/// The end of a long text, for failure messages.
+fn tail_of(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let chars: Vec<char> = text.chars().collect();
+    chars[chars.len().saturating_sub(400)..].iter().collect()
+}
+
 impl Term {
     async fn open(s: &Server, path: &str) -> Term {
         Term {
@@ -125,20 +132,20 @@ impl Term {
             assert!(
                 !self.closed,
                 "closed before {what}; out={:?} err={:?} main={:?} errors={:?} exit={:?}",
-                self.out(),
-                String::from_utf8_lossy(&self.exec_err),
-                self.main(),
-                self.errors,
+                tail_of(&self.exec_out),
+                tail_of(&self.exec_err),
+                tail_of(&self.main_out),
+                &self.errors[self.errors.len().saturating_sub(3)..],
                 self.exit
             );
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
                 "timed out waiting for {what}; out={:?} err={:?} main={:?} errors={:?}",
-                self.out(),
-                String::from_utf8_lossy(&self.exec_err),
-                self.main(),
-                self.errors
+                tail_of(&self.exec_out),
+                tail_of(&self.exec_err),
+                tail_of(&self.main_out),
+                &self.errors[self.errors.len().saturating_sub(3)..]
             );
             match tokio::time::timeout(left, self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
@@ -436,6 +443,7 @@ async fn not_running_unknown_origin_and_auth() {
     .await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("ORIGIN_NOT_ALLOWED"), "{body}");
+    assert!(body.contains(r#""error":"forbidden""#), "{body}");
     let (status, _) = handshake(
         format!("/ws/{cuid}"),
         vec![
@@ -585,10 +593,11 @@ async fn logs_with_tail_since_follow_and_streams() {
     let r = s
         .wait_for(&path, LONG, |r| r.status == 200 && r.text.contains("out-3"))
         .await;
-    // Docker copies stdout and stderr separately: their relative order is not kept.
+    // Docker copies stdout and stderr apart: only each stream's own order is certain.
     let mut all: Vec<&str> = r.text.lines().collect();
     all.sort();
     assert_eq!(all, ["err-1", "out-1", "out-2", "out-3"], "{}", r.text);
+    let full: Vec<String> = r.text.lines().map(|l| format!("{l}\n")).collect();
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
 
     // Streams apart.
@@ -617,7 +626,7 @@ async fn logs_with_tail_since_follow_and_streams() {
 
     // tail
     let r = s.get(&format!("{path}?tail=2")).await;
-    assert_eq!(r.text, "out-2\nout-3\n");
+    assert_eq!(r.text, full[2..].concat());
     let r = s.get(&format!("{path}?tail=0")).await;
     assert_eq!(r.text, "");
 
@@ -684,7 +693,7 @@ async fn a_slow_console_viewer_loses_its_place_and_never_blocks_main() {
         &[
             "sh",
             "-c",
-            "echo go; read x; yes main-line-0123456789 | head -n 400000; echo main-done; exec sleep 3600",
+            "echo go; read x; yes main-line-0123456789 | head -n 30000; echo main-done; exec sleep 3600",
         ],
     )
     .await;
@@ -707,8 +716,21 @@ async fn a_slow_console_viewer_loses_its_place_and_never_blocks_main() {
     })
     .await;
     let lines = t.main().matches("main-line").count();
-    assert!(lines < 400_000, "nothing was skipped: {lines}");
-    docker(&["exec", &cuid, "sh", "-c", "echo after-lag > /proc/1/fd/1"]);
-    t.until(LONG, "live output after the lag", |t| t.main().contains("after-lag"))
-        .await;
+    assert!(lines < 30_000, "nothing was skipped: {lines}");
+    // Once it has caught up, live lines arrive again (lines printed while it is still
+    // behind may be skipped too, so print one every second).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !t.main().contains("after-lag") {
+        assert!(Instant::now() < deadline, "no live output after the lag");
+        docker(&["exec", &cuid, "sh", "-c", "echo after-lag > /proc/1/fd/1"]);
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until && !t.main().contains("after-lag") {
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                if let Some(Ok(Message::Text(x))) = t.ws.next().await {
+                    t.take(serde_json::from_str(x.as_str()).unwrap());
+                }
+            })
+            .await;
+        }
+    }
 }
