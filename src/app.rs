@@ -2,6 +2,7 @@
 //! open everything, serve, shut down cleanly.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,8 +59,16 @@ impl AppState {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| StartError::Dir(dir.display().to_string(), e))?;
         }
+        // Only the server may look inside: the database holds env values, and a container's
+        // /app may hold whatever its (possibly root) process made, setuid files included.
+        // Containers reach their /app through the bind mount, not through this path.
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| StartError::Dir(config.data_dir.display().to_string(), e))?;
         crate::error::set_development(config.development);
         let store = Store::open(&config.database_url).await?;
+        if let Some(file) = crate::store::file_of(&config.database_url) {
+            let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+        }
         let identity = store.identity().await?;
         let audit =
             Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;

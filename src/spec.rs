@@ -454,11 +454,12 @@ pub fn is_env_name(s: &str) -> bool {
 /// Env as sent: values are strings, or (in a patch) `null` to remove the key.
 fn parse_env_map(v: Value, allow_null: bool) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let Value::Object(map) = v else {
+        // Only the type is echoed: a list like ["DB_PASSWORD=…"] holds secrets.
         let t = type_name(&v);
         return Err(ApiError::field(
             "INVALID_ENV",
             "env",
-            v,
+            json!(t),
             format!("env must be an object of strings, not {t}"),
         ));
     };

@@ -5,16 +5,17 @@
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Kind};
 use crate::http::containers::{container_response, path_cuid};
-use crate::http::extract::Query;
+use crate::http::extract::{Path, Query};
 use crate::spec::{Port, Spec};
 use crate::store::containers::{Container, Updated};
 
@@ -52,7 +53,9 @@ pub enum Plan {
 
 /// The allowed transitions (API.md §4), from desired state and observed status.
 pub fn plan(verb: Verb, desired: &str, status: &str) -> Result<Plan, ApiError> {
-    let running_now = matches!(status, "running" | "restarting" | "paused");
+    // `error` may be a container still running in Docker (a failed recreate): its own
+    // published ports must not count as taken, so it is not probed as "starting".
+    let running_now = matches!(status, "running" | "restarting" | "paused" | "error");
     let invalid = || {
         ApiError::state(
             "INVALID_TRANSITION",
@@ -70,11 +73,12 @@ pub fn plan(verb: Verb, desired: &str, status: &str) -> Result<Plan, ApiError> {
     };
     match verb {
         Verb::Start if status == "paused" || desired == "paused" => Err(invalid()),
+        // A finished job is run again, and the answer waits for that new run (also when a
+        // `stop` just asked for has not been observed yet).
+        Verb::Start if status == "exited" => Ok(set("running", true, true)),
         Verb::Start if desired == "running" && matches!(status, "running" | "restarting") => {
             Ok(Plan::Noop)
         }
-        // A finished job is run again.
-        Verb::Start if desired == "running" && status == "exited" => Ok(set("running", true, true)),
         Verb::Start => Ok(set("running", false, !running_now)),
         Verb::Stop
             if matches!(desired, "stopped" | "created")
@@ -96,28 +100,39 @@ pub fn plan(verb: Verb, desired: &str, status: &str) -> Result<Plan, ApiError> {
 
 async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?;
-    let current = state.store.get_or_404(cuid).await?;
-    if current.deleted_at.is_some() {
-        return Err(ApiError::state(
-            "CONTAINER_DELETING",
-            "the container is being deleted",
-        ));
-    }
-    let (desired, restart, starting) = match plan(verb, &current.desired_state, &current.status)? {
-        Plan::Noop => return Ok(container_response(StatusCode::OK, &current)),
-        Plan::Set {
-            desired,
-            restart,
-            starting,
-        } => (desired, restart, starting),
-    };
-    if starting {
-        check_startable(&state, cuid, &current.spec).await?;
-    }
     let since = crate::store::now();
-    let updated = state.store.set_desired(cuid, desired, restart).await?;
+    let config = state.config.clone();
+    // Planned and checked under the write lock, on the row as it is now: two racing actions
+    // cannot both act on a state that one of them already changed.
+    let (container, changed) = state
+        .store
+        .transition(cuid, |current| {
+            if current.deleted_at.is_some() {
+                return Err(ApiError::state(
+                    "CONTAINER_DELETING",
+                    "the container is being deleted",
+                ));
+            }
+            match plan(verb, &current.desired_state, &current.status)? {
+                Plan::Noop => Ok(None),
+                Plan::Set {
+                    desired,
+                    restart,
+                    starting,
+                } => {
+                    if starting {
+                        check_startable(&config, cuid, &current.spec)?;
+                    }
+                    Ok(Some((desired, restart)))
+                }
+            }
+        })
+        .await?;
+    if !changed {
+        return Ok(container_response(StatusCode::OK, &container));
+    }
     state.reconciler.wake(cuid);
-    finish(&state, updated, wait, &since).await
+    finish(&state, container, wait, &since).await
 }
 
 async fn finish(
@@ -203,6 +218,11 @@ fn failure_since(c: &Container, since: &str) -> Option<ApiError> {
     let e = c.last_error.as_ref()?;
     let at = e["at"].as_str()?;
     if at < since || (c.status != "error" && c.deleted_at.is_none()) {
+        return None;
+    }
+    // A pass that started before this request's change may fail after it: its error is
+    // about the previous desire, not this one.
+    if e["generation"] != json!(c.generation) || e["desired_at"] != json!(c.desired_at) {
         return None;
     }
     let code = e["code"].as_str().unwrap_or("COMPOSE_FAILED").to_owned();
@@ -298,15 +318,11 @@ pub async fn wait_deleted(state: &AppState, cuid: &str) -> ApiResult<()> {
 
 /// Before a container goes from not running to running: clear answers instead of compose's
 /// stderr for a missing `boot.py` and for host ports another program holds.
-pub async fn check_startable(state: &AppState, cuid: &str, spec: &Spec) -> ApiResult<()> {
-    let default_boot = spec.command.is_none()
-        && state
-            .config
-            .boot_command
-            .iter()
-            .any(|a| a == "/app/boot.py");
+pub fn check_startable(config: &Config, cuid: &str, spec: &Spec) -> ApiResult<()> {
+    let default_boot =
+        spec.command.is_none() && config.boot_command.iter().any(|a| a == "/app/boot.py");
     if default_boot {
-        let boot = crate::fs::mounts::mount_dir(&state.config, cuid).join("boot.py");
+        let boot = crate::fs::mounts::mount_dir(config, cuid).join("boot.py");
         let present = std::fs::symlink_metadata(&boot)
             .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
         if !present {
@@ -408,6 +424,24 @@ mod tests {
         );
         assert_eq!(
             plan(Unpause, "paused", "paused").unwrap(),
+            Plan::Set {
+                desired: "running",
+                restart: false,
+                starting: false
+            }
+        );
+        // A start right after a stop that is not observed yet still waits for a new run.
+        assert_eq!(
+            plan(Start, "stopped", "exited").unwrap(),
+            Plan::Set {
+                desired: "running",
+                restart: true,
+                starting: true
+            }
+        );
+        // A container in error may still hold its ports in Docker: no port probe.
+        assert_eq!(
+            plan(Start, "running", "error").unwrap(),
             Plan::Set {
                 desired: "running",
                 restart: false,

@@ -26,8 +26,25 @@ use crate::error::{ApiError, Kind};
 const WINDOW: Duration = Duration::from_secs(60);
 const FIRST_PENALTY: Duration = Duration::from_secs(5);
 const MAX_PENALTY: Duration = Duration::from_secs(300);
-/// Past this many tracked addresses, stale records are pruned.
+/// Past this many tracked addresses, stale records are pruned (at most once a second).
 const PRUNE_AT: usize = 10_000;
+/// Memory bound: if pruning cannot get below this (a flood from many addresses), the
+/// records are dropped. Throttling then fails open for a moment; the server stays up.
+const HARD_CAP: usize = 100_000;
+
+/// The throttled unit: an IPv4 address, or an IPv6 /64 (one host can hold a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+    }
+}
 
 /// The user name of an authenticated request, put in the response's extensions for the
 /// audit log.
@@ -78,33 +95,47 @@ struct Record {
 
 pub struct FailureThrottle {
     max_failures: u32,
-    records: Mutex<HashMap<IpAddr, Record>>,
+    records: Mutex<Records>,
+}
+
+#[derive(Default)]
+struct Records {
+    by_client: HashMap<IpAddr, Record>,
+    last_prune: Option<Instant>,
 }
 
 impl FailureThrottle {
     pub fn new(max_failures: u32) -> Self {
         Self {
             max_failures: max_failures.max(1),
-            records: Mutex::new(HashMap::new()),
+            records: Mutex::new(Records::default()),
         }
     }
 
     /// Time left on this address's penalty, if it has one.
     pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        let until = records.get(&ip)?.blocked_until?;
+        let until = records.by_client.get(&client_key(ip))?.blocked_until?;
         (until > now).then(|| until - now)
     }
 
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        if records.len() >= PRUNE_AT {
-            records.retain(|_, r| {
-                now.duration_since(r.window_start) < MAX_PENALTY * 2
+        let prune_due = records
+            .last_prune
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if records.by_client.len() >= PRUNE_AT && prune_due {
+            records.last_prune = Some(now);
+            records.by_client.retain(|_, r| {
+                now.duration_since(r.window_start) < WINDOW
                     || r.blocked_until.is_some_and(|u| u > now)
             });
         }
-        let r = records.entry(ip).or_insert(Record {
+        if records.by_client.len() >= HARD_CAP {
+            tracing::warn!("too many addresses failing to log in; throttle records dropped");
+            records.by_client.clear();
+        }
+        let r = records.by_client.entry(client_key(ip)).or_insert(Record {
             failures: 0,
             window_start: now,
             strikes: 0,
@@ -130,7 +161,8 @@ impl FailureThrottle {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
+            .by_client
+            .remove(&client_key(ip));
     }
 }
 
@@ -226,6 +258,13 @@ mod tests {
             Some(FIRST_PENALTY * 2)
         );
         assert_eq!(t.blocked_for(IpAddr::from([10, 0, 0, 2]), start), None);
+        // One IPv6 /64 is one client.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        for _ in 0..3 {
+            t.record_failure(a, start);
+        }
+        assert!(t.blocked_for(b, start).is_some());
         // Success clears the record.
         t.record_success(ip);
         assert_eq!(t.blocked_for(ip, start + FIRST_PENALTY), None);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Kind};
 use crate::http::actions::{self, Wait};
 use crate::http::cursor;
-use crate::http::extract::{JsonObject, Query};
+use crate::http::extract::{JsonObject, Path, Query};
 use crate::spec::{self, Limits};
 use crate::store::containers::{Container, Created, ListFilter};
 
@@ -168,11 +168,9 @@ pub async fn create(
     let desired = if request.start { "running" } else { "created" };
     let since = crate::store::now();
     if request.start {
-        actions::check_startable(&state, &cuid, &request.spec)
-            .await
-            .inspect_err(|_| {
-                crate::fs::mounts::remove_quietly(&mount);
-            })?;
+        actions::check_startable(&state.config, &cuid, &request.spec).inspect_err(|_| {
+            crate::fs::mounts::remove_quietly(&mount);
+        })?;
     }
     let inserted = state
         .store

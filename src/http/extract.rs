@@ -79,3 +79,19 @@ pub fn is_zip(headers: &axum::http::HeaderMap) -> bool {
         || content_type_is(headers, "application/x-zip-compressed")
         || content_type_is(headers, "application/octet-stream")
 }
+
+/// `Path<T>` whose rejection is the same `404` as an unknown container: every path
+/// parameter of this API is a cuid, and one that cannot even be decoded (`%FF`) names no
+/// container.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|_| ApiError::not_found("CONTAINER_NOT_FOUND", "no such container"))
+    }
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +19,7 @@ use crate::error::{content_type_is, ApiError, ApiResult, Kind};
 use crate::fs::confine::{self, Found};
 use crate::fs::{mounts, unzip, zipout};
 use crate::http::containers::path_cuid;
-use crate::http::extract::Query;
+use crate::http::extract::{Path, Query};
 use crate::store::containers::Container;
 
 /// `?path=`; other query parameters are ignored (cache busters and the like).
@@ -152,12 +152,15 @@ pub async fn upload_zip(
     let guard = state.files.lock(&cuid).await;
     // Deleted while the body was arriving?
     live_container(&state, &cuid).await?;
+    // At most MAX_PARALLEL_EXTRACTIONS uploads are indexed and extracted at once.
+    let permit = state.files.extraction_permit().await;
     let owner = mounts::owner(&state.config, container.spec.user.as_deref());
     let limits = unzip::Limits::from_config(&state.config);
     let mount = mounts::mount_dir(&state.config, &cuid);
     let outcome = blocking(move || {
         // Held until the work is done, even if the client hangs up meanwhile.
         let _guard = guard;
+        let _permit = permit;
         let _staging = staging;
         let root = confine::open_root(&mount, &cuid)?;
         unzip::run(&zip_path, &tree, root, &prefix, owner, &limits)

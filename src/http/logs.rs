@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -27,7 +27,7 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Kind};
 use crate::http::containers::path_cuid;
-use crate::http::extract::Query;
+use crate::http::extract::{Path, Query};
 use crate::terminal::console::{self, Record};
 use crate::terminal::frames::Stream;
 

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, RemoveContainerOptions};
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -34,6 +36,12 @@ use compose::ComposeFailure;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The longest a resync may take before the worker gets back to dispatching.
+const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Container events that can mean drift (exec, attach and the like cannot).
+const EVENTS: &[&str] = &[
+    "create", "start", "restart", "die", "kill", "stop", "oom", "pause", "unpause", "destroy",
+];
 /// How long in-flight passes get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -144,8 +152,9 @@ struct Queue {
     pending: HashSet<String>,
     /// Passes in flight.
     running: HashSet<String>,
-    /// Woken while a pass was in flight: run again after it.
-    again: HashSet<String>,
+    /// Woken while a pass was in flight: run again after it (`true`: by a request, which
+    /// skips the back-off that pass may set).
+    again: HashMap<String, bool>,
     backoff: HashMap<String, Backoff>,
 }
 
@@ -197,7 +206,7 @@ impl Reconciler {
             }
         }
         if q.running.contains(cuid) {
-            q.again.insert(cuid.to_owned());
+            *q.again.entry(cuid.to_owned()).or_insert(false) |= urgent;
         } else {
             q.pending.insert(cuid.to_owned());
         }
@@ -255,8 +264,11 @@ impl Reconciler {
         } else {
             q.backoff.remove(cuid);
         }
-        if q.again.remove(cuid) {
+        if let Some(urgent) = q.again.remove(cuid) {
             q.pending.insert(cuid.to_owned());
+            if let (true, Some(b)) = (urgent, q.backoff.get_mut(cuid)) {
+                b.until = Instant::now();
+            }
         }
     }
 
@@ -287,8 +299,11 @@ async fn worker(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 
     loop {
         if Instant::now() >= next_resync {
-            if let Err(e) = resync(&ctx).await {
-                tracing::warn!(error = %e, "resync failed");
+            // Bounded: a hung daemon must not stall dispatching and shutdown.
+            match tokio::time::timeout(RESYNC_TIMEOUT, resync(&ctx)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "resync failed"),
+                Err(_) => tracing::warn!("resync timed out"),
             }
             next_resync = Instant::now() + ctx.config.resync_interval;
         }
@@ -301,9 +316,16 @@ async fn worker(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 .expect("semaphore is never closed");
             let ctx = ctx.clone();
             passes.spawn(async move {
-                let failed = pass::run(&ctx, &cuid).await.is_err();
+                // A panicking pass counts as a failure, so the container is never left
+                // marked as running a pass.
+                let outcome = AssertUnwindSafe(pass::run(&ctx, &cuid))
+                    .catch_unwind()
+                    .await;
+                if outcome.is_err() {
+                    tracing::error!(%cuid, "reconcile pass panicked");
+                }
                 drop(permit);
-                (cuid, failed)
+                (cuid, !matches!(outcome, Ok(Ok(()))))
             });
         }
         let wake_at = next_due.map_or(next_resync, |d| d.min(next_resync));
@@ -429,6 +451,10 @@ async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         let options = EventsOptions {
             filters: Some(HashMap::from([
                 ("type".to_owned(), vec!["container".to_owned()]),
+                (
+                    "event".to_owned(),
+                    EVENTS.iter().map(|e| e.to_string()).collect(),
+                ),
                 ("label".to_owned(), vec![label.clone()]),
             ])),
             ..Default::default()
@@ -464,7 +490,7 @@ async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         // Events may have been missed while the stream was down.
-        if let Err(e) = resync(&ctx).await {
+        if let Ok(Err(e)) = tokio::time::timeout(RESYNC_TIMEOUT, resync(&ctx)).await {
             tracing::debug!(error = %e, "resync after event stream loss failed");
         }
     }

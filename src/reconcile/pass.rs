@@ -79,12 +79,22 @@ pub async fn observe(ctx: &Ctx, cuid: &str) -> Result<Option<Observed>, ComposeF
     }))
 }
 
-fn error_value(f: &ComposeFailure) -> Value {
-    json!({"code": f.code, "message": f.message, "at": crate::store::now()})
+/// `last_error`: what failed and when, and which desire it failed for (the spec
+/// generation and `desired_at`), so a waiting request only takes an error that is about its
+/// own change.
+fn error_value(c: &Container, f: &ComposeFailure) -> Value {
+    json!({
+        "code": f.code,
+        "message": f.message,
+        "at": crate::store::now(),
+        "generation": c.generation,
+        "desired_at": c.desired_at,
+    })
 }
 
 /// Runs one pass. An `Err` means the container should be retried after a back-off.
 pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
+    let mut last = None;
     for _ in 0..MAX_STEPS {
         let Some(c) = ctx.store.get(cuid).await.map_err(db_failure)? else {
             return Ok(());
@@ -101,7 +111,10 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
         };
         let decision = decide(&desired, observed.as_ref());
         if let Action::Settled(status) = decision.action {
-            return settle(ctx, &c, &desired, observed.as_ref(), status).await;
+            return match settle(ctx, &c, &desired, observed.as_ref(), status).await {
+                Err(f) => fail(ctx, &c, f).await,
+                ok => ok,
+            };
         }
         let started = Instant::now();
         let result = execute(ctx, &c, decision.action).await;
@@ -123,11 +136,16 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
             ctx.changed();
             return Ok(());
         }
+        last = Some(c);
     }
-    Err(ComposeFailure {
+    let f = ComposeFailure {
         code: "NOT_CONVERGING",
         message: format!("the container did not settle within {MAX_STEPS} steps"),
-    })
+    };
+    match last {
+        Some(c) => fail(ctx, &c, f).await,
+        None => Err(f),
+    }
 }
 
 fn db_failure(e: sqlx::Error) -> ComposeFailure {
@@ -140,7 +158,7 @@ fn db_failure(e: sqlx::Error) -> ComposeFailure {
 async fn fail(ctx: &Ctx, c: &Container, f: ComposeFailure) -> PassResult {
     tracing::warn!(cuid = %c.cuid, error = %f, "reconcile step failed");
     ctx.store
-        .record_error(&c.cuid, &error_value(&f))
+        .record_error(&c.cuid, &error_value(c, &f))
         .await
         .map_err(db_failure)?;
     ctx.changed();

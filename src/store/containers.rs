@@ -577,20 +577,27 @@ impl Store {
         .await
     }
 
-    /// Sets the desired state (an action), optionally asking for a restart; `desired_at`
-    /// records when, so an exit before it is not mistaken for the process's own.
-    pub async fn set_desired(
+    /// An action: under the write lock, `plan` sees the row as it is and answers the new
+    /// desired state and whether a restart is asked for (`None`: nothing to change). Records
+    /// `desired_at`, so an exit before it is not mistaken for the process's own. Returns the
+    /// container and whether it changed.
+    pub async fn transition(
         &self,
         cuid: &str,
-        desired_state: &str,
-        restart: bool,
-    ) -> Result<Container, ApiError> {
+        plan: impl FnOnce(&Container) -> Result<Option<(&'static str, bool)>, ApiError>,
+    ) -> Result<(Container, bool), ApiError> {
         let mut tx = self.begin_immediate().await?;
+        let current = fetch_one(&mut tx, cuid)
+            .await?
+            .ok_or_else(|| not_found(cuid))?;
+        let Some((desired_state, restart)) = plan(&current)? else {
+            return Ok((current, false));
+        };
         let bump = i64::from(restart);
         let now = now();
-        let result = sqlx::query!(
+        sqlx::query!(
             "UPDATE containers SET desired_state = ?, restart_requested = restart_requested + ?, desired_at = ?, updated_at = ?
-             WHERE cuid = ? AND deleted_at IS NULL",
+             WHERE cuid = ?",
             desired_state,
             bump,
             now,
@@ -599,17 +606,11 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        if result.rows_affected() == 0 {
-            return Err(match fetch_one(&mut tx, cuid).await? {
-                Some(_) => ApiError::state("CONTAINER_DELETING", "the container is being deleted"),
-                None => not_found(cuid),
-            });
-        }
         let container = fetch_one(&mut tx, cuid)
             .await?
             .ok_or_else(|| not_found(cuid))?;
         tx.commit().await?;
-        Ok(container)
+        Ok((container, true))
     }
 
     pub async fn all_cuids(&self) -> Result<Vec<String>, sqlx::Error> {

@@ -15,6 +15,15 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The database file of a `sqlite://` URL, if it names one.
+pub fn file_of(url: &str) -> Option<&std::path::Path> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| std::path::Path::new(path))
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pub pool: SqlitePool,

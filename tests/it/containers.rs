@@ -259,6 +259,14 @@ async fn every_invalid_field_has_its_own_code() {
         )
         .await;
     assert!(!r.text.contains("hunter2"), "{}", r.text);
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "env": ["DB_PASSWORD=hunter2"]}),
+        )
+        .await;
+    r.assert_error(400, "validation_error", "INVALID_ENV");
+    assert!(!r.text.contains("hunter2"), "{}", r.text);
     // Nothing of the rejected bodies was stored.
     let list = s.get("/containers").await;
     assert_eq!(list.json["containers"].as_array().unwrap().len(), 0);
@@ -274,7 +282,7 @@ async fn every_invalid_field_has_its_own_code() {
 async fn malformed_or_unknown_cuids_are_404_everywhere() {
     let s = Server::start().await;
     let unknown = format!("c{}", uuid::Uuid::new_v4());
-    for cuid in ["nope", "c123", "..%2Fetc", unknown.as_str()] {
+    for cuid in ["nope", "c123", "..%2Fetc", "%FF%FE", unknown.as_str()] {
         for path in [
             format!("/containers/{cuid}"),
             format!("/containers/{cuid}/status"),

@@ -336,6 +336,11 @@ async fn a_restart_keeps_identity_and_data() {
     let r = s.get(&format!("/containers/{cuid}")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["image"], BUSYBOX);
+    // Only the server can look into its data: the database holds env values.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(s.data_dir()), 0o700);
+    assert_eq!(mode(s.data_dir().join("state.db")), 0o600);
 }
 
 #[tokio::test]
