@@ -721,3 +721,28 @@ async fn sigkill_during_a_delete_converges_after_restart() {
     wait_docker(&cuid, Duration::from_secs(20), |v| v.is_none()).await;
     assert!(!s.data_dir().join("mounts").join(&cuid).exists());
 }
+
+#[tokio::test]
+async fn racing_actions_are_planned_on_the_current_state() {
+    let s = Server::start().await;
+    let cuid = start(&s, json!({})).await;
+    let pause = format!("/containers/{cuid}/pause");
+    let stop = format!("/containers/{cuid}/stop");
+    let (p, st) = tokio::join!(s.post(&pause), s.post(&stop));
+    // Whichever came second saw the first one's desire: a pause after a stop is refused, a
+    // stop after a pause wins. Nobody waits into a timeout.
+    assert_eq!(st.status, 200, "{}", st.text);
+    assert!(matches!(p.status, 200 | 422), "{} {}", p.status, p.text);
+    if p.status == 422 {
+        assert_eq!(p.json["code"], "INVALID_TRANSITION");
+    }
+    let r = s
+        .wait_for(
+            &format!("/containers/{cuid}"),
+            Duration::from_secs(30),
+            |r| r.json["status"] == "stopped",
+        )
+        .await;
+    assert_eq!(r.json["desired_state"], "stopped");
+    assert_eq!(state(&cuid), "exited");
+}
