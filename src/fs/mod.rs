@@ -14,10 +14,18 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 
-/// Shared state of the file routes: the staging area and the per-container upload locks.
+/// How many uploads are checked, indexed and extracted at once, server-wide. Indexing a ZIP
+/// holds its central directory in memory (up to [`unzip::MAX_DIRECTORY_BYTES`], and the
+/// plan its names again) and extraction is disk-bound, so uploads to different containers
+/// wait for one another here rather than add up.
+pub const MAX_PARALLEL_EXTRACTIONS: usize = 2;
+
+/// Shared state of the file routes: the staging area, the per-container upload locks and
+/// the server-wide extraction permits.
 pub struct Files {
     staging: PathBuf,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    extractions: Arc<tokio::sync::Semaphore>,
 }
 
 impl Files {
@@ -40,6 +48,7 @@ impl Files {
         Ok(Self {
             staging,
             locks: Mutex::new(HashMap::new()),
+            extractions: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_EXTRACTIONS)),
         })
     }
 
@@ -64,6 +73,17 @@ impl Files {
             locks.entry(cuid.to_owned()).or_default().clone()
         };
         lock.lock_owned().await
+    }
+
+    /// One of the [`MAX_PARALLEL_EXTRACTIONS`] permits to index and extract an upload, taken
+    /// once the body is on disk (and the container's lock held). Owned, like the lock, so it
+    /// travels into the blocking task and is held until the work is done.
+    pub async fn extraction_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.extractions
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the extraction semaphore is never closed")
     }
 }
 

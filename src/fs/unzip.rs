@@ -3,8 +3,12 @@
 //!
 //! Order of the work (all of it blocking; the handler runs it on the blocking pool while it
 //! holds the container's upload lock):
-//! 1. [`declared_entries`]: the entry count from the end-of-central-directory record, checked
-//!    before the ZIP library builds its index (a forged count must not cost memory).
+//! 1. [`end_record`] and [`walk_directory`]: the entry count and the central directory's size
+//!    from the end-of-central-directory record, and a walk over the directory's fixed-size
+//!    headers (entry count, sizes and name lengths checked, nothing kept), all before the ZIP
+//!    library builds its index: a forged count, an oversized directory or huge names must not
+//!    cost memory. The handler runs at most [`crate::fs::MAX_PARALLEL_EXTRACTIONS`] uploads
+//!    from here on at once, server-wide.
 //! 2. [`plan`]: every central-directory entry is checked (names, types, duplicates,
 //!    encryption, method, declared sizes) before a single byte is inflated.
 //! 3. [`extract`]: entries are inflated into `DATA_DIR/staging/<id>/tree`, counting the bytes
@@ -120,72 +124,237 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
 }
 
-/// The number of entries the archive declares, read from its end-of-central-directory
-/// record (and the ZIP64 one when present), without parsing the central directory.
-pub fn declared_entries(file: &mut File) -> ApiResult<u64> {
-    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+/// The most bytes the central directory may take. `ZipArchive::new` copies every entry's
+/// name, extra field and comment into memory (and [`plan`] the names again), so an archive
+/// of the maximum upload size made of nothing but central directory would cost on the order
+/// of a gigabyte of heap before [`plan`] looks at a single name. 20,000 entries with ordinary
+/// names and extra fields take a few MiB; 64 MiB leaves room for long paths and generous
+/// extra fields, and bounds the index to about as much (measured: 56-64 MiB of RSS for a
+/// 63 MiB directory). A bigger directory, or a bigger declared one, is refused with
+/// `413 payload_too_large`, code `ZIP_DIRECTORY_TOO_LARGE`, before the index is built.
+pub const MAX_DIRECTORY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The longest entry name accepted, checked while walking the central directory (before the
+/// index is built): no longer name can be a path [`plan`] accepts, short of padding it with
+/// `./` or `//`. Over it: `400 UNSAFE_ZIP_ENTRY`.
+pub const MAX_ENTRY_NAME_BYTES: usize = MAX_PATH_BYTES;
+
+/// The most bytes of a ZIP64 end record's extensible data sector (which the ZIP library also
+/// reads into memory). Writers leave it empty.
+const MAX_ZIP64_EXTENSIBLE_BYTES: u64 = 64 * 1024;
+
+const EOCD_LEN: usize = 22;
+const ZIP64_LOCATOR_LEN: u64 = 20;
+const ZIP64_EOCD_LEN: u64 = 56;
+const CENTRAL_HEADER_LEN: u64 = 46;
+const SIG_EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+const SIG_ZIP64_LOCATOR: [u8; 4] = [0x50, 0x4b, 0x06, 0x07];
+const SIG_ZIP64_EOCD: [u8; 4] = [0x50, 0x4b, 0x06, 0x06];
+const SIG_CENTRAL: [u8; 4] = [0x50, 0x4b, 0x01, 0x02];
+
+/// The central directory as the end records declare it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Directory {
+    /// The number of entries.
+    pub entries: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it starts in the file (where the ZIP library starts reading it).
+    pub start: u64,
+}
+
+fn directory_too_large(size: u64) -> ApiError {
+    too_large(
+        "ZIP_DIRECTORY_TOO_LARGE",
+        format!("the archive's central directory takes {size} bytes, over the limit of {MAX_DIRECTORY_BYTES}"),
+        json!({"directory_bytes": size, "limit": MAX_DIRECTORY_BYTES}),
+    )
+}
+
+fn read_at(file: &mut File, at: u64, buf: &mut [u8]) -> ApiResult<bool> {
+    file.seek(SeekFrom::Start(at))?;
+    match file.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the end-of-central-directory record (and the ZIP64 one when there is one) without
+/// parsing the central directory: how many entries, how big, where. An archive is refused
+/// unless the end record is one the ZIP library would pick without falling back to another
+/// candidate, and its central directory ends right where that record begins: then the bytes
+/// [`walk_directory`] checks are the bytes `ZipArchive::new` reads. A declared size over
+/// [`MAX_DIRECTORY_BYTES`] is `413 ZIP_DIRECTORY_TOO_LARGE`.
+pub fn end_record(file: &mut File) -> ApiResult<Directory> {
     let len = file.seek(SeekFrom::End(0))?;
-    let tail_len = len.min(22 + 65535);
+    let tail_len = len.min(EOCD_LEN as u64 + 65535);
     let start = len - tail_len;
     let mut tail = vec![0u8; tail_len as usize];
     file.seek(SeekFrom::Start(start))?;
     file.read_exact(&mut tail)?;
-    if tail.len() < 22 {
+    if tail.len() < EOCD_LEN {
         return Err(invalid_zip("the body is not a ZIP archive (too short)"));
     }
-    // The record whose comment runs exactly to the end of the file; else the last one.
-    let mut last = None;
-    let mut exact = None;
-    for i in (0..=tail.len() - 22).rev() {
-        if tail[i..i + 4] == EOCD {
-            last.get_or_insert(i);
-            if i + 22 + le16(&tail, i + 20) as usize == tail.len() {
-                exact = Some(i);
-                break;
-            }
-        }
-    }
-    let Some(i) = exact.or(last) else {
+    // The last record whose comment fits in the file: the one the ZIP library tries first.
+    let Some(i) = (0..=tail.len() - EOCD_LEN).rev().find(|&i| {
+        tail[i..i + 4] == SIG_EOCD && i + EOCD_LEN + le16(&tail, i + 20) as usize <= tail.len()
+    }) else {
         return Err(invalid_zip(
             "the body is not a ZIP archive (no end of central directory record)",
         ));
     };
-    let mut count = le16(&tail, i + 8).max(le16(&tail, i + 10));
-    if count == 0xFFFF || le32(&tail, i + 16) == 0xFFFF_FFFF {
-        // ZIP64: the locator sits right before the record.
-        let eocd_at = start + i as u64;
-        if eocd_at >= 20 {
-            let mut loc = [0u8; 20];
-            file.seek(SeekFrom::Start(eocd_at - 20))?;
-            file.read_exact(&mut loc)?;
-            if loc[..4] == [0x50, 0x4b, 0x06, 0x07] {
-                let at = le64(&loc, 8);
-                let mut rec = [0u8; 56];
-                if at.checked_add(56).is_some_and(|end| end <= len) {
-                    file.seek(SeekFrom::Start(at))?;
-                    file.read_exact(&mut rec)?;
-                    if rec[..4] == [0x50, 0x4b, 0x06, 0x06] {
-                        count = count.max(le64(&rec, 24)).max(le64(&rec, 32));
-                    }
-                }
-            }
+    let inconsistent = || invalid_zip("the archive's end records are inconsistent");
+    let eocd_at = start + i as u64;
+    let disk = le16(&tail, i + 4);
+    let disk_with_directory = le16(&tail, i + 6);
+    let entries_here = le16(&tail, i + 8);
+    let entries = le16(&tail, i + 10);
+    let size = le32(&tail, i + 12);
+    let offset = le32(&tail, i + 16);
+
+    let mut locator = [0u8; ZIP64_LOCATOR_LEN as usize];
+    let zip64 = (entries == 0xFFFF || size == 0xFFFF_FFFF || offset == 0xFFFF_FFFF)
+        && eocd_at >= ZIP64_LOCATOR_LEN
+        && read_at(file, eocd_at - ZIP64_LOCATOR_LEN, &mut locator)?
+        && locator[..4] == SIG_ZIP64_LOCATOR;
+    if zip64 {
+        let locator_at = eocd_at - ZIP64_LOCATOR_LEN;
+        let record_at = le64(&locator, 8);
+        if record_at >= locator_at || le32(&locator, 16) > 1 {
+            return Err(inconsistent());
         }
+        let record_len = locator_at - record_at;
+        if record_len < ZIP64_EOCD_LEN || record_len - ZIP64_EOCD_LEN > MAX_ZIP64_EXTENSIBLE_BYTES {
+            return Err(inconsistent());
+        }
+        let mut rec = [0u8; ZIP64_EOCD_LEN as usize];
+        if !read_at(file, record_at, &mut rec)? || rec[..4] != SIG_ZIP64_EOCD {
+            return Err(inconsistent());
+        }
+        let entries = le64(&rec, 32);
+        let size = le64(&rec, 40);
+        let offset = le64(&rec, 48);
+        if size > MAX_DIRECTORY_BYTES {
+            return Err(directory_too_large(size));
+        }
+        let consistent = le64(&rec, 4).checked_add(12) == Some(record_len)
+            && le32(&rec, 16) == 0
+            && le32(&rec, 20) == 0
+            && le32(&locator, 4) == 0
+            && le64(&rec, 24) == entries
+            && offset.checked_add(size) == Some(record_at)
+            && entries
+                .checked_mul(CENTRAL_HEADER_LEN)
+                .is_some_and(|n| n <= size);
+        if !consistent {
+            return Err(inconsistent());
+        }
+        return Ok(Directory {
+            entries,
+            size,
+            start: offset,
+        });
     }
-    Ok(count)
+
+    if size > MAX_DIRECTORY_BYTES {
+        return Err(directory_too_large(size));
+    }
+    if disk != 0 || disk_with_directory != 0 || entries_here != entries {
+        return Err(invalid_zip("multi-disk archives are not supported"));
+    }
+    if entries == 0 {
+        if offset > eocd_at {
+            return Err(inconsistent());
+        }
+        return Ok(Directory {
+            entries,
+            size,
+            start: eocd_at,
+        });
+    }
+    // The directory must end where the end record begins (data may precede the archive).
+    let dir_start = eocd_at.checked_sub(size).filter(|&s| s >= offset);
+    let mut sig = [0u8; 4];
+    match dir_start {
+        Some(s) if offset < eocd_at && read_at(file, s, &mut sig)? && sig == SIG_CENTRAL => {
+            Ok(Directory {
+                entries,
+                size,
+                start: s,
+            })
+        }
+        _ => Err(inconsistent()),
+    }
 }
 
-/// Opens the archive, refusing an over-long one before its index is built.
+fn truncated(e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        invalid_zip("the archive is truncated")
+    } else {
+        e.into()
+    }
+}
+
+/// Walks the central directory's headers (reading 46 bytes of each, holding nothing), checking
+/// that the declared number of entries fits in the declared size and that no name is over
+/// [`MAX_ENTRY_NAME_BYTES`].
+pub fn walk_directory(file: &mut File, dir: &Directory) -> ApiResult<()> {
+    if dir.entries == 0 {
+        return Ok(());
+    }
+    let end = dir.start.saturating_add(dir.size);
+    file.seek(SeekFrom::Start(dir.start))?;
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+    let mut at = dir.start;
+    let mut header = [0u8; CENTRAL_HEADER_LEN as usize];
+    for _ in 0..dir.entries {
+        if at + CENTRAL_HEADER_LEN > end {
+            return Err(invalid_zip(
+                "the archive's central directory is bigger than it declares",
+            ));
+        }
+        reader.read_exact(&mut header).map_err(truncated)?;
+        if header[..4] != SIG_CENTRAL {
+            return Err(invalid_zip("the archive's central directory is corrupt"));
+        }
+        let name_len = le16(&header, 28);
+        let rest = name_len + le16(&header, 30) + le16(&header, 32);
+        at += CENTRAL_HEADER_LEN + rest;
+        if at > end {
+            return Err(invalid_zip(
+                "the archive's central directory is bigger than it declares",
+            ));
+        }
+        if name_len as usize > MAX_ENTRY_NAME_BYTES {
+            let mut name = vec![0u8; name_len as usize];
+            reader.read_exact(&mut name).map_err(truncated)?;
+            let shown: String = String::from_utf8_lossy(&name).chars().take(256).collect();
+            return Err(unsafe_entry(&format!("{shown}…"), "the name is too long"));
+        }
+        reader.seek_relative(rest as i64)?;
+    }
+    Ok(())
+}
+
+/// Opens the archive, refusing an over-long one or one with an oversized central directory
+/// before its index is built.
 pub fn open(path: &Path, limits: &Limits) -> ApiResult<ZipArchive<File>> {
     let mut file = File::open(path)?;
-    let declared = declared_entries(&mut file)?;
-    if declared > limits.max_entries {
-        return Err(too_many(declared, limits.max_entries));
+    let dir = end_record(&mut file)?;
+    if dir.entries > limits.max_entries {
+        return Err(too_many(dir.entries, limits.max_entries));
     }
+    walk_directory(&mut file, &dir)?;
     file.seek(SeekFrom::Start(0))?;
     let archive =
         ZipArchive::new(file).map_err(|e| invalid_zip(format!("the archive is corrupt: {e}")))?;
     if archive.len() as u64 > limits.max_entries {
         return Err(too_many(archive.len() as u64, limits.max_entries));
+    }
+    if dir.entries > 0 && archive.central_directory_start() != dir.start {
+        // The library read another directory than the one checked (not expected to happen).
+        return Err(invalid_zip("the archive's end records are inconsistent"));
     }
     Ok(archive)
 }
@@ -693,16 +862,51 @@ mod tests {
     use std::io::Cursor;
     use zip::write::SimpleFileOptions;
 
-    fn zip_file(entries: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+    fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         for (name, data) in entries {
             w.start_file(*name, SimpleFileOptions::default()).unwrap();
             w.write_all(data).unwrap();
         }
-        let bytes = w.finish().unwrap().into_inner();
+        w.finish().unwrap().into_inner()
+    }
+
+    fn file_of(bytes: &[u8]) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&bytes).unwrap();
+        f.write_all(bytes).unwrap();
         f
+    }
+
+    fn zip_file(entries: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        file_of(&zip_bytes(entries))
+    }
+
+    /// The same archive with ZIP64 end records (a ZIP64 record and its locator before an end
+    /// record whose fields all say "see ZIP64").
+    fn to_zip64(zip: &[u8]) -> Vec<u8> {
+        let eocd = zip.len() - EOCD_LEN;
+        let (entries, size, offset) = (
+            le16(zip, eocd + 10),
+            le32(zip, eocd + 12),
+            le32(zip, eocd + 16),
+        );
+        let mut out = zip[..eocd].to_vec();
+        let record_at = out.len() as u64;
+        out.extend_from_slice(&SIG_ZIP64_EOCD);
+        out.extend_from_slice(&44u64.to_le_bytes());
+        out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for v in [entries, entries, size, offset] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&SIG_ZIP64_LOCATOR);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&record_at.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&SIG_EOCD);
+        out.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        out.extend_from_slice(&[0xFF; 8]);
+        out.extend_from_slice(&[0, 0]);
+        out
     }
 
     const ROOMY: Limits = Limits {
@@ -721,10 +925,10 @@ mod tests {
     #[test]
     fn the_declared_entry_count_is_read_from_the_end_record() {
         let f = zip_file(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
-        assert_eq!(declared_entries(&mut f.reopen().unwrap()).unwrap(), 3);
+        assert_eq!(end_record(&mut f.reopen().unwrap()).unwrap().entries, 3);
         let mut g = tempfile::tempfile().unwrap();
         g.write_all(b"not a zip at all, not at all").unwrap();
-        assert_eq!(declared_entries(&mut g).unwrap_err().code, "INVALID_ZIP");
+        assert_eq!(end_record(&mut g).unwrap_err().code, "INVALID_ZIP");
         let limits = Limits {
             max_entries: 2,
             ..ROOMY
@@ -733,6 +937,79 @@ mod tests {
             open(f.path(), &limits).unwrap_err().code,
             "ZIP_TOO_MANY_ENTRIES"
         );
+    }
+
+    #[test]
+    fn the_central_directory_size_is_read_from_the_end_records() {
+        let zip = zip_bytes(&[("a", b"1"), ("dir/b", b"2"), ("c", b"3")]);
+        let eocd = zip.len() - EOCD_LEN;
+        let (size, offset) = (le32(&zip, eocd + 12), le32(&zip, eocd + 16));
+        assert_eq!(offset + size, eocd as u64);
+        let want = Directory {
+            entries: 3,
+            size,
+            start: offset,
+        };
+        let f = file_of(&zip);
+        assert_eq!(end_record(&mut f.reopen().unwrap()).unwrap(), want);
+        assert_eq!(open(f.path(), &ROOMY).unwrap().len(), 3);
+
+        // Data before the archive (a self-extractor's stub) moves the directory, not its size.
+        let mut prefixed = vec![b'#'; 100];
+        prefixed.extend_from_slice(&zip);
+        let f = file_of(&prefixed);
+        let dir = end_record(&mut f.reopen().unwrap()).unwrap();
+        assert_eq!((dir.size, dir.start), (size, offset + 100));
+        let archive = open(f.path(), &ROOMY).unwrap();
+        plan(&archive, &[], &ROOMY).unwrap();
+
+        // ZIP64 end records: the size comes from the ZIP64 record, and the ZIP library reads
+        // the very directory that was checked.
+        let zip64 = to_zip64(&zip);
+        let f = file_of(&zip64);
+        assert_eq!(end_record(&mut f.reopen().unwrap()).unwrap(), want);
+        let archive = open(f.path(), &ROOMY).unwrap();
+        assert_eq!(archive.len(), 3);
+        plan(&archive, &[], &ROOMY).unwrap();
+
+        // A declared size over the cap is refused before anything else is read.
+        for huge in [MAX_DIRECTORY_BYTES + 1, 0xFFFF_FFF0] {
+            let mut forged = zip.clone();
+            forged[eocd + 12..eocd + 16].copy_from_slice(&(huge as u32).to_le_bytes());
+            let e = end_record(&mut file_of(&forged).reopen().unwrap()).unwrap_err();
+            assert_eq!(e.kind.status().as_u16(), 413);
+            assert_eq!(e.code, "ZIP_DIRECTORY_TOO_LARGE");
+            let mut forged = zip64.clone();
+            let at = eocd + 40;
+            forged[at..at + 8].copy_from_slice(&huge.to_le_bytes());
+            let e = end_record(&mut file_of(&forged).reopen().unwrap()).unwrap_err();
+            assert_eq!(e.code, "ZIP_DIRECTORY_TOO_LARGE");
+        }
+
+        // A size smaller than the directory: the ZIP library would read past it, so refused
+        // (whether or not the shortened directory starts on a header).
+        let last_record = 46 + 1;
+        for small in [size - 1, last_record, 0] {
+            let mut forged = zip.clone();
+            forged[eocd + 12..eocd + 16].copy_from_slice(&(small as u32).to_le_bytes());
+            let f = file_of(&forged);
+            let e = open(f.path(), &ROOMY).unwrap_err();
+            assert_eq!(e.code, "INVALID_ZIP", "{small}: {}", e.message);
+        }
+        // More entries declared than the directory holds.
+        let mut forged = zip.clone();
+        forged[eocd + 8..eocd + 12].copy_from_slice(&[4, 0, 4, 0]);
+        let e = open(file_of(&forged).path(), &ROOMY).unwrap_err();
+        assert_eq!(e.code, "INVALID_ZIP", "{}", e.message);
+
+        // A name over the cap is refused while walking the directory.
+        let long = "d/".repeat(MAX_ENTRY_NAME_BYTES / 2) + "f";
+        let f = zip_file(&[("a", b"1"), (&long, b"2")]);
+        let mut file = f.reopen().unwrap();
+        let dir = end_record(&mut file).unwrap();
+        let e = walk_directory(&mut file, &dir).unwrap_err();
+        assert_eq!(e.code, "UNSAFE_ZIP_ENTRY");
+        assert_eq!(open(f.path(), &ROOMY).unwrap_err().code, "UNSAFE_ZIP_ENTRY");
     }
 
     #[test]

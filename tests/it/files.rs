@@ -614,6 +614,95 @@ async fn limits_on_size_entries_and_bombs() {
     assert!(staging_is_empty(&s));
 }
 
+/// A central directory over the 64 MiB cap (`unzip::MAX_DIRECTORY_BYTES`), really or only by
+/// the end record's word, is refused before the ZIP library indexes it; so is one whose end
+/// record understates it (the library would read past the declared size). `/app` unchanged,
+/// nothing left in staging.
+#[tokio::test]
+async fn an_oversized_central_directory_is_refused_before_indexing() {
+    const CAP: u64 = 64 * 1024 * 1024;
+    let s = Server::start().await;
+    let cuid = create(&s).await;
+    let m = mount(&s, &cuid);
+    let r = upload(&s, &cuid, "", zip_of(&[("keep.txt", b"keep")])).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let before = listing(&m);
+    // The end record's "size of the central directory" field (no archive comment).
+    let size_field = |zip: &[u8]| zip.len() - 22 + 12;
+    let check = |what: &str| {
+        assert_eq!(listing(&m), before, "{what}: /app changed");
+        assert!(staging_is_empty(&s), "{what}: staging left behind");
+    };
+
+    // A small archive whose end record declares a 4 GiB directory.
+    let mut forged = zip_of(&[("a.txt", b"a"), ("b.txt", b"b")]);
+    let at = size_field(&forged);
+    forged[at..at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    upload(&s, &cuid, "", forged).await.assert_error(
+        413,
+        "payload_too_large",
+        "ZIP_DIRECTORY_TOO_LARGE",
+    );
+    check("declared 4 GiB");
+
+    // A real one: 1,100 entries of one byte, each with a 64,000-byte extra field in its
+    // central header only (about 70 MB), built streaming into a temporary file.
+    let mut w = ZipWriter::new(std::io::BufWriter::new(tempfile::tempfile().unwrap()));
+    let extra = vec![0x5Au8; 64_000];
+    for i in 0..1100 {
+        let mut o =
+            zip::write::FullFileOptions::default().compression_method(CompressionMethod::Stored);
+        o.add_extra_field(0x6a6a, &extra, true).unwrap();
+        w.start_file(format!("f{i}"), o).unwrap();
+        w.write_all(b"x").unwrap();
+    }
+    let mut tmp = w.finish().unwrap().into_inner().unwrap();
+    let mut big = Vec::new();
+    std::io::Seek::rewind(&mut tmp).unwrap();
+    tmp.read_to_end(&mut big).unwrap();
+    let at = size_field(&big);
+    let size = u32::from_le_bytes(big[at..at + 4].try_into().unwrap());
+    assert!(u64::from(size) > CAP, "{size}");
+    let t = Instant::now();
+    upload(&s, &cuid, "", big.clone()).await.assert_error(
+        413,
+        "payload_too_large",
+        "ZIP_DIRECTORY_TOO_LARGE",
+    );
+    check("70 MB directory");
+    assert!(t.elapsed() < Duration::from_secs(60));
+
+    // The same directory declared small: once a size that lands nowhere, once exactly the
+    // last header's length (so the shortened directory starts on a header). Each time the
+    // library would have read all 1,100 headers; the walk refuses it first.
+    let eocd = big.len() - 22;
+    let last = big[..eocd]
+        .windows(4)
+        .rposition(|w| w == b"PK\x01\x02")
+        .unwrap();
+    for small in [1000u32, (eocd - last) as u32] {
+        big[at..at + 4].copy_from_slice(&small.to_le_bytes());
+        upload(&s, &cuid, "", big.clone()).await.assert_error(
+            400,
+            "validation_error",
+            "INVALID_ZIP",
+        );
+        check(&format!("declared {small} bytes"));
+    }
+
+    // Uploads still work afterwards (every extraction permit was given back).
+    for i in 0..3 {
+        let r = upload(
+            &s,
+            &cuid,
+            "",
+            zip_of(&[("after.txt", format!("{i}").as_bytes())]),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+}
+
 #[tokio::test]
 async fn download_errors_and_unknown_containers() {
     let s = Server::start().await;
