@@ -12,7 +12,8 @@
 //!   pipe, so the process slows down instead of the server's memory growing;
 //! - the main follower reads Docker's log stream (never the process itself) into a channel
 //!   with `try_send`: a viewer that cannot keep up loses lines and is told so;
-//! - the writer sends frames, pings every 15 s (a dead peer is noticed even when idle).
+//! - the writer sends frames and pings every 15 s; the reader ends the session when nothing
+//!   (not even a pong) has arrived for 45 s, so a silently vanished peer is noticed too.
 
 pub mod console;
 pub mod exec;
@@ -27,7 +28,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use chrono::{DateTime, FixedOffset};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
@@ -43,6 +44,10 @@ const MAIN_QUEUE: usize = 64;
 /// Client frames queued while the session works on an earlier one.
 const INPUT_QUEUE: usize = 64;
 const PING_EVERY: Duration = Duration::from_secs(15);
+/// A client that has sent nothing, not even a pong, for this long is gone: two unanswered
+/// pings plus slack. A peer that vanished without a FIN or a reset is otherwise only
+/// noticed when a write fails, which for an idle session may be never.
+const IDLE_LIMIT: Duration = Duration::from_secs(45);
 
 /// What a client asked for in the query string.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -106,8 +111,14 @@ async fn session(socket: WebSocket, ctx: Ctx) {
     let (exec_tx, exec_rx) = mpsc::channel::<Out>(EXEC_QUEUE);
     let (main_tx, main_rx) = mpsc::channel::<String>(MAIN_QUEUE);
 
-    let reader = spawn(read_frames(stream, input_tx, ctl_tx.clone(), gone.clone()));
-    let writer = spawn(write_frames(sink, ctl_rx, main_rx, exec_rx, gone.clone()));
+    let reader = spawn(read_frames(
+        stream,
+        IDLE_LIMIT,
+        input_tx,
+        ctl_tx.clone(),
+        gone.clone(),
+    ));
+    let mut writer = spawn(write_frames(sink, ctl_rx, main_rx, exec_rx, gone.clone()));
     let (backlog_tx, backlog_rx) = tokio::sync::oneshot::channel();
     let main = ctx.options.main.then(|| {
         spawn(follow_main(
@@ -138,7 +149,13 @@ async fn session(socket: WebSocket, ctx: Ctx) {
     if let Some(main) = main {
         main.abort();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        // Blocked in `sink.send` on a peer that reads nothing: do not let it linger.
+        writer.abort();
+    }
     reader.abort();
     gone.cancel();
 }
@@ -156,13 +173,28 @@ impl SessionIo {
     }
 }
 
-async fn read_frames(
-    mut stream: SplitStream<WebSocket>,
+/// Client frames → inputs. Ends the session (`gone`) when the client closes, the socket
+/// fails, or nothing at all has arrived for `idle` (the client is gone).
+async fn read_frames<S, E>(
+    mut stream: S,
+    idle: Duration,
     input: mpsc::Sender<Input>,
     ctl: mpsc::Sender<String>,
     gone: CancellationToken,
-) {
-    while let Some(Ok(msg)) = stream.next().await {
+) where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+{
+    // Timed per read, so the idle time counts only while waiting on the socket: a reader
+    // held up by a full input queue (a busy session) is not evidence of a dead peer.
+    loop {
+        let msg = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(msg))) => msg,
+            Ok(_) => break, // closed or failed
+            Err(_) => {
+                tracing::debug!(?idle, "the client sent nothing, not even a pong: gone");
+                break;
+            }
+        };
         let parsed = match msg {
             Message::Text(text) => frames::parse_input(text.as_str()),
             // Binary frames are raw stdin (a convenience; the contract's frames are text).
@@ -174,6 +206,7 @@ async fn read_frames(
                 "a binary frame carries at most 64 KiB",
             )),
             Message::Close(_) => break,
+            // It is alive: the next read's idle time starts now.
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         match parsed {
@@ -433,11 +466,20 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             .ok()
             .and_then(|r| r.ok().and_then(|p| *p)),
     };
-    let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
-    if exec::is_running(docker, &exec_id).await {
+    // The kill runs even when the leader has exited: what it started in the background
+    // (`cmd=sleep 1000 & echo hi`) lives on in its session, and Docker only watches the
+    // leader. `kill_session` is idempotent (it kills whatever is left of the session), and
+    // the pid cannot name a stranger yet: Linux keeps it reserved while it is the session
+    // id of any living process, and hands out pids in order, not freshly freed ones.
+    let kill = || async {
         if let Some(pid) = pid {
             exec::kill_session(docker, &ctx.cuid, pid).await;
         }
+    };
+    let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
+    let leader_running = exec::is_running(docker, &exec_id).await;
+    if client_left || leader_running {
+        kill().await;
     }
     drop(stdin);
     if client_left {
@@ -454,6 +496,11 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             io.error(ApiError::new(Kind::Internal, "EXIT_CODE_UNKNOWN", e))
                 .await
         }
+    }
+    if !leader_running {
+        // The leader ended on its own: its exit frame (queued above, with its own code)
+        // goes first; then what it left behind.
+        kill().await;
     }
 }
 
@@ -641,5 +688,90 @@ async fn attach_session(ctx: &Ctx, mut io: SessionIo, main: Option<&tokio::task:
             ))
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tokio::time::{sleep, timeout, Instant};
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_millis(300);
+
+    /// A reader on a socket stand-in fed by the returned sender, and its `gone` token.
+    fn reader(
+        queue: usize,
+    ) -> (
+        mpsc::Sender<Message>,
+        mpsc::Receiver<Input>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = mpsc::channel::<Message>(16);
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx).map(|m| m.map(Ok::<_, Infallible>))
+        });
+        let (input_tx, input_rx) = mpsc::channel(queue);
+        let (ctl_tx, _ctl_rx) = mpsc::channel(16);
+        let gone = CancellationToken::new();
+        let task = tokio::spawn(read_frames(stream, IDLE, input_tx, ctl_tx, gone.clone()));
+        (tx, input_rx, gone, task)
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_gone_after_the_idle_limit() {
+        let (_tx, _input, gone, task) = reader(4);
+        let start = Instant::now();
+        timeout(IDLE * 10, gone.cancelled())
+            .await
+            .expect("a silent peer was never given up on");
+        assert!(start.elapsed() >= IDLE, "given up on too early");
+        timeout(IDLE, task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn pongs_and_frames_keep_a_peer_alive() {
+        let (tx, mut input, gone, _task) = reader(4);
+        // Three idle limits' worth of pongs and stdin, each well within the limit.
+        let mut got = 0;
+        for i in 0..18 {
+            let msg = if i % 2 == 0 {
+                Message::Pong(Default::default())
+            } else {
+                Message::Binary(vec![b'x'].into())
+            };
+            tx.send(msg).await.unwrap();
+            sleep(IDLE / 6).await;
+            assert!(!gone.is_cancelled(), "an active peer was given up on");
+            while let Ok(Input::Stdin(_)) = input.try_recv() {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 9);
+        // Then silence (the peer is still "connected"): gone.
+        timeout(IDLE * 10, gone.cancelled())
+            .await
+            .expect("a peer gone silent was never given up on");
+    }
+
+    #[tokio::test]
+    async fn a_busy_session_is_not_mistaken_for_a_silent_peer() {
+        // The session does not take input for a while: the reader waits on the queue, not
+        // on the socket, and that time does not count against the peer.
+        let (tx, mut input, gone, _task) = reader(1);
+        for _ in 0..2 {
+            tx.send(Message::Binary(vec![b'x'].into())).await.unwrap();
+        }
+        sleep(IDLE * 3).await;
+        assert!(!gone.is_cancelled(), "a blocked reader counted as idle");
+        assert!(input.recv().await.is_some());
+        assert!(input.recv().await.is_some());
+        // Reading again, with a fresh idle limit.
+        sleep(IDLE / 3).await;
+        assert!(!gone.is_cancelled());
+        timeout(IDLE * 10, gone.cancelled()).await.unwrap();
     }
 }

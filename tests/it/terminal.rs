@@ -514,6 +514,50 @@ async fn an_abrupt_disconnect_leaves_no_process_behind() {
     assert!(ps(&cuid).contains("sleep 3600"), "the main process stays");
 }
 
+/// A background job outlives its session's leader (same session, same process group): the
+/// session ends it all the same, whether the leader exits on its own or the client vanishes.
+#[tokio::test]
+async fn background_jobs_do_not_outlive_the_session() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+
+    // The leader exits with 0 on its own; the exit frame carries its code.
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", enc("sleep 1000 & echo hi")),
+    )
+    .await;
+    assert_eq!(t.until_exit(LONG).await, 0, "{:?}", t.errors);
+    assert_eq!(t.out(), "hi\n");
+    t.until_closed(LONG).await;
+    wait_ps(&cuid, LONG, "sleep 1000 survived its session", |p| {
+        !p.contains("sleep 1000")
+    })
+    .await;
+
+    // The leader has exited, then the client disconnects abruptly (TCP reset).
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", enc("sleep 1004 & echo hi")),
+    )
+    .await;
+    t.until(LONG, "hi", |t| t.out().contains("hi")).await;
+    wait_ps(&cuid, LONG, "the leader did not exit", |p| {
+        p.contains("sleep 1004") && !p.contains("echo hi")
+    })
+    .await;
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = t.ws.get_ref() {
+        #[allow(deprecated)]
+        tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    }
+    drop(t);
+    wait_ps(&cuid, LONG, "sleep 1004 survived a disconnect", |p| {
+        !p.contains("sleep 1004")
+    })
+    .await;
+    assert!(ps(&cuid).contains("sleep 3600"), "the main process stays");
+}
+
 #[tokio::test]
 async fn fifty_concurrent_sessions_on_one_container() {
     let s = Server::start().await;
