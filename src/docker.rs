@@ -24,6 +24,11 @@ impl Engine {
         engine
     }
 
+    /// For a request handler: the client, or `503 unavailable` `DOCKER_UNAVAILABLE`.
+    pub async fn for_request(&self) -> Result<Docker, crate::error::ApiError> {
+        self.get().await.map_err(|e| unavailable(&e))
+    }
+
     /// The connected client, connecting first if needed.
     pub async fn get(&self) -> Result<Docker, bollard::errors::Error> {
         if let Some(client) = self
@@ -41,6 +46,16 @@ impl Engine {
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(negotiated.clone());
         Ok(negotiated)
     }
+}
+
+/// The answer to a request when the daemon does not answer.
+pub fn unavailable(e: &bollard::errors::Error) -> crate::error::ApiError {
+    tracing::warn!(error = %e, "Docker is not reachable");
+    crate::error::ApiError::new(
+        crate::error::Kind::Unavailable,
+        "DOCKER_UNAVAILABLE",
+        "the Docker daemon is not reachable",
+    )
 }
 
 /// Environment variables a `docker` CLI child may see. Everything else, the server's own

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiError, ApiResult};
 use crate::http::containers::path_cuid;
 use crate::http::extract::{Path, Query};
 use crate::terminal::console::{self, Record};
@@ -167,14 +167,7 @@ pub async fn logs(
     let cuid = path_cuid(&cuid)?.to_owned();
     let q = parse_query(&raw)?;
     state.store.get_or_404(&cuid).await?;
-    let docker = state.docker.get().await.map_err(|e| {
-        tracing::warn!(error = %e, "docker unavailable");
-        ApiError::new(
-            Kind::Unavailable,
-            "DOCKER_UNAVAILABLE",
-            "the Docker daemon is not reachable",
-        )
-    })?;
+    let docker = state.docker.for_request().await?;
     let format = q.format;
     let render_q = q.clone();
     // A container never started has no log yet: an empty answer, not an error.

@@ -52,14 +52,7 @@ async fn open(
             format!("this route needs a WebSocket upgrade: {e}"),
         )
     })?;
-    let docker = state.docker.get().await.map_err(|e| {
-        tracing::warn!(error = %e, "docker unavailable");
-        ApiError::new(
-            Kind::Unavailable,
-            "DOCKER_UNAVAILABLE",
-            "the Docker daemon is not reachable",
-        )
-    })?;
+    let docker = state.docker.for_request().await?;
 
     let inspect = docker
         .inspect_container(
@@ -84,14 +77,7 @@ async fn open(
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => (false, None),
-        Err(e) => {
-            tracing::warn!(error = %e, "inspect failed");
-            return Err(ApiError::new(
-                Kind::Unavailable,
-                "DOCKER_UNAVAILABLE",
-                "the Docker daemon did not answer",
-            ));
-        }
+        Err(e) => return Err(crate::docker::unavailable(&e)),
     };
     let upgrade = upgrade
         .max_message_size(MAX_MESSAGE)
