@@ -25,18 +25,6 @@ const PRODUCER: &str = "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdef
 const KEYSTROKES: usize = 300;
 const WARMUP: usize = 20;
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -49,7 +37,10 @@ fn ms(d: Duration) -> f64 {
 async fn ws_throughput(s: &Server, cuid: &str) -> (Duration, usize) {
     let started = Instant::now();
     let mut ws = s
-        .ws(&format!("/ws/{cuid}?main=false&cmd={}", enc(PRODUCER)))
+        .ws(&format!(
+            "/ws/{cuid}?main=false&cmd={}",
+            url_encode(PRODUCER)
+        ))
         .await;
     let mut bytes = 0usize;
     while let Some(Ok(msg)) = ws.next().await {

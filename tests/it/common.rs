@@ -215,6 +215,12 @@ impl Server {
         ws
     }
 
+    /// How many containers `GET /containers` lists on its first page.
+    pub async fn count_containers(&self) -> usize {
+        let r = self.get("/containers?limit=500").await;
+        r.json["containers"].as_array().map_or(0, Vec::len)
+    }
+
     /// Polls `GET path` until `pred` holds, up to `limit`; returns the last answer.
     pub async fn wait_for(
         &self,
@@ -270,6 +276,19 @@ pub fn remove_docker_objects(instance_id: &str) {
     for net in nets.split_whitespace() {
         docker(&["network", "rm", net]);
     }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Runs `docker …` and returns its stdout (empty on failure).

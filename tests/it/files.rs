@@ -92,18 +92,6 @@ async fn get_bytes(s: &Server, path: &str) -> (u16, reqwest::header::HeaderMap, 
     (status, headers, r.bytes().await.unwrap().to_vec())
 }
 
-fn enc(p: &str) -> String {
-    let mut out = String::new();
-    for b in p.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 async fn download(
     s: &Server,
     cuid: &str,
@@ -111,7 +99,7 @@ async fn download(
 ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     get_bytes(
         s,
-        &format!("/containers/{cuid}/download?path={}", enc(path)),
+        &format!("/containers/{cuid}/download?path={}", url_encode(path)),
     )
     .await
 }
@@ -285,7 +273,7 @@ async fn upload_then_download_each_file_and_the_folder() {
     for q in ["data", "/app/data", "/data/"] {
         let (status, _, data) = get_bytes(
             &s,
-            &format!("/containers/{cuid}/download-zip?path={}", enc(q)),
+            &format!("/containers/{cuid}/download-zip?path={}", url_encode(q)),
         )
         .await;
         assert_eq!(status, 200, "{q}");

@@ -694,13 +694,7 @@ async fn create_with_start_runs_it_at_once() {
         .post_json("/containers", &json!({"image": PYTHON, "start": true}))
         .await;
     r.assert_error(422, "state_error", "BOOT_SCRIPT_MISSING");
-    assert_eq!(
-        s.get("/containers").await.json["containers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.count_containers().await, 1);
 }
 
 #[tokio::test]

@@ -14,19 +14,6 @@ use crate::common::*;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Percent-encodes a query value.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Creates and starts a container running `command`; returns its cuid.
 async fn running(s: &Server, command: &[&str]) -> String {
     running_with(s, json!({"image": BUSYBOX, "command": command})).await
@@ -252,7 +239,7 @@ async fn cmd_term_and_kill_give_143_and_137() {
             &s,
             &format!(
                 "/ws/{cuid}?main=false&cmd={}",
-                enc(&format!("sleep {seconds}"))
+                url_encode(&format!("sleep {seconds}"))
             ),
         )
         .await;
@@ -268,7 +255,7 @@ async fn cmd_term_and_kill_give_143_and_137() {
         &s,
         &format!(
             "/ws/{cuid}?main=false&cols=80&rows=24&cmd={}",
-            enc("sleep 103")
+            url_encode("sleep 103")
         ),
     )
     .await;
@@ -286,7 +273,11 @@ async fn without_tty_streams_are_separate_and_binary_is_exact() {
     let cuid = running(&s, SLEEPER).await;
 
     let cmd = "echo to-out; echo to-err >&2; printf 'caf\\303\\251 \\342\\202\\254\\n'; exit 3";
-    let mut t = Term::open(&s, &format!("/ws/{cuid}?main=false&cmd={}", enc(cmd))).await;
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", url_encode(cmd)),
+    )
+    .await;
     assert_eq!(t.until_exit(LONG).await, 3);
     assert_eq!(t.out(), "to-out\ncafé €\n");
     assert_eq!(String::from_utf8_lossy(&t.exec_err), "to-err\n");
@@ -294,7 +285,11 @@ async fn without_tty_streams_are_separate_and_binary_is_exact() {
 
     // Binary output: base64, byte-exact (compared with a hex dump made in the container).
     let cmd = "{ head -c 4096 /dev/urandom | tee /dev/fd/3 | od -An -tx1 -v >&2; } 3>&1";
-    let mut t = Term::open(&s, &format!("/ws/{cuid}?main=false&cmd={}", enc(cmd))).await;
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", url_encode(cmd)),
+    )
+    .await;
     assert_eq!(t.until_exit(LONG).await, 0, "{:?}", t.errors);
     assert_eq!(t.exec_out.len(), 4096);
     assert!(t.encodings.iter().any(|e| e == "base64"));
@@ -482,7 +477,7 @@ async fn an_abrupt_disconnect_leaves_no_process_behind() {
     let cuid = running(&s, SLEEPER).await;
     let mut a = Term::open(
         &s,
-        &format!("/ws/{cuid}?main=false&cmd={}", enc("sleep 1001")),
+        &format!("/ws/{cuid}?main=false&cmd={}", url_encode("sleep 1001")),
     )
     .await;
     let mut b = Term::open(&s, &format!("/ws/{cuid}?main=false&cols=80&rows=24")).await;
@@ -524,7 +519,10 @@ async fn background_jobs_do_not_outlive_the_session() {
     // The leader exits with 0 on its own; the exit frame carries its code.
     let mut t = Term::open(
         &s,
-        &format!("/ws/{cuid}?main=false&cmd={}", enc("sleep 1000 & echo hi")),
+        &format!(
+            "/ws/{cuid}?main=false&cmd={}",
+            url_encode("sleep 1000 & echo hi")
+        ),
     )
     .await;
     assert_eq!(t.until_exit(LONG).await, 0, "{:?}", t.errors);
@@ -538,7 +536,10 @@ async fn background_jobs_do_not_outlive_the_session() {
     // The leader has exited, then the client disconnects abruptly (TCP reset).
     let mut t = Term::open(
         &s,
-        &format!("/ws/{cuid}?main=false&cmd={}", enc("sleep 1004 & echo hi")),
+        &format!(
+            "/ws/{cuid}?main=false&cmd={}",
+            url_encode("sleep 1004 & echo hi")
+        ),
     )
     .await;
     t.until(LONG, "hi", |t| t.out().contains("hi")).await;
@@ -608,7 +609,11 @@ async fn a_slow_reader_slows_the_exec_down() {
     let cuid = running(&s, SLEEPER).await;
     // 64 MB of output: with nobody reading, the producer must block, not finish.
     let cmd = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 64000000; echo; echo end-mark";
-    let mut t = Term::open(&s, &format!("/ws/{cuid}?main=false&cmd={}", enc(cmd))).await;
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", url_encode(cmd)),
+    )
+    .await;
     wait_ps(&cuid, LONG, "producer did not start", |p| p.contains("yes")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -677,7 +682,7 @@ async fn logs_with_tail_since_follow_and_streams() {
     // since: RFC 3339 (to the nanosecond) and Unix seconds.
     let third = out2["timestamp"].as_str().unwrap();
     let r = s
-        .get(&format!("{path}?since={}&stream=stdout", enc(third)))
+        .get(&format!("{path}?since={}&stream=stdout", url_encode(third)))
         .await;
     assert_eq!(r.text, "out-2\nout-3\n");
     let r = s.get(&format!("{path}?since=4102444800")).await; // 2100-01-01
