@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -56,6 +57,23 @@ async fn run(config: Config) -> Result<(), app::StartError> {
         shutdown.cancel();
     });
     app::serve(state, listener).await
+}
+
+/// Uploads hold a directory handle per directory they touch until they commit, and every
+/// terminal session holds sockets: lift the soft limit on open files to the hard one (often
+/// 1024 vs. hundreds of thousands under systemd).
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("container-manager: cannot raise the open-file limit: {e}");
+        }
+    }
 }
 
 async fn wait_for_signal() {

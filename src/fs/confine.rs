@@ -7,9 +7,13 @@
 //! the directory, through `..` or a symlink), and files are first opened `O_PATH` (which opens
 //! nothing), checked to be regular files, and only then reopened for reading through
 //! `/proc/self/fd`, so a FIFO or device is never opened, and the inode checked is the inode read.
+//! That reopen is `O_NONBLOCK`: a file the container holds a write lease on (`F_SETLEASE`)
+//! would otherwise make the open wait for the lease break (45 s by default); it fails at once
+//! instead ([`Found::Busy`]). Reads of a regular file ignore `O_NONBLOCK`.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rustix::fs::{openat2, FileType, Mode, OFlags, ResolveFlags};
@@ -22,6 +26,9 @@ use crate::error::{ApiError, ApiResult};
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest single name, as Linux's `NAME_MAX`.
 pub const MAX_NAME_BYTES: usize = 255;
+/// The most components a path may have (an upload's entry: the `?path=` target's included).
+/// It bounds the work per name and the depth of every recursion over a planned tree.
+pub const MAX_PATH_COMPONENTS: usize = 256;
 
 /// Resolution for reads: symlinks are followed while they stay inside the directory.
 pub fn read_resolve() -> ResolveFlags {
@@ -68,6 +75,9 @@ pub fn parse_path(input: &str) -> ApiResult<Vec<String>> {
                 return Err(unsafe_path(input, "a name in the path is too long"))
             }
             name => out.push(name.to_owned()),
+        }
+        if out.len() > MAX_PATH_COMPONENTS {
+            return Err(unsafe_path(input, "the path is too deep"));
         }
     }
     Ok(out)
@@ -121,6 +131,8 @@ pub enum Found {
     Dir(OwnedFd),
     /// A FIFO, socket or device: never opened.
     Special,
+    /// A regular file another process holds a lease on: opening it would wait.
+    Busy,
 }
 
 fn lookup_error(e: Errno, provided: &str) -> ApiError {
@@ -184,8 +196,16 @@ fn found(fd: OwnedFd) -> Result<Found, Errno> {
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => {
             // Reopening the O_PATH descriptor through /proc opens exactly the inode checked.
-            let file = File::open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-                .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            {
+                Ok(file) => file,
+                // A lease (F_SETLEASE) on it: without O_NONBLOCK the open would wait.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Found::Busy),
+                Err(e) => return Err(Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+            };
             let again = rustix::fs::fstat(&file)?;
             if again.st_ino != st.st_ino
                 || again.st_dev != st.st_dev
@@ -240,6 +260,57 @@ mod tests {
         }
         assert!(parse_path(&"a".repeat(256)).is_err());
         assert!(parse_path(&"a/".repeat(2100)).is_err());
+    }
+
+    #[test]
+    fn deep_paths_are_refused() {
+        assert_eq!(
+            parse_path(&"a/".repeat(MAX_PATH_COMPONENTS)).unwrap().len(),
+            256
+        );
+        let e = parse_path(&"a/".repeat(MAX_PATH_COMPONENTS + 1)).unwrap_err();
+        assert_eq!(e.code, "UNSAFE_PATH");
+    }
+
+    /// A file under a write lease (F_SETLEASE, held here by a python3 child) is reported
+    /// busy at once instead of the open waiting for the lease break (45 s by default).
+    #[test]
+    fn a_leased_file_is_busy_not_waited_for() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("leased"), b"x").unwrap();
+        let script = "import fcntl, os, signal, sys, time\n\
+            signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
+        fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+            fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)\n\
+            print('ok', flush=True)\n\
+            time.sleep(60)\n";
+        let Ok(mut child) = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(dir.path().join("leased"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("no python3: skipped");
+            return;
+        };
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.trim() != "ok" {
+            let _ = child.kill();
+            eprintln!("leases unavailable here: skipped");
+            return;
+        }
+        let root = open_root(dir.path(), "c").unwrap();
+        let t = std::time::Instant::now();
+        let found = lookup(&root, &["leased".into()], "leased");
+        let elapsed = t.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(matches!(found, Ok(Found::Busy)), "not reported busy");
+        assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
     }
 
     #[test]

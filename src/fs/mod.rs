@@ -4,6 +4,7 @@
 
 pub mod confine;
 pub mod mounts;
+pub mod place;
 pub mod unzip;
 pub mod zipout;
 
@@ -20,12 +21,23 @@ use crate::config::Config;
 /// wait for one another here rather than add up.
 pub const MAX_PARALLEL_EXTRACTIONS: usize = 2;
 
+/// How many uploads are in flight at once, server-wide, from the first byte of the body to
+/// the answer: each holds up to `UPLOAD_MAX_BYTES` (and then what it inflates) in the staging
+/// area, so later ones wait (before their body is read) rather than fill the disk.
+pub const MAX_PARALLEL_UPLOADS: usize = 4;
+
+/// How many download-zips run at once, server-wide: each holds a blocking-pool thread for
+/// its whole transfer, so later ones wait for a permit rather than pin every such thread.
+pub const MAX_PARALLEL_DOWNLOAD_ZIPS: usize = 8;
+
 /// Shared state of the file routes: the staging area, the per-container upload locks and
-/// the server-wide extraction permits.
+/// the server-wide permits.
 pub struct Files {
     staging: PathBuf,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     extractions: Arc<tokio::sync::Semaphore>,
+    uploads: Arc<tokio::sync::Semaphore>,
+    download_zips: Arc<tokio::sync::Semaphore>,
 }
 
 impl Files {
@@ -49,6 +61,8 @@ impl Files {
             staging,
             locks: Mutex::new(HashMap::new()),
             extractions: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_EXTRACTIONS)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_UPLOADS)),
+            download_zips: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_DOWNLOAD_ZIPS)),
         })
     }
 
@@ -56,11 +70,16 @@ impl Files {
         &self.staging
     }
 
-    /// A fresh staging directory, removed with everything in it when dropped.
-    pub fn staging_dir(&self) -> std::io::Result<StagingDir> {
+    /// A fresh staging directory (made on the blocking pool), removed with everything in it
+    /// by [`StagingDir::remove`] or when dropped.
+    pub async fn staging_dir(&self) -> std::io::Result<StagingDir> {
         let path = self.staging.join(uuid::Uuid::new_v4().simple().to_string());
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(StagingDir { path })
+        tokio::task::spawn_blocking(move || {
+            std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+            Ok(StagingDir { path: Some(path) })
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Serializes uploads to one container. The guard is owned so it can travel into the
@@ -85,26 +104,76 @@ impl Files {
             .await
             .expect("the extraction semaphore is never closed")
     }
+
+    /// One of the [`MAX_PARALLEL_UPLOADS`] permits, taken before the body is read and held
+    /// until the upload is done (its staging directory removed).
+    pub async fn upload_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.uploads
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the upload semaphore is never closed")
+    }
+
+    /// One of the [`MAX_PARALLEL_DOWNLOAD_ZIPS`] permits, held by the walk until it ends.
+    pub async fn download_zip_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.download_zips
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the download-zip semaphore is never closed")
+    }
 }
 
-/// A directory under `DATA_DIR/staging`, removed on drop.
+/// A directory under `DATA_DIR/staging`, removed by [`StagingDir::remove`] (blocking) or on
+/// drop. Removing it can take long (up to an upload and what it inflated), so a drop on a
+/// runtime thread hands the removal to the blocking pool.
 pub struct StagingDir {
-    path: PathBuf,
+    /// `None` once removed.
+    path: Option<PathBuf>,
 }
 
 impl StagingDir {
     pub fn path(&self) -> &Path {
-        &self.path
+        self.path
+            .as_deref()
+            .expect("a staging directory is used only until removed")
+    }
+
+    /// Removes it now, on this (blocking) thread.
+    pub fn remove(mut self) {
+        if let Some(path) = self.path.take() {
+            remove_staging(&path);
+        }
+    }
+
+    /// Removes it on the blocking pool and waits for that.
+    pub async fn remove_async(mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = tokio::task::spawn_blocking(move || remove_staging(&path)).await;
+        }
+    }
+}
+
+fn remove_staging(path: &Path) {
+    // Hardened against symlinks (std's remove_dir_all never follows them).
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a staging directory");
+        }
     }
 }
 
 impl Drop for StagingDir {
     fn drop(&mut self) {
-        // Hardened against symlinks (std's remove_dir_all never follows them).
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a staging directory");
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || remove_staging(&path));
             }
+            Err(_) => remove_staging(&path),
         }
     }
 }

@@ -12,33 +12,27 @@
 //! 2. [`plan`]: every central-directory entry is checked (names, types, duplicates,
 //!    encryption, method, declared sizes) before a single byte is inflated.
 //! 3. [`extract`]: entries are inflated into `DATA_DIR/staging/<id>/tree`, counting the bytes
-//!    actually inflated against the limits (the declared sizes may lie).
-//! 4. [`commit`]: the staged tree is merged into `/app`. New files and directories are
-//!    `renameat2(RENAME_NOREPLACE)`d into place; an existing file, symlink, FIFO or hard link
-//!    is swapped out with `RENAME_EXCHANGE` (replaced, never written through or followed);
-//!    an existing directory is merged into; a non-directory where the upload needs a
-//!    directory is replaced by the staged directory; a directory where the upload puts a file
-//!    is a conflict. Every move is journaled and undone in reverse order on failure, so
-//!    `/app` is left as it was. The staging area is not visible to the container.
+//!    actually inflated against the limits (the declared sizes may lie). The staged items
+//!    stay the server's (directories 0700, files 0600) until placed.
+//! 4. [`place::commit`]: the staged tree is merged into `/app` by renames through directory
+//!    descriptors, every move journaled and undone on failure (see [`place`]).
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 
-use rustix::fs::{renameat_with, statat, AtFlags, FileType, OFlags, RenameFlags, CWD};
+use rustix::fs::{mkdirat, openat, Mode, OFlags};
 use rustix::io::Errno;
 use serde_json::json;
 use zip::{CompressionMethod, ZipArchive};
 
 use crate::config::UserIds;
 use crate::error::{ApiError, ApiResult, Kind};
-use crate::fs::confine::{self, MAX_NAME_BYTES, MAX_PATH_BYTES};
+use crate::fs::confine::{MAX_NAME_BYTES, MAX_PATH_BYTES};
+use crate::fs::place;
 
 /// The compression ratio limit applies to an entry once this much of it has been inflated:
 /// small, very compressible files (a few KiB of zeros, a sparse JSON) are never bombs.
@@ -67,24 +61,103 @@ pub struct Outcome {
     pub bytes: u64,
 }
 
-/// One entry of the archive, checked.
+/// One file entry of the archive, checked.
 #[derive(Debug)]
 struct Planned {
     index: usize,
-    /// Path relative to `/app` (the target directory prefix included).
-    components: Vec<String>,
-    is_dir: bool,
-    /// Permission bits to apply (setuid/setgid dropped), when the archive has them.
-    mode: Option<u32>,
+    /// Its node in [`Plan::nodes`].
+    node: usize,
     compressed: u64,
 }
 
-#[derive(Debug, Default)]
+/// What a name of the planned tree is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    File,
+    Dir,
+}
+
+/// One name of the tree the archive makes under `/app`. The tree is kept as a trie (each node
+/// holds its own name only, its children by name), so a plan costs memory and time linear in
+/// the names' length whatever their depth: keying a map by every ancestor's full path costs
+/// the square of the depth per entry.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) parent: usize,
+    pub(crate) name: String,
+    pub(crate) kind: NodeKind,
+    /// Permission bits to apply (setuid/setgid dropped), when the archive has them.
+    pub(crate) mode: Option<u32>,
+    pub(crate) children: HashMap<String, usize>,
+}
+
+/// The checked archive: its file entries, and the tree they make. A node's parent always
+/// comes before it in `nodes`; `nodes[0]` is `/app` itself.
+#[derive(Debug)]
 pub struct Plan {
     entries: Vec<Planned>,
-    /// Every directory the tree will hold (explicit or implied), with its explicit mode.
-    dirs: HashMap<Vec<String>, Option<u32>>,
+    pub(crate) nodes: Vec<Node>,
 }
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            nodes: vec![Node {
+                parent: 0,
+                name: String::new(),
+                kind: NodeKind::Dir,
+                mode: None,
+                children: HashMap::new(),
+            }],
+        }
+    }
+}
+
+impl Plan {
+    /// The path of `node` relative to `/app` (`a/b/c`; empty for the root).
+    pub(crate) fn path(&self, mut node: usize) -> String {
+        let mut names = Vec::new();
+        while node != 0 {
+            names.push(self.nodes[node].name.as_str());
+            node = self.nodes[node].parent;
+        }
+        names.reverse();
+        names.join("/")
+    }
+
+    /// The child `name` of `parent`, made (as a directory without a mode) if it is new.
+    fn child(&mut self, parent: usize, name: &str) -> (usize, bool) {
+        if let Some(&id) = self.nodes[parent].children.get(name) {
+            return (id, false);
+        }
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            parent,
+            name: name.to_owned(),
+            kind: NodeKind::Dir,
+            mode: None,
+            children: HashMap::new(),
+        });
+        self.nodes[parent].children.insert(name.to_owned(), id);
+        (id, true)
+    }
+
+    /// The node at `path` (components relative to `/app`), if planned.
+    #[cfg(test)]
+    fn find(&self, path: &[&str]) -> Option<usize> {
+        let mut node = 0;
+        for name in path {
+            node = *self.nodes[node].children.get(*name)?;
+        }
+        Some(node)
+    }
+}
+
+/// The most components an entry's path may have (the `?path=` target's included); a deeper
+/// one is `400 UNSAFE_ZIP_ENTRY`. It bounds the recursion of the commit (one level per
+/// component, two descriptors each) whatever the archive holds.
+pub use crate::fs::confine::MAX_PATH_COMPONENTS;
 
 fn invalid_zip(message: impl Into<String>) -> ApiError {
     ApiError::validation("INVALID_ZIP", message)
@@ -368,14 +441,10 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
             "the archive holds the same name more than once",
         ));
     }
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Kind {
-        File,
-        Dir,
-    }
-    let mut kinds: HashMap<Vec<String>, Kind> = HashMap::new();
     let mut plan = Plan::default();
-    plan.dirs.insert(Vec::new(), None);
+    // The target directory's node, made with the first entry (an archive of nothing but
+    // "./" makes nothing).
+    let mut target: Option<usize> = None;
     let mut declared_total: u64 = 0;
     for index in 0..archive.len() {
         let entry = archive
@@ -403,7 +472,7 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
         if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
             return Err(unsafe_entry(name, "the name starts with a drive letter"));
         }
-        let mut components: Vec<String> = prefix.to_vec();
+        let mut components: Vec<&str> = Vec::new();
         for part in name.split('/') {
             match part {
                 "" | "." => {}
@@ -411,10 +480,17 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
                 p if p.len() > MAX_NAME_BYTES => {
                     return Err(unsafe_entry(name, "a name in the path is too long"))
                 }
-                p => components.push(p.to_owned()),
+                p => components.push(p),
             }
         }
-        if components.iter().map(|c| c.len() + 1).sum::<usize>() > MAX_PATH_BYTES {
+        if prefix.len() + components.len() > MAX_PATH_COMPONENTS {
+            return Err(unsafe_entry(name, "the path is too deep"));
+        }
+        let bytes = prefix
+            .iter()
+            .map(String::as_str)
+            .chain(components.iter().copied());
+        if bytes.map(|c| c.len() + 1).sum::<usize>() > MAX_PATH_BYTES {
             return Err(unsafe_entry(name, "the path is too long"));
         }
         if entry.is_symlink() {
@@ -448,75 +524,66 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
             )
             .with_details(json!({"entry": name, "reason": "compression method"})));
         }
-        if components.len() == prefix.len() {
+        let Some((last, dirs)) = components.split_last() else {
             if is_dir {
                 continue; // "./" or "/": the target directory itself
             }
             return Err(unsafe_entry(name, "the name is empty"));
-        }
-        // Collisions: a file where another entry needs a directory, or the same file twice.
-        for depth in prefix.len().max(1)..components.len() {
-            let ancestor = components[..depth].to_vec();
-            match kinds.get(&ancestor) {
-                Some(Kind::File) => {
-                    return Err(ApiError::validation(
-                        "DUPLICATE_ZIP_ENTRY",
-                        format!(
-                            "entry {name:?} collides with the file {:?}",
-                            ancestor.join("/")
-                        ),
-                    )
-                    .with_details(json!({"entry": name})))
-                }
-                Some(Kind::Dir) => {}
-                None => {
-                    kinds.insert(ancestor.clone(), Kind::Dir);
-                    plan.dirs.entry(ancestor).or_insert(None);
-                }
+        };
+        let mut node = match target {
+            Some(t) => t,
+            None => {
+                let t = prefix.iter().fold(0, |n, c| plan.child(n, c).0);
+                target = Some(t);
+                t
             }
-        }
-        for depth in 1..prefix.len() + 1 {
-            plan.dirs
-                .entry(components[..depth].to_vec())
-                .or_insert(None);
-        }
-        let mode = unix.map(|m| m & if is_dir { 0o1777 } else { 0o777 });
-        match (kinds.get(&components), is_dir) {
-            (None, _) | (Some(Kind::Dir), true) => {}
-            _ => {
+        };
+        // Collisions: a file where another entry needs a directory, or the same file twice.
+        // One lookup per component: linear in the name.
+        for dir in dirs {
+            node = plan.child(node, dir).0;
+            if plan.nodes[node].kind == NodeKind::File {
                 return Err(ApiError::validation(
                     "DUPLICATE_ZIP_ENTRY",
-                    format!("entry {name:?} appears twice or collides with another entry"),
+                    format!(
+                        "entry {name:?} collides with the file {:?}",
+                        plan.path(node)
+                    ),
                 )
-                .with_details(json!({"entry": name})))
+                .with_details(json!({"entry": name})));
             }
         }
-        kinds.insert(
-            components.clone(),
-            if is_dir { Kind::Dir } else { Kind::File },
-        );
+        let (node, new) = plan.child(node, last);
+        // Only a directory entry may name a directory already planned.
+        let again_a_dir = is_dir && plan.nodes[node].kind == NodeKind::Dir;
+        if !(new || again_a_dir) {
+            return Err(ApiError::validation(
+                "DUPLICATE_ZIP_ENTRY",
+                format!("entry {name:?} appears twice or collides with another entry"),
+            )
+            .with_details(json!({"entry": name})));
+        }
+        let mode = unix.map(|m| m & if is_dir { 0o1777 } else { 0o777 });
+        if mode.is_some() {
+            plan.nodes[node].mode = mode;
+        }
         if is_dir {
-            let slot = plan.dirs.entry(components.clone()).or_insert(None);
-            if mode.is_some() {
-                *slot = mode;
-            }
-        } else {
-            let size = entry.size();
-            declared_total = declared_total.saturating_add(size);
-            if size > RATIO_FLOOR_BYTES
-                && size
-                    > limits
-                        .max_ratio
-                        .saturating_mul(entry.compressed_size().max(1))
-            {
-                return Err(ratio_error(name, size, entry.compressed_size(), limits));
-            }
+            continue;
+        }
+        plan.nodes[node].kind = NodeKind::File;
+        let size = entry.size();
+        declared_total = declared_total.saturating_add(size);
+        if size > RATIO_FLOOR_BYTES
+            && size
+                > limits
+                    .max_ratio
+                    .saturating_mul(entry.compressed_size().max(1))
+        {
+            return Err(ratio_error(name, size, entry.compressed_size(), limits));
         }
         plan.entries.push(Planned {
             index,
-            components,
-            is_dir,
-            mode,
+            node,
             compressed: entry.compressed_size(),
         });
     }
@@ -548,42 +615,47 @@ fn inflated_error(total: u64, limits: &Limits) -> ApiError {
     )
 }
 
-fn staged_path(tree: &Path, components: &[String]) -> PathBuf {
-    let mut p = tree.to_path_buf();
-    p.extend(components);
-    p
+fn staging_error(e: Errno, plan: &Plan, node: usize) -> ApiError {
+    if e == Errno::NAMETOOLONG {
+        // Not expected: paths are created relative to the tree's descriptor and checked
+        // against MAX_PATH_BYTES.
+        return unsafe_entry(&plan.path(node), "the path is too long");
+    }
+    std::io::Error::from(e).into()
 }
 
-/// Inflates the planned entries into `tree` (a fresh directory in the staging area, which
-/// only the server can reach), counting the bytes actually inflated.
+/// Inflates the planned entries into the directory `tree` (a fresh directory in the staging
+/// area, which only the server can reach), counting the bytes actually inflated. Everything
+/// is created relative to `tree`'s descriptor (so the staging area's own path does not count
+/// against `PATH_MAX`), owned by the server, directories 0700 and files 0600: nothing is
+/// given to the container's user before the commit has placed it in `/app`.
 pub fn extract(
     archive: &mut ZipArchive<File>,
     plan: &Plan,
-    tree: &Path,
-    owner: UserIds,
+    tree: &OwnedFd,
     limits: &Limits,
 ) -> ApiResult<Outcome> {
-    let mut dirs: Vec<&Vec<String>> = plan.dirs.keys().collect();
-    dirs.sort_by_key(|d| d.len());
-    let mut builder = std::fs::DirBuilder::new();
-    builder.mode(0o700);
-    for d in &dirs {
-        if !d.is_empty() {
-            builder.create(staged_path(tree, d))?;
+    // Parents come before their children in `nodes`.
+    for (id, node) in plan.nodes.iter().enumerate().skip(1) {
+        if node.kind == NodeKind::Dir {
+            mkdirat(tree, plan.path(id).as_str(), Mode::from_raw_mode(0o700))
+                .map_err(|e| staging_error(e, plan, id))?;
         }
     }
     let mut total: u64 = 0;
     let mut files: u64 = 0;
     let mut buf = vec![0u8; 256 * 1024];
-    for entry in plan.entries.iter().filter(|e| !e.is_dir) {
-        let name = entry.components.join("/");
-        let path = staged_path(tree, &entry.components);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
+    for entry in &plan.entries {
+        let name = plan.path(entry.node);
+        let mut out = File::from(
+            openat(
+                tree,
+                name.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| staging_error(e, plan, entry.node))?,
+        );
         let mut zf = archive
             .by_index(entry.index)
             .map_err(|e| invalid_zip(format!("entry {name:?} cannot be read: {e}")))?;
@@ -613,24 +685,10 @@ pub fn extract(
             out.write_all(&buf[..n])?;
         }
         drop(zf);
-        confine::chown_fd(&out, owner)?;
-        let mode = entry.mode.unwrap_or(0o644);
-        out.set_permissions(std::fs::Permissions::from_mode(mode))?;
         if let Some(t) = mtime.and_then(to_system_time) {
             let _ = out.set_modified(t);
         }
         files += 1;
-    }
-    // Directory owners and modes last (a read-only directory must not stop extraction).
-    for d in dirs.iter().rev() {
-        if d.is_empty() {
-            continue;
-        }
-        let path = staged_path(tree, d);
-        let dir = File::open(&path)?;
-        confine::chown_fd(&dir, owner)?;
-        let mode = plan.dirs.get(*d).copied().flatten().unwrap_or(0o755);
-        dir.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     Ok(Outcome {
         files,
@@ -645,198 +703,6 @@ fn to_system_time(t: zip::DateTime) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
-/// One move done in `/app`, to undo on failure.
-enum Undo {
-    /// `src` (staging) was renamed to `dst_dir/name`: rename it back.
-    MovedIn {
-        src: PathBuf,
-        dst_dir: Arc<OwnedFd>,
-        name: CString,
-    },
-    /// `src` (staging) and `dst_dir/name` were exchanged: exchange them back.
-    Exchanged {
-        src: PathBuf,
-        dst_dir: Arc<OwnedFd>,
-        name: CString,
-    },
-}
-
-fn conflict(rel: &str) -> ApiError {
-    ApiError::conflict(
-        "PATH_CONFLICT",
-        format!("/app/{rel} is a directory; the upload has a file there"),
-    )
-    .with_details(json!({"path": rel}))
-}
-
-fn errno_error(e: Errno, rel: &str) -> ApiError {
-    tracing::error!(error = %e, path = rel, "moving an uploaded file into place failed");
-    ApiError::io(format!("moving /app/{rel} into place failed: {e}"))
-        .with_details(json!({"path": rel}))
-}
-
-fn exchange(src: &Path, dst_dir: &OwnedFd, name: &CString) -> Result<(), Errno> {
-    renameat_with(CWD, src, dst_dir, name.as_c_str(), RenameFlags::EXCHANGE)
-}
-
-fn move_in(src: &Path, dst_dir: &OwnedFd, name: &CString) -> Result<(), Errno> {
-    renameat_with(CWD, src, dst_dir, name.as_c_str(), RenameFlags::NOREPLACE)
-}
-
-fn is_dir_at(path: &Path) -> Result<bool, Errno> {
-    let st = statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(FileType::from_raw_mode(st.st_mode) == FileType::Directory)
-}
-
-/// How many times a move is retried when the container changes the same name meanwhile.
-const RACE_RETRIES: usize = 16;
-
-fn merge(src_dir: &Path, dst: &Arc<OwnedFd>, rel: &str, journal: &mut Vec<Undo>) -> ApiResult<()> {
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(src_dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()?;
-    names.sort();
-    for name in names {
-        let src = src_dir.join(&name);
-        let child_rel = if rel.is_empty() {
-            name.to_string_lossy().into_owned()
-        } else {
-            format!("{rel}/{}", name.to_string_lossy())
-        };
-        let cname = CString::new(OsStr::as_bytes(&name)).map_err(|_| ApiError::io("bad name"))?;
-        let src_is_dir = is_dir_at(&src).map_err(|e| errno_error(e, &child_rel))?;
-        let mut done = false;
-        for _ in 0..RACE_RETRIES {
-            if src_is_dir {
-                // An existing real directory (no symlink followed): merge into it.
-                match confine::openat2_retry(
-                    dst.as_ref(),
-                    cname.as_c_str(),
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    confine::write_resolve(),
-                ) {
-                    Ok(fd) => {
-                        merge(&src, &Arc::new(fd), &child_rel, journal)?;
-                        done = true;
-                        break;
-                    }
-                    Err(Errno::NOENT) => {}
-                    Err(Errno::NOTDIR | Errno::LOOP) => {
-                        // Something else is there: put the staged directory in its place.
-                        match exchange(&src, dst, &cname) {
-                            Ok(()) => {
-                                if is_dir_at(&src).map_err(|e| errno_error(e, &child_rel))? {
-                                    // Became a directory meanwhile: swap back and merge.
-                                    exchange(&src, dst, &cname)
-                                        .map_err(|e| errno_error(e, &child_rel))?;
-                                    continue;
-                                }
-                                journal.push(Undo::Exchanged {
-                                    src: src.clone(),
-                                    dst_dir: dst.clone(),
-                                    name: cname.clone(),
-                                });
-                                done = true;
-                                break;
-                            }
-                            Err(Errno::NOENT) => continue,
-                            Err(e) => return Err(errno_error(e, &child_rel)),
-                        }
-                    }
-                    Err(e) => return Err(errno_error(e, &child_rel)),
-                }
-                match move_in(&src, dst, &cname) {
-                    Ok(()) => {
-                        journal.push(Undo::MovedIn {
-                            src: src.clone(),
-                            dst_dir: dst.clone(),
-                            name: cname.clone(),
-                        });
-                        done = true;
-                        break;
-                    }
-                    Err(Errno::EXIST) => continue,
-                    Err(e) => return Err(errno_error(e, &child_rel)),
-                }
-            } else {
-                match move_in(&src, dst, &cname) {
-                    Ok(()) => {
-                        journal.push(Undo::MovedIn {
-                            src: src.clone(),
-                            dst_dir: dst.clone(),
-                            name: cname.clone(),
-                        });
-                        done = true;
-                        break;
-                    }
-                    Err(Errno::EXIST) => {}
-                    Err(e) => return Err(errno_error(e, &child_rel)),
-                }
-                // Something is there: swap it out (a file, symlink, FIFO or hard link is
-                // replaced as a name; its target is never touched).
-                match exchange(&src, dst, &cname) {
-                    Ok(()) => {
-                        if is_dir_at(&src).map_err(|e| errno_error(e, &child_rel))? {
-                            exchange(&src, dst, &cname).map_err(|e| errno_error(e, &child_rel))?;
-                            return Err(conflict(&child_rel));
-                        }
-                        journal.push(Undo::Exchanged {
-                            src: src.clone(),
-                            dst_dir: dst.clone(),
-                            name: cname.clone(),
-                        });
-                        done = true;
-                        break;
-                    }
-                    Err(Errno::NOENT) => continue,
-                    Err(e) => return Err(errno_error(e, &child_rel)),
-                }
-            }
-        }
-        if !done {
-            return Err(ApiError::conflict(
-                "PATH_CONFLICT",
-                format!("/app/{child_rel} kept changing while the upload was moved into place"),
-            )
-            .with_details(json!({"path": child_rel})));
-        }
-    }
-    Ok(())
-}
-
-fn rollback(journal: Vec<Undo>) {
-    for undo in journal.into_iter().rev() {
-        let result = match &undo {
-            Undo::MovedIn { src, dst_dir, name } => renameat_with(
-                dst_dir.as_ref(),
-                name.as_c_str(),
-                CWD,
-                src,
-                RenameFlags::NOREPLACE,
-            ),
-            Undo::Exchanged { src, dst_dir, name } => exchange(src, dst_dir, name),
-        };
-        if let Err(e) = result {
-            let (Undo::MovedIn { name, .. } | Undo::Exchanged { name, .. }) = &undo;
-            tracing::error!(error = %e, name = ?name, "rolling back an upload move failed");
-        }
-    }
-}
-
-/// Merges the staged `tree` into the directory `root` (the container's `/app`), all or
-/// nothing.
-pub fn commit(tree: &Path, root: OwnedFd) -> ApiResult<()> {
-    let mut journal = Vec::new();
-    let root = Arc::new(root);
-    match merge(tree, &root, "", &mut journal) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            rollback(journal);
-            Err(e)
-        }
-    }
-}
-
 /// The whole upload after the body is on disk: open, plan, extract, commit.
 pub fn run(
     zip_path: &Path,
@@ -849,16 +715,23 @@ pub fn run(
     let mut archive = open(zip_path, limits)?;
     let plan = plan(&archive, prefix, limits)?;
     std::fs::DirBuilder::new().mode(0o700).create(tree)?;
-    let outcome = extract(&mut archive, &plan, tree, owner, limits)?;
+    let tree = rustix::fs::open(
+        tree,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let outcome = extract(&mut archive, &plan, &tree, limits)?;
     drop(archive);
     let _ = std::fs::remove_file(zip_path);
-    commit(tree, root)?;
+    place::commit(&plan, tree, root, owner)?;
     Ok(outcome)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::confine;
     use std::io::Cursor;
     use zip::write::SimpleFileOptions;
 
@@ -1017,21 +890,65 @@ mod tests {
         let f = zip_file(&[("a/b.txt", b"1"), ("./c.txt", b"2")]);
         let archive = open(f.path(), &ROOMY).unwrap();
         let plan = plan(&archive, &["t".into()], &ROOMY).unwrap();
-        let paths: Vec<String> = plan
-            .entries
-            .iter()
-            .map(|e| e.components.join("/"))
-            .collect();
+        let paths: Vec<String> = plan.entries.iter().map(|e| plan.path(e.node)).collect();
         assert_eq!(paths, ["t/a/b.txt", "t/c.txt"]);
-        assert!(plan
-            .dirs
-            .contains_key(&vec!["t".to_string(), "a".to_string()]));
+        let a = plan.find(&["t", "a"]).unwrap();
+        assert_eq!(plan.nodes[a].kind, NodeKind::Dir);
 
         // A target path that is a file of the archive's own tree collides.
-        let f = zip_file(&[("x", b"1"), ("x/y", b"2")]);
+        for entries in [
+            &[("x", &b"1"[..]), ("x/y", b"2")][..],
+            &[("x/y", b"2"), ("x", b"1")],
+            &[("x/y/", b""), ("x/y", b"1")],
+        ] {
+            let f = zip_file(entries);
+            let archive = open(f.path(), &ROOMY).unwrap();
+            let e = super::plan(&archive, &[], &ROOMY).unwrap_err();
+            assert_eq!(e.code, "DUPLICATE_ZIP_ENTRY");
+        }
+    }
+
+    /// Deep names: over MAX_PATH_COMPONENTS (the target's components included) is refused;
+    /// at the cap, many entries cost time and memory linear in their names (the plan keeps
+    /// one node per distinct name, not every ancestor's path per entry).
+    #[test]
+    fn deep_names_are_capped_and_planned_in_linear_time() {
+        let deep = "a/".repeat(MAX_PATH_COMPONENTS) + "f";
+        let f = zip_file(&[("ok", b"1"), (&deep, b"2")]);
         let archive = open(f.path(), &ROOMY).unwrap();
-        let e = super::plan(&archive, &[], &ROOMY).unwrap_err();
-        assert_eq!(e.code, "DUPLICATE_ZIP_ENTRY");
+        let e = plan(&archive, &[], &ROOMY).unwrap_err();
+        assert_eq!(e.code, "UNSAFE_ZIP_ENTRY");
+        assert_eq!(
+            e.details.as_ref().unwrap()["reason"],
+            "the path is too deep"
+        );
+        // The target directory's components count too.
+        let at_cap = "a/".repeat(MAX_PATH_COMPONENTS - 2) + "f";
+        let f = zip_file(&[(&at_cap, b"1")]);
+        let archive = open(f.path(), &ROOMY).unwrap();
+        plan(&archive, &["t".into()], &ROOMY).unwrap();
+        let e = plan(&archive, &["t".into(), "u".into()], &ROOMY).unwrap_err();
+        assert_eq!(e.code, "UNSAFE_ZIP_ENTRY");
+
+        // 300 entries of 256 components (~3.8 KB each), in distinct top directories.
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("{i:05}/") + &"abcdefghijklm/".repeat(MAX_PATH_COMPONENTS - 2) + "f")
+            .collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        let f = zip_file(&entries);
+        let limits = Limits {
+            max_entries: 1000,
+            ..ROOMY
+        };
+        let archive = open(f.path(), &limits).unwrap();
+        let t = std::time::Instant::now();
+        let plan = plan(&archive, &[], &limits).unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(plan.nodes.len(), 1 + 300 * MAX_PATH_COMPONENTS);
     }
 
     #[test]
@@ -1047,22 +964,16 @@ mod tests {
             max_inflated_bytes: 2 << 20,
             ..ROOMY
         };
-        let tree = dir.path().join("t1");
-        std::fs::create_dir(&tree).unwrap();
-        let e = extract(&mut archive, &plan, &tree, me(), &strict).unwrap_err();
+        let e = extract(&mut archive, &plan, &tree_in(dir.path(), "t1"), &strict).unwrap_err();
         assert_eq!(e.code, "ZIP_TOO_LARGE");
         let ratio = Limits {
             max_ratio: 100,
             ..ROOMY
         };
-        let tree = dir.path().join("t2");
-        std::fs::create_dir(&tree).unwrap();
-        let e = extract(&mut archive, &plan, &tree, me(), &ratio).unwrap_err();
+        let e = extract(&mut archive, &plan, &tree_in(dir.path(), "t2"), &ratio).unwrap_err();
         assert_eq!(e.code, "ZIP_RATIO_EXCEEDED");
         // And under the plan's limits it goes through, byte for byte.
-        let tree = dir.path().join("t3");
-        std::fs::create_dir(&tree).unwrap();
-        let out = extract(&mut archive, &plan, &tree, me(), &ROOMY).unwrap();
+        let out = extract(&mut archive, &plan, &tree_in(dir.path(), "t3"), &ROOMY).unwrap();
         assert_eq!(
             out,
             Outcome {
@@ -1070,7 +981,30 @@ mod tests {
                 bytes: 3 + (3 << 20)
             }
         );
-        assert_eq!(std::fs::read(tree.join("small")).unwrap(), b"abc");
+        assert_eq!(std::fs::read(dir.path().join("t3/small")).unwrap(), b"abc");
+    }
+
+    /// A fresh directory `base/name`, opened.
+    fn tree_in(base: &Path, name: &str) -> OwnedFd {
+        let path = base.join(name);
+        std::fs::create_dir(&path).unwrap();
+        rustix::fs::open(&path, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap()
+    }
+
+    /// Plans and extracts `entries` into `base/name`; returns the plan and the tree.
+    fn staged(base: &Path, name: &str, entries: &[(&str, &[u8])]) -> (Plan, OwnedFd) {
+        let f = zip_file(entries);
+        let mut archive = open(f.path(), &ROOMY).unwrap();
+        let plan = plan(&archive, &[], &ROOMY).unwrap();
+        let tree = tree_in(base, name);
+        extract(&mut archive, &plan, &tree, &ROOMY).unwrap();
+        (plan, tree)
+    }
+
+    fn owner_of(path: &Path) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::symlink_metadata(path).unwrap();
+        (md.uid(), md.mode() & 0o7777)
     }
 
     #[test]
@@ -1084,14 +1018,13 @@ mod tests {
         std::os::unix::fs::symlink(&outside, app.join("link")).unwrap();
         std::os::unix::fs::symlink(outside.join("f"), app.join("file")).unwrap();
 
-        let tree = dir.path().join("tree");
-        std::fs::create_dir_all(tree.join("keep")).unwrap();
-        std::fs::create_dir_all(tree.join("link")).unwrap();
-        std::fs::write(tree.join("keep/new"), b"new").unwrap();
-        std::fs::write(tree.join("link/in"), b"in").unwrap();
-        std::fs::write(tree.join("file"), b"file").unwrap();
+        let (plan, tree) = staged(
+            dir.path(),
+            "tree",
+            &[("keep/new", b"new"), ("link/in", b"in"), ("file", b"file")],
+        );
         let root = confine::open_root(&app, "c").unwrap();
-        commit(&tree, root).unwrap();
+        place::commit(&plan, tree, root, me()).unwrap();
         assert_eq!(std::fs::read(app.join("keep/old")).unwrap(), b"old");
         assert_eq!(std::fs::read(app.join("keep/new")).unwrap(), b"new");
         assert!(std::fs::symlink_metadata(app.join("link"))
@@ -1103,16 +1036,96 @@ mod tests {
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 
         // A file where a directory is: conflict, and the earlier moves are undone.
-        let tree = dir.path().join("tree2");
-        std::fs::create_dir_all(&tree).unwrap();
-        std::fs::write(tree.join("a-new"), b"x").unwrap();
-        std::fs::write(tree.join("file"), b"file2").unwrap();
-        std::fs::write(tree.join("keep"), b"not a dir").unwrap();
+        let (plan, tree) = staged(
+            dir.path(),
+            "tree2",
+            &[("a-new", b"x"), ("file", b"file2"), ("keep", b"not a dir")],
+        );
         let root = confine::open_root(&app, "c").unwrap();
-        let e = commit(&tree, root).unwrap_err();
+        let e = place::commit(&plan, tree, root, me()).unwrap_err();
         assert_eq!(e.code, "PATH_CONFLICT");
         assert!(!app.join("a-new").exists());
         assert_eq!(std::fs::read(app.join("file")).unwrap(), b"file");
         assert!(app.join("keep").is_dir());
+    }
+
+    /// Staged items stay the server's (0700/0600) until placed; placed ones get the owner and
+    /// their modes. The commit works on the staged tree's descriptor: a symlink put where
+    /// the staged tree was (or in it) is never followed.
+    #[test]
+    fn staged_items_stay_private_and_the_commit_never_resolves_staging_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(app.join("d/sub")).unwrap();
+        let f = {
+            let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+            let o = SimpleFileOptions::default();
+            w.add_directory("n/", o.unix_permissions(0o750)).unwrap();
+            w.start_file("n/m/f", o.unix_permissions(0o640)).unwrap();
+            w.write_all(b"nf").unwrap();
+            w.start_file("d/sub/g", o).unwrap();
+            w.write_all(b"g").unwrap();
+            file_of(&w.finish().unwrap().into_inner())
+        };
+        let mut archive = open(f.path(), &ROOMY).unwrap();
+        let plan = plan(&archive, &[], &ROOMY).unwrap();
+        let tree = tree_in(dir.path(), "tree");
+        extract(&mut archive, &plan, &tree, &ROOMY).unwrap();
+        let server = rustix::process::getuid().as_raw();
+        let staged = dir.path().join("tree");
+        assert_eq!(owner_of(&staged.join("n")), (server, 0o700));
+        assert_eq!(owner_of(&staged.join("n/m")), (server, 0o700));
+        assert_eq!(owner_of(&staged.join("n/m/f")), (server, 0o600));
+
+        // The staged tree's path now leads elsewhere, and so does its d/sub: a path-based
+        // merge would move `elsewhere`'s files into /app.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("d/sub")).unwrap();
+        std::fs::write(elsewhere.join("d/sub/secret"), b"s").unwrap();
+        std::fs::write(elsewhere.join("host-file"), b"h").unwrap();
+        std::fs::rename(&staged, dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &staged).unwrap();
+
+        // Another owner than the server, when the server may give files away (root).
+        let owner = if server == 0 {
+            UserIds {
+                uid: 4242,
+                gid: 4242,
+            }
+        } else {
+            me()
+        };
+        let root = confine::open_root(&app, "c").unwrap();
+        place::commit(&plan, tree, root, owner).unwrap();
+        assert_eq!(std::fs::read(app.join("n/m/f")).unwrap(), b"nf");
+        assert_eq!(std::fs::read(app.join("d/sub/g")).unwrap(), b"g");
+        assert!(!app.join("d/sub/secret").exists());
+        assert!(!app.join("host-file").exists());
+        assert!(elsewhere.join("d/sub/secret").exists());
+        assert_eq!(owner_of(&app.join("n")), (owner.uid, 0o750));
+        assert_eq!(owner_of(&app.join("n/m")), (owner.uid, 0o755));
+        assert_eq!(owner_of(&app.join("n/m/f")), (owner.uid, 0o640));
+        assert_eq!(owner_of(&app.join("d/sub/g")), (owner.uid, 0o644));
+    }
+
+    /// A name close to PATH_MAX is created relative to the tree's descriptor: the staging
+    /// area's own path does not make it fail (it used to: ENAMETOOLONG, a 500).
+    #[test]
+    fn names_near_the_path_limit_are_staged_and_placed() {
+        let part = "p".repeat(200);
+        let mut name = vec![part.as_str(); 20].join("/");
+        name.push_str("/fff");
+        assert!(name.len() > 4000 && name.len() < MAX_PATH_BYTES);
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        let (plan, tree) = staged(dir.path(), "tree", &[(&name, b"deep")]);
+        let root = confine::open_root(&app, "c").unwrap();
+        place::commit(&plan, tree, root, me()).unwrap();
+        let app_fd = confine::open_root(&app, "c").unwrap();
+        match confine::lookup(&app_fd, &confine::parse_path(&name).unwrap(), &name).unwrap() {
+            confine::Found::File(_, size) => assert_eq!(size, 4),
+            _ => panic!("not a file"),
+        }
     }
 }

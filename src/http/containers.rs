@@ -87,6 +87,17 @@ pub fn path_cuid(cuid: &str) -> ApiResult<&str> {
     }
 }
 
+/// The container, unless it is unknown or being deleted: its row lives on until Docker's
+/// side is gone, but to clients it already is (`404 CONTAINER_NOT_FOUND` either way).
+pub async fn live_container(state: &AppState, cuid: &str) -> ApiResult<Container> {
+    let cuid = path_cuid(cuid)?;
+    let c = state.store.get_or_404(cuid).await?;
+    if c.deleted_at.is_some() {
+        return Err(crate::store::containers::not_found(cuid));
+    }
+    Ok(c)
+}
+
 /// `If-Match: "<generation>"` (also `W/"n"`, bare `n`, or `*` for any).
 pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     let Some(v) = headers.get(header::IF_MATCH) else {

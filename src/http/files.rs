@@ -18,9 +18,8 @@ use crate::app::AppState;
 use crate::error::{content_type_is, ApiError, ApiResult, Kind};
 use crate::fs::confine::{self, Found};
 use crate::fs::{mounts, unzip, zipout};
-use crate::http::containers::path_cuid;
+use crate::http::containers::live_container;
 use crate::http::extract::{Path, Query};
-use crate::store::containers::Container;
 
 /// `?path=`; other query parameters are ignored (cache busters and the like).
 #[derive(Debug, Default, Deserialize)]
@@ -32,16 +31,6 @@ pub struct PathQuery {
 /// so that the client, still sending, reads the answer instead of a reset connection.
 const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(3);
-
-/// The container, unless unknown or being deleted (both `404`).
-async fn live_container(state: &AppState, cuid: &str) -> ApiResult<Container> {
-    let cuid = path_cuid(cuid)?;
-    let c = state.store.get_or_404(cuid).await?;
-    if c.deleted_at.is_some() {
-        return Err(crate::store::containers::not_found(cuid));
-    }
-    Ok(c)
-}
 
 fn internal(e: tokio::task::JoinError) -> ApiError {
     tracing::error!(error = %e, "file task failed");
@@ -144,14 +133,22 @@ pub async fn upload_zip(
         return Err(upload_too_large(limit));
     }
 
-    let staging = state.files.staging_dir()?;
+    // At most MAX_PARALLEL_UPLOADS bodies in the staging area at once; held to the end.
+    let upload_permit = state.files.upload_permit().await;
+    let staging = state.files.staging_dir().await?;
     let zip_path = staging.path().join("upload.zip");
     let tree = staging.path().join("tree");
-    receive(body, &zip_path, limit).await?;
+    if let Err(e) = receive(body, &zip_path, limit).await {
+        staging.remove_async().await;
+        return Err(e);
+    }
 
     let guard = state.files.lock(&cuid).await;
     // Deleted while the body was arriving?
-    live_container(&state, &cuid).await?;
+    if let Err(e) = live_container(&state, &cuid).await {
+        staging.remove_async().await;
+        return Err(e);
+    }
     // At most MAX_PARALLEL_EXTRACTIONS uploads are indexed and extracted at once.
     let permit = state.files.extraction_permit().await;
     let owner = mounts::owner(&state.config, container.spec.user.as_deref());
@@ -159,11 +156,14 @@ pub async fn upload_zip(
     let mount = mounts::mount_dir(&state.config, &cuid);
     let outcome = blocking(move || {
         // Held until the work is done, even if the client hangs up meanwhile.
+        let _upload_permit = upload_permit;
         let _guard = guard;
         let _permit = permit;
-        let _staging = staging;
-        let root = confine::open_root(&mount, &cuid)?;
-        unzip::run(&zip_path, &tree, root, &prefix, owner, &limits)
+        let result = confine::open_root(&mount, &cuid)
+            .and_then(|root| unzip::run(&zip_path, &tree, root, &prefix, owner, &limits));
+        // Removed before the answer (and before the permits go).
+        staging.remove();
+        result
     })
     .await?;
     Ok(Json(
@@ -207,6 +207,13 @@ pub async fn download(
                 format!("{provided} is not a regular file (FIFO, socket or device)"),
             )
             .with_details(json!({"path": provided}))),
+            Found::Busy => Err(ApiError::conflict(
+                "FILE_BUSY",
+                format!(
+                    "{provided} is held under a lease by a process of the container; retry later"
+                ),
+            )
+            .with_details(json!({"path": provided}))),
         }
     })
     .await?;
@@ -247,7 +254,7 @@ pub async fn download_zip(
         let root = confine::open_root(&mount, &cuid)?;
         match confine::lookup(&root, &components, &provided)? {
             Found::Dir(dir) => Ok(dir),
-            Found::File(..) | Found::Special => Err(ApiError::validation(
+            Found::File(..) | Found::Special | Found::Busy => Err(ApiError::validation(
                 "NOT_A_DIRECTORY",
                 format!("{provided} is not a directory; use download"),
             )
@@ -255,7 +262,9 @@ pub async fn download_zip(
         }
     })
     .await?;
-    let rx = zipout::spawn(dir);
+    // At most MAX_PARALLEL_DOWNLOAD_ZIPS walks at once; this one waits for a permit.
+    let permit = state.files.download_zip_permit().await;
+    let rx = zipout::spawn(dir, permit);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::http::containers::path_cuid;
+use crate::http::containers::{live_container, path_cuid};
 use crate::http::extract::{Path, Query};
 use crate::terminal::console::{self, Record};
 use crate::terminal::frames::Stream;
@@ -166,7 +166,7 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?.to_owned();
     let q = parse_query(&raw)?;
-    state.store.get_or_404(&cuid).await?;
+    live_container(&state, &cuid).await?;
     let docker = state.docker.for_request().await?;
     let format = q.format;
     let render_q = q.clone();

@@ -14,12 +14,14 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Kind, REQUEST_ID};
-use crate::http::containers::path_cuid;
+use crate::http::containers::{live_container, path_cuid};
 use crate::terminal::{self, Options};
 
-/// The largest client message accepted at the WebSocket layer (a 64 KiB stdin frame in
-/// base64 and JSON fits); the 64 KiB data limit itself is checked per frame.
-const MAX_MESSAGE: usize = 256 * 1024;
+/// The largest client message accepted at the WebSocket layer; a larger one ends the socket
+/// without an `error` frame. A valid 64 KiB stdin frame of control characters is 384 KiB
+/// of JSON (`\u0001` for each byte), and a frame somewhat over the 64 KiB data limit still
+/// reaches the per-frame check, which answers `FRAME_TOO_LARGE` and keeps the session.
+const MAX_MESSAGE: usize = 512 * 1024;
 
 pub async fn ws(
     State(state): State<AppState>,
@@ -45,7 +47,7 @@ async fn open(
 ) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?.to_owned();
     let options = parse_options(query.as_deref().unwrap_or(""))?;
-    state.store.get_or_404(&cuid).await?;
+    live_container(&state, &cuid).await?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::validation(
             "WEBSOCKET_UPGRADE_REQUIRED",

@@ -1,7 +1,8 @@
 //! The WebSocket frame protocol of API.md §6: parsing client frames, and turning output
 //! bytes into `stdout`/`stderr` frames (`utf8` when the bytes are valid UTF-8, `base64`
-//! otherwise), never splitting a multi-byte character and never carrying more than
-//! [`MAX_FRAME_DATA`] bytes of data in one frame.
+//! otherwise), never splitting a multi-byte character, never carrying more than
+//! [`MAX_FRAME_DATA`] bytes of data in one frame, and never more than [`MAX_FRAME_JSON`]
+//! bytes of `data` once it is JSON-escaped.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -11,6 +12,12 @@ use crate::error::ApiError;
 /// The most raw output bytes one frame carries. Base64 of this is under 64 KiB, and so is
 /// the text itself, so no frame's `data` exceeds the contract's 64 KiB.
 pub const MAX_FRAME_DATA: usize = 32 * 1024;
+
+/// The most bytes a frame's `data` takes in the message once JSON-escaped. Escaping can
+/// make text six times longer (`\u001b` for an ESC, common in terminal output), so a
+/// `utf8` frame of control characters carries less text; with the rest of the frame, no
+/// message is much over 64 KiB.
+pub const MAX_FRAME_JSON: usize = 64 * 1024;
 
 /// The most decoded bytes one `stdin` frame may carry (the contract's limit).
 pub const MAX_INPUT_DATA: usize = 64 * 1024;
@@ -183,6 +190,23 @@ fn output_frame(stream: Stream, source: Source, data: &str, encoding: &str) -> S
     .to_string()
 }
 
+/// How many bytes of `text` (a prefix ending on a character boundary) fit in
+/// [`MAX_FRAME_JSON`] once escaped as serde_json escapes strings.
+fn fit_escaped(text: &str) -> usize {
+    let mut size = 0;
+    for (i, c) in text.char_indices() {
+        size += match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if u32::from(c) < 0x20 => 6, // \u00XX
+            c => c.len_utf8(),
+        };
+        if size > MAX_FRAME_JSON {
+            return i;
+        }
+    }
+    text.len()
+}
+
 /// Turns one output stream's bytes into frames. Keeps an incomplete UTF-8 sequence at the
 /// end of a read (at most 3 bytes) for the next read, so characters are never split.
 #[derive(Debug)]
@@ -201,6 +225,15 @@ impl Encoder {
         }
     }
 
+    /// `utf8` frames for `text`: one, or more when escaping would make one too large.
+    fn push_text(&self, mut text: &str, frames: &mut Vec<String>) {
+        while !text.is_empty() {
+            let n = fit_escaped(text);
+            frames.push(output_frame(self.stream, self.source, &text[..n], "utf8"));
+            text = &text[n..];
+        }
+    }
+
     /// Frames for `bytes` (possibly none, when all of it is an incomplete character).
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut buf = std::mem::take(&mut self.carry);
@@ -211,7 +244,7 @@ impl Encoder {
             let window = &rest[..rest.len().min(MAX_FRAME_DATA)];
             match std::str::from_utf8(window) {
                 Ok(text) => {
-                    frames.push(output_frame(self.stream, self.source, text, "utf8"));
+                    self.push_text(text, &mut frames);
                     rest = &rest[window.len()..];
                 }
                 Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => {
@@ -220,12 +253,12 @@ impl Encoder {
                     if window.len() == rest.len() {
                         // End of this read: keep the partial character for the next one.
                         let text = std::str::from_utf8(&window[..n]).unwrap_or_default();
-                        frames.push(output_frame(self.stream, self.source, text, "utf8"));
+                        self.push_text(text, &mut frames);
                         self.carry = rest[n..].to_vec();
                         return frames;
                     }
                     let text = std::str::from_utf8(&window[..n]).unwrap_or_default();
-                    frames.push(output_frame(self.stream, self.source, text, "utf8"));
+                    self.push_text(text, &mut frames);
                     rest = &rest[n..];
                 }
                 Err(e) if e.error_len().is_none() && window.len() == rest.len() => {
@@ -342,6 +375,43 @@ mod tests {
             assert!(v["data"].as_str().unwrap().len() <= 64 * 1024);
         }
         assert_eq!(decode(&frames), bin);
+    }
+
+    /// The room a frame takes besides its escaped `data`: type, encoding, source, quotes.
+    const FRAME_OVERHEAD: usize = 128;
+
+    #[test]
+    fn escaped_control_characters_keep_messages_near_64_kib() {
+        // 32 KiB of ESC is valid UTF-8 but 192 KiB of JSON in one window (`\u001b` each).
+        let escapes = vec![0x1bu8; 32 * 1024];
+        // Terminal output: colour sequences, quotes, backslashes, tabs and text mixed.
+        let mixed: Vec<u8> = "\x1b[1;31mé\"q\\\t\x01 ".repeat(20_000).into_bytes();
+        for input in [escapes.clone(), mixed] {
+            let mut enc = Encoder::new(Stream::Stdout, Source::Exec);
+            let mut frames = enc.push(&input);
+            frames.extend(enc.finish());
+            assert!(frames.len() > 1);
+            for (i, f) in frames.iter().enumerate() {
+                assert!(
+                    f.len() <= MAX_FRAME_JSON + FRAME_OVERHEAD,
+                    "frame {i} is {} bytes of JSON",
+                    f.len()
+                );
+                let v: Value = serde_json::from_str(f).unwrap();
+                assert_eq!(v["encoding"], "utf8", "valid text stays utf8");
+                let data_json = serde_json::to_string(&v["data"]).unwrap().len() - 2;
+                assert!(data_json <= MAX_FRAME_JSON, "frame {i}: {data_json}");
+            }
+            assert_eq!(decode(&frames), input);
+        }
+        // Counted as serde_json counts: cut at the limit, not below it.
+        let frames = Encoder::new(Stream::Stdout, Source::Exec).push(&escapes);
+        assert_eq!(frames.len(), 4); // 6 × 32 KiB of JSON, a little over three frames
+        for f in &frames[..3] {
+            let v: Value = serde_json::from_str(f).unwrap();
+            let data_json = serde_json::to_string(&v["data"]).unwrap().len() - 2;
+            assert!(data_json > MAX_FRAME_JSON - 6, "{data_json}");
+        }
     }
 
     #[test]

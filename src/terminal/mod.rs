@@ -48,6 +48,10 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// pings plus slack. A peer that vanished without a FIN or a reset is otherwise only
 /// noticed when a write fails, which for an idle session may be never.
 const IDLE_LIMIT: Duration = Duration::from_secs(45);
+/// How long the end of a session waits for the pid marker that has not arrived yet (a
+/// Docker slow to start the process, a client gone before it did). Without the pid the
+/// session's processes cannot be killed; the wait ends early once the marker is settled.
+const PID_LATE: Duration = Duration::from_secs(30);
 
 /// What a client asked for in the query string.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -139,6 +143,7 @@ async fn session(socket: WebSocket, ctx: Ctx) {
         ctl: ctl_tx,
         out: exec_tx,
         gone: gone.clone(),
+        shutdown: ctx.shutdown.clone(),
     };
     if ctx.options.attach {
         attach_session(&ctx, io, main.as_ref()).await;
@@ -165,11 +170,62 @@ struct SessionIo {
     ctl: mpsc::Sender<String>,
     out: mpsc::Sender<Out>,
     gone: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 impl SessionIo {
+    /// Resolves once the client has left or the server is shutting down.
+    async fn stopped(&self) {
+        tokio::select! {
+            () = self.gone.cancelled() => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+
     async fn error(&self, err: ApiError) {
-        let _ = self.ctl.send(frames::error_frame(&err)).await;
+        // The queue is full while the writer is stuck sending to a peer that reads nothing:
+        // waiting here past the session's end would keep it (and its processes) alive.
+        tokio::select! {
+            _ = self.ctl.send(frames::error_frame(&err)) => {}
+            () = self.stopped() => {}
+        }
+    }
+
+    /// Queues the `exit` frame, behind the output (the same wait as [`Self::error`]).
+    async fn exit(&self, code: i64) {
+        tokio::select! {
+            _ = self.out.send(Out::Exit(code)) => {}
+            () = self.stopped() => {}
+        }
+    }
+}
+
+/// Writes input for the process; `false` when the session ended first. A process that
+/// reads no input fills the path to it (the terminal, Docker's pipe, the socket), and the
+/// write then waits for it: the session must still notice its end meanwhile, or it never
+/// ends and its processes are never killed.
+async fn write_input<W>(
+    stdin: &mut W,
+    bytes: &[u8],
+    io: &SessionIo,
+    ended: impl std::future::Future<Output = ()>,
+) -> bool
+where
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let write = async {
+        stdin.write_all(bytes).await?;
+        stdin.flush().await
+    };
+    tokio::select! {
+        r = write => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "stdin write failed");
+            }
+            true
+        }
+        () = ended => false,
+        () = io.stopped() => false,
     }
 }
 
@@ -398,15 +454,19 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
         Err(e) => return exec_failed(&io, e).await,
     };
 
+    // The pid marker's outcome: the pump sets the pid, then drops the sender once the
+    // marker is settled, found or not.
     let (pid_tx, mut pid_rx) = watch::channel(None::<u32>);
     let ended = CancellationToken::new();
-    let pump = spawn(pump_exec(output, io.out.clone(), pid_tx, ended.clone()));
+    let mut pump = spawn(pump_exec(output, io.out.clone(), pid_tx, ended.clone()));
 
     // The initial size, once the process runs (the pid marker proves it does).
     let pid = wait_pid(&mut pid_rx, &ended, &io.gone).await;
     if let (Some((cols, rows)), Some(_)) = (tty, pid) {
         resize(docker, &exec_id, cols, rows).await;
     }
+    // Read where it is used, not once: a marker later than `wait_pid` still counts.
+    let pid = || *pid_rx.borrow();
 
     let mut closing = false;
     loop {
@@ -419,16 +479,8 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
         let Some(input) = input else { break };
         match input {
             Input::Stdin(bytes) => {
-                let write = async {
-                    stdin.write_all(&bytes).await?;
-                    stdin.flush().await
-                };
-                tokio::select! {
-                    r = write => if let Err(e) = r {
-                        tracing::debug!(error = %e, "stdin write failed");
-                    },
-                    () = ended.cancelled() => break,
-                    () = io.gone.cancelled() => break,
+                if !write_input(&mut stdin, &bytes, &io, ended.cancelled()).await {
+                    break;
                 }
             }
             Input::Resize { cols, rows } => match tty {
@@ -436,11 +488,13 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
                 None => io.error(no_tty()).await,
             },
             Input::Signal(Signal::Int) if tty.is_some() => {
-                // ^C on the terminal: the line discipline signals the foreground group.
-                let _ = stdin.write_all(&[0x03]).await;
-                let _ = stdin.flush().await;
+                // ^C on the terminal: the line discipline signals the foreground group. It
+                // queues behind unread input like any keystroke, so it can wait as long.
+                if !write_input(&mut stdin, &[0x03], &io, ended.cancelled()).await {
+                    break;
+                }
             }
-            Input::Signal(sig) => match pid {
+            Input::Signal(sig) => match pid() {
                 Some(pid) => {
                     if let Err(e) = exec::signal(docker, &ctx.cuid, pid, sig).await {
                         io.error(ApiError::state("SIGNAL_FAILED", e)).await;
@@ -449,23 +503,22 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
                 None => io.error(no_pid()).await,
             },
             Input::Close => {
-                if let Some(pid) = pid {
+                if let Some(pid) = pid() {
                     exec::kill_session(docker, &ctx.cuid, pid).await;
                 }
-                let _ = stdin.shutdown().await;
+                // It flushes first, so it can wait on a full path like a write.
+                tokio::select! {
+                    _ = stdin.shutdown() => {}
+                    () = ended.cancelled() => {}
+                    () = io.stopped() => {}
+                }
                 closing = true;
             }
         }
     }
 
     // Whatever ended the loop, no process of this session outlives it.
-    let pid = match pid {
-        Some(pid) => Some(pid),
-        None => tokio::time::timeout(Duration::from_secs(2), pid_rx.wait_for(Option::is_some))
-            .await
-            .ok()
-            .and_then(|r| r.ok().and_then(|p| *p)),
-    };
+    let pid = final_pid(&mut pid_rx, PID_LATE).await;
     // The kill runs even when the leader has exited: what it started in the background
     // (`cmd=sleep 1000 & echo hi`) lives on in its session, and Docker only watches the
     // leader. `kill_session` is idempotent (it kills whatever is left of the session), and
@@ -478,6 +531,12 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
     };
     let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
     let leader_running = exec::is_running(docker, &exec_id).await;
+    if pid.is_none() && leader_running {
+        tracing::warn!(
+            cuid = ctx.cuid,
+            "a terminal session's pid never arrived: its process cannot be ended"
+        );
+    }
     if client_left || leader_running {
         kill().await;
     }
@@ -487,11 +546,16 @@ async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
         return;
     }
     // The output ends when the process and everything holding its output have gone.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut pump)
+        .await
+        .is_err()
+    {
+        // Something still holds the output (a process that left the session): stop
+        // reading it rather than leave a task behind.
+        pump.abort();
+    }
     match exec::exit_code(docker, &exec_id).await {
-        Ok(code) => {
-            let _ = io.out.send(Out::Exit(code)).await;
-        }
+        Ok(code) => io.exit(code).await,
         Err(e) => {
             io.error(ApiError::new(Kind::Internal, "EXIT_CODE_UNKNOWN", e))
                 .await
@@ -541,6 +605,13 @@ async fn wait_pid(
     found.or(*rx.borrow())
 }
 
+/// The pid for the kill at the session's end: already known, or arriving within `limit`.
+/// The wait ends early when the marker is settled without a pid (the sender is dropped).
+async fn final_pid(rx: &mut watch::Receiver<Option<u32>>, limit: Duration) -> Option<u32> {
+    let _ = tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await;
+    *rx.borrow()
+}
+
 async fn resize(docker: &Docker, exec_id: &str, cols: u16, rows: u16) {
     let opts = ResizeExecOptions {
         width: cols,
@@ -565,6 +636,7 @@ async fn pump_exec(
     ended: CancellationToken,
 ) {
     use bollard::container::LogOutput;
+    let mut pid = Some(pid);
     let mut marker = exec::PidMarker::default();
     let mut stdout = Encoder::new(Stream::Stdout, Source::Exec);
     let mut stderr = Encoder::new(Stream::Stderr, Source::Exec);
@@ -580,8 +652,9 @@ async fn pump_exec(
             match marker.push(&bytes) {
                 exec::Marker::Pending => continue,
                 exec::Marker::Done(found, rest) => {
-                    if found.is_some() {
-                        let _ = pid.send(found);
+                    // Settled: dropping the sender tells waiters no pid is coming after it.
+                    if let Some(tx) = pid.take() {
+                        tx.send_replace(found);
                     }
                     rest
                 }
@@ -645,15 +718,9 @@ async fn attach_session(ctx: &Ctx, mut io: SessionIo, main: Option<&tokio::task:
             input = io.input.recv() => match input {
                 None | Some(Input::Close) => return,
                 Some(Input::Stdin(bytes)) => {
-                    let write = async {
-                        stdin.write_all(&bytes).await?;
-                        stdin.flush().await
-                    };
-                    tokio::select! {
-                        r = write => if let Err(e) = r {
-                            tracing::debug!(error = %e, "attach stdin write failed");
-                        },
-                        () = io.gone.cancelled() => return,
+                    // The main process's end closes its stdin, failing the write.
+                    if !write_input(&mut stdin, &bytes, &io, std::future::pending()).await {
+                        return;
                     }
                 }
                 Some(Input::Resize { .. }) => io.error(no_tty()).await,
@@ -677,9 +744,7 @@ async fn attach_session(ctx: &Ctx, mut io: SessionIo, main: Option<&tokio::task:
         }
     }
     match exit {
-        Some(code) => {
-            let _ = io.out.send(Out::Exit(code)).await;
-        }
+        Some(code) => io.exit(code).await,
         None => {
             io.error(ApiError::new(
                 Kind::Internal,
@@ -719,6 +784,90 @@ mod tests {
         let gone = CancellationToken::new();
         let task = tokio::spawn(read_frames(stream, IDLE, input_tx, ctl_tx, gone.clone()));
         (tx, input_rx, gone, task)
+    }
+
+    /// A session's io with queues of one, and the receiving ends of its output queues.
+    fn session_io() -> (SessionIo, (mpsc::Receiver<String>, mpsc::Receiver<Out>)) {
+        let (_input_tx, input) = mpsc::channel(1);
+        let (ctl, ctl_rx) = mpsc::channel(1);
+        let (out, out_rx) = mpsc::channel(1);
+        let io = SessionIo {
+            input,
+            ctl,
+            out,
+            gone: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+        };
+        (io, (ctl_rx, out_rx))
+    }
+
+    #[tokio::test]
+    async fn input_for_a_process_that_reads_none_gives_way_to_the_session_end() {
+        // A full path to the process: nobody reads the other end.
+        let (mut stdin, _process) = tokio::io::duplex(4);
+        stdin.write_all(b"full").await.unwrap();
+        for stop in ["gone", "shutdown", "ended"] {
+            let (io, _writer) = session_io();
+            let ended = CancellationToken::new();
+            let token = match stop {
+                "gone" => io.gone.clone(),
+                "shutdown" => io.shutdown.clone(),
+                _ => ended.clone(),
+            };
+            tokio::spawn(async move {
+                sleep(Duration::from_millis(100)).await;
+                token.cancel();
+            });
+            // The ^C of `INT` on a TTY is such a write too.
+            let wrote = timeout(
+                Duration::from_secs(5),
+                write_input(&mut stdin, &[0x03], &io, ended.cancelled()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("a blocked write ignored {stop}"));
+            assert!(!wrote, "{stop}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_frame_does_not_wait_on_a_stuck_writer_past_the_end() {
+        let (io, _writer) = session_io();
+        io.error(no_tty()).await; // fills the queue; the writer takes nothing
+        let gone = io.gone.clone();
+        tokio::spawn(async move {
+            sleep(Duration::from_millis(100)).await;
+            gone.cancel();
+        });
+        timeout(Duration::from_secs(5), io.error(no_tty()))
+            .await
+            .expect("an error frame outwaited the client");
+        // The output queue, full too.
+        io.out.send(Out::Exit(0)).await.unwrap();
+        timeout(Duration::from_secs(5), io.exit(0))
+            .await
+            .expect("the exit frame outwaited the client");
+    }
+
+    #[tokio::test]
+    async fn a_late_pid_marker_is_still_waited_for_at_the_end() {
+        let (tx, mut rx) = watch::channel(None::<u32>);
+        tokio::spawn(async move {
+            // Later than any fixed short wait (it used to be 2 s).
+            sleep(Duration::from_millis(2500)).await;
+            tx.send_replace(Some(42));
+        });
+        assert_eq!(final_pid(&mut rx, PID_LATE).await, Some(42));
+        // Settled without a pid (the sender dropped): no waiting for the limit.
+        let (tx, mut rx) = watch::channel(None::<u32>);
+        drop(tx);
+        let start = Instant::now();
+        assert_eq!(final_pid(&mut rx, PID_LATE).await, None);
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // Never settled: the limit holds.
+        let (_tx, mut rx) = watch::channel(None::<u32>);
+        let start = Instant::now();
+        assert_eq!(final_pid(&mut rx, Duration::from_millis(200)).await, None);
+        assert!(start.elapsed() >= Duration::from_millis(200));
     }
 
     #[tokio::test]

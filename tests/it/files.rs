@@ -963,3 +963,116 @@ async fn a_hostile_container_cannot_reach_the_host() {
     ]);
     assert_eq!(out, "not in the host's root1000\n");
 }
+
+/// Deep entry names are refused at once (the plan's work is linear, and bounded by the
+/// component cap); names near PATH_MAX go through (staged relative to a descriptor).
+#[tokio::test]
+async fn deep_and_long_entry_names() {
+    let s = Server::start().await;
+    let cuid = create(&s).await;
+    let m = mount(&s, &cuid);
+
+    // 20 entries of 2,000 components each (4 KB names): quadratic planning took ~234 MB
+    // per entry; now each is refused at its first look.
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("{i:02}/") + &"a/".repeat(1999) + "f")
+        .collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+    let t = Instant::now();
+    let r = upload(&s, &cuid, "", zip_of(&entries)).await;
+    r.assert_error(400, "validation_error", "UNSAFE_ZIP_ENTRY");
+    assert_eq!(
+        r.json["details"]["reason"], "the path is too deep",
+        "{}",
+        r.text
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(staging_is_empty(&s));
+
+    // The target directory counts: 250 components of ?path= plus 10 of the entry.
+    let deep_target = "t/".repeat(250);
+    let entry = "e/".repeat(9) + "f";
+    let r = upload(
+        &s,
+        &cuid,
+        &format!("?path={}", url_encode(&deep_target)),
+        zip_of(&[(&entry, b"x")]),
+    )
+    .await;
+    r.assert_error(400, "validation_error", "UNSAFE_ZIP_ENTRY");
+    // And ?path= alone over the cap.
+    let r = upload(
+        &s,
+        &cuid,
+        &format!("?path={}", url_encode(&"t/".repeat(300))),
+        zip_of(&[("f", b"x")]),
+    )
+    .await;
+    r.assert_error(400, "validation_error", "UNSAFE_PATH");
+
+    // A name of ~4,000 bytes (20 names of 200 bytes): stored, placed, downloadable.
+    let long = vec!["p".repeat(200); 20].join("/") + "/long.txt";
+    let r = upload(&s, &cuid, "", zip_of(&[(&long, b"long")])).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (status, _, body) = download(&s, &cuid, &long).await;
+    assert_eq!((status, body.as_slice()), (200, &b"long"[..]));
+    assert!(m.join("p".repeat(200)).is_dir());
+    assert!(staging_is_empty(&s));
+}
+
+/// A file the container holds a write lease on (`F_SETLEASE`) would make an open wait for
+/// the lease break (45 s): the download answers `409 FILE_BUSY` at once, and download-zip
+/// skips the file. The lease is taken here on the host by a python3 child.
+#[tokio::test]
+async fn a_leased_file_is_busy_not_waited_for() {
+    let s = Server::start().await;
+    let cuid = create(&s).await;
+    let r = upload(
+        &s,
+        &cuid,
+        "",
+        zip_of(&[("leased.txt", b"held"), ("free.txt", b"free")]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let script = "import fcntl, os, signal, sys, time\n\
+        signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
+        fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+        fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)\n\
+        print('ok', flush=True)\n\
+        time.sleep(120)\n";
+    let Ok(mut child) = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(mount(&s, &cuid).join("leased.txt"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("no python3 on the host: skipped");
+        return;
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ok", "the lease could not be taken");
+
+    let t = Instant::now();
+    let r = s
+        .get(&format!("/containers/{cuid}/download?path=leased.txt"))
+        .await;
+    let first = t.elapsed();
+    let t = Instant::now();
+    let (status, _, data) = get_bytes(&s, &format!("/containers/{cuid}/download-zip")).await;
+    let zipped = t.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    r.assert_error(409, "conflict", "FILE_BUSY");
+    assert!(first < Duration::from_secs(5), "{first:?}");
+    assert_eq!(status, 200);
+    assert!(zipped < Duration::from_secs(5), "{zipped:?}");
+    let all = unzip_all(&data);
+    let names: Vec<&String> = all.keys().collect();
+    assert_eq!(names, ["free.txt"], "{names:?}");
+}

@@ -42,6 +42,16 @@ struct Term {
     closed: bool,
 }
 
+/// Output frames carry at most 64 KiB of JSON-escaped data, plus the rest of the frame.
+fn assert_message_size(text: &str) {
+    assert!(
+        text.len() <= 64 * 1024 + 256,
+        "a {} byte message: {}…",
+        text.len(),
+        text.chars().take(200).collect::<String>()
+    );
+}
+
 /// The end of a long text, for failure messages.
 fn tail_of(text: &[u8]) -> String {
     let text = String::from_utf8_lossy(text);
@@ -136,6 +146,7 @@ impl Term {
             );
             match tokio::time::timeout(left, self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
+                    assert_message_size(t.as_str());
                     let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
                     self.take(v);
                 }
@@ -159,6 +170,7 @@ impl Term {
             assert!(!left.is_zero(), "socket not closed");
             match tokio::time::timeout(left, self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
+                    assert_message_size(t.as_str());
                     self.take(serde_json::from_str(t.as_str()).unwrap())
                 }
                 Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
@@ -323,6 +335,51 @@ async fn without_tty_streams_are_separate_and_binary_is_exact() {
     t.until_closed(LONG).await;
 }
 
+/// Control characters are six bytes of JSON each (`\u001b`): output is cut so each message
+/// stays near 64 KiB, and a valid 64 KiB stdin frame of them (384 KiB of JSON) is taken, while
+/// one over the limit gets `FRAME_TOO_LARGE` and the session goes on.
+#[tokio::test]
+async fn control_characters_fit_the_message_limits_both_ways() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+    // Prints how many of the first 64 KiB of input were not ^A.
+    let cmd = "echo got-$(( $(head -c 65536 | tr -d '\\001' | wc -c) )); exec /bin/sh";
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", url_encode(cmd)),
+    )
+    .await;
+    let stdin = "\u{1}".repeat(64 * 1024);
+    let frame = json!({"type": "stdin", "data": stdin, "encoding": "utf8"}).to_string();
+    assert!(frame.len() > 384 * 1024);
+    t.ws.send(Message::Text(frame.into())).await.unwrap();
+    // All 64 KiB arrived (`head` ended), every byte a ^A.
+    t.until(LONG, "the stdin frame read", |t| t.out().contains("got-"))
+        .await;
+    assert_eq!(t.out(), "got-0\n");
+
+    // 100 KiB decoded: an error frame, and the session goes on.
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 100 * 1024]);
+    t.send(json!({"type": "stdin", "data": big, "encoding": "base64"}))
+        .await;
+    t.until(LONG, "FRAME_TOO_LARGE", |t| {
+        t.errors
+            .iter()
+            .any(|e| e["error"]["code"] == "FRAME_TOO_LARGE")
+    })
+    .await;
+    // 32 KiB of ESC, then a mark: frames stay near 64 KiB (checked on every message).
+    t.stdin("head -c 32768 /dev/zero | tr '\\000' '\\033'; echo; echo esc-$((1+1))\n")
+        .await;
+    t.until(LONG, "the escapes", |t| t.out().contains("esc-2"))
+        .await;
+    assert_eq!(t.exec_out.iter().filter(|b| **b == 0x1b).count(), 32768);
+    assert!(t.encodings.iter().all(|e| e == "utf8"), "{:?}", t.encodings);
+    t.send(json!({"type": "close"})).await;
+    t.until_exit(LONG).await;
+    assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
+}
+
 #[tokio::test]
 async fn console_shows_the_current_run_from_its_start() {
     let s = Server::start().await;
@@ -471,6 +528,52 @@ async fn not_running_unknown_origin_and_auth() {
     r.assert_error(400, "validation_error", "WEBSOCKET_UPGRADE_REQUIRED");
 }
 
+/// A container being deleted is already gone to clients: its logs and its terminal are
+/// `404`, as its files are.
+#[tokio::test]
+async fn a_container_being_deleted_has_no_logs_or_terminal() {
+    let s = Server::start().await;
+    // It ignores TERM, so its stop takes the whole grace period: the delete stays underway.
+    let cuid = running(
+        &s,
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo up; while :; do sleep 1; done",
+        ],
+    )
+    .await;
+    let logs = format!("/containers/{cuid}/logs");
+    s.wait_for(&logs, LONG, |r| r.text.contains("up")).await;
+    let r = s.delete(&format!("/containers/{cuid}?wait=false")).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+
+    s.get(&logs)
+        .await
+        .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+    let mut req = format!("ws://{}/ws/{cuid}", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", basic_auth(USER, PASS).parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 404);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(body.contains("CONTAINER_NOT_FOUND"), "{body}");
+        }
+        Ok(_) => panic!("a terminal into a container being deleted"),
+        Err(e) => panic!("handshake: {e}"),
+    }
+    // Still being deleted (and running) when asked: the 404s were not just the end of it.
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["status"], "deleting", "{}", r.text);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &cuid]).trim(),
+        "true"
+    );
+}
+
 #[tokio::test]
 async fn an_abrupt_disconnect_leaves_no_process_behind() {
     let s = Server::start().await;
@@ -507,6 +610,65 @@ async fn an_abrupt_disconnect_leaves_no_process_behind() {
     )
     .await;
     assert!(ps(&cuid).contains("sleep 3600"), "the main process stays");
+}
+
+/// A process that reads no input, on a terminal in raw mode: `^C` is an ordinary byte there,
+/// so `INT` frames fill the terminal's input, then Docker's stdin path, and one of those
+/// writes waits for good. A client that leaves then still ends the session and its process.
+#[tokio::test]
+async fn a_full_terminal_input_does_not_keep_a_session_after_its_client_leaves() {
+    let s = Server::start().await;
+    let cuid = running(&s, SLEEPER).await;
+    let cmd = "stty raw -echo; echo ready; exec sleep 1005";
+    let mut t = Term::open(
+        &s,
+        &format!(
+            "/ws/{cuid}?main=false&cols=80&rows=24&cmd={}",
+            url_encode(cmd)
+        ),
+    )
+    .await;
+    t.until(LONG, "raw mode", |t| t.out().contains("ready"))
+        .await;
+    // Only `INT`s, so the write that waits is a ^C. Once it waits, the server stops reading
+    // the socket and this client's sends stall.
+    let int = json!({"type": "signal", "name": "INT"}).to_string();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let stalled = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{sent} INT frames and the input never filled"
+        );
+        let batch = async {
+            for _ in 0..1000 {
+                t.ws.feed(Message::Text(int.clone().into())).await.unwrap();
+            }
+            t.ws.flush().await.unwrap();
+        };
+        if tokio::time::timeout(Duration::from_secs(3), batch)
+            .await
+            .is_err()
+        {
+            break true;
+        }
+        sent += 1000;
+    };
+    assert!(stalled);
+    assert!(ps(&cuid).contains("sleep 1005"));
+    // TCP reset: the server notices at its next ping at the latest.
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = t.ws.get_ref() {
+        #[allow(deprecated)]
+        tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    }
+    drop(t);
+    wait_ps(
+        &cuid,
+        Duration::from_secs(40),
+        "the session outlived its client",
+        |p| !p.contains("sleep 1005"),
+    )
+    .await;
 }
 
 /// A background job outlives its session's leader (same session, same process group): the
