@@ -168,6 +168,24 @@ pub async fn logs(
     let q = parse_query(&raw)?;
     live_container(&state, &cuid).await?;
     let docker = state.docker.for_request().await?;
+    // Ask Docker once before the 200 goes out: an unreachable daemon is a 503, not an empty
+    // log. A container Docker does not know (never started) has an empty log.
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        docker.inspect_container(
+            &cuid,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        ),
+    )
+    .await
+    .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError));
+    match probe {
+        Ok(_)
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => return Err(crate::docker::unavailable(&e)),
+    }
     let format = q.format;
     let render_q = q.clone();
     // A container never started has no log yet: an empty answer, not an error.

@@ -740,3 +740,82 @@ async fn racing_actions_are_planned_on_the_current_state() {
     assert_eq!(r.json["desired_state"], "stopped");
     assert_eq!(state(&cuid), "exited");
 }
+
+/// A stand-in for the daemon's socket that the test can cut: the server talks to Docker
+/// through it, so cutting it looks to the server exactly like a daemon going away (broken
+/// event stream, refused calls) without disturbing the tests running beside this one.
+struct DockerProxy {
+    path: std::path::PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerProxy {
+    fn start(path: &std::path::Path) -> DockerProxy {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut daemon) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+                    }
+                });
+            }
+        });
+        DockerProxy {
+            path: path.to_owned(),
+            task: Some(task),
+        }
+    }
+
+    /// Closes the socket and every connection through it (dropping the JoinSet aborts them).
+    fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test]
+async fn losing_the_daemon_is_survived_and_repaired_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let mut proxy = DockerProxy::start(&sock);
+    let s = Server::start_with(Options {
+        env: vec![
+            ("DOCKER_HOST".into(), format!("unix://{}", sock.display())),
+            ("RESYNC_INTERVAL".into(), "2".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let cuid = start(&s, json!({})).await;
+
+    // The daemon goes away; meanwhile its containers stop (as a daemon shutdown stops them).
+    proxy.cut();
+    let r = s.get("/healthz").await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    docker(&["stop", "-t", "1", &cuid]);
+    assert_eq!(state(&cuid), "exited");
+    // Requests that need Docker say so instead of hanging.
+    let r = s.get(&format!("/containers/{cuid}/logs")).await;
+    r.assert_error(503, "unavailable", "DOCKER_UNAVAILABLE");
+
+    // It comes back: the server reconnects, notices what it missed and repairs it.
+    let _proxy = DockerProxy::start(&sock);
+    wait_docker(&cuid, Duration::from_secs(30), |v| {
+        v.is_some_and(|v| v["State"]["Status"] == "running")
+    })
+    .await;
+    s.wait_for(
+        &format!("/containers/{cuid}"),
+        Duration::from_secs(30),
+        |r| r.json["status"] == "running" && r.json["last_error"].is_null(),
+    )
+    .await;
+    assert_eq!(s.get("/healthz").await.status, 200);
+}
