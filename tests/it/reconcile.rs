@@ -819,3 +819,78 @@ async fn losing_the_daemon_is_survived_and_repaired_when_it_returns() {
     .await;
     assert_eq!(s.get("/healthz").await.status, 200);
 }
+
+fn compose_processes_of(s: &Server) -> Vec<String> {
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let projects = s.data_dir().join("projects").display().to_string();
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.contains("compose") && l.contains(&projects))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn at_idle_no_compose_process_runs() {
+    let s = Server::start_with(Options {
+        env: vec![("RESYNC_INTERVAL".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    start(&s, json!({})).await;
+    let stopped = create(&s, json!({})).await;
+    assert_eq!(
+        s.post(&format!("/containers/{stopped}/start")).await.status,
+        200
+    );
+    assert_eq!(
+        s.post(&format!("/containers/{stopped}/stop")).await.status,
+        200
+    );
+    // Several resyncs pass; each one only lists containers through the Engine API.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let running = compose_processes_of(&s);
+        assert!(running.is_empty(), "compose ran at idle: {running:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let actions = s
+        .audit_lines()
+        .iter()
+        .filter(|l| l["actor"] == "reconciler")
+        .count();
+    assert_eq!(actions, 3, "two ups and a stop, nothing more");
+}
+
+#[tokio::test]
+async fn a_restart_asked_for_before_a_crash_happens_once() {
+    let mut s = Server::start().await;
+    let cuid = start(&s, json!({})).await;
+    let before = inspect(&cuid)["State"]["StartedAt"].clone();
+    let r = s
+        .post(&format!("/containers/{cuid}/restart?wait=false"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    s.kill9();
+    s.start_again().await;
+    let restarted = wait_docker(&cuid, Duration::from_secs(30), |v| {
+        v.is_some_and(|v| v["State"]["Status"] == "running" && v["State"]["StartedAt"] != before)
+    })
+    .await
+    .unwrap();
+    s.wait_for(
+        &format!("/containers/{cuid}"),
+        Duration::from_secs(30),
+        |r| r.json["status"] == "running",
+    )
+    .await;
+    // Given time for a second one, none comes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        inspect(&cuid)["State"]["StartedAt"],
+        restarted["State"]["StartedAt"]
+    );
+}
