@@ -272,47 +272,6 @@ mod tests {
         assert_eq!(e.code, "UNSAFE_PATH");
     }
 
-    /// A file under a write lease (F_SETLEASE, held here by a python3 child) is reported
-    /// busy at once instead of the open waiting for the lease break (45 s by default).
-    #[test]
-    fn a_leased_file_is_busy_not_waited_for() {
-        use std::io::BufRead;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("leased"), b"x").unwrap();
-        let script = "import fcntl, os, signal, sys, time\n\
-            signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
-        fd = os.open(sys.argv[1], os.O_RDONLY)\n\
-            fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)\n\
-            print('ok', flush=True)\n\
-            time.sleep(60)\n";
-        let Ok(mut child) = std::process::Command::new("python3")
-            .args(["-c", script])
-            .arg(dir.path().join("leased"))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-        else {
-            eprintln!("no python3: skipped");
-            return;
-        };
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.trim() != "ok" {
-            let _ = child.kill();
-            eprintln!("leases unavailable here: skipped");
-            return;
-        }
-        let root = open_root(dir.path(), "c").unwrap();
-        let t = std::time::Instant::now();
-        let found = lookup(&root, &["leased".into()], "leased");
-        let elapsed = t.elapsed();
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(matches!(found, Ok(Found::Busy)), "not reported busy");
-        assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
-    }
-
     #[test]
     fn rel_of_root_is_dot() {
         assert_eq!(rel(&[]), ".");
