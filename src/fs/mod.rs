@@ -5,6 +5,7 @@
 pub mod confine;
 pub mod mounts;
 pub mod place;
+pub mod remove;
 pub mod unzip;
 pub mod zipout;
 
