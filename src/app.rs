@@ -70,6 +70,8 @@ impl AppState {
             let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
         }
         let identity = store.identity().await?;
+        let known = store.all_cuids().await?.into_iter().collect();
+        crate::fs::mounts::remove_orphans(crate::fs::mounts::orphans(&config, &known));
         let audit =
             Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;
         let docker = crate::docker::Engine::connect().await;

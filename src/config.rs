@@ -48,6 +48,8 @@ pub struct Config {
     pub reconcile_concurrency: usize,
     pub compose_timeout: Duration,
     pub resync_interval: Duration,
+    /// `pids_limit` of a container whose spec sets none (`DEFAULT_PIDS_LIMIT`; `0`: none).
+    pub default_pids_limit: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +176,9 @@ impl Config {
             reconcile_concurrency: parse_or("RECONCILE_CONCURRENCY", 4usize)?.max(1),
             compose_timeout: secs_or("COMPOSE_TIMEOUT", 120)?,
             resync_interval: secs_or("RESYNC_INTERVAL", 30)?,
+            default_pids_limit: Some(parse_or("DEFAULT_PIDS_LIMIT", 4096u32)?)
+                .filter(|&n| n != 0)
+                .map(i64::from),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! Created empty at container creation (files can be uploaded before the first start),
 //! owned by the container's user, removed when the container is deleted.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, UserIds};
@@ -46,9 +47,52 @@ pub fn chown(dir: &Path, ids: UserIds) -> std::io::Result<()> {
 
 /// Best-effort removal used to undo a half-done create.
 pub fn remove_quietly(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove directory");
+    if let Err(e) = crate::fs::remove::remove_tree(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove directory");
+    }
+}
+
+/// The directories under `DATA_DIR/mounts` and `DATA_DIR/projects` named like a container
+/// that has no row: a crash between creating a container's directory and inserting its row
+/// leaves one. `DATA_DIR` belongs to this server alone (its database names its instance), so
+/// what has no row there is no one's. Names that are not cuids are not ours to judge and are
+/// left alone. To be listed before the server serves, so no create can be in flight.
+pub fn orphans(config: &Config, known: &HashSet<String>) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for parent in [
+        config.data_dir.join("mounts"),
+        config.data_dir.join("projects"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if crate::spec::is_cuid(name) && !known.contains(name) {
+                found.push(entry.path());
+            }
         }
     }
+    found
+}
+
+/// Removes [`orphans`] on the blocking pool, in the background (a container may have left a
+/// big tree), with a log line each.
+pub fn remove_orphans(dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        for dir in dirs {
+            match crate::fs::remove::remove_tree(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "removed a directory without a container")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a directory without a container")
+                }
+            }
+        }
+    });
 }

@@ -2,10 +2,11 @@
 //! repeated *failures* per client address.
 //!
 //! Throttling rules: after `AUTH_MAX_FAILURES` failures from one address within a minute, that
-//! address's unauthenticated requests get `429` + `Retry-After` for a penalty that doubles
-//! with each repeat (5 s, 10 s, … capped at 5 minutes). Requests with the right credentials are
-//! never throttled, and a success clears the address's record, so the real user is never
-//! locked out.
+//! address gets `429` + `Retry-After` on every request that needs authentication, for a
+//! penalty that doubles with each repeat (5 s, 10 s, … capped at 5 minutes). While it is
+//! blocked the credentials are **not checked**: otherwise a guesser would go on at line rate
+//! and recognise the right password by its `200`. Other addresses are never affected, the
+//! block expires by itself, and a success clears the address's record.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -166,6 +167,19 @@ impl FailureThrottle {
     }
 }
 
+/// `429 rate_limited` with `Retry-After` (whole seconds, rounded up).
+fn blocked(left: Duration) -> Response {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    ApiError::new(
+        Kind::RateLimited,
+        "TOO_MANY_AUTH_FAILURES",
+        "too many failed logins from this address; try again later",
+    )
+    .with_details(serde_json::json!({"retry_after": secs}))
+    .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+    .into_response()
+}
+
 pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.uri().path() == "/livez" {
         return next.run(request).await;
@@ -175,6 +189,12 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+
+    // A blocked address learns nothing: its credentials are not even looked at.
+    let now = Instant::now();
+    if let Some(left) = state.throttle.blocked_for(ip, now) {
+        return blocked(left);
+    }
 
     let user = state
         .credentials
@@ -187,18 +207,6 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         return response;
     }
 
-    let now = Instant::now();
-    if let Some(left) = state.throttle.blocked_for(ip, now) {
-        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        return ApiError::new(
-            Kind::RateLimited,
-            "TOO_MANY_AUTH_FAILURES",
-            "too many failed logins from this address; try again later",
-        )
-        .with_details(serde_json::json!({"retry_after": secs}))
-        .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
-        .into_response();
-    }
     state.throttle.record_failure(ip, now);
     let code = if request.headers().contains_key(header::AUTHORIZATION) {
         "INVALID_CREDENTIALS"

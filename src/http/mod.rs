@@ -9,6 +9,7 @@ pub mod extract;
 pub mod files;
 pub mod health;
 pub mod logs;
+pub mod origin;
 pub mod terminal;
 
 use axum::extract::DefaultBodyLimit;
@@ -19,7 +20,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::app::AppState;
 use crate::error;
 
-/// The whole API. Layers, outermost first: request id + audit line, auth, panic → 500 body.
+/// The whole API. Layers, outermost first: request id + audit line, auth, cross-origin
+/// writes refused, panic → 500 body.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/livez", get(health::livez))
@@ -55,6 +57,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
 
     api.layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(axum::middleware::from_fn(
+            origin::refuse_cross_origin_writes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,

@@ -8,13 +8,14 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, State};
 
 use crate::http::extract::Path;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, Kind, REQUEST_ID};
+use crate::error::{ApiError, ApiResult, REQUEST_ID};
 use crate::http::containers::{live_container, path_cuid};
+use crate::http::origin;
 use crate::terminal::{self, Options};
 
 /// The largest client message accepted at the WebSocket layer; a larger one ends the socket
@@ -30,7 +31,7 @@ pub async fn ws(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(err) = check_origin(&headers) {
+    if let Err(err) = origin::check_origin(&headers) {
         return err.into_response();
     }
     match open(state, cuid, query, upgrade).await {
@@ -103,71 +104,6 @@ async fn open(
         request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
     };
     Ok(upgrade.on_upgrade(move |socket| terminal::run(socket, ctx)))
-}
-
-/// A browser always sends `Origin`; one that names another site is refused (cross-site
-/// WebSocket hijacking). No `Origin` is a non-browser client, allowed.
-/// The refusal is `403 forbidden` `ORIGIN_NOT_ALLOWED`.
-pub fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if same_origin(origin, host) {
-        Ok(())
-    } else {
-        let err = ApiError::new(
-            Kind::Forbidden,
-            "ORIGIN_NOT_ALLOWED",
-            "a WebSocket upgrade from another origin is not allowed",
-        )
-        .with_details(json!({"origin": origin, "host": host}));
-        Err(err)
-    }
-}
-
-fn split_host_port(authority: &str) -> (String, Option<u16>) {
-    // [v6]:port, host:port, host
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((h, tail)) = rest.split_once(']') {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (h.to_ascii_lowercase(), port);
-        }
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h.to_ascii_lowercase(), p.parse().ok()),
-        _ => (authority.to_ascii_lowercase(), None),
-    }
-}
-
-/// Whether `origin` (`scheme://host[:port]`) names the server the `Host` header names.
-pub fn same_origin(origin: &str, host: &str) -> bool {
-    let Some((scheme, rest)) = origin.split_once("://") else {
-        return false; // includes "null"
-    };
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" | "ws" => 80,
-        "https" | "wss" => 443,
-        _ => return false,
-    };
-    let authority = rest.split('/').next().unwrap_or("");
-    if authority.is_empty() || host.is_empty() || authority.contains('@') {
-        return false;
-    }
-    let (oh, op) = split_host_port(authority);
-    let (hh, hp) = split_host_port(host);
-    if oh != hh {
-        return false;
-    }
-    match hp {
-        Some(hp) => op.unwrap_or(default_port) == hp,
-        // Behind a proxy on a default port: the Host header has no port.
-        None => op.is_none_or(|p| p == default_port),
-    }
 }
 
 fn parse_bool(name: &str, value: &str) -> ApiResult<bool> {
@@ -269,25 +205,6 @@ fn serde_urlencoded_pairs(query: &str) -> ApiResult<HashMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origins() {
-        assert!(same_origin("http://localhost:8080", "localhost:8080"));
-        assert!(same_origin("http://LOCALHOST:8080", "localhost:8080"));
-        assert!(same_origin("https://example.com", "example.com"));
-        assert!(same_origin("http://example.com", "example.com:80"));
-        assert!(same_origin("http://[::1]:9000", "[::1]:9000"));
-        assert!(!same_origin("http://evil.com:8080", "localhost:8080"));
-        assert!(!same_origin("http://localhost:9090", "localhost:8080"));
-        assert!(!same_origin("http://localhost", "localhost:8080"));
-        assert!(!same_origin("null", "localhost:8080"));
-        assert!(!same_origin("file://", "localhost:8080"));
-        assert!(!same_origin(
-            "http://localhost:8080@evil.com",
-            "localhost:8080"
-        ));
-        assert!(!same_origin("http://localhost:8080", ""));
-    }
 
     #[test]
     fn options() {

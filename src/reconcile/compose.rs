@@ -46,17 +46,32 @@ fn classify(stderr: &str) -> &'static str {
     }
 }
 
-/// `docker compose -p <project> [-f <file>] <args…>`, bounded by `timeout`.
+/// The project's file in its directory.
+pub const FILE_NAME: &str = "compose.yaml";
+
+/// `docker compose -p <project> --project-directory <dir> [-f <dir>/compose.yaml] <args…>`,
+/// bounded by `timeout`.
+///
+/// Compose looks for a compose file and an `.env` in its working directory unless told
+/// otherwise, so every call names the project's own directory (and its file, when there is
+/// one: `down` of a project whose file is gone works by the project name alone) and runs
+/// there (or in `DATA_DIR/projects` when the directory is gone): a `compose.yaml` or `.env`
+/// in the server's working directory is never read.
 pub async fn run(
     project: &str,
-    file: Option<&Path>,
+    dir: &Path,
     args: &[&str],
     timeout: Duration,
 ) -> Result<(), ComposeFailure> {
     let mut cmd = crate::docker::docker_command();
-    cmd.args(["compose", "-p", project]);
-    if let Some(file) = file {
-        cmd.arg("-f").arg(file);
+    cmd.args(["compose", "-p", project, "--project-directory"])
+        .arg(dir);
+    let file = dir.join(FILE_NAME);
+    if file.is_file() {
+        cmd.arg("-f").arg(&file);
+        cmd.current_dir(dir);
+    } else if let Some(parent) = dir.parent() {
+        cmd.current_dir(parent);
     }
     cmd.args(args)
         .stdout(std::process::Stdio::null())

@@ -13,6 +13,7 @@
 pub mod compose;
 pub mod decide;
 pub mod pass;
+pub mod queue;
 pub mod render;
 
 use std::collections::{HashMap, HashSet};
@@ -34,8 +35,6 @@ use crate::config::Config;
 use crate::store::{Identity, Store};
 use compose::ComposeFailure;
 
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// The longest a resync may take before the worker gets back to dispatching.
 const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Container events that can mean drift (exec, attach and the like cannot).
@@ -146,28 +145,10 @@ fn unavailable(e: bollard::errors::Error) -> ComposeFailure {
     }
 }
 
-#[derive(Default)]
-struct Queue {
-    /// Woken and waiting for a worker slot (or for their back-off to pass).
-    pending: HashSet<String>,
-    /// Passes in flight.
-    running: HashSet<String>,
-    /// Woken while a pass was in flight: run again after it (`true`: by a request, which
-    /// skips the back-off that pass may set).
-    again: HashMap<String, bool>,
-    backoff: HashMap<String, Backoff>,
-}
-
-#[derive(Clone, Copy)]
-struct Backoff {
-    until: Instant,
-    failures: u32,
-}
-
 /// The API's handle on the reconciler. Cheap to clone.
 #[derive(Clone)]
 pub struct Reconciler {
-    queue: Arc<Mutex<Queue>>,
+    queue: Arc<Mutex<queue::Queue>>,
     notify: Arc<Notify>,
     changes: Arc<watch::Sender<u64>>,
 }
@@ -199,18 +180,10 @@ impl Reconciler {
     }
 
     fn enqueue(&self, cuid: &str, urgent: bool) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if urgent {
-            if let Some(b) = q.backoff.get_mut(cuid) {
-                b.until = Instant::now();
-            }
-        }
-        if q.running.contains(cuid) {
-            *q.again.entry(cuid.to_owned()).or_insert(false) |= urgent;
-        } else {
-            q.pending.insert(cuid.to_owned());
-        }
-        drop(q);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(cuid, urgent, Instant::now());
         self.notify.notify_one();
     }
 
@@ -223,53 +196,20 @@ impl Reconciler {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Takes the pending containers that may run now (at most `slots`), and tells when the
+    /// The containers that may run now (at most `slots`, first woken first), and when the
     /// earliest backed-off one becomes due.
     fn take_ready(&self, slots: usize) -> (Vec<String>, Option<Instant>) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let mut ready = Vec::new();
-        let mut next_due: Option<Instant> = None;
-        let candidates: Vec<String> = q.pending.iter().cloned().collect();
-        for cuid in candidates {
-            match q.backoff.get(&cuid) {
-                Some(b) if b.until > now => {
-                    next_due = Some(next_due.map_or(b.until, |d| d.min(b.until)));
-                }
-                _ if ready.len() < slots => {
-                    q.pending.remove(&cuid);
-                    q.running.insert(cuid.clone());
-                    ready.push(cuid);
-                }
-                _ => {}
-            }
-        }
-        (ready, next_due)
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(slots, Instant::now())
     }
 
     fn finished(&self, cuid: &str, failed: bool) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.running.remove(cuid);
-        if failed {
-            let failures = q.backoff.get(cuid).map_or(0, |b| b.failures) + 1;
-            q.backoff.insert(
-                cuid.to_owned(),
-                Backoff {
-                    until: Instant::now() + backoff_delay(failures),
-                    failures,
-                },
-            );
-            // Retry after the back-off, even if nothing else wakes it.
-            q.pending.insert(cuid.to_owned());
-        } else {
-            q.backoff.remove(cuid);
-        }
-        if let Some(urgent) = q.again.remove(cuid) {
-            q.pending.insert(cuid.to_owned());
-            if let (true, Some(b)) = (urgent, q.backoff.get_mut(cuid)) {
-                b.until = Instant::now();
-            }
-        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done(cuid, failed, Instant::now());
     }
 
     /// Starts the worker, the event listener and the resync timer; they stop on `shutdown`.
@@ -277,15 +217,6 @@ impl Reconciler {
         let ctx = Arc::new(ctx);
         tokio::spawn(worker(ctx, shutdown))
     }
-}
-
-/// Doubling from [`BACKOFF_BASE`], capped at [`BACKOFF_MAX`], with ±20% jitter so many
-/// failing containers do not retry in lockstep.
-fn backoff_delay(failures: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
-    let capped = exp.min(BACKOFF_MAX);
-    let jitter = 0.8 + rand::random::<f64>() * 0.4;
-    capped.mul_f64(jitter)
 }
 
 async fn worker(ctx: Arc<Ctx>, shutdown: CancellationToken) {
@@ -493,57 +424,5 @@ async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         if let Ok(Err(e)) = tokio::time::timeout(RESYNC_TIMEOUT, resync(&ctx)).await {
             tracing::debug!(error = %e, "resync after event stream loss failed");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        for failures in 1..30 {
-            let d = backoff_delay(failures);
-            assert!(d <= BACKOFF_MAX.mul_f64(1.2), "{failures}: {d:?}");
-            assert!(d >= BACKOFF_BASE.mul_f64(0.8), "{failures}: {d:?}");
-        }
-        assert!(backoff_delay(1) < Duration::from_secs(1));
-        assert!(backoff_delay(20) > Duration::from_secs(40));
-    }
-
-    #[tokio::test]
-    async fn one_container_is_never_run_twice_at_once() {
-        let r = Reconciler::new();
-        r.wake("a");
-        r.wake("b");
-        let (ready, _) = r.take_ready(1);
-        assert_eq!(ready.len(), 1);
-        let first = ready[0].clone();
-        // Woken again while running: queued for after, not handed out.
-        r.wake(&first);
-        let (ready, _) = r.take_ready(10);
-        assert!(!ready.contains(&first));
-        r.finished(&first, false);
-        let (ready, _) = r.take_ready(10);
-        assert!(ready.contains(&first));
-    }
-
-    #[tokio::test]
-    async fn failures_back_off_unless_woken_by_a_request() {
-        let r = Reconciler::new();
-        r.wake("a");
-        let (ready, _) = r.take_ready(1);
-        assert_eq!(ready, vec!["a".to_owned()]);
-        r.finished("a", true);
-        let (ready, due) = r.take_ready(1);
-        assert!(ready.is_empty() && due.is_some(), "backed off");
-        r.wake_soft("a");
-        assert!(r.take_ready(1).0.is_empty(), "events respect the back-off");
-        r.wake("a");
-        assert_eq!(
-            r.take_ready(1).0,
-            vec!["a".to_owned()],
-            "a request skips it"
-        );
     }
 }

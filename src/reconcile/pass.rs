@@ -207,7 +207,7 @@ async fn settle(
 
 fn write_project(ctx: &Ctx, c: &Container) -> Result<std::path::PathBuf, ComposeFailure> {
     let file = render::render(&ctx.config, &ctx.identity.instance_id, c);
-    let path = mounts::project_dir(&ctx.config, &c.cuid).join("compose.yaml");
+    let path = mounts::project_dir(&ctx.config, &c.cuid).join(compose::FILE_NAME);
     render::write_atomic(&path, &render::to_yaml(&file)).map_err(|e| ComposeFailure {
         code: "IO_ERROR",
         message: format!("cannot write {}: {e}", path.display()),
@@ -231,24 +231,30 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), Compose
             std::fs::create_dir_all(&mount).map_err(io)?;
             mounts::chown(&mount, mounts::owner(&ctx.config, c.spec.user.as_deref()))
                 .map_err(io)?;
-            let file = write_project(ctx, c)?;
+            write_project(ctx, c)?;
             compose::run(
                 cuid,
-                Some(&file),
+                &mounts::project_dir(&ctx.config, cuid),
                 &["up", "-d", "--no-build", "--pull", "never"],
                 timeout,
             )
             .await
         }
         Action::Stop | Action::Pause | Action::Unpause | Action::Restart => {
-            let file = write_project(ctx, c)?;
+            write_project(ctx, c)?;
             let verb = match action {
                 Action::Stop => "stop",
                 Action::Pause => "pause",
                 Action::Unpause => "unpause",
                 _ => "restart",
             };
-            compose::run(cuid, Some(&file), &[verb], timeout).await
+            compose::run(
+                cuid,
+                &mounts::project_dir(&ctx.config, cuid),
+                &[verb],
+                timeout,
+            )
+            .await
         }
         Action::Delete => delete(ctx, cuid).await,
     }
@@ -258,11 +264,9 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), Compose
 /// then the directories. Each step copes with what is already gone.
 async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), ComposeFailure> {
     let project = mounts::project_dir(&ctx.config, cuid);
-    let file = project.join("compose.yaml");
-    let file = file.exists().then_some(file);
     compose::run(
         cuid,
-        file.as_deref(),
+        &project,
         &["down", "--remove-orphans", "-t", "10"],
         ctx.config.compose_timeout,
     )

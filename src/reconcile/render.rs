@@ -133,7 +133,8 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         environment,
         cpus: spec.resources.cpus,
         mem_limit: spec.resources.memory_bytes,
-        pids_limit: spec.resources.pids,
+        // Without one, a fork bomb in one container could use up the host's process ids.
+        pids_limit: spec.resources.pids.or(config.default_pids_limit),
         ports: spec
             .ports
             .iter()
@@ -277,6 +278,23 @@ mod tests {
         );
         assert_eq!(svc["cap_drop"][0], "NET_RAW");
         assert_eq!(svc["mem_limit"], 4096i64 << 20);
+    }
+
+    #[test]
+    fn the_default_pids_limit_applies_only_without_one_in_the_spec() {
+        let mut config = config();
+        config.default_pids_limit = Some(4096);
+        let mut c = container(&[]);
+        let pids = |config: &Config, c: &Container| {
+            let yaml = to_yaml(&render(config, "inst", c));
+            let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            parsed["services"]["app"]["pids_limit"].clone()
+        };
+        assert_eq!(pids(&config, &c), 2048);
+        c.spec.resources.pids = None;
+        assert_eq!(pids(&config, &c), 4096);
+        config.default_pids_limit = None;
+        assert!(pids(&config, &c).is_null());
     }
 
     #[test]

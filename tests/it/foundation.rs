@@ -74,8 +74,11 @@ async fn auth_is_required_and_checked() {
     assert_eq!(r.status, 401);
 }
 
+/// While an address is blocked, every request from it is `429` without its credentials being
+/// looked at (the right password too: a guesser must not recognise it by a `200`); another
+/// address is unaffected; the block ends by itself.
 #[tokio::test]
-async fn repeated_failures_are_throttled_but_never_the_real_user() {
+async fn a_blocked_address_is_refused_without_checking_credentials() {
     let s = Server::start_with(Options {
         env: vec![("AUTH_MAX_FAILURES".into(), "3".into())],
         ..Default::default()
@@ -95,26 +98,45 @@ async fn repeated_failures_are_throttled_but_never_the_real_user() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=5).contains(&retry), "Retry-After {retry}");
 
-    // The right credentials pass while the address is throttled.
-    assert_eq!(s.get("/healthz").await.status, 200);
-    // ...and that success cleared the record: a wrong password is a plain 401 again.
-    assert_eq!(bad().send().await.unwrap().status(), 401);
+    // The right credentials from the blocked address: 429 as well, nothing revealed.
+    let r = s.get("/healthz").await;
+    r.assert_error(429, "rate_limited", "TOO_MANY_AUTH_FAILURES");
 
-    // Throttle again, then wait out the penalty without logging in: it ends by itself.
-    for _ in 0..2 {
-        bad().send().await.unwrap();
-    }
-    assert_eq!(bad().send().await.unwrap().status(), 429);
+    // Another address (127.0.0.2 reaches the server on 127.0.0.1) is not affected.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let ok = other
+        .get(&url)
+        .header("authorization", basic_auth(USER, PASS))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let wrong = other
+        .get(&url)
+        .header("authorization", basic_auth(USER, "guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // The block ends by itself; then the right credentials pass and clear the record.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let st = bad().send().await.unwrap().status();
-        if st == 401 {
+        let r = s.get("/healthz").await;
+        if r.status == 200 {
             break;
         }
-        assert_eq!(st, 429);
-        assert!(std::time::Instant::now() < deadline, "penalty never ended");
+        r.assert_error(429, "rate_limited", "TOO_MANY_AUTH_FAILURES");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the block never ended"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    assert_eq!(bad().send().await.unwrap().status(), 401);
 }
 
 #[tokio::test]
@@ -348,4 +370,58 @@ async fn sigterm_shuts_down_cleanly() {
     let mut s = Server::start().await;
     let status = s.stop();
     assert!(status.success(), "exit status {status}");
+}
+
+/// Cross-site request forgery: a write whose `Origin` names another site is refused before its
+/// handler runs; the server's own origin and programs (no `Origin`) pass; reads are unaffected.
+#[tokio::test]
+async fn writes_from_another_origin_are_refused() {
+    let s = Server::start().await;
+    let evil = "http://evil.example:8080";
+    let own = format!("http://{}", s.addr);
+    let body = json!({"image": BUSYBOX});
+
+    let create = |origin: &str| {
+        s.request(Method::POST, "/containers")
+            .header("origin", origin)
+            .json(&body)
+    };
+    s.send(create(evil))
+        .await
+        .assert_error(403, "forbidden", "ORIGIN_NOT_ALLOWED");
+    s.send(create("null"))
+        .await
+        .assert_error(403, "forbidden", "ORIGIN_NOT_ALLOWED");
+    assert_eq!(s.count_containers().await, 0, "nothing was created");
+
+    let r = s.send(create(&own)).await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    assert_eq!(s.post_json("/containers", &body).await.status, 201);
+    assert_eq!(s.count_containers().await, 2);
+
+    // Every kind of write: PATCH, an action, an upload, DELETE.
+    let path = format!("/containers/{cuid}");
+    let writes = [
+        s.request(Method::PATCH, &path)
+            .json(&json!({"tags": ["x"]})),
+        s.request(Method::POST, &format!("{path}/stop")),
+        s.request(Method::POST, &format!("{path}/upload-zip"))
+            .header("content-type", "application/zip")
+            .body(Vec::<u8>::new()),
+        s.request(Method::DELETE, &path),
+    ];
+    for rb in writes {
+        s.send(rb.header("origin", evil)).await.assert_error(
+            403,
+            "forbidden",
+            "ORIGIN_NOT_ALLOWED",
+        );
+    }
+    let r = s
+        .send(s.request(Method::GET, &path).header("origin", evil))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["tags"], json!([]), "the PATCH changed nothing");
+    assert_eq!(r.json["generation"], 1);
 }
