@@ -4,8 +4,17 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use bollard::models::ContainerState;
 use bollard::Docker;
 use tokio::process::Command;
+
+use crate::lifecycle::DockerState;
+
+/// Docker's state of a container, from inspect's `State` (the one place it is read: the
+/// reconciler, `/status` and the terminal all ask this).
+pub fn state_of(st: &ContainerState) -> DockerState {
+    DockerState::parse(&st.status.map(|s| s.to_string()).unwrap_or_default())
+}
 
 /// The Engine API client, connected per `DOCKER_HOST` (or the default socket) with an API
 /// version agreed with the daemon (20.10 here speaks 1.41). A daemon that is not there yet

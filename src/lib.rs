@@ -8,6 +8,7 @@
 //! - [`error`]: the one error type, rendered as the API's error body everywhere.
 //! - [`store`]: the SQLite state store (desired and observed state).
 //! - [`spec`]: the container spec a client may send, and its validation.
+//! - [`lifecycle`]: desired states, observed statuses and the pure rules between them.
 //! - [`audit`]: `actions.jsonl`, one line per request and per reconciler action.
 //! - [`reconcile`]: the controller that makes Docker match the store (render, compose, decide).
 //! - [`fs`]: each container's `/app` directory on the host.
@@ -21,6 +22,7 @@ pub mod docker;
 pub mod error;
 pub mod fs;
 pub mod http;
+pub mod lifecycle;
 pub mod reconcile;
 pub mod spec;
 pub mod store;

@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Kind};
+use crate::lifecycle::{plan, ErrorCode, Plan, Status, Verb};
 use crate::http::containers::{container_response, path_cuid};
 use crate::http::extract::{Path, Query};
 use crate::spec::{Port, Spec};
@@ -27,75 +28,6 @@ pub struct Wait {
 
 fn yes() -> bool {
     true
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verb {
-    Start,
-    Stop,
-    Restart,
-    Pause,
-    Unpause,
-}
-
-/// What an action does to desired state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Plan {
-    /// Already there: `200` at once.
-    Noop,
-    Set {
-        desired: &'static str,
-        restart: bool,
-        /// The container goes from not running to running: check `boot.py` and host ports.
-        starting: bool,
-    },
-}
-
-/// The allowed transitions (API.md §4), from desired state and observed status.
-pub fn plan(verb: Verb, desired: &str, status: &str) -> Result<Plan, ApiError> {
-    // `error` may be a container still running in Docker (a failed recreate): its own
-    // published ports must not count as taken, so it is not probed as "starting".
-    let running_now = matches!(status, "running" | "restarting" | "paused" | "error");
-    let invalid = || {
-        ApiError::state(
-            "INVALID_TRANSITION",
-            format!(
-                "cannot {} a container that is {status}",
-                format!("{verb:?}").to_lowercase()
-            ),
-        )
-        .with_details(json!({"status": status, "desired_state": desired}))
-    };
-    let set = |desired, restart, starting| Plan::Set {
-        desired,
-        restart,
-        starting,
-    };
-    match verb {
-        Verb::Start if status == "paused" || desired == "paused" => Err(invalid()),
-        // A finished job is run again, and the answer waits for that new run (also when a
-        // `stop` just asked for has not been observed yet).
-        Verb::Start if status == "exited" => Ok(set("running", true, true)),
-        Verb::Start if desired == "running" && matches!(status, "running" | "restarting") => {
-            Ok(Plan::Noop)
-        }
-        Verb::Start => Ok(set("running", false, !running_now)),
-        Verb::Stop
-            if matches!(desired, "stopped" | "created")
-                && matches!(status, "stopped" | "created") =>
-        {
-            Ok(Plan::Noop)
-        }
-        Verb::Stop => Ok(set("stopped", false, false)),
-        Verb::Restart => Ok(set("running", true, !running_now)),
-        Verb::Pause if desired == "paused" && status == "paused" => Ok(Plan::Noop),
-        Verb::Pause if desired == "running" && status == "running" => {
-            Ok(set("paused", false, false))
-        }
-        Verb::Pause => Err(invalid()),
-        Verb::Unpause if status == "paused" => Ok(set("running", false, false)),
-        Verb::Unpause => Err(invalid()),
-    }
 }
 
 async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult<Response> {
@@ -113,7 +45,7 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
                     "the container is being deleted",
                 ));
             }
-            match plan(verb, &current.desired_state, &current.status)? {
+            match plan(verb, current.desired_state, current.status)? {
                 Plan::Noop => Ok(None),
                 Plan::Set {
                     desired,
@@ -197,27 +129,17 @@ pub async fn after_spec_change(
     }
     let since = crate::store::now();
     state.reconciler.wake(&c.cuid);
-    if matches!(c.desired_state.as_str(), "running" | "paused") {
+    if c.desired_state.is_up() {
         return finish(state, c, wait, &since).await;
     }
     Ok(container_response(StatusCode::OK, &c))
-}
-
-/// True once observed state matches desired state for the current generation.
-fn settled(c: &Container) -> bool {
-    let status_ok = match c.desired_state.as_str() {
-        // A main process may end on its own right after starting: that is an answer too.
-        "running" => matches!(c.status.as_str(), "running" | "exited" | "restarting"),
-        other => c.status == other,
-    };
-    status_ok && c.observed_generation == c.generation && c.restart_done >= c.restart_requested
 }
 
 /// A reconcile failure recorded after `since`, as the answer to the waiting request.
 fn failure_since(c: &Container, since: &str) -> Option<ApiError> {
     let e = c.last_error.as_ref()?;
     let at = e["at"].as_str()?;
-    if at < since || (c.status != "error" && c.deleted_at.is_none()) {
+    if at < since || (c.status != Status::Error && c.deleted_at.is_none()) {
         return None;
     }
     // A pass that started before this request's change may fail after it: its error is
@@ -225,20 +147,14 @@ fn failure_since(c: &Container, since: &str) -> Option<ApiError> {
     if e["generation"] != json!(c.generation) || e["desired_at"] != json!(c.desired_at) {
         return None;
     }
-    let code = e["code"].as_str().unwrap_or("COMPOSE_FAILED").to_owned();
-    let kind = match code.as_str() {
-        "IMAGE_NOT_FOUND" => Kind::State,
-        "PORT_IN_USE" => Kind::Conflict,
-        "DOCKER_UNAVAILABLE" => Kind::Unavailable,
-        "IO_ERROR" => Kind::Io,
-        _ => Kind::Compose,
-    };
+    let code: ErrorCode =
+        serde_json::from_value(e["code"].clone()).unwrap_or(ErrorCode::ComposeFailed);
     let message = e["message"]
         .as_str()
         .unwrap_or("the change could not be applied")
         .to_owned();
     Some(
-        ApiError::new(kind, code, message.clone())
+        ApiError::new(code.kind(), code.as_str(), message.clone())
             .with_details(json!({"cuid": c.cuid, "stderr": message, "last_error": e})),
     )
 }
@@ -268,7 +184,7 @@ async fn wait_for(state: &AppState, cuid: &str, since: &str) -> ApiResult<Contai
         if let Some(e) = failure_since(&c, since) {
             return Err(e);
         }
-        if settled(&c) {
+        if c.progress().settled() {
             return Ok(c);
         }
         if tokio::time::timeout_at(deadline, changes.changed())
@@ -365,105 +281,4 @@ pub fn check_ports_free(ports: &[Port]) -> ApiResult<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn code(r: Result<Plan, ApiError>) -> String {
-        match r {
-            Ok(p) => format!("{p:?}"),
-            Err(e) => e.code.into_owned(),
-        }
-    }
-
-    #[test]
-    fn transitions() {
-        use Verb::*;
-        let noop = "Noop".to_owned();
-        assert_eq!(code(plan(Start, "running", "running")), noop);
-        assert_eq!(code(plan(Stop, "stopped", "stopped")), noop);
-        assert_eq!(code(plan(Stop, "created", "created")), noop);
-        assert_eq!(
-            code(plan(Pause, "stopped", "stopped")),
-            "INVALID_TRANSITION"
-        );
-        assert_eq!(
-            code(plan(Pause, "created", "created")),
-            "INVALID_TRANSITION"
-        );
-        assert_eq!(
-            code(plan(Unpause, "running", "running")),
-            "INVALID_TRANSITION"
-        );
-        assert_eq!(code(plan(Start, "paused", "paused")), "INVALID_TRANSITION");
-        assert_eq!(
-            plan(Start, "created", "created").unwrap(),
-            Plan::Set {
-                desired: "running",
-                restart: false,
-                starting: true
-            }
-        );
-        assert_eq!(
-            plan(Start, "running", "exited").unwrap(),
-            Plan::Set {
-                desired: "running",
-                restart: true,
-                starting: true
-            }
-        );
-        assert_eq!(
-            plan(Pause, "running", "running").unwrap(),
-            Plan::Set {
-                desired: "paused",
-                restart: false,
-                starting: false
-            }
-        );
-        assert_eq!(
-            plan(Unpause, "paused", "paused").unwrap(),
-            Plan::Set {
-                desired: "running",
-                restart: false,
-                starting: false
-            }
-        );
-        // A start right after a stop that is not observed yet still waits for a new run.
-        assert_eq!(
-            plan(Start, "stopped", "exited").unwrap(),
-            Plan::Set {
-                desired: "running",
-                restart: true,
-                starting: true
-            }
-        );
-        // A container in error may still hold its ports in Docker: no port probe.
-        assert_eq!(
-            plan(Start, "running", "error").unwrap(),
-            Plan::Set {
-                desired: "running",
-                restart: false,
-                starting: false
-            }
-        );
-        // A paused container may be stopped or restarted.
-        assert_eq!(
-            plan(Stop, "paused", "paused").unwrap(),
-            Plan::Set {
-                desired: "stopped",
-                restart: false,
-                starting: false
-            }
-        );
-        assert_eq!(
-            plan(Restart, "paused", "paused").unwrap(),
-            Plan::Set {
-                desired: "running",
-                restart: true,
-                starting: false
-            }
-        );
-    }
 }

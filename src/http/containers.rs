@@ -17,21 +17,12 @@ use crate::error::{ApiError, ApiResult, Kind};
 use crate::http::actions::{self, Wait};
 use crate::http::cursor;
 use crate::http::extract::{JsonObject, Path, Query};
+use crate::lifecycle::{DesiredState, DockerState, Status};
 use crate::spec::{self, Limits};
 use crate::store::containers::{Container, Created, ListFilter};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
-const STATUSES: &[&str] = &[
-    "created",
-    "running",
-    "paused",
-    "restarting",
-    "exited",
-    "stopped",
-    "error",
-    "deleting",
-];
 
 /// The representation of API.md §4: the spec plus identity, states and generations.
 pub fn representation(c: &Container) -> Value {
@@ -176,7 +167,11 @@ pub async fn create(
     let request = spec::parse_create(body, &limits(&state))?;
     let cuid = spec::new_cuid();
     let mount = crate::fs::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
-    let desired = if request.start { "running" } else { "created" };
+    let desired = if request.start {
+        DesiredState::Running
+    } else {
+        DesiredState::Created
+    };
     let since = crate::store::now();
     if request.start {
         actions::check_startable(&state.config, &cuid, &request.spec).inspect_err(|_| {
@@ -265,12 +260,13 @@ pub async fn list(
         None => None,
         Some(s) => {
             let mut wanted: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();
-            if let Some(bad) = wanted.iter().find(|w| !STATUSES.contains(&w.as_str())) {
+            if let Some(bad) = wanted.iter().find(|w| Status::parse(w).is_none()) {
+                let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
                 return Err(ApiError::field(
                     "INVALID_STATUS_FILTER",
                     "status",
                     json!(bad),
-                    format!("status must be a comma list of {}", STATUSES.join(", ")),
+                    format!("status must be a comma list of {}", all.join(", ")),
                 ));
             }
             wanted.sort();
@@ -348,7 +344,7 @@ pub async fn patch_ports(
         .update_spec(cuid, expected, |current| {
             // A running container republishes at once: a new host port that another program
             // holds is refused before anything changes.
-            if matches!(current.desired_state.as_str(), "running" | "paused") {
+            if current.desired_state.is_up() {
                 let added: Vec<_> = ports
                     .iter()
                     .filter(|p| {
@@ -400,8 +396,8 @@ pub async fn status(
         "cuid": c.cuid,
         "status": c.status,
         "desired_state": c.desired_state,
-        "running": c.status == "running",
-        "paused": c.status == "paused",
+        "running": c.status == Status::Running,
+        "paused": c.status == Status::Paused,
         "exit_code": c.exit_code,
         "started_at": null,
         "finished_at": null,
@@ -413,7 +409,7 @@ pub async fn status(
         "source": "store",
     });
     // A container never started has nothing in Docker: no call for it.
-    if c.observed_generation == 0 && c.desired_state == "created" {
+    if c.observed_generation == 0 && c.desired_state == DesiredState::Created {
         return Ok(Json(body));
     }
     let inspect = tokio::time::timeout(Duration::from_secs(5), async {
@@ -441,8 +437,9 @@ pub async fn status(
                 })
             })
             .collect();
-        body["running"] = json!(st.running.unwrap_or(false) && !st.paused.unwrap_or(false));
-        body["paused"] = json!(st.paused.unwrap_or(false));
+        let docker_state = crate::docker::state_of(&st);
+        body["running"] = json!(docker_state == DockerState::Running);
+        body["paused"] = json!(docker_state == DockerState::Paused);
         body["docker_status"] = json!(st.status.map(|s| s.to_string()));
         body["exit_code"] = json!(st.exit_code);
         body["started_at"] = json!(st.started_at);

@@ -66,7 +66,7 @@ async fn open(
     let (running, run_since) = match inspect {
         Ok(info) => {
             let st = info.state.unwrap_or_default();
-            let running = st.running.unwrap_or(false) && !st.paused.unwrap_or(false);
+            let running = crate::docker::state_of(&st) == crate::lifecycle::DockerState::Running;
             let time =
                 |s: Option<&str>| s.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
             (

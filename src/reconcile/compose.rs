@@ -7,20 +7,11 @@ use std::time::Duration;
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
+use super::step_error::StepError;
+use crate::lifecycle::ErrorCode;
+
 /// How much of compose's stderr is kept for an error message.
 const STDERR_TAIL: usize = 2000;
-
-#[derive(Debug, Clone)]
-pub struct ComposeFailure {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl std::fmt::Display for ComposeFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
 
 fn tail(s: &str) -> &str {
     let s = s.trim();
@@ -32,17 +23,17 @@ fn tail(s: &str) -> &str {
 }
 
 /// Maps compose's stderr to a stable code a client can branch on.
-fn classify(stderr: &str) -> &'static str {
+fn classify(stderr: &str) -> ErrorCode {
     let s = stderr.to_ascii_lowercase();
     if s.contains("no such image")
         || s.contains("pull access denied")
         || s.contains("manifest unknown")
     {
-        "IMAGE_NOT_FOUND"
+        ErrorCode::ImageNotFound
     } else if s.contains("port is already allocated") || s.contains("address already in use") {
-        "PORT_IN_USE"
+        ErrorCode::PortInUse
     } else {
-        "COMPOSE_FAILED"
+        ErrorCode::ComposeFailed
     }
 }
 
@@ -62,7 +53,7 @@ pub async fn run(
     dir: &Path,
     args: &[&str],
     timeout: Duration,
-) -> Result<(), ComposeFailure> {
+) -> Result<(), StepError> {
     let mut cmd = crate::docker::docker_command();
     cmd.args(["compose", "-p", project, "--project-directory"])
         .arg(dir);
@@ -76,42 +67,30 @@ pub async fn run(
     cmd.args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().map_err(|e| ComposeFailure {
-        code: "COMPOSE_FAILED",
-        message: format!("cannot run docker compose: {e}"),
-    })?;
+    let child = cmd.spawn().map_err(|e| StepError::new(ErrorCode::ComposeFailed, format!("cannot run docker compose: {e}")))?;
     let pid = child.id();
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            Err(ComposeFailure {
-                code: classify(&stderr),
-                message: format!(
+            Err(StepError::new(classify(&stderr), format!(
                     "docker compose {} failed ({}): {}",
                     args.join(" "),
                     out.status,
                     tail(&stderr)
-                ),
-            })
+                )))
         }
-        Ok(Err(e)) => Err(ComposeFailure {
-            code: "COMPOSE_FAILED",
-            message: format!("docker compose {}: {e}", args.join(" ")),
-        }),
+        Ok(Err(e)) => Err(StepError::new(ErrorCode::ComposeFailed, format!("docker compose {}: {e}", args.join(" ")))),
         Err(_) => {
             // The child was dropped (and killed); its group may hold more processes.
             if let Some(pgid) = pid.and_then(|p| Pid::from_raw(p as i32)) {
                 let _ = kill_process_group(pgid, Signal::KILL);
             }
-            Err(ComposeFailure {
-                code: "COMPOSE_TIMEOUT",
-                message: format!(
+            Err(StepError::new(ErrorCode::ComposeTimeout, format!(
                     "docker compose {} did not finish within {}s",
                     args.join(" "),
                     timeout.as_secs()
-                ),
-            })
+                )))
         }
     }
 }
@@ -163,13 +142,13 @@ mod tests {
     fn stderr_is_classified() {
         assert_eq!(
             classify("Error response from daemon: No such image: nope:latest"),
-            "IMAGE_NOT_FOUND"
+            ErrorCode::ImageNotFound
         );
         assert_eq!(
             classify("Bind for 0.0.0.0:8080 failed: port is already allocated"),
-            "PORT_IN_USE"
+            ErrorCode::PortInUse
         );
-        assert_eq!(classify("something else"), "COMPOSE_FAILED");
+        assert_eq!(classify("something else"), ErrorCode::ComposeFailed);
     }
 
     #[test]

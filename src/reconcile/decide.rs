@@ -4,6 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
+pub use crate::lifecycle::{DesiredState, DockerState};
+use crate::lifecycle::Status;
+
 /// What Docker says about the container (by its name, which is its cuid).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
@@ -15,31 +18,6 @@ pub struct Observed {
     pub generation: Option<i64>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DockerState {
-    Created,
-    Running,
-    Paused,
-    Restarting,
-    Exited,
-    Dead,
-    Removing,
-}
-
-impl DockerState {
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "running" => Self::Running,
-            "paused" => Self::Paused,
-            "restarting" => Self::Restarting,
-            "exited" => Self::Exited,
-            "dead" => Self::Dead,
-            "removing" => Self::Removing,
-            _ => Self::Created,
-        }
-    }
 }
 
 /// The desired side, as far as the decision needs it.
@@ -55,28 +33,9 @@ pub struct Desired {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DesiredState {
-    Created,
-    Running,
-    Stopped,
-    Paused,
-}
-
-impl DesiredState {
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "running" => Self::Running,
-            "stopped" => Self::Stopped,
-            "paused" => Self::Paused,
-            _ => Self::Created,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// In sync: record this observed status.
-    Settled(&'static str),
+    Settled(Status),
     /// Render and `compose up -d`: creates, recreates with a new spec, or starts.
     Up,
     Stop,
@@ -115,10 +74,10 @@ pub fn decide(desired: &Desired, observed: Option<&Observed>) -> Decision {
     }
     match desired.state {
         // Never started: nothing exists in Docker and nothing should.
-        DesiredState::Created => d(Settled("created"), "never started"),
+        DesiredState::Created => d(Settled(Status::Created), "never started"),
         DesiredState::Stopped => match observed.map(|o| o.state) {
             Some(S::Running | S::Paused | S::Restarting) => d(Stop, "should be stopped"),
-            _ => d(Settled("stopped"), "stopped"),
+            _ => d(Settled(Status::Stopped), "stopped"),
         },
         DesiredState::Running | DesiredState::Paused => {
             let Some(o) = observed else {
@@ -135,7 +94,7 @@ pub fn decide(desired: &Desired, observed: Option<&Observed>) -> Decision {
                 S::Created | S::Dead => d(Up, "container not started"),
                 S::Exited if restart_due => d(Up, "restart requested"),
                 S::Exited if exited_on_its_own(desired, o) => {
-                    d(Settled("exited"), "main process ended on its own")
+                    d(Settled(Status::Exited), "main process ended on its own")
                 }
                 S::Exited => d(Up, "stopped outside or before the start request"),
                 S::Paused if restart_due || !paused_wanted => d(
@@ -148,9 +107,9 @@ pub fn decide(desired: &Desired, observed: Option<&Observed>) -> Decision {
                 ),
                 S::Running | S::Restarting if restart_due => d(Restart, "restart requested"),
                 S::Running if paused_wanted => d(Pause, "should be paused"),
-                S::Running => d(Settled("running"), "running"),
-                S::Paused => d(Settled("paused"), "paused"),
-                S::Restarting => d(Settled("restarting"), "restart policy at work"),
+                S::Running => d(Settled(Status::Running), "running"),
+                S::Paused => d(Settled(Status::Paused), "paused"),
+                S::Restarting => d(Settled(Status::Restarting), "restart policy at work"),
             }
         }
     }
@@ -221,14 +180,14 @@ mod tests {
                 "never started",
                 desired(D::Created),
                 None,
-                Settled("created"),
+                Settled(Status::Created),
             ),
             ("start: missing", desired(D::Running), None, Up),
             (
                 "running",
                 desired(D::Running),
                 Some(obs(S::Running)),
-                Settled("running"),
+                Settled(Status::Running),
             ),
             (
                 "spec changed",
@@ -246,13 +205,13 @@ mod tests {
                 "job finished (exit 0)",
                 desired(D::Running),
                 Some(exited(0, late)),
-                Settled("exited"),
+                Settled(Status::Exited),
             ),
             (
                 "job failed, policy no",
                 desired(D::Running),
                 Some(exited(1, late)),
-                Settled("exited"),
+                Settled(Status::Exited),
             ),
             (
                 "docker stop outside",
@@ -270,7 +229,7 @@ mod tests {
                 "oom kill is its own exit",
                 desired(D::Running),
                 Some(oom),
-                Settled("exited"),
+                Settled(Status::Exited),
             ),
             (
                 "exit before the start request",
@@ -288,7 +247,7 @@ mod tests {
                 "restart policy at work",
                 desired(D::Running),
                 Some(obs(S::Restarting)),
-                Settled("restarting"),
+                Settled(Status::Restarting),
             ),
             (
                 "created but not started",
@@ -307,7 +266,7 @@ mod tests {
                 "restart already happened",
                 restart_done,
                 Some(obs(S::Running)),
-                Settled("running"),
+                Settled(Status::Running),
             ),
             (
                 "restart of a finished job",
@@ -332,7 +291,7 @@ mod tests {
                 "paused",
                 desired(D::Paused),
                 Some(obs(S::Paused)),
-                Settled("paused"),
+                Settled(Status::Paused),
             ),
             ("paused but missing", desired(D::Paused), None, Up),
             (
@@ -357,13 +316,13 @@ mod tests {
                 "stopped",
                 desired(D::Stopped),
                 Some(exited(143, late)),
-                Settled("stopped"),
+                Settled(Status::Stopped),
             ),
             (
                 "stopped, missing",
                 desired(D::Stopped),
                 None,
-                Settled("stopped"),
+                Settled(Status::Stopped),
             ),
         ];
         for (name, des, ob, want) in cases {

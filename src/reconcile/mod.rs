@@ -15,6 +15,7 @@ pub mod decide;
 pub mod pass;
 pub mod queue;
 pub mod render;
+pub mod step_error;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::store::{Identity, Store};
-use compose::ComposeFailure;
+use crate::lifecycle::{DockerState, ErrorCode};
+use step_error::StepError;
 
 /// The longest a resync may take before the worker gets back to dispatching.
 const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,7 +78,7 @@ impl Ctx {
     }
 
     /// The Engine API client, or `DOCKER_UNAVAILABLE`.
-    pub async fn engine(&self) -> Result<bollard::Docker, ComposeFailure> {
+    pub async fn engine(&self) -> Result<bollard::Docker, StepError> {
         self.docker.get().await.map_err(unavailable)
     }
 
@@ -87,7 +89,7 @@ impl Ctx {
 
     /// The one bridge network of this server, made on first need (labelled, no traffic
     /// between containers).
-    pub async fn ensure_network(&self) -> Result<(), ComposeFailure> {
+    pub async fn ensure_network(&self) -> Result<(), StepError> {
         self.network_ready
             .get_or_try_init(|| async {
                 let name = render::network_name(&self.identity.instance_id);
@@ -138,11 +140,8 @@ impl Ctx {
     }
 }
 
-fn unavailable(e: bollard::errors::Error) -> ComposeFailure {
-    ComposeFailure {
-        code: "DOCKER_UNAVAILABLE",
-        message: e.to_string(),
-    }
+fn unavailable(e: bollard::errors::Error) -> StepError {
+    StepError::new(ErrorCode::DockerUnavailable, e.to_string())
 }
 
 /// The API's handle on the reconciler. Cheap to clone.
@@ -306,7 +305,7 @@ async fn resync(ctx: &Ctx) -> Result<(), String> {
         .into_iter()
         .collect();
 
-    let mut in_docker: HashMap<String, (String, Option<i64>)> = HashMap::new();
+    let mut in_docker: HashMap<String, (DockerState, Option<i64>)> = HashMap::new();
     for c in listed {
         let labels = c.labels.unwrap_or_default();
         let Some(cuid) = labels.get(render::LABEL_CUID).cloned() else {
@@ -316,35 +315,14 @@ async fn resync(ctx: &Ctx) -> Result<(), String> {
             remove_orphan(ctx, &cuid, c.id.as_deref().unwrap_or(&cuid)).await;
             continue;
         }
-        let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+        let state = DockerState::parse(&c.state.map(|s| s.to_string()).unwrap_or_default());
         let generation = labels
             .get(render::LABEL_GENERATION)
             .and_then(|g| g.parse().ok());
         in_docker.insert(cuid, (state, generation));
     }
     for row in rows {
-        let docker = in_docker.get(&row.cuid);
-        let in_sync = !row.deleted
-            && row.status != "error"
-            && row.observed_generation == row.generation
-            && row.restart_done >= row.restart_requested
-            && match docker {
-                None => {
-                    matches!(row.status.as_str(), "created" | "stopped")
-                        && row.desired_state != "running"
-                        && row.desired_state != "paused"
-                }
-                Some((state, generation)) => {
-                    *generation == Some(row.generation)
-                        && match state.as_str() {
-                            "exited" | "created" => {
-                                matches!(row.status.as_str(), "stopped" | "exited")
-                            }
-                            other => other == row.status,
-                        }
-                }
-            };
-        if !in_sync {
+        if !row.progress().in_sync(in_docker.get(&row.cuid).copied()) {
             ctx.reconciler.wake_soft(&row.cuid);
         }
     }

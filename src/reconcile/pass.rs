@@ -8,8 +8,10 @@ use bollard::query_parameters::{InspectContainerOptions, RemoveContainerOptions}
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::compose::{self, ComposeFailure};
-use super::decide::{decide, Action, Desired, DesiredState, DockerState, Observed};
+use super::compose;
+use super::step_error::StepError;
+use crate::lifecycle::{ErrorCode, Status};
+use super::decide::{decide, Action, Desired, DesiredState, Observed};
 use super::render;
 use super::Ctx;
 use crate::fs::mounts;
@@ -18,7 +20,7 @@ use crate::store::containers::{Container, Observation};
 /// Steps one pass may take (e.g. up, then pause) before it yields.
 const MAX_STEPS: usize = 4;
 
-pub type PassResult = Result<(), ComposeFailure>;
+pub type PassResult = Result<(), StepError>;
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -30,7 +32,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 fn desired_of(c: &Container) -> Desired {
     Desired {
-        state: DesiredState::parse(&c.desired_state),
+        state: c.desired_state,
         generation: c.generation,
         deleting: c.deleted_at.is_some(),
         restart_pending: c.restart_requested > c.restart_done,
@@ -39,7 +41,7 @@ fn desired_of(c: &Container) -> Desired {
 }
 
 /// Docker's view of the container named `cuid`, if it exists and is ours.
-pub async fn observe(ctx: &Ctx, cuid: &str) -> Result<Option<Observed>, ComposeFailure> {
+pub async fn observe(ctx: &Ctx, cuid: &str) -> Result<Option<Observed>, StepError> {
     let inspect = ctx
         .engine()
         .await?
@@ -51,10 +53,7 @@ pub async fn observe(ctx: &Ctx, cuid: &str) -> Result<Option<Observed>, ComposeF
             status_code: 404, ..
         }) => return Ok(None),
         Err(e) => {
-            return Err(ComposeFailure {
-                code: "DOCKER_UNAVAILABLE",
-                message: format!("cannot inspect the container: {e}"),
-            })
+            return Err(StepError::new(ErrorCode::DockerUnavailable, format!("cannot inspect the container: {e}")))
         }
     };
     let labels = info
@@ -68,7 +67,7 @@ pub async fn observe(ctx: &Ctx, cuid: &str) -> Result<Option<Observed>, ComposeF
     let st = info.state.unwrap_or_default();
     Ok(Some(Observed {
         id: info.id.unwrap_or_default(),
-        state: DockerState::parse(&st.status.map(|s| s.to_string()).unwrap_or_default()),
+        state: crate::docker::state_of(&st),
         exit_code: st.exit_code,
         oom_killed: st.oom_killed.unwrap_or(false),
         generation: labels
@@ -82,7 +81,7 @@ pub async fn observe(ctx: &Ctx, cuid: &str) -> Result<Option<Observed>, ComposeF
 /// `last_error`: what failed and when, and which desire it failed for (the spec
 /// generation and `desired_at`), so a waiting request only takes an error that is about its
 /// own change.
-fn error_value(c: &Container, f: &ComposeFailure) -> Value {
+fn error_value(c: &Container, f: &StepError) -> Value {
     json!({
         "code": f.code,
         "message": f.message,
@@ -96,7 +95,7 @@ fn error_value(c: &Container, f: &ComposeFailure) -> Value {
 pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
     let mut last = None;
     for _ in 0..MAX_STEPS {
-        let Some(c) = ctx.store.get(cuid).await.map_err(db_failure)? else {
+        let Some(c) = ctx.store.get(cuid).await.map_err(StepError::from)? else {
             return Ok(());
         };
         let desired = desired_of(&c);
@@ -132,35 +131,26 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
             return fail(ctx, &c, f).await;
         }
         if decision.action == Action::Delete {
-            ctx.store.delete_row(cuid).await.map_err(db_failure)?;
+            ctx.store.delete_row(cuid).await.map_err(StepError::from)?;
             ctx.changed();
             return Ok(());
         }
         last = Some(c);
     }
-    let f = ComposeFailure {
-        code: "NOT_CONVERGING",
-        message: format!("the container did not settle within {MAX_STEPS} steps"),
-    };
+    let f = StepError::new(ErrorCode::NotConverging, format!("the container did not settle within {MAX_STEPS} steps"));
     match last {
         Some(c) => fail(ctx, &c, f).await,
         None => Err(f),
     }
 }
 
-fn db_failure(e: sqlx::Error) -> ComposeFailure {
-    ComposeFailure {
-        code: "DATABASE_ERROR",
-        message: e.to_string(),
-    }
-}
 
-async fn fail(ctx: &Ctx, c: &Container, f: ComposeFailure) -> PassResult {
+async fn fail(ctx: &Ctx, c: &Container, f: StepError) -> PassResult {
     tracing::warn!(cuid = %c.cuid, error = %f, "reconcile step failed");
     ctx.store
         .record_error(&c.cuid, &error_value(c, &f))
         .await
-        .map_err(db_failure)?;
+        .map_err(StepError::from)?;
     ctx.changed();
     Err(f)
 }
@@ -172,7 +162,7 @@ async fn settle(
     c: &Container,
     desired: &Desired,
     o: Option<&Observed>,
-    status: &str,
+    status: Status,
 ) -> PassResult {
     if desired.state != DesiredState::Created {
         write_project(ctx, c)?;
@@ -184,11 +174,11 @@ async fn settle(
         _ => c.restart_done,
     };
     let exit_code = match status {
-        "exited" | "stopped" => o.and_then(|o| o.exit_code),
+        Status::Exited | Status::Stopped => o.and_then(|o| o.exit_code),
         _ => None,
     };
     let observation = Observation {
-        status: status.to_owned(),
+        status,
         exit_code,
         observed_generation: c.generation,
         last_error: None,
@@ -198,24 +188,21 @@ async fn settle(
         .store
         .record_observation(&c.cuid, &observation)
         .await
-        .map_err(db_failure)?
+        .map_err(StepError::from)?
     {
         ctx.changed();
     }
     Ok(())
 }
 
-fn write_project(ctx: &Ctx, c: &Container) -> Result<std::path::PathBuf, ComposeFailure> {
+fn write_project(ctx: &Ctx, c: &Container) -> Result<std::path::PathBuf, StepError> {
     let file = render::render(&ctx.config, &ctx.identity.instance_id, c);
     let path = mounts::project_dir(&ctx.config, &c.cuid).join(compose::FILE_NAME);
-    render::write_atomic(&path, &render::to_yaml(&file)).map_err(|e| ComposeFailure {
-        code: "IO_ERROR",
-        message: format!("cannot write {}: {e}", path.display()),
-    })?;
+    render::write_atomic(&path, &render::to_yaml(&file)).map_err(|e| StepError::new(ErrorCode::IoError, format!("cannot write {}: {e}", path.display())))?;
     Ok(path)
 }
 
-async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), ComposeFailure> {
+async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepError> {
     let timeout = ctx.config.compose_timeout;
     let cuid = c.cuid.as_str();
     match action {
@@ -224,10 +211,7 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), Compose
             ensure_image(ctx, &c.spec.image).await?;
             ctx.ensure_network().await?;
             let mount = mounts::mount_dir(&ctx.config, cuid);
-            let io = |e: std::io::Error| ComposeFailure {
-                code: "IO_ERROR",
-                message: format!("cannot prepare {}: {e}", mount.display()),
-            };
+            let io = |e: std::io::Error| StepError::new(ErrorCode::IoError, format!("cannot prepare {}: {e}", mount.display()));
             std::fs::create_dir_all(&mount).map_err(io)?;
             mounts::chown(&mount, mounts::owner(&ctx.config, c.spec.user.as_deref()))
                 .map_err(io)?;
@@ -262,7 +246,7 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), Compose
 
 /// `compose down`, then make sure the container is gone even if compose did not know it,
 /// then the directories. Each step copes with what is already gone.
-async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), ComposeFailure> {
+async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), StepError> {
     let project = mounts::project_dir(&ctx.config, cuid);
     compose::run(
         cuid,
@@ -288,10 +272,7 @@ async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), ComposeFailure> {
             status_code: 404, ..
         }) => {}
         Err(e) => {
-            return Err(ComposeFailure {
-                code: "DOCKER_UNAVAILABLE",
-                message: format!("cannot remove the container: {e}"),
-            })
+            return Err(StepError::new(ErrorCode::DockerUnavailable, format!("cannot remove the container: {e}")))
         }
     }
     for dir in [project, mounts::mount_dir(&ctx.config, cuid)] {
@@ -299,10 +280,7 @@ async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), ComposeFailure> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(ComposeFailure {
-                    code: "IO_ERROR",
-                    message: format!("cannot remove {}: {e}", dir.display()),
-                })
+                return Err(StepError::new(ErrorCode::IoError, format!("cannot remove {}: {e}", dir.display())))
             }
         }
     }
@@ -310,20 +288,14 @@ async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), ComposeFailure> {
 }
 
 /// There is no registry to pull from: a missing image is a clear error at once.
-async fn ensure_image(ctx: &Ctx, image: &str) -> Result<(), ComposeFailure> {
+async fn ensure_image(ctx: &Ctx, image: &str) -> Result<(), StepError> {
     match ctx.engine().await?.inspect_image(image).await {
         Ok(_) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => Err(ComposeFailure {
-            code: "IMAGE_NOT_FOUND",
-            message: format!(
+        }) => Err(StepError::new(ErrorCode::ImageNotFound, format!(
                 "image {image} is not on this Docker host (no registry is reachable to pull it)"
-            ),
-        }),
-        Err(e) => Err(ComposeFailure {
-            code: "DOCKER_UNAVAILABLE",
-            message: format!("cannot inspect image {image}: {e}"),
-        }),
+            ))),
+        Err(e) => Err(StepError::new(ErrorCode::DockerUnavailable, format!("cannot inspect image {image}: {e}"))),
     }
 }

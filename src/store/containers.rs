@@ -10,6 +10,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::{now, Store};
 use crate::error::{ApiError, Kind};
+use crate::lifecycle::{DesiredState, Progress, Status};
 use crate::spec::{Port, Resources, Spec};
 
 /// One container as stored.
@@ -18,8 +19,8 @@ pub struct Container {
     pub seq: i64,
     pub cuid: String,
     pub spec: Spec,
-    pub desired_state: String,
-    pub status: String,
+    pub desired_state: DesiredState,
+    pub status: Status,
     pub exit_code: Option<i64>,
     pub generation: i64,
     pub observed_generation: i64,
@@ -30,6 +31,21 @@ pub struct Container {
     pub deleted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+impl Container {
+    /// Its lifecycle fields, for the rules of [`crate::lifecycle`].
+    pub fn progress(&self) -> Progress {
+        Progress {
+            desired: self.desired_state,
+            status: self.status,
+            generation: self.generation,
+            observed_generation: self.observed_generation,
+            restart_requested: self.restart_requested,
+            restart_done: self.restart_done,
+            deleting: self.deleted_at.is_some(),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -46,8 +62,8 @@ struct Row {
     command: Option<String>,
     restart: String,
     user: Option<String>,
-    desired_state: String,
-    status: String,
+    desired_state: DesiredState,
+    status: Status,
     exit_code: Option<i64>,
     generation: i64,
     observed_generation: i64,
@@ -202,7 +218,7 @@ impl Store {
         &self,
         cuid: &str,
         spec: &Spec,
-        desired_state: &str,
+        desired_state: DesiredState,
         idempotency: Option<(&str, &str)>,
         render: impl FnOnce(&Container) -> Value,
     ) -> Result<Created, ApiError> {
@@ -216,6 +232,7 @@ impl Store {
             }
         }
         let now = now();
+        let desired_state = desired_state.as_str();
         let env = serde_json::to_string(&spec.env).unwrap_or_else(|_| "{}".into());
         let tags = serde_json::to_string(&spec.tags).unwrap_or_else(|_| "[]".into());
         let command = spec
@@ -488,7 +505,7 @@ async fn write_ports(
 /// What a reconciler pass observed, to be recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
-    pub status: String,
+    pub status: Status,
     pub exit_code: Option<i64>,
     pub observed_generation: i64,
     pub last_error: Option<Value>,
@@ -499,13 +516,27 @@ pub struct Observation {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Summary {
     pub cuid: String,
-    pub desired_state: String,
-    pub status: String,
+    pub desired_state: DesiredState,
+    pub status: Status,
     pub generation: i64,
     pub observed_generation: i64,
     pub restart_requested: i64,
     pub restart_done: i64,
     pub deleted: bool,
+}
+
+impl Summary {
+    pub fn progress(&self) -> Progress {
+        Progress {
+            desired: self.desired_state,
+            status: self.status,
+            generation: self.generation,
+            observed_generation: self.observed_generation,
+            restart_requested: self.restart_requested,
+            restart_done: self.restart_done,
+            deleting: self.deleted,
+        }
+    }
 }
 
 impl Store {
@@ -518,6 +549,7 @@ impl Store {
         o: &Observation,
     ) -> Result<bool, sqlx::Error> {
         let last_error = o.last_error.as_ref().map(Value::to_string);
+        let status = o.status.as_str();
         let now = now();
         let result = sqlx::query!(
             "UPDATE containers SET status = ?1, exit_code = ?2, observed_generation = ?3, last_error = ?4,
@@ -525,7 +557,7 @@ impl Store {
              WHERE cuid = ?7 AND deleted_at IS NULL
                AND (status IS NOT ?1 OR exit_code IS NOT ?2 OR observed_generation IS NOT ?3
                     OR last_error IS NOT ?4 OR restart_done < ?5)",
-            o.status,
+            status,
             o.exit_code,
             o.observed_generation,
             last_error,
@@ -584,7 +616,7 @@ impl Store {
     pub async fn transition(
         &self,
         cuid: &str,
-        plan: impl FnOnce(&Container) -> Result<Option<(&'static str, bool)>, ApiError>,
+        plan: impl FnOnce(&Container) -> Result<Option<(DesiredState, bool)>, ApiError>,
     ) -> Result<(Container, bool), ApiError> {
         let mut tx = self.begin_immediate().await?;
         let current = fetch_one(&mut tx, cuid)
@@ -594,6 +626,7 @@ impl Store {
             return Ok((current, false));
         };
         let bump = i64::from(restart);
+        let desired_state = desired_state.as_str();
         let now = now();
         sqlx::query!(
             "UPDATE containers SET desired_state = ?, restart_requested = restart_requested + ?, desired_at = ?, updated_at = ?
