@@ -183,6 +183,44 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Defaults under `dir` (database, logs, mounts), for unit tests that need a whole
+    /// configuration without reading the process environment.
+    #[cfg(test)]
+    pub fn for_tests(dir: &Path) -> Self {
+        Self {
+            app_user: "admin".into(),
+            app_pass: "pass".into(),
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.join("data"),
+            database_url: format!("sqlite://{}", dir.join("state.db").display()),
+            log_dir: dir.join("logs"),
+            development: false,
+            boot_command: vec!["python".into(), "/app/boot.py".into()],
+            default_user: UserIds {
+                uid: 1000,
+                gid: 1000,
+            },
+            port_bind_ip: IpAddr::from([0, 0, 0, 0]),
+            action_timeout: Duration::from_secs(60),
+            max_body_bytes: 1 << 20,
+            audit_max_bytes: 1 << 20,
+            auth_max_failures: 10,
+            instance_tag: None,
+            upload_max_bytes: 1 << 20,
+            zip_max_entries: 1000,
+            zip_max_inflated_bytes: 1 << 20,
+            zip_max_ratio: 200,
+            container_log_max_size: "10m".into(),
+            container_log_max_file: 3,
+            reconcile_concurrency: 4,
+            compose_timeout: Duration::from_secs(120),
+            resync_interval: Duration::from_secs(30),
+            default_pids_limit: Some(4096),
+        }
+    }
+}
+
 fn absolute(cwd: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     let joined = if p.is_absolute() {

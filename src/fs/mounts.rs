@@ -12,10 +12,6 @@ pub fn mount_dir(config: &Config, cuid: &str) -> PathBuf {
     config.data_dir.join("mounts").join(cuid)
 }
 
-pub fn project_dir(config: &Config, cuid: &str) -> PathBuf {
-    config.data_dir.join("projects").join(cuid)
-}
-
 /// The uid:gid a container runs as: its spec's `user`, else `DEFAULT_USER_UID`.
 pub fn owner(config: &Config, user: Option<&str>) -> UserIds {
     user.and_then(UserIds::parse).unwrap_or(config.default_user)

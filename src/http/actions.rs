@@ -14,9 +14,9 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Kind};
-use crate::lifecycle::{plan, ErrorCode, Plan, Status, Verb};
 use crate::http::containers::{container_response, path_cuid};
 use crate::http::extract::{Path, Query};
+use crate::lifecycle::{plan, ErrorCode, Plan, Status, Verb};
 use crate::spec::{Port, Spec};
 use crate::store::containers::{Container, Updated};
 

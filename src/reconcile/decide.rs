@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-pub use crate::lifecycle::{DesiredState, DockerState};
 use crate::lifecycle::Status;
+pub use crate::lifecycle::{DesiredState, DockerState};
 
 /// What Docker says about the container (by its name, which is its cuid).
 #[derive(Clone, Debug, PartialEq)]
@@ -36,8 +36,10 @@ pub struct Desired {
 pub enum Action {
     /// In sync: record this observed status.
     Settled(Status),
-    /// Render and `compose up -d`: creates, recreates with a new spec, or starts.
+    /// Render and `compose up -d`: creates, or recreates with a new spec.
     Up,
+    /// Start the existing container, made from the current spec.
+    Start,
     Stop,
     Pause,
     Unpause,
@@ -91,12 +93,13 @@ pub fn decide(desired: &Desired, observed: Option<&Observed>) -> Decision {
                 desired.restart_pending && o.started_at.is_none_or(|s| s < desired.desired_at);
             match o.state {
                 S::Removing => d(Up, "container being removed outside"),
-                S::Created | S::Dead => d(Up, "container not started"),
-                S::Exited if restart_due => d(Up, "restart requested"),
+                S::Dead => d(Up, "container dead"),
+                S::Created => d(Start, "container not started"),
+                S::Exited if restart_due => d(Start, "restart requested"),
                 S::Exited if exited_on_its_own(desired, o) => {
                     d(Settled(Status::Exited), "main process ended on its own")
                 }
-                S::Exited => d(Up, "stopped outside or before the start request"),
+                S::Exited => d(Start, "stopped outside or before the start request"),
                 S::Paused if restart_due || !paused_wanted => d(
                     Unpause,
                     if restart_due {
@@ -217,13 +220,13 @@ mod tests {
                 "docker stop outside",
                 desired(D::Running),
                 Some(exited(143, late)),
-                Up,
+                Start,
             ),
             (
                 "docker kill outside",
                 desired(D::Running),
                 Some(exited(137, late)),
-                Up,
+                Start,
             ),
             (
                 "oom kill is its own exit",
@@ -235,7 +238,7 @@ mod tests {
                 "exit before the start request",
                 desired(D::Running),
                 Some(exited(0, early)),
-                Up,
+                Start,
             ),
             (
                 "paused outside",
@@ -253,7 +256,7 @@ mod tests {
                 "created but not started",
                 desired(D::Running),
                 Some(obs(S::Created)),
-                Up,
+                Start,
             ),
             ("dead", desired(D::Running), Some(obs(S::Dead)), Up),
             (
@@ -275,7 +278,7 @@ mod tests {
                     started_at: Some(t(early)),
                     ..exited(0, early)
                 }),
-                Up,
+                Start,
             ),
             (
                 "restart while paused",

@@ -10,6 +10,7 @@
 //!   from a periodic resync that lists every container of this instance in one Engine API call
 //!   and wakes the ones that differ from the store. At idle no compose process runs.
 
+pub mod backend;
 pub mod compose;
 pub mod decide;
 pub mod pass;
@@ -21,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, RemoveContainerOptions};
 use std::panic::AssertUnwindSafe;
 
@@ -33,8 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::store::{Identity, Store};
 use crate::lifecycle::{DockerState, ErrorCode};
+use crate::store::{Identity, Store};
+use backend::Backend;
 use step_error::StepError;
 
 /// The longest a resync may take before the worker gets back to dispatching.
@@ -50,14 +51,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 pub struct Ctx {
     pub config: Arc<Config>,
     pub store: Store,
+    /// The Engine API, for the observation of all containers at once (resync, events).
     pub docker: crate::docker::Engine,
     pub audit: Arc<Audit>,
     pub identity: Arc<Identity>,
+    /// Every side effect of a pass.
+    pub backend: Arc<dyn Backend>,
     reconciler: Reconciler,
-    network_ready: tokio::sync::OnceCell<()>,
 }
 
 impl Ctx {
+    /// The production context: Docker through compose and the Engine API.
     pub fn new(
         config: Arc<Config>,
         store: Store,
@@ -66,82 +70,46 @@ impl Ctx {
         identity: Arc<Identity>,
         reconciler: Reconciler,
     ) -> Self {
+        let backend = Arc::new(backend::DockerBackend::new(
+            config.clone(),
+            identity.instance_id.clone(),
+            docker.clone(),
+        ));
+        Self::with_backend(config, store, docker, audit, identity, reconciler, backend)
+    }
+
+    pub fn with_backend(
+        config: Arc<Config>,
+        store: Store,
+        docker: crate::docker::Engine,
+        audit: Arc<Audit>,
+        identity: Arc<Identity>,
+        reconciler: Reconciler,
+        backend: Arc<dyn Backend>,
+    ) -> Self {
         Self {
             config,
             store,
             docker,
             audit,
             identity,
+            backend,
             reconciler,
-            network_ready: tokio::sync::OnceCell::new(),
         }
     }
 
     /// The Engine API client, or `DOCKER_UNAVAILABLE`.
     pub async fn engine(&self) -> Result<bollard::Docker, StepError> {
-        self.docker.get().await.map_err(unavailable)
+        self.docker
+            .get()
+            .await
+            .map_err(|e| StepError::new(ErrorCode::DockerUnavailable, e.to_string()))
     }
 
     /// Tells waiting requests that observed state changed.
     pub fn changed(&self) {
         self.reconciler.changed();
     }
-
-    /// The one bridge network of this server, made on first need (labelled, no traffic
-    /// between containers).
-    pub async fn ensure_network(&self) -> Result<(), StepError> {
-        self.network_ready
-            .get_or_try_init(|| async {
-                let name = render::network_name(&self.identity.instance_id);
-                let docker = self.engine().await?;
-                match docker
-                    .inspect_network(
-                        &name,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => {}
-                    Err(e) => return Err(unavailable(e)),
-                }
-                let mut labels = HashMap::from([(
-                    render::LABEL_INSTANCE.to_owned(),
-                    self.identity.instance_id.clone(),
-                )]);
-                if let Some(tag) = &self.config.instance_tag {
-                    labels.insert(render::LABEL_TAG.to_owned(), tag.clone());
-                }
-                let request = NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".into()),
-                    options: Some(HashMap::from([(
-                        "com.docker.network.bridge.enable_icc".to_owned(),
-                        "false".to_owned(),
-                    )])),
-                    labels: Some(labels),
-                    ..Default::default()
-                };
-                match docker.create_network(request).await {
-                    Ok(_) => Ok(()),
-                    // Created by a concurrent pass a moment ago.
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 409,
-                        ..
-                    }) => Ok(()),
-                    Err(e) => Err(unavailable(e)),
-                }
-            })
-            .await
-            .map(|_| ())
-    }
-}
-
-fn unavailable(e: bollard::errors::Error) -> StepError {
-    StepError::new(ErrorCode::DockerUnavailable, e.to_string())
 }
 
 /// The API's handle on the reconciler. Cheap to clone.
@@ -349,7 +317,9 @@ async fn remove_orphan(ctx: &Ctx, cuid: &str, id: &str) {
         "reason" => "container carries this instance's label but has no row in the store",
         "outcome" => if result.is_ok() { "ok" } else { "error" },
     });
-    let _ = std::fs::remove_dir_all(crate::fs::mounts::project_dir(&ctx.config, cuid));
+    // The project directory holds one small file of ours; the container's /app, which may
+    // hold anything, is left to the start-up sweep of directories without a row.
+    let _ = crate::fs::remove::remove_tree(&render::project_dir(&ctx.config, cuid));
 }
 
 /// Docker events for our containers wake their passes. When the stream breaks (daemon

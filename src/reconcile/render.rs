@@ -92,6 +92,12 @@ fn escape(s: &str) -> String {
     s.replace('$', "$$")
 }
 
+/// `DATA_DIR/projects/<cuid>`: the directory of a container's compose project, holding the
+/// file [`render`] makes.
+pub fn project_dir(config: &Config, cuid: &str) -> std::path::PathBuf {
+    config.data_dir.join("projects").join(cuid)
+}
+
 pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile {
     let spec = &c.spec;
     let mut environment: BTreeMap<String, String> = spec

@@ -1,0 +1,389 @@
+//! Every side effect of a reconcile pass, behind one small trait: what the pass asks of the
+//! world (look at a container, make it, start, stop, pause, remove it and its files). The
+//! pass itself ([`super::pass`]) only decides and records, so it is unit-tested against a
+//! recording double, and a second way of running containers (Swarm, say) would be another
+//! implementation of [`Backend`].
+//!
+//! [`DockerBackend`] is the production one. Compose makes, remakes and removes containers
+//! (the rendered file stays the truth an operator reads); steps that change no spec (start
+//! of a current container, stop, pause, unpause, restart) are one Engine API call each on
+//! the container compose made: a `docker compose` process costs a 76 MB Go binary and ~90 ms
+//! of CPU to make that same call.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::NetworkCreateRequest;
+use bollard::query_parameters::{
+    InspectContainerOptions, InspectNetworkOptions, RemoveContainerOptions,
+    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+
+use super::compose;
+use super::decide::Observed;
+use super::render;
+use super::step_error::StepError;
+use crate::config::Config;
+use crate::fs::mounts;
+use crate::lifecycle::ErrorCode;
+use crate::store::containers::Container;
+
+/// Seconds a stop (or the stop of a restart) waits for the main process before SIGKILL, as
+/// `docker compose stop` does.
+pub const STOP_TIMEOUT_SECS: i32 = 10;
+
+pub type Step<'a, T = ()> = BoxFuture<'a, Result<T, StepError>>;
+
+/// What a reconcile pass can do to the world. Every method is idempotent: done twice, or
+/// after a crash half-way, it leaves the same result.
+pub trait Backend: Send + Sync {
+    /// The container named `cuid`, if it exists and belongs to this server.
+    fn observe<'a>(&'a self, cuid: &'a str) -> Step<'a, Option<Observed>>;
+    /// Fails with `IMAGE_NOT_FOUND` when the image is not on the host.
+    fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a>;
+    /// The network every container joins exists.
+    fn ensure_network(&self) -> Step<'_>;
+    /// The container's `/app` directory exists and belongs to its user.
+    fn prepare_mount<'a>(&'a self, c: &'a Container) -> Step<'a>;
+    /// The container's project (its compose file) describes its current spec.
+    fn write_project<'a>(&'a self, c: &'a Container) -> Step<'a>;
+    /// Creates, recreates (after a spec change) or starts the container from its project.
+    fn up<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    /// Starts the existing, current container.
+    fn start<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    fn stop<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    fn pause<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    fn unpause<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    fn restart<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    /// Removes the container and what its project made (whether or not a project is left).
+    fn remove<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    /// Removes the container's project directory and its `/app` (whatever the container left
+    /// there: deep trees, links, special files).
+    fn remove_files<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+}
+
+/// Docker through compose (make, remake, remove) and the Engine API (everything else).
+pub struct DockerBackend {
+    config: Arc<Config>,
+    instance_id: String,
+    docker: crate::docker::Engine,
+    network_ready: tokio::sync::OnceCell<()>,
+}
+
+impl DockerBackend {
+    pub fn new(config: Arc<Config>, instance_id: String, docker: crate::docker::Engine) -> Self {
+        Self {
+            config,
+            instance_id,
+            docker,
+            network_ready: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn engine(&self) -> Result<bollard::Docker, StepError> {
+        self.docker.get().await.map_err(|e| unavailable(&e))
+    }
+
+    fn project_dir(&self, cuid: &str) -> PathBuf {
+        render::project_dir(&self.config, cuid)
+    }
+
+    async fn compose(&self, cuid: &str, args: &[&str]) -> Result<(), StepError> {
+        compose::run(
+            cuid,
+            &self.project_dir(cuid),
+            args,
+            self.config.compose_timeout,
+        )
+        .await
+    }
+
+    /// One Engine API call on the container; "already so" (304), "no such container" (404,
+    /// the next observation sees it) and "not in that state" (409) are not failures: the
+    /// pass observes again and decides anew.
+    async fn engine_step(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<(), DockerError>>,
+    ) -> Result<(), StepError> {
+        match call.await {
+            Ok(()) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304 | 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(e @ DockerError::DockerResponseServerError { .. }) => Err(StepError::new(
+                ErrorCode::ComposeFailed,
+                format!("docker {what} failed: {e}"),
+            )),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+}
+
+fn unavailable(e: &DockerError) -> StepError {
+    StepError::new(ErrorCode::DockerUnavailable, e.to_string())
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        // Docker says 0001-01-01 for "never".
+        .filter(|t| t.timestamp() > 0)
+}
+
+impl Backend for DockerBackend {
+    fn observe<'a>(&'a self, cuid: &'a str) -> Step<'a, Option<Observed>> {
+        Box::pin(async move {
+            let inspect = self
+                .engine()
+                .await?
+                .inspect_container(cuid, None::<InspectContainerOptions>)
+                .await;
+            let info = match inspect {
+                Ok(info) => info,
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(None),
+                Err(e) => {
+                    return Err(StepError::new(
+                        ErrorCode::DockerUnavailable,
+                        format!("cannot inspect the container: {e}"),
+                    ))
+                }
+            };
+            let labels = info
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
+            if labels.get(render::LABEL_INSTANCE) != Some(&self.instance_id) {
+                return Ok(None);
+            }
+            let st = info.state.unwrap_or_default();
+            Ok(Some(Observed {
+                id: info.id.unwrap_or_default(),
+                state: crate::docker::state_of(&st),
+                exit_code: st.exit_code,
+                oom_killed: st.oom_killed.unwrap_or(false),
+                generation: labels
+                    .get(render::LABEL_GENERATION)
+                    .and_then(|g| g.parse().ok()),
+                started_at: st.started_at.as_deref().and_then(parse_time),
+                finished_at: st.finished_at.as_deref().and_then(parse_time),
+            }))
+        })
+    }
+
+    fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            match self.engine().await?.inspect_image(image).await {
+                Ok(_) => Ok(()),
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Err(StepError::new(
+                    ErrorCode::ImageNotFound,
+                    format!(
+                        "image {image} is not on this Docker host (no registry is reachable to pull it)"
+                    ),
+                )),
+                Err(e) => Err(StepError::new(
+                    ErrorCode::DockerUnavailable,
+                    format!("cannot inspect image {image}: {e}"),
+                )),
+            }
+        })
+    }
+
+    /// The one bridge network of this server, made on first need (labelled, no traffic
+    /// between containers).
+    fn ensure_network(&self) -> Step<'_> {
+        Box::pin(async move {
+            self.network_ready
+                .get_or_try_init(|| async {
+                    let name = render::network_name(&self.instance_id);
+                    let docker = self.engine().await?;
+                    match docker
+                        .inspect_network(&name, None::<InspectNetworkOptions>)
+                        .await
+                    {
+                        Ok(_) => return Ok(()),
+                        Err(DockerError::DockerResponseServerError {
+                            status_code: 404, ..
+                        }) => {}
+                        Err(e) => return Err(unavailable(&e)),
+                    }
+                    let mut labels = HashMap::from([(
+                        render::LABEL_INSTANCE.to_owned(),
+                        self.instance_id.clone(),
+                    )]);
+                    if let Some(tag) = &self.config.instance_tag {
+                        labels.insert(render::LABEL_TAG.to_owned(), tag.clone());
+                    }
+                    let request = NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".into()),
+                        options: Some(HashMap::from([(
+                            "com.docker.network.bridge.enable_icc".to_owned(),
+                            "false".to_owned(),
+                        )])),
+                        labels: Some(labels),
+                        ..Default::default()
+                    };
+                    match docker.create_network(request).await {
+                        Ok(_) => Ok(()),
+                        // Created by a concurrent pass a moment ago.
+                        Err(DockerError::DockerResponseServerError {
+                            status_code: 409, ..
+                        }) => Ok(()),
+                        Err(e) => Err(unavailable(&e)),
+                    }
+                })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn prepare_mount<'a>(&'a self, c: &'a Container) -> Step<'a> {
+        Box::pin(async move {
+            let mount = mounts::mount_dir(&self.config, &c.cuid);
+            let owner = mounts::owner(&self.config, c.spec.user.as_deref());
+            let io = |e: std::io::Error| {
+                StepError::new(
+                    ErrorCode::IoError,
+                    format!("cannot prepare {}: {e}", mount.display()),
+                )
+            };
+            std::fs::create_dir_all(&mount).map_err(io)?;
+            mounts::chown(&mount, owner).map_err(io)
+        })
+    }
+
+    fn write_project<'a>(&'a self, c: &'a Container) -> Step<'a> {
+        Box::pin(async move {
+            let file = render::render(&self.config, &self.instance_id, c);
+            let path = self.project_dir(&c.cuid).join(compose::FILE_NAME);
+            render::write_atomic(&path, &render::to_yaml(&file)).map_err(|e| {
+                StepError::new(
+                    ErrorCode::IoError,
+                    format!("cannot write {}: {e}", path.display()),
+                )
+            })?;
+            Ok(())
+        })
+    }
+
+    fn up<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(self.compose(cuid, &["up", "-d", "--no-build", "--pull", "never"]))
+    }
+
+    fn start<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            let docker = self.engine().await?;
+            self.engine_step(
+                "start",
+                docker.start_container(cuid, None::<StartContainerOptions>),
+            )
+            .await
+        })
+    }
+
+    fn stop<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            let docker = self.engine().await?;
+            let options = StopContainerOptions {
+                t: Some(STOP_TIMEOUT_SECS),
+                signal: None,
+            };
+            self.engine_step("stop", docker.stop_container(cuid, Some(options)))
+                .await
+        })
+    }
+
+    fn pause<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            let docker = self.engine().await?;
+            self.engine_step("pause", docker.pause_container(cuid))
+                .await
+        })
+    }
+
+    fn unpause<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            let docker = self.engine().await?;
+            self.engine_step("unpause", docker.unpause_container(cuid))
+                .await
+        })
+    }
+
+    fn restart<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            let docker = self.engine().await?;
+            let options = RestartContainerOptions {
+                t: Some(STOP_TIMEOUT_SECS),
+                signal: None,
+            };
+            self.engine_step("restart", docker.restart_container(cuid, Some(options)))
+                .await
+        })
+    }
+
+    /// `compose down`, then the container by name in case compose did not know it (its
+    /// project file gone, a half-made project).
+    fn remove<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            self.compose(cuid, &["down", "--remove-orphans", "-t", "10"])
+                .await?;
+            let removed = self
+                .engine()
+                .await?
+                .remove_container(
+                    cuid,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            match removed {
+                Ok(())
+                | Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                Err(e) => Err(StepError::new(
+                    ErrorCode::DockerUnavailable,
+                    format!("cannot remove the container: {e}"),
+                )),
+            }
+        })
+    }
+
+    fn remove_files<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        let dirs = [
+            self.project_dir(cuid),
+            mounts::mount_dir(&self.config, cuid),
+        ];
+        Box::pin(async move {
+            // A container's tree can be anything (a 100,000-level chain): off the async
+            // workers, iteratively.
+            tokio::task::spawn_blocking(move || {
+                for dir in dirs {
+                    crate::fs::remove::remove_tree(&dir).map_err(|e| {
+                        StepError::new(
+                            ErrorCode::IoError,
+                            format!("cannot remove {}: {e}", dir.display()),
+                        )
+                    })?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| StepError::new(ErrorCode::IoError, format!("removal failed: {e}")))?
+        })
+    }
+}
