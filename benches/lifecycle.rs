@@ -1,26 +1,30 @@
 //! On-demand benchmark (`cargo bench --bench lifecycle`): what the control plane adds over
-//! raw Docker. Starts and stops the same container through the API (create → start, waited;
-//! stop, waited; delete, waited) and directly with `docker compose` on the compose file the
-//! server rendered, and prints the latencies side by side.
+//! raw Docker. Drives the same kind of container through the API (create → start, stop,
+//! start, pause, unpause, restart, delete, each waited) and directly with `docker compose`
+//! on the compose file the server rendered, and prints the medians side by side, with how
+//! many `docker compose` processes the server ran for each kind of action (read from its
+//! debug log: one "running docker compose" line per process).
 
 #[path = "../tests/it/common.rs"]
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
 
-const ROUNDS: usize = 10;
+fn rounds() -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
 
-fn stats(mut v: Vec<Duration>) -> (f64, f64) {
+fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (
-        ms(v[v.len() / 2]),
-        ms(v[(v.len() * 9 / 10).min(v.len() - 1)]),
-    )
+    v[v.len() / 2].as_secs_f64() * 1000.0
 }
 
 fn compose(project: &str, file: &std::path::Path, args: &[&str]) -> Duration {
@@ -39,28 +43,52 @@ fn compose(project: &str, file: &std::path::Path, args: &[&str]) -> Duration {
     started.elapsed()
 }
 
+fn compose_runs(s: &Server) -> usize {
+    s.server_log().matches("running docker compose").count()
+}
+
+#[derive(Default)]
+struct Figures {
+    api: BTreeMap<&'static str, Vec<Duration>>,
+    raw: BTreeMap<&'static str, Vec<Duration>>,
+    /// `docker compose` processes the server ran for each kind of action, in all rounds.
+    composes: BTreeMap<&'static str, usize>,
+}
+
+impl Figures {
+    /// Times one waited API action, counting the compose processes it caused.
+    async fn api(&mut self, s: &Server, kind: &'static str, method: reqwest::Method, path: &str) {
+        let before = compose_runs(s);
+        let t = Instant::now();
+        let r = s.send(s.request(method, path)).await;
+        let took = t.elapsed();
+        assert_eq!(r.status, 200, "{kind}: {}", r.text);
+        self.api.entry(kind).or_default().push(took);
+        *self.composes.entry(kind).or_default() += compose_runs(s) - before;
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    let rounds = rounds();
     let s = Server::start().await;
     let body = json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"]});
-    let (mut api_start, mut api_stop, mut api_delete) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut raw_up, mut raw_stop, mut raw_down) = (Vec::new(), Vec::new(), Vec::new());
+    let mut f = Figures::default();
+    use reqwest::Method as M;
 
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         let cuid = s.post_json("/containers", &body).await.json["cuid"]
             .as_str()
             .unwrap()
             .to_owned();
-        let t = Instant::now();
-        let r = s.post(&format!("/containers/{cuid}/start")).await;
-        api_start.push(t.elapsed());
-        assert_eq!(r.json["status"], "running", "{}", r.text);
-        let t = Instant::now();
-        assert_eq!(
-            s.post(&format!("/containers/{cuid}/stop")).await.json["status"],
-            "stopped"
-        );
-        api_stop.push(t.elapsed());
+        let p = format!("/containers/{cuid}");
+        f.api(&s, "create+start", M::POST, &format!("{p}/start"))
+            .await;
+        f.api(&s, "stop", M::POST, &format!("{p}/stop")).await;
+        f.api(&s, "start", M::POST, &format!("{p}/start")).await;
+        f.api(&s, "pause", M::POST, &format!("{p}/pause")).await;
+        f.api(&s, "unpause", M::POST, &format!("{p}/unpause")).await;
+        f.api(&s, "restart", M::POST, &format!("{p}/restart")).await;
 
         // The same project, driven by hand: copy the rendered file under another name.
         let rendered = s
@@ -76,26 +104,43 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("compose.yaml");
         std::fs::write(&file, text).unwrap();
-        raw_up.push(compose(&raw_name, &file, &["up", "-d", "--pull", "never"]));
-        raw_stop.push(compose(&raw_name, &file, &["stop"]));
-        raw_down.push(compose(&raw_name, &file, &["down", "-t", "10"]));
+        let raw = &mut f.raw;
+        let mut time = |kind, args: &[&str]| {
+            raw.entry(kind)
+                .or_default()
+                .push(compose(&raw_name, &file, args))
+        };
+        time("create+start", &["up", "-d", "--pull", "never"]);
+        time("stop", &["stop"]);
+        time("start", &["up", "-d", "--pull", "never"]);
+        time("pause", &["pause"]);
+        time("unpause", &["unpause"]);
+        time("restart", &["restart"]);
+        time("delete", &["down", "-t", "10"]);
 
-        let t = Instant::now();
-        assert_eq!(s.delete(&format!("/containers/{cuid}")).await.status, 200);
-        api_delete.push(t.elapsed());
+        f.api(&s, "delete", M::DELETE, &p).await;
     }
 
-    println!("lifecycle over {ROUNDS} rounds (p50 / p90, ms)");
-    for (name, api, raw) in [
-        ("start (API) vs compose up -d", api_start, raw_up),
-        ("stop (API) vs compose stop", api_stop, raw_stop),
-        ("delete (API) vs compose down", api_delete, raw_down),
+    println!("lifecycle over {rounds} rounds: medians (ms); compose processes the server ran");
+    println!(
+        "{:14} {:>9} {:>11} {:>7} {:>10}",
+        "action", "API", "compose", "ratio", "composes"
+    );
+    for kind in [
+        "create+start",
+        "stop",
+        "start",
+        "pause",
+        "unpause",
+        "restart",
+        "delete",
     ] {
-        let (a50, a90) = stats(api);
-        let (r50, r90) = stats(raw);
+        let api = median(f.api.remove(kind).unwrap_or_default());
+        let raw = median(f.raw.remove(kind).unwrap_or_default());
         println!(
-            "{name:32} {a50:8.1} / {a90:8.1}   raw {r50:8.1} / {r90:8.1}   ratio p50 {:.2}",
-            a50 / r50
+            "{kind:14} {api:9.1} {raw:11.1} {:7.2} {:>10}",
+            api / raw,
+            f.composes.get(kind).copied().unwrap_or(0)
         );
     }
 }

@@ -1,51 +1,40 @@
 //! The reconciler: a level-triggered controller that makes Docker match the desired state in
-//! the store, one compose project per container.
+//! the store. Rooms:
+//! - [`Reconciler`] (here) is the handle the API uses: `wake(cuid)` after writing desired
+//!   state, `subscribe()` to wait for observed state to change.
+//! - [`queue`]: FIFO with de-duplication and per-container back-off.
+//! - `worker`: runs passes for what the queue hands out, up to `RECONCILE_CONCURRENCY` at
+//!   once, never two for one container.
+//! - [`pass`]: one pass for one container: observe, [`decide`], act through the
+//!   [`backend::Backend`], record.
+//! - `observe`: Docker events and the periodic resync (one Engine API call lists every
+//!   container of this instance) wake the containers that differ from the store.
+//! - [`render`] and [`compose`]: the compose project of a container and the CLI that runs it.
 //!
-//! - [`Reconciler`] is the handle the API uses: `wake(cuid)` after writing desired state,
-//!   `subscribe()` to wait for observed state to change.
-//! - The worker runs passes ([`pass::run`]) for woken containers: never two at once for one
-//!   container, up to `RECONCILE_CONCURRENCY` in parallel, with a capped, jittered back-off per
-//!   container after a failure.
-//! - Wake-ups come from the API, from Docker events (one stream, filtered by our label), and
-//!   from a periodic resync that lists every container of this instance in one Engine API call
-//!   and wakes the ones that differ from the store. At idle no compose process runs.
+//! At idle no compose process runs.
 
 pub mod backend;
 pub mod compose;
 pub mod decide;
+mod observe;
 pub mod pass;
 pub mod queue;
 pub mod render;
 pub mod step_error;
+mod worker;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bollard::query_parameters::{EventsOptions, ListContainersOptions, RemoveContainerOptions};
-use std::panic::AssertUnwindSafe;
-
-use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{watch, Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::lifecycle::{DockerState, ErrorCode};
+use crate::lifecycle::ErrorCode;
 use crate::store::{Identity, Store};
 use backend::Backend;
 use step_error::StepError;
-
-/// The longest a resync may take before the worker gets back to dispatching.
-const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// Container events that can mean drift (exec, attach and the like cannot).
-const EVENTS: &[&str] = &[
-    "create", "start", "restart", "die", "kill", "stop", "oom", "pause", "unpause", "destroy",
-];
-/// How long in-flight passes get to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// What a pass needs.
 pub struct Ctx {
@@ -182,195 +171,6 @@ impl Reconciler {
     /// Starts the worker, the event listener and the resync timer; they stop on `shutdown`.
     pub fn spawn(&self, ctx: Ctx, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let ctx = Arc::new(ctx);
-        tokio::spawn(worker(ctx, shutdown))
-    }
-}
-
-async fn worker(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    let stray_dir = ctx.config.data_dir.join("projects");
-    compose::kill_strays(&stray_dir);
-    let reconciler = ctx.reconciler.clone();
-    let slots = Arc::new(Semaphore::new(ctx.config.reconcile_concurrency));
-    let mut passes: JoinSet<(String, bool)> = JoinSet::new();
-    let events = tokio::spawn(listen_events(ctx.clone(), shutdown.clone()));
-    let mut next_resync = Instant::now();
-
-    loop {
-        if Instant::now() >= next_resync {
-            // Bounded: a hung daemon must not stall dispatching and shutdown.
-            match tokio::time::timeout(RESYNC_TIMEOUT, resync(&ctx)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "resync failed"),
-                Err(_) => tracing::warn!("resync timed out"),
-            }
-            next_resync = Instant::now() + ctx.config.resync_interval;
-        }
-        let (ready, next_due) = reconciler.take_ready(slots.available_permits());
-        for cuid in ready {
-            let permit = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore is never closed");
-            let ctx = ctx.clone();
-            passes.spawn(async move {
-                // A panicking pass counts as a failure, so the container is never left
-                // marked as running a pass.
-                let outcome = AssertUnwindSafe(pass::run(&ctx, &cuid))
-                    .catch_unwind()
-                    .await;
-                if outcome.is_err() {
-                    tracing::error!(%cuid, "reconcile pass panicked");
-                }
-                drop(permit);
-                (cuid, !matches!(outcome, Ok(Ok(()))))
-            });
-        }
-        let wake_at = next_due.map_or(next_resync, |d| d.min(next_resync));
-        tokio::select! {
-            () = reconciler.notify.notified() => {}
-            () = tokio::time::sleep_until(wake_at) => {}
-            Some(done) = passes.join_next(), if !passes.is_empty() => {
-                match done {
-                    Ok((cuid, failed)) => reconciler.finished(&cuid, failed),
-                    Err(e) => tracing::error!(error = %e, "reconcile pass panicked"),
-                }
-            }
-            () = shutdown.cancelled() => break,
-        }
-    }
-    events.abort();
-    // Let passes finish their step (a half-done step is repaired at the next start anyway).
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while passes.join_next().await.is_some() {}
-    })
-    .await;
-    passes.abort_all();
-}
-
-/// One Engine API call lists this instance's containers; containers whose Docker state
-/// differs from the store are woken; containers with our label and no row are removed.
-async fn resync(ctx: &Ctx) -> Result<(), String> {
-    let label = format!("{}={}", render::LABEL_INSTANCE, ctx.identity.instance_id);
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
-        ..Default::default()
-    };
-    let listed = ctx
-        .engine()
-        .await
-        .map_err(|e| e.to_string())?
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| e.to_string())?;
-    let rows = ctx.store.summaries().await.map_err(|e| e.to_string())?;
-    let known: HashSet<String> = ctx
-        .store
-        .all_cuids()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
-
-    let mut in_docker: HashMap<String, (DockerState, Option<i64>)> = HashMap::new();
-    for c in listed {
-        let labels = c.labels.unwrap_or_default();
-        let Some(cuid) = labels.get(render::LABEL_CUID).cloned() else {
-            continue;
-        };
-        if !known.contains(&cuid) {
-            remove_orphan(ctx, &cuid, c.id.as_deref().unwrap_or(&cuid)).await;
-            continue;
-        }
-        let state = DockerState::parse(&c.state.map(|s| s.to_string()).unwrap_or_default());
-        let generation = labels
-            .get(render::LABEL_GENERATION)
-            .and_then(|g| g.parse().ok());
-        in_docker.insert(cuid, (state, generation));
-    }
-    for row in rows {
-        if !row.progress().in_sync(in_docker.get(&row.cuid).copied()) {
-            ctx.reconciler.wake_soft(&row.cuid);
-        }
-    }
-    Ok(())
-}
-
-async fn remove_orphan(ctx: &Ctx, cuid: &str, id: &str) {
-    let Ok(docker) = ctx.engine().await else {
-        return;
-    };
-    let result = docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await;
-    ctx.audit.record(crate::fields! {
-        "actor" => "reconciler",
-        "cuid" => cuid,
-        "action" => "remove_orphan",
-        "reason" => "container carries this instance's label but has no row in the store",
-        "outcome" => if result.is_ok() { "ok" } else { "error" },
-    });
-    // The project directory holds one small file of ours; the container's /app, which may
-    // hold anything, is left to the start-up sweep of directories without a row.
-    let _ = crate::fs::remove::remove_tree(&render::project_dir(&ctx.config, cuid));
-}
-
-/// Docker events for our containers wake their passes. When the stream breaks (daemon
-/// restart), a resync is forced once it is back, since events were missed.
-async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    let label = format!("{}={}", render::LABEL_INSTANCE, ctx.identity.instance_id);
-    loop {
-        let options = EventsOptions {
-            filters: Some(HashMap::from([
-                ("type".to_owned(), vec!["container".to_owned()]),
-                (
-                    "event".to_owned(),
-                    EVENTS.iter().map(|e| e.to_string()).collect(),
-                ),
-                ("label".to_owned(), vec![label.clone()]),
-            ])),
-            ..Default::default()
-        };
-        let mut stream = match ctx.engine().await {
-            Ok(docker) => docker.events(Some(options)).boxed(),
-            Err(_) => futures_util::stream::empty().boxed(),
-        };
-        let mut connected = false;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                item = stream.next() => match item {
-                    Some(Ok(event)) => {
-                        if !connected {
-                            connected = true;
-                        }
-                        let cuid = event.actor.and_then(|a| a.attributes).and_then(|a| a.get(render::LABEL_CUID).cloned());
-                        if let Some(cuid) = cuid {
-                            ctx.reconciler.wake_soft(&cuid);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "docker event stream broke");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        // Events may have been missed while the stream was down.
-        if let Ok(Err(e)) = tokio::time::timeout(RESYNC_TIMEOUT, resync(&ctx)).await {
-            tracing::debug!(error = %e, "resync after event stream loss failed");
-        }
+        tokio::spawn(worker::run(ctx, shutdown))
     }
 }
