@@ -32,7 +32,7 @@ use zip::{CompressionMethod, ZipArchive};
 use crate::config::UserIds;
 use crate::error::{ApiError, ApiResult, Kind};
 use crate::fs::confine::{MAX_NAME_BYTES, MAX_PATH_BYTES};
-use crate::fs::place;
+use crate::fs::{journal, place};
 
 /// The compression ratio limit applies to an entry once this much of it has been inflated:
 /// small, very compressible files (a few KiB of zeros, a sparse JSON) are never bombs.
@@ -180,6 +180,20 @@ fn too_many(count: u64, limit: u64) -> ApiError {
         "ZIP_TOO_MANY_ENTRIES",
         format!("the archive has {count} entries, over the limit of {limit}"),
         json!({"entries": count, "limit": limit}),
+    )
+}
+
+/// The archive's tree has more names than `ZIP_MAX_ENTRIES`, counting the directories its
+/// paths only imply: 20,000 entries of 255 components would otherwise make 5 million
+/// directories from a few MiB of names.
+fn too_many_nodes(nodes: u64, limit: u64) -> ApiError {
+    too_large(
+        "ZIP_TOO_MANY_ENTRIES",
+        format!(
+            "the archive makes more than {limit} files and directories (directories its paths \
+             imply count too)"
+        ),
+        json!({"nodes": nodes, "limit": limit, "counts": "files and directories, implied directories included"}),
     )
 }
 
@@ -563,6 +577,13 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
             )
             .with_details(json!({"entry": name})));
         }
+        // Every name the tree makes (files, explicit and implied directories, the target's
+        // own) is one to create, move and give away: all count against the entry limit,
+        // checked as the plan grows so it never holds more than that many nodes.
+        let names = plan.nodes.len() as u64 - 1;
+        if names > limits.max_entries {
+            return Err(too_many_nodes(names, limits.max_entries));
+        }
         let mode = unix.map(|m| m & if is_dir { 0o1777 } else { 0o777 });
         if mode.is_some() {
             plan.nodes[node].mode = mode;
@@ -703,28 +724,31 @@ fn to_system_time(t: zip::DateTime) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
-/// The whole upload after the body is on disk: open, plan, extract, commit.
+/// The whole upload after the body is on disk (`staging/upload.zip`): open, plan, extract
+/// into `staging/tree`, commit into `root` (the container's `/app`, at `mount` on the host).
 pub fn run(
-    zip_path: &Path,
-    tree: &Path,
+    staging: &Path,
     root: OwnedFd,
+    mount: &Path,
     prefix: &[String],
     owner: UserIds,
     limits: &Limits,
 ) -> ApiResult<Outcome> {
-    let mut archive = open(zip_path, limits)?;
+    let zip_path = staging.join("upload.zip");
+    let tree = staging.join(journal::TREE);
+    let mut archive = open(&zip_path, limits)?;
     let plan = plan(&archive, prefix, limits)?;
-    std::fs::DirBuilder::new().mode(0o700).create(tree)?;
+    std::fs::DirBuilder::new().mode(0o700).create(&tree)?;
     let tree = rustix::fs::open(
-        tree,
+        &tree,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(std::io::Error::from)?;
     let outcome = extract(&mut archive, &plan, &tree, limits)?;
     drop(archive);
-    let _ = std::fs::remove_file(zip_path);
-    place::commit(&plan, tree, root, owner)?;
+    let _ = std::fs::remove_file(&zip_path);
+    place::commit(&plan, staging, tree, root, mount, owner)?;
     Ok(outcome)
 }
 
@@ -783,7 +807,7 @@ mod tests {
     }
 
     const ROOMY: Limits = Limits {
-        max_entries: 100,
+        max_entries: 1000,
         max_inflated_bytes: 1 << 30,
         max_ratio: 1_000_000,
     };
@@ -937,7 +961,7 @@ mod tests {
         let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
         let f = zip_file(&entries);
         let limits = Limits {
-            max_entries: 1000,
+            max_entries: 300 * MAX_PATH_COMPONENTS as u64,
             ..ROOMY
         };
         let archive = open(f.path(), &limits).unwrap();
@@ -949,6 +973,36 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(plan.nodes.len(), 1 + 300 * MAX_PATH_COMPONENTS);
+    }
+
+    /// Directories only implied by entry paths count against the entry limit: 3 entries of
+    /// 40 components make 120 directories to create.
+    #[test]
+    fn implied_directories_count_against_the_entry_limit() {
+        let names: Vec<String> = (0..3)
+            .map(|i| format!("top{i}/") + &"d/".repeat(38) + "f")
+            .collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+        let f = zip_file(&entries);
+        let limits = Limits {
+            max_entries: 100,
+            ..ROOMY
+        };
+        let archive = open(f.path(), &limits).unwrap();
+        let e = plan(&archive, &[], &limits).unwrap_err();
+        assert_eq!(e.kind.status().as_u16(), 413);
+        assert_eq!(e.code, "ZIP_TOO_MANY_ENTRIES");
+        assert!(e.message.contains("directories"), "{}", e.message);
+        assert_eq!(e.details.as_ref().unwrap()["limit"], 100);
+        // Exactly at the limit (3 × 40 names) it passes; the target's components count too.
+        let at_limit = Limits {
+            max_entries: 120,
+            ..ROOMY
+        };
+        let plan_ok = plan(&archive, &[], &at_limit).unwrap();
+        assert_eq!(plan_ok.nodes.len() - 1, 120);
+        let e = plan(&archive, &["t".into()], &at_limit).unwrap_err();
+        assert_eq!(e.code, "ZIP_TOO_MANY_ENTRIES");
     }
 
     #[test]
@@ -1024,7 +1078,7 @@ mod tests {
             &[("keep/new", b"new"), ("link/in", b"in"), ("file", b"file")],
         );
         let root = confine::open_root(&app, "c").unwrap();
-        place::commit(&plan, tree, root, me()).unwrap();
+        place::commit(&plan, dir.path(), tree, root, &app, me()).unwrap();
         assert_eq!(std::fs::read(app.join("keep/old")).unwrap(), b"old");
         assert_eq!(std::fs::read(app.join("keep/new")).unwrap(), b"new");
         assert!(std::fs::symlink_metadata(app.join("link"))
@@ -1042,7 +1096,7 @@ mod tests {
             &[("a-new", b"x"), ("file", b"file2"), ("keep", b"not a dir")],
         );
         let root = confine::open_root(&app, "c").unwrap();
-        let e = place::commit(&plan, tree, root, me()).unwrap_err();
+        let e = place::commit(&plan, dir.path(), tree, root, &app, me()).unwrap_err();
         assert_eq!(e.code, "PATH_CONFLICT");
         assert!(!app.join("a-new").exists());
         assert_eq!(std::fs::read(app.join("file")).unwrap(), b"file");
@@ -1096,7 +1150,7 @@ mod tests {
             me()
         };
         let root = confine::open_root(&app, "c").unwrap();
-        place::commit(&plan, tree, root, owner).unwrap();
+        place::commit(&plan, dir.path(), tree, root, &app, owner).unwrap();
         assert_eq!(std::fs::read(app.join("n/m/f")).unwrap(), b"nf");
         assert_eq!(std::fs::read(app.join("d/sub/g")).unwrap(), b"g");
         assert!(!app.join("d/sub/secret").exists());
@@ -1121,7 +1175,7 @@ mod tests {
         std::fs::create_dir(&app).unwrap();
         let (plan, tree) = staged(dir.path(), "tree", &[(&name, b"deep")]);
         let root = confine::open_root(&app, "c").unwrap();
-        place::commit(&plan, tree, root, me()).unwrap();
+        place::commit(&plan, dir.path(), tree, root, &app, me()).unwrap();
         let app_fd = confine::open_root(&app, "c").unwrap();
         match confine::lookup(&app_fd, &confine::parse_path(&name).unwrap(), &name).unwrap() {
             confine::Found::File(_, size) => assert_eq!(size, 4),

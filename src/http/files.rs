@@ -137,7 +137,6 @@ pub async fn upload_zip(
     let upload_permit = state.files.upload_permit().await;
     let staging = state.files.staging_dir().await?;
     let zip_path = staging.path().join("upload.zip");
-    let tree = staging.path().join("tree");
     if let Err(e) = receive(body, &zip_path, limit).await {
         staging.remove_async().await;
         return Err(e);
@@ -160,7 +159,7 @@ pub async fn upload_zip(
         let _guard = guard;
         let _permit = permit;
         let result = confine::open_root(&mount, &cuid)
-            .and_then(|root| unzip::run(&zip_path, &tree, root, &prefix, owner, &limits));
+            .and_then(|root| unzip::run(staging.path(), root, &mount, &prefix, owner, &limits));
         // Removed before the answer (and before the permits go).
         staging.remove();
         result
