@@ -85,7 +85,7 @@ enum Swap {
 
 /// A hook run after each move, before the moved item is finished: the unit tests play the
 /// container at that exact point.
-type AfterMove<'a> = &'a dyn Fn(u64);
+pub(crate) type AfterMove<'a> = &'a dyn Fn(u64);
 
 struct Commit<'a> {
     plan: &'a Plan,
@@ -374,7 +374,7 @@ pub fn commit(
     commit_with(plan, staging, tree, root, mount, owner, None)
 }
 
-fn commit_with(
+pub(crate) fn commit_with(
     plan: &Plan,
     staging: &Path,
     tree: OwnedFd,

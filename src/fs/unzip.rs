@@ -1162,6 +1162,157 @@ mod tests {
         assert_eq!(owner_of(&app.join("d/sub/g")), (owner.uid, 0o644));
     }
 
+    /// What a directory holds, recursively, without following anything.
+    fn listing(dir: &Path) -> std::collections::BTreeMap<String, String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                let what = if md.is_dir() {
+                    stack.push(p.clone());
+                    "dir".to_owned()
+                } else if md.is_file() {
+                    format!("file {:?}", std::fs::read(&p).unwrap())
+                } else {
+                    "other".to_owned()
+                };
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, format!("{what} {}:{:o}", md.uid(), md.mode() & 0o7777));
+            }
+        }
+        out
+    }
+
+    /// A root container may enter the server's 0700 directory the commit just moved into
+    /// its /app and `mknod` a FIFO at a name the commit is about to give away: the FIFO is
+    /// never opened (nor chowned), the upload is a conflict and /app is rolled back.
+    #[test]
+    fn a_fifo_planted_in_a_placed_directory_is_never_opened() {
+        use rustix::fs::inotify;
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        std::fs::write(app.join("old"), b"old").unwrap();
+        let before = listing(&app);
+        let (plan, tree) = staged(dir.path(), "tree", &[("d/f", b"x"), ("d/g", b"y")]);
+        let watcher =
+            inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+        let planted = std::cell::Cell::new(0);
+        let hook = |moves: u64| {
+            if moves == 1 {
+                let fifo = app.join("fifo");
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &fifo,
+                    rustix::fs::FileType::Fifo,
+                    Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap();
+                for name in ["f", "g"] {
+                    std::fs::hard_link(&fifo, app.join("d").join(name).with_extension("tmp"))
+                        .unwrap();
+                    std::fs::rename(
+                        app.join("d").join(name).with_extension("tmp"),
+                        app.join("d").join(name),
+                    )
+                    .unwrap();
+                }
+                // Watched once planted (a new link is itself an attribute change).
+                inotify::add_watch(
+                    &watcher,
+                    &fifo,
+                    inotify::WatchFlags::OPEN | inotify::WatchFlags::ATTRIB,
+                )
+                .unwrap();
+                planted.set(planted.get() + 1);
+            }
+        };
+        let root = confine::open_root(&app, "c").unwrap();
+        let e =
+            place::commit_with(&plan, dir.path(), tree, root, &app, me(), Some(&hook)).unwrap_err();
+        assert_eq!(planted.get(), 1);
+        assert_eq!(e.code, "PATH_CONFLICT", "{}", e.message);
+        assert_eq!(
+            listing(&app)
+                .into_iter()
+                .filter(|(k, _)| k != "fifo")
+                .collect::<Vec<_>>(),
+            before.into_iter().collect::<Vec<_>>()
+        );
+        // Not one open (an O_PATH handle is not one) or change of owner or mode.
+        let mut buf = [0u8; 1024];
+        assert_eq!(rustix::io::read(&watcher, &mut buf), Err(Errno::AGAIN));
+    }
+
+    /// A crash after any move of a commit (a panic at that point, no rollback run) is
+    /// undone from the journal as the next start does: /app holds its old tree exactly,
+    /// owners and modes included; once the commit is recorded, the new tree stays.
+    #[test]
+    fn a_commit_interrupted_after_any_move_is_rolled_back_from_its_journal() {
+        let entries: &[(&str, &[u8])] = &[
+            ("a", b"new a"),
+            ("b/x", b"new x"),
+            ("c/d/e", b"e"),
+            ("keep/new", b"new"),
+            ("link/in", b"in"),
+            ("z", b"z"),
+        ];
+        let setup = |base: &Path| {
+            let app = base.join("app");
+            std::fs::create_dir_all(app.join("b")).unwrap();
+            std::fs::create_dir_all(app.join("keep")).unwrap();
+            std::fs::write(app.join("a"), b"old a").unwrap();
+            std::fs::write(app.join("b/x"), b"old x").unwrap();
+            std::fs::write(app.join("keep/old"), b"old").unwrap();
+            std::os::unix::fs::symlink("/etc", app.join("link")).unwrap();
+            app
+        };
+        let moves = 6;
+        for crash_at in 1..=moves {
+            let dir = tempfile::tempdir().unwrap();
+            let app = setup(dir.path());
+            let before = listing(&app);
+            let stage = dir.path().join("stage");
+            std::fs::create_dir(&stage).unwrap();
+            let (plan, tree) = staged(&stage, journal::TREE, entries);
+            let hook = |n: u64| {
+                if n == crash_at {
+                    panic!("simulated crash after move {n}");
+                }
+            };
+            let root = confine::open_root(&app, "c").unwrap();
+            let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook))
+            }));
+            assert!(crashed.is_err(), "no crash at {crash_at}");
+            assert_ne!(listing(&app), before, "nothing moved before {crash_at}");
+            journal::recover(&stage);
+            assert_eq!(listing(&app), before, "after a crash at move {crash_at}");
+            // Recovering again changes nothing.
+            journal::recover(&stage);
+            assert_eq!(listing(&app), before);
+        }
+        // A whole commit: recorded, and the start-up leaves it as it is.
+        let dir = tempfile::tempdir().unwrap();
+        let app = setup(dir.path());
+        let stage = dir.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        let (plan, tree) = staged(&stage, journal::TREE, entries);
+        let root = confine::open_root(&app, "c").unwrap();
+        let count = std::cell::Cell::new(0);
+        let hook = |n: u64| count.set(n);
+        place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook)).unwrap();
+        assert_eq!(count.get(), moves);
+        let after = listing(&app);
+        assert_eq!(std::fs::read(app.join("a")).unwrap(), b"new a");
+        journal::recover(&stage);
+        assert_eq!(listing(&app), after);
+    }
+
     /// A name close to PATH_MAX is created relative to the tree's descriptor: the staging
     /// area's own path does not make it fail (it used to: ENAMETOOLONG, a 500).
     #[test]
