@@ -84,12 +84,7 @@ fn idle_timeout(idle: Duration) -> ApiError {
 
 /// Streams the request body into `path`, never holding more than a chunk in memory. A body
 /// that sends nothing for `idle` (the first byte included) ends the upload.
-async fn receive(
-    body: Body,
-    path: &std::path::Path,
-    limit: u64,
-    idle: Duration,
-) -> ApiResult<u64> {
+async fn receive(body: Body, path: &std::path::Path, limit: u64, idle: Duration) -> ApiResult<u64> {
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -101,7 +96,10 @@ async fn receive(
     let mut total: u64 = 0;
     loop {
         let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
-            tracing::info!(received = total, "an upload body stalled; its slot is freed");
+            tracing::info!(
+                received = total,
+                "an upload body stalled; its slot is freed"
+            );
             return Err(idle_timeout(idle));
         };
         let Some(chunk) = next else { break };

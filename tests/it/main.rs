@@ -5,5 +5,6 @@ mod common;
 mod containers;
 mod files;
 mod foundation;
+mod hostile_upload;
 mod reconcile;
 mod terminal;
