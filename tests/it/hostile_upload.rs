@@ -314,8 +314,9 @@ async fn a_crash_at_any_point_of_a_commit_leaves_the_old_or_the_new_tree() {
         );
     }
     // And uploads work as before.
-    let r = upload(&s, &cuid, zip_of(&old)).await;
+    let r = upload(&s, &cuid, zip_of(&new)).await;
     assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(listing(&mount(&s, &cuid)), new_tree);
 }
 
 // ---------------------------------------------------------------- item 7
