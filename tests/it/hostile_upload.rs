@@ -209,7 +209,10 @@ async fn a_re_upload_of_3000_directories_holds_few_descriptors() {
 /// The old tree and the upload that replaces it: 150 files exchanged inside 30 merged
 /// directories, 30 files moved into them, a file replaced by a directory, 20 new
 /// directories and 20 top-level files exchanged: 221 moves, in name order.
-fn crash_trees() -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+/// `(name, content)` entries of a ZIP.
+type Entries = Vec<(String, Vec<u8>)>;
+
+fn crash_trees() -> (Entries, Entries) {
     let mut old = Vec::new();
     let mut new = Vec::new();
     for i in 0..30 {
