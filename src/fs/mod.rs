@@ -1,6 +1,6 @@
 //! The host side of a container's `/app`: its directory under `DATA_DIR/mounts`, and the
-//! file routes' machinery: confined lookups ([`confine`]), ZIP upload ([`unzip`]) and ZIP
-//! download ([`zipout`]).
+//! file routes' machinery: confined lookups ([`confine`]), ZIP upload ([`unzip`], its commit
+//! [`place`] and that commit's crash journal [`journal`]) and ZIP download ([`zipout`]).
 
 pub mod confine;
 pub mod journal;

@@ -14,8 +14,9 @@
 //! 3. [`extract`]: entries are inflated into `DATA_DIR/staging/<id>/tree`, counting the bytes
 //!    actually inflated against the limits (the declared sizes may lie). The staged items
 //!    stay the server's (directories 0700, files 0600) until placed.
-//! 4. [`place::commit`]: the staged tree is merged into `/app` by renames through directory
-//!    descriptors, every move journaled and undone on failure (see [`place`]).
+//! 4. [`place::commit`]: the staged tree is merged into `/app` by renames through `O_PATH`
+//!    handles, after a durable journal of the plan ([`journal`]): undone on failure, and
+//!    after a crash at the next start (see [`place`]).
 
 use std::collections::HashMap;
 use std::fs::File;
