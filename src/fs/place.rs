@@ -8,7 +8,8 @@
 //! upload puts a file is a conflict. Before the first move the plan and the staged inodes
 //! are written durably to a journal ([`crate::fs::journal`]); on failure (or, after a crash,
 //! at the next start) every staged item found in `/app` is put back, so `/app` is left as
-//! it was.
+//! it was (a placed item the container has meanwhile moved elsewhere in its `/app` is
+//! beyond reach by name: it stays there, logged).
 //!
 //! The container can reach anything once it is in `/app`, even for an instant (a
 //! `RENAME_EXCHANGE` it loops on a name puts our staged item in its tree and its item in
@@ -23,10 +24,10 @@
 //!   it can neither block the server nor reach a device); the owner and mode are set
 //!   through the handle (`fchownat(AT_EMPTY_PATH)`, `chmod` of `/proc/self/fd/N`);
 //! - the staged items stay the server's (directories 0700, files 0600) until placed: a
-//!   container that catches one mid-exchange cannot enter or change it. Once an item is in
-//!   place it is given to the container's user through a descriptor opened before the move
-//!   (for a directory: its contents first, through descriptors opened beneath it, then
-//!   itself);
+//!   container that catches one mid-exchange cannot enter or change it (a root one can: it
+//!   meets the handle checks above). Once an item is in place it is given to the
+//!   container's user through a handle taken before the move (for a directory: its
+//!   contents first, through handles taken beneath it and checked, then itself);
 //! - which items to move and their modes come from the [`Plan`], never from listing the
 //!   staging area;
 //! - when what an exchange brought back is a directory (the container made the name a
