@@ -41,6 +41,9 @@ pub struct Config {
     pub zip_max_entries: u64,
     pub zip_max_inflated_bytes: u64,
     pub zip_max_ratio: u64,
+    /// An upload whose body sends no byte for this long ends (`408 UPLOAD_IDLE_TIMEOUT`) and
+    /// frees its slot: a trickling client cannot hold one of the upload permits for ever.
+    pub upload_idle_timeout: Duration,
     /// Container json-file log rotation.
     pub container_log_max_size: String,
     pub container_log_max_file: u32,
@@ -171,6 +174,7 @@ impl Config {
             zip_max_entries: parse_or("ZIP_MAX_ENTRIES", 20_000)?,
             zip_max_inflated_bytes: parse_or("ZIP_MAX_INFLATED_BYTES", 1024 * 1024 * 1024)?,
             zip_max_ratio: parse_or("ZIP_MAX_RATIO", 200)?,
+            upload_idle_timeout: secs_or("UPLOAD_IDLE_TIMEOUT", 30)?.max(Duration::from_secs(1)),
             container_log_max_size: var("CONTAINER_LOG_MAX_SIZE").unwrap_or_else(|| "10m".into()),
             container_log_max_file: parse_or("CONTAINER_LOG_MAX_FILE", 3)?,
             reconcile_concurrency: parse_or("RECONCILE_CONCURRENCY", 4usize)?.max(1),
@@ -208,6 +212,7 @@ impl Config {
             auth_max_failures: 10,
             instance_tag: None,
             upload_max_bytes: 1 << 20,
+            upload_idle_timeout: Duration::from_secs(30),
             zip_max_entries: 1000,
             zip_max_inflated_bytes: 1 << 20,
             zip_max_ratio: 200,

@@ -1,8 +1,9 @@
 //! The host side of a container's `/app`: its directory under `DATA_DIR/mounts`, and the
-//! file routes' machinery: confined lookups ([`confine`]), ZIP upload ([`unzip`]) and ZIP
-//! download ([`zipout`]).
+//! file routes' machinery: confined lookups ([`confine`]), ZIP upload ([`unzip`], its commit
+//! [`place`] and that commit's crash journal [`journal`]) and ZIP download ([`zipout`]).
 
 pub mod confine;
+pub mod journal;
 pub mod mounts;
 pub mod place;
 pub mod remove;
@@ -43,7 +44,9 @@ pub struct Files {
 
 impl Files {
     /// `DATA_DIR/staging`: private to the server (mode 0700), on the same filesystem as the
-    /// mounts so staged files move into place by rename. Leftovers of a crash are removed.
+    /// mounts so staged files move into place by rename. Leftovers of a crash are removed,
+    /// after an upload whose commit the crash interrupted is rolled back
+    /// ([`journal::recover`]): this runs before anything is served.
     pub fn open(config: &Config) -> std::io::Result<Self> {
         let staging = config.data_dir.join("staging");
         match std::fs::DirBuilder::new().mode(0o700).create(&staging) {
@@ -51,7 +54,8 @@ impl Files {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 for entry in std::fs::read_dir(&staging)? {
                     let path = entry?.path();
-                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                    journal::recover(&path);
+                    if let Err(e) = remove::remove_tree(&path) {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove staging leftovers");
                     }
                 }
@@ -157,11 +161,9 @@ impl StagingDir {
 }
 
 fn remove_staging(path: &Path) {
-    // Hardened against symlinks (std's remove_dir_all never follows them).
-    if let Err(e) = std::fs::remove_dir_all(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove a staging directory");
-        }
+    // It may hold what a container planted in its /app (swapped out by an upload).
+    if let Err(e) = remove::remove_tree(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a staging directory");
     }
 }
 

@@ -14,8 +14,9 @@
 //! 3. [`extract`]: entries are inflated into `DATA_DIR/staging/<id>/tree`, counting the bytes
 //!    actually inflated against the limits (the declared sizes may lie). The staged items
 //!    stay the server's (directories 0700, files 0600) until placed.
-//! 4. [`place::commit`]: the staged tree is merged into `/app` by renames through directory
-//!    descriptors, every move journaled and undone on failure (see [`place`]).
+//! 4. [`place::commit`]: the staged tree is merged into `/app` by renames through `O_PATH`
+//!    handles, after a durable journal of the plan ([`journal`]): undone on failure, and
+//!    after a crash at the next start (see [`place`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,7 +33,7 @@ use zip::{CompressionMethod, ZipArchive};
 use crate::config::UserIds;
 use crate::error::{ApiError, ApiResult, Kind};
 use crate::fs::confine::{MAX_NAME_BYTES, MAX_PATH_BYTES};
-use crate::fs::place;
+use crate::fs::{journal, place};
 
 /// The compression ratio limit applies to an entry once this much of it has been inflated:
 /// small, very compressible files (a few KiB of zeros, a sparse JSON) are never bombs.
@@ -180,6 +181,20 @@ fn too_many(count: u64, limit: u64) -> ApiError {
         "ZIP_TOO_MANY_ENTRIES",
         format!("the archive has {count} entries, over the limit of {limit}"),
         json!({"entries": count, "limit": limit}),
+    )
+}
+
+/// The archive's tree has more names than `ZIP_MAX_ENTRIES`, counting the directories its
+/// paths only imply: 20,000 entries of 255 components would otherwise make 5 million
+/// directories from a few MiB of names.
+fn too_many_nodes(nodes: u64, limit: u64) -> ApiError {
+    too_large(
+        "ZIP_TOO_MANY_ENTRIES",
+        format!(
+            "the archive makes more than {limit} files and directories (directories its paths \
+             imply count too)"
+        ),
+        json!({"nodes": nodes, "limit": limit, "counts": "files and directories, implied directories included"}),
     )
 }
 
@@ -563,6 +578,13 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
             )
             .with_details(json!({"entry": name})));
         }
+        // Every name the tree makes (files, explicit and implied directories, the target's
+        // own) is one to create, move and give away: all count against the entry limit,
+        // checked as the plan grows so it never holds more than that many nodes.
+        let names = plan.nodes.len() as u64 - 1;
+        if names > limits.max_entries {
+            return Err(too_many_nodes(names, limits.max_entries));
+        }
         let mode = unix.map(|m| m & if is_dir { 0o1777 } else { 0o777 });
         if mode.is_some() {
             plan.nodes[node].mode = mode;
@@ -703,28 +725,31 @@ fn to_system_time(t: zip::DateTime) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
-/// The whole upload after the body is on disk: open, plan, extract, commit.
+/// The whole upload after the body is on disk (`staging/upload.zip`): open, plan, extract
+/// into `staging/tree`, commit into `root` (the container's `/app`, at `mount` on the host).
 pub fn run(
-    zip_path: &Path,
-    tree: &Path,
+    staging: &Path,
     root: OwnedFd,
+    mount: &Path,
     prefix: &[String],
     owner: UserIds,
     limits: &Limits,
 ) -> ApiResult<Outcome> {
-    let mut archive = open(zip_path, limits)?;
+    let zip_path = staging.join("upload.zip");
+    let tree = staging.join(journal::TREE);
+    let mut archive = open(&zip_path, limits)?;
     let plan = plan(&archive, prefix, limits)?;
-    std::fs::DirBuilder::new().mode(0o700).create(tree)?;
+    std::fs::DirBuilder::new().mode(0o700).create(&tree)?;
     let tree = rustix::fs::open(
-        tree,
+        &tree,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(std::io::Error::from)?;
     let outcome = extract(&mut archive, &plan, &tree, limits)?;
     drop(archive);
-    let _ = std::fs::remove_file(zip_path);
-    place::commit(&plan, tree, root, owner)?;
+    let _ = std::fs::remove_file(&zip_path);
+    place::commit(&plan, staging, tree, root, mount, owner)?;
     Ok(outcome)
 }
 
@@ -783,7 +808,7 @@ mod tests {
     }
 
     const ROOMY: Limits = Limits {
-        max_entries: 100,
+        max_entries: 1000,
         max_inflated_bytes: 1 << 30,
         max_ratio: 1_000_000,
     };
@@ -937,7 +962,7 @@ mod tests {
         let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
         let f = zip_file(&entries);
         let limits = Limits {
-            max_entries: 1000,
+            max_entries: 300 * MAX_PATH_COMPONENTS as u64,
             ..ROOMY
         };
         let archive = open(f.path(), &limits).unwrap();
@@ -949,6 +974,36 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(plan.nodes.len(), 1 + 300 * MAX_PATH_COMPONENTS);
+    }
+
+    /// Directories only implied by entry paths count against the entry limit: 3 entries of
+    /// 40 components make 120 directories to create.
+    #[test]
+    fn implied_directories_count_against_the_entry_limit() {
+        let names: Vec<String> = (0..3)
+            .map(|i| format!("top{i}/") + &"d/".repeat(38) + "f")
+            .collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+        let f = zip_file(&entries);
+        let limits = Limits {
+            max_entries: 100,
+            ..ROOMY
+        };
+        let archive = open(f.path(), &limits).unwrap();
+        let e = plan(&archive, &[], &limits).unwrap_err();
+        assert_eq!(e.kind.status().as_u16(), 413);
+        assert_eq!(e.code, "ZIP_TOO_MANY_ENTRIES");
+        assert!(e.message.contains("directories"), "{}", e.message);
+        assert_eq!(e.details.as_ref().unwrap()["limit"], 100);
+        // Exactly at the limit (3 × 40 names) it passes; the target's components count too.
+        let at_limit = Limits {
+            max_entries: 120,
+            ..ROOMY
+        };
+        let plan_ok = plan(&archive, &[], &at_limit).unwrap();
+        assert_eq!(plan_ok.nodes.len() - 1, 120);
+        let e = plan(&archive, &["t".into()], &at_limit).unwrap_err();
+        assert_eq!(e.code, "ZIP_TOO_MANY_ENTRIES");
     }
 
     #[test]
@@ -1024,7 +1079,7 @@ mod tests {
             &[("keep/new", b"new"), ("link/in", b"in"), ("file", b"file")],
         );
         let root = confine::open_root(&app, "c").unwrap();
-        place::commit(&plan, tree, root, me()).unwrap();
+        place::commit(&plan, dir.path(), tree, root, &app, me()).unwrap();
         assert_eq!(std::fs::read(app.join("keep/old")).unwrap(), b"old");
         assert_eq!(std::fs::read(app.join("keep/new")).unwrap(), b"new");
         assert!(std::fs::symlink_metadata(app.join("link"))
@@ -1042,7 +1097,7 @@ mod tests {
             &[("a-new", b"x"), ("file", b"file2"), ("keep", b"not a dir")],
         );
         let root = confine::open_root(&app, "c").unwrap();
-        let e = place::commit(&plan, tree, root, me()).unwrap_err();
+        let e = place::commit(&plan, dir.path(), tree, root, &app, me()).unwrap_err();
         assert_eq!(e.code, "PATH_CONFLICT");
         assert!(!app.join("a-new").exists());
         assert_eq!(std::fs::read(app.join("file")).unwrap(), b"file");
@@ -1096,7 +1151,7 @@ mod tests {
             me()
         };
         let root = confine::open_root(&app, "c").unwrap();
-        place::commit(&plan, tree, root, owner).unwrap();
+        place::commit(&plan, dir.path(), tree, root, &app, owner).unwrap();
         assert_eq!(std::fs::read(app.join("n/m/f")).unwrap(), b"nf");
         assert_eq!(std::fs::read(app.join("d/sub/g")).unwrap(), b"g");
         assert!(!app.join("d/sub/secret").exists());
@@ -1106,6 +1161,157 @@ mod tests {
         assert_eq!(owner_of(&app.join("n/m")), (owner.uid, 0o755));
         assert_eq!(owner_of(&app.join("n/m/f")), (owner.uid, 0o640));
         assert_eq!(owner_of(&app.join("d/sub/g")), (owner.uid, 0o644));
+    }
+
+    /// What a directory holds, recursively, without following anything.
+    fn listing(dir: &Path) -> std::collections::BTreeMap<String, String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                let what = if md.is_dir() {
+                    stack.push(p.clone());
+                    "dir".to_owned()
+                } else if md.is_file() {
+                    format!("file {:?}", std::fs::read(&p).unwrap())
+                } else {
+                    "other".to_owned()
+                };
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, format!("{what} {}:{:o}", md.uid(), md.mode() & 0o7777));
+            }
+        }
+        out
+    }
+
+    /// A root container may enter the server's 0700 directory the commit just moved into
+    /// its /app and `mknod` a FIFO at a name the commit is about to give away: the FIFO is
+    /// never opened (nor chowned), the upload is a conflict and /app is rolled back.
+    #[test]
+    fn a_fifo_planted_in_a_placed_directory_is_never_opened() {
+        use rustix::fs::inotify;
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        std::fs::write(app.join("old"), b"old").unwrap();
+        let before = listing(&app);
+        let (plan, tree) = staged(dir.path(), "tree", &[("d/f", b"x"), ("d/g", b"y")]);
+        let watcher =
+            inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+        let planted = std::cell::Cell::new(0);
+        let hook = |moves: u64| {
+            if moves == 1 {
+                let fifo = app.join("fifo");
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &fifo,
+                    rustix::fs::FileType::Fifo,
+                    Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap();
+                for name in ["f", "g"] {
+                    std::fs::hard_link(&fifo, app.join("d").join(name).with_extension("tmp"))
+                        .unwrap();
+                    std::fs::rename(
+                        app.join("d").join(name).with_extension("tmp"),
+                        app.join("d").join(name),
+                    )
+                    .unwrap();
+                }
+                // Watched once planted (a new link is itself an attribute change).
+                inotify::add_watch(
+                    &watcher,
+                    &fifo,
+                    inotify::WatchFlags::OPEN | inotify::WatchFlags::ATTRIB,
+                )
+                .unwrap();
+                planted.set(planted.get() + 1);
+            }
+        };
+        let root = confine::open_root(&app, "c").unwrap();
+        let e =
+            place::commit_with(&plan, dir.path(), tree, root, &app, me(), Some(&hook)).unwrap_err();
+        assert_eq!(planted.get(), 1);
+        assert_eq!(e.code, "PATH_CONFLICT", "{}", e.message);
+        assert_eq!(
+            listing(&app)
+                .into_iter()
+                .filter(|(k, _)| k != "fifo")
+                .collect::<Vec<_>>(),
+            before.into_iter().collect::<Vec<_>>()
+        );
+        // Not one open (an O_PATH handle is not one) or change of owner or mode.
+        let mut buf = [0u8; 1024];
+        assert_eq!(rustix::io::read(&watcher, &mut buf), Err(Errno::AGAIN));
+    }
+
+    /// A crash after any move of a commit (a panic at that point, no rollback run) is
+    /// undone from the journal as the next start does: /app holds its old tree exactly,
+    /// owners and modes included; once the commit is recorded, the new tree stays.
+    #[test]
+    fn a_commit_interrupted_after_any_move_is_rolled_back_from_its_journal() {
+        let entries: &[(&str, &[u8])] = &[
+            ("a", b"new a"),
+            ("b/x", b"new x"),
+            ("c/d/e", b"e"),
+            ("keep/new", b"new"),
+            ("link/in", b"in"),
+            ("z", b"z"),
+        ];
+        let setup = |base: &Path| {
+            let app = base.join("app");
+            std::fs::create_dir_all(app.join("b")).unwrap();
+            std::fs::create_dir_all(app.join("keep")).unwrap();
+            std::fs::write(app.join("a"), b"old a").unwrap();
+            std::fs::write(app.join("b/x"), b"old x").unwrap();
+            std::fs::write(app.join("keep/old"), b"old").unwrap();
+            std::os::unix::fs::symlink("/etc", app.join("link")).unwrap();
+            app
+        };
+        let moves = 6;
+        for crash_at in 1..=moves {
+            let dir = tempfile::tempdir().unwrap();
+            let app = setup(dir.path());
+            let before = listing(&app);
+            let stage = dir.path().join("stage");
+            std::fs::create_dir(&stage).unwrap();
+            let (plan, tree) = staged(&stage, journal::TREE, entries);
+            let hook = |n: u64| {
+                if n == crash_at {
+                    panic!("simulated crash after move {n}");
+                }
+            };
+            let root = confine::open_root(&app, "c").unwrap();
+            let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook))
+            }));
+            assert!(crashed.is_err(), "no crash at {crash_at}");
+            assert_ne!(listing(&app), before, "nothing moved before {crash_at}");
+            journal::recover(&stage);
+            assert_eq!(listing(&app), before, "after a crash at move {crash_at}");
+            // Recovering again changes nothing.
+            journal::recover(&stage);
+            assert_eq!(listing(&app), before);
+        }
+        // A whole commit: recorded, and the start-up leaves it as it is.
+        let dir = tempfile::tempdir().unwrap();
+        let app = setup(dir.path());
+        let stage = dir.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        let (plan, tree) = staged(&stage, journal::TREE, entries);
+        let root = confine::open_root(&app, "c").unwrap();
+        let count = std::cell::Cell::new(0);
+        let hook = |n: u64| count.set(n);
+        place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook)).unwrap();
+        assert_eq!(count.get(), moves);
+        let after = listing(&app);
+        assert_eq!(std::fs::read(app.join("a")).unwrap(), b"new a");
+        journal::recover(&stage);
+        assert_eq!(listing(&app), after);
     }
 
     /// A name close to PATH_MAX is created relative to the tree's descriptor: the staging
@@ -1121,7 +1327,7 @@ mod tests {
         std::fs::create_dir(&app).unwrap();
         let (plan, tree) = staged(dir.path(), "tree", &[(&name, b"deep")]);
         let root = confine::open_root(&app, "c").unwrap();
-        place::commit(&plan, tree, root, me()).unwrap();
+        place::commit(&plan, dir.path(), tree, root, &app, me()).unwrap();
         let app_fd = confine::open_root(&app, "c").unwrap();
         match confine::lookup(&app_fd, &confine::parse_path(&name).unwrap(), &name).unwrap() {
             confine::Found::File(_, size) => assert_eq!(size, 4),

@@ -70,8 +70,21 @@ async fn drain(mut stream: axum::body::BodyDataStream) {
     .await;
 }
 
-/// Streams the request body into `path`, never holding more than a chunk in memory.
-async fn receive(body: Body, path: &std::path::Path, limit: u64) -> ApiResult<u64> {
+fn idle_timeout(idle: Duration) -> ApiError {
+    ApiError::new(
+        Kind::Timeout,
+        "UPLOAD_IDLE_TIMEOUT",
+        format!(
+            "no byte of the upload arrived for {} s; send the body without pausing",
+            idle.as_secs()
+        ),
+    )
+    .with_details(json!({"idle_timeout_secs": idle.as_secs()}))
+}
+
+/// Streams the request body into `path`, never holding more than a chunk in memory. A body
+/// that sends nothing for `idle` (the first byte included) ends the upload.
+async fn receive(body: Body, path: &std::path::Path, limit: u64, idle: Duration) -> ApiResult<u64> {
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -81,7 +94,15 @@ async fn receive(body: Body, path: &std::path::Path, limit: u64) -> ApiResult<u6
     let mut out = tokio::io::BufWriter::with_capacity(512 * 1024, file);
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+            tracing::info!(
+                received = total,
+                "an upload body stalled; its slot is freed"
+            );
+            return Err(idle_timeout(idle));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| {
             ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
         })?;
@@ -134,11 +155,13 @@ pub async fn upload_zip(
     }
 
     // At most MAX_PARALLEL_UPLOADS bodies in the staging area at once; held to the end.
+    // Nothing the client controls holds it for long: receiving the body is bounded by the
+    // idle timeout, and after that the work is the server's (lock, extraction, commit).
     let upload_permit = state.files.upload_permit().await;
     let staging = state.files.staging_dir().await?;
     let zip_path = staging.path().join("upload.zip");
-    let tree = staging.path().join("tree");
-    if let Err(e) = receive(body, &zip_path, limit).await {
+    let idle = state.config.upload_idle_timeout;
+    if let Err(e) = receive(body, &zip_path, limit, idle).await {
         staging.remove_async().await;
         return Err(e);
     }
@@ -160,7 +183,7 @@ pub async fn upload_zip(
         let _guard = guard;
         let _permit = permit;
         let result = confine::open_root(&mount, &cuid)
-            .and_then(|root| unzip::run(&zip_path, &tree, root, &prefix, owner, &limits));
+            .and_then(|root| unzip::run(staging.path(), root, &mount, &prefix, owner, &limits));
         // Removed before the answer (and before the permits go).
         staging.remove();
         result

@@ -33,6 +33,7 @@ pub struct Server {
     pub dir: Arc<tempfile::TempDir>,
     pub instance_id: String,
     env: Vec<(String, String)>,
+    nofile: Option<u64>,
     child: Option<Child>,
     pub client: reqwest::Client,
 }
@@ -42,6 +43,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Reuse the directories of an earlier server (restart on the same state).
     pub dir: Option<Arc<tempfile::TempDir>>,
+    /// Run the server with this open-file limit, soft and hard (so its start-up cannot
+    /// raise it), through `prlimit`.
+    pub nofile: Option<u64>,
 }
 
 impl Server {
@@ -83,6 +87,7 @@ impl Server {
             dir,
             instance_id: String::new(),
             env,
+            nofile: opts.nofile,
             child: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -95,7 +100,7 @@ impl Server {
 
     /// Starts the server process and waits for its "listening on" line.
     async fn spawn(&mut self) {
-        let (child, addr) = spawn_process(&self.env, self.dir.path());
+        let (child, addr) = spawn_process(&self.env, self.dir.path(), self.nofile);
         self.child = Some(child);
         self.addr = addr;
         self.base = format!("http://{addr}");
@@ -109,6 +114,19 @@ impl Server {
             "no instance id: {}",
             health.text
         );
+    }
+
+    /// The server process's id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    /// Sets (`Some`) or removes (`None`) a variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -308,13 +326,22 @@ pub fn docker_inspect(id: &str) -> Option<Value> {
     v.as_array()?.first().cloned()
 }
 
-fn spawn_process(env: &[(String, String)], dir: &Path) -> (Child, SocketAddr) {
+fn spawn_process(env: &[(String, String)], dir: &Path, nofile: Option<u64>) -> (Child, SocketAddr) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("server.log"))
         .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_container-manager"));
+    let bin = env!("CARGO_BIN_EXE_container-manager");
+    // prlimit execs the server: the child's pid is the server's.
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.env_clear()
         .current_dir(dir)
         .stdout(Stdio::piped())

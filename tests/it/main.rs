@@ -6,5 +6,6 @@ mod containers;
 mod files;
 mod foundation;
 mod hostile;
+mod hostile_upload;
 mod reconcile;
 mod terminal;
