@@ -68,19 +68,28 @@ pub fn parse_path(input: &str) -> ApiResult<Vec<String>> {
     };
     let mut out = Vec::new();
     for part in rest.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(unsafe_path(input, "the path contains a '..' component")),
-            name if name.len() > MAX_NAME_BYTES => {
-                return Err(unsafe_path(input, "a name in the path is too long"))
-            }
-            name => out.push(name.to_owned()),
+        match component(part) {
+            Ok(None) => {}
+            Ok(Some(name)) => out.push(name.to_owned()),
+            Err(reason) => return Err(unsafe_path(input, reason)),
         }
         if out.len() > MAX_PATH_COMPONENTS {
             return Err(unsafe_path(input, "the path is too deep"));
         }
     }
     Ok(out)
+}
+
+/// The one rule for a component of a path under `/app`, whether an API `?path=` or an
+/// archive entry's name: empty and `.` components are nothing (`None`); `..` and a name over
+/// `NAME_MAX` are refused, with the reason.
+pub fn component(part: &str) -> Result<Option<&str>, &'static str> {
+    match part {
+        "" | "." => Ok(None),
+        ".." => Err("the path contains a '..' component"),
+        name if name.len() > MAX_NAME_BYTES => Err("a name in the path is too long"),
+        name => Ok(Some(name)),
+    }
 }
 
 /// `a/b/c`, or `.` for the root: the form `openat2` takes.

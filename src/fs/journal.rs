@@ -28,7 +28,7 @@ use rustix::fs::{fstat, openat, renameat_with, statat, AtFlags, FileType, Mode, 
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::fs::unzip::{NodeKind, Plan};
+use crate::fs::plan::{NodeKind, Plan};
 
 /// The journal's file name in the upload's staging directory.
 pub const JOURNAL: &str = "journal";

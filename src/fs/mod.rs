@@ -6,8 +6,10 @@ pub mod confine;
 pub mod journal;
 pub mod mounts;
 pub mod place;
+pub mod plan;
 pub mod remove;
 pub mod unzip;
+pub mod upload;
 pub mod zipout;
 
 use std::collections::HashMap;

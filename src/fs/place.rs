@@ -55,7 +55,7 @@ use crate::config::UserIds;
 use crate::error::{ApiError, ApiResult};
 use crate::fs::confine;
 use crate::fs::journal::{self, Record};
-use crate::fs::unzip::{NodeKind, Plan};
+use crate::fs::plan::{NodeKind, Plan};
 
 /// How many times a move is retried when the container changes the same name meanwhile.
 const RACE_RETRIES: usize = 16;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::app::AppState;
 use crate::error::{content_type_is, ApiError, ApiResult, Kind};
 use crate::fs::confine::{self, Found};
-use crate::fs::{mounts, unzip, zipout};
+use crate::fs::{mounts, unzip, upload, zipout};
 use crate::http::containers::live_container;
 use crate::http::extract::{Path, Query};
 
@@ -183,7 +183,7 @@ pub async fn upload_zip(
         let _guard = guard;
         let _permit = permit;
         let result = confine::open_root(&mount, &cuid)
-            .and_then(|root| unzip::run(staging.path(), root, &mount, &prefix, owner, &limits));
+            .and_then(|root| upload::run(staging.path(), root, &mount, &prefix, owner, &limits));
         // Removed before the answer (and before the permits go).
         staging.remove();
         result
