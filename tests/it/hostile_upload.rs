@@ -404,7 +404,11 @@ async fn a_fifo_raced_into_an_upload_is_never_opened() {
         Err(rustix::io::Errno::AGAIN),
         "the server opened the FIFO"
     );
-    assert_eq!(staging_entries(&s), 0);
+    let left: Vec<_> = std::fs::read_dir(s.data_dir().join("staging"))
+        .unwrap()
+        .map(|e| listing(&e.unwrap().path()))
+        .collect();
+    assert!(left.is_empty(), "staging leftovers: {left:?}");
 }
 
 // ---------------------------------------------------------------- item 9 (uploads)
