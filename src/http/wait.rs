@@ -13,6 +13,8 @@ use crate::lifecycle::{ErrorCode, Status};
 use crate::state::AppState;
 use crate::store::containers::{Container, Updated};
 
+/// `?wait=`: whether the request waits for convergence (the default) or is answered `202`
+/// at once.
 #[derive(Clone, Copy, Debug, Deserialize)]
 pub struct Wait {
     #[serde(default = "yes")]
