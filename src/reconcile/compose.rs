@@ -67,30 +67,44 @@ pub async fn run(
     cmd.args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().map_err(|e| StepError::new(ErrorCode::ComposeFailed, format!("cannot run docker compose: {e}")))?;
+    let child = cmd.spawn().map_err(|e| {
+        StepError::new(
+            ErrorCode::ComposeFailed,
+            format!("cannot run docker compose: {e}"),
+        )
+    })?;
     let pid = child.id();
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            Err(StepError::new(classify(&stderr), format!(
+            Err(StepError::new(
+                classify(&stderr),
+                format!(
                     "docker compose {} failed ({}): {}",
                     args.join(" "),
                     out.status,
                     tail(&stderr)
-                )))
+                ),
+            ))
         }
-        Ok(Err(e)) => Err(StepError::new(ErrorCode::ComposeFailed, format!("docker compose {}: {e}", args.join(" ")))),
+        Ok(Err(e)) => Err(StepError::new(
+            ErrorCode::ComposeFailed,
+            format!("docker compose {}: {e}", args.join(" ")),
+        )),
         Err(_) => {
             // The child was dropped (and killed); its group may hold more processes.
             if let Some(pgid) = pid.and_then(|p| Pid::from_raw(p as i32)) {
                 let _ = kill_process_group(pgid, Signal::KILL);
             }
-            Err(StepError::new(ErrorCode::ComposeTimeout, format!(
+            Err(StepError::new(
+                ErrorCode::ComposeTimeout,
+                format!(
                     "docker compose {} did not finish within {}s",
                     args.join(" "),
                     timeout.as_secs()
-                )))
+                ),
+            ))
         }
     }
 }

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-pub use crate::lifecycle::{DesiredState, DockerState};
 use crate::lifecycle::Status;
+pub use crate::lifecycle::{DesiredState, DockerState};
 
 /// What Docker says about the container (by its name, which is its cuid).
 #[derive(Clone, Debug, PartialEq)]

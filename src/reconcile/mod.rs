@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::store::{Identity, Store};
 use crate::lifecycle::{DockerState, ErrorCode};
+use crate::store::{Identity, Store};
 use step_error::StepError;
 
 /// The longest a resync may take before the worker gets back to dispatching.

@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::compose;
-use super::step_error::StepError;
-use crate::lifecycle::{ErrorCode, Status};
 use super::decide::{decide, Action, Desired, DesiredState, Observed};
 use super::render;
+use super::step_error::StepError;
 use super::Ctx;
 use crate::fs::mounts;
+use crate::lifecycle::{ErrorCode, Status};
 use crate::store::containers::{Container, Observation};
 
 /// Steps one pass may take (e.g. up, then pause) before it yields.
@@ -53,7 +53,10 @@ pub async fn observe(ctx: &Ctx, cuid: &str) -> Result<Option<Observed>, StepErro
             status_code: 404, ..
         }) => return Ok(None),
         Err(e) => {
-            return Err(StepError::new(ErrorCode::DockerUnavailable, format!("cannot inspect the container: {e}")))
+            return Err(StepError::new(
+                ErrorCode::DockerUnavailable,
+                format!("cannot inspect the container: {e}"),
+            ))
         }
     };
     let labels = info
@@ -137,13 +140,15 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
         }
         last = Some(c);
     }
-    let f = StepError::new(ErrorCode::NotConverging, format!("the container did not settle within {MAX_STEPS} steps"));
+    let f = StepError::new(
+        ErrorCode::NotConverging,
+        format!("the container did not settle within {MAX_STEPS} steps"),
+    );
     match last {
         Some(c) => fail(ctx, &c, f).await,
         None => Err(f),
     }
 }
-
 
 async fn fail(ctx: &Ctx, c: &Container, f: StepError) -> PassResult {
     tracing::warn!(cuid = %c.cuid, error = %f, "reconcile step failed");
@@ -198,7 +203,12 @@ async fn settle(
 fn write_project(ctx: &Ctx, c: &Container) -> Result<std::path::PathBuf, StepError> {
     let file = render::render(&ctx.config, &ctx.identity.instance_id, c);
     let path = mounts::project_dir(&ctx.config, &c.cuid).join(compose::FILE_NAME);
-    render::write_atomic(&path, &render::to_yaml(&file)).map_err(|e| StepError::new(ErrorCode::IoError, format!("cannot write {}: {e}", path.display())))?;
+    render::write_atomic(&path, &render::to_yaml(&file)).map_err(|e| {
+        StepError::new(
+            ErrorCode::IoError,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })?;
     Ok(path)
 }
 
@@ -211,7 +221,12 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
             ensure_image(ctx, &c.spec.image).await?;
             ctx.ensure_network().await?;
             let mount = mounts::mount_dir(&ctx.config, cuid);
-            let io = |e: std::io::Error| StepError::new(ErrorCode::IoError, format!("cannot prepare {}: {e}", mount.display()));
+            let io = |e: std::io::Error| {
+                StepError::new(
+                    ErrorCode::IoError,
+                    format!("cannot prepare {}: {e}", mount.display()),
+                )
+            };
             std::fs::create_dir_all(&mount).map_err(io)?;
             mounts::chown(&mount, mounts::owner(&ctx.config, c.spec.user.as_deref()))
                 .map_err(io)?;
@@ -272,7 +287,10 @@ async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), StepError> {
             status_code: 404, ..
         }) => {}
         Err(e) => {
-            return Err(StepError::new(ErrorCode::DockerUnavailable, format!("cannot remove the container: {e}")))
+            return Err(StepError::new(
+                ErrorCode::DockerUnavailable,
+                format!("cannot remove the container: {e}"),
+            ))
         }
     }
     for dir in [project, mounts::mount_dir(&ctx.config, cuid)] {
@@ -280,7 +298,10 @@ async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), StepError> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(StepError::new(ErrorCode::IoError, format!("cannot remove {}: {e}", dir.display())))
+                return Err(StepError::new(
+                    ErrorCode::IoError,
+                    format!("cannot remove {}: {e}", dir.display()),
+                ))
             }
         }
     }
@@ -293,9 +314,15 @@ async fn ensure_image(ctx: &Ctx, image: &str) -> Result<(), StepError> {
         Ok(_) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => Err(StepError::new(ErrorCode::ImageNotFound, format!(
+        }) => Err(StepError::new(
+            ErrorCode::ImageNotFound,
+            format!(
                 "image {image} is not on this Docker host (no registry is reachable to pull it)"
-            ))),
-        Err(e) => Err(StepError::new(ErrorCode::DockerUnavailable, format!("cannot inspect image {image}: {e}"))),
+            ),
+        )),
+        Err(e) => Err(StepError::new(
+            ErrorCode::DockerUnavailable,
+            format!("cannot inspect image {image}: {e}"),
+        )),
     }
 }

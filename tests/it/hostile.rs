@@ -135,9 +135,11 @@ async fn a_container_without_a_pids_limit_gets_the_default() {
     assert_eq!(pids_limit(&cuid), "40");
     // The bomb runs into the limit: fork fails inside the container, and its shell ends.
     let r = s
-        .wait_for(&format!("/containers/{cuid}"), Duration::from_secs(30), |r| {
-            r.json["status"] == "exited"
-        })
+        .wait_for(
+            &format!("/containers/{cuid}"),
+            Duration::from_secs(30),
+            |r| r.json["status"] == "exited",
+        )
         .await;
     assert_ne!(r.json["exit_code"], 0, "{}", r.text);
     let logs = s.get(&format!("/containers/{cuid}/logs?tail=all")).await;
