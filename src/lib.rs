@@ -3,8 +3,13 @@
 //!
 //! Map of the modules:
 //! - [`config`]: settings from `.env` and the environment, validated once.
-//! - [`app`]: the shared state and the server's life cycle (open, serve, drain).
-//! - [`http`]: routes, extractors and the middleware (request id + audit, auth).
+//! - [`state`]: the shared state handlers and background tasks use, and opening it.
+//! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
+//!   the router built from a state.
+//! - [`auth`]: credentials and the failed-login throttle (the middleware is in `http`).
+//! - [`http`]: routes, extractors and the middleware (request id + audit, auth); response
+//!   building, waiting for convergence and pre-start checks have their own modules there,
+//!   so `containers` and `actions` depend on them and never on each other.
 //! - [`error`]: the one error type, rendered as the API's error body everywhere.
 //! - [`store`]: the SQLite state store (desired and observed state).
 //! - [`spec`]: the container spec a client may send, and its validation.
@@ -17,6 +22,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod docker;
 pub mod error;
@@ -25,5 +31,12 @@ pub mod http;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod spec;
+pub mod state;
 pub mod store;
 pub mod terminal;
+
+/// The whole API as a router over `state`: what `main` serves, and what an in-process test
+/// can call directly. Building it starts nothing (see [`app::start_background`]).
+pub fn app(state: state::AppState) -> axum::Router {
+    http::router(state)
+}

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use container_manager::app::{self, AppState};
+use container_manager::app;
 use container_manager::config::Config;
+use container_manager::state::AppState;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -46,6 +47,7 @@ async fn run(config: Config) -> Result<(), app::StartError> {
         .map_err(app::StartError::Serve)?;
     let shutdown = CancellationToken::new();
     let state = AppState::open(config, shutdown.clone()).await?;
+    app::start_background(&state);
     // The one line a supervisor or the test harness reads to find the port.
     println!(
         "listening on {}",

@@ -12,82 +12,19 @@ use axum::Json;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Kind};
-use crate::http::actions::{self, Wait};
 use crate::http::cursor;
 use crate::http::extract::{JsonObject, Path, Query};
+use crate::http::prestart::{check_ports_free, check_startable};
+use crate::http::response::{container_response, path_cuid, representation, set_identity_headers};
+use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
 use crate::lifecycle::{DesiredState, DockerState, Status};
 use crate::spec::{self, Limits};
-use crate::store::containers::{Container, Created, ListFilter};
+use crate::state::AppState;
+use crate::store::containers::{Created, ListFilter};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
-
-/// The representation of API.md §4: the spec plus identity, states and generations.
-pub fn representation(c: &Container) -> Value {
-    let s = &c.spec;
-    json!({
-        "cuid": c.cuid,
-        "image": s.image,
-        "env": s.env,
-        "tags": s.tags,
-        "resources": {
-            "cpus": s.resources.cpus,
-            "memory": s.resources.memory,
-            "memory_bytes": s.resources.memory_bytes,
-            "pids": s.resources.pids,
-        },
-        "ports": s.ports,
-        "command": s.command,
-        "restart": s.restart,
-        "user": s.user,
-        "desired_state": c.desired_state,
-        "status": c.status,
-        "exit_code": c.exit_code,
-        "generation": c.generation,
-        "observed_generation": c.observed_generation,
-        "last_error": c.last_error,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    })
-}
-
-/// `200` (or another status) with the representation, `ETag` and `Location`.
-pub fn container_response(status: StatusCode, c: &Container) -> Response {
-    let mut response = (status, Json(representation(c))).into_response();
-    set_identity_headers(response.headers_mut(), &c.cuid, c.generation);
-    response
-}
-
-fn set_identity_headers(headers: &mut HeaderMap, cuid: &str, generation: i64) {
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{generation}\"")) {
-        headers.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("/containers/{cuid}")) {
-        headers.insert(header::LOCATION, v);
-    }
-}
-
-/// A cuid from a path: malformed is the same `404` as unknown.
-pub fn path_cuid(cuid: &str) -> ApiResult<&str> {
-    if spec::is_cuid(cuid) {
-        Ok(cuid)
-    } else {
-        Err(crate::store::containers::not_found(cuid))
-    }
-}
-
-/// The container, unless it is unknown or being deleted: its row lives on until Docker's
-/// side is gone, but to clients it already is (`404 CONTAINER_NOT_FOUND` either way).
-pub async fn live_container(state: &AppState, cuid: &str) -> ApiResult<Container> {
-    let cuid = path_cuid(cuid)?;
-    let c = state.store.get_or_404(cuid).await?;
-    if c.deleted_at.is_some() {
-        return Err(crate::store::containers::not_found(cuid));
-    }
-    Ok(c)
-}
 
 /// `If-Match: "<generation>"` (also `W/"n"`, bare `n`, or `*` for any).
 pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
@@ -174,7 +111,7 @@ pub async fn create(
     };
     let since = crate::store::now();
     if request.start {
-        actions::check_startable(&state.config, &cuid, &request.spec).inspect_err(|_| {
+        check_startable(&state.config, &cuid, &request.spec).inspect_err(|_| {
             crate::fs::mounts::remove_quietly(&mount);
         })?;
     }
@@ -208,7 +145,7 @@ pub async fn create(
         return Ok(container_response(StatusCode::CREATED, &container));
     }
     state.reconciler.wake(&cuid);
-    let converged = actions::wait_converged(&state, &cuid, wait, &since).await?;
+    let converged = wait_converged(&state, &cuid, wait, &since).await?;
     let status = if wait.wait {
         StatusCode::CREATED
     } else {
@@ -326,7 +263,7 @@ pub async fn patch(
             spec::apply_patch(&current.spec, body, &limits)
         })
         .await?;
-    actions::after_spec_change(&state, updated, wait).await
+    after_spec_change(&state, updated, wait).await
 }
 
 pub async fn patch_ports(
@@ -356,14 +293,14 @@ pub async fn patch_ports(
                     })
                     .cloned()
                     .collect();
-                actions::check_ports_free(&added)?;
+                check_ports_free(&added)?;
             }
             let mut next = current.spec.clone();
             next.ports = ports;
             Ok(next)
         })
         .await?;
-    actions::after_spec_change(&state, updated, wait).await
+    after_spec_change(&state, updated, wait).await
 }
 
 pub async fn delete(
@@ -379,7 +316,7 @@ pub async fn delete(
     if !wait.wait {
         return Ok(container_response(StatusCode::ACCEPTED, &container));
     }
-    actions::wait_deleted(&state, cuid).await?;
+    wait_deleted(&state, cuid).await?;
     let mut body = representation(&container);
     body["status"] = json!("deleted");
     Ok((StatusCode::OK, Json(body)).into_response())

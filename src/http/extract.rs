@@ -6,9 +6,9 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
 use crate::error::{content_type_is, payload_too_large, ApiError};
 use crate::spec::type_name;
+use crate::state::AppState;
 
 /// A JSON object body, parsed but not yet validated: handlers validate field by field so that
 /// each mistake gets its own code and `details.field`.

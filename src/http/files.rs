@@ -14,12 +14,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::app::AppState;
 use crate::error::{content_type_is, ApiError, ApiResult, Kind};
 use crate::fs::confine::{self, Found};
 use crate::fs::{mounts, unzip, upload, zipout};
-use crate::http::containers::live_container;
 use crate::http::extract::{Path, Query};
+use crate::http::response::live_container;
+use crate::state::AppState;
 
 /// `?path=`; other query parameters are ignored (cache busters and the like).
 #[derive(Debug, Default, Deserialize)]

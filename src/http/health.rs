@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Each probe gets this long, and they run together: the answer comes within 2 s even when
 /// the daemon's socket is dead or the database is locked.

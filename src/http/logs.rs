@@ -24,10 +24,10 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::http::containers::{live_container, path_cuid};
 use crate::http::extract::{Path, Query};
+use crate::http::response::{live_container, path_cuid};
+use crate::state::AppState;
 use crate::terminal::console::{self, Record};
 use crate::terminal::frames::Stream;
 

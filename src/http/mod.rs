@@ -1,4 +1,7 @@
 //! The HTTP surface: one module per resource, plus the middleware every route shares.
+//! Handlers (`containers`, `actions`, `files`, `logs`, `terminal`) build on the shared
+//! rooms `response` (answers about a container), `wait` (waiting for convergence) and
+//! `prestart` (checks before a start), never on one another.
 
 pub mod actions;
 pub mod auth;
@@ -10,15 +13,18 @@ pub mod files;
 pub mod health;
 pub mod logs;
 pub mod origin;
+pub mod prestart;
+pub mod response;
 pub mod terminal;
+pub mod wait;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::app::AppState;
 use crate::error;
+use crate::state::AppState;
 
 /// The whole API. Layers, outermost first: request id + audit line, auth, cross-origin
 /// writes refused, panic → 500 body.

@@ -12,10 +12,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, REQUEST_ID};
-use crate::http::containers::{live_container, path_cuid};
 use crate::http::origin;
+use crate::http::response::{live_container, path_cuid};
+use crate::state::AppState;
 use crate::terminal::{self, Options};
 
 /// The largest client message accepted at the WebSocket layer; a larger one ends the socket

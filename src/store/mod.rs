@@ -1,7 +1,13 @@
 //! The SQLite state store: opening it durably, the embedded migrations, and this server's
-//! identity. Container queries live in [`containers`].
+//! identity. Container rows and their reads live in [`containers`]; writes are split by who
+//! makes them: desired state by the API (`desired.rs`), observed state by the reconciler
+//! (`observed.rs`). The public methods are all on [`Store`].
 
 pub mod containers;
+mod desired;
+mod observed;
+#[cfg(test)]
+mod tests;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,0 +1,77 @@
+//! Building answers about one container: its representation (API.md §4), the identity
+//! headers (`ETag`, `Location`), and finding the container a path names.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::error::ApiResult;
+use crate::spec;
+use crate::state::AppState;
+use crate::store::containers::Container;
+
+/// The representation of API.md §4: the spec plus identity, states and generations.
+pub fn representation(c: &Container) -> Value {
+    let s = &c.spec;
+    json!({
+        "cuid": c.cuid,
+        "image": s.image,
+        "env": s.env,
+        "tags": s.tags,
+        "resources": {
+            "cpus": s.resources.cpus,
+            "memory": s.resources.memory,
+            "memory_bytes": s.resources.memory_bytes,
+            "pids": s.resources.pids,
+        },
+        "ports": s.ports,
+        "command": s.command,
+        "restart": s.restart,
+        "user": s.user,
+        "desired_state": c.desired_state,
+        "status": c.status,
+        "exit_code": c.exit_code,
+        "generation": c.generation,
+        "observed_generation": c.observed_generation,
+        "last_error": c.last_error,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    })
+}
+
+/// `200` (or another status) with the representation, `ETag` and `Location`.
+pub fn container_response(status: StatusCode, c: &Container) -> Response {
+    let mut response = (status, Json(representation(c))).into_response();
+    set_identity_headers(response.headers_mut(), &c.cuid, c.generation);
+    response
+}
+
+pub fn set_identity_headers(headers: &mut HeaderMap, cuid: &str, generation: i64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{generation}\"")) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("/containers/{cuid}")) {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+/// A cuid from a path: malformed is the same `404` as unknown.
+pub fn path_cuid(cuid: &str) -> ApiResult<&str> {
+    if spec::is_cuid(cuid) {
+        Ok(cuid)
+    } else {
+        Err(crate::store::containers::not_found(cuid))
+    }
+}
+
+/// The container, unless it is unknown or being deleted: its row lives on until Docker's
+/// side is gone, but to clients it already is (`404 CONTAINER_NOT_FOUND` either way).
+pub async fn live_container(state: &AppState, cuid: &str) -> ApiResult<Container> {
+    let cuid = path_cuid(cuid)?;
+    let c = state.store.get_or_404(cuid).await?;
+    if c.deleted_at.is_some() {
+        return Err(crate::store::containers::not_found(cuid));
+    }
+    Ok(c)
+}

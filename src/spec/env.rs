@@ -1,0 +1,85 @@
+//! `env`: variable names and values, and the merge rules of a patch (`null` removes).
+
+use serde_json::{json, Value};
+
+use super::type_name;
+use crate::error::ApiError;
+
+pub(super) const MAX_ENV_VARS: usize = 1024;
+const MAX_ENV_VALUE: usize = 128 * 1024;
+
+pub fn is_env_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && s.len() <= 256
+}
+
+/// Env as sent: values are strings, or (in a patch) `null` to remove the key.
+pub(super) fn parse_env_map(
+    v: Value,
+    allow_null: bool,
+) -> Result<Vec<(String, Option<String>)>, ApiError> {
+    let Value::Object(map) = v else {
+        // Only the type is echoed: a list like ["DB_PASSWORD=…"] holds secrets.
+        let t = type_name(&v);
+        return Err(ApiError::field(
+            "INVALID_ENV",
+            "env",
+            json!(t),
+            format!("env must be an object of strings, not {t}"),
+        ));
+    };
+    if map.len() > MAX_ENV_VARS {
+        return Err(ApiError::field(
+            "INVALID_ENV",
+            "env",
+            json!(map.len()),
+            format!("at most {MAX_ENV_VARS} variables"),
+        ));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let field = format!("env.{name}");
+        if !is_env_name(&name) {
+            return Err(ApiError::field(
+                "INVALID_ENV_NAME",
+                field,
+                Value::String(name),
+                "env names must match [A-Za-z_][A-Za-z0-9_]*",
+            ));
+        }
+        match value {
+            Value::String(s) if s.contains('\0') => {
+                return Err(ApiError::field(
+                    "INVALID_ENV_VALUE",
+                    field,
+                    Value::Null,
+                    "env values cannot hold NUL (a process environment cannot)",
+                ))
+            }
+            Value::String(s) if s.len() > MAX_ENV_VALUE => {
+                return Err(ApiError::field(
+                    "INVALID_ENV_VALUE",
+                    field,
+                    json!(s.len()),
+                    format!("env values are at most {MAX_ENV_VALUE} bytes"),
+                ))
+            }
+            Value::String(s) => out.push((name, Some(s))),
+            Value::Null if allow_null => out.push((name, None)),
+            other => {
+                // The value itself is not echoed: env values may be secrets.
+                let t = type_name(&other);
+                return Err(ApiError::field(
+                    "INVALID_ENV_VALUE",
+                    field,
+                    json!(t),
+                    format!("env values must be strings, not {t}"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,524 @@
+//! The container spec a client may send, and its validation.
+//!
+//! Bodies are validated field by field from parsed JSON (not by serde derive) so that every
+//! mistake has its own stable code and `details.field`, and so that nothing a client sends can
+//! reach the compose file except through these typed fields.
+//!
+//! This module holds the spec's types and the three bodies (create, patch, ports) with the
+//! small fields (tags, command, restart, user); the validators with rules of their own have
+//! their own files: [`image`] references, [`env`] names and values, [`ports`], and
+//! [`resources`] (cpus, memory, pids).
+
+mod env;
+mod image;
+mod ports;
+mod resources;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::config::UserIds;
+use crate::error::ApiError;
+
+pub use env::is_env_name;
+pub use image::is_image_reference;
+pub use resources::{parse_memory, MIN_MEMORY_BYTES};
+
+use env::{parse_env_map, MAX_ENV_VARS};
+use image::parse_image;
+use ports::parse_ports;
+use resources::merge_resources;
+
+const MAX_TAGS: usize = 64;
+const MAX_TAG_LEN: usize = 64;
+const MAX_COMMAND_ARGS: usize = 1024;
+
+/// The JSON type of a value, for messages ("must be a string, not number").
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `c` + a UUID in its hyphenated lower-case form: anything else in a path is `404`.
+pub fn is_cuid(s: &str) -> bool {
+    s.len() == 37
+        && s.starts_with('c')
+        && uuid::Uuid::try_parse(&s[1..]).is_ok_and(|u| u.hyphenated().to_string() == s[1..])
+}
+
+pub fn new_cuid() -> String {
+    format!("c{}", uuid::Uuid::new_v4().hyphenated())
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    pub host: u16,
+    pub container: u16,
+    pub protocol: String,
+    pub host_ip: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpus: Option<f64>,
+    /// As the client gave it (`"4096m"`), echoed back.
+    pub memory: Option<String>,
+    pub memory_bytes: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+/// Everything a client can set about a container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub resources: Resources,
+    pub ports: Vec<Port>,
+    pub command: Option<Vec<String>>,
+    pub restart: String,
+    pub user: Option<String>,
+}
+
+/// Facts about the host that validation needs.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub host_cpus: f64,
+    pub default_host_ip: IpAddr,
+}
+
+impl Limits {
+    pub fn from_host(default_host_ip: IpAddr) -> Self {
+        Self {
+            host_cpus: resources::host_cpus() as f64,
+            default_host_ip,
+        }
+    }
+}
+
+/// What `POST /containers` takes: the spec plus `start`.
+pub struct CreateRequest {
+    pub spec: Spec,
+    pub start: bool,
+}
+
+const CREATE_FIELDS: &[&str] = &[
+    "image",
+    "env",
+    "tags",
+    "resources",
+    "ports",
+    "command",
+    "restart",
+    "user",
+    "start",
+];
+const PATCH_FIELDS: &[&str] = &[
+    "image",
+    "env",
+    "tags",
+    "resources",
+    "command",
+    "restart",
+    "user",
+];
+fn reject_unknown(
+    map: &Map<String, Value>,
+    allowed: &[&str],
+    prefix: &str,
+) -> Result<(), ApiError> {
+    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => {
+            let field = format!("{prefix}{k}");
+            let hint = if prefix.is_empty() && k == "ports" {
+                " (ports are changed with PATCH /containers/{cuid}/ports)"
+            } else {
+                ""
+            };
+            Err(ApiError::field(
+                "UNKNOWN_FIELD",
+                field.clone(),
+                Value::String(k.clone()),
+                format!("unknown field `{field}`{hint}"),
+            ))
+        }
+    }
+}
+
+pub fn parse_create(
+    mut body: Map<String, Value>,
+    limits: &Limits,
+) -> Result<CreateRequest, ApiError> {
+    reject_unknown(&body, CREATE_FIELDS, "")?;
+    let image = match body.remove("image") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::field(
+                "MISSING_IMAGE",
+                "image",
+                Value::Null,
+                "Image is required",
+            ))
+        }
+        Some(v) => parse_image(v)?,
+    };
+    let env = match body.remove("env") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(v) => parse_env_map(v, false)?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect(),
+    };
+    let tags = match body.remove("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse_tags(v)?,
+    };
+    let mut resources = Resources::default();
+    if let Some(v) = body.remove("resources").filter(|v| !v.is_null()) {
+        merge_resources(&mut resources, v, limits)?;
+    }
+    let ports = match body.remove("ports") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse_ports(v, limits)?,
+    };
+    let command = parse_command(body.remove("command").unwrap_or(Value::Null))?;
+    let restart = match body.remove("restart") {
+        None | Some(Value::Null) => "on-failure".to_owned(),
+        Some(v) => parse_restart(v)?,
+    };
+    let user = parse_user(body.remove("user").unwrap_or(Value::Null))?;
+    let start = match body.remove("start") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(v) => {
+            return Err(ApiError::field(
+                "INVALID_START",
+                "start",
+                v,
+                "`start` must be a boolean",
+            ))
+        }
+    };
+    Ok(CreateRequest {
+        spec: Spec {
+            image,
+            env,
+            tags,
+            resources,
+            ports,
+            command,
+            restart,
+            user,
+        },
+        start,
+    })
+}
+
+/// Applies a `PATCH /containers/{cuid}` body to a spec: `env` merges (`null` removes a key),
+/// `tags` replace, `resources` merge (`null` clears a limit), the rest replace (`null` on
+/// `command`/`user` goes back to the default).
+pub fn apply_patch(
+    spec: &Spec,
+    mut body: Map<String, Value>,
+    limits: &Limits,
+) -> Result<Spec, ApiError> {
+    reject_unknown(&body, PATCH_FIELDS, "")?;
+    let mut next = spec.clone();
+    if let Some(v) = body.remove("image") {
+        if v.is_null() {
+            return Err(ApiError::field(
+                "MISSING_IMAGE",
+                "image",
+                Value::Null,
+                "Image is required",
+            ));
+        }
+        next.image = parse_image(v)?;
+    }
+    if let Some(v) = body.remove("env").filter(|v| !v.is_null()) {
+        for (name, value) in parse_env_map(v, true)? {
+            match value {
+                Some(value) => next.env.insert(name, value),
+                None => next.env.remove(&name),
+            };
+        }
+        if next.env.len() > MAX_ENV_VARS {
+            return Err(ApiError::field(
+                "INVALID_ENV",
+                "env",
+                json!(next.env.len()),
+                format!("at most {MAX_ENV_VARS} variables"),
+            ));
+        }
+    }
+    if let Some(v) = body.remove("tags") {
+        next.tags = if v.is_null() {
+            Vec::new()
+        } else {
+            parse_tags(v)?
+        };
+    }
+    if let Some(v) = body.remove("resources").filter(|v| !v.is_null()) {
+        merge_resources(&mut next.resources, v, limits)?;
+    }
+    if let Some(v) = body.remove("command") {
+        next.command = parse_command(v)?;
+    }
+    if let Some(v) = body.remove("restart") {
+        next.restart = if v.is_null() {
+            "on-failure".to_owned()
+        } else {
+            parse_restart(v)?
+        };
+    }
+    if let Some(v) = body.remove("user") {
+        next.user = parse_user(v)?;
+    }
+    Ok(next)
+}
+
+/// `PATCH /containers/{cuid}/ports`: `{"ports": [...]}`, replacing the list.
+pub fn parse_ports_body(
+    mut body: Map<String, Value>,
+    limits: &Limits,
+) -> Result<Vec<Port>, ApiError> {
+    reject_unknown(&body, &["ports"], "")?;
+    match body.remove("ports") {
+        None => Err(ApiError::field(
+            "MISSING_PORTS",
+            "ports",
+            Value::Null,
+            "`ports` is required",
+        )),
+        Some(Value::Null) => Ok(Vec::new()),
+        Some(v) => parse_ports(v, limits),
+    }
+}
+
+fn is_tag(s: &str) -> bool {
+    let mut b = s.bytes();
+    s.len() <= MAX_TAG_LEN
+        && b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
+    let Value::Array(items) = v else {
+        return Err(ApiError::field(
+            "INVALID_TAGS",
+            "tags",
+            v,
+            "tags must be a list of strings",
+        ));
+    };
+    if items.len() > MAX_TAGS {
+        return Err(ApiError::field(
+            "INVALID_TAGS",
+            "tags",
+            json!(items.len()),
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    let mut tags: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("tags[{i}]");
+        match item {
+            Value::String(s) if is_tag(&s) => {
+                if tags.contains(&s) {
+                    return Err(ApiError::field("DUPLICATE_TAG", field, Value::String(s), "a tag may appear once"));
+                }
+                tags.push(s);
+            }
+            other => {
+                return Err(ApiError::field(
+                    "INVALID_TAG",
+                    field,
+                    other,
+                    format!("tags are short tokens: a letter or digit, then letters, digits, '.', '_' or '-', at most {MAX_TAG_LEN} characters"),
+                ))
+            }
+        }
+    }
+    Ok(tags)
+}
+
+fn parse_command(v: Value) -> Result<Option<Vec<String>>, ApiError> {
+    let bad = |v: Value| {
+        ApiError::field(
+            "INVALID_COMMAND",
+            "command",
+            v,
+            "command must be a non-empty list of strings (argv)",
+        )
+    };
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(items) if !items.is_empty() && items.len() <= MAX_COMMAND_ARGS => {
+            let args: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().filter(|s| !s.contains('\0')).map(str::to_owned))
+                .collect();
+            args.map(Some).ok_or_else(|| bad(Value::Array(items)))
+        }
+        other => Err(bad(other)),
+    }
+}
+
+fn parse_restart(v: Value) -> Result<String, ApiError> {
+    match v.as_str() {
+        Some(p @ ("no" | "on-failure" | "always" | "unless-stopped")) => Ok(p.to_owned()),
+        _ => Err(ApiError::field(
+            "INVALID_RESTART",
+            "restart",
+            v,
+            "restart must be no, on-failure, always or unless-stopped",
+        )),
+    }
+}
+
+fn parse_user(v: Value) -> Result<Option<String>, ApiError> {
+    match &v {
+        Value::Null => Ok(None),
+        Value::String(s) => match UserIds::parse(s) {
+            Some(ids) => Ok(Some(ids.to_string())),
+            None => Err(ApiError::field(
+                "INVALID_USER",
+                "user",
+                v,
+                "user must be uid:gid numbers, e.g. 1000:1000",
+            )),
+        },
+        _ => Err(ApiError::field(
+            "INVALID_USER",
+            "user",
+            v,
+            "user must be uid:gid numbers, e.g. 1000:1000",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            host_cpus: 2.0,
+            default_host_ip: "0.0.0.0".parse().unwrap(),
+        }
+    }
+
+    fn create(v: Value) -> Result<CreateRequest, ApiError> {
+        parse_create(v.as_object().unwrap().clone(), &limits())
+    }
+
+    fn code(v: Value) -> String {
+        create(v)
+            .err()
+            .map(|e| e.code.into_owned())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn each_field_has_its_code() {
+        let cases = [
+            (json!({}), "MISSING_IMAGE"),
+            (json!({"image": "a b"}), "INVALID_IMAGE"),
+            (
+                json!({"image": "x", "env": {"1A": "v"}}),
+                "INVALID_ENV_NAME",
+            ),
+            (json!({"image": "x", "env": {"A": 1}}), "INVALID_ENV_VALUE"),
+            (json!({"image": "x", "env": []}), "INVALID_ENV"),
+            (json!({"image": "x", "tags": ["a,b"]}), "INVALID_TAG"),
+            (json!({"image": "x", "tags": "a"}), "INVALID_TAGS"),
+            (
+                json!({"image": "x", "resources": {"cpus": 0}}),
+                "INVALID_CPUS",
+            ),
+            (
+                json!({"image": "x", "resources": {"cpus": 3}}),
+                "INVALID_CPUS",
+            ),
+            (
+                json!({"image": "x", "resources": {"memory": "lots"}}),
+                "INVALID_MEMORY",
+            ),
+            (
+                json!({"image": "x", "resources": {"memory": "1m"}}),
+                "MEMORY_TOO_LOW",
+            ),
+            (
+                json!({"image": "x", "resources": {"pids": 0}}),
+                "INVALID_PIDS",
+            ),
+            (
+                json!({"image": "x", "resources": {"gpus": 1}}),
+                "UNKNOWN_FIELD",
+            ),
+            (
+                json!({"image": "x", "ports": [{"host": 0, "container": 80}]}),
+                "INVALID_PORT",
+            ),
+            (
+                json!({"image": "x", "ports": [{"host": 1, "container": 80, "protocol": "sctp"}]}),
+                "INVALID_PROTOCOL",
+            ),
+            (
+                json!({"image": "x", "ports": [{"host": 1, "container": 80, "host_ip": "nope"}]}),
+                "INVALID_HOST_IP",
+            ),
+            (
+                json!({"image": "x", "ports": [{"host": 1, "container": 80}, {"host": 1, "container": 81}]}),
+                "DUPLICATE_PORT",
+            ),
+            (
+                json!({"image": "x", "ports": [{"host": 1, "container": 80, "privileged": true}]}),
+                "UNKNOWN_FIELD",
+            ),
+            (json!({"image": "x", "user": "root"}), "INVALID_USER"),
+            (json!({"image": "x", "command": "sh"}), "INVALID_COMMAND"),
+            (
+                json!({"image": "x", "restart": "sometimes"}),
+                "INVALID_RESTART",
+            ),
+            (json!({"image": "x", "privileged": true}), "UNKNOWN_FIELD"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(code(body.clone()), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn same_port_on_other_protocol_is_fine() {
+        let r = create(
+            json!({"image": "x", "ports": [{"host": 53, "container": 53}, {"host": 53, "container": 53, "protocol": "udp"}]}),
+        );
+        assert_eq!(r.unwrap().spec.ports.len(), 2);
+    }
+
+    #[test]
+    fn patch_merges_env_and_resources_and_replaces_tags() {
+        let base = create(json!({"image": "x", "env": {"A": "1", "B": "2"}, "tags": ["t1"], "resources": {"cpus": 1, "pids": 10}}))
+            .unwrap()
+            .spec;
+        let patch = json!({"env": {"A": null, "C": "3"}, "tags": ["t2", "t3"], "resources": {"pids": 20, "cpus": null}});
+        let next = apply_patch(&base, patch.as_object().unwrap().clone(), &limits()).unwrap();
+        assert_eq!(
+            next.env,
+            BTreeMap::from([("B".into(), "2".into()), ("C".into(), "3".into())])
+        );
+        assert_eq!(next.tags, vec!["t2", "t3"]);
+        assert_eq!(next.resources.pids, Some(20));
+        assert_eq!(next.resources.cpus, None);
+    }
+}

@@ -1,0 +1,183 @@
+//! `resources`: cpus (bounded by this host's CPUs), memory (with units) and pids.
+
+use serde_json::Value;
+
+use super::{reject_unknown, Limits, Resources};
+use crate::error::ApiError;
+
+/// Docker refuses memory limits below 6 MiB.
+pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "pids"];
+
+/// CPUs Docker counts when it checks `cpus` (`runtime.NumCPU`: the online CPUs).
+pub(super) fn host_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| count_cpu_list(s.trim()))
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+}
+
+/// Counts a kernel CPU list such as `0-3,5`.
+fn count_cpu_list(s: &str) -> Option<usize> {
+    s.split(',').try_fold(0usize, |acc, part| {
+        let n = match part.split_once('-') {
+            Some((a, b)) => {
+                b.parse::<usize>()
+                    .ok()?
+                    .checked_sub(a.parse::<usize>().ok()?)?
+                    + 1
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                1
+            }
+        };
+        Some(acc + n)
+    })
+}
+
+/// Merges `resources` into `into`; a key set to `null` clears that limit.
+pub(super) fn merge_resources(
+    into: &mut Resources,
+    v: Value,
+    limits: &Limits,
+) -> Result<(), ApiError> {
+    let Value::Object(map) = v else {
+        return Err(ApiError::field(
+            "INVALID_RESOURCES",
+            "resources",
+            v,
+            "resources must be an object",
+        ));
+    };
+    reject_unknown(&map, RESOURCE_FIELDS, "resources.")?;
+    for (key, value) in map {
+        match (key.as_str(), value) {
+            ("cpus", Value::Null) => into.cpus = None,
+            ("cpus", v) => into.cpus = Some(parse_cpus(v, limits)?),
+            ("memory", Value::Null) => (into.memory, into.memory_bytes) = (None, None),
+            ("memory", v) => {
+                let (text, bytes) = parse_memory_value(v)?;
+                into.memory = Some(text);
+                into.memory_bytes = Some(bytes);
+            }
+            ("pids", Value::Null) => into.pids = None,
+            ("pids", v) => match v.as_i64() {
+                Some(n) if n >= 1 => into.pids = Some(n),
+                _ => {
+                    return Err(ApiError::field(
+                        "INVALID_PIDS",
+                        "resources.pids",
+                        v,
+                        "pids must be a whole number >= 1",
+                    ))
+                }
+            },
+            _ => unreachable!("rejected as unknown above"),
+        }
+    }
+    Ok(())
+}
+
+fn parse_cpus(v: Value, limits: &Limits) -> Result<f64, ApiError> {
+    let cpus = v.as_f64().filter(|c| c.is_finite() && *c > 0.0);
+    match cpus {
+        // Docker's granularity is 0.01 CPU.
+        Some(c) if c > limits.host_cpus => Err(ApiError::field(
+            "INVALID_CPUS",
+            "resources.cpus",
+            v,
+            format!("cpus is above this host's {} CPUs", limits.host_cpus),
+        )),
+        Some(c) if c < 0.01 => Err(ApiError::field(
+            "INVALID_CPUS",
+            "resources.cpus",
+            v,
+            "cpus must be at least 0.01",
+        )),
+        Some(c) => Ok(c),
+        None => Err(ApiError::field(
+            "INVALID_CPUS",
+            "resources.cpus",
+            v,
+            "cpus must be a number > 0",
+        )),
+    }
+}
+
+fn parse_memory_value(v: Value) -> Result<(String, i64), ApiError> {
+    let text = match &v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.as_u64().is_some() => n.to_string(),
+        _ => {
+            return Err(ApiError::field(
+                "INVALID_MEMORY",
+                "resources.memory",
+                v,
+                "memory must look like 4096m, 1g, 512k or a number of bytes",
+            ))
+        }
+    };
+    match parse_memory(&text) {
+        None => Err(ApiError::field(
+            "INVALID_MEMORY",
+            "resources.memory",
+            v,
+            "memory must look like 4096m, 1g, 512k or a number of bytes",
+        )),
+        Some(bytes) if bytes < MIN_MEMORY_BYTES => Err(ApiError::field(
+            "MEMORY_TOO_LOW",
+            "resources.memory",
+            v,
+            "memory must be at least 6m (Docker's minimum)",
+        )),
+        Some(bytes) => Ok((text, i64::try_from(bytes).unwrap_or(i64::MAX))),
+    }
+}
+
+/// `4096m`, `1g`, `512k`, `1024b`, `1048576` (case-insensitive; `mb`/`gb`/`kb` too).
+pub fn parse_memory(s: &str) -> Option<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(digits_end);
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|b| *b <= i64::MAX as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("4096m"), Some(4096 << 20));
+        assert_eq!(parse_memory("1g"), Some(1 << 30));
+        assert_eq!(parse_memory("512k"), Some(512 << 10));
+        assert_eq!(parse_memory("1048576"), Some(1048576));
+        assert_eq!(parse_memory("2GB"), Some(2 << 30));
+        for bad in ["", "m", "1t", "1.5g", "-1m", "99999999999999999999g", "1 g"] {
+            assert_eq!(parse_memory(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(count_cpu_list("0-3,5"), Some(5));
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list("x"), None);
+    }
+}

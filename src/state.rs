@@ -1,0 +1,99 @@
+//! The shared state handlers and background tasks work with, and opening it.
+//!
+//! Opening the state prepares everything (directories, store, audit log, Docker client) but
+//! starts nothing: the reconciler is started by [`crate::app::start_background`], so a caller
+//! can build the state (and the router from it) without a controller acting on Docker.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::auth::{Credentials, FailureThrottle};
+use crate::config::Config;
+use crate::store::{Identity, Store};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub identity: Arc<Identity>,
+    pub docker: crate::docker::Engine,
+    pub audit: Arc<Audit>,
+    pub credentials: Arc<Credentials>,
+    pub throttle: Arc<FailureThrottle>,
+    /// `docker compose version`, read once at start-up.
+    pub compose_version: Arc<Option<String>>,
+    /// The reconciler's queue and change signal. Handlers wake it and wait on it; its worker
+    /// runs only once started.
+    pub reconciler: crate::reconcile::Reconciler,
+    /// Background tasks (the reconciler), awaited at shutdown.
+    pub(crate) background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Cancelled when the server is shutting down; background tasks stop on it.
+    pub shutdown: CancellationToken,
+    /// File routes: staging area and per-container upload locks.
+    pub files: Arc<crate::fs::Files>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {0}: {1}")]
+    Dir(String, std::io::Error),
+    #[error("cannot open the state store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("cannot open the audit log: {0}")]
+    Audit(std::io::Error),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl AppState {
+    /// Opens everything the server works with. Starts no task: see
+    /// [`crate::app::start_background`].
+    pub async fn open(config: Config, shutdown: CancellationToken) -> Result<Self, StartError> {
+        for dir in [
+            config.data_dir.clone(),
+            config.data_dir.join("projects"),
+            config.data_dir.join("mounts"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| StartError::Dir(dir.display().to_string(), e))?;
+        }
+        // Only the server may look inside: the database holds env values, and a container's
+        // /app may hold whatever its (possibly root) process made, setuid files included.
+        // Containers reach their /app through the bind mount, not through this path.
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| StartError::Dir(config.data_dir.display().to_string(), e))?;
+        crate::error::set_development(config.development);
+        let store = Store::open(&config.database_url).await?;
+        if let Some(file) = crate::store::file_of(&config.database_url) {
+            let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+        }
+        let identity = store.identity().await?;
+        let known = store.all_cuids().await?.into_iter().collect();
+        crate::fs::mounts::remove_orphans(crate::fs::mounts::orphans(&config, &known));
+        let audit =
+            Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;
+        let docker = crate::docker::Engine::connect().await;
+        // Read once here (a fraction of a second), so health never spawns a process.
+        let compose_version = Arc::new(crate::docker::compose_version().await);
+        let files = crate::fs::Files::open(&config).map_err(|e| {
+            StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
+        })?;
+        Ok(Self {
+            background: Arc::new(std::sync::Mutex::new(Vec::new())),
+            reconciler: crate::reconcile::Reconciler::new(),
+            credentials: Arc::new(Credentials::new(&config.app_user, &config.app_pass)),
+            throttle: Arc::new(FailureThrottle::new(config.auth_max_failures)),
+            config: Arc::new(config),
+            store,
+            identity: Arc::new(identity),
+            docker,
+            audit: Arc::new(audit),
+            compose_version,
+            shutdown,
+            files: Arc::new(files),
+        })
+    }
+}

@@ -1,0 +1,301 @@
+//! Desired-state writes, made by the API: insert, spec updates, actions' transitions and
+//! tombstones. Each runs under `BEGIN IMMEDIATE`, so concurrent writers queue on SQLite's
+//! lock instead of failing on a stale snapshot, and each decides on the row as it is under
+//! that lock. Every write the API acknowledges is committed (WAL, `synchronous=FULL`) before
+//! the answer goes out.
+
+use serde_json::{json, Value};
+use sqlx::{Sqlite, Transaction};
+
+use super::containers::{fetch_one, not_found, Container, Created, Updated};
+use super::{now, Store};
+use crate::error::{ApiError, Kind};
+use crate::lifecycle::DesiredState;
+use crate::spec::{Port, Spec};
+
+/// One container row under the write lock: the transaction and the row as it was when the
+/// lock was taken. Dropping it without [`commit`](Self::commit) rolls everything back.
+struct LockedRow {
+    tx: Transaction<'static, Sqlite>,
+    cuid: String,
+    current: Container,
+}
+
+impl LockedRow {
+    /// Reads the row back inside the transaction (the answer is exactly what is committed),
+    /// then commits.
+    async fn commit(mut self) -> Result<Container, ApiError> {
+        let container = read_back(&mut self.tx, &self.cuid).await?;
+        self.tx.commit().await?;
+        Ok(container)
+    }
+}
+
+/// The row as it is inside `conn`'s transaction; gone is `404`.
+async fn read_back(conn: &mut sqlx::SqliteConnection, cuid: &str) -> Result<Container, ApiError> {
+    fetch_one(conn, cuid).await?.ok_or_else(|| not_found(cuid))
+}
+
+/// `If-Match` check: the caller's generation must be the stored one.
+fn check_generation(current: i64, expected: Option<i64>) -> Result<(), ApiError> {
+    match expected {
+        Some(g) if g != current => Err(ApiError::new(
+            Kind::PreconditionFailed,
+            "STALE_GENERATION",
+            format!("If-Match names generation {g}, the container is at generation {current}"),
+        )
+        .with_details(json!({"expected": g, "current": current}))),
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// `BEGIN IMMEDIATE`, then the container's row; an unknown container is `404`.
+    async fn lock_row(&self, cuid: &str) -> Result<LockedRow, ApiError> {
+        let mut tx = self.begin_immediate().await?;
+        let current = read_back(&mut tx, cuid).await?;
+        Ok(LockedRow {
+            tx,
+            cuid: cuid.to_owned(),
+            current,
+        })
+    }
+
+    /// Inserts a new container with its ports and, when given, its idempotency record, in one
+    /// transaction. `render` turns the stored container into the answer that is kept for the
+    /// key. A host port held by another container is `409 PORT_CONFLICT`; a key stored by a
+    /// concurrent twin request is [`Created::KeyTaken`].
+    pub async fn insert(
+        &self,
+        cuid: &str,
+        spec: &Spec,
+        desired_state: DesiredState,
+        idempotency: Option<(&str, &str)>,
+        render: impl FnOnce(&Container) -> Value,
+    ) -> Result<Created, ApiError> {
+        let mut tx = self.begin_immediate().await?;
+        if let Some((key, _)) = idempotency {
+            let exists = sqlx::query_scalar!("SELECT key FROM idempotency_keys WHERE key = ?", key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_some() {
+                return Ok(Created::KeyTaken);
+            }
+        }
+        let now = now();
+        let desired_state = desired_state.as_str();
+        let env = serde_json::to_string(&spec.env).unwrap_or_else(|_| "{}".into());
+        let tags = serde_json::to_string(&spec.tags).unwrap_or_else(|_| "[]".into());
+        let command = spec
+            .command
+            .as_ref()
+            .map(|c| serde_json::to_string(c).unwrap_or_default());
+        sqlx::query!(
+            "INSERT INTO containers (cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user,
+                                     desired_state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            cuid,
+            spec.image,
+            env,
+            tags,
+            spec.resources.cpus,
+            spec.resources.memory,
+            spec.resources.memory_bytes,
+            spec.resources.pids,
+            command,
+            spec.restart,
+            spec.user,
+            desired_state,
+            now,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        write_ports(&mut tx, cuid, &spec.ports).await?;
+        let container = read_back(&mut tx, cuid).await?;
+        if let Some((key, sha)) = idempotency {
+            let text = render(&container).to_string();
+            sqlx::query!(
+                "INSERT INTO idempotency_keys (key, body_sha256, status, response, cuid, created_at) VALUES (?, ?, 201, ?, ?, ?)",
+                key,
+                sha,
+                text,
+                cuid,
+                now
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Created::New(Box::new(container)))
+    }
+
+    /// Read-modify-write of the spec under the write lock. `change` gets the current
+    /// container and returns the new spec; the generation is bumped only if it differs.
+    pub async fn update_spec(
+        &self,
+        cuid: &str,
+        if_match: Option<i64>,
+        change: impl FnOnce(&Container) -> Result<Spec, ApiError>,
+    ) -> Result<Updated, ApiError> {
+        let mut row = self.lock_row(cuid).await?;
+        let current = &row.current;
+        if current.deleted_at.is_some() {
+            return Err(ApiError::state(
+                "CONTAINER_DELETING",
+                "the container is being deleted",
+            ));
+        }
+        check_generation(current.generation, if_match)?;
+        let next = change(current)?;
+        if next == current.spec {
+            // Nothing to write: the transaction ends (rolled back) with `row`.
+            return Ok(Updated {
+                container: row.current,
+                changed: false,
+            });
+        }
+        let now = now();
+        let env = serde_json::to_string(&next.env).unwrap_or_else(|_| "{}".into());
+        let tags = serde_json::to_string(&next.tags).unwrap_or_else(|_| "[]".into());
+        let command = next
+            .command
+            .as_ref()
+            .map(|c| serde_json::to_string(c).unwrap_or_default());
+        sqlx::query!(
+            "UPDATE containers SET image = ?, env = ?, tags = ?, cpus = ?, memory = ?, memory_bytes = ?, pids = ?,
+                    command = ?, restart = ?, user = ?, generation = generation + 1, updated_at = ?
+             WHERE cuid = ?",
+            next.image,
+            env,
+            tags,
+            next.resources.cpus,
+            next.resources.memory,
+            next.resources.memory_bytes,
+            next.resources.pids,
+            command,
+            next.restart,
+            next.user,
+            now,
+            cuid
+        )
+        .execute(&mut *row.tx)
+        .await?;
+        if next.ports != current.spec.ports {
+            sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
+                .execute(&mut *row.tx)
+                .await?;
+            write_ports(&mut row.tx, cuid, &next.ports).await?;
+        }
+        let container = row.commit().await?;
+        Ok(Updated {
+            container,
+            changed: true,
+        })
+    }
+
+    /// Marks a container for deletion (the tombstone the reconciler acts on).
+    pub async fn tombstone(
+        &self,
+        cuid: &str,
+        if_match: Option<i64>,
+    ) -> Result<Container, ApiError> {
+        let mut row = self.lock_row(cuid).await?;
+        let current = &row.current;
+        check_generation(current.generation, if_match)?;
+        if current.deleted_at.is_none() {
+            let now = now();
+            sqlx::query!(
+                "UPDATE containers SET deleted_at = ?, status = 'deleting', updated_at = ? WHERE cuid = ?",
+                now,
+                now,
+                cuid
+            )
+            .execute(&mut *row.tx)
+            .await?;
+        }
+        let container = row.commit().await?;
+        Ok(container)
+    }
+
+    /// An action: under the write lock, `plan` sees the row as it is and answers the new
+    /// desired state and whether a restart is asked for (`None`: nothing to change). Records
+    /// `desired_at`, so an exit before it is not mistaken for the process's own. Returns the
+    /// container and whether it changed.
+    pub async fn transition(
+        &self,
+        cuid: &str,
+        plan: impl FnOnce(&Container) -> Result<Option<(DesiredState, bool)>, ApiError>,
+    ) -> Result<(Container, bool), ApiError> {
+        let mut row = self.lock_row(cuid).await?;
+        let current = &row.current;
+        let Some((desired_state, restart)) = plan(current)? else {
+            return Ok((row.current, false));
+        };
+        let bump = i64::from(restart);
+        let desired_state = desired_state.as_str();
+        let now = now();
+        sqlx::query!(
+            "UPDATE containers SET desired_state = ?, restart_requested = restart_requested + ?, desired_at = ?, updated_at = ?
+             WHERE cuid = ?",
+            desired_state,
+            bump,
+            now,
+            now,
+            cuid
+        )
+        .execute(&mut *row.tx)
+        .await?;
+        let container = row.commit().await?;
+        Ok((container, true))
+    }
+}
+
+/// Inserts a container's ports. A port already held by another container is `409
+/// PORT_CONFLICT` naming the holder; the UNIQUE constraint is what makes this race-free.
+async fn write_ports(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    ports: &[Port],
+) -> Result<(), ApiError> {
+    for (position, p) in ports.iter().enumerate() {
+        let position = position as i64;
+        let result = sqlx::query!(
+            "INSERT INTO ports (cuid, host_port, container_port, protocol, host_ip, position) VALUES (?, ?, ?, ?, ?, ?)",
+            cuid,
+            p.host,
+            p.container,
+            p.protocol,
+            p.host_ip,
+            position
+        )
+        .execute(&mut **tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                let holder = sqlx::query_scalar!(
+                    "SELECT cuid FROM ports WHERE host_port = ? AND protocol = ?",
+                    p.host,
+                    p.protocol
+                )
+                .fetch_optional(&mut **tx)
+                .await?;
+                return Err(ApiError::conflict(
+                    "PORT_CONFLICT",
+                    format!(
+                        "host port {}/{} already belongs to another container",
+                        p.host, p.protocol
+                    ),
+                )
+                .with_details(json!({"host": p.host, "protocol": p.protocol, "holder": holder})));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

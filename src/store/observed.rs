@@ -1,0 +1,67 @@
+//! Observed-state writes, made by the reconciler (their one writer): what a pass saw, what
+//! it failed with, and the row's removal once Docker's side and the files are gone. Single
+//! statements, no read-modify-write: the conditions are in the SQL.
+
+use serde_json::Value;
+
+use super::containers::Observation;
+use super::{now, Store};
+
+impl Store {
+    /// Records observed state (the reconciler is its one writer). Writes only when something
+    /// changed, so an idle resync writes nothing; never overwrites a tombstone's `deleting`.
+    /// Returns whether it wrote.
+    pub async fn record_observation(
+        &self,
+        cuid: &str,
+        o: &Observation,
+    ) -> Result<bool, sqlx::Error> {
+        let last_error = o.last_error.as_ref().map(Value::to_string);
+        let status = o.status.as_str();
+        let now = now();
+        let result = sqlx::query!(
+            "UPDATE containers SET status = ?1, exit_code = ?2, observed_generation = ?3, last_error = ?4,
+                    restart_done = MAX(restart_done, ?5), updated_at = ?6
+             WHERE cuid = ?7 AND deleted_at IS NULL
+               AND (status IS NOT ?1 OR exit_code IS NOT ?2 OR observed_generation IS NOT ?3
+                    OR last_error IS NOT ?4 OR restart_done < ?5)",
+            status,
+            o.exit_code,
+            o.observed_generation,
+            last_error,
+            o.restart_done,
+            now,
+            cuid
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// A failed pass: `status: error` (kept `deleting` for a tombstone) and `last_error`.
+    pub async fn record_error(&self, cuid: &str, error: &Value) -> Result<(), sqlx::Error> {
+        let text = error.to_string();
+        let now = now();
+        sqlx::query!(
+            "UPDATE containers SET status = CASE WHEN deleted_at IS NULL THEN 'error' ELSE status END,
+                    last_error = ?, updated_at = ? WHERE cuid = ?",
+            text,
+            now,
+            cuid
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The last step of deletion, after Docker objects and files are gone.
+    pub async fn delete_row(&self, cuid: &str) -> Result<(), sqlx::Error> {
+        sqlx::query!(
+            "DELETE FROM containers WHERE cuid = ? AND deleted_at IS NOT NULL",
+            cuid
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

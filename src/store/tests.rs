@@ -1,0 +1,362 @@
+//! The store on its own: a fresh SQLite file per test (WAL needs a file, and the file is
+//! what production uses), no HTTP and no Docker.
+
+use serde_json::{json, Value};
+
+use super::containers::{Container, Created, ListFilter, Observation, Updated};
+use super::Store;
+use crate::error::{ApiError, Kind};
+use crate::lifecycle::{DesiredState, Status};
+use crate::spec::{Port, Resources, Spec};
+
+/// A store in its own directory; the directory lives as long as the returned guard.
+async fn fresh() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let store = Store::open(&url).await.expect("open store");
+    (store, dir)
+}
+
+fn spec(ports: &[u16]) -> Spec {
+    Spec {
+        image: "alpine:3".into(),
+        env: [("A".to_owned(), "1".to_owned())].into(),
+        tags: vec!["web".into()],
+        resources: Resources::default(),
+        ports: ports
+            .iter()
+            .map(|&host| Port {
+                host,
+                container: 80,
+                protocol: "tcp".into(),
+                host_ip: "127.0.0.1".into(),
+            })
+            .collect(),
+        command: None,
+        restart: "no".into(),
+        user: None,
+    }
+}
+
+async fn insert(store: &Store, spec: &Spec) -> Result<Container, ApiError> {
+    let cuid = crate::spec::new_cuid();
+    match store
+        .insert(&cuid, spec, DesiredState::Created, None, |_| Value::Null)
+        .await?
+    {
+        Created::New(c) => Ok(*c),
+        Created::KeyTaken => panic!("no key was given"),
+    }
+}
+
+/// The error of a write that must fail (the success types need not be `Debug`).
+fn refused<T>(result: Result<T, ApiError>) -> ApiError {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+fn running() -> Observation {
+    Observation {
+        status: Status::Running,
+        exit_code: None,
+        observed_generation: 1,
+        last_error: None,
+        restart_done: 0,
+    }
+}
+
+#[tokio::test]
+async fn insert_then_get_returns_the_same_container() {
+    let (store, _dir) = fresh().await;
+    let s = spec(&[18080]);
+    let c = insert(&store, &s).await.unwrap();
+    assert_eq!(c.spec, s);
+    assert_eq!(c.desired_state, DesiredState::Created);
+    assert_eq!(c.status, Status::Created);
+    assert_eq!((c.generation, c.observed_generation), (1, 0));
+
+    let got = store.get(&c.cuid).await.unwrap().expect("stored");
+    assert_eq!(got.spec, s);
+    assert_eq!(got.seq, c.seq);
+    let missing = store.get_or_404("cnope").await.unwrap_err();
+    assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_stored_once() {
+    let (store, _dir) = fresh().await;
+    let s = spec(&[]);
+    let first = store
+        .insert(
+            "c1",
+            &s,
+            DesiredState::Running,
+            Some(("k", "sha")),
+            |c| json!({"cuid": c.cuid}),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(first, Created::New(_)));
+    let stored = store.idempotent_response("k").await.unwrap().unwrap();
+    assert_eq!(stored.status, 201);
+    assert_eq!(stored.response, json!({"cuid": "c1"}));
+    let twin = store
+        .insert("c2", &s, DesiredState::Running, Some(("k", "sha")), |_| {
+            Value::Null
+        })
+        .await
+        .unwrap();
+    assert!(matches!(twin, Created::KeyTaken));
+    assert!(store.get("c2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn transition_plans_on_the_current_row_and_a_refusal_changes_nothing() {
+    let (store, _dir) = fresh().await;
+    let c = insert(&store, &spec(&[])).await.unwrap();
+
+    let (after, changed) = store
+        .transition(&c.cuid, |current| {
+            assert_eq!(current.desired_state, DesiredState::Created);
+            Ok(Some((DesiredState::Running, true)))
+        })
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(after.desired_state, DesiredState::Running);
+    assert_eq!(after.restart_requested, 1);
+
+    // The next plan sees what the first one wrote.
+    let refused = store
+        .transition(&c.cuid, |current| {
+            assert_eq!(current.desired_state, DesiredState::Running);
+            Err(ApiError::state("NOPE", "refused"))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "NOPE");
+    let now = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(now.desired_state, DesiredState::Running);
+    assert_eq!(now.restart_requested, 1);
+    assert_eq!(now.updated_at, after.updated_at);
+
+    // "Nothing to change" writes nothing either.
+    let (same, changed) = store.transition(&c.cuid, |_| Ok(None)).await.unwrap();
+    assert!(!changed);
+    assert_eq!(same.updated_at, after.updated_at);
+
+    let missing = store
+        .transition("cnope", |_| panic!("no row, no plan"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn update_spec_checks_if_match_and_bumps_the_generation_only_on_change() {
+    let (store, _dir) = fresh().await;
+    let c = insert(&store, &spec(&[18081])).await.unwrap();
+
+    let stale = refused(
+        store
+            .update_spec(&c.cuid, Some(7), |_| {
+                panic!("not called on a stale generation")
+            })
+            .await,
+    );
+    assert_eq!(stale.kind, Kind::PreconditionFailed);
+    assert_eq!(stale.code, "STALE_GENERATION");
+    assert_eq!(stale.details, Some(json!({"expected": 7, "current": 1})));
+
+    let Updated { container, changed } = store
+        .update_spec(&c.cuid, Some(1), |current| Ok(current.spec.clone()))
+        .await
+        .unwrap();
+    assert!(!changed);
+    assert_eq!(container.generation, 1);
+
+    let Updated { container, changed } = store
+        .update_spec(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.image = "alpine:3.20".into();
+            next.ports = spec(&[18082, 18083]).ports;
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(container.generation, 2);
+    assert_eq!(container.spec.image, "alpine:3.20");
+    let hosts: Vec<u16> = container.spec.ports.iter().map(|p| p.host).collect();
+    assert_eq!(hosts, [18082, 18083]);
+    // The old port is free again.
+    insert(&store, &spec(&[18081])).await.unwrap();
+
+    // A refusal from `change` leaves the row as it was.
+    let err = refused(
+        store
+            .update_spec(&c.cuid, None, |_| Err(ApiError::validation("BAD", "no")))
+            .await,
+    );
+    assert_eq!(err.code, "BAD");
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().generation, 2);
+}
+
+#[tokio::test]
+async fn a_taken_host_port_is_a_conflict_naming_its_holder() {
+    let (store, _dir) = fresh().await;
+    let holder = insert(&store, &spec(&[18090])).await.unwrap();
+
+    let err = insert(&store, &spec(&[18091, 18090])).await.unwrap_err();
+    assert_eq!(err.kind, Kind::Conflict);
+    assert_eq!(err.code, "PORT_CONFLICT");
+    assert_eq!(
+        err.details,
+        Some(json!({"host": 18090, "protocol": "tcp", "holder": holder.cuid}))
+    );
+    // Nothing of the refused insert is left, its other port included.
+    assert_eq!(store.all_cuids().await.unwrap(), vec![holder.cuid.clone()]);
+    insert(&store, &spec(&[18091])).await.unwrap();
+
+    // The same port on the other protocol is a different port.
+    let mut udp = spec(&[18090]);
+    udp.ports[0].protocol = "udp".into();
+    insert(&store, &udp).await.unwrap();
+
+    // Through a PATCH too.
+    let other = insert(&store, &spec(&[])).await.unwrap();
+    let err = refused(
+        store
+            .update_spec(&other.cuid, None, |_| Ok(spec(&[18090])))
+            .await,
+    );
+    assert_eq!(err.code, "PORT_CONFLICT");
+    assert_eq!(err.details.unwrap()["holder"], json!(holder.cuid));
+}
+
+#[tokio::test]
+async fn record_observation_writes_only_when_something_changed() {
+    let (store, _dir) = fresh().await;
+    let c = insert(&store, &spec(&[])).await.unwrap();
+
+    assert!(store.record_observation(&c.cuid, &running()).await.unwrap());
+    let seen = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(seen.status, Status::Running);
+    assert_eq!(seen.observed_generation, 1);
+    assert!(!store.record_observation(&c.cuid, &running()).await.unwrap());
+    assert_eq!(
+        store.get(&c.cuid).await.unwrap().unwrap().updated_at,
+        seen.updated_at
+    );
+
+    // `restart_done` only grows.
+    let mut o = running();
+    o.restart_done = 2;
+    assert!(store.record_observation(&c.cuid, &o).await.unwrap());
+    o.restart_done = 1;
+    assert!(!store.record_observation(&c.cuid, &o).await.unwrap());
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().restart_done, 2);
+
+    // A tombstone's `deleting` is never overwritten.
+    store.tombstone(&c.cuid, None).await.unwrap();
+    let mut exited = running();
+    exited.status = Status::Exited;
+    assert!(!store.record_observation(&c.cuid, &exited).await.unwrap());
+    assert_eq!(
+        store.get(&c.cuid).await.unwrap().unwrap().status,
+        Status::Deleting
+    );
+}
+
+#[tokio::test]
+async fn record_error_keeps_deleting_for_a_tombstone() {
+    let (store, _dir) = fresh().await;
+    let live = insert(&store, &spec(&[])).await.unwrap();
+    let doomed = insert(&store, &spec(&[])).await.unwrap();
+    let error = json!({"code": "COMPOSE_FAILED", "message": "boom"});
+
+    store.record_error(&live.cuid, &error).await.unwrap();
+    let c = store.get(&live.cuid).await.unwrap().unwrap();
+    assert_eq!(c.status, Status::Error);
+    assert_eq!(c.last_error, Some(error.clone()));
+
+    let stone = store.tombstone(&doomed.cuid, Some(1)).await.unwrap();
+    assert_eq!(stone.status, Status::Deleting);
+    assert!(stone.deleted_at.is_some());
+    store.record_error(&doomed.cuid, &error).await.unwrap();
+    let c = store.get(&doomed.cuid).await.unwrap().unwrap();
+    assert_eq!(c.status, Status::Deleting);
+    assert_eq!(c.last_error, Some(error));
+
+    // Deleting the row needs the tombstone.
+    store.delete_row(&live.cuid).await.unwrap();
+    assert!(store.get(&live.cuid).await.unwrap().is_some());
+    store.delete_row(&doomed.cuid).await.unwrap();
+    assert!(store.get(&doomed.cuid).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn tombstone_checks_if_match_and_is_idempotent() {
+    let (store, _dir) = fresh().await;
+    let c = insert(&store, &spec(&[])).await.unwrap();
+    let stale = store.tombstone(&c.cuid, Some(2)).await.unwrap_err();
+    assert_eq!(stale.code, "STALE_GENERATION");
+    assert!(store
+        .get(&c.cuid)
+        .await
+        .unwrap()
+        .unwrap()
+        .deleted_at
+        .is_none());
+
+    let first = store.tombstone(&c.cuid, None).await.unwrap();
+    let again = store.tombstone(&c.cuid, None).await.unwrap();
+    assert_eq!(again.deleted_at, first.deleted_at);
+    let missing = store.tombstone("cnope", None).await.unwrap_err();
+    assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn listing_pages_in_creation_order_with_filters() {
+    let (store, _dir) = fresh().await;
+    let mut cuids = Vec::new();
+    for i in 0..5 {
+        let mut s = spec(&[]);
+        s.tags = vec![if i % 2 == 0 { "even" } else { "odd" }.into()];
+        cuids.push(insert(&store, &s).await.unwrap().cuid);
+    }
+    let all = ListFilter::default();
+
+    // `limit + 1` rows: the extra one says another page exists.
+    let first = store.list(&all, 0, 2).await.unwrap();
+    let got: Vec<&str> = first.iter().map(|c| c.cuid.as_str()).collect();
+    assert_eq!(got, [&cuids[0], &cuids[1], &cuids[2]]);
+    let second = store.list(&all, first[1].seq, 2).await.unwrap();
+    let got: Vec<&str> = second.iter().map(|c| c.cuid.as_str()).collect();
+    assert_eq!(got, [&cuids[2], &cuids[3], &cuids[4]]);
+    let last = store.list(&all, second[1].seq, 2).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].cuid, cuids[4]);
+
+    let even = ListFilter {
+        status: None,
+        tag: Some("even".into()),
+    };
+    let evens = store.list(&even, 0, 10).await.unwrap();
+    let got: Vec<&str> = evens.iter().map(|c| c.cuid.as_str()).collect();
+    assert_eq!(got, [&cuids[0], &cuids[2], &cuids[4]]);
+
+    store
+        .record_observation(&cuids[3], &running())
+        .await
+        .unwrap();
+    let running_only = ListFilter {
+        status: Some(vec!["running".into()]),
+        tag: None,
+    };
+    let got = store.list(&running_only, 0, 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].cuid, cuids[3]);
+}
