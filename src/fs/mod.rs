@@ -51,7 +51,7 @@ impl Files {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 for entry in std::fs::read_dir(&staging)? {
                     let path = entry?.path();
-                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                    if let Err(e) = remove::remove_tree(&path) {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove staging leftovers");
                     }
                 }
@@ -157,11 +157,9 @@ impl StagingDir {
 }
 
 fn remove_staging(path: &Path) {
-    // Hardened against symlinks (std's remove_dir_all never follows them).
-    if let Err(e) = std::fs::remove_dir_all(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove a staging directory");
-        }
+    // An upload's tree can be as deep as its archive allowed: iterative removal.
+    if let Err(e) = remove::remove_tree(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a staging directory");
     }
 }
 

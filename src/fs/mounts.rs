@@ -44,11 +44,10 @@ pub fn chown(dir: &Path, ids: UserIds) -> std::io::Result<()> {
     }
 }
 
-/// Best-effort removal used to undo a half-done create.
+/// Best-effort removal used to undo a half-done create (of a directory no container has
+/// used yet, so it is small).
 pub fn remove_quietly(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove directory");
-        }
+    if let Err(e) = crate::fs::remove::remove_tree(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove directory");
     }
 }

@@ -440,7 +440,11 @@ async fn remove_orphan(ctx: &Ctx, cuid: &str, id: &str) {
         "reason" => "container carries this instance's label but has no row in the store",
         "outcome" => if result.is_ok() { "ok" } else { "error" },
     });
-    let _ = std::fs::remove_dir_all(crate::fs::mounts::project_dir(&ctx.config, cuid));
+    let project = crate::fs::mounts::project_dir(&ctx.config, cuid);
+    let removed = tokio::task::spawn_blocking(move || crate::fs::remove::remove_tree(&project));
+    if let Ok(Err(e)) = removed.await {
+        tracing::warn!(cuid, error = %e, "cannot remove the project directory of an orphan");
+    }
 }
 
 /// Docker events for our containers wake their passes. When the stream breaks (daemon

@@ -291,18 +291,23 @@ async fn delete(ctx: &Ctx, cuid: &str) -> Result<(), ComposeFailure> {
         }
     }
     for dir in [project, mounts::mount_dir(&ctx.config, cuid)] {
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ComposeFailure {
-                    code: "IO_ERROR",
-                    message: format!("cannot remove {}: {e}", dir.display()),
-                })
-            }
-        }
+        remove_dir(dir).await?;
     }
     Ok(())
+}
+
+/// Removes a directory the container had in hands (its `/app` can be 100,000 levels deep,
+/// full of links, or hold a file it made immutable) on the blocking pool. A failure keeps
+/// the row `deleting` with `IO_ERROR` in `last_error`, and the pass is retried later.
+async fn remove_dir(dir: std::path::PathBuf) -> Result<(), ComposeFailure> {
+    let shown = dir.display().to_string();
+    let result = tokio::task::spawn_blocking(move || crate::fs::remove::remove_tree(&dir))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    result.map_err(|e| ComposeFailure {
+        code: "IO_ERROR",
+        message: format!("cannot remove {shown}: {e}"),
+    })
 }
 
 /// There is no registry to pull from: a missing image is a clear error at once.

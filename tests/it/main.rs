@@ -5,5 +5,6 @@ mod common;
 mod containers;
 mod files;
 mod foundation;
+mod hostile_download;
 mod reconcile;
 mod terminal;
