@@ -163,7 +163,8 @@ impl StagingDir {
 }
 
 fn remove_staging(path: &Path) {
-    // It may hold what a container planted in its /app (swapped out by an upload).
+    // It may hold what a container planted in its /app (swapped out by an upload), as deep
+    // as the archive allowed: iterative removal.
     if let Err(e) = remove::remove_tree(path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove a staging directory");
     }

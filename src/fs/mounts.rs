@@ -41,7 +41,8 @@ pub fn chown(dir: &Path, ids: UserIds) -> std::io::Result<()> {
     }
 }
 
-/// Best-effort removal used to undo a half-done create.
+/// Best-effort removal used to undo a half-done create (of a directory no container has
+/// used yet, so it is small).
 pub fn remove_quietly(dir: &Path) {
     if let Err(e) = crate::fs::remove::remove_tree(dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "could not remove directory");

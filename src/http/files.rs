@@ -287,15 +287,31 @@ pub async fn download_zip(
     .await?;
     // At most MAX_PARALLEL_DOWNLOAD_ZIPS walks at once; this one waits for a permit.
     let permit = state.files.download_zip_permit().await;
-    let rx = zipout::spawn(dir, permit);
+    let (rx, cut) = zipout::spawn(dir, permit, zipout::Limits::from_config(&state.config));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let mut response = Body::from_stream(stream).into_response();
+    // An archive cut at a cap says which in a trailer (to clients that send `TE: trailers`;
+    // the archive's comment says it to everyone).
+    let trailers = async move {
+        let cap = cut.await.ok()?;
+        let mut map = HeaderMap::new();
+        map.insert(
+            zipout::TRUNCATED_TRAILER,
+            HeaderValue::from_static(cap.as_str()),
+        );
+        Some(Ok(map))
+    };
+    let body = http_body_util::BodyExt::with_trailers(Body::from_stream(stream), trailers);
+    let mut response = Body::new(body).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),
+    );
+    h.insert(
+        header::TRAILER,
+        HeaderValue::from_static(zipout::TRUNCATED_TRAILER),
     );
     h.insert(header::CONTENT_DISPOSITION, disposition(&name));
     Ok(response)

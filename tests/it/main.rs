@@ -6,6 +6,7 @@ mod containers;
 mod files;
 mod foundation;
 mod hostile;
+mod hostile_download;
 mod hostile_upload;
 mod reconcile;
 mod terminal;
