@@ -15,7 +15,8 @@
 //! - [`spec`]: the container spec a client may send, and its validation.
 //! - [`lifecycle`]: desired states, observed statuses and the pure rules between them.
 //! - [`audit`]: `actions.jsonl`, one line per request and per reconciler action.
-//! - [`reconcile`]: the controller that makes Docker match the store (render, compose, decide).
+//! - [`reconcile`]: the controller that makes Docker match the store: a FIFO queue, a worker,
+//!   passes that decide and act through one `Backend` trait (compose and the Engine API).
 //! - [`fs`]: each container's `/app` directory on the host.
 //! - [`docker`]: the Engine API client and a clean environment for `docker` processes.
 //! - [`terminal`]: the WebSocket terminal session (console, exec, attach) and main output.
