@@ -1,6 +1,6 @@
 //! Who may use the API: the configured credentials, compared in constant time, and the
 //! throttle on repeated *failures* per client address. No HTTP routing here: the middleware
-//! that applies these lives in [`crate::http::auth`].
+//! that applies these lives in `http::auth`.
 //!
 //! Throttling rules: after `AUTH_MAX_FAILURES` failures from one address within a minute, that
 //! address gets `429` + `Retry-After` on every request that needs authentication, for a
