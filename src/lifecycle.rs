@@ -244,9 +244,11 @@ pub fn plan(verb: Verb, desired: DesiredState, status: Status) -> Result<Plan, A
     }
 }
 
-/// The lifecycle fields of one container, as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The lifecycle fields of one container, as stored (columns `desired_state`, `status`, …,
+/// and `deleting`: whether it is tombstoned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Progress {
+    #[sqlx(rename = "desired_state")]
     pub desired: DesiredState,
     pub status: Status,
     pub generation: i64,

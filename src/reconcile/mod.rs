@@ -64,18 +64,6 @@ impl Ctx {
             identity.instance_id.clone(),
             docker.clone(),
         ));
-        Self::with_backend(config, store, docker, audit, identity, reconciler, backend)
-    }
-
-    pub fn with_backend(
-        config: Arc<Config>,
-        store: Store,
-        docker: crate::docker::Engine,
-        audit: Arc<Audit>,
-        identity: Arc<Identity>,
-        reconciler: Reconciler,
-        backend: Arc<dyn Backend>,
-    ) -> Self {
         Self {
             config,
             store,
@@ -85,6 +73,12 @@ impl Ctx {
             backend,
             reconciler,
         }
+    }
+
+    /// The same context acting through another backend (a recording double in tests).
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = backend;
+        self
     }
 
     /// The Engine API client, or `DOCKER_UNAVAILABLE`.

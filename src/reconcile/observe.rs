@@ -63,7 +63,7 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
         in_docker.insert(cuid, (state, generation));
     }
     for row in rows {
-        if !row.progress().in_sync(in_docker.get(&row.cuid).copied()) {
+        if !row.progress.in_sync(in_docker.get(&row.cuid).copied()) {
             ctx.reconciler.wake_soft(&row.cuid);
         }
     }

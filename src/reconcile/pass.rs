@@ -348,15 +348,15 @@ mod tests {
         let identity = Arc::new(store.identity().await.unwrap());
         let audit = Arc::new(crate::audit::Audit::open(&config.log_dir, 1 << 20).unwrap());
         let backend = Arc::new(Recorder::with(observed));
-        let ctx = Ctx::with_backend(
+        let ctx = Ctx::new(
             config,
             store,
             crate::docker::Engine::default(),
             audit,
             identity,
             Reconciler::new(),
-            backend.clone(),
-        );
+        )
+        .with_backend(backend.clone());
         World {
             ctx,
             backend,

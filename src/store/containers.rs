@@ -283,27 +283,8 @@ pub struct Observation {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Summary {
     pub cuid: String,
-    pub desired_state: DesiredState,
-    pub status: Status,
-    pub generation: i64,
-    pub observed_generation: i64,
-    pub restart_requested: i64,
-    pub restart_done: i64,
-    pub deleted: bool,
-}
-
-impl Summary {
-    pub fn progress(&self) -> Progress {
-        Progress {
-            desired: self.desired_state,
-            status: self.status,
-            generation: self.generation,
-            observed_generation: self.observed_generation,
-            restart_requested: self.restart_requested,
-            restart_done: self.restart_done,
-            deleting: self.deleted,
-        }
-    }
+    #[sqlx(flatten)]
+    pub progress: Progress,
 }
 
 impl Store {
@@ -311,7 +292,7 @@ impl Store {
     pub async fn summaries(&self) -> Result<Vec<Summary>, sqlx::Error> {
         sqlx::query_as(
             "SELECT cuid, desired_state, status, generation, observed_generation, restart_requested, restart_done,
-                    deleted_at IS NOT NULL AS deleted
+                    deleted_at IS NOT NULL AS deleting
              FROM containers WHERE desired_state != 'created' OR deleted_at IS NOT NULL
                 OR observed_generation != generation",
         )
