@@ -61,9 +61,9 @@ async fn run(config: Config) -> Result<(), app::StartError> {
     app::serve(state, listener).await
 }
 
-/// Uploads hold a directory handle per directory they touch until they commit, and every
-/// terminal session holds sockets: lift the soft limit on open files to the hard one (often
-/// 1024 vs. hundreds of thousands under systemd).
+/// Every terminal session holds sockets, and uploads and download-zips a few descriptors
+/// each: lift the soft limit on open files to the hard one (often 1024 vs. hundreds of
+/// thousands under systemd).
 fn raise_open_file_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
