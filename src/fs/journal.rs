@@ -36,6 +36,10 @@ pub const JOURNAL: &str = "journal";
 pub const COMMITTED: &str = "committed";
 /// The staged tree's name in the upload's staging directory.
 pub const TREE: &str = "tree";
+/// Written when a rollback could not put everything back (or a crashed commit could not be
+/// read): the staging directory may then hold the only copy of files the upload swapped out
+/// of `/app`, so it is never removed; an operator looks at it (the log names it).
+pub const KEEP: &str = "KEEP";
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -167,6 +171,22 @@ impl Record {
     }
 }
 
+/// Marks `staging` as [`KEEP`]: never removed by the server.
+pub fn keep(staging: &Path) {
+    tracing::error!(
+        dir = %staging.display(),
+        "an upload could not be wholly undone: its staging directory is kept for an operator"
+    );
+    if let Err(e) = std::fs::File::create(staging.join(KEEP)).and_then(|f| f.sync_all()) {
+        tracing::error!(dir = %staging.display(), error = %e, "cannot mark a staging directory to keep");
+    }
+}
+
+/// Whether `staging` is marked [`KEEP`].
+pub fn is_kept(staging: &Path) -> bool {
+    staging.join(KEEP).exists()
+}
+
 /// Records that the new tree is wholly in place: from now on a crash keeps it.
 pub fn mark_committed(staging: &Path) -> std::io::Result<()> {
     std::fs::File::create(staging.join(COMMITTED))?.sync_all()?;
@@ -253,9 +273,11 @@ impl Undo<'_> {
 }
 
 /// Moves every staged item of `record` found in `/app` (`root`) back into the staged `tree`,
-/// exchanging it back with what it replaced. Returns how many items were put back. A staged
-/// item the container moved elsewhere in its `/app` meanwhile stays there (logged).
-pub fn rollback(record: &Record, root: &OwnedFd, tree: &OwnedFd) -> usize {
+/// exchanging it back with what it replaced. Returns whether every item found was put back:
+/// when not, the staging directory holds what some of them replaced and must be kept
+/// ([`keep`]). A staged item the container moved elsewhere in its `/app` meanwhile stays
+/// there.
+pub fn rollback(record: &Record, root: &OwnedFd, tree: &OwnedFd) -> bool {
     let mut children = vec![Vec::new(); record.nodes.len()];
     for (id, e) in record.nodes.iter().enumerate().skip(1) {
         children[e.parent].push(id);
@@ -270,25 +292,33 @@ pub fn rollback(record: &Record, root: &OwnedFd, tree: &OwnedFd) -> usize {
     if undo.lost > 0 {
         tracing::error!(
             lost = undo.lost,
+            put_back = undo.put_back,
             "rolling back an upload left items in /app"
         );
+    } else {
+        tracing::info!(put_back = undo.put_back, "upload rolled back");
     }
-    undo.put_back
+    undo.lost == 0
 }
 
 /// At start-up, before anything is served: brings `/app` back to its old tree when the
-/// upload staged in `staging` crashed during its commit. The caller removes `staging` then.
-pub fn recover(staging: &Path) {
+/// upload staged in `staging` crashed during its commit. Returns whether `staging` may be
+/// removed now; when not, it is marked [`KEEP`].
+pub fn recover(staging: &Path) -> bool {
+    if is_kept(staging) {
+        return false;
+    }
     if staging.join(COMMITTED).exists() {
-        return;
+        return true;
     }
     let record = match Record::read(staging) {
         Ok(Some(r)) => r,
         // No journal: nothing was moved yet.
-        Ok(None) => return,
+        Ok(None) => return true,
         Err(e) => {
             tracing::error!(dir = %staging.display(), error = %e, "unreadable upload journal");
-            return;
+            keep(staging);
+            return false;
         }
     };
     let open = |p: &Path| {
@@ -300,15 +330,45 @@ pub fn recover(staging: &Path) {
     };
     let (root, tree) = match (open(&record.mount), open(&staging.join(TREE))) {
         (Ok(r), Ok(t)) => (r, t),
-        _ => {
+        // The container was deleted (its /app is gone), or nothing was staged: nothing of
+        // its old tree is left to save.
+        (Err(Errno::NOENT), _) | (_, Err(Errno::NOENT)) => {
             tracing::warn!(dir = %staging.display(), "an interrupted upload's directories are gone");
-            return;
+            return true;
+        }
+        _ => {
+            keep(staging);
+            return false;
         }
     };
-    let n = rollback(&record, &root, &tree);
+    let complete = rollback(&record, &root, &tree);
     tracing::warn!(
         mount = %record.mount.display(),
-        put_back = n,
+        complete,
         "rolled back an upload interrupted by a crash"
     );
+    if !complete {
+        keep(staging);
+    }
+    complete
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A staging directory whose journal cannot be read may hold the only copy of what an
+    /// upload swapped out of `/app`: it is kept, and stays kept; one without a journal (no
+    /// move was made) may go.
+    #[test]
+    fn an_unreadable_journal_keeps_its_staging_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(JOURNAL), b"not a journal\n").unwrap();
+        assert!(!recover(dir.path()));
+        assert!(is_kept(dir.path()));
+        assert!(!recover(dir.path()));
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(recover(fresh.path()));
+        assert!(!is_kept(fresh.path()));
+    }
 }

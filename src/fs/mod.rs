@@ -56,7 +56,9 @@ impl Files {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 for entry in std::fs::read_dir(&staging)? {
                     let path = entry?.path();
-                    journal::recover(&path);
+                    if !journal::recover(&path) {
+                        continue; // kept for an operator (logged)
+                    }
                     if let Err(e) = remove::remove_tree(&path) {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove staging leftovers");
                     }
@@ -163,6 +165,10 @@ impl StagingDir {
 }
 
 fn remove_staging(path: &Path) {
+    // What a rollback could not wholly undo may be the only copy of a container's files.
+    if journal::is_kept(path) {
+        return;
+    }
     // It may hold what a container planted in its /app (swapped out by an upload), as deep
     // as the archive allowed: iterative removal.
     if let Err(e) = remove::remove_tree(path) {

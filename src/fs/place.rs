@@ -407,7 +407,9 @@ pub(crate) fn commit_with(
         }
         Err(e) => {
             // Also with no move counted: a failed exchange back may have left one in place.
-            journal::rollback(&record, &root, &tree);
+            if !journal::rollback(&record, &root, &tree) {
+                journal::keep(staging);
+            }
             Err(e)
         }
     }
