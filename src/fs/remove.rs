@@ -35,14 +35,18 @@ use std::path::Path;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-/// Deepest tree removed: 16 bytes of stack a level, so at most 64 MiB.
-pub const MAX_DEPTH: usize = 1 << 22;
+/// Deepest tree removed: 16 bytes of stack a level, so at most 8 MiB (a few removals run at
+/// once). Deeper is an error: the container stays `deleting` with `IO_ERROR`.
+pub const MAX_DEPTH: usize = 1 << 19;
 /// How often the walk may start again from the top because a directory it was in moved.
 pub const MAX_RESTARTS: u32 = 64;
 /// How often a directory just emptied may be found filled again, in one removal.
 pub const MAX_REFILLS: u32 = 1024;
 /// How many listings of one directory, in one visit, may each find something new to remove.
 pub const MAX_PASSES: u32 = 64;
+/// How often, in one removal, a subdirectory may vanish or turn into something else between
+/// being listed and being entered: only a process still at work in the tree does that.
+pub const MAX_RACES: u32 = 4096;
 
 /// Identity of a directory: the one thing a rename cannot change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,14 +172,20 @@ fn empty_tree(root: OwnedFd) -> io::Result<()> {
     let mut current = reopen(&root)?;
     // The directory just emptied and left: finding it filled again counts as a refill.
     let mut emptied: Option<Id> = None;
-    let (mut restarts, mut refills) = (0u32, 0u32);
+    let (mut restarts, mut refills, mut races) = (0u32, 0u32, 0u32);
     loop {
         match empty_one(&current)? {
             Step::Descend(name) => {
                 let child = match open_dir(&current, &name) {
                     Ok(fd) => fd,
                     // Gone, or replaced by a file or symlink: the next listing deals with it.
-                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
+                        races += 1;
+                        if races > MAX_RACES {
+                            return Err(changing("replaced while listed"));
+                        }
+                        continue;
+                    }
                     Err(e) => return Err(context(e, "cannot open", &name)),
                 };
                 let id = id_of(&child)?;
@@ -452,6 +462,38 @@ mod tests {
         assert!(!top.exists());
         assert!(renames > 0, "the renamer never raced the removal");
         assert_eq!(std::fs::read(canary.join("keep.txt")).unwrap(), b"keep");
+    }
+
+    /// A process that keeps making, filling and removing a directory while the tree is
+    /// removed (each time a new inode) cannot keep the removal going for ever: it ends,
+    /// done or "kept changing", while the writer is still at work.
+    #[test]
+    fn a_writer_that_never_stops_cannot_hold_the_removal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().join("tree");
+        std::fs::create_dir(&top).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, s) = (top.clone(), stop.clone());
+        let writer = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let x = t.join("x");
+                let _ = std::fs::create_dir(&x);
+                let _ = std::fs::write(x.join("f"), b"f");
+                let _ = std::fs::remove_dir_all(&x);
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = top.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(remove_tree(&t));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(120));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        match result.expect("the removal never ended while the writer ran") {
+            Ok(()) => {}
+            Err(e) => assert!(e.to_string().contains("kept changing"), "{e}"),
+        }
     }
 
     /// An immutable file (`chattr +i`) cannot go: an error, not a crash, and the rest of the
