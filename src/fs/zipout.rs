@@ -88,6 +88,9 @@ pub struct ChannelWriter {
     stall: Stall,
     /// What is left of the stall budget.
     left: Duration,
+    /// A send failed: every later write fails at once (the ZIP writer finishes its archive
+    /// when dropped after an error; that must not wait on the client again).
+    failed: bool,
 }
 
 impl ChannelWriter {
@@ -103,10 +106,20 @@ impl ChannelWriter {
             runtime,
             stall,
             left: stall.budget,
+            failed: false,
         }
     }
 
     fn send(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(gone());
+        }
+        let sent = self.send_buffered();
+        self.failed = sent.is_err();
+        sent
+    }
+
+    fn send_buffered(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -148,6 +161,9 @@ fn gone() -> io::Error {
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(gone());
+        }
         let room = CHUNK_BYTES - self.buf.len().min(CHUNK_BYTES);
         let n = data.len().min(room.max(1));
         self.buf.extend_from_slice(&data[..n]);
@@ -251,6 +267,9 @@ struct Walk<'a, W: Write> {
     stats: Written,
     /// Inodes with several links already stored.
     linked: HashSet<(u64, u64)>,
+    /// Names looked at, written or not: a container that keeps making names the archive
+    /// skips (symlinks, FIFOs) must not keep the walk going for ever.
+    examined: u64,
     buf: Vec<u8>,
 }
 
@@ -262,6 +281,7 @@ pub fn write_tree<W: Write>(root: OwnedFd, out: W, limits: &Limits) -> io::Resul
         limits,
         stats: Written::default(),
         linked: HashSet::new(),
+        examined: 0,
         buf: vec![0u8; 128 * 1024],
     };
     // Names from the top to the directory being listed.
@@ -380,6 +400,10 @@ impl<W: Write> Walk<'_, W> {
             }
             names.sort();
             for name in names {
+                self.examined += 1;
+                if self.examined > self.limits.max_entries.saturating_mul(4) + LIST_BATCH as u64 {
+                    return Ok(Listed::Truncated(Truncated::Entries));
+                }
                 let Ok(text) = name.to_str() else {
                     tracing::warn!(name = ?name, "download-zip: skipping a name that is not UTF-8");
                     self.stats.skipped += 1;
@@ -510,7 +534,7 @@ pub fn spawn(
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let writer = ChannelWriter::new(tx.clone(), runtime, Stall::DEFAULT);
+        let writer = ChannelWriter::new(tx.clone(), runtime.clone(), Stall::DEFAULT);
         match write_tree(root, writer, &limits) {
             Ok(w) => {
                 tracing::debug!(
@@ -530,14 +554,20 @@ pub fn spawn(
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 tracing::info!("download-zip: the client went away")
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                tracing::info!(
-                    "download-zip: the client kept the walk waiting too long; walk ended"
-                )
-            }
             Err(e) => {
-                tracing::error!(error = %e, "download-zip failed mid-way");
-                let _ = tx.try_send(Err(e));
+                if e.kind() == io::ErrorKind::TimedOut {
+                    tracing::info!(
+                        "download-zip: the client kept the walk waiting too long; walk ended"
+                    )
+                } else {
+                    tracing::error!(error = %e, "download-zip failed mid-way");
+                }
+                // The error as the body's last item, so the response is cut off (the client
+                // sees a broken transfer, not a clean end); a client that reads nothing
+                // more is not waited for long.
+                let _ = runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), tx.send(Err(e))).await
+                });
             }
         }
     });
