@@ -53,6 +53,11 @@ pub struct Config {
     pub resync_interval: Duration,
     /// `pids_limit` of a container whose spec sets none (`DEFAULT_PIDS_LIMIT`; `0`: none).
     pub default_pids_limit: Option<i64>,
+    /// When the reconciler pulls an image (`IMAGE_PULL_POLICY`).
+    pub image_pull_policy: crate::images::PullPolicy,
+    /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
+    /// pull, never copied into the store.
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +159,16 @@ impl Config {
             }
         }
 
+        let image_pull_policy = match var("IMAGE_PULL_POLICY") {
+            None => crate::images::PullPolicy::default(),
+            Some(v) => crate::images::PullPolicy::parse(&v).ok_or_else(|| {
+                ConfigError(format!(
+                    "IMAGE_PULL_POLICY={v:?} must be one of missing, never, always"
+                ))
+            })?,
+        };
+        let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
+
         Ok(Self {
             app_user,
             app_pass,
@@ -183,6 +198,8 @@ impl Config {
             default_pids_limit: Some(parse_or("DEFAULT_PIDS_LIMIT", 4096u32)?)
                 .filter(|&n| n != 0)
                 .map(i64::from),
+            image_pull_policy,
+            registry_auth_file,
         })
     }
 }
@@ -222,6 +239,8 @@ impl Config {
             compose_timeout: Duration::from_secs(120),
             resync_interval: Duration::from_secs(30),
             default_pids_limit: Some(4096),
+            image_pull_policy: crate::images::PullPolicy::Missing,
+            registry_auth_file: None,
         }
     }
 }

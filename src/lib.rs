@@ -17,6 +17,7 @@
 //! - [`audit`]: `actions.jsonl`, one line per request and per reconciler action.
 //! - [`reconcile`]: the controller that makes Docker match the store (render, compose, decide).
 //! - [`fs`]: each container's `/app` directory on the host.
+//! - [`images`]: pull policy, registry credentials, pulls with progress.
 //! - [`docker`]: the Engine API client and a clean environment for `docker` processes.
 //! - [`terminal`]: the WebSocket terminal session (console, exec, attach) and main output.
 
@@ -28,6 +29,7 @@ pub mod docker;
 pub mod error;
 pub mod fs;
 pub mod http;
+pub mod images;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod spec;

@@ -309,8 +309,13 @@ impl Progress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
-    /// The image is not on the Docker host.
+    /// The image is not on the Docker host (policy `never`), or its registry says the image
+    /// or tag does not exist.
     ImageNotFound,
+    /// The image's registry cannot be reached.
+    RegistryUnavailable,
+    /// The image's registry refused the credentials (or wants some).
+    RegistryAuthFailed,
     /// A host port is held by another program.
     PortInUse,
     /// The Docker daemon does not answer.
@@ -331,6 +336,8 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ImageNotFound => "IMAGE_NOT_FOUND",
+            Self::RegistryUnavailable => "REGISTRY_UNAVAILABLE",
+            Self::RegistryAuthFailed => "REGISTRY_AUTH_FAILED",
             Self::PortInUse => "PORT_IN_USE",
             Self::DockerUnavailable => "DOCKER_UNAVAILABLE",
             Self::ComposeFailed => "COMPOSE_FAILED",
@@ -344,9 +351,9 @@ impl ErrorCode {
     /// The error kind (and so the HTTP status) a waiting request gets for it.
     pub fn kind(self) -> Kind {
         match self {
-            Self::ImageNotFound => Kind::State,
+            Self::ImageNotFound | Self::RegistryAuthFailed => Kind::State,
             Self::PortInUse => Kind::Conflict,
-            Self::DockerUnavailable => Kind::Unavailable,
+            Self::DockerUnavailable | Self::RegistryUnavailable => Kind::Unavailable,
             Self::IoError => Kind::Io,
             Self::ComposeFailed
             | Self::ComposeTimeout

@@ -63,6 +63,7 @@ impl Ctx {
             config.clone(),
             identity.instance_id.clone(),
             docker.clone(),
+            reconciler.pulls.clone(),
         ));
         Self::with_backend(config, store, docker, audit, identity, reconciler, backend)
     }
@@ -107,6 +108,9 @@ pub struct Reconciler {
     queue: Arc<Mutex<queue::Queue>>,
     notify: Arc<Notify>,
     changes: Arc<watch::Sender<u64>>,
+    /// Pulls under way and their progress (shown in the representation while a container
+    /// waits for its image).
+    pub pulls: crate::images::Pulls,
 }
 
 impl Default for Reconciler {
@@ -121,6 +125,7 @@ impl Reconciler {
             queue: Arc::default(),
             notify: Arc::new(Notify::new()),
             changes: Arc::new(watch::channel(0).0),
+            pulls: crate::images::Pulls::default(),
         }
     }
 
