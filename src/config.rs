@@ -113,13 +113,27 @@ fn secs_or(name: &str, default: u64) -> Result<Duration, ConfigError> {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_env_with(None)
+    }
+
+    /// As [`Config::from_env`], with credentials made on a first start
+    /// ([`crate::first_run`]) in place of `APP_USER`/`APP_PASS`.
+    pub fn from_env_with(
+        generated: Option<&crate::first_run::Generated>,
+    ) -> Result<Self, ConfigError> {
         let development = var("APP_ENV").is_some_and(|v| v.eq_ignore_ascii_case("development"));
-        let app_user = var("APP_USER").ok_or_else(|| {
-            ConfigError("APP_USER is not set: refusing to start without credentials".into())
-        })?;
-        let app_pass = var("APP_PASS").ok_or_else(|| {
-            ConfigError("APP_PASS is not set: refusing to start without credentials".into())
-        })?;
+        let app_user = match generated {
+            Some(g) => g.user.clone(),
+            None => var("APP_USER").ok_or_else(|| {
+                ConfigError("APP_USER is not set: refusing to start without credentials".into())
+            })?,
+        };
+        let app_pass = match generated {
+            Some(g) => g.pass.clone(),
+            None => var("APP_PASS").ok_or_else(|| {
+                ConfigError("APP_PASS is not set: refusing to start without credentials".into())
+            })?,
+        };
         if app_pass == PLACEHOLDER_PASSWORD && !development {
             return Err(ConfigError(
                 "APP_PASS is still the placeholder from .env.example: set a real password".into(),

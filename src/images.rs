@@ -49,7 +49,11 @@ impl PullPolicy {
 /// compare equal.
 pub fn normalize(reference: &str) -> String {
     let mut r = reference;
-    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/"] {
+    for prefix in [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+    ] {
         if let Some(rest) = r.strip_prefix(prefix) {
             r = rest;
             break;
@@ -66,9 +70,7 @@ pub fn normalize(reference: &str) -> String {
 /// The registry host a reference names (`docker.io` when its first component is not a host).
 pub fn registry_of(reference: &str) -> &str {
     match reference.split_once('/') {
-        Some((first, _))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
             first
         }
         _ => "docker.io",
@@ -372,11 +374,17 @@ mod tests {
                 ErrorCode::ImageNotFound,
             ),
             (
-                server(500, "Get \"http://127.0.0.1:1/v2/\": dial tcp: connection refused"),
+                server(
+                    500,
+                    "Get \"http://127.0.0.1:1/v2/\": dial tcp: connection refused",
+                ),
                 ErrorCode::RegistryUnavailable,
             ),
             (
-                server(500, "Head \"http://r/v2/x/manifests/latest\": no basic auth credentials"),
+                server(
+                    500,
+                    "Head \"http://r/v2/x/manifests/latest\": no basic auth credentials",
+                ),
                 ErrorCode::RegistryAuthFailed,
             ),
             (

@@ -3,6 +3,7 @@
 //!
 //! Map of the modules:
 //! - [`config`]: settings from `.env` and the environment, validated once.
+//! - [`first_run`]: credentials made, stored and printed on a first start.
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
 //! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
 //!   the router built from a state.
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod first_run;
 pub mod fs;
 pub mod http;
 pub mod images;

@@ -210,7 +210,9 @@ impl Backend for DockerBackend {
             if policy == PullPolicy::Never {
                 return Err(StepError::new(
                     ErrorCode::ImageNotFound,
-                    format!("image {image} is not on this Docker host and IMAGE_PULL_POLICY is never"),
+                    format!(
+                        "image {image} is not on this Docker host and IMAGE_PULL_POLICY is never"
+                    ),
                 ));
             }
             crate::images::pull(

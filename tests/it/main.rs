@@ -4,8 +4,10 @@
 mod common;
 mod containers;
 mod files;
+mod first_run;
 mod foundation;
 mod hostile;
 mod hostile_upload;
+mod images;
 mod reconcile;
 mod terminal;
