@@ -69,20 +69,24 @@ async fn start_container(s: &Server, image: &str) -> Resp {
     .await
 }
 
+/// Server settings: pulling on (`missing`, the default the harness turns off), plus `pairs`.
 fn env(pairs: &[(&str, &str)]) -> Options {
+    let mut env = vec![("IMAGE_PULL_POLICY".to_owned(), "missing".to_owned())];
+    env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Options {
-        env: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        env,
         ..Default::default()
     }
+}
+
+async fn server() -> Server {
+    Server::start_with(env(&[])).await
 }
 
 #[tokio::test]
 async fn a_missing_image_is_pulled_on_first_start_and_guarded_while_used() {
     let image = Pushed::new(OPEN);
-    let s = Server::start().await;
+    let s = server().await;
     let r = start_container(&s, &image.0).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.json["status"], "running", "{}", r.text);
@@ -144,7 +148,7 @@ async fn policy_never_does_not_pull() {
 
 #[tokio::test]
 async fn a_missing_tag_is_image_not_found() {
-    let s = Server::start().await;
+    let s = server().await;
     let missing = format!(
         "{OPEN}/cm-test-busybox:no-such-tag-{}",
         uuid::Uuid::new_v4().simple()
@@ -165,7 +169,7 @@ async fn a_registry_that_is_down_is_unavailable() {
         .local_addr()
         .unwrap()
         .port();
-    let s = Server::start().await;
+    let s = server().await;
     let r = start_container(&s, &format!("127.0.0.1:{port}/cm-test-busybox:latest")).await;
     r.assert_error(503, "unavailable", "REGISTRY_UNAVAILABLE");
     let cuid = r.json["details"]["cuid"].as_str().unwrap();
@@ -203,7 +207,7 @@ async fn wrong_or_no_credentials_are_refused_without_echoing_them() {
     assert!(!image_on_host(&image.0));
 
     // No credentials for that registry at all.
-    let s = Server::start().await;
+    let s = server().await;
     let r = start_container(&s, &image.0).await;
     r.assert_error(422, "state_error", "REGISTRY_AUTH_FAILED");
 }
@@ -220,7 +224,7 @@ async fn right_credentials_pull_from_a_private_registry() {
 
 #[tokio::test]
 async fn images_can_be_pulled_ahead() {
-    let s = Server::start().await;
+    let s = server().await;
     for (body, code) in [
         (json!({}), "MISSING_IMAGE"),
         (json!({"image": "-rf /"}), "INVALID_IMAGE"),
