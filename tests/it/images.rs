@@ -30,7 +30,41 @@ fn image_on_host(reference: &str) -> bool {
 struct Pushed(String);
 
 impl Pushed {
+    /// The busybox test image under a new name: the host already holds its layers, so a
+    /// pull only fetches the manifest.
     fn new(registry: &str) -> Self {
+        Self::push(registry, BUSYBOX)
+    }
+
+    /// An image with a layer of its own (a file with a fresh id on busybox), removed from
+    /// the host after the push: a pull has to fetch a blob.
+    fn with_own_layer(registry: &str) -> Self {
+        let ctx = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        std::fs::write(ctx.path().join("id"), &id).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {BUSYBOX}\nCOPY id /id\n"),
+        )
+        .unwrap();
+        let local = format!("cm-it-local-{id}:t1");
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", &local])
+            .arg(ctx.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pushed = Self::push(registry, &local);
+        docker(&["rmi", &local]);
+        pushed
+    }
+
+    fn push(registry: &str, source: &str) -> Self {
         let name = format!(
             "{registry}/cm-it-{}:t1",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -47,7 +81,7 @@ impl Pushed {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        run(&["tag", BUSYBOX, &name]);
+        run(&["tag", source, &name]);
         run(&["push", &name]);
         run(&["rmi", &name]);
         assert!(!image_on_host(&name));
@@ -260,4 +294,117 @@ async fn images_can_be_pulled_ahead() {
         r.text.contains(&later.0)
     })
     .await;
+}
+
+/// A TCP proxy in front of a registry that holds every blob request until it is opened, so
+/// a test can look at a pull while it is under way.
+struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn passed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+async fn gated_proxy(upstream: &'static str) -> (u16, std::sync::Arc<Gate>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = std::sync::Arc::new(Gate {
+        open: false.into(),
+        notify: tokio::sync::Notify::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let g = gate.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let gate = g.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].windows(7).any(|w| w == b"/blobs/") {
+                        gate.passed().await;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, gate)
+}
+
+#[tokio::test]
+async fn a_start_waits_through_the_pull_and_shows_its_progress() {
+    let pushed = Pushed::with_own_layer(OPEN);
+    let (port, gate) = gated_proxy(OPEN).await;
+    // The same repository, reached through the proxy: a reference the host does not hold.
+    let image = Pushed(pushed.0.replacen(OPEN, &format!("127.0.0.1:{port}"), 1));
+    assert!(!image_on_host(&image.0));
+    let s = server().await;
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": image.0, "command": SLEEPER}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+
+    let start = {
+        let rb = s.request(reqwest::Method::POST, &format!("/containers/{cuid}/start"));
+        tokio::spawn(async move { Resp::from(rb.send().await.unwrap()).await })
+    };
+    let during = s
+        .wait_for(
+            &format!("/containers/{cuid}"),
+            std::time::Duration::from_secs(30),
+            |r| {
+                r.json["pull"]["layers_total"]
+                    .as_u64()
+                    .is_some_and(|n| n >= 1)
+            },
+        )
+        .await;
+    let pull = &during.json["pull"];
+    assert_eq!(pull["image"], json!(image.0));
+    assert!(pull["layers_done"].as_u64().unwrap() < pull["layers_total"].as_u64().unwrap());
+    assert_ne!(during.json["status"], "running");
+    assert!(
+        !start.is_finished(),
+        "the start answered before its image was there"
+    );
+
+    gate.open();
+    let r = start.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "running");
+    let after = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(after.json["pull"], json!(null));
 }
