@@ -192,9 +192,11 @@ impl PullProgress {
     }
 }
 
-/// The pulls under way, by image reference as asked for. Cheap to clone.
+/// The pulls under way, by image reference as asked for, each with the number of pulls of
+/// it running (two containers of one image pull at once; the progress stays until both end).
+/// Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Pulls(Arc<Mutex<HashMap<String, PullProgress>>>);
+pub struct Pulls(Arc<Mutex<HashMap<String, (usize, PullProgress)>>>);
 
 impl Pulls {
     pub fn get(&self, image: &str) -> Option<PullProgress> {
@@ -202,21 +204,34 @@ impl Pulls {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(image)
-            .cloned()
+            .map(|(_, p)| p.clone())
+    }
+
+    fn begin(&self, p: &PullProgress) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(p.image.clone()).or_insert_with(|| (0, p.clone()));
+        entry.0 += 1;
     }
 
     fn set(&self, p: &PullProgress) {
-        self.0
+        if let Some(entry) = self
+            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(p.image.clone(), p.clone());
+            .get_mut(&p.image)
+        {
+            entry.1 = p.clone();
+        }
     }
 
-    fn clear(&self, image: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(image);
+    fn end(&self, image: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(image) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                map.remove(image);
+            }
+        }
     }
 }
 
@@ -225,7 +240,7 @@ struct Clear<'a>(&'a Pulls, &'a str);
 
 impl Drop for Clear<'_> {
     fn drop(&mut self) {
-        self.0.clear(self.1);
+        self.0.end(self.1);
     }
 }
 
@@ -247,7 +262,7 @@ pub async fn pull(
         ..Default::default()
     };
     let mut progress = PullProgress::new(image);
-    pulls.set(&progress);
+    pulls.begin(&progress);
     let _clear = Clear(pulls, image);
     let mut stream = docker.create_image(Some(options), None, credentials);
     while let Some(item) = stream.next().await {
@@ -397,6 +412,18 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(classify("x", &e).code, want, "{e}");
         }
+    }
+
+    #[test]
+    fn progress_stays_until_the_last_pull_of_an_image_ends() {
+        let pulls = Pulls::default();
+        let p = PullProgress::new("x");
+        pulls.begin(&p);
+        pulls.begin(&p);
+        pulls.end("x");
+        assert!(pulls.get("x").is_some());
+        pulls.end("x");
+        assert!(pulls.get("x").is_none());
     }
 
     #[test]

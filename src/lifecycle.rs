@@ -514,5 +514,15 @@ mod tests {
         assert_eq!(ErrorCode::DockerUnavailable.kind().status().as_u16(), 503);
         assert_eq!(ErrorCode::IoError.kind().status().as_u16(), 500);
         assert_eq!(ErrorCode::NotConverging.kind(), Kind::Compose);
+        assert_eq!(ErrorCode::RegistryUnavailable.kind(), Kind::Unavailable);
+        assert_eq!(ErrorCode::RegistryAuthFailed.kind(), Kind::State);
+        for code in [
+            ErrorCode::RegistryUnavailable,
+            ErrorCode::RegistryAuthFailed,
+        ] {
+            let text = serde_json::to_value(code).unwrap();
+            assert_eq!(text, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(text).unwrap(), code);
+        }
     }
 }
