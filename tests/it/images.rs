@@ -411,3 +411,29 @@ async fn a_start_waits_through_the_pull_and_shows_its_progress() {
     let after = s.get(&format!("/containers/{cuid}")).await;
     assert_eq!(after.json["pull"], json!(null));
 }
+
+#[tokio::test]
+async fn a_start_that_times_out_during_a_pull_says_so_and_the_pull_goes_on() {
+    let pushed = Pushed::with_own_layer(OPEN);
+    let (port, gate) = gated_proxy(OPEN).await;
+    let image = Pushed(pushed.0.replacen(OPEN, &format!("127.0.0.1:{port}"), 1));
+    let s = Server::start_with(env(&[("ACTION_TIMEOUT", "2")])).await;
+    let r = start_container(&s, &image.0).await;
+    r.assert_error(408, "timeout", "ACTION_TIMEOUT");
+    assert_eq!(
+        r.json["details"]["pull"]["image"],
+        json!(image.0),
+        "{}",
+        r.text
+    );
+    let cuid = r.json["details"]["cuid"].as_str().unwrap().to_owned();
+
+    gate.open();
+    s.wait_for(
+        &format!("/containers/{cuid}"),
+        std::time::Duration::from_secs(30),
+        |r| r.json["status"] == "running",
+    )
+    .await;
+    assert!(image_on_host(&image.0));
+}
