@@ -5,7 +5,18 @@
 #   - the local test images cm-test-busybox:latest and cm-test-python:latest
 #   - no leftovers (containers, networks) of earlier test runs
 # Idempotent: when everything is in place it only checks and cleans up.
+#
+# --server-only: only what the server needs on a machine (daemon and compose plugin), no
+# test images and no sweep of test leftovers (scripts/start.sh uses it).
 set -euo pipefail
+
+SERVER_ONLY=0
+for arg in "$@"; do
+    case "$arg" in
+        --server-only) SERVER_ONLY=1 ;;
+        *) echo "usage: $0 [--server-only]" >&2; exit 2 ;;
+    esac
+done
 
 COMPOSE_VERSION=2.40.3
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
@@ -109,6 +120,11 @@ if [ "$(docker compose version --short 2>/dev/null || true)" != "$COMPOSE_VERSIO
     [ "${got#v}" = "$COMPOSE_VERSION" ] || die "docker compose version says '$got', want $COMPOSE_VERSION"
 fi
 log "docker compose: $(docker compose version --short)"
+
+if [ "$SERVER_ONLY" -eq 1 ]; then
+    log "docker ready (server only: no test images)"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- images
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }

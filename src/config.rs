@@ -53,6 +53,11 @@ pub struct Config {
     pub resync_interval: Duration,
     /// `pids_limit` of a container whose spec sets none (`DEFAULT_PIDS_LIMIT`; `0`: none).
     pub default_pids_limit: Option<i64>,
+    /// When the reconciler pulls an image (`IMAGE_PULL_POLICY`).
+    pub image_pull_policy: crate::images::PullPolicy,
+    /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
+    /// pull, never copied into the store.
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,13 +113,27 @@ fn secs_or(name: &str, default: u64) -> Result<Duration, ConfigError> {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_env_with(None)
+    }
+
+    /// As [`Config::from_env`], with credentials made on a first start
+    /// ([`crate::first_run`]) in place of `APP_USER`/`APP_PASS`.
+    pub fn from_env_with(
+        generated: Option<&crate::first_run::Generated>,
+    ) -> Result<Self, ConfigError> {
         let development = var("APP_ENV").is_some_and(|v| v.eq_ignore_ascii_case("development"));
-        let app_user = var("APP_USER").ok_or_else(|| {
-            ConfigError("APP_USER is not set: refusing to start without credentials".into())
-        })?;
-        let app_pass = var("APP_PASS").ok_or_else(|| {
-            ConfigError("APP_PASS is not set: refusing to start without credentials".into())
-        })?;
+        let app_user = match generated {
+            Some(g) => g.user.clone(),
+            None => var("APP_USER").ok_or_else(|| {
+                ConfigError("APP_USER is not set: refusing to start without credentials".into())
+            })?,
+        };
+        let app_pass = match generated {
+            Some(g) => g.pass.clone(),
+            None => var("APP_PASS").ok_or_else(|| {
+                ConfigError("APP_PASS is not set: refusing to start without credentials".into())
+            })?,
+        };
         if app_pass == PLACEHOLDER_PASSWORD && !development {
             return Err(ConfigError(
                 "APP_PASS is still the placeholder from .env.example: set a real password".into(),
@@ -154,6 +173,16 @@ impl Config {
             }
         }
 
+        let image_pull_policy = match var("IMAGE_PULL_POLICY") {
+            None => crate::images::PullPolicy::default(),
+            Some(v) => crate::images::PullPolicy::parse(&v).ok_or_else(|| {
+                ConfigError(format!(
+                    "IMAGE_PULL_POLICY={v:?} must be one of missing, never, always"
+                ))
+            })?,
+        };
+        let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
+
         Ok(Self {
             app_user,
             app_pass,
@@ -183,6 +212,8 @@ impl Config {
             default_pids_limit: Some(parse_or("DEFAULT_PIDS_LIMIT", 4096u32)?)
                 .filter(|&n| n != 0)
                 .map(i64::from),
+            image_pull_policy,
+            registry_auth_file,
         })
     }
 }
@@ -222,6 +253,8 @@ impl Config {
             compose_timeout: Duration::from_secs(120),
             resync_interval: Duration::from_secs(30),
             default_pids_limit: Some(4096),
+            image_pull_policy: crate::images::PullPolicy::Missing,
+            registry_auth_file: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Map of the modules:
 //! - [`config`]: settings from `.env` and the environment, validated once.
+//! - [`first_run`]: credentials made, stored and printed on a first start.
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
 //! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
 //!   the router built from a state.
@@ -18,6 +19,7 @@
 //! - [`reconcile`]: the controller that makes Docker match the store: a FIFO queue, a worker,
 //!   passes that decide and act through one `Backend` trait (compose and the Engine API).
 //! - [`fs`]: each container's `/app` directory on the host.
+//! - [`images`]: pull policy, registry credentials, pulls with progress.
 //! - [`docker`]: the Engine API client and a clean environment for `docker` processes.
 //! - [`terminal`]: the WebSocket terminal session (console, exec, attach) and main output.
 
@@ -27,8 +29,10 @@ pub mod auth;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod first_run;
 pub mod fs;
 pub mod http;
+pub mod images;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod spec;

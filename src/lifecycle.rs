@@ -311,8 +311,13 @@ impl Progress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
-    /// The image is not on the Docker host.
+    /// The image is not on the Docker host (policy `never`), or its registry says the image
+    /// or tag does not exist.
     ImageNotFound,
+    /// The image's registry cannot be reached.
+    RegistryUnavailable,
+    /// The image's registry refused the credentials (or wants some).
+    RegistryAuthFailed,
     /// A host port is held by another program.
     PortInUse,
     /// The Docker daemon does not answer.
@@ -333,6 +338,8 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ImageNotFound => "IMAGE_NOT_FOUND",
+            Self::RegistryUnavailable => "REGISTRY_UNAVAILABLE",
+            Self::RegistryAuthFailed => "REGISTRY_AUTH_FAILED",
             Self::PortInUse => "PORT_IN_USE",
             Self::DockerUnavailable => "DOCKER_UNAVAILABLE",
             Self::ComposeFailed => "COMPOSE_FAILED",
@@ -346,9 +353,9 @@ impl ErrorCode {
     /// The error kind (and so the HTTP status) a waiting request gets for it.
     pub fn kind(self) -> Kind {
         match self {
-            Self::ImageNotFound => Kind::State,
+            Self::ImageNotFound | Self::RegistryAuthFailed => Kind::State,
             Self::PortInUse => Kind::Conflict,
-            Self::DockerUnavailable => Kind::Unavailable,
+            Self::DockerUnavailable | Self::RegistryUnavailable => Kind::Unavailable,
             Self::IoError => Kind::Io,
             Self::ComposeFailed
             | Self::ComposeTimeout
@@ -509,5 +516,15 @@ mod tests {
         assert_eq!(ErrorCode::DockerUnavailable.kind().status().as_u16(), 503);
         assert_eq!(ErrorCode::IoError.kind().status().as_u16(), 500);
         assert_eq!(ErrorCode::NotConverging.kind(), Kind::Compose);
+        assert_eq!(ErrorCode::RegistryUnavailable.kind(), Kind::Unavailable);
+        assert_eq!(ErrorCode::RegistryAuthFailed.kind(), Kind::State);
+        for code in [
+            ErrorCode::RegistryUnavailable,
+            ErrorCode::RegistryAuthFailed,
+        ] {
+            let text = serde_json::to_value(code).unwrap();
+            assert_eq!(text, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(text).unwrap(), code);
+        }
     }
 }

@@ -10,7 +10,18 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     // `.env` first; variables already in the environment win.
     let _ = dotenvy::dotenv();
-    let config = match Config::from_env() {
+    let env_file = std::env::current_dir()
+        .map(|d| d.join(".env"))
+        .unwrap_or_else(|_| ".env".into());
+    // No credentials at all: a first start makes some (stored in ./.env, printed once).
+    let generated = match container_manager::first_run::prepare(&env_file) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("container-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_env_with(generated.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("container-manager: {e}");
@@ -32,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, generated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("container-manager: {e}");
@@ -41,7 +52,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), app::StartError> {
+async fn run(
+    config: Config,
+    generated: Option<container_manager::first_run::Generated>,
+) -> Result<(), app::StartError> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(app::StartError::Serve)?;
@@ -49,10 +63,11 @@ async fn run(config: Config) -> Result<(), app::StartError> {
     let state = AppState::open(config, shutdown.clone()).await?;
     app::start_background(&state);
     // The one line a supervisor or the test harness reads to find the port.
-    println!(
-        "listening on {}",
-        listener.local_addr().map_err(app::StartError::Serve)?
-    );
+    let addr = listener.local_addr().map_err(app::StartError::Serve)?;
+    println!("listening on {addr}");
+    if let Some(g) = &generated {
+        println!("{}", container_manager::first_run::banner(g, addr));
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");

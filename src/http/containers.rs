@@ -16,7 +16,10 @@ use crate::error::{ApiError, ApiResult, Kind};
 use crate::http::cursor;
 use crate::http::extract::{JsonObject, Path, Query};
 use crate::http::prestart::{check_ports_free, check_startable};
-use crate::http::response::{container_response, path_cuid, representation, set_identity_headers};
+use crate::http::response::{
+    container_response, live_representation, live_response, path_cuid, representation,
+    set_identity_headers,
+};
 use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
 use crate::lifecycle::{DesiredState, DockerState, Status};
 use crate::spec::{self, Limits};
@@ -160,7 +163,7 @@ pub async fn get_one(
 ) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?;
     let c = state.store.get_or_404(cuid).await?;
-    Ok(container_response(StatusCode::OK, &c))
+    Ok(live_response(&state, StatusCode::OK, &c))
 }
 
 pub async fn list(
@@ -242,7 +245,7 @@ pub async fn list(
         None
     };
     Ok(Json(json!({
-        "containers": rows.iter().map(representation).collect::<Vec<_>>(),
+        "containers": rows.iter().map(|c| live_representation(&state, c)).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
     })))
 }

@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod extract;
 pub mod files;
 pub mod health;
+pub mod images;
 pub mod logs;
 pub mod origin;
 pub mod prestart;
@@ -19,7 +20,7 @@ pub mod terminal;
 pub mod wait;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -58,6 +59,10 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{cuid}/download-zip", get(files::download_zip))
         .route("/containers/{cuid}/logs", get(logs::logs))
         .route("/ws/{cuid}", get(terminal::ws))
+        .route("/images", get(images::list))
+        .route("/images/pull", post(images::pull))
+        // A reference holds `/` (`registry:5000/team/app:1`): the rest of the path is it.
+        .route("/images/{*reference}", delete(images::delete))
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));

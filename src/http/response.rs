@@ -40,9 +40,28 @@ pub fn representation(c: &Container) -> Value {
     })
 }
 
+/// The representation with `pull`: the progress of the pull of its image while the
+/// reconciler makes one for it (layers done / total, bytes), `null` otherwise. Kept out of
+/// the stored `status` (and so out of the store): a pull lives only as long as the process.
+pub fn live_representation(state: &AppState, c: &Container) -> Value {
+    let mut body = representation(c);
+    let pull = (c.desired_state.is_up() && c.deleted_at.is_none())
+        .then(|| state.reconciler.pulls.get(&c.spec.image))
+        .flatten();
+    body["pull"] = json!(pull);
+    body
+}
+
 /// `200` (or another status) with the representation, `ETag` and `Location`.
 pub fn container_response(status: StatusCode, c: &Container) -> Response {
     let mut response = (status, Json(representation(c))).into_response();
+    set_identity_headers(response.headers_mut(), &c.cuid, c.generation);
+    response
+}
+
+/// As [`container_response`], with the pull progress of [`live_representation`].
+pub fn live_response(state: &AppState, status: StatusCode, c: &Container) -> Response {
+    let mut response = (status, Json(live_representation(state, c))).into_response();
     set_identity_headers(response.headers_mut(), &c.cuid, c.generation);
     response
 }

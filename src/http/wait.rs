@@ -82,7 +82,9 @@ fn failure_since(c: &Container, since: &str) -> Option<ApiError> {
     )
 }
 
-fn timeout_error(c: &Container) -> ApiError {
+/// `408`: the change goes on. `details.pull` shows the pull of the image when one is what
+/// takes the time.
+fn timeout_error(state: &AppState, c: &Container) -> ApiError {
     ApiError::new(
         Kind::Timeout,
         "ACTION_TIMEOUT",
@@ -94,6 +96,7 @@ fn timeout_error(c: &Container) -> ApiError {
         "status": c.status,
         "generation": c.generation,
         "observed_generation": c.observed_generation,
+        "pull": state.reconciler.pulls.get(&c.spec.image),
     }))
 }
 
@@ -114,7 +117,7 @@ async fn wait_for(state: &AppState, cuid: &str, since: &str) -> ApiResult<Contai
             .await
             .is_err()
         {
-            return Err(timeout_error(&c));
+            return Err(timeout_error(state, &c));
         }
     }
 }
@@ -150,7 +153,7 @@ pub async fn wait_deleted(state: &AppState, cuid: &str) -> ApiResult<()> {
             .await
             .is_err()
         {
-            return Err(timeout_error(&c));
+            return Err(timeout_error(state, &c));
         }
     }
 }

@@ -43,7 +43,8 @@ pub type Step<'a, T = ()> = BoxFuture<'a, Result<T, StepError>>;
 pub trait Backend: Send + Sync {
     /// The container named `cuid`, if it exists and belongs to this server.
     fn observe<'a>(&'a self, cuid: &'a str) -> Step<'a, Option<Observed>>;
-    /// Fails with `IMAGE_NOT_FOUND` when the image is not on the host.
+    /// The image is on the host, pulled first as `IMAGE_PULL_POLICY` says; fails with
+    /// `IMAGE_NOT_FOUND`, `REGISTRY_UNAVAILABLE` or `REGISTRY_AUTH_FAILED`.
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a>;
     /// The network every container joins exists.
     fn ensure_network(&self) -> Step<'_>;
@@ -72,15 +73,22 @@ pub struct DockerBackend {
     instance_id: String,
     docker: crate::docker::Engine,
     network_ready: tokio::sync::OnceCell<()>,
+    pulls: crate::images::Pulls,
 }
 
 impl DockerBackend {
-    pub fn new(config: Arc<Config>, instance_id: String, docker: crate::docker::Engine) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        instance_id: String,
+        docker: crate::docker::Engine,
+        pulls: crate::images::Pulls,
+    ) -> Self {
         Self {
             config,
             instance_id,
             docker,
             network_ready: tokio::sync::OnceCell::new(),
+            pulls,
         }
     }
 
@@ -182,21 +190,38 @@ impl Backend for DockerBackend {
 
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a> {
         Box::pin(async move {
-            match self.engine().await?.inspect_image(image).await {
-                Ok(_) => Ok(()),
-                Err(DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Err(StepError::new(
+            use crate::images::PullPolicy;
+            let docker = self.engine().await?;
+            let policy = self.config.image_pull_policy;
+            if policy != PullPolicy::Always {
+                match docker.inspect_image(image).await {
+                    Ok(_) => return Ok(()),
+                    Err(DockerError::DockerResponseServerError {
+                        status_code: 404, ..
+                    }) => {}
+                    Err(e) => {
+                        return Err(StepError::new(
+                            ErrorCode::DockerUnavailable,
+                            format!("cannot inspect image {image}: {e}"),
+                        ))
+                    }
+                }
+            }
+            if policy == PullPolicy::Never {
+                return Err(StepError::new(
                     ErrorCode::ImageNotFound,
                     format!(
-                        "image {image} is not on this Docker host (no registry is reachable to pull it)"
+                        "image {image} is not on this Docker host and IMAGE_PULL_POLICY is never"
                     ),
-                )),
-                Err(e) => Err(StepError::new(
-                    ErrorCode::DockerUnavailable,
-                    format!("cannot inspect image {image}: {e}"),
-                )),
+                ));
             }
+            crate::images::pull(
+                &docker,
+                image,
+                self.config.registry_auth_file.as_deref(),
+                &self.pulls,
+            )
+            .await
         })
     }
 

@@ -63,6 +63,7 @@ impl Ctx {
             config.clone(),
             identity.instance_id.clone(),
             docker.clone(),
+            reconciler.pulls.clone(),
         ));
         Self {
             config,
@@ -101,6 +102,9 @@ pub struct Reconciler {
     queue: Arc<Mutex<queue::Queue>>,
     notify: Arc<Notify>,
     changes: Arc<watch::Sender<u64>>,
+    /// Pulls under way and their progress (shown in the representation while a container
+    /// waits for its image).
+    pub pulls: crate::images::Pulls,
 }
 
 impl Default for Reconciler {
@@ -115,6 +119,7 @@ impl Reconciler {
             queue: Arc::default(),
             notify: Arc::new(Notify::new()),
             changes: Arc::new(watch::channel(0).0),
+            pulls: crate::images::Pulls::default(),
         }
     }
 

@@ -155,7 +155,7 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         init: true,
         stdin_open: true,
         tty: false,
-        // There is no registry to pull from: a missing image must fail at once, not hang.
+        // The reconciler pulled it first (IMAGE_PULL_POLICY): compose must not pull again.
         pull_policy: "never",
         logging: Logging {
             driver: "json-file",

@@ -300,6 +300,14 @@ impl Store {
         .await
     }
 
+    /// `(cuid, image)` of every container not being deleted, in creation order: who uses
+    /// which image (`GET /images`, `DELETE /images/{ref}`).
+    pub async fn images_in_use(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as("SELECT cuid, image FROM containers WHERE deleted_at IS NULL ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+    }
+
     pub async fn all_cuids(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar!("SELECT cuid FROM containers")
             .fetch_all(&self.pool)

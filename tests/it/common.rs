@@ -75,6 +75,9 @@ impl Server {
                 dir.path().join("logs").display().to_string(),
             ),
             ("INSTANCE_TAG".into(), "test".into()),
+            // The test host reaches no public registry: a missing image is IMAGE_NOT_FOUND at
+            // once, as the tests of failures expect. tests/it/images.rs turns pulling on.
+            ("IMAGE_PULL_POLICY".into(), "never".into()),
             ("RUST_LOG".into(), "info,container_manager=debug".into()),
         ];
         for (k, v) in opts.env {

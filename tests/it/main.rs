@@ -4,9 +4,11 @@
 mod common;
 mod containers;
 mod files;
+mod first_run;
 mod foundation;
 mod hostile;
 mod hostile_download;
 mod hostile_upload;
+mod images;
 mod reconcile;
 mod terminal;

@@ -1,0 +1,278 @@
+//! Images on the Docker host: list them (with the containers of this server that use each),
+//! pull one ahead of time, remove one no container of this server uses.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bollard::errors::Error as DockerError;
+use bollard::models::ImageSummary;
+use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult, Kind};
+use crate::http::extract::{JsonObject, Query};
+use crate::http::wait::Wait;
+use crate::images::normalize;
+use crate::lifecycle::ErrorCode;
+use crate::reconcile::step_error::StepError;
+use crate::state::AppState;
+
+/// Whether a container whose spec says `spec_image` runs the image `id` tagged `tags`
+/// (with `digests`).
+fn uses(spec_image: &str, id: &str, tags: &[String], digests: &[String]) -> bool {
+    let want = normalize(spec_image);
+    id == spec_image
+        || id.strip_prefix("sha256:") == Some(spec_image)
+        || tags.iter().any(|t| normalize(t) == want)
+        || digests.iter().any(|d| normalize(d) == want)
+}
+
+/// Live containers of this server, `(cuid, image)`, in creation order.
+async fn users(state: &AppState) -> ApiResult<Vec<(String, String)>> {
+    Ok(state.store.images_in_use().await?)
+}
+
+fn used_by(
+    users: &[(String, String)],
+    id: &str,
+    tags: &[String],
+    digests: &[String],
+) -> Vec<String> {
+    users
+        .iter()
+        .filter(|(_, image)| uses(image, id, tags, digests))
+        .map(|(cuid, _)| cuid.clone())
+        .collect()
+}
+
+fn image_json(i: &ImageSummary, users: &[(String, String)]) -> Value {
+    json!({
+        "id": i.id,
+        // Docker shows an untagged image as `<none>:<none>`.
+        "tags": i.repo_tags.iter().filter(|t| *t != "<none>:<none>").collect::<Vec<_>>(),
+        "digests": i.repo_digests.iter().filter(|d| *d != "<none>@<none>").collect::<Vec<_>>(),
+        "size": i.size,
+        "created": chrono::DateTime::from_timestamp(i.created, 0).map(|t| t.to_rfc3339()),
+        "used_by": used_by(users, &i.id, &i.repo_tags, &i.repo_digests),
+    })
+}
+
+fn docker_failure(e: DockerError) -> ApiError {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => {
+            tracing::warn!(error = %message, "docker image call failed");
+            ApiError::new(Kind::Compose, "DOCKER_FAILED", message)
+        }
+        other => crate::docker::unavailable(&other),
+    }
+}
+
+/// `GET /images`
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let docker = state.docker.for_request().await?;
+    let images = docker
+        .list_images(Some(ListImagesOptions {
+            all: false,
+            ..Default::default()
+        }))
+        .await
+        .map_err(docker_failure)?;
+    let users = users(&state).await?;
+    let images: Vec<Value> = images.iter().map(|i| image_json(i, &users)).collect();
+    Ok(Json(json!({ "images": images })))
+}
+
+fn step_to_api(f: StepError) -> ApiError {
+    ApiError::new(f.code.kind(), f.code.as_str(), f.message.clone())
+        .with_details(json!({ "message": f.message }))
+}
+
+/// The one image `reference` names, as [`image_json`] shows it.
+async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Value>> {
+    let docker = state.docker.for_request().await?;
+    let inspect = match docker.inspect_image(reference).await {
+        Ok(i) => i,
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(None),
+        Err(e) => return Err(docker_failure(e)),
+    };
+    let summary = ImageSummary {
+        id: inspect.id.unwrap_or_default(),
+        repo_tags: inspect.repo_tags.unwrap_or_default(),
+        repo_digests: inspect.repo_digests.unwrap_or_default(),
+        size: inspect.size.unwrap_or_default(),
+        created: inspect
+            .created
+            .as_deref()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map_or(0, |t| t.timestamp()),
+        ..Default::default()
+    };
+    Ok(Some(image_json(&summary, &users(state).await?)))
+}
+
+/// `POST /images/pull` `{"image": "…"}`: pulls whatever `IMAGE_PULL_POLICY` says (the
+/// operator asked for this pull). Waits (within `ACTION_TIMEOUT`, then `408` while the pull
+/// goes on) or, with `?wait=false`, answers `202` at once.
+pub async fn pull(
+    State(state): State<AppState>,
+    Query(wait): Query<Wait>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    if let Some(k) = body.keys().find(|k| k.as_str() != "image") {
+        return Err(ApiError::field(
+            "UNKNOWN_FIELD",
+            k.clone(),
+            body[k].clone(),
+            format!("unknown field `{k}`"),
+        ));
+    }
+    let image = match body.get("image") {
+        Some(Value::String(s)) if crate::spec::is_image_reference(s) => s.clone(),
+        None => {
+            return Err(ApiError::field(
+                "MISSING_IMAGE",
+                "image",
+                Value::Null,
+                "image is required",
+            ))
+        }
+        Some(other) => {
+            return Err(ApiError::field(
+                "INVALID_IMAGE",
+                "image",
+                other.clone(),
+                "image must be an OCI image reference such as `python:3.12-slim`",
+            ))
+        }
+    };
+    let docker = state.docker.for_request().await?;
+    // The pull runs on its own: a client that stops waiting (or never waited) does not
+    // cut it short.
+    let task = {
+        let image = image.clone();
+        let auth_file = state.config.registry_auth_file.clone();
+        let pulls = state.reconciler.pulls.clone();
+        tokio::spawn(async move {
+            crate::images::pull(&docker, &image, auth_file.as_deref(), &pulls).await
+        })
+    };
+    if !wait.wait {
+        let progress = state.reconciler.pulls.get(&image);
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"image": image, "pull": progress})),
+        )
+            .into_response());
+    }
+    match tokio::time::timeout(state.config.action_timeout, task).await {
+        Err(_) => Err(ApiError::new(
+            Kind::Timeout,
+            "ACTION_TIMEOUT",
+            "the pull did not finish in time; it goes on",
+        )
+        .with_details(json!({"image": image, "pull": state.reconciler.pulls.get(&image)}))),
+        Ok(Err(join)) => Err(ApiError::new(
+            Kind::Internal,
+            "INTERNAL_ERROR",
+            format!("the pull stopped: {join}"),
+        )),
+        Ok(Ok(Err(f))) => Err(step_to_api(f)),
+        Ok(Ok(Ok(()))) => {
+            let described = describe(&state, &normalize(&image)).await?;
+            let body = described.ok_or_else(|| {
+                step_to_api(StepError::new(
+                    ErrorCode::ImageNotFound,
+                    format!("image {image} is not on the host after its pull"),
+                ))
+            })?;
+            Ok((StatusCode::OK, Json(body)).into_response())
+        }
+    }
+}
+
+fn image_not_found(reference: &str) -> ApiError {
+    ApiError::not_found(
+        "IMAGE_NOT_FOUND",
+        format!("no image {reference} on this host"),
+    )
+    .with_details(json!({"image": reference}))
+}
+
+/// Image ids (`sha256:…` or its hex, whole or a prefix Docker resolves) and references.
+fn is_image_ref_or_id(s: &str) -> bool {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    crate::spec::is_image_reference(s)
+        || (!hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `DELETE /images/{ref}` (the reference may hold `/`): `409` while a container of this
+/// server uses the image; a tag of an image with several tags only loses that tag.
+pub async fn delete(
+    State(state): State<AppState>,
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult<Response> {
+    // A path that does not even decode (`%FF`) names no image.
+    let Ok(axum::extract::Path(reference)) = path else {
+        return Err(image_not_found("?"));
+    };
+    if !is_image_ref_or_id(&reference) {
+        return Err(image_not_found(&reference));
+    }
+    let Some(image) = describe(&state, &reference).await? else {
+        return Err(image_not_found(&reference));
+    };
+    let used_by = image["used_by"].clone();
+    if used_by.as_array().is_some_and(|u| !u.is_empty()) {
+        return Err(ApiError::conflict(
+            "IMAGE_IN_USE",
+            format!("image {reference} is used by containers of this server"),
+        )
+        .with_details(json!({"image": reference, "used_by": used_by})));
+    }
+    let docker = state.docker.for_request().await?;
+    match docker
+        .remove_image(&reference, None::<RemoveImageOptions>, None)
+        .await
+    {
+        Ok(_) => Ok((
+            StatusCode::OK,
+            Json(json!({"image": reference, "id": image["id"], "deleted": true})),
+        )
+            .into_response()),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Err(image_not_found(&reference)),
+        // A container outside this server (or a stopped leftover) holds it.
+        Err(DockerError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) => Err(ApiError::conflict("IMAGE_IN_USE", message)
+            .with_details(json!({"image": reference, "used_by": []}))),
+        Err(e) => Err(docker_failure(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_uses_an_image_by_tag_or_id() {
+        let tags = vec![
+            "python:3.12".to_owned(),
+            "127.0.0.1:5000/app:latest".to_owned(),
+        ];
+        let id = format!("sha256:{}", "ab".repeat(32));
+        assert!(uses("python:3.12", &id, &tags, &[]));
+        assert!(uses("docker.io/library/python:3.12", &id, &tags, &[]));
+        assert!(uses("127.0.0.1:5000/app", &id, &tags, &[]));
+        assert!(uses(&id, &id, &tags, &[]));
+        assert!(!uses("python:3.11", &id, &tags, &[]));
+        assert!(is_image_ref_or_id("abc123"));
+        assert!(is_image_ref_or_id("127.0.0.1:5000/app:1"));
+        assert!(!is_image_ref_or_id("../x"));
+    }
+}

@@ -1,0 +1,443 @@
+//! Images from registries: the pull policy, registry credentials (a Docker `config.json`
+//! named by `REGISTRY_AUTH_FILE`), pulls with progress, and what a failed pull is called.
+//!
+//! A pull is one Engine API call (`POST /images/create`) streaming progress lines; the
+//! reconciler makes it before `compose up` (which itself never pulls), and `POST /images/pull`
+//! makes it on request. Progress of the pulls under way lives in memory ([`Pulls`]), keyed
+//! by image reference, and shows in the representation of the containers that wait for it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::CreateImageOptions;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::lifecycle::ErrorCode;
+use crate::reconcile::step_error::StepError;
+
+/// `IMAGE_PULL_POLICY`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the host.
+    #[default]
+    Missing,
+    /// Never pull: an image not on the host is `IMAGE_NOT_FOUND`.
+    Never,
+    /// Pull before every (re)creation, so a moved tag is picked up.
+    Always,
+}
+
+impl PullPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "missing" => Some(Self::Missing),
+            "never" => Some(Self::Never),
+            "always" => Some(Self::Always),
+            _ => None,
+        }
+    }
+}
+
+/// A reference as Docker stores it in `RepoTags`: a tag is added when there is neither tag
+/// nor digest (a pull without one would fetch every tag), and Docker Hub's implicit
+/// `docker.io/library/` prefix is dropped, so `python` and `docker.io/library/python:latest`
+/// compare equal.
+pub fn normalize(reference: &str) -> String {
+    let mut r = reference;
+    for prefix in [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+    ] {
+        if let Some(rest) = r.strip_prefix(prefix) {
+            r = rest;
+            break;
+        }
+    }
+    let last = r.rsplit('/').next().unwrap_or(r);
+    if r.contains('@') || last.contains(':') {
+        r.to_owned()
+    } else {
+        format!("{r}:latest")
+    }
+}
+
+/// The registry host a reference names (`docker.io` when its first component is not a host).
+pub fn registry_of(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
+        _ => "docker.io",
+    }
+}
+
+/// The credentials for `reference`'s registry from a Docker `config.json`
+/// (`auths.<registry>.auth`, base64 `user:password`). `Ok(None)`: no entry for it. The
+/// error never holds the file's content.
+pub fn credentials_for(
+    auth_file: &Path,
+    reference: &str,
+) -> Result<Option<DockerCredentials>, String> {
+    let text = std::fs::read_to_string(auth_file).map_err(|e| {
+        format!(
+            "cannot read REGISTRY_AUTH_FILE {}: {}",
+            auth_file.display(),
+            e.kind()
+        )
+    })?;
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        format!(
+            "REGISTRY_AUTH_FILE {} is not a Docker config.json",
+            auth_file.display()
+        )
+    })?;
+    let registry = registry_of(reference);
+    let Some(auths) = config["auths"].as_object() else {
+        return Ok(None);
+    };
+    // Docker Hub's entry is keyed by its old v1 URL; other registries by host[:port], with
+    // or without a scheme.
+    let entry = auths.iter().find_map(|(key, v)| {
+        let host = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let same = host == registry
+            || (registry == "docker.io"
+                && matches!(host, "index.docker.io" | "registry-1.docker.io"));
+        same.then_some(v)
+    });
+    let Some(auth) = entry.and_then(|v| v["auth"].as_str()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        format!(
+            "REGISTRY_AUTH_FILE has an unreadable auth entry for {registry} (want base64 user:password)"
+        )
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (user, pass) = decoded.split_once(':').ok_or_else(bad)?;
+    Ok(Some(DockerCredentials {
+        username: Some(user.to_owned()),
+        password: Some(pass.to_owned()),
+        serveraddress: Some(registry.to_owned()),
+        ..Default::default()
+    }))
+}
+
+/// Progress of one pull, as shown in the representation (`pull`) and `POST /images/pull`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PullProgress {
+    pub image: String,
+    pub started_at: String,
+    pub layers_done: u64,
+    pub layers_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    #[serde(skip)]
+    layers: HashMap<String, Layer>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Layer {
+    done: bool,
+    current: u64,
+    total: u64,
+}
+
+impl PullProgress {
+    fn new(image: &str) -> Self {
+        Self {
+            image: image.to_owned(),
+            started_at: crate::store::now(),
+            ..Default::default()
+        }
+    }
+
+    /// Folds one progress line of the Engine's stream in. Lines with an `id` are about a
+    /// layer ("Pulling fs layer", "Downloading" with bytes, "Pull complete"); others are
+    /// about the whole image.
+    fn update(&mut self, status: &str, id: Option<&str>, current: u64, total: u64) {
+        let Some(id) = id else { return };
+        if status.starts_with("Pulling from") {
+            return;
+        }
+        let layer = self.layers.entry(id.to_owned()).or_default();
+        match status {
+            "Pull complete" | "Already exists" => {
+                layer.done = true;
+                layer.current = layer.total;
+            }
+            s if s.starts_with("Downloading") => {
+                layer.current = current;
+                layer.total = total.max(layer.total);
+            }
+            _ => {}
+        }
+        self.layers_total = self.layers.len() as u64;
+        self.layers_done = self.layers.values().filter(|l| l.done).count() as u64;
+        self.bytes_done = self.layers.values().map(|l| l.current).sum();
+        self.bytes_total = self.layers.values().map(|l| l.total).sum();
+    }
+}
+
+/// The pulls under way, by image reference as asked for, each with the number of pulls of
+/// it running (two containers of one image pull at once; the progress stays until both end).
+/// Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Pulls(Arc<Mutex<HashMap<String, (usize, PullProgress)>>>);
+
+impl Pulls {
+    pub fn get(&self, image: &str) -> Option<PullProgress> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(image)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn begin(&self, p: &PullProgress) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(p.image.clone()).or_insert_with(|| (0, p.clone()));
+        entry.0 += 1;
+    }
+
+    fn set(&self, p: &PullProgress) {
+        if let Some(entry) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&p.image)
+        {
+            entry.1 = p.clone();
+        }
+    }
+
+    fn end(&self, image: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(image) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                map.remove(image);
+            }
+        }
+    }
+}
+
+/// Removes a pull's progress however the pull ends (done, failed, its future dropped).
+struct Clear<'a>(&'a Pulls, &'a str);
+
+impl Drop for Clear<'_> {
+    fn drop(&mut self) {
+        self.0.end(self.1);
+    }
+}
+
+/// Pulls `image` (with a tag added when it has none), recording progress in `pulls`.
+pub async fn pull(
+    docker: &bollard::Docker,
+    image: &str,
+    auth_file: Option<&Path>,
+    pulls: &Pulls,
+) -> Result<(), StepError> {
+    let reference = normalize(image);
+    let credentials = match auth_file {
+        Some(file) => credentials_for(file, &reference)
+            .map_err(|m| StepError::new(ErrorCode::RegistryAuthFailed, m))?,
+        None => None,
+    };
+    let options = CreateImageOptions {
+        from_image: Some(reference.clone()),
+        ..Default::default()
+    };
+    let mut progress = PullProgress::new(image);
+    pulls.begin(&progress);
+    let _clear = Clear(pulls, image);
+    let mut stream = docker.create_image(Some(options), None, credentials);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| classify(&reference, &e))?;
+        let (current, total) = info
+            .progress_detail
+            .as_ref()
+            .map(|d| {
+                (
+                    d.current.unwrap_or(0).max(0) as u64,
+                    d.total.unwrap_or(0).max(0) as u64,
+                )
+            })
+            .unwrap_or((0, 0));
+        progress.update(
+            info.status.as_deref().unwrap_or_default(),
+            info.id.as_deref(),
+            current,
+            total,
+        );
+        pulls.set(&progress);
+    }
+    Ok(())
+}
+
+/// What a failed pull is called. The daemon answers `404` for a tag or repository the
+/// registry does not have; other registry trouble comes as a `500` (or a stream error) whose
+/// message says what happened.
+pub fn classify(reference: &str, e: &DockerError) -> StepError {
+    let (status, message) = match e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => (Some(*status_code), message.as_str()),
+        DockerError::DockerStreamError { error } => (None, error.as_str()),
+        other => {
+            return StepError::new(
+                ErrorCode::DockerUnavailable,
+                format!("cannot pull {reference}: the Docker daemon did not answer: {other}"),
+            )
+        }
+    };
+    let lower = message.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    let code = if status == Some(404)
+        || any(&["manifest unknown", "not found", "repository does not exist"])
+    {
+        ErrorCode::ImageNotFound
+    } else if any(&[
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+        "incorrect username or password",
+    ]) {
+        ErrorCode::RegistryAuthFailed
+    } else {
+        // Cannot connect, DNS, TLS, timeouts, a registry answering 5xx: it cannot be reached
+        // in a useful way. (The daemon itself answered, so Docker is not what is down.)
+        ErrorCode::RegistryUnavailable
+    };
+    StepError::new(code, format!("cannot pull {reference}: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_normalize_like_repo_tags() {
+        assert_eq!(normalize("python"), "python:latest");
+        assert_eq!(normalize("docker.io/library/python:3.12"), "python:3.12");
+        assert_eq!(
+            normalize("127.0.0.1:5000/team/app"),
+            "127.0.0.1:5000/team/app:latest"
+        );
+        assert_eq!(normalize("127.0.0.1:5000/app:1"), "127.0.0.1:5000/app:1");
+        let digest = format!("app@sha256:{}", "a".repeat(64));
+        assert_eq!(normalize(&digest), digest);
+    }
+
+    #[test]
+    fn registries_are_found() {
+        assert_eq!(registry_of("python:3"), "docker.io");
+        assert_eq!(registry_of("team/app"), "docker.io");
+        assert_eq!(registry_of("127.0.0.1:5000/app"), "127.0.0.1:5000");
+        assert_eq!(registry_of("ghcr.io/o/app:1"), "ghcr.io");
+        assert_eq!(registry_of("localhost/app"), "localhost");
+    }
+
+    #[test]
+    fn credentials_come_from_the_auth_file_and_are_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("bob:s3cret-pw");
+        std::fs::write(
+            &file,
+            format!(r#"{{"auths":{{"127.0.0.1:5000":{{"auth":"{auth}"}},"https://index.docker.io/v1/":{{"auth":"{auth}"}}}}}}"#),
+        )
+        .unwrap();
+        let c = credentials_for(&file, "127.0.0.1:5000/app:1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.username.as_deref(), Some("bob"));
+        assert_eq!(c.password.as_deref(), Some("s3cret-pw"));
+        assert!(credentials_for(&file, "python:3").unwrap().is_some());
+        assert!(credentials_for(&file, "ghcr.io/x/y:1").unwrap().is_none());
+        std::fs::write(&file, r#"{"auths":{"127.0.0.1:5000":{"auth":"!!s3cret"}}}"#).unwrap();
+        let e = credentials_for(&file, "127.0.0.1:5000/app:1").unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = credentials_for(&dir.path().join("none"), "x").unwrap_err();
+        assert!(e.contains("REGISTRY_AUTH_FILE"), "{e}");
+    }
+
+    #[test]
+    fn pull_failures_are_named() {
+        let server = |status_code, message: &str| DockerError::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        };
+        let cases = [
+            (
+                server(404, "manifest for x:nope not found: manifest unknown"),
+                ErrorCode::ImageNotFound,
+            ),
+            (
+                server(
+                    500,
+                    "Get \"http://127.0.0.1:1/v2/\": dial tcp: connection refused",
+                ),
+                ErrorCode::RegistryUnavailable,
+            ),
+            (
+                server(
+                    500,
+                    "Head \"http://r/v2/x/manifests/latest\": no basic auth credentials",
+                ),
+                ErrorCode::RegistryAuthFailed,
+            ),
+            (
+                DockerError::DockerStreamError {
+                    error: "unauthorized: authentication required".into(),
+                },
+                ErrorCode::RegistryAuthFailed,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(classify("x", &e).code, want, "{e}");
+        }
+    }
+
+    #[test]
+    fn progress_stays_until_the_last_pull_of_an_image_ends() {
+        let pulls = Pulls::default();
+        let p = PullProgress::new("x");
+        pulls.begin(&p);
+        pulls.begin(&p);
+        pulls.end("x");
+        assert!(pulls.get("x").is_some());
+        pulls.end("x");
+        assert!(pulls.get("x").is_none());
+    }
+
+    #[test]
+    fn progress_counts_layers_and_bytes() {
+        let mut p = PullProgress::new("x");
+        p.update("Pulling from x", Some("latest"), 0, 0);
+        p.update("Pulling fs layer", Some("a"), 0, 0);
+        p.update("Pulling fs layer", Some("b"), 0, 0);
+        p.update("Downloading", Some("a"), 50, 100);
+        assert_eq!((p.layers_done, p.layers_total), (0, 2));
+        assert_eq!((p.bytes_done, p.bytes_total), (50, 100));
+        p.update("Pull complete", Some("a"), 0, 0);
+        p.update("Already exists", Some("b"), 0, 0);
+        assert_eq!((p.layers_done, p.layers_total), (2, 2));
+        assert_eq!(p.bytes_done, 100);
+    }
+}

@@ -1,0 +1,439 @@
+//! Images from real registries on 127.0.0.1 (scripts/setup-registry.sh): one open, one with
+//! htpasswd auth. Each test pushes its own uniquely named copy of the busybox test image and
+//! removes it from the host first, so tests never share a reference and the server really
+//! has to pull.
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::common::*;
+
+const OPEN: &str = "127.0.0.1:5731";
+const AUTHED: &str = "127.0.0.1:5732";
+/// The right credentials for `AUTHED`, written by setup-registry.sh.
+const DOCKER_CONFIG: &str = "/var/lib/cm-test-registry/docker-config";
+const RIGHT_AUTH_FILE: &str = "/var/lib/cm-test-registry/docker-config/config.json";
+const SLEEPER: &[&str] = &["sh", "-c", "exec sleep 3600"];
+
+fn image_on_host(reference: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", reference])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A reference pushed to `registry` only: removed from the host on drop (and before use).
+struct Pushed(String);
+
+impl Pushed {
+    /// The busybox test image under a new name: the host already holds its layers, so a
+    /// pull only fetches the manifest.
+    fn new(registry: &str) -> Self {
+        Self::push(registry, BUSYBOX)
+    }
+
+    /// An image with a layer of its own (a file with a fresh id on busybox), removed from
+    /// the host after the push: a pull has to fetch a blob.
+    fn with_own_layer(registry: &str) -> Self {
+        let ctx = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        std::fs::write(ctx.path().join("id"), &id).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {BUSYBOX}\nCOPY id /id\n"),
+        )
+        .unwrap();
+        let local = format!("cm-it-local-{id}:t1");
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", &local])
+            .arg(ctx.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pushed = Self::push(registry, &local);
+        docker(&["rmi", &local]);
+        pushed
+    }
+
+    fn push(registry: &str, source: &str) -> Self {
+        let name = format!(
+            "{registry}/cm-it-{}:t1",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let run = |args: &[&str]| {
+            let out = Command::new("docker")
+                .args(args)
+                .env("DOCKER_CONFIG", DOCKER_CONFIG)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "docker {args:?}: {} (run scripts/setup-registry.sh)",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["tag", source, &name]);
+        run(&["push", &name]);
+        run(&["rmi", &name]);
+        assert!(!image_on_host(&name));
+        Pushed(name)
+    }
+}
+
+impl Drop for Pushed {
+    fn drop(&mut self) {
+        docker(&["rmi", &self.0]);
+    }
+}
+
+async fn start_container(s: &Server, image: &str) -> Resp {
+    s.post_json(
+        "/containers",
+        &json!({"image": image, "command": SLEEPER, "start": true}),
+    )
+    .await
+}
+
+/// Server settings: pulling on (`missing`, the default the harness turns off), plus `pairs`.
+fn env(pairs: &[(&str, &str)]) -> Options {
+    let mut env = vec![("IMAGE_PULL_POLICY".to_owned(), "missing".to_owned())];
+    env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Options {
+        env,
+        ..Default::default()
+    }
+}
+
+async fn server() -> Server {
+    Server::start_with(env(&[])).await
+}
+
+#[tokio::test]
+async fn a_missing_image_is_pulled_on_first_start_and_guarded_while_used() {
+    let image = Pushed::new(OPEN);
+    let s = server().await;
+    let r = start_container(&s, &image.0).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    assert!(image_on_host(&image.0));
+    assert_eq!(
+        s.get(&format!("/containers/{cuid}")).await.json["pull"],
+        json!(null)
+    );
+
+    // Listed, with the container that uses it.
+    let list = s.get("/images").await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let entry = list.json["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["tags"].as_array().unwrap().contains(&json!(image.0)))
+        .unwrap_or_else(|| panic!("{} not listed: {}", image.0, list.text))
+        .clone();
+    assert_eq!(entry["used_by"], json!([cuid]));
+    assert!(entry["id"].as_str().unwrap().starts_with("sha256:"));
+    assert!(entry["size"].as_i64().unwrap() > 0);
+    assert!(entry["created"].is_string());
+
+    // Not removable while a container of this server uses it (the slashes of the
+    // reference are part of the path).
+    let r = s.delete(&format!("/images/{}", image.0)).await;
+    r.assert_error(409, "conflict", "IMAGE_IN_USE");
+    assert_eq!(r.json["details"]["used_by"], json!([cuid]));
+    assert!(image_on_host(&image.0));
+
+    let r = s.delete(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.delete(&format!("/images/{}", image.0)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!image_on_host(&image.0));
+    s.delete(&format!("/images/{}", image.0))
+        .await
+        .assert_error(404, "not_found", "IMAGE_NOT_FOUND");
+    s.delete("/images/..%2F..%2Fetc")
+        .await
+        .assert_error(404, "not_found", "IMAGE_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn policy_never_does_not_pull() {
+    let image = Pushed::new(OPEN);
+    let s = Server::start_with(env(&[("IMAGE_PULL_POLICY", "never")])).await;
+    let r = start_container(&s, &image.0).await;
+    r.assert_error(422, "state_error", "IMAGE_NOT_FOUND");
+    assert!(!image_on_host(&image.0), "policy never pulled");
+    // Recorded on the container, which is retried with back-off like any failure.
+    let cuid = r.json["details"]["cuid"].as_str().unwrap();
+    let c = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(c.json["status"], "error");
+    assert_eq!(c.json["last_error"]["code"], "IMAGE_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_missing_tag_is_image_not_found() {
+    let s = server().await;
+    let missing = format!(
+        "{OPEN}/cm-test-busybox:no-such-tag-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let r = start_container(&s, &missing).await;
+    r.assert_error(422, "state_error", "IMAGE_NOT_FOUND");
+    let r = s
+        .post_json("/images/pull", &json!({"image": missing}))
+        .await;
+    r.assert_error(422, "state_error", "IMAGE_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_registry_that_is_down_is_unavailable() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = server().await;
+    let r = start_container(&s, &format!("127.0.0.1:{port}/cm-test-busybox:latest")).await;
+    r.assert_error(503, "unavailable", "REGISTRY_UNAVAILABLE");
+    let cuid = r.json["details"]["cuid"].as_str().unwrap();
+    let c = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(c.json["last_error"]["code"], "REGISTRY_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn wrong_or_no_credentials_are_refused_without_echoing_them() {
+    let image = Pushed::new(AUTHED);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    let secret = "wrong-Secret-4711";
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("cm-test:{secret}"),
+    );
+    std::fs::write(
+        &file,
+        json!({"auths": {AUTHED: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let s = Server::start_with(env(&[("REGISTRY_AUTH_FILE", file.to_str().unwrap())])).await;
+    let r = start_container(&s, &image.0).await;
+    r.assert_error(422, "state_error", "REGISTRY_AUTH_FAILED");
+    assert!(
+        !r.text.contains(secret) && !r.text.contains(&auth),
+        "{}",
+        r.text
+    );
+    assert!(
+        !s.server_log().contains(secret),
+        "password in the server log"
+    );
+    assert!(!image_on_host(&image.0));
+
+    // No credentials for that registry at all.
+    let s = server().await;
+    let r = start_container(&s, &image.0).await;
+    r.assert_error(422, "state_error", "REGISTRY_AUTH_FAILED");
+}
+
+#[tokio::test]
+async fn right_credentials_pull_from_a_private_registry() {
+    let image = Pushed::new(AUTHED);
+    let s = Server::start_with(env(&[("REGISTRY_AUTH_FILE", RIGHT_AUTH_FILE)])).await;
+    let r = start_container(&s, &image.0).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+    assert!(image_on_host(&image.0));
+}
+
+#[tokio::test]
+async fn images_can_be_pulled_ahead() {
+    let s = server().await;
+    for (body, code) in [
+        (json!({}), "MISSING_IMAGE"),
+        (json!({"image": "-rf /"}), "INVALID_IMAGE"),
+        (json!({"image": 5}), "INVALID_IMAGE"),
+        (json!({"image": BUSYBOX, "x": 1}), "UNKNOWN_FIELD"),
+    ] {
+        s.post_json("/images/pull", &body)
+            .await
+            .assert_error(400, "validation_error", code);
+    }
+
+    let image = Pushed::new(OPEN);
+    let r = s
+        .post_json("/images/pull", &json!({"image": image.0}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.json["tags"].as_array().unwrap().contains(&json!(image.0)),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.json["used_by"], json!([]));
+    assert!(image_on_host(&image.0));
+
+    // Not waited: 202 at once, and the pull completes on its own.
+    let later = Pushed::new(OPEN);
+    let r = s
+        .post_json("/images/pull?wait=false", &json!({"image": later.0}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json["image"], json!(later.0));
+    s.wait_for("/images", std::time::Duration::from_secs(30), |r| {
+        r.text.contains(&later.0)
+    })
+    .await;
+}
+
+/// A TCP proxy in front of a registry that holds every blob request until it is opened, so
+/// a test can look at a pull while it is under way.
+struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn passed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+async fn gated_proxy(upstream: &'static str) -> (u16, std::sync::Arc<Gate>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = std::sync::Arc::new(Gate {
+        open: false.into(),
+        notify: tokio::sync::Notify::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let g = gate.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let gate = g.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].windows(7).any(|w| w == b"/blobs/") {
+                        gate.passed().await;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, gate)
+}
+
+#[tokio::test]
+async fn a_start_waits_through_the_pull_and_shows_its_progress() {
+    let pushed = Pushed::with_own_layer(OPEN);
+    let (port, gate) = gated_proxy(OPEN).await;
+    // The same repository, reached through the proxy: a reference the host does not hold.
+    let image = Pushed(pushed.0.replacen(OPEN, &format!("127.0.0.1:{port}"), 1));
+    assert!(!image_on_host(&image.0));
+    let s = server().await;
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": image.0, "command": SLEEPER}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+
+    let start = {
+        let rb = s.request(reqwest::Method::POST, &format!("/containers/{cuid}/start"));
+        tokio::spawn(async move { Resp::from(rb.send().await.unwrap()).await })
+    };
+    let during = s
+        .wait_for(
+            &format!("/containers/{cuid}"),
+            std::time::Duration::from_secs(30),
+            // Layers the host has are "done" at once; the image's own layer waits at the
+            // gate, so a moment comes where one is known and not done.
+            |r| {
+                let pull = &r.json["pull"];
+                matches!(
+                    (pull["layers_done"].as_u64(), pull["layers_total"].as_u64()),
+                    (Some(done), Some(total)) if done < total
+                )
+            },
+        )
+        .await;
+    let pull = &during.json["pull"];
+    assert_eq!(pull["image"], json!(image.0));
+    assert_ne!(during.json["status"], "running");
+    assert!(
+        !start.is_finished(),
+        "the start answered before its image was there"
+    );
+
+    gate.open();
+    let r = start.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "running");
+    let after = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(after.json["pull"], json!(null));
+}
+
+#[tokio::test]
+async fn a_start_that_times_out_during_a_pull_says_so_and_the_pull_goes_on() {
+    let pushed = Pushed::with_own_layer(OPEN);
+    let (port, gate) = gated_proxy(OPEN).await;
+    let image = Pushed(pushed.0.replacen(OPEN, &format!("127.0.0.1:{port}"), 1));
+    let s = Server::start_with(env(&[("ACTION_TIMEOUT", "2")])).await;
+    let r = start_container(&s, &image.0).await;
+    r.assert_error(408, "timeout", "ACTION_TIMEOUT");
+    assert_eq!(
+        r.json["details"]["pull"]["image"],
+        json!(image.0),
+        "{}",
+        r.text
+    );
+    let cuid = r.json["details"]["cuid"].as_str().unwrap().to_owned();
+
+    gate.open();
+    s.wait_for(
+        &format!("/containers/{cuid}"),
+        std::time::Duration::from_secs(30),
+        |r| r.json["status"] == "running",
+    )
+    .await;
+    assert!(image_on_host(&image.0));
+}
