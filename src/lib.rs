@@ -18,6 +18,7 @@
 //! - [`reconcile`]: the controller that makes Docker match the store (render, compose, decide).
 //! - [`fs`]: each container's `/app` directory on the host.
 //! - [`docker`]: the Engine API client and a clean environment for `docker` processes.
+//! - [`metrics`]: the Prometheus instruments and `/metrics` rendering.
 //! - [`terminal`]: the WebSocket terminal session (console, exec, attach) and main output.
 
 pub mod app;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod fs;
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod reconcile;
 pub mod spec;
 pub mod state;

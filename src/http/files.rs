@@ -107,6 +107,9 @@ async fn receive(body: Body, path: &std::path::Path, limit: u64, idle: Duration)
             ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
         })?;
         total += chunk.len() as u64;
+        crate::metrics::get()
+            .upload_bytes
+            .inc_by(chunk.len() as u64);
         if total > limit {
             drain(stream).await;
             return Err(upload_too_large(limit));
@@ -116,6 +119,15 @@ async fn receive(body: Body, path: &std::path::Path, limit: u64, idle: Duration)
     out.flush().await?;
     out.into_inner().sync_data().await.ok();
     Ok(total)
+}
+
+/// Counts the bytes of a download as they are handed to the connection.
+fn count_download<E>(chunk: &Result<bytes::Bytes, E>) {
+    if let Ok(chunk) = chunk {
+        crate::metrics::get()
+            .download_bytes
+            .inc_by(chunk.len() as u64);
+    }
 }
 
 /// `POST /containers/{cuid}/upload-zip[?path=dir]`: body = the ZIP.
@@ -241,7 +253,8 @@ pub async fn download(
     })
     .await?;
     let reader = tokio::fs::File::from_std(file).take(size);
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024);
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024).inspect(count_download);
     let mut response = Body::from_stream(stream).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -290,7 +303,8 @@ pub async fn download_zip(
     let rx = zipout::spawn(dir, permit);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    });
+    })
+    .inspect(count_download);
     let mut response = Body::from_stream(stream).into_response();
     let h = response.headers_mut();
     h.insert(

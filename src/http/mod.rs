@@ -12,6 +12,7 @@ pub mod extract;
 pub mod files;
 pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod origin;
 pub mod prestart;
 pub mod response;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/livez", get(health::livez))
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route(
             "/containers",
             post(containers::create).get(containers::list),

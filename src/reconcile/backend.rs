@@ -116,16 +116,20 @@ impl DockerBackend {
                 status_code: 304 | 404 | 409,
                 ..
             }) => Ok(()),
-            Err(e @ DockerError::DockerResponseServerError { .. }) => Err(StepError::new(
-                ErrorCode::ComposeFailed,
-                format!("docker {what} failed: {e}"),
-            )),
+            Err(e @ DockerError::DockerResponseServerError { .. }) => {
+                crate::metrics::engine_error("container_action");
+                Err(StepError::new(
+                    ErrorCode::ComposeFailed,
+                    format!("docker {what} failed: {e}"),
+                ))
+            }
             Err(e) => Err(unavailable(&e)),
         }
     }
 }
 
 fn unavailable(e: &DockerError) -> StepError {
+    crate::metrics::engine_error("reconciler");
     StepError::new(ErrorCode::DockerUnavailable, e.to_string())
 }
 
@@ -151,10 +155,11 @@ impl Backend for DockerBackend {
                     status_code: 404, ..
                 }) => return Ok(None),
                 Err(e) => {
+                    crate::metrics::engine_error("inspect_container");
                     return Err(StepError::new(
                         ErrorCode::DockerUnavailable,
                         format!("cannot inspect the container: {e}"),
-                    ))
+                    ));
                 }
             };
             let labels = info
@@ -192,10 +197,13 @@ impl Backend for DockerBackend {
                         "image {image} is not on this Docker host (no registry is reachable to pull it)"
                     ),
                 )),
-                Err(e) => Err(StepError::new(
-                    ErrorCode::DockerUnavailable,
-                    format!("cannot inspect image {image}: {e}"),
-                )),
+                Err(e) => {
+                    crate::metrics::engine_error("inspect_image");
+                    Err(StepError::new(
+                        ErrorCode::DockerUnavailable,
+                        format!("cannot inspect image {image}: {e}"),
+                    ))
+                }
             }
         })
     }

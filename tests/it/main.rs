@@ -7,5 +7,6 @@ mod files;
 mod foundation;
 mod hostile;
 mod hostile_upload;
+mod ops;
 mod reconcile;
 mod terminal;
