@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod origin;
 pub mod prestart;
 pub mod response;
+pub mod stats;
 pub mod terminal;
 pub mod wait;
 
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{cuid}/download", get(files::download))
         .route("/containers/{cuid}/download-zip", get(files::download_zip))
         .route("/containers/{cuid}/logs", get(logs::logs))
+        .route("/containers/{cuid}/stats", get(stats::stats))
         .route("/ws/{cuid}", get(terminal::ws))
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)

@@ -142,3 +142,92 @@ async fn metrics_move_after_a_create_and_start() {
         assert!(after.contains_key(name), "{name} missing: {after:#?}");
     }
 }
+
+/// A container that fills 50 MB of its tmpfs `/dev/shm` (charged to its memory) and then
+/// keeps one CPU busy.
+const BURNER: &[&str] = &[
+    "sh",
+    "-c",
+    "dd if=/dev/zero of=/dev/shm/fill bs=1M count=50 2>/dev/null; while :; do :; done",
+];
+
+#[tokio::test]
+async fn stats_show_a_busy_container_and_refuse_a_stopped_one() {
+    let s = Server::start().await;
+    let cuid = create_running(&s, BURNER).await;
+    let path = format!("/containers/{cuid}/stats");
+    // Each answer covers the last second; wait until the burner is in its loop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let r = s.get(&path).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let j = r.json;
+        if j["cpu_percent"].as_f64().unwrap() > 50.0
+            && j["memory"]["used_bytes"].as_u64().unwrap() > 45 * 1024 * 1024
+        {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the burner never showed: {j}"
+        );
+    };
+    assert_eq!(body["cuid"], cuid.as_str());
+    assert!(body["memory"]["limit_bytes"].as_u64().unwrap() > 50 * 1024 * 1024);
+    assert!(body["pids"]["current"].as_u64().unwrap() >= 1);
+    assert!(body["online_cpus"].as_u64().unwrap() >= 1);
+    for key in ["rx_bytes", "tx_bytes"] {
+        assert!(body["network"][key].is_u64(), "{body}");
+    }
+    for key in ["read_bytes", "write_bytes"] {
+        assert!(body["block_io"][key].is_u64(), "{body}");
+    }
+
+    // The stream: one event per second, each a whole sample.
+    use futures_util::StreamExt;
+    let resp = s
+        .request(reqwest::Method::GET, &format!("{path}?stream=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream")));
+    let mut chunks = resp.bytes_stream();
+    let mut text = String::new();
+    let started = std::time::Instant::now();
+    while text.matches("event: stats").count() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), chunks.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(500), "{text}");
+    let first = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let sample: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert_eq!(sample["cuid"], cuid.as_str());
+    drop(chunks);
+
+    let r = s.post(&format!("/containers/{cuid}/stop")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.get(&path)
+        .await
+        .assert_error(409, "state_error", "CONTAINER_NOT_RUNNING");
+    s.get(&format!("{path}?stream=true")).await.assert_error(
+        409,
+        "state_error",
+        "CONTAINER_NOT_RUNNING",
+    );
+    s.get("/containers/c00000000-0000-4000-8000-000000000000/stats")
+        .await
+        .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+    s.get(&format!("{path}?stream=maybe")).await.assert_error(
+        400,
+        "validation_error",
+        "INVALID_QUERY",
+    );
+}
