@@ -53,6 +53,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// `pids_limit` of a container whose spec sets none (`DEFAULT_PIDS_LIMIT`; `0`: none).
     pub default_pids_limit: Option<i64>,
+    /// `LOG_FORMAT=json`: the server's own log is one JSON object per line.
+    pub log_json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +156,17 @@ impl Config {
             }
         }
 
+        let log_json = match var("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "LOG_FORMAT={other:?} must be text or json"
+                )))
+            }
+        };
         Ok(Self {
+            log_json,
             app_user,
             app_pass,
             listen_addr: parse_or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
@@ -222,6 +234,7 @@ impl Config {
             compose_timeout: Duration::from_secs(120),
             resync_interval: Duration::from_secs(30),
             default_pids_limit: Some(4096),
+            log_json: false,
         }
     }
 }

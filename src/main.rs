@@ -17,12 +17,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(config.log_json);
 
     raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -59,6 +54,27 @@ async fn run(config: Config) -> Result<(), app::StartError> {
         shutdown.cancel();
     });
     app::serve(state, listener).await
+}
+
+/// The server's own log on stderr: readable text by default; with `LOG_FORMAT=json` one JSON
+/// object per line (`timestamp`, `level`, `target`, `message` and the event's fields at the
+/// top level, `span.request_id` inside a request) for log shippers.
+fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 /// Uploads hold a directory handle per directory they touch until they commit, and every

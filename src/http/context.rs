@@ -58,8 +58,21 @@ pub async fn request_context(
 
     let span = tracing::info_span!("request", request_id = %request_id);
     let mut response = REQUEST_ID
-        .scope(request_id.clone(), next.run(request).instrument(span))
+        .scope(
+            request_id.clone(),
+            next.run(request).instrument(span.clone()),
+        )
         .await;
+    // At debug level: the audit log has the line for good; this one lets the server's own log
+    // be joined with it (and with the request's other lines) by request id.
+    span.in_scope(|| {
+        tracing::debug!(
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            "request served"
+        );
+    });
     crate::metrics::http_request(
         &route,
         &method,

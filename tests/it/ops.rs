@@ -231,3 +231,51 @@ async fn stats_show_a_busy_container_and_refuse_a_stopped_one() {
         "INVALID_QUERY",
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let s = Server::start_with(Options {
+        env: vec![("LOG_FORMAT".into(), "json".into())],
+        ..Default::default()
+    })
+    .await;
+    let r = s
+        .send(
+            s.request(reqwest::Method::GET, "/containers")
+                .header("x-request-id", "log-probe-42"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let want = |l: &serde_json::Value| l["span"]["request_id"] == "log-probe-42";
+    // The line is written after the response: wait for it rather than sleep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let log = s.server_log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect();
+        if lines.iter().any(want) || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!lines.is_empty());
+    for l in &lines {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(l[key].is_string(), "{key} missing in {l}");
+        }
+    }
+    let line = lines.iter().find(|l| want(l)).expect("the request's line");
+    assert_eq!(line["path"], "/containers");
+    assert_eq!(line["status"], 200);
+
+    // A bad value is refused at start-up, not silently ignored.
+    let (status, stderr) = run_to_exit(&[
+        ("APP_USER", USER),
+        ("APP_PASS", PASS),
+        ("LOG_FORMAT", "xml"),
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("LOG_FORMAT"), "{stderr}");
+}
