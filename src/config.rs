@@ -109,6 +109,18 @@ fn secs_or(name: &str, default: u64) -> Result<Duration, ConfigError> {
 }
 
 impl Config {
+    /// `DATABASE_URL`, or the file under `DATA_DIR`: all the backup command needs (it runs
+    /// beside the server and needs no credentials).
+    pub fn database_url_from_env() -> Result<String, ConfigError> {
+        if let Some(url) = var("DATABASE_URL") {
+            return Ok(url);
+        }
+        let cwd = std::env::current_dir()
+            .map_err(|e| ConfigError(format!("cannot read the working directory: {e}")))?;
+        let data_dir = absolute(&cwd, &var("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        Ok(format!("sqlite://{}", data_dir.join("state.db").display()))
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let development = var("APP_ENV").is_some_and(|v| v.eq_ignore_ascii_case("development"));
         let app_user = var("APP_USER").ok_or_else(|| {
@@ -132,8 +144,7 @@ impl Config {
             .map_err(|e| ConfigError(format!("cannot read the working directory: {e}")))?;
         let data_dir = absolute(&cwd, &var("DATA_DIR").unwrap_or_else(|| "./data".into()));
         let log_dir = absolute(&cwd, &var("LOG_DIR").unwrap_or_else(|| "./logs".into()));
-        let database_url = var("DATABASE_URL")
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("state.db").display()));
+        let database_url = Self::database_url_from_env()?;
 
         let default_user = var("DEFAULT_USER_UID").unwrap_or_else(|| "1000:1000".into());
         let default_user = UserIds::parse(&default_user).ok_or_else(|| {

@@ -6,6 +6,7 @@
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
 //! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
 //!   the router built from a state.
+//! - [`backup`]: `container-manager backup PATH`, an online copy of the state store.
 //! - [`auth`]: credentials and the failed-login throttle (the middleware is in `http`).
 //! - [`http`]: routes, extractors and the middleware (request id + audit, auth); response
 //!   building, waiting for convergence and pre-start checks have their own modules there,
@@ -24,6 +25,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod docker;
 pub mod error;

@@ -10,6 +10,15 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     // `.env` first; variables already in the environment win.
     let _ = dotenvy::dotenv();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        None => {}
+        Some("backup") => return backup(&args[1..]),
+        Some(other) => {
+            eprintln!("container-manager: unknown command {other:?}; usage: container-manager [backup PATH]");
+            return ExitCode::from(2);
+        }
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -29,6 +38,42 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("container-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `container-manager backup PATH`: an online, consistent copy of the state store.
+fn backup(args: &[std::ffi::OsString]) -> ExitCode {
+    let [target] = args else {
+        eprintln!("container-manager: usage: container-manager backup PATH");
+        return ExitCode::from(2);
+    };
+    let url = match Config::database_url_from_env() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("container-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("container-manager: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = std::path::Path::new(target);
+    match runtime.block_on(container_manager::backup::run(&url, target)) {
+        Ok(()) => {
+            println!("backed up to {}", target.display());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("container-manager: {e}");
             ExitCode::FAILURE

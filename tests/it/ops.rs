@@ -279,3 +279,113 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
     assert!(!status.success());
     assert!(stderr.contains("LOG_FORMAT"), "{stderr}");
 }
+
+#[tokio::test]
+async fn backup_during_a_churn_of_writes_is_a_consistent_copy() {
+    use sqlx::ConnectOptions;
+    let s = Server::start().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        let client = s.client.clone();
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            let mut writes = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .post(format!("{base}/containers"))
+                    .header("authorization", basic_auth(USER, PASS))
+                    .json(&json!({"image": BUSYBOX, "env": {"N": writes.to_string()}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                let c: serde_json::Value = r.json().await.unwrap();
+                let cuid = c["cuid"].as_str().unwrap();
+                let r = client
+                    .patch(format!("{base}/containers/{cuid}"))
+                    .header("authorization", basic_auth(USER, PASS))
+                    .json(&json!({"tags": ["churn"], "env": {"M": "x"}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                writes += 2;
+            }
+            writes
+        })
+    };
+    // Back up while the writes go on (after some have landed).
+    s.wait_for("/containers?limit=500", Duration::from_secs(30), |r| {
+        r.json["containers"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 5)
+    })
+    .await;
+    let copy = s.dir.path().join("backup.db");
+    let db = s.data_dir().join("state.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_container-manager"))
+        .arg("backup")
+        .arg(&copy)
+        .env_clear()
+        .current_dir(s.dir.path())
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Let more writes land after the copy, then stop the churn.
+    let after = s.count_containers().await;
+    s.wait_for("/containers?limit=500", Duration::from_secs(30), |r| {
+        r.json["containers"]
+            .as_array()
+            .is_some_and(|a| a.len() > after)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = churn.await.unwrap();
+    assert!(writes >= 10, "{writes}");
+
+    // A second backup to the same path is refused, not overwritten.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_container-manager"))
+        .arg("backup")
+        .arg(&copy)
+        .env_clear()
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&copy)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    let (rows, untagged): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE tags NOT LIKE '%churn%') FROM containers",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(rows >= 5, "{rows}");
+    // Each create is followed by its patch; a snapshot holds at most the one in between.
+    assert!(untagged <= 1, "{untagged} of {rows}");
+    assert!(
+        (rows as usize) < s.count_containers().await,
+        "the copy is of an earlier moment"
+    );
+    let id: String = sqlx::query_scalar("SELECT instance_id FROM instance")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(id, s.instance_id);
+}
