@@ -13,6 +13,7 @@ pub mod files;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod openapi;
 pub mod origin;
 pub mod prestart;
 pub mod response;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(health::livez))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route(
             "/containers",
             post(containers::create).get(containers::list),

@@ -27,7 +27,7 @@ pub struct StatsQuery {
 }
 
 /// One sample. Sizes in bytes; counters (network, block I/O) since the container started.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub cuid: String,
     /// When Docker took the sample (RFC 3339).
@@ -41,7 +41,7 @@ pub struct Stats {
     pub pids: PidsStats,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemoryStats {
     /// Usage less the page cache that can be dropped, as `docker stats` shows it.
     pub used_bytes: u64,
@@ -49,19 +49,19 @@ pub struct MemoryStats {
     pub percent: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NetworkStats {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BlockIoStats {
     pub read_bytes: u64,
     pub write_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PidsStats {
     pub current: u64,
     pub limit: Option<u64>,
@@ -79,6 +79,7 @@ fn engine_error(e: &bollard::errors::Error) -> ApiError {
     crate::docker::unavailable(e)
 }
 
+#[utoipa::path(get, path = "/containers/{cuid}/stats", tag = "containers", summary = "CPU, memory, network, block I/O and pids of a running container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("stream" = Option<bool>, Query, description = "true: text/event-stream, one `stats` event per second")), responses((status = 200, description = "One sample (or an SSE stream of them)", body = crate::http::stats::Stats), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "CONTAINER_NOT_RUNNING", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
