@@ -259,9 +259,41 @@ pub struct ApiDoc;
 /// The document, built once.
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
-        serde_json::to_value(ApiDoc::openapi()).unwrap_or(serde_json::Value::Null)
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(serde_json::Value::Null);
+        add_links(&mut doc);
+        doc
     });
     &DOC
+}
+
+/// OpenAPI links from a created container to every operation on `{cuid}`: clients and
+/// fuzzers (schemathesis' stateful phase) learn where the `cuid` of a `201` goes.
+fn add_links(doc: &mut serde_json::Value) {
+    let mut links = serde_json::Map::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, ops) in paths {
+            if !path.contains("{cuid}") || path.starts_with("/ws/") {
+                continue;
+            }
+            for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
+                if let Some(id) = op["operationId"].as_str() {
+                    links.insert(
+                        id.to_owned(),
+                        serde_json::json!({
+                            "operationId": id,
+                            "parameters": {"cuid": "$response.body#/cuid"},
+                        }),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(created) = doc
+        .pointer_mut("/paths/~1containers/post/responses/201")
+        .and_then(|r| r.as_object_mut())
+    {
+        created.insert("links".into(), serde_json::Value::Object(links));
+    }
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",

@@ -526,7 +526,7 @@ async fn fuzzed_against_its_own_document() {
         .args(["--max-examples", "12"])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--exclude-path-regex", "^/ws/|/upload-zip$"])
-        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--request-timeout", "30", "--seed", "12"])
         .args(["--workers", "2"])
         .args(["--report", "junit", "--report-junit-path"])
@@ -543,6 +543,7 @@ async fn fuzzed_against_its_own_document() {
         "schemathesis found problems:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("{stdout}");
     // It really ran operations (a broken document would test nothing and pass).
     assert!(stdout.contains("/containers"), "{stdout}");
 }
