@@ -531,6 +531,8 @@ async fn fuzzed_against_its_own_document() {
         .args(["--workers", "2"])
         .args(["--report", "junit", "--report-junit-path"])
         .arg(&report)
+        // Its caches (`.hypothesis`, `.schemathesis`) go to the test's directory, not the repo.
+        .current_dir(s.dir.path())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(240), out)
