@@ -203,8 +203,22 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
+/// Standard methods by name, anything else as `other`: a client inventing methods must not
+/// be able to create series without end.
+fn method_label(method: &str) -> &str {
+    const KNOWN: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    if KNOWN.contains(&method) {
+        method
+    } else {
+        "other"
+    }
+}
+
 pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
     let m = get();
+    let method = method_label(method);
     m.http_requests
         .get_or_create(&HttpLabels {
             route: route.to_owned(),
@@ -287,4 +301,31 @@ pub async fn scrape(state: &crate::state::AppState) -> Result<String, sqlx::Erro
             .set(n);
     }
     Ok(m.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("FROBNICATE"), "other");
+    }
+
+    #[test]
+    fn exposition_has_the_registered_families() {
+        http_request("/x", "BREW", 418, Duration::from_millis(3));
+        let text = get().encode();
+        assert!(
+            text.contains("cm_http_requests_total{route=\"/x\",method=\"other\",status=\"418\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE cm_reconcile_queue_depth gauge"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
 }
