@@ -518,8 +518,18 @@ async fn fuzzed_against_its_own_document() {
         ..Default::default()
     })
     .await;
+    // A real container for the operations on `{cuid}`: random cuids only ever reach the 404.
+    let cuid = create_running(&s, &["sleep", "3600"]).await;
+    let config = s.dir.path().join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!("[parameters]\n\"path.cuid\" = \"{cuid}\"\n"),
+    )
+    .unwrap();
     let report = s.dir.path().join("schemathesis.xml");
     let out = tokio::process::Command::new(&st)
+        .arg("--config-file")
+        .arg(&config)
         .arg("run")
         .arg(format!("{}/openapi.json", s.base))
         .args(["--auth", &format!("{USER}:{PASS}")])
