@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-docker.sh
 bash scripts/setup-registry.sh
+bash scripts/setup-python-tools.sh
 export SQLX_OFFLINE=true
 exec cargo test --locked "$@"

@@ -58,6 +58,8 @@ pub struct Config {
     /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
     /// pull, never copied into the store.
     pub registry_auth_file: Option<PathBuf>,
+    /// `LOG_FORMAT=json`: the server's own log is one JSON object per line.
+    pub log_json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +114,18 @@ fn secs_or(name: &str, default: u64) -> Result<Duration, ConfigError> {
 }
 
 impl Config {
+    /// `DATABASE_URL`, or the file under `DATA_DIR`: all the backup command needs (it runs
+    /// beside the server and needs no credentials).
+    pub fn database_url_from_env() -> Result<String, ConfigError> {
+        if let Some(url) = var("DATABASE_URL") {
+            return Ok(url);
+        }
+        let cwd = std::env::current_dir()
+            .map_err(|e| ConfigError(format!("cannot read the working directory: {e}")))?;
+        let data_dir = absolute(&cwd, &var("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        Ok(format!("sqlite://{}", data_dir.join("state.db").display()))
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_env_with(None)
     }
@@ -149,8 +163,7 @@ impl Config {
             .map_err(|e| ConfigError(format!("cannot read the working directory: {e}")))?;
         let data_dir = absolute(&cwd, &var("DATA_DIR").unwrap_or_else(|| "./data".into()));
         let log_dir = absolute(&cwd, &var("LOG_DIR").unwrap_or_else(|| "./logs".into()));
-        let database_url = var("DATABASE_URL")
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("state.db").display()));
+        let database_url = Self::database_url_from_env()?;
 
         let default_user = var("DEFAULT_USER_UID").unwrap_or_else(|| "1000:1000".into());
         let default_user = UserIds::parse(&default_user).ok_or_else(|| {
@@ -183,7 +196,17 @@ impl Config {
         };
         let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
 
+        let log_json = match var("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "LOG_FORMAT={other:?} must be text or json"
+                )))
+            }
+        };
         Ok(Self {
+            log_json,
             app_user,
             app_pass,
             listen_addr: parse_or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
@@ -255,6 +278,7 @@ impl Config {
             default_pids_limit: Some(4096),
             image_pull_policy: crate::images::PullPolicy::Missing,
             registry_auth_file: None,
+            log_json: false,
         }
     }
 }

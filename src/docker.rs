@@ -59,6 +59,7 @@ impl Engine {
 
 /// The answer to a request when the daemon does not answer.
 pub fn unavailable(e: &bollard::errors::Error) -> crate::error::ApiError {
+    crate::metrics::engine_error("request");
     tracing::warn!(error = %e, "Docker is not reachable");
     crate::error::ApiError::new(
         crate::error::Kind::Unavailable,

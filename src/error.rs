@@ -35,6 +35,9 @@ pub enum Kind {
     NotFound,
     Conflict,
     State,
+    /// A `state_error` that is about the container's current state rather than a
+    /// transition (stats of a container that is not running): `409`.
+    StateConflict,
     Timeout,
     Compose,
     Io,
@@ -54,7 +57,7 @@ impl Kind {
             Kind::Forbidden => "forbidden",
             Kind::NotFound => "not_found",
             Kind::Conflict => "conflict",
-            Kind::State => "state_error",
+            Kind::State | Kind::StateConflict => "state_error",
             Kind::Timeout => "timeout",
             Kind::Compose => "compose_error",
             Kind::Io => "io_error",
@@ -73,7 +76,7 @@ impl Kind {
             Kind::Auth => StatusCode::UNAUTHORIZED,
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Conflict | Kind::StateConflict => StatusCode::CONFLICT,
             Kind::State => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::Timeout => StatusCode::REQUEST_TIMEOUT,
             Kind::Compose | Kind::Io | Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

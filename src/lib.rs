@@ -7,6 +7,7 @@
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
 //! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
 //!   the router built from a state.
+//! - [`backup`]: `container-manager backup PATH`, an online copy of the state store.
 //! - [`auth`]: credentials and the failed-login throttle (the middleware is in `http`).
 //! - [`http`]: routes, extractors and the middleware (request id + audit, auth); response
 //!   building, waiting for convergence and pre-start checks have their own modules there,
@@ -21,11 +22,13 @@
 //! - [`fs`]: each container's `/app` directory on the host.
 //! - [`images`]: pull policy, registry credentials, pulls with progress.
 //! - [`docker`]: the Engine API client and a clean environment for `docker` processes.
+//! - [`metrics`]: the Prometheus instruments and `/metrics` rendering.
 //! - [`terminal`]: the WebSocket terminal session (console, exec, attach) and main output.
 
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod docker;
 pub mod error;
@@ -34,6 +37,7 @@ pub mod fs;
 pub mod http;
 pub mod images;
 pub mod lifecycle;
+pub mod metrics;
 pub mod reconcile;
 pub mod spec;
 pub mod state;

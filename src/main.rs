@@ -10,6 +10,15 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     // `.env` first; variables already in the environment win.
     let _ = dotenvy::dotenv();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        None => {}
+        Some("backup") => return backup(&args[1..]),
+        Some(other) => {
+            eprintln!("container-manager: unknown command {other:?}; usage: container-manager [backup PATH]");
+            return ExitCode::from(2);
+        }
+    }
     let env_file = std::env::current_dir()
         .map(|d| d.join(".env"))
         .unwrap_or_else(|_| ".env".into());
@@ -28,12 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(config.log_json);
 
     raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -45,6 +49,42 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(config, generated)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("container-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `container-manager backup PATH`: an online, consistent copy of the state store.
+fn backup(args: &[std::ffi::OsString]) -> ExitCode {
+    let [target] = args else {
+        eprintln!("container-manager: usage: container-manager backup PATH");
+        return ExitCode::from(2);
+    };
+    let url = match Config::database_url_from_env() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("container-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("container-manager: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = std::path::Path::new(target);
+    match runtime.block_on(container_manager::backup::run(&url, target)) {
+        Ok(()) => {
+            println!("backed up to {}", target.display());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("container-manager: {e}");
             ExitCode::FAILURE
@@ -74,6 +114,27 @@ async fn run(
         shutdown.cancel();
     });
     app::serve(state, listener).await
+}
+
+/// The server's own log on stderr: readable text by default; with `LOG_FORMAT=json` one JSON
+/// object per line (`timestamp`, `level`, `target`, `message` and the event's fields at the
+/// top level, `span.request_id` inside a request) for log shippers.
+fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 /// Every terminal session holds sockets, and uploads and download-zips a few descriptors

@@ -89,6 +89,7 @@ fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiRes
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the first answer again")), request_body = crate::http::openapi::CreateBody, responses((status = 201, description = "Created", body = crate::http::openapi::Container), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::openapi::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict", body = crate::http::openapi::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::openapi::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Query(wait): Query<Wait>,
@@ -157,6 +158,7 @@ pub async fn create(
     Ok(container_response(status, &converged.unwrap_or(container)))
 }
 
+#[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::openapi::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -166,6 +168,7 @@ pub async fn get_one(
     Ok(live_response(&state, StatusCode::OK, &c))
 }
 
+#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<String>, Query, description = "comma-separated statuses"), ("tag" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -250,6 +253,7 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(patch, path = "/containers/{cuid}", tag = "containers", summary = "Change the spec", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, description = "\"<generation>\": 412 when stale")), request_body = crate::http::openapi::PatchBody, responses((status = 200, description = "Changed (and converged)", body = crate::http::openapi::Container), (status = 202, description = "Accepted", body = crate::http::openapi::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::openapi::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -269,6 +273,7 @@ pub async fn patch(
     after_spec_change(&state, updated, wait).await
 }
 
+#[utoipa::path(patch, path = "/containers/{cuid}/ports", tag = "containers", summary = "Replace the port list", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, description = "\"<generation>\": 412 when stale")), request_body = crate::http::openapi::PortsBody, responses((status = 200, description = "Changed", body = crate::http::openapi::Container), (status = 202, description = "Accepted", body = crate::http::openapi::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::openapi::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn patch_ports(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -306,6 +311,7 @@ pub async fn patch_ports(
     after_spec_change(&state, updated, wait).await
 }
 
+#[utoipa::path(delete, path = "/containers/{cuid}", tag = "containers", summary = "Delete the container, its project and files", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, description = "\"<generation>\": 412 when stale")), responses((status = 200, description = "Deleted", body = serde_json::Value), (status = 202, description = "Accepted", body = serde_json::Value), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -326,6 +332,7 @@ pub async fn delete(
 }
 
 /// Live state from Docker when the container exists there, from the store otherwise.
+#[utoipa::path(get, path = "/containers/{cuid}/status", tag = "containers", summary = "Live state from Docker", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "Live status", body = crate::http::openapi::LiveStatus), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
     Path(cuid): Path<String>,

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
 use crate::error::{ErrorInfo, REQUEST_ID};
 use crate::http::auth::AuthedUser;
@@ -45,14 +46,39 @@ pub async fn request_context(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
+    // The route template (`/containers/{cuid}`), never the raw path: one series per route.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let remote = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
 
+    let span = tracing::info_span!("request", request_id = %request_id);
     let mut response = REQUEST_ID
-        .scope(request_id.clone(), next.run(request))
+        .scope(
+            request_id.clone(),
+            next.run(request).instrument(span.clone()),
+        )
         .await;
+    // At debug level: the audit log has the line for good; this one lets the server's own log
+    // be joined with it (and with the request's other lines) by request id.
+    span.in_scope(|| {
+        tracing::debug!(
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            "request served"
+        );
+    });
+    crate::metrics::http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
 
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);

@@ -107,6 +107,9 @@ async fn receive(body: Body, path: &std::path::Path, limit: u64, idle: Duration)
             ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
         })?;
         total += chunk.len() as u64;
+        crate::metrics::get()
+            .upload_bytes
+            .inc_by(chunk.len() as u64);
         if total > limit {
             drain(stream).await;
             return Err(upload_too_large(limit));
@@ -118,7 +121,17 @@ async fn receive(body: Body, path: &std::path::Path, limit: u64, idle: Duration)
     Ok(total)
 }
 
+/// Counts the bytes of a download as they are handed to the connection.
+fn count_download<E>(chunk: &Result<bytes::Bytes, E>) {
+    if let Ok(chunk) = chunk {
+        crate::metrics::get()
+            .download_bytes
+            .inc_by(chunk.len() as u64);
+    }
+}
+
 /// `POST /containers/{cuid}/upload-zip[?path=dir]`: body = the ZIP.
+#[utoipa::path(post, path = "/containers/{cuid}/upload-zip", tag = "files", summary = "Extract a ZIP into /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query, description = "folder of /app to extract into")), request_body(content = Vec<u8>, content_type = "application/zip"), responses((status = 200, description = "Extracted", body = crate::http::openapi::UploadResult), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict", body = crate::http::openapi::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn upload_zip(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -204,6 +217,7 @@ fn missing_path() -> ApiError {
 }
 
 /// `GET /containers/{cuid}/download?path=p`: one regular file, streamed.
+#[utoipa::path(get, path = "/containers/{cuid}/download", tag = "files", summary = "Download one file of /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = String, Query, description = "file path relative to /app")), responses((status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn download(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -241,7 +255,8 @@ pub async fn download(
     })
     .await?;
     let reader = tokio::fs::File::from_std(file).take(size);
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024);
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024).inspect(count_download);
     let mut response = Body::from_stream(stream).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -259,6 +274,7 @@ pub async fn download(
 }
 
 /// `GET /containers/{cuid}/download-zip[?path=dir]`: the directory as a streamed ZIP.
+#[utoipa::path(get, path = "/containers/{cuid}/download-zip", tag = "files", summary = "Download a folder of /app as a ZIP", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query, description = "folder (default: all of /app)")), responses((status = 200, description = "The ZIP, streamed", body = Vec<u8>, content_type = "application/zip"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn download_zip(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -290,7 +306,8 @@ pub async fn download_zip(
     let (rx, cut) = zipout::spawn(dir, permit, zipout::Limits::from_config(&state.config));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    });
+    })
+    .inspect(count_download);
     // An archive cut at a cap says which in a trailer (to clients that send `TE: trailers`;
     // the archive's comment says it to everyone).
     let trailers = async move {

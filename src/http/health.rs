@@ -14,10 +14,12 @@ use crate::state::AppState;
 /// the daemon's socket is dead or the database is locked.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+#[utoipa::path(get, path = "/livez", tag = "meta", summary = "Liveness (no auth)", responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
 pub async fn livez() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "meta", summary = "Health of Docker and the database", responses((status = 200, description = "Healthy", body = crate::http::openapi::Health), (status = 503, description = "Degraded", body = crate::http::openapi::Health), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let docker = async {
         let version = async { state.docker.get().await?.version().await };

@@ -159,6 +159,7 @@ pub fn render(rec: &Record, q: &LogQuery) -> Bytes {
     }
 }
 
+#[utoipa::path(get, path = "/containers/{cuid}/logs", tag = "logs", summary = "Main-process output", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("tail" = Option<u64>, Query), ("since" = Option<String>, Query, description = "RFC 3339 or Unix seconds"), ("follow" = Option<bool>, Query), ("timestamps" = Option<bool>, Query), ("stream" = Option<String>, Query, description = "stdout, stderr or both"), ("format" = Option<String>, Query, description = "text or jsonl")), responses((status = 200, description = "Output", body = String, content_type = "text/plain"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     Path(cuid): Path<String>,

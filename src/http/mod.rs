@@ -13,9 +13,12 @@ pub mod files;
 pub mod health;
 pub mod images;
 pub mod logs;
+pub mod metrics;
+pub mod openapi;
 pub mod origin;
 pub mod prestart;
 pub mod response;
+pub mod stats;
 pub mod terminal;
 pub mod wait;
 
@@ -33,6 +36,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/livez", get(health::livez))
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route(
             "/containers",
             post(containers::create).get(containers::list),
@@ -58,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{cuid}/download", get(files::download))
         .route("/containers/{cuid}/download-zip", get(files::download_zip))
         .route("/containers/{cuid}/logs", get(logs::logs))
+        .route("/containers/{cuid}/stats", get(stats::stats))
         .route("/ws/{cuid}", get(terminal::ws))
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))

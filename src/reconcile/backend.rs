@@ -124,16 +124,20 @@ impl DockerBackend {
                 status_code: 304 | 404 | 409,
                 ..
             }) => Ok(()),
-            Err(e @ DockerError::DockerResponseServerError { .. }) => Err(StepError::new(
-                ErrorCode::ComposeFailed,
-                format!("docker {what} failed: {e}"),
-            )),
+            Err(e @ DockerError::DockerResponseServerError { .. }) => {
+                crate::metrics::engine_error("container_action");
+                Err(StepError::new(
+                    ErrorCode::ComposeFailed,
+                    format!("docker {what} failed: {e}"),
+                ))
+            }
             Err(e) => Err(unavailable(&e)),
         }
     }
 }
 
 fn unavailable(e: &DockerError) -> StepError {
+    crate::metrics::engine_error("reconciler");
     StepError::new(ErrorCode::DockerUnavailable, e.to_string())
 }
 
@@ -159,10 +163,11 @@ impl Backend for DockerBackend {
                     status_code: 404, ..
                 }) => return Ok(None),
                 Err(e) => {
+                    crate::metrics::engine_error("inspect_container");
                     return Err(StepError::new(
                         ErrorCode::DockerUnavailable,
                         format!("cannot inspect the container: {e}"),
-                    ))
+                    ));
                 }
             };
             let labels = info
@@ -200,10 +205,11 @@ impl Backend for DockerBackend {
                         status_code: 404, ..
                     }) => {}
                     Err(e) => {
+                        crate::metrics::engine_error("inspect_image");
                         return Err(StepError::new(
                             ErrorCode::DockerUnavailable,
                             format!("cannot inspect image {image}: {e}"),
-                        ))
+                        ));
                     }
                 }
             }

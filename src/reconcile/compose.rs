@@ -54,6 +54,24 @@ pub async fn run(
     args: &[&str],
     timeout: Duration,
 ) -> Result<(), StepError> {
+    let started = std::time::Instant::now();
+    let result = run_inner(project, dir, args, timeout).await;
+    // The subcommand is the first argument that is not an option (`up`, `down`, …).
+    let subcommand = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .copied()
+        .unwrap_or("none");
+    crate::metrics::compose(subcommand, result.is_ok(), started.elapsed());
+    result
+}
+
+async fn run_inner(
+    project: &str,
+    dir: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<(), StepError> {
     tracing::debug!(project, args = %args.join(" "), "running docker compose");
     let mut cmd = crate::docker::docker_command();
     cmd.args(["compose", "-p", project, "--project-directory"])

@@ -160,6 +160,12 @@ impl Reconciler {
             .take(slots, Instant::now())
     }
 
+    /// Containers waiting in line and how long the first of them has waited (metrics).
+    pub fn queue_stats(&self) -> (usize, Option<std::time::Duration>) {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        (q.len(), q.oldest_age(Instant::now()))
+    }
+
     fn finished(&self, cuid: &str, failed: bool) {
         self.queue
             .lock()

@@ -36,7 +36,10 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .list_containers(Some(options))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            crate::metrics::engine_error("list_containers");
+            e.to_string()
+        })?;
     let rows = ctx.store.summaries().await.map_err(|e| e.to_string())?;
     let known: HashSet<String> = ctx
         .store
@@ -122,6 +125,7 @@ pub(super) async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 () = shutdown.cancelled() => return,
                 item = stream.next() => match item {
                     Some(Ok(event)) => {
+                        crate::metrics::get().docker_events.inc();
                         if !connected {
                             connected = true;
                         }
@@ -131,6 +135,7 @@ pub(super) async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                         }
                     }
                     Some(Err(e)) => {
+                        crate::metrics::engine_error("events");
                         tracing::debug!(error = %e, "docker event stream broke");
                         break;
                     }

@@ -30,8 +30,9 @@ struct Backoff {
 
 #[derive(Default)]
 pub struct Queue {
-    /// Waiting for a worker slot, in the order they were woken.
-    line: VecDeque<String>,
+    /// Waiting for a worker slot, in the order they were woken, with when each joined the
+    /// line (the front is the longest waiting: the age metric reads it in O(1)).
+    line: VecDeque<(String, Instant)>,
     /// The containers in `line`.
     queued: HashSet<String>,
     /// Passes in flight.
@@ -64,7 +65,7 @@ impl Queue {
             return;
         }
         self.queued.insert(cuid.to_owned());
-        self.line.push_back(cuid.to_owned());
+        self.line.push_back((cuid.to_owned(), now));
     }
 
     /// Hands out up to `slots` containers, oldest first, after moving those whose back-off
@@ -79,12 +80,12 @@ impl Queue {
             };
             let current = self.backoff.get(&cuid).is_some_and(|b| b.until == until);
             if current && !self.running.contains(&cuid) && self.queued.insert(cuid.clone()) {
-                self.line.push_back(cuid);
+                self.line.push_back((cuid, now));
             }
         }
         let mut ready = Vec::new();
         while ready.len() < slots {
-            let Some(cuid) = self.line.pop_front() else {
+            let Some((cuid, _)) = self.line.pop_front() else {
                 break;
             };
             self.queued.remove(&cuid);
@@ -121,6 +122,13 @@ impl Queue {
 
     pub fn is_empty(&self) -> bool {
         self.line.is_empty()
+    }
+
+    /// How long the container at the front of the line has waited (`None`: empty line).
+    pub fn oldest_age(&self, now: Instant) -> Option<Duration> {
+        self.line
+            .front()
+            .map(|(_, since)| now.saturating_duration_since(*since))
     }
 }
 
@@ -162,6 +170,8 @@ mod tests {
         q.add("a", true, now);
         q.add("c", false, now);
         assert_eq!(q.len(), 4);
+        let later = now + Duration::from_secs(3);
+        assert_eq!(q.oldest_age(later), Some(Duration::from_secs(3)));
         let (ready, _) = q.take(2, now);
         assert_eq!(names(&ready), ["a", "b"]);
         // A finished pass that was woken meanwhile goes to the back.

@@ -29,7 +29,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     loop {
         if Instant::now() >= next_resync {
             // Bounded: a hung daemon must not stall dispatching and shutdown.
-            match tokio::time::timeout(observe::RESYNC_TIMEOUT, observe::resync(&ctx)).await {
+            let started = Instant::now();
+            let result = tokio::time::timeout(observe::RESYNC_TIMEOUT, observe::resync(&ctx)).await;
+            crate::metrics::get()
+                .resync_duration
+                .observe(started.elapsed().as_secs_f64());
+            match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "resync failed"),
                 Err(_) => tracing::warn!("resync timed out"),
@@ -47,12 +52,19 @@ pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             passes.spawn(async move {
                 // A panicking pass counts as a failure, so the container is never left
                 // marked as running a pass.
+                let started = Instant::now();
                 let outcome = AssertUnwindSafe(pass::run(&ctx, &cuid))
                     .catch_unwind()
                     .await;
                 if outcome.is_err() {
                     tracing::error!(%cuid, "reconcile pass panicked");
                 }
+                let label = match &outcome {
+                    Ok(Ok(())) => "ok",
+                    Ok(Err(_)) => "failed",
+                    Err(_) => "panicked",
+                };
+                crate::metrics::reconcile_pass(label, started.elapsed());
                 drop(permit);
                 (cuid, !matches!(outcome, Ok(Ok(()))))
             });

@@ -308,6 +308,17 @@ impl Store {
             .await
     }
 
+    /// Live containers (not being deleted) counted by desired state and observed status,
+    /// for the metrics scrape.
+    pub async fn count_by_states(&self) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT desired_state, status, COUNT(*) FROM containers
+             WHERE deleted_at IS NULL GROUP BY desired_state, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn all_cuids(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar!("SELECT cuid FROM containers")
             .fetch_all(&self.pool)

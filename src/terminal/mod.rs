@@ -110,6 +110,7 @@ where
 }
 
 async fn session(socket: WebSocket, ctx: Ctx) {
+    let _open = crate::metrics::SessionGuard::open();
     let (sink, stream) = socket.split();
     let gone = CancellationToken::new();
     let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);

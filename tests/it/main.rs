@@ -10,5 +10,6 @@ mod hostile;
 mod hostile_download;
 mod hostile_upload;
 mod images;
+mod ops;
 mod reconcile;
 mod terminal;

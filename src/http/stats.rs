@@ -1,0 +1,259 @@
+//! `GET /containers/{cuid}/stats`: what a running container uses, from the Engine API's
+//! stats (CPU %, memory, network, block I/O, pids). `?stream=true` sends one SSE event per
+//! second (Docker's own stats cadence) until the client leaves.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bollard::models::{ContainerBlkioStats, ContainerCpuStats, ContainerStatsResponse};
+use bollard::query_parameters::{InspectContainerOptions, StatsOptions};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult, Kind};
+use crate::http::extract::{Path, Query};
+use crate::http::response::live_container;
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StatsQuery {
+    /// `true`: a `text/event-stream` with one `stats` event per second.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// One sample. Sizes in bytes; counters (network, block I/O) since the container started.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub cuid: String,
+    /// When Docker took the sample (RFC 3339).
+    pub read: Option<String>,
+    /// Share of one CPU × 100 (two busy CPUs: 200), over the last second.
+    pub cpu_percent: f64,
+    pub online_cpus: u32,
+    pub memory: MemoryStats,
+    pub network: NetworkStats,
+    pub block_io: BlockIoStats,
+    pub pids: PidsStats,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemoryStats {
+    /// Usage less the page cache that can be dropped, as `docker stats` shows it.
+    pub used_bytes: u64,
+    pub limit_bytes: u64,
+    pub percent: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NetworkStats {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BlockIoStats {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PidsStats {
+    pub current: u64,
+    pub limit: Option<u64>,
+}
+
+fn not_running(cuid: &str) -> ApiError {
+    ApiError::new(
+        Kind::StateConflict,
+        "CONTAINER_NOT_RUNNING",
+        format!("container {cuid} is not running; stats exist only for a running container"),
+    )
+}
+
+fn engine_error(e: &bollard::errors::Error) -> ApiError {
+    crate::docker::unavailable(e)
+}
+
+#[utoipa::path(get, path = "/containers/{cuid}/stats", tag = "containers", summary = "CPU, memory, network, block I/O and pids of a running container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("stream" = Option<bool>, Query, description = "true: text/event-stream, one `stats` event per second")), responses((status = 200, description = "One sample (or an SSE stream of them)", body = crate::http::stats::Stats), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "CONTAINER_NOT_RUNNING", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+pub async fn stats(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(query): Query<StatsQuery>,
+) -> ApiResult<Response> {
+    let c = live_container(&state, &cuid).await?;
+    let cuid = c.cuid;
+    let docker = state.docker.for_request().await?;
+    // Docker's own view decides, not the store's (which may lag an exit by a moment).
+    let running = match docker
+        .inspect_container(&cuid, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(info) => info.state.is_some_and(|s| {
+            s.running == Some(true) && s.paused != Some(true) && s.restarting != Some(true)
+        }),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => false,
+        Err(e) => return Err(engine_error(&e)),
+    };
+    if !running {
+        return Err(not_running(&cuid));
+    }
+
+    if query.stream {
+        // Docker streams one sample per second, each with the previous one as `precpu`.
+        let options = StatsOptions {
+            stream: true,
+            one_shot: false,
+        };
+        let id = cuid.clone();
+        let events = docker
+            .stats(&cuid, Some(options))
+            .take_while(|r| std::future::ready(r.is_ok()))
+            .filter_map(move |r| {
+                let event = r.ok().and_then(|s| {
+                    Event::default()
+                        .event("stats")
+                        .json_data(summarize(&id, &s))
+                        .ok()
+                });
+                std::future::ready(event.map(Ok::<_, Infallible>))
+            });
+        return Ok(Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response());
+    }
+
+    // Not one-shot: Docker waits for a second sample so `precpu_stats` is filled and the
+    // CPU share over that second can be computed.
+    let options = StatsOptions {
+        stream: false,
+        one_shot: false,
+    };
+    let sample = docker
+        .stats(&cuid, Some(options))
+        .next()
+        .await
+        .ok_or_else(|| not_running(&cuid))?;
+    match sample {
+        Ok(s) => Ok(Json(summarize(&cuid, &s)).into_response()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => Err(not_running(&cuid)),
+        Err(e) => Err(engine_error(&e)),
+    }
+}
+
+fn total_cpu(s: &Option<ContainerCpuStats>) -> (u64, u64) {
+    let s = s.as_ref();
+    (
+        s.and_then(|s| s.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0),
+        s.and_then(|s| s.system_cpu_usage).unwrap_or(0),
+    )
+}
+
+/// CPU % the way `docker stats` computes it: the container's share of the host's CPU time
+/// between the two samples, times the CPUs it could use.
+fn cpu_percent(s: &ContainerStatsResponse) -> (f64, u32) {
+    let (cpu, system) = total_cpu(&s.cpu_stats);
+    let (pre_cpu, pre_system) = total_cpu(&s.precpu_stats);
+    let online = s
+        .cpu_stats
+        .as_ref()
+        .and_then(|c| {
+            c.online_cpus.or_else(|| {
+                c.cpu_usage
+                    .as_ref()
+                    .and_then(|u| u.percpu_usage.as_ref())
+                    .map(|p| p.len() as u32)
+            })
+        })
+        .unwrap_or(1)
+        .max(1);
+    let cpu_delta = cpu.saturating_sub(pre_cpu) as f64;
+    let system_delta = system.saturating_sub(pre_system) as f64;
+    if pre_system == 0 || system_delta <= 0.0 {
+        return (0.0, online);
+    }
+    (cpu_delta / system_delta * f64::from(online) * 100.0, online)
+}
+
+fn block_io(b: &Option<ContainerBlkioStats>) -> BlockIoStats {
+    let mut out = BlockIoStats {
+        read_bytes: 0,
+        write_bytes: 0,
+    };
+    let entries = b
+        .as_ref()
+        .and_then(|b| b.io_service_bytes_recursive.as_ref());
+    for e in entries.into_iter().flatten() {
+        let v = e.value.unwrap_or(0);
+        match e.op.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("read") => out.read_bytes += v,
+            Some("write") => out.write_bytes += v,
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn summarize(cuid: &str, s: &ContainerStatsResponse) -> Stats {
+    let (cpu_percent, online_cpus) = cpu_percent(s);
+    let mem = s.memory_stats.as_ref();
+    let usage = mem.and_then(|m| m.usage).unwrap_or(0);
+    // cgroup v2 reports `inactive_file`, v1 `total_inactive_file`: cache the kernel can
+    // drop, which `docker stats` leaves out of "used".
+    let cache = mem
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+                .copied()
+        })
+        .unwrap_or(0);
+    let used = usage.saturating_sub(cache);
+    let limit = mem.and_then(|m| m.limit).unwrap_or(0);
+    let (rx, tx) = s
+        .networks
+        .iter()
+        .flatten()
+        .fold((0, 0), |(rx, tx), (_, n)| {
+            (rx + n.rx_bytes.unwrap_or(0), tx + n.tx_bytes.unwrap_or(0))
+        });
+    let pids = s.pids_stats.as_ref();
+    Stats {
+        cuid: cuid.to_owned(),
+        read: s.read.as_ref().map(|t| t.to_string()),
+        cpu_percent,
+        online_cpus,
+        memory: MemoryStats {
+            used_bytes: used,
+            limit_bytes: limit,
+            percent: if limit > 0 {
+                used as f64 / limit as f64 * 100.0
+            } else {
+                0.0
+            },
+        },
+        network: NetworkStats {
+            rx_bytes: rx,
+            tx_bytes: tx,
+        },
+        block_io: block_io(&s.blkio_stats),
+        pids: PidsStats {
+            current: pids.and_then(|p| p.current).unwrap_or(0),
+            // Docker reports "no limit" as the maximum u64.
+            limit: pids
+                .and_then(|p| p.limit)
+                .filter(|&l| l != 0 && l != u64::MAX),
+        },
+    }
+}
