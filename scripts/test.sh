@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-docker.sh
+bash scripts/setup-browser.sh
 export SQLX_OFFLINE=true
 exec cargo test --locked "$@"

@@ -6,6 +6,8 @@
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
 //! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
 //!   the router built from a state.
+//! - [`session`]: console sign-in sessions (cookie tokens held in memory).
+//! - [`events`]: the change feed behind `GET /events`.
 //! - [`auth`]: credentials and the failed-login throttle (the middleware is in `http`).
 //! - [`http`]: routes, extractors and the middleware (request id + audit, auth); response
 //!   building, waiting for convergence and pre-start checks have their own modules there,
@@ -26,10 +28,12 @@ pub mod auth;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod events;
 pub mod fs;
 pub mod http;
 pub mod lifecycle;
 pub mod reconcile;
+pub mod session;
 pub mod spec;
 pub mod state;
 pub mod store;
