@@ -93,7 +93,8 @@ impl Feed {
     }
 }
 
-/// Every container's representation, as compared between diffs.
+/// Every container's representation, as compared between diffs. A container being deleted
+/// is still there (status `deleting`); `deleted: true` is sent when its row is gone.
 async fn snapshot(store: &Store) -> Result<HashMap<String, (Value, String)>, sqlx::Error> {
     let mut out = HashMap::new();
     let mut after = 0;
@@ -111,10 +112,6 @@ async fn snapshot(store: &Store) -> Result<HashMap<String, (Value, String)>, sql
         let more = page.len() > 1000;
         for c in page.iter().take(1000) {
             after = c.seq;
-            if c.deleted_at.is_some() {
-                // Being deleted is already gone to clients (404 from then on).
-                continue;
-            }
             let rep = representation(c);
             let text = rep.to_string();
             out.insert(c.cuid.clone(), (rep, text));

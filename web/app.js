@@ -491,6 +491,14 @@ function dl(target, pairs) {
   for (const [k, v] of pairs) target.append(el("dt", { text: k }), el("dd", { text: v }));
 }
 
+function resourcesText(r) {
+  const parts = [];
+  if (r.cpus != null) parts.push(`${r.cpus} CPUs`);
+  if (r.memory != null) parts.push(`memory ${r.memory}`);
+  if (r.pids != null) parts.push(`${r.pids} pids`);
+  return parts.length ? parts.join(", ") : "no limits";
+}
+
 function renderDetail(c) {
   detail.container = c;
   dl($("desired"), [
@@ -501,7 +509,7 @@ function renderDetail(c) {
     ["tags", (c.tags || []).join(", ")],
     ["ports", (c.ports || []).map(portText).join(", ")],
     ["restart", c.restart],
-    ["resources", JSON.stringify(c.resources)],
+    ["resources", resourcesText(c.resources)],
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
   dl($("observed"), [

@@ -507,3 +507,278 @@ async fn files_listing_is_confined_and_verbatim() {
         .await
         .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
 }
+
+// ---------------------------------------------------------------- in a real browser
+
+/// The text xterm shows (its whole buffer), read through the page's terminal object.
+const SCREEN: &str = "const b = window.__term && window.__term.buffer.active; if (!b) return ''; \
+    const out = []; for (let i = 0; i < b.length; i++) { out.push(b.getLine(i).translateToString(true)); } \
+    return out.join('\\n');";
+
+async fn screen(b: &crate::browser::Browser) -> String {
+    b.js(SCREEN, json!([]))
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Types a line into the terminal (xterm's input element) and presses Enter.
+async fn term_line(b: &crate::browser::Browser, line: &str) {
+    use crate::browser::keys;
+    b.type_into(".xterm-helper-textarea", &format!("{line}{}", keys::ENTER))
+        .await;
+}
+
+/// Waits until the screen holds a line for which `pred` is true; returns that line.
+async fn until_screen_line(
+    b: &crate::browser::Browser,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = screen(b).await;
+        if let Some(l) = text.lines().find(|l| pred(l.trim())) {
+            return l.trim().to_owned();
+        }
+        if Instant::now() > deadline {
+            let shot = b.screenshot("failure-terminal").await;
+            panic!(
+                "{what}: not on screen within {limit:?}; screen:\n{text}\n({})",
+                shot.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `stty size` through a marker, so the answer is told apart from the command's echo.
+async fn stty_size(b: &crate::browser::Browser, marker: &str) -> (u32, u32) {
+    term_line(b, &format!("echo {marker}=$(stty size | tr ' ' x)")).await;
+    let want = format!("{marker}=");
+    let line = until_screen_line(b, "stty size", T, |l| {
+        l.starts_with(&want) && l[want.len()..].contains('x')
+    })
+    .await;
+    let (rows, cols) = line[want.len()..].split_once('x').unwrap();
+    (rows.trim().parse().unwrap(), cols.trim().parse().unwrap())
+}
+
+fn hello_zip(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("hello.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(content).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn console_in_a_real_browser() {
+    use crate::browser::{keys, Browser};
+    let s = Server::start().await;
+    let b = Browser::start().await;
+    let long = Duration::from_secs(60);
+
+    // `/` leads to the sign-in page. A wrong password: an error, and no data on the page.
+    b.goto(&format!("{}/", s.base)).await;
+    b.wait_js(
+        "sign-in page",
+        T,
+        "return !document.getElementById('page-signin').hidden && location.pathname === '/ui/';",
+    )
+    .await;
+    b.type_into("#signin-user", USER).await;
+    b.type_into("#signin-password", "not-the-password").await;
+    b.click("#signin-submit").await;
+    let err = b
+        .wait_js(
+            "sign-in error",
+            T,
+            "return document.getElementById('signin-error').textContent;",
+        )
+        .await;
+    assert!(err.as_str().unwrap().contains("Wrong"), "{err}");
+    let shown = b
+        .js(
+            "return [document.getElementById('page-list').hidden, document.getElementById('list-body').children.length, document.cookie];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, json!([true, 0, ""]), "no data without signing in");
+    b.screenshot("signin").await;
+
+    // The right password: the container list.
+    b.clear("#signin-password").await;
+    b.type_into("#signin-password", PASS).await;
+    b.click("#signin-submit").await;
+    b.wait_js(
+        "list page",
+        T,
+        "return !document.getElementById('page-list').hidden;",
+    )
+    .await;
+    // The password is nowhere in the page or its URL; the cookie is HttpOnly (invisible).
+    let leak = b
+        .js("return document.documentElement.outerHTML.includes(arguments[0]) || location.href.includes(arguments[0]) || document.cookie.length > 0;", json!([PASS]))
+        .await;
+    assert_eq!(leak, false);
+
+    // Create from the form.
+    b.goto(&format!("{}/ui/#/new", s.base)).await;
+    b.wait_js(
+        "form page",
+        T,
+        "return !document.getElementById('page-form').hidden;",
+    )
+    .await;
+    b.type_into("#f-image", BUSYBOX).await;
+    b.type_into("#f-command", "sh -c \"echo hi; exec sleep 3600\"")
+        .await;
+    b.type_into("#f-tags", "console, web").await;
+    b.screenshot("create").await;
+    b.click("#form-submit").await;
+    let cuid = b
+        .wait_js(
+            "detail page",
+            long,
+            "const m = /^#\\/c\\/([^/]+)$/.exec(location.hash); return m && m[1];",
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(
+        r.json["command"],
+        json!(["sh", "-c", "echo hi; exec sleep 3600"])
+    );
+    assert_eq!(r.json["tags"], json!(["console", "web"]));
+
+    // The list, live: the container is started from elsewhere (the API) and the row turns
+    // `running` by itself; a marker on the page proves nothing reloaded it.
+    b.goto(&format!("{}/ui/#/", s.base)).await;
+    b.wait_js(
+        "row",
+        T,
+        &format!("return document.querySelector('tr[data-cuid=\"{cuid}\"]');"),
+    )
+    .await;
+    b.js("window.__marker = 'same page';", json!([])).await;
+    let r = s
+        .post(&format!("/containers/{cuid}/start?wait=false"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    b.wait_js(
+        "row running",
+        long,
+        &format!("return window.__marker === 'same page' && document.querySelector('tr[data-cuid=\"{cuid}\"] [data-status=\"running\"]');"),
+    )
+    .await;
+    b.screenshot("list").await;
+
+    // The terminal: a shell, arithmetic, Ctrl-C, resize.
+    b.goto(&format!("{}/ui/#/c/{cuid}/terminal", s.base)).await;
+    b.wait_js(
+        "terminal connected",
+        T,
+        "return document.getElementById('term-status').textContent === 'connected';",
+    )
+    .await;
+    term_line(&b, "echo $((6*7))").await;
+    until_screen_line(&b, "42", T, |l| l == "42").await;
+    term_line(&b, "sleep 100").await;
+    until_screen_line(&b, "sleep echoed", T, |l| l.ends_with("sleep 100")).await;
+    b.type_into(
+        ".xterm-helper-textarea",
+        &format!("{}c{}", keys::CONTROL, keys::NULL),
+    )
+    .await;
+    // The prompt is back: a new command runs at once (sleep 100 would hold it 100 s).
+    term_line(&b, "echo back-$((1+1))").await;
+    until_screen_line(&b, "prompt after Ctrl-C", T, |l| l == "back-2").await;
+    b.screenshot("terminal").await;
+    let before = stty_size(&b, "S1").await;
+    b.set_window(760, 560).await;
+    let deadline = Instant::now() + T;
+    let mut n = 2;
+    loop {
+        let after = stty_size(&b, &format!("S{n}")).await;
+        if after != before {
+            assert!(
+                after.1 < before.1,
+                "narrower window, fewer columns: {before:?} → {after:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "stty size stayed {before:?}");
+        n += 1;
+    }
+    b.set_window(1280, 900).await;
+
+    // Files: upload a ZIP by the file input, see it listed, download it and compare.
+    let content = b"hello from the console <script>\n".to_vec();
+    let zip_path = s.dir.path().join("upload.zip");
+    std::fs::write(&zip_path, hello_zip(&content)).unwrap();
+    b.goto(&format!("{}/ui/#/c/{cuid}/files", s.base)).await;
+    b.wait_js(
+        "files panel",
+        T,
+        "return !document.getElementById('panel-files').hidden;",
+    )
+    .await;
+    b.type_into("#upload-input", zip_path.to_str().unwrap())
+        .await;
+    b.wait_js(
+        "hello.txt listed",
+        T,
+        "return document.querySelector('#files-body tr[data-name=\"hello.txt\"]');",
+    )
+    .await;
+    b.screenshot("files").await;
+    let got = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(arguments[0]).then(r => r.arrayBuffer()).then(buf => {
+               done(Array.from(new Uint8Array(buf)));
+             }, e => done(String(e)));",
+            json!([format!("/containers/{cuid}/download?path=hello.txt")]),
+        )
+        .await;
+    let got: Vec<u8> = serde_json::from_value(got.clone()).unwrap_or_else(|_| panic!("{got}"));
+    assert_eq!(got, content);
+
+    // Logs of the main process.
+    b.goto(&format!("{}/ui/#/c/{cuid}/logs", s.base)).await;
+    b.wait_js(
+        "logs",
+        T,
+        "return document.getElementById('logs-out').textContent.includes('hi');",
+    )
+    .await;
+    b.screenshot("detail").await;
+
+    // Stop, then delete (with its confirmation), from the page.
+    b.click("[data-action=stop]").await;
+    b.wait_js(
+        "stopped",
+        long,
+        "return document.getElementById('observed').dataset.status === 'stopped';",
+    )
+    .await;
+    b.click("[data-action=delete]").await;
+    b.accept_alert().await;
+    b.wait_js(
+        "back to the list",
+        long,
+        "return location.hash === '#/' && !document.getElementById('page-list').hidden;",
+    )
+    .await;
+    s.get(&format!("/containers/{cuid}")).await.assert_error(
+        404,
+        "not_found",
+        "CONTAINER_NOT_FOUND",
+    );
+}
