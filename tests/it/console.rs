@@ -566,12 +566,18 @@ async fn stty_size(b: &crate::browser::Browser, marker: &str) -> (u32, u32) {
     (rows.trim().parse().unwrap(), cols.trim().parse().unwrap())
 }
 
+/// A file name that would run script if it were ever put in the page as markup.
+const HOSTILE: &str = "<img src=x onerror=window.__pwned=1>";
+
 fn hello_zip(content: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     w.start_file("hello.txt", zip::write::SimpleFileOptions::default())
         .unwrap();
     w.write_all(content).unwrap();
+    w.start_file(HOSTILE, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(b"x").unwrap();
     w.finish().unwrap().into_inner()
 }
 
@@ -637,6 +643,18 @@ async fn console_in_a_real_browser() {
     b.type_into("#f-image", BUSYBOX).await;
     b.type_into("#f-command", "sh -c \"echo hi; exec sleep 3600\"")
         .await;
+    // The API's own validation message lands next to its field.
+    b.type_into("#f-tags", "console, bad tag!").await;
+    b.click("#form-submit").await;
+    let e = b
+        .wait_js(
+            "tag error",
+            T,
+            "return document.getElementById('e-tags').textContent;",
+        )
+        .await;
+    assert!(e.as_str().unwrap().contains("INVALID_TAG"), "{e}");
+    b.clear("#f-tags").await;
     b.type_into("#f-tags", "console, web").await;
     b.screenshot("create").await;
     b.click("#form-submit").await;
@@ -678,6 +696,35 @@ async fn console_in_a_real_browser() {
     )
     .await;
     b.screenshot("list").await;
+
+    // Edit while someone else changes it: If-Match makes that a 412, shown with their values.
+    b.goto(&format!("{}/ui/#/c/{cuid}/edit", s.base)).await;
+    b.wait_js(
+        "edit form",
+        T,
+        "return document.getElementById('f-tags').value === 'console, web';",
+    )
+    .await;
+    b.clear("#f-tags").await;
+    b.type_into("#f-tags", "mine").await;
+    let r = s
+        .patch_json(&format!("/containers/{cuid}"), &json!({"tags": ["theirs"]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    b.click("#form-submit").await;
+    b.wait_js(
+        "conflict shown",
+        T,
+        "return document.getElementById('form-error').textContent.includes('Someone else changed') && document.getElementById('f-tags').value === 'theirs';",
+    )
+    .await;
+    b.screenshot("edit-conflict").await;
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(
+        r.json["tags"],
+        json!(["theirs"]),
+        "the stale edit changed nothing"
+    );
 
     // The terminal: a shell, arithmetic, Ctrl-C, resize.
     b.goto(&format!("{}/ui/#/c/{cuid}/terminal", s.base)).await;
@@ -738,6 +785,15 @@ async fn console_in_a_real_browser() {
     )
     .await;
     b.screenshot("files").await;
+    // A hostile name is shown as text: no element made from it, no script run.
+    let hostile = b
+        .js(
+            "const row = [...document.querySelectorAll('#files-body tr')].find(r => r.dataset.name === arguments[0]);
+             return [row ? row.cells[0].textContent : null, document.querySelectorAll('#files-body img').length, window.__pwned === undefined];",
+            json!([HOSTILE]),
+        )
+        .await;
+    assert_eq!(hostile, json!([HOSTILE, 0, true]));
     let got = b
         .js_async(
             "const done = arguments[arguments.length - 1];
