@@ -832,9 +832,17 @@ async fn console_in_a_real_browser() {
         "return location.hash === '#/' && !document.getElementById('page-list').hidden;",
     )
     .await;
-    s.get(&format!("/containers/{cuid}")).await.assert_error(
-        404,
-        "not_found",
-        "CONTAINER_NOT_FOUND",
-    );
+    s.wait_for(&format!("/containers/{cuid}"), long, |r| r.status == 404)
+        .await
+        .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+
+    // A narrow window: the page reflows instead of scrolling sideways.
+    b.set_window(480, 800).await;
+    b.wait_js(
+        "no sideways scroll",
+        T,
+        "return window.innerWidth < 600 && document.documentElement.scrollWidth <= window.innerWidth;",
+    )
+    .await;
+    b.screenshot("narrow").await;
 }
