@@ -846,3 +846,73 @@ async fn console_in_a_real_browser() {
     .await;
     b.screenshot("narrow").await;
 }
+
+/// The console's terminal authenticates with the session cookie, like every other route;
+/// a revoked cookie cannot open one.
+#[tokio::test]
+async fn websocket_accepts_the_session_cookie() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = Server::start().await;
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"], "start": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let (_, cookie) = sign_in(&s, USER, PASS).await;
+    let cookie = cookie.unwrap();
+    let request = |cookie: &str| {
+        let mut req = format!("ws://{}/ws/{cuid}?main=false", s.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        req.headers_mut().insert("origin", s.base.parse().unwrap());
+        req
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(&cookie))
+        .await
+        .expect("the cookie opens a terminal");
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(
+        json!({"type": "stdin", "data": "echo cookie-$((3*5))\n", "encoding": "utf8"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    let mut out = String::new();
+    while !out.contains("cookie-15") {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no output; got {out:?}"))
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let f: Value = serde_json::from_str(t.as_str()).unwrap();
+            out.push_str(f["data"].as_str().unwrap_or_default());
+        }
+    }
+    let _ = ws.close(None).await;
+
+    // Signed out: the same cookie no longer opens one.
+    let r = s
+        .send(with_cookie(
+            &s,
+            reqwest::Method::DELETE,
+            "/session",
+            &cookie,
+        ))
+        .await;
+    assert_eq!(r.status, 204);
+    match tokio_tungstenite::connect_async(request(&cookie)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401)
+        }
+        other => panic!(
+            "a revoked cookie opened a terminal: {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
