@@ -6,5 +6,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-docker.sh
 bash scripts/setup-registry.sh
 bash scripts/setup-python-tools.sh
+bash scripts/setup-browser.sh
 export SQLX_OFFLINE=true
 exec cargo test --locked "$@"

@@ -12,7 +12,8 @@ pub use crate::state::StartError;
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Starts the reconciler (its worker, event listener and resync timer). Call it once per
+/// Starts the reconciler (its worker, event listener and resync timer) and the change
+/// feed of `GET /events`. Call it once per
 /// state; the tasks stop when `state.shutdown` is cancelled and [`serve`] awaits them.
 pub fn start_background(state: &AppState) {
     let task = state.reconciler.spawn(
@@ -26,11 +27,17 @@ pub fn start_background(state: &AppState) {
         ),
         state.shutdown.clone(),
     );
+    let feed = tokio::spawn(crate::events::run(
+        state.events.clone(),
+        state.store.clone(),
+        state.store.subscribe_changes(),
+        state.shutdown.clone(),
+    ));
     state
         .background
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(task);
+        .extend([task, feed]);
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, gives in-flight requests

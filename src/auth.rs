@@ -70,6 +70,13 @@ impl Credentials {
             .ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, pass) = decoded.split_once(':')?;
+        self.matches(user, pass)
+    }
+
+    /// Checks a user name and password (console sign-in), in constant time like [`check`].
+    ///
+    /// [`check`]: Self::check
+    pub fn matches(&self, user: &str, pass: &str) -> Option<&str> {
         let user_ok = Sha256::digest(user.as_bytes()).ct_eq(&self.user_digest);
         let pass_ok = Sha256::digest(pass.as_bytes()).ct_eq(&self.pass_digest);
         bool::from(user_ok & pass_ok).then_some(self.user.as_str())

@@ -33,6 +33,8 @@ pub struct Config {
     pub audit_max_bytes: u64,
     /// Failed logins from one address before it is throttled.
     pub auth_max_failures: u32,
+    /// How many events `GET /events` keeps for `Last-Event-ID` resumption.
+    pub events_window: usize,
     /// Extra label value (`com.container-manager.tag`) on every Docker object; the test
     /// suite sets `test` so its leftovers can be swept.
     pub instance_tag: Option<String>,
@@ -221,6 +223,7 @@ impl Config {
             max_body_bytes: parse_or("MAX_BODY_BYTES", 1024 * 1024)?,
             audit_max_bytes: parse_or("AUDIT_MAX_BYTES", 50 * 1024 * 1024)?,
             auth_max_failures: parse_or("AUTH_MAX_FAILURES", 10)?,
+            events_window: parse_or::<usize>("EVENTS_WINDOW", crate::events::WINDOW)?.max(1),
             instance_tag,
             upload_max_bytes: parse_or("UPLOAD_MAX_BYTES", 512 * 1024 * 1024)?,
             zip_max_entries: parse_or("ZIP_MAX_ENTRIES", 20_000)?,
@@ -264,6 +267,7 @@ impl Config {
             max_body_bytes: 1 << 20,
             audit_max_bytes: 1 << 20,
             auth_max_failures: 10,
+            events_window: crate::events::WINDOW,
             instance_tag: None,
             upload_max_bytes: 1 << 20,
             upload_idle_timeout: Duration::from_secs(30),

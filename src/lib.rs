@@ -8,6 +8,8 @@
 //! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
 //!   the router built from a state.
 //! - [`backup`]: `container-manager backup PATH`, an online copy of the state store.
+//! - [`session`]: console sign-in sessions (cookie tokens held in memory).
+//! - [`events`]: the change feed behind `GET /events`.
 //! - [`auth`]: credentials and the failed-login throttle (the middleware is in `http`).
 //! - [`http`]: routes, extractors and the middleware (request id + audit, auth); response
 //!   building, waiting for convergence and pre-start checks have their own modules there,
@@ -32,6 +34,7 @@ pub mod backup;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod events;
 pub mod first_run;
 pub mod fs;
 pub mod http;
@@ -39,6 +42,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod metrics;
 pub mod reconcile;
+pub mod session;
 pub mod spec;
 pub mod state;
 pub mod store;

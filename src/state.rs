@@ -34,6 +34,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// File routes: staging area and per-container upload locks.
     pub files: Arc<crate::fs::Files>,
+    /// Console sign-in sessions.
+    pub sessions: Arc<crate::session::Sessions>,
+    /// The change feed of `GET /events`.
+    pub events: Arc<crate::events::Feed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +85,7 @@ impl AppState {
         let files = crate::fs::Files::open(&config).map_err(|e| {
             StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
         })?;
+        let events = Arc::new(crate::events::Feed::new(config.events_window));
         Ok(Self {
             background: Arc::new(std::sync::Mutex::new(Vec::new())),
             reconciler: crate::reconcile::Reconciler::new(),
@@ -94,6 +99,8 @@ impl AppState {
             compose_version,
             shutdown,
             files: Arc::new(files),
+            sessions: Arc::default(),
+            events,
         })
     }
 }

@@ -1,9 +1,11 @@
 //! The host side of a container's `/app`: its directory under `DATA_DIR/mounts`, and the
 //! file routes' machinery: confined lookups ([`confine`]), ZIP upload ([`unzip`], its commit
 //! [`place`] and that commit's crash journal [`journal`]) and ZIP download ([`zipout`]).
+//! Directory listings are [`listing`].
 
 pub mod confine;
 pub mod journal;
+pub mod listing;
 pub mod mounts;
 pub mod place;
 pub mod plan;

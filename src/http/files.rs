@@ -1,5 +1,5 @@
 //! Files of a container's `/app` (API.md §5): ZIP upload, file download, folder download
-//! as a streamed ZIP. The work on the host is in [`crate::fs`]; these handlers check the
+//! as a streamed ZIP, directory listing. The work on the host is in [`crate::fs`]; these handlers check the
 //! request, stream the bodies and map the outcome.
 
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{content_type_is, ApiError, ApiResult, Kind};
 use crate::fs::confine::{self, Found};
-use crate::fs::{mounts, unzip, upload, zipout};
+use crate::fs::{listing, mounts, unzip, upload, zipout};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
 use crate::state::AppState;
@@ -332,6 +332,67 @@ pub async fn download_zip(
     );
     h.insert(header::CONTENT_DISPOSITION, disposition(&name));
     Ok(response)
+}
+
+/// Page size of a listing when `limit` is not given, and its bound.
+const LIST_DEFAULT: usize = 500;
+const LIST_MAX: usize = 1000;
+
+/// `?path=&limit=&cursor=` of a listing.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub path: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /containers/{cuid}/files[?path=dir&limit=n&cursor=name]`: one page of a directory.
+#[utoipa::path(get, path = "/containers/{cuid}/files", tag = "files", summary = "One page of a directory of /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-1000, default 500"), ("cursor" = Option<String>, Query, description = "the last name of the previous page")), responses((status = 200, description = "Entries", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Path(cuid): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let container = live_container(&state, &cuid).await?;
+    let limit = match query.limit.as_deref() {
+        None => LIST_DEFAULT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=LIST_MAX).contains(l))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "INVALID_LIMIT",
+                    "limit",
+                    json!(l),
+                    format!("limit must be 1-{LIST_MAX}"),
+                )
+            })?,
+    };
+    let provided = query.path.unwrap_or_default();
+    let components = confine::parse_path(&provided)?;
+    let mount = mounts::mount_dir(&state.config, &container.cuid);
+    let cuid = container.cuid.clone();
+    let cursor = query.cursor.filter(|c| !c.is_empty());
+    let shown = listing::display_path(&components);
+    let (entries, next, skipped) = blocking(move || {
+        let root = confine::open_root(&mount, &cuid)?;
+        match confine::lookup(&root, &components, &provided)? {
+            Found::Dir(dir) => listing::page(&dir, cursor.as_deref(), limit),
+            Found::File(..) | Found::Special | Found::Busy => Err(ApiError::validation(
+                "NOT_A_DIRECTORY",
+                format!("{provided} is not a directory; use download"),
+            )
+            .with_details(json!({"path": provided}))),
+        }
+    })
+    .await?;
+    Ok(Json(json!({
+        "path": shown,
+        "entries": entries,
+        "next_cursor": next,
+        "skipped": skipped,
+    })))
 }
 
 /// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266): an ASCII fallback and the

@@ -69,6 +69,7 @@ fn docker_failure(e: DockerError) -> ApiError {
 }
 
 /// `GET /images`
+#[utoipa::path(get, path = "/images", tag = "images", summary = "Images on the host, with the containers using each", responses((status = 200, description = "Images", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let docker = state.docker.for_request().await?;
     let images = docker
@@ -116,6 +117,7 @@ async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Value>>
 /// `POST /images/pull` `{"image": "…"}`: pulls whatever `IMAGE_PULL_POLICY` says (the
 /// operator asked for this pull). Waits (within `ACTION_TIMEOUT`, then `408` while the pull
 /// goes on) or, with `?wait=false`, answers `202` at once.
+#[utoipa::path(post, path = "/images/pull", tag = "images", summary = "Pull an image", params(("wait" = Option<bool>, Query)), request_body = Object, responses((status = 200, description = "Pulled", body = Object), (status = 202, description = "Pulling", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 408, description = "Still pulling", body = crate::http::openapi::ErrorBody), (status = 422, description = "No such image, or the registry refused the credentials", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn pull(
     State(state): State<AppState>,
     Query(wait): Query<Wait>,
@@ -210,6 +212,7 @@ fn is_image_ref_or_id(s: &str) -> bool {
 
 /// `DELETE /images/{ref}` (the reference may hold `/`): `409` while a container of this
 /// server uses the image; a tag of an image with several tags only loses that tag.
+#[utoipa::path(delete, path = "/images/{reference}", tag = "images", summary = "Remove an image (409 while a container of this server uses it)", params(("reference" = String, Path, description = "a reference (may hold /) or an id")), responses((status = 200, description = "Removed", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "In use", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,

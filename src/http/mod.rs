@@ -8,6 +8,7 @@ pub mod auth;
 pub mod containers;
 pub mod context;
 pub mod cursor;
+pub mod events;
 pub mod extract;
 pub mod files;
 pub mod health;
@@ -18,8 +19,10 @@ pub mod openapi;
 pub mod origin;
 pub mod prestart;
 pub mod response;
+pub mod session;
 pub mod stats;
 pub mod terminal;
+pub mod ui;
 pub mod wait;
 
 use axum::extract::DefaultBodyLimit;
@@ -34,6 +37,17 @@ use crate::state::AppState;
 /// writes refused, panic → 500 body.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::ui_slash))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*file}", get(ui::file))
+        .route(
+            "/session",
+            post(session::sign_in)
+                .get(session::who)
+                .delete(session::sign_out),
+        )
+        .route("/events", get(events::events))
         .route("/livez", get(health::livez))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::metrics))
@@ -60,6 +74,7 @@ pub fn router(state: AppState) -> Router {
             // The upload enforces UPLOAD_MAX_BYTES itself, streaming to disk.
             post(files::upload_zip).route_layer(DefaultBodyLimit::disable()),
         )
+        .route("/containers/{cuid}/files", get(files::list))
         .route("/containers/{cuid}/download", get(files::download))
         .route("/containers/{cuid}/download-zip", get(files::download_zip))
         .route("/containers/{cuid}/logs", get(logs::logs))

@@ -131,6 +131,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.touched();
         Ok(Created::New(Box::new(container)))
     }
 
@@ -192,6 +193,7 @@ impl Store {
             write_ports(&mut row.tx, cuid, &next.ports).await?;
         }
         let container = row.commit().await?;
+        self.touched();
         Ok(Updated {
             container,
             changed: true,
@@ -219,6 +221,7 @@ impl Store {
             .await?;
         }
         let container = row.commit().await?;
+        self.touched();
         Ok(container)
     }
 
@@ -251,6 +254,7 @@ impl Store {
         .execute(&mut *row.tx)
         .await?;
         let container = row.commit().await?;
+        self.touched();
         Ok((container, true))
     }
 }

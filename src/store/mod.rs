@@ -33,6 +33,9 @@ pub fn file_of(url: &str) -> Option<&std::path::Path> {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub pool: SqlitePool,
+    /// Bumped after every committed write to a container row (desired or observed), so
+    /// the change feed of `GET /events` never misses a writer.
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Who this server is, generated on first start and kept in the database.
@@ -58,7 +61,10 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            changes: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        })
     }
 
     /// The identity row, created once. `INSERT OR IGNORE` then read: two servers racing on a
@@ -87,6 +93,16 @@ impl Store {
             instance_id: row.instance_id,
             cursor_key,
         })
+    }
+
+    /// A receiver that sees a new value after any container row changed.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Called after a committed write to a container row.
+    fn touched(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Health check: a trivial query, bounded in time by the caller.

@@ -35,7 +35,11 @@ impl Store {
         )
         .execute(&self.pool)
         .await?;
-        Ok(result.rows_affected() > 0)
+        let wrote = result.rows_affected() > 0;
+        if wrote {
+            self.touched();
+        }
+        Ok(wrote)
     }
 
     /// A failed pass: `status: error` (kept `deleting` for a tombstone) and `last_error`.
@@ -51,6 +55,7 @@ impl Store {
         )
         .execute(&self.pool)
         .await?;
+        self.touched();
         Ok(())
     }
 
@@ -62,6 +67,7 @@ impl Store {
         )
         .execute(&self.pool)
         .await?;
+        self.touched();
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! Black-box tests: a real server process, real SQLite, real Docker with compose v2.
 //! One test binary (linking is the slow part of a build on two cores).
 
+mod browser;
 mod common;
+mod console;
 mod containers;
 mod files;
 mod first_run;

@@ -1,0 +1,202 @@
+//! The change feed behind `GET /events`: one event per change of a container's
+//! representation, numbered by a sequence that only grows, the last [`WINDOW`] kept for
+//! resumption.
+//!
+//! Design: a single task diffs the store against its last snapshot each time something may
+//! have changed. The store signals every committed write to a container row, the API's
+//! desired-state writes and the reconciler's observed-state writes alike
+//! ([`Store::subscribe_changes`]). Diffing (instead of building events at every write site)
+//! keeps the feed in one place and makes it impossible to miss a writer;
+//! the watch channel coalesces bursts, so a client sees every *settled* representation in
+//! order, though two changes within one diff may arrive as one event (the newer).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::http::response::representation;
+use crate::store::containers::ListFilter;
+use crate::store::Store;
+
+/// How many events are kept for `Last-Event-ID` resumption by default (`EVENTS_WINDOW`).
+pub const WINDOW: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub id: u64,
+    /// The JSON `data:` line.
+    pub data: Arc<str>,
+}
+
+/// What a reader gets after the id it last saw.
+pub enum Since {
+    Events(Vec<Event>),
+    /// That id is older than the window (or from before a restart): reload the list.
+    Reset,
+}
+
+pub struct Feed {
+    window: usize,
+    ring: Mutex<VecDeque<Event>>,
+    /// The newest id; readers wait on it.
+    latest: watch::Sender<u64>,
+}
+
+impl Feed {
+    pub fn new(window: usize) -> Self {
+        Self {
+            window: window.max(1),
+            ring: Mutex::new(VecDeque::with_capacity(window.clamp(1, WINDOW))),
+            latest: watch::channel(0).0,
+        }
+    }
+
+    pub fn latest(&self) -> u64 {
+        *self.latest.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    fn push(&self, data: Value) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.latest() + 1;
+        if ring.len() >= self.window {
+            ring.pop_front();
+        }
+        ring.push_back(Event {
+            id,
+            data: data.to_string().into(),
+        });
+        self.latest.send_replace(id);
+    }
+
+    /// The events after `after`, or [`Since::Reset`] when some of them are gone.
+    pub fn since(&self, after: u64) -> Since {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let latest = self.latest();
+        if after > latest {
+            return Since::Reset;
+        }
+        if after == latest {
+            return Since::Events(Vec::new());
+        }
+        match ring.front() {
+            Some(first) if first.id <= after + 1 => {
+                Since::Events(ring.iter().filter(|e| e.id > after).cloned().collect())
+            }
+            _ => Since::Reset,
+        }
+    }
+}
+
+/// Every container's representation, as compared between diffs. A container being deleted
+/// is still there (status `deleting`); `deleted: true` is sent when its row is gone.
+async fn snapshot(store: &Store) -> Result<HashMap<String, (Value, String)>, sqlx::Error> {
+    let mut out = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .list(
+                &ListFilter {
+                    status: None,
+                    tag: None,
+                },
+                after,
+                1000,
+            )
+            .await?;
+        let more = page.len() > 1000;
+        for c in page.iter().take(1000) {
+            after = c.seq;
+            let rep = representation(c);
+            let text = rep.to_string();
+            out.insert(c.cuid.clone(), (rep, text));
+        }
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+/// Runs the feed until `shutdown`: diff after every change signal.
+pub async fn run(
+    feed: Arc<Feed>,
+    store: Store,
+    mut changes: watch::Receiver<u64>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    // Starting from nothing, the first diff announces every container once: nothing made
+    // between start-up and that first diff can be missed.
+    let mut known: HashMap<String, String> = HashMap::new();
+    loop {
+        changes.borrow_and_update();
+        match snapshot(&store).await {
+            Ok(now) => {
+                emit(&feed, &known, &now);
+                known = now.into_iter().map(|(k, (_, text))| (k, text)).collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "events: cannot read the store"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+fn emit(feed: &Feed, known: &HashMap<String, String>, now: &HashMap<String, (Value, String)>) {
+    // Creation order (the store's seq is not in the representation; created_at is, and
+    // cuid breaks ties) keeps the feed's order stable.
+    let mut changed: Vec<&(Value, String)> = now
+        .iter()
+        .filter(|(cuid, (_, text))| known.get(*cuid) != Some(text))
+        .map(|(_, v)| v)
+        .collect();
+    changed.sort_by(|a, b| {
+        (a.0["created_at"].as_str(), a.0["cuid"].as_str())
+            .cmp(&(b.0["created_at"].as_str(), b.0["cuid"].as_str()))
+    });
+    for (rep, _) in changed {
+        feed.push(json!({
+            "cuid": rep["cuid"],
+            "generation": rep["generation"],
+            "status": rep["status"],
+            "container": rep,
+        }));
+    }
+    let mut gone: Vec<&String> = known.keys().filter(|k| !now.contains_key(*k)).collect();
+    gone.sort();
+    for cuid in gone {
+        feed.push(json!({"cuid": cuid, "deleted": true}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_and_reset() {
+        let f = Feed::new(WINDOW);
+        assert!(matches!(f.since(0), Since::Events(v) if v.is_empty()));
+        for i in 0..(WINDOW + 10) {
+            f.push(json!({ "i": i }));
+        }
+        assert_eq!(f.latest(), (WINDOW + 10) as u64);
+        assert!(matches!(f.since(5), Since::Reset));
+        assert!(matches!(f.since(f.latest() + 1), Since::Reset));
+        match f.since(f.latest() - 3) {
+            Since::Events(v) => assert_eq!(
+                v.iter().map(|e| e.id).collect::<Vec<_>>(),
+                vec![f.latest() - 2, f.latest() - 1, f.latest()]
+            ),
+            Since::Reset => panic!("within the window"),
+        }
+        // The oldest kept id's predecessor is still resumable.
+        assert!(matches!(f.since(10), Since::Events(v) if v.len() == WINDOW));
+    }
+}

@@ -1,0 +1,102 @@
+//! `GET /events`: the change feed ([`crate::events`]) as server-sent events.
+//!
+//! Each change is `id: <seq>`, `event: container`, `data: {cuid, generation, status,
+//! container}` or `data: {cuid, deleted: true}`. A client resuming with `Last-Event-ID`
+//! gets what it missed if that is still in the window, otherwise one `event: reset` (reload
+//! the list, then carry on from the id it names). A new client starts at the present.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use futures_util::Stream;
+use serde_json::json;
+
+use crate::events::{Feed, Since};
+use crate::state::AppState;
+
+struct Reader {
+    feed: Arc<Feed>,
+    rx: tokio::sync::watch::Receiver<u64>,
+    after: u64,
+    pending: VecDeque<Event>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+fn reset(latest: u64) -> Event {
+    Event::default()
+        .id(latest.to_string())
+        .event("reset")
+        .data(json!({"reason": "the events after your Last-Event-ID are no longer kept; reload the list", "id": latest}).to_string())
+}
+
+#[utoipa::path(get, path = "/events", tag = "containers", summary = "Server-sent events: one per change of a container (resumable with Last-Event-ID)", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")), responses((status = 200, description = "An event stream", body = String, content_type = "text/event-stream"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let feed = state.events.clone();
+    let rx = feed.subscribe();
+    let latest = feed.latest();
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>());
+    let mut pending = VecDeque::new();
+    let after = match resume {
+        None => latest,
+        Some(Ok(id)) => id,
+        // Not one of our ids: start over like a reset.
+        Some(Err(_)) => {
+            pending.push_back(reset(latest));
+            latest
+        }
+    };
+    let reader = Reader {
+        feed,
+        rx,
+        after,
+        pending,
+        shutdown: state.shutdown.clone(),
+    };
+    // A comment line at once: proxies and clients see the stream open.
+    let opened = futures_util::stream::once(async { Ok(Event::default().comment("open")) });
+    let stream = futures_util::StreamExt::chain(opened, stream(reader));
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn stream(reader: Reader) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(reader, |mut r| async move {
+        loop {
+            if let Some(e) = r.pending.pop_front() {
+                return Some((Ok(e), r));
+            }
+            match r.feed.since(r.after) {
+                Since::Reset => {
+                    let latest = r.feed.latest();
+                    r.after = latest;
+                    r.pending.push_back(reset(latest));
+                }
+                Since::Events(list) if !list.is_empty() => {
+                    for e in list {
+                        r.after = e.id;
+                        r.pending.push_back(
+                            Event::default()
+                                .id(e.id.to_string())
+                                .event("container")
+                                .data(&*e.data),
+                        );
+                    }
+                }
+                Since::Events(_) => {
+                    tokio::select! {
+                        () = r.shutdown.cancelled() => return None,
+                        res = r.rx.changed() => if res.is_err() { return None },
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,160 @@
+//! Console sign-in: `POST /session` trades the server's credentials for a session cookie,
+//! `GET /session` says who is signed in, `DELETE /session` signs out (revokes the token).
+//! The routes are outside the auth middleware (see [`crate::http::auth`]) but inside the
+//! cross-origin check, so another site cannot sign a browser in or out.
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{content_type_is, ApiError, Kind};
+use crate::http::auth::{client_ip, refusal_if_blocked};
+use crate::session::{token_from, COOKIE, LIFETIME};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+struct SignIn {
+    user: String,
+    password: String,
+}
+
+fn cookie(value: &str, max_age: u64) -> HeaderValue {
+    // No `Secure`: the server may be reached over plain HTTP on a private network; behind
+    // TLS the browser keeps the cookie to that origin anyway (SameSite=Strict, HttpOnly).
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("cm_session=; Max-Age=0; Path=/"))
+}
+
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<SignIn, ApiError> {
+    let bad = |msg: &str| ApiError::validation("INVALID_SIGN_IN", msg.to_owned());
+    if content_type_is(headers, "application/x-www-form-urlencoded") {
+        let mut user = None;
+        let mut password = None;
+        for pair in body.split(|b| *b == b'&') {
+            let mut it = pair.splitn(2, |b| *b == b'=');
+            let key = form_decode(it.next().unwrap_or_default());
+            let value = form_decode(it.next().unwrap_or_default());
+            match key.as_deref() {
+                Some("user") => user = value,
+                Some("password") => password = value,
+                _ => {}
+            }
+        }
+        match (user, password) {
+            (Some(user), Some(password)) => Ok(SignIn { user, password }),
+            _ => Err(bad("the form needs the fields user and password")),
+        }
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| bad("the body must be JSON {\"user\": …, \"password\": …}"))
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one key or value.
+fn form_decode(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < raw.len() => {
+                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `POST /session`: JSON or form `user` + `password`. Failures count against the same
+/// throttle as Basic auth, and a blocked address is refused without a look at them.
+#[utoipa::path(post, path = "/session", tag = "console", summary = "Sign in: sets the console's session cookie", request_body(content = Object, description = "user and password, as JSON or a form"), responses((status = 200, description = "Signed in (Set-Cookie)", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+pub async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    if let Some(blocked) = refusal_if_blocked(&state, ip) {
+        return blocked;
+    }
+    let (parts, body) = request.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::validation("INVALID_SIGN_IN", "the body could not be read")
+                .into_response()
+        }
+    };
+    let form = match parse(&parts.headers, &body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let Some(user) = state
+        .credentials
+        .matches(&form.user, &form.password)
+        .map(str::to_owned)
+    else {
+        state.throttle.record_failure(ip, std::time::Instant::now());
+        return ApiError::new(
+            Kind::Auth,
+            "INVALID_CREDENTIALS",
+            "the user name or password is wrong",
+        )
+        .into_response();
+    };
+    state.throttle.record_success(ip);
+    let token = state.sessions.create(&user);
+    let mut response = (
+        StatusCode::OK,
+        Json(json!({"user": user, "expires_in": LIFETIME.as_secs()})),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(&token, LIFETIME.as_secs()));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /session`: `200 {"user"}` with a live session, else `401` (no Basic challenge:
+/// the console asks this first, and a challenge would make the browser prompt).
+#[utoipa::path(get, path = "/session", tag = "console", summary = "Who is signed in with this cookie", responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody)))]
+pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match token_from(&headers).and_then(|t| state.sessions.user(&t)) {
+        Some(user) => Json(json!({"user": user})).into_response(),
+        None => ApiError::new(Kind::Auth, "NO_SESSION", "not signed in").into_response(),
+    }
+}
+
+/// `DELETE /session`: revokes the token and clears the cookie. Always `204`.
+#[utoipa::path(delete, path = "/session", tag = "console", summary = "Sign out: revokes the cookie", responses((status = 204, description = "Signed out"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody)))]
+pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = token_from(&headers) {
+        state.sessions.revoke(&token);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie("", 0));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_decode() {
+        assert_eq!(form_decode(b"a+b%3D%26c").as_deref(), Some("a b=&c"));
+        assert_eq!(form_decode(b"%").as_deref(), Some("%"));
+        assert_eq!(form_decode(b"%zz"), None);
+    }
+}

@@ -1,0 +1,826 @@
+// The web console: plain browser JavaScript on the server's own API, no framework, no build.
+// Rules kept throughout: data is only ever put in the page with textContent (never as
+// markup); the password goes only into the sign-in request's body; every error shown is
+// the API's own error body.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------ small helpers
+
+/** An element with text content and attributes; children appended. */
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "text") e.textContent = v;
+    else if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+/** The API's error body as one line of text. */
+function errorText(body, status) {
+  if (body && typeof body === "object" && body.code) {
+    let t = `${body.status || status} ${body.error}: ${body.code} — ${body.message}`;
+    if (body.details) t += `\n${JSON.stringify(body.details)}`;
+    return t;
+  }
+  return `HTTP ${status}${body ? ": " + (typeof body === "string" ? body : JSON.stringify(body)) : ""}`;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(errorText(body, status));
+    this.status = status;
+    this.body = body;
+  }
+}
+
+/** fetch on the API with the session cookie; JSON in and out; throws ApiError. */
+async function api(method, path, { json, body, headers, raw } = {}) {
+  const init = { method, headers: { ...(headers || {}) }, credentials: "same-origin" };
+  if (json !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(json);
+  } else if (body !== undefined) {
+    init.body = body;
+  }
+  const r = await fetch(path, init);
+  if (raw && r.ok) return r;
+  const text = await r.text();
+  let data = text;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+  if (r.status === 401 && path !== "/session") {
+    showSignIn("Your session has ended; sign in again.");
+  }
+  if (!r.ok) throw new ApiError(r.status, data);
+  return { status: r.status, headers: r.headers, data };
+}
+
+function flash(text) {
+  $("flash").textContent = text || "";
+}
+
+/** Splits a command line into words: spaces separate, quotes group, backslash escapes. */
+function splitWords(line) {
+  const words = [];
+  let cur = null;
+  let quote = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quote) {
+      if (c === quote) quote = null;
+      else if (c === "\\" && quote === '"' && i + 1 < line.length) cur += line[++i];
+      else cur += c;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+      cur = cur ?? "";
+    } else if (c === "\\" && i + 1 < line.length) {
+      cur = (cur ?? "") + line[++i];
+    } else if (/\s/.test(c)) {
+      if (cur !== null) words.push(cur);
+      cur = null;
+    } else {
+      cur = (cur ?? "") + c;
+    }
+  }
+  if (quote) throw new Error("an unclosed quote in the command");
+  if (cur !== null) words.push(cur);
+  return words;
+}
+
+function joinWords(words) {
+  return (words || [])
+    .map((w) => (w === "" || /[\s"'\\]/.test(w) ? '"' + w.replace(/(["\\])/g, "\\$1") + '"' : w))
+    .join(" ");
+}
+
+function portText(p) {
+  return `${p.host_ip ? p.host_ip + ":" : ""}${p.host}:${p.container}${p.protocol && p.protocol !== "tcp" ? "/" + p.protocol : ""}`;
+}
+
+// ------------------------------------------------------------------ session
+
+let signedIn = false;
+
+function showSignIn(message) {
+  signedIn = false;
+  closeLive();
+  closeDetail();
+  $("nav").hidden = true;
+  showPage("signin");
+  $("signin-error").textContent = message || "";
+  $("signin-user").focus();
+}
+
+async function checkSession() {
+  const r = await fetch("/session", { credentials: "same-origin" });
+  if (!r.ok) return null;
+  return (await r.json()).user;
+}
+
+$("signin-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const button = $("signin-submit");
+  button.disabled = true;
+  $("signin-error").textContent = "";
+  try {
+    // The password travels in this request's body only, and is cleared from the form.
+    const r = await api("POST", "/session", {
+      json: { user: $("signin-user").value, password: $("signin-password").value },
+    });
+    $("signin-password").value = "";
+    onSignedIn(r.data.user);
+  } catch (e) {
+    $("signin-password").value = "";
+    $("signin-error").textContent =
+      e.status === 401 ? "Wrong user name or password." : e.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  await fetch("/session", { method: "DELETE", credentials: "same-origin" });
+  showSignIn("Signed out.");
+});
+
+function onSignedIn(user) {
+  signedIn = true;
+  $("who").textContent = user;
+  $("nav").hidden = false;
+  openLive();
+  if (!location.hash || location.hash === "#/signin") location.hash = "#/";
+  else route();
+}
+
+// ------------------------------------------------------------------ pages and routing
+
+function showPage(name) {
+  for (const p of ["signin", "list", "form", "detail"]) $("page-" + p).hidden = p !== name;
+}
+
+function route() {
+  if (!signedIn) return;
+  flash("");
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (parts[0] === "new") {
+    closeDetail();
+    openForm(null);
+  } else if (parts[0] === "c" && parts[1] && parts[2] === "edit") {
+    closeDetail();
+    openForm(parts[1]);
+  } else if (parts[0] === "c" && parts[1]) {
+    openDetail(parts[1], parts[2] || "logs");
+  } else {
+    closeDetail();
+    showPage("list");
+    loadList();
+  }
+}
+window.addEventListener("hashchange", route);
+
+// ------------------------------------------------------------------ live updates
+
+let events = null;
+const liveListeners = new Set();
+
+/** One EventSource for the whole console; pages listen while they are shown. */
+function openLive() {
+  if (events) return;
+  events = new EventSource("/events");
+  events.addEventListener("open", () => $("live").classList.add("on"));
+  events.addEventListener("error", () => $("live").classList.remove("on"));
+  events.addEventListener("container", (e) => {
+    const data = JSON.parse(e.data);
+    for (const f of liveListeners) f(data);
+  });
+  // Events were missed: everyone reloads what they show.
+  events.addEventListener("reset", () => {
+    for (const f of liveListeners) f(null);
+  });
+}
+
+function closeLive() {
+  if (events) events.close();
+  events = null;
+  $("live").classList.remove("on");
+}
+
+// ------------------------------------------------------------------ list
+
+const list = { cursors: [null], page: 0, status: "", tag: "", reloadTimer: null, next: null };
+
+$("filter-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  list.status = $("filter-status").value;
+  list.tag = $("filter-tag").value.trim();
+  list.cursors = [null];
+  list.page = 0;
+  loadList();
+});
+$("page-first").addEventListener("click", () => {
+  list.cursors = [null];
+  list.page = 0;
+  loadList();
+});
+$("page-next").addEventListener("click", () => {
+  if (!list.next) return;
+  list.cursors[list.page + 1] = list.next;
+  list.page += 1;
+  loadList();
+});
+
+async function loadList() {
+  const q = new URLSearchParams({ limit: "25" });
+  if (list.status) q.set("status", list.status);
+  if (list.tag) q.set("tag", list.tag);
+  const cursor = list.cursors[list.page];
+  if (cursor) q.set("cursor", cursor);
+  try {
+    const r = await api("GET", "/containers?" + q);
+    $("list-error").textContent = "";
+    list.next = r.data.next_cursor;
+    renderList(r.data.containers);
+  } catch (e) {
+    $("list-error").textContent = e.message;
+  }
+}
+
+function renderList(containers) {
+  const body = $("list-body");
+  body.replaceChildren();
+  for (const c of containers) body.append(listRow(c));
+  $("list-empty").hidden = containers.length > 0;
+  $("page-next").disabled = !list.next;
+  $("page-first").disabled = list.page === 0;
+}
+
+function listRow(c) {
+  const tags = el("td");
+  for (const t of c.tags || []) tags.append(el("span", { class: "tag", text: t }));
+  const converging = c.observed_generation !== c.generation;
+  return el(
+    "tr",
+    { "data-cuid": c.cuid },
+    el("td", {}, el("a", { href: "#/c/" + encodeURIComponent(c.cuid), text: c.cuid })),
+    el("td", { text: c.image }),
+    tags,
+    el("td", { text: (c.ports || []).map(portText).join(", ") }),
+    el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
+    el("td", { class: "status status-" + c.status, "data-status": c.status,
+               text: c.status + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "") }),
+    el("td", { class: "error", text: c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "" }),
+  );
+}
+
+// A change anywhere: update the row in place when shown, else reload the page (soon, once
+// for a burst), so filters and pages stay right.
+liveListeners.add((data) => {
+  if ($("page-list").hidden) return;
+  const row = data && !data.deleted &&
+    [...$("list-body").children].find((r) => r.dataset.cuid === data.cuid);
+  const matches = data && !data.deleted &&
+    (!list.status || data.status === list.status) &&
+    (!list.tag || (data.container.tags || []).includes(list.tag));
+  if (row && matches) {
+    row.replaceWith(listRow(data.container));
+    return;
+  }
+  clearTimeout(list.reloadTimer);
+  list.reloadTimer = setTimeout(loadList, 200);
+});
+
+// ------------------------------------------------------------------ create / edit form
+
+const form = { cuid: null, etag: null };
+
+function fieldErrorsClear() {
+  for (const e of document.querySelectorAll("#spec-form .field-error")) e.textContent = "";
+  $("form-error").textContent = "";
+}
+
+function fillForm(c) {
+  $("f-image").value = c ? c.image : "";
+  $("f-command").value = c && c.command ? joinWords(c.command) : "";
+  $("f-env").value = c ? Object.entries(c.env || {}).map(([k, v]) => `${k}=${v}`).join("\n") : "";
+  $("f-tags").value = c ? (c.tags || []).join(", ") : "";
+  $("f-cpus").value = c && c.resources.cpus != null ? c.resources.cpus : "";
+  $("f-memory").value = c && c.resources.memory != null ? c.resources.memory : "";
+  $("f-pids").value = c && c.resources.pids != null ? c.resources.pids : "";
+  $("f-ports").value = c ? (c.ports || []).map(portText).join(", ") : "";
+  $("f-restart").value = c ? c.restart : "on-failure";
+}
+
+async function openForm(cuid) {
+  showPage("form");
+  fieldErrorsClear();
+  form.cuid = cuid;
+  $("form-title").textContent = cuid ? `Edit ${cuid}` : "New container";
+  $("form-submit").textContent = cuid ? "Save" : "Create";
+  $("f-start").parentElement.hidden = !!cuid;
+  $("form-cancel").href = cuid ? "#/c/" + encodeURIComponent(cuid) : "#/";
+  if (!cuid) {
+    fillForm(null);
+    $("f-image").focus();
+    return;
+  }
+  try {
+    const r = await api("GET", "/containers/" + encodeURIComponent(cuid));
+    form.etag = r.headers.get("etag");
+    form.original = r.data;
+    fillForm(r.data);
+  } catch (e) {
+    $("form-error").textContent = e.message;
+  }
+}
+
+/** The form as the API's spec; throws with a field name on what cannot be read. */
+function readForm() {
+  const spec = { image: $("f-image").value.trim() };
+  const cmd = $("f-command").value.trim();
+  spec.command = cmd ? splitWords(cmd) : null;
+  spec.env = {};
+  for (const line of $("f-env").value.split("\n")) {
+    if (!line.trim()) continue;
+    const i = line.indexOf("=");
+    if (i < 1) throw Object.assign(new Error(`"${line}" is not NAME=value`), { field: "env" });
+    spec.env[line.slice(0, i).trim()] = line.slice(i + 1);
+  }
+  spec.tags = $("f-tags").value.split(",").map((t) => t.trim()).filter(Boolean);
+  spec.resources = {};
+  if ($("f-cpus").value.trim()) spec.resources.cpus = Number($("f-cpus").value);
+  if ($("f-memory").value.trim()) spec.resources.memory = $("f-memory").value.trim();
+  if ($("f-pids").value.trim()) spec.resources.pids = Number($("f-pids").value);
+  spec.ports = [];
+  for (const p of $("f-ports").value.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(?:(.+):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(p);
+    if (!m) throw Object.assign(new Error(`"${p}" is not host:container[/udp]`), { field: "ports" });
+    const port = { host: Number(m[2]), container: Number(m[3]), protocol: m[4] || "tcp" };
+    if (m[1]) port.host_ip = m[1];
+    spec.ports.push(port);
+  }
+  spec.restart = $("f-restart").value;
+  return spec;
+}
+
+/** Puts an API validation error next to its field (details.field like "tags[0]"). */
+function showFieldError(e) {
+  const field = e.body && e.body.details && e.body.details.field;
+  const root = field ? String(field).split(/[.[]/)[0] : null;
+  const slot = root && $("e-" + (["cpus", "memory", "pids"].includes(root) ? "resources" : root));
+  const text = e.body && e.body.message ? `${e.body.code}: ${e.body.message}` : e.message;
+  if (slot) {
+    slot.textContent = text;
+    const input = $("f-" + root);
+    if (input) input.focus();
+  } else {
+    $("form-error").textContent = e.message;
+  }
+}
+
+$("spec-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  fieldErrorsClear();
+  let spec;
+  try {
+    spec = readForm();
+  } catch (e) {
+    ($("e-" + (e.field || "command"))).textContent = e.message;
+    return;
+  }
+  const button = $("form-submit");
+  button.disabled = true;
+  try {
+    if (!form.cuid) {
+      if (!spec.command) delete spec.command;
+      if ($("f-start").checked) spec.start = true;
+      $("form-error").textContent = spec.start ? "Creating and starting…" : "";
+      const r = await api("POST", "/containers", { json: spec });
+      location.hash = "#/c/" + encodeURIComponent(r.data.cuid);
+    } else {
+      await saveEdit(spec);
+    }
+  } catch (e) {
+    if (e.status === 412) {
+      await showConflict();
+    } else {
+      showFieldError(e);
+    }
+  } finally {
+    button.disabled = false;
+  }
+});
+
+async function saveEdit(spec) {
+  const o = form.original;
+  const patch = {};
+  for (const k of ["image", "restart"]) if (spec[k] !== o[k]) patch[k] = spec[k];
+  if (JSON.stringify(spec.command) !== JSON.stringify(o.command)) patch.command = spec.command;
+  if (JSON.stringify(spec.tags) !== JSON.stringify(o.tags)) patch.tags = spec.tags;
+  const env = {};
+  for (const k of Object.keys(o.env || {})) if (!(k in spec.env)) env[k] = null;
+  for (const [k, v] of Object.entries(spec.env)) if ((o.env || {})[k] !== v) env[k] = v;
+  if (Object.keys(env).length) patch.env = env;
+  const res = {};
+  for (const k of ["cpus", "memory", "pids"]) {
+    const now = spec.resources[k] ?? null;
+    if (now !== (o.resources[k] ?? null)) res[k] = now;
+  }
+  if (Object.keys(res).length) patch.resources = res;
+  const path = "/containers/" + encodeURIComponent(form.cuid);
+  let etag = form.etag;
+  if (Object.keys(patch).length) {
+    const r = await api("PATCH", path, { json: patch, headers: { "if-match": etag } });
+    etag = r.headers.get("etag");
+  }
+  if (JSON.stringify(spec.ports) !== JSON.stringify((o.ports || []).map((p) => ({ ...p })))) {
+    await api("PATCH", path + "/ports", { json: { ports: spec.ports }, headers: { "if-match": etag } });
+  }
+  location.hash = "#/c/" + encodeURIComponent(form.cuid);
+}
+
+/** 412: someone else changed it. Show their values, keep ours in the message. */
+async function showConflict() {
+  const r = await api("GET", "/containers/" + encodeURIComponent(form.cuid));
+  form.etag = r.headers.get("etag");
+  form.original = r.data;
+  fillForm(r.data);
+  $("form-error").textContent =
+    `Someone else changed this container (now generation ${r.data.generation}). ` +
+    "The form now shows their values; make your change again and save.";
+}
+
+// ------------------------------------------------------------------ detail, actions
+
+const detail = { cuid: null, tab: null, container: null, logsAbort: null, term: null };
+
+function closeDetail() {
+  if (detail.logsAbort) detail.logsAbort.abort();
+  detail.logsAbort = null;
+  termClose();
+  detail.cuid = null;
+}
+
+async function openDetail(cuid, tab) {
+  if (detail.cuid !== cuid) {
+    closeDetail();
+    detail.cuid = cuid;
+    $("action-error").textContent = "";
+    $("action-status").textContent = "";
+    files.path = "";
+  }
+  showPage("detail");
+  $("detail-title").textContent = cuid;
+  $("edit-link").href = "#/c/" + encodeURIComponent(cuid) + "/edit";
+  try {
+    const r = await api("GET", "/containers/" + encodeURIComponent(cuid));
+    renderDetail(r.data);
+  } catch (e) {
+    $("action-error").textContent = e.message;
+    return;
+  }
+  selectTab(tab);
+}
+
+function dl(target, pairs) {
+  target.replaceChildren();
+  for (const [k, v] of pairs) target.append(el("dt", { text: k }), el("dd", { text: v }));
+}
+
+function resourcesText(r) {
+  const parts = [];
+  if (r.cpus != null) parts.push(`${r.cpus} CPUs`);
+  if (r.memory != null) parts.push(`memory ${r.memory}`);
+  if (r.pids != null) parts.push(`${r.pids} pids`);
+  return parts.length ? parts.join(", ") : "no limits";
+}
+
+function renderDetail(c) {
+  detail.container = c;
+  dl($("desired"), [
+    ["state", c.desired_state],
+    ["generation", String(c.generation)],
+    ["image", c.image],
+    ["command", c.command ? joinWords(c.command) : "(image default)"],
+    ["tags", (c.tags || []).join(", ")],
+    ["ports", (c.ports || []).map(portText).join(", ")],
+    ["restart", c.restart],
+    ["resources", resourcesText(c.resources)],
+    ["env", Object.keys(c.env || {}).join(", ")],
+  ]);
+  dl($("observed"), [
+    ["status", c.status],
+    ["observed generation", String(c.observed_generation)],
+    ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
+    ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],
+    ["updated", c.updated_at],
+  ]);
+  $("observed").dataset.status = c.status;
+}
+
+liveListeners.add((data) => {
+  if ($("page-detail").hidden || !detail.cuid) return;
+  if (data === null) {
+    api("GET", "/containers/" + encodeURIComponent(detail.cuid)).then((r) => renderDetail(r.data), () => {});
+  } else if (data.cuid === detail.cuid) {
+    if (data.deleted) {
+      flash(`${detail.cuid} was deleted.`);
+      location.hash = "#/";
+    } else {
+      renderDetail(data.container);
+    }
+  }
+});
+
+for (const b of document.querySelectorAll("[data-action]")) {
+  b.addEventListener("click", () => runAction(b.dataset.action, b));
+}
+
+async function runAction(action, button) {
+  const cuid = detail.cuid;
+  if (action === "delete" && !confirm(`Delete ${cuid} and all its files?`)) return;
+  $("action-error").textContent = "";
+  $("action-status").textContent = `${action}: waiting for the container to converge…`;
+  for (const b of document.querySelectorAll("[data-action]")) b.disabled = true;
+  try {
+    const path = "/containers/" + encodeURIComponent(cuid) + (action === "delete" ? "" : "/" + action);
+    const r = await api(action === "delete" ? "DELETE" : "POST", path);
+    $("action-status").textContent = `${action}: done`;
+    if (action === "delete") {
+      flash(`${cuid} deleted.`);
+      location.hash = "#/";
+    } else {
+      renderDetail(r.data);
+    }
+  } catch (e) {
+    $("action-status").textContent = `${action}: failed`;
+    $("action-error").textContent = e.message;
+  } finally {
+    for (const b of document.querySelectorAll("[data-action]")) b.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ tabs
+
+for (const b of document.querySelectorAll("[data-tab]")) {
+  b.addEventListener("click", () => {
+    location.hash = "#/c/" + encodeURIComponent(detail.cuid) + "/" + b.dataset.tab;
+  });
+}
+
+function selectTab(tab) {
+  if (!["logs", "terminal", "files"].includes(tab)) tab = "logs";
+  for (const b of document.querySelectorAll("[data-tab]")) {
+    b.setAttribute("aria-selected", String(b.dataset.tab === tab));
+  }
+  for (const t of ["logs", "terminal", "files"]) $("panel-" + t).hidden = t !== tab;
+  if (detail.tab !== tab) {
+    if (detail.tab === "logs" && detail.logsAbort) detail.logsAbort.abort();
+    if (detail.tab === "terminal") termClose();
+  }
+  detail.tab = tab;
+  if (tab === "logs") loadLogs();
+  if (tab === "terminal" && !detail.term) termOpen();
+  if (tab === "files") loadFiles(files.path);
+}
+
+// ------------------------------------------------------------------ logs
+
+$("logs-load").addEventListener("click", loadLogs);
+
+function decodeData(obj) {
+  if (obj.encoding === "base64") {
+    const bin = atob(obj.data);
+    return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+  }
+  return obj.data;
+}
+
+async function loadLogs() {
+  if (detail.logsAbort) detail.logsAbort.abort();
+  const abort = new AbortController();
+  detail.logsAbort = abort;
+  const out = $("logs-out");
+  out.replaceChildren();
+  const q = new URLSearchParams({ format: "jsonl", tail: $("logs-tail").value || "200" });
+  if ($("logs-follow").checked) q.set("follow", "true");
+  try {
+    const r = await fetch(`/containers/${encodeURIComponent(detail.cuid)}/logs?${q}`, {
+      credentials: "same-origin", signal: abort.signal,
+    });
+    if (!r.ok) {
+      let body = await r.text();
+      try { body = JSON.parse(body); } catch (_) { /* text */ }
+      out.append(el("span", { class: "stderr", text: errorText(body, r.status) }));
+      return;
+    }
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.trim()) continue;
+        const rec = JSON.parse(line);
+        const stick = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+        out.append(el("span", { class: rec.stream, text: decodeData(rec) }));
+        if (stick) out.scrollTop = out.scrollHeight;
+      }
+    }
+  } catch (e) {
+    if (e.name !== "AbortError") out.append(el("span", { class: "stderr", text: String(e) }));
+  }
+}
+
+// ------------------------------------------------------------------ terminal
+
+function termClose() {
+  const t = detail.term;
+  detail.term = null;
+  if (!t) return;
+  t.closing = true;
+  window.removeEventListener("resize", t.onResize);
+  try { t.ws.close(); } catch (_) { /* closed */ }
+  t.xterm.dispose();
+}
+
+function termOpen() {
+  termClose();
+  const host = $("term");
+  host.replaceChildren();
+  const xterm = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
+  const fit = new FitAddon.FitAddon();
+  xterm.loadAddon(fit);
+  xterm.open(host);
+  fit.fit();
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = `${proto}//${location.host}/ws/${encodeURIComponent(detail.cuid)}?cols=${xterm.cols}&rows=${xterm.rows}`;
+  const ws = new WebSocket(url);
+  const t = { xterm, fit, ws, closing: false, onResize: null };
+  detail.term = t;
+  window.__term = xterm; // for the browser tests: read what the screen shows
+  const status = $("term-status");
+  status.textContent = "connecting…";
+  const send = (obj) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
+  ws.onopen = () => { status.textContent = "connected"; xterm.focus(); };
+  ws.onmessage = (ev) => {
+    const f = JSON.parse(ev.data);
+    if (f.type === "stdout" || f.type === "stderr") {
+      if (f.encoding === "base64") {
+        xterm.write(Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0)));
+      } else {
+        xterm.write(f.data);
+      }
+    } else if (f.type === "exit") {
+      status.textContent = `session ended, exit code ${f.code}`;
+      xterm.write(`\r\n[exit code ${f.code}]\r\n`);
+    } else if (f.type === "error") {
+      const text = errorText(f.error, "");
+      xterm.write(`\r\n[${text}]\r\n`);
+    }
+  };
+  ws.onclose = () => {
+    if (!t.closing && !status.textContent.startsWith("session ended")) status.textContent = "disconnected";
+  };
+  // Every key goes to the shell as typed: Ctrl-C is the byte 0x03, which the terminal turns
+  // into SIGINT for the foreground program.
+  xterm.onData((data) => send({ type: "stdin", data, encoding: "utf8" }));
+  xterm.onResize(({ cols, rows }) => send({ type: "resize", cols, rows }));
+  t.onResize = () => { try { fit.fit(); } catch (_) { /* hidden */ } };
+  window.addEventListener("resize", t.onResize);
+}
+
+$("term-reconnect").addEventListener("click", termOpen);
+$("term-ctrlc").addEventListener("click", () => {
+  const t = detail.term;
+  if (t && t.ws.readyState === WebSocket.OPEN) t.ws.send(JSON.stringify({ type: "signal", name: "INT" }));
+  if (t) t.xterm.focus();
+});
+
+// ------------------------------------------------------------------ files
+
+const files = { path: "", next: null };
+
+function filesBase() {
+  return "/containers/" + encodeURIComponent(detail.cuid);
+}
+
+function humanSize(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let i = -1;
+  do { v /= 1024; i++; } while (v >= 1024 && i < units.length - 1);
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+function joinPath(dir, name) {
+  return dir ? `${dir}/${name}` : name;
+}
+
+async function loadFiles(path, more) {
+  files.path = path;
+  $("files-error").textContent = "";
+  const q = new URLSearchParams({ path: path || "/" });
+  if (more && files.next) q.set("cursor", files.next);
+  renderCrumbs();
+  $("zip-link").href = `${filesBase()}/download-zip?${new URLSearchParams({ path: path || "/" })}`;
+  try {
+    const r = await api("GET", `${filesBase()}/files?${q}`);
+    files.next = r.data.next_cursor;
+    $("files-more").hidden = !files.next;
+    const body = $("files-body");
+    if (!more) body.replaceChildren();
+    if (!more && path) {
+      const up = path.split("/").slice(0, -1).join("/");
+      body.append(el("tr", {}, el("td", {}, el("button", { type: "button", class: "link", text: "..", onclick: () => loadFiles(up) })),
+        el("td", { text: "dir" }), el("td"), el("td"), el("td")));
+    }
+    for (const e of r.data.entries) body.append(fileRow(e));
+  } catch (e) {
+    $("files-error").textContent = e.message;
+  }
+}
+
+function fileRow(e) {
+  const full = joinPath(files.path, e.name);
+  let name;
+  if (e.type === "dir") {
+    name = el("button", { type: "button", class: "link", text: e.name + "/", onclick: () => loadFiles(full) });
+  } else if (e.type === "file") {
+    name = el("a", { href: `${filesBase()}/download?${new URLSearchParams({ path: full })}`, download: e.name, text: e.name });
+  } else {
+    name = el("span", { text: e.name + (e.type === "symlink" ? ` → ${e.target ?? "?"}` : "") });
+  }
+  return el("tr", { "data-name": e.name },
+    el("td", {}, name),
+    el("td", { text: e.type }),
+    el("td", { text: e.type === "file" ? humanSize(e.size) : "" }),
+    el("td", { text: e.mode }),
+    el("td", { text: e.mtime || "" }));
+}
+
+function renderCrumbs() {
+  const nav = $("crumbs");
+  nav.replaceChildren();
+  nav.append(el("button", { type: "button", text: "/app", onclick: () => loadFiles("") }));
+  let acc = "";
+  for (const part of files.path.split("/").filter(Boolean)) {
+    acc = joinPath(acc, part);
+    const target = acc;
+    nav.append(el("span", { text: "/" }), el("button", { type: "button", text: part, onclick: () => loadFiles(target) }));
+  }
+}
+
+$("files-more").addEventListener("click", () => loadFiles(files.path, true));
+
+async function uploadZip(file) {
+  if (!file) return;
+  $("files-error").textContent = "";
+  $("files-status").textContent = `uploading ${file.name}…`;
+  try {
+    const q = new URLSearchParams({ path: files.path || "/" });
+    const r = await api("POST", `${filesBase()}/upload-zip?${q}`, {
+      body: file, headers: { "content-type": "application/zip" },
+    });
+    $("files-status").textContent = `uploaded ${file.name}: ${r.data.files} files, ${r.data.bytes} bytes`;
+    loadFiles(files.path);
+  } catch (e) {
+    $("files-status").textContent = "upload failed";
+    $("files-error").textContent = e.message;
+  }
+}
+
+$("upload-input").addEventListener("change", (ev) => {
+  const f = ev.target.files[0];
+  ev.target.value = "";
+  uploadZip(f);
+});
+const drop = $("drop");
+drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  drop.classList.remove("over");
+  uploadZip(ev.dataTransfer.files[0]);
+});
+drop.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); $("upload-input").click(); }
+});
+
+// ------------------------------------------------------------------ start
+
+(async () => {
+  const user = await checkSession();
+  if (user) onSignedIn(user);
+  else showSignIn("");
+})();
