@@ -77,7 +77,7 @@ fn form_decode(raw: &[u8]) -> Option<String> {
 
 /// `POST /session`: JSON or form `user` + `password`. Failures count against the same
 /// throttle as Basic auth, and a blocked address is refused without a look at them.
-#[utoipa::path(post, path = "/session", tag = "console", summary = "Sign in: sets the console's session cookie", request_body(content = Object, description = "user and password, as JSON or a form"), responses((status = 200, description = "Signed in (Set-Cookie)", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/session", operation_id = "sign_in", tag = "console", summary = "Sign in: sets the console's session cookie", request_body(content = Object, description = "user and password, as JSON or a form"), responses((status = 200, description = "Signed in (Set-Cookie)", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&request);
     if let Some(blocked) = refusal_if_blocked(&state, ip) {
@@ -126,7 +126,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
 
 /// `GET /session`: `200 {"user"}` with a live session, else `401` (no Basic challenge:
 /// the console asks this first, and a challenge would make the browser prompt).
-#[utoipa::path(get, path = "/session", tag = "console", summary = "Who is signed in with this cookie", responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody)))]
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match token_from(&headers).and_then(|t| state.sessions.user(&t)) {
         Some(user) => Json(json!({"user": user})).into_response(),
@@ -135,7 +135,7 @@ pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 /// `DELETE /session`: revokes the token and clears the cookie. Always `204`.
-#[utoipa::path(delete, path = "/session", tag = "console", summary = "Sign out: revokes the cookie", responses((status = 204, description = "Signed out"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/session", operation_id = "sign_out", tag = "console", summary = "Sign out: revokes the cookie", responses((status = 204, description = "Signed out"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody)))]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = token_from(&headers) {
         state.sessions.revoke(&token);
