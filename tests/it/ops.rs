@@ -552,7 +552,9 @@ async fn fuzzed_against_its_own_document() {
         ])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--request-timeout", "30", "--seed", "12"])
-        .args(["--workers", "2"])
+        // One worker: with two, hypothesis' shared AST cache races itself and the run fails
+        // with "AST constructor recursion depth mismatch" (the tool's error, not the API's).
+        .args(["--workers", "1"])
         .args(["--report", "junit", "--report-junit-path"])
         .arg(&report)
         // Its caches (`.hypothesis`, `.schemathesis`) go to the test's directory, not the repo.
