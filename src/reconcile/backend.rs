@@ -36,6 +36,10 @@ use crate::store::containers::Container;
 /// `docker compose stop` does.
 pub const STOP_TIMEOUT_SECS: i32 = 10;
 
+/// Answers of the Engine API that leave nothing to repair for a stop, pause, unpause or
+/// restart: already so (304), no such container (404), not in that state (409).
+const SETTLED_ANSWERS: &[u16] = &[304, 404, 409];
+
 pub type Step<'a, T = ()> = BoxFuture<'a, Result<T, StepError>>;
 
 /// What a reconcile pass can do to the world. Every method is idempotent: done twice, or
@@ -54,6 +58,9 @@ pub trait Backend: Send + Sync {
     fn write_project<'a>(&'a self, c: &'a Container) -> Step<'a>;
     /// Creates, recreates (after a spec change) or starts the container from its project.
     fn up<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    /// Makes the container again from its project even if nothing in it changed (what it
+    /// refers to, its network say, was removed behind our back).
+    fn recreate<'a>(&'a self, cuid: &'a str) -> Step<'a>;
     /// Starts the existing, current container.
     fn start<'a>(&'a self, cuid: &'a str) -> Step<'a>;
     fn stop<'a>(&'a self, cuid: &'a str) -> Step<'a>;
@@ -72,7 +79,6 @@ pub struct DockerBackend {
     config: Arc<Config>,
     instance_id: String,
     docker: crate::docker::Engine,
-    network_ready: tokio::sync::OnceCell<()>,
     pulls: crate::images::Pulls,
 }
 
@@ -87,7 +93,6 @@ impl DockerBackend {
             config,
             instance_id,
             docker,
-            network_ready: tokio::sync::OnceCell::new(),
             pulls,
         }
     }
@@ -110,20 +115,21 @@ impl DockerBackend {
         .await
     }
 
-    /// One Engine API call on the container; "already so" (304), "no such container" (404,
-    /// the next observation sees it) and "not in that state" (409) are not failures: the
+    /// One Engine API call on the container. The answers in `fine` are not failures: the
     /// pass observes again and decides anew.
     async fn engine_step(
         &self,
         what: &str,
+        fine: &[u16],
         call: impl std::future::Future<Output = Result<(), DockerError>>,
     ) -> Result<(), StepError> {
         match call.await {
             Ok(()) => Ok(()),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 304 | 404 | 409,
-                ..
-            }) => Ok(()),
+            Err(DockerError::DockerResponseServerError { status_code, .. })
+                if fine.contains(&status_code) =>
+            {
+                Ok(())
+            }
             Err(e @ DockerError::DockerResponseServerError { .. }) => {
                 crate::metrics::engine_error("container_action");
                 Err(StepError::new(
@@ -231,52 +237,46 @@ impl Backend for DockerBackend {
         })
     }
 
-    /// The one bridge network of this server, made on first need (labelled, no traffic
-    /// between containers).
+    /// The one bridge network of this server, made when missing (labelled, no traffic
+    /// between containers). Looked up every time (one Engine API call): someone may have
+    /// removed it since, and compose only joins it.
     fn ensure_network(&self) -> Step<'_> {
         Box::pin(async move {
-            self.network_ready
-                .get_or_try_init(|| async {
-                    let name = render::network_name(&self.instance_id);
-                    let docker = self.engine().await?;
-                    match docker
-                        .inspect_network(&name, None::<InspectNetworkOptions>)
-                        .await
-                    {
-                        Ok(_) => return Ok(()),
-                        Err(DockerError::DockerResponseServerError {
-                            status_code: 404, ..
-                        }) => {}
-                        Err(e) => return Err(unavailable(&e)),
-                    }
-                    let mut labels = HashMap::from([(
-                        render::LABEL_INSTANCE.to_owned(),
-                        self.instance_id.clone(),
-                    )]);
-                    if let Some(tag) = &self.config.instance_tag {
-                        labels.insert(render::LABEL_TAG.to_owned(), tag.clone());
-                    }
-                    let request = NetworkCreateRequest {
-                        name: name.clone(),
-                        driver: Some("bridge".into()),
-                        options: Some(HashMap::from([(
-                            "com.docker.network.bridge.enable_icc".to_owned(),
-                            "false".to_owned(),
-                        )])),
-                        labels: Some(labels),
-                        ..Default::default()
-                    };
-                    match docker.create_network(request).await {
-                        Ok(_) => Ok(()),
-                        // Created by a concurrent pass a moment ago.
-                        Err(DockerError::DockerResponseServerError {
-                            status_code: 409, ..
-                        }) => Ok(()),
-                        Err(e) => Err(unavailable(&e)),
-                    }
-                })
+            let name = render::network_name(&self.instance_id);
+            let docker = self.engine().await?;
+            match docker
+                .inspect_network(&name, None::<InspectNetworkOptions>)
                 .await
-                .map(|_| ())
+            {
+                Ok(_) => return Ok(()),
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(unavailable(&e)),
+            }
+            let mut labels =
+                HashMap::from([(render::LABEL_INSTANCE.to_owned(), self.instance_id.clone())]);
+            if let Some(tag) = &self.config.instance_tag {
+                labels.insert(render::LABEL_TAG.to_owned(), tag.clone());
+            }
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                options: Some(HashMap::from([(
+                    "com.docker.network.bridge.enable_icc".to_owned(),
+                    "false".to_owned(),
+                )])),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            match docker.create_network(request).await {
+                Ok(_) => Ok(()),
+                // Created by a concurrent pass a moment ago.
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => Ok(()),
+                Err(e) => Err(unavailable(&e)),
+            }
         })
     }
 
@@ -313,11 +313,28 @@ impl Backend for DockerBackend {
         Box::pin(self.compose(cuid, &["up", "-d", "--no-build", "--pull", "never"]))
     }
 
+    fn recreate<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+        Box::pin(self.compose(
+            cuid,
+            &[
+                "up",
+                "-d",
+                "--no-build",
+                "--pull",
+                "never",
+                "--force-recreate",
+            ],
+        ))
+    }
+
     fn start<'a>(&'a self, cuid: &'a str) -> Step<'a> {
         Box::pin(async move {
             let docker = self.engine().await?;
+            // Only "already started" is fine: a 404 here may be a network removed behind our
+            // back, which the pass repairs with compose (see `pass::execute`).
             self.engine_step(
                 "start",
+                &[304],
                 docker.start_container(cuid, None::<StartContainerOptions>),
             )
             .await
@@ -331,15 +348,19 @@ impl Backend for DockerBackend {
                 t: Some(STOP_TIMEOUT_SECS),
                 signal: None,
             };
-            self.engine_step("stop", docker.stop_container(cuid, Some(options)))
-                .await
+            self.engine_step(
+                "stop",
+                SETTLED_ANSWERS,
+                docker.stop_container(cuid, Some(options)),
+            )
+            .await
         })
     }
 
     fn pause<'a>(&'a self, cuid: &'a str) -> Step<'a> {
         Box::pin(async move {
             let docker = self.engine().await?;
-            self.engine_step("pause", docker.pause_container(cuid))
+            self.engine_step("pause", SETTLED_ANSWERS, docker.pause_container(cuid))
                 .await
         })
     }
@@ -347,7 +368,7 @@ impl Backend for DockerBackend {
     fn unpause<'a>(&'a self, cuid: &'a str) -> Step<'a> {
         Box::pin(async move {
             let docker = self.engine().await?;
-            self.engine_step("unpause", docker.unpause_container(cuid))
+            self.engine_step("unpause", SETTLED_ANSWERS, docker.unpause_container(cuid))
                 .await
         })
     }
@@ -359,8 +380,12 @@ impl Backend for DockerBackend {
                 t: Some(STOP_TIMEOUT_SECS),
                 signal: None,
             };
-            self.engine_step("restart", docker.restart_container(cuid, Some(options)))
-                .await
+            self.engine_step(
+                "restart",
+                SETTLED_ANSWERS,
+                docker.restart_container(cuid, Some(options)),
+            )
+            .await
         })
     }
 

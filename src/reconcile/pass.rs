@@ -165,12 +165,13 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
             b.write_project(c).await?;
             match b.start(cuid).await {
                 // Docker could not start what compose made (its network or image removed
-                // behind our back, say): compose makes it again.
+                // behind our back, say): compose makes it again, from scratch (a plain `up`
+                // sees an unchanged config and only tries the same start).
                 Err(f) if f.code != ErrorCode::DockerUnavailable => {
                     tracing::info!(%cuid, error = %f, "start failed; recreating with compose");
                     b.ensure_image(&c.spec.image).await?;
                     b.ensure_network().await?;
-                    b.up(cuid).await
+                    b.recreate(cuid).await
                 }
                 other => other,
             }
@@ -309,6 +310,21 @@ mod tests {
                     finished_at: None,
                 })
             }))
+        }
+        fn recreate<'a>(&'a self, cuid: &'a str) -> Step<'a> {
+            self.calls.lock().unwrap().push("recreate".to_owned());
+            // Then as `up` does (its own call is not recorded twice).
+            let generation = *self.project_generation.lock().unwrap();
+            *self.container.lock().unwrap() = Some(Observed {
+                id: cuid.into(),
+                state: DockerState::Running,
+                exit_code: None,
+                oom_killed: false,
+                generation: Some(generation),
+                started_at: Some(Utc::now()),
+                finished_at: None,
+            });
+            ready(Ok(()))
         }
         fn start<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
             ready(self.step("start", self.set_state(DockerState::Running)))
@@ -576,7 +592,7 @@ mod tests {
                 "start",
                 "ensure_image",
                 "ensure_network",
-                "up"
+                "recreate"
             ]
         );
         assert_eq!(row(&w, &c.cuid).await.status, Status::Running);
@@ -588,7 +604,7 @@ mod tests {
         w.backend.fail_next("start", ErrorCode::DockerUnavailable);
         let e = run(&w.ctx, &c.cuid).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::DockerUnavailable);
-        assert!(!w.backend.calls().contains(&"up".to_owned()));
+        assert!(!w.backend.calls().contains(&"recreate".to_owned()));
     }
 
     /// A container that never settles (Docker keeps showing it stopped after every start)

@@ -171,3 +171,40 @@ async fn a_container_without_a_pids_limit_gets_the_default() {
     let limit = pids_limit(&free);
     assert!(matches!(limit.as_str(), "<nil>" | "0" | "-1"), "{limit}");
 }
+
+/// The server's network removed behind its back while a container is stopped: Docker
+/// refuses the plain start (its network is gone), and the pass makes the network again and
+/// brings the container up with compose.
+#[tokio::test]
+async fn a_start_after_the_network_was_removed_recreates_it() {
+    let s = Server::start().await;
+    let cuid = running(&s, json!({})).await;
+    let r = s.post(&format!("/containers/{cuid}/stop")).await;
+    assert_eq!(r.json["status"], "stopped", "{}", r.text);
+    let network = format!("cm-{}", s.instance_id);
+    docker(&["network", "rm", &network]);
+    assert!(
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{network}$")
+        ])
+        .trim()
+        .is_empty(),
+        "the network was not removed"
+    );
+    let r = s.post(&format!("/containers/{cuid}/start")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+    assert!(!docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=^{network}$")
+    ])
+    .trim()
+    .is_empty());
+}
