@@ -76,6 +76,8 @@ pub trait Backend: Send + Sync {
 
 /// Docker through compose (make, remake, remove) and the Engine API (everything else).
 pub struct DockerBackend {
+    /// Held while the network is looked up and made (see `ensure_network`).
+    network_lock: tokio::sync::Mutex<()>,
     config: Arc<Config>,
     instance_id: String,
     docker: crate::docker::Engine,
@@ -90,6 +92,7 @@ impl DockerBackend {
         pulls: crate::images::Pulls,
     ) -> Self {
         Self {
+            network_lock: tokio::sync::Mutex::new(()),
             config,
             instance_id,
             docker,
@@ -239,9 +242,11 @@ impl Backend for DockerBackend {
 
     /// The one bridge network of this server, made when missing (labelled, no traffic
     /// between containers). Looked up every time (one Engine API call): someone may have
-    /// removed it since, and compose only joins it.
+    /// removed it since, and compose only joins it. One pass at a time: Docker 20.10 makes
+    /// two networks of one name when asked at once, and then neither can be used by name.
     fn ensure_network(&self) -> Step<'_> {
         Box::pin(async move {
+            let _one_at_a_time = self.network_lock.lock().await;
             let name = render::network_name(&self.instance_id);
             let docker = self.engine().await?;
             match docker
