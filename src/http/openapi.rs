@@ -123,27 +123,8 @@ pub struct PortsBody {
     pub ports: Vec<PortIn>,
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DesiredState {
-    Created,
-    Running,
-    Stopped,
-    Paused,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Created,
-    Running,
-    Paused,
-    Restarting,
-    Exited,
-    Stopped,
-    Error,
-    Deleting,
-}
+// The lifecycle enums are the ones the server itself uses (`crate::lifecycle`).
+use crate::lifecycle::{DesiredState, Status};
 
 /// The representation of a container (API.md §4).
 #[derive(Serialize, ToSchema)]
