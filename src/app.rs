@@ -1,7 +1,6 @@
 //! The server's life cycle: start the background tasks, serve, shut down cleanly. The state
 //! it works with is opened by [`crate::state`]; the routes come from [`crate::app()`].
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -9,8 +8,10 @@ use tokio::net::TcpListener;
 use crate::state::AppState;
 pub use crate::state::StartError;
 
-/// How long in-flight requests get to finish after SIGTERM/SIGINT.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the drain: how long background tasks (and then the store) get to stop before the
+/// server stops without them. Whatever they were doing is idempotent and redone at the next
+/// start.
+const STOP_LIMIT: Duration = Duration::from_secs(3);
 
 /// Starts the reconciler (its worker, event listener and resync timer) and the change
 /// feed of `GET /events`. Call it once per
@@ -37,35 +38,45 @@ pub fn start_background(state: &AppState) {
         .background
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .extend([task, feed]);
+        .extend([("reconciler", task), ("events feed", feed)]);
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, gives in-flight requests
-/// [`DRAIN_TIMEOUT`] to finish and returns once background tasks have stopped. Starts no
-/// background task itself: without [`start_background`] nothing converges.
+/// `DRAIN_TIMEOUT` to finish and background tasks [`STOP_LIMIT`] to stop, and returns: a task
+/// that does not stop in time is named in the log and left behind. Starts no background task
+/// itself: without [`start_background`] nothing converges.
 pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), StartError> {
     let shutdown = state.shutdown.clone();
+    let limits = state.config.connections.clone();
     let app = crate::app(state.clone());
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-
+    let server = crate::connections::serve(listener, app, &limits, shutdown.clone());
     let drain_limit = async {
         shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
+        tokio::time::sleep(limits.drain_timeout).await;
     };
     tokio::select! {
-        result = server => result.map_err(StartError::Serve)?,
+        () = server => {}
         () = drain_limit => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
     }
     // Stop background tasks (they watch `shutdown`) before closing the store they use.
     shutdown.cancel();
     let tasks = std::mem::take(&mut *state.background.lock().unwrap_or_else(|p| p.into_inner()));
-    for task in tasks {
-        let _ = task.await;
+    let deadline = tokio::time::Instant::now() + STOP_LIMIT;
+    for (name, task) in tasks {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!(
+                task = name,
+                "a background task did not stop in time; stopping without it"
+            );
+        }
     }
-    state.store.pool.close().await;
+    // Closing waits for every connection to come back to the pool; a request abandoned by
+    // the drain limit may still hold one.
+    if tokio::time::timeout(STOP_LIMIT, state.store.pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the state store did not close in time; stopping without it");
+    }
     Ok(())
 }

@@ -42,6 +42,33 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address a request comes from: `peer`, unless `peer` is a trusted proxy; then the
+/// `X-Forwarded-For` list (`forwarded`, comma-separated, oldest first) is read from the right,
+/// skipping trusted proxies, and the first address not trusted is the client. Anything a
+/// client wrote further left is never believed; an entry that is not an address stops the
+/// walk at the last proxy seen.
+pub fn client_address(peer: IpAddr, forwarded: &str, trusted: &[crate::cidr::Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let mut client = crate::cidr::canonical(peer);
+    if !is_trusted(client) {
+        return client;
+    }
+    for entry in forwarded
+        .rsplit(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let Ok(ip) = entry.parse::<IpAddr>() else {
+            break;
+        };
+        client = crate::cidr::canonical(ip);
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
 pub struct Credentials {
     user: String,
     user_digest: [u8; 32],
@@ -185,6 +212,32 @@ mod tests {
         assert_eq!(c.check(Some(&HeaderValue::from_static("Bearer x"))), None);
         assert_eq!(c.check(Some(&HeaderValue::from_static("Basic !!!"))), None);
         assert_eq!(c.check(None), None);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = crate::cidr::parse_list("10.0.0.0/8").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // An untrusted peer: its header is ignored.
+        assert_eq!(
+            client_address(ip("203.0.113.5"), "198.51.100.1", &trusted),
+            ip("203.0.113.5")
+        );
+        // A trusted proxy: the rightmost untrusted entry; forged entries left of it ignored.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), "1.1.1.1, 198.51.100.1, 10.0.0.9", &trusted),
+            ip("198.51.100.1")
+        );
+        // No header, or garbage: the proxy itself.
+        assert_eq!(client_address(ip("10.0.0.2"), "", &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_address(ip("10.0.0.2"), "unknown", &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), "1.2.3.4", &[]),
+            ip("10.0.0.2")
+        );
     }
 
     #[test]

@@ -62,6 +62,54 @@ pub struct Config {
     pub registry_auth_file: Option<PathBuf>,
     /// `LOG_FORMAT=json`: the server's own log is one JSON object per line.
     pub log_json: bool,
+    /// Connections: see [`Connections`].
+    pub connections: Connections,
+}
+
+/// How the server treats connections and the addresses behind them.
+#[derive(Clone, Debug)]
+pub struct Connections {
+    /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`, default none): the
+    /// failed-login throttle then counts the client behind the proxy, not the proxy.
+    pub trusted_proxies: Vec<crate::cidr::Cidr>,
+    /// Time a connection gets to send a request's headers, counted from its opening and,
+    /// on a kept-alive connection, from the end of the previous response; then it is closed
+    /// (`HEADER_READ_TIMEOUT`). A request being answered (a stream, a WebSocket) is not idle.
+    pub header_read_timeout: Duration,
+    /// Open connections at most (`MAX_CONNECTIONS`; further ones are closed at once).
+    pub max_connections: usize,
+    /// Open connections from one address at most (`MAX_CONNECTIONS_PER_IP`; trusted proxies
+    /// are exempt).
+    pub max_connections_per_ip: usize,
+    /// After SIGTERM: how long in-flight requests get before the server stops anyway
+    /// (`DRAIN_TIMEOUT`).
+    pub drain_timeout: Duration,
+}
+
+impl Connections {
+    fn from_env() -> Result<Self, ConfigError> {
+        let trusted_proxies = crate::cidr::parse_list(&var("TRUSTED_PROXIES").unwrap_or_default())
+            .map_err(|e| ConfigError(format!("TRUSTED_PROXIES: {e}")))?;
+        Ok(Self {
+            trusted_proxies,
+            header_read_timeout: secs_or("HEADER_READ_TIMEOUT", 15)?.max(Duration::from_secs(1)),
+            max_connections: parse_or("MAX_CONNECTIONS", 2048usize)?.max(1),
+            max_connections_per_ip: parse_or("MAX_CONNECTIONS_PER_IP", 128usize)?.max(1),
+            drain_timeout: secs_or("DRAIN_TIMEOUT", 10)?,
+        })
+    }
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(15),
+            max_connections: 2048,
+            max_connections_per_ip: 128,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,6 +288,7 @@ impl Config {
                 .map(i64::from),
             image_pull_policy,
             registry_auth_file,
+            connections: Connections::from_env()?,
         })
     }
 }
@@ -283,6 +332,7 @@ impl Config {
             image_pull_policy: crate::images::PullPolicy::Missing,
             registry_auth_file: None,
             log_json: false,
+            connections: Connections::default(),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
 //! - [`app`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
 //!   the router built from a state.
+//! - [`connections`]: accepting connections: caps, header/idle timeouts, graceful stop.
+//! - [`cidr`]: IP networks (`TRUSTED_PROXIES`).
 //! - [`backup`]: `container-manager backup PATH`, an online copy of the state store.
 //! - [`session`]: console sign-in sessions (cookie tokens held in memory).
 //! - [`events`]: the change feed behind `GET /events`.
@@ -31,7 +33,9 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod cidr;
 pub mod config;
+pub mod connections;
 pub mod docker;
 pub mod error;
 pub mod events;

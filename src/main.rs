@@ -47,13 +47,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, generated)) {
+    let result = runtime.block_on(run(config, generated));
+    // Blocking work still running (a big removal, a compose call's wait) is idempotent and
+    // redone at the next start: do not wait for it.
+    runtime.shutdown_timeout(RUNTIME_STOP_LIMIT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("container-manager: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long blocking tasks get once the server has stopped serving.
+const RUNTIME_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Past the drain limit plus this, a stopping server exits whatever still runs.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The last resort of a stop: a plain thread (it needs no runtime, so a stuck runtime cannot
+/// hold it up) that ends the process if the orderly stop has not after `limit`.
+fn exit_after(limit: std::time::Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!(
+            "container-manager: the stop took longer than {} s; exiting without waiting further",
+            limit.as_secs()
+        );
+        std::process::exit(1);
+    });
 }
 
 /// `container-manager backup PATH`: an online, consistent copy of the state store.
@@ -108,9 +130,11 @@ async fn run(
     if let Some(g) = &generated {
         println!("{}", container_manager::first_run::banner(g, addr));
     }
+    let drain_timeout = state.config.connections.drain_timeout;
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
+        exit_after(drain_timeout + EXIT_GRACE);
         shutdown.cancel();
     });
     app::serve(state, listener).await

@@ -81,6 +81,7 @@ pub struct Metrics {
     pub terminal_sessions: Gauge,
     pub upload_bytes: Counter,
     pub download_bytes: Counter,
+    pub connections_refused: Counter,
 }
 
 impl Metrics {
@@ -103,6 +104,7 @@ impl Metrics {
             terminal_sessions: Gauge::default(),
             upload_bytes: Counter::default(),
             download_bytes: Counter::default(),
+            connections_refused: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -184,6 +186,11 @@ impl Metrics {
             "download_bytes",
             "Bytes sent by file and ZIP downloads",
             m.download_bytes.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at once: MAX_CONNECTIONS or MAX_CONNECTIONS_PER_IP reached",
+            m.connections_refused.clone(),
         );
         m
     }

@@ -1,68 +1,173 @@
-//! Console sign-in sessions: random tokens held in memory, each with its user and expiry.
+//! Console sign-in sessions: random tokens held in memory, each with its user, its expiry,
+//! its **key** and its WebSocket/download **tickets**.
 //!
-//! Kept server-side (not a signed cookie) so that signing out revokes the token at once;
-//! the price is that a restart signs everyone out, which a short-lived console session can
-//! afford. Tokens are 256 random bits: guessing one is hopeless, so presenting an unknown
-//! token is not counted against the failed-login throttle (a browser after a restart would
-//! otherwise lock itself out).
+//! Browsers scope cookies by host, not by port: a page served by a container's published app
+//! (`http://host:9000`) receives the console's cookie. So the cookie alone never
+//! authenticates. Sign-in also returns a key that the console keeps in `localStorage`
+//! (scoped by origin, port included, so no other port's page can read it) and sends as the
+//! [`KEY_HEADER`] on every request. Where a browser cannot set a header (a WebSocket, a
+//! download link) the console first asks for a ticket: single-use, short-lived, bound to the
+//! session, passed as `?ticket=` together with the cookie.
+//!
+//! Kept server-side (not a signed cookie) so that signing out revokes the token at once; the
+//! price is that a restart signs everyone out. Tokens, keys and tickets are 256 random bits:
+//! guessing one is hopeless, so presenting an unknown one is not counted against the
+//! failed-login throttle (a browser after a restart would otherwise lock itself out).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The cookie's name.
 pub const COOKIE: &str = "cm_session";
+/// The header that carries the session's key.
+pub const KEY_HEADER: &str = "x-session-key";
+/// The query parameter that carries a ticket.
+pub const TICKET_PARAM: &str = "ticket";
 /// How long a session lives after sign-in (no sliding renewal: short and predictable).
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Memory bound: past this many live sessions the oldest are dropped.
+/// How long a ticket may wait for its one use.
+pub const TICKET_LIFETIME: Duration = Duration::from_secs(60);
+/// Memory bounds: past this many live sessions (tickets) the oldest are dropped.
 const MAX_SESSIONS: usize = 10_000;
+const MAX_TICKETS: usize = 10_000;
 
 struct Session {
     user: String,
+    expires: Instant,
+    key_digest: [u8; 32],
+}
+
+struct Ticket {
+    session: String,
     expires: Instant,
 }
 
 #[derive(Default)]
 pub struct Sessions {
     by_token: Mutex<HashMap<String, Session>>,
+    tickets: Mutex<HashMap<String, Ticket>>,
+}
+
+/// Why a cookie did not authenticate.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such live session (expired, revoked, or from before a restart).
+    Unknown,
+    /// The session is live but neither its key nor one of its tickets came with the cookie:
+    /// the cookie may have been replayed by a page on another port of the host.
+    KeyRequired,
+}
+
+/// What came with the cookie: the key header, or a ticket (GET requests only).
+#[derive(Default)]
+pub struct Proof<'a> {
+    pub key: Option<&'a str>,
+    pub ticket: Option<&'a str>,
+}
+
+/// A fresh sign-in: the cookie's token and the key only the console's origin keeps.
+pub struct SignedIn {
+    pub token: String,
+    pub key: String,
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Drops expired entries, then the one expiring first while the map is full.
+fn make_room<V>(map: &mut HashMap<String, V>, max: usize, expires: impl Fn(&V) -> Instant) {
+    let now = Instant::now();
+    map.retain(|_, v| expires(v) > now);
+    if map.len() >= max {
+        if let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| expires(v))
+            .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
 }
 
 impl Sessions {
-    /// A fresh token for `user`.
-    pub fn create(&self, user: &str) -> String {
-        let mut bytes = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let now = Instant::now();
+    /// A fresh session for `user`.
+    pub fn create(&self, user: &str) -> SignedIn {
+        let signed_in = SignedIn {
+            token: random_hex(),
+            key: random_hex(),
+        };
         let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
-        }
+        make_room(&mut map, MAX_SESSIONS, |s| s.expires);
         map.insert(
-            token.clone(),
+            signed_in.token.clone(),
             Session {
                 user: user.to_owned(),
-                expires: now + LIFETIME,
+                expires: Instant::now() + LIFETIME,
+                key_digest: digest(&signed_in.key),
             },
         );
-        token
+        signed_in
     }
 
-    /// The user of a live session.
-    pub fn user(&self, token: &str) -> Option<String> {
-        let map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(token)
-            .filter(|s| s.expires > Instant::now())
-            .map(|s| s.user.clone())
+    /// The user of the live session `token`, if the request proves it comes from the
+    /// console's origin (the key, or an unused ticket of this session, which it uses up).
+    pub fn authenticate(&self, token: &str, proof: Proof<'_>) -> Result<String, Refusal> {
+        let user = {
+            let map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+            let session = map
+                .get(token)
+                .filter(|s| s.expires > Instant::now())
+                .ok_or(Refusal::Unknown)?;
+            let key_ok = proof
+                .key
+                .is_some_and(|k| bool::from(digest(k).ct_eq(&session.key_digest)));
+            if key_ok {
+                return Ok(session.user.clone());
+            }
+            session.user.clone()
+        };
+        let ticket = proof.ticket.ok_or(Refusal::KeyRequired)?;
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        match tickets.remove(ticket) {
+            Some(t) if t.session == token && t.expires > Instant::now() => Ok(user),
+            _ => Err(Refusal::KeyRequired),
+        }
+    }
+
+    /// A single-use ticket for the live session `token`.
+    pub fn ticket(&self, token: &str) -> Option<String> {
+        let live = self
+            .by_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .is_some_and(|s| s.expires > Instant::now());
+        if !live {
+            return None;
+        }
+        let ticket = random_hex();
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        make_room(&mut tickets, MAX_TICKETS, |t| t.expires);
+        tickets.insert(
+            ticket.clone(),
+            Ticket {
+                session: token.to_owned(),
+                expires: Instant::now() + TICKET_LIFETIME,
+            },
+        );
+        Some(ticket)
     }
 
     pub fn revoke(&self, token: &str) {
@@ -70,6 +175,10 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(token);
+        self.tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, t| t.session != token);
     }
 }
 
@@ -86,19 +195,90 @@ pub fn token_from(headers: &axum::http::HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The session key header, if any.
+pub fn key_from(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn key(k: &str) -> Proof<'_> {
+        Proof {
+            key: Some(k),
+            ticket: None,
+        }
+    }
+
+    fn ticket(t: &str) -> Proof<'_> {
+        Proof {
+            key: None,
+            ticket: Some(t),
+        }
+    }
+
     #[test]
-    fn create_check_revoke() {
+    fn the_cookie_needs_its_key() {
         let s = Sessions::default();
-        let t = s.create("admin");
-        assert_eq!(t.len(), 64);
-        assert_eq!(s.user(&t).as_deref(), Some("admin"));
-        assert_eq!(s.user("nope"), None);
-        s.revoke(&t);
-        assert_eq!(s.user(&t), None);
+        let si = s.create("admin");
+        assert_eq!(si.token.len(), 64);
+        assert_ne!(si.token, si.key);
+        assert_eq!(
+            s.authenticate(&si.token, key(&si.key)).as_deref(),
+            Ok("admin")
+        );
+        assert_eq!(
+            s.authenticate(&si.token, Proof::default()),
+            Err(Refusal::KeyRequired)
+        );
+        assert_eq!(
+            s.authenticate(&si.token, key("wrong")),
+            Err(Refusal::KeyRequired)
+        );
+        // Another session's key is no key for this one.
+        let other = s.create("admin");
+        assert_eq!(
+            s.authenticate(&si.token, key(&other.key)),
+            Err(Refusal::KeyRequired)
+        );
+        assert_eq!(s.authenticate("nope", key(&si.key)), Err(Refusal::Unknown));
+        s.revoke(&si.token);
+        assert_eq!(
+            s.authenticate(&si.token, key(&si.key)),
+            Err(Refusal::Unknown)
+        );
+    }
+
+    #[test]
+    fn a_ticket_is_used_once_and_only_by_its_session() {
+        let s = Sessions::default();
+        let a = s.create("admin");
+        let b = s.create("admin");
+        let t = s.ticket(&a.token).unwrap();
+        assert_eq!(
+            s.authenticate(&b.token, ticket(&t)),
+            Err(Refusal::KeyRequired)
+        );
+        // Presented with the wrong session it was still used up.
+        assert_eq!(
+            s.authenticate(&a.token, ticket(&t)),
+            Err(Refusal::KeyRequired)
+        );
+        let t = s.ticket(&a.token).unwrap();
+        assert_eq!(s.authenticate(&a.token, ticket(&t)).as_deref(), Ok("admin"));
+        assert_eq!(
+            s.authenticate(&a.token, ticket(&t)),
+            Err(Refusal::KeyRequired)
+        );
+        assert_eq!(s.ticket("nope"), None);
+        let t = s.ticket(&a.token).unwrap();
+        s.revoke(&a.token);
+        assert_eq!(s.authenticate(&a.token, ticket(&t)), Err(Refusal::Unknown));
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::auth::{Credentials, FailureThrottle};
 use crate::config::Config;
 use crate::store::{Identity, Store};
 
+/// A background task and its name (for the log, should it not stop in time).
+pub(crate) type Background = (&'static str, tokio::task::JoinHandle<()>);
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -28,8 +31,8 @@ pub struct AppState {
     /// The reconciler's queue and change signal. Handlers wake it and wait on it; its worker
     /// runs only once started.
     pub reconciler: crate::reconcile::Reconciler,
-    /// Background tasks (the reconciler), awaited at shutdown.
-    pub(crate) background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Background tasks (the reconciler, the events feed) by name, awaited at shutdown.
+    pub(crate) background: Arc<std::sync::Mutex<Vec<Background>>>,
     /// Cancelled when the server is shutting down; background tasks stop on it.
     pub shutdown: CancellationToken,
     /// File routes: staging area and per-container upload locks.

@@ -39,9 +39,37 @@ class ApiError extends Error {
   }
 }
 
-/** fetch on the API with the session cookie; JSON in and out; throws ApiError. */
+// The cookie alone authenticates nothing: browsers send it to every port of this host, a
+// container's published app included. Sign-in also returns a key, kept in this origin's
+// localStorage (no page on another port can read it) and sent as a header on every request;
+// a WebSocket or a download link, which cannot carry a header, takes a single-use ticket.
+const KEY_STORE = "cm_key";
+
+function authHeaders(extra) {
+  const key = localStorage.getItem(KEY_STORE);
+  return { ...(extra || {}), ...(key ? { "x-session-key": key } : {}) };
+}
+
+/** A single-use ticket for one WebSocket or download (`?ticket=`). */
+async function ticket() {
+  return (await api("POST", "/session/ticket")).data.ticket;
+}
+
+function withTicket(url, t) {
+  return url + (url.includes("?") ? "&" : "?") + "ticket=" + encodeURIComponent(t);
+}
+
+/** Downloads `url` (a file or a folder as ZIP) the browser's way, with a ticket. */
+async function download(url, name) {
+  const a = el("a", { href: withTicket(url, await ticket()), download: name || "" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+/** fetch on the API with the session cookie and key; JSON in and out; throws ApiError. */
 async function api(method, path, { json, body, headers, raw } = {}) {
-  const init = { method, headers: { ...(headers || {}) }, credentials: "same-origin" };
+  const init = { method, headers: authHeaders(headers), credentials: "same-origin" };
   if (json !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -117,7 +145,8 @@ function showSignIn(message) {
 }
 
 async function checkSession() {
-  const r = await fetch("/session", { credentials: "same-origin" });
+  if (!localStorage.getItem(KEY_STORE)) return null;
+  const r = await fetch("/session", { credentials: "same-origin", headers: authHeaders() });
   if (!r.ok) return null;
   return (await r.json()).user;
 }
@@ -133,6 +162,7 @@ $("signin-form").addEventListener("submit", async (ev) => {
       json: { user: $("signin-user").value, password: $("signin-password").value },
     });
     $("signin-password").value = "";
+    localStorage.setItem(KEY_STORE, r.data.key);
     onSignedIn(r.data.user);
   } catch (e) {
     $("signin-password").value = "";
@@ -144,7 +174,8 @@ $("signin-form").addEventListener("submit", async (ev) => {
 });
 
 $("sign-out").addEventListener("click", async () => {
-  await fetch("/session", { method: "DELETE", credentials: "same-origin" });
+  await fetch("/session", { method: "DELETE", credentials: "same-origin", headers: authHeaders() });
+  localStorage.removeItem(KEY_STORE);
   showSignIn("Signed out.");
 });
 
@@ -185,29 +216,84 @@ window.addEventListener("hashchange", route);
 
 // ------------------------------------------------------------------ live updates
 
-let events = null;
+let live = null;
 const liveListeners = new Set();
 
-/** One EventSource for the whole console; pages listen while they are shown. */
+/**
+ * One watch of `GET /events` for the whole console; pages listen while they are shown. Read
+ * with fetch, not EventSource, so that it carries the session key; it resumes where it left
+ * off with `Last-Event-ID`, as EventSource would.
+ */
 function openLive() {
-  if (events) return;
-  events = new EventSource("/events");
-  events.addEventListener("open", () => $("live").classList.add("on"));
-  events.addEventListener("error", () => $("live").classList.remove("on"));
-  events.addEventListener("container", (e) => {
-    const data = JSON.parse(e.data);
-    for (const f of liveListeners) f(data);
-  });
-  // Events were missed: everyone reloads what they show.
-  events.addEventListener("reset", () => {
-    for (const f of liveListeners) f(null);
-  });
+  if (live) return;
+  live = { abort: new AbortController(), lastId: null };
+  watchLive(live);
 }
 
 function closeLive() {
-  if (events) events.close();
-  events = null;
+  if (live) live.abort.abort();
+  live = null;
   $("live").classList.remove("on");
+}
+
+function dispatchLive(l, ev) {
+  if (ev.id !== null) l.lastId = ev.id;
+  if (ev.event === "container") {
+    const data = JSON.parse(ev.data.join("\n"));
+    for (const f of liveListeners) f(data);
+  } else if (ev.event === "reset") {
+    // Events were missed: everyone reloads what they show.
+    for (const f of liveListeners) f(null);
+  }
+}
+
+async function watchLive(l) {
+  while (live === l) {
+    try {
+      const headers = authHeaders(l.lastId ? { "last-event-id": l.lastId } : {});
+      const r = await fetch("/events", { headers, credentials: "same-origin", signal: l.abort.signal });
+      if (r.status === 401) {
+        showSignIn("Your session has ended; sign in again.");
+        return;
+      }
+      if (r.ok) {
+        $("live").classList.add("on");
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buf = "";
+        let ev = { event: "message", data: [], id: null };
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += decoder.decode(value, { stream: true });
+          let nl;
+          while ((nl = buf.indexOf("\n")) >= 0) {
+            let line = buf.slice(0, nl);
+            buf = buf.slice(nl + 1);
+            if (line.endsWith("\r")) line = line.slice(0, -1);
+            if (line === "") {
+              if (ev.data.length || ev.event !== "message") dispatchLive(l, ev);
+              ev = { event: "message", data: [], id: null };
+              continue;
+            }
+            if (line.startsWith(":")) continue; // a comment (keep-alive)
+            const i = line.indexOf(":");
+            const field = i < 0 ? line : line.slice(0, i);
+            let fieldValue = i < 0 ? "" : line.slice(i + 1);
+            if (fieldValue.startsWith(" ")) fieldValue = fieldValue.slice(1);
+            if (field === "event") ev.event = fieldValue;
+            else if (field === "data") ev.data.push(fieldValue);
+            else if (field === "id") ev.id = fieldValue;
+          }
+        }
+      }
+    } catch (e) {
+      if (e.name === "AbortError") return;
+    }
+    if (live !== l) return;
+    $("live").classList.remove("on");
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
 }
 
 // ------------------------------------------------------------------ list
@@ -610,7 +696,7 @@ async function loadLogs() {
   if ($("logs-follow").checked) q.set("follow", "true");
   try {
     const r = await fetch(`/containers/${encodeURIComponent(detail.cuid)}/logs?${q}`, {
-      credentials: "same-origin", signal: abort.signal,
+      credentials: "same-origin", signal: abort.signal, headers: authHeaders(),
     });
     if (!r.ok) {
       let body = await r.text();
@@ -649,11 +735,11 @@ function termClose() {
   if (!t) return;
   t.closing = true;
   window.removeEventListener("resize", t.onResize);
-  try { t.ws.close(); } catch (_) { /* closed */ }
+  try { if (t.ws) t.ws.close(); } catch (_) { /* closed */ }
   t.xterm.dispose();
 }
 
-function termOpen() {
+async function termOpen() {
   termClose();
   const host = $("term");
   host.replaceChildren();
@@ -664,12 +750,21 @@ function termOpen() {
   fit.fit();
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${proto}//${location.host}/ws/${encodeURIComponent(detail.cuid)}?cols=${xterm.cols}&rows=${xterm.rows}`;
-  const ws = new WebSocket(url);
-  const t = { xterm, fit, ws, closing: false, onResize: null };
+  const t = { xterm, fit, ws: null, closing: false, onResize: null };
   detail.term = t;
   window.__term = xterm; // for the browser tests: read what the screen shows
   const status = $("term-status");
   status.textContent = "connecting…";
+  let tk;
+  try {
+    tk = await ticket();
+  } catch (e) {
+    status.textContent = e.message;
+    return;
+  }
+  if (detail.term !== t) return; // closed meanwhile
+  const ws = new WebSocket(withTicket(url, tk));
+  t.ws = ws;
   const send = (obj) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
   ws.onopen = () => { status.textContent = "connected"; xterm.focus(); };
   ws.onmessage = (ev) => {
@@ -702,7 +797,7 @@ function termOpen() {
 $("term-reconnect").addEventListener("click", termOpen);
 $("term-ctrlc").addEventListener("click", () => {
   const t = detail.term;
-  if (t && t.ws.readyState === WebSocket.OPEN) t.ws.send(JSON.stringify({ type: "signal", name: "INT" }));
+  if (t && t.ws && t.ws.readyState === WebSocket.OPEN) t.ws.send(JSON.stringify({ type: "signal", name: "INT" }));
   if (t) t.xterm.focus();
 });
 
@@ -757,7 +852,14 @@ function fileRow(e) {
   if (e.type === "dir") {
     name = el("button", { type: "button", class: "link", text: e.name + "/", onclick: () => loadFiles(full) });
   } else if (e.type === "file") {
-    name = el("a", { href: `${filesBase()}/download?${new URLSearchParams({ path: full })}`, download: e.name, text: e.name });
+    const href = `${filesBase()}/download?${new URLSearchParams({ path: full })}`;
+    name = el("a", {
+      href, download: e.name, text: e.name,
+      onclick: (ev) => {
+        ev.preventDefault();
+        download(href, e.name).catch((err) => { $("files-error").textContent = err.message; });
+      },
+    });
   } else {
     name = el("span", { text: e.name + (e.type === "symlink" ? ` → ${e.target ?? "?"}` : "") });
   }
@@ -782,6 +884,10 @@ function renderCrumbs() {
 }
 
 $("files-more").addEventListener("click", () => loadFiles(files.path, true));
+$("zip-link").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  download($("zip-link").href).catch((err) => { $("files-error").textContent = err.message; });
+});
 
 async function uploadZip(file) {
   if (!file) return;

@@ -42,13 +42,25 @@ fn is_public(path: &str) -> bool {
         || path == "/session"
 }
 
-/// The client's address, as the throttle counts it.
-pub fn client_ip(request: &Request) -> IpAddr {
-    request
+/// The client's address, as the throttle counts it: the peer, or, when the peer is one of
+/// `TRUSTED_PROXIES`, the client its `X-Forwarded-For` names.
+pub fn client_ip(state: &AppState, request: &Request) -> IpAddr {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    crate::auth::client_address(
+        peer,
+        &forwarded.join(","),
+        &state.config.connections.trusted_proxies,
+    )
 }
 
 /// The `429` answer if the client's address is blocked by the throttle.
@@ -56,19 +68,71 @@ pub fn refusal_if_blocked(state: &AppState, ip: IpAddr) -> Option<Response> {
     state.throttle.blocked_for(ip, Instant::now()).map(blocked)
 }
 
+/// The ticket a GET request carries in its query, if any.
+fn ticket_of(request: &Request) -> Option<String> {
+    if request.method() != axum::http::Method::GET {
+        return None;
+    }
+    let query = request.uri().query()?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == crate::session::TICKET_PARAM)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The request without its `ticket` parameter: handlers, logs and metrics never see it.
+fn without_ticket(mut request: Request) -> Request {
+    let uri = request.uri();
+    let Some(query) = uri.query() else {
+        return request;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some(crate::session::TICKET_PARAM))
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(new) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = new;
+        }
+    }
+    request
+}
+
+async fn run_as(user: String, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(AuthedUser(user));
+    response
+}
+
 pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let ip = client_ip(&request);
+    let ip = client_ip(&state, &request);
+    let has_authorization = request.headers().contains_key(header::AUTHORIZATION);
 
-    // A live session cookie is enough. Checked before the throttle: a signed-in console
-    // keeps working while someone else at the same address (a shared NAT) guesses.
-    let token = crate::session::token_from(request.headers());
-    if let Some(user) = token.as_deref().and_then(|t| state.sessions.user(t)) {
-        let mut response = next.run(request).await;
-        response.extensions_mut().insert(AuthedUser(user));
-        return response;
+    // A live session cookie together with its key (or one of its tickets). Checked before
+    // the throttle: a signed-in console keeps working while someone else at the same address
+    // (a shared NAT) guesses.
+    let mut cookie_refused = None;
+    if let Some(token) = crate::session::token_from(request.headers()) {
+        let ticket = ticket_of(&request);
+        let proof = crate::session::Proof {
+            key: crate::session::key_from(request.headers()),
+            ticket: ticket.as_deref(),
+        };
+        match state.sessions.authenticate(&token, proof) {
+            Ok(user) => return run_as(user, without_ticket(request), next).await,
+            Err(refusal) => cookie_refused = Some(refusal),
+        }
     }
 
     // A blocked address learns nothing: its credentials are not even looked at.
@@ -83,28 +147,41 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         .map(str::to_owned);
     if let Some(user) = user {
         state.throttle.record_success(ip);
-        let mut response = next.run(request).await;
-        response.extensions_mut().insert(AuthedUser(user));
-        return response;
+        return run_as(user, request, next).await;
     }
 
-    let has_basic = request.headers().contains_key(header::AUTHORIZATION);
-    // An unknown or expired session token is not a guess worth counting (256 random
-    // bits); a browser coming back after a restart must not lock itself out.
-    if has_basic || token.is_none() {
+    // Only wrong credentials count as a failed login. A request with none (an `<img>` on
+    // any web page pointing here, a probe) must not lock the operator's address out; an
+    // unknown session token or key is not a guess worth counting (256 random bits).
+    if has_authorization {
         state.throttle.record_failure(ip, now);
     }
-    if token.is_some() && !has_basic {
-        // A console whose session ended: no Basic challenge, or the browser would put its
-        // own password dialog over the console's sign-in page.
-        return ApiError::new(
-            Kind::Auth,
-            "SESSION_EXPIRED",
-            "the session has ended; sign in again",
-        )
-        .into_response();
+    if !has_authorization {
+        // A console whose session ended, or a cookie without the key only the console's
+        // origin holds: no Basic challenge, or the browser would put its own password
+        // dialog over the console's sign-in page.
+        match cookie_refused {
+            Some(crate::session::Refusal::Unknown) => {
+                return ApiError::new(
+                    Kind::Auth,
+                    "SESSION_EXPIRED",
+                    "the session has ended; sign in again",
+                )
+                .into_response()
+            }
+            Some(crate::session::Refusal::KeyRequired) => {
+                return ApiError::new(
+                    Kind::Auth,
+                    "SESSION_KEY_REQUIRED",
+                    "the session cookie is only valid with the session key the console holds \
+                     (header X-Session-Key) or a ticket from POST /session/ticket",
+                )
+                .into_response()
+            }
+            None => {}
+        }
     }
-    let code = if has_basic {
+    let code = if has_authorization {
         "INVALID_CREDENTIALS"
     } else {
         "MISSING_CREDENTIALS"
@@ -115,4 +192,37 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             HeaderValue::from_static("Basic realm=\"container-manager\""),
         )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticket_is_taken_out_of_the_query() {
+        let req = |uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let r = req("/ws/c1?cols=80&ticket=abc&rows=24");
+        assert_eq!(ticket_of(&r).as_deref(), Some("abc"));
+        assert_eq!(
+            without_ticket(r).uri().to_string(),
+            "/ws/c1?cols=80&rows=24"
+        );
+        let r = req("/containers/c1/download?ticket=abc");
+        assert_eq!(
+            without_ticket(r).uri().to_string(),
+            "/containers/c1/download"
+        );
+        assert_eq!(ticket_of(&req("/x?tickets=1")), None);
+        let post = Request::builder()
+            .method("POST")
+            .uri("/x?ticket=abc")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(ticket_of(&post), None);
+    }
 }

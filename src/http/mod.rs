@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
                 .get(session::who)
                 .delete(session::sign_out),
         )
+        .route("/session/ticket", post(session::ticket))
         .route("/events", get(events::events))
         .route("/livez", get(health::livez))
         .route("/healthz", get(health::healthz))

@@ -234,6 +234,7 @@ impl Modify for BasicAuth {
         super::session::sign_in,
         super::session::who,
         super::session::sign_out,
+        super::session::ticket,
         super::events::events,
         super::images::list,
         super::images::pull,

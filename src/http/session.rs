@@ -1,5 +1,7 @@
-//! Console sign-in: `POST /session` trades the server's credentials for a session cookie,
-//! `GET /session` says who is signed in, `DELETE /session` signs out (revokes the token).
+//! Console sign-in: `POST /session` trades the server's credentials for a session cookie and
+//! the session's key (see [`crate::session`] for why the cookie alone is not enough),
+//! `GET /session` says who is signed in, `DELETE /session` signs out (revokes the token),
+//! `POST /session/ticket` gives a single-use ticket for a WebSocket or a download link.
 //! The routes are outside the auth middleware (see [`crate::http::auth`]) but inside the
 //! cross-origin check, so another site cannot sign a browser in or out.
 
@@ -13,7 +15,7 @@ use serde_json::json;
 
 use crate::error::{content_type_is, ApiError, Kind};
 use crate::http::auth::{client_ip, refusal_if_blocked};
-use crate::session::{token_from, COOKIE, LIFETIME};
+use crate::session::{key_from, token_from, Proof, COOKIE, LIFETIME, TICKET_LIFETIME};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -79,7 +81,7 @@ fn form_decode(raw: &[u8]) -> Option<String> {
 /// throttle as Basic auth, and a blocked address is refused without a look at them.
 #[utoipa::path(post, path = "/session", operation_id = "sign_in", tag = "console", summary = "Sign in: sets the console's session cookie", request_body(content = Object, description = "user and password, as JSON or a form"), responses((status = 200, description = "Signed in (Set-Cookie)", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
-    let ip = client_ip(&request);
+    let ip = client_ip(&state, &request);
     if let Some(blocked) = refusal_if_blocked(&state, ip) {
         return blocked;
     }
@@ -109,42 +111,84 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
         .into_response();
     };
     state.throttle.record_success(ip);
-    let token = state.sessions.create(&user);
+    let signed_in = state.sessions.create(&user);
+    // The key is in the body only: the console keeps it in its origin's storage and sends it
+    // as `X-Session-Key`; a page on another port of the host gets the cookie but never this.
     let mut response = (
         StatusCode::OK,
-        Json(json!({"user": user, "expires_in": LIFETIME.as_secs()})),
+        Json(json!({"user": user, "expires_in": LIFETIME.as_secs(), "key": signed_in.key})),
     )
         .into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, cookie(&token, LIFETIME.as_secs()));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie(&signed_in.token, LIFETIME.as_secs()),
+    );
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-/// `GET /session`: `200 {"user"}` with a live session, else `401` (no Basic challenge:
-/// the console asks this first, and a challenge would make the browser prompt).
+/// The user of the live session the cookie and the key header name together.
+fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let token = token_from(headers)?;
+    let proof = Proof {
+        key: key_from(headers),
+        ticket: None,
+    };
+    state.sessions.authenticate(&token, proof).ok()
+}
+
+/// `GET /session`: `200 {"user"}` with a live session (cookie and key), else `401` (no
+/// Basic challenge: the console asks this first, and a challenge would make the browser
+/// prompt).
 #[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody)))]
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match token_from(&headers).and_then(|t| state.sessions.user(&t)) {
+    match session_user(&state, &headers) {
         Some(user) => Json(json!({"user": user})).into_response(),
         None => ApiError::new(Kind::Auth, "NO_SESSION", "not signed in").into_response(),
     }
 }
 
-/// `DELETE /session`: revokes the token and clears the cookie. Always `204`.
+/// `DELETE /session`: revokes the session (when the request holds its key: a replayed cookie
+/// alone cannot sign the console out) and clears the cookie. Always `204`.
 #[utoipa::path(delete, path = "/session", operation_id = "sign_out", tag = "console", summary = "Sign out: revokes the cookie", responses((status = 204, description = "Signed out"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody)))]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(token) = token_from(&headers) {
-        state.sessions.revoke(&token);
+    if session_user(&state, &headers).is_some() {
+        if let Some(token) = token_from(&headers) {
+            state.sessions.revoke(&token);
+        }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, cookie("", 0));
     response
+}
+
+/// `POST /session/ticket`: a ticket for one GET (a WebSocket upgrade, a download link) that
+/// the browser cannot send the key header with: `?ticket=…` beside the cookie. Behind the
+/// auth middleware, so only a request with the session's key gets one.
+#[utoipa::path(post, path = "/session/ticket", operation_id = "session_ticket", tag = "console", summary = "A single-use ticket for a WebSocket or a download", responses((status = 200, description = "The ticket", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let ticket = token_from(&headers).and_then(|t| state.sessions.ticket(&t));
+    match ticket {
+        Some(ticket) => {
+            let mut response =
+                Json(json!({"ticket": ticket, "expires_in": TICKET_LIFETIME.as_secs()}))
+                    .into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        None => ApiError::new(
+            Kind::Auth,
+            "NO_SESSION",
+            "tickets are for console sessions; sign in with POST /session",
+        )
+        .into_response(),
+    }
 }
 
 #[cfg(test)]

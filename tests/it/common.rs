@@ -153,6 +153,15 @@ impl Server {
         wait_exit(&mut child, Duration::from_secs(30))
     }
 
+    /// SIGTERM; the exit status, or a panic (after a SIGKILL) if it takes longer than `limit`.
+    pub fn stop_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        wait_exit(&mut child, limit)
+    }
+
     /// SIGKILL: no chance to clean anything up.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

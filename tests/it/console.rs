@@ -12,8 +12,15 @@ use crate::common::*;
 
 // ---------------------------------------------------------------- sessions
 
-/// Signs in through `POST /session`; returns the answer and the `Cookie` header to send.
-async fn sign_in(s: &Server, user: &str, pass: &str) -> (Resp, Option<String>) {
+/// What the console holds after signing in: the cookie (`Cookie` header value) and the
+/// session key it sends as `X-Session-Key`.
+struct Signed {
+    cookie: String,
+    key: String,
+}
+
+/// Signs in through `POST /session`; returns the answer and the cookie and key to send.
+async fn sign_in(s: &Server, user: &str, pass: &str) -> (Resp, Option<Signed>) {
     let r = s
         .send(
             s.client
@@ -25,18 +32,24 @@ async fn sign_in(s: &Server, user: &str, pass: &str) -> (Resp, Option<String>) {
         .header("set-cookie")
         .and_then(|c| c.split(';').next())
         .map(str::to_owned);
-    (r, cookie)
+    let signed = cookie.map(|cookie| Signed {
+        cookie,
+        key: r.json["key"].as_str().unwrap_or_default().to_owned(),
+    });
+    (r, signed)
 }
 
+/// A request as the console sends it: the cookie and the key.
 fn with_cookie(
     s: &Server,
     method: reqwest::Method,
     path: &str,
-    cookie: &str,
+    signed: &Signed,
 ) -> reqwest::RequestBuilder {
     s.client
         .request(method, format!("{}{}", s.base, path))
-        .header("cookie", cookie)
+        .header("cookie", &signed.cookie)
+        .header("x-session-key", &signed.key)
 }
 
 #[tokio::test]
@@ -66,11 +79,14 @@ async fn session_sign_in_cookie_and_sign_out() {
     assert!(!set.contains(PASS));
     let cookie = cookie.unwrap();
     assert!(
-        cookie.starts_with("cm_session=") && cookie.len() > 40,
-        "{cookie}"
+        cookie.cookie.starts_with("cm_session=") && cookie.cookie.len() > 40,
+        "{}",
+        cookie.cookie
     );
+    assert_eq!(cookie.key.len(), 64, "the session key: {}", r.text);
+    assert!(!set.contains(&cookie.key), "the key is never in the cookie");
 
-    // The cookie authenticates API routes; no cookie and no Basic does not.
+    // The cookie with its key authenticates API routes; no cookie and no Basic does not.
     let r = s
         .send(with_cookie(
             &s,
@@ -794,12 +810,19 @@ async fn console_in_a_real_browser() {
         )
         .await;
     assert_eq!(hostile, json!([HOSTILE, 0, true]));
+    // The cookie alone (what a page on another port of the host could replay) is refused;
+    // the console's way, a ticket bought with the key in this origin's storage, works.
     let got = b
         .js_async(
             "const done = arguments[arguments.length - 1];
-             fetch(arguments[0]).then(r => r.arrayBuffer()).then(buf => {
-               done(Array.from(new Uint8Array(buf)));
-             }, e => done(String(e)));",
+             (async () => {
+               const bare = await fetch(arguments[0]);
+               if (bare.status !== 401) return done('cookie alone: ' + bare.status);
+               const key = localStorage.getItem('cm_key');
+               const t = await (await fetch('/session/ticket', { method: 'POST', headers: { 'x-session-key': key } })).json();
+               const r = await fetch(arguments[0] + '&ticket=' + t.ticket);
+               done(Array.from(new Uint8Array(await r.arrayBuffer())));
+             })().catch(e => done(String(e)));",
             json!([format!("/containers/{cuid}/download?path=hello.txt")]),
         )
         .await;
@@ -847,8 +870,8 @@ async fn console_in_a_real_browser() {
     b.screenshot("narrow").await;
 }
 
-/// The console's terminal authenticates with the session cookie, like every other route;
-/// a revoked cookie cannot open one.
+/// The console's terminal authenticates with the session cookie and a ticket (a browser
+/// cannot send the key header on a WebSocket); a revoked session cannot open one.
 #[tokio::test]
 async fn websocket_accepts_the_session_cookie() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -863,15 +886,26 @@ async fn websocket_accepts_the_session_cookie() {
     let cuid = r.json["cuid"].as_str().unwrap().to_owned();
     let (_, cookie) = sign_in(&s, USER, PASS).await;
     let cookie = cookie.unwrap();
-    let request = |cookie: &str| {
-        let mut req = format!("ws://{}/ws/{cuid}?main=false", s.addr)
+    let server = &s;
+    let ticket = |signed: &Signed| {
+        let rb = with_cookie(server, reqwest::Method::POST, "/session/ticket", signed);
+        async move {
+            let r = server.send(rb).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["ticket"].as_str().unwrap().to_owned()
+        }
+    };
+    let request = |cookie: &Signed, ticket: &str| {
+        let mut req = format!("ws://{}/ws/{cuid}?main=false&ticket={ticket}", s.addr)
             .into_client_request()
             .unwrap();
-        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        req.headers_mut()
+            .insert("cookie", cookie.cookie.parse().unwrap());
         req.headers_mut().insert("origin", s.base.parse().unwrap());
         req
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async(request(&cookie))
+    let t = ticket(&cookie).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(&cookie, &t))
         .await
         .expect("the cookie opens a terminal");
     use futures_util::SinkExt;
@@ -906,7 +940,7 @@ async fn websocket_accepts_the_session_cookie() {
         ))
         .await;
     assert_eq!(r.status, 204);
-    match tokio_tungstenite::connect_async(request(&cookie)).await {
+    match tokio_tungstenite::connect_async(request(&cookie, &t)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 401)
         }
@@ -915,4 +949,148 @@ async fn websocket_accepts_the_session_cookie() {
             other.map(|_| ())
         ),
     }
+}
+
+/// Finding 1 of the security review, in a real browser: an operator signed in to the console
+/// opens a container's app published on another port of the same host. A real second
+/// listener plays that app: the browser hands it the console's cookie (cookies are scoped by
+/// host, not port), but the cookie replayed opens neither the API nor a terminal, and the
+/// page cannot read the session key (storage is scoped by origin, port included).
+#[tokio::test]
+async fn a_container_app_on_another_port_gets_the_cookie_and_nothing_with_it() {
+    use crate::browser::Browser;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start().await;
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"], "start": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+
+    // The "container's app": records the Cookie header of every request it gets.
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = app.local_addr().unwrap().port();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = app.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got).to_string();
+                for line in head.lines() {
+                    if let Some(v) = line
+                        .strip_prefix("cookie:")
+                        .or_else(|| line.strip_prefix("Cookie:"))
+                    {
+                        let _ = seen_tx.send(v.trim().to_owned());
+                    }
+                }
+                let page = "<!doctype html><title>app</title><p>a container's app</p>";
+                let _ = conn
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                            page.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+
+    // Sign in through the console.
+    let b = Browser::start().await;
+    b.goto(&format!("{}/ui/", s.base)).await;
+    b.wait_js(
+        "sign-in page",
+        T,
+        "return !document.getElementById('page-signin').hidden;",
+    )
+    .await;
+    b.type_into("#signin-user", USER).await;
+    b.type_into("#signin-password", PASS).await;
+    b.click("#signin-submit").await;
+    b.wait_js(
+        "list page",
+        T,
+        "return !document.getElementById('page-list').hidden;",
+    )
+    .await;
+
+    // The operator opens the container's app.
+    b.goto(&format!("http://127.0.0.1:{app_port}/")).await;
+    let cookie = tokio::time::timeout(T, async {
+        loop {
+            let c = seen_rx.recv().await.expect("listener alive");
+            if c.contains("cm_session=") {
+                return c;
+            }
+        }
+    })
+    .await
+    .expect("the browser sent the console's cookie to the other port");
+    let leaked = b
+        .js(
+            "return [localStorage.getItem('cm_key'), location.port];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        leaked,
+        json!([null, app_port.to_string()]),
+        "the app's page read the key"
+    );
+
+    // The app replays the cookie: nothing.
+    let r = s
+        .send(
+            s.client
+                .get(format!("{}/containers", s.base))
+                .header("cookie", &cookie),
+        )
+        .await;
+    r.assert_error(401, "auth_error", "SESSION_KEY_REQUIRED");
+    let r = s
+        .send(
+            s.client
+                .post(format!("{}/containers", s.base))
+                .header("cookie", &cookie)
+                .json(&json!({"image": BUSYBOX})),
+        )
+        .await;
+    r.assert_error(401, "auth_error", "SESSION_KEY_REQUIRED");
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/ws/{cuid}?main=false", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401)
+        }
+        other => panic!(
+            "the replayed cookie opened a terminal: {:?}",
+            other.map(|_| ())
+        ),
+    }
+
+    // Back on the console's origin, the console still works with its key.
+    b.goto(&format!("{}/ui/#/c/{cuid}/terminal", s.base)).await;
+    b.wait_js(
+        "terminal connected",
+        T,
+        "return document.getElementById('term-status').textContent === 'connected';",
+    )
+    .await;
 }

@@ -14,4 +14,5 @@ mod hostile_upload;
 mod images;
 mod ops;
 mod reconcile;
+mod security;
 mod terminal;
