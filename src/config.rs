@@ -60,6 +60,8 @@ pub struct Config {
     /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
     /// pull, never copied into the store.
     pub registry_auth_file: Option<PathBuf>,
+    /// Registries a pull may name (`REGISTRY_ALLOWLIST`; empty: any).
+    pub registry_allowlist: crate::images::RegistryAllowlist,
     /// `LOG_FORMAT=json`: the server's own log is one JSON object per line.
     pub log_json: bool,
     /// Connections: see [`Connections`].
@@ -245,6 +247,9 @@ impl Config {
             })?,
         };
         let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
+        let registry_allowlist =
+            crate::images::RegistryAllowlist::parse(&var("REGISTRY_ALLOWLIST").unwrap_or_default())
+                .map_err(ConfigError)?;
 
         let log_json = match var("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("text") => false,
@@ -289,6 +294,7 @@ impl Config {
             image_pull_policy,
             registry_auth_file,
             connections: Connections::from_env()?,
+            registry_allowlist,
         })
     }
 }
@@ -331,6 +337,7 @@ impl Config {
             default_pids_limit: Some(4096),
             image_pull_policy: crate::images::PullPolicy::Missing,
             registry_auth_file: None,
+            registry_allowlist: Default::default(),
             log_json: false,
             connections: Connections::default(),
         }

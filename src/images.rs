@@ -77,6 +77,64 @@ pub fn registry_of(reference: &str) -> &str {
     }
 }
 
+/// `REGISTRY_ALLOWLIST`: the registries (`host[:port]`) a pull may name; empty allows any.
+/// Checked before anything is contacted, so a refused name never makes the daemon connect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryAllowlist(Vec<String>);
+
+impl RegistryAllowlist {
+    /// Comma-separated `host[:port]` entries; Docker Hub's other names count as `docker.io`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut hosts = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let ok = entry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "REGISTRY_ALLOWLIST entry {entry:?} must be a registry host[:port], e.g. ghcr.io or 127.0.0.1:5000"
+                ));
+            }
+            hosts.push(canonical_registry(entry));
+        }
+        Ok(Self(hosts))
+    }
+
+    /// Whether a pull of `reference` may go ahead.
+    pub fn allows(&self, reference: &str) -> bool {
+        self.0.is_empty() || {
+            let registry = canonical_registry(registry_of(reference));
+            self.0.contains(&registry)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Host names compare without case; Docker Hub answers to several names.
+fn canonical_registry(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".to_owned()
+        }
+        _ => host,
+    }
+}
+
+/// The refusal of a pull from a registry `REGISTRY_ALLOWLIST` does not name.
+pub fn not_allowed(reference: &str) -> StepError {
+    StepError::new(
+        ErrorCode::RegistryNotAllowed,
+        format!(
+            "cannot pull {reference}: its registry {} is not in REGISTRY_ALLOWLIST",
+            registry_of(reference)
+        ),
+    )
+}
+
 /// The credentials for `reference`'s registry from a Docker `config.json`
 /// (`auths.<registry>.auth`, base64 `user:password`). `Ok(None)`: no entry for it. The
 /// error never holds the file's content.
@@ -249,9 +307,13 @@ pub async fn pull(
     docker: &bollard::Docker,
     image: &str,
     auth_file: Option<&Path>,
+    allowlist: &RegistryAllowlist,
     pulls: &Pulls,
 ) -> Result<(), StepError> {
     let reference = normalize(image);
+    if !allowlist.allows(&reference) {
+        return Err(not_allowed(&reference));
+    }
     let credentials = match auth_file {
         Some(file) => credentials_for(file, &reference)
             .map_err(|m| StepError::new(ErrorCode::RegistryAuthFailed, m))?,
@@ -288,9 +350,15 @@ pub async fn pull(
     Ok(())
 }
 
-/// What a failed pull is called. The daemon answers `404` for a tag or repository the
-/// registry does not have; other registry trouble comes as a `500` (or a stream error) whose
-/// message says what happened.
+/// What a failed pull is called, and what it says. The daemon's error text is never passed
+/// on: it quotes whatever the other end answered (a pull of `127.0.0.1:<port>/x` makes the
+/// daemon fetch a service on the host's loopback, and its body came back in the message) and
+/// names the daemon's DNS resolver. The answer carries the code and a fixed sentence per code;
+/// a closed port and a service that does not speak the registry protocol read the same.
+///
+/// The code comes from the daemon's own status (`404`: the registry said the manifest does
+/// not exist) or its own words, looked for only in the part of the message before any
+/// quoted response body, so no foreign body can choose the code either.
 pub fn classify(reference: &str, e: &DockerError) -> StepError {
     let (status, message) = match e {
         DockerError::DockerResponseServerError {
@@ -299,17 +367,16 @@ pub fn classify(reference: &str, e: &DockerError) -> StepError {
         } => (Some(*status_code), message.as_str()),
         DockerError::DockerStreamError { error } => (None, error.as_str()),
         other => {
+            tracing::warn!(image = %reference, error = %other, "pull: the Docker daemon did not answer");
             return StepError::new(
                 ErrorCode::DockerUnavailable,
-                format!("cannot pull {reference}: the Docker daemon did not answer: {other}"),
-            )
+                format!("cannot pull {reference}: the Docker daemon did not answer"),
+            );
         }
     };
-    let lower = message.to_ascii_lowercase();
-    let any = |words: &[&str]| words.iter().any(|w| lower.contains(w));
-    let code = if status == Some(404)
-        || any(&["manifest unknown", "not found", "repository does not exist"])
-    {
+    let own = daemon_words(message);
+    let any = |words: &[&str]| words.iter().any(|w| own.contains(w));
+    let code = if status == Some(404) || any(&["manifest unknown", "not found", "name unknown"]) {
         ErrorCode::ImageNotFound
     } else if any(&[
         "unauthorized",
@@ -320,11 +387,66 @@ pub fn classify(reference: &str, e: &DockerError) -> StepError {
     ]) {
         ErrorCode::RegistryAuthFailed
     } else {
-        // Cannot connect, DNS, TLS, timeouts, a registry answering 5xx: it cannot be reached
-        // in a useful way. (The daemon itself answered, so Docker is not what is down.)
+        // Cannot connect, DNS, TLS, timeouts, a registry answering 5xx, something that is
+        // not a registry: it cannot be reached in a useful way. (The daemon itself answered,
+        // so Docker is not what is down.)
         ErrorCode::RegistryUnavailable
     };
-    StepError::new(code, format!("cannot pull {reference}: {message}"))
+    let registry = registry_of(reference);
+    // The log gets a fixed word for what went wrong, never the daemon's text.
+    tracing::warn!(image = %reference, status, code = %code, reason = reason(&own), "pull failed");
+    let message = match code {
+        ErrorCode::ImageNotFound => {
+            format!("cannot pull {reference}: the registry {registry} has no such repository or tag")
+        }
+        ErrorCode::RegistryAuthFailed => format!(
+            "cannot pull {reference}: the registry {registry} refused the credentials or wants some"
+        ),
+        _ => format!(
+            "cannot pull {reference}: the registry {registry} could not be reached or did not answer as a registry"
+        ),
+    };
+    StepError::new(code, message)
+}
+
+/// The daemon's own part of an error message, lower-cased: everything before the point where
+/// it starts quoting what the other end answered (`error parsing HTTP 404 response body: …
+/// "<body>"`), without quoted parts (URLs, which hold the user's own reference).
+fn daemon_words(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let own = match lower.find("response body") {
+        Some(at) => &lower[..at],
+        None => &lower,
+    };
+    own.split('"').step_by(2).collect::<Vec<_>>().join(" ")
+}
+
+/// A fixed word for the server log about why a registry could not be used.
+fn reason(own: &str) -> &'static str {
+    let table: &[(&str, &str)] = &[
+        ("connection refused", "connection refused"),
+        ("no such host", "name not resolved"),
+        ("lookup ", "name not resolved"),
+        ("timeout", "timed out"),
+        ("deadline exceeded", "timed out"),
+        ("x509", "tls"),
+        ("tls", "tls"),
+        ("http response to https client", "not https"),
+        ("error parsing http", "answer not understood"),
+        ("unexpected http status", "unexpected status"),
+        ("content-type", "answer not understood"),
+        ("eof", "connection closed"),
+        ("connection reset", "connection closed"),
+        ("manifest unknown", "manifest unknown"),
+        ("not found", "not found"),
+        ("unauthorized", "unauthorized"),
+        ("no basic auth credentials", "credentials wanted"),
+        ("denied", "denied"),
+    ];
+    table
+        .iter()
+        .find(|(needle, _)| own.contains(needle))
+        .map_or("other", |(_, word)| word)
 }
 
 #[cfg(test)]
@@ -412,6 +534,89 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(classify("x", &e).code, want, "{e}");
         }
+    }
+
+    #[test]
+    fn pull_failures_never_repeat_the_daemons_text() {
+        let server = |status_code, message: &str| DockerError::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        };
+        let cases = [
+            // A service that is no registry: its body is quoted, and words in it (`not
+            // found`, `denied`) choose nothing.
+            server(
+                500,
+                r#"error parsing HTTP 404 response body: invalid character 'd' looking for beginning of value: "db_password=s3cret not found denied\n""#,
+            ),
+            server(
+                500,
+                r#"Get "https://nowhere.invalid/v2/": dial tcp: lookup nowhere.invalid on 10.255.255.53:53: no such host"#,
+            ),
+            server(
+                500,
+                r#"Get "http://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused"#,
+            ),
+        ];
+        let messages: Vec<String> = cases
+            .iter()
+            .map(|e| {
+                let f = classify("127.0.0.1:1/x:1", e);
+                assert_eq!(f.code, ErrorCode::RegistryUnavailable, "{e}");
+                f.message
+            })
+            .collect();
+        assert!(messages.iter().all(|m| m == &messages[0]), "{messages:?}");
+        assert!(!messages[0].contains("s3cret") && !messages[0].contains("10.255"));
+        // A registry's own 404 for a manifest stays a missing image.
+        let f = classify(
+            "127.0.0.1:1/x:1",
+            &server(
+                404,
+                "manifest for x not found: manifest unknown: manifest unknown",
+            ),
+        );
+        assert_eq!(f.code, ErrorCode::ImageNotFound);
+    }
+
+    #[test]
+    fn the_allowlist_names_registries() {
+        let any = RegistryAllowlist::parse("").unwrap();
+        assert!(any.allows("127.0.0.1:1/x:1") && any.allows("python:3"));
+        let list = RegistryAllowlist::parse(" GHCR.io , index.docker.io,127.0.0.1:5731").unwrap();
+        assert!(list.allows("ghcr.io/o/app:1"));
+        assert!(list.allows("python:3.12") && list.allows("docker.io/team/app"));
+        assert!(list.allows("127.0.0.1:5731/x:1"));
+        assert!(!list.allows("127.0.0.1:5732/x:1"));
+        assert!(!list.allows("127.0.0.1/x:1"));
+        assert!(!list.allows("localhost:5731/x:1"));
+        assert!(RegistryAllowlist::parse("ghcr.io/org").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_registry_is_never_asked() {
+        // A daemon socket that never answers: a pull that reached it would end as
+        // DOCKER_UNAVAILABLE.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let _silent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let docker = bollard::Docker::connect_with_unix(
+            socket.to_str().unwrap(),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap();
+        let list = RegistryAllowlist::parse("ghcr.io").unwrap();
+        let e = pull(
+            &docker,
+            "127.0.0.1:5732/x:1",
+            None,
+            &list,
+            &Pulls::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RegistryNotAllowed);
     }
 
     #[test]

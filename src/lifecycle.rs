@@ -322,6 +322,8 @@ pub enum ErrorCode {
     RegistryUnavailable,
     /// The image's registry refused the credentials (or wants some).
     RegistryAuthFailed,
+    /// A pull would name a registry `REGISTRY_ALLOWLIST` does not hold.
+    RegistryNotAllowed,
     /// A host port is held by another program.
     PortInUse,
     /// The Docker daemon does not answer.
@@ -344,6 +346,7 @@ impl ErrorCode {
             Self::ImageNotFound => "IMAGE_NOT_FOUND",
             Self::RegistryUnavailable => "REGISTRY_UNAVAILABLE",
             Self::RegistryAuthFailed => "REGISTRY_AUTH_FAILED",
+            Self::RegistryNotAllowed => "REGISTRY_NOT_ALLOWED",
             Self::PortInUse => "PORT_IN_USE",
             Self::DockerUnavailable => "DOCKER_UNAVAILABLE",
             Self::ComposeFailed => "COMPOSE_FAILED",
@@ -357,7 +360,9 @@ impl ErrorCode {
     /// The error kind (and so the HTTP status) a waiting request gets for it.
     pub fn kind(self) -> Kind {
         match self {
-            Self::ImageNotFound | Self::RegistryAuthFailed => Kind::State,
+            Self::ImageNotFound | Self::RegistryAuthFailed | Self::RegistryNotAllowed => {
+                Kind::State
+            }
             Self::PortInUse => Kind::Conflict,
             Self::DockerUnavailable | Self::RegistryUnavailable => Kind::Unavailable,
             Self::IoError => Kind::Io,
@@ -525,6 +530,7 @@ mod tests {
         for code in [
             ErrorCode::RegistryUnavailable,
             ErrorCode::RegistryAuthFailed,
+            ErrorCode::RegistryNotAllowed,
         ] {
             let text = serde_json::to_value(code).unwrap();
             assert_eq!(text, code.as_str());

@@ -106,6 +106,7 @@ pub async fn create(
         }
     }
     let request = spec::parse_create(body, &limits(&state))?;
+    crate::http::images::check_registry(&state, &request.spec.image).await?;
     let cuid = spec::new_cuid();
     let mount = crate::fs::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
     let desired = if request.start {
@@ -264,6 +265,13 @@ pub async fn patch(
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let limits = limits(&state);
+    // A new image is checked before the spec changes (the store's update cannot wait on
+    // Docker); one that is not a valid reference is refused by the patch itself.
+    if let Some(Value::String(image)) = body.get("image") {
+        if spec::is_image_reference(image) {
+            crate::http::images::check_registry(&state, image).await?;
+        }
+    }
     let updated = state
         .store
         .update_spec(cuid, expected, |current| {

@@ -1,13 +1,13 @@
 //! Images on the Docker host: list them (with the containers of this server that use each),
-//! pull one ahead of time, remove one no container of this server uses.
+//! pull one ahead of time, remove a tag or an image no container on the daemon was made from.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bollard::errors::Error as DockerError;
-use bollard::models::ImageSummary;
-use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
+use bollard::models::{ContainerSummary, ImageSummary};
+use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, RemoveImageOptions};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, Kind};
@@ -150,15 +150,19 @@ pub async fn pull(
             ))
         }
     };
+    if !state.config.registry_allowlist.allows(&normalize(&image)) {
+        return Err(registry_not_allowed(&image));
+    }
     let docker = state.docker.for_request().await?;
     // The pull runs on its own: a client that stops waiting (or never waited) does not
     // cut it short.
     let task = {
         let image = image.clone();
         let auth_file = state.config.registry_auth_file.clone();
+        let allowlist = state.config.registry_allowlist.clone();
         let pulls = state.reconciler.pulls.clone();
         tokio::spawn(async move {
-            crate::images::pull(&docker, &image, auth_file.as_deref(), &pulls).await
+            crate::images::pull(&docker, &image, auth_file.as_deref(), &allowlist, &pulls).await
         })
     };
     if !wait.wait {
@@ -195,6 +199,41 @@ pub async fn pull(
     }
 }
 
+fn registry_not_allowed(image: &str) -> ApiError {
+    let refusal = crate::images::not_allowed(&normalize(image));
+    ApiError::field(
+        refusal.code.as_str(),
+        "image",
+        Value::String(image.to_owned()),
+        refusal.message,
+    )
+}
+
+/// Create and patch refuse an image that would have to be pulled from a registry
+/// `REGISTRY_ALLOWLIST` does not name: under `IMAGE_PULL_POLICY=always` any such image, under
+/// `missing` one the host does not hold (`never` pulls nothing). When Docker cannot say, the
+/// reconciler's pull decides later (and records `REGISTRY_NOT_ALLOWED`).
+pub async fn check_registry(state: &AppState, image: &str) -> ApiResult<()> {
+    use crate::images::PullPolicy;
+    let policy = state.config.image_pull_policy;
+    if policy == PullPolicy::Never || state.config.registry_allowlist.allows(&normalize(image)) {
+        return Ok(());
+    }
+    if policy == PullPolicy::Missing {
+        let Ok(docker) = state.docker.for_request().await else {
+            return Ok(());
+        };
+        match docker.inspect_image(image).await {
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            // On the host (nothing to pull), or Docker cannot say.
+            _ => return Ok(()),
+        }
+    }
+    Err(registry_not_allowed(image))
+}
+
 fn image_not_found(reference: &str) -> ApiError {
     ApiError::not_found(
         "IMAGE_NOT_FOUND",
@@ -210,9 +249,79 @@ fn is_image_ref_or_id(s: &str) -> bool {
         || (!hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// `DELETE /images/{ref}` (the reference may hold `/`): `409` while a container of this
-/// server uses the image; a tag of an image with several tags only loses that tag.
-#[utoipa::path(delete, path = "/images/{reference}", operation_id = "delete_image", tag = "images", summary = "Remove an image (409 while a container of this server uses it)", params(("reference" = String, Path, description = "a reference (may hold /) or an id")), responses((status = 200, description = "Removed", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "In use", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+/// Whether Docker takes `reference` as the id of image `id` (then it removes the image, not
+/// a tag): Docker's own test, a prefix of the id with or without `sha256:`.
+fn names_id(reference: &str, id: &str) -> bool {
+    id.starts_with(reference) || id.starts_with(&format!("sha256:{reference}"))
+}
+
+/// The containers a removal of `reference` (resolving to the image `id`) would take the
+/// image from: `(cuids of this server, names of containers on the daemon)`.
+///
+/// A tag is decided on its own: Docker removes only the tag while the image has others, so
+/// it is refused when a container (of this server by its spec, or any on the daemon by the
+/// reference it was created from) names that tag, and allowed when none does even if the
+/// image is used under another tag. Docker itself refuses the image's last tag while any
+/// container runs the image. An id removes the image, so every container of it counts.
+async fn holders(
+    state: &AppState,
+    reference: &str,
+    image: &Value,
+) -> ApiResult<(Vec<String>, Vec<String>)> {
+    let id = image["id"].as_str().unwrap_or_default();
+    let docker = state.docker.for_request().await?;
+    let on_daemon = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .map_err(docker_failure)?;
+    let name = |c: &ContainerSummary| {
+        c.names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .or_else(|| c.id.clone())
+            .unwrap_or_default()
+    };
+    if names_id(reference, id) {
+        let ours = image["used_by"]
+            .as_array()
+            .map(|u| {
+                u.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let others = on_daemon
+            .iter()
+            .filter(|c| c.image_id.as_deref() == Some(id))
+            .map(name)
+            .collect();
+        return Ok((ours, others));
+    }
+    let want = normalize(reference);
+    let ours = users(state)
+        .await?
+        .into_iter()
+        .filter(|(_, spec_image)| normalize(spec_image) == want)
+        .map(|(cuid, _)| cuid)
+        .collect();
+    // The daemon lists a container's image as the reference it was created from while that
+    // still names the container's image (its id once the tag moved on).
+    let others = on_daemon
+        .iter()
+        .filter(|c| c.image.as_deref().is_some_and(|i| normalize(i) == want))
+        .map(name)
+        .collect();
+    Ok((ours, others))
+}
+
+/// `DELETE /images/{ref}` (the reference may hold `/`): `409` while a container uses what the
+/// removal would take (see [`holders`]); a tag of an image with several tags only loses that
+/// tag.
+#[utoipa::path(delete, path = "/images/{reference}", operation_id = "delete_image", tag = "images", summary = "Remove an image or one of its tags (409 while a container was made from that tag)", params(("reference" = String, Path, description = "a reference (may hold /) or an id")), responses((status = 200, description = "Removed", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "In use", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
@@ -227,13 +336,13 @@ pub async fn delete(
     let Some(image) = describe(&state, &reference).await? else {
         return Err(image_not_found(&reference));
     };
-    let used_by = image["used_by"].clone();
-    if used_by.as_array().is_some_and(|u| !u.is_empty()) {
+    let (used_by, containers) = holders(&state, &reference, &image).await?;
+    if !used_by.is_empty() || !containers.is_empty() {
         return Err(ApiError::conflict(
             "IMAGE_IN_USE",
-            format!("image {reference} is used by containers of this server"),
+            format!("image {reference} is used by containers"),
         )
-        .with_details(json!({"image": reference, "used_by": used_by})));
+        .with_details(json!({"image": reference, "used_by": used_by, "containers": containers})));
     }
     let docker = state.docker.for_request().await?;
     match docker
@@ -248,12 +357,13 @@ pub async fn delete(
         Err(DockerError::DockerResponseServerError {
             status_code: 404, ..
         }) => Err(image_not_found(&reference)),
-        // A container outside this server (or a stopped leftover) holds it.
+        // A container made since the check, or one that runs the image under another name
+        // while this is its last tag.
         Err(DockerError::DockerResponseServerError {
             status_code: 409,
             message,
         }) => Err(ApiError::conflict("IMAGE_IN_USE", message)
-            .with_details(json!({"image": reference, "used_by": []}))),
+            .with_details(json!({"image": reference, "used_by": [], "containers": []}))),
         Err(e) => Err(docker_failure(e)),
     }
 }

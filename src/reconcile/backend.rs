@@ -48,7 +48,8 @@ pub trait Backend: Send + Sync {
     /// The container named `cuid`, if it exists and belongs to this server.
     fn observe<'a>(&'a self, cuid: &'a str) -> Step<'a, Option<Observed>>;
     /// The image is on the host, pulled first as `IMAGE_PULL_POLICY` says; fails with
-    /// `IMAGE_NOT_FOUND`, `REGISTRY_UNAVAILABLE` or `REGISTRY_AUTH_FAILED`.
+    /// `IMAGE_NOT_FOUND`, `REGISTRY_UNAVAILABLE`, `REGISTRY_AUTH_FAILED` or
+    /// `REGISTRY_NOT_ALLOWED`.
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a>;
     /// The network every container joins exists.
     fn ensure_network(&self) -> Step<'_>;
@@ -234,6 +235,7 @@ impl Backend for DockerBackend {
                 &docker,
                 image,
                 self.config.registry_auth_file.as_deref(),
+                &self.config.registry_allowlist,
                 &self.pulls,
             )
             .await

@@ -437,3 +437,218 @@ async fn a_start_that_times_out_during_a_pull_says_so_and_the_pull_goes_on() {
     .await;
     assert!(image_on_host(&image.0));
 }
+
+/// A service on the host's loopback that is no registry (a database console, an admin page):
+/// answers every request `404` with a body holding `secret`, which the daemon quotes in its
+/// error. Counts the connections it accepts.
+async fn secret_service(secret: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let body = format!("{secret}\n");
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = conn.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_pull_never_repeats_what_a_service_on_the_host_answered() {
+    use std::sync::atomic::Ordering;
+    let secret = format!("db_password=cm-{}", uuid::Uuid::new_v4().simple());
+    let (open, hits) = secret_service(secret.clone()).await;
+    let closed = free_port();
+    let s = server().await;
+    let pull = |port: u16| {
+        let s = &s;
+        async move {
+            s.post_json(
+                "/images/pull",
+                &json!({"image": format!("127.0.0.1:{port}/x:1")}),
+            )
+            .await
+        }
+    };
+
+    let from_open = pull(open).await;
+    assert!(
+        hits.load(Ordering::SeqCst) > 0,
+        "the daemon never asked the service"
+    );
+    from_open.assert_error(503, "unavailable", "REGISTRY_UNAVAILABLE");
+    assert!(!from_open.text.contains(&secret), "{}", from_open.text);
+    // A closed port reads the same: no port-scan oracle.
+    let from_closed = pull(closed).await;
+    from_closed.assert_error(503, "unavailable", "REGISTRY_UNAVAILABLE");
+    let message = |r: &Resp, port: u16| {
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .replace(&port.to_string(), "PORT")
+    };
+    assert_eq!(message(&from_open, open), message(&from_closed, closed));
+    assert_eq!(
+        from_open.json["details"]
+            .to_string()
+            .replace(&open.to_string(), "PORT"),
+        from_closed.json["details"]
+            .to_string()
+            .replace(&closed.to_string(), "PORT")
+    );
+
+    // Nor through a container's pull and its recorded error.
+    let r = start_container(&s, &format!("127.0.0.1:{open}/x:1")).await;
+    r.assert_error(503, "unavailable", "REGISTRY_UNAVAILABLE");
+    assert!(!r.text.contains(&secret), "{}", r.text);
+    let cuid = r.json["details"]["cuid"].as_str().unwrap();
+    let c = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(c.json["last_error"]["code"], "REGISTRY_UNAVAILABLE");
+    assert!(!c.text.contains(&secret), "{}", c.text);
+    assert!(
+        !s.server_log().contains(&secret),
+        "the secret is in the server log"
+    );
+}
+
+#[tokio::test]
+async fn the_registry_allowlist_refuses_other_registries_without_contacting_them() {
+    use std::sync::atomic::Ordering;
+    let (port, hits) = secret_service("x".into()).await;
+    let allowed = Pushed::new(OPEN);
+    let s = Server::start_with(env(&[("REGISTRY_ALLOWLIST", OPEN)])).await;
+    for image in [
+        format!("{AUTHED}/cm-test-busybox:latest"),
+        format!("127.0.0.1:{port}/x:1"),
+        "python:3.12-slim".to_owned(),
+    ] {
+        s.post_json("/images/pull", &json!({"image": image}))
+            .await
+            .assert_error(400, "validation_error", "REGISTRY_NOT_ALLOWED");
+        start_container(&s, &image).await.assert_error(
+            400,
+            "validation_error",
+            "REGISTRY_NOT_ALLOWED",
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a refused registry was contacted"
+    );
+    assert!(!image_on_host(&format!("{AUTHED}/cm-test-busybox:latest")));
+
+    // The allowed registry works; an image already on the host needs no pull and is kept
+    // whatever registry its name names.
+    let r = start_container(&s, &allowed.0).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "command": SLEEPER}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // A patch to a refused registry changes nothing.
+    s.patch_json(
+        &format!("/containers/{cuid}"),
+        &json!({"image": format!("127.0.0.1:{port}/x:1")}),
+    )
+    .await
+    .assert_error(400, "validation_error", "REGISTRY_NOT_ALLOWED");
+    let c = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(c.json["image"], json!(allowed.0));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a refused registry was contacted"
+    );
+}
+
+/// Tags removed (and a container removed) however the test ends.
+struct Leftovers {
+    tags: Vec<String>,
+    container: Option<String>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if let Some(id) = &self.container {
+            docker(&["rm", "-f", id]);
+        }
+        for tag in &self.tags {
+            docker(&["rmi", tag]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tag_is_removed_only_when_no_container_on_the_daemon_was_made_from_it() {
+    // Three extra tags of the busybox test image (which keeps its own, so the image stays).
+    let base = format!(
+        "cm-it-tags-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let [ours, foreign, unused] = ["a", "b", "c"].map(|t| format!("{base}:{t}"));
+    let mut leftovers = Leftovers {
+        tags: vec![ours.clone(), foreign.clone(), unused.clone()],
+        container: None,
+    };
+    for tag in &leftovers.tags {
+        docker(&["tag", BUSYBOX, tag]);
+    }
+    // A container made outside this server (labelled for the suite's sweep) from tag b.
+    let id = docker(&[
+        "run",
+        "-d",
+        "--label",
+        "com.container-manager.tag=test",
+        &foreign,
+        "sleep",
+        "3600",
+    ]);
+    assert!(!id.trim().is_empty(), "docker run failed");
+    leftovers.container = Some(id.trim().to_owned());
+
+    let s = Server::start().await;
+    let r = s.delete(&format!("/images/{foreign}")).await;
+    r.assert_error(409, "conflict", "IMAGE_IN_USE");
+    assert_eq!(r.json["details"]["used_by"], json!([]));
+    assert_eq!(r.json["details"]["containers"].as_array().unwrap().len(), 1);
+    assert!(image_on_host(&foreign));
+
+    // One of ours uses the image under tag a: tag c, which no container names, can go.
+    let r = start_container(&s, &ours).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let r = s.delete(&format!("/images/{unused}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!image_on_host(&unused));
+    assert!(image_on_host(&ours) && image_on_host(BUSYBOX));
+    let r = s.delete(&format!("/images/{ours}")).await;
+    r.assert_error(409, "conflict", "IMAGE_IN_USE");
+    assert_eq!(r.json["details"]["used_by"], json!([cuid]));
+    assert!(image_on_host(&ours));
+}
