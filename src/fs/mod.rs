@@ -251,3 +251,26 @@ impl Drop for StagingDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    /// A slot held by someone else: the wait ends after its bound with `503`, `Retry-After`
+    /// and the code; once the slot is free it is taken at once.
+    #[tokio::test]
+    async fn a_busy_slot_is_a_bounded_wait_then_503() {
+        let slots = Arc::new(Semaphore::new(1));
+        let held = slots.clone().acquire_owned().await.unwrap();
+        let wait = Duration::from_millis(50);
+        let t = std::time::Instant::now();
+        assert!(permit_within(&slots, wait).await.is_none());
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let response = slots_busy("LISTING_SLOTS_BUSY", "listing", 1, wait).into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
+        drop(held);
+        assert!(permit_within(&slots, Duration::ZERO).await.is_some());
+    }
+}
