@@ -46,6 +46,12 @@ pub struct Config {
     /// An upload whose body sends no byte for this long ends (`408 UPLOAD_IDLE_TIMEOUT`) and
     /// frees its slot: a trickling client cannot hold one of the upload permits for ever.
     pub upload_idle_timeout: Duration,
+    /// Total time an upload may wait for its body's bytes, earning back 1 s per 64 KiB
+    /// received (`UPLOAD_STALL_BUDGET`); spent: `408 UPLOAD_TOO_SLOW`, slot freed.
+    pub upload_stall_budget: Duration,
+    /// How long an upload waits for a free upload slot before `503 UPLOAD_SLOTS_BUSY`
+    /// (`UPLOAD_SLOT_WAIT`; `0`: answered at once).
+    pub upload_slot_wait: Duration,
     /// Container json-file log rotation.
     pub container_log_max_size: String,
     pub container_log_max_file: u32,
@@ -283,6 +289,8 @@ impl Config {
             zip_max_inflated_bytes: parse_or("ZIP_MAX_INFLATED_BYTES", 1024 * 1024 * 1024)?,
             zip_max_ratio: parse_or("ZIP_MAX_RATIO", 200)?,
             upload_idle_timeout: secs_or("UPLOAD_IDLE_TIMEOUT", 30)?.max(Duration::from_secs(1)),
+            upload_stall_budget: secs_or("UPLOAD_STALL_BUDGET", 30)?.max(Duration::from_secs(1)),
+            upload_slot_wait: secs_or("UPLOAD_SLOT_WAIT", 30)?,
             container_log_max_size: var("CONTAINER_LOG_MAX_SIZE").unwrap_or_else(|| "10m".into()),
             container_log_max_file: parse_or("CONTAINER_LOG_MAX_FILE", 3)?,
             reconcile_concurrency: parse_or("RECONCILE_CONCURRENCY", 4usize)?.max(1),
@@ -326,6 +334,8 @@ impl Config {
             instance_tag: None,
             upload_max_bytes: 1 << 20,
             upload_idle_timeout: Duration::from_secs(30),
+            upload_stall_budget: Duration::from_secs(30),
+            upload_slot_wait: Duration::from_secs(30),
             zip_max_entries: 1000,
             zip_max_inflated_bytes: 1 << 20,
             zip_max_ratio: 200,

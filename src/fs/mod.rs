@@ -18,8 +18,12 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
+use crate::error::{ApiError, ApiResult, Kind};
 
 /// How many uploads are checked, indexed and extracted at once, server-wide. Indexing a ZIP
 /// holds its central directory in memory (up to [`unzip::MAX_DIRECTORY_BYTES`], and the
@@ -36,6 +40,46 @@ pub const MAX_PARALLEL_UPLOADS: usize = 4;
 /// its whole transfer, so later ones wait for a permit rather than pin every such thread.
 pub const MAX_PARALLEL_DOWNLOAD_ZIPS: usize = 8;
 
+/// How many directory listings read at once, server-wide: each holds a blocking-pool thread
+/// for a read of up to [`listing::MAX_SCANNED`] names (its memory is bounded by its page).
+pub const MAX_PARALLEL_LISTINGS: usize = 4;
+
+/// How long a listing waits for one of the [`MAX_PARALLEL_LISTINGS`] slots before `503
+/// LISTING_SLOTS_BUSY` (a listing of a million names takes well under a second).
+pub const LISTING_SLOT_WAIT: Duration = Duration::from_secs(10);
+
+/// `Retry-After` of a `503 *_SLOTS_BUSY`.
+pub const SLOTS_BUSY_RETRY_AFTER_SECS: u64 = 5;
+
+/// `503 unavailable` with `Retry-After`: every one of `slots` slots stayed busy for `waited`.
+fn slots_busy(code: &'static str, what: &str, slots: usize, waited: Duration) -> ApiError {
+    ApiError::new(
+        Kind::Unavailable,
+        code,
+        format!(
+            "all {slots} {what} slots stayed busy for {} s; retry later",
+            waited.as_secs()
+        ),
+    )
+    .with_details(serde_json::json!({
+        "slots": slots,
+        "waited_secs": waited.as_secs(),
+        "retry_after": SLOTS_BUSY_RETRY_AFTER_SECS,
+    }))
+    .with_header(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(SLOTS_BUSY_RETRY_AFTER_SECS),
+    )
+}
+
+/// One permit of `semaphore`, waiting at most `wait` for it.
+async fn permit_within(semaphore: &Arc<Semaphore>, wait: Duration) -> Option<OwnedSemaphorePermit> {
+    tokio::time::timeout(wait, semaphore.clone().acquire_owned())
+        .await
+        .ok()
+        .map(|p| p.expect("the file semaphores are never closed"))
+}
+
 /// Shared state of the file routes: the staging area, the per-container upload locks and
 /// the server-wide permits.
 pub struct Files {
@@ -44,6 +88,7 @@ pub struct Files {
     extractions: Arc<tokio::sync::Semaphore>,
     uploads: Arc<tokio::sync::Semaphore>,
     download_zips: Arc<tokio::sync::Semaphore>,
+    listings: Arc<tokio::sync::Semaphore>,
 }
 
 impl Files {
@@ -74,6 +119,7 @@ impl Files {
             extractions: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_EXTRACTIONS)),
             uploads: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_UPLOADS)),
             download_zips: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_DOWNLOAD_ZIPS)),
+            listings: Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_LISTINGS)),
         })
     }
 
@@ -117,13 +163,27 @@ impl Files {
     }
 
     /// One of the [`MAX_PARALLEL_UPLOADS`] permits, taken before the body is read and held
-    /// until the upload is done (its staging directory removed).
-    pub async fn upload_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.uploads
-            .clone()
-            .acquire_owned()
+    /// until the upload is done (its staging directory removed). Not free within `wait`
+    /// (`UPLOAD_SLOT_WAIT`): `503 UPLOAD_SLOTS_BUSY` with `Retry-After`.
+    pub async fn upload_permit(&self, wait: Duration) -> ApiResult<OwnedSemaphorePermit> {
+        permit_within(&self.uploads, wait)
             .await
-            .expect("the upload semaphore is never closed")
+            .ok_or_else(|| slots_busy("UPLOAD_SLOTS_BUSY", "upload", MAX_PARALLEL_UPLOADS, wait))
+    }
+
+    /// One of the [`MAX_PARALLEL_LISTINGS`] permits, held while the directory is read. Not
+    /// free within [`LISTING_SLOT_WAIT`]: `503 LISTING_SLOTS_BUSY` with `Retry-After`.
+    pub async fn listing_permit(&self) -> ApiResult<OwnedSemaphorePermit> {
+        permit_within(&self.listings, LISTING_SLOT_WAIT)
+            .await
+            .ok_or_else(|| {
+                slots_busy(
+                    "LISTING_SLOTS_BUSY",
+                    "listing",
+                    MAX_PARALLEL_LISTINGS,
+                    LISTING_SLOT_WAIT,
+                )
+            })
     }
 
     /// One of the [`MAX_PARALLEL_DOWNLOAD_ZIPS`] permits, held by the walk until it ends.
@@ -189,5 +249,28 @@ impl Drop for StagingDir {
             }
             Err(_) => remove_staging(&path),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    /// A slot held by someone else: the wait ends after its bound with `503`, `Retry-After`
+    /// and the code; once the slot is free it is taken at once.
+    #[tokio::test]
+    async fn a_busy_slot_is_a_bounded_wait_then_503() {
+        let slots = Arc::new(Semaphore::new(1));
+        let held = slots.clone().acquire_owned().await.unwrap();
+        let wait = Duration::from_millis(50);
+        let t = std::time::Instant::now();
+        assert!(permit_within(&slots, wait).await.is_none());
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let response = slots_busy("LISTING_SLOTS_BUSY", "listing", 1, wait).into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
+        drop(held);
+        assert!(permit_within(&slots, Duration::ZERO).await.is_some());
     }
 }

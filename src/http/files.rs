@@ -2,8 +2,6 @@
 //! as a streamed ZIP, directory listing. The work on the host is in [`crate::fs`]; these handlers check the
 //! request, stream the bodies and map the outcome.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -12,13 +10,14 @@ use axum::Json;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::error::{content_type_is, ApiError, ApiResult, Kind};
 use crate::fs::confine::{self, Found};
 use crate::fs::{listing, mounts, unzip, upload, zipout};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
+use crate::http::upload_body::{drain, receive, upload_too_large};
 use crate::state::AppState;
 
 /// `?path=`; other query parameters are ignored (cache busters and the like).
@@ -26,11 +25,6 @@ use crate::state::AppState;
 pub struct PathQuery {
     pub path: Option<String>,
 }
-
-/// How much of an oversized body is still read (and thrown away) before answering `413`,
-/// so that the client, still sending, reads the answer instead of a reset connection.
-const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
-const DRAIN_MAX_TIME: Duration = Duration::from_secs(3);
 
 fn internal(e: tokio::task::JoinError) -> ApiError {
     tracing::error!(error = %e, "file task failed");
@@ -47,80 +41,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(internal)?
 }
 
-fn upload_too_large(limit: u64) -> ApiError {
-    ApiError::new(
-        Kind::PayloadTooLarge,
-        "UPLOAD_TOO_LARGE",
-        format!("the upload is over the {limit}-byte limit"),
-    )
-    .with_details(json!({"limit": limit}))
-}
-
-/// Reads and discards what is left of a body, within bounds.
-async fn drain(mut stream: axum::body::BodyDataStream) {
-    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
-        let mut seen = 0u64;
-        while let Some(Ok(chunk)) = stream.next().await {
-            seen += chunk.len() as u64;
-            if seen > DRAIN_MAX_BYTES {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-fn idle_timeout(idle: Duration) -> ApiError {
-    ApiError::new(
-        Kind::Timeout,
-        "UPLOAD_IDLE_TIMEOUT",
-        format!(
-            "no byte of the upload arrived for {} s; send the body without pausing",
-            idle.as_secs()
-        ),
-    )
-    .with_details(json!({"idle_timeout_secs": idle.as_secs()}))
-}
-
-/// Streams the request body into `path`, never holding more than a chunk in memory. A body
-/// that sends nothing for `idle` (the first byte included) ends the upload.
-async fn receive(body: Body, path: &std::path::Path, limit: u64, idle: Duration) -> ApiResult<u64> {
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .await?;
-    let mut out = tokio::io::BufWriter::with_capacity(512 * 1024, file);
-    let mut stream = body.into_data_stream();
-    let mut total: u64 = 0;
-    loop {
-        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
-            tracing::info!(
-                received = total,
-                "an upload body stalled; its slot is freed"
-            );
-            return Err(idle_timeout(idle));
-        };
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|_| {
-            ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
-        })?;
-        total += chunk.len() as u64;
-        crate::metrics::get()
-            .upload_bytes
-            .inc_by(chunk.len() as u64);
-        if total > limit {
-            drain(stream).await;
-            return Err(upload_too_large(limit));
-        }
-        out.write_all(&chunk).await?;
-    }
-    out.flush().await?;
-    out.into_inner().sync_data().await.ok();
-    Ok(total)
-}
-
 /// Counts the bytes of a download as they are handed to the connection.
 fn count_download<E>(chunk: &Result<bytes::Bytes, E>) {
     if let Ok(chunk) = chunk {
@@ -131,7 +51,7 @@ fn count_download<E>(chunk: &Result<bytes::Bytes, E>) {
 }
 
 /// `POST /containers/{cuid}/upload-zip[?path=dir]`: body = the ZIP.
-#[utoipa::path(post, path = "/containers/{cuid}/upload-zip", tag = "files", summary = "Extract a ZIP into /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query, description = "folder of /app to extract into")), request_body(content = Vec<u8>, content_type = "application/zip"), responses((status = 200, description = "Extracted", body = crate::http::openapi::UploadResult), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict", body = crate::http::openapi::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/upload-zip", tag = "files", summary = "Extract a ZIP into /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query, description = "folder of /app to extract into")), request_body(content = Vec<u8>, content_type = "application/zip"), responses((status = 200, description = "Extracted", body = crate::http::openapi::UploadResult), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict", body = crate::http::openapi::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::openapi::ErrorBody), (status = 503, description = "Every upload slot stayed busy for UPLOAD_SLOT_WAIT (UPLOAD_SLOTS_BUSY; Retry-After)", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn upload_zip(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -169,12 +89,28 @@ pub async fn upload_zip(
 
     // At most MAX_PARALLEL_UPLOADS bodies in the staging area at once; held to the end.
     // Nothing the client controls holds it for long: receiving the body is bounded by the
-    // idle timeout, and after that the work is the server's (lock, extraction, commit).
-    let upload_permit = state.files.upload_permit().await;
+    // idle timeout and the total stall budget, and after that the work is the server's
+    // (lock, extraction, commit). A slot not free within UPLOAD_SLOT_WAIT is `503`.
+    let upload_permit = match state
+        .files
+        .upload_permit(state.config.upload_slot_wait)
+        .await
+    {
+        Ok(permit) => permit,
+        Err(e) => {
+            if !headers.contains_key(header::EXPECT) {
+                drain(body.into_data_stream()).await;
+            }
+            return Err(e);
+        }
+    };
     let staging = state.files.staging_dir().await?;
     let zip_path = staging.path().join("upload.zip");
-    let idle = state.config.upload_idle_timeout;
-    if let Err(e) = receive(body, &zip_path, limit, idle).await {
+    let (idle, budget) = (
+        state.config.upload_idle_timeout,
+        state.config.upload_stall_budget,
+    );
+    if let Err(e) = receive(body, &zip_path, limit, idle, budget).await {
         staging.remove_async().await;
         return Err(e);
     }
@@ -347,7 +283,7 @@ pub struct ListQuery {
 }
 
 /// `GET /containers/{cuid}/files[?path=dir&limit=n&cursor=name]`: one page of a directory.
-#[utoipa::path(get, path = "/containers/{cuid}/files", operation_id = "list_files", tag = "files", summary = "One page of a directory of /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-1000, default 500"), ("cursor" = Option<String>, Query, description = "the last name of the previous page")), responses((status = 200, description = "Entries", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/containers/{cuid}/files", operation_id = "list_files", tag = "files", summary = "One page of a directory of /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-1000, default 500"), ("cursor" = Option<String>, Query, description = "the last name of the previous page")), responses((status = 200, description = "Entries", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 503, description = "Every listing slot stayed busy (LISTING_SLOTS_BUSY; Retry-After)", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -375,7 +311,11 @@ pub async fn list(
     let cuid = container.cuid.clone();
     let cursor = query.cursor.filter(|c| !c.is_empty());
     let shown = listing::display_path(&components);
+    // At most MAX_PARALLEL_LISTINGS read a directory at once (each holds a blocking-pool
+    // thread for a read of up to MAX_SCANNED names); a slot not free soon is `503`.
+    let permit = state.files.listing_permit().await?;
     let (entries, next, skipped) = blocking(move || {
+        let _permit = permit;
         let root = confine::open_root(&mount, &cuid)?;
         match confine::lookup(&root, &components, &provided)? {
             Found::Dir(dir) => listing::page(&dir, cursor.as_deref(), limit),

@@ -23,6 +23,7 @@ pub mod session;
 pub mod stats;
 pub mod terminal;
 pub mod ui;
+pub mod upload_body;
 pub mod wait;
 
 use axum::extract::DefaultBodyLimit;

@@ -469,3 +469,108 @@ async fn trickling_uploads_time_out_and_free_their_slots() {
     );
     assert_eq!(staging_entries(&s), 0);
 }
+
+/// Sends the head of an upload that announces 100,000 bytes, then one byte every 100 ms
+/// until the answer starts; returns the answer and how long after the head it began.
+async fn trickle(s: &Server, cuid: &str) -> (String, Duration) {
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /containers/{cuid}/upload-zip HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
+         Content-Type: application/zip\r\nContent-Length: 100000\r\n\r\n",
+        s.addr,
+        basic_auth(USER, PASS)
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = c.split();
+    let t = Instant::now();
+    let mut answer = Vec::new();
+    let mut began = None;
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let give_up = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(give_up);
+    loop {
+        tokio::select! {
+            n = rd.read(&mut buf) => match n {
+                Ok(n) if n > 0 => {
+                    began.get_or_insert_with(|| t.elapsed());
+                    answer.extend_from_slice(&buf[..n]);
+                }
+                _ => break,
+            },
+            _ = tick.tick(), if answer.is_empty() => {
+                let _ = wr.write_all(b"x").await;
+            }
+            _ = &mut give_up => break,
+        }
+    }
+    let began = began.unwrap_or_else(|| t.elapsed());
+    (String::from_utf8_lossy(&answer).into_owned(), began)
+}
+
+/// Four clients take every upload slot and trickle a byte every 100 ms, far inside the
+/// per-chunk UPLOAD_IDLE_TIMEOUT (30 s), which alone let them hold the slots for ever. With
+/// UPLOAD_STALL_BUDGET=4 each is cut with `408 UPLOAD_TOO_SLOW` about 4 s in; meanwhile a
+/// fifth upload, with UPLOAD_SLOT_WAIT=1, gets `503 UPLOAD_SLOTS_BUSY` with `Retry-After`
+/// after about a second (instead of waiting behind them), and goes through once they are cut.
+#[tokio::test]
+async fn trickles_under_the_idle_timeout_are_cut_by_the_stall_budget() {
+    let s = Server::start_with(Options {
+        env: vec![
+            ("UPLOAD_STALL_BUDGET".into(), "4".into()),
+            ("UPLOAD_SLOT_WAIT".into(), "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let cuid = create(&s).await;
+    let s = Arc::new(s);
+    let tricklers: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, cuid) = (s.clone(), cuid.clone());
+            tokio::spawn(async move { trickle(&s, &cuid).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while staging_entries(&s) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the trickling uploads did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let t = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        upload(&s, &cuid, zip_of(&[("after.txt", b"ok".to_vec())])),
+    )
+    .await
+    .expect("the fifth upload waited behind trickling ones");
+    let waited = t.elapsed();
+    eprintln!(
+        "the fifth upload was answered {} after {waited:?}",
+        r.status
+    );
+    r.assert_error(503, "unavailable", "UPLOAD_SLOTS_BUSY");
+    assert_eq!(
+        r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert!(waited < Duration::from_secs(1 + 3), "{waited:?}");
+
+    for t in tricklers {
+        let (answer, began) = t.await.unwrap();
+        eprintln!("a trickler was answered after {began:?}");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("UPLOAD_TOO_SLOW"), "{answer}");
+        assert!(began < Duration::from_secs(4 + 4), "{began:?}");
+    }
+    let r = upload(&s, &cuid, zip_of(&[("after.txt", b"ok".to_vec())])).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        std::fs::read(mount(&s, &cuid).join("after.txt")).unwrap(),
+        b"ok"
+    );
+    assert_eq!(staging_entries(&s), 0);
+}
