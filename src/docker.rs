@@ -1,20 +1,12 @@
 //! The Docker side that is not `docker compose`: the Engine API client (bollard) and a clean
-//! environment for the `docker` CLI processes the server starts.
+//! environment for the `docker` CLI processes the server starts. A leaf: it knows nothing of
+//! the rest of the server (what a failure means to a request is decided in `http`).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bollard::models::ContainerState;
 use bollard::Docker;
 use tokio::process::Command;
-
-use crate::lifecycle::DockerState;
-
-/// Docker's state of a container, from inspect's `State` (the one place it is read: the
-/// reconciler, `/status` and the terminal all ask this).
-pub fn state_of(st: &ContainerState) -> DockerState {
-    DockerState::parse(&st.status.map(|s| s.to_string()).unwrap_or_default())
-}
 
 /// The Engine API client, connected per `DOCKER_HOST` (or the default socket) with an API
 /// version agreed with the daemon (20.10 here speaks 1.41). A daemon that is not there yet
@@ -31,11 +23,6 @@ impl Engine {
             tracing::warn!(error = %e, "Docker is not reachable yet; will keep trying");
         }
         engine
-    }
-
-    /// For a request handler: the client, or `503 unavailable` `DOCKER_UNAVAILABLE`.
-    pub async fn for_request(&self) -> Result<Docker, crate::error::ApiError> {
-        self.get().await.map_err(|e| unavailable(&e))
     }
 
     /// The connected client, connecting first if needed.
@@ -55,17 +42,6 @@ impl Engine {
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(negotiated.clone());
         Ok(negotiated)
     }
-}
-
-/// The answer to a request when the daemon does not answer.
-pub fn unavailable(e: &bollard::errors::Error) -> crate::error::ApiError {
-    crate::metrics::engine_error("request");
-    tracing::warn!(error = %e, "Docker is not reachable");
-    crate::error::ApiError::new(
-        crate::error::Kind::Unavailable,
-        "DOCKER_UNAVAILABLE",
-        "the Docker daemon is not reachable",
-    )
 }
 
 /// Environment variables a `docker` CLI child may see. Everything else, the server's own

@@ -270,6 +270,17 @@ pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Respo
 }
 
 /// Maps the 413 that tower-http's body limit produces (before any extractor runs) to §3.
+/// The answer to a request when the Docker daemon does not answer.
+pub fn docker_unavailable(e: &bollard::errors::Error) -> ApiError {
+    crate::metrics::engine_error("request");
+    tracing::warn!(error = %e, "Docker is not reachable");
+    ApiError::new(
+        Kind::Unavailable,
+        "DOCKER_UNAVAILABLE",
+        "the Docker daemon is not reachable",
+    )
+}
+
 pub fn payload_too_large(limit: usize) -> ApiError {
     ApiError::new(
         Kind::PayloadTooLarge,

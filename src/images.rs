@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::lifecycle::ErrorCode;
-use crate::reconcile::step_error::StepError;
+use crate::step_error::StepError;
 
 /// `IMAGE_PULL_POLICY`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -133,6 +133,12 @@ pub enum DockerState {
 }
 
 impl DockerState {
+    /// Docker's state of a container, from inspect's `State` (the one place it is read: the
+    /// reconciler, `/status` and the terminal all ask this).
+    pub fn of(st: &bollard::models::ContainerState) -> Self {
+        Self::parse(&st.status.map(|s| s.to_string()).unwrap_or_default())
+    }
+
     pub fn parse(s: &str) -> Self {
         match s {
             "running" => Self::Running,

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use container_manager::app;
 use container_manager::config::Config;
+use container_manager::server;
 use container_manager::state::AppState;
 use tokio_util::sync::CancellationToken;
 
@@ -117,15 +117,15 @@ fn backup(args: &[std::ffi::OsString]) -> ExitCode {
 async fn run(
     config: Config,
     generated: Option<container_manager::first_run::Generated>,
-) -> Result<(), app::StartError> {
+) -> Result<(), server::StartError> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
-        .map_err(app::StartError::Serve)?;
+        .map_err(server::StartError::Serve)?;
     let shutdown = CancellationToken::new();
     let state = AppState::open(config, shutdown.clone()).await?;
-    app::start_background(&state);
+    server::start_background(&state);
     // The one line a supervisor or the test harness reads to find the port.
-    let addr = listener.local_addr().map_err(app::StartError::Serve)?;
+    let addr = listener.local_addr().map_err(server::StartError::Serve)?;
     println!("listening on {addr}");
     if let Some(g) = &generated {
         println!("{}", container_manager::first_run::banner(g, addr));
@@ -137,7 +137,7 @@ async fn run(
         exit_after(drain_timeout + EXIT_GRACE);
         shutdown.cancel();
     });
-    app::serve(state, listener).await
+    server::serve(state, listener).await
 }
 
 /// The server's own log on stderr: readable text by default; with `LOG_FORMAT=json` one JSON

@@ -288,18 +288,21 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Refreshes the scrape-time gauges and renders everything.
-pub async fn scrape(state: &crate::state::AppState) -> Result<String, sqlx::Error> {
+/// Sets the scrape-time gauges (the reconcile line's depth and oldest wait; containers by
+/// desired state and status) and renders everything.
+pub fn scrape(
+    queue_depth: usize,
+    queue_oldest: Option<Duration>,
+    containers: Vec<(String, String, i64)>,
+) -> String {
     let m = get();
-    let (depth, oldest) = state.reconciler.queue_stats();
-    m.queue_depth.set(depth as i64);
+    m.queue_depth.set(queue_depth as i64);
     m.queue_oldest_age
-        .set(oldest.map_or(0.0, |d| d.as_secs_f64()));
-    let counts = state.store.count_by_states().await?;
+        .set(queue_oldest.map_or(0.0, |d| d.as_secs_f64()));
     // Replaced whole, so a combination that no longer exists drops out instead of
     // staying at its last value.
     m.containers.clear();
-    for (desired_state, status, n) in counts {
+    for (desired_state, status, n) in containers {
         m.containers
             .get_or_create(&ContainerLabels {
                 desired_state,
@@ -307,7 +310,7 @@ pub async fn scrape(state: &crate::state::AppState) -> Result<String, sqlx::Erro
             })
             .set(n);
     }
-    Ok(m.encode())
+    m.encode()
 }
 
 #[cfg(test)]

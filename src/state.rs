@@ -1,7 +1,7 @@
 //! The shared state handlers and background tasks work with, and opening it.
 //!
 //! Opening the state prepares everything (directories, store, audit log, Docker client) but
-//! starts nothing: the reconciler is started by [`crate::app::start_background`], so a caller
+//! starts nothing: the reconciler is started by [`crate::server::start_background`], so a caller
 //! can build the state (and the router from it) without a controller acting on Docker.
 
 use std::os::unix::fs::PermissionsExt;
@@ -10,8 +10,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
-use crate::auth::{Credentials, FailureThrottle};
 use crate::config::Config;
+use crate::credentials::{Credentials, FailureThrottle};
 use crate::store::{Identity, Store};
 
 /// A background task and its name (for the log, should it not stop in time).
@@ -36,9 +36,9 @@ pub struct AppState {
     /// Cancelled when the server is shutting down; background tasks stop on it.
     pub shutdown: CancellationToken,
     /// File routes: staging area and per-container upload locks.
-    pub files: Arc<crate::fs::Files>,
+    pub files: Arc<crate::appdir::Files>,
     /// Console sign-in sessions.
-    pub sessions: Arc<crate::session::Sessions>,
+    pub sessions: Arc<crate::sessions::Sessions>,
     /// The change feed of `GET /events`.
     pub events: Arc<crate::events::Feed>,
 }
@@ -57,7 +57,7 @@ pub enum StartError {
 
 impl AppState {
     /// Opens everything the server works with. Starts no task: see
-    /// [`crate::app::start_background`].
+    /// [`crate::server::start_background`].
     pub async fn open(config: Config, shutdown: CancellationToken) -> Result<Self, StartError> {
         for dir in [
             config.data_dir.clone(),
@@ -79,13 +79,13 @@ impl AppState {
         }
         let identity = store.identity().await?;
         let known = store.all_cuids().await?.into_iter().collect();
-        crate::fs::mounts::remove_orphans(crate::fs::mounts::orphans(&config, &known));
+        crate::appdir::mounts::remove_orphans(crate::appdir::mounts::orphans(&config, &known));
         let audit =
             Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;
         let docker = crate::docker::Engine::connect().await;
         // Read once here (a fraction of a second), so health never spawns a process.
         let compose_version = Arc::new(crate::docker::compose_version().await);
-        let files = crate::fs::Files::open(&config).map_err(|e| {
+        let files = crate::appdir::Files::open(&config).map_err(|e| {
             StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
         })?;
         let events = Arc::new(crate::events::Feed::new(config.events_window));

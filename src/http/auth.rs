@@ -1,7 +1,7 @@
 //! Authentication on every route but `/livez`, the console's static pages (`/`, `/ui/…`,
 //! which hold no data) and sign-in itself (`/session`, which checks credentials on its
-//! own): the middleware that applies [`crate::auth::Credentials`],
-//! [`crate::auth::FailureThrottle`] and console sessions ([`crate::session`]) to each
+//! own): the middleware that applies [`crate::credentials::Credentials`],
+//! [`crate::credentials::FailureThrottle`] and console sessions ([`crate::sessions`]) to each
 //! request. A request is authenticated by Basic credentials or by a live session cookie.
 
 use std::net::{IpAddr, SocketAddr};
@@ -56,7 +56,7 @@ pub fn client_ip(state: &AppState, request: &Request) -> IpAddr {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    crate::auth::client_address(
+    crate::credentials::client_address(
         peer,
         &forwarded.join(","),
         &state.config.connections.trusted_proxies,
@@ -77,7 +77,7 @@ fn ticket_of(request: &Request) -> Option<String> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == crate::session::TICKET_PARAM)
+        .find(|(k, _)| *k == crate::sessions::TICKET_PARAM)
         .map(|(_, v)| v.to_owned())
 }
 
@@ -89,7 +89,7 @@ fn without_ticket(mut request: Request) -> Request {
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split('=').next() != Some(crate::session::TICKET_PARAM))
+        .filter(|pair| pair.split('=').next() != Some(crate::sessions::TICKET_PARAM))
         .collect();
     let path_and_query = if kept.is_empty() {
         uri.path().to_owned()
@@ -123,10 +123,10 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
     // the throttle: a signed-in console keeps working while someone else at the same address
     // (a shared NAT) guesses.
     let mut cookie_refused = None;
-    if let Some(token) = crate::session::token_from(request.headers()) {
+    if let Some(token) = crate::sessions::token_from(request.headers()) {
         let ticket = ticket_of(&request);
-        let proof = crate::session::Proof {
-            key: crate::session::key_from(request.headers()),
+        let proof = crate::sessions::Proof {
+            key: crate::sessions::key_from(request.headers()),
             ticket: ticket.as_deref(),
         };
         match state.sessions.authenticate(&token, proof) {
@@ -161,7 +161,7 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         // origin holds: no Basic challenge, or the browser would put its own password
         // dialog over the console's sign-in page.
         match cookie_refused {
-            Some(crate::session::Refusal::Unknown) => {
+            Some(crate::sessions::Refusal::Unknown) => {
                 return ApiError::new(
                     Kind::Auth,
                     "SESSION_EXPIRED",
@@ -169,7 +169,7 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
                 )
                 .into_response()
             }
-            Some(crate::session::Refusal::KeyRequired) => {
+            Some(crate::sessions::Refusal::KeyRequired) => {
                 return ApiError::new(
                     Kind::Auth,
                     "SESSION_KEY_REQUIRED",

@@ -108,7 +108,7 @@ pub async fn create(
     let request = spec::parse_create(body, &limits(&state))?;
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     let cuid = spec::new_cuid();
-    let mount = crate::fs::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
+    let mount = crate::appdir::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
     let desired = if request.start {
         DesiredState::Running
     } else {
@@ -117,7 +117,7 @@ pub async fn create(
     let since = crate::store::now();
     if request.start {
         check_startable(&state.config, &cuid, &request.spec).inspect_err(|_| {
-            crate::fs::mounts::remove_quietly(&mount);
+            crate::appdir::mounts::remove_quietly(&mount);
         })?;
     }
     let inserted = state
@@ -133,7 +133,7 @@ pub async fn create(
     let container = match inserted {
         Ok(Created::New(container)) => *container,
         Ok(Created::KeyTaken) => {
-            crate::fs::mounts::remove_quietly(&mount);
+            crate::appdir::mounts::remove_quietly(&mount);
             let key = key.as_deref().unwrap_or_default();
             let stored = state.store.idempotent_response(key).await?;
             return replay(
@@ -142,7 +142,7 @@ pub async fn create(
             );
         }
         Err(e) => {
-            crate::fs::mounts::remove_quietly(&mount);
+            crate::appdir::mounts::remove_quietly(&mount);
             return Err(e);
         }
     };
@@ -392,7 +392,7 @@ pub async fn status(
                 })
             })
             .collect();
-        let docker_state = crate::docker::state_of(&st);
+        let docker_state = crate::lifecycle::DockerState::of(&st);
         body["running"] = json!(docker_state == DockerState::Running);
         body["paused"] = json!(docker_state == DockerState::Paused);
         body["docker_status"] = json!(st.status.map(|s| s.to_string()));

@@ -1,5 +1,5 @@
 //! Files of a container's `/app` (API.md §5): ZIP upload, file download, folder download
-//! as a streamed ZIP, directory listing. The work on the host is in [`crate::fs`]; these handlers check the
+//! as a streamed ZIP, directory listing. The work on the host is in [`crate::appdir`]; these handlers check the
 //! request, stream the bodies and map the outcome.
 
 use axum::body::Body;
@@ -12,9 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
+use crate::appdir::confine::{self, Found};
+use crate::appdir::{listing, mounts, unzip, upload, zipout};
 use crate::error::{content_type_is, ApiError, ApiResult, Kind};
-use crate::fs::confine::{self, Found};
-use crate::fs::{listing, mounts, unzip, upload, zipout};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
 use crate::http::upload_body::{drain, receive, upload_too_large};

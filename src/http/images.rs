@@ -15,8 +15,8 @@ use crate::http::extract::{JsonObject, Query};
 use crate::http::wait::Wait;
 use crate::images::normalize;
 use crate::lifecycle::ErrorCode;
-use crate::reconcile::step_error::StepError;
 use crate::state::AppState;
+use crate::step_error::StepError;
 
 /// Whether a container whose spec says `spec_image` runs the image `id` tagged `tags`
 /// (with `digests`).
@@ -64,14 +64,14 @@ fn docker_failure(e: DockerError) -> ApiError {
             tracing::warn!(error = %message, "docker image call failed");
             ApiError::new(Kind::Compose, "DOCKER_FAILED", message)
         }
-        other => crate::docker::unavailable(&other),
+        other => crate::error::docker_unavailable(&other),
     }
 }
 
 /// `GET /images`
 #[utoipa::path(get, path = "/images", operation_id = "list_images", tag = "images", summary = "Images on the host, with the containers using each", responses((status = 200, description = "Images", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
     let images = docker
         .list_images(Some(ListImagesOptions {
             all: false,
@@ -91,7 +91,7 @@ fn step_to_api(f: StepError) -> ApiError {
 
 /// The one image `reference` names, as [`image_json`] shows it.
 async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Value>> {
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
     let inspect = match docker.inspect_image(reference).await {
         Ok(i) => i,
         Err(DockerError::DockerResponseServerError {
@@ -153,7 +153,7 @@ pub async fn pull(
     if !state.config.registry_allowlist.allows(&normalize(&image)) {
         return Err(registry_not_allowed(&image));
     }
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
     // The pull runs on its own: a client that stops waiting (or never waited) does not
     // cut it short.
     let task = {
@@ -220,7 +220,7 @@ pub async fn check_registry(state: &AppState, image: &str) -> ApiResult<()> {
         return Ok(());
     }
     if policy == PullPolicy::Missing {
-        let Ok(docker) = state.docker.for_request().await else {
+        let Ok(docker) = crate::http::docker_client(&state).await else {
             return Ok(());
         };
         match docker.inspect_image(image).await {
@@ -269,7 +269,7 @@ async fn holders(
     image: &Value,
 ) -> ApiResult<(Vec<String>, Vec<String>)> {
     let id = image["id"].as_str().unwrap_or_default();
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
     let on_daemon = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
@@ -344,7 +344,7 @@ pub async fn delete(
         )
         .with_details(json!({"image": reference, "used_by": used_by, "containers": containers})));
     }
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
     match docker
         .remove_image(&reference, None::<RemoveImageOptions>, None)
         .await

@@ -168,7 +168,7 @@ pub async fn logs(
     let cuid = path_cuid(&cuid)?.to_owned();
     let q = parse_query(&raw)?;
     live_container(&state, &cuid).await?;
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
     // Ask Docker once before the 200 goes out: an unreachable daemon is a 503, not an empty
     // log. A container Docker does not know (never started) has an empty log.
     let probe = tokio::time::timeout(
@@ -185,7 +185,7 @@ pub async fn logs(
         | Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => {}
-        Err(e) => return Err(crate::docker::unavailable(&e)),
+        Err(e) => return Err(crate::error::docker_unavailable(&e)),
     }
     let format = q.format;
     let render_q = q.clone();

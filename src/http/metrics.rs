@@ -9,7 +9,9 @@ use crate::state::AppState;
 
 #[utoipa::path(get, path = "/metrics", tag = "meta", summary = "Prometheus metrics (OpenMetrics text)", responses((status = 200, description = "Metrics", body = String, content_type = "application/openmetrics-text"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody), (status = 500, description = "The state store failed", body = crate::http::openapi::ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let text = crate::metrics::scrape(&state).await?;
+    let (depth, oldest) = state.reconciler.queue_stats();
+    let containers = state.store.count_by_states().await?;
+    let text = crate::metrics::scrape(depth, oldest, containers);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -34,6 +34,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::error;
 use crate::state::AppState;
 
+/// The Engine API client for a request handler, or `503 unavailable` `DOCKER_UNAVAILABLE`.
+pub(crate) async fn docker_client(state: &AppState) -> error::ApiResult<bollard::Docker> {
+    state
+        .docker
+        .get()
+        .await
+        .map_err(|e| error::docker_unavailable(&e))
+}
+
 /// The whole API. Layers, outermost first: request id + audit line, auth, cross-origin
 /// writes refused, panic → 500 body.
 pub fn router(state: AppState) -> Router {

@@ -15,7 +15,7 @@ pub fn check_startable(config: &Config, cuid: &str, spec: &Spec) -> ApiResult<()
     let default_boot =
         spec.command.is_none() && config.boot_command.iter().any(|a| a == "/app/boot.py");
     if default_boot {
-        let boot = crate::fs::mounts::mount_dir(config, cuid).join("boot.py");
+        let boot = crate::appdir::mounts::mount_dir(config, cuid).join("boot.py");
         let present = std::fs::symlink_metadata(&boot)
             .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
         if !present {

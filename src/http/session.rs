@@ -1,5 +1,5 @@
 //! Console sign-in: `POST /session` trades the server's credentials for a session cookie and
-//! the session's key (see [`crate::session`] for why the cookie alone is not enough),
+//! the session's key (see [`crate::sessions`] for why the cookie alone is not enough),
 //! `GET /session` says who is signed in, `DELETE /session` signs out (revokes the token),
 //! `POST /session/ticket` gives a single-use ticket for a WebSocket or a download link.
 //! The routes are outside the auth middleware (see [`crate::http::auth`]) but inside the
@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::error::{content_type_is, ApiError, Kind};
 use crate::http::auth::{client_ip, refusal_if_blocked};
-use crate::session::{key_from, token_from, Proof, COOKIE, LIFETIME, TICKET_LIFETIME};
+use crate::sessions::{key_from, token_from, Proof, COOKIE, LIFETIME, TICKET_LIFETIME};
 use crate::state::AppState;
 
 #[derive(Deserialize)]

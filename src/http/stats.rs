@@ -76,7 +76,7 @@ fn not_running(cuid: &str) -> ApiError {
 }
 
 fn engine_error(e: &bollard::errors::Error) -> ApiError {
-    crate::docker::unavailable(e)
+    crate::error::docker_unavailable(e)
 }
 
 #[utoipa::path(get, path = "/containers/{cuid}/stats", tag = "containers", summary = "CPU, memory, network, block I/O and pids of a running container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("stream" = Option<bool>, Query, description = "true: text/event-stream, one `stats` event per second")), responses((status = 200, description = "One sample (or an SSE stream of them)", body = crate::http::stats::Stats), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 409, description = "CONTAINER_NOT_RUNNING", body = crate::http::openapi::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
@@ -87,7 +87,7 @@ pub async fn stats(
 ) -> ApiResult<Response> {
     let c = live_container(&state, &cuid).await?;
     let cuid = c.cuid;
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
     // Docker's own view decides, not the store's (which may lag an exit by a moment).
     let running = match docker
         .inspect_container(&cuid, None::<InspectContainerOptions>)

@@ -56,7 +56,7 @@ async fn open(
             format!("this route needs a WebSocket upgrade: {e}"),
         )
     })?;
-    let docker = state.docker.for_request().await?;
+    let docker = crate::http::docker_client(&state).await?;
 
     let inspect = docker
         .inspect_container(
@@ -67,7 +67,8 @@ async fn open(
     let (running, run_since) = match inspect {
         Ok(info) => {
             let st = info.state.unwrap_or_default();
-            let running = crate::docker::state_of(&st) == crate::lifecycle::DockerState::Running;
+            let running =
+                crate::lifecycle::DockerState::of(&st) == crate::lifecycle::DockerState::Running;
             let time =
                 |s: Option<&str>| s.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
             (
@@ -81,7 +82,7 @@ async fn open(
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => (false, None),
-        Err(e) => return Err(crate::docker::unavailable(&e)),
+        Err(e) => return Err(crate::error::docker_unavailable(&e)),
     };
     let upgrade = upgrade
         .max_message_size(MAX_MESSAGE)

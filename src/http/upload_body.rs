@@ -4,7 +4,7 @@
 //! - `UPLOAD_IDLE_TIMEOUT`: no byte for that long (the first byte too) ends the upload
 //!   (`408 UPLOAD_IDLE_TIMEOUT`).
 //! - `UPLOAD_STALL_BUDGET`: a **total** of time spent waiting for the body's bytes, like
-//!   download-zip's stall budget ([`crate::fs::zipout::Stall`]): every wait is spent from it,
+//!   download-zip's stall budget ([`crate::appdir::zipout::Stall`]): every wait is spent from it,
 //!   every byte received earns back `1 s / MIN_RATE_BYTES_PER_SEC` (never above the budget).
 //!   A body averaging 64 KiB/s or more is never cut, however long; one that trickles (a byte
 //!   every 29 s passes any per-chunk timeout of 30 s) is cut once the budget is spent

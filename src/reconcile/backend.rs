@@ -26,10 +26,10 @@ use futures_util::future::BoxFuture;
 use super::compose;
 use super::decide::Observed;
 use super::render;
-use super::step_error::StepError;
+use crate::appdir::mounts;
 use crate::config::Config;
-use crate::fs::mounts;
 use crate::lifecycle::ErrorCode;
+use crate::step_error::StepError;
 use crate::store::containers::Container;
 
 /// Seconds a stop (or the stop of a restart) waits for the main process before SIGKILL, as
@@ -191,7 +191,7 @@ impl Backend for DockerBackend {
             let st = info.state.unwrap_or_default();
             Ok(Some(Observed {
                 id: info.id.unwrap_or_default(),
-                state: crate::docker::state_of(&st),
+                state: crate::lifecycle::DockerState::of(&st),
                 exit_code: st.exit_code,
                 oom_killed: st.oom_killed.unwrap_or(false),
                 generation: labels
@@ -436,7 +436,7 @@ impl Backend for DockerBackend {
             // workers, iteratively.
             tokio::task::spawn_blocking(move || {
                 for dir in dirs {
-                    crate::fs::remove::remove_tree(&dir).map_err(|e| {
+                    crate::appdir::remove::remove_tree(&dir).map_err(|e| {
                         StepError::new(
                             ErrorCode::IoError,
                             format!("cannot remove {}: {e}", dir.display()),

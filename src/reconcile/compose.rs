@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
-use super::step_error::StepError;
 use crate::lifecycle::ErrorCode;
+use crate::step_error::StepError;
 
 /// How much of compose's stderr is kept for an error message.
 const STDERR_TAIL: usize = 2000;

@@ -20,7 +20,6 @@ mod observe;
 pub mod pass;
 pub mod queue;
 pub mod render;
-pub mod step_error;
 mod worker;
 
 use std::sync::{Arc, Mutex};
@@ -32,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::lifecycle::ErrorCode;
+use crate::step_error::StepError;
 use crate::store::{Identity, Store};
 use backend::Backend;
-use step_error::StepError;
 
 /// What a pass needs.
 pub struct Ctx {

@@ -96,7 +96,7 @@ async fn remove_orphan(ctx: &Ctx, cuid: &str, id: &str) {
     // The project directory holds one small file of ours; the container's /app, which may
     // hold anything, is left to the start-up sweep of directories without a row.
     let project = render::project_dir(&ctx.config, cuid);
-    let _ = tokio::task::spawn_blocking(move || crate::fs::remove::remove_tree(&project)).await;
+    let _ = tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project)).await;
 }
 
 /// Docker events for our containers wake their passes. When the stream breaks (daemon

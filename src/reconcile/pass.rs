@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::decide::{decide, Action, Desired, DesiredState, Observed};
-use super::step_error::StepError;
 use super::Ctx;
 use crate::lifecycle::{ErrorCode, Status};
+use crate::step_error::StepError;
 use crate::store::containers::{Container, Observation};
 
 /// Steps one pass may take (e.g. up, then pause) before it yields.

@@ -128,10 +128,10 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         container_name: c.cuid.clone(),
         command: command.iter().map(|a| escape(a)).collect(),
         working_dir: "/app",
-        user: crate::fs::mounts::owner(config, spec.user.as_deref()).to_string(),
+        user: crate::appdir::mounts::owner(config, spec.user.as_deref()).to_string(),
         volumes: vec![BindVolume {
             kind: "bind",
-            source: crate::fs::mounts::mount_dir(config, &c.cuid)
+            source: crate::appdir::mounts::mount_dir(config, &c.cuid)
                 .display()
                 .to_string(),
             target: "/app",

@@ -11,8 +11,8 @@ use serde_json::json;
 use zip::ZipArchive;
 
 use super::{invalid_zip, too_large, too_many, unsafe_entry, Limits};
+use crate::appdir::confine::MAX_PATH_BYTES;
 use crate::error::{ApiError, ApiResult};
-use crate::fs::confine::MAX_PATH_BYTES;
 
 pub(super) fn le16(b: &[u8], at: usize) -> u64 {
     u64::from(u16::from_le_bytes([b[at], b[at + 1]]))

@@ -1,6 +1,6 @@
 //! The tree of names an upload makes under `/app`, checked before anything is created: what
-//! [`crate::fs::unzip`] builds from an archive, extracts into staging, and what
-//! [`crate::fs::place`] and [`crate::fs::journal`] move into `/app` and undo.
+//! [`crate::appdir::unzip`] builds from an archive, extracts into staging, and what
+//! [`crate::appdir::place`] and [`crate::appdir::journal`] move into `/app` and undo.
 
 use std::collections::HashMap;
 

@@ -1,5 +1,5 @@
 //! One upload after its body is on disk: open and check the archive, plan, extract into
-//! staging ([`crate::fs::unzip`]), then commit into `/app` ([`crate::fs::place`]).
+//! staging ([`crate::appdir::unzip`]), then commit into `/app` ([`crate::appdir::place`]).
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
@@ -7,10 +7,10 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
+use crate::appdir::unzip::{self, Limits, Outcome};
+use crate::appdir::{journal, place};
 use crate::config::UserIds;
 use crate::error::ApiResult;
-use crate::fs::unzip::{self, Limits, Outcome};
-use crate::fs::{journal, place};
 
 /// The whole upload after the body is on disk (`staging/upload.zip`): open, plan, extract
 /// into `staging/tree`, commit into `root` (the container's `/app`, at `mount` on the host).

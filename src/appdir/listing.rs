@@ -14,8 +14,8 @@ use rustix::fs::{AtFlags, Dir, FileType};
 use rustix::io::Errno;
 use serde_json::{json, Value};
 
+use crate::appdir::confine;
 use crate::error::ApiResult;
-use crate::fs::confine;
 
 /// The most names one listing reads from a directory (those before the cursor included);
 /// past it the listing is refused (`400 DIRECTORY_TOO_LARGE`). Memory does not depend on it

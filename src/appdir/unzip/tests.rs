@@ -8,11 +8,11 @@ use rustix::io::Errno;
 
 use super::guard::*;
 use super::*;
+use crate::appdir::confine;
+use crate::appdir::confine::{MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
+use crate::appdir::plan::{NodeKind, Plan};
+use crate::appdir::{journal, place};
 use crate::config::UserIds;
-use crate::fs::confine;
-use crate::fs::confine::{MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
-use crate::fs::plan::{NodeKind, Plan};
-use crate::fs::{journal, place};
 use std::io::Cursor;
 use zip::write::SimpleFileOptions;
 

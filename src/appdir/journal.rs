@@ -28,7 +28,7 @@ use rustix::fs::{fstat, openat, renameat_with, statat, AtFlags, FileType, Mode, 
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::fs::plan::{NodeKind, Plan};
+use crate::appdir::plan::{NodeKind, Plan};
 
 /// The journal's file name in the upload's staging directory.
 pub const JOURNAL: &str = "journal";
@@ -222,7 +222,7 @@ struct Undo<'a> {
 impl Undo<'_> {
     /// Puts back the staged children of `node` found in `app` (its directory in `/app`)
     /// into `stage` (its staged directory). Recursion: one level per path component of the
-    /// plan (at most [`crate::fs::confine::MAX_PATH_COMPONENTS`]), two handles each.
+    /// plan (at most [`crate::appdir::confine::MAX_PATH_COMPONENTS`]), two handles each.
     fn node(&mut self, node: usize, app: &OwnedFd, stage: &OwnedFd) {
         for i in 0..self.children[node].len() {
             let child = self.children[node][i];

@@ -1,4 +1,4 @@
-//! The commit of an upload: the staged tree ([`crate::fs::unzip::extract`]) moved into the
+//! The commit of an upload: the staged tree ([`crate::appdir::unzip::extract`]) moved into the
 //! container's `/app` by renames, all or nothing.
 //!
 //! New files and directories are `renameat2(RENAME_NOREPLACE)`d into place; an existing
@@ -6,7 +6,7 @@
 //! written through or followed); an existing directory is merged into; a non-directory where
 //! the upload needs a directory is replaced by the staged directory; a directory where the
 //! upload puts a file is a conflict. Before the first move the plan and the staged inodes
-//! are written durably to a journal ([`crate::fs::journal`]); on failure (or, after a crash,
+//! are written durably to a journal ([`crate::appdir::journal`]); on failure (or, after a crash,
 //! at the next start) every staged item found in `/app` is put back, so `/app` is left as
 //! it was (a placed item the container has meanwhile moved elsewhere in its `/app` is
 //! beyond reach by name: it stays there, logged).
@@ -37,7 +37,7 @@
 //! Descriptors: the merge holds two handles per level of the directory it is in (the staged
 //! directory and its `/app` counterpart), giving an item holds one per level beneath it, and
 //! nothing is kept for later (the rollback finds items by name): at most about three per
-//! path component, [`crate::fs::unzip::MAX_PATH_COMPONENTS`] of them, whatever the number of
+//! path component, [`crate::appdir::unzip::MAX_PATH_COMPONENTS`] of them, whatever the number of
 //! directories merged into. The recursion is one level per path component.
 
 use std::ffi::{CStr, CString};
@@ -51,11 +51,11 @@ use rustix::fs::{
 use rustix::io::Errno;
 use serde_json::json;
 
+use crate::appdir::confine;
+use crate::appdir::journal::{self, Record};
+use crate::appdir::plan::{NodeKind, Plan};
 use crate::config::UserIds;
 use crate::error::{ApiError, ApiResult};
-use crate::fs::confine;
-use crate::fs::journal::{self, Record};
-use crate::fs::plan::{NodeKind, Plan};
 
 /// How many times a move is retried when the container changes the same name meanwhile.
 const RACE_RETRIES: usize = 16;
@@ -360,7 +360,7 @@ impl Commit<'_> {
     }
 }
 
-/// Merges the staged `tree` (the directory [`crate::fs::unzip::extract`] filled as `plan`
+/// Merges the staged `tree` (the directory [`crate::appdir::unzip::extract`] filled as `plan`
 /// says, in the upload's staging directory `staging`) into the directory `root` (the
 /// container's `/app`, whose host path is `mount`), all or nothing, crash included; what is
 /// placed is given to `owner`.

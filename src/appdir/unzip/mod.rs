@@ -7,16 +7,16 @@
 //!    from the end-of-central-directory record, and a walk over the directory's fixed-size
 //!    headers (entry count, sizes and name lengths checked, nothing kept), all before the ZIP
 //!    library builds its index: a forged count, an oversized directory or huge names must not
-//!    cost memory. The handler runs at most [`crate::fs::MAX_PARALLEL_EXTRACTIONS`] uploads
+//!    cost memory. The handler runs at most [`crate::appdir::MAX_PARALLEL_EXTRACTIONS`] uploads
 //!    from here on at once, server-wide.
 //! 2. [`plan`]: every central-directory entry is checked (names, types, duplicates,
 //!    encryption, method, declared sizes) before a single byte is inflated.
 //! 3. [`extract`]: entries are inflated into `DATA_DIR/staging/<id>/tree`, counting the bytes
 //!    actually inflated against the limits (the declared sizes may lie). The staged items
 //!    stay the server's (directories 0700, files 0600) until placed.
-//! 4. [`crate::fs::place::commit`]: the staged tree is merged into `/app` by renames through `O_PATH`
-//!    handles, after a durable journal of the plan ([`crate::fs::journal`]): undone on failure, and
-//!    after a crash at the next start (see [`crate::fs::place`]); [`crate::fs::upload::run`] does the four in order.
+//! 4. [`crate::appdir::place::commit`]: the staged tree is merged into `/app` by renames through `O_PATH`
+//!    handles, after a durable journal of the plan ([`crate::appdir::journal`]): undone on failure, and
+//!    after a crash at the next start (see [`crate::appdir::place`]); [`crate::appdir::upload::run`] does the four in order.
 
 mod check;
 mod extract;
@@ -62,7 +62,7 @@ pub struct Outcome {
 /// The most components an entry's path may have (the `?path=` target's included); a deeper
 /// one is `400 UNSAFE_ZIP_ENTRY`. It bounds the recursion of the commit (one level per
 /// component, two descriptors each) whatever the archive holds.
-pub use crate::fs::confine::MAX_PATH_COMPONENTS;
+pub use crate::appdir::confine::MAX_PATH_COMPONENTS;
 
 pub(super) fn invalid_zip(message: impl Into<String>) -> ApiError {
     ApiError::validation("INVALID_ZIP", message)

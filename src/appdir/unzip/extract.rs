@@ -11,8 +11,8 @@ use serde_json::json;
 use zip::ZipArchive;
 
 use super::{invalid_zip, too_large, unsafe_entry, Limits, Outcome, RATIO_FLOOR_BYTES};
+use crate::appdir::plan::{NodeKind, Plan};
 use crate::error::{ApiError, ApiResult};
-use crate::fs::plan::{NodeKind, Plan};
 
 pub(super) fn ratio_error(name: &str, inflated: u64, compressed: u64, limits: &Limits) -> ApiError {
     too_large(

@@ -44,7 +44,7 @@ pub fn chown(dir: &Path, ids: UserIds) -> std::io::Result<()> {
 /// Best-effort removal used to undo a half-done create (of a directory no container has
 /// used yet, so it is small).
 pub fn remove_quietly(dir: &Path) {
-    if let Err(e) = crate::fs::remove::remove_tree(dir) {
+    if let Err(e) = crate::appdir::remove::remove_tree(dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "could not remove directory");
     }
 }
@@ -82,7 +82,7 @@ pub fn remove_orphans(dirs: Vec<PathBuf>) {
     }
     tokio::task::spawn_blocking(move || {
         for dir in dirs {
-            match crate::fs::remove::remove_tree(&dir) {
+            match crate::appdir::remove::remove_tree(&dir) {
                 Ok(()) => {
                     tracing::info!(dir = %dir.display(), "removed a directory without a container")
                 }

@@ -238,7 +238,7 @@ fn found(fd: OwnedFd) -> Result<Found, Errno> {
 }
 
 /// Gives `fd` to `uid:gid`; without the privilege to do so (not running as root) the file
-/// stays ours, like [`crate::fs::mounts::chown`].
+/// stays ours, like [`crate::appdir::mounts::chown`].
 pub fn chown_fd<Fd: AsFd>(fd: Fd, ids: crate::config::UserIds) -> std::io::Result<()> {
     match std::os::unix::fs::fchown(fd, Some(ids.uid), Some(ids.gid)) {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),

@@ -8,9 +8,9 @@ use zip::{CompressionMethod, ZipArchive};
 
 use super::extract::{inflated_error, ratio_error};
 use super::{invalid_zip, too_large, unsafe_entry, Limits, RATIO_FLOOR_BYTES};
+use crate::appdir::confine::{self, MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
+use crate::appdir::plan::{NodeKind, Plan, Planned};
 use crate::error::{ApiError, ApiResult};
-use crate::fs::confine::{self, MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
-use crate::fs::plan::{NodeKind, Plan, Planned};
 
 /// The archive's tree has more names than `ZIP_MAX_ENTRIES`, counting the directories its
 /// paths only imply: 20,000 entries of 255 components would otherwise make 5 million

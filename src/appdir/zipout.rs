@@ -28,7 +28,7 @@
 //!   its path leads when it is opened.
 //!
 //! The walk holds a blocking-pool thread for the whole transfer, so the handler runs at most
-//! [`crate::fs::MAX_PARALLEL_DOWNLOAD_ZIPS`] at once (later ones wait for a permit), and a
+//! [`crate::appdir::MAX_PARALLEL_DOWNLOAD_ZIPS`] at once (later ones wait for a permit), and a
 //! client that makes the walk wait on it for more than a total stall budget ([`Stall`]) ends
 //! its walk. A directory is listed in batches of [`LIST_BATCH`] names (each batch in name
 //! order), never all at once.
@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
-use crate::fs::confine::{self, Found};
+use crate::appdir::confine::{self, Found};
 
 /// Size of one body chunk.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -519,7 +519,7 @@ impl<W: Write> Walk<'_, W> {
 /// Runs [`write_tree`] on the blocking pool and returns the receiving end of its chunks,
 /// and of the cap that cut it short, if any (sent once the archive is complete). An error
 /// mid-way is sent as the last item when there is room (the client sees a cut-off body).
-/// `permit` (one of [`crate::fs::MAX_PARALLEL_DOWNLOAD_ZIPS`]) is held until the walk ends.
+/// `permit` (one of [`crate::appdir::MAX_PARALLEL_DOWNLOAD_ZIPS`]) is held until the walk ends.
 /// To be called from the runtime.
 pub fn spawn(
     root: OwnedFd,
