@@ -132,15 +132,31 @@ fn a_link_at_env_is_refused_and_its_target_is_untouched() {
     let target = outside.path().join("elsewhere");
     std::fs::write(&target, "SOMETHING=1\n").unwrap();
     std::os::unix::fs::symlink(&target, dir.path().join(".env")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_container-manager"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_container-manager"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("INSTANCE_TAG", "test")
         .current_dir(dir.path())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    // A server that accepted the link prints where it listens (and would run on): stop it
+    // and fail, rather than wait for an exit that never comes.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    if first.starts_with("listening on") {
+        stop(child);
+        panic!("the server started with .env a link: {first}");
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("symbolic link"), "{err}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "SOMETHING=1\n");
     assert!(std::fs::symlink_metadata(dir.path().join(".env"))
