@@ -61,6 +61,15 @@ pub struct Config {
     pub resync_interval: Duration,
     /// `pids_limit` of a container whose spec sets none (`DEFAULT_PIDS_LIMIT`; `0`: none).
     pub default_pids_limit: Option<i64>,
+    /// Memory limit in bytes of a container whose spec sets none (`DEFAULT_MEMORY`; `0`: none).
+    pub default_memory: Option<i64>,
+    /// CPU limit of a container whose spec sets none (`DEFAULT_CPUS`; `0`: none), at most this
+    /// host's CPUs (Docker refuses more).
+    pub default_cpus: Option<f64>,
+    /// Most bytes of env (names plus values) one container may hold (`ENV_MAX_BYTES`).
+    pub env_max_bytes: usize,
+    /// Most bytes the `/events` ring keeps (`EVENTS_MAX_BYTES`); the oldest events go first.
+    pub events_max_bytes: usize,
     /// When the reconciler pulls an image (`IMAGE_PULL_POLICY`).
     pub image_pull_policy: crate::images::PullPolicy,
     /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
@@ -266,7 +275,13 @@ impl Config {
                 )))
             }
         };
+        let (default_memory, default_cpus) = default_limits()?;
         Ok(Self {
+            default_memory,
+            default_cpus,
+            env_max_bytes: parse_or("ENV_MAX_BYTES", 256 * 1024)?,
+            events_max_bytes: parse_or::<usize>("EVENTS_MAX_BYTES", crate::events::MAX_BYTES)?
+                .max(1),
             log_json,
             app_user,
             app_pass,
@@ -345,6 +360,10 @@ impl Config {
             compose_timeout: Duration::from_secs(120),
             resync_interval: Duration::from_secs(30),
             default_pids_limit: Some(4096),
+            default_memory: Some(1 << 30),
+            default_cpus: Some(1.0),
+            env_max_bytes: 256 * 1024,
+            events_max_bytes: crate::events::MAX_BYTES,
             image_pull_policy: crate::images::PullPolicy::Missing,
             registry_auth_file: None,
             registry_allowlist: Default::default(),
@@ -352,6 +371,45 @@ impl Config {
             connections: Connections::default(),
         }
     }
+}
+
+/// `DEFAULT_MEMORY` (default 1g) and `DEFAULT_CPUS` (default 1.0, never above this host's
+/// CPUs, which Docker would refuse); `0` turns either off.
+fn default_limits() -> Result<(Option<i64>, Option<f64>), ConfigError> {
+    parse_default_limits(
+        var("DEFAULT_MEMORY").as_deref(),
+        var("DEFAULT_CPUS").as_deref(),
+        crate::spec::host_cpus(),
+    )
+}
+
+fn parse_default_limits(
+    memory: Option<&str>,
+    cpus: Option<&str>,
+    host_cpus: usize,
+) -> Result<(Option<i64>, Option<f64>), ConfigError> {
+    let memory_text = memory.unwrap_or("1g").trim();
+    let memory = match crate::spec::parse_memory(memory_text) {
+        Some(0) => None,
+        Some(b) if b >= crate::spec::MIN_MEMORY_BYTES => Some(i64::try_from(b).unwrap_or(i64::MAX)),
+        _ => {
+            return Err(ConfigError(format!(
+                "DEFAULT_MEMORY={memory_text:?} must be 0 or at least 6m (e.g. 512m, 1g)"
+            )))
+        }
+    };
+    let cpus_text = cpus.unwrap_or("1").trim();
+    let cpus = match cpus_text.parse::<f64>() {
+        Ok(0.0) => None,
+        // Docker's granularity is 0.01 CPU.
+        Ok(c) if c.is_finite() && c >= 0.01 => Some(c.min(host_cpus.max(1) as f64)),
+        _ => {
+            return Err(ConfigError(format!(
+                "DEFAULT_CPUS={cpus_text:?} must be 0 or a number of CPUs of at least 0.01"
+            )))
+        }
+    };
+    Ok((memory, cpus))
 }
 
 fn absolute(cwd: &Path, p: &str) -> PathBuf {
@@ -403,5 +461,29 @@ mod tests {
             PathBuf::from("/srv/data")
         );
         assert_eq!(absolute(Path::new("/srv"), "/x/y"), PathBuf::from("/x/y"));
+    }
+
+    #[test]
+    fn default_memory_and_cpus() {
+        let parse = |m: Option<&str>, c: Option<&str>| parse_default_limits(m, c, 2);
+        assert_eq!(parse(None, None).unwrap(), (Some(1 << 30), Some(1.0)));
+        assert_eq!(parse(Some("0"), Some("0")).unwrap(), (None, None));
+        assert_eq!(
+            parse(Some("512m"), Some("1.5")).unwrap(),
+            (Some(512 << 20), Some(1.5))
+        );
+        // More CPUs than the host has: Docker would refuse every container.
+        assert_eq!(parse(None, Some("64")).unwrap().1, Some(2.0));
+        assert_eq!(parse_default_limits(None, None, 1).unwrap().1, Some(1.0));
+        for (m, c) in [
+            (Some("1m"), None),
+            (Some("lots"), None),
+            (None, Some("-1")),
+            (None, Some("0.001")),
+            (None, Some("NaN")),
+            (None, Some("x")),
+        ] {
+            assert!(parse(m, c).is_err(), "{m:?} {c:?}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The change feed behind `GET /events`: one event per change of a container's
 //! representation, numbered by a sequence that only grows, the last [`WINDOW`] kept for
-//! resumption.
+//! resumption, and no more than `EVENTS_MAX_BYTES` of them: each event carries a whole
+//! representation (env included), so a count alone would let a few big containers pin
+//! gigabytes. Whichever bound is reached first drops the oldest events.
 //!
 //! Design: a single task diffs the store against its last snapshot each time something may
 //! have changed. The store signals every committed write to a container row, the API's
@@ -22,6 +24,8 @@ use crate::store::Store;
 
 /// How many events are kept for `Last-Event-ID` resumption by default (`EVENTS_WINDOW`).
 pub const WINDOW: usize = 1024;
+/// How many bytes of events are kept by default (`EVENTS_MAX_BYTES`).
+pub const MAX_BYTES: usize = 16 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -39,18 +43,35 @@ pub enum Since {
 
 pub struct Feed {
     window: usize,
-    ring: Mutex<VecDeque<Event>>,
+    max_bytes: usize,
+    ring: Mutex<Ring>,
     /// The newest id; readers wait on it.
     latest: watch::Sender<u64>,
 }
 
+#[derive(Default)]
+struct Ring {
+    events: VecDeque<Event>,
+    /// Sum of the kept events' `data` lengths.
+    bytes: usize,
+}
+
 impl Feed {
-    pub fn new(window: usize) -> Self {
+    pub fn new(window: usize, max_bytes: usize) -> Self {
         Self {
             window: window.max(1),
-            ring: Mutex::new(VecDeque::with_capacity(window.clamp(1, WINDOW))),
+            max_bytes: max_bytes.max(1),
+            ring: Mutex::new(Ring {
+                events: VecDeque::with_capacity(window.clamp(1, WINDOW)),
+                bytes: 0,
+            }),
             latest: watch::channel(0).0,
         }
+    }
+
+    /// Bytes of the events kept now.
+    pub fn bytes(&self) -> usize {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).bytes
     }
 
     pub fn latest(&self) -> u64 {
@@ -62,15 +83,21 @@ impl Feed {
     }
 
     fn push(&self, data: Value) {
+        let data: Arc<str> = data.to_string().into();
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let id = self.latest() + 1;
-        if ring.len() >= self.window {
-            ring.pop_front();
+        // The newest event is always kept, even alone over the budget: a reader waiting for
+        // the next id must find it.
+        while ring.events.len() >= self.window
+            || (!ring.events.is_empty() && ring.bytes + data.len() > self.max_bytes)
+        {
+            let Some(old) = ring.events.pop_front() else {
+                break;
+            };
+            ring.bytes -= old.data.len();
         }
-        ring.push_back(Event {
-            id,
-            data: data.to_string().into(),
-        });
+        ring.bytes += data.len();
+        ring.events.push_back(Event { id, data });
         self.latest.send_replace(id);
     }
 
@@ -84,10 +111,14 @@ impl Feed {
         if after == latest {
             return Since::Events(Vec::new());
         }
-        match ring.front() {
-            Some(first) if first.id <= after + 1 => {
-                Since::Events(ring.iter().filter(|e| e.id > after).cloned().collect())
-            }
+        match ring.events.front() {
+            Some(first) if first.id <= after + 1 => Since::Events(
+                ring.events
+                    .iter()
+                    .filter(|e| e.id > after)
+                    .cloned()
+                    .collect(),
+            ),
             _ => Since::Reset,
         }
     }
@@ -181,7 +212,7 @@ mod tests {
 
     #[test]
     fn resume_and_reset() {
-        let f = Feed::new(WINDOW);
+        let f = Feed::new(WINDOW, MAX_BYTES);
         assert!(matches!(f.since(0), Since::Events(v) if v.is_empty()));
         for i in 0..(WINDOW + 10) {
             f.push(json!({ "i": i }));
@@ -198,5 +229,25 @@ mod tests {
         }
         // The oldest kept id's predecessor is still resumable.
         assert!(matches!(f.since(10), Since::Events(v) if v.len() == WINDOW));
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_bytes_too() {
+        let f = Feed::new(WINDOW, 10_000);
+        let big = "x".repeat(1_000);
+        for i in 0..100 {
+            f.push(json!({ "i": i, "pad": big }));
+            assert!(f.bytes() <= 10_000, "{} bytes after {i}", f.bytes());
+        }
+        // About nine events of ~1 KB fit: an early id is gone, a recent one resumes.
+        assert!(matches!(f.since(50), Since::Reset));
+        match f.since(f.latest() - 5) {
+            Since::Events(v) => assert_eq!(v.len(), 5),
+            Since::Reset => panic!("a recent id must resume"),
+        }
+        // One event over the whole budget is still kept (alone), so it can be read.
+        f.push(json!({ "pad": "y".repeat(20_000) }));
+        assert!(matches!(f.since(f.latest() - 1), Since::Events(v) if v.len() == 1));
+        assert!(matches!(f.since(f.latest() - 2), Since::Reset));
     }
 }

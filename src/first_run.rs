@@ -52,14 +52,65 @@ pub fn prepare(env_file: &Path) -> Result<Option<Generated>, ConfigError> {
     }))
 }
 
+/// Opens `.env` for reading without following a link. `Ok(None)` when there is none. A link
+/// or anything but a regular file there is refused: whoever planted a link at `.env` would
+/// choose which file the server reads its settings from and where a new password goes.
+/// (`O_NONBLOCK` so a FIFO planted there cannot hang the start; it is refused by type.)
+pub fn open_env_file(env_file: &Path) -> Result<Option<std::fs::File>, ConfigError> {
+    let refuse = |why: &str| {
+        ConfigError(format!(
+            "{} {why}: refusing to read settings from it (replace it with a regular file)",
+            env_file.display()
+        ))
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(env_file)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refuse("is a symbolic link"))
+        }
+        Err(e) => {
+            return Err(ConfigError(format!(
+                "cannot read {}: {e}",
+                env_file.display()
+            )))
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", env_file.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("is not a regular file"));
+    }
+    Ok(Some(file))
+}
+
+/// Loads `.env` of the working directory into the process environment (variables already
+/// set win), through [`open_env_file`]. A line dotenvy cannot parse ends the loading there,
+/// as it always has; a link at `.env` is a start-up error.
+pub fn load_env_file(env_file: &Path) -> Result<(), ConfigError> {
+    if let Some(file) = open_env_file(env_file)? {
+        let _ = dotenvy::from_read(std::io::BufReader::new(file));
+    }
+    Ok(())
+}
+
 /// Appends the pair to `.env` (made with mode 0600; an existing file is set to 0600 since it
 /// now holds a password). Empty `APP_USER=` / `APP_PASS=` lines are dropped: `.env` is read
 /// first-line-wins, and an empty one would hide the new value.
 fn store(env_file: &Path, user: &str, pass: &str) -> std::io::Result<()> {
-    let existing = match std::fs::read_to_string(env_file) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
+    let existing = match open_env_file(env_file) {
+        Ok(Some(mut f)) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text)?;
+            Some(text)
+        }
+        Ok(None) => None,
+        Err(e) => return Err(std::io::Error::other(e.0)),
     };
     let is_empty_credential = |line: &str| {
         let l = line.trim();
@@ -80,21 +131,55 @@ fn store(env_file: &Path, user: &str, pass: &str) -> std::io::Result<()> {
         "# Generated on the first start ({}); change them here and restart.\nAPP_USER={user}\nAPP_PASS={pass}\n",
         crate::store::now()
     ));
-    // Written next to the file and renamed over it: a crash leaves the old file or the new
-    // one, never half of it.
-    let tmp = env_file.with_extension("env.tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
+    write_replacing(env_file, text.as_bytes())
+}
+
+/// Writes `bytes` to a new file next to `target` and renames it over `target`: a crash
+/// leaves the old file or the new one, never half of it. The temporary file has a random
+/// name and is made with `O_CREAT|O_EXCL|O_NOFOLLOW` (mode 0600 from the start): a link or
+/// file planted at a predictable name can neither receive the password nor become `.env`.
+fn write_replacing(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ".env".into());
+    let mut tries = 0;
+    let (tmp, mut f) = loop {
+        let mut nonce = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let tmp = dir.join(format!(
+            "{name}.{}.tmp",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        match std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = (|| {
+        // The umask may have cleared bits of 0600, never added any; set it exactly anyway.
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()?;
+        // `rename` replaces the name `target`; it never follows a link there.
+        std::fs::rename(&tmp, target)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, env_file)
+    written
 }
 
 /// What the first start prints on stdout, once.
@@ -134,5 +219,68 @@ mod tests {
         assert_eq!(text.matches("APP_USER").count(), 1, "{text}");
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_link_at_the_old_temporary_name_never_receives_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("stolen");
+        std::fs::write(&target, "untouched\n").unwrap();
+        let file = dir.path().join(".env");
+        // The name the old code wrote to, followed a link at, and renamed over `.env`.
+        std::os::unix::fs::symlink(&target, dir.path().join(".env.env.tmp")).unwrap();
+        store(&file, "admin", "secret-pw").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(meta.file_type().is_file(), ".env is a regular file");
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("APP_PASS=secret-pw\n"));
+        // Nothing but `.env` and the planted link: no temporary file left behind.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".env", ".env.env.tmp"]);
+    }
+
+    #[test]
+    fn a_link_at_env_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("target");
+        std::fs::write(&target, "LISTEN_ADDR=127.0.0.1:1\n").unwrap();
+        let file = dir.path().join(".env");
+        std::os::unix::fs::symlink(&target, &file).unwrap();
+        let err = open_env_file(&file).unwrap_err();
+        assert!(err.0.contains("symbolic link"), "{}", err.0);
+        assert!(load_env_file(&file).is_err());
+        assert!(store(&file, "admin", "pw").is_err());
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "LISTEN_ADDR=127.0.0.1:1\n"
+        );
+        assert!(std::fs::symlink_metadata(&file)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn a_fifo_at_env_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".env");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &file,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = open_env_file(&file).unwrap_err();
+        assert!(err.0.contains("not a regular file"), "{}", err.0);
     }
 }

@@ -8,8 +8,15 @@ use container_manager::state::AppState;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    // `.env` first; variables already in the environment win.
-    let _ = dotenvy::dotenv();
+    let env_file = std::env::current_dir()
+        .map(|d| d.join(".env"))
+        .unwrap_or_else(|_| ".env".into());
+    // `.env` of the working directory first; variables already in the environment win. A
+    // link there is refused: it would choose where settings and a new password come from.
+    if let Err(e) = container_manager::first_run::load_env_file(&env_file) {
+        eprintln!("container-manager: {e}");
+        return ExitCode::from(2);
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     match args.first().and_then(|a| a.to_str()) {
         None => {}
@@ -19,9 +26,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let env_file = std::env::current_dir()
-        .map(|d| d.join(".env"))
-        .unwrap_or_else(|_| ".env".into());
     // No credentials at all: a first start makes some (stored in ./.env, printed once).
     let generated = match container_manager::first_run::prepare(&env_file) {
         Ok(g) => g,

@@ -70,8 +70,14 @@ impl AppState {
         // Only the server may look inside: the database holds env values, and a container's
         // /app may hold whatever its (possibly root) process made, setuid files included.
         // Containers reach their /app through the bind mount, not through this path.
-        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| StartError::Dir(config.data_dir.display().to_string(), e))?;
+        // `mounts` too, on its own: it holds what root containers made (device nodes, setuid
+        // binaries), so it stays closed to other host users even if DATA_DIR is opened up
+        // or moved; a wider mode found there is put back at every start.
+        let mounts = config.data_dir.join("mounts");
+        for dir in [&config.data_dir, &mounts] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StartError::Dir(dir.display().to_string(), e))?;
+        }
         crate::error::set_development(config.development);
         let store = Store::open(&config.database_url).await?;
         if let Some(file) = crate::store::file_of(&config.database_url) {
@@ -88,7 +94,10 @@ impl AppState {
         let files = crate::appdir::Files::open(&config).map_err(|e| {
             StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
         })?;
-        let events = Arc::new(crate::events::Feed::new(config.events_window));
+        let events = Arc::new(crate::events::Feed::new(
+            config.events_window,
+            config.events_max_bytes,
+        ));
         Ok(Self {
             background: Arc::new(std::sync::Mutex::new(Vec::new())),
             reconciler: crate::reconcile::Reconciler::new(),

@@ -50,7 +50,10 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
 }
 
 fn limits(state: &AppState) -> Limits {
-    Limits::from_host(state.config.port_bind_ip)
+    Limits {
+        env_max_bytes: state.config.env_max_bytes,
+        ..Limits::from_host(state.config.port_bind_ip)
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {

@@ -18,6 +18,26 @@ pub const LABEL_CUID: &str = "com.container-manager.cuid";
 pub const LABEL_GENERATION: &str = "com.container-manager.generation";
 pub const LABEL_TAG: &str = "com.container-manager.tag";
 
+/// Capabilities of Docker's default set taken away from every container: a sandboxed app
+/// needs none of them, and each is a way out or a way to leave something dangerous behind
+/// (the README's security notes give the reasons). Kept: CHOWN, DAC_OVERRIDE, FOWNER,
+/// SETUID, SETGID, SETPCAP, KILL, NET_BIND_SERVICE, which package managers and servers
+/// running as root inside the container use.
+pub const CAP_DROP: &[&str] = &[
+    // Device nodes in /app are real device nodes on the host's filesystem.
+    "MKNOD",
+    // Raw sockets: spoofed packets and ARP games on the shared bridge.
+    "NET_RAW",
+    // File capabilities on a binary in /app survive on the host's filesystem.
+    "SETFCAP",
+    // Writing to the host kernel's audit log.
+    "AUDIT_WRITE",
+    // chroot is a classic step of container escapes and no app needs it.
+    "SYS_CHROOT",
+    // Keeps setuid/setgid bits on files it writes and sets setgid for foreign groups.
+    "FSETID",
+];
+
 #[derive(Serialize)]
 pub struct ComposeFile {
     pub name: String,
@@ -137,8 +157,10 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
             target: "/app",
         }],
         environment,
-        cpus: spec.resources.cpus,
-        mem_limit: spec.resources.memory_bytes,
+        // Without limits, one container can take the host's memory and CPUs; the spec's own
+        // limits win (and the representation keeps showing the spec as sent).
+        cpus: spec.resources.cpus.or(config.default_cpus),
+        mem_limit: spec.resources.memory_bytes.or(config.default_memory),
         // Without one, a fork bomb in one container could use up the host's process ids.
         pids_limit: spec.resources.pids.or(config.default_pids_limit),
         ports: spec
@@ -165,8 +187,9 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
             ]),
         },
         labels,
+        // No setuid binary (one planted in /app included) gains privileges by exec.
         security_opt: vec!["no-new-privileges:true"],
-        cap_drop: vec!["NET_RAW"],
+        cap_drop: CAP_DROP.to_vec(),
         networks: vec!["cm"],
     };
     ComposeFile {
@@ -282,8 +305,60 @@ mod tests {
             svc["volumes"][0]["source"],
             "/srv/cm/mounts/c123e4567-e89b-12d3-a456-426614174000"
         );
-        assert_eq!(svc["cap_drop"][0], "NET_RAW");
         assert_eq!(svc["mem_limit"], 4096i64 << 20);
+        assert_eq!(svc["cpus"], 1.0);
+    }
+
+    #[test]
+    fn every_container_drops_capabilities_and_new_privileges() {
+        let yaml = to_yaml(&render(&config(), "inst", &container(&[])));
+        let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let svc = &parsed["services"]["app"];
+        assert_eq!(
+            svc["cap_drop"],
+            serde_json::json!([
+                "MKNOD",
+                "NET_RAW",
+                "SETFCAP",
+                "AUDIT_WRITE",
+                "SYS_CHROOT",
+                "FSETID"
+            ])
+        );
+        assert_eq!(
+            svc["security_opt"],
+            serde_json::json!(["no-new-privileges:true"])
+        );
+        assert!(svc.get("cap_add").is_none() && svc.get("privileged").is_none());
+    }
+
+    #[test]
+    fn default_memory_and_cpus_apply_only_without_limits_in_the_spec() {
+        let mut config = config();
+        config.default_memory = Some(1 << 30);
+        config.default_cpus = Some(0.5);
+        let mut c = container(&[]);
+        let limits = |config: &Config, c: &Container| {
+            let yaml = to_yaml(&render(config, "inst", c));
+            let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            let svc = &parsed["services"]["app"];
+            (svc["mem_limit"].clone(), svc["cpus"].clone())
+        };
+        assert_eq!(
+            limits(&config, &c),
+            (serde_json::json!(4096i64 << 20), serde_json::json!(1.0))
+        );
+        c.spec.resources.memory_bytes = None;
+        c.spec.resources.memory = None;
+        c.spec.resources.cpus = None;
+        assert_eq!(
+            limits(&config, &c),
+            (serde_json::json!(1i64 << 30), serde_json::json!(0.5))
+        );
+        config.default_memory = None;
+        config.default_cpus = None;
+        let (memory, cpus) = limits(&config, &c);
+        assert!(memory.is_null() && cpus.is_null());
     }
 
     #[test]

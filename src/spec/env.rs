@@ -1,5 +1,7 @@
 //! `env`: variable names and values, and the merge rules of a patch (`null` removes).
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::type_name;
@@ -7,6 +9,34 @@ use crate::error::ApiError;
 
 pub(super) const MAX_ENV_VARS: usize = 1024;
 const MAX_ENV_VALUE: usize = 128 * 1024;
+/// `ENV_MAX_BYTES` by default: names plus values of one container.
+pub const DEFAULT_ENV_MAX_BYTES: usize = 256 * 1024;
+
+/// Bytes of a container's env as counted against `ENV_MAX_BYTES`: names plus values.
+pub fn env_bytes(env: &BTreeMap<String, String>) -> usize {
+    env.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// Refuses an env over `limit` bytes. The per-variable caps alone allow 1,024 × 128 KiB, and
+/// every copy of a container's representation (each `/events` entry, each response) carries
+/// the whole env, so one big env multiplies through the server's memory. `before` is the size
+/// the container has now: a patch that makes an env over a lowered limit smaller still goes
+/// through.
+pub(super) fn check_env_size(
+    env: &BTreeMap<String, String>,
+    limit: usize,
+    before: usize,
+) -> Result<(), ApiError> {
+    let size = env_bytes(env);
+    if size <= limit || size <= before {
+        return Ok(());
+    }
+    Err(ApiError::validation(
+        "ENV_TOO_LARGE",
+        format!("env holds {size} bytes (names plus values); a container may hold at most {limit}"),
+    )
+    .with_details(json!({"field": "env", "limit": limit, "size": size})))
+}
 
 pub fn is_env_name(s: &str) -> bool {
     let mut b = s.bytes();

@@ -23,11 +23,11 @@ use serde_json::{json, Map, Value};
 use crate::config::UserIds;
 use crate::error::ApiError;
 
-pub use env::is_env_name;
+pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use image::is_image_reference;
-pub use resources::{parse_memory, MIN_MEMORY_BYTES};
+pub use resources::{host_cpus, parse_memory, MIN_MEMORY_BYTES};
 
-use env::{parse_env_map, MAX_ENV_VARS};
+use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
 use image::parse_image;
 use ports::parse_ports;
 use resources::merge_resources;
@@ -94,6 +94,8 @@ pub struct Spec {
 pub struct Limits {
     pub host_cpus: f64,
     pub default_host_ip: IpAddr,
+    /// `ENV_MAX_BYTES`: names plus values of one container's env.
+    pub env_max_bytes: usize,
 }
 
 impl Limits {
@@ -101,6 +103,7 @@ impl Limits {
         Self {
             host_cpus: resources::host_cpus() as f64,
             default_host_ip,
+            env_max_bytes: DEFAULT_ENV_MAX_BYTES,
         }
     }
 }
@@ -178,6 +181,7 @@ pub fn parse_create(
             .map(|(k, v)| (k, v.unwrap_or_default()))
             .collect(),
     };
+    check_env_size(&env, limits.env_max_bytes, 0)?;
     let tags = match body.remove("tags") {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => parse_tags(v)?,
@@ -259,6 +263,7 @@ pub fn apply_patch(
                 format!("at most {MAX_ENV_VARS} variables"),
             ));
         }
+        check_env_size(&next.env, limits.env_max_bytes, env_bytes(&spec.env))?;
     }
     if let Some(v) = body.remove("tags") {
         next.tags = if v.is_null() {
@@ -414,6 +419,7 @@ mod tests {
         Limits {
             host_cpus: 2.0,
             default_host_ip: "0.0.0.0".parse().unwrap(),
+            env_max_bytes: 1000,
         }
     }
 
@@ -520,5 +526,44 @@ mod tests {
         assert_eq!(next.tags, vec!["t2", "t3"]);
         assert_eq!(next.resources.pids, Some(20));
         assert_eq!(next.resources.cpus, None);
+    }
+
+    #[test]
+    fn env_is_capped_in_total_on_create_and_patch() {
+        // limits() caps at 1000 bytes: names plus values.
+        let at_cap = json!({"image": "x", "env": {"AB": "v".repeat(998)}});
+        assert!(create(at_cap).is_ok());
+        let Err(over) = create(json!({"image": "x", "env": {"AB": "v".repeat(999)}})) else {
+            panic!("over the cap must be refused")
+        };
+        assert_eq!(over.code, "ENV_TOO_LARGE");
+        assert_eq!(over.kind.status(), 400);
+        assert_eq!(
+            over.details,
+            Some(json!({"field": "env", "limit": 1000, "size": 1001}))
+        );
+        // Many small variables add up the same way.
+        let many: Map<String, Value> = (0..250).map(|i| (format!("V{i:03}"), json!("x"))).collect();
+        assert_eq!(code(json!({"image": "x", "env": many})), "ENV_TOO_LARGE");
+
+        let base = create(json!({"image": "x", "env": {"A": "v".repeat(900)}}))
+            .unwrap()
+            .spec;
+        let patch = |body: Value| apply_patch(&base, body.as_object().unwrap().clone(), &limits());
+        let err = patch(json!({"env": {"B": "v".repeat(99)}})).unwrap_err();
+        assert_eq!(err.code, "ENV_TOO_LARGE");
+        assert!(patch(json!({"env": {"B": "v".repeat(98)}})).is_ok());
+        // A patch without env is not judged on it; one that shrinks an env that is over a
+        // lowered limit goes through.
+        let tight = Limits {
+            env_max_bytes: 10,
+            ..limits()
+        };
+        let tags = json!({"tags": ["t"]});
+        assert!(apply_patch(&base, tags.as_object().unwrap().clone(), &tight).is_ok());
+        let shrink = json!({"env": {"A": "v".repeat(500)}});
+        assert!(apply_patch(&base, shrink.as_object().unwrap().clone(), &tight).is_ok());
+        let grow = json!({"env": {"C": "1"}});
+        assert!(apply_patch(&base, grow.as_object().unwrap().clone(), &tight).is_err());
     }
 }

@@ -10,7 +10,7 @@ pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
 const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "pids"];
 
 /// CPUs Docker counts when it checks `cpus` (`runtime.NumCPU`: the online CPUs).
-pub(super) fn host_cpus() -> usize {
+pub fn host_cpus() -> usize {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()
         .and_then(|s| count_cpu_list(s.trim()))

@@ -122,3 +122,78 @@ fn half_configured_or_placeholder_credentials_are_still_refused() {
     assert!(!status.success());
     assert!(err.contains("placeholder"), "{err}");
 }
+
+/// A link planted at `.env` would choose where settings are read from and where a new
+/// password is written: the server refuses to start (exit code 2) and leaves its target alone.
+#[test]
+fn a_link_at_env_is_refused_and_its_target_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("elsewhere");
+    std::fs::write(&target, "SOMETHING=1\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join(".env")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_container-manager"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("INSTANCE_TAG", "test")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that accepted the link prints where it listens (and would run on): stop it
+    // and fail, rather than wait for an exit that never comes.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    if first.starts_with("listening on") {
+        stop(child);
+        panic!("the server started with .env a link: {first}");
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "SOMETHING=1\n");
+    assert!(std::fs::symlink_metadata(dir.path().join(".env"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+/// The old writer opened `.env.env.tmp` following links and renamed it over `.env`: a link
+/// planted there received the password and `.env` became that link.
+#[tokio::test]
+async fn a_link_at_the_old_temporary_name_never_receives_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("stolen");
+    std::fs::write(&target, "").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join(".env.env.tmp")).unwrap();
+    let (child, lines) = start_in(dir.path());
+    let pass = field(&lines, "password:")
+        .unwrap_or_else(|| panic!("no password in {lines:?}"))
+        .to_owned();
+    let addr = lines[0].strip_prefix("listening on ").unwrap().to_owned();
+    assert_eq!(healthz(&addr, "admin", &pass).await, 200);
+    stop(child);
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "",
+        "the link's target got nothing"
+    );
+    let env = dir.path().join(".env");
+    let meta = std::fs::symlink_metadata(&env).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        ".env is a regular file, not the link"
+    );
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&env)
+        .unwrap()
+        .contains(&format!("APP_PASS={pass}\n")));
+}

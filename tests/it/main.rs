@@ -8,6 +8,7 @@ mod containers;
 mod files;
 mod first_run;
 mod foundation;
+mod hardening;
 mod hostile;
 mod hostile_download;
 mod hostile_upload;
