@@ -79,7 +79,8 @@ pub struct CreateBody {
     pub tags: Option<Vec<String>>,
     pub resources: Option<ResourcesIn>,
     pub ports: Option<Vec<PortIn>>,
-    /// argv overriding `BOOT_COMMAND`.
+    /// argv overriding `BOOT_COMMAND` (`[]` is refused: leave it out for the default).
+    #[schema(min_items = 1, max_items = 1024)]
     pub command: Option<Vec<String>>,
     /// `no`, `on-failure` (default), `always`, `unless-stopped`.
     pub restart: Option<String>,
@@ -113,6 +114,8 @@ pub struct PatchBody {
     pub env: Option<BTreeMap<String, Option<String>>>,
     pub tags: Option<Vec<String>>,
     pub resources: Option<ResourcesIn>,
+    /// argv; `null` goes back to `BOOT_COMMAND`, `[]` is refused.
+    #[schema(min_items = 1, max_items = 1024)]
     pub command: Option<Vec<String>>,
     pub restart: Option<String>,
     pub user: Option<String>,
@@ -291,4 +294,53 @@ fn add_links(doc: &mut serde_json::Value) {
         (status = 401, description = "Missing or wrong credentials", body = ErrorBody)))]
 pub async fn openapi_json() -> Json<serde_json::Value> {
     Json(document().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::document;
+
+    /// The operations the auth middleware lets through (`http::auth::is_public`) say so:
+    /// `security: []` overrides the document's Basic requirement.
+    #[test]
+    fn public_operations_need_no_credentials() {
+        let doc = document();
+        for (path, method) in [
+            ("/livez", "get"),
+            ("/session", "post"),
+            ("/session", "get"),
+            ("/session", "delete"),
+        ] {
+            let op = &doc["paths"][path][method];
+            assert_eq!(
+                op["security"],
+                serde_json::json!([]),
+                "{method} {path}: {op}"
+            );
+        }
+        assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
+        assert_eq!(doc["security"], serde_json::json!([{"basic": []}]));
+    }
+
+    /// What the handlers refuse, the document refuses too: `limit=0`, `"command": []`.
+    #[test]
+    fn bounds_the_handlers_enforce_are_in_the_schema() {
+        let doc = document();
+        let limit = |path: &str| {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "limit")
+                .unwrap()["schema"]
+                .clone()
+        };
+        assert_eq!(limit("/containers")["minimum"], 1);
+        assert_eq!(limit("/containers")["maximum"], 500);
+        assert_eq!(limit("/containers/{cuid}/files")["minimum"], 1);
+        for body in ["CreateBody", "PatchBody"] {
+            let command = &doc["components"]["schemas"][body]["properties"]["command"];
+            assert_eq!(command["minItems"], 1, "{body}: {command}");
+        }
+    }
 }
