@@ -1,4 +1,4 @@
-//! Files of a container's `/app` (API.md §5): ZIP upload, file download, folder download
+//! Files of a container's `/app` (docs/API.md §5): ZIP upload, file download, folder download
 //! as a streamed ZIP, directory listing. The work on the host is in [`crate::fs`]; these handlers check the
 //! request, stream the bodies and map the outcome.
 

@@ -1,4 +1,4 @@
-//! `GET /healthz` (authenticated, API.md §7) and `GET /livez` (open, reveals nothing).
+//! `GET /healthz` (authenticated, docs/API.md §7) and `GET /livez` (open, reveals nothing).
 
 use std::time::Duration;
 

@@ -390,9 +390,18 @@ async fn backup_during_a_churn_of_writes_is_a_consistent_copy() {
     assert_eq!(id, s.instance_id);
 }
 
+/// The API operations of the router: all its routes but the console's pages, which are not
+/// in the OpenAPI document (README: the web console).
+fn router_routes() -> Vec<(String, String)> {
+    router_routes_all()
+        .into_iter()
+        .filter(|(path, _)| path != "/" && !path.starts_with("/ui"))
+        .collect()
+}
+
 /// Every `.route("path", get(..).post(..))` of the router, read from its source: the one
 /// place routes are declared, so a route added there and not documented fails here.
-fn router_routes() -> Vec<(String, String)> {
+fn router_routes_all() -> Vec<(String, String)> {
     let src = include_str!("../../src/http/mod.rs");
     let mut out = Vec::new();
     for piece in src.split(".route(").skip(1) {
@@ -401,10 +410,6 @@ fn router_routes() -> Vec<(String, String)> {
             continue;
         };
         let (path, rest) = rest.split_once('"').unwrap();
-        // The console's pages are not API operations (README: the web console).
-        if path == "/" || path.starts_with("/ui") {
-            continue;
-        }
         // axum's catch-all `{*name}` is OpenAPI's `{name}`.
         let path = path.replace("{*", "{");
         let path = path.as_str();
@@ -502,6 +507,33 @@ async fn openapi_document_covers_every_route() {
     assert_eq!(
         doc["components"]["securitySchemes"]["basic"]["scheme"],
         "basic"
+    );
+}
+
+/// The written contract names every route the router serves, and no other: its route index
+/// (`docs/API.md` §12) is compared with the router's source both ways.
+#[test]
+fn api_md_lists_every_route_of_the_router() {
+    let doc = include_str!("../../docs/API.md");
+    let index = doc
+        .split("\n## ")
+        .find(|s| s.contains("Every route\n"))
+        .expect("docs/API.md has a section \"Every route\"");
+    let documented: std::collections::BTreeSet<String> = index
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .map(|l| l.split('`').next().unwrap().to_owned())
+        .collect();
+    let served: std::collections::BTreeSet<String> = router_routes_all()
+        .into_iter()
+        .map(|(path, method)| format!("{} {path}", method.to_uppercase()))
+        .collect();
+    assert!(served.len() >= 30, "the router was not read: {served:?}");
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "not in docs/API.md: {missing:?}; in docs/API.md but not served: {stale:?}"
     );
 }
 
