@@ -1,6 +1,6 @@
 //! The one error type. Everything that goes wrong on any route, handler errors, extractor
 //! rejections, unknown routes, wrong methods, oversized bodies and panics, ends up as an
-//! [`ApiError`] and is rendered as the API.md §3 body.
+//! [`ApiError`] and is rendered as the docs/API.md §3 body.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};

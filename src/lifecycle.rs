@@ -210,7 +210,7 @@ pub enum Plan {
     },
 }
 
-/// The allowed transitions (API.md §4), from desired state and observed status.
+/// The allowed transitions (docs/API.md §4), from desired state and observed status.
 pub fn plan(verb: Verb, desired: DesiredState, status: Status) -> Result<Plan, ApiError> {
     use DesiredState as D;
     use Status as S;

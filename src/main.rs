@@ -1,33 +1,126 @@
-//! Thin entry point: configuration, logging, then the server until SIGTERM/SIGINT.
+//! Thin entry point: the command line, configuration, logging, then the server until
+//! SIGTERM/SIGINT.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use container_manager::config::Config;
 use container_manager::server;
 use container_manager::state::AppState;
 use tokio_util::sync::CancellationToken;
 
+/// Container-management control plane: a REST API over desired state in SQLite, and a
+/// reconciler that drives `docker compose` v2.
+#[derive(Parser)]
+#[command(name = "container-manager", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve,
+    /// Copy the state store to PATH while the server runs.
+    ///
+    /// The copy is a consistent snapshot (SQLite `VACUUM INTO`) and PATH must not exist. It
+    /// reads DATABASE_URL or DATA_DIR from the environment and .env, like the server.
+    Backup {
+        /// The file to write.
+        path: PathBuf,
+    },
+}
+
+/// The settings `serve` reads, shown under `serve --help`. They come from `.env.example`, so
+/// the help lists every setting that file documents and cannot drift from it; the values
+/// themselves are read by `Config` from the environment and `.env`, not by the parser.
+fn settings_help() -> String {
+    let mut out = String::from(
+        "Settings (environment variables; `.env` in the working directory is read too, the \
+         environment wins):\n",
+    );
+    let mut vars: Vec<String> = Vec::new();
+    let mut text: Vec<&str> = Vec::new();
+    let mut flush = |vars: &mut Vec<String>, text: &mut Vec<&str>| {
+        if !vars.is_empty() {
+            out.push('\n');
+            for v in vars.iter() {
+                out.push_str(&format!("  {v}\n"));
+            }
+            for t in text.iter() {
+                out.push_str(&format!("      {t}\n"));
+            }
+        }
+        vars.clear();
+        text.clear();
+    };
+    for line in include_str!("../.env.example").lines() {
+        let (commented, body) = match line.strip_prefix('#') {
+            Some(rest) => (true, rest.trim()),
+            None => (false, line.trim()),
+        };
+        match setting(body) {
+            Some((name, value)) => {
+                vars.push(match (commented, value) {
+                    (false, v) => format!("{name}  [default: {v}]"),
+                    (true, "") => format!("{name}  [default: unset]"),
+                    (true, v) => format!("{name}  [e.g. {v}]"),
+                });
+            }
+            None if body.is_empty() && !commented => flush(&mut vars, &mut text),
+            None => {
+                // A description after settings starts the next group.
+                if !vars.is_empty() {
+                    flush(&mut vars, &mut text);
+                }
+                text.push(body);
+            }
+        }
+    }
+    flush(&mut vars, &mut text);
+    out
+}
+
+/// `NAME=value` with an upper-case variable name.
+fn setting(line: &str) -> Option<(&str, &str)> {
+    let (name, value) = line.split_once('=')?;
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    valid.then_some((name, value))
+}
+
+fn parse_args() -> Cli {
+    let command = Cli::command().mut_subcommand("serve", |c| c.after_help(settings_help()));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
+    // `--help`, `--version` and usage errors end here (exit 0, or 2 with the usage).
+    let cli = parse_args();
     let env_file = std::env::current_dir()
         .map(|d| d.join(".env"))
         .unwrap_or_else(|_| ".env".into());
-    // `.env` of the working directory first; variables already in the environment win. A
+    // `.env` of the working directory next; variables already in the environment win. A
     // link there is refused: it would choose where settings and a new password come from.
     if let Err(e) = container_manager::first_run::load_env_file(&env_file) {
         eprintln!("container-manager: {e}");
         return ExitCode::from(2);
     }
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    match args.first().and_then(|a| a.to_str()) {
-        None => {}
-        Some("backup") => return backup(&args[1..]),
-        Some(other) => {
-            eprintln!("container-manager: unknown command {other:?}; usage: container-manager [backup PATH]");
-            return ExitCode::from(2);
-        }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&env_file),
+        Command::Backup { path } => backup(&path),
     }
+}
+
+/// `container-manager [serve]`: the server until SIGTERM/SIGINT.
+fn serve(env_file: &std::path::Path) -> ExitCode {
     // No credentials at all: a first start makes some (stored in ./.env, printed once).
-    let generated = match container_manager::first_run::prepare(&env_file) {
+    let generated = match container_manager::first_run::prepare(env_file) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("container-manager: {e}");
@@ -83,11 +176,7 @@ fn exit_after(limit: std::time::Duration) {
 }
 
 /// `container-manager backup PATH`: an online, consistent copy of the state store.
-fn backup(args: &[std::ffi::OsString]) -> ExitCode {
-    let [target] = args else {
-        eprintln!("container-manager: usage: container-manager backup PATH");
-        return ExitCode::from(2);
-    };
+fn backup(target: &std::path::Path) -> ExitCode {
     let url = match Config::database_url_from_env() {
         Ok(u) => u,
         Err(e) => {
@@ -105,7 +194,6 @@ fn backup(args: &[std::ffi::OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let target = std::path::Path::new(target);
     match runtime.block_on(container_manager::backup::run(&url, target)) {
         Ok(()) => {
             println!("backed up to {}", target.display());
@@ -189,5 +277,29 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_help_names_each_setting_with_its_default_and_meaning() {
+        let help = settings_help();
+        assert!(
+            help.contains(
+                "  LISTEN_ADDR  [default: 0.0.0.0:8080]\n      Address the API listens on.\n"
+            ),
+            "{help}"
+        );
+        assert!(help.contains("  APP_USER  [e.g. admin]\n  APP_PASS  [e.g. your_secure_password_here]\n      Basic-auth"), "{help}");
+        // The file's own header is not a setting.
+        assert!(!help.contains("Copy to .env"), "{help}");
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -1,4 +1,4 @@
-//! Files of a container's `/app` (API.md §5): ZIP upload, file download, folder download
+//! Files of a container's `/app` (docs/API.md §5): ZIP upload, file download, folder download
 //! as a streamed ZIP, directory listing. The work on the host is in [`crate::appdir`]; these handlers check the
 //! request, stream the bodies and map the outcome.
 
@@ -283,7 +283,7 @@ pub struct ListQuery {
 }
 
 /// `GET /containers/{cuid}/files[?path=dir&limit=n&cursor=name]`: one page of a directory.
-#[utoipa::path(get, path = "/containers/{cuid}/files", operation_id = "list_files", tag = "files", summary = "One page of a directory of /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-1000, default 500"), ("cursor" = Option<String>, Query, description = "the last name of the previous page")), responses((status = 200, description = "Entries", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 503, description = "Every listing slot stayed busy (LISTING_SLOTS_BUSY; Retry-After)", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/containers/{cuid}/files", operation_id = "list_files", tag = "files", summary = "One page of a directory of /app", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("path" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 500"), ("cursor" = Option<String>, Query, description = "the last name of the previous page")), responses((status = 200, description = "Entries", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 503, description = "Every listing slot stayed busy (LISTING_SLOTS_BUSY; Retry-After)", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Path(cuid): Path<String>,

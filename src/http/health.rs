@@ -1,4 +1,4 @@
-//! `GET /healthz` (authenticated, API.md §7) and `GET /livez` (open, reveals nothing).
+//! `GET /healthz` (authenticated, docs/API.md §7) and `GET /livez` (open, reveals nothing).
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::state::AppState;
 /// the daemon's socket is dead or the database is locked.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-#[utoipa::path(get, path = "/livez", tag = "meta", summary = "Liveness (no auth)", responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/livez", tag = "meta", summary = "Liveness (no auth)", security(), responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
 pub async fn livez() -> &'static str {
     "ok"
 }

@@ -1,4 +1,4 @@
-//! `GET /containers/{cuid}/logs` (API.md §4): the main process's output, read from Docker's
+//! `GET /containers/{cuid}/logs` (docs/API.md §4): the main process's output, read from Docker's
 //! log stream (the same stream the console follows).
 //!
 //! Query: `tail` (a number of records, or `all`), `since` (RFC 3339, or Unix seconds, may be

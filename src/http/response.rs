@@ -1,4 +1,4 @@
-//! Building answers about one container: its representation (API.md §4), the identity
+//! Building answers about one container: its representation (docs/API.md §4), the identity
 //! headers (`ETag`, `Location`), and finding the container a path names.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -11,7 +11,7 @@ use crate::spec;
 use crate::state::AppState;
 use crate::store::containers::Container;
 
-/// The representation of API.md §4: the spec plus identity, states and generations.
+/// The representation of docs/API.md §4: the spec plus identity, states and generations.
 pub fn representation(c: &Container) -> Value {
     let s = &c.spec;
     json!({

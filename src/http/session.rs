@@ -36,50 +36,18 @@ fn cookie(value: &str, max_age: u64) -> HeaderValue {
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<SignIn, ApiError> {
     let bad = |msg: &str| ApiError::validation("INVALID_SIGN_IN", msg.to_owned());
     if content_type_is(headers, "application/x-www-form-urlencoded") {
-        let mut user = None;
-        let mut password = None;
-        for pair in body.split(|b| *b == b'&') {
-            let mut it = pair.splitn(2, |b| *b == b'=');
-            let key = form_decode(it.next().unwrap_or_default());
-            let value = form_decode(it.next().unwrap_or_default());
-            match key.as_deref() {
-                Some("user") => user = value,
-                Some("password") => password = value,
-                _ => {}
-            }
-        }
-        match (user, password) {
-            (Some(user), Some(password)) => Ok(SignIn { user, password }),
-            _ => Err(bad("the form needs the fields user and password")),
-        }
+        // As browsers encode it (WHATWG): `+` and `%XX` decoded, other fields ignored.
+        serde_urlencoded::from_bytes(body)
+            .map_err(|_| bad("the form needs the fields user and password, once each"))
     } else {
         serde_json::from_slice(body)
             .map_err(|_| bad("the body must be JSON {\"user\": …, \"password\": …}"))
     }
 }
 
-/// `application/x-www-form-urlencoded` decoding of one key or value.
-fn form_decode(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < raw.len() => {
-                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
 /// `POST /session`: JSON or form `user` + `password`. Failures count against the same
 /// throttle as Basic auth, and a blocked address is refused without a look at them.
-#[utoipa::path(post, path = "/session", operation_id = "sign_in", tag = "console", summary = "Sign in: sets the console's session cookie", request_body(content = Object, description = "user and password, as JSON or a form"), responses((status = 200, description = "Signed in (Set-Cookie)", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/session", operation_id = "sign_in", tag = "console", summary = "Sign in: sets the console's session cookie", security(), request_body(content = Object, description = "user and password, as JSON or a form"), responses((status = 200, description = "Signed in (Set-Cookie)", body = Object), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&state, &request);
     if let Some(blocked) = refusal_if_blocked(&state, ip) {
@@ -142,7 +110,7 @@ fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
 /// `GET /session`: `200 {"user"}` with a live session (cookie and key), else `401` (no
 /// Basic challenge: the console asks this first, and a challenge would make the browser
 /// prompt).
-#[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", security(), responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody)))]
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session_user(&state, &headers) {
         Some(user) => Json(json!({"user": user})).into_response(),
@@ -152,7 +120,7 @@ pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response 
 
 /// `DELETE /session`: revokes the session (when the request holds its key: a replayed cookie
 /// alone cannot sign the console out) and clears the cookie. Always `204`.
-#[utoipa::path(delete, path = "/session", operation_id = "sign_out", tag = "console", summary = "Sign out: revokes the cookie", responses((status = 204, description = "Signed out"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/session", operation_id = "sign_out", tag = "console", summary = "Sign out: revokes the cookie", security(), responses((status = 204, description = "Signed out"), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody)))]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if session_user(&state, &headers).is_some() {
         if let Some(token) = token_from(&headers) {
@@ -195,10 +163,20 @@ pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Respon
 mod tests {
     use super::*;
 
+    fn form(body: &[u8]) -> Result<SignIn, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        parse(&headers, body)
+    }
+
     #[test]
-    fn form_values_decode() {
-        assert_eq!(form_decode(b"a+b%3D%26c").as_deref(), Some("a b=&c"));
-        assert_eq!(form_decode(b"%").as_deref(), Some("%"));
-        assert_eq!(form_decode(b"%zz"), None);
+    fn sign_in_forms_decode() {
+        let f = form(b"user=a+b%3D%26c&password=p%25w&extra=1").unwrap();
+        assert_eq!((f.user.as_str(), f.password.as_str()), ("a b=&c", "p%w"));
+        assert!(form(b"user=admin").is_err());
+        assert!(form(b"user=admin&password=a&password=b").is_err());
     }
 }

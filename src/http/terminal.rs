@@ -1,4 +1,4 @@
-//! `GET /ws/{cuid}` (API.md §6): the checks before the upgrade (auth is the middleware's;
+//! `GET /ws/{cuid}` (docs/API.md §6): the checks before the upgrade (auth is the middleware's;
 //! here: the cuid, the `Origin`, the query), then the session in [`crate::terminal`].
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use crate::terminal::{self, Options};
 /// reaches the per-frame check, which answers `FRAME_TOO_LARGE` and keeps the session.
 const MAX_MESSAGE: usize = 512 * 1024;
 
-#[utoipa::path(get, path = "/ws/{cuid}", tag = "terminal", summary = "WebSocket terminal (API.md §6)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("cols" = Option<u16>, Query), ("rows" = Option<u16>, Query), ("cmd" = Option<String>, Query), ("main" = Option<bool>, Query), ("attach" = Option<bool>, Query)), responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/ws/{cuid}", tag = "terminal", summary = "WebSocket terminal (docs/API.md §6)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("cols" = Option<u16>, Query, minimum = 1, maximum = 1000), ("rows" = Option<u16>, Query, minimum = 1, maximum = 1000), ("cmd" = Option<String>, Query), ("main" = Option<bool>, Query), ("attach" = Option<bool>, Query)), responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad input", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn ws(
     State(state): State<AppState>,
     Path(cuid): Path<String>,

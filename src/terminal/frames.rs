@@ -1,4 +1,4 @@
-//! The WebSocket frame protocol of API.md §6: parsing client frames, and turning output
+//! The WebSocket frame protocol of docs/API.md §6: parsing client frames, and turning output
 //! bytes into `stdout`/`stderr` frames (`utf8` when the bytes are valid UTF-8, `base64`
 //! otherwise), never splitting a multi-byte character, never carrying more than
 //! [`MAX_FRAME_DATA`] bytes of data in one frame, and never more than [`MAX_FRAME_JSON`]

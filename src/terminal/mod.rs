@@ -1,4 +1,4 @@
-//! The WebSocket terminal session of API.md §6, independent of HTTP: given an upgraded
+//! The WebSocket terminal session of docs/API.md §6, independent of HTTP: given an upgraded
 //! socket and a running container, it runs the session's process (an exec'd shell, a
 //! `?cmd=` command line, or the main process with `?attach=true`), follows the main
 //! process's output, and speaks the frame protocol.

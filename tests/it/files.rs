@@ -1,4 +1,4 @@
-//! Files (API.md §5): streamed, confined ZIP upload; file and folder download; a hostile
+//! Files (docs/API.md §5): streamed, confined ZIP upload; file and folder download; a hostile
 //! container that plants symlinks and FIFOs in its own /app.
 
 use std::collections::BTreeMap;

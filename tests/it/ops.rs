@@ -390,9 +390,18 @@ async fn backup_during_a_churn_of_writes_is_a_consistent_copy() {
     assert_eq!(id, s.instance_id);
 }
 
+/// The API operations of the router: all its routes but the console's pages, which are not
+/// in the OpenAPI document (README: the web console).
+fn router_routes() -> Vec<(String, String)> {
+    router_routes_all()
+        .into_iter()
+        .filter(|(path, _)| path != "/" && !path.starts_with("/ui"))
+        .collect()
+}
+
 /// Every `.route("path", get(..).post(..))` of the router, read from its source: the one
 /// place routes are declared, so a route added there and not documented fails here.
-fn router_routes() -> Vec<(String, String)> {
+fn router_routes_all() -> Vec<(String, String)> {
     let src = include_str!("../../src/http/mod.rs");
     let mut out = Vec::new();
     for piece in src.split(".route(").skip(1) {
@@ -401,10 +410,6 @@ fn router_routes() -> Vec<(String, String)> {
             continue;
         };
         let (path, rest) = rest.split_once('"').unwrap();
-        // The console's pages are not API operations (README: the web console).
-        if path == "/" || path.starts_with("/ui") {
-            continue;
-        }
         // axum's catch-all `{*name}` is OpenAPI's `{name}`.
         let path = path.replace("{*", "{");
         let path = path.as_str();
@@ -461,8 +466,10 @@ async fn openapi_document_covers_every_route() {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not in the document");
         let responses = op["responses"].as_object().unwrap();
-        // The error body is documented wherever an error can come back (all but /livez).
-        if path != "/livez" {
+        // The error body is documented wherever a 401 can come back: all but the two public
+        // operations that never refuse (`/livez`, and sign-out, which always clears the cookie).
+        let never_401 = path == "/livez" || (path == "/session" && method == "delete");
+        if !never_401 {
             let unauthorized = &responses["401"]["content"]["application/json"]["schema"]["$ref"];
             assert_eq!(
                 unauthorized, "#/components/schemas/ErrorBody",
@@ -500,6 +507,33 @@ async fn openapi_document_covers_every_route() {
     assert_eq!(
         doc["components"]["securitySchemes"]["basic"]["scheme"],
         "basic"
+    );
+}
+
+/// The written contract names every route the router serves, and no other: its route index
+/// (`docs/API.md` §12) is compared with the router's source both ways.
+#[test]
+fn api_md_lists_every_route_of_the_router() {
+    let doc = include_str!("../../docs/API.md");
+    let index = doc
+        .split("\n## ")
+        .find(|s| s.contains("Every route\n"))
+        .expect("docs/API.md has a section \"Every route\"");
+    let documented: std::collections::BTreeSet<String> = index
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .map(|l| l.split('`').next().unwrap().to_owned())
+        .collect();
+    let served: std::collections::BTreeSet<String> = router_routes_all()
+        .into_iter()
+        .map(|(path, method)| format!("{} {path}", method.to_uppercase()))
+        .collect();
+    assert!(served.len() >= 30, "the router was not read: {served:?}");
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "not in docs/API.md: {missing:?}; in docs/API.md but not served: {stale:?}"
     );
 }
 
@@ -574,4 +608,69 @@ async fn fuzzed_against_its_own_document() {
     eprintln!("{stdout}");
     // It really ran operations (a broken document would test nothing and pass).
     assert!(stdout.contains("/containers"), "{stdout}");
+}
+
+/// The binary's command line, run as a user would: help, version, usage errors (exit 2 with
+/// the usage on stderr), and `serve --help` lists every setting of the README's table.
+#[test]
+fn command_line_help_version_and_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_container-manager"))
+            .args(args)
+            .env_clear()
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Usage: container-manager [COMMAND]"), "{out}");
+    assert!(out.contains("serve") && out.contains("backup"), "{out}");
+
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.trim(),
+        format!("container-manager {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let (code, _, err) = run(&["backup"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("Usage: container-manager backup <PATH>"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(&["frobnicate"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("unrecognized subcommand 'frobnicate'"),
+        "{err}"
+    );
+    // Nothing was started or written on the way.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let (code, out, _) = run(&["serve", "--help"]);
+    assert_eq!(code, Some(0), "{out}");
+    let readme = include_str!("../../README.md");
+    let table = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap();
+    let mut listed = 0;
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = row.split('|').nth(1).unwrap();
+        for name in first_cell.split('`').skip(1).step_by(2) {
+            assert!(
+                out.contains(&format!("\n  {name}  ")),
+                "{name} (README) is not in serve --help:\n{out}"
+            );
+            listed += 1;
+        }
+    }
+    assert!(listed >= 30, "the README's table was not read: {listed}");
 }
