@@ -299,10 +299,10 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
             page.into_iter().map(|c| c.cuid).collect::<Vec<_>>()
         }
     };
-    assert_eq!(listed("deleting").await, [doomed.cuid.clone()]);
+    assert_eq!(listed("deleting").await, [doomed.cuid.as_str()]);
     // Filtered on what is shown: not on the stored `created` of the tombstone.
     assert!(listed("created").await.is_empty());
-    assert_eq!(listed("error").await, [live.cuid.clone()]);
+    assert_eq!(listed("error").await, [live.cuid.as_str()]);
     store.record_error(&doomed.cuid, &error).await.unwrap();
     let c = store.get(&doomed.cuid).await.unwrap().unwrap();
     assert_eq!(c.status, Status::Deleting);
