@@ -17,14 +17,20 @@ const STOP_LIMIT: Duration = Duration::from_secs(3);
 /// feed of `GET /events`. Call it once per
 /// state; the tasks stop when `state.shutdown` is cancelled and [`serve`] awaits them.
 pub fn start_background(state: &AppState) {
+    let docker = crate::reconcile::backend::DockerBackend::new(
+        state.config.clone(),
+        state.identity.instance_id.clone(),
+        state.docker.clone(),
+        state.reconciler.pulls.clone(),
+    );
     let task = state.reconciler.spawn(
         crate::reconcile::Ctx::new(
             state.config.clone(),
             state.store.clone(),
-            state.docker.clone(),
             state.audit.clone(),
             state.identity.clone(),
             state.reconciler.clone(),
+            std::sync::Arc::new(docker),
         ),
         state.shutdown.clone(),
     );

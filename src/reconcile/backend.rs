@@ -1,8 +1,10 @@
-//! Every side effect of a reconcile pass, behind one small trait: what the pass asks of the
-//! world (look at a container, make it, start, stop, pause, remove it and its files). The
-//! pass itself ([`super::pass`]) only decides and records, so it is unit-tested against a
-//! recording double, and a second way of running containers (Swarm, say) would be another
-//! implementation of [`Backend`].
+//! All of the reconciler's I/O with the world that runs containers, behind two small traits:
+//! [`Backend`], what a pass asks of the world (look at a container, make it, start, stop,
+//! pause, remove it and its files; remove an orphan; clear what an earlier run left), and
+//! [`Observer`], what the reconciler learns of all containers at once (the list, the event
+//! stream). The pass ([`super::pass`]) and the observation ([`super::observe`]) only decide
+//! and record, so they are unit-tested against a recording double, and a second way of
+//! running containers (Swarm, say) is one more implementation of both traits.
 //!
 //! [`DockerBackend`] is the production one. Compose makes, remakes and removes containers
 //! (the rendered file stays the truth an operator reads); steps that change no spec (start
@@ -22,13 +24,14 @@ use bollard::query_parameters::{
 };
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 
 use super::compose;
 use super::decide::Observed;
 use super::render;
 use crate::appdir::mounts;
 use crate::config::Config;
-use crate::lifecycle::ErrorCode;
+use crate::lifecycle::{DockerState, ErrorCode};
 use crate::step_error::StepError;
 use crate::store::containers::Container;
 
@@ -73,6 +76,36 @@ pub trait Backend: Send + Sync {
     /// Removes the container's project directory and its `/app` (whatever the container left
     /// there: deep trees, links, special files).
     fn remove_files<'a>(&'a self, cuid: &'a str) -> Step<'a>;
+    /// Removes a container that carries this server's label but has no row (`id`: the
+    /// backend's own id of it) and its project directory. Its `/app`, which may hold
+    /// anything, is left to the start-up sweep of directories without a row.
+    fn remove_orphan<'a>(&'a self, cuid: &'a str, id: &'a str) -> Step<'a>;
+    /// At start-up, before the first pass: ends whatever an earlier run of this server left
+    /// working on its containers, so that two never race on one container.
+    fn reap_strays(&self) -> Step<'_>;
+}
+
+/// One container of this server as the backend's list shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listed {
+    pub cuid: String,
+    /// The backend's own id of it (what an orphan is removed by).
+    pub id: String,
+    pub state: DockerState,
+    /// The spec generation it was made from (our label).
+    pub generation: Option<i64>,
+}
+
+/// The cuids of containers the backend reports a change of, as they happen. An error or the
+/// end of the stream means it was lost: changes may be missed from then on.
+pub type Events = BoxStream<'static, Result<String, StepError>>;
+
+/// What the reconciler learns about all of this server's containers at once.
+pub trait Observer: Send + Sync {
+    /// Every container that carries this server's label, stopped ones included.
+    fn list(&self) -> Step<'_, Vec<Listed>>;
+    /// A new subscription to changes of this server's containers.
+    fn events(&self) -> Events;
 }
 
 /// Docker through compose (make, remake, remove) and the Engine API (everything else).
@@ -81,7 +114,7 @@ pub struct DockerBackend {
     network_lock: tokio::sync::Mutex<()>,
     config: Arc<Config>,
     instance_id: String,
-    docker: crate::docker::Engine,
+    pub(super) docker: crate::docker::Engine,
     pulls: crate::images::Pulls,
 }
 
@@ -103,6 +136,11 @@ impl DockerBackend {
 
     async fn engine(&self) -> Result<bollard::Docker, StepError> {
         self.docker.get().await.map_err(|e| unavailable(&e))
+    }
+
+    /// The label filter that selects this server's containers.
+    pub(super) fn instance_label(&self) -> String {
+        format!("{}={}", render::LABEL_INSTANCE, self.instance_id)
     }
 
     fn project_dir(&self, cuid: &str) -> PathBuf {
@@ -447,6 +485,42 @@ impl Backend for DockerBackend {
             })
             .await
             .map_err(|e| StepError::new(ErrorCode::IoError, format!("removal failed: {e}")))?
+        })
+    }
+
+    /// By Docker's id; the project directory goes even when Docker refused (it holds one
+    /// small file of ours).
+    fn remove_orphan<'a>(&'a self, cuid: &'a str, id: &'a str) -> Step<'a> {
+        Box::pin(async move {
+            let options = RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            let removed = match self.engine().await {
+                Ok(docker) => match docker.remove_container(id, Some(options)).await {
+                    Ok(())
+                    | Err(DockerError::DockerResponseServerError {
+                        status_code: 404, ..
+                    }) => Ok(()),
+                    Err(e) => Err(StepError::new(
+                        ErrorCode::DockerUnavailable,
+                        format!("cannot remove the orphan container: {e}"),
+                    )),
+                },
+                Err(e) => Err(e),
+            };
+            let project = self.project_dir(cuid);
+            let _ =
+                tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project)).await;
+            removed
+        })
+    }
+
+    /// A server killed with SIGKILL leaves its `docker compose` children behind.
+    fn reap_strays(&self) -> Step<'_> {
+        Box::pin(async move {
+            compose::kill_strays(&self.config.data_dir.join("projects"));
+            Ok(())
         })
     }
 }

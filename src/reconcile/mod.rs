@@ -7,8 +7,9 @@
 //!   once, never two for one container.
 //! - [`pass`]: one pass for one container: observe, [`decide`], act through the
 //!   [`backend::Backend`], record.
-//! - `observe`: Docker events and the periodic resync (one Engine API call lists every
-//!   container of this instance) wake the containers that differ from the store.
+//! - `observe`: events and the periodic resync (one [`backend::Observer`] call lists every
+//!   container of this instance) wake the containers that differ from the store, and remove
+//!   containers that carry our label but have no row.
 //! - [`render`] and [`compose`]: the compose project of a container and the CLI that runs it.
 //!
 //! At idle no compose process runs.
@@ -16,6 +17,9 @@
 pub mod backend;
 pub mod compose;
 pub mod decide;
+mod docker_observer;
+#[cfg(test)]
+mod double;
 mod observe;
 pub mod pass;
 pub mod queue;
@@ -30,63 +34,43 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::lifecycle::ErrorCode;
-use crate::step_error::StepError;
 use crate::store::{Identity, Store};
-use backend::Backend;
+use backend::{Backend, Observer};
 
-/// What a pass needs.
+/// What a pass needs. It reaches the world only through `backend` and `observer`, never a
+/// Docker handle of its own.
 pub struct Ctx {
     pub config: Arc<Config>,
     pub store: Store,
-    /// The Engine API, for the observation of all containers at once (resync, events).
-    pub docker: crate::docker::Engine,
     pub audit: Arc<Audit>,
     pub identity: Arc<Identity>,
     /// Every side effect of a pass.
     pub backend: Arc<dyn Backend>,
+    /// The observation of all containers at once (resync, events).
+    pub observer: Arc<dyn Observer>,
     reconciler: Reconciler,
 }
 
 impl Ctx {
-    /// The production context: Docker through compose and the Engine API.
-    pub fn new(
+    /// `world` runs the containers: [`backend::DockerBackend`] in production, a recording
+    /// double in tests.
+    pub fn new<W: Backend + Observer + 'static>(
         config: Arc<Config>,
         store: Store,
-        docker: crate::docker::Engine,
         audit: Arc<Audit>,
         identity: Arc<Identity>,
         reconciler: Reconciler,
+        world: Arc<W>,
     ) -> Self {
-        let backend = Arc::new(backend::DockerBackend::new(
-            config.clone(),
-            identity.instance_id.clone(),
-            docker.clone(),
-            reconciler.pulls.clone(),
-        ));
         Self {
             config,
             store,
-            docker,
             audit,
             identity,
-            backend,
+            backend: world.clone(),
+            observer: world,
             reconciler,
         }
-    }
-
-    /// The same context acting through another backend (a recording double in tests).
-    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
-        self.backend = backend;
-        self
-    }
-
-    /// The Engine API client, or `DOCKER_UNAVAILABLE`.
-    pub async fn engine(&self) -> Result<bollard::Docker, StepError> {
-        self.docker
-            .get()
-            .await
-            .map_err(|e| StepError::new(ErrorCode::DockerUnavailable, e.to_string()))
     }
 
     /// Tells waiting requests that observed state changed.

@@ -1,45 +1,29 @@
-//! Observation of all of this instance's containers at once: Docker's event stream (one
-//! stream, filtered by our label) wakes the containers it names; the periodic resync lists
-//! them all in one Engine API call and wakes the ones that differ from the store, and removes
-//! containers that carry our label but have no row.
+//! Observation of all of this instance's containers at once, through the
+//! [`Observer`](super::backend::Observer): its event stream wakes the containers it names;
+//! the periodic resync lists them all in one call and wakes the ones that differ from the
+//! store, and has the backend remove containers that carry our label but have no row.
+//! Deciding is here; the I/O is the backend's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::query_parameters::{EventsOptions, ListContainersOptions, RemoveContainerOptions};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{render, Ctx};
+use super::backend::Listed;
+use super::Ctx;
 use crate::lifecycle::DockerState;
 
 /// The longest a resync may take before the worker gets back to dispatching.
 pub(super) const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// Container events that can mean drift (exec, attach and the like cannot).
-const EVENTS: &[&str] = &[
-    "create", "start", "restart", "die", "kill", "stop", "oom", "pause", "unpause", "destroy",
-];
+/// The wait before subscribing again to a lost event stream (a daemon restarting).
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
-/// One Engine API call lists this instance's containers; containers whose Docker state
-/// differs from the store are woken; containers with our label and no row are removed.
+/// One list of this instance's containers; containers whose state there differs from the
+/// store are woken; containers with our label and no row are removed.
 pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
-    let label = format!("{}={}", render::LABEL_INSTANCE, ctx.identity.instance_id);
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
-        ..Default::default()
-    };
-    let listed = ctx
-        .engine()
-        .await
-        .map_err(|e| e.to_string())?
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| {
-            crate::metrics::engine_error("list_containers");
-            e.to_string()
-        })?;
+    let listed = ctx.observer.list().await.map_err(|e| e.to_string())?;
     let rows = ctx.store.summaries().await.map_err(|e| e.to_string())?;
     let known: HashSet<String> = ctx
         .store
@@ -49,94 +33,45 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
         .into_iter()
         .collect();
 
-    let mut in_docker: HashMap<String, (DockerState, Option<i64>)> = HashMap::new();
+    let mut in_backend: HashMap<String, (DockerState, Option<i64>)> = HashMap::new();
     for c in listed {
-        let labels = c.labels.unwrap_or_default();
-        let Some(cuid) = labels.get(render::LABEL_CUID).cloned() else {
-            continue;
-        };
-        if !known.contains(&cuid) {
-            remove_orphan(ctx, &cuid, c.id.as_deref().unwrap_or(&cuid)).await;
-            continue;
+        if known.contains(&c.cuid) {
+            in_backend.insert(c.cuid, (c.state, c.generation));
+        } else {
+            remove_orphan(ctx, &c).await;
         }
-        let state = DockerState::parse(&c.state.map(|s| s.to_string()).unwrap_or_default());
-        let generation = labels
-            .get(render::LABEL_GENERATION)
-            .and_then(|g| g.parse().ok());
-        in_docker.insert(cuid, (state, generation));
     }
     for row in rows {
-        if !row.progress.in_sync(in_docker.get(&row.cuid).copied()) {
+        if !row.progress.in_sync(in_backend.get(&row.cuid).copied()) {
             ctx.reconciler.wake_soft(&row.cuid);
         }
     }
     Ok(())
 }
 
-async fn remove_orphan(ctx: &Ctx, cuid: &str, id: &str) {
-    let Ok(docker) = ctx.engine().await else {
-        return;
-    };
-    let result = docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await;
+async fn remove_orphan(ctx: &Ctx, c: &Listed) {
+    let result = ctx.backend.remove_orphan(&c.cuid, &c.id).await;
     ctx.audit.record(crate::fields! {
         "actor" => "reconciler",
-        "cuid" => cuid,
+        "cuid" => c.cuid,
         "action" => "remove_orphan",
         "reason" => "container carries this instance's label but has no row in the store",
         "outcome" => if result.is_ok() { "ok" } else { "error" },
     });
-    // The project directory holds one small file of ours; the container's /app, which may
-    // hold anything, is left to the start-up sweep of directories without a row.
-    let project = render::project_dir(&ctx.config, cuid);
-    let _ = tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project)).await;
 }
 
-/// Docker events for our containers wake their passes. When the stream breaks (daemon
-/// restart), a resync is forced once it is back, since events were missed.
+/// Events for our containers wake their passes. When the stream is lost (daemon restart), a
+/// resync follows once a new subscription is made, since events were missed.
 pub(super) async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    let label = format!("{}={}", render::LABEL_INSTANCE, ctx.identity.instance_id);
     loop {
-        let options = EventsOptions {
-            filters: Some(HashMap::from([
-                ("type".to_owned(), vec!["container".to_owned()]),
-                (
-                    "event".to_owned(),
-                    EVENTS.iter().map(|e| e.to_string()).collect(),
-                ),
-                ("label".to_owned(), vec![label.clone()]),
-            ])),
-            ..Default::default()
-        };
-        let mut stream = match ctx.engine().await {
-            Ok(docker) => docker.events(Some(options)).boxed(),
-            Err(_) => futures_util::stream::empty().boxed(),
-        };
-        let mut connected = false;
+        let mut stream = ctx.observer.events();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 item = stream.next() => match item {
-                    Some(Ok(event)) => {
-                        crate::metrics::get().docker_events.inc();
-                        if !connected {
-                            connected = true;
-                        }
-                        let cuid = event.actor.and_then(|a| a.attributes).and_then(|a| a.get(render::LABEL_CUID).cloned());
-                        if let Some(cuid) = cuid {
-                            ctx.reconciler.wake_soft(&cuid);
-                        }
-                    }
+                    Some(Ok(cuid)) => ctx.reconciler.wake_soft(&cuid),
                     Some(Err(e)) => {
-                        crate::metrics::engine_error("events");
-                        tracing::debug!(error = %e, "docker event stream broke");
+                        tracing::debug!(error = %e, "event stream broke");
                         break;
                     }
                     None => break,
@@ -145,11 +80,107 @@ pub(super) async fn listen_events(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
         }
         // Events may have been missed while the stream was down.
         if let Ok(Err(e)) = tokio::time::timeout(RESYNC_TIMEOUT, resync(&ctx)).await {
             tracing::debug!(error = %e, "resync after event stream loss failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Resync and the event listener against the recording double: which containers they
+    //! wake, and what they ask the backend to remove.
+
+    use super::*;
+    use crate::lifecycle::ErrorCode;
+    use crate::reconcile::double::{listed, settled_running, world};
+    use crate::step_error::StepError;
+
+    /// What the worker would run next.
+    fn woken(ctx: &Ctx) -> Vec<String> {
+        ctx.reconciler.take_ready(100).0
+    }
+
+    /// One list call: containers whose listed state differs from the store (or that are
+    /// missing, or tombstoned) are woken, the one in sync is not; a container with our
+    /// label and no row is removed by the backend, by its id, and audited.
+    #[tokio::test]
+    async fn resync_wakes_what_differs_and_removes_orphans() {
+        let w = world(None).await;
+        let in_sync = settled_running(&w).await;
+        let exited = settled_running(&w).await;
+        let missing = settled_running(&w).await;
+        let doomed = settled_running(&w).await;
+        w.ctx.store.tombstone(&doomed.cuid, None).await.unwrap();
+        let orphan = Listed {
+            cuid: crate::spec::new_cuid(),
+            id: "orphan-id".into(),
+            state: DockerState::Running,
+            generation: Some(1),
+        };
+        *w.backend.listed.lock().unwrap() = vec![
+            listed(&in_sync, DockerState::Running),
+            listed(&exited, DockerState::Exited),
+            orphan.clone(),
+            listed(&doomed, DockerState::Running),
+        ];
+
+        resync(&w.ctx).await.unwrap();
+
+        assert_eq!(
+            w.backend.calls(),
+            [
+                "list".to_owned(),
+                "remove_orphan".to_owned(),
+                format!("orphan {} orphan-id", orphan.cuid),
+            ]
+        );
+        let mut got = woken(&w.ctx);
+        got.sort();
+        let mut want = vec![exited.cuid, missing.cuid, doomed.cuid];
+        want.sort();
+        assert_eq!(got, want);
+        let audit = std::fs::read_to_string(w.ctx.audit.path()).unwrap();
+        let line = audit.lines().find(|l| l.contains("remove_orphan")).unwrap();
+        assert!(line.contains(&orphan.cuid), "{line}");
+        assert!(line.contains("\"outcome\":\"ok\""), "{line}");
+
+        // The backend cannot list: nothing is woken or removed, and the resync fails.
+        w.backend.fail_next("list", ErrorCode::DockerUnavailable);
+        assert!(resync(&w.ctx).await.is_err());
+        assert!(woken(&w.ctx).is_empty());
+        assert_eq!(w.backend.calls().len(), 4);
+    }
+
+    /// Events wake the containers they name; when the stream is lost, a resync follows
+    /// (events were missed) and then a new subscription.
+    #[tokio::test]
+    async fn a_lost_event_stream_is_followed_by_a_resync() {
+        let w = world(None).await;
+        let drifted = settled_running(&w).await;
+        *w.backend.listed.lock().unwrap() = vec![listed(&drifted, DockerState::Exited)];
+        let named = crate::spec::new_cuid();
+        w.backend
+            .event_streams
+            .lock()
+            .unwrap()
+            .push_back(Box::pin(futures_util::stream::iter([
+                Ok(named.clone()),
+                Err(StepError::new(
+                    ErrorCode::DockerUnavailable,
+                    "daemon restarting",
+                )),
+            ])));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(listen_events(w.ctx.clone(), shutdown.clone()));
+
+        w.backend.wait_for_calls(|c| c.len() >= 3).await;
+        assert_eq!(w.backend.calls(), ["events", "list", "events"]);
+        assert_eq!(woken(&w.ctx), [named, drifted.cuid]);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -72,6 +72,11 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
                 ok => ok,
             };
         }
+        if decision.action == Action::Delete {
+            // Deletion is desired (`deleted_at`); that it is under way is observed state,
+            // recorded here by its one writer.
+            ctx.store.record_deleting(cuid).await?;
+        }
         let started = Instant::now();
         let result = execute(ctx, &c, decision.action).await;
         ctx.audit.record(crate::fields! {
@@ -189,247 +194,12 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
 
 #[cfg(test)]
 mod tests {
-    //! The pass against a recording double: which calls it makes in which order, what it
-    //! records after each outcome. Real Docker is the integration tests' job.
-
-    use std::collections::{HashMap, VecDeque};
-    use std::sync::{Arc, Mutex};
+    //! The pass against the recording double: which calls it makes in which order, what it
+    //! records after each outcome.
 
     use super::*;
     use crate::lifecycle::DockerState;
-    use crate::reconcile::backend::{Backend, Step};
-    use crate::reconcile::Reconciler;
-    use crate::spec::{Resources, Spec};
-
-    /// Plays Docker: holds one container's state, records every call, and fails the calls
-    /// it is told to.
-    #[derive(Default)]
-    struct Recorder {
-        calls: Mutex<Vec<String>>,
-        container: Mutex<Option<Observed>>,
-        failures: Mutex<HashMap<&'static str, VecDeque<StepError>>>,
-        /// Observations to answer instead of the container (e.g. one that never settles).
-        stuck: Mutex<Option<Observed>>,
-        /// The generation the project file was last written with: what `up` makes.
-        project_generation: Mutex<i64>,
-    }
-
-    impl Recorder {
-        fn with(o: Option<Observed>) -> Self {
-            let r = Self::default();
-            *r.container.lock().unwrap() = o;
-            r
-        }
-
-        fn fail_next(&self, call: &'static str, code: ErrorCode) {
-            self.failures
-                .lock()
-                .unwrap()
-                .entry(call)
-                .or_default()
-                .push_back(StepError::new(code, format!("{call} failed")));
-        }
-
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().unwrap().clone()
-        }
-
-        /// Records the call; its planned failure, if any; else applies `effect`.
-        fn step(
-            &self,
-            call: &'static str,
-            effect: impl FnOnce(&mut Option<Observed>),
-        ) -> Result<(), StepError> {
-            self.calls.lock().unwrap().push(call.to_owned());
-            if let Some(f) = self
-                .failures
-                .lock()
-                .unwrap()
-                .get_mut(call)
-                .and_then(VecDeque::pop_front)
-            {
-                return Err(f);
-            }
-            effect(&mut self.container.lock().unwrap());
-            Ok(())
-        }
-
-        fn set_state(&self, state: DockerState) -> impl FnOnce(&mut Option<Observed>) {
-            move |o| {
-                if let Some(o) = o {
-                    o.state = state;
-                    if state == DockerState::Running {
-                        o.started_at = Some(Utc::now());
-                    }
-                }
-            }
-        }
-    }
-
-    fn ready<'a, T: Send + 'a>(v: Result<T, StepError>) -> Step<'a, T> {
-        Box::pin(async move { v })
-    }
-
-    impl Backend for Recorder {
-        fn observe<'a>(&'a self, _cuid: &'a str) -> Step<'a, Option<Observed>> {
-            let r = self.step("observe", |_| {});
-            let o = self
-                .stuck
-                .lock()
-                .unwrap()
-                .clone()
-                .or_else(|| self.container.lock().unwrap().clone());
-            ready(r.map(|()| o))
-        }
-        fn ensure_image<'a>(&'a self, _image: &'a str) -> Step<'a> {
-            ready(self.step("ensure_image", |_| {}))
-        }
-        fn ensure_network(&self) -> Step<'_> {
-            ready(self.step("ensure_network", |_| {}))
-        }
-        fn prepare_mount<'a>(&'a self, _c: &'a Container) -> Step<'a> {
-            ready(self.step("prepare_mount", |_| {}))
-        }
-        fn write_project<'a>(&'a self, c: &'a Container) -> Step<'a> {
-            let r = self.step("write_project", |_| {});
-            if r.is_ok() {
-                *self.project_generation.lock().unwrap() = c.generation;
-            }
-            ready(r)
-        }
-        fn up<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            let generation = *self.project_generation.lock().unwrap();
-            ready(self.step("up", |o| {
-                *o = Some(Observed {
-                    id: "id".into(),
-                    state: DockerState::Running,
-                    exit_code: None,
-                    oom_killed: false,
-                    generation: Some(generation),
-                    started_at: Some(Utc::now()),
-                    finished_at: None,
-                })
-            }))
-        }
-        fn recreate<'a>(&'a self, cuid: &'a str) -> Step<'a> {
-            self.calls.lock().unwrap().push("recreate".to_owned());
-            // Then as `up` does (its own call is not recorded twice).
-            let generation = *self.project_generation.lock().unwrap();
-            *self.container.lock().unwrap() = Some(Observed {
-                id: cuid.into(),
-                state: DockerState::Running,
-                exit_code: None,
-                oom_killed: false,
-                generation: Some(generation),
-                started_at: Some(Utc::now()),
-                finished_at: None,
-            });
-            ready(Ok(()))
-        }
-        fn start<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            ready(self.step("start", self.set_state(DockerState::Running)))
-        }
-        fn stop<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            ready(self.step("stop", self.set_state(DockerState::Exited)))
-        }
-        fn pause<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            ready(self.step("pause", self.set_state(DockerState::Paused)))
-        }
-        fn unpause<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            ready(self.step("unpause", self.set_state(DockerState::Running)))
-        }
-        fn restart<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            ready(self.step("restart", self.set_state(DockerState::Running)))
-        }
-        fn remove<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            ready(self.step("remove", |o| *o = None))
-        }
-        fn remove_files<'a>(&'a self, _cuid: &'a str) -> Step<'a> {
-            ready(self.step("remove_files", |_| {}))
-        }
-    }
-
-    struct World {
-        ctx: Ctx,
-        backend: Arc<Recorder>,
-        _dir: tempfile::TempDir,
-    }
-
-    async fn world(observed: Option<Observed>) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Arc::new(crate::config::Config::for_tests(dir.path()));
-        let store = crate::store::Store::open(&config.database_url)
-            .await
-            .unwrap();
-        let identity = Arc::new(store.identity().await.unwrap());
-        let audit = Arc::new(crate::audit::Audit::open(&config.log_dir, 1 << 20).unwrap());
-        let backend = Arc::new(Recorder::with(observed));
-        let ctx = Ctx::new(
-            config,
-            store,
-            crate::docker::Engine::default(),
-            audit,
-            identity,
-            Reconciler::new(),
-        )
-        .with_backend(backend.clone());
-        World {
-            ctx,
-            backend,
-            _dir: dir,
-        }
-    }
-
-    fn spec() -> Spec {
-        Spec {
-            image: "img".into(),
-            env: Default::default(),
-            tags: vec![],
-            resources: Resources::default(),
-            ports: vec![],
-            command: Some(vec!["sleep".into()]),
-            restart: "on-failure".into(),
-            user: None,
-        }
-    }
-
-    async fn insert(w: &World, desired: DesiredState) -> Container {
-        let cuid = crate::spec::new_cuid();
-        match w
-            .ctx
-            .store
-            .insert(&cuid, &spec(), desired, None, |_| json!({}))
-            .await
-            .unwrap()
-        {
-            crate::store::containers::Created::New(c) => *c,
-            _ => unreachable!(),
-        }
-    }
-
-    async fn act(w: &World, cuid: &str, desired: DesiredState, restart: bool) {
-        w.ctx
-            .store
-            .transition(cuid, |_| Ok(Some((desired, restart))))
-            .await
-            .unwrap();
-    }
-
-    async fn row(w: &World, cuid: &str) -> Container {
-        w.ctx.store.get(cuid).await.unwrap().unwrap()
-    }
-
-    fn observed(state: DockerState, generation: i64) -> Observed {
-        Observed {
-            id: "id".into(),
-            state,
-            exit_code: None,
-            oom_killed: false,
-            generation: Some(generation),
-            started_at: Some(Utc::now() - chrono::Duration::hours(1)),
-            finished_at: None,
-        }
-    }
+    use crate::reconcile::double::{act, insert, observed, row, world};
 
     /// Which calls a pass makes from each starting point, and the status it records. Stop,
     /// pause, unpause, restart and the start of a current container are single Engine API
@@ -640,6 +410,13 @@ mod tests {
         let r = row(&w, &c.cuid).await;
         assert_eq!(r.status, Status::Deleting);
         assert_eq!(r.last_error.unwrap()["code"], "IO_ERROR");
+        // The pass, not the API, recorded `deleting` as observed.
+        let stored: String = sqlx::query_scalar("SELECT status FROM containers WHERE cuid = ?")
+            .bind(&c.cuid)
+            .fetch_one(&w.ctx.store.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, "deleting");
 
         run(&w.ctx, &c.cuid).await.unwrap();
         assert_eq!(

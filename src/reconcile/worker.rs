@@ -12,14 +12,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{compose, observe, pass, Ctx};
+use super::{observe, pass, Ctx};
 
 /// How long in-flight passes get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    let stray_dir = ctx.config.data_dir.join("projects");
-    compose::kill_strays(&stray_dir);
+    if let Err(e) = ctx.backend.reap_strays().await {
+        tracing::warn!(error = %e, "cannot clear what an earlier run left");
+    }
     let reconciler = ctx.reconciler.clone();
     let slots = Arc::new(Semaphore::new(ctx.config.reconcile_concurrency));
     let mut passes: JoinSet<(String, bool)> = JoinSet::new();
@@ -89,4 +90,28 @@ pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     })
     .await;
     passes.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::double::world;
+
+    /// What an earlier run left behind is cleared before the first resync (and so before
+    /// any pass).
+    #[tokio::test]
+    async fn strays_are_reaped_before_the_first_resync() {
+        let w = world(None).await;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(w.ctx.clone(), shutdown.clone()));
+        w.backend
+            .wait_for_calls(|c| c.iter().any(|c| c == "list"))
+            .await;
+        let calls = w.backend.calls();
+        let first = |name: &str| calls.iter().position(|c| c == name);
+        assert_eq!(first("reap_strays"), Some(0), "{calls:?}");
+        assert!(first("list").is_some());
+        shutdown.cancel();
+        task.await.unwrap();
+    }
 }

@@ -98,7 +98,13 @@ impl Row {
             },
             cuid: self.cuid,
             desired_state: self.desired_state,
-            status: self.status,
+            // Deletion is desired state (`deleted_at`); a client sees `deleting` from the
+            // DELETE on, whether or not a pass has recorded it as observed yet.
+            status: if self.deleted_at.is_some() {
+                Status::Deleting
+            } else {
+                self.status
+            },
             exit_code: self.exit_code,
             generation: self.generation,
             observed_generation: self.observed_generation,
@@ -241,10 +247,12 @@ pub enum Created {
 }
 
 /// The WHERE/ORDER/LIMIT of a listing page; `?1` after-seq, `?2` status JSON list or NULL,
-/// `?3` tag or NULL, `?4` limit. Filters are checked per row while walking the primary key,
+/// `?3` tag or NULL, `?4` limit. The status filtered on is the one shown (`deleting` for a
+/// tombstone, as in `Row::into_container`). Filters are checked per row while walking the primary key,
 /// so SQLite searches the rowid range in order and never sorts.
 pub const PAGE_WHERE: &str = "seq > ?1
-    AND (?2 IS NULL OR status IN (SELECT value FROM json_each(?2)))
+    AND (?2 IS NULL OR (CASE WHEN deleted_at IS NULL THEN status ELSE 'deleting' END)
+                       IN (SELECT value FROM json_each(?2)))
     AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value = ?3))
     ORDER BY seq LIMIT ?4";
 

@@ -200,7 +200,9 @@ impl Store {
         })
     }
 
-    /// Marks a container for deletion (the tombstone the reconciler acts on).
+    /// Marks a container for deletion: `deleted_at`, desired state only (the tombstone the
+    /// reconciler acts on). Observed `status` is the reconciler's to write; until it has, the
+    /// row reads as `deleting` (see `containers::Row::into_container`).
     pub async fn tombstone(
         &self,
         cuid: &str,
@@ -211,14 +213,12 @@ impl Store {
         check_generation(current.generation, if_match)?;
         if current.deleted_at.is_none() {
             let now = now();
-            sqlx::query!(
-                "UPDATE containers SET deleted_at = ?, status = 'deleting', updated_at = ? WHERE cuid = ?",
-                now,
-                now,
-                cuid
-            )
-            .execute(&mut *row.tx)
-            .await?;
+            // A runtime query: no new entry for the offline data of sqlx's macros.
+            sqlx::query("UPDATE containers SET deleted_at = ?1, updated_at = ?1 WHERE cuid = ?2")
+                .bind(&now)
+                .bind(cuid)
+                .execute(&mut *row.tx)
+                .await?;
         }
         let container = row.commit().await?;
         self.touched();

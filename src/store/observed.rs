@@ -9,7 +9,7 @@ use super::{now, Store};
 
 impl Store {
     /// Records observed state (the reconciler is its one writer). Writes only when something
-    /// changed, so an idle resync writes nothing; never overwrites a tombstone's `deleting`.
+    /// changed, so an idle resync writes nothing; leaves a tombstone's row to [`Self::record_deleting`].
     /// Returns whether it wrote.
     pub async fn record_observation(
         &self,
@@ -42,20 +42,35 @@ impl Store {
         Ok(wrote)
     }
 
-    /// A failed pass: `status: error` (kept `deleting` for a tombstone) and `last_error`.
+    /// A failed pass: `status: error` (`deleting` for a tombstone) and `last_error`.
     pub async fn record_error(&self, cuid: &str, error: &Value) -> Result<(), sqlx::Error> {
         let text = error.to_string();
         let now = now();
-        sqlx::query!(
-            "UPDATE containers SET status = CASE WHEN deleted_at IS NULL THEN 'error' ELSE status END,
+        // Runtime queries here and below: no new entries for the offline data of sqlx's macros.
+        sqlx::query(
+            "UPDATE containers SET status = CASE WHEN deleted_at IS NULL THEN 'error' ELSE 'deleting' END,
                     last_error = ?, updated_at = ? WHERE cuid = ?",
-            text,
-            now,
-            cuid
         )
+        .bind(text)
+        .bind(now)
+        .bind(cuid)
         .execute(&self.pool)
         .await?;
         self.touched();
+        Ok(())
+    }
+
+    /// A pass took up a tombstone: observed `status` becomes `deleting`. Clients have read
+    /// `deleting` since the DELETE (derived from `deleted_at`), so nothing they see changes:
+    /// `updated_at` stays and no change is signalled.
+    pub async fn record_deleting(&self, cuid: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE containers SET status = 'deleting'
+             WHERE cuid = ? AND deleted_at IS NOT NULL AND status != 'deleting'",
+        )
+        .bind(cuid)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

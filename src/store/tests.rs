@@ -282,13 +282,32 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
     assert_eq!(c.status, Status::Error);
     assert_eq!(c.last_error, Some(error.clone()));
 
+    // The API writes desired state only: `deleted_at`. The row reads as `deleting` at once,
+    // while the observed column is left to the reconciler.
     let stone = store.tombstone(&doomed.cuid, Some(1)).await.unwrap();
     assert_eq!(stone.status, Status::Deleting);
     assert!(stone.deleted_at.is_some());
+    assert_eq!(stored_status(&store, &doomed.cuid).await, "created");
+    let listed = |status: &str| {
+        let filter = ListFilter {
+            status: Some(vec![status.to_owned()]),
+            tag: None,
+        };
+        let store = store.clone();
+        async move {
+            let page = store.list(&filter, 0, 10).await.unwrap();
+            page.into_iter().map(|c| c.cuid).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("deleting").await, [doomed.cuid.as_str()]);
+    // Filtered on what is shown: not on the stored `created` of the tombstone.
+    assert!(listed("created").await.is_empty());
+    assert_eq!(listed("error").await, [live.cuid.as_str()]);
     store.record_error(&doomed.cuid, &error).await.unwrap();
     let c = store.get(&doomed.cuid).await.unwrap().unwrap();
     assert_eq!(c.status, Status::Deleting);
     assert_eq!(c.last_error, Some(error));
+    assert_eq!(stored_status(&store, &doomed.cuid).await, "deleting");
 
     // Deleting the row needs the tombstone.
     store.delete_row(&live.cuid).await.unwrap();
@@ -359,4 +378,13 @@ async fn listing_pages_in_creation_order_with_filters() {
     let got = store.list(&running_only, 0, 10).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].cuid, cuids[3]);
+}
+
+/// The observed `status` column as stored (the API never writes it).
+async fn stored_status(store: &Store, cuid: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM containers WHERE cuid = ?")
+        .bind(cuid)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
 }
