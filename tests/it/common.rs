@@ -709,6 +709,15 @@ pub fn with_session(
     with_cookie(s, method, path, &signed.cookie).header("x-session-key", &signed.key)
 }
 
+/// Polls `pred` every 10 ms until it holds; panics with `what` after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !pred() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A port nothing listens on at the moment of asking.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -376,14 +376,12 @@ async fn trickling_uploads_time_out_and_free_their_slots() {
         tricklers.push(c);
     }
     // All four hold a slot once each has its staging directory.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while staging_entries(&s) < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the trickling uploads did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the trickling uploads did not start",
+        || staging_entries(&s) >= 4,
+    )
+    .await;
     let t = Instant::now();
     let r = tokio::time::timeout(
         Duration::from_secs(15),
@@ -470,14 +468,12 @@ async fn trickles_under_the_idle_timeout_are_cut_by_the_stall_budget() {
             tokio::spawn(async move { trickle(&s, &cuid).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while staging_entries(&s) < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the trickling uploads did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the trickling uploads did not start",
+        || staging_entries(&s) >= 4,
+    )
+    .await;
 
     let t = Instant::now();
     let r = tokio::time::timeout(
