@@ -283,14 +283,9 @@ async fn events_in_order_resumable_and_reset_past_the_window() {
     let mut live = EventStream::open(&s, None).await;
 
     // Create with a hostile env value: it comes back verbatim (JSON text, never markup).
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "tags": ["a"], "env": {"X": "<script>x</script>"}}),
-        )
+    let cuid = s
+        .create(&json!({"image": BUSYBOX, "tags": ["a"], "env": {"X": "<script>x</script>"}}))
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
     let created = live.until(T, |e| e.data["cuid"] == cuid.as_str()).await;
     let first = created.last().unwrap().clone();
     assert_eq!(first.event, "container");

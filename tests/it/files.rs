@@ -781,7 +781,7 @@ async fn a_hostile_container_cannot_reach_the_host() {
          mkfifo f; ln -s ../.. up; ln -s data inside; ln -s /etc etcdir; ln data/x.txt hard",
         outside.display()
     );
-    run_ok(&mut std::process::Command::new("docker").args([
+    run_ok(std::process::Command::new("docker").args([
         "exec",
         "-u",
         "1000:1000",

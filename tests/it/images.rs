@@ -47,7 +47,7 @@ impl Pushed {
         .unwrap();
         let local = format!("cm-it-local-{id}:t1");
         run_ok(
-            &mut Command::new("docker")
+            Command::new("docker")
                 .args(["build", "-q", "-t", &local])
                 .arg(ctx.path())
                 .env("DOCKER_BUILDKIT", "0"),

@@ -311,7 +311,7 @@ async fn backup_during_a_churn_of_writes_is_a_consistent_copy() {
     let copy = s.dir.path().join("backup.db");
     let db = s.data_dir().join("state.db");
     run_ok(
-        &mut std::process::Command::new(env!("CARGO_BIN_EXE_container-manager"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_container-manager"))
             .arg("backup")
             .arg(&copy)
             .env_clear()

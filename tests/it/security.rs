@@ -352,9 +352,7 @@ async fn silent_sockets_cannot_starve_the_server() {
     let mut body = events.bytes_stream();
     // The stream must stay up past the header timeout; nothing but time can show that.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let r = s.post_json("/containers", &json!({"image": BUSYBOX})).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let cuid = s.create(&json!({"image": BUSYBOX})).await;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + T;
     while !seen.contains(&cuid) {

@@ -433,13 +433,7 @@ async fn attach_reports_the_main_process_exit_code() {
 async fn not_running_unknown_origin_and_auth() {
     let s = Server::start().await;
     // Stored, never started: upgrade, one error frame, close.
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": SLEEPER}),
-        )
-        .await;
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let cuid = s.create_sleeper().await;
     let mut t = Term::open(&s, &format!("/ws/{cuid}")).await;
     t.until_closed(LONG).await;
     assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
