@@ -172,27 +172,19 @@ async fn a_start_after_the_network_was_removed_recreates_it() {
     let r = s.post(&format!("/containers/{cuid}/stop")).await;
     assert_eq!(r.json["status"], "stopped", "{}", r.text);
     let network = format!("cm-{}", s.instance_id);
-    docker(&["network", "rm", &network]);
-    assert!(
-        docker(&[
+    let network_exists = || {
+        !docker(&[
             "network",
             "ls",
             "-q",
             "--filter",
-            &format!("name=^{network}$")
+            &format!("name=^{network}$"),
         ])
         .trim()
-        .is_empty(),
-        "the network was not removed"
-    );
+        .is_empty()
+    };
+    docker(&["network", "rm", &network]);
+    assert!(!network_exists(), "the network was not removed");
     s.start_container(&cuid).await;
-    assert!(!docker(&[
-        "network",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("name=^{network}$")
-    ])
-    .trim()
-    .is_empty());
+    assert!(network_exists());
 }
