@@ -8,18 +8,14 @@
 //! while uploading, peak while downloading (sampled VmRSS), and VmHWM.
 //! Needs `zip` and `unzip` on the host (installed with apt-get when missing).
 
-#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use serde_json::json;
 
 const FILES: usize = 2000;
 const FILE_BYTES: usize = 100_000;
@@ -76,60 +72,6 @@ fn timed(cmd: &mut Command) -> Duration {
     t.elapsed()
 }
 
-/// The server process: the one whose working directory is the harness's temporary dir.
-fn server_pid(dir: &Path) -> u32 {
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cwd = std::fs::read_link(e.path().join("cwd")).ok();
-        let exe = std::fs::read_link(e.path().join("exe")).ok();
-        if cwd.as_deref() == Some(dir)
-            && exe.is_some_and(|x| x.to_string_lossy().contains("container-manager"))
-        {
-            return pid;
-        }
-    }
-    panic!("server process not found");
-}
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Samples VmRSS every 10 ms until stopped; returns the peak in KiB.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    handle: std::thread::JoinHandle<()>,
-}
-
-impl Sampler {
-    fn start(pid: u32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak.clone());
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(status_kb(pid, "VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        Self { stop, peak, handle }
-    }
-
-    fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap();
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
@@ -178,20 +120,13 @@ async fn main() {
     );
 
     let s = Server::start().await;
-    let pid = server_pid(s.dir.path());
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "sleep 3600"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let pid = s.pid();
+    let cuid = s.create_sleeper().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = status_kb(pid, "VmRSS:");
 
     // Upload + extract.
-    let sampler = Sampler::start(pid);
+    let sampler = RssSampler::start(pid, Duration::from_millis(10));
     let t = Instant::now();
     let file = tokio::fs::File::open(&zip_path).await.unwrap();
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
@@ -200,13 +135,8 @@ async fn main() {
     ));
     let r = s
         .send(
-            s.request(
-                reqwest::Method::POST,
-                &format!("/containers/{cuid}/upload-zip"),
-            )
-            .header("content-type", "application/zip")
-            .header("content-length", zip_len)
-            .body(body),
+            s.upload_request(&cuid, "", body)
+                .header("content-length", zip_len),
         )
         .await;
     let t_upload = t.elapsed();
@@ -215,7 +145,7 @@ async fn main() {
     assert_eq!(r.json["files"], FILES);
 
     // Download-zip of the same tree.
-    let sampler = Sampler::start(pid);
+    let sampler = RssSampler::start(pid, Duration::from_millis(10));
     let t = Instant::now();
     let resp = s
         .request(

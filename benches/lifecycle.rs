@@ -5,7 +5,6 @@
 //! many `docker compose` processes the server ran for each kind of action (read from its
 //! debug log: one "running docker compose" line per process).
 
-#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -14,18 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-}
-
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1000.0
-}
 
 fn compose(project: &str, file: &std::path::Path, args: &[&str]) -> Duration {
     let started = Instant::now();
@@ -70,17 +57,14 @@ impl Figures {
 
 #[tokio::main]
 async fn main() {
-    let rounds = rounds();
+    let rounds = env_or("ROUNDS", 20) as usize;
     let s = Server::start().await;
-    let body = json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"]});
+    let body = json!({"image": BUSYBOX, "command": SLEEPER});
     let mut f = Figures::default();
     use reqwest::Method as M;
 
     for _ in 0..rounds {
-        let cuid = s.post_json("/containers", &body).await.json["cuid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let cuid = s.create(&body).await;
         let p = format!("/containers/{cuid}");
         f.api(&s, "create+start", M::POST, &format!("{p}/start"))
             .await;
@@ -135,8 +119,8 @@ async fn main() {
         "restart",
         "delete",
     ] {
-        let api = median(f.api.remove(kind).unwrap_or_default());
-        let raw = median(f.raw.remove(kind).unwrap_or_default());
+        let api = ms(percentile(&mut f.api.remove(kind).unwrap_or_default(), 0.5));
+        let raw = ms(percentile(&mut f.raw.remove(kind).unwrap_or_default(), 0.5));
         println!(
             "{kind:14} {api:9.1} {raw:11.1} {:7.2} {:>10}",
             api / raw,

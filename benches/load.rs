@@ -5,7 +5,6 @@
 //! the p99/p50 ratio: a fair queue keeps every container's wait close to the others'
 //! (the target: no 408, no 5xx, p99 within 3× p50).
 
-#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -27,23 +26,10 @@ struct Tally {
     by_kind: BTreeMap<&'static str, Vec<Duration>>,
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1000.0
-}
-
 async fn client(s: Arc<Server>, tally: Arc<Mutex<Tally>>, deadline: Instant, id: usize) {
     let body = json!({
         "image": BUSYBOX,
-        "command": ["sh", "-c", "exec sleep 3600"],
+        "command": SLEEPER,
         "tags": ["load"],
     });
     let mut round = 0u64;
@@ -143,7 +129,10 @@ async fn main() {
     );
     println!("answers by status: {:?}", t.statuses);
     println!("408 timeouts: {timeouts}   5xx: {server_errors}");
-    let (p50, p99) = (pct(&mut t.waited, 0.5), pct(&mut t.waited, 0.99));
+    let (p50, p99) = (
+        ms(percentile(&mut t.waited, 0.5)),
+        ms(percentile(&mut t.waited, 0.99)),
+    );
     println!(
         "waited actions ({}): p50 {p50:.0} ms  p99 {p99:.0} ms  p99/p50 {:.2}",
         t.waited.len(),
@@ -153,8 +142,8 @@ async fn main() {
         println!(
             "  {kind:8} ({:5}): p50 {:6.0} ms  p99 {:6.0} ms",
             v.len(),
-            pct(v, 0.5),
-            pct(v, 0.99)
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.99))
         );
     }
 }

@@ -6,7 +6,6 @@
 //! 2. Keystroke echo round trip: one byte of stdin to its TTY echo, `cat` on a TTY, through
 //!    the WebSocket against `docker exec -it` driven through a pseudo-terminal by `script`.
 
-#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -24,15 +23,6 @@ const BYTES: usize = 100_000_000;
 const PRODUCER: &str = "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 100000000";
 const KEYSTROKES: usize = 300;
 const WARMUP: usize = 20;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 async fn ws_throughput(s: &Server, cuid: &str) -> (Duration, usize) {
     let started = Instant::now();
@@ -179,8 +169,10 @@ fn docker_exec_it_echo(cuid: &str) -> Vec<Duration> {
 }
 
 fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
+    let (p50, p99) = (
+        percentile(&mut samples, 0.50),
+        percentile(&mut samples, 0.99),
+    );
     println!(
         "  {name:<24} p50 {:>7.3} ms   p99 {:>7.3} ms   (n={})",
         ms(p50),
@@ -196,16 +188,9 @@ async fn main() {
         return; // `cargo test --benches` style discovery: nothing to list
     }
     let s = Server::start().await;
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"]}),
-        )
+    let cuid = s
+        .create_running(&json!({"image": BUSYBOX, "command": SLEEPER}))
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
-    let r = s.post(&format!("/containers/{cuid}/start")).await;
-    assert_eq!(r.status, 200, "{}", r.text);
 
     println!("terminal benchmark (container {cuid})");
     println!("throughput, {} MB of output:", BYTES / 1_000_000);

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::common::free_port;
+
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -28,14 +30,6 @@ pub mod keys {
     pub const CONTROL: &str = "\u{E009}";
     /// Releases held modifier keys.
     pub const NULL: &str = "\u{E000}";
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub fn screenshot_dir() -> PathBuf {

@@ -471,3 +471,307 @@ impl Resp {
         assert!(j.get("details").is_some(), "body: {}", self.text);
     }
 }
+
+// ---------------------------------------------------------------- fixtures
+//
+// What the suites need again and again, in one place: containers made and started through
+// the API, the host side of a container's `/app`, ZIP uploads, a tree listing, console
+// sign-in, the server's resident memory. Each fixture asserts what every caller relied on.
+
+/// A busybox container's command that keeps it up for an hour (`sleep` is its main process).
+pub const SLEEPER: &[&str] = &["sh", "-c", "exec sleep 3600"];
+
+impl Server {
+    /// `POST /containers` with `body`; asserts 201 and returns the cuid.
+    pub async fn create(&self, body: &Value) -> String {
+        let r = self.post_json("/containers", body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json["cuid"].as_str().unwrap().to_owned()
+    }
+
+    /// A created (not started) busybox container running [`SLEEPER`].
+    pub async fn create_sleeper(&self) -> String {
+        self.create(&serde_json::json!({"image": BUSYBOX, "command": SLEEPER}))
+            .await
+    }
+
+    /// `POST /containers` with `body` and `"start": true`; asserts 201 and that the answer
+    /// already says `running` (the start is done before the answer).
+    pub async fn create_started(&self, body: &Value) -> String {
+        let mut body = body.clone();
+        body["start"] = Value::Bool(true);
+        let r = self.post_json("/containers", &body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["status"], "running", "{}", r.text);
+        r.json["cuid"].as_str().unwrap().to_owned()
+    }
+
+    /// A busybox container running [`SLEEPER`], created with `"start": true` (see
+    /// [`Server::create_started`]).
+    pub async fn running_sleeper(&self) -> String {
+        self.create_started(&serde_json::json!({"image": BUSYBOX, "command": SLEEPER}))
+            .await
+    }
+
+    /// `POST /containers/{cuid}/start`; asserts 200 and `running`.
+    pub async fn start_container(&self, cuid: &str) {
+        let r = self.post(&format!("/containers/{cuid}/start")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["status"], "running", "{}", r.text);
+    }
+
+    /// Created, then started through the start route (see [`Server::start_container`]).
+    pub async fn create_running(&self, body: &Value) -> String {
+        let cuid = self.create(body).await;
+        self.start_container(&cuid).await;
+        cuid
+    }
+
+    /// The host directory mounted as the container's `/app`.
+    pub fn mount(&self, cuid: &str) -> PathBuf {
+        self.data_dir().join("mounts").join(cuid)
+    }
+
+    /// `POST /containers/{cuid}/upload-zip{query}` with a ZIP body, not yet sent.
+    pub fn upload_request(
+        &self,
+        cuid: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::RequestBuilder {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/containers/{cuid}/upload-zip{query}"),
+        )
+        .header("content-type", "application/zip")
+        .body(body)
+    }
+
+    /// Uploads a ZIP (see [`Server::upload_request`]) and returns the answer.
+    pub async fn upload_zip(
+        &self,
+        cuid: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Resp {
+        self.send(self.upload_request(cuid, query, body)).await
+    }
+}
+
+/// A ZIP (deflated) of `(name, content)`; a name ending in `/` is a directory entry.
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, content) in entries {
+        if name.ends_with('/') {
+            w.add_directory(*name, opts).unwrap();
+        } else {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(content).unwrap();
+        }
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// [`zip_of`] for owned entries.
+pub fn zip_owned(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let refs: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_slice()))
+        .collect();
+    zip_of(&refs)
+}
+
+/// One name of a [`listing`]: what it is (kind, mode, and a file's size and FNV-1a hash or a
+/// link's target), its owner, and a file's whole content (compared, not printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: String,
+    pub uid: u32,
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (uid {})", self.kind, self.uid)
+    }
+}
+
+/// Every name under `dir`, recursively, without following anything.
+pub fn listing(dir: &Path) -> std::collections::BTreeMap<String, Node> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let ft = md.file_type();
+            let mode = md.permissions().mode() & 0o7777;
+            let mut content = Vec::new();
+            let kind = if ft.is_symlink() {
+                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
+            } else if ft.is_dir() {
+                stack.push(p.clone());
+                format!("dir {mode:o}")
+            } else if ft.is_file() {
+                content = std::fs::read(&p).unwrap();
+                format!("file {mode:o} {} {:x}", content.len(), fnv(&content))
+            } else if ft.is_fifo() {
+                "fifo".into()
+            } else {
+                "special".into()
+            };
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            out.insert(
+                rel,
+                Node {
+                    kind,
+                    uid: md.uid(),
+                    content,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// FNV-1a, 64 bits: a short fingerprint of a file's content.
+pub fn fnv(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// What the console holds after signing in: the cookie (`Cookie` header value) and the
+/// session key it sends as `X-Session-Key`.
+pub struct Signed {
+    pub cookie: String,
+    pub key: String,
+}
+
+/// Signs in through `POST /session`; returns the answer and, when it set a cookie, the
+/// cookie and key to send.
+pub async fn sign_in(s: &Server, user: &str, pass: &str) -> (Resp, Option<Signed>) {
+    let r = s
+        .send(
+            s.client
+                .post(format!("{}/session", s.base))
+                .json(&serde_json::json!({"user": user, "password": pass})),
+        )
+        .await;
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned);
+    let signed = cookie.map(|cookie| Signed {
+        cookie,
+        key: r.json["key"].as_str().unwrap_or_default().to_owned(),
+    });
+    (r, signed)
+}
+
+/// Signs in like the console does, with the harness's credentials; asserts 200, a cookie
+/// and a key.
+pub async fn console_sign_in(s: &Server) -> Signed {
+    let (r, signed) = sign_in(s, USER, PASS).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let signed = signed.expect("a cookie");
+    r.json["key"].as_str().expect("a key");
+    signed
+}
+
+/// A request carrying `cookie` alone: no Basic auth, no session key (what a browser sends to
+/// any port of the host).
+pub fn with_cookie(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    cookie: &str,
+) -> reqwest::RequestBuilder {
+    s.client
+        .request(method, format!("{}{}", s.base, path))
+        .header("cookie", cookie)
+}
+
+/// A request as the console sends it: the cookie and the key.
+pub fn with_session(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    signed: &Signed,
+) -> reqwest::RequestBuilder {
+    with_cookie(s, method, path, &signed.cookie).header("x-session-key", &signed.key)
+}
+
+/// Polls `pred` every 10 ms until it holds; panics with `what` after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !pred() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A port nothing listens on at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `cmd` to its end and asserts it succeeded (its stderr otherwise).
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A `key:` line of `/proc/{pid}/status` in KiB (`VmRSS:`, `VmHWM:`); 0 when absent.
+pub fn status_kb(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples a process's `VmRSS` every `every` until stopped; its peak in KiB.
+pub struct RssSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32, every: Duration) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(status_kb(pid, "VmRSS:"));
+                std::thread::sleep(every);
+            }
+            peak
+        });
+        Self { stop, handle }
+    }
+
+    /// The highest sample taken (KiB).
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}

@@ -12,46 +12,6 @@ use crate::common::*;
 
 // ---------------------------------------------------------------- sessions
 
-/// What the console holds after signing in: the cookie (`Cookie` header value) and the
-/// session key it sends as `X-Session-Key`.
-struct Signed {
-    cookie: String,
-    key: String,
-}
-
-/// Signs in through `POST /session`; returns the answer and the cookie and key to send.
-async fn sign_in(s: &Server, user: &str, pass: &str) -> (Resp, Option<Signed>) {
-    let r = s
-        .send(
-            s.client
-                .post(format!("{}/session", s.base))
-                .json(&json!({"user": user, "password": pass})),
-        )
-        .await;
-    let cookie = r
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .map(str::to_owned);
-    let signed = cookie.map(|cookie| Signed {
-        cookie,
-        key: r.json["key"].as_str().unwrap_or_default().to_owned(),
-    });
-    (r, signed)
-}
-
-/// A request as the console sends it: the cookie and the key.
-fn with_cookie(
-    s: &Server,
-    method: reqwest::Method,
-    path: &str,
-    signed: &Signed,
-) -> reqwest::RequestBuilder {
-    s.client
-        .request(method, format!("{}{}", s.base, path))
-        .header("cookie", &signed.cookie)
-        .header("x-session-key", &signed.key)
-}
-
 #[tokio::test]
 async fn session_sign_in_cookie_and_sign_out() {
     let s = Server::start().await;
@@ -88,7 +48,7 @@ async fn session_sign_in_cookie_and_sign_out() {
 
     // The cookie with its key authenticates API routes; no cookie and no Basic does not.
     let r = s
-        .send(with_cookie(
+        .send(with_session(
             &s,
             reqwest::Method::GET,
             "/containers",
@@ -97,7 +57,7 @@ async fn session_sign_in_cookie_and_sign_out() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = s
-        .send(with_cookie(&s, reqwest::Method::GET, "/session", &cookie))
+        .send(with_session(&s, reqwest::Method::GET, "/session", &cookie))
         .await;
     assert_eq!(r.json["user"], USER, "{}", r.text);
     let r = s.send(s.client.get(format!("{}/containers", s.base))).await;
@@ -105,7 +65,7 @@ async fn session_sign_in_cookie_and_sign_out() {
     // Writes with the cookie work from the same origin and are refused from another.
     let r = s
         .send(
-            with_cookie(&s, reqwest::Method::POST, "/containers", &cookie)
+            with_session(&s, reqwest::Method::POST, "/containers", &cookie)
                 .header("origin", &s.base)
                 .json(&json!({"image": BUSYBOX})),
         )
@@ -113,7 +73,7 @@ async fn session_sign_in_cookie_and_sign_out() {
     assert_eq!(r.status, 201, "{}", r.text);
     let r = s
         .send(
-            with_cookie(&s, reqwest::Method::POST, "/containers", &cookie)
+            with_session(&s, reqwest::Method::POST, "/containers", &cookie)
                 .header("origin", "http://evil.example")
                 .json(&json!({"image": BUSYBOX})),
         )
@@ -145,7 +105,7 @@ async fn session_sign_in_cookie_and_sign_out() {
     // Sign-out revokes the token server-side: the same cookie no longer works, and the
     // answer carries no Basic challenge (a browser would prompt over the console).
     let r = s
-        .send(with_cookie(
+        .send(with_session(
             &s,
             reqwest::Method::DELETE,
             "/session",
@@ -155,7 +115,7 @@ async fn session_sign_in_cookie_and_sign_out() {
     assert_eq!(r.status, 204);
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
     let r = s
-        .send(with_cookie(
+        .send(with_session(
             &s,
             reqwest::Method::GET,
             "/containers",
@@ -165,7 +125,7 @@ async fn session_sign_in_cookie_and_sign_out() {
     r.assert_error(401, "auth_error", "SESSION_EXPIRED");
     assert!(r.header("www-authenticate").is_none());
     let r = s
-        .send(with_cookie(&s, reqwest::Method::GET, "/session", &cookie))
+        .send(with_session(&s, reqwest::Method::GET, "/session", &cookie))
         .await;
     r.assert_error(401, "auth_error", "NO_SESSION");
 
@@ -323,14 +283,9 @@ async fn events_in_order_resumable_and_reset_past_the_window() {
     let mut live = EventStream::open(&s, None).await;
 
     // Create with a hostile env value: it comes back verbatim (JSON text, never markup).
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "tags": ["a"], "env": {"X": "<script>x</script>"}}),
-        )
+    let cuid = s
+        .create(&json!({"image": BUSYBOX, "tags": ["a"], "env": {"X": "<script>x</script>"}}))
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
     let created = live.until(T, |e| e.data["cuid"] == cuid.as_str()).await;
     let first = created.last().unwrap().clone();
     assert_eq!(first.event, "container");
@@ -403,16 +358,6 @@ async fn events_in_order_resumable_and_reset_past_the_window() {
 
 // ---------------------------------------------------------------- files listing
 
-fn mount(s: &Server, cuid: &str) -> std::path::PathBuf {
-    s.data_dir().join("mounts").join(cuid)
-}
-
-async fn created(s: &Server) -> String {
-    let r = s.post_json("/containers", &json!({"image": BUSYBOX})).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["cuid"].as_str().unwrap().to_owned()
-}
-
 fn names(r: &Resp) -> Vec<String> {
     r.json["entries"]
         .as_array()
@@ -425,8 +370,8 @@ fn names(r: &Resp) -> Vec<String> {
 #[tokio::test]
 async fn files_listing_is_confined_and_verbatim() {
     let s = Server::start().await;
-    let cuid = created(&s).await;
-    let m = mount(&s, &cuid);
+    let cuid = s.create(&json!({"image": BUSYBOX})).await;
+    let m = s.mount(&cuid);
     std::fs::create_dir_all(m.join("sub/deeper")).unwrap();
     std::fs::write(m.join("a.txt"), b"hello").unwrap();
     std::fs::set_permissions(m.join("a.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -584,18 +529,6 @@ async fn stty_size(b: &crate::browser::Browser, marker: &str) -> (u32, u32) {
 
 /// A file name that would run script if it were ever put in the page as markup.
 const HOSTILE: &str = "<img src=x onerror=window.__pwned=1>";
-
-fn hello_zip(content: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    w.start_file("hello.txt", zip::write::SimpleFileOptions::default())
-        .unwrap();
-    w.write_all(content).unwrap();
-    w.start_file(HOSTILE, zip::write::SimpleFileOptions::default())
-        .unwrap();
-    w.write_all(b"x").unwrap();
-    w.finish().unwrap().into_inner()
-}
 
 #[tokio::test]
 async fn console_in_a_real_browser() {
@@ -784,7 +717,11 @@ async fn console_in_a_real_browser() {
     // Files: upload a ZIP by the file input, see it listed, download it and compare.
     let content = b"hello from the console <script>\n".to_vec();
     let zip_path = s.dir.path().join("upload.zip");
-    std::fs::write(&zip_path, hello_zip(&content)).unwrap();
+    std::fs::write(
+        &zip_path,
+        zip_of(&[("hello.txt", &content), (HOSTILE, b"x")]),
+    )
+    .unwrap();
     b.goto(&format!("{}/ui/#/c/{cuid}/files", s.base)).await;
     b.wait_js(
         "files panel",
@@ -876,19 +813,12 @@ async fn console_in_a_real_browser() {
 async fn websocket_accepts_the_session_cookie() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let s = Server::start().await;
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"], "start": true}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let cuid = s.running_sleeper().await;
     let (_, cookie) = sign_in(&s, USER, PASS).await;
     let cookie = cookie.unwrap();
     let server = &s;
     let ticket = |signed: &Signed| {
-        let rb = with_cookie(server, reqwest::Method::POST, "/session/ticket", signed);
+        let rb = with_session(server, reqwest::Method::POST, "/session/ticket", signed);
         async move {
             let r = server.send(rb).await;
             assert_eq!(r.status, 200, "{}", r.text);
@@ -932,7 +862,7 @@ async fn websocket_accepts_the_session_cookie() {
 
     // Signed out: the same cookie no longer opens one.
     let r = s
-        .send(with_cookie(
+        .send(with_session(
             &s,
             reqwest::Method::DELETE,
             "/session",
@@ -961,14 +891,7 @@ async fn a_container_app_on_another_port_gets_the_cookie_and_nothing_with_it() {
     use crate::browser::Browser;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = Server::start().await;
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"], "start": true}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let cuid = s.running_sleeper().await;
 
     // The "container's app": records the Cookie header of every request it gets.
     let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -18,20 +18,6 @@ use crate::common::*;
 
 fn opts() -> SimpleFileOptions {
     SimpleFileOptions::default().compression_method(CompressionMethod::Deflated)
-}
-
-/// A ZIP of `(name, content)`; a name ending in `/` is a directory entry.
-fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut w = ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, content) in entries {
-        if name.ends_with('/') {
-            w.add_directory(*name, opts()).unwrap();
-        } else {
-            w.start_file(*name, opts()).unwrap();
-            w.write_all(content).unwrap();
-        }
-    }
-    w.finish().unwrap().into_inner()
 }
 
 /// Replaces every occurrence of `from` by `to` (same length): how names the writer refuses
@@ -61,29 +47,6 @@ fn zip_with_name(hostile: &[u8]) -> Vec<u8> {
     patch(data, placeholder.as_bytes(), hostile)
 }
 
-async fn create(s: &Server) -> String {
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "sleep 3600"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["cuid"].as_str().unwrap().to_owned()
-}
-
-async fn upload(s: &Server, cuid: &str, query: &str, body: Vec<u8>) -> Resp {
-    s.send(
-        s.request(
-            Method::POST,
-            &format!("/containers/{cuid}/upload-zip{query}"),
-        )
-        .header("content-type", "application/zip")
-        .body(body),
-    )
-    .await
-}
-
 /// GET returning raw bytes (the harness's `Resp` keeps text).
 async fn get_bytes(s: &Server, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let r = s.request(Method::GET, path).send().await.unwrap();
@@ -102,54 +65,6 @@ async fn download(
         &format!("/containers/{cuid}/download?path={}", url_encode(path)),
     )
     .await
-}
-
-fn mount(s: &Server, cuid: &str) -> PathBuf {
-    s.data_dir().join("mounts").join(cuid)
-}
-
-/// What a directory holds, recursively, without following anything: kind, content, mode.
-fn listing(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            let ft = md.file_type();
-            let mode = md.permissions().mode() & 0o7777;
-            let v = if ft.is_symlink() {
-                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
-            } else if ft.is_dir() {
-                walk(base, &p, out);
-                format!("dir {mode:o}")
-            } else if ft.is_file() {
-                let data = std::fs::read(&p).unwrap();
-                format!("file {mode:o} {} {:x}", data.len(), fnv(&data))
-            } else if ft.is_fifo() {
-                "fifo".into()
-            } else {
-                "special".into()
-            };
-            out.insert(rel, v);
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn fnv(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 /// Deterministic pseudo-random bytes.
@@ -194,7 +109,7 @@ fn staging_is_empty(s: &Server) -> bool {
 #[tokio::test]
 async fn upload_then_download_each_file_and_the_folder() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
+    let cuid = s.create_sleeper().await;
     let boot = b"print('hello from boot')\n".to_vec();
     let reqs = b"requests==2.32.3\n".to_vec();
     let config = br#"{"debug": false, "name": "caf\u00e9"}"#.to_vec();
@@ -212,7 +127,7 @@ async fn upload_then_download_each_file_and_the_folder() {
     w.write_all(&config).unwrap();
     let body = w.finish().unwrap().into_inner();
 
-    let r = upload(&s, &cuid, "", body).await;
+    let r = s.upload_zip(&cuid, "", body).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         r.json,
@@ -220,7 +135,7 @@ async fn upload_then_download_each_file_and_the_folder() {
     );
 
     // On the host: owned by DEFAULT_USER_UID, setuid/setgid dropped, other bits kept.
-    let m = mount(&s, &cuid);
+    let m = s.mount(&cuid);
     for (p, mode) in [
         ("boot.py", 0o755),
         ("requirements.txt", 0o644),
@@ -283,15 +198,13 @@ async fn upload_then_download_each_file_and_the_folder() {
     }
 
     // ?path= puts the archive under a directory, created as needed; overwrites by name.
-    let r = upload(
-        &s,
-        &cuid,
-        "?path=/app/sub/dir",
-        zip_of(&[("x.txt", b"one")]),
-    )
-    .await;
+    let r = s
+        .upload_zip(&cuid, "?path=/app/sub/dir", zip_of(&[("x.txt", b"one")]))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = upload(&s, &cuid, "?path=sub/dir", zip_of(&[("x.txt", b"two")])).await;
+    let r = s
+        .upload_zip(&cuid, "?path=sub/dir", zip_of(&[("x.txt", b"two")]))
+        .await;
     assert_eq!(r.json, json!({"files": 1, "bytes": 3}));
     let (_, _, got) = download(&s, &cuid, "sub/dir/x.txt").await;
     assert_eq!(got, b"two");
@@ -300,7 +213,7 @@ async fn upload_then_download_each_file_and_the_folder() {
 
     // An empty archive is fine and changes nothing.
     let before = listing(&m);
-    let r = upload(&s, &cuid, "", zip_of(&[])).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&[])).await;
     assert_eq!(r.json, json!({"files": 0, "bytes": 0}), "{}", r.text);
     assert_eq!(listing(&m), before);
     assert!(staging_is_empty(&s));
@@ -309,7 +222,7 @@ async fn upload_then_download_each_file_and_the_folder() {
 #[tokio::test]
 async fn two_thousand_files_round_trip() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
+    let cuid = s.create_sleeper().await;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for i in 0..2000u64 {
         let dir = match i % 4 {
@@ -334,7 +247,7 @@ async fn two_thousand_files_round_trip() {
         entries.push((d, b""));
     }
     let body = zip_of(&entries);
-    let r = upload(&s, &cuid, "", body).await;
+    let r = s.upload_zip(&cuid, "", body).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let total: usize = files.iter().map(|(_, c)| c.len()).sum();
     assert_eq!(r.json, json!({"files": 2000, "bytes": total}));
@@ -352,13 +265,13 @@ async fn two_thousand_files_round_trip() {
     assert_eq!(file_count, 2000);
 
     // What download-zip produces, upload-zip takes back: same tree in another container.
-    let other = create(&s).await;
-    let r = upload(&s, &other, "", data).await;
+    let other = s.create_sleeper().await;
+    let r = s.upload_zip(&other, "", data).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let strip = |l: BTreeMap<String, String>| -> BTreeMap<String, String> { l };
+    let strip = |l: BTreeMap<String, Node>| -> BTreeMap<String, Node> { l };
     assert_eq!(
-        strip(listing(&mount(&s, &cuid))),
-        strip(listing(&mount(&s, &other)))
+        strip(listing(&s.mount(&cuid))),
+        strip(listing(&s.mount(&other)))
     );
     let (_, _, one) = download(&s, &other, &files[10].0).await;
     assert_eq!(one, files[10].1);
@@ -367,15 +280,15 @@ async fn two_thousand_files_round_trip() {
 #[tokio::test]
 async fn every_unsafe_or_broken_archive_is_refused_and_app_is_unchanged() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let m = mount(&s, &cuid);
-    let r = upload(
-        &s,
-        &cuid,
-        "",
-        zip_of(&[("keep.txt", b"keep"), ("dir/", b""), ("dir/a", b"a")]),
-    )
-    .await;
+    let cuid = s.create_sleeper().await;
+    let m = s.mount(&cuid);
+    let r = s
+        .upload_zip(
+            &cuid,
+            "",
+            zip_of(&[("keep.txt", b"keep"), ("dir/", b""), ("dir/a", b"a")]),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let before = listing(&m);
 
@@ -470,7 +383,7 @@ async fn every_unsafe_or_broken_archive_is_refused_and_app_is_unchanged() {
     cases.push(("corrupt data", corrupt, 400, "INVALID_ZIP"));
 
     for (what, body, status, code) in cases {
-        let r = upload(&s, &cuid, "", body).await;
+        let r = s.upload_zip(&cuid, "", body).await;
         r.assert_error(
             status,
             if status == 400 {
@@ -486,7 +399,9 @@ async fn every_unsafe_or_broken_archive_is_refused_and_app_is_unchanged() {
 
     // Unsafe target directories.
     for q in ["../x", "a/../../x", "a%5Cb", "a%00b"] {
-        let r = upload(&s, &cuid, &format!("?path={q}"), zip_of(&[("x", b"x")])).await;
+        let r = s
+            .upload_zip(&cuid, &format!("?path={q}"), zip_of(&[("x", b"x")]))
+            .await;
         r.assert_error(400, "validation_error", "UNSAFE_PATH");
     }
     // Not a ZIP by its declared type.
@@ -511,13 +426,13 @@ async fn limits_on_size_entries_and_bombs() {
         ..Default::default()
     })
     .await;
-    let cuid = create(&s).await;
-    let m = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let m = s.mount(&cuid);
     let before = listing(&m);
 
     // Over UPLOAD_MAX_BYTES, with a Content-Length and streamed (chunked).
     let big = zip_of(&[("x.bin", &noise(1, 4 * 1024 * 1024))]);
-    let r = upload(&s, &cuid, "", big.clone()).await;
+    let r = s.upload_zip(&cuid, "", big.clone()).await;
     r.assert_error(413, "payload_too_large", "UPLOAD_TOO_LARGE");
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
@@ -535,11 +450,11 @@ async fn limits_on_size_entries_and_bombs() {
     // Too many entries.
     let names: Vec<String> = (0..51).map(|i| format!("f{i}")).collect();
     let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
-    let r = upload(&s, &cuid, "", zip_of(&entries)).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&entries)).await;
     r.assert_error(413, "payload_too_large", "ZIP_TOO_MANY_ENTRIES");
-    let r = upload(&s, &cuid, "", zip_of(&entries[..50])).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&entries[..50])).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = upload(&s, &cuid, "", zip_of(&[])).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&[])).await;
     assert_eq!(r.status, 200, "{}", r.text);
     for n in &names[..50] {
         std::fs::remove_file(m.join(n)).unwrap();
@@ -561,7 +476,7 @@ async fn limits_on_size_entries_and_bombs() {
     std::io::Seek::rewind(&mut tmp).unwrap();
     tmp.read_to_end(&mut bomb).unwrap();
     assert!(bomb.len() < 3 * 1024 * 1024, "{}", bomb.len());
-    let r = upload(&s, &cuid, "", bomb.clone()).await;
+    let r = s.upload_zip(&cuid, "", bomb.clone()).await;
     assert_eq!(r.status, 413, "{}", r.text);
     assert!(
         ["ZIP_RATIO_EXCEEDED", "ZIP_TOO_LARGE"].contains(&r.json["code"].as_str().unwrap()),
@@ -588,7 +503,7 @@ async fn limits_on_size_entries_and_bombs() {
     liar[rec + 24..rec + 28].copy_from_slice(&1000u32.to_le_bytes());
     liar[local + 22..local + 26].copy_from_slice(&1000u32.to_le_bytes());
     let t = Instant::now();
-    let r = upload(&s, &cuid, "", liar).await;
+    let r = s.upload_zip(&cuid, "", liar).await;
     assert!(
         matches!(
             (r.status, r.json["code"].as_str()),
@@ -610,9 +525,11 @@ async fn limits_on_size_entries_and_bombs() {
 async fn an_oversized_central_directory_is_refused_before_indexing() {
     const CAP: u64 = 64 * 1024 * 1024;
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let m = mount(&s, &cuid);
-    let r = upload(&s, &cuid, "", zip_of(&[("keep.txt", b"keep")])).await;
+    let cuid = s.create_sleeper().await;
+    let m = s.mount(&cuid);
+    let r = s
+        .upload_zip(&cuid, "", zip_of(&[("keep.txt", b"keep")]))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let before = listing(&m);
     // The end record's "size of the central directory" field (no archive comment).
@@ -626,7 +543,7 @@ async fn an_oversized_central_directory_is_refused_before_indexing() {
     let mut forged = zip_of(&[("a.txt", b"a"), ("b.txt", b"b")]);
     let at = size_field(&forged);
     forged[at..at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
-    upload(&s, &cuid, "", forged).await.assert_error(
+    s.upload_zip(&cuid, "", forged).await.assert_error(
         413,
         "payload_too_large",
         "ZIP_DIRECTORY_TOO_LARGE",
@@ -652,7 +569,7 @@ async fn an_oversized_central_directory_is_refused_before_indexing() {
     let size = u32::from_le_bytes(big[at..at + 4].try_into().unwrap());
     assert!(u64::from(size) > CAP, "{size}");
     let t = Instant::now();
-    upload(&s, &cuid, "", big.clone()).await.assert_error(
+    s.upload_zip(&cuid, "", big.clone()).await.assert_error(
         413,
         "payload_too_large",
         "ZIP_DIRECTORY_TOO_LARGE",
@@ -670,7 +587,7 @@ async fn an_oversized_central_directory_is_refused_before_indexing() {
         .unwrap();
     for small in [1000u32, (eocd - last) as u32] {
         big[at..at + 4].copy_from_slice(&small.to_le_bytes());
-        upload(&s, &cuid, "", big.clone()).await.assert_error(
+        s.upload_zip(&cuid, "", big.clone()).await.assert_error(
             400,
             "validation_error",
             "INVALID_ZIP",
@@ -680,13 +597,13 @@ async fn an_oversized_central_directory_is_refused_before_indexing() {
 
     // Uploads still work afterwards (every extraction permit was given back).
     for i in 0..3 {
-        let r = upload(
-            &s,
-            &cuid,
-            "",
-            zip_of(&[("after.txt", format!("{i}").as_bytes())]),
-        )
-        .await;
+        let r = s
+            .upload_zip(
+                &cuid,
+                "",
+                zip_of(&[("after.txt", format!("{i}").as_bytes())]),
+            )
+            .await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
 }
@@ -694,14 +611,10 @@ async fn an_oversized_central_directory_is_refused_before_indexing() {
 #[tokio::test]
 async fn download_errors_and_unknown_containers() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let r = upload(
-        &s,
-        &cuid,
-        "",
-        zip_of(&[("data/x.txt", b"x"), ("empty/", b"")]),
-    )
-    .await;
+    let cuid = s.create_sleeper().await;
+    let r = s
+        .upload_zip(&cuid, "", zip_of(&[("data/x.txt", b"x"), ("empty/", b"")]))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let dl = |q: &str| format!("/containers/{cuid}/download{q}");
 
@@ -757,7 +670,7 @@ async fn download_errors_and_unknown_containers() {
         s.get(&format!("/containers/{id}/download-zip"))
             .await
             .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
-        upload(&s, id, "", zip_of(&[("x", b"x")]))
+        s.upload_zip(id, "", zip_of(&[("x", b"x")]))
             .await
             .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
     }
@@ -766,8 +679,8 @@ async fn download_errors_and_unknown_containers() {
 #[tokio::test]
 async fn a_failed_move_into_place_is_rolled_back() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let m = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let m = s.mount(&cuid);
     let old: Vec<(String, Vec<u8>)> = (0..10)
         .map(|i| (format!("f{i:03}"), b"old".to_vec()))
         .collect();
@@ -776,7 +689,7 @@ async fn a_failed_move_into_place_is_rolled_back() {
         .map(|(n, c)| (n.as_str(), c.as_slice()))
         .collect();
     entries.push(("zz/keep", b"keep"));
-    let r = upload(&s, &cuid, "", zip_of(&entries)).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&entries)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let before = listing(&m);
 
@@ -791,7 +704,7 @@ async fn a_failed_move_into_place_is_rolled_back() {
         .collect();
     entries.push(("newdir/a", b"a"));
     entries.push(("zz", b"file over a directory"));
-    let r = upload(&s, &cuid, "", zip_of(&entries)).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&entries)).await;
     r.assert_error(409, "conflict", "PATH_CONFLICT");
     assert_eq!(listing(&m), before);
     assert!(staging_is_empty(&s));
@@ -800,8 +713,8 @@ async fn a_failed_move_into_place_is_rolled_back() {
 #[tokio::test]
 async fn concurrent_uploads_to_one_container_are_each_all_or_nothing() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let m = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let m = s.mount(&cuid);
     let mk = |tag: &str| -> Vec<u8> {
         let names: Vec<(String, Vec<u8>)> = (0..400)
             .map(|i| (format!("d{}/f{i}", i % 8), format!("{tag}{i}").into_bytes()))
@@ -813,7 +726,7 @@ async fn concurrent_uploads_to_one_container_are_each_all_or_nothing() {
         zip_of(&entries)
     };
     // A third upload fails at its last move (a file where /app has a directory).
-    let r = upload(&s, &cuid, "", zip_of(&[("zz/keep", b"k")])).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&[("zz/keep", b"k")])).await;
     assert_eq!(r.status, 200);
     let failing = {
         let names: Vec<(String, Vec<u8>)> = (0..400)
@@ -828,9 +741,9 @@ async fn concurrent_uploads_to_one_container_are_each_all_or_nothing() {
     };
     for round in 0..3 {
         let (a, b, c) = tokio::join!(
-            upload(&s, &cuid, "", mk("A")),
-            upload(&s, &cuid, "", mk("B")),
-            upload(&s, &cuid, "", failing.clone()),
+            s.upload_zip(&cuid, "", mk("A")),
+            s.upload_zip(&cuid, "", mk("B")),
+            s.upload_zip(&cuid, "", failing.clone()),
         );
         assert_eq!(a.status, 200, "{}", a.text);
         assert_eq!(b.status, 200, "{}", b.text);
@@ -852,8 +765,10 @@ async fn concurrent_uploads_to_one_container_are_each_all_or_nothing() {
 #[tokio::test]
 async fn a_hostile_container_cannot_reach_the_host() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let r = upload(&s, &cuid, "", zip_of(&[("data/x.txt", b"x")])).await;
+    let cuid = s.create_sleeper().await;
+    let r = s
+        .upload_zip(&cuid, "", zip_of(&[("data/x.txt", b"x")]))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = s.post(&format!("/containers/{cuid}/start")).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -866,16 +781,16 @@ async fn a_hostile_container_cannot_reach_the_host() {
          mkfifo f; ln -s ../.. up; ln -s data inside; ln -s /etc etcdir; ln data/x.txt hard",
         outside.display()
     );
-    let out = std::process::Command::new("docker")
-        .args(["exec", "-u", "1000:1000", &cuid, "sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m = mount(&s, &cuid);
+    run_ok(std::process::Command::new("docker").args([
+        "exec",
+        "-u",
+        "1000:1000",
+        &cuid,
+        "sh",
+        "-c",
+        &script,
+    ]));
+    let m = s.mount(&cuid);
     assert!(std::fs::symlink_metadata(m.join("f"))
         .unwrap()
         .file_type()
@@ -921,20 +836,20 @@ async fn a_hostile_container_cannot_reach_the_host() {
     assert_eq!(names, ["data/", "hard"], "{names:?}");
 
     // Uploads never write outside: each planted name is replaced, not followed.
-    let r = upload(
-        &s,
-        &cuid,
-        "",
-        zip_of(&[
-            ("dangling", b"written in /app"),
-            ("pw", b"not the host's passwd"),
-            ("f", b"was a fifo"),
-            ("hard", b"new hard"),
-            ("root/x.txt", b"not in the host's root"),
-            ("etcdir/passwd", b"not the host's"),
-        ]),
-    )
-    .await;
+    let r = s
+        .upload_zip(
+            &cuid,
+            "",
+            zip_of(&[
+                ("dangling", b"written in /app"),
+                ("pw", b"not the host's passwd"),
+                ("f", b"was a fifo"),
+                ("hard", b"new hard"),
+                ("root/x.txt", b"not in the host's root"),
+                ("etcdir/passwd", b"not the host's"),
+            ]),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!outside.exists(), "the dangling link was followed");
     assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
@@ -971,8 +886,8 @@ async fn a_hostile_container_cannot_reach_the_host() {
 #[tokio::test]
 async fn deep_and_long_entry_names() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let m = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let m = s.mount(&cuid);
 
     // 20 entries of 2,000 components each (4 KB names): quadratic planning took ~234 MB
     // per entry; now each is refused at its first look.
@@ -981,7 +896,7 @@ async fn deep_and_long_entry_names() {
         .collect();
     let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
     let t = Instant::now();
-    let r = upload(&s, &cuid, "", zip_of(&entries)).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&entries)).await;
     r.assert_error(400, "validation_error", "UNSAFE_ZIP_ENTRY");
     assert_eq!(
         r.json["details"]["reason"], "the path is too deep",
@@ -994,27 +909,27 @@ async fn deep_and_long_entry_names() {
     // The target directory counts: 250 components of ?path= plus 10 of the entry.
     let deep_target = "t/".repeat(250);
     let entry = "e/".repeat(9) + "f";
-    let r = upload(
-        &s,
-        &cuid,
-        &format!("?path={}", url_encode(&deep_target)),
-        zip_of(&[(&entry, b"x")]),
-    )
-    .await;
+    let r = s
+        .upload_zip(
+            &cuid,
+            &format!("?path={}", url_encode(&deep_target)),
+            zip_of(&[(&entry, b"x")]),
+        )
+        .await;
     r.assert_error(400, "validation_error", "UNSAFE_ZIP_ENTRY");
     // And ?path= alone over the cap.
-    let r = upload(
-        &s,
-        &cuid,
-        &format!("?path={}", url_encode(&"t/".repeat(300))),
-        zip_of(&[("f", b"x")]),
-    )
-    .await;
+    let r = s
+        .upload_zip(
+            &cuid,
+            &format!("?path={}", url_encode(&"t/".repeat(300))),
+            zip_of(&[("f", b"x")]),
+        )
+        .await;
     r.assert_error(400, "validation_error", "UNSAFE_PATH");
 
     // A name of ~4,000 bytes (20 names of 200 bytes): stored, placed, downloadable.
     let long = vec!["p".repeat(200); 20].join("/") + "/long.txt";
-    let r = upload(&s, &cuid, "", zip_of(&[(&long, b"long")])).await;
+    let r = s.upload_zip(&cuid, "", zip_of(&[(&long, b"long")])).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let (status, _, body) = download(&s, &cuid, &long).await;
     assert_eq!((status, body.as_slice()), (200, &b"long"[..]));
@@ -1028,14 +943,14 @@ async fn deep_and_long_entry_names() {
 #[tokio::test]
 async fn a_leased_file_is_busy_not_waited_for() {
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let r = upload(
-        &s,
-        &cuid,
-        "",
-        zip_of(&[("leased.txt", b"held"), ("free.txt", b"free")]),
-    )
-    .await;
+    let cuid = s.create_sleeper().await;
+    let r = s
+        .upload_zip(
+            &cuid,
+            "",
+            zip_of(&[("leased.txt", b"held"), ("free.txt", b"free")]),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let script = "import fcntl, os, signal, sys, time\n\
         signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
@@ -1047,7 +962,7 @@ async fn a_leased_file_is_busy_not_waited_for() {
     // rather than passing without having checked anything.
     let mut child = std::process::Command::new("python3")
         .args(["-c", script])
-        .arg(mount(&s, &cuid).join("leased.txt"))
+        .arg(s.mount(&cuid).join("leased.txt"))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 takes the lease");

@@ -8,17 +8,12 @@ use serde_json::json;
 
 use crate::common::*;
 
-const SLEEPER: &[&str] = &["sh", "-c", "exec sleep 3600"];
-
 async fn running(s: &Server, extra: serde_json::Value) -> String {
-    let mut body = json!({"image": BUSYBOX, "command": SLEEPER, "start": true});
+    let mut body = json!({"image": BUSYBOX, "command": SLEEPER});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    let r = s.post_json("/containers", &body).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(r.json["status"], "running", "{}", r.text);
-    r.json["cuid"].as_str().unwrap().to_owned()
+    s.create_started(&body).await
 }
 
 /// Compose looks for `compose.yaml` and `.env` in its working directory. The server's working
@@ -71,14 +66,9 @@ async fn compose_never_reads_the_servers_working_directory() {
 #[tokio::test]
 async fn directories_without_a_container_are_removed_at_start_up() {
     let mut s = Server::start().await;
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": SLEEPER}),
-        )
+    let live = s
+        .create(&json!({"image": BUSYBOX, "command": SLEEPER}))
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let live = r.json["cuid"].as_str().unwrap().to_owned();
     let status = s.stop();
     assert!(status.success());
 
@@ -182,29 +172,19 @@ async fn a_start_after_the_network_was_removed_recreates_it() {
     let r = s.post(&format!("/containers/{cuid}/stop")).await;
     assert_eq!(r.json["status"], "stopped", "{}", r.text);
     let network = format!("cm-{}", s.instance_id);
-    docker(&["network", "rm", &network]);
-    assert!(
-        docker(&[
+    let network_exists = || {
+        !docker(&[
             "network",
             "ls",
             "-q",
             "--filter",
-            &format!("name=^{network}$")
+            &format!("name=^{network}$"),
         ])
         .trim()
-        .is_empty(),
-        "the network was not removed"
-    );
-    let r = s.post(&format!("/containers/{cuid}/start")).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["status"], "running", "{}", r.text);
-    assert!(!docker(&[
-        "network",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("name=^{network}$")
-    ])
-    .trim()
-    .is_empty());
+        .is_empty()
+    };
+    docker(&["network", "rm", &network]);
+    assert!(!network_exists(), "the network was not removed");
+    s.start_container(&cuid).await;
+    assert!(network_exists());
 }

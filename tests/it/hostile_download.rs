@@ -14,21 +14,6 @@ use crate::common::*;
 
 // ---------------------------------------------------------------- helpers
 
-async fn create(s: &Server, start: bool) -> String {
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "sleep 3600"], "start": start}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["cuid"].as_str().unwrap().to_owned()
-}
-
-fn mount(s: &Server, cuid: &str) -> PathBuf {
-    s.data_dir().join("mounts").join(cuid)
-}
-
 /// What a container's `mkdir d; cd d` loop makes: a chain of `depth` directories under
 /// `dir`, built iteratively with descriptors (no path is ever longer than one name).
 fn chain(dir: &Path, depth: usize) {
@@ -113,8 +98,8 @@ async fn a_sixty_thousand_level_tree_is_deleted_and_the_server_survives() {
         ..Default::default()
     })
     .await;
-    let cuid = create(&s, true).await;
-    let app = mount(&s, &cuid);
+    let cuid = s.running_sleeper().await;
+    let app = s.mount(&cuid);
     let outside = canary(&s);
     let (a, o) = (app.clone(), outside.clone());
     tokio::task::spawn_blocking(move || {
@@ -165,8 +150,8 @@ async fn a_sixty_thousand_level_tree_is_deleted_and_the_server_survives() {
 #[tokio::test]
 async fn an_unremovable_file_keeps_the_row_deleting_with_an_io_error() {
     let s = Server::start().await;
-    let cuid = create(&s, false).await;
-    let app = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let app = s.mount(&cuid);
     std::fs::create_dir_all(app.join("a/b")).unwrap();
     std::fs::write(app.join("a/b/stuck"), b"stuck").unwrap();
     std::fs::write(app.join("a/other"), b"other").unwrap();
@@ -277,8 +262,8 @@ async fn get_with_trailers(s: &Server, path: &str) -> (String, Vec<u8>, String) 
 #[tokio::test]
 async fn a_hard_linked_file_is_stored_once() {
     let s = Server::start().await;
-    let cuid = create(&s, false).await;
-    let app = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let app = s.mount(&cuid);
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(app.join("a-original"), &data).unwrap();
     std::fs::create_dir(app.join("links")).unwrap();
@@ -309,8 +294,8 @@ async fn a_sparse_file_over_the_byte_cap_ends_the_archive_cleanly() {
         ..Default::default()
     })
     .await;
-    let cuid = create(&s, false).await;
-    let app = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let app = s.mount(&cuid);
     std::fs::write(app.join("a-small.txt"), b"small").unwrap();
     std::fs::File::create(app.join("b-sparse"))
         .unwrap()
@@ -356,8 +341,8 @@ async fn a_sparse_file_over_the_byte_cap_ends_the_archive_cleanly() {
 #[tokio::test]
 async fn directories_renamed_during_the_walk_still_give_valid_zips() {
     let s = Server::start().await;
-    let cuid = create(&s, false).await;
-    let app = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let app = s.mount(&cuid);
     for d in 0..40 {
         let dir = app.join(format!("moving/sub{d:02}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -404,15 +389,6 @@ async fn directories_renamed_during_the_walk_still_give_valid_zips() {
     assert_eq!(s.get("/healthz").await.status, 200);
 }
 
-fn status_kb(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Empty files under a ~3.7 KB prefix, more than the default `ZIP_MAX_ENTRIES` (20,000):
 /// the archive is cut at the cap, and the server's resident memory stays within 100 MB of
 /// idle throughout (the zip writer keeps each entry's name until the central directory, so
@@ -421,8 +397,8 @@ fn status_kb(pid: u32, key: &str) -> u64 {
 async fn a_huge_tree_is_cut_at_the_entry_cap_and_memory_stays_bounded() {
     const FILES: usize = 30_000;
     let s = Server::start().await;
-    let cuid = create(&s, false).await;
-    let app = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let app = s.mount(&cuid);
     let a = app.clone();
     let prefix_len = tokio::task::spawn_blocking(move || {
         // 18 levels of 200-character names: a 3.6 KB prefix, plus the file names.
@@ -446,20 +422,10 @@ async fn a_huge_tree_is_cut_at_the_entry_cap_and_memory_stays_bounded() {
 
     let pid = s.pid();
     let idle = status_kb(pid, "VmRSS:");
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let d = done.clone();
-    let sampler = std::thread::spawn(move || {
-        let mut peak = 0;
-        while !d.load(std::sync::atomic::Ordering::Relaxed) {
-            peak = peak.max(status_kb(pid, "VmRSS:"));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        peak
-    });
+    let sampler = RssSampler::start(pid, Duration::from_millis(20));
     let (head, zip, trailers) =
         get_with_trailers(&s, &format!("/containers/{cuid}/download-zip")).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap().max(status_kb(pid, "VmRSS:"));
+    let peak = sampler.stop().max(status_kb(pid, "VmRSS:"));
     eprintln!(
         "server RSS: idle {} KB, peak during download {} KB (+{} KB); archive {} bytes",
         idle,
@@ -502,8 +468,8 @@ async fn listing_a_huge_directory_keeps_memory_bounded() {
     // ext4 allows 65,000 links to an inode.
     const LINKS_PER_INODE: usize = 60_000;
     let s = Server::start().await;
-    let cuid = create(&s, false).await;
-    let app = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let app = s.mount(&cuid);
     let t = std::time::Instant::now();
     tokio::task::spawn_blocking(move || {
         use rustix::fs::{linkat, openat, AtFlags, Mode, OFlags};

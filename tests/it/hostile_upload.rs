@@ -4,95 +4,27 @@
 //! middle of a commit, FIFOs raced into the names a commit works on, trickling bodies.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, ZipWriter};
 
 use crate::common::*;
 
 /// The container's user (DEFAULT_USER_UID's default): owner of everything in /app.
 const UID: u32 = 1000;
 
-fn zip_of<S: AsRef<str>>(entries: &[(S, Vec<u8>)]) -> Vec<u8> {
-    let o = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
-    let mut w = ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, content) in entries {
-        w.start_file(name.as_ref(), o).unwrap();
-        w.write_all(content).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
-
-async fn create(s: &Server) -> String {
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "sleep 3600"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["cuid"].as_str().unwrap().to_owned()
-}
-
-fn upload_request(s: &Server, cuid: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
-    s.request(Method::POST, &format!("/containers/{cuid}/upload-zip"))
-        .header("content-type", "application/zip")
-        .body(body)
-}
-
-async fn upload(s: &Server, cuid: &str, body: Vec<u8>) -> Resp {
-    s.send(upload_request(s, cuid, body)).await
-}
-
-fn mount(s: &Server, cuid: &str) -> PathBuf {
-    s.data_dir().join("mounts").join(cuid)
-}
-
 fn staging_entries(s: &Server) -> usize {
     std::fs::read_dir(s.data_dir().join("staging")).map_or(0, |d| d.count())
 }
 
-/// Every name under `dir` (not following anything): kind, mode, content, and its owner.
-fn listing(dir: &Path) -> BTreeMap<String, (String, u32)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            let mode = md.permissions().mode() & 0o7777;
-            let kind = if md.is_dir() {
-                stack.push(p.clone());
-                format!("dir {mode:o}")
-            } else if md.is_file() {
-                let data = std::fs::read(&p).unwrap();
-                format!("file {mode:o} {}", String::from_utf8_lossy(&data))
-            } else if md.file_type().is_fifo() {
-                "fifo".into()
-            } else {
-                "other".into()
-            };
-            let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            out.insert(rel, (kind, md.uid()));
-        }
-    }
-    out
-}
-
-fn assert_owned_by_the_container(tree: &BTreeMap<String, (String, u32)>, what: &str) {
-    for (name, (kind, uid)) in tree {
+fn assert_owned_by_the_container(tree: &BTreeMap<String, Node>, what: &str) {
+    for (name, n) in tree {
         assert_eq!(
-            *uid, UID,
-            "{what}: /app/{name} ({kind}) is not the container's"
+            n.uid, UID,
+            "{what}: /app/{name} ({}) is not the container's",
+            n.kind
         );
     }
 }
@@ -112,18 +44,22 @@ async fn implied_directories_count_against_the_entry_limit() {
         ..Default::default()
     })
     .await;
-    let cuid = create(&s).await;
+    let cuid = s.create_sleeper().await;
     let deep = |i: usize| (format!("top{i}/") + &"d/".repeat(38) + "f", b"x".to_vec());
-    let r = upload(&s, &cuid, zip_of(&[deep(0), deep(1), deep(2)])).await;
+    let r = s
+        .upload_zip(&cuid, "", zip_owned(&[deep(0), deep(1), deep(2)]))
+        .await;
     r.assert_error(413, "payload_too_large", "ZIP_TOO_MANY_ENTRIES");
     assert!(r.json["message"].as_str().unwrap().contains("directories"));
     assert_eq!(r.json["details"]["limit"], 100);
-    assert!(listing(&mount(&s, &cuid)).is_empty());
+    assert!(listing(&s.mount(&cuid)).is_empty());
     assert_eq!(staging_entries(&s), 0);
     // 80 names pass.
-    let r = upload(&s, &cuid, zip_of(&[deep(0), deep(1)])).await;
+    let r = s
+        .upload_zip(&cuid, "", zip_owned(&[deep(0), deep(1)]))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(listing(&mount(&s, &cuid)).len(), 80);
+    assert_eq!(listing(&s.mount(&cuid)).len(), 80);
 }
 
 // ---------------------------------------------------------------- item 5
@@ -150,12 +86,12 @@ async fn a_re_upload_of_3000_directories_holds_few_descriptors() {
         line.split_whitespace().filter(|w| *w == "4096").count() == 2,
         "{line}"
     );
-    let cuid = create(&s).await;
+    let cuid = s.create_sleeper().await;
     let entries: Vec<(String, Vec<u8>)> = (0..3000)
         .map(|i| (format!("dir{i:04}/file"), format!("{i}").into_bytes()))
         .collect();
-    let body = zip_of(&entries);
-    let r = upload(&s, &cuid, body.clone()).await;
+    let body = zip_owned(&entries);
+    let r = s.upload_zip(&cuid, "", body.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let baseline = open_fds(pid);
 
@@ -163,7 +99,7 @@ async fn a_re_upload_of_3000_directories_holds_few_descriptors() {
     let task = {
         let s = s.clone();
         let cuid = cuid.clone();
-        tokio::spawn(async move { upload(&s, &cuid, body).await })
+        tokio::spawn(async move { s.upload_zip(&cuid, "", body).await })
     };
     let mut max_fds = 0;
     let mut answers = 0;
@@ -199,7 +135,7 @@ async fn a_re_upload_of_3000_directories_holds_few_descriptors() {
         after <= baseline + 8,
         "{after} descriptors after (baseline {baseline})"
     );
-    let tree = listing(&mount(&s, &cuid));
+    let tree = listing(&s.mount(&cuid));
     assert_eq!(tree.len(), 6000);
     assert_owned_by_the_container(&tree, "after the re-upload");
 }
@@ -246,21 +182,21 @@ async fn a_crash_at_any_point_of_a_commit_leaves_the_old_or_the_new_tree() {
     let (old, new) = crash_trees();
     let mut s = Server::start().await;
     // The expected trees, from uploads that were not interrupted.
-    let reference = create(&s).await;
-    let r = upload(&s, &reference, zip_of(&old)).await;
+    let reference = s.create_sleeper().await;
+    let r = s.upload_zip(&reference, "", zip_owned(&old)).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let old_tree = listing(&mount(&s, &reference));
-    let r = upload(&s, &reference, zip_of(&new)).await;
+    let old_tree = listing(&s.mount(&reference));
+    let r = s.upload_zip(&reference, "", zip_owned(&new)).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let new_tree = listing(&mount(&s, &reference));
+    let new_tree = listing(&s.mount(&reference));
     assert_owned_by_the_container(&old_tree, "old");
     assert_owned_by_the_container(&new_tree, "new");
     assert_ne!(old_tree, new_tree);
 
-    let cuid = create(&s).await;
-    let r = upload(&s, &cuid, zip_of(&old)).await;
+    let cuid = s.create_sleeper().await;
+    let r = s.upload_zip(&cuid, "", zip_owned(&old)).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let body = zip_of(&new);
+    let body = zip_owned(&new);
     let mut pauses = 0;
     // d0..d29 (6 moves each: 1-180), fileToDir (181), new0..new19 (182-201), top* (202-221).
     for point in [
@@ -274,7 +210,7 @@ async fn a_crash_at_any_point_of_a_commit_leaves_the_old_or_the_new_tree() {
         s.stop();
         s.set_env("CM_TEST_COMMIT_PAUSE_AFTER", Some(point));
         s.start_again().await;
-        let request = upload_request(&s, &cuid, body.clone()).send();
+        let request = s.upload_request(&cuid, "", body.clone()).send();
         let pending = tokio::spawn(request);
         pauses += 1;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -293,7 +229,7 @@ async fn a_crash_at_any_point_of_a_commit_leaves_the_old_or_the_new_tree() {
         let _ = pending.await;
         s.set_env("CM_TEST_COMMIT_PAUSE_AFTER", None);
         s.start_again().await;
-        let tree = listing(&mount(&s, &cuid));
+        let tree = listing(&s.mount(&cuid));
         let want = if point == "committed" {
             &new_tree
         } else {
@@ -317,9 +253,9 @@ async fn a_crash_at_any_point_of_a_commit_leaves_the_old_or_the_new_tree() {
         );
     }
     // And uploads work as before.
-    let r = upload(&s, &cuid, zip_of(&new)).await;
+    let r = s.upload_zip(&cuid, "", zip_owned(&new)).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(listing(&mount(&s, &cuid)), new_tree);
+    assert_eq!(listing(&s.mount(&cuid)), new_tree);
 }
 
 // ---------------------------------------------------------------- item 7
@@ -332,8 +268,8 @@ async fn a_crash_at_any_point_of_a_commit_leaves_the_old_or_the_new_tree() {
 async fn a_fifo_raced_into_an_upload_is_never_opened() {
     use rustix::fs::inotify;
     let s = Server::start().await;
-    let cuid = create(&s).await;
-    let m = mount(&s, &cuid);
+    let cuid = s.create_sleeper().await;
+    let m = s.mount(&cuid);
     let fifo = m.join(".fifo");
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -349,7 +285,7 @@ async fn a_fifo_raced_into_an_upload_is_never_opened() {
     let entries: Vec<(String, Vec<u8>)> = (0..2000)
         .map(|i| (format!("d/f{i:04}"), b"data".to_vec()))
         .collect();
-    let body = zip_of(&entries);
+    let body = zip_owned(&entries);
 
     let stop = Arc::new(AtomicBool::new(false));
     let hits = Arc::new(AtomicUsize::new(0));
@@ -370,9 +306,12 @@ async fn a_fifo_raced_into_an_upload_is_never_opened() {
     };
     let mut statuses = Vec::new();
     for round in 0..4 {
-        let r = tokio::time::timeout(Duration::from_secs(60), upload(&s, &cuid, body.clone()))
-            .await
-            .unwrap_or_else(|_| panic!("round {round}: the upload hung"));
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            s.upload_zip(&cuid, "", body.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the upload hung"));
         assert!(
             r.status == 200 || r.status == 409,
             "round {round}: {} {}",
@@ -385,9 +324,9 @@ async fn a_fifo_raced_into_an_upload_is_never_opened() {
         statuses.push(r.status);
         // Every file of the upload in /app is the container's.
         let tree = listing(&m);
-        for (name, (kind, uid)) in &tree {
-            if kind != "fifo" {
-                assert_eq!(*uid, UID, "round {round}: /app/{name} ({kind})");
+        for (name, n) in &tree {
+            if n.kind != "fifo" {
+                assert_eq!(n.uid, UID, "round {round}: /app/{name} ({})", n.kind);
             }
         }
         let _ = std::fs::remove_dir_all(m.join("d"));
@@ -423,7 +362,7 @@ async fn trickling_uploads_time_out_and_free_their_slots() {
         ..Default::default()
     })
     .await;
-    let cuid = create(&s).await;
+    let cuid = s.create_sleeper().await;
     let mut tricklers = Vec::new();
     for _ in 0..4 {
         let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
@@ -437,18 +376,16 @@ async fn trickling_uploads_time_out_and_free_their_slots() {
         tricklers.push(c);
     }
     // All four hold a slot once each has its staging directory.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while staging_entries(&s) < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the trickling uploads did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the trickling uploads did not start",
+        || staging_entries(&s) >= 4,
+    )
+    .await;
     let t = Instant::now();
     let r = tokio::time::timeout(
         Duration::from_secs(15),
-        upload(&s, &cuid, zip_of(&[("after.txt", b"ok".to_vec())])),
+        s.upload_zip(&cuid, "", zip_of(&[("after.txt", b"ok")])),
     )
     .await
     .expect("the fifth upload waited for ever behind trickling ones");
@@ -464,7 +401,7 @@ async fn trickling_uploads_time_out_and_free_their_slots() {
         assert!(answer.contains("UPLOAD_IDLE_TIMEOUT"), "{answer}");
     }
     assert_eq!(
-        std::fs::read(mount(&s, &cuid).join("after.txt")).unwrap(),
+        std::fs::read(s.mount(&cuid).join("after.txt")).unwrap(),
         b"ok"
     );
     assert_eq!(staging_entries(&s), 0);
@@ -523,7 +460,7 @@ async fn trickles_under_the_idle_timeout_are_cut_by_the_stall_budget() {
         ..Default::default()
     })
     .await;
-    let cuid = create(&s).await;
+    let cuid = s.create_sleeper().await;
     let s = Arc::new(s);
     let tricklers: Vec<_> = (0..4)
         .map(|_| {
@@ -531,19 +468,17 @@ async fn trickles_under_the_idle_timeout_are_cut_by_the_stall_budget() {
             tokio::spawn(async move { trickle(&s, &cuid).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while staging_entries(&s) < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the trickling uploads did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the trickling uploads did not start",
+        || staging_entries(&s) >= 4,
+    )
+    .await;
 
     let t = Instant::now();
     let r = tokio::time::timeout(
         Duration::from_secs(15),
-        upload(&s, &cuid, zip_of(&[("after.txt", b"ok".to_vec())])),
+        s.upload_zip(&cuid, "", zip_of(&[("after.txt", b"ok")])),
     )
     .await
     .expect("the fifth upload waited behind trickling ones");
@@ -566,10 +501,12 @@ async fn trickles_under_the_idle_timeout_are_cut_by_the_stall_budget() {
         assert!(answer.contains("UPLOAD_TOO_SLOW"), "{answer}");
         assert!(began < Duration::from_secs(4 + 4), "{began:?}");
     }
-    let r = upload(&s, &cuid, zip_of(&[("after.txt", b"ok".to_vec())])).await;
+    let r = s
+        .upload_zip(&cuid, "", zip_of(&[("after.txt", b"ok")]))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
-        std::fs::read(mount(&s, &cuid).join("after.txt")).unwrap(),
+        std::fs::read(s.mount(&cuid).join("after.txt")).unwrap(),
         b"ok"
     );
     assert_eq!(staging_entries(&s), 0);

@@ -14,8 +14,6 @@ const AUTHED: &str = "127.0.0.1:5732";
 /// The right credentials for `AUTHED`, written by setup-registry.sh.
 const DOCKER_CONFIG: &str = "/var/lib/cm-test-registry/docker-config";
 const RIGHT_AUTH_FILE: &str = "/var/lib/cm-test-registry/docker-config/config.json";
-const SLEEPER: &[&str] = &["sh", "-c", "exec sleep 3600"];
-
 fn image_on_host(reference: &str) -> bool {
     Command::new("docker")
         .args(["image", "inspect", reference])
@@ -48,16 +46,11 @@ impl Pushed {
         )
         .unwrap();
         let local = format!("cm-it-local-{id}:t1");
-        let out = Command::new("docker")
-            .args(["build", "-q", "-t", &local])
-            .arg(ctx.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("docker")
+                .args(["build", "-q", "-t", &local])
+                .arg(ctx.path())
+                .env("DOCKER_BUILDKIT", "0"),
         );
         let pushed = Self::push(registry, &local);
         docker(&["rmi", &local]);
@@ -466,14 +459,6 @@ async fn secret_service(secret: String) -> (u16, std::sync::Arc<std::sync::atomi
     (port, hits)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_pull_never_repeats_what_a_service_on_the_host_answered() {
     use std::sync::atomic::Ordering;
@@ -564,13 +549,8 @@ async fn the_registry_allowlist_refuses_other_registries_without_contacting_them
     let r = start_container(&s, &allowed.0).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let cuid = r.json["cuid"].as_str().unwrap().to_owned();
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": SLEEPER}),
-        )
+    s.create(&json!({"image": BUSYBOX, "command": SLEEPER}))
         .await;
-    assert_eq!(r.status, 201, "{}", r.text);
     // A patch to a refused registry changes nothing.
     s.patch_json(
         &format!("/containers/{cuid}"),

@@ -41,24 +41,6 @@ async fn scrape(s: &Server) -> HashMap<String, f64> {
     samples(&r.text)
 }
 
-pub async fn create_running(s: &Server, command: &[&str]) -> String {
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": command, "start": true}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
-    s.wait_for(
-        &format!("/containers/{cuid}"),
-        Duration::from_secs(60),
-        |r| r.json["status"] == "running",
-    )
-    .await;
-    cuid
-}
-
 #[tokio::test]
 async fn metrics_move_after_a_create_and_start() {
     let s = Server::start().await;
@@ -67,7 +49,9 @@ async fn metrics_move_after_a_create_and_start() {
     r.assert_error(401, "auth_error", "MISSING_CREDENTIALS");
 
     let before = scrape(&s).await;
-    let cuid = create_running(&s, &["sleep", "3600"]).await;
+    let cuid = s
+        .create_started(&json!({"image": BUSYBOX, "command": ["sleep", "3600"]}))
+        .await;
     s.get(&format!("/containers/{cuid}")).await;
     s.get("/containers/cnope/status").await;
     let after = scrape(&s).await;
@@ -154,7 +138,9 @@ const BURNER: &[&str] = &[
 #[tokio::test]
 async fn stats_show_a_busy_container_and_refuse_a_stopped_one() {
     let s = Server::start().await;
-    let cuid = create_running(&s, BURNER).await;
+    let cuid = s
+        .create_started(&json!({"image": BUSYBOX, "command": BURNER}))
+        .await;
     let path = format!("/containers/{cuid}/stats");
     // Each answer covers the last second; wait until the burner is in its loop.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -324,18 +310,13 @@ async fn backup_during_a_churn_of_writes_is_a_consistent_copy() {
     .await;
     let copy = s.dir.path().join("backup.db");
     let db = s.data_dir().join("state.db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_container-manager"))
-        .arg("backup")
-        .arg(&copy)
-        .env_clear()
-        .current_dir(s.dir.path())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_container-manager"))
+            .arg("backup")
+            .arg(&copy)
+            .env_clear()
+            .current_dir(s.dir.path())
+            .env("DATABASE_URL", format!("sqlite://{}", db.display())),
     );
     // Let more writes land after the copy, then stop the churn.
     let after = s.count_containers().await;
@@ -560,7 +541,9 @@ async fn fuzzed_against_its_own_document() {
     })
     .await;
     // A real container for the operations on `{cuid}`: random cuids only ever reach the 404.
-    let cuid = create_running(&s, &["sleep", "3600"]).await;
+    let cuid = s
+        .create_started(&json!({"image": BUSYBOX, "command": ["sleep", "3600"]}))
+        .await;
     let config = s.dir.path().join("schemathesis.toml");
     std::fs::write(
         &config,

@@ -16,16 +16,12 @@ async fn create(s: &Server, mut body: Value) -> String {
     if body.get("command").is_none() {
         body["command"] = json!(SLEEPER);
     }
-    let r = s.post_json("/containers", &body).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["cuid"].as_str().unwrap().to_owned()
+    s.create(&body).await
 }
 
 async fn start(s: &Server, body: Value) -> String {
     let cuid = create(s, body).await;
-    let r = s.post(&format!("/containers/{cuid}/start")).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["status"], "running", "{}", r.text);
+    s.start_container(&cuid).await;
     cuid
 }
 

@@ -14,36 +14,6 @@ use crate::common::*;
 
 const T: Duration = Duration::from_secs(20);
 
-/// Signs in like the console does: the cookie (`name=value`) and the session key.
-pub async fn console_sign_in(s: &Server) -> (String, String) {
-    let r = s
-        .send(
-            s.client
-                .post(format!("{}/session", s.base))
-                .json(&json!({"user": USER, "password": PASS})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let cookie = r
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("a cookie")
-        .to_owned();
-    let key = r.json["key"].as_str().expect("a key").to_owned();
-    (cookie, key)
-}
-
-fn with_cookie(
-    s: &Server,
-    method: reqwest::Method,
-    path: &str,
-    cookie: &str,
-) -> reqwest::RequestBuilder {
-    s.client
-        .request(method, format!("{}{}", s.base, path))
-        .header("cookie", cookie)
-}
-
 /// The status of a WebSocket upgrade to `path_and_query` with `cookie` (101 when it opens).
 async fn ws_status(s: &Server, path_and_query: &str, cookie: &str) -> u16 {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -69,15 +39,8 @@ async fn ws_status(s: &Server, path_and_query: &str, cookie: &str) -> u16 {
 #[tokio::test]
 async fn a_replayed_console_cookie_opens_nothing() {
     let s = Server::start().await;
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"], "start": true}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
-    let (cookie, key) = console_sign_in(&s).await;
+    let cuid = s.running_sleeper().await;
+    let Signed { cookie, key } = console_sign_in(&s).await;
 
     // The cookie alone: 401 everywhere, without a Basic challenge, without side effects.
     for path in [
@@ -168,7 +131,7 @@ async fn a_replayed_console_cookie_opens_nothing() {
         401,
         "a ticket is single-use"
     );
-    let (other_cookie, _) = console_sign_in(&s).await;
+    let other_cookie = console_sign_in(&s).await.cookie;
     let t = ticket(cookie.clone(), key.clone()).await;
     let ws = format!("/ws/{cuid}?main=false&ticket={t}");
     assert_eq!(
@@ -389,9 +352,7 @@ async fn silent_sockets_cannot_starve_the_server() {
     let mut body = events.bytes_stream();
     // The stream must stay up past the header timeout; nothing but time can show that.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let r = s.post_json("/containers", &json!({"image": BUSYBOX})).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let cuid = s.create(&json!({"image": BUSYBOX})).await;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + T;
     while !seen.contains(&cuid) {
@@ -449,14 +410,7 @@ async fn a_stop_ends_the_server_in_time_whatever_it_is_doing() {
 
     // 2. Busy: passes running, a trickling upload, an open terminal.
     s.start_again().await;
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"], "start": true}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let cuid = s.running_sleeper().await;
     let mut ws = s.ws(&format!("/ws/{cuid}?main=false")).await;
     use futures_util::SinkExt;
     ws.send(tokio_tungstenite::tungstenite::Message::text(

@@ -16,17 +16,8 @@ type Socket =
 
 /// Creates and starts a container running `command`; returns its cuid.
 async fn running(s: &Server, command: &[&str]) -> String {
-    running_with(s, json!({"image": BUSYBOX, "command": command})).await
-}
-
-async fn running_with(s: &Server, spec: Value) -> String {
-    let r = s.post_json("/containers", &spec).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
-    let r = s.post(&format!("/containers/{cuid}/start")).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["status"], "running", "{}", r.text);
-    cuid
+    s.create_running(&json!({"image": BUSYBOX, "command": command}))
+        .await
 }
 
 /// A session as a client sees it: decoded output per source and stream, errors, the exit.
@@ -197,7 +188,6 @@ async fn wait_ps(cuid: &str, limit: Duration, what: &str, pred: impl Fn(&str) ->
     }
 }
 
-const SLEEPER: &[&str] = &["sh", "-c", "exec sleep 3600"];
 const LONG: Duration = Duration::from_secs(20);
 
 #[tokio::test]
@@ -427,12 +417,10 @@ async fn console_shows_the_current_run_from_its_start() {
 #[tokio::test]
 async fn attach_reports_the_main_process_exit_code() {
     let s = Server::start().await;
-    let cuid = running_with(
-        &s,
-        json!({"image": BUSYBOX, "restart": "no",
-               "command": ["sh", "-c", "echo ready; read x; echo got-$x; exit $x"]}),
-    )
-    .await;
+    let cuid = s
+        .create_running(&json!({"image": BUSYBOX, "restart": "no",
+               "command": ["sh", "-c", "echo ready; read x; echo got-$x; exit $x"]}))
+        .await;
     let mut t = Term::open(&s, &format!("/ws/{cuid}?attach=true")).await;
     t.until(LONG, "ready", |t| t.main().contains("ready")).await;
     t.stdin("7\n").await;
@@ -445,13 +433,7 @@ async fn attach_reports_the_main_process_exit_code() {
 async fn not_running_unknown_origin_and_auth() {
     let s = Server::start().await;
     // Stored, never started: upgrade, one error frame, close.
-    let r = s
-        .post_json(
-            "/containers",
-            &json!({"image": BUSYBOX, "command": SLEEPER}),
-        )
-        .await;
-    let cuid = r.json["cuid"].as_str().unwrap().to_owned();
+    let cuid = s.create_sleeper().await;
     let mut t = Term::open(&s, &format!("/ws/{cuid}")).await;
     t.until_closed(LONG).await;
     assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
