@@ -93,6 +93,12 @@ pub struct Connections {
     /// on a kept-alive connection, from the end of the previous response; then it is closed
     /// (`HEADER_READ_TIMEOUT`). A request being answered (a stream, a WebSocket) is not idle.
     pub header_read_timeout: Duration,
+    /// Time a request body (other than an upload's, which has its own budget) may take to
+    /// arrive in full (`BODY_TIMEOUT`; then `408 BODY_TIMEOUT`).
+    pub body_timeout: Duration,
+    /// Time an answer may wait for the client to take any of it (`WRITE_TIMEOUT`; then the
+    /// connection is closed): a client that never reads cannot hold a connection.
+    pub write_timeout: Duration,
     /// Open connections at most (`MAX_CONNECTIONS`; further ones are closed at once).
     pub max_connections: usize,
     /// Open connections from one address at most (`MAX_CONNECTIONS_PER_IP`; trusted proxies
@@ -109,7 +115,9 @@ impl Connections {
             .map_err(|e| ConfigError(format!("TRUSTED_PROXIES: {e}")))?;
         Ok(Self {
             trusted_proxies,
-            header_read_timeout: secs_or("HEADER_READ_TIMEOUT", 15)?.max(Duration::from_secs(1)),
+            header_read_timeout: secs_or("HEADER_READ_TIMEOUT", 60)?.max(Duration::from_secs(1)),
+            body_timeout: secs_or("BODY_TIMEOUT", 30)?.max(Duration::from_secs(1)),
+            write_timeout: secs_or("WRITE_TIMEOUT", 60)?.max(Duration::from_secs(1)),
             max_connections: parse_or("MAX_CONNECTIONS", 2048usize)?.max(1),
             max_connections_per_ip: parse_or("MAX_CONNECTIONS_PER_IP", 128usize)?.max(1),
             drain_timeout: secs_or("DRAIN_TIMEOUT", 10)?,
@@ -121,7 +129,9 @@ impl Default for Connections {
     fn default() -> Self {
         Self {
             trusted_proxies: Vec::new(),
-            header_read_timeout: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
             max_connections: 2048,
             max_connections_per_ip: 128,
             drain_timeout: Duration::from_secs(10),

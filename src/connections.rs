@@ -12,9 +12,12 @@
 //! - HTTP/1.1 only, served by hyper with a timer: `HEADER_READ_TIMEOUT` bounds the time to
 //!   the end of a request's headers, counted from the connection's opening and, between
 //!   kept-alive requests, from the end of the previous response. A request being answered
-//!   (a stream, a WebSocket) is never cut by it.
+//!   (a stream, a WebSocket) is never cut by it;
+//! - a write that finds the client taking nothing for `WRITE_TIMEOUT` fails, which ends the
+//!   connection: a client that asks for a big answer and never reads it holds nothing.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -115,10 +118,48 @@ impl Drop for Permit {
     }
 }
 
-/// A socket together with its admission permit.
+/// A socket together with its admission permit, and a limit on how long a write may wait
+/// for the client to take data: a client that stops reading (a big answer it never
+/// collects) cannot hold the connection, whatever is being sent (a stream or a WebSocket
+/// whose client reads is never affected).
 struct Admitted {
     stream: TcpStream,
     _permit: Permit,
+    write_timeout: Duration,
+    /// Running while a write is blocked on a full socket buffer.
+    write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Admitted {
+    /// What a write that made no progress does: wait, or fail once it has waited
+    /// `write_timeout` since it first found the socket full.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.write_timeout;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing for WRITE_TIMEOUT",
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn progressed<T>(
+        &mut self,
+        result: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.write_stall = None;
+                ready
+            }
+        }
+    }
 }
 
 impl AsyncRead for Admitted {
@@ -137,11 +178,13 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.progressed(result, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let result = Pin::new(&mut self.stream).poll_flush(cx);
+        self.progressed(result, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -153,7 +196,8 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.progressed(result, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -223,6 +267,8 @@ pub async fn serve(
         let io = TokioIo::new(Admitted {
             stream,
             _permit: permit,
+            write_timeout: limits.write_timeout,
+            write_stall: None,
         });
         tracker.spawn(serve_connection(
             io,

@@ -70,6 +70,12 @@ pub struct Proof<'a> {
     pub ticket: Option<&'a str>,
 }
 
+/// A request proven to come from a console session: which one, and its user.
+pub struct Authenticated {
+    pub token: String,
+    pub user: String,
+}
+
 /// A fresh sign-in: the cookie's token and the key only the console's origin keeps.
 pub struct SignedIn {
     pub token: String,
@@ -124,26 +130,49 @@ impl Sessions {
     /// The user of the live session `token`, if the request proves it comes from the
     /// console's origin (the key, or an unused ticket of this session, which it uses up).
     pub fn authenticate(&self, token: &str, proof: Proof<'_>) -> Result<String, Refusal> {
-        let user = {
+        self.authenticate_any(&[token.to_owned()], proof)
+            .map(|a| a.user)
+    }
+
+    /// As [`Sessions::authenticate`], for every session cookie a request carries: a page on
+    /// another port of the host can add cookies of the same name (with longer paths, which
+    /// browsers send first), so every value is tried, not only the first.
+    pub fn authenticate_any(
+        &self,
+        tokens: &[String],
+        proof: Proof<'_>,
+    ) -> Result<Authenticated, Refusal> {
+        let mut live = Vec::new();
+        {
             let map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
-            let session = map
-                .get(token)
-                .filter(|s| s.expires > Instant::now())
-                .ok_or(Refusal::Unknown)?;
-            let key_ok = proof
-                .key
-                .is_some_and(|k| bool::from(digest(k).ct_eq(&session.key_digest)));
-            if key_ok {
-                return Ok(session.user.clone());
+            let now = Instant::now();
+            for token in tokens {
+                let Some(session) = map.get(token).filter(|s| s.expires > now) else {
+                    continue;
+                };
+                let key_ok = proof
+                    .key
+                    .is_some_and(|k| bool::from(digest(k).ct_eq(&session.key_digest)));
+                if key_ok {
+                    return Ok(Authenticated {
+                        token: token.clone(),
+                        user: session.user.clone(),
+                    });
+                }
+                live.push((token.clone(), session.user.clone()));
             }
-            session.user.clone()
-        };
+        }
+        if live.is_empty() {
+            return Err(Refusal::Unknown);
+        }
         let ticket = proof.ticket.ok_or(Refusal::KeyRequired)?;
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        match tickets.remove(ticket) {
-            Some(t) if t.session == token && t.expires > Instant::now() => Ok(user),
-            _ => Err(Refusal::KeyRequired),
-        }
+        let used = tickets
+            .remove(ticket)
+            .filter(|t| t.expires > Instant::now());
+        used.and_then(|t| live.into_iter().find(|(token, _)| *token == t.session))
+            .map(|(token, user)| Authenticated { token, user })
+            .ok_or(Refusal::KeyRequired)
     }
 
     /// A single-use ticket for the live session `token`.
@@ -182,17 +211,22 @@ impl Sessions {
     }
 }
 
-/// The session token a `Cookie` header carries, if any.
-pub fn token_from(headers: &axum::http::HeaderMap) -> Option<String> {
+/// Most session cookies looked at in one request.
+const MAX_COOKIES: usize = 16;
+
+/// The session tokens the `Cookie` headers carry, in order (at most [`MAX_COOKIES`]).
+pub fn tokens_from(headers: &axum::http::HeaderMap) -> Vec<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .filter(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
+        .take(MAX_COOKIES)
+        .collect()
 }
 
 /// The session key header, if any.
@@ -286,8 +320,27 @@ mod tests {
         let mut h = axum::http::HeaderMap::new();
         h.insert(
             axum::http::header::COOKIE,
-            "a=b; cm_session=abc ; c=d".parse().unwrap(),
+            "a=b; cm_session=abc ; c=d; cm_session=def".parse().unwrap(),
         );
-        assert_eq!(token_from(&h).as_deref(), Some("abc"));
+        assert_eq!(tokens_from(&h), ["abc", "def"]);
+    }
+
+    #[test]
+    fn a_planted_cookie_of_the_same_name_does_not_hide_the_real_one() {
+        let s = Sessions::default();
+        let real = s.create("admin");
+        let tokens = vec!["junk".to_owned(), real.token.clone()];
+        let a = s.authenticate_any(&tokens, key(&real.key)).unwrap();
+        assert_eq!(a.token, real.token);
+        let t = s.ticket(&real.token).unwrap();
+        assert_eq!(
+            s.authenticate_any(&tokens, ticket(&t)).unwrap().user,
+            "admin"
+        );
+        assert_eq!(
+            s.authenticate_any(&["junk".to_owned()], key(&real.key))
+                .err(),
+            Some(Refusal::Unknown)
+        );
     }
 }

@@ -106,6 +106,18 @@ fn without_ticket(mut request: Request) -> Request {
     request
 }
 
+/// Whether a browser sent this request for a page of another site (or of another port of
+/// this host, which browsers count as the same site but not the same origin).
+fn from_another_site(request: &Request) -> bool {
+    request
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site")
+        })
+}
+
 async fn run_as(user: String, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     response.extensions_mut().insert(AuthedUser(user));
@@ -123,16 +135,30 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
     // the throttle: a signed-in console keeps working while someone else at the same address
     // (a shared NAT) guesses.
     let mut cookie_refused = None;
-    if let Some(token) = crate::sessions::token_from(request.headers()) {
+    let tokens = crate::sessions::tokens_from(request.headers());
+    if !tokens.is_empty() {
         let ticket = ticket_of(&request);
         let proof = crate::sessions::Proof {
             key: crate::sessions::key_from(request.headers()),
             ticket: ticket.as_deref(),
         };
-        match state.sessions.authenticate(&token, proof) {
-            Ok(user) => return run_as(user, without_ticket(request), next).await,
+        match state.sessions.authenticate_any(&tokens, proof) {
+            Ok(signed) => return run_as(signed.user, without_ticket(request), next).await,
             Err(refusal) => cookie_refused = Some(refusal),
         }
+    }
+
+    // A browser that navigates here from another site (a link or a script on any page, with
+    // `http://user:guess@host/` in the URL) would send Basic credentials the page chose:
+    // they are never looked at, never counted against the operator's address, and no Basic
+    // challenge invites the browser to try. Browsers set `Sec-Fetch-Site`; a page cannot.
+    if from_another_site(&request) {
+        return ApiError::new(
+            Kind::Auth,
+            "CROSS_SITE_CREDENTIALS",
+            "credentials sent by a browser on behalf of another site are not accepted",
+        )
+        .into_response();
     }
 
     // A blocked address learns nothing: its credentials are not even looked at.

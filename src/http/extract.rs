@@ -10,6 +10,20 @@ use crate::error::{content_type_is, payload_too_large, ApiError};
 use crate::spec::type_name;
 use crate::state::AppState;
 
+/// `408 timeout` `BODY_TIMEOUT`: a body that did not arrive in full within `BODY_TIMEOUT`.
+/// A client trickling (or never sending) the body it announced cannot hold the connection.
+pub fn body_timeout(within: std::time::Duration) -> ApiError {
+    ApiError::new(
+        crate::error::Kind::Timeout,
+        "BODY_TIMEOUT",
+        format!(
+            "the request body did not arrive within {} s",
+            within.as_secs()
+        ),
+    )
+    .with_details(serde_json::json!({"body_timeout_secs": within.as_secs()}))
+}
+
 /// A JSON object body, parsed but not yet validated: handlers validate field by field so that
 /// each mistake gets its own code and `details.field`.
 pub struct JsonObject(pub serde_json::Map<String, Value>);
@@ -34,13 +48,17 @@ impl FromRequest<AppState> for JsonObject {
                 "the body must be JSON with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                payload_too_large(limit)
-            } else {
-                ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
-            }
-        })?;
+        let within = state.config.connections.body_timeout;
+        let bytes = tokio::time::timeout(within, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| body_timeout(within))?
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    payload_too_large(limit)
+                } else {
+                    ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
+                }
+            })?;
         parse_object(&bytes).map(JsonObject)
     }
 }

@@ -15,7 +15,9 @@ use serde_json::json;
 
 use crate::error::{content_type_is, ApiError, Kind};
 use crate::http::auth::{client_ip, refusal_if_blocked};
-use crate::sessions::{key_from, token_from, Proof, COOKIE, LIFETIME, TICKET_LIFETIME};
+use crate::sessions::{
+    key_from, tokens_from, Authenticated, Proof, COOKIE, LIFETIME, TICKET_LIFETIME,
+};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -54,9 +56,12 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
         return blocked;
     }
     let (parts, body) = request.into_parts();
-    let body: Bytes = match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
+    let within = state.config.connections.body_timeout;
+    let read = tokio::time::timeout(within, axum::body::to_bytes(body, 64 * 1024));
+    let body: Bytes = match read.await {
+        Ok(Ok(b)) => b,
+        Err(_) => return crate::http::extract::body_timeout(within).into_response(),
+        Ok(Err(_)) => {
             return ApiError::validation("INVALID_SIGN_IN", "the body could not be read")
                 .into_response()
         }
@@ -97,14 +102,16 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
     response
 }
 
-/// The user of the live session the cookie and the key header name together.
-fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let token = token_from(headers)?;
+/// The live session the cookies and the key header name together.
+fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
     let proof = Proof {
         key: key_from(headers),
         ticket: None,
     };
-    state.sessions.authenticate(&token, proof).ok()
+    state
+        .sessions
+        .authenticate_any(&tokens_from(headers), proof)
+        .ok()
 }
 
 /// `GET /session`: `200 {"user"}` with a live session (cookie and key), else `401` (no
@@ -112,8 +119,8 @@ fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
 /// prompt).
 #[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", security(), responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody)))]
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match session_user(&state, &headers) {
-        Some(user) => Json(json!({"user": user})).into_response(),
+    match session_of(&state, &headers) {
+        Some(signed) => Json(json!({"user": signed.user})).into_response(),
         None => ApiError::new(Kind::Auth, "NO_SESSION", "not signed in").into_response(),
     }
 }
@@ -122,10 +129,8 @@ pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response 
 /// alone cannot sign the console out) and clears the cookie. Always `204`.
 #[utoipa::path(delete, path = "/session", operation_id = "sign_out", tag = "console", summary = "Sign out: revokes the cookie", security(), responses((status = 204, description = "Signed out"), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody)))]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if session_user(&state, &headers).is_some() {
-        if let Some(token) = token_from(&headers) {
-            state.sessions.revoke(&token);
-        }
+    if let Some(signed) = session_of(&state, &headers) {
+        state.sessions.revoke(&signed.token);
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
@@ -139,7 +144,7 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Resp
 /// auth middleware, so only a request with the session's key gets one.
 #[utoipa::path(post, path = "/session/ticket", operation_id = "session_ticket", tag = "console", summary = "A single-use ticket for a WebSocket or a download", responses((status = 200, description = "The ticket", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
 pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ticket = token_from(&headers).and_then(|t| state.sessions.ticket(&t));
+    let ticket = session_of(&state, &headers).and_then(|s| state.sessions.ticket(&s.token));
     match ticket {
         Some(ticket) => {
             let mut response =

@@ -511,7 +511,8 @@ impl Backend for DockerBackend {
             };
             let project = self.project_dir(cuid);
             let _ =
-                tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project)).await;
+                tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project))
+                    .await;
             removed
         })
     }

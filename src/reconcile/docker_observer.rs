@@ -8,8 +8,8 @@ use futures_util::StreamExt;
 
 use super::backend::{DockerBackend, Events, Listed, Observer, Step};
 use super::render;
-use crate::step_error::StepError;
 use crate::lifecycle::{DockerState, ErrorCode};
+use crate::step_error::StepError;
 
 /// Container events that can mean drift (exec, attach and the like cannot).
 const EVENTS: &[&str] = &[

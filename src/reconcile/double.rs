@@ -12,10 +12,10 @@ use tokio::sync::watch;
 
 use super::backend::{Backend, Events, Listed, Observer, Step};
 use super::decide::{DesiredState, Observed};
-use crate::step_error::StepError;
 use super::{Ctx, Reconciler};
 use crate::lifecycle::{DockerState, ErrorCode};
 use crate::spec::{Resources, Spec};
+use crate::step_error::StepError;
 use crate::store::containers::Container;
 
 /// Plays Docker: holds one container's state, records every call, and fails the calls

@@ -94,6 +94,9 @@ impl Server {
             child: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
+                // Below the server's idle limit (HEADER_READ_TIMEOUT), so a pooled
+                // connection is never reused just as the server closes it.
+                .pool_idle_timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),
         };

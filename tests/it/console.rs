@@ -1008,6 +1008,14 @@ async fn a_container_app_on_another_port_gets_the_cookie_and_nothing_with_it() {
         ),
     }
 
+    // The app's page plants cookies of the same name for the console's paths (cookies ignore
+    // the port; longer paths are sent first): the console must not be signed out by them.
+    b.js(
+        "for (const p of ['/containers', '/events', '/session', '/ws']) document.cookie = 'cm_session=junk; path=' + p; return document.cookie;",
+        json!([]),
+    )
+    .await;
+
     // Back on the console's origin, the console still works with its key.
     b.goto(&format!("{}/ui/#/c/{cuid}/terminal", s.base)).await;
     b.wait_js(

@@ -445,3 +445,168 @@ async fn a_stop_ends_the_server_in_time_whatever_it_is_doing() {
     drop(ws);
     drop(trickle);
 }
+
+/// Found by a live attack on the fixes above: connections held by a request body that never
+/// arrives (`POST /session` needs no credentials) or by a client that never reads its answer
+/// could fill `MAX_CONNECTIONS` from a few addresses. A body gets `BODY_TIMEOUT` in all; a
+/// write that the client takes nothing of for `WRITE_TIMEOUT` ends the connection.
+#[tokio::test]
+async fn a_body_that_never_comes_or_an_answer_never_read_holds_nothing() {
+    let s = Server::start_with(Options {
+        env: vec![
+            ("BODY_TIMEOUT".into(), "2".into()),
+            ("WRITE_TIMEOUT".into(), "2".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    // A body announced and never sent: to sign-in (public) and to create (authenticated).
+    for (path, auth) in [
+        ("/session", None),
+        ("/containers", Some(basic_auth(USER, PASS))),
+    ] {
+        let mut conn = TcpStream::connect(s.addr).await.unwrap();
+        let auth = auth
+            .map(|a| format!("authorization: {a}\r\n"))
+            .unwrap_or_default();
+        conn.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: {}\r\n{auth}content-type: application/json\r\ncontent-length: 60000\r\n\r\n{{",
+                s.addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the connection was held past the body timeout"))
+            .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("BODY_TIMEOUT"), "{path}: {answer}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{path}: too early"
+        );
+    }
+
+    // A client that asks for a big answer many times over and reads nothing.
+    let asset = s
+        .send(s.client.get(format!("{}/ui/vendor/xterm.js", s.base)))
+        .await;
+    assert_eq!(asset.status, 200);
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(s.addr).await.unwrap();
+    let one = format!(
+        "GET /ui/vendor/xterm.js HTTP/1.1\r\nhost: {}\r\n\r\n",
+        s.addr
+    );
+    conn.write_all(one.repeat(20).as_bytes()).await.unwrap();
+    // Nothing but time shows that the server gave up on a client that reads nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection was still open after {got} bytes"
+    );
+    assert!(
+        got < 20 * asset.text.len(),
+        "all 20 answers were sent ({got} bytes): the stalled writes were not cut"
+    );
+    assert_eq!(s.get("/healthz").await.status, 200);
+}
+
+/// Found by a live attack: a page on any site can navigate a window to
+/// `http://admin:guess@host/…`; the browser first gets the Basic challenge, then retries
+/// with the guessed credentials, which counted against the operator's address. Credentials a
+/// browser sends for another site (`Sec-Fetch-Site`, which pages cannot set) are not looked
+/// at, not counted and not challenged.
+#[tokio::test]
+async fn credentials_a_browser_sends_for_another_site_are_never_counted() {
+    let s = Server::start_with(Options {
+        env: vec![("AUTH_MAX_FAILURES".into(), "3".into())],
+        ..Default::default()
+    })
+    .await;
+    for site in ["cross-site", "same-site"] {
+        for _ in 0..5 {
+            let r = s
+                .send(
+                    s.client
+                        .get(format!("{}/containers", s.base))
+                        .header("sec-fetch-site", site)
+                        .header("sec-fetch-mode", "navigate")
+                        .header("authorization", basic_auth(USER, "guess")),
+                )
+                .await;
+            r.assert_error(401, "auth_error", "CROSS_SITE_CREDENTIALS");
+            assert!(
+                r.header("www-authenticate").is_none(),
+                "a challenge invites a retry"
+            );
+        }
+    }
+    // Not even the right password works that way, so the answer tells a guesser nothing.
+    let r = s
+        .send(
+            s.request(reqwest::Method::GET, "/healthz")
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await;
+    r.assert_error(401, "auth_error", "CROSS_SITE_CREDENTIALS");
+    // The operator's address is not locked out.
+    assert_eq!(s.get("/healthz").await.status, 200);
+    // A user who types the address (`none`) or the console itself (`same-origin`) is served.
+    for site in ["none", "same-origin"] {
+        let r = s
+            .send(
+                s.request(reqwest::Method::GET, "/healthz")
+                    .header("sec-fetch-site", site),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{site}: {}", r.text);
+    }
+}
+
+/// Found by a live attack: a page on another port of the host can set cookies named
+/// `cm_session` with longer paths, which browsers send first; only the first value was read,
+/// so the console was signed out until its cookies were cleared. Every value is tried.
+#[tokio::test]
+async fn planted_session_cookies_do_not_hide_the_real_one() {
+    let s = Server::start().await;
+    let signed = console_sign_in(&s).await;
+    let cookies = format!("cm_session=junk1; cm_session=junk2; {}", signed.cookie);
+    for path in ["/containers", "/session", "/healthz"] {
+        let r = s
+            .send(
+                with_cookie(&s, reqwest::Method::GET, path, &cookies)
+                    .header("x-session-key", &signed.key),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
+    // Without the key, still nothing, whichever cookie is live.
+    let r = s
+        .send(with_cookie(
+            &s,
+            reqwest::Method::GET,
+            "/containers",
+            &cookies,
+        ))
+        .await;
+    r.assert_error(401, "auth_error", "SESSION_KEY_REQUIRED");
+}
