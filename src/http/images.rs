@@ -91,7 +91,7 @@ fn step_to_api(f: StepError) -> ApiError {
 
 /// The one image `reference` names, as [`image_json`] shows it.
 async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Value>> {
-    let docker = crate::http::docker_client(&state).await?;
+    let docker = crate::http::docker_client(state).await?;
     let inspect = match docker.inspect_image(reference).await {
         Ok(i) => i,
         Err(DockerError::DockerResponseServerError {
@@ -220,7 +220,7 @@ pub async fn check_registry(state: &AppState, image: &str) -> ApiResult<()> {
         return Ok(());
     }
     if policy == PullPolicy::Missing {
-        let Ok(docker) = crate::http::docker_client(&state).await else {
+        let Ok(docker) = crate::http::docker_client(state).await else {
             return Ok(());
         };
         match docker.inspect_image(image).await {
@@ -269,7 +269,7 @@ async fn holders(
     image: &Value,
 ) -> ApiResult<(Vec<String>, Vec<String>)> {
     let id = image["id"].as_str().unwrap_or_default();
-    let docker = crate::http::docker_client(&state).await?;
+    let docker = crate::http::docker_client(state).await?;
     let on_daemon = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
