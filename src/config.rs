@@ -10,6 +10,12 @@ use std::time::Duration;
 /// example file never becomes a live password.
 pub const PLACEHOLDER_PASSWORD: &str = "your_secure_password_here";
 
+/// How many events `GET /events` keeps for `Last-Event-ID` resumption by default
+/// (`EVENTS_WINDOW`).
+pub const DEFAULT_EVENTS_WINDOW: usize = 1024;
+/// How many bytes of events are kept by default (`EVENTS_MAX_BYTES`).
+pub const DEFAULT_EVENTS_MAX_BYTES: usize = 16 << 20;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub app_user: String,
@@ -71,12 +77,12 @@ pub struct Config {
     /// Most bytes the `/events` ring keeps (`EVENTS_MAX_BYTES`); the oldest events go first.
     pub events_max_bytes: usize,
     /// When the reconciler pulls an image (`IMAGE_PULL_POLICY`).
-    pub image_pull_policy: crate::images::PullPolicy,
+    pub image_pull_policy: PullPolicy,
     /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
     /// pull, never copied into the store.
     pub registry_auth_file: Option<PathBuf>,
     /// Registries a pull may name (`REGISTRY_ALLOWLIST`; empty: any).
-    pub registry_allowlist: crate::images::RegistryAllowlist,
+    pub registry_allowlist: RegistryAllowlist,
     /// `LOG_FORMAT=json`: the server's own log is one JSON object per line.
     pub log_json: bool,
     /// Connections: see [`Connections`].
@@ -136,6 +142,66 @@ impl Default for Connections {
             max_connections_per_ip: 128,
             drain_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// `IMAGE_PULL_POLICY`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the host.
+    #[default]
+    Missing,
+    /// Never pull: an image not on the host is `IMAGE_NOT_FOUND`.
+    Never,
+    /// Pull before every (re)creation, so a moved tag is picked up.
+    Always,
+}
+
+impl PullPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "missing" => Some(Self::Missing),
+            "never" => Some(Self::Never),
+            "always" => Some(Self::Always),
+            _ => None,
+        }
+    }
+}
+
+/// `REGISTRY_ALLOWLIST`: the registries (`host[:port]`) a pull may name; empty allows any.
+/// Checked before anything is contacted, so a refused name never makes the daemon connect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryAllowlist(Vec<String>);
+
+impl RegistryAllowlist {
+    /// Comma-separated `host[:port]` entries; Docker Hub's other names count as `docker.io`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut hosts = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let ok = entry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "REGISTRY_ALLOWLIST entry {entry:?} must be a registry host[:port], e.g. ghcr.io or 127.0.0.1:5000"
+                ));
+            }
+            hosts.push(crate::image_ref::canonical_registry(entry));
+        }
+        Ok(Self(hosts))
+    }
+
+    /// Whether a pull of `reference` may go ahead.
+    pub fn allows(&self, reference: &str) -> bool {
+        self.0.is_empty() || {
+            let registry =
+                crate::image_ref::canonical_registry(crate::image_ref::registry_of(reference));
+            self.0.contains(&registry)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -207,20 +273,18 @@ impl Config {
         Self::from_env_with(None)
     }
 
-    /// As [`Config::from_env`], with credentials made on a first start
-    /// ([`crate::first_run`]) in place of `APP_USER`/`APP_PASS`.
-    pub fn from_env_with(
-        generated: Option<&crate::first_run::Generated>,
-    ) -> Result<Self, ConfigError> {
+    /// As [`Config::from_env`], with credentials (user, password) made on a first start in
+    /// place of `APP_USER`/`APP_PASS`.
+    pub fn from_env_with(generated: Option<(&str, &str)>) -> Result<Self, ConfigError> {
         let development = var("APP_ENV").is_some_and(|v| v.eq_ignore_ascii_case("development"));
         let app_user = match generated {
-            Some(g) => g.user.clone(),
+            Some((user, _)) => user.to_owned(),
             None => var("APP_USER").ok_or_else(|| {
                 ConfigError("APP_USER is not set: refusing to start without credentials".into())
             })?,
         };
         let app_pass = match generated {
-            Some(g) => g.pass.clone(),
+            Some((_, pass)) => pass.to_owned(),
             None => var("APP_PASS").ok_or_else(|| {
                 ConfigError("APP_PASS is not set: refusing to start without credentials".into())
             })?,
@@ -264,8 +328,8 @@ impl Config {
         }
 
         let image_pull_policy = match var("IMAGE_PULL_POLICY") {
-            None => crate::images::PullPolicy::default(),
-            Some(v) => crate::images::PullPolicy::parse(&v).ok_or_else(|| {
+            None => PullPolicy::default(),
+            Some(v) => PullPolicy::parse(&v).ok_or_else(|| {
                 ConfigError(format!(
                     "IMAGE_PULL_POLICY={v:?} must be one of missing, never, always"
                 ))
@@ -273,7 +337,7 @@ impl Config {
         };
         let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
         let registry_allowlist =
-            crate::images::RegistryAllowlist::parse(&var("REGISTRY_ALLOWLIST").unwrap_or_default())
+            RegistryAllowlist::parse(&var("REGISTRY_ALLOWLIST").unwrap_or_default())
                 .map_err(ConfigError)?;
 
         let log_json = match var("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
@@ -290,7 +354,7 @@ impl Config {
             default_memory,
             default_cpus,
             env_max_bytes: parse_or("ENV_MAX_BYTES", 256 * 1024)?,
-            events_max_bytes: parse_or::<usize>("EVENTS_MAX_BYTES", crate::events::MAX_BYTES)?
+            events_max_bytes: parse_or::<usize>("EVENTS_MAX_BYTES", DEFAULT_EVENTS_MAX_BYTES)?
                 .max(1),
             log_json,
             app_user,
@@ -307,7 +371,7 @@ impl Config {
             max_body_bytes: parse_or("MAX_BODY_BYTES", 1024 * 1024)?,
             audit_max_bytes: parse_or("AUDIT_MAX_BYTES", 50 * 1024 * 1024)?,
             auth_max_failures: parse_or("AUTH_MAX_FAILURES", 10)?,
-            events_window: parse_or::<usize>("EVENTS_WINDOW", crate::events::WINDOW)?.max(1),
+            events_window: parse_or::<usize>("EVENTS_WINDOW", DEFAULT_EVENTS_WINDOW)?.max(1),
             instance_tag,
             upload_max_bytes: parse_or("UPLOAD_MAX_BYTES", 512 * 1024 * 1024)?,
             zip_max_entries: parse_or("ZIP_MAX_ENTRIES", 20_000)?,
@@ -355,7 +419,7 @@ impl Config {
             max_body_bytes: 1 << 20,
             audit_max_bytes: 1 << 20,
             auth_max_failures: 10,
-            events_window: crate::events::WINDOW,
+            events_window: DEFAULT_EVENTS_WINDOW,
             instance_tag: None,
             upload_max_bytes: 1 << 20,
             upload_idle_timeout: Duration::from_secs(30),
@@ -373,8 +437,8 @@ impl Config {
             default_memory: Some(1 << 30),
             default_cpus: Some(1.0),
             env_max_bytes: 256 * 1024,
-            events_max_bytes: crate::events::MAX_BYTES,
-            image_pull_policy: crate::images::PullPolicy::Missing,
+            events_max_bytes: DEFAULT_EVENTS_MAX_BYTES,
+            image_pull_policy: PullPolicy::Missing,
             registry_auth_file: None,
             registry_allowlist: Default::default(),
             log_json: false,

@@ -18,14 +18,14 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::http::response::representation;
+use crate::representation::representation;
 use crate::store::containers::ListFilter;
 use crate::store::Store;
 
-/// How many events are kept for `Last-Event-ID` resumption by default (`EVENTS_WINDOW`).
-pub const WINDOW: usize = 1024;
 /// How many bytes of events are kept by default (`EVENTS_MAX_BYTES`).
-pub const MAX_BYTES: usize = 16 << 20;
+pub use crate::config::DEFAULT_EVENTS_MAX_BYTES as MAX_BYTES;
+/// How many events are kept for `Last-Event-ID` resumption by default (`EVENTS_WINDOW`).
+pub use crate::config::DEFAULT_EVENTS_WINDOW as WINDOW;
 
 #[derive(Clone, Debug)]
 pub struct Event {

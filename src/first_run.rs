@@ -129,7 +129,7 @@ fn store(env_file: &Path, user: &str, pass: &str) -> std::io::Result<()> {
     }
     text.push_str(&format!(
         "# Generated on the first start ({}); change them here and restart.\nAPP_USER={user}\nAPP_PASS={pass}\n",
-        crate::store::now()
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));
     write_replacing(env_file, text.as_bytes())
 }

@@ -1,33 +1,34 @@
 //! container-manager: a control plane that keeps Docker containers matching the desired
 //! state stored in SQLite, through one `docker compose` v2 project per container.
 //!
-//! Map of the modules:
-//! - [`config`]: settings from `.env` and the environment, validated once.
-//! - [`first_run`]: credentials made, stored and printed on a first start.
+//! Map of the modules, in layers: each uses only the layers below it and the leaves
+//! (`tests/it/layers.rs` checks it).
+//!
+//! - Life cycle and commands: [`server`] (start the background tasks, serve, drain; [`app()`]
+//!   is the router built from a state), [`connections`] (accepting connections: caps,
+//!   header, body and write timeouts), [`first_run`] (credentials made, stored and printed on
+//!   a first start), [`backup`] (`container-manager backup PATH`).
+//! - [`http`]: routes, extractors, schema types, the auth layer and the one HTTP error
+//!   mapping; response building, waiting for convergence and pre-start checks have their own
+//!   modules there, so `containers` and `actions` depend on them and never on each other.
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
-//! - [`server`]: the server's life cycle (start background tasks, serve, drain); [`app()`] is
-//!   the router built from a state.
-//! - [`connections`]: accepting connections: caps, header/idle timeouts, graceful stop.
-//! - [`cidr`]: IP networks (`TRUSTED_PROXIES`).
-//! - [`backup`]: `container-manager backup PATH`, an online copy of the state store.
-//! - [`sessions`]: console sign-in sessions (cookie tokens held in memory).
-//! - [`events`]: the change feed behind `GET /events`.
-//! - [`credentials`]: credentials and the failed-login throttle (the middleware is in `http`).
-//! - [`http`]: routes, extractors and the middleware (request id + audit, auth); response
-//!   building, waiting for convergence and pre-start checks have their own modules there,
-//!   so `containers` and `actions` depend on them and never on each other.
-//! - [`error`]: the one error type, rendered as the API's error body everywhere.
-//! - [`store`]: the SQLite state store (desired and observed state).
-//! - [`spec`]: the container spec a client may send, and its validation.
-//! - [`lifecycle`]: desired states, observed statuses and the pure rules between them.
-//! - [`audit`]: `actions.jsonl`, one line per request and per reconciler action.
 //! - [`reconcile`]: the controller that makes Docker match the store: a FIFO queue, a worker,
-//!   passes that decide and act through one `Backend` trait (compose and the Engine API).
-//! - [`appdir`]: each container's `/app` directory on the host.
-//! - [`images`]: pull policy, registry credentials, pulls with progress.
-//! - [`docker`]: the Engine API client and a clean environment for `docker` processes.
-//! - [`metrics`]: the Prometheus instruments and `/metrics` rendering.
-//! - [`terminal`]: the WebSocket terminal session (console, exec, attach) and main output.
+//!   passes that decide and act through the `Backend` and `Observer` traits.
+//! - Domain: [`images`] (pull policy, registry credentials, pulls with progress), [`appdir`]
+//!   (each container's `/app` on the host), [`terminal`] (the WebSocket terminal session),
+//!   [`events`] (the change feed behind `GET /events`), [`audit`] (`actions.jsonl`),
+//!   [`credentials`] (the configured credentials and the failed-login throttle),
+//!   [`sessions`] (console sign-in sessions, keys and tickets).
+//! - [`representation`]: what the API answers and `/events` sends about a container.
+//! - [`store`]: the SQLite state store (desired and observed state).
+//! - [`spec`] (the container spec a client may send, and its validation), [`lifecycle`]
+//!   (desired states, observed statuses and the pure rules between them), [`step_error`]
+//!   (why one reconcile step failed).
+//! - [`error`] (the one error type, rendered as the API's error body), [`config`] (settings
+//!   from `.env` and the environment, validated once).
+//! - Leaves, used by anyone and using nothing of the crate: [`docker`] (the Engine API client
+//!   and a clean environment for `docker` processes), [`metrics`] (the Prometheus
+//!   instruments), [`cidr`] (IP networks), [`image_ref`] (image references).
 
 pub mod appdir;
 pub mod audit;
@@ -41,10 +42,12 @@ pub mod error;
 pub mod events;
 pub mod first_run;
 pub mod http;
+pub mod image_ref;
 pub mod images;
 pub mod lifecycle;
 pub mod metrics;
 pub mod reconcile;
+pub mod representation;
 pub mod server;
 pub mod sessions;
 pub mod spec;

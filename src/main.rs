@@ -127,7 +127,11 @@ fn serve(env_file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::from_env_with(generated.as_ref()) {
+    let config = match Config::from_env_with(
+        generated
+            .as_ref()
+            .map(|g| (g.user.as_str(), g.pass.as_str())),
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("container-manager: {e}");

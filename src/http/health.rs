@@ -19,7 +19,7 @@ pub async fn livez() -> &'static str {
     "ok"
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "meta", summary = "Health of Docker and the database", responses((status = 200, description = "Healthy", body = crate::http::openapi::Health), (status = 503, description = "Degraded", body = crate::http::openapi::Health), (status = 401, description = "Missing or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/healthz", tag = "meta", summary = "Health of Docker and the database", responses((status = 200, description = "Healthy", body = crate::http::schema::Health), (status = 503, description = "Degraded", body = crate::http::schema::Health), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let docker = async {
         let version = async { state.docker.get().await?.version().await };

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod origin;
 pub mod prestart;
 pub mod response;
+pub mod schema;
 pub mod session;
 pub mod stats;
 pub mod terminal;

@@ -11,34 +11,7 @@ use crate::spec;
 use crate::state::AppState;
 use crate::store::containers::Container;
 
-/// The representation of docs/API.md §4: the spec plus identity, states and generations.
-pub fn representation(c: &Container) -> Value {
-    let s = &c.spec;
-    json!({
-        "cuid": c.cuid,
-        "image": s.image,
-        "env": s.env,
-        "tags": s.tags,
-        "resources": {
-            "cpus": s.resources.cpus,
-            "memory": s.resources.memory,
-            "memory_bytes": s.resources.memory_bytes,
-            "pids": s.resources.pids,
-        },
-        "ports": s.ports,
-        "command": s.command,
-        "restart": s.restart,
-        "user": s.user,
-        "desired_state": c.desired_state,
-        "status": c.status,
-        "exit_code": c.exit_code,
-        "generation": c.generation,
-        "observed_generation": c.observed_generation,
-        "last_error": c.last_error,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    })
-}
+pub use crate::representation::representation;
 
 /// The representation with `pull`: the progress of the pull of its image while the
 /// reconciler makes one for it (layers done / total, bytes), `null` otherwise. Kept out of

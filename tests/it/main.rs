@@ -13,6 +13,7 @@ mod hostile;
 mod hostile_download;
 mod hostile_upload;
 mod images;
+mod layers;
 mod ops;
 mod reconcile;
 mod security;

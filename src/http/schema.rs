@@ -1,0 +1,192 @@
+//! The bodies' schema types of the OpenAPI document (docs/API.md §3–§5). The handlers name
+//! them in their `#[utoipa::path]` attributes and [`super::openapi`] collects them: both
+//! import this module, so neither imports the other.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The error body of every failure (docs/API.md §3).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorKind,
+    /// Stable SCREAMING_SNAKE code a client can branch on (e.g. `CONTAINER_NOT_FOUND`).
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+    pub request_id: String,
+    /// RFC 3339 with an offset.
+    pub timestamp: String,
+    pub details: BTreeMap<String, serde_json::Value>,
+    /// Only with `APP_ENV=development`.
+    #[schema(nullable = false)]
+    pub stacktrace: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    ValidationError,
+    AuthError,
+    Forbidden,
+    NotFound,
+    Conflict,
+    StateError,
+    Timeout,
+    ComposeError,
+    IoError,
+    PreconditionFailed,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    MethodNotAllowed,
+    InternalError,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Port {
+    #[schema(minimum = 1, maximum = 65535)]
+    pub host: u16,
+    #[schema(minimum = 1, maximum = 65535)]
+    pub container: u16,
+    /// `tcp` (default) or `udp`.
+    #[schema(example = "tcp")]
+    pub protocol: String,
+    /// Default: the `PORT_BIND_IP` setting.
+    pub host_ip: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Resources {
+    pub cpus: Option<f64>,
+    /// As sent: `4096m`, `1g`, `512k` or bytes.
+    pub memory: Option<String>,
+    pub memory_bytes: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+/// What a client may send to `POST /containers` (unknown fields are refused).
+#[derive(Serialize, ToSchema)]
+pub struct CreateBody {
+    #[schema(example = "python:3.12-slim")]
+    pub image: String,
+    pub env: Option<BTreeMap<String, String>>,
+    pub tags: Option<Vec<String>>,
+    pub resources: Option<ResourcesIn>,
+    pub ports: Option<Vec<PortIn>>,
+    /// argv overriding `BOOT_COMMAND` (`[]` is refused: leave it out for the default).
+    #[schema(min_items = 1, max_items = 1024)]
+    pub command: Option<Vec<String>>,
+    /// `no`, `on-failure` (default), `always`, `unless-stopped`.
+    pub restart: Option<String>,
+    /// `uid:gid`.
+    pub user: Option<String>,
+    /// Start at once (and wait, unless `?wait=false`).
+    pub start: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResourcesIn {
+    pub cpus: Option<f64>,
+    /// `4096m`, `1g`, `512k` or a number of bytes.
+    pub memory: Option<serde_json::Value>,
+    pub pids: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PortIn {
+    pub host: u16,
+    pub container: u16,
+    pub protocol: Option<String>,
+    pub host_ip: Option<String>,
+}
+
+/// `PATCH /containers/{cuid}`: `env` merges (`null` removes a key), `tags` replaces,
+/// `resources` merges.
+#[derive(Serialize, ToSchema)]
+pub struct PatchBody {
+    pub image: Option<String>,
+    pub env: Option<BTreeMap<String, Option<String>>>,
+    pub tags: Option<Vec<String>>,
+    pub resources: Option<ResourcesIn>,
+    /// argv; `null` goes back to `BOOT_COMMAND`, `[]` is refused.
+    #[schema(min_items = 1, max_items = 1024)]
+    pub command: Option<Vec<String>>,
+    pub restart: Option<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PortsBody {
+    pub ports: Vec<PortIn>,
+}
+
+// The lifecycle enums are the ones the server itself uses (`crate::lifecycle`).
+use crate::lifecycle::{DesiredState, Status};
+
+/// The representation of a container (docs/API.md §4).
+#[derive(Serialize, ToSchema)]
+pub struct Container {
+    pub cuid: String,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub resources: Resources,
+    pub ports: Vec<Port>,
+    pub command: Option<Vec<String>>,
+    pub restart: String,
+    pub user: Option<String>,
+    pub desired_state: DesiredState,
+    pub status: Status,
+    pub exit_code: Option<i64>,
+    pub generation: i64,
+    pub observed_generation: i64,
+    /// `{code, message, at}` of the last failure, or null.
+    pub last_error: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ContainerList {
+    pub containers: Vec<Container>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /containers/{cuid}/status`: live state from Docker (store values when Docker has
+/// nothing yet).
+#[derive(Serialize, ToSchema)]
+pub struct LiveStatus {
+    pub cuid: String,
+    pub status: Status,
+    pub desired_state: DesiredState,
+    pub running: bool,
+    pub paused: bool,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub restart_count: i64,
+    pub ports: Vec<serde_json::Value>,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub last_error: Option<serde_json::Value>,
+    /// `docker` or `store`.
+    pub source: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub compose_version: Option<String>,
+    pub docker_version: Option<String>,
+    pub database: String,
+    pub instance_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UploadResult {
+    pub files: u64,
+    pub bytes: u64,
+}
