@@ -67,6 +67,24 @@ async function download(url, name) {
   a.remove();
 }
 
+/** Calls `onLine` with each line of a streamed answer (without its `\n` or `\r\n`). */
+async function readLines(response, onLine) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += decoder.decode(value, { stream: true });
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
+    }
+  }
+}
+
 /** fetch on the API with the session cookie and key; JSON in and out; throws ApiError. */
 async function api(method, path, { json, body, headers, raw } = {}) {
   const init = { method, headers: authHeaders(headers), credentials: "same-origin" };
@@ -258,34 +276,22 @@ async function watchLive(l) {
       }
       if (r.ok) {
         $("live").classList.add("on");
-        const reader = r.body.getReader();
-        const decoder = new TextDecoder();
-        let buf = "";
         let ev = { event: "message", data: [], id: null };
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += decoder.decode(value, { stream: true });
-          let nl;
-          while ((nl = buf.indexOf("\n")) >= 0) {
-            let line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            if (line.endsWith("\r")) line = line.slice(0, -1);
-            if (line === "") {
-              if (ev.data.length || ev.event !== "message") dispatchLive(l, ev);
-              ev = { event: "message", data: [], id: null };
-              continue;
-            }
-            if (line.startsWith(":")) continue; // a comment (keep-alive)
-            const i = line.indexOf(":");
-            const field = i < 0 ? line : line.slice(0, i);
-            let fieldValue = i < 0 ? "" : line.slice(i + 1);
-            if (fieldValue.startsWith(" ")) fieldValue = fieldValue.slice(1);
-            if (field === "event") ev.event = fieldValue;
-            else if (field === "data") ev.data.push(fieldValue);
-            else if (field === "id") ev.id = fieldValue;
+        await readLines(r, (line) => {
+          if (line === "") {
+            if (ev.data.length || ev.event !== "message") dispatchLive(l, ev);
+            ev = { event: "message", data: [], id: null };
+            return;
           }
-        }
+          if (line.startsWith(":")) return; // a comment (keep-alive)
+          const i = line.indexOf(":");
+          const field = i < 0 ? line : line.slice(0, i);
+          let fieldValue = i < 0 ? "" : line.slice(i + 1);
+          if (fieldValue.startsWith(" ")) fieldValue = fieldValue.slice(1);
+          if (field === "event") ev.event = fieldValue;
+          else if (field === "data") ev.data.push(fieldValue);
+          else if (field === "id") ev.id = fieldValue;
+        });
       }
     } catch (e) {
       if (e.name === "AbortError") return;
@@ -704,24 +710,13 @@ async function loadLogs() {
       out.append(el("span", { class: "stderr", text: errorText(body, r.status) }));
       return;
     }
-    const reader = r.body.getReader();
-    const decoder = new TextDecoder();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += decoder.decode(value, { stream: true });
-      let nl;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.trim()) continue;
-        const rec = JSON.parse(line);
-        const stick = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
-        out.append(el("span", { class: rec.stream, text: decodeData(rec) }));
-        if (stick) out.scrollTop = out.scrollHeight;
-      }
-    }
+    await readLines(r, (line) => {
+      if (!line.trim()) return;
+      const rec = JSON.parse(line);
+      const stick = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+      out.append(el("span", { class: rec.stream, text: decodeData(rec) }));
+      if (stick) out.scrollTop = out.scrollHeight;
+    });
   } catch (e) {
     if (e.name !== "AbortError") out.append(el("span", { class: "stderr", text: String(e) }));
   }

@@ -181,8 +181,7 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
     // unknown session token or key is not a guess worth counting (256 random bits).
     if has_authorization {
         state.throttle.record_failure(ip, now);
-    }
-    if !has_authorization {
+    } else {
         // A console whose session ended, or a cookie without the key only the console's
         // origin holds: no Basic challenge, or the browser would put its own password
         // dialog over the console's sign-in page.
