@@ -402,7 +402,7 @@ mod tests {
     fn code(r: Result<Plan, ApiError>) -> String {
         match r {
             Ok(p) => format!("{p:?}"),
-            Err(e) => e.code.into_owned(),
+            Err(e) => e.code.as_str().to_owned(),
         }
     }
 
@@ -547,6 +547,44 @@ mod tests {
         ] {
             let text = serde_json::to_value(code).unwrap();
             assert_eq!(text, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(text).unwrap(), code);
+        }
+    }
+
+    /// What `last_error.code` stores (serde of `ErrorCode`) is the string of its `ApiCode`.
+    #[test]
+    fn step_codes_are_api_codes() {
+        use ErrorCode as E;
+        let all = [
+            E::ImageNotFound,
+            E::RegistryUnavailable,
+            E::RegistryAuthFailed,
+            E::RegistryNotAllowed,
+            E::PortInUse,
+            E::DockerUnavailable,
+            E::ComposeFailed,
+            E::ComposeTimeout,
+            E::IoError,
+            E::DatabaseError,
+            E::NotConverging,
+        ];
+        for code in all {
+            // A new variant stops this compiling until it is listed above too.
+            match code {
+                E::ImageNotFound
+                | E::RegistryUnavailable
+                | E::RegistryAuthFailed
+                | E::RegistryNotAllowed
+                | E::PortInUse
+                | E::DockerUnavailable
+                | E::ComposeFailed
+                | E::ComposeTimeout
+                | E::IoError
+                | E::DatabaseError
+                | E::NotConverging => {}
+            }
+            let text = serde_json::to_value(code).unwrap();
+            assert_eq!(text, ApiCode::from(code).as_str());
             assert_eq!(serde_json::from_value::<ErrorCode>(text).unwrap(), code);
         }
     }

@@ -272,7 +272,7 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(permit_within(&slots, wait).await.is_none());
         assert!(t.elapsed() < Duration::from_secs(2));
-        let response = slots_busy("LISTING_SLOTS_BUSY", "listing", 1, wait).into_response();
+        let response = slots_busy(ApiCode::ListingSlotsBusy, "listing", 1, wait).into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "5");
         drop(held);

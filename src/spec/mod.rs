@@ -430,7 +430,7 @@ mod tests {
     fn code(v: Value) -> String {
         create(v)
             .err()
-            .map(|e| e.code.into_owned())
+            .map(|e| e.code.as_str().to_owned())
             .unwrap_or_default()
     }
 
