@@ -3,14 +3,16 @@
 //! (and a line in docs/API.md, which a test checks).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 /// Defines [`ApiCode`] with each variant's wire string written once: serde, the OpenAPI
-/// enumeration and [`ApiCode::as_str`] all take it from here.
+/// enumeration and [`ApiCode::as_str`] all take it from here. (utoipa's derive does not see a
+/// `serde(rename)` a macro writes, so the schema is built from [`ApiCode::ALL`] below.)
 macro_rules! api_codes {
     ($($(#[doc = $doc:literal])* $variant:ident = $text:literal,)*) => {
         /// The stable SCREAMING_SNAKE `code` of an error body (docs/API.md §3).
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum ApiCode {
             $($(#[doc = $doc])* #[serde(rename = $text)] $variant,)*
         }
@@ -260,6 +262,24 @@ api_codes! {
     // The console's pages.
     /// No such console file.
     NotFound = "NOT_FOUND",
+}
+
+impl utoipa::PartialSchema for ApiCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Stable SCREAMING_SNAKE code a client can branch on (docs/API.md §3)",
+            ))
+            .enum_values(Some(Self::ALL.iter().map(|c| c.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ApiCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ApiCode".into()
+    }
 }
 
 impl std::fmt::Display for ApiCode {
