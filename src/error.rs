@@ -2,12 +2,14 @@
 //! rejections, unknown routes, wrong methods, oversized bodies and panics, ends up as an
 //! [`ApiError`] and is rendered as the docs/API.md §3 body.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+
+mod code;
+pub use code::ApiCode;
 
 tokio::task_local! {
     /// The request id of the request being served; set by the request middleware so that
@@ -92,7 +94,7 @@ impl Kind {
 #[derive(Debug)]
 pub struct ApiError {
     pub kind: Kind,
-    pub code: Cow<'static, str>,
+    pub code: ApiCode,
     pub message: String,
     pub details: Option<Value>,
     /// Rarely used, so boxed: keeps `Result<_, ApiError>` small.
@@ -110,16 +112,16 @@ struct Extra {
 #[derive(Clone, Debug)]
 pub struct ErrorInfo {
     pub error: &'static str,
-    pub code: String,
+    pub code: ApiCode,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(kind: Kind, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, code: ApiCode, message: impl Into<String>) -> Self {
         Self {
             kind,
-            code: code.into(),
+            code,
             message: message.into(),
             details: None,
             // Only worth its cost where it is shown.
@@ -132,13 +134,13 @@ impl ApiError {
         }
     }
 
-    pub fn validation(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn validation(code: ApiCode, message: impl Into<String>) -> Self {
         Self::new(Kind::Validation, code, message)
     }
 
     /// A validation error about one field of the request: `details.field` and `provided`.
     pub fn field(
-        code: &'static str,
+        code: ApiCode,
         field: impl Into<String>,
         provided: Value,
         message: impl Into<String>,
@@ -147,20 +149,20 @@ impl ApiError {
             .with_details(json!({"field": field.into(), "provided": provided}))
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ApiCode, message: impl Into<String>) -> Self {
         Self::new(Kind::NotFound, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ApiCode, message: impl Into<String>) -> Self {
         Self::new(Kind::Conflict, code, message)
     }
 
-    pub fn state(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn state(code: ApiCode, message: impl Into<String>) -> Self {
         Self::new(Kind::State, code, message)
     }
 
     pub fn io(message: impl Into<String>) -> Self {
-        Self::new(Kind::Io, "IO_ERROR", message)
+        Self::new(Kind::Io, ApiCode::IoError, message)
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -215,7 +217,7 @@ impl IntoResponse for ApiError {
         }
         response.extensions_mut().insert(ErrorInfo {
             error: self.kind.as_str(),
-            code: self.code.into_owned(),
+            code: self.code,
         });
         response
     }
@@ -225,7 +227,7 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         // Internal details go to the server log, not to the client.
         tracing::error!(error = %e, "database error");
-        Self::new(Kind::Io, "DATABASE_ERROR", "the state store failed")
+        Self::new(Kind::Io, ApiCode::DatabaseError, "the state store failed")
     }
 }
 
@@ -238,14 +240,14 @@ impl From<std::io::Error> for ApiError {
 
 /// Unknown route.
 pub async fn not_found_fallback() -> ApiError {
-    ApiError::not_found("ROUTE_NOT_FOUND", "no such route")
+    ApiError::not_found(ApiCode::RouteNotFound, "no such route")
 }
 
 /// Known route, wrong method.
 pub async fn method_not_allowed_fallback() -> ApiError {
     ApiError::new(
         Kind::MethodNotAllowed,
-        "METHOD_NOT_ALLOWED",
+        ApiCode::MethodNotAllowed,
         "method not allowed on this route",
     )
 }
@@ -260,7 +262,7 @@ pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Respo
     tracing::error!(panic = %text, "handler panicked");
     let mut err = ApiError::new(
         Kind::Internal,
-        "INTERNAL_ERROR",
+        ApiCode::InternalError,
         "the server hit an internal error",
     );
     if development() {
@@ -276,7 +278,7 @@ pub fn docker_unavailable(e: &bollard::errors::Error) -> ApiError {
     tracing::warn!(error = %e, "Docker is not reachable");
     ApiError::new(
         Kind::Unavailable,
-        "DOCKER_UNAVAILABLE",
+        ApiCode::DockerUnavailable,
         "the Docker daemon is not reachable",
     )
 }
@@ -284,7 +286,7 @@ pub fn docker_unavailable(e: &bollard::errors::Error) -> ApiError {
 pub fn payload_too_large(limit: usize) -> ApiError {
     ApiError::new(
         Kind::PayloadTooLarge,
-        "PAYLOAD_TOO_LARGE",
+        ApiCode::PayloadTooLarge,
         format!("request body is over the {limit}-byte limit"),
     )
     .with_details(json!({"limit": limit}))

@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 
 /// What a client asked the container to be (`desired_state`).
 #[derive(
@@ -217,7 +217,7 @@ pub fn plan(verb: Verb, desired: DesiredState, status: Status) -> Result<Plan, A
     let running_now = status.may_be_running();
     let invalid = || {
         ApiError::state(
-            "INVALID_TRANSITION",
+            ApiCode::InvalidTransition,
             format!("cannot {} a container that is {status}", verb.as_str()),
         )
         .with_details(json!({"status": status, "desired_state": desired}))
@@ -348,19 +348,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ImageNotFound => "IMAGE_NOT_FOUND",
-            Self::RegistryUnavailable => "REGISTRY_UNAVAILABLE",
-            Self::RegistryAuthFailed => "REGISTRY_AUTH_FAILED",
-            Self::RegistryNotAllowed => "REGISTRY_NOT_ALLOWED",
-            Self::PortInUse => "PORT_IN_USE",
-            Self::DockerUnavailable => "DOCKER_UNAVAILABLE",
-            Self::ComposeFailed => "COMPOSE_FAILED",
-            Self::ComposeTimeout => "COMPOSE_TIMEOUT",
-            Self::IoError => "IO_ERROR",
-            Self::DatabaseError => "DATABASE_ERROR",
-            Self::NotConverging => "NOT_CONVERGING",
-        }
+        ApiCode::from(self).as_str()
     }
 
     /// The error kind (and so the HTTP status) a waiting request gets for it.
@@ -380,6 +368,25 @@ impl ErrorCode {
     }
 }
 
+/// Every step failure is a code a client can receive: the string is [`ApiCode`]'s.
+impl From<ErrorCode> for ApiCode {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::ImageNotFound => ApiCode::ImageNotFound,
+            ErrorCode::RegistryUnavailable => ApiCode::RegistryUnavailable,
+            ErrorCode::RegistryAuthFailed => ApiCode::RegistryAuthFailed,
+            ErrorCode::RegistryNotAllowed => ApiCode::RegistryNotAllowed,
+            ErrorCode::PortInUse => ApiCode::PortInUse,
+            ErrorCode::DockerUnavailable => ApiCode::DockerUnavailable,
+            ErrorCode::ComposeFailed => ApiCode::ComposeFailed,
+            ErrorCode::ComposeTimeout => ApiCode::ComposeTimeout,
+            ErrorCode::IoError => ApiCode::IoError,
+            ErrorCode::DatabaseError => ApiCode::DatabaseError,
+            ErrorCode::NotConverging => ApiCode::NotConverging,
+        }
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -395,7 +402,7 @@ mod tests {
     fn code(r: Result<Plan, ApiError>) -> String {
         match r {
             Ok(p) => format!("{p:?}"),
-            Err(e) => e.code.into_owned(),
+            Err(e) => e.code.as_str().to_owned(),
         }
     }
 
@@ -540,6 +547,44 @@ mod tests {
         ] {
             let text = serde_json::to_value(code).unwrap();
             assert_eq!(text, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(text).unwrap(), code);
+        }
+    }
+
+    /// What `last_error.code` stores (serde of `ErrorCode`) is the string of its `ApiCode`.
+    #[test]
+    fn step_codes_are_api_codes() {
+        use ErrorCode as E;
+        let all = [
+            E::ImageNotFound,
+            E::RegistryUnavailable,
+            E::RegistryAuthFailed,
+            E::RegistryNotAllowed,
+            E::PortInUse,
+            E::DockerUnavailable,
+            E::ComposeFailed,
+            E::ComposeTimeout,
+            E::IoError,
+            E::DatabaseError,
+            E::NotConverging,
+        ];
+        for code in all {
+            // A new variant stops this compiling until it is listed above too.
+            match code {
+                E::ImageNotFound
+                | E::RegistryUnavailable
+                | E::RegistryAuthFailed
+                | E::RegistryNotAllowed
+                | E::PortInUse
+                | E::DockerUnavailable
+                | E::ComposeFailed
+                | E::ComposeTimeout
+                | E::IoError
+                | E::DatabaseError
+                | E::NotConverging => {}
+            }
+            let text = serde_json::to_value(code).unwrap();
+            assert_eq!(text, ApiCode::from(code).as_str());
             assert_eq!(serde_json::from_value::<ErrorCode>(text).unwrap(), code);
         }
     }

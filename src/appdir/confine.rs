@@ -20,7 +20,7 @@ use rustix::fs::{openat2, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use serde_json::json;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 
 /// Longest path (relative to `/app`) accepted, as Linux's `PATH_MAX`.
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -41,7 +41,7 @@ pub fn write_resolve() -> ResolveFlags {
 }
 
 fn unsafe_path(provided: &str, reason: &str) -> ApiError {
-    ApiError::validation("UNSAFE_PATH", format!("unsafe path: {reason}"))
+    ApiError::validation(ApiCode::UnsafePath, format!("unsafe path: {reason}"))
         .with_details(json!({"field": "path", "provided": provided, "reason": reason}))
 }
 
@@ -147,7 +147,7 @@ pub enum Found {
 fn lookup_error(e: Errno, provided: &str) -> ApiError {
     match e {
         Errno::NOENT | Errno::NOTDIR => ApiError::not_found(
-            "FILE_NOT_FOUND",
+            ApiCode::FileNotFound,
             format!("no such file or directory: {provided}"),
         )
         .with_details(json!({"path": provided})),

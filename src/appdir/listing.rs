@@ -15,7 +15,7 @@ use rustix::io::Errno;
 use serde_json::{json, Value};
 
 use crate::appdir::confine;
-use crate::error::ApiResult;
+use crate::error::{ApiCode, ApiResult};
 
 /// The most names one listing reads from a directory (those before the cursor included);
 /// past it the listing is refused (`400 DIRECTORY_TOO_LARGE`). Memory does not depend on it
@@ -84,7 +84,7 @@ pub fn page(
         scanned += 1;
         if scanned > MAX_SCANNED {
             return Err(crate::error::ApiError::validation(
-                "DIRECTORY_TOO_LARGE",
+                ApiCode::DirectoryTooLarge,
                 format!("the directory holds more than {MAX_SCANNED} entries"),
             )
             .with_details(json!({"limit": MAX_SCANNED})));

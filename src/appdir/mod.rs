@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 
 /// How many uploads are checked, indexed and extracted at once, server-wide. Indexing a ZIP
 /// holds its central directory in memory (up to [`unzip::MAX_DIRECTORY_BYTES`], and the
@@ -52,7 +52,7 @@ pub const LISTING_SLOT_WAIT: Duration = Duration::from_secs(10);
 pub const SLOTS_BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 /// `503 unavailable` with `Retry-After`: every one of `slots` slots stayed busy for `waited`.
-fn slots_busy(code: &'static str, what: &str, slots: usize, waited: Duration) -> ApiError {
+fn slots_busy(code: ApiCode, what: &str, slots: usize, waited: Duration) -> ApiError {
     ApiError::new(
         Kind::Unavailable,
         code,
@@ -166,9 +166,14 @@ impl Files {
     /// until the upload is done (its staging directory removed). Not free within `wait`
     /// (`UPLOAD_SLOT_WAIT`): `503 UPLOAD_SLOTS_BUSY` with `Retry-After`.
     pub async fn upload_permit(&self, wait: Duration) -> ApiResult<OwnedSemaphorePermit> {
-        permit_within(&self.uploads, wait)
-            .await
-            .ok_or_else(|| slots_busy("UPLOAD_SLOTS_BUSY", "upload", MAX_PARALLEL_UPLOADS, wait))
+        permit_within(&self.uploads, wait).await.ok_or_else(|| {
+            slots_busy(
+                ApiCode::UploadSlotsBusy,
+                "upload",
+                MAX_PARALLEL_UPLOADS,
+                wait,
+            )
+        })
     }
 
     /// One of the [`MAX_PARALLEL_LISTINGS`] permits, held while the directory is read. Not
@@ -178,7 +183,7 @@ impl Files {
             .await
             .ok_or_else(|| {
                 slots_busy(
-                    "LISTING_SLOTS_BUSY",
+                    ApiCode::ListingSlotsBusy,
                     "listing",
                     MAX_PARALLEL_LISTINGS,
                     LISTING_SLOT_WAIT,
@@ -267,7 +272,7 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(permit_within(&slots, wait).await.is_none());
         assert!(t.elapsed() < Duration::from_secs(2));
-        let response = slots_busy("LISTING_SLOTS_BUSY", "listing", 1, wait).into_response();
+        let response = slots_busy(ApiCode::ListingSlotsBusy, "listing", 1, wait).into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "5");
         drop(held);

@@ -55,7 +55,7 @@ use crate::appdir::confine;
 use crate::appdir::journal::{self, Record};
 use crate::appdir::plan::{NodeKind, Plan};
 use crate::config::UserIds;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 
 /// How many times a move is retried when the container changes the same name meanwhile.
 const RACE_RETRIES: usize = 16;
@@ -99,7 +99,7 @@ struct Commit<'a> {
 
 fn conflict(rel: &str) -> ApiError {
     ApiError::conflict(
-        "PATH_CONFLICT",
+        ApiCode::PathConflict,
         format!("/app/{rel} is a directory; the upload has a file there"),
     )
     .with_details(json!({"path": rel}))
@@ -107,7 +107,7 @@ fn conflict(rel: &str) -> ApiError {
 
 fn changed(rel: &str) -> ApiError {
     ApiError::conflict(
-        "PATH_CONFLICT",
+        ApiCode::PathConflict,
         format!("/app/{rel} kept changing while the upload was moved into place"),
     )
     .with_details(json!({"path": rel}))

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
 use crate::http::prestart::check_startable;
 use crate::http::response::{container_response, path_cuid};
@@ -25,7 +25,7 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
         .transition(cuid, |current| {
             if current.deleted_at.is_some() {
                 return Err(ApiError::state(
-                    "CONTAINER_DELETING",
+                    ApiCode::ContainerDeleting,
                     "the container is being deleted",
                 ));
             }

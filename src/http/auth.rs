@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 use crate::state::AppState;
 
 /// The user name of an authenticated request, put in the response's extensions for the
@@ -25,7 +25,7 @@ fn blocked(left: Duration) -> Response {
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
     ApiError::new(
         Kind::RateLimited,
-        "TOO_MANY_AUTH_FAILURES",
+        ApiCode::TooManyAuthFailures,
         "too many failed logins from this address; try again later",
     )
     .with_details(serde_json::json!({"retry_after": secs}))
@@ -155,7 +155,7 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
     if from_another_site(&request) {
         return ApiError::new(
             Kind::Auth,
-            "CROSS_SITE_CREDENTIALS",
+            ApiCode::CrossSiteCredentials,
             "credentials sent by a browser on behalf of another site are not accepted",
         )
         .into_response();
@@ -189,7 +189,7 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             Some(crate::sessions::Refusal::Unknown) => {
                 return ApiError::new(
                     Kind::Auth,
-                    "SESSION_EXPIRED",
+                    ApiCode::SessionExpired,
                     "the session has ended; sign in again",
                 )
                 .into_response()
@@ -197,7 +197,7 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             Some(crate::sessions::Refusal::KeyRequired) => {
                 return ApiError::new(
                     Kind::Auth,
-                    "SESSION_KEY_REQUIRED",
+                    ApiCode::SessionKeyRequired,
                     "the session cookie is only valid with the session key the console holds \
                      (header X-Session-Key) or a ticket from POST /session/ticket",
                 )
@@ -207,9 +207,9 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         }
     }
     let code = if has_authorization {
-        "INVALID_CREDENTIALS"
+        ApiCode::InvalidCredentials
     } else {
-        "MISSING_CREDENTIALS"
+        ApiCode::MissingCredentials
     };
     ApiError::new(Kind::Auth, code, "valid Basic credentials are required")
         .with_header(

@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::cursor;
 use crate::http::extract::{JsonObject, Path, Query};
 use crate::http::prestart::{check_ports_free, check_startable};
@@ -42,7 +42,7 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     bare.parse::<i64>().map(Some).map_err(|_| {
         ApiError::new(
             Kind::PreconditionFailed,
-            "STALE_GENERATION",
+            ApiCode::StaleGeneration,
             "If-Match must name a generation, e.g. \"3\"",
         )
         .with_details(json!({"if_match": text}))
@@ -65,7 +65,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
             Ok(Some(k.to_owned()))
         }
         _ => Err(ApiError::validation(
-            "INVALID_IDEMPOTENCY_KEY",
+            ApiCode::InvalidIdempotencyKey,
             "Idempotency-Key must be 1-255 visible ASCII characters",
         )),
     }
@@ -74,7 +74,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiResult<Response> {
     if stored.body_sha256 != sha {
         return Err(ApiError::conflict(
-            "IDEMPOTENCY_KEY_REUSED",
+            ApiCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different body",
         ));
     }
@@ -182,7 +182,7 @@ pub async fn list(
         .find(|k| !["status", "tag", "limit", "cursor"].contains(&k.as_str()))
     {
         return Err(ApiError::field(
-            "UNKNOWN_FIELD",
+            ApiCode::UnknownField,
             k.clone(),
             Value::String(k.clone()),
             format!("unknown query parameter `{k}`"),
@@ -196,7 +196,7 @@ pub async fn list(
             .filter(|l| (1..=MAX_LIMIT).contains(l))
             .ok_or_else(|| {
                 ApiError::field(
-                    "INVALID_LIMIT",
+                    ApiCode::InvalidLimit,
                     "limit",
                     json!(l),
                     format!("limit must be 1-{MAX_LIMIT}"),
@@ -210,7 +210,7 @@ pub async fn list(
             if let Some(bad) = wanted.iter().find(|w| Status::parse(w).is_none()) {
                 let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
                 return Err(ApiError::field(
-                    "INVALID_STATUS_FILTER",
+                    ApiCode::InvalidStatusFilter,
                     "status",
                     json!(bad),
                     format!("status must be a comma list of {}", all.join(", ")),
@@ -234,7 +234,7 @@ pub async fn list(
             let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
             if !status_ok || !tag_ok {
                 return Err(ApiError::field(
-                    "INVALID_CURSOR",
+                    ApiCode::InvalidCursor,
                     "cursor",
                     Value::Null,
                     "the cursor was made for other filters than this request's",

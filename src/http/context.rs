@@ -97,7 +97,7 @@ pub async fn request_context(
     }
     if let Some(info) = response.extensions().get::<ErrorInfo>() {
         line.insert("error".into(), info.error.into());
-        line.insert("code".into(), info.code.clone().into());
+        line.insert("code".into(), info.code.as_str().into());
     }
     state.audit.record(line);
     response

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 use crate::store::containers::ListFilter;
 
 /// Bytes of the HMAC kept in a cursor: enough to make forgery hopeless, short enough to read.
@@ -40,7 +40,7 @@ pub fn encode(key: &[u8], after: i64, filter: &ListFilter) -> String {
 
 fn invalid(why: &str) -> ApiError {
     ApiError::field(
-        "INVALID_CURSOR",
+        ApiCode::InvalidCursor,
         "cursor",
         serde_json::Value::Null,
         format!("invalid cursor: {why}"),

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::error::{content_type_is, payload_too_large, ApiError};
+use crate::error::{content_type_is, payload_too_large, ApiCode, ApiError};
 use crate::spec::type_name;
 use crate::state::AppState;
 
@@ -15,7 +15,7 @@ use crate::state::AppState;
 pub fn body_timeout(within: std::time::Duration) -> ApiError {
     ApiError::new(
         crate::error::Kind::Timeout,
-        "BODY_TIMEOUT",
+        ApiCode::BodyTimeout,
         format!(
             "the request body did not arrive within {} s",
             within.as_secs()
@@ -44,7 +44,7 @@ impl FromRequest<AppState> for JsonObject {
             });
         if json_type != Some(true) {
             return Err(ApiError::validation(
-                "UNSUPPORTED_CONTENT_TYPE",
+                ApiCode::UnsupportedContentType,
                 "the body must be JSON with Content-Type: application/json",
             ));
         }
@@ -56,7 +56,10 @@ impl FromRequest<AppState> for JsonObject {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     payload_too_large(limit)
                 } else {
-                    ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
+                    ApiError::validation(
+                        ApiCode::BodyReadFailed,
+                        "the request body could not be read",
+                    )
                 }
             })?;
         parse_object(&bytes).map(JsonObject)
@@ -66,12 +69,13 @@ impl FromRequest<AppState> for JsonObject {
 pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(
-            ApiError::validation("INVALID_BODY", "the body must be a JSON object")
-                .with_details(json!({"provided": type_name(&other)})),
-        ),
+        Ok(other) => Err(ApiError::validation(
+            ApiCode::InvalidBody,
+            "the body must be a JSON object",
+        )
+        .with_details(json!({"provided": type_name(&other)}))),
         Err(e) => Err(
-            ApiError::validation("INVALID_JSON", format!("malformed JSON: {e}"))
+            ApiError::validation(ApiCode::InvalidJson, format!("malformed JSON: {e}"))
                 .with_details(json!({"line": e.line(), "column": e.column()})),
         ),
     }
@@ -87,7 +91,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e| ApiError::validation("INVALID_QUERY", e.body_text()))
+            .map_err(|e| ApiError::validation(ApiCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -110,6 +114,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
-            .map_err(|_| ApiError::not_found("CONTAINER_NOT_FOUND", "no such container"))
+            .map_err(|_| ApiError::not_found(ApiCode::ContainerNotFound, "no such container"))
     }
 }

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::appdir::confine::{self, Found};
 use crate::appdir::{listing, mounts, unzip, upload, zipout};
-use crate::error::{content_type_is, ApiError, ApiResult, Kind};
+use crate::error::{content_type_is, ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
 use crate::http::upload_body::{drain, receive, upload_too_large};
@@ -30,7 +30,7 @@ fn internal(e: tokio::task::JoinError) -> ApiError {
     tracing::error!(error = %e, "file task failed");
     ApiError::new(
         Kind::Internal,
-        "INTERNAL_ERROR",
+        ApiCode::InternalError,
         "the server hit an internal error",
     )
 }
@@ -66,7 +66,7 @@ pub async fn upload_zip(
         && !content_type_is(&headers, "application/x-zip")
     {
         return Err(ApiError::validation(
-            "UNSUPPORTED_CONTENT_TYPE",
+            ApiCode::UnsupportedContentType,
             "the body must be the raw ZIP archive (Content-Type: application/zip)",
         ));
     }
@@ -145,7 +145,7 @@ pub async fn upload_zip(
 
 fn missing_path() -> ApiError {
     ApiError::field(
-        "MISSING_PATH",
+        ApiCode::MissingPath,
         "path",
         Value::Null,
         "the query parameter path is required",
@@ -171,17 +171,17 @@ pub async fn download(
         match confine::lookup(&root, &components, &provided)? {
             Found::File(file, size) => Ok((file, size)),
             Found::Dir(_) => Err(ApiError::validation(
-                "IS_A_DIRECTORY",
+                ApiCode::IsADirectory,
                 format!("{provided} is a directory; use download-zip"),
             )
             .with_details(json!({"path": provided}))),
             Found::Special => Err(ApiError::validation(
-                "NOT_A_REGULAR_FILE",
+                ApiCode::NotARegularFile,
                 format!("{provided} is not a regular file (FIFO, socket or device)"),
             )
             .with_details(json!({"path": provided}))),
             Found::Busy => Err(ApiError::conflict(
-                "FILE_BUSY",
+                ApiCode::FileBusy,
                 format!(
                     "{provided} is held under a lease by a process of the container; retry later"
                 ),
@@ -230,7 +230,7 @@ pub async fn download_zip(
         match confine::lookup(&root, &components, &provided)? {
             Found::Dir(dir) => Ok(dir),
             Found::File(..) | Found::Special | Found::Busy => Err(ApiError::validation(
-                "NOT_A_DIRECTORY",
+                ApiCode::NotADirectory,
                 format!("{provided} is not a directory; use download"),
             )
             .with_details(json!({"path": provided}))),
@@ -298,7 +298,7 @@ pub async fn list(
             .filter(|l| (1..=LIST_MAX).contains(l))
             .ok_or_else(|| {
                 ApiError::field(
-                    "INVALID_LIMIT",
+                    ApiCode::InvalidLimit,
                     "limit",
                     json!(l),
                     format!("limit must be 1-{LIST_MAX}"),
@@ -320,7 +320,7 @@ pub async fn list(
         match confine::lookup(&root, &components, &provided)? {
             Found::Dir(dir) => listing::page(&dir, cursor.as_deref(), limit),
             Found::File(..) | Found::Special | Found::Busy => Err(ApiError::validation(
-                "NOT_A_DIRECTORY",
+                ApiCode::NotADirectory,
                 format!("{provided} is not a directory; use download"),
             )
             .with_details(json!({"path": provided}))),

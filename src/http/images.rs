@@ -10,7 +10,7 @@ use bollard::models::{ContainerSummary, ImageSummary};
 use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, RemoveImageOptions};
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{JsonObject, Query};
 use crate::http::wait::Wait;
 use crate::images::normalize;
@@ -62,7 +62,7 @@ fn docker_failure(e: DockerError) -> ApiError {
     match e {
         DockerError::DockerResponseServerError { message, .. } => {
             tracing::warn!(error = %message, "docker image call failed");
-            ApiError::new(Kind::Compose, "DOCKER_FAILED", message)
+            ApiError::new(Kind::Compose, ApiCode::DockerFailed, message)
         }
         other => crate::error::docker_unavailable(&other),
     }
@@ -85,7 +85,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 }
 
 fn step_to_api(f: StepError) -> ApiError {
-    ApiError::new(f.code.kind(), f.code.as_str(), f.message.clone())
+    ApiError::new(f.code.kind(), f.code.into(), f.message.clone())
         .with_details(json!({ "message": f.message }))
 }
 
@@ -125,7 +125,7 @@ pub async fn pull(
 ) -> ApiResult<Response> {
     if let Some(k) = body.keys().find(|k| k.as_str() != "image") {
         return Err(ApiError::field(
-            "UNKNOWN_FIELD",
+            ApiCode::UnknownField,
             k.clone(),
             body[k].clone(),
             format!("unknown field `{k}`"),
@@ -135,7 +135,7 @@ pub async fn pull(
         Some(Value::String(s)) if crate::spec::is_image_reference(s) => s.clone(),
         None => {
             return Err(ApiError::field(
-                "MISSING_IMAGE",
+                ApiCode::MissingImage,
                 "image",
                 Value::Null,
                 "image is required",
@@ -143,7 +143,7 @@ pub async fn pull(
         }
         Some(other) => {
             return Err(ApiError::field(
-                "INVALID_IMAGE",
+                ApiCode::InvalidImage,
                 "image",
                 other.clone(),
                 "image must be an OCI image reference such as `python:3.12-slim`",
@@ -176,13 +176,13 @@ pub async fn pull(
     match tokio::time::timeout(state.config.action_timeout, task).await {
         Err(_) => Err(ApiError::new(
             Kind::Timeout,
-            "ACTION_TIMEOUT",
+            ApiCode::ActionTimeout,
             "the pull did not finish in time; it goes on",
         )
         .with_details(json!({"image": image, "pull": state.reconciler.pulls.get(&image)}))),
         Ok(Err(join)) => Err(ApiError::new(
             Kind::Internal,
-            "INTERNAL_ERROR",
+            ApiCode::InternalError,
             format!("the pull stopped: {join}"),
         )),
         Ok(Ok(Err(f))) => Err(step_to_api(f)),
@@ -202,7 +202,7 @@ pub async fn pull(
 fn registry_not_allowed(image: &str) -> ApiError {
     let refusal = crate::images::not_allowed(&normalize(image));
     ApiError::field(
-        refusal.code.as_str(),
+        refusal.code.into(),
         "image",
         Value::String(image.to_owned()),
         refusal.message,
@@ -236,7 +236,7 @@ pub async fn check_registry(state: &AppState, image: &str) -> ApiResult<()> {
 
 fn image_not_found(reference: &str) -> ApiError {
     ApiError::not_found(
-        "IMAGE_NOT_FOUND",
+        ApiCode::ImageNotFound,
         format!("no image {reference} on this host"),
     )
     .with_details(json!({"image": reference}))
@@ -339,7 +339,7 @@ pub async fn delete(
     let (used_by, containers) = holders(&state, &reference, &image).await?;
     if !used_by.is_empty() || !containers.is_empty() {
         return Err(ApiError::conflict(
-            "IMAGE_IN_USE",
+            ApiCode::ImageInUse,
             format!("image {reference} is used by containers"),
         )
         .with_details(json!({"image": reference, "used_by": used_by, "containers": containers})));
@@ -362,7 +362,7 @@ pub async fn delete(
         Err(DockerError::DockerResponseServerError {
             status_code: 409,
             message,
-        }) => Err(ApiError::conflict("IMAGE_IN_USE", message)
+        }) => Err(ApiError::conflict(ApiCode::ImageInUse, message)
             .with_details(json!({"image": reference, "used_by": [], "containers": []}))),
         Err(e) => Err(docker_failure(e)),
     }

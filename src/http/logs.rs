@@ -24,7 +24,7 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
 use crate::http::response::{live_container, path_cuid};
 use crate::state::AppState;
@@ -49,7 +49,7 @@ pub struct LogQuery {
 }
 
 fn invalid(name: &str, value: &str, message: impl Into<String>) -> ApiError {
-    ApiError::field("INVALID_QUERY", name, json!(value), message)
+    ApiError::field(ApiCode::InvalidQuery, name, json!(value), message)
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> ApiResult<bool> {

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 
 /// Middleware: a state-changing request whose `Origin` names another origin is `403
 /// ORIGIN_NOT_ALLOWED`, before its handler runs (so nothing changes).
@@ -45,7 +45,7 @@ pub fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
     } else {
         let err = ApiError::new(
             Kind::Forbidden,
-            "ORIGIN_NOT_ALLOWED",
+            ApiCode::OriginNotAllowed,
             "a browser request from another origin is not allowed",
         )
         .with_details(json!({"origin": origin, "host": host}));

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 use crate::spec::{Port, Spec};
 
 /// Before a container goes from not running to running: clear answers instead of compose's
@@ -20,7 +20,7 @@ pub fn check_startable(config: &Config, cuid: &str, spec: &Spec) -> ApiResult<()
             .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
         if !present {
             return Err(ApiError::state(
-                "BOOT_SCRIPT_MISSING",
+                ApiCode::BootScriptMissing,
                 "the default command runs /app/boot.py, which does not exist: upload it first or set `command`",
             )
             .with_details(json!({"path": "/app/boot.py"})));
@@ -45,7 +45,7 @@ pub fn check_ports_free(ports: &[Port]) -> ApiResult<()> {
         if let Err(e) = free {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 return Err(ApiError::conflict(
-                    "PORT_IN_USE",
+                    ApiCode::PortInUse,
                     format!(
                         "host port {}/{} is already in use on this host",
                         p.host, p.protocol

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::error::ApiCode;
+
 /// The error body of every failure (docs/API.md §3).
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorKind,
     /// Stable SCREAMING_SNAKE code a client can branch on (e.g. `CONTAINER_NOT_FOUND`).
-    pub code: String,
+    pub code: ApiCode,
     pub message: String,
     pub status: u16,
     pub request_id: String,

@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::{content_type_is, ApiError, Kind};
+use crate::error::{content_type_is, ApiCode, ApiError, Kind};
 use crate::http::auth::{client_ip, refusal_if_blocked};
 use crate::sessions::{
     key_from, tokens_from, Authenticated, Proof, COOKIE, LIFETIME, TICKET_LIFETIME,
@@ -36,7 +36,7 @@ fn cookie(value: &str, max_age: u64) -> HeaderValue {
 }
 
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<SignIn, ApiError> {
-    let bad = |msg: &str| ApiError::validation("INVALID_SIGN_IN", msg.to_owned());
+    let bad = |msg: &str| ApiError::validation(ApiCode::InvalidSignIn, msg.to_owned());
     if content_type_is(headers, "application/x-www-form-urlencoded") {
         // As browsers encode it (WHATWG): `+` and `%XX` decoded, other fields ignored.
         serde_urlencoded::from_bytes(body)
@@ -62,7 +62,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
         Ok(Ok(b)) => b,
         Err(_) => return crate::http::extract::body_timeout(within).into_response(),
         Ok(Err(_)) => {
-            return ApiError::validation("INVALID_SIGN_IN", "the body could not be read")
+            return ApiError::validation(ApiCode::InvalidSignIn, "the body could not be read")
                 .into_response()
         }
     };
@@ -78,7 +78,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
         state.throttle.record_failure(ip, std::time::Instant::now());
         return ApiError::new(
             Kind::Auth,
-            "INVALID_CREDENTIALS",
+            ApiCode::InvalidCredentials,
             "the user name or password is wrong",
         )
         .into_response();
@@ -121,7 +121,7 @@ fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session_of(&state, &headers) {
         Some(signed) => Json(json!({"user": signed.user})).into_response(),
-        None => ApiError::new(Kind::Auth, "NO_SESSION", "not signed in").into_response(),
+        None => ApiError::new(Kind::Auth, ApiCode::NoSession, "not signed in").into_response(),
     }
 }
 
@@ -157,7 +157,7 @@ pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Respon
         }
         None => ApiError::new(
             Kind::Auth,
-            "NO_SESSION",
+            ApiCode::NoSession,
             "tickets are for console sessions; sign in with POST /session",
         )
         .into_response(),

@@ -14,7 +14,7 @@ use bollard::query_parameters::{InspectContainerOptions, StatsOptions};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
 use crate::state::AppState;
@@ -70,7 +70,7 @@ pub struct PidsStats {
 fn not_running(cuid: &str) -> ApiError {
     ApiError::new(
         Kind::StateConflict,
-        "CONTAINER_NOT_RUNNING",
+        ApiCode::ContainerNotRunning,
         format!("container {cuid} is not running; stats exist only for a running container"),
     )
 }

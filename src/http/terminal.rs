@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::error::{ApiError, ApiResult, REQUEST_ID};
+use crate::error::{ApiCode, ApiError, ApiResult, REQUEST_ID};
 use crate::http::origin;
 use crate::http::response::{live_container, path_cuid};
 use crate::state::AppState;
@@ -52,7 +52,7 @@ async fn open(
     live_container(&state, &cuid).await?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::validation(
-            "WEBSOCKET_UPGRADE_REQUIRED",
+            ApiCode::WebsocketUpgradeRequired,
             format!("this route needs a WebSocket upgrade: {e}"),
         )
     })?;
@@ -90,7 +90,7 @@ async fn open(
     if !running {
         // Built here, inside the request, so the frame carries this request's id.
         let err = ApiError::state(
-            "CONTAINER_NOT_RUNNING",
+            ApiCode::ContainerNotRunning,
             format!("container {cuid} is not running"),
         )
         .with_details(json!({"cuid": cuid}));
@@ -113,7 +113,7 @@ fn parse_bool(name: &str, value: &str) -> ApiResult<bool> {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err(ApiError::field(
-            "INVALID_QUERY",
+            ApiCode::InvalidQuery,
             name,
             json!(value),
             format!("{name} must be true or false"),
@@ -128,7 +128,7 @@ fn parse_dim(name: &str, value: &str) -> ApiResult<u16> {
         .filter(|n| (1..=1000).contains(n))
         .ok_or_else(|| {
             ApiError::field(
-                "INVALID_QUERY",
+                ApiCode::InvalidQuery,
                 name,
                 json!(value),
                 format!("{name} must be an integer from 1 to 1000"),
@@ -142,7 +142,7 @@ pub fn parse_options(query: &str) -> ApiResult<Options> {
     for key in pairs.keys() {
         if !["cols", "rows", "cmd", "main", "attach"].contains(&key.as_str()) {
             return Err(ApiError::field(
-                "INVALID_QUERY",
+                ApiCode::InvalidQuery,
                 key.clone(),
                 json!(pairs[key]),
                 format!("unknown query parameter {key:?}"),
@@ -164,7 +164,7 @@ pub fn parse_options(query: &str) -> ApiResult<Options> {
     let cmd = pairs.get("cmd").cloned();
     if cmd.as_deref().is_some_and(|c| c.trim().is_empty()) {
         return Err(ApiError::field(
-            "INVALID_QUERY",
+            ApiCode::InvalidQuery,
             "cmd",
             json!(cmd),
             "cmd must not be empty",
@@ -182,7 +182,7 @@ pub fn parse_options(query: &str) -> ApiResult<Options> {
         .unwrap_or(false);
     if attach && cmd.is_some() {
         return Err(ApiError::validation(
-            "INVALID_QUERY",
+            ApiCode::InvalidQuery,
             "attach=true and cmd cannot be combined",
         ));
     }
@@ -196,12 +196,12 @@ pub fn parse_options(query: &str) -> ApiResult<Options> {
 
 fn serde_urlencoded_pairs(query: &str) -> ApiResult<HashMap<String, String>> {
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::validation("INVALID_QUERY", "the query string is malformed"))?,
+        &format!("/?{query}").parse().map_err(|_| {
+            ApiError::validation(ApiCode::InvalidQuery, "the query string is malformed")
+        })?,
     )
     .map(|q| q.0)
-    .map_err(|e| ApiError::validation("INVALID_QUERY", e.body_text()))
+    .map_err(|e| ApiError::validation(ApiCode::InvalidQuery, e.body_text()))
 }
 
 #[cfg(test)]

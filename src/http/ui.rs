@@ -6,7 +6,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 /// (name under `/ui/`, content type, bytes)
 const FILES: &[(&str, &str, &[u8])] = &[
@@ -79,7 +79,8 @@ pub async fn file(Path(name): Path<String>) -> Response {
 
 fn asset(name: &str) -> Response {
     let Some((_, content_type, bytes)) = FILES.iter().find(|(n, _, _)| *n == name) else {
-        return ApiError::not_found("NOT_FOUND", format!("no console file {name}")).into_response();
+        return ApiError::not_found(ApiCode::NotFound, format!("no console file {name}"))
+            .into_response();
     };
     let mut response = (StatusCode::OK, *bytes).into_response();
     let h = response.headers_mut();

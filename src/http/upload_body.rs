@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 
 /// The average rate (after the budget's slack) at which a body never runs out of budget.
 pub const MIN_RATE_BYTES_PER_SEC: u64 = 64 * 1024;
@@ -46,7 +46,7 @@ pub async fn drain(mut stream: axum::body::BodyDataStream) {
 pub fn upload_too_large(limit: u64) -> ApiError {
     ApiError::new(
         Kind::PayloadTooLarge,
-        "UPLOAD_TOO_LARGE",
+        ApiCode::UploadTooLarge,
         format!("the upload is over the {limit}-byte limit"),
     )
     .with_details(json!({"limit": limit}))
@@ -55,7 +55,7 @@ pub fn upload_too_large(limit: u64) -> ApiError {
 fn idle_timeout(idle: Duration) -> ApiError {
     ApiError::new(
         Kind::Timeout,
-        "UPLOAD_IDLE_TIMEOUT",
+        ApiCode::UploadIdleTimeout,
         format!(
             "no byte of the upload arrived for {} s; send the body without pausing",
             idle.as_secs()
@@ -67,7 +67,7 @@ fn idle_timeout(idle: Duration) -> ApiError {
 fn too_slow(budget: Duration, received: u64) -> ApiError {
     ApiError::new(
         Kind::Timeout,
-        "UPLOAD_TOO_SLOW",
+        ApiCode::UploadTooSlow,
         format!(
             "the upload body arrived too slowly: it spent its {} s of waiting and averaged under {} KiB/s",
             budget.as_secs(),
@@ -142,7 +142,10 @@ pub async fn receive(
         };
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| {
-            ApiError::validation("BODY_READ_FAILED", "the request body could not be read")
+            ApiError::validation(
+                ApiCode::BodyReadFailed,
+                "the request body could not be read",
+            )
         })?;
         stall.spend(started.elapsed(), chunk.len());
         total += chunk.len() as u64;

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::{ApiError, ApiResult, Kind};
+use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::response::container_response;
 use crate::lifecycle::{ErrorCode, Status};
 use crate::state::AppState;
@@ -77,7 +77,7 @@ fn failure_since(c: &Container, since: &str) -> Option<ApiError> {
         .unwrap_or("the change could not be applied")
         .to_owned();
     Some(
-        ApiError::new(code.kind(), code.as_str(), message.clone())
+        ApiError::new(code.kind(), code.into(), message.clone())
             .with_details(json!({"cuid": c.cuid, "stderr": message, "last_error": e})),
     )
 }
@@ -87,7 +87,7 @@ fn failure_since(c: &Container, since: &str) -> Option<ApiError> {
 fn timeout_error(state: &AppState, c: &Container) -> ApiError {
     ApiError::new(
         Kind::Timeout,
-        "ACTION_TIMEOUT",
+        ApiCode::ActionTimeout,
         "the change did not converge in time; it keeps converging",
     )
     .with_details(json!({

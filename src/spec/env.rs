@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::type_name;
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 pub(super) const MAX_ENV_VARS: usize = 1024;
 const MAX_ENV_VALUE: usize = 128 * 1024;
@@ -32,7 +32,7 @@ pub(super) fn check_env_size(
         return Ok(());
     }
     Err(ApiError::validation(
-        "ENV_TOO_LARGE",
+        ApiCode::EnvTooLarge,
         format!("env holds {size} bytes (names plus values); a container may hold at most {limit}"),
     )
     .with_details(json!({"field": "env", "limit": limit, "size": size})))
@@ -55,7 +55,7 @@ pub(super) fn parse_env_map(
         // Only the type is echoed: a list like ["DB_PASSWORD=…"] holds secrets.
         let t = type_name(&v);
         return Err(ApiError::field(
-            "INVALID_ENV",
+            ApiCode::InvalidEnv,
             "env",
             json!(t),
             format!("env must be an object of strings, not {t}"),
@@ -63,7 +63,7 @@ pub(super) fn parse_env_map(
     };
     if map.len() > MAX_ENV_VARS {
         return Err(ApiError::field(
-            "INVALID_ENV",
+            ApiCode::InvalidEnv,
             "env",
             json!(map.len()),
             format!("at most {MAX_ENV_VARS} variables"),
@@ -74,7 +74,7 @@ pub(super) fn parse_env_map(
         let field = format!("env.{name}");
         if !is_env_name(&name) {
             return Err(ApiError::field(
-                "INVALID_ENV_NAME",
+                ApiCode::InvalidEnvName,
                 field,
                 Value::String(name),
                 "env names must match [A-Za-z_][A-Za-z0-9_]*",
@@ -83,7 +83,7 @@ pub(super) fn parse_env_map(
         match value {
             Value::String(s) if s.contains('\0') => {
                 return Err(ApiError::field(
-                    "INVALID_ENV_VALUE",
+                    ApiCode::InvalidEnvValue,
                     field,
                     Value::Null,
                     "env values cannot hold NUL (a process environment cannot)",
@@ -91,7 +91,7 @@ pub(super) fn parse_env_map(
             }
             Value::String(s) if s.len() > MAX_ENV_VALUE => {
                 return Err(ApiError::field(
-                    "INVALID_ENV_VALUE",
+                    ApiCode::InvalidEnvValue,
                     field,
                     json!(s.len()),
                     format!("env values are at most {MAX_ENV_VALUE} bytes"),
@@ -103,7 +103,7 @@ pub(super) fn parse_env_map(
                 // The value itself is not echoed: env values may be secrets.
                 let t = type_name(&other);
                 return Err(ApiError::field(
-                    "INVALID_ENV_VALUE",
+                    ApiCode::InvalidEnvValue,
                     field,
                     json!(t),
                     format!("env values must be strings, not {t}"),

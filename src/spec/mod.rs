@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::UserIds;
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use image::is_image_reference;
@@ -149,7 +149,7 @@ fn reject_unknown(
                 ""
             };
             Err(ApiError::field(
-                "UNKNOWN_FIELD",
+                ApiCode::UnknownField,
                 field.clone(),
                 Value::String(k.clone()),
                 format!("unknown field `{field}`{hint}"),
@@ -166,7 +166,7 @@ pub fn parse_create(
     let image = match body.remove("image") {
         None | Some(Value::Null) => {
             return Err(ApiError::field(
-                "MISSING_IMAGE",
+                ApiCode::MissingImage,
                 "image",
                 Value::Null,
                 "Image is required",
@@ -205,7 +205,7 @@ pub fn parse_create(
         Some(Value::Bool(b)) => b,
         Some(v) => {
             return Err(ApiError::field(
-                "INVALID_START",
+                ApiCode::InvalidStart,
                 "start",
                 v,
                 "`start` must be a boolean",
@@ -240,7 +240,7 @@ pub fn apply_patch(
     if let Some(v) = body.remove("image") {
         if v.is_null() {
             return Err(ApiError::field(
-                "MISSING_IMAGE",
+                ApiCode::MissingImage,
                 "image",
                 Value::Null,
                 "Image is required",
@@ -257,7 +257,7 @@ pub fn apply_patch(
         }
         if next.env.len() > MAX_ENV_VARS {
             return Err(ApiError::field(
-                "INVALID_ENV",
+                ApiCode::InvalidEnv,
                 "env",
                 json!(next.env.len()),
                 format!("at most {MAX_ENV_VARS} variables"),
@@ -299,7 +299,7 @@ pub fn parse_ports_body(
     reject_unknown(&body, &["ports"], "")?;
     match body.remove("ports") {
         None => Err(ApiError::field(
-            "MISSING_PORTS",
+            ApiCode::MissingPorts,
             "ports",
             Value::Null,
             "`ports` is required",
@@ -319,7 +319,7 @@ fn is_tag(s: &str) -> bool {
 fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
     let Value::Array(items) = v else {
         return Err(ApiError::field(
-            "INVALID_TAGS",
+            ApiCode::InvalidTags,
             "tags",
             v,
             "tags must be a list of strings",
@@ -327,7 +327,7 @@ fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
     };
     if items.len() > MAX_TAGS {
         return Err(ApiError::field(
-            "INVALID_TAGS",
+            ApiCode::InvalidTags,
             "tags",
             json!(items.len()),
             format!("at most {MAX_TAGS} tags"),
@@ -339,13 +339,13 @@ fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
         match item {
             Value::String(s) if is_tag(&s) => {
                 if tags.contains(&s) {
-                    return Err(ApiError::field("DUPLICATE_TAG", field, Value::String(s), "a tag may appear once"));
+                    return Err(ApiError::field(ApiCode::DuplicateTag, field, Value::String(s), "a tag may appear once"));
                 }
                 tags.push(s);
             }
             other => {
                 return Err(ApiError::field(
-                    "INVALID_TAG",
+                    ApiCode::InvalidTag,
                     field,
                     other,
                     format!("tags are short tokens: a letter or digit, then letters, digits, '.', '_' or '-', at most {MAX_TAG_LEN} characters"),
@@ -359,7 +359,7 @@ fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
 fn parse_command(v: Value) -> Result<Option<Vec<String>>, ApiError> {
     let bad = |v: Value| {
         ApiError::field(
-            "INVALID_COMMAND",
+            ApiCode::InvalidCommand,
             "command",
             v,
             "command must be a non-empty list of strings (argv)",
@@ -382,7 +382,7 @@ fn parse_restart(v: Value) -> Result<String, ApiError> {
     match v.as_str() {
         Some(p @ ("no" | "on-failure" | "always" | "unless-stopped")) => Ok(p.to_owned()),
         _ => Err(ApiError::field(
-            "INVALID_RESTART",
+            ApiCode::InvalidRestart,
             "restart",
             v,
             "restart must be no, on-failure, always or unless-stopped",
@@ -396,14 +396,14 @@ fn parse_user(v: Value) -> Result<Option<String>, ApiError> {
         Value::String(s) => match UserIds::parse(s) {
             Some(ids) => Ok(Some(ids.to_string())),
             None => Err(ApiError::field(
-                "INVALID_USER",
+                ApiCode::InvalidUser,
                 "user",
                 v,
                 "user must be uid:gid numbers, e.g. 1000:1000",
             )),
         },
         _ => Err(ApiError::field(
-            "INVALID_USER",
+            ApiCode::InvalidUser,
             "user",
             v,
             "user must be uid:gid numbers, e.g. 1000:1000",
@@ -430,7 +430,7 @@ mod tests {
     fn code(v: Value) -> String {
         create(v)
             .err()
-            .map(|e| e.code.into_owned())
+            .map(|e| e.code.as_str().to_owned())
             .unwrap_or_default()
     }
 

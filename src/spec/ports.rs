@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use super::{reject_unknown, Limits, Port};
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 const MAX_PORTS: usize = 256;
 const PORT_FIELDS: &[&str] = &["host", "container", "protocol", "host_ip"];
@@ -14,7 +14,7 @@ const PORT_FIELDS: &[&str] = &["host", "container", "protocol", "host_ip"];
 pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiError> {
     let Value::Array(items) = v else {
         return Err(ApiError::field(
-            "INVALID_PORTS",
+            ApiCode::InvalidPorts,
             "ports",
             v,
             "ports must be a list",
@@ -22,7 +22,7 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
     };
     if items.len() > MAX_PORTS {
         return Err(ApiError::field(
-            "INVALID_PORTS",
+            ApiCode::InvalidPorts,
             "ports",
             json!(items.len()),
             format!("at most {MAX_PORTS} ports"),
@@ -33,7 +33,7 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
         let prefix = format!("ports[{i}]");
         let Value::Object(map) = item else {
             return Err(ApiError::field(
-                "INVALID_PORT",
+                ApiCode::InvalidPort,
                 prefix,
                 item,
                 "each port is an object {host, container, protocol}",
@@ -47,7 +47,7 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
                 .map(|n| n as u16)
                 .ok_or_else(|| {
                     ApiError::field(
-                        "INVALID_PORT",
+                        ApiCode::InvalidPort,
                         format!("{prefix}.{key}"),
                         v,
                         format!("{key} must be a port number in 1-65535"),
@@ -61,7 +61,7 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
             Some(Value::String(p)) if p == "tcp" || p == "udp" => p.clone(),
             Some(other) => {
                 return Err(ApiError::field(
-                    "INVALID_PROTOCOL",
+                    ApiCode::InvalidProtocol,
                     format!("{prefix}.protocol"),
                     other.clone(),
                     "protocol must be tcp or udp",
@@ -75,7 +75,7 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
             }
             Some(other) => {
                 return Err(ApiError::field(
-                    "INVALID_HOST_IP",
+                    ApiCode::InvalidHostIp,
                     format!("{prefix}.host_ip"),
                     other.clone(),
                     "host_ip must be an IP address",
@@ -87,7 +87,7 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
             .any(|p| p.host == host && p.protocol == protocol)
         {
             return Err(ApiError::field(
-                "DUPLICATE_PORT",
+                ApiCode::DuplicatePort,
                 format!("{prefix}.host"),
                 json!(host),
                 format!("host port {host}/{protocol} appears twice"),

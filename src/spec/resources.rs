@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{reject_unknown, Limits, Resources};
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
@@ -45,7 +45,7 @@ pub(super) fn merge_resources(
 ) -> Result<(), ApiError> {
     let Value::Object(map) = v else {
         return Err(ApiError::field(
-            "INVALID_RESOURCES",
+            ApiCode::InvalidResources,
             "resources",
             v,
             "resources must be an object",
@@ -67,7 +67,7 @@ pub(super) fn merge_resources(
                 Some(n) if n >= 1 => into.pids = Some(n),
                 _ => {
                     return Err(ApiError::field(
-                        "INVALID_PIDS",
+                        ApiCode::InvalidPids,
                         "resources.pids",
                         v,
                         "pids must be a whole number >= 1",
@@ -85,20 +85,20 @@ fn parse_cpus(v: Value, limits: &Limits) -> Result<f64, ApiError> {
     match cpus {
         // Docker's granularity is 0.01 CPU.
         Some(c) if c > limits.host_cpus => Err(ApiError::field(
-            "INVALID_CPUS",
+            ApiCode::InvalidCpus,
             "resources.cpus",
             v,
             format!("cpus is above this host's {} CPUs", limits.host_cpus),
         )),
         Some(c) if c < 0.01 => Err(ApiError::field(
-            "INVALID_CPUS",
+            ApiCode::InvalidCpus,
             "resources.cpus",
             v,
             "cpus must be at least 0.01",
         )),
         Some(c) => Ok(c),
         None => Err(ApiError::field(
-            "INVALID_CPUS",
+            ApiCode::InvalidCpus,
             "resources.cpus",
             v,
             "cpus must be a number > 0",
@@ -112,7 +112,7 @@ fn parse_memory_value(v: Value) -> Result<(String, i64), ApiError> {
         Value::Number(n) if n.as_u64().is_some() => n.to_string(),
         _ => {
             return Err(ApiError::field(
-                "INVALID_MEMORY",
+                ApiCode::InvalidMemory,
                 "resources.memory",
                 v,
                 "memory must look like 4096m, 1g, 512k or a number of bytes",
@@ -121,13 +121,13 @@ fn parse_memory_value(v: Value) -> Result<(String, i64), ApiError> {
     };
     match parse_memory(&text) {
         None => Err(ApiError::field(
-            "INVALID_MEMORY",
+            ApiCode::InvalidMemory,
             "resources.memory",
             v,
             "memory must look like 4096m, 1g, 512k or a number of bytes",
         )),
         Some(bytes) if bytes < MIN_MEMORY_BYTES => Err(ApiError::field(
-            "MEMORY_TOO_LOW",
+            ApiCode::MemoryTooLow,
             "resources.memory",
             v,
             "memory must be at least 6m (Docker's minimum)",

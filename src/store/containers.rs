@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::Store;
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 use crate::lifecycle::{DesiredState, Progress, Status};
 use crate::spec::{Port, Resources, Spec};
 
@@ -160,7 +160,7 @@ impl PortRow {
 }
 
 pub fn not_found(cuid: &str) -> ApiError {
-    ApiError::not_found("CONTAINER_NOT_FOUND", format!("no container {cuid}"))
+    ApiError::not_found(ApiCode::ContainerNotFound, format!("no container {cuid}"))
         .with_details(json!({"cuid": cuid}))
 }
 

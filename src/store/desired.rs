@@ -9,7 +9,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::containers::{fetch_one, not_found, Container, Created, Updated};
 use super::{now, Store};
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 use crate::lifecycle::DesiredState;
 use crate::spec::{Port, Spec};
 
@@ -41,7 +41,7 @@ fn check_generation(current: i64, expected: Option<i64>) -> Result<(), ApiError>
     match expected {
         Some(g) if g != current => Err(ApiError::new(
             Kind::PreconditionFailed,
-            "STALE_GENERATION",
+            ApiCode::StaleGeneration,
             format!("If-Match names generation {g}, the container is at generation {current}"),
         )
         .with_details(json!({"expected": g, "current": current}))),
@@ -147,7 +147,7 @@ impl Store {
         let current = &row.current;
         if current.deleted_at.is_some() {
             return Err(ApiError::state(
-                "CONTAINER_DELETING",
+                ApiCode::ContainerDeleting,
                 "the container is being deleted",
             ));
         }
@@ -290,7 +290,7 @@ async fn write_ports(
                 .fetch_optional(&mut **tx)
                 .await?;
                 return Err(ApiError::conflict(
-                    "PORT_CONFLICT",
+                    ApiCode::PortConflict,
                     format!(
                         "host port {}/{} already belongs to another container",
                         p.host, p.protocol

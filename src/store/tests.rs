@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::containers::{Container, Created, ListFilter, Observation, Updated};
 use super::Store;
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 use crate::lifecycle::{DesiredState, Status};
 use crate::spec::{Port, Resources, Spec};
 
@@ -132,11 +132,11 @@ async fn transition_plans_on_the_current_row_and_a_refusal_changes_nothing() {
     let refused = store
         .transition(&c.cuid, |current| {
             assert_eq!(current.desired_state, DesiredState::Running);
-            Err(ApiError::state("NOPE", "refused"))
+            Err(ApiError::state(ApiCode::InvalidTransition, "refused"))
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.code, "NOPE");
+    assert_eq!(refused.code, ApiCode::InvalidTransition);
     let now = store.get(&c.cuid).await.unwrap().unwrap();
     assert_eq!(now.desired_state, DesiredState::Running);
     assert_eq!(now.restart_requested, 1);
@@ -197,10 +197,12 @@ async fn update_spec_checks_if_match_and_bumps_the_generation_only_on_change() {
     // A refusal from `change` leaves the row as it was.
     let err = refused(
         store
-            .update_spec(&c.cuid, None, |_| Err(ApiError::validation("BAD", "no")))
+            .update_spec(&c.cuid, None, |_| {
+                Err(ApiError::validation(ApiCode::InvalidImage, "no"))
+            })
             .await,
     );
-    assert_eq!(err.code, "BAD");
+    assert_eq!(err.code, ApiCode::InvalidImage);
     assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().generation, 2);
 }
 

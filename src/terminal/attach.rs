@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use super::frames::Input;
 use super::plumbing::{no_tty, write_input, SessionIo};
 use super::Ctx;
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 
 /// `?attach=true`: input goes to the main process's stdin, signals to the main process
 /// (Docker's kill API; tini forwards them), `exit` when the main process ends. `close`
@@ -36,7 +36,7 @@ pub(super) async fn attach_session(
             tracing::warn!(error = %e, "attach failed");
             return io
                 .error(ApiError::state(
-                    "ATTACH_FAILED",
+                    ApiCode::AttachFailed,
                     "could not attach to the main process",
                 ))
                 .await;
@@ -68,7 +68,7 @@ pub(super) async fn attach_session(
                         .build();
                     if let Err(e) = docker.kill_container(&ctx.cuid, Some(opts)).await {
                         tracing::debug!(error = %e, "kill failed");
-                        io.error(ApiError::state("SIGNAL_FAILED", "the main process could not be signalled")).await;
+                        io.error(ApiError::state(ApiCode::SignalFailed, "the main process could not be signalled")).await;
                     }
                 }
             },
@@ -86,7 +86,7 @@ pub(super) async fn attach_session(
         None => {
             io.error(ApiError::new(
                 Kind::Internal,
-                "EXIT_CODE_UNKNOWN",
+                ApiCode::ExitCodeUnknown,
                 "the main process's exit code could not be read",
             ))
             .await

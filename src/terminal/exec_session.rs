@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::frames::{self, Encoder, Input, Signal, Source, Stream};
 use super::plumbing::{no_tty, write_input, SessionIo};
 use super::{exec, spawn, Ctx, Out, PID_LATE};
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 
 /// An exec'd shell or command: create, start, pump output, apply input, report the exit.
 pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
@@ -58,7 +58,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             return io
                 .error(ApiError::new(
                     Kind::Internal,
-                    "EXEC_FAILED",
+                    ApiCode::ExecFailed,
                     "the exec did not attach",
                 ))
                 .await
@@ -109,7 +109,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             Input::Signal(sig) => match pid() {
                 Some(pid) => {
                     if let Err(e) = exec::signal(docker, &ctx.cuid, pid, sig).await {
-                        io.error(ApiError::state("SIGNAL_FAILED", e)).await;
+                        io.error(ApiError::state(ApiCode::SignalFailed, e)).await;
                     }
                 }
                 None => io.error(no_pid()).await,
@@ -169,7 +169,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
     match exec::exit_code(docker, &exec_id).await {
         Ok(code) => io.exit(code).await,
         Err(e) => {
-            io.error(ApiError::new(Kind::Internal, "EXIT_CODE_UNKNOWN", e))
+            io.error(ApiError::new(Kind::Internal, ApiCode::ExitCodeUnknown, e))
                 .await
         }
     }
@@ -183,7 +183,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
 async fn exec_failed(io: &SessionIo, e: bollard::errors::Error) {
     tracing::warn!(error = %e, "exec failed");
     io.error(ApiError::state(
-        "EXEC_FAILED",
+        ApiCode::ExecFailed,
         "could not start a process in the container",
     ))
     .await;
@@ -191,7 +191,7 @@ async fn exec_failed(io: &SessionIo, e: bollard::errors::Error) {
 
 fn no_pid() -> ApiError {
     ApiError::state(
-        "SIGNAL_FAILED",
+        ApiCode::SignalFailed,
         "the session's process is not known (it may have ended)",
     )
 }

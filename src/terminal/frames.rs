@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 /// The most raw output bytes one frame carries. Base64 of this is under 64 KiB, and so is
 /// the text itself, so no frame's `data` exceeds the contract's 64 KiB.
@@ -81,7 +81,7 @@ pub enum Input {
     Close,
 }
 
-fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+fn bad(code: ApiCode, message: impl Into<String>) -> ApiError {
     ApiError::validation(code, message)
 }
 
@@ -90,38 +90,43 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
 pub fn parse_input(text: &str) -> Result<Input, ApiError> {
     let v: Value = serde_json::from_str(text).map_err(|e| {
         bad(
-            "INVALID_FRAME",
+            ApiCode::InvalidFrame,
             format!("a frame must be a JSON object: {e}"),
         )
     })?;
     let obj = v
         .as_object()
-        .ok_or_else(|| bad("INVALID_FRAME", "a frame must be a JSON object"))?;
+        .ok_or_else(|| bad(ApiCode::InvalidFrame, "a frame must be a JSON object"))?;
     let kind = obj
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad("INVALID_FRAME", "a frame needs a string \"type\""))?;
+        .ok_or_else(|| bad(ApiCode::InvalidFrame, "a frame needs a string \"type\""))?;
     match kind {
         "stdin" => {
             let data = obj
                 .get("data")
                 .and_then(Value::as_str)
-                .ok_or_else(|| bad("INVALID_FRAME", "stdin needs a string \"data\""))?;
+                .ok_or_else(|| bad(ApiCode::InvalidFrame, "stdin needs a string \"data\""))?;
             let bytes = match obj.get("encoding").map(|e| e.as_str()) {
                 None | Some(Some("utf8")) => data.as_bytes().to_vec(),
                 Some(Some("base64")) => base64::engine::general_purpose::STANDARD
                     .decode(data)
-                    .map_err(|e| bad("INVALID_BASE64", format!("stdin data is not base64: {e}")))?,
+                    .map_err(|e| {
+                        bad(
+                            ApiCode::InvalidBase64,
+                            format!("stdin data is not base64: {e}"),
+                        )
+                    })?,
                 Some(_) => {
                     return Err(bad(
-                        "INVALID_ENCODING",
+                        ApiCode::InvalidEncoding,
                         "encoding must be \"utf8\" or \"base64\"",
                     ))
                 }
             };
             if bytes.len() > MAX_INPUT_DATA {
                 return Err(bad(
-                    "FRAME_TOO_LARGE",
+                    ApiCode::FrameTooLarge,
                     format!("a stdin frame carries at most {MAX_INPUT_DATA} bytes"),
                 )
                 .with_details(json!({"limit": MAX_INPUT_DATA, "provided": bytes.len()})));
@@ -136,7 +141,7 @@ pub fn parse_input(text: &str) -> Result<Input, ApiError> {
                     .map(|n| n as u16)
                     .ok_or_else(|| {
                         bad(
-                            "INVALID_SIZE",
+                            ApiCode::InvalidSize,
                             format!("resize needs \"{name}\" as an integer from 1 to 1000"),
                         )
                     })
@@ -155,7 +160,7 @@ pub fn parse_input(text: &str) -> Result<Input, ApiError> {
                 "KILL" => Signal::Kill,
                 _ => {
                     return Err(bad(
-                        "INVALID_SIGNAL",
+                        ApiCode::InvalidSignal,
                         "signal \"name\" must be INT, TERM or KILL",
                     )
                     .with_details(json!({"provided": obj.get("name")})))
@@ -165,7 +170,7 @@ pub fn parse_input(text: &str) -> Result<Input, ApiError> {
         }
         "close" => Ok(Input::Close),
         other => Err(bad(
-            "UNKNOWN_FRAME_TYPE",
+            ApiCode::UnknownFrameType,
             format!("unknown frame type {other:?}"),
         )),
     }

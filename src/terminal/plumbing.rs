@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frames::{self, Encoder, Input, Source, Stream};
 use super::{console, Out, PING_EVERY};
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 
 pub(super) struct SessionIo {
     pub(super) input: mpsc::Receiver<Input>,
@@ -55,7 +55,7 @@ impl SessionIo {
 /// A resize for a session opened without a TTY.
 pub(super) fn no_tty() -> ApiError {
     ApiError::validation(
-        "NO_TTY",
+        ApiCode::NoTty,
         "this session has no TTY to resize (open it with cols and rows)",
     )
 }
@@ -118,7 +118,7 @@ pub(super) async fn read_frames<S, E>(
                 Ok(Input::Stdin(bytes.to_vec()))
             }
             Message::Binary(_) => Err(ApiError::validation(
-                "FRAME_TOO_LARGE",
+                ApiCode::FrameTooLarge,
                 "a binary frame carries at most 64 KiB",
             )),
             Message::Close(_) => break,
@@ -258,7 +258,7 @@ pub(super) async fn follow_main(
 fn lagged(lost: u64) -> ApiError {
     ApiError::new(
         Kind::Timeout,
-        "OUTPUT_LAGGED",
+        ApiCode::OutputLagged,
         format!("the client did not keep up with the main output: {lost} lines were skipped"),
     )
     .with_details(serde_json::json!({"skipped_lines": lost}))

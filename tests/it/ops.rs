@@ -485,6 +485,19 @@ async fn openapi_document_covers_every_route() {
     ] {
         assert!(kinds.as_array().unwrap().iter().any(|v| v == k), "{kinds}");
     }
+    // Every code a client can receive is enumerated, as the body spells it.
+    let codes: Vec<&str> = doc["components"]["schemas"]["ApiCode"]["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ApiCode is not an enum: {}", doc["components"]["schemas"]))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = container_manager::error::ApiCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(codes, all);
+    assert!(codes.contains(&"CONTAINER_NOT_FOUND"), "{codes:?}");
     assert_eq!(
         doc["components"]["securitySchemes"]["basic"]["scheme"],
         "basic"

@@ -10,14 +10,14 @@ use super::extract::{inflated_error, ratio_error};
 use super::{invalid_zip, too_large, unsafe_entry, Limits, RATIO_FLOOR_BYTES};
 use crate::appdir::confine::{self, MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
 use crate::appdir::plan::{NodeKind, Plan, Planned};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 
 /// The archive's tree has more names than `ZIP_MAX_ENTRIES`, counting the directories its
 /// paths only imply: 20,000 entries of 255 components would otherwise make 5 million
 /// directories from a few MiB of names.
 pub(super) fn too_many_nodes(nodes: u64, limit: u64) -> ApiError {
     too_large(
-        "ZIP_TOO_MANY_ENTRIES",
+        ApiCode::ZipTooManyEntries,
         format!(
             "the archive makes more than {limit} files and directories (directories its paths \
              imply count too)"
@@ -31,7 +31,7 @@ pub(super) fn too_many_nodes(nodes: u64, limit: u64) -> ApiError {
 pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> ApiResult<Plan> {
     if archive.has_duplicate_names() {
         return Err(ApiError::validation(
-            "DUPLICATE_ZIP_ENTRY",
+            ApiCode::DuplicateZipEntry,
             "the archive holds the same name more than once",
         ));
     }
@@ -95,7 +95,7 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
         }
         if entry.encrypted() {
             return Err(ApiError::validation(
-                "UNSUPPORTED_ZIP_ENTRY",
+                ApiCode::UnsupportedZipEntry,
                 format!("entry {name:?} is encrypted"),
             )
             .with_details(json!({"entry": name, "reason": "encrypted"})));
@@ -107,7 +107,7 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
             )
         {
             return Err(ApiError::validation(
-                "UNSUPPORTED_ZIP_ENTRY",
+                ApiCode::UnsupportedZipEntry,
                 format!(
                     "entry {name:?} uses the compression method {:?}; only stored and deflate are supported",
                     entry.compression()
@@ -135,7 +135,7 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
             node = plan.child(node, dir).0;
             if plan.nodes[node].kind == NodeKind::File {
                 return Err(ApiError::validation(
-                    "DUPLICATE_ZIP_ENTRY",
+                    ApiCode::DuplicateZipEntry,
                     format!(
                         "entry {name:?} collides with the file {:?}",
                         plan.path(node)
@@ -149,7 +149,7 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
         let again_a_dir = is_dir && plan.nodes[node].kind == NodeKind::Dir;
         if !(new || again_a_dir) {
             return Err(ApiError::validation(
-                "DUPLICATE_ZIP_ENTRY",
+                ApiCode::DuplicateZipEntry,
                 format!("entry {name:?} appears twice or collides with another entry"),
             )
             .with_details(json!({"entry": name})));

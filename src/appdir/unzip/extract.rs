@@ -12,11 +12,11 @@ use zip::ZipArchive;
 
 use super::{invalid_zip, too_large, unsafe_entry, Limits, Outcome, RATIO_FLOOR_BYTES};
 use crate::appdir::plan::{NodeKind, Plan};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 
 pub(super) fn ratio_error(name: &str, inflated: u64, compressed: u64, limits: &Limits) -> ApiError {
     too_large(
-        "ZIP_RATIO_EXCEEDED",
+        ApiCode::ZipRatioExceeded,
         format!(
             "entry {name:?} inflates more than {}x its compressed size",
             limits.max_ratio
@@ -27,7 +27,7 @@ pub(super) fn ratio_error(name: &str, inflated: u64, compressed: u64, limits: &L
 
 pub(super) fn inflated_error(total: u64, limits: &Limits) -> ApiError {
     too_large(
-        "ZIP_TOO_LARGE",
+        ApiCode::ZipTooLarge,
         format!(
             "the archive inflates to more than the limit of {} bytes",
             limits.max_inflated_bytes

@@ -12,7 +12,7 @@ use zip::ZipArchive;
 
 use super::{invalid_zip, too_large, too_many, unsafe_entry, Limits};
 use crate::appdir::confine::MAX_PATH_BYTES;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiCode, ApiError, ApiResult};
 
 pub(super) fn le16(b: &[u8], at: usize) -> u64 {
     u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
@@ -69,7 +69,7 @@ pub struct Directory {
 
 pub(super) fn directory_too_large(size: u64) -> ApiError {
     too_large(
-        "ZIP_DIRECTORY_TOO_LARGE",
+        ApiCode::ZipDirectoryTooLarge,
         format!("the archive's central directory takes {size} bytes, over the limit of {MAX_DIRECTORY_BYTES}"),
         json!({"directory_bytes": size, "limit": MAX_DIRECTORY_BYTES}),
     )

@@ -24,7 +24,7 @@ mod guard;
 
 use serde_json::json;
 
-use crate::error::{ApiError, Kind};
+use crate::error::{ApiCode, ApiError, Kind};
 
 pub use check::plan;
 pub use extract::extract;
@@ -65,28 +65,24 @@ pub struct Outcome {
 pub use crate::appdir::confine::MAX_PATH_COMPONENTS;
 
 pub(super) fn invalid_zip(message: impl Into<String>) -> ApiError {
-    ApiError::validation("INVALID_ZIP", message)
+    ApiError::validation(ApiCode::InvalidZip, message)
 }
 
 pub(super) fn unsafe_entry(name: &str, reason: &str) -> ApiError {
     ApiError::validation(
-        "UNSAFE_ZIP_ENTRY",
+        ApiCode::UnsafeZipEntry,
         format!("unsafe entry {name:?}: {reason}"),
     )
     .with_details(json!({"entry": name, "reason": reason}))
 }
 
-pub(super) fn too_large(
-    code: &'static str,
-    message: String,
-    details: serde_json::Value,
-) -> ApiError {
+pub(super) fn too_large(code: ApiCode, message: String, details: serde_json::Value) -> ApiError {
     ApiError::new(Kind::PayloadTooLarge, code, message).with_details(details)
 }
 
 pub(super) fn too_many(count: u64, limit: u64) -> ApiError {
     too_large(
-        "ZIP_TOO_MANY_ENTRIES",
+        ApiCode::ZipTooManyEntries,
         format!("the archive has {count} entries, over the limit of {limit}"),
         json!({"entries": count, "limit": limit}),
     )

@@ -1,0 +1,339 @@
+//! Every `code` a client can receive in the docs/API.md §3 body, spelled once. Clients branch
+//! on these strings, so a variant's string never changes; a new failure gets a new variant
+//! (and a line in docs/API.md, which a test checks).
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+
+/// Defines [`ApiCode`] with each variant's wire string written once: serde, the OpenAPI
+/// enumeration and [`ApiCode::as_str`] all take it from here. (utoipa's derive does not see a
+/// `serde(rename)` a macro writes, so the schema is built from [`ApiCode::ALL`] below.)
+macro_rules! api_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $text:literal,)*) => {
+        /// The stable SCREAMING_SNAKE `code` of an error body (docs/API.md §3).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum ApiCode {
+            $($(#[doc = $doc])* #[serde(rename = $text)] $variant,)*
+        }
+
+        impl ApiCode {
+            /// Every code, in the order of the definition.
+            pub const ALL: &'static [ApiCode] = &[$(ApiCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ApiCode::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+api_codes! {
+    // Every route.
+    /// The body is not well-formed JSON.
+    InvalidJson = "INVALID_JSON",
+    /// The body is JSON but not an object.
+    InvalidBody = "INVALID_BODY",
+    /// The request's `Content-Type` is not the one the route takes.
+    UnsupportedContentType = "UNSUPPORTED_CONTENT_TYPE",
+    /// The connection failed while the body was read.
+    BodyReadFailed = "BODY_READ_FAILED",
+    /// The body did not arrive within `BODY_TIMEOUT`.
+    BodyTimeout = "BODY_TIMEOUT",
+    /// A field the route does not know.
+    UnknownField = "UNKNOWN_FIELD",
+    /// A query parameter of the wrong type or out of range.
+    InvalidQuery = "INVALID_QUERY",
+    /// The body is over `MAX_BODY_BYTES`.
+    PayloadTooLarge = "PAYLOAD_TOO_LARGE",
+    /// No route serves the path.
+    RouteNotFound = "ROUTE_NOT_FOUND",
+    /// The route does not take the method.
+    MethodNotAllowed = "METHOD_NOT_ALLOWED",
+    /// A panic or another fault of the server.
+    InternalError = "INTERNAL_ERROR",
+    /// A file operation on the host failed.
+    IoError = "IO_ERROR",
+    /// The state store failed.
+    DatabaseError = "DATABASE_ERROR",
+    /// The Docker daemon does not answer.
+    DockerUnavailable = "DOCKER_UNAVAILABLE",
+    /// The Docker daemon refused an image call.
+    DockerFailed = "DOCKER_FAILED",
+
+    // Authentication and sessions.
+    /// No credentials (no `Authorization`, no session).
+    MissingCredentials = "MISSING_CREDENTIALS",
+    /// Wrong user name or password.
+    InvalidCredentials = "INVALID_CREDENTIALS",
+    /// Too many failed sign-ins from this address.
+    TooManyAuthFailures = "TOO_MANY_AUTH_FAILURES",
+    /// Credentials a browser sent on behalf of another site.
+    CrossSiteCredentials = "CROSS_SITE_CREDENTIALS",
+    /// The session has ended.
+    SessionExpired = "SESSION_EXPIRED",
+    /// A session cookie without the session key or a ticket.
+    SessionKeyRequired = "SESSION_KEY_REQUIRED",
+    /// `GET /session` or sign-out without a session.
+    NoSession = "NO_SESSION",
+    /// A sign-in body that cannot be read.
+    InvalidSignIn = "INVALID_SIGN_IN",
+    /// A browser request from an origin that is not allowed.
+    OriginNotAllowed = "ORIGIN_NOT_ALLOWED",
+
+    // Containers: the spec.
+    /// `image` is missing or empty.
+    MissingImage = "MISSING_IMAGE",
+    /// `image` is not a valid image reference.
+    InvalidImage = "INVALID_IMAGE",
+    /// `start` is not a boolean.
+    InvalidStart = "INVALID_START",
+    /// `env` is not an object of strings, or holds too many variables.
+    InvalidEnv = "INVALID_ENV",
+    /// An `env` name is not a valid variable name.
+    InvalidEnvName = "INVALID_ENV_NAME",
+    /// An `env` value is not a string or holds a NUL.
+    InvalidEnvValue = "INVALID_ENV_VALUE",
+    /// `env` is over `ENV_MAX_BYTES`.
+    EnvTooLarge = "ENV_TOO_LARGE",
+    /// `ports` is missing.
+    MissingPorts = "MISSING_PORTS",
+    /// `ports` is not a list.
+    InvalidPorts = "INVALID_PORTS",
+    /// A port mapping is malformed or out of range.
+    InvalidPort = "INVALID_PORT",
+    /// A port's `protocol` is neither `tcp` nor `udp`.
+    InvalidProtocol = "INVALID_PROTOCOL",
+    /// A port's `host_ip` is not an allowed address.
+    InvalidHostIp = "INVALID_HOST_IP",
+    /// The same host port twice in one spec.
+    DuplicatePort = "DUPLICATE_PORT",
+    /// `tags` is not a list.
+    InvalidTags = "INVALID_TAGS",
+    /// A tag is not a valid tag.
+    InvalidTag = "INVALID_TAG",
+    /// The same tag twice.
+    DuplicateTag = "DUPLICATE_TAG",
+    /// `command` is not a list of strings.
+    InvalidCommand = "INVALID_COMMAND",
+    /// `restart` is not a restart policy.
+    InvalidRestart = "INVALID_RESTART",
+    /// `user` is not `uid` or `uid:gid` of an unprivileged user.
+    InvalidUser = "INVALID_USER",
+    /// `resources` is not an object.
+    InvalidResources = "INVALID_RESOURCES",
+    /// `resources.cpus` is out of range.
+    InvalidCpus = "INVALID_CPUS",
+    /// `resources.memory` is not a size.
+    InvalidMemory = "INVALID_MEMORY",
+    /// `resources.memory` is under the minimum.
+    MemoryTooLow = "MEMORY_TOO_LOW",
+    /// `resources.pids` is out of range.
+    InvalidPids = "INVALID_PIDS",
+
+    // Containers: routes and state.
+    /// No such container.
+    ContainerNotFound = "CONTAINER_NOT_FOUND",
+    /// The container is being deleted.
+    ContainerDeleting = "CONTAINER_DELETING",
+    /// The container is not running (stats, terminal).
+    ContainerNotRunning = "CONTAINER_NOT_RUNNING",
+    /// The action is not allowed from the container's status.
+    InvalidTransition = "INVALID_TRANSITION",
+    /// `If-Match` names another generation, or is malformed.
+    StaleGeneration = "STALE_GENERATION",
+    /// A malformed `Idempotency-Key`.
+    InvalidIdempotencyKey = "INVALID_IDEMPOTENCY_KEY",
+    /// An `Idempotency-Key` reused with another body.
+    IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED",
+    /// The host port already belongs to another container.
+    PortConflict = "PORT_CONFLICT",
+    /// A `limit` out of range.
+    InvalidLimit = "INVALID_LIMIT",
+    /// A `status` filter names no status.
+    InvalidStatusFilter = "INVALID_STATUS_FILTER",
+    /// A `cursor` that is not one the server gave.
+    InvalidCursor = "INVALID_CURSOR",
+    /// The default command's `/app/boot.py` does not exist.
+    BootScriptMissing = "BOOT_SCRIPT_MISSING",
+    /// The change did not converge within the wait limit; it keeps converging.
+    ActionTimeout = "ACTION_TIMEOUT",
+
+    // Reconciler steps (`last_error.code`, and the answer to a waiting request).
+    /// The image is not on the host, or its registry does not have it.
+    ImageNotFound = "IMAGE_NOT_FOUND",
+    /// The image's registry cannot be reached.
+    RegistryUnavailable = "REGISTRY_UNAVAILABLE",
+    /// The image's registry refused the credentials (or wants some).
+    RegistryAuthFailed = "REGISTRY_AUTH_FAILED",
+    /// The image's registry is not in `REGISTRY_ALLOWLIST`.
+    RegistryNotAllowed = "REGISTRY_NOT_ALLOWED",
+    /// A host port is held by another program.
+    PortInUse = "PORT_IN_USE",
+    /// `docker compose` (or an Engine API call) failed.
+    ComposeFailed = "COMPOSE_FAILED",
+    /// `docker compose` did not finish within `COMPOSE_TIMEOUT`.
+    ComposeTimeout = "COMPOSE_TIMEOUT",
+    /// A pass took its every step without the container settling.
+    NotConverging = "NOT_CONVERGING",
+
+    // Images.
+    /// The image is used by containers.
+    ImageInUse = "IMAGE_IN_USE",
+
+    // Files.
+    /// A route that needs `path` got none.
+    MissingPath = "MISSING_PATH",
+    /// The path leaves `/app` or is malformed.
+    UnsafePath = "UNSAFE_PATH",
+    /// No such file or directory.
+    FileNotFound = "FILE_NOT_FOUND",
+    /// The path is a directory where a file is wanted.
+    IsADirectory = "IS_A_DIRECTORY",
+    /// The path is a file where a directory is wanted.
+    NotADirectory = "NOT_A_DIRECTORY",
+    /// The path is a FIFO, socket or device.
+    NotARegularFile = "NOT_A_REGULAR_FILE",
+    /// A process of the container holds the file under a lease.
+    FileBusy = "FILE_BUSY",
+    /// The directory holds too many entries to list.
+    DirectoryTooLarge = "DIRECTORY_TOO_LARGE",
+    /// An upload would put a file where a directory is, or the other way round.
+    PathConflict = "PATH_CONFLICT",
+    /// Every upload slot stayed busy for `UPLOAD_SLOT_WAIT`.
+    UploadSlotsBusy = "UPLOAD_SLOTS_BUSY",
+    /// Every listing slot stayed busy.
+    ListingSlotsBusy = "LISTING_SLOTS_BUSY",
+    /// The upload is over `UPLOAD_MAX_BYTES`.
+    UploadTooLarge = "UPLOAD_TOO_LARGE",
+    /// No byte of the upload arrived for a while.
+    UploadIdleTimeout = "UPLOAD_IDLE_TIMEOUT",
+    /// The upload arrived too slowly (`UPLOAD_STALL_BUDGET`).
+    UploadTooSlow = "UPLOAD_TOO_SLOW",
+    /// The body is not a ZIP archive the server can read.
+    InvalidZip = "INVALID_ZIP",
+    /// An entry's name leaves `/app` or is malformed.
+    UnsafeZipEntry = "UNSAFE_ZIP_ENTRY",
+    /// An encrypted entry, or one of a kind the server does not write.
+    UnsupportedZipEntry = "UNSUPPORTED_ZIP_ENTRY",
+    /// The same name twice in one archive.
+    DuplicateZipEntry = "DUPLICATE_ZIP_ENTRY",
+    /// More entries than `ZIP_MAX_ENTRIES`.
+    ZipTooManyEntries = "ZIP_TOO_MANY_ENTRIES",
+    /// The archive inflates past `ZIP_MAX_INFLATED_BYTES`.
+    ZipTooLarge = "ZIP_TOO_LARGE",
+    /// An entry inflates past `ZIP_MAX_RATIO` times its compressed size.
+    ZipRatioExceeded = "ZIP_RATIO_EXCEEDED",
+    /// The archive's central directory is over its limit.
+    ZipDirectoryTooLarge = "ZIP_DIRECTORY_TOO_LARGE",
+
+    // The terminal (`/ws/{cuid}`).
+    /// The route was called without a WebSocket upgrade.
+    WebsocketUpgradeRequired = "WEBSOCKET_UPGRADE_REQUIRED",
+    /// A frame that is not a JSON object with a string `type`, or lacks its fields.
+    InvalidFrame = "INVALID_FRAME",
+    /// A frame `type` the server does not know.
+    UnknownFrameType = "UNKNOWN_FRAME_TYPE",
+    /// `stdin` data that is not base64.
+    InvalidBase64 = "INVALID_BASE64",
+    /// An `encoding` other than `utf8` or `base64`.
+    InvalidEncoding = "INVALID_ENCODING",
+    /// A `stdin` frame over its limit.
+    FrameTooLarge = "FRAME_TOO_LARGE",
+    /// A `resize` with sizes out of range.
+    InvalidSize = "INVALID_SIZE",
+    /// A `signal` other than INT, TERM or KILL.
+    InvalidSignal = "INVALID_SIGNAL",
+    /// A `resize` of a session without a TTY.
+    NoTty = "NO_TTY",
+    /// Attaching to the main process failed.
+    AttachFailed = "ATTACH_FAILED",
+    /// An exec did not start or attach.
+    ExecFailed = "EXEC_FAILED",
+    /// The signal could not be delivered.
+    SignalFailed = "SIGNAL_FAILED",
+    /// The process ended but its exit code could not be read.
+    ExitCodeUnknown = "EXIT_CODE_UNKNOWN",
+    /// The client did not keep up with the output; lines were skipped.
+    OutputLagged = "OUTPUT_LAGGED",
+
+    // The console's pages.
+    /// No such console file.
+    NotFound = "NOT_FOUND",
+}
+
+impl utoipa::PartialSchema for ApiCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Stable SCREAMING_SNAKE code a client can branch on (docs/API.md §3)",
+            ))
+            .enum_values(Some(Self::ALL.iter().map(|c| c.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ApiCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ApiCode".into()
+    }
+}
+
+impl std::fmt::Display for ApiCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Tests and callers compare a code with the string a client sees.
+impl PartialEq<&str> for ApiCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for ApiCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiCode;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_code_is_spelled_once_and_serializes_as_spelled() {
+        let mut seen = BTreeSet::new();
+        for code in ApiCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} is the string of two codes");
+            assert_eq!(serde_json::to_value(code).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<ApiCode>(text.into()).unwrap(),
+                *code
+            );
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                "{text} is not SCREAMING_SNAKE"
+            );
+        }
+    }
+
+    /// Clients learn the codes from docs/API.md: each must be there.
+    #[test]
+    fn every_code_is_in_the_api_document() {
+        let doc = include_str!("../../docs/API.md");
+        let missing: Vec<_> = ApiCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| !doc.contains(&format!("`{c}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/API.md: {missing:?}");
+    }
+}
