@@ -68,8 +68,10 @@ pub struct Resources {
 
 /// What a client may send to `POST /containers` (unknown fields are refused).
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
-    #[schema(example = "python:3.12-slim")]
+    /// An OCI image reference (`crate::spec::is_image_reference`).
+    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@[a-z0-9]+:[A-Fa-f0-9]{32,})?$")]
     pub image: String,
     pub env: Option<BTreeMap<String, String>>,
     pub tags: Option<Vec<String>>,
@@ -78,9 +80,10 @@ pub struct CreateBody {
     /// argv overriding `BOOT_COMMAND` (`[]` is refused: leave it out for the default).
     #[schema(min_items = 1, max_items = 1024)]
     pub command: Option<Vec<String>>,
-    /// `no`, `on-failure` (default), `always`, `unless-stopped`.
-    pub restart: Option<String>,
+    /// Default `on-failure`.
+    pub restart: Option<RestartPolicy>,
     /// `uid:gid`.
+    #[schema(pattern = r"^[0-9]{1,9}:[0-9]{1,9}$")]
     pub user: Option<String>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
@@ -105,7 +108,9 @@ pub struct PortIn {
 /// `PATCH /containers/{cuid}`: `env` merges (`null` removes a key), `tags` replaces,
 /// `resources` merges.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PatchBody {
+    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@[a-z0-9]+:[A-Fa-f0-9]{32,})?$")]
     pub image: Option<String>,
     pub env: Option<BTreeMap<String, Option<String>>>,
     pub tags: Option<Vec<String>>,
@@ -113,11 +118,13 @@ pub struct PatchBody {
     /// argv; `null` goes back to `BOOT_COMMAND`, `[]` is refused.
     #[schema(min_items = 1, max_items = 1024)]
     pub command: Option<Vec<String>>,
-    pub restart: Option<String>,
+    pub restart: Option<RestartPolicy>,
+    #[schema(pattern = r"^[0-9]{1,9}:[0-9]{1,9}$")]
     pub user: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PortsBody {
     pub ports: Vec<PortIn>,
 }
@@ -135,7 +142,7 @@ pub struct Container {
     pub resources: Resources,
     pub ports: Vec<Port>,
     pub command: Option<Vec<String>>,
-    pub restart: String,
+    pub restart: RestartPolicy,
     pub user: Option<String>,
     pub desired_state: DesiredState,
     pub status: Status,
@@ -189,4 +196,170 @@ pub struct Health {
 pub struct UploadResult {
     pub files: u64,
     pub bytes: u64,
+}
+
+/// Docker's restart policy of a container: the values `crate::spec` accepts (`restart`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    Always,
+    UnlessStopped,
+}
+
+/// `POST /session`, as JSON or as a form.
+#[derive(Serialize, ToSchema)]
+pub struct SignInBody {
+    pub user: String,
+    pub password: String,
+}
+
+/// The answer to a sign-in: the session's key goes in `X-Session-Key` (the cookie alone is
+/// not enough).
+#[derive(Serialize, ToSchema)]
+pub struct SignedIn {
+    pub user: String,
+    /// Seconds.
+    pub expires_in: u64,
+    pub key: String,
+}
+
+/// `GET /session`.
+#[derive(Serialize, ToSchema)]
+pub struct SessionUser {
+    pub user: String,
+}
+
+/// `POST /session/ticket`: `?ticket=…` on one WebSocket upgrade or download link.
+#[derive(Serialize, ToSchema)]
+pub struct SessionTicket {
+    pub ticket: String,
+    /// Seconds.
+    pub expires_in: u64,
+}
+
+/// One page of a directory of `/app`.
+#[derive(Serialize, ToSchema)]
+pub struct FileListing {
+    pub path: String,
+    pub entries: Vec<FileEntry>,
+    pub next_cursor: Option<String>,
+    /// Names that are not UTF-8: counted, not listed.
+    pub skipped: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FileEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+    pub size: i64,
+    /// Octal, e.g. `0644`.
+    pub mode: String,
+    /// RFC 3339 (UTC).
+    pub mtime: Option<String>,
+    /// Only for a symlink: where it points (null when unreadable).
+    #[schema(nullable)]
+    pub target: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// `GET /images`.
+#[derive(Serialize, ToSchema)]
+pub struct ImageList {
+    pub images: Vec<Image>,
+}
+
+/// An image on the host and the live containers using it.
+#[derive(Serialize, ToSchema)]
+pub struct Image {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub digests: Vec<String>,
+    pub size: i64,
+    /// RFC 3339.
+    pub created: Option<String>,
+    /// cuids.
+    pub used_by: Vec<String>,
+}
+
+/// `POST /images/pull`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullBody {
+    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@[a-z0-9]+:[A-Fa-f0-9]{32,})?$")]
+    pub image: String,
+}
+
+/// `POST /images/pull?wait=false`: the pull goes on.
+#[derive(Serialize, ToSchema)]
+pub struct PullAccepted {
+    pub image: String,
+    /// null once the pull has ended (or before it has begun).
+    pub pull: Option<PullProgress>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PullProgress {
+    pub image: String,
+    pub started_at: String,
+    pub layers_done: u64,
+    pub layers_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// `DELETE /images/{reference}`.
+#[derive(Serialize, ToSchema)]
+pub struct ImageDeleted {
+    pub image: String,
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// `GET /containers/{cuid}/logs?stream=`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    All,
+    Both,
+}
+
+/// `GET /containers/{cuid}/logs?format=`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Jsonl,
+    Ndjson,
+}
+
+/// One server-sent event of `GET /events`, as a client's SSE parser hands it over
+/// (`http::events`): `container` carries `{cuid, generation, status, container}` or
+/// `{cuid, deleted: true}` as JSON in `data`; `reset` says to reload the list.
+#[derive(Serialize, ToSchema)]
+pub struct EventFrame {
+    /// The sequence number, for `Last-Event-ID`.
+    pub id: String,
+    pub event: EventName,
+    /// JSON.
+    pub data: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventName {
+    Container,
+    Reset,
 }
