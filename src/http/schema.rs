@@ -71,15 +71,16 @@ pub struct Resources {
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// An OCI image reference (`crate::spec::is_image_reference`).
-    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@[a-z0-9]+:[A-Fa-f0-9]{32,})?$")]
+    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$")]
     pub image: String,
-    pub env: Option<BTreeMap<String, String>>,
-    pub tags: Option<Vec<String>>,
+    pub env: Option<BTreeMap<EnvName, String>>,
+    #[schema(max_items = 64)]
+    pub tags: Option<std::collections::BTreeSet<Tag>>,
     pub resources: Option<ResourcesIn>,
     pub ports: Option<Vec<PortIn>>,
     /// argv overriding `BOOT_COMMAND` (`[]` is refused: leave it out for the default).
     #[schema(min_items = 1, max_items = 1024)]
-    pub command: Option<Vec<String>>,
+    pub command: Option<Vec<Arg>>,
     /// Default `on-failure`.
     pub restart: Option<RestartPolicy>,
     /// `uid:gid`.
@@ -98,26 +99,55 @@ pub struct ResourcesIn {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PortIn {
+    #[schema(minimum = 1, maximum = 65535)]
     pub host: u16,
+    #[schema(minimum = 1, maximum = 65535)]
     pub container: u16,
-    pub protocol: Option<String>,
+    /// Default `tcp`.
+    pub protocol: Option<Protocol>,
+    /// An IP address (IPv6 too, though the pattern shows IPv4); default `PORT_BIND_IP`.
+    #[schema(pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$")]
     pub host_ip: Option<String>,
 }
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A tag (`crate::spec::is_tag`).
+#[derive(Serialize, ToSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+pub struct Tag(pub String);
+
+/// An environment variable's name (`crate::spec::env::is_env_name`).
+#[derive(Serialize, ToSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
+pub struct EnvName(pub String);
+
+/// One argument of `command` (no NUL byte).
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = r"^[^\x00]*$")]
+pub struct Arg(pub String);
 
 /// `PATCH /containers/{cuid}`: `env` merges (`null` removes a key), `tags` replaces,
 /// `resources` merges.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
-    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@[a-z0-9]+:[A-Fa-f0-9]{32,})?$")]
+    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$")]
     pub image: Option<String>,
-    pub env: Option<BTreeMap<String, Option<String>>>,
-    pub tags: Option<Vec<String>>,
+    pub env: Option<BTreeMap<EnvName, Option<String>>>,
+    #[schema(max_items = 64)]
+    pub tags: Option<std::collections::BTreeSet<Tag>>,
     pub resources: Option<ResourcesIn>,
     /// argv; `null` goes back to `BOOT_COMMAND`, `[]` is refused.
     #[schema(min_items = 1, max_items = 1024)]
-    pub command: Option<Vec<String>>,
+    pub command: Option<Vec<Arg>>,
     pub restart: Option<RestartPolicy>,
     #[schema(pattern = r"^[0-9]{1,9}:[0-9]{1,9}$")]
     pub user: Option<String>,
@@ -296,7 +326,7 @@ pub struct Image {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullBody {
-    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:-]*(@[a-z0-9]+:[A-Fa-f0-9]{32,})?$")]
+    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$")]
     pub image: String,
 }
 
