@@ -69,9 +69,28 @@ pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(serde_json::Value::Null);
         add_links(&mut doc);
+        bound_resources(&mut doc);
         doc
     });
     &DOC
+}
+
+/// The bounds of `resources` the spec checks that depend on the host (its CPUs) or that a
+/// derived schema cannot say (`memory` is bytes or a size with a unit, at least 6 MiB).
+fn bound_resources(doc: &mut serde_json::Value) {
+    let Some(props) = doc.pointer_mut("/components/schemas/ResourcesIn/properties") else {
+        return;
+    };
+    props["cpus"]["maximum"] = serde_json::json!(crate::spec::host_cpus());
+    let min = crate::spec::MIN_MEMORY_BYTES;
+    props["memory"] = serde_json::json!({
+        "description": "bytes, or a size with a unit: `4096m`, `1g`, `512k`; at least 6 MiB",
+        "oneOf": [
+            {"type": "null"},
+            {"type": "integer", "minimum": min, "maximum": i64::MAX},
+            {"type": "string", "pattern": "^([6-9]|[1-9][0-9]{1,5})m$|^[1-9][0-9]{0,2}g$"},
+        ],
+    });
 }
 
 /// OpenAPI links from a created container to every operation on `{cuid}`: clients and

@@ -90,11 +90,16 @@ pub struct CreateBody {
     pub start: Option<bool>,
 }
 
+/// `cpus` at most the host's CPUs and `memory` (at least 6 MiB) are bounded in
+/// [`super::openapi::document`], which knows the host.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResourcesIn {
+    #[schema(minimum = 0.01)]
     pub cpus: Option<f64>,
     /// `4096m`, `1g`, `512k` or a number of bytes.
     pub memory: Option<serde_json::Value>,
+    #[schema(minimum = 1)]
     pub pids: Option<i64>,
 }
 
@@ -156,7 +161,9 @@ pub struct PatchBody {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortsBody {
-    pub ports: Vec<PortIn>,
+    /// `null` is `[]`.
+    #[schema(required = true)]
+    pub ports: Option<Vec<PortIn>>,
 }
 
 // The lifecycle enums are the ones the server itself uses (`crate::lifecycle`).
