@@ -71,7 +71,11 @@ pub struct Resources {
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// An OCI image reference (`crate::spec::is_image_reference`).
-    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$")]
+    #[schema(
+        example = "python:3.12-slim",
+        max_length = 255,
+        pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
+    )]
     pub image: String,
     pub env: Option<BTreeMap<EnvName, String>>,
     #[schema(max_items = 64)]
@@ -113,7 +117,9 @@ pub struct PortIn {
     /// Default `tcp`.
     pub protocol: Option<Protocol>,
     /// An IP address (IPv6 too, though the pattern shows IPv4); default `PORT_BIND_IP`.
-    #[schema(pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$")]
+    #[schema(
+        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$"
+    )]
     pub host_ip: Option<String>,
 }
 
@@ -144,7 +150,11 @@ pub struct Arg(pub String);
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
-    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$")]
+    #[schema(
+        example = "python:3.12-slim",
+        max_length = 255,
+        pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
+    )]
     pub image: Option<String>,
     pub env: Option<BTreeMap<EnvName, Option<String>>>,
     #[schema(max_items = 64)]
@@ -333,7 +343,11 @@ pub struct Image {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullBody {
-    #[schema(example = "python:3.12-slim", max_length = 255, pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$")]
+    #[schema(
+        example = "python:3.12-slim",
+        max_length = 255,
+        pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
+    )]
     pub image: String,
 }
 

@@ -45,7 +45,11 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
             // `443.0` is the number 443 (JSON has one number type, and JSON Schema's
             // `integer` accepts it).
             v.as_u64()
-                .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
                 .filter(|n| (1..=65535).contains(n))
                 .map(|n| n as u16)
                 .ok_or_else(|| {
