@@ -177,4 +177,53 @@ mod tests {
             assert_eq!(command["minItems"], 1, "{body}: {command}");
         }
     }
+
+    /// The bodies of `/session`, `/session/ticket`, `/files` and `/images` are typed (a
+    /// free-form object let schemathesis send `{}` to a route that needs `user` and
+    /// `password`), and the enums the handlers check are enums in the document.
+    #[test]
+    fn bodies_and_enums_are_typed() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let json_of = |path: &str, method: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+                ["$ref"]
+                .clone()
+        };
+        for (path, method, status) in [
+            ("/session", "post", "200"),
+            ("/session", "get", "200"),
+            ("/session/ticket", "post", "200"),
+            ("/containers/{cuid}/files", "get", "200"),
+            ("/images", "get", "200"),
+            ("/images/pull", "post", "200"),
+            ("/images/pull", "post", "202"),
+        ] {
+            assert!(
+                json_of(path, method, status).is_string(),
+                "{method} {path} {status}"
+            );
+        }
+        assert_eq!(
+            schemas["SignInBody"]["required"],
+            serde_json::json!(["user", "password"])
+        );
+        assert_eq!(
+            schemas["RestartPolicy"]["enum"],
+            serde_json::json!(["no", "on-failure", "always", "unless-stopped"])
+        );
+        let status = doc["paths"]["/containers"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "status")
+            .unwrap();
+        assert_eq!(
+            status["schema"]["items"]["$ref"],
+            "#/components/schemas/Status"
+        );
+        assert_eq!(status["explode"], false);
+        let events = &doc["paths"]["/events"]["get"]["responses"]["200"]["content"];
+        assert!(events["text/event-stream"]["schema"]["$ref"].is_string());
+    }
 }
