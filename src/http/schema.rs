@@ -150,7 +150,9 @@ pub struct Arg(pub String);
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
+    /// Absent: unchanged (`null` is refused).
     #[schema(
+        nullable = false,
         example = "python:3.12-slim",
         max_length = 255,
         pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
