@@ -35,7 +35,7 @@ fn reset(latest: u64) -> Event {
         .data(json!({"reason": "the events after your Last-Event-ID are no longer kept; reload the list", "id": latest}).to_string())
 }
 
-#[utoipa::path(get, path = "/events", operation_id = "events", tag = "containers", summary = "Server-sent events: one per change of a container (resumable with Last-Event-ID)", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")), responses((status = 200, description = "An event stream", body = String, content_type = "text/event-stream"), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/events", operation_id = "events", tag = "containers", summary = "Server-sent events: one per change of a container (resumable with Last-Event-ID)", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")), responses((status = 200, description = "An event stream", body = crate::http::schema::EventFrame, content_type = "text/event-stream"), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let feed = state.events.clone();
     let rx = feed.subscribe();

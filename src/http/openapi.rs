@@ -58,7 +58,7 @@ impl Modify for BasicAuth {
         super::images::pull,
         super::images::delete,
     ),
-    components(schemas(ErrorBody, super::stats::Stats)),
+    components(schemas(ErrorBody, super::stats::Stats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status)),
     modifiers(&BasicAuth),
     security(("basic" = []))
 )]
@@ -69,9 +69,28 @@ pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(serde_json::Value::Null);
         add_links(&mut doc);
+        bound_resources(&mut doc);
         doc
     });
     &DOC
+}
+
+/// The bounds of `resources` the spec checks that depend on the host (its CPUs) or that a
+/// derived schema cannot say (`memory` is bytes or a size with a unit, at least 6 MiB).
+fn bound_resources(doc: &mut serde_json::Value) {
+    let Some(props) = doc.pointer_mut("/components/schemas/ResourcesIn/properties") else {
+        return;
+    };
+    props["cpus"]["maximum"] = serde_json::json!(crate::spec::host_cpus());
+    let min = crate::spec::MIN_MEMORY_BYTES;
+    props["memory"] = serde_json::json!({
+        "description": "bytes, or a size with a unit: `4096m`, `1g`, `512k`; at least 6 MiB",
+        "oneOf": [
+            {"type": "null"},
+            {"type": "integer", "minimum": min, "maximum": i64::MAX},
+            {"type": "string", "pattern": "^([6-9]|[1-9][0-9]{1,5})m$|^[1-9][0-9]{0,2}g$"},
+        ],
+    });
 }
 
 /// OpenAPI links from a created container to every operation on `{cuid}`: clients and
@@ -157,5 +176,54 @@ mod tests {
             let command = &doc["components"]["schemas"][body]["properties"]["command"];
             assert_eq!(command["minItems"], 1, "{body}: {command}");
         }
+    }
+
+    /// The bodies of `/session`, `/session/ticket`, `/files` and `/images` are typed (a
+    /// free-form object let schemathesis send `{}` to a route that needs `user` and
+    /// `password`), and the enums the handlers check are enums in the document.
+    #[test]
+    fn bodies_and_enums_are_typed() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let json_of = |path: &str, method: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+                ["$ref"]
+                .clone()
+        };
+        for (path, method, status) in [
+            ("/session", "post", "200"),
+            ("/session", "get", "200"),
+            ("/session/ticket", "post", "200"),
+            ("/containers/{cuid}/files", "get", "200"),
+            ("/images", "get", "200"),
+            ("/images/pull", "post", "200"),
+            ("/images/pull", "post", "202"),
+        ] {
+            assert!(
+                json_of(path, method, status).is_string(),
+                "{method} {path} {status}"
+            );
+        }
+        assert_eq!(
+            schemas["SignInBody"]["required"],
+            serde_json::json!(["user", "password"])
+        );
+        assert_eq!(
+            schemas["RestartPolicy"]["enum"],
+            serde_json::json!(["no", "on-failure", "always", "unless-stopped"])
+        );
+        let status = doc["paths"]["/containers"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "status")
+            .unwrap();
+        assert_eq!(
+            status["schema"]["items"]["$ref"],
+            "#/components/schemas/Status"
+        );
+        assert_eq!(status["explode"], false);
+        let events = &doc["paths"]["/events"]["get"]["responses"]["200"]["content"];
+        assert!(events["text/event-stream"]["schema"]["$ref"].is_string());
     }
 }

@@ -49,7 +49,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<SignIn, ApiError> {
 
 /// `POST /session`: JSON or form `user` + `password`. Failures count against the same
 /// throttle as Basic auth, and a blocked address is refused without a look at them.
-#[utoipa::path(post, path = "/session", operation_id = "sign_in", tag = "console", summary = "Sign in: sets the console's session cookie", security(), request_body(content = Object, description = "user and password, as JSON or a form"), responses((status = 200, description = "Signed in (Set-Cookie)", body = Object), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/session", operation_id = "sign_in", tag = "console", summary = "Sign in: sets the console's session cookie", security(), request_body(description = "user and password, as JSON or a form", content((crate::http::schema::SignInBody = "application/json"), (crate::http::schema::SignInBody = "application/x-www-form-urlencoded"))), responses((status = 200, description = "Signed in (Set-Cookie)", body = crate::http::schema::SignedIn), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&state, &request);
     if let Some(blocked) = refusal_if_blocked(&state, ip) {
@@ -117,7 +117,7 @@ fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
 /// `GET /session`: `200 {"user"}` with a live session (cookie and key), else `401` (no
 /// Basic challenge: the console asks this first, and a challenge would make the browser
 /// prompt).
-#[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", security(), responses((status = 200, description = "The user", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", security(), responses((status = 200, description = "The user", body = crate::http::schema::SessionUser), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody)))]
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session_of(&state, &headers) {
         Some(signed) => Json(json!({"user": signed.user})).into_response(),
@@ -142,7 +142,7 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Resp
 /// `POST /session/ticket`: a ticket for one GET (a WebSocket upgrade, a download link) that
 /// the browser cannot send the key header with: `?ticket=…` beside the cookie. Behind the
 /// auth middleware, so only a request with the session's key gets one.
-#[utoipa::path(post, path = "/session/ticket", operation_id = "session_ticket", tag = "console", summary = "A single-use ticket for a WebSocket or a download", responses((status = 200, description = "The ticket", body = Object), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/session/ticket", operation_id = "session_ticket", tag = "console", summary = "A single-use ticket for a WebSocket or a download", responses((status = 200, description = "The ticket", body = crate::http::schema::SessionTicket), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let ticket = session_of(&state, &headers).and_then(|s| state.sessions.ticket(&s.token));
     match ticket {

@@ -14,8 +14,10 @@ use crate::state::AppState;
 use crate::store::containers::{Container, Updated};
 
 /// `?wait=`: whether the request waits for convergence (the default) or is answered `202`
-/// at once.
+/// at once. Any other query parameter is refused (`400 INVALID_QUERY`), as the listing and
+/// the logs refuse theirs: a misspelt `?wiat=false` must not silently wait.
 #[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Wait {
     #[serde(default = "yes")]
     pub wait: bool,
@@ -155,5 +157,18 @@ pub async fn wait_deleted(state: &AppState, cuid: &str) -> ApiResult<()> {
         {
             return Err(timeout_error(state, &c));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wait;
+
+    #[test]
+    fn wait_refuses_other_parameters() {
+        let w: Wait = serde_urlencoded::from_str("wait=false").unwrap();
+        assert!(!w.wait);
+        assert!(serde_urlencoded::from_str::<Wait>("").unwrap().wait);
+        assert!(serde_urlencoded::from_str::<Wait>("wiat=false").is_err());
     }
 }

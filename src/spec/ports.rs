@@ -42,7 +42,14 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
         reject_unknown(&map, PORT_FIELDS, &format!("{prefix}."))?;
         let number = |key: &str| -> Result<u16, ApiError> {
             let v = map.get(key).cloned().unwrap_or(Value::Null);
+            // `443.0` is the number 443 (JSON has one number type, and JSON Schema's
+            // `integer` accepts it).
             v.as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
                 .filter(|n| (1..=65535).contains(n))
                 .map(|n| n as u16)
                 .ok_or_else(|| {

@@ -533,9 +533,10 @@ fn api_md_lists_every_route_of_the_router() {
 
 /// schemathesis (from `scripts/setup-python-tools.sh`) against the live server and its own
 /// document: a bounded number of examples per operation, no 5xx, no answer that breaks the
-/// document. Left out: the WebSocket route (not HTTP after the upgrade) and the ZIP upload,
-/// whose body schemathesis cannot generate (it has no serializer for `application/zip`;
-/// `hostile_upload.rs` and `files.rs` cover it with real and hostile archives).
+/// document. The ZIP upload gets real archives of generated content (the hook in
+/// `tests/it/schemathesis/hooks.py`); the streams are read up to a few events. Left out:
+/// the WebSocket route (not HTTP after the upgrade) and image pulls and removals (they reach
+/// registries and the host's images; `images.rs` covers them).
 #[tokio::test]
 async fn fuzzed_against_its_own_document() {
     let st = std::env::var("CM_SCHEMATHESIS").unwrap_or_else(|_| "/opt/cm-venv/bin/st".to_owned());
@@ -558,9 +559,19 @@ async fn fuzzed_against_its_own_document() {
         .create_started(&json!({"image": BUSYBOX, "command": ["sleep", "3600"]}))
         .await;
     let config = s.dir.path().join("schemathesis.toml");
+    // The streams (`/events`, `logs?follow=true`, `stats?stream=true`) only end when the
+    // client leaves: each read stops after two events or a short timeout, on a few examples.
     std::fs::write(
         &config,
-        format!("[parameters]\n\"path.cuid\" = \"{cuid}\"\n"),
+        format!(
+            "max-stream-events = 2\n\
+             [parameters]\n\"path.cuid\" = \"{cuid}\"\n\
+             [[operations]]\n\
+             include-path-regex = \"^/events$|/logs$|/stats$\"\n\
+             request-timeout = 2\n\
+             generation.max-examples = 3\n\
+             phases.coverage.enabled = false\n"
+        ),
     )
     .unwrap();
     let report = s.dir.path().join("schemathesis.xml");
@@ -572,14 +583,8 @@ async fn fuzzed_against_its_own_document() {
         .args(["--auth", &format!("{USER}:{PASS}")])
         .args(["--max-examples", "12"])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
-        // Not fuzzed: the terminal (WebSocket), uploads (ZIP bodies), the streams that only
-        // end when the client leaves (`/events`, `logs?follow=true`, `stats?stream=true`:
-        // a generated request would wait out its timeout), and pulls and removals of images
-        // (they reach registries and the host's images). Each has tests of its own.
-        .args([
-            "--exclude-path-regex",
-            "^/ws/|/upload-zip$|^/events$|/logs$|/stats$|^/images/",
-        ])
+        // Not fuzzed: the terminal (WebSocket) and pulls and removals of images.
+        .args(["--exclude-path-regex", "^/ws/|^/images/"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--request-timeout", "30", "--seed", "12"])
         // One worker: with two, hypothesis' shared AST cache races itself and the run fails
@@ -589,6 +594,11 @@ async fn fuzzed_against_its_own_document() {
         .arg(&report)
         // Its caches (`.hypothesis`, `.schemathesis`) go to the test's directory, not the repo.
         .current_dir(s.dir.path())
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/schemathesis"),
+        )
+        .env("SCHEMATHESIS_HOOKS", "hooks")
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(240), out)
