@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod origin;
 pub mod prestart;
+pub mod quota;
 pub mod response;
 pub mod schema;
 pub mod scope;
