@@ -94,6 +94,10 @@ pub struct CreateBody {
     pub user: Option<String>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
+    /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
+    /// principal without a tenant may name any tenant (docs/API.md §10).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub tenant: Option<String>,
 }
 
 /// `cpus` at most the host's CPUs and `memory` (at least 6 MiB) are bounded in
@@ -204,6 +208,8 @@ pub struct Container {
     pub last_error: Option<serde_json::Value>,
     pub created_at: String,
     pub updated_at: String,
+    /// The tenant it belongs to; `null`: the operator's.
+    pub tenant: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -417,4 +423,50 @@ pub struct EventFrame {
 pub enum EventName {
     Container,
     Reset,
+}
+
+/// What a client may send to `POST /tokens`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    #[schema(min_length = 1, max_length = 64, example = "ci")]
+    pub name: String,
+    #[schema(value_type = String, example = "write")]
+    pub scope: TokenScope,
+    /// The tenant whose containers the token works with; `null`: all (the operator's).
+    pub tenant: Option<String>,
+    /// Seconds until it stops working; `null`: never.
+    #[schema(minimum = 1, maximum = 315360000)]
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    Read,
+    Operate,
+    Write,
+    Admin,
+}
+
+/// What a client may send to `PUT /tenants/{name}`: every quota optional, `null` no limit.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasBody {
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_containers: Option<i64>,
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_running: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub max_cpus: Option<f64>,
+    /// Bytes, or a size such as `8g`.
+    #[schema(value_type = Option<String>, example = "8g")]
+    pub max_memory: Option<String>,
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_pids: Option<i64>,
+    /// The host ports the tenant may publish, `FIRST-LAST`.
+    #[schema(pattern = "^[0-9]{1,5}-[0-9]{1,5}$", example = "20000-20999")]
+    pub ports: Option<String>,
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
+    pub requests_per_second: Option<f64>,
 }

@@ -165,6 +165,7 @@ fn parse_quotas(name: &str, body: &Map<String, Value>) -> ApiResult<TenantRow> {
     })
 }
 
+#[utoipa::path(put, path = "/tenants/{name}", operation_id = "put_tenant", tag = "tenancy", summary = "Create a tenant or replace its quotas (admin)", params(("name" = String, Path, pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", description = "the tenant's name")), request_body = crate::http::schema::QuotasBody, responses((status = 201, description = "Created", body = Tenant), (status = 200, description = "Quotas replaced", body = Tenant), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -182,6 +183,7 @@ pub async fn put(
     Ok((status, Json(shown(&state, row).await?)).into_response())
 }
 
+#[utoipa::path(get, path = "/tenants", operation_id = "list_tenants", tag = "tenancy", summary = "Tenants with their quotas and usage (admin)", responses((status = 200, description = "Tenants", body = TenantList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<TenantList>> {
     let mut tenants = Vec::new();
     for row in state.store.tenants().await? {
@@ -190,6 +192,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<TenantList>> 
     Ok(Json(TenantList { tenants }))
 }
 
+#[utoipa::path(get, path = "/tenants/{name}", operation_id = "get_tenant", tag = "tenancy", summary = "One tenant with its quotas and usage (admin)", params(("name" = String, Path, pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", description = "the tenant's name")), responses((status = 200, description = "The tenant", body = Tenant), (status = 404, description = "No such tenant", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -198,6 +201,7 @@ pub async fn get_one(
     Ok(Json(shown(&state, row).await?))
 }
 
+#[utoipa::path(delete, path = "/tenants/{name}", operation_id = "delete_tenant", tag = "tenancy", summary = "Delete a tenant that owns no container, with its tokens (admin)", params(("name" = String, Path, pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", description = "the tenant's name")), responses((status = 204, description = "Deleted"), (status = 404, description = "No such tenant", body = crate::http::schema::ErrorBody), (status = 409, description = "It still owns containers (TENANT_NOT_EMPTY)", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -143,6 +143,7 @@ fn parse(body: &Map<String, Value>) -> ApiResult<(String, Scope, Option<String>,
     Ok((name.to_owned(), scope, tenant, expires_in))
 }
 
+#[utoipa::path(post, path = "/tokens", operation_id = "create_token", tag = "tenancy", summary = "Mint an API token (admin); its secret is in this answer only", request_body = crate::http::schema::TokenBody, responses((status = 201, description = "The token, with its secret", body = NewToken), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 404, description = "No such tenant", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn create(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Response> {
     let (name, scope, tenant, expires_in) = parse(&body)?;
     if let Some(t) = &tenant {
@@ -170,6 +171,7 @@ pub async fn create(State(state): State<AppState>, JsonObject(body): JsonObject)
     Ok((StatusCode::CREATED, Json(NewToken { token, secret })).into_response())
 }
 
+#[utoipa::path(get, path = "/tokens", operation_id = "list_tokens", tag = "tenancy", summary = "Every token, without secrets (admin)", responses((status = 200, description = "Tokens", body = TokenList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<TokenList>> {
     let rows = state.store.tokens().await?;
     Ok(Json(TokenList {
@@ -177,6 +179,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<TokenList>> {
     }))
 }
 
+#[utoipa::path(delete, path = "/tokens/{id}", operation_id = "revoke_token", tag = "tenancy", summary = "Revoke a token at once (admin)", params(("id" = String, Path, description = "tok_ + 32 hex digits")), responses((status = 204, description = "Revoked"), (status = 404, description = "No live token of this id", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     // Out of memory first: from here on the token is refused, whatever the store says.
     state.tenancy.tokens.remove(&id);
