@@ -133,13 +133,7 @@ async fn snapshot(store: &Store) -> Result<HashMap<String, (Value, String)>, sql
     let mut out = HashMap::new();
     let mut after = 0;
     loop {
-        let page = store
-            .list(
-                &ListFilter::default(),
-                after,
-                1000,
-            )
-            .await?;
+        let page = store.list(&ListFilter::default(), after, 1000).await?;
         let more = page.len() > 1000;
         for c in page.iter().take(1000) {
             after = c.seq;

@@ -13,8 +13,8 @@ use crate::http::response::{container_response, path_cuid};
 use crate::http::wait::{finish, Wait};
 use crate::http::{quota, tenants};
 use crate::lifecycle::{plan, DesiredState, Plan, Verb};
-use crate::tenancy::quotas::Usage;
 use crate::state::AppState;
+use crate::tenancy::quotas::Usage;
 
 async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?;

@@ -131,11 +131,13 @@ async fn run_as(principal: Principal, mut request: Request, next: Next) -> Respo
 
 /// The secret of an `Authorization: Bearer …` header, if that is what the request carries.
 fn bearer(request: &Request) -> Option<&str> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, secret) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| secret.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
 pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -241,11 +243,11 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         code,
         "valid Basic credentials or a live bearer token are required",
     )
-        .with_header(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"container-manager\""),
-        )
-        .into_response()
+    .with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"container-manager\""),
+    )
+    .into_response()
 }
 
 #[cfg(test)]

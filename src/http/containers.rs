@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
-use crate::http::{cursor, quota};
 use crate::http::extract::{JsonObject, Path, Query};
 use crate::http::prestart::{check_ports_free, check_startable};
 use crate::http::response::{
@@ -21,11 +20,12 @@ use crate::http::response::{
     set_identity_headers,
 };
 use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
+use crate::http::{cursor, quota};
 use crate::lifecycle::{DesiredState, DockerState, Status};
 use crate::spec::{self, Limits};
 use crate::state::AppState;
-use crate::tenancy::Principal;
 use crate::store::containers::{Created, ListFilter};
+use crate::tenancy::Principal;
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
@@ -134,11 +134,11 @@ pub async fn create(
     let quota_guard = match &quotas {
         None => None,
         Some((t, quotas)) => {
-            let admitted = match quota::requested(quotas, &state.config, &request.spec, request.start)
-            {
-                Ok(wants) => quota::admit(&state, t, &wants).await,
-                Err(e) => Err(e),
-            };
+            let admitted =
+                match quota::requested(quotas, &state.config, &request.spec, request.start) {
+                    Ok(wants) => quota::admit(&state, t, &wants).await,
+                    Err(e) => Err(e),
+                };
             match admitted {
                 Ok(guard) => Some(guard),
                 Err(e) => {

@@ -16,8 +16,8 @@ use crate::http::wait::Wait;
 use crate::images::normalize;
 use crate::lifecycle::ErrorCode;
 use crate::state::AppState;
-use crate::tenancy::Principal;
 use crate::step_error::StepError;
+use crate::tenancy::Principal;
 
 /// Whether a container whose spec says `spec_image` runs the image `id` tagged `tags`
 /// (with `digests`).
@@ -35,7 +35,10 @@ async fn users(state: &AppState) -> ApiResult<Vec<(String, String)>> {
 }
 
 /// The users a principal may see: a tenant's only its own containers.
-async fn visible_users(state: &AppState, principal: &Principal) -> ApiResult<Vec<(String, String)>> {
+async fn visible_users(
+    state: &AppState,
+    principal: &Principal,
+) -> ApiResult<Vec<(String, String)>> {
     Ok(state
         .store
         .images_in_use_by(principal.tenant.as_deref())

@@ -108,7 +108,10 @@ fn add_scopes(doc: &mut serde_json::Value) {
             };
             // A path template's `{cuid}` stands for any container: the rule reads the shape.
             let scope = super::scope::required(&m, path);
-            if op.get("security").is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty())) {
+            if op
+                .get("security")
+                .is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty()))
+            {
                 continue;
             }
             op["x-required-scope"] = serde_json::json!(scope.as_str());

@@ -1,4 +1,4 @@
-//! Tenants' quotas at the API's writes (docs/API.md §10): what a create, a start or a patch
+//! Tenants' quotas at the API's writes (docs/API.md §13): what a create, a start or a patch
 //! asks for, checked against the tenant's usage under its write lock, so the check and the
 //! write it allows are one step (two racing creates cannot both take the last slot).
 
@@ -22,7 +22,12 @@ pub fn tenant_of_create(
     let asked = match body.remove("tenant") {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) => Some(t),
-        Some(other) => return Err(invalid_tenant(other, "tenant must be a tenant's name or null")),
+        Some(other) => {
+            return Err(invalid_tenant(
+                other,
+                "tenant must be a tenant's name or null",
+            ))
+        }
     };
     let tenant = match (&principal.tenant, asked) {
         (Some(mine), Some(asked)) if *mine != asked => {
@@ -54,9 +59,21 @@ pub fn requested(quotas: &Quotas, config: &Config, spec: &Spec, running: bool) -
     let memory = spec.resources.memory_bytes.or(config.default_memory);
     let pids = spec.resources.pids;
     for (quota, set, field) in [
-        ("max_cpus", quotas.max_cpus.is_some() && cpus.is_none(), "resources.cpus"),
-        ("max_memory", quotas.max_memory.is_some() && memory.is_none(), "resources.memory"),
-        ("max_pids", quotas.max_pids.is_some() && pids.is_none(), "resources.pids"),
+        (
+            "max_cpus",
+            quotas.max_cpus.is_some() && cpus.is_none(),
+            "resources.cpus",
+        ),
+        (
+            "max_memory",
+            quotas.max_memory.is_some() && memory.is_none(),
+            "resources.memory",
+        ),
+        (
+            "max_pids",
+            quotas.max_pids.is_some() && pids.is_none(),
+            "resources.pids",
+        ),
     ] {
         if set {
             return Err(ApiError::field(
@@ -122,7 +139,12 @@ pub async fn admit(
 }
 
 /// `403 QUOTA_EXCEEDED` if `requested` on top of `used` breaks one of `quotas`.
-pub fn check_usage(tenant: &str, quotas: &Quotas, used: &Usage, requested: &Usage) -> ApiResult<()> {
+pub fn check_usage(
+    tenant: &str,
+    quotas: &Quotas,
+    used: &Usage,
+    requested: &Usage,
+) -> ApiResult<()> {
     match quotas.check(used, requested) {
         None => Ok(()),
         Some(breach) => Err(exceeded(tenant, breach)),

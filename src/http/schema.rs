@@ -95,7 +95,7 @@ pub struct CreateBody {
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
-    /// principal without a tenant may name any tenant (docs/API.md §10).
+    /// principal without a tenant may name any tenant (docs/API.md §13).
     #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub tenant: Option<String>,
 }

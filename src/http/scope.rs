@@ -1,4 +1,4 @@
-//! What an authenticated principal may reach (docs/API.md §10): the scope each route needs,
+//! What an authenticated principal may reach (docs/API.md §13): the scope each route needs,
 //! its tenant's request rate, and the rule that another tenant's container does not exist.
 //! Runs inside [`super::auth::require_auth`], which put the [`Principal`] in the request.
 
@@ -17,7 +17,8 @@ use crate::tenancy::{Principal, Scope};
 /// The scope a request needs, from its method and path alone (so the answer never depends
 /// on whether a container exists).
 pub fn required(method: &Method, path: &str) -> Scope {
-    let under = |root: &str| path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'));
+    let under =
+        |root: &str| path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'));
     if under("/tokens") || under("/tenants") {
         return Scope::Admin;
     }
@@ -35,7 +36,10 @@ pub fn required(method: &Method, path: &str) -> Scope {
     }
     // Writes on a container: `/containers/{cuid}/{action}` and uploads are operations; the
     // container itself (create, patch, delete, its ports) is a write.
-    match path.strip_prefix("/containers/").map(|rest| rest.split_once('/')) {
+    match path
+        .strip_prefix("/containers/")
+        .map(|rest| rest.split_once('/'))
+    {
         Some(Some((_, sub))) if sub != "ports" => Scope::Operate,
         _ => Scope::Write,
     }

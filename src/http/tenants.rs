@@ -1,5 +1,5 @@
 //! `PUT /tenants/{name}`, `GET /tenants`, `GET /tenants/{name}`, `DELETE /tenants/{name}`
-//! (admin): tenants, their quotas and their usage (docs/API.md §10).
+//! (admin): tenants, their quotas and their usage (docs/API.md §13).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -54,7 +54,11 @@ fn checked_name(name: &str) -> ApiResult<&str> {
 pub async fn usage_of(state: &AppState, tenant: &str) -> ApiResult<Usage> {
     let u = state
         .store
-        .usage(tenant, state.config.default_cpus, state.config.default_memory)
+        .usage(
+            tenant,
+            state.config.default_cpus,
+            state.config.default_memory,
+        )
         .await?;
     Ok(Usage {
         containers: u.containers,
@@ -197,7 +201,11 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Tenant>> {
-    let row = state.store.tenant(&name).await?.ok_or_else(|| not_found(&name))?;
+    let row = state
+        .store
+        .tenant(&name)
+        .await?
+        .ok_or_else(|| not_found(&name))?;
     Ok(Json(shown(&state, row).await?))
 }
 

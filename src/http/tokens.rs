@@ -1,5 +1,5 @@
 //! `POST /tokens`, `GET /tokens`, `DELETE /tokens/{id}` (admin): scoped API tokens
-//! (docs/API.md §10). The secret is in the `201` answer only; the store keeps its SHA-256.
+//! (docs/API.md §13). The secret is in the `201` answer only; the store keeps its SHA-256.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -144,7 +144,10 @@ fn parse(body: &Map<String, Value>) -> ApiResult<(String, Scope, Option<String>,
 }
 
 #[utoipa::path(post, path = "/tokens", operation_id = "create_token", tag = "tenancy", summary = "Mint an API token (admin); its secret is in this answer only", request_body = crate::http::schema::TokenBody, responses((status = 201, description = "The token, with its secret", body = NewToken), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 404, description = "No such tenant", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
-pub async fn create(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
     let (name, scope, tenant, expires_in) = parse(&body)?;
     if let Some(t) = &tenant {
         if state.tenancy.quotas(t).is_none() {
@@ -153,7 +156,8 @@ pub async fn create(State(state): State<AppState>, JsonObject(body): JsonObject)
     }
     let secret = tokens::mint_secret();
     let now = chrono::Utc::now();
-    let stamp = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let stamp =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let row = TokenRow {
         id: format!("tok_{}", uuid::Uuid::new_v4().simple()),
         name,
@@ -180,15 +184,17 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<TokenList>> {
 }
 
 #[utoipa::path(delete, path = "/tokens/{id}", operation_id = "revoke_token", tag = "tenancy", summary = "Revoke a token at once (admin)", params(("id" = String, Path, description = "tok_ + 32 hex digits")), responses((status = 204, description = "Revoked"), (status = 404, description = "No live token of this id", body = crate::http::schema::ErrorBody), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Scope too small (SCOPE_REQUIRED) or cross-origin write", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
-pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     // Out of memory first: from here on the token is refused, whatever the store says.
     state.tenancy.tokens.remove(&id);
     if !state.store.revoke_token(&id).await? {
-        return Err(ApiError::not_found(
-            ApiCode::TokenNotFound,
-            format!("no live token {id}"),
-        )
-        .with_details(serde_json::json!({"id": id})));
+        return Err(
+            ApiError::not_found(ApiCode::TokenNotFound, format!("no live token {id}"))
+                .with_details(serde_json::json!({"id": id})),
+        );
     }
     Ok(StatusCode::NO_CONTENT)
 }

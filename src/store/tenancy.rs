@@ -61,11 +61,10 @@ impl Store {
     /// Creates or replaces a tenant's quotas. Answers the row and whether it is new.
     pub async fn put_tenant(&self, t: &TenantRow) -> Result<(TenantRow, bool), sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let existed: Option<String> =
-            sqlx::query_scalar("SELECT name FROM tenants WHERE name = ?")
-                .bind(&t.name)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existed: Option<String> = sqlx::query_scalar("SELECT name FROM tenants WHERE name = ?")
+            .bind(&t.name)
+            .fetch_optional(&mut *tx)
+            .await?;
         let now = now();
         sqlx::query(
             "INSERT INTO tenants (name, max_containers, max_running, max_cpus, max_memory_bytes,
@@ -87,26 +86,31 @@ impl Store {
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        let row: TenantRow =
-            sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?"))
-                .bind(&t.name)
-                .fetch_one(&mut *tx)
-                .await?;
+        let row: TenantRow = sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?"
+        ))
+        .bind(&t.name)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok((row, existed.is_none()))
     }
 
     pub async fn tenant(&self, name: &str) -> Result<Option<TenantRow>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
+        sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     pub async fn tenants(&self) -> Result<Vec<TenantRow>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"))
-            .fetch_all(&self.pool)
-            .await
+        sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Deletes a tenant that owns no container, with its tokens, in one transaction.
@@ -204,14 +208,13 @@ impl Store {
 
     /// Marks a token revoked; `false` if there is no such live token.
     pub async fn revoke_token(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(now())
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now())
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         Ok(done > 0)
     }
 

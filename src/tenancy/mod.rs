@@ -1,5 +1,5 @@
 //! Who is asking, and what they may see and do: scoped API tokens, tenants, their quotas and
-//! request rates (docs/API.md §10). No HTTP here: `http::auth` turns a request's credentials
+//! request rates (docs/API.md §13). No HTTP here: `http::auth` turns a request's credentials
 //! into a [`Principal`], `http::scope` checks it against the route, and the handlers ask
 //! [`Principal::sees`] before they show a container.
 //!

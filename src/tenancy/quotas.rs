@@ -80,7 +80,9 @@ impl<'de> Deserialize<'de> for PortRange {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         PortRange::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom("a port range is \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535")
+            serde::de::Error::custom(
+                "a port range is \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535",
+            )
         })
     }
 }
@@ -123,7 +125,14 @@ impl Quotas {
             used.containers,
             requested.containers,
         )
-        .or_else(|| int("max_running", self.max_running, used.running, requested.running))
+        .or_else(|| {
+            int(
+                "max_running",
+                self.max_running,
+                used.running,
+                requested.running,
+            )
+        })
         .or_else(|| {
             let limit = self.max_cpus?;
             // Hundredths of a CPU: sums of decimal fractions must not fail by a rounding bit.
@@ -190,7 +199,10 @@ mod tests {
         let q = quotas();
         // 0.7 + 0.3 is 0.9999999999999999 or 1.0000000000000002 in binary: both are 1.
         assert_eq!(q.check(&one(0.7, 0), &one(0.3, 0)), None);
-        assert_eq!(q.check(&one(0.8, 0), &one(0.3, 0)).unwrap().quota, "max_cpus");
+        assert_eq!(
+            q.check(&one(0.8, 0), &one(0.3, 0)).unwrap().quota,
+            "max_cpus"
+        );
     }
 
     #[test]

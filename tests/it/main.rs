@@ -17,4 +17,5 @@ mod layers;
 mod ops;
 mod reconcile;
 mod security;
+mod tenancy;
 mod terminal;
