@@ -197,7 +197,10 @@ mod tests {
             );
         }
         assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
-        assert_eq!(doc["security"], serde_json::json!([{"basic": []}]));
+        assert_eq!(
+            doc["security"],
+            serde_json::json!([{"basic": []}, {"bearer": []}])
+        );
     }
 
     /// What the handlers refuse, the document refuses too: `limit=0`, `"command": []`.
