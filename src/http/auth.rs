@@ -159,10 +159,25 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             ticket: ticket.as_deref(),
         };
         match state.sessions.authenticate_any(&tokens, proof) {
-            Ok(signed) => {
-                let principal = Principal::operator(&signed.user);
-                return run_as(principal, without_ticket(request), next).await;
-            }
+            Ok(signed) => match &signed.bearer {
+                None => {
+                    let principal = Principal::operator(&signed.user);
+                    return run_as(principal, without_ticket(request), next).await;
+                }
+                // Signed in with a token: the token decides, now (revoked or expired, the
+                // session ends with it).
+                Some(secret) => match state
+                    .tenancy
+                    .tokens
+                    .authenticate(secret, chrono::Utc::now())
+                {
+                    Ok(principal) => return run_as(principal, without_ticket(request), next).await,
+                    Err(_) => {
+                        state.sessions.revoke(&signed.token);
+                        cookie_refused = Some(crate::sessions::Refusal::Unknown);
+                    }
+                },
+            },
             Err(refusal) => cookie_refused = Some(refusal),
         }
     }

@@ -267,9 +267,12 @@ pub enum RestartPolicy {
 
 /// `POST /session`, as JSON or as a form.
 #[derive(Serialize, ToSchema)]
-pub struct SignInBody {
-    pub user: String,
-    pub password: String,
+#[serde(untagged)]
+pub enum SignInBody {
+    /// The server's credentials (`APP_USER`/`APP_PASS`).
+    Password { user: String, password: String },
+    /// An API token (docs/API.md §13): the console then shows what that token may see and do.
+    Token { token: String },
 }
 
 /// The answer to a sign-in: the session's key goes in `X-Session-Key` (the cookie alone is
@@ -285,7 +288,11 @@ pub struct SignedIn {
 /// `GET /session`.
 #[derive(Serialize, ToSchema)]
 pub struct SessionUser {
+    /// The user name, or `token:<id>:<name>` for a session signed in with a token.
     pub user: String,
+    pub scope: TokenScope,
+    /// The tenant whose containers this session sees; `null`: all.
+    pub tenant: Option<String>,
 }
 
 /// `POST /session/ticket`: `?ticket=…` on one WebSocket upgrade or download link.
