@@ -146,7 +146,7 @@ pub async fn create(
         }
         Err(e) => {
             crate::appdir::mounts::remove_quietly(&mount);
-            return Err(e);
+            return Err(e.into());
         }
     };
     if !request.start {
@@ -277,8 +277,8 @@ pub async fn patch(
     }
     let updated = state
         .store
-        .update_spec(cuid, expected, |current| {
-            spec::apply_patch(&current.spec, body, &limits)
+        .update_spec::<ApiError>(cuid, expected, |current| {
+            Ok(spec::apply_patch(&current.spec, body, &limits)?)
         })
         .await?;
     after_spec_change(&state, updated, wait).await
@@ -297,7 +297,7 @@ pub async fn patch_ports(
     let ports = spec::parse_ports_body(body, &limits(&state))?;
     let updated = state
         .store
-        .update_spec(cuid, expected, |current| {
+        .update_spec::<ApiError>(cuid, expected, |current| {
             // A running container republishes at once: a new host port that another program
             // holds is refused before anything changes.
             if current.desired_state.is_up() {

@@ -5,12 +5,15 @@
 
 pub mod containers;
 mod desired;
+mod error;
 mod observed;
 #[cfg(test)]
 mod tests;
 
 use std::str::FromStr;
 use std::time::Duration;
+
+pub use error::Error;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
