@@ -12,9 +12,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::error::{ApiCode, ApiError, Kind};
+use crate::error::ApiCode;
 
 /// What a client asked the container to be (`desired_state`).
 #[derive(
@@ -210,17 +209,25 @@ pub enum Plan {
     },
 }
 
+/// An action the container's state does not allow (docs/API.md §4); `http/` answers it
+/// `422 INVALID_TRANSITION`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {} a container that is {status}", verb.as_str())]
+pub struct InvalidTransition {
+    pub verb: Verb,
+    pub desired: DesiredState,
+    pub status: Status,
+}
+
 /// The allowed transitions (docs/API.md §4), from desired state and observed status.
-pub fn plan(verb: Verb, desired: DesiredState, status: Status) -> Result<Plan, ApiError> {
+pub fn plan(verb: Verb, desired: DesiredState, status: Status) -> Result<Plan, InvalidTransition> {
     use DesiredState as D;
     use Status as S;
     let running_now = status.may_be_running();
-    let invalid = || {
-        ApiError::state(
-            ApiCode::InvalidTransition,
-            format!("cannot {} a container that is {status}", verb.as_str()),
-        )
-        .with_details(json!({"status": status, "desired_state": desired}))
+    let invalid = || InvalidTransition {
+        verb,
+        desired,
+        status,
     };
     let set = |desired, restart, starting| Plan::Set {
         desired,
@@ -350,22 +357,6 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         ApiCode::from(self).as_str()
     }
-
-    /// The error kind (and so the HTTP status) a waiting request gets for it.
-    pub fn kind(self) -> Kind {
-        match self {
-            Self::ImageNotFound | Self::RegistryAuthFailed | Self::RegistryNotAllowed => {
-                Kind::State
-            }
-            Self::PortInUse => Kind::Conflict,
-            Self::DockerUnavailable | Self::RegistryUnavailable => Kind::Unavailable,
-            Self::IoError => Kind::Io,
-            Self::ComposeFailed
-            | Self::ComposeTimeout
-            | Self::DatabaseError
-            | Self::NotConverging => Kind::Compose,
-        }
-    }
 }
 
 /// Every step failure is a code a client can receive: the string is [`ApiCode`]'s.
@@ -396,13 +387,14 @@ impl fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use DesiredState as D;
     use Status as S;
 
-    fn code(r: Result<Plan, ApiError>) -> String {
+    fn code(r: Result<Plan, InvalidTransition>) -> String {
         match r {
             Ok(p) => format!("{p:?}"),
-            Err(e) => e.code.as_str().to_owned(),
+            Err(e) => crate::error::ApiError::from(e).code.as_str().to_owned(),
         }
     }
 
@@ -532,14 +524,8 @@ mod tests {
     }
 
     #[test]
-    fn failures_map_to_their_answers() {
-        assert_eq!(ErrorCode::ImageNotFound.kind().status().as_u16(), 422);
-        assert_eq!(ErrorCode::PortInUse.kind().status().as_u16(), 409);
-        assert_eq!(ErrorCode::DockerUnavailable.kind().status().as_u16(), 503);
-        assert_eq!(ErrorCode::IoError.kind().status().as_u16(), 500);
-        assert_eq!(ErrorCode::NotConverging.kind(), Kind::Compose);
-        assert_eq!(ErrorCode::RegistryUnavailable.kind(), Kind::Unavailable);
-        assert_eq!(ErrorCode::RegistryAuthFailed.kind(), Kind::State);
+    fn failures_are_spelled_as_their_codes() {
+        // Their statuses are `http::error_map`'s (`step_kind`).
         for code in [
             ErrorCode::RegistryUnavailable,
             ErrorCode::RegistryAuthFailed,

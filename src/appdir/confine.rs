@@ -20,7 +20,7 @@ use rustix::fs::{openat2, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use serde_json::json;
 
-use crate::error::{ApiCode, ApiError, ApiResult};
+use crate::appdir::error::{Error, FilesResult, Reason};
 
 /// Longest path (relative to `/app`) accepted, as Linux's `PATH_MAX`.
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -40,8 +40,8 @@ pub fn write_resolve() -> ResolveFlags {
     ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
 }
 
-fn unsafe_path(provided: &str, reason: &str) -> ApiError {
-    ApiError::validation(ApiCode::UnsafePath, format!("unsafe path: {reason}"))
+fn unsafe_path(provided: &str, reason: &str) -> Error {
+    Error::refused(Reason::UnsafePath, format!("unsafe path: {reason}"))
         .with_details(json!({"field": "path", "provided": provided, "reason": reason}))
 }
 
@@ -49,7 +49,7 @@ fn unsafe_path(provided: &str, reason: &str) -> ApiError {
 /// `/app/data/x` are the same file; `/`, `/app` and the empty string are the root (no
 /// components). `.` and empty components are dropped; a backslash, a NUL, a `..` component or
 /// an over-long name is refused.
-pub fn parse_path(input: &str) -> ApiResult<Vec<String>> {
+pub fn parse_path(input: &str) -> FilesResult<Vec<String>> {
     if input.contains('\0') {
         return Err(unsafe_path(input, "the path contains a NUL byte"));
     }
@@ -103,14 +103,14 @@ pub fn rel(components: &[String]) -> String {
 
 /// Opens the container's directory itself (`DATA_DIR/mounts/<cuid>`, a path the container
 /// cannot change: it only sees what is inside it).
-pub fn open_root(mount: &Path, cuid: &str) -> ApiResult<OwnedFd> {
+pub fn open_root(mount: &Path, cuid: &str) -> FilesResult<OwnedFd> {
     match rustix::fs::open(
         mount,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => Ok(fd),
-        Err(Errno::NOENT) => Err(crate::store::containers::not_found(cuid)),
+        Err(Errno::NOENT) => Err(crate::store::containers::not_found(cuid).into()),
         Err(e) => Err(std::io::Error::from(e).into()),
     }
 }
@@ -144,10 +144,10 @@ pub enum Found {
     Busy,
 }
 
-fn lookup_error(e: Errno, provided: &str) -> ApiError {
+fn lookup_error(e: Errno, provided: &str) -> Error {
     match e {
-        Errno::NOENT | Errno::NOTDIR => ApiError::not_found(
-            ApiCode::FileNotFound,
+        Errno::NOENT | Errno::NOTDIR => Error::refused(
+            Reason::FileNotFound,
             format!("no such file or directory: {provided}"),
         )
         .with_details(json!({"path": provided})),
@@ -160,7 +160,7 @@ fn lookup_error(e: Errno, provided: &str) -> ApiError {
 
 /// Looks `components` up beneath `root`, following symlinks only while they stay inside,
 /// and opens what it finds without ever opening a special file.
-pub fn lookup(root: &OwnedFd, components: &[String], provided: &str) -> ApiResult<Found> {
+pub fn lookup(root: &OwnedFd, components: &[String], provided: &str) -> FilesResult<Found> {
     let path = rel(components);
     let fd = openat2_retry(
         root,
@@ -249,6 +249,7 @@ pub fn chown_fd<Fd: AsFd>(fd: Fd, ids: crate::config::UserIds) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     #[test]
     fn api_paths_normalise() {
@@ -264,7 +265,7 @@ mod tests {
         }
         assert_eq!(ok("données/ü.txt"), ["données", "ü.txt"]);
         for bad in ["../x", "a/../b", "/app/..", "a\\b", "a\0b", "..", "/.."] {
-            let e = parse_path(bad).unwrap_err();
+            let e = ApiError::from(parse_path(bad).unwrap_err());
             assert_eq!(e.code, "UNSAFE_PATH", "{bad:?}");
         }
         assert!(parse_path(&"a".repeat(256)).is_err());
@@ -277,7 +278,7 @@ mod tests {
             parse_path(&"a/".repeat(MAX_PATH_COMPONENTS)).unwrap().len(),
             256
         );
-        let e = parse_path(&"a/".repeat(MAX_PATH_COMPONENTS + 1)).unwrap_err();
+        let e = ApiError::from(parse_path(&"a/".repeat(MAX_PATH_COMPONENTS + 1)).unwrap_err());
         assert_eq!(e.code, "UNSAFE_PATH");
     }
 

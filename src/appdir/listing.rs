@@ -15,7 +15,7 @@ use rustix::io::Errno;
 use serde_json::{json, Value};
 
 use crate::appdir::confine;
-use crate::error::{ApiCode, ApiResult};
+use crate::appdir::error::{Error, FilesResult, Reason};
 
 /// The most names one listing reads from a directory (those before the cursor included);
 /// past it the listing is refused (`400 DIRECTORY_TOO_LARGE`). Memory does not depend on it
@@ -75,7 +75,7 @@ pub fn page(
     dir: &OwnedFd,
     cursor: Option<&str>,
     limit: usize,
-) -> ApiResult<(Vec<Value>, Option<String>, usize)> {
+) -> FilesResult<(Vec<Value>, Option<String>, usize)> {
     let mut smallest = Smallest::new(limit + 1);
     let mut skipped = 0usize;
     let mut scanned = 0usize;
@@ -83,8 +83,8 @@ pub fn page(
         let entry = entry.map_err(std::io::Error::from)?;
         scanned += 1;
         if scanned > MAX_SCANNED {
-            return Err(crate::error::ApiError::validation(
-                ApiCode::DirectoryTooLarge,
+            return Err(Error::refused(
+                Reason::DirectoryTooLarge,
                 format!("the directory holds more than {MAX_SCANNED} entries"),
             )
             .with_details(json!({"limit": MAX_SCANNED})));

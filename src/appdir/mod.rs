@@ -4,6 +4,7 @@
 //! Directory listings are [`listing`].
 
 pub mod confine;
+pub mod error;
 pub mod journal;
 pub mod listing;
 pub mod mounts;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
-use crate::error::{ApiCode, ApiError, ApiResult, Kind};
+pub use error::{Error, FilesResult, Pool, Reason};
 
 /// How many uploads are checked, indexed and extracted at once, server-wide. Indexing a ZIP
 /// holds its central directory in memory (up to [`unzip::MAX_DIRECTORY_BYTES`], and the
@@ -48,29 +49,8 @@ pub const MAX_PARALLEL_LISTINGS: usize = 4;
 /// LISTING_SLOTS_BUSY` (a listing of a million names takes well under a second).
 pub const LISTING_SLOT_WAIT: Duration = Duration::from_secs(10);
 
-/// `Retry-After` of a `503 *_SLOTS_BUSY`.
+/// `Retry-After` of a `503 *_SLOTS_BUSY` (see [`Error::SlotsBusy`]).
 pub const SLOTS_BUSY_RETRY_AFTER_SECS: u64 = 5;
-
-/// `503 unavailable` with `Retry-After`: every one of `slots` slots stayed busy for `waited`.
-fn slots_busy(code: ApiCode, what: &str, slots: usize, waited: Duration) -> ApiError {
-    ApiError::new(
-        Kind::Unavailable,
-        code,
-        format!(
-            "all {slots} {what} slots stayed busy for {} s; retry later",
-            waited.as_secs()
-        ),
-    )
-    .with_details(serde_json::json!({
-        "slots": slots,
-        "waited_secs": waited.as_secs(),
-        "retry_after": SLOTS_BUSY_RETRY_AFTER_SECS,
-    }))
-    .with_header(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from(SLOTS_BUSY_RETRY_AFTER_SECS),
-    )
-}
 
 /// One permit of `semaphore`, waiting at most `wait` for it.
 async fn permit_within(semaphore: &Arc<Semaphore>, wait: Duration) -> Option<OwnedSemaphorePermit> {
@@ -165,29 +145,25 @@ impl Files {
     /// One of the [`MAX_PARALLEL_UPLOADS`] permits, taken before the body is read and held
     /// until the upload is done (its staging directory removed). Not free within `wait`
     /// (`UPLOAD_SLOT_WAIT`): `503 UPLOAD_SLOTS_BUSY` with `Retry-After`.
-    pub async fn upload_permit(&self, wait: Duration) -> ApiResult<OwnedSemaphorePermit> {
-        permit_within(&self.uploads, wait).await.ok_or_else(|| {
-            slots_busy(
-                ApiCode::UploadSlotsBusy,
-                "upload",
-                MAX_PARALLEL_UPLOADS,
-                wait,
-            )
-        })
+    pub async fn upload_permit(&self, wait: Duration) -> FilesResult<OwnedSemaphorePermit> {
+        permit_within(&self.uploads, wait)
+            .await
+            .ok_or(Error::SlotsBusy {
+                pool: Pool::Upload,
+                slots: MAX_PARALLEL_UPLOADS,
+                waited: wait,
+            })
     }
 
     /// One of the [`MAX_PARALLEL_LISTINGS`] permits, held while the directory is read. Not
     /// free within [`LISTING_SLOT_WAIT`]: `503 LISTING_SLOTS_BUSY` with `Retry-After`.
-    pub async fn listing_permit(&self) -> ApiResult<OwnedSemaphorePermit> {
+    pub async fn listing_permit(&self) -> FilesResult<OwnedSemaphorePermit> {
         permit_within(&self.listings, LISTING_SLOT_WAIT)
             .await
-            .ok_or_else(|| {
-                slots_busy(
-                    ApiCode::ListingSlotsBusy,
-                    "listing",
-                    MAX_PARALLEL_LISTINGS,
-                    LISTING_SLOT_WAIT,
-                )
+            .ok_or(Error::SlotsBusy {
+                pool: Pool::Listing,
+                slots: MAX_PARALLEL_LISTINGS,
+                waited: LISTING_SLOT_WAIT,
             })
     }
 
@@ -260,10 +236,10 @@ impl Drop for StagingDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::response::IntoResponse;
 
-    /// A slot held by someone else: the wait ends after its bound with `503`, `Retry-After`
-    /// and the code; once the slot is free it is taken at once.
+    /// A slot held by someone else: the wait ends after its bound (the `503` with
+    /// `Retry-After` it makes is `http::error_map`'s); once the slot is free it is taken at
+    /// once.
     #[tokio::test]
     async fn a_busy_slot_is_a_bounded_wait_then_503() {
         let slots = Arc::new(Semaphore::new(1));
@@ -272,9 +248,6 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(permit_within(&slots, wait).await.is_none());
         assert!(t.elapsed() < Duration::from_secs(2));
-        let response = slots_busy(ApiCode::ListingSlotsBusy, "listing", 1, wait).into_response();
-        assert_eq!(response.status(), 503);
-        assert_eq!(response.headers()["retry-after"], "5");
         drop(held);
         assert!(permit_within(&slots, Duration::ZERO).await.is_some());
     }

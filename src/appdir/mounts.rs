@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::appdir::error::Error;
 use crate::config::{Config, UserIds};
-use crate::error::ApiError;
 
 pub fn mount_dir(config: &Config, cuid: &str) -> PathBuf {
     config.data_dir.join("mounts").join(cuid)
@@ -18,7 +18,7 @@ pub fn owner(config: &Config, user: Option<&str>) -> UserIds {
 }
 
 /// Creates the empty `/app` directory of a new container, owned by its user.
-pub fn create(config: &Config, cuid: &str, user: Option<&str>) -> Result<PathBuf, ApiError> {
+pub fn create(config: &Config, cuid: &str, user: Option<&str>) -> Result<PathBuf, Error> {
     let dir = mount_dir(config, cuid);
     std::fs::create_dir(&dir)?;
     if let Err(e) = chown(&dir, owner(config, user)) {

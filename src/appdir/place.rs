@@ -52,10 +52,10 @@ use rustix::io::Errno;
 use serde_json::json;
 
 use crate::appdir::confine;
+use crate::appdir::error::{Error, FilesResult, Reason};
 use crate::appdir::journal::{self, Record};
 use crate::appdir::plan::{NodeKind, Plan};
 use crate::config::UserIds;
-use crate::error::{ApiCode, ApiError, ApiResult};
 
 /// How many times a move is retried when the container changes the same name meanwhile.
 const RACE_RETRIES: usize = 16;
@@ -97,29 +97,32 @@ struct Commit<'a> {
     after_move: Option<AfterMove<'a>>,
 }
 
-fn conflict(rel: &str) -> ApiError {
-    ApiError::conflict(
-        ApiCode::PathConflict,
+fn conflict(rel: &str) -> Error {
+    Error::refused(
+        Reason::PathConflict,
         format!("/app/{rel} is a directory; the upload has a file there"),
     )
     .with_details(json!({"path": rel}))
 }
 
-fn changed(rel: &str) -> ApiError {
-    ApiError::conflict(
-        ApiCode::PathConflict,
+fn changed(rel: &str) -> Error {
+    Error::refused(
+        Reason::PathConflict,
         format!("/app/{rel} kept changing while the upload was moved into place"),
     )
     .with_details(json!({"path": rel}))
 }
 
-fn errno_error(e: Errno, rel: &str) -> ApiError {
+fn errno_error(e: Errno, rel: &str) -> Error {
     tracing::error!(error = %e, path = rel, "moving an uploaded file into place failed");
-    ApiError::io(format!("moving /app/{rel} into place failed: {e}"))
-        .with_details(json!({"path": rel}))
+    Error::refused(
+        Reason::MoveFailed,
+        format!("moving /app/{rel} into place failed: {e}"),
+    )
+    .with_details(json!({"path": rel}))
 }
 
-fn fail_error(f: Fail, rel: &str) -> ApiError {
+fn fail_error(f: Fail, rel: &str) -> Error {
     match f {
         Fail::Changed => changed(rel),
         Fail::Io(e) => errno_error(e, rel),
@@ -140,9 +143,9 @@ fn is_dir_at(dir: &OwnedFd, name: &CStr) -> Result<bool, Errno> {
     Ok(FileType::from_raw_mode(st.st_mode) == FileType::Directory)
 }
 
-fn cname(name: &str) -> ApiResult<CString> {
+fn cname(name: &str) -> FilesResult<CString> {
     // The plan refused NUL bytes.
-    CString::new(name).map_err(|_| ApiError::io("a name holds a NUL byte"))
+    CString::new(name).map_err(|_| Error::refused(Reason::MoveFailed, "a name holds a NUL byte"))
 }
 
 /// Gives the item behind the `O_PATH` handle `fd` to `owner` with `mode`, without opening
@@ -245,7 +248,7 @@ impl Commit<'_> {
     }
 
     /// Moves the children of the staged directory `src` (node `node`) into `dst`.
-    fn merge(&mut self, node: usize, src: &OwnedFd, dst: &OwnedFd, rel: &str) -> ApiResult<()> {
+    fn merge(&mut self, node: usize, src: &OwnedFd, dst: &OwnedFd, rel: &str) -> FilesResult<()> {
         let mut children: Vec<(&str, usize)> = self.plan.nodes[node]
             .children
             .iter()
@@ -271,7 +274,7 @@ impl Commit<'_> {
         dst: &OwnedFd,
         name: &CStr,
         rel: &str,
-    ) -> ApiResult<()> {
+    ) -> FilesResult<()> {
         let is_dir = self.plan.nodes[node].kind == NodeKind::Dir;
         let err = |e| errno_error(e, rel);
         // Taken before it moves: whatever name it has by then, this is what gets finished.
@@ -324,7 +327,7 @@ impl Commit<'_> {
     }
 
     /// The staged item `staged` (node `node`) is in `/app` now: give it away.
-    fn placed(&mut self, node: usize, staged: &OwnedFd, rel: &str) -> ApiResult<()> {
+    fn placed(&mut self, node: usize, staged: &OwnedFd, rel: &str) -> FilesResult<()> {
         self.moves += 1;
         if let Some(hook) = self.after_move {
             hook(self.moves);
@@ -342,7 +345,7 @@ impl Commit<'_> {
         name: &CStr,
         staged: &OwnedFd,
         rel: &str,
-    ) -> ApiResult<Swap> {
+    ) -> FilesResult<Swap> {
         let err = |e| errno_error(e, rel);
         match exchange(src, dst, name) {
             Ok(()) => {}
@@ -371,7 +374,7 @@ pub fn commit(
     root: OwnedFd,
     mount: &Path,
     owner: UserIds,
-) -> ApiResult<()> {
+) -> FilesResult<()> {
     commit_with(plan, staging, tree, root, mount, owner, None)
 }
 
@@ -383,7 +386,7 @@ pub(crate) fn commit_with(
     mount: &Path,
     owner: UserIds,
     after_move: Option<AfterMove<'_>>,
-) -> ApiResult<()> {
+) -> FilesResult<()> {
     let record = Record::of(plan, &tree, mount)?;
     record.write(staging)?;
     maybe_pause(0);

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
+use crate::appdir::error::FilesResult;
 use crate::appdir::unzip::{self, Limits, Outcome};
 use crate::appdir::{journal, place};
 use crate::config::UserIds;
-use crate::error::ApiResult;
 
 /// The whole upload after the body is on disk (`staging/upload.zip`): open, plan, extract
 /// into `staging/tree`, commit into `root` (the container's `/app`, at `mount` on the host).
@@ -21,7 +21,7 @@ pub fn run(
     prefix: &[String],
     owner: UserIds,
     limits: &Limits,
-) -> ApiResult<Outcome> {
+) -> FilesResult<Outcome> {
     let zip_path = staging.join("upload.zip");
     let tree = staging.join(journal::TREE);
     let mut archive = unzip::open(&zip_path, limits)?;

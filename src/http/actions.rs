@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::error::{ApiCode, ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
 use crate::http::prestart::check_startable;
 use crate::http::response::{container_response, path_cuid};
@@ -35,12 +35,9 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
     // cannot both act on a state that one of them already changed.
     let (container, changed) = state
         .store
-        .transition(cuid, |current| {
+        .transition::<ApiError>(cuid, |current| {
             if current.deleted_at.is_some() {
-                return Err(ApiError::state(
-                    ApiCode::ContainerDeleting,
-                    "the container is being deleted",
-                ));
+                return Err(crate::store::Error::Deleting.into());
             }
             match plan(verb, current.desired_state, current.status)? {
                 Plan::Noop => Ok(None),

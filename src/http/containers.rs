@@ -173,7 +173,7 @@ pub async fn create(
         }
         Err(e) => {
             crate::appdir::mounts::remove_quietly(&mount);
-            return Err(e);
+            return Err(e.into());
         }
     };
     if !request.start {
@@ -321,7 +321,7 @@ pub async fn patch(
     let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state
         .store
-        .update_spec(cuid, expected, |current| {
+        .update_spec::<ApiError>(cuid, expected, |current| {
             let next = spec::apply_patch(&current.spec, body, &limits)?;
             if let Some(q) = &quota {
                 q.check(&state.config, &current.spec, &next)?;
@@ -347,7 +347,7 @@ pub async fn patch_ports(
     let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state
         .store
-        .update_spec(cuid, expected, |current| {
+        .update_spec::<ApiError>(cuid, expected, |current| {
             // A running container republishes at once: a new host port that another program
             // holds is refused before anything changes.
             if current.desired_state.is_up() {

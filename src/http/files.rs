@@ -101,7 +101,7 @@ pub async fn upload_zip(
             if !headers.contains_key(header::EXPECT) {
                 drain(body.into_data_stream()).await;
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     let staging = state.files.staging_dir().await?;
@@ -135,7 +135,7 @@ pub async fn upload_zip(
             .and_then(|root| upload::run(staging.path(), root, &mount, &prefix, owner, &limits));
         // Removed before the answer (and before the permits go).
         staging.remove();
-        result
+        result.map_err(ApiError::from)
     })
     .await?;
     Ok(Json(
@@ -318,7 +318,7 @@ pub async fn list(
         let _permit = permit;
         let root = confine::open_root(&mount, &cuid)?;
         match confine::lookup(&root, &components, &provided)? {
-            Found::Dir(dir) => listing::page(&dir, cursor.as_deref(), limit),
+            Found::Dir(dir) => Ok(listing::page(&dir, cursor.as_deref(), limit)?),
             Found::File(..) | Found::Special | Found::Busy => Err(ApiError::validation(
                 ApiCode::NotADirectory,
                 format!("{provided} is not a directory; use download"),

@@ -11,6 +11,7 @@ use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, Remove
 use serde_json::{json, Value};
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
+use crate::http::error_map::step_kind;
 use crate::http::extract::{JsonObject, Query};
 use crate::http::wait::Wait;
 use crate::images::normalize;
@@ -100,7 +101,7 @@ pub async fn list(
 }
 
 fn step_to_api(f: StepError) -> ApiError {
-    ApiError::new(f.code.kind(), f.code.into(), f.message.clone())
+    ApiError::new(step_kind(f.code), f.code.into(), f.message.clone())
         .with_details(json!({ "message": f.message }))
 }
 

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod containers;
 pub mod context;
 pub mod cursor;
+pub mod error_map;
 pub mod events;
 pub mod extract;
 pub mod files;

@@ -251,10 +251,13 @@ mod tests {
                 "{method} {path} {status}"
             );
         }
+        // Either the password or a token (docs/API.md §13).
+        let sign_in = schemas["SignInBody"]["oneOf"].as_array().unwrap();
         assert_eq!(
-            schemas["SignInBody"]["required"],
+            sign_in[0]["required"],
             serde_json::json!(["user", "password"])
         );
+        assert_eq!(sign_in[1]["required"], serde_json::json!(["token"]));
         assert_eq!(
             schemas["RestartPolicy"]["enum"],
             serde_json::json!(["no", "on-failure", "always", "unless-stopped"])

@@ -53,7 +53,7 @@ pub fn path_cuid(cuid: &str) -> ApiResult<&str> {
     if spec::is_cuid(cuid) {
         Ok(cuid)
     } else {
-        Err(crate::store::containers::not_found(cuid))
+        Err(crate::store::containers::not_found(cuid).into())
     }
 }
 
@@ -63,7 +63,7 @@ pub async fn live_container(state: &AppState, cuid: &str) -> ApiResult<Container
     let cuid = path_cuid(cuid)?;
     let c = state.store.get_or_404(cuid).await?;
     if c.deleted_at.is_some() {
-        return Err(crate::store::containers::not_found(cuid));
+        return Err(crate::store::containers::not_found(cuid).into());
     }
     Ok(c)
 }

@@ -112,7 +112,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
             // Another tenant's container (or the operator's) is answered exactly as a
             // container that does not exist.
             Ok(Some(owner)) if !principal.sees(owner.as_deref()) => {
-                return crate::store::containers::not_found(cuid).into_response()
+                return ApiError::from(crate::store::containers::not_found(cuid)).into_response()
             }
             Ok(_) => {}
             Err(e) => return ApiError::from(e).into_response(),

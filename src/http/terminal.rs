@@ -94,7 +94,7 @@ async fn open(
             format!("container {cuid} is not running"),
         )
         .with_details(json!({"cuid": cuid}));
-        let frame = terminal::frames::error_frame(&err);
+        let frame = super::error_map::error_frame(&err);
         return Ok(upgrade.on_upgrade(move |socket| terminal::refuse(socket, frame)));
     }
     let ctx = terminal::Ctx {
@@ -104,6 +104,7 @@ async fn open(
         options,
         shutdown: state.shutdown.clone(),
         request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
+        error_frame: super::error_map::terminal_error_frame,
     };
     Ok(upgrade.on_upgrade(move |socket| terminal::run(socket, ctx)))
 }

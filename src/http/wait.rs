@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
+use crate::http::error_map::step_kind;
 use crate::http::response::container_response;
 use crate::lifecycle::{ErrorCode, Status};
 use crate::state::AppState;
@@ -79,7 +80,7 @@ fn failure_since(c: &Container, since: &str) -> Option<ApiError> {
         .unwrap_or("the change could not be applied")
         .to_owned();
     Some(
-        ApiError::new(code.kind(), code.into(), message.clone())
+        ApiError::new(step_kind(code), code.into(), message.clone())
             .with_details(json!({"cuid": c.cuid, "stderr": message, "last_error": e})),
     )
 }

@@ -182,6 +182,30 @@ impl DockerBackend {
             Err(e) => Err(unavailable(&e)),
         }
     }
+
+    /// Removes a container (by name or Docker id) by force; one already gone is removed.
+    /// `what` names it in the failure's message.
+    async fn force_remove(&self, container: &str, what: &str) -> Result<(), StepError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        let removed = self
+            .engine()
+            .await?
+            .remove_container(container, Some(options))
+            .await;
+        match removed {
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(StepError::new(
+                ErrorCode::DockerUnavailable,
+                format!("cannot remove {what}: {e}"),
+            )),
+        }
+    }
 }
 
 fn unavailable(e: &DockerError) -> StepError {
@@ -440,27 +464,7 @@ impl Backend for DockerBackend {
         Box::pin(async move {
             self.compose(cuid, &["down", "--remove-orphans", "-t", "10"])
                 .await?;
-            let removed = self
-                .engine()
-                .await?
-                .remove_container(
-                    cuid,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await;
-            match removed {
-                Ok(())
-                | Err(DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Ok(()),
-                Err(e) => Err(StepError::new(
-                    ErrorCode::DockerUnavailable,
-                    format!("cannot remove the container: {e}"),
-                )),
-            }
+            self.force_remove(cuid, "the container").await
         })
     }
 
@@ -492,23 +496,7 @@ impl Backend for DockerBackend {
     /// small file of ours).
     fn remove_orphan<'a>(&'a self, cuid: &'a str, id: &'a str) -> Step<'a> {
         Box::pin(async move {
-            let options = RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            };
-            let removed = match self.engine().await {
-                Ok(docker) => match docker.remove_container(id, Some(options)).await {
-                    Ok(())
-                    | Err(DockerError::DockerResponseServerError {
-                        status_code: 404, ..
-                    }) => Ok(()),
-                    Err(e) => Err(StepError::new(
-                        ErrorCode::DockerUnavailable,
-                        format!("cannot remove the orphan container: {e}"),
-                    )),
-                },
-                Err(e) => Err(e),
-            };
+            let removed = self.force_remove(id, "the orphan container").await;
             let project = self.project_dir(cuid);
             let _ =
                 tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project))

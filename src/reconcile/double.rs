@@ -269,7 +269,7 @@ pub(super) async fn insert(w: &World, desired: DesiredState) -> Container {
 pub(super) async fn act(w: &World, cuid: &str, desired: DesiredState, restart: bool) {
     w.ctx
         .store
-        .transition(cuid, |_| Ok(Some((desired, restart))))
+        .transition::<crate::store::Error>(cuid, |_| Ok(Some((desired, restart))))
         .await
         .unwrap();
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::error::{Invalid, Rule};
 use super::type_name;
-use crate::error::{ApiCode, ApiError};
 
 pub(super) const MAX_ENV_VARS: usize = 1024;
 const MAX_ENV_VALUE: usize = 128 * 1024;
@@ -26,16 +26,18 @@ pub(super) fn check_env_size(
     env: &BTreeMap<String, String>,
     limit: usize,
     before: usize,
-) -> Result<(), ApiError> {
+) -> Result<(), Invalid> {
     let size = env_bytes(env);
     if size <= limit || size <= before {
         return Ok(());
     }
-    Err(ApiError::validation(
-        ApiCode::EnvTooLarge,
-        format!("env holds {size} bytes (names plus values); a container may hold at most {limit}"),
-    )
-    .with_details(json!({"field": "env", "limit": limit, "size": size})))
+    Err(Invalid {
+        rule: Rule::EnvTooLarge,
+        message: format!(
+            "env holds {size} bytes (names plus values); a container may hold at most {limit}"
+        ),
+        details: json!({"field": "env", "limit": limit, "size": size}),
+    })
 }
 
 pub fn is_env_name(s: &str) -> bool {
@@ -50,20 +52,20 @@ pub fn is_env_name(s: &str) -> bool {
 pub(super) fn parse_env_map(
     v: Value,
     allow_null: bool,
-) -> Result<Vec<(String, Option<String>)>, ApiError> {
+) -> Result<Vec<(String, Option<String>)>, Invalid> {
     let Value::Object(map) = v else {
         // Only the type is echoed: a list like ["DB_PASSWORD=…"] holds secrets.
         let t = type_name(&v);
-        return Err(ApiError::field(
-            ApiCode::InvalidEnv,
+        return Err(Invalid::field(
+            Rule::InvalidEnv,
             "env",
             json!(t),
             format!("env must be an object of strings, not {t}"),
         ));
     };
     if map.len() > MAX_ENV_VARS {
-        return Err(ApiError::field(
-            ApiCode::InvalidEnv,
+        return Err(Invalid::field(
+            Rule::InvalidEnv,
             "env",
             json!(map.len()),
             format!("at most {MAX_ENV_VARS} variables"),
@@ -73,8 +75,8 @@ pub(super) fn parse_env_map(
     for (name, value) in map {
         let field = format!("env.{name}");
         if !is_env_name(&name) {
-            return Err(ApiError::field(
-                ApiCode::InvalidEnvName,
+            return Err(Invalid::field(
+                Rule::InvalidEnvName,
                 field,
                 Value::String(name),
                 "env names must match [A-Za-z_][A-Za-z0-9_]*",
@@ -82,16 +84,16 @@ pub(super) fn parse_env_map(
         }
         match value {
             Value::String(s) if s.contains('\0') => {
-                return Err(ApiError::field(
-                    ApiCode::InvalidEnvValue,
+                return Err(Invalid::field(
+                    Rule::InvalidEnvValue,
                     field,
                     Value::Null,
                     "env values cannot hold NUL (a process environment cannot)",
                 ))
             }
             Value::String(s) if s.len() > MAX_ENV_VALUE => {
-                return Err(ApiError::field(
-                    ApiCode::InvalidEnvValue,
+                return Err(Invalid::field(
+                    Rule::InvalidEnvValue,
                     field,
                     json!(s.len()),
                     format!("env values are at most {MAX_ENV_VALUE} bytes"),
@@ -102,8 +104,8 @@ pub(super) fn parse_env_map(
             other => {
                 // The value itself is not echoed: env values may be secrets.
                 let t = type_name(&other);
-                return Err(ApiError::field(
-                    ApiCode::InvalidEnvValue,
+                return Err(Invalid::field(
+                    Rule::InvalidEnvValue,
                     field,
                     json!(t),
                     format!("env values must be strings, not {t}"),

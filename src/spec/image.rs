@@ -3,14 +3,14 @@
 
 use serde_json::{json, Value};
 
-use crate::error::{ApiCode, ApiError};
+use super::error::{Invalid, Rule};
 
-pub(super) fn parse_image(v: Value) -> Result<String, ApiError> {
+pub(super) fn parse_image(v: Value) -> Result<String, Invalid> {
     match v {
         Value::String(s) if is_image_reference(&s) => Ok(s),
-        Value::String(s) if s.is_empty() => Err(ApiError::field(ApiCode::MissingImage, "image", json!(s), "Image is required")),
-        other => Err(ApiError::field(
-            ApiCode::InvalidImage,
+        Value::String(s) if s.is_empty() => Err(Invalid::field(Rule::MissingImage, "image", json!(s), "Image is required")),
+        other => Err(Invalid::field(
+            Rule::InvalidImage,
             "image",
             other,
             "image must be an OCI image reference such as `python:3.12-slim` or `registry:5000/team/app@sha256:…`",

@@ -10,6 +10,7 @@
 //! [`resources`] (cpus, memory, pids).
 
 mod env;
+mod error;
 mod image;
 mod ports;
 mod resources;
@@ -21,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::UserIds;
-use crate::error::{ApiCode, ApiError};
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
+pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
 pub use resources::{host_cpus, parse_memory, MIN_MEMORY_BYTES};
 
@@ -134,11 +135,7 @@ const PATCH_FIELDS: &[&str] = &[
     "restart",
     "user",
 ];
-fn reject_unknown(
-    map: &Map<String, Value>,
-    allowed: &[&str],
-    prefix: &str,
-) -> Result<(), ApiError> {
+fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
         None => Ok(()),
         Some(k) => {
@@ -148,8 +145,8 @@ fn reject_unknown(
             } else {
                 ""
             };
-            Err(ApiError::field(
-                ApiCode::UnknownField,
+            Err(Invalid::field(
+                Rule::UnknownField,
                 field.clone(),
                 Value::String(k.clone()),
                 format!("unknown field `{field}`{hint}"),
@@ -161,12 +158,12 @@ fn reject_unknown(
 pub fn parse_create(
     mut body: Map<String, Value>,
     limits: &Limits,
-) -> Result<CreateRequest, ApiError> {
+) -> Result<CreateRequest, Invalid> {
     reject_unknown(&body, CREATE_FIELDS, "")?;
     let image = match body.remove("image") {
         None | Some(Value::Null) => {
-            return Err(ApiError::field(
-                ApiCode::MissingImage,
+            return Err(Invalid::field(
+                Rule::MissingImage,
                 "image",
                 Value::Null,
                 "Image is required",
@@ -204,8 +201,8 @@ pub fn parse_create(
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
         Some(v) => {
-            return Err(ApiError::field(
-                ApiCode::InvalidStart,
+            return Err(Invalid::field(
+                Rule::InvalidStart,
                 "start",
                 v,
                 "`start` must be a boolean",
@@ -234,13 +231,13 @@ pub fn apply_patch(
     spec: &Spec,
     mut body: Map<String, Value>,
     limits: &Limits,
-) -> Result<Spec, ApiError> {
+) -> Result<Spec, Invalid> {
     reject_unknown(&body, PATCH_FIELDS, "")?;
     let mut next = spec.clone();
     if let Some(v) = body.remove("image") {
         if v.is_null() {
-            return Err(ApiError::field(
-                ApiCode::MissingImage,
+            return Err(Invalid::field(
+                Rule::MissingImage,
                 "image",
                 Value::Null,
                 "Image is required",
@@ -256,8 +253,8 @@ pub fn apply_patch(
             };
         }
         if next.env.len() > MAX_ENV_VARS {
-            return Err(ApiError::field(
-                ApiCode::InvalidEnv,
+            return Err(Invalid::field(
+                Rule::InvalidEnv,
                 "env",
                 json!(next.env.len()),
                 format!("at most {MAX_ENV_VARS} variables"),
@@ -295,11 +292,11 @@ pub fn apply_patch(
 pub fn parse_ports_body(
     mut body: Map<String, Value>,
     limits: &Limits,
-) -> Result<Vec<Port>, ApiError> {
+) -> Result<Vec<Port>, Invalid> {
     reject_unknown(&body, &["ports"], "")?;
     match body.remove("ports") {
-        None => Err(ApiError::field(
-            ApiCode::MissingPorts,
+        None => Err(Invalid::field(
+            Rule::MissingPorts,
             "ports",
             Value::Null,
             "`ports` is required",
@@ -316,18 +313,18 @@ fn is_tag(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
+fn parse_tags(v: Value) -> Result<Vec<String>, Invalid> {
     let Value::Array(items) = v else {
-        return Err(ApiError::field(
-            ApiCode::InvalidTags,
+        return Err(Invalid::field(
+            Rule::InvalidTags,
             "tags",
             v,
             "tags must be a list of strings",
         ));
     };
     if items.len() > MAX_TAGS {
-        return Err(ApiError::field(
-            ApiCode::InvalidTags,
+        return Err(Invalid::field(
+            Rule::InvalidTags,
             "tags",
             json!(items.len()),
             format!("at most {MAX_TAGS} tags"),
@@ -339,13 +336,13 @@ fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
         match item {
             Value::String(s) if is_tag(&s) => {
                 if tags.contains(&s) {
-                    return Err(ApiError::field(ApiCode::DuplicateTag, field, Value::String(s), "a tag may appear once"));
+                    return Err(Invalid::field(Rule::DuplicateTag, field, Value::String(s), "a tag may appear once"));
                 }
                 tags.push(s);
             }
             other => {
-                return Err(ApiError::field(
-                    ApiCode::InvalidTag,
+                return Err(Invalid::field(
+                    Rule::InvalidTag,
                     field,
                     other,
                     format!("tags are short tokens: a letter or digit, then letters, digits, '.', '_' or '-', at most {MAX_TAG_LEN} characters"),
@@ -356,10 +353,10 @@ fn parse_tags(v: Value) -> Result<Vec<String>, ApiError> {
     Ok(tags)
 }
 
-fn parse_command(v: Value) -> Result<Option<Vec<String>>, ApiError> {
+fn parse_command(v: Value) -> Result<Option<Vec<String>>, Invalid> {
     let bad = |v: Value| {
-        ApiError::field(
-            ApiCode::InvalidCommand,
+        Invalid::field(
+            Rule::InvalidCommand,
             "command",
             v,
             "command must be a non-empty list of strings (argv)",
@@ -378,11 +375,11 @@ fn parse_command(v: Value) -> Result<Option<Vec<String>>, ApiError> {
     }
 }
 
-fn parse_restart(v: Value) -> Result<String, ApiError> {
+fn parse_restart(v: Value) -> Result<String, Invalid> {
     match v.as_str() {
         Some(p @ ("no" | "on-failure" | "always" | "unless-stopped")) => Ok(p.to_owned()),
-        _ => Err(ApiError::field(
-            ApiCode::InvalidRestart,
+        _ => Err(Invalid::field(
+            Rule::InvalidRestart,
             "restart",
             v,
             "restart must be no, on-failure, always or unless-stopped",
@@ -390,20 +387,20 @@ fn parse_restart(v: Value) -> Result<String, ApiError> {
     }
 }
 
-fn parse_user(v: Value) -> Result<Option<String>, ApiError> {
+fn parse_user(v: Value) -> Result<Option<String>, Invalid> {
     match &v {
         Value::Null => Ok(None),
         Value::String(s) => match UserIds::parse(s) {
             Some(ids) => Ok(Some(ids.to_string())),
-            None => Err(ApiError::field(
-                ApiCode::InvalidUser,
+            None => Err(Invalid::field(
+                Rule::InvalidUser,
                 "user",
                 v,
                 "user must be uid:gid numbers, e.g. 1000:1000",
             )),
         },
-        _ => Err(ApiError::field(
-            ApiCode::InvalidUser,
+        _ => Err(Invalid::field(
+            Rule::InvalidUser,
             "user",
             v,
             "user must be uid:gid numbers, e.g. 1000:1000",
@@ -414,6 +411,7 @@ fn parse_user(v: Value) -> Result<Option<String>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     fn limits() -> Limits {
         Limits {
@@ -423,8 +421,9 @@ mod tests {
         }
     }
 
+    /// Refusals as the client sees them (the mapping of `http/`), so the codes are checked.
     fn create(v: Value) -> Result<CreateRequest, ApiError> {
-        parse_create(v.as_object().unwrap().clone(), &limits())
+        Ok(parse_create(v.as_object().unwrap().clone(), &limits())?)
     }
 
     fn code(v: Value) -> String {
@@ -549,7 +548,9 @@ mod tests {
         let base = create(json!({"image": "x", "env": {"A": "v".repeat(900)}}))
             .unwrap()
             .spec;
-        let patch = |body: Value| apply_patch(&base, body.as_object().unwrap().clone(), &limits());
+        let patch = |body: Value| {
+            apply_patch(&base, body.as_object().unwrap().clone(), &limits()).map_err(ApiError::from)
+        };
         let err = patch(json!({"env": {"B": "v".repeat(99)}})).unwrap_err();
         assert_eq!(err.code, "ENV_TOO_LARGE");
         assert!(patch(json!({"env": {"B": "v".repeat(98)}})).is_ok());

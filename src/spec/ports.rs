@@ -5,24 +5,24 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
+use super::error::{Invalid, Rule};
 use super::{reject_unknown, Limits, Port};
-use crate::error::{ApiCode, ApiError};
 
 const MAX_PORTS: usize = 256;
 const PORT_FIELDS: &[&str] = &["host", "container", "protocol", "host_ip"];
 
-pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiError> {
+pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, Invalid> {
     let Value::Array(items) = v else {
-        return Err(ApiError::field(
-            ApiCode::InvalidPorts,
+        return Err(Invalid::field(
+            Rule::InvalidPorts,
             "ports",
             v,
             "ports must be a list",
         ));
     };
     if items.len() > MAX_PORTS {
-        return Err(ApiError::field(
-            ApiCode::InvalidPorts,
+        return Err(Invalid::field(
+            Rule::InvalidPorts,
             "ports",
             json!(items.len()),
             format!("at most {MAX_PORTS} ports"),
@@ -32,15 +32,15 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
     for (i, item) in items.into_iter().enumerate() {
         let prefix = format!("ports[{i}]");
         let Value::Object(map) = item else {
-            return Err(ApiError::field(
-                ApiCode::InvalidPort,
+            return Err(Invalid::field(
+                Rule::InvalidPort,
                 prefix,
                 item,
                 "each port is an object {host, container, protocol}",
             ));
         };
         reject_unknown(&map, PORT_FIELDS, &format!("{prefix}."))?;
-        let number = |key: &str| -> Result<u16, ApiError> {
+        let number = |key: &str| -> Result<u16, Invalid> {
             let v = map.get(key).cloned().unwrap_or(Value::Null);
             // `443.0` is the number 443 (JSON has one number type, and JSON Schema's
             // `integer` accepts it).
@@ -53,8 +53,8 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
                 .filter(|n| (1..=65535).contains(n))
                 .map(|n| n as u16)
                 .ok_or_else(|| {
-                    ApiError::field(
-                        ApiCode::InvalidPort,
+                    Invalid::field(
+                        Rule::InvalidPort,
                         format!("{prefix}.{key}"),
                         v,
                         format!("{key} must be a port number in 1-65535"),
@@ -67,8 +67,8 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
             None | Some(Value::Null) => "tcp".to_owned(),
             Some(Value::String(p)) if p == "tcp" || p == "udp" => p.clone(),
             Some(other) => {
-                return Err(ApiError::field(
-                    ApiCode::InvalidProtocol,
+                return Err(Invalid::field(
+                    Rule::InvalidProtocol,
                     format!("{prefix}.protocol"),
                     other.clone(),
                     "protocol must be tcp or udp",
@@ -81,8 +81,8 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
                 s.parse().unwrap_or(limits.default_host_ip)
             }
             Some(other) => {
-                return Err(ApiError::field(
-                    ApiCode::InvalidHostIp,
+                return Err(Invalid::field(
+                    Rule::InvalidHostIp,
                     format!("{prefix}.host_ip"),
                     other.clone(),
                     "host_ip must be an IP address",
@@ -93,8 +93,8 @@ pub(super) fn parse_ports(v: Value, limits: &Limits) -> Result<Vec<Port>, ApiErr
             .iter()
             .any(|p| p.host == host && p.protocol == protocol)
         {
-            return Err(ApiError::field(
-                ApiCode::DuplicatePort,
+            return Err(Invalid::field(
+                Rule::DuplicatePort,
                 format!("{prefix}.host"),
                 json!(host),
                 format!("host port {host}/{protocol} appears twice"),

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
+use super::error::{Invalid, Rule};
 use super::{reject_unknown, Limits, Resources};
-use crate::error::{ApiCode, ApiError};
 
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
@@ -42,10 +42,10 @@ pub(super) fn merge_resources(
     into: &mut Resources,
     v: Value,
     limits: &Limits,
-) -> Result<(), ApiError> {
+) -> Result<(), Invalid> {
     let Value::Object(map) = v else {
-        return Err(ApiError::field(
-            ApiCode::InvalidResources,
+        return Err(Invalid::field(
+            Rule::InvalidResources,
             "resources",
             v,
             "resources must be an object",
@@ -66,8 +66,8 @@ pub(super) fn merge_resources(
             ("pids", v) => match v.as_i64() {
                 Some(n) if n >= 1 => into.pids = Some(n),
                 _ => {
-                    return Err(ApiError::field(
-                        ApiCode::InvalidPids,
+                    return Err(Invalid::field(
+                        Rule::InvalidPids,
                         "resources.pids",
                         v,
                         "pids must be a whole number >= 1",
@@ -80,25 +80,25 @@ pub(super) fn merge_resources(
     Ok(())
 }
 
-fn parse_cpus(v: Value, limits: &Limits) -> Result<f64, ApiError> {
+fn parse_cpus(v: Value, limits: &Limits) -> Result<f64, Invalid> {
     let cpus = v.as_f64().filter(|c| c.is_finite() && *c > 0.0);
     match cpus {
         // Docker's granularity is 0.01 CPU.
-        Some(c) if c > limits.host_cpus => Err(ApiError::field(
-            ApiCode::InvalidCpus,
+        Some(c) if c > limits.host_cpus => Err(Invalid::field(
+            Rule::InvalidCpus,
             "resources.cpus",
             v,
             format!("cpus is above this host's {} CPUs", limits.host_cpus),
         )),
-        Some(c) if c < 0.01 => Err(ApiError::field(
-            ApiCode::InvalidCpus,
+        Some(c) if c < 0.01 => Err(Invalid::field(
+            Rule::InvalidCpus,
             "resources.cpus",
             v,
             "cpus must be at least 0.01",
         )),
         Some(c) => Ok(c),
-        None => Err(ApiError::field(
-            ApiCode::InvalidCpus,
+        None => Err(Invalid::field(
+            Rule::InvalidCpus,
             "resources.cpus",
             v,
             "cpus must be a number > 0",
@@ -106,13 +106,13 @@ fn parse_cpus(v: Value, limits: &Limits) -> Result<f64, ApiError> {
     }
 }
 
-fn parse_memory_value(v: Value) -> Result<(String, i64), ApiError> {
+fn parse_memory_value(v: Value) -> Result<(String, i64), Invalid> {
     let text = match &v {
         Value::String(s) => s.clone(),
         Value::Number(n) if n.as_u64().is_some() => n.to_string(),
         _ => {
-            return Err(ApiError::field(
-                ApiCode::InvalidMemory,
+            return Err(Invalid::field(
+                Rule::InvalidMemory,
                 "resources.memory",
                 v,
                 "memory must look like 4096m, 1g, 512k or a number of bytes",
@@ -120,14 +120,14 @@ fn parse_memory_value(v: Value) -> Result<(String, i64), ApiError> {
         }
     };
     match parse_memory(&text) {
-        None => Err(ApiError::field(
-            ApiCode::InvalidMemory,
+        None => Err(Invalid::field(
+            Rule::InvalidMemory,
             "resources.memory",
             v,
             "memory must look like 4096m, 1g, 512k or a number of bytes",
         )),
-        Some(bytes) if bytes < MIN_MEMORY_BYTES => Err(ApiError::field(
-            ApiCode::MemoryTooLow,
+        Some(bytes) if bytes < MIN_MEMORY_BYTES => Err(Invalid::field(
+            Rule::MemoryTooLow,
             "resources.memory",
             v,
             "memory must be at least 6m (Docker's minimum)",

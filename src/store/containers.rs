@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::Store;
-use crate::error::{ApiCode, ApiError};
+use super::{Error, Store};
 use crate::lifecycle::{DesiredState, Progress, Status};
 use crate::spec::{Port, Resources, Spec};
 
@@ -166,9 +165,9 @@ impl PortRow {
     }
 }
 
-pub fn not_found(cuid: &str) -> ApiError {
-    ApiError::not_found(ApiCode::ContainerNotFound, format!("no container {cuid}"))
-        .with_details(json!({"cuid": cuid}))
+/// The error for an unknown (or malformed) cuid.
+pub fn not_found(cuid: &str) -> Error {
+    Error::NotFound(cuid.to_owned())
 }
 
 impl Store {
@@ -178,7 +177,7 @@ impl Store {
     }
 
     /// Same as [`get`](Self::get), with a missing container as `404`.
-    pub async fn get_or_404(&self, cuid: &str) -> Result<Container, ApiError> {
+    pub async fn get_or_404(&self, cuid: &str) -> Result<Container, Error> {
         match self.get(cuid).await? {
             Some(c) => Ok(c),
             None => Err(not_found(cuid)),

@@ -4,12 +4,12 @@
 //! that lock. Every write the API acknowledges is committed (WAL, `synchronous=FULL`) before
 //! the answer goes out.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{Sqlite, Transaction};
 
-use super::containers::{fetch_one, not_found, Container, Created, Updated};
+use super::containers::{fetch_one, Container, Created, Updated};
+use super::error::Error;
 use super::{now, Store};
-use crate::error::{ApiCode, ApiError, Kind};
 use crate::lifecycle::DesiredState;
 use crate::spec::{Port, Spec};
 
@@ -24,7 +24,7 @@ struct LockedRow {
 impl LockedRow {
     /// Reads the row back inside the transaction (the answer is exactly what is committed),
     /// then commits.
-    async fn commit(mut self) -> Result<Container, ApiError> {
+    async fn commit(mut self) -> Result<Container, Error> {
         let container = read_back(&mut self.tx, &self.cuid).await?;
         self.tx.commit().await?;
         Ok(container)
@@ -32,19 +32,19 @@ impl LockedRow {
 }
 
 /// The row as it is inside `conn`'s transaction; gone is `404`.
-async fn read_back(conn: &mut sqlx::SqliteConnection, cuid: &str) -> Result<Container, ApiError> {
-    fetch_one(conn, cuid).await?.ok_or_else(|| not_found(cuid))
+async fn read_back(conn: &mut sqlx::SqliteConnection, cuid: &str) -> Result<Container, Error> {
+    fetch_one(conn, cuid)
+        .await?
+        .ok_or_else(|| Error::NotFound(cuid.to_owned()))
 }
 
 /// `If-Match` check: the caller's generation must be the stored one.
-fn check_generation(current: i64, expected: Option<i64>) -> Result<(), ApiError> {
+fn check_generation(current: i64, expected: Option<i64>) -> Result<(), Error> {
     match expected {
-        Some(g) if g != current => Err(ApiError::new(
-            Kind::PreconditionFailed,
-            ApiCode::StaleGeneration,
-            format!("If-Match names generation {g}, the container is at generation {current}"),
-        )
-        .with_details(json!({"expected": g, "current": current}))),
+        Some(g) if g != current => Err(Error::StaleGeneration {
+            expected: g,
+            current,
+        }),
         _ => Ok(()),
     }
 }
@@ -55,7 +55,7 @@ impl Store {
     }
 
     /// `BEGIN IMMEDIATE`, then the container's row; an unknown container is `404`.
-    async fn lock_row(&self, cuid: &str) -> Result<LockedRow, ApiError> {
+    async fn lock_row(&self, cuid: &str) -> Result<LockedRow, Error> {
         let mut tx = self.begin_immediate().await?;
         let current = read_back(&mut tx, cuid).await?;
         Ok(LockedRow {
@@ -76,7 +76,7 @@ impl Store {
         desired_state: DesiredState,
         idempotency: Option<(&str, &str)>,
         render: impl FnOnce(&Container) -> Value,
-    ) -> Result<Created, ApiError> {
+    ) -> Result<Created, Error> {
         self.insert_owned(cuid, spec, desired_state, None, idempotency, render)
             .await
     }
@@ -90,7 +90,7 @@ impl Store {
         tenant: Option<&str>,
         idempotency: Option<(&str, &str)>,
         render: impl FnOnce(&Container) -> Value,
-    ) -> Result<Created, ApiError> {
+    ) -> Result<Created, Error> {
         let mut tx = self.begin_immediate().await?;
         if let Some((key, _)) = idempotency {
             let exists = sqlx::query_scalar!("SELECT key FROM idempotency_keys WHERE key = ?", key)
@@ -158,22 +158,30 @@ impl Store {
 
     /// Read-modify-write of the spec under the write lock. `change` gets the current
     /// container and returns the new spec; the generation is bumped only if it differs.
-    pub async fn update_spec(
+    ///
+    /// `change` refuses with its own error type `E` (a spec validation error, say), which
+    /// the store's own errors convert into.
+    pub async fn update_spec<E: From<Error>>(
         &self,
         cuid: &str,
         if_match: Option<i64>,
-        change: impl FnOnce(&Container) -> Result<Spec, ApiError>,
-    ) -> Result<Updated, ApiError> {
-        let mut row = self.lock_row(cuid).await?;
+        change: impl FnOnce(&Container) -> Result<Spec, E>,
+    ) -> Result<Updated, E> {
+        let row = self.lock_row(cuid).await?;
         let current = &row.current;
         if current.deleted_at.is_some() {
-            return Err(ApiError::state(
-                ApiCode::ContainerDeleting,
-                "the container is being deleted",
-            ));
+            return Err(Error::Deleting.into());
         }
         check_generation(current.generation, if_match)?;
         let next = change(current)?;
+        Ok(self.write_spec(row, next).await?)
+    }
+
+    /// The write of [`Self::update_spec`], once `next` is decided.
+    async fn write_spec(&self, mut row: LockedRow, next: Spec) -> Result<Updated, Error> {
+        let cuid = row.cuid.clone();
+        let cuid = cuid.as_str();
+        let current = &row.current;
         if next == current.spec {
             // Nothing to write: the transaction ends (rolled back) with `row`.
             return Ok(Updated {
@@ -224,11 +232,7 @@ impl Store {
     /// Marks a container for deletion: `deleted_at`, desired state only (the tombstone the
     /// reconciler acts on). Observed `status` is the reconciler's to write; until it has, the
     /// row reads as `deleting` (see `containers::Row::into_container`).
-    pub async fn tombstone(
-        &self,
-        cuid: &str,
-        if_match: Option<i64>,
-    ) -> Result<Container, ApiError> {
+    pub async fn tombstone(&self, cuid: &str, if_match: Option<i64>) -> Result<Container, Error> {
         let mut row = self.lock_row(cuid).await?;
         let current = &row.current;
         check_generation(current.generation, if_match)?;
@@ -250,16 +254,28 @@ impl Store {
     /// desired state and whether a restart is asked for (`None`: nothing to change). Records
     /// `desired_at`, so an exit before it is not mistaken for the process's own. Returns the
     /// container and whether it changed.
-    pub async fn transition(
+    /// `plan` refuses with its own error type `E`, which the store's errors convert into.
+    pub async fn transition<E: From<Error>>(
         &self,
         cuid: &str,
-        plan: impl FnOnce(&Container) -> Result<Option<(DesiredState, bool)>, ApiError>,
-    ) -> Result<(Container, bool), ApiError> {
-        let mut row = self.lock_row(cuid).await?;
-        let current = &row.current;
-        let Some((desired_state, restart)) = plan(current)? else {
+        plan: impl FnOnce(&Container) -> Result<Option<(DesiredState, bool)>, E>,
+    ) -> Result<(Container, bool), E> {
+        let row = self.lock_row(cuid).await?;
+        let Some((desired_state, restart)) = plan(&row.current)? else {
             return Ok((row.current, false));
         };
+        Ok(self.write_transition(row, desired_state, restart).await?)
+    }
+
+    /// The write of [`Self::transition`], once the plan is made.
+    async fn write_transition(
+        &self,
+        mut row: LockedRow,
+        desired_state: DesiredState,
+        restart: bool,
+    ) -> Result<(Container, bool), Error> {
+        let cuid = row.cuid.clone();
+        let cuid = cuid.as_str();
         let bump = i64::from(restart);
         let desired_state = desired_state.as_str();
         let now = now();
@@ -286,7 +302,7 @@ async fn write_ports(
     tx: &mut Transaction<'static, Sqlite>,
     cuid: &str,
     ports: &[Port],
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     for (position, p) in ports.iter().enumerate() {
         let position = position as i64;
         let result = sqlx::query!(
@@ -310,14 +326,11 @@ async fn write_ports(
                 )
                 .fetch_optional(&mut **tx)
                 .await?;
-                return Err(ApiError::conflict(
-                    ApiCode::PortConflict,
-                    format!(
-                        "host port {}/{} already belongs to another container",
-                        p.host, p.protocol
-                    ),
-                )
-                .with_details(json!({"host": p.host, "protocol": p.protocol, "holder": holder})));
+                return Err(Error::PortConflict {
+                    host: p.host,
+                    protocol: p.protocol.clone(),
+                    holder,
+                });
             }
             Err(e) => return Err(e.into()),
         }

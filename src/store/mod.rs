@@ -5,6 +5,7 @@
 
 pub mod containers;
 mod desired;
+mod error;
 mod observed;
 pub mod tenancy;
 #[cfg(test)]
@@ -12,6 +13,8 @@ mod tests;
 
 use std::str::FromStr;
 use std::time::Duration;
+
+pub use error::Error;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,

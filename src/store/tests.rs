@@ -80,7 +80,7 @@ async fn insert_then_get_returns_the_same_container() {
     let got = store.get(&c.cuid).await.unwrap().expect("stored");
     assert_eq!(got.spec, s);
     assert_eq!(got.seq, c.seq);
-    let missing = store.get_or_404("cnope").await.unwrap_err();
+    let missing = ApiError::from(store.get_or_404("cnope").await.unwrap_err());
     assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
 }
 
@@ -118,7 +118,7 @@ async fn transition_plans_on_the_current_row_and_a_refusal_changes_nothing() {
     let c = insert(&store, &spec(&[])).await.unwrap();
 
     let (after, changed) = store
-        .transition(&c.cuid, |current| {
+        .transition::<ApiError>(&c.cuid, |current| {
             assert_eq!(current.desired_state, DesiredState::Created);
             Ok(Some((DesiredState::Running, true)))
         })
@@ -130,7 +130,7 @@ async fn transition_plans_on_the_current_row_and_a_refusal_changes_nothing() {
 
     // The next plan sees what the first one wrote.
     let refused = store
-        .transition(&c.cuid, |current| {
+        .transition::<ApiError>(&c.cuid, |current| {
             assert_eq!(current.desired_state, DesiredState::Running);
             Err(ApiError::state(ApiCode::InvalidTransition, "refused"))
         })
@@ -143,12 +143,15 @@ async fn transition_plans_on_the_current_row_and_a_refusal_changes_nothing() {
     assert_eq!(now.updated_at, after.updated_at);
 
     // "Nothing to change" writes nothing either.
-    let (same, changed) = store.transition(&c.cuid, |_| Ok(None)).await.unwrap();
+    let (same, changed) = store
+        .transition::<ApiError>(&c.cuid, |_| Ok(None))
+        .await
+        .unwrap();
     assert!(!changed);
     assert_eq!(same.updated_at, after.updated_at);
 
     let missing = store
-        .transition("cnope", |_| panic!("no row, no plan"))
+        .transition::<ApiError>("cnope", |_| panic!("no row, no plan"))
         .await
         .unwrap_err();
     assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
@@ -161,7 +164,7 @@ async fn update_spec_checks_if_match_and_bumps_the_generation_only_on_change() {
 
     let stale = refused(
         store
-            .update_spec(&c.cuid, Some(7), |_| {
+            .update_spec::<ApiError>(&c.cuid, Some(7), |_| {
                 panic!("not called on a stale generation")
             })
             .await,
@@ -171,14 +174,14 @@ async fn update_spec_checks_if_match_and_bumps_the_generation_only_on_change() {
     assert_eq!(stale.details, Some(json!({"expected": 7, "current": 1})));
 
     let Updated { container, changed } = store
-        .update_spec(&c.cuid, Some(1), |current| Ok(current.spec.clone()))
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| Ok(current.spec.clone()))
         .await
         .unwrap();
     assert!(!changed);
     assert_eq!(container.generation, 1);
 
     let Updated { container, changed } = store
-        .update_spec(&c.cuid, Some(1), |current| {
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
             let mut next = current.spec.clone();
             next.image = "alpine:3.20".into();
             next.ports = spec(&[18082, 18083]).ports;
@@ -197,7 +200,7 @@ async fn update_spec_checks_if_match_and_bumps_the_generation_only_on_change() {
     // A refusal from `change` leaves the row as it was.
     let err = refused(
         store
-            .update_spec(&c.cuid, None, |_| {
+            .update_spec::<ApiError>(&c.cuid, None, |_| {
                 Err(ApiError::validation(ApiCode::InvalidImage, "no"))
             })
             .await,
@@ -231,7 +234,7 @@ async fn a_taken_host_port_is_a_conflict_naming_its_holder() {
     let other = insert(&store, &spec(&[])).await.unwrap();
     let err = refused(
         store
-            .update_spec(&other.cuid, None, |_| Ok(spec(&[18090])))
+            .update_spec::<ApiError>(&other.cuid, None, |_| Ok(spec(&[18090])))
             .await,
     );
     assert_eq!(err.code, "PORT_CONFLICT");
@@ -323,7 +326,7 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
 async fn tombstone_checks_if_match_and_is_idempotent() {
     let (store, _dir) = fresh().await;
     let c = insert(&store, &spec(&[])).await.unwrap();
-    let stale = store.tombstone(&c.cuid, Some(2)).await.unwrap_err();
+    let stale = ApiError::from(store.tombstone(&c.cuid, Some(2)).await.unwrap_err());
     assert_eq!(stale.code, "STALE_GENERATION");
     assert!(store
         .get(&c.cuid)
@@ -336,7 +339,7 @@ async fn tombstone_checks_if_match_and_is_idempotent() {
     let first = store.tombstone(&c.cuid, None).await.unwrap();
     let again = store.tombstone(&c.cuid, None).await.unwrap();
     assert_eq!(again.deleted_at, first.deleted_at);
-    let missing = store.tombstone("cnope", None).await.unwrap_err();
+    let missing = ApiError::from(store.tombstone("cnope", None).await.unwrap_err());
     assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
 }
 

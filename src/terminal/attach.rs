@@ -7,10 +7,10 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use super::error::{Error, Reason};
 use super::frames::Input;
 use super::plumbing::{no_tty, write_input, SessionIo};
 use super::Ctx;
-use crate::error::{ApiCode, ApiError, Kind};
 
 /// `?attach=true`: input goes to the main process's stdin, signals to the main process
 /// (Docker's kill API; tini forwards them), `exit` when the main process ends. `close`
@@ -35,8 +35,8 @@ pub(super) async fn attach_session(
         Err(e) => {
             tracing::warn!(error = %e, "attach failed");
             return io
-                .error(ApiError::state(
-                    ApiCode::AttachFailed,
+                .error(Error::new(
+                    Reason::AttachFailed,
                     "could not attach to the main process",
                 ))
                 .await;
@@ -68,7 +68,7 @@ pub(super) async fn attach_session(
                         .build();
                     if let Err(e) = docker.kill_container(&ctx.cuid, Some(opts)).await {
                         tracing::debug!(error = %e, "kill failed");
-                        io.error(ApiError::state(ApiCode::SignalFailed, "the main process could not be signalled")).await;
+                        io.error(Error::new(Reason::SignalFailed, "the main process could not be signalled")).await;
                     }
                 }
             },
@@ -84,9 +84,8 @@ pub(super) async fn attach_session(
     match exit {
         Some(code) => io.exit(code).await,
         None => {
-            io.error(ApiError::new(
-                Kind::Internal,
-                ApiCode::ExitCodeUnknown,
+            io.error(Error::new(
+                Reason::ExitCodeUnknown,
                 "the main process's exit code could not be read",
             ))
             .await

@@ -11,10 +11,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::error::{Error, Reason};
 use super::frames::{self, Encoder, Input, Signal, Source, Stream};
 use super::plumbing::{no_tty, write_input, SessionIo};
 use super::{exec, spawn, Ctx, Out, PID_LATE};
-use crate::error::{ApiCode, ApiError, Kind};
 
 /// An exec'd shell or command: create, start, pump output, apply input, report the exit.
 pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
@@ -56,9 +56,8 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
         Ok(StartExecResults::Attached { output, input }) => (output, input),
         Ok(StartExecResults::Detached) => {
             return io
-                .error(ApiError::new(
-                    Kind::Internal,
-                    ApiCode::ExecFailed,
+                .error(Error::new(
+                    Reason::ExecNotAttached,
                     "the exec did not attach",
                 ))
                 .await
@@ -109,7 +108,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             Input::Signal(sig) => match pid() {
                 Some(pid) => {
                     if let Err(e) = exec::signal(docker, &ctx.cuid, pid, sig).await {
-                        io.error(ApiError::state(ApiCode::SignalFailed, e)).await;
+                        io.error(Error::new(Reason::SignalFailed, e)).await;
                     }
                 }
                 None => io.error(no_pid()).await,
@@ -168,10 +167,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
     }
     match exec::exit_code(docker, &exec_id).await {
         Ok(code) => io.exit(code).await,
-        Err(e) => {
-            io.error(ApiError::new(Kind::Internal, ApiCode::ExitCodeUnknown, e))
-                .await
-        }
+        Err(e) => io.error(Error::new(Reason::ExitCodeUnknown, e)).await,
     }
     if !leader_running {
         // The leader ended on its own: its exit frame (queued above, with its own code)
@@ -182,16 +178,16 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
 
 async fn exec_failed(io: &SessionIo, e: bollard::errors::Error) {
     tracing::warn!(error = %e, "exec failed");
-    io.error(ApiError::state(
-        ApiCode::ExecFailed,
+    io.error(Error::new(
+        Reason::ExecFailed,
         "could not start a process in the container",
     ))
     .await;
 }
 
-fn no_pid() -> ApiError {
-    ApiError::state(
-        ApiCode::SignalFailed,
+fn no_pid() -> Error {
+    Error::new(
+        Reason::SignalFailed,
         "the session's process is not known (it may have ended)",
     )
 }

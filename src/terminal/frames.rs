@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::error::{ApiCode, ApiError};
+use super::error::{Error, Reason};
 
 /// The most raw output bytes one frame carries. Base64 of this is under 64 KiB, and so is
 /// the text itself, so no frame's `data` exceeds the contract's 64 KiB.
@@ -81,52 +81,52 @@ pub enum Input {
     Close,
 }
 
-fn bad(code: ApiCode, message: impl Into<String>) -> ApiError {
-    ApiError::validation(code, message)
+fn bad(reason: Reason, message: impl Into<String>) -> Error {
+    Error::new(reason, message)
 }
 
 /// Parses one text frame. Errors are `validation_error`s the session reports in an `error`
 /// frame before it goes on.
-pub fn parse_input(text: &str) -> Result<Input, ApiError> {
+pub fn parse_input(text: &str) -> Result<Input, Error> {
     let v: Value = serde_json::from_str(text).map_err(|e| {
         bad(
-            ApiCode::InvalidFrame,
+            Reason::InvalidFrame,
             format!("a frame must be a JSON object: {e}"),
         )
     })?;
     let obj = v
         .as_object()
-        .ok_or_else(|| bad(ApiCode::InvalidFrame, "a frame must be a JSON object"))?;
+        .ok_or_else(|| bad(Reason::InvalidFrame, "a frame must be a JSON object"))?;
     let kind = obj
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad(ApiCode::InvalidFrame, "a frame needs a string \"type\""))?;
+        .ok_or_else(|| bad(Reason::InvalidFrame, "a frame needs a string \"type\""))?;
     match kind {
         "stdin" => {
             let data = obj
                 .get("data")
                 .and_then(Value::as_str)
-                .ok_or_else(|| bad(ApiCode::InvalidFrame, "stdin needs a string \"data\""))?;
+                .ok_or_else(|| bad(Reason::InvalidFrame, "stdin needs a string \"data\""))?;
             let bytes = match obj.get("encoding").map(|e| e.as_str()) {
                 None | Some(Some("utf8")) => data.as_bytes().to_vec(),
                 Some(Some("base64")) => base64::engine::general_purpose::STANDARD
                     .decode(data)
                     .map_err(|e| {
                         bad(
-                            ApiCode::InvalidBase64,
+                            Reason::InvalidBase64,
                             format!("stdin data is not base64: {e}"),
                         )
                     })?,
                 Some(_) => {
                     return Err(bad(
-                        ApiCode::InvalidEncoding,
+                        Reason::InvalidEncoding,
                         "encoding must be \"utf8\" or \"base64\"",
                     ))
                 }
             };
             if bytes.len() > MAX_INPUT_DATA {
                 return Err(bad(
-                    ApiCode::FrameTooLarge,
+                    Reason::FrameTooLarge,
                     format!("a stdin frame carries at most {MAX_INPUT_DATA} bytes"),
                 )
                 .with_details(json!({"limit": MAX_INPUT_DATA, "provided": bytes.len()})));
@@ -134,14 +134,14 @@ pub fn parse_input(text: &str) -> Result<Input, ApiError> {
             Ok(Input::Stdin(bytes))
         }
         "resize" => {
-            let dim = |name: &str| -> Result<u16, ApiError> {
+            let dim = |name: &str| -> Result<u16, Error> {
                 obj.get(name)
                     .and_then(Value::as_u64)
                     .filter(|n| (1..=1000).contains(n))
                     .map(|n| n as u16)
                     .ok_or_else(|| {
                         bad(
-                            ApiCode::InvalidSize,
+                            Reason::InvalidSize,
                             format!("resize needs \"{name}\" as an integer from 1 to 1000"),
                         )
                     })
@@ -160,7 +160,7 @@ pub fn parse_input(text: &str) -> Result<Input, ApiError> {
                 "KILL" => Signal::Kill,
                 _ => {
                     return Err(bad(
-                        ApiCode::InvalidSignal,
+                        Reason::InvalidSignal,
                         "signal \"name\" must be INT, TERM or KILL",
                     )
                     .with_details(json!({"provided": obj.get("name")})))
@@ -170,15 +170,10 @@ pub fn parse_input(text: &str) -> Result<Input, ApiError> {
         }
         "close" => Ok(Input::Close),
         other => Err(bad(
-            ApiCode::UnknownFrameType,
+            Reason::UnknownFrameType,
             format!("unknown frame type {other:?}"),
         )),
     }
-}
-
-/// An `error` frame around the §3 body.
-pub fn error_frame(err: &ApiError) -> String {
-    json!({"type": "error", "error": err.body()}).to_string()
 }
 
 pub fn exit_frame(code: i64) -> String {
@@ -480,7 +475,7 @@ mod tests {
             (r#"{"type":"resize","cols":"80","rows":10}"#, "INVALID_SIZE"),
             (r#"{"type":"signal","name":"HUP"}"#, "INVALID_SIGNAL"),
         ] {
-            let err = parse_input(text).unwrap_err();
+            let err = crate::error::ApiError::from(parse_input(text).unwrap_err());
             assert_eq!(err.code, code, "{text}");
             assert_eq!(err.kind, crate::error::Kind::Validation);
         }
@@ -488,6 +483,9 @@ mod tests {
             r#"{{"type":"stdin","data":"{}"}}"#,
             "a".repeat(MAX_INPUT_DATA + 1)
         );
-        assert_eq!(parse_input(&big).unwrap_err().code, "FRAME_TOO_LARGE");
+        assert_eq!(
+            crate::error::ApiError::from(parse_input(&big).unwrap_err()).code,
+            "FRAME_TOO_LARGE"
+        );
     }
 }

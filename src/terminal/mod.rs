@@ -22,6 +22,7 @@
 
 mod attach;
 pub mod console;
+pub mod error;
 pub mod exec;
 mod exec_session;
 pub mod frames;
@@ -37,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::REQUEST_ID;
+pub use error::{Error, ErrorFrame, Reason};
 use plumbing::{follow_main, read_frames, write_frames, SessionIo};
 
 /// Exec output frames waiting for the client (each at most 32 KiB of data).
@@ -79,6 +81,8 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// The upgrade request's id, for the error frames of the session.
     pub request_id: String,
+    /// Renders the session's `error` frames (the HTTP error body, made in `http/`).
+    pub error_frame: ErrorFrame,
 }
 
 /// What the writer sends, in order.
@@ -124,6 +128,7 @@ async fn session(socket: WebSocket, ctx: Ctx) {
         input_tx,
         ctl_tx.clone(),
         gone.clone(),
+        ctx.error_frame,
     ));
     let mut writer = spawn(write_frames(sink, ctl_rx, main_rx, exec_rx, gone.clone()));
     let (backlog_tx, backlog_rx) = tokio::sync::oneshot::channel();
@@ -134,6 +139,7 @@ async fn session(socket: WebSocket, ctx: Ctx) {
             ctx.run_since,
             main_tx,
             backlog_tx,
+            ctx.error_frame,
         ))
     });
     if main.is_some() {
@@ -147,6 +153,7 @@ async fn session(socket: WebSocket, ctx: Ctx) {
         out: exec_tx,
         gone: gone.clone(),
         shutdown: ctx.shutdown.clone(),
+        error_frame: ctx.error_frame,
     };
     if ctx.options.attach {
         attach::attach_session(&ctx, io, main.as_ref()).await;

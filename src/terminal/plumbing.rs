@@ -13,9 +13,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::error::{Error, ErrorFrame, Reason};
 use super::frames::{self, Encoder, Input, Source, Stream};
 use super::{console, Out, PING_EVERY};
-use crate::error::{ApiCode, ApiError, Kind};
 
 pub(super) struct SessionIo {
     pub(super) input: mpsc::Receiver<Input>,
@@ -23,6 +23,8 @@ pub(super) struct SessionIo {
     pub(super) out: mpsc::Sender<Out>,
     pub(super) gone: CancellationToken,
     pub(super) shutdown: CancellationToken,
+    /// Renders the session's `error` frames.
+    pub(super) error_frame: ErrorFrame,
 }
 
 impl SessionIo {
@@ -34,11 +36,11 @@ impl SessionIo {
         }
     }
 
-    pub(super) async fn error(&self, err: ApiError) {
+    pub(super) async fn error(&self, err: Error) {
         // The queue is full while the writer is stuck sending to a peer that reads nothing:
         // waiting here past the session's end would keep it (and its processes) alive.
         tokio::select! {
-            _ = self.ctl.send(frames::error_frame(&err)) => {}
+            _ = self.ctl.send((self.error_frame)(&err)) => {}
             () = self.stopped() => {}
         }
     }
@@ -53,9 +55,9 @@ impl SessionIo {
 }
 
 /// A resize for a session opened without a TTY.
-pub(super) fn no_tty() -> ApiError {
-    ApiError::validation(
-        ApiCode::NoTty,
+pub(super) fn no_tty() -> Error {
+    Error::new(
+        Reason::NoTty,
         "this session has no TTY to resize (open it with cols and rows)",
     )
 }
@@ -97,6 +99,7 @@ pub(super) async fn read_frames<S, E>(
     input: mpsc::Sender<Input>,
     ctl: mpsc::Sender<String>,
     gone: CancellationToken,
+    error_frame: ErrorFrame,
 ) where
     S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -117,8 +120,8 @@ pub(super) async fn read_frames<S, E>(
             Message::Binary(bytes) if bytes.len() <= frames::MAX_INPUT_DATA => {
                 Ok(Input::Stdin(bytes.to_vec()))
             }
-            Message::Binary(_) => Err(ApiError::validation(
-                ApiCode::FrameTooLarge,
+            Message::Binary(_) => Err(Error::new(
+                Reason::FrameTooLarge,
                 "a binary frame carries at most 64 KiB",
             )),
             Message::Close(_) => break,
@@ -132,7 +135,7 @@ pub(super) async fn read_frames<S, E>(
                 }
             }
             Err(err) => {
-                let _ = ctl.send(frames::error_frame(&err)).await;
+                let _ = ctl.send(error_frame(&err)).await;
             }
         }
     }
@@ -194,6 +197,7 @@ pub(super) async fn follow_main(
     run_since: Option<DateTime<FixedOffset>>,
     tx: mpsc::Sender<String>,
     backlog_sent: tokio::sync::oneshot::Sender<()>,
+    error_frame: ErrorFrame,
 ) {
     let mut stdout = Encoder::new(Stream::Stdout, Source::Main);
     let mut stderr = Encoder::new(Stream::Stderr, Source::Main);
@@ -222,7 +226,7 @@ pub(super) async fn follow_main(
                 rec = live.next() => rec,
                 permit = tx.reserve() => {
                     let Ok(permit) = permit else { return };
-                    permit.send(frames::error_frame(&lagged(lost)));
+                    permit.send(error_frame(&lagged(lost)));
                     lost = 0;
                     continue;
                 }
@@ -255,10 +259,9 @@ pub(super) async fn follow_main(
     }
 }
 
-fn lagged(lost: u64) -> ApiError {
-    ApiError::new(
-        Kind::Timeout,
-        ApiCode::OutputLagged,
+fn lagged(lost: u64) -> Error {
+    Error::new(
+        Reason::OutputLagged,
         format!("the client did not keep up with the main output: {lost} lines were skipped"),
     )
     .with_details(serde_json::json!({"skipped_lines": lost}))
@@ -290,7 +293,14 @@ mod tests {
         let (input_tx, input_rx) = mpsc::channel(queue);
         let (ctl_tx, _ctl_rx) = mpsc::channel(16);
         let gone = CancellationToken::new();
-        let task = tokio::spawn(read_frames(stream, IDLE, input_tx, ctl_tx, gone.clone()));
+        let task = tokio::spawn(read_frames(
+            stream,
+            IDLE,
+            input_tx,
+            ctl_tx,
+            gone.clone(),
+            |e| e.message.clone(),
+        ));
         (tx, input_rx, gone, task)
     }
 
@@ -305,6 +315,7 @@ mod tests {
             out,
             gone: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            error_frame: |e| e.message.clone(),
         };
         (io, (ctl_rx, out_rx))
     }

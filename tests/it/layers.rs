@@ -225,3 +225,37 @@ fn the_check_sees_paths_in_every_form() {
     let found: Vec<String> = crate_paths(code).into_iter().collect();
     assert_eq!(found, ["config", "error", "metrics", "store"]);
 }
+
+/// The domain layers return their own error types; the HTTP error is made from them once, in
+/// `http/error_map.rs` (issue 21). Outside `http/` (and `error.rs`, which defines it) no
+/// code but tests names it.
+#[test]
+fn only_http_makes_the_http_error() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        if matches!(top.as_ref(), "http" | "error" | "error.rs") || rel.ends_with("tests.rs") {
+            continue;
+        }
+        let code = code_of(file);
+        for name in ["ApiError", "ApiResult"] {
+            if code.contains(name) {
+                wrong.push(format!("{}: {name}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the HTTP error outside http/:\n{}",
+        wrong.join("\n")
+    );
+}

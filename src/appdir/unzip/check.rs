@@ -9,15 +9,15 @@ use zip::{CompressionMethod, ZipArchive};
 use super::extract::{inflated_error, ratio_error};
 use super::{invalid_zip, too_large, unsafe_entry, Limits, RATIO_FLOOR_BYTES};
 use crate::appdir::confine::{self, MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
+use crate::appdir::error::{Error, FilesResult, Reason};
 use crate::appdir::plan::{NodeKind, Plan, Planned};
-use crate::error::{ApiCode, ApiError, ApiResult};
 
 /// The archive's tree has more names than `ZIP_MAX_ENTRIES`, counting the directories its
 /// paths only imply: 20,000 entries of 255 components would otherwise make 5 million
 /// directories from a few MiB of names.
-pub(super) fn too_many_nodes(nodes: u64, limit: u64) -> ApiError {
+pub(super) fn too_many_nodes(nodes: u64, limit: u64) -> Error {
     too_large(
-        ApiCode::ZipTooManyEntries,
+        Reason::ZipTooManyEntries,
         format!(
             "the archive makes more than {limit} files and directories (directories its paths \
              imply count too)"
@@ -28,10 +28,10 @@ pub(super) fn too_many_nodes(nodes: u64, limit: u64) -> ApiError {
 
 /// Checks every entry of the central directory and the declared sizes; nothing is inflated.
 /// `prefix` is the target directory (`?path=`), already checked.
-pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> ApiResult<Plan> {
+pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> FilesResult<Plan> {
     if archive.has_duplicate_names() {
-        return Err(ApiError::validation(
-            ApiCode::DuplicateZipEntry,
+        return Err(Error::refused(
+            Reason::DuplicateZipEntry,
             "the archive holds the same name more than once",
         ));
     }
@@ -94,8 +94,8 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
             return Err(unsafe_entry(name, "special files are not accepted"));
         }
         if entry.encrypted() {
-            return Err(ApiError::validation(
-                ApiCode::UnsupportedZipEntry,
+            return Err(Error::refused(
+                Reason::UnsupportedZipEntry,
                 format!("entry {name:?} is encrypted"),
             )
             .with_details(json!({"entry": name, "reason": "encrypted"})));
@@ -106,8 +106,7 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
                 CompressionMethod::Stored | CompressionMethod::Deflated
             )
         {
-            return Err(ApiError::validation(
-                ApiCode::UnsupportedZipEntry,
+            return Err(Error::refused(Reason::UnsupportedZipEntry,
                 format!(
                     "entry {name:?} uses the compression method {:?}; only stored and deflate are supported",
                     entry.compression()
@@ -134,8 +133,8 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
         for dir in dirs {
             node = plan.child(node, dir).0;
             if plan.nodes[node].kind == NodeKind::File {
-                return Err(ApiError::validation(
-                    ApiCode::DuplicateZipEntry,
+                return Err(Error::refused(
+                    Reason::DuplicateZipEntry,
                     format!(
                         "entry {name:?} collides with the file {:?}",
                         plan.path(node)
@@ -148,8 +147,8 @@ pub fn plan(archive: &ZipArchive<File>, prefix: &[String], limits: &Limits) -> A
         // Only a directory entry may name a directory already planned.
         let again_a_dir = is_dir && plan.nodes[node].kind == NodeKind::Dir;
         if !(new || again_a_dir) {
-            return Err(ApiError::validation(
-                ApiCode::DuplicateZipEntry,
+            return Err(Error::refused(
+                Reason::DuplicateZipEntry,
                 format!("entry {name:?} appears twice or collides with another entry"),
             )
             .with_details(json!({"entry": name})));

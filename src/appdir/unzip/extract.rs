@@ -11,12 +11,12 @@ use serde_json::json;
 use zip::ZipArchive;
 
 use super::{invalid_zip, too_large, unsafe_entry, Limits, Outcome, RATIO_FLOOR_BYTES};
+use crate::appdir::error::{Error, FilesResult, Reason};
 use crate::appdir::plan::{NodeKind, Plan};
-use crate::error::{ApiCode, ApiError, ApiResult};
 
-pub(super) fn ratio_error(name: &str, inflated: u64, compressed: u64, limits: &Limits) -> ApiError {
+pub(super) fn ratio_error(name: &str, inflated: u64, compressed: u64, limits: &Limits) -> Error {
     too_large(
-        ApiCode::ZipRatioExceeded,
+        Reason::ZipRatioExceeded,
         format!(
             "entry {name:?} inflates more than {}x its compressed size",
             limits.max_ratio
@@ -25,9 +25,9 @@ pub(super) fn ratio_error(name: &str, inflated: u64, compressed: u64, limits: &L
     )
 }
 
-pub(super) fn inflated_error(total: u64, limits: &Limits) -> ApiError {
+pub(super) fn inflated_error(total: u64, limits: &Limits) -> Error {
     too_large(
-        ApiCode::ZipTooLarge,
+        Reason::ZipTooLarge,
         format!(
             "the archive inflates to more than the limit of {} bytes",
             limits.max_inflated_bytes
@@ -36,7 +36,7 @@ pub(super) fn inflated_error(total: u64, limits: &Limits) -> ApiError {
     )
 }
 
-fn staging_error(e: Errno, plan: &Plan, node: usize) -> ApiError {
+fn staging_error(e: Errno, plan: &Plan, node: usize) -> Error {
     if e == Errno::NAMETOOLONG {
         // Not expected: paths are created relative to the tree's descriptor and checked
         // against MAX_PATH_BYTES.
@@ -55,7 +55,7 @@ pub fn extract(
     plan: &Plan,
     tree: &OwnedFd,
     limits: &Limits,
-) -> ApiResult<Outcome> {
+) -> FilesResult<Outcome> {
     // Parents come before their children in `nodes`.
     for (id, node) in plan.nodes.iter().enumerate().skip(1) {
         if node.kind == NodeKind::Dir {

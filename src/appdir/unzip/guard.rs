@@ -12,7 +12,7 @@ use zip::ZipArchive;
 
 use super::{invalid_zip, too_large, too_many, unsafe_entry, Limits};
 use crate::appdir::confine::MAX_PATH_BYTES;
-use crate::error::{ApiCode, ApiError, ApiResult};
+use crate::appdir::error::{Error, FilesResult, Reason};
 
 pub(super) fn le16(b: &[u8], at: usize) -> u64 {
     u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
@@ -67,15 +67,15 @@ pub struct Directory {
     pub start: u64,
 }
 
-pub(super) fn directory_too_large(size: u64) -> ApiError {
+pub(super) fn directory_too_large(size: u64) -> Error {
     too_large(
-        ApiCode::ZipDirectoryTooLarge,
+        Reason::ZipDirectoryTooLarge,
         format!("the archive's central directory takes {size} bytes, over the limit of {MAX_DIRECTORY_BYTES}"),
         json!({"directory_bytes": size, "limit": MAX_DIRECTORY_BYTES}),
     )
 }
 
-pub(super) fn read_at(file: &mut File, at: u64, buf: &mut [u8]) -> ApiResult<bool> {
+pub(super) fn read_at(file: &mut File, at: u64, buf: &mut [u8]) -> FilesResult<bool> {
     file.seek(SeekFrom::Start(at))?;
     match file.read_exact(buf) {
         Ok(()) => Ok(true),
@@ -90,7 +90,7 @@ pub(super) fn read_at(file: &mut File, at: u64, buf: &mut [u8]) -> ApiResult<boo
 /// candidate, and its central directory ends right where that record begins: then the bytes
 /// [`walk_directory`] checks are the bytes `ZipArchive::new` reads. A declared size over
 /// [`MAX_DIRECTORY_BYTES`] is `413 ZIP_DIRECTORY_TOO_LARGE`.
-pub fn end_record(file: &mut File) -> ApiResult<Directory> {
+pub fn end_record(file: &mut File) -> FilesResult<Directory> {
     let len = file.seek(SeekFrom::End(0))?;
     let tail_len = len.min(EOCD_LEN as u64 + 65535);
     let start = len - tail_len;
@@ -192,7 +192,7 @@ pub fn end_record(file: &mut File) -> ApiResult<Directory> {
     }
 }
 
-pub(super) fn truncated(e: std::io::Error) -> ApiError {
+pub(super) fn truncated(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         invalid_zip("the archive is truncated")
     } else {
@@ -203,7 +203,7 @@ pub(super) fn truncated(e: std::io::Error) -> ApiError {
 /// Walks the central directory's headers (reading 46 bytes of each, holding nothing), checking
 /// that the declared number of entries fits in the declared size and that no name is over
 /// [`MAX_ENTRY_NAME_BYTES`].
-pub fn walk_directory(file: &mut File, dir: &Directory) -> ApiResult<()> {
+pub fn walk_directory(file: &mut File, dir: &Directory) -> FilesResult<()> {
     if dir.entries == 0 {
         return Ok(());
     }
@@ -243,7 +243,7 @@ pub fn walk_directory(file: &mut File, dir: &Directory) -> ApiResult<()> {
 
 /// Opens the archive, refusing an over-long one or one with an oversized central directory
 /// before its index is built.
-pub fn open(path: &Path, limits: &Limits) -> ApiResult<ZipArchive<File>> {
+pub fn open(path: &Path, limits: &Limits) -> FilesResult<ZipArchive<File>> {
     let mut file = File::open(path)?;
     let dir = end_record(&mut file)?;
     if dir.entries > limits.max_entries {

@@ -24,7 +24,7 @@ mod guard;
 
 use serde_json::json;
 
-use crate::error::{ApiCode, ApiError, Kind};
+use crate::appdir::error::{Error, Reason};
 
 pub use check::plan;
 pub use extract::extract;
@@ -64,25 +64,25 @@ pub struct Outcome {
 /// component, two descriptors each) whatever the archive holds.
 pub use crate::appdir::confine::MAX_PATH_COMPONENTS;
 
-pub(super) fn invalid_zip(message: impl Into<String>) -> ApiError {
-    ApiError::validation(ApiCode::InvalidZip, message)
+pub(super) fn invalid_zip(message: impl Into<String>) -> Error {
+    Error::refused(Reason::InvalidZip, message)
 }
 
-pub(super) fn unsafe_entry(name: &str, reason: &str) -> ApiError {
-    ApiError::validation(
-        ApiCode::UnsafeZipEntry,
+pub(super) fn unsafe_entry(name: &str, reason: &str) -> Error {
+    Error::refused(
+        Reason::UnsafeZipEntry,
         format!("unsafe entry {name:?}: {reason}"),
     )
     .with_details(json!({"entry": name, "reason": reason}))
 }
 
-pub(super) fn too_large(code: ApiCode, message: String, details: serde_json::Value) -> ApiError {
-    ApiError::new(Kind::PayloadTooLarge, code, message).with_details(details)
+pub(super) fn too_large(reason: Reason, message: String, details: serde_json::Value) -> Error {
+    Error::refused(reason, message).with_details(details)
 }
 
-pub(super) fn too_many(count: u64, limit: u64) -> ApiError {
+pub(super) fn too_many(count: u64, limit: u64) -> Error {
     too_large(
-        ApiCode::ZipTooManyEntries,
+        Reason::ZipTooManyEntries,
         format!("the archive has {count} entries, over the limit of {limit}"),
         json!({"entries": count, "limit": limit}),
     )

@@ -13,6 +13,8 @@ use crate::appdir::confine::{MAX_PATH_BYTES, MAX_PATH_COMPONENTS};
 use crate::appdir::plan::{NodeKind, Plan};
 use crate::appdir::{journal, place};
 use crate::config::UserIds;
+// Refusals are checked as the client sees them: through the one mapping of `http/`.
+use crate::error::ApiError;
 use std::io::Cursor;
 use zip::write::SimpleFileOptions;
 
@@ -82,13 +84,19 @@ fn the_declared_entry_count_is_read_from_the_end_record() {
     assert_eq!(end_record(&mut f.reopen().unwrap()).unwrap().entries, 3);
     let mut g = tempfile::tempfile().unwrap();
     g.write_all(b"not a zip at all, not at all").unwrap();
-    assert_eq!(end_record(&mut g).unwrap_err().code, "INVALID_ZIP");
+    assert_eq!(
+        end_record(&mut g).map_err(ApiError::from).unwrap_err().code,
+        "INVALID_ZIP"
+    );
     let limits = Limits {
         max_entries: 2,
         ..ROOMY
     };
     assert_eq!(
-        open(f.path(), &limits).unwrap_err().code,
+        open(f.path(), &limits)
+            .map_err(ApiError::from)
+            .unwrap_err()
+            .code,
         "ZIP_TOO_MANY_ENTRIES"
     );
 }
@@ -130,13 +138,17 @@ fn the_central_directory_size_is_read_from_the_end_records() {
     for huge in [MAX_DIRECTORY_BYTES + 1, 0xFFFF_FFF0] {
         let mut forged = zip.clone();
         forged[eocd + 12..eocd + 16].copy_from_slice(&(huge as u32).to_le_bytes());
-        let e = end_record(&mut file_of(&forged).reopen().unwrap()).unwrap_err();
+        let e = end_record(&mut file_of(&forged).reopen().unwrap())
+            .map_err(ApiError::from)
+            .unwrap_err();
         assert_eq!(e.kind.status().as_u16(), 413);
         assert_eq!(e.code, "ZIP_DIRECTORY_TOO_LARGE");
         let mut forged = zip64.clone();
         let at = eocd + 40;
         forged[at..at + 8].copy_from_slice(&huge.to_le_bytes());
-        let e = end_record(&mut file_of(&forged).reopen().unwrap()).unwrap_err();
+        let e = end_record(&mut file_of(&forged).reopen().unwrap())
+            .map_err(ApiError::from)
+            .unwrap_err();
         assert_eq!(e.code, "ZIP_DIRECTORY_TOO_LARGE");
     }
 
@@ -147,13 +159,15 @@ fn the_central_directory_size_is_read_from_the_end_records() {
         let mut forged = zip.clone();
         forged[eocd + 12..eocd + 16].copy_from_slice(&(small as u32).to_le_bytes());
         let f = file_of(&forged);
-        let e = open(f.path(), &ROOMY).unwrap_err();
+        let e = open(f.path(), &ROOMY).map_err(ApiError::from).unwrap_err();
         assert_eq!(e.code, "INVALID_ZIP", "{small}: {}", e.message);
     }
     // More entries declared than the directory holds.
     let mut forged = zip.clone();
     forged[eocd + 8..eocd + 12].copy_from_slice(&[4, 0, 4, 0]);
-    let e = open(file_of(&forged).path(), &ROOMY).unwrap_err();
+    let e = open(file_of(&forged).path(), &ROOMY)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "INVALID_ZIP", "{}", e.message);
 
     // A name over the cap is refused while walking the directory.
@@ -161,9 +175,17 @@ fn the_central_directory_size_is_read_from_the_end_records() {
     let f = zip_file(&[("a", b"1"), (&long, b"2")]);
     let mut file = f.reopen().unwrap();
     let dir = end_record(&mut file).unwrap();
-    let e = walk_directory(&mut file, &dir).unwrap_err();
+    let e = walk_directory(&mut file, &dir)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "UNSAFE_ZIP_ENTRY");
-    assert_eq!(open(f.path(), &ROOMY).unwrap_err().code, "UNSAFE_ZIP_ENTRY");
+    assert_eq!(
+        open(f.path(), &ROOMY)
+            .map_err(ApiError::from)
+            .unwrap_err()
+            .code,
+        "UNSAFE_ZIP_ENTRY"
+    );
 }
 
 #[test]
@@ -184,7 +206,9 @@ fn the_plan_puts_entries_under_the_prefix_and_finds_collisions() {
     ] {
         let f = zip_file(entries);
         let archive = open(f.path(), &ROOMY).unwrap();
-        let e = super::plan(&archive, &[], &ROOMY).unwrap_err();
+        let e = super::plan(&archive, &[], &ROOMY)
+            .map_err(ApiError::from)
+            .unwrap_err();
         assert_eq!(e.code, "DUPLICATE_ZIP_ENTRY");
     }
 }
@@ -197,7 +221,9 @@ fn deep_names_are_capped_and_planned_in_linear_time() {
     let deep = "a/".repeat(MAX_PATH_COMPONENTS) + "f";
     let f = zip_file(&[("ok", b"1"), (&deep, b"2")]);
     let archive = open(f.path(), &ROOMY).unwrap();
-    let e = plan(&archive, &[], &ROOMY).unwrap_err();
+    let e = plan(&archive, &[], &ROOMY)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "UNSAFE_ZIP_ENTRY");
     assert_eq!(
         e.details.as_ref().unwrap()["reason"],
@@ -208,7 +234,9 @@ fn deep_names_are_capped_and_planned_in_linear_time() {
     let f = zip_file(&[(&at_cap, b"1")]);
     let archive = open(f.path(), &ROOMY).unwrap();
     plan(&archive, &["t".into()], &ROOMY).unwrap();
-    let e = plan(&archive, &["t".into(), "u".into()], &ROOMY).unwrap_err();
+    let e = plan(&archive, &["t".into(), "u".into()], &ROOMY)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "UNSAFE_ZIP_ENTRY");
 
     // 300 entries of 256 components (~3.8 KB each), in distinct top directories.
@@ -246,7 +274,9 @@ fn implied_directories_count_against_the_entry_limit() {
         ..ROOMY
     };
     let archive = open(f.path(), &limits).unwrap();
-    let e = plan(&archive, &[], &limits).unwrap_err();
+    let e = plan(&archive, &[], &limits)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.kind.status().as_u16(), 413);
     assert_eq!(e.code, "ZIP_TOO_MANY_ENTRIES");
     assert!(e.message.contains("directories"), "{}", e.message);
@@ -258,7 +288,9 @@ fn implied_directories_count_against_the_entry_limit() {
     };
     let plan_ok = plan(&archive, &[], &at_limit).unwrap();
     assert_eq!(plan_ok.nodes.len() - 1, 120);
-    let e = plan(&archive, &["t".into()], &at_limit).unwrap_err();
+    let e = plan(&archive, &["t".into()], &at_limit)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "ZIP_TOO_MANY_ENTRIES");
 }
 
@@ -275,13 +307,17 @@ fn extraction_counts_bytes_actually_inflated() {
         max_inflated_bytes: 2 << 20,
         ..ROOMY
     };
-    let e = extract(&mut archive, &plan, &tree_in(dir.path(), "t1"), &strict).unwrap_err();
+    let e = extract(&mut archive, &plan, &tree_in(dir.path(), "t1"), &strict)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "ZIP_TOO_LARGE");
     let ratio = Limits {
         max_ratio: 100,
         ..ROOMY
     };
-    let e = extract(&mut archive, &plan, &tree_in(dir.path(), "t2"), &ratio).unwrap_err();
+    let e = extract(&mut archive, &plan, &tree_in(dir.path(), "t2"), &ratio)
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "ZIP_RATIO_EXCEEDED");
     // And under the plan's limits it goes through, byte for byte.
     let out = extract(&mut archive, &plan, &tree_in(dir.path(), "t3"), &ROOMY).unwrap();
@@ -353,7 +389,9 @@ fn commit_replaces_links_merges_directories_and_rolls_back() {
         &[("a-new", b"x"), ("file", b"file2"), ("keep", b"not a dir")],
     );
     let root = confine::open_root(&app, "c").unwrap();
-    let e = place::commit(&plan, dir.path(), tree, root, &app, me()).unwrap_err();
+    let e = place::commit(&plan, dir.path(), tree, root, &app, me())
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(e.code, "PATH_CONFLICT");
     assert!(!app.join("a-new").exists());
     assert_eq!(std::fs::read(app.join("file")).unwrap(), b"file");
@@ -488,7 +526,9 @@ fn a_fifo_planted_in_a_placed_directory_is_never_opened() {
         }
     };
     let root = confine::open_root(&app, "c").unwrap();
-    let e = place::commit_with(&plan, dir.path(), tree, root, &app, me(), Some(&hook)).unwrap_err();
+    let e = place::commit_with(&plan, dir.path(), tree, root, &app, me(), Some(&hook))
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(planted.get(), 1);
     assert_eq!(e.code, "PATH_CONFLICT", "{}", e.message);
     assert_eq!(
