@@ -50,12 +50,16 @@ fn operator_only(path: &str) -> bool {
     path == "/metrics"
 }
 
-/// The container a path names: `/containers/{cuid}…` or `/ws/{cuid}`.
-fn container_of(path: &str) -> Option<&str> {
+/// The container a path names: `/containers/{cuid}…` or `/ws/{cuid}`, percent-decoded as
+/// the handlers' `Path` extractor decodes it (`c%31…` must not slip past as another name).
+fn container_of(path: &str) -> Option<String> {
     let rest = path
         .strip_prefix("/containers/")
         .or_else(|| path.strip_prefix("/ws/"))?;
-    let cuid = rest.split('/').next()?;
+    let raw = rest.split('/').next()?;
+    let cuid = percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned();
     (!cuid.is_empty()).then_some(cuid)
 }
 
@@ -108,11 +112,11 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         }
     }
     if let Some(cuid) = container_of(&path) {
-        match state.store.tenant_of(cuid).await {
+        match state.store.tenant_of(&cuid).await {
             // Another tenant's container (or the operator's) is answered exactly as a
             // container that does not exist.
             Ok(Some(owner)) if !principal.sees(owner.as_deref()) => {
-                return ApiError::from(crate::store::containers::not_found(cuid)).into_response()
+                return ApiError::from(crate::store::containers::not_found(&cuid)).into_response()
             }
             Ok(_) => {}
             Err(e) => return ApiError::from(e).into_response(),
@@ -156,9 +160,11 @@ mod tests {
 
     #[test]
     fn the_container_of_a_path() {
-        assert_eq!(container_of("/containers/c1"), Some("c1"));
-        assert_eq!(container_of("/containers/c1/files"), Some("c1"));
-        assert_eq!(container_of("/ws/c1"), Some("c1"));
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(container_of("/containers/c1"), some("c1"));
+        assert_eq!(container_of("/containers/c1/files"), some("c1"));
+        assert_eq!(container_of("/ws/c1"), some("c1"));
+        assert_eq!(container_of("/containers/%63%31/logs"), some("c1"));
         assert_eq!(container_of("/containers"), None);
         assert_eq!(container_of("/containers/"), None);
     }

@@ -308,6 +308,14 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_container() {
         )
         .await;
     r.assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+    // Spelled with percent-escapes, the same container is still not b's.
+    let escaped: String = theirs.bytes().map(|c| format!("%{c:02X}")).collect();
+    b.get(&format!("/containers/{escaped}")).await.assert_error(
+        404,
+        "not_found",
+        "CONTAINER_NOT_FOUND",
+    );
+    assert_eq!(s.get(&format!("/containers/{escaped}")).await.status, 200);
     assert_eq!(ws_status(&s, &theirs, &b.token).await, 404);
     assert_eq!(ws_status(&s, &theirs, &a.token).await, 101);
     // A tenant may not create into another tenant.
