@@ -101,7 +101,11 @@ pub async fn create(
     headers: HeaderMap,
     JsonObject(mut body): JsonObject,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
+    // Keys are per tenant: another tenant's key (and body) must not replay its container.
+    let key = idempotency_key(&headers)?.map(|k| match &principal.tenant {
+        Some(t) => format!("tenant:{t}:{k}"),
+        None => k,
+    });
     let sha = hex(&Sha256::digest(
         Value::Object(body.clone()).to_string().as_bytes(),
     ));

@@ -318,6 +318,20 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_container() {
     assert_eq!(s.get(&format!("/containers/{escaped}")).await.status, 200);
     assert_eq!(ws_status(&s, &theirs, &b.token).await, 404);
     assert_eq!(ws_status(&s, &theirs, &a.token).await, 101);
+    // The same Idempotency-Key and body replays a's answer to a, never to b.
+    let keyed = |client: &Bearer<'_>| {
+        client
+            .request(reqwest::Method::POST, "/containers")
+            .header("idempotency-key", "shared-key")
+            .json(&sleeper())
+    };
+    let first = s.send(keyed(&a)).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(s.send(keyed(&a)).await.json["cuid"], first.json["cuid"]);
+    let other = s.send(keyed(&b)).await;
+    assert_eq!(other.status, 201, "{}", other.text);
+    assert_ne!(other.json["cuid"], first.json["cuid"]);
+    assert_eq!(other.json["tenant"], "b");
     // A tenant may not create into another tenant.
     let mut other = sleeper();
     other["tenant"] = json!("a");
