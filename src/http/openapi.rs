@@ -203,6 +203,34 @@ mod tests {
         );
     }
 
+    /// Each operation states the scope the server enforces for it (docs/API.md §13).
+    #[test]
+    fn each_operation_names_its_scope() {
+        let doc = document();
+        for (path, method, scope) in [
+            ("/containers", "get", "read"),
+            ("/containers/{cuid}/start", "post", "operate"),
+            ("/ws/{cuid}", "get", "operate"),
+            ("/containers", "post", "write"),
+            ("/containers/{cuid}/ports", "patch", "write"),
+            ("/tokens", "post", "admin"),
+            ("/images/pull", "post", "admin"),
+        ] {
+            assert_eq!(
+                doc["paths"][path][method]["x-required-scope"], scope,
+                "{method} {path}"
+            );
+        }
+        // Public operations need no scope.
+        assert!(doc["paths"]["/livez"]["get"]
+            .get("x-required-scope")
+            .is_none());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+
     /// What the handlers refuse, the document refuses too: `limit=0`, `"command": []`.
     #[test]
     fn bounds_the_handlers_enforce_are_in_the_schema() {
