@@ -272,6 +272,7 @@ mod tests {
             deleted_at: None,
             created_at: String::new(),
             updated_at: String::new(),
+            tenant: None,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Container {
     pub deleted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The tenant it belongs to (`None`: the operator's own). Set at create, never changed.
+    pub tenant: Option<String>,
 }
 
 impl Container {
@@ -71,11 +73,12 @@ struct Row {
     deleted_at: Option<String>,
     created_at: String,
     updated_at: String,
+    tenant: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
-     desired_at, last_error, deleted_at, created_at, updated_at";
+     desired_at, last_error, deleted_at, created_at, updated_at, tenant";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -115,6 +118,7 @@ impl Row {
             deleted_at: self.deleted_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            tenant: self.tenant,
         }
     }
 }
@@ -291,6 +295,8 @@ pub struct Observation {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Summary {
     pub cuid: String,
+    /// Its tenant: the reconciler queues its passes in that tenant's line.
+    pub tenant: Option<String>,
     #[sqlx(flatten)]
     pub progress: Progress,
 }
@@ -299,7 +305,7 @@ impl Store {
     /// Rows resync looks at: everything but containers that were never started.
     pub async fn summaries(&self) -> Result<Vec<Summary>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT cuid, desired_state, status, generation, observed_generation, restart_requested, restart_done,
+            "SELECT cuid, tenant, desired_state, status, generation, observed_generation, restart_requested, restart_done,
                     deleted_at IS NOT NULL AS deleting
              FROM containers WHERE desired_state != 'created' OR deleted_at IS NOT NULL
                 OR observed_generation != generation",
