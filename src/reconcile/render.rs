@@ -260,6 +260,7 @@ mod tests {
                 restart: "on-failure".into(),
                 user: None,
             },
+            tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,
             status: crate::lifecycle::Status::Created,
             exit_code: None,
@@ -272,7 +273,6 @@ mod tests {
             deleted_at: None,
             created_at: String::new(),
             updated_at: String::new(),
-            tenant: None,
         }
     }
 

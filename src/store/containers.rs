@@ -28,7 +28,7 @@ pub struct Container {
     pub deleted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
-    /// The tenant it belongs to (`None`: the operator's own). Set at create, never changed.
+    /// The tenant it belongs to (`None`: the operator's).
     pub tenant: Option<String>,
 }
 
