@@ -158,9 +158,8 @@ mod tests {
     }
 
     /// The tenants read by a resync steer later wake-ups that name only a cuid (events):
-    /// B's container, woken behind 30 of A's, is served in the first round. Before its
-    /// tenant is known, it waits in the operator's line; once its row is gone, it is
-    /// forgotten.
+    /// B's container, woken behind 30 of A's, is served in the first round. Once its row is
+    /// gone, its tenant is forgotten: woken again, it waits in the operator's line.
     #[tokio::test]
     async fn wake_ups_by_cuid_join_the_line_of_the_tenant_the_resync_read() {
         let w = world(None).await;
