@@ -32,6 +32,8 @@ pub struct Event {
     pub id: u64,
     /// The JSON `data:` line.
     pub data: Arc<str>,
+    /// The tenant of the container it is about: a tenant's reader sees only its own.
+    pub tenant: Option<Arc<str>>,
 }
 
 /// What a reader gets after the id it last saw.
@@ -82,7 +84,8 @@ impl Feed {
         self.latest.subscribe()
     }
 
-    fn push(&self, data: Value) {
+    fn push(&self, data: Value, tenant: Option<&str>) {
+        let tenant = tenant.map(Arc::from);
         let data: Arc<str> = data.to_string().into();
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let id = self.latest() + 1;
@@ -97,7 +100,7 @@ impl Feed {
             ring.bytes -= old.data.len();
         }
         ring.bytes += data.len();
-        ring.events.push_back(Event { id, data });
+        ring.events.push_back(Event { id, data, tenant });
         self.latest.send_replace(id);
     }
 
@@ -132,10 +135,7 @@ async fn snapshot(store: &Store) -> Result<HashMap<String, (Value, String)>, sql
     loop {
         let page = store
             .list(
-                &ListFilter {
-                    status: None,
-                    tag: None,
-                },
+                &ListFilter::default(),
                 after,
                 1000,
             )
@@ -192,17 +192,28 @@ fn emit(feed: &Feed, known: &HashMap<String, String>, now: &HashMap<String, (Val
             .cmp(&(b.0["created_at"].as_str(), b.0["cuid"].as_str()))
     });
     for (rep, _) in changed {
-        feed.push(json!({
-            "cuid": rep["cuid"],
-            "generation": rep["generation"],
-            "status": rep["status"],
-            "container": rep,
-        }));
+        feed.push(
+            json!({
+                "cuid": rep["cuid"],
+                "generation": rep["generation"],
+                "status": rep["status"],
+                "container": rep,
+            }),
+            rep["tenant"].as_str(),
+        );
     }
     let mut gone: Vec<&String> = known.keys().filter(|k| !now.contains_key(*k)).collect();
     gone.sort();
     for cuid in gone {
-        feed.push(json!({"cuid": cuid, "deleted": true}));
+        // The last representation sent names the tenant the deletion belongs to.
+        let last: Value = known
+            .get(cuid)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        feed.push(
+            json!({"cuid": cuid, "deleted": true}),
+            last["tenant"].as_str(),
+        );
     }
 }
 
@@ -215,7 +226,7 @@ mod tests {
         let f = Feed::new(WINDOW, MAX_BYTES);
         assert!(matches!(f.since(0), Since::Events(v) if v.is_empty()));
         for i in 0..(WINDOW + 10) {
-            f.push(json!({ "i": i }));
+            f.push(json!({ "i": i }), None);
         }
         assert_eq!(f.latest(), (WINDOW + 10) as u64);
         assert!(matches!(f.since(5), Since::Reset));
@@ -236,7 +247,7 @@ mod tests {
         let f = Feed::new(WINDOW, 10_000);
         let big = "x".repeat(1_000);
         for i in 0..100 {
-            f.push(json!({ "i": i, "pad": big }));
+            f.push(json!({ "i": i, "pad": big }), None);
             assert!(f.bytes() <= 10_000, "{} bytes after {i}", f.bytes());
         }
         // About nine events of ~1 KB fit: an early id is gone, a recent one resumes.
@@ -246,7 +257,7 @@ mod tests {
             Since::Reset => panic!("a recent id must resume"),
         }
         // One event over the whole budget is still kept (alone), so it can be read.
-        f.push(json!({ "pad": "y".repeat(20_000) }));
+        f.push(json!({ "pad": "y".repeat(20_000) }), None);
         assert!(matches!(f.since(f.latest() - 1), Since::Events(v) if v.len() == 1));
         assert!(matches!(f.since(f.latest() - 2), Since::Reset));
     }

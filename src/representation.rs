@@ -31,5 +31,6 @@ pub fn representation(c: &Container) -> Value {
         "last_error": c.last_error,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
+        "tenant": c.tenant,
     })
 }

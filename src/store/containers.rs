@@ -128,6 +128,9 @@ impl Row {
 pub struct ListFilter {
     pub status: Option<Vec<String>>,
     pub tag: Option<String>,
+    /// Only this tenant's containers. Absent in cursors made before tenants existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// The first answer to an `Idempotency-Key`, kept to be replayed.
@@ -219,6 +222,7 @@ impl Store {
         .bind(status)
         .bind(&filter.tag)
         .bind(limit + 1)
+        .bind(&filter.tenant)
         .fetch_all(&self.pool)
         .await?;
         let cuids: Vec<&str> = rows.iter().map(|r| r.cuid.as_str()).collect();
@@ -251,13 +255,14 @@ pub enum Created {
 }
 
 /// The WHERE/ORDER/LIMIT of a listing page; `?1` after-seq, `?2` status JSON list or NULL,
-/// `?3` tag or NULL, `?4` limit. The status filtered on is the one shown (`deleting` for a
+/// `?3` tag or NULL, `?4` limit, `?5` tenant or NULL. The status filtered on is the one shown (`deleting` for a
 /// tombstone, as in `Row::into_container`). Filters are checked per row while walking the primary key,
 /// so SQLite searches the rowid range in order and never sorts.
 pub const PAGE_WHERE: &str = "seq > ?1
     AND (?2 IS NULL OR (CASE WHEN deleted_at IS NULL THEN status ELSE 'deleting' END)
                        IN (SELECT value FROM json_each(?2)))
     AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value = ?3))
+    AND (?5 IS NULL OR tenant = ?5)
     ORDER BY seq LIMIT ?4";
 
 pub(super) async fn fetch_one(
@@ -317,9 +322,21 @@ impl Store {
     /// `(cuid, image)` of every container not being deleted, in creation order: who uses
     /// which image (`GET /images`, `DELETE /images/{ref}`).
     pub async fn images_in_use(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
-        sqlx::query_as("SELECT cuid, image FROM containers WHERE deleted_at IS NULL ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await
+        self.images_in_use_by(None).await
+    }
+
+    /// [`images_in_use`](Self::images_in_use), of one tenant's containers when given.
+    pub async fn images_in_use_by(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT cuid, image FROM containers
+             WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant = ?1) ORDER BY seq",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Live containers (not being deleted) counted by desired state and observed status,

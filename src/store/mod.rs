@@ -6,6 +6,7 @@
 pub mod containers;
 mod desired;
 mod observed;
+pub mod tenancy;
 #[cfg(test)]
 mod tests;
 
