@@ -71,7 +71,7 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
     if !changed {
         return Ok(container_response(StatusCode::OK, &container));
     }
-    state.reconciler.wake(cuid);
+    state.reconciler.wake(&container);
     finish(&state, container, wait, &since).await
 }
 

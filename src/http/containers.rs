@@ -183,7 +183,7 @@ pub async fn create(
     if !request.start {
         return Ok(container_response(StatusCode::CREATED, &container));
     }
-    state.reconciler.wake(&cuid);
+    state.reconciler.wake(&container);
     let converged = wait_converged(&state, &cuid, wait, &since).await?;
     let status = if wait.wait {
         StatusCode::CREATED
@@ -390,7 +390,7 @@ pub async fn delete(
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let container = state.store.tombstone(cuid, expected).await?;
-    state.reconciler.wake(cuid);
+    state.reconciler.wake(&container);
     if !wait.wait {
         return Ok(container_response(StatusCode::ACCEPTED, &container));
     }

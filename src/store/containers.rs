@@ -299,6 +299,8 @@ pub struct Observation {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Summary {
     pub cuid: String,
+    /// Its tenant: the reconciler queues its passes in that tenant's line.
+    pub tenant: Option<String>,
     #[sqlx(flatten)]
     pub progress: Progress,
 }
@@ -307,7 +309,7 @@ impl Store {
     /// Rows resync looks at: everything but containers that were never started.
     pub async fn summaries(&self) -> Result<Vec<Summary>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT cuid, desired_state, status, generation, observed_generation, restart_requested, restart_done,
+            "SELECT cuid, tenant, desired_state, status, generation, observed_generation, restart_requested, restart_done,
                     deleted_at IS NOT NULL AS deleting
              FROM containers WHERE desired_state != 'created' OR deleted_at IS NOT NULL
                 OR observed_generation != generation",
