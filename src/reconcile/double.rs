@@ -299,7 +299,7 @@ pub(super) async fn settled_running(w: &World) -> Container {
 }
 
 /// `c` moved into tenant `name` (made if missing), as the API's create would have put it
-/// (the store's create takes no tenant yet on this branch).
+/// (`Store::insert_owned`); moving an existing row keeps the tests' world as it was built.
 pub(super) async fn in_tenant(w: &World, c: &Container, name: &str) -> Container {
     let pool = &w.ctx.store.pool;
     sqlx::query(
