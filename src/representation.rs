@@ -23,17 +23,20 @@ pub struct Representation {
     pub resources: Resources,
     pub ports: Vec<Port>,
     /// argv, or null for `BOOT_COMMAND`.
+    #[schema(required = true)]
     pub command: Option<Vec<String>>,
     pub restart: RestartPolicy,
     /// `uid:gid`, or null for the server's default.
+    #[schema(required = true)]
     pub user: Option<String>,
     pub desired_state: DesiredState,
     pub status: Shown,
+    #[schema(required = true)]
     pub exit_code: Option<i64>,
     pub generation: i64,
     pub observed_generation: i64,
     /// `{code, message, at, …}` of the last failure, or null.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub last_error: Option<Value>,
     /// RFC 3339 (UTC).
     pub created_at: String,

@@ -35,6 +35,7 @@ pub struct FileEntry {
     /// Octal, e.g. `0644`.
     pub mode: String,
     /// RFC 3339 (UTC).
+    #[schema(required = true)]
     pub mtime: Option<String>,
     /// Only for a symlink: where it points (null when unreadable).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -58,7 +58,7 @@ impl Modify for BasicAuth {
         super::images::pull,
         super::images::delete,
     ),
-    components(schemas(ErrorBody, super::stats::Stats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::EventReset)),
+    components(schemas(ErrorBody, super::stats::Stats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::EventReset, super::schema::LogLine)),
     modifiers(&BasicAuth),
     security(("basic" = []))
 )]

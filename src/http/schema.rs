@@ -143,12 +143,14 @@ pub struct LiveContainer {
     pub container: Representation,
     /// The progress of the pull of its image while the reconciler makes one for it, else
     /// null. Kept out of the stored `status`: a pull lives only as long as the process.
+    #[schema(required = true)]
     pub pull: Option<PullProgress>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ContainerList {
     pub containers: Vec<LiveContainer>,
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -161,15 +163,18 @@ pub struct LiveStatus {
     pub desired_state: DesiredState,
     pub running: bool,
     pub paused: bool,
+    #[schema(required = true)]
     pub exit_code: Option<i64>,
+    #[schema(required = true)]
     pub started_at: Option<String>,
+    #[schema(required = true)]
     pub finished_at: Option<String>,
     pub restart_count: i64,
     pub ports: Vec<PublishedPort>,
     pub generation: i64,
     pub observed_generation: i64,
     /// As in the representation.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub last_error: Option<serde_json::Value>,
     pub source: StatusSource,
     /// Docker's own word for the state; only with `source: docker`.
@@ -183,7 +188,9 @@ pub struct LiveStatus {
 pub struct PublishedPort {
     /// `80/tcp`.
     pub container: String,
+    #[schema(required = true)]
     pub host_ip: Option<String>,
+    #[schema(required = true)]
     pub host_port: Option<String>,
 }
 
@@ -198,8 +205,11 @@ pub enum StatusSource {
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: HealthStatus,
+    #[schema(required = true)]
     pub compose_version: Option<String>,
+    #[schema(required = true)]
     pub docker_version: Option<String>,
+    #[schema(required = true)]
     pub docker_api_version: Option<String>,
     /// `ok` or `unreachable: <why>`.
     pub docker: String,
@@ -257,6 +267,7 @@ pub struct SessionTicket {
 pub struct FileListing {
     pub path: String,
     pub entries: Vec<FileEntry>,
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
     /// Names that are not UTF-8: counted, not listed.
     pub skipped: u64,
@@ -276,6 +287,7 @@ pub struct Image {
     pub digests: Vec<String>,
     pub size: i64,
     /// RFC 3339.
+    #[schema(required = true)]
     pub created: Option<String>,
     /// cuids.
     pub used_by: Vec<String>,
@@ -298,6 +310,7 @@ pub struct PullBody {
 pub struct PullAccepted {
     pub image: String,
     /// null once the pull has ended (or before it has begun).
+    #[schema(required = true)]
     pub pull: Option<PullProgress>,
 }
 
@@ -318,6 +331,25 @@ pub enum LogStream {
     Stderr,
     All,
     Both,
+}
+
+/// One line of `GET /containers/{cuid}/logs?format=jsonl` (a stream of them, one a line).
+#[derive(Serialize, ToSchema)]
+pub struct LogLine {
+    pub stream: crate::terminal::frames::Stream,
+    /// The record's bytes, as text or base64 (see `encoding`).
+    pub data: String,
+    pub encoding: LogEncoding,
+    /// When Docker received it (RFC 3339, UTC), when known.
+    #[schema(required = true)]
+    pub timestamp: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    Utf8,
+    Base64,
 }
 
 /// `GET /containers/{cuid}/logs?format=`.

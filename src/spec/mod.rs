@@ -75,10 +75,14 @@ pub struct Port {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
+    #[schema(required = true)]
     pub cpus: Option<f64>,
     /// As the client gave it (`"4096m"`), echoed back.
+    #[schema(required = true)]
     pub memory: Option<String>,
+    #[schema(required = true)]
     pub memory_bytes: Option<i64>,
+    #[schema(required = true)]
     pub pids: Option<i64>,
 }
 
