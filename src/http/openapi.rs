@@ -70,6 +70,7 @@ pub fn document() -> &'static serde_json::Value {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(serde_json::Value::Null);
         add_links(&mut doc);
         bound_resources(&mut doc);
+        parameters_not_null(&mut doc);
         doc
     });
     &DOC
@@ -91,6 +92,34 @@ fn bound_resources(doc: &mut serde_json::Value) {
             {"type": "string", "pattern": "^([6-9]|[1-9][0-9]{1,5})m$|^[1-9][0-9]{0,2}g$"},
         ],
     });
+}
+
+/// A parameter is absent or a string: never JSON `null` (utoipa writes an optional one as
+/// nullable, and schemathesis then sends `If-Match: null` as a valid value).
+fn parameters_not_null(doc: &mut serde_json::Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    let ops = paths
+        .values_mut()
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut());
+    // `get_mut`, not `[]`: indexing a value mutably inserts a `null` where a key is missing.
+    for op in ops {
+        let params = op.get_mut("parameters").and_then(|p| p.as_array_mut());
+        for param in params.into_iter().flatten() {
+            let Some(schema) = param.get_mut("schema") else {
+                continue;
+            };
+            if let Some(types) = schema.get_mut("type").and_then(|t| t.as_array_mut()) {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types[0].clone();
+                    schema["type"] = only;
+                }
+            }
+        }
+    }
 }
 
 /// OpenAPI links from a created container to every operation on `{cuid}`: clients and
@@ -154,6 +183,33 @@ mod tests {
         }
         assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
         assert_eq!(doc["security"], serde_json::json!([{"basic": []}]));
+    }
+
+    /// No parameter is nullable: `If-Match: null` is not a generation.
+    #[test]
+    fn parameters_are_never_null() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let t = &p["schema"]["type"];
+                    assert!(
+                        t.as_array()
+                            .is_none_or(|ts| !ts.iter().any(|t| t == "null"))
+                            && t != "null",
+                        "{method} {path} {}: {t}",
+                        p["name"]
+                    );
+                }
+            }
+        }
+        let if_match = doc["paths"]["/containers/{cuid}"]["patch"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "If-Match")
+            .unwrap();
+        assert_eq!(if_match["schema"]["type"], "string");
     }
 
     /// What the handlers refuse, the document refuses too: `limit=0`, `"command": []`.
