@@ -206,7 +206,8 @@ pub async fn list(
                 )
             })?,
     };
-    let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    // `status=` (empty) names no status: refused like any other that is not one.
+    let status = match q.get("status").map(|s| s.trim()) {
         None => None,
         Some(s) => {
             let mut wanted: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();

@@ -34,7 +34,7 @@ pub struct CreateBody {
         pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([_-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
     )]
     pub image: String,
-    pub env: Option<BTreeMap<EnvName, String>>,
+    pub env: Option<BTreeMap<EnvName, EnvValue>>,
     #[schema(max_items = 64)]
     pub tags: Option<std::collections::BTreeSet<Tag>>,
     pub resources: Option<ResourcesIn>,
@@ -97,6 +97,17 @@ pub struct Tag(pub String);
 #[schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
 pub struct EnvName(pub String);
 
+/// An environment variable's value: any string but NUL (a process environment cannot hold
+/// one).
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = r"^[^\x00]*$")]
+pub struct EnvValue(pub String);
+
+/// A value of a patch's `env`: `null` removes the variable.
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = r"^[^\x00]*$")]
+pub struct EnvValueOrNull(pub Option<String>);
+
 /// One argument of `command` (no NUL byte).
 #[derive(Serialize, ToSchema)]
 #[schema(pattern = r"^[^\x00]*$")]
@@ -115,7 +126,7 @@ pub struct PatchBody {
         pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([_-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
     )]
     pub image: Option<String>,
-    pub env: Option<BTreeMap<EnvName, Option<String>>>,
+    pub env: Option<BTreeMap<EnvName, EnvValueOrNull>>,
     #[schema(max_items = 64)]
     pub tags: Option<std::collections::BTreeSet<Tag>>,
     pub resources: Option<ResourcesIn>,

@@ -620,6 +620,12 @@ async fn filters_combine_with_paging_and_cursors_are_tamper_evident() {
         "validation_error",
         "INVALID_STATUS_FILTER",
     );
+    // An empty filter names no status (the document's enum has no empty one).
+    s.get("/containers?status=").await.assert_error(
+        400,
+        "validation_error",
+        "INVALID_STATUS_FILTER",
+    );
     assert_eq!(s.count_containers().await, 24);
 }
 
