@@ -39,7 +39,8 @@ pub struct Event {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ContainerEvent {
-    Changed(ContainerChanged),
+    /// Boxed: a representation is large beside a deletion.
+    Changed(Box<ContainerChanged>),
     Deleted(ContainerDeleted),
 }
 
@@ -219,12 +220,12 @@ fn emit(
         .collect();
     changed.sort_by(|a, b| (&a.created_at, &a.cuid).cmp(&(&b.created_at, &b.cuid)));
     for rep in changed {
-        feed.push(&ContainerEvent::Changed(ContainerChanged {
+        feed.push(&ContainerEvent::Changed(Box::new(ContainerChanged {
             cuid: rep.cuid.clone(),
             generation: rep.generation,
             status: rep.status,
             container: rep.clone(),
-        }));
+        })));
     }
     let mut gone: Vec<&String> = known.keys().filter(|k| !now.contains_key(*k)).collect();
     gone.sort();
