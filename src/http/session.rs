@@ -10,21 +10,14 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::error::{content_type_is, ApiCode, ApiError, Kind};
 use crate::http::auth::{client_ip, refusal_if_blocked};
+use crate::http::schema::{SessionTicket, SessionUser, SignInBody as SignIn, SignedIn};
 use crate::sessions::{
     key_from, tokens_from, Authenticated, Proof, COOKIE, LIFETIME, TICKET_LIFETIME,
 };
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-struct SignIn {
-    user: String,
-    password: String,
-}
 
 fn cookie(value: &str, max_age: u64) -> HeaderValue {
     // No `Secure`: the server may be reached over plain HTTP on a private network; behind
@@ -89,7 +82,11 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
     // as `X-Session-Key`; a page on another port of the host gets the cookie but never this.
     let mut response = (
         StatusCode::OK,
-        Json(json!({"user": user, "expires_in": LIFETIME.as_secs(), "key": signed_in.key})),
+        Json(SignedIn {
+            user,
+            expires_in: LIFETIME.as_secs(),
+            key: signed_in.key,
+        }),
     )
         .into_response();
     response.headers_mut().insert(
@@ -120,7 +117,7 @@ fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
 #[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", security(), responses((status = 200, description = "The user", body = crate::http::schema::SessionUser), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody)))]
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session_of(&state, &headers) {
-        Some(signed) => Json(json!({"user": signed.user})).into_response(),
+        Some(signed) => Json(SessionUser { user: signed.user }).into_response(),
         None => ApiError::new(Kind::Auth, ApiCode::NoSession, "not signed in").into_response(),
     }
 }
@@ -147,9 +144,11 @@ pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let ticket = session_of(&state, &headers).and_then(|s| state.sessions.ticket(&s.token));
     match ticket {
         Some(ticket) => {
-            let mut response =
-                Json(json!({"ticket": ticket, "expires_in": TICKET_LIFETIME.as_secs()}))
-                    .into_response();
+            let mut response = Json(SessionTicket {
+                ticket,
+                expires_in: TICKET_LIFETIME.as_secs(),
+            })
+            .into_response();
             response
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
