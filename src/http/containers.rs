@@ -19,9 +19,11 @@ use crate::http::response::{
     container_response, live_representation, live_response, path_cuid, representation,
     set_identity_headers,
 };
+use crate::http::schema::{ContainerList, LiveStatus, PublishedPort, StatusSource};
 use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
 use crate::http::{cursor, quota};
 use crate::lifecycle::{DesiredState, DockerState, Status};
+use crate::representation::{Gone, Shown};
 use crate::spec::{self, Limits};
 use crate::state::AppState;
 use crate::store::containers::{Created, ListFilter};
@@ -93,7 +95,7 @@ fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiRes
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created", body = crate::http::schema::Container), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created", body = crate::http::schema::Representation), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -160,7 +162,8 @@ pub async fn create(
             desired,
             tenant.as_deref(),
             key.as_deref().map(|k| (k, sha.as_str())),
-            representation,
+            // Kept as sent, for the replay of the same key.
+            |c| serde_json::to_value(representation(c)).unwrap_or(Value::Null),
         )
         .await;
     drop(quota_guard);
@@ -193,7 +196,7 @@ pub async fn create(
     Ok(container_response(status, &converged.unwrap_or(container)))
 }
 
-#[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::schema::LiveContainer), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -208,7 +211,7 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContainerList>> {
     if let Some(k) = q
         .keys()
         .find(|k| !["status", "tag", "limit", "cursor", "tenant"].contains(&k.as_str()))
@@ -235,7 +238,8 @@ pub async fn list(
                 )
             })?,
     };
-    let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    // `status=` (empty) names no status: refused like any other that is not one.
+    let status = match q.get("status").map(|s| s.trim()) {
         None => None,
         Some(s) => {
             let mut wanted: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();
@@ -259,7 +263,10 @@ pub async fn list(
     // answered as if it had none.
     if let Some(mine) = &principal.tenant {
         if asked_tenant.as_ref().is_some_and(|t| t != mine) {
-            return Ok(Json(json!({"containers": [], "next_cursor": null})));
+            return Ok(Json(ContainerList {
+                containers: Vec::new(),
+                next_cursor: None,
+            }));
         }
     }
     let tenant = principal.tenant.clone().or(asked_tenant);
@@ -298,13 +305,16 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(json!({
-        "containers": rows.iter().map(|c| live_representation(&state, c)).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(ContainerList {
+        containers: rows
+            .iter()
+            .map(|c| live_representation(&state, c))
+            .collect(),
+        next_cursor,
+    }))
 }
 
-#[utoipa::path(patch, path = "/containers/{cuid}", tag = "containers", summary = "Change the spec", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PatchBody, responses((status = 200, description = "Changed (and converged)", body = crate::http::schema::Container), (status = 202, description = "Accepted", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(patch, path = "/containers/{cuid}", tag = "containers", summary = "Change the spec", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PatchBody, responses((status = 200, description = "Changed (and converged)", body = crate::http::schema::Representation), (status = 202, description = "Accepted", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -337,7 +347,7 @@ pub async fn patch(
     after_spec_change(&state, updated, wait).await
 }
 
-#[utoipa::path(patch, path = "/containers/{cuid}/ports", tag = "containers", summary = "Replace the port list", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PortsBody, responses((status = 200, description = "Changed", body = crate::http::schema::Container), (status = 202, description = "Accepted", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(patch, path = "/containers/{cuid}/ports", tag = "containers", summary = "Replace the port list", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PortsBody, responses((status = 200, description = "Changed", body = crate::http::schema::Representation), (status = 202, description = "Accepted", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn patch_ports(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -380,7 +390,7 @@ pub async fn patch_ports(
     after_spec_change(&state, updated, wait).await
 }
 
-#[utoipa::path(delete, path = "/containers/{cuid}", tag = "containers", summary = "Delete the container, its project and files", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), responses((status = 200, description = "Deleted", body = serde_json::Value), (status = 202, description = "Accepted", body = serde_json::Value), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(delete, path = "/containers/{cuid}", tag = "containers", summary = "Delete the container, its project and files", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), responses((status = 200, description = "Deleted", body = crate::http::schema::Representation), (status = 202, description = "Accepted", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -396,7 +406,7 @@ pub async fn delete(
     }
     wait_deleted(&state, cuid).await?;
     let mut body = representation(&container);
-    body["status"] = json!("deleted");
+    body.status = Shown::Gone(Gone::Deleted);
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
@@ -405,25 +415,26 @@ pub async fn delete(
 pub async fn status(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LiveStatus>> {
     let cuid = path_cuid(&cuid)?;
     let c = state.store.get_or_404(cuid).await?;
-    let mut body = json!({
-        "cuid": c.cuid,
-        "status": c.status,
-        "desired_state": c.desired_state,
-        "running": c.status == Status::Running,
-        "paused": c.status == Status::Paused,
-        "exit_code": c.exit_code,
-        "started_at": null,
-        "finished_at": null,
-        "restart_count": 0,
-        "ports": [],
-        "generation": c.generation,
-        "observed_generation": c.observed_generation,
-        "last_error": c.last_error,
-        "source": "store",
-    });
+    let mut body = LiveStatus {
+        cuid: c.cuid.clone(),
+        status: c.status,
+        desired_state: c.desired_state,
+        running: c.status == Status::Running,
+        paused: c.status == Status::Paused,
+        exit_code: c.exit_code,
+        started_at: None,
+        finished_at: None,
+        restart_count: 0,
+        ports: Vec::new(),
+        generation: c.generation,
+        observed_generation: c.observed_generation,
+        last_error: c.last_error.clone(),
+        source: StatusSource::Store,
+        docker_status: None,
+    };
     // A container never started has nothing in Docker: no call for it.
     if c.observed_generation == 0 && c.desired_state == DesiredState::Created {
         return Ok(Json(body));
@@ -442,27 +453,32 @@ pub async fn status(
     .await;
     if let Ok(Ok(info)) = inspect {
         let st = info.state.unwrap_or_default();
-        let ports: Vec<Value> = info
+        let ports: Vec<PublishedPort> = info
             .network_settings
             .and_then(|n| n.ports)
             .unwrap_or_default()
             .into_iter()
             .flat_map(|(container_port, bindings)| {
-                bindings.unwrap_or_default().into_iter().map(move |b| {
-                    json!({"container": container_port, "host_ip": b.host_ip, "host_port": b.host_port})
-                })
+                bindings
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |b| PublishedPort {
+                        container: container_port.clone(),
+                        host_ip: b.host_ip,
+                        host_port: b.host_port,
+                    })
             })
             .collect();
         let docker_state = crate::lifecycle::DockerState::of(&st);
-        body["running"] = json!(docker_state == DockerState::Running);
-        body["paused"] = json!(docker_state == DockerState::Paused);
-        body["docker_status"] = json!(st.status.map(|s| s.to_string()));
-        body["exit_code"] = json!(st.exit_code);
-        body["started_at"] = json!(st.started_at);
-        body["finished_at"] = json!(st.finished_at);
-        body["restart_count"] = json!(info.restart_count.unwrap_or(0));
-        body["ports"] = json!(ports);
-        body["source"] = json!("docker");
+        body.running = docker_state == DockerState::Running;
+        body.paused = docker_state == DockerState::Paused;
+        body.docker_status = Some(st.status.map(|s| s.to_string()));
+        body.exit_code = st.exit_code;
+        body.started_at = st.started_at;
+        body.finished_at = st.finished_at;
+        body.restart_count = info.restart_count.unwrap_or(0);
+        body.ports = ports;
+        body.source = StatusSource::Docker;
     }
     Ok(Json(body))
 }

@@ -15,9 +15,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use futures_util::Stream;
-use serde_json::json;
 
 use crate::events::{Feed, Since};
+use crate::http::schema::{EventFrame, EventName, EventReset};
 use crate::state::AppState;
 use crate::tenancy::Principal;
 
@@ -32,10 +32,24 @@ struct Reader {
 }
 
 fn reset(latest: u64) -> Event {
-    Event::default()
-        .id(latest.to_string())
-        .event("reset")
-        .data(json!({"reason": "the events after your Last-Event-ID are no longer kept; reload the list", "id": latest}).to_string())
+    sent(EventFrame {
+        id: latest.to_string(),
+        event: EventName::Reset,
+        data: serde_json::to_string(&EventReset {
+            reason: "the events after your Last-Event-ID are no longer kept; reload the list",
+            id: latest,
+        })
+        .unwrap_or_default(),
+    })
+}
+
+/// The documented frame as axum writes it.
+fn sent(frame: EventFrame) -> Event {
+    let event = match frame.event {
+        EventName::Container => "container",
+        EventName::Reset => "reset",
+    };
+    Event::default().id(frame.id).event(event).data(frame.data)
 }
 
 #[utoipa::path(get, path = "/events", operation_id = "events", tag = "containers", summary = "Server-sent events: one per change of a container (resumable with Last-Event-ID)", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")), responses((status = 200, description = "An event stream", body = crate::http::schema::EventFrame, content_type = "text/event-stream"), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
@@ -93,12 +107,11 @@ fn stream(reader: Reader) -> impl Stream<Item = Result<Event, Infallible>> {
                         if r.tenant.is_some() && r.tenant.as_deref() != e.tenant.as_deref() {
                             continue;
                         }
-                        r.pending.push_back(
-                            Event::default()
-                                .id(e.id.to_string())
-                                .event("container")
-                                .data(&*e.data),
-                        );
+                        r.pending.push_back(sent(EventFrame {
+                            id: e.id.to_string(),
+                            event: EventName::Container,
+                            data: e.data.to_string(),
+                        }));
                     }
                 }
                 Since::Events(_) => {

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::error_map::step_kind;
 use crate::http::extract::{JsonObject, Query};
+use crate::http::schema::{Image, ImageDeleted, ImageList, PullAccepted};
 use crate::http::wait::Wait;
 use crate::images::normalize;
 use crate::lifecycle::ErrorCode;
@@ -59,16 +60,19 @@ fn used_by(
         .collect()
 }
 
-fn image_json(i: &ImageSummary, users: &[(String, String)]) -> Value {
-    json!({
-        "id": i.id,
-        // Docker shows an untagged image as `<none>:<none>`.
-        "tags": i.repo_tags.iter().filter(|t| *t != "<none>:<none>").collect::<Vec<_>>(),
-        "digests": i.repo_digests.iter().filter(|d| *d != "<none>@<none>").collect::<Vec<_>>(),
-        "size": i.size,
-        "created": chrono::DateTime::from_timestamp(i.created, 0).map(|t| t.to_rfc3339()),
-        "used_by": used_by(users, &i.id, &i.repo_tags, &i.repo_digests),
-    })
+fn image_json(i: &ImageSummary, users: &[(String, String)]) -> Image {
+    // Docker shows an untagged image as `<none>:<none>`.
+    let shown = |list: &[String], none: &str| -> Vec<String> {
+        list.iter().filter(|t| *t != none).cloned().collect()
+    };
+    Image {
+        id: i.id.clone(),
+        tags: shown(&i.repo_tags, "<none>:<none>"),
+        digests: shown(&i.repo_digests, "<none>@<none>"),
+        size: i.size,
+        created: chrono::DateTime::from_timestamp(i.created, 0).map(|t| t.to_rfc3339()),
+        used_by: used_by(users, &i.id, &i.repo_tags, &i.repo_digests),
+    }
 }
 
 fn docker_failure(e: DockerError) -> ApiError {
@@ -86,7 +90,7 @@ fn docker_failure(e: DockerError) -> ApiError {
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ImageList>> {
     let docker = crate::http::docker_client(&state).await?;
     let images = docker
         .list_images(Some(ListImagesOptions {
@@ -96,8 +100,8 @@ pub async fn list(
         .await
         .map_err(docker_failure)?;
     let users = visible_users(&state, &principal).await?;
-    let images: Vec<Value> = images.iter().map(|i| image_json(i, &users)).collect();
-    Ok(Json(json!({ "images": images })))
+    let images = images.iter().map(|i| image_json(i, &users)).collect();
+    Ok(Json(ImageList { images }))
 }
 
 fn step_to_api(f: StepError) -> ApiError {
@@ -106,7 +110,7 @@ fn step_to_api(f: StepError) -> ApiError {
 }
 
 /// The one image `reference` names, as [`image_json`] shows it.
-async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Value>> {
+async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Image>> {
     let docker = crate::http::docker_client(state).await?;
     let inspect = match docker.inspect_image(reference).await {
         Ok(i) => i,
@@ -185,7 +189,10 @@ pub async fn pull(
         let progress = state.reconciler.pulls.get(&image);
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"image": image, "pull": progress})),
+            Json(PullAccepted {
+                image,
+                pull: progress,
+            }),
         )
             .into_response());
     }
@@ -282,9 +289,9 @@ fn names_id(reference: &str, id: &str) -> bool {
 async fn holders(
     state: &AppState,
     reference: &str,
-    image: &Value,
+    image: &Image,
 ) -> ApiResult<(Vec<String>, Vec<String>)> {
-    let id = image["id"].as_str().unwrap_or_default();
+    let id = image.id.as_str();
     let docker = crate::http::docker_client(state).await?;
     let on_daemon = docker
         .list_containers(Some(ListContainersOptions {
@@ -302,14 +309,7 @@ async fn holders(
             .unwrap_or_default()
     };
     if names_id(reference, id) {
-        let ours = image["used_by"]
-            .as_array()
-            .map(|u| {
-                u.iter()
-                    .filter_map(|c| c.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ours = image.used_by.clone();
         let others = on_daemon
             .iter()
             .filter(|c| c.image_id.as_deref() == Some(id))
@@ -367,7 +367,11 @@ pub async fn delete(
     {
         Ok(_) => Ok((
             StatusCode::OK,
-            Json(json!({"image": reference, "id": image["id"], "deleted": true})),
+            Json(ImageDeleted {
+                image: reference,
+                id: image.id,
+                deleted: true,
+            }),
         )
             .into_response()),
         Err(DockerError::DockerResponseServerError {

@@ -11,10 +11,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::error::{content_type_is, ApiCode, ApiError, Kind};
 use crate::http::auth::{client_ip, refusal_if_blocked};
+use crate::http::schema::{SessionTicket, SessionUser, SignedIn};
 use crate::sessions::{
     key_from, tokens_from, Authenticated, Proof, COOKIE, LIFETIME, TICKET_LIFETIME,
 };
@@ -121,7 +121,11 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
     // as `X-Session-Key`; a page on another port of the host gets the cookie but never this.
     let mut response = (
         StatusCode::OK,
-        Json(json!({"user": user, "expires_in": LIFETIME.as_secs(), "key": signed_in.key})),
+        Json(SignedIn {
+            user,
+            expires_in: LIFETIME.as_secs(),
+            key: signed_in.key,
+        }),
     )
         .into_response();
     response.headers_mut().insert(
@@ -163,11 +167,11 @@ pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response 
                     .ok(),
             };
             match principal {
-                Some(p) => Json(json!({
-                    "user": signed.user,
-                    "scope": p.scope,
-                    "tenant": p.tenant,
-                }))
+                Some(p) => Json(SessionUser {
+                    user: signed.user,
+                    scope: p.scope,
+                    tenant: p.tenant,
+                })
                 .into_response(),
                 None => {
                     ApiError::new(Kind::Auth, ApiCode::NoSession, "not signed in").into_response()
@@ -200,9 +204,11 @@ pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let ticket = session_of(&state, &headers).and_then(|s| state.sessions.ticket(&s.token));
     match ticket {
         Some(ticket) => {
-            let mut response =
-                Json(json!({"ticket": ticket, "expires_in": TICKET_LIFETIME.as_secs()}))
-                    .into_response();
+            let mut response = Json(SessionTicket {
+                ticket,
+                expires_in: TICKET_LIFETIME.as_secs(),
+            })
+            .into_response();
             response
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -23,7 +23,6 @@ const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 pub struct Token {
     pub id: String,
     pub name: String,
-    #[schema(value_type = String, example = "write")]
     pub scope: Scope,
     pub tenant: Option<String>,
     pub created_at: String,

@@ -247,7 +247,7 @@ fn spec() -> Spec {
         resources: Resources::default(),
         ports: vec![],
         command: Some(vec!["sleep".into()]),
-        restart: "on-failure".into(),
+        restart: crate::spec::RestartPolicy::OnFailure,
         user: None,
     }
 }

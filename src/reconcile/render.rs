@@ -173,7 +173,7 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
                 protocol: p.protocol.clone(),
             })
             .collect(),
-        restart: spec.restart.clone(),
+        restart: spec.restart.as_str().to_owned(),
         init: true,
         stdin_open: true,
         tty: false,
@@ -257,7 +257,7 @@ mod tests {
                     host_ip: "0.0.0.0".into(),
                 }],
                 command: None,
-                restart: "on-failure".into(),
+                restart: crate::spec::RestartPolicy::OnFailure,
                 user: None,
             },
             tenant: None,

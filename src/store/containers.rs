@@ -95,7 +95,8 @@ impl Row {
                 },
                 ports,
                 command: self.command.and_then(|c| serde_json::from_str(&c).ok()),
-                restart: self.restart,
+                // Only the spec's own values are ever written.
+                restart: crate::spec::RestartPolicy::parse(&self.restart).unwrap_or_default(),
                 user: self.user,
             },
             cuid: self.cuid,

@@ -108,6 +108,7 @@ impl Store {
             .command
             .as_ref()
             .map(|c| serde_json::to_string(c).unwrap_or_default());
+        let restart = spec.restart.as_str();
         sqlx::query!(
             "INSERT INTO containers (cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user,
                                      desired_state, created_at, updated_at)
@@ -121,7 +122,7 @@ impl Store {
             spec.resources.memory_bytes,
             spec.resources.pids,
             command,
-            spec.restart,
+            restart,
             spec.user,
             desired_state,
             now,
@@ -196,6 +197,7 @@ impl Store {
             .command
             .as_ref()
             .map(|c| serde_json::to_string(c).unwrap_or_default());
+        let restart = next.restart.as_str();
         sqlx::query!(
             "UPDATE containers SET image = ?, env = ?, tags = ?, cpus = ?, memory = ?, memory_bytes = ?, pids = ?,
                     command = ?, restart = ?, user = ?, generation = generation + 1, updated_at = ?
@@ -208,7 +210,7 @@ impl Store {
             next.resources.memory_bytes,
             next.resources.pids,
             command,
-            next.restart,
+            restart,
             next.user,
             now,
             cuid

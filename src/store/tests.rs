@@ -33,7 +33,7 @@ fn spec(ports: &[u16]) -> Spec {
             })
             .collect(),
         command: None,
-        restart: "no".into(),
+        restart: crate::spec::RestartPolicy::No,
         user: None,
     }
 }

@@ -18,12 +18,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::store::tenancy::TenantRow;
 use crate::store::Store;
 
 /// What a credential may do. Ordered: each scope includes the ones before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Every GET: containers, logs, files and downloads, stats, events, images.

@@ -854,3 +854,47 @@ impl Server {
         }
     }
 }
+
+/// One `GET /events` resumed after `last_id`: the events it gets, as (id, kind, data), up to
+/// the first with `id >= until` or a reset.
+pub async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, String, Value)> {
+    let r = s
+        .request(reqwest::Method::GET, "/events")
+        .header("last-event-id", last_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = Box::pin(r.bytes_stream());
+    let mut buf = String::new();
+    let mut seen = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let (Some(id), Some(kind), Some(data)) =
+                (field("id:"), field("event:"), field("data:"))
+            else {
+                continue; // a comment
+            };
+            let id: u64 = id.parse().unwrap();
+            let done = kind == "reset" || id >= until;
+            seen.push((id, kind, serde_json::from_str(&data).unwrap()));
+            if done {
+                return seen;
+            }
+        }
+        let next = futures_util::StreamExt::next(&mut body);
+        let chunk = tokio::time::timeout(Duration::from_secs(20), next)
+            .await
+            .expect("no event in time")
+            .expect("stream ended")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}

@@ -5,6 +5,7 @@ mod browser;
 mod common;
 mod console;
 mod containers;
+mod contract;
 mod files;
 mod first_run;
 mod foundation;
