@@ -175,6 +175,8 @@ function applyScope() {
     const needs = e.dataset.needs;
     e.hidden = needs === "admin" ? !isOperator() : !can(needs);
   }
+  // A tenant's session sees its own containers only: a tenant column would say nothing.
+  $("list-table").classList.toggle("no-tenant", !!me.tenant);
   const badge = $("tenant-badge");
   badge.hidden = !me.tenant;
   badge.textContent = me.tenant ? `tenant ${me.tenant}` : "";
@@ -462,6 +464,7 @@ function listRow(c) {
     "tr",
     { "data-cuid": c.cuid },
     el("td", {}, el("a", { href: "#/c/" + encodeURIComponent(c.cuid), text: c.cuid })),
+    el("td", { class: "col-tenant", text: c.tenant || "—" }),
     el("td", { text: c.image }),
     tags,
     el("td", { text: (c.ports || []).map(portText).join(", ") }),
@@ -518,9 +521,12 @@ async function openForm(cuid) {
   $("form-submit").textContent = cuid ? "Save" : "Create";
   $("f-start").parentElement.hidden = !!cuid;
   $("form-cancel").href = cuid ? "#/c/" + encodeURIComponent(cuid) : "#/";
+  // The operator may create a container for a tenant; a tenant's own are its tenant's.
+  $("f-tenant-row").hidden = !!cuid || !isOperator();
   if (!cuid) {
     fillForm(null);
     $("f-image").focus();
+    if (isOperator()) loadFormTenants();
     return;
   }
   try {
@@ -531,6 +537,16 @@ async function openForm(cuid) {
   } catch (e) {
     $("form-error").textContent = e.message;
   }
+}
+
+/** The tenant choices of the create form (none when the list cannot be had). */
+async function loadFormTenants() {
+  const select = $("f-tenant");
+  select.replaceChildren(el("option", { value: "", text: "none" }));
+  try {
+    const r = await api("GET", "/tenants");
+    for (const t of r.data.tenants) select.append(el("option", { value: t.name, text: t.name }));
+  } catch (_) { /* the form still creates the operator's own */ }
 }
 
 /** The form as the API's spec; throws with a field name on what cannot be read. */
@@ -593,6 +609,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
     if (!form.cuid) {
       if (!spec.command) delete spec.command;
       if ($("f-start").checked) spec.start = true;
+      if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
       $("form-error").textContent = spec.start ? "Creating and starting…" : "";
       const r = await api("POST", "/containers", { json: spec });
       location.hash = "#/c/" + encodeURIComponent(r.data.cuid);
@@ -697,6 +714,7 @@ function resourcesText(r) {
 function renderDetail(c) {
   detail.container = c;
   dl($("desired"), [
+    ["tenant", c.tenant || "none"],
     ["state", c.desired_state],
     ["generation", String(c.generation)],
     ["image", c.image],

@@ -107,6 +107,13 @@ async fn console_signed_in_with_a_tenants_read_token_sees_and_offers_only_that()
             .any(|t| t == "New container" || t == "Tokens" || t == "Tenants"),
         "{shown:?}"
     );
+    let tenant_column = b
+        .js(
+            "return document.querySelector('#list-table th.col-tenant').getClientRects().length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(tenant_column, 0, "a tenant's list has no tenant column");
     b.screenshot("tenant-read-list").await;
 
     // Its detail page: logs and files, no action, edit, delete, terminal or upload.
@@ -168,11 +175,12 @@ async fn console_operator_manages_tenants_and_tokens_and_sees_a_secret_once() {
     let s = Server::start().await;
     s.put_tenant("team-c", &json!({"max_containers": 10, "max_memory": "1g"}))
         .await;
-    s.create(
-        &json!({"image": BUSYBOX, "command": SLEEPER, "tenant": "team-c",
+    let theirs = s
+        .create(
+            &json!({"image": BUSYBOX, "command": SLEEPER, "tenant": "team-c",
         "resources": {"cpus": 0.5, "memory": "256m"}}),
-    )
-    .await;
+        )
+        .await;
     let b = Browser::start().await;
     open_sign_in(&b, &s).await;
     b.type_into("#signin-user", USER).await;
@@ -186,6 +194,12 @@ async fn console_operator_manages_tenants_and_tokens_and_sees_a_secret_once() {
             "{there} missing: {shown:?}"
         );
     }
+    b.wait_js(
+        "the tenant's container, with its tenant",
+        T,
+        &format!("const r = document.querySelector('tr[data-cuid=\"{theirs}\"] .col-tenant'); return r && r.textContent === 'team-c';"),
+    )
+    .await;
 
     // Tenants: usage against quotas; the form replaces a quota.
     b.click("a[href='#/tenants']").await;
@@ -304,4 +318,29 @@ async fn console_operator_manages_tenants_and_tokens_and_sees_a_secret_once() {
         .get("/containers")
         .await
         .assert_error(401, "auth_error", "INVALID_CREDENTIALS");
+
+    // The create form offers the operator a tenant to create for.
+    b.goto(&format!("{}/ui/#/new", s.base)).await;
+    b.wait_js(
+        "form with tenants",
+        T,
+        "return document.querySelector('#f-tenant option[value=\"team-c\"]');",
+    )
+    .await;
+    b.type_into("#f-image", BUSYBOX).await;
+    // team-c has a memory quota: its containers must set a memory limit.
+    b.type_into("#f-memory", "128m").await;
+    b.click("#f-tenant option[value='team-c']").await;
+    b.click("#form-submit").await;
+    let cuid = b
+        .wait_js(
+            "detail page",
+            T,
+            "const m = /^#\\/c\\/([^/]+)$/.exec(location.hash); return m && m[1];",
+        )
+        .await;
+    let r = s
+        .get(&format!("/containers/{}", cuid.as_str().unwrap()))
+        .await;
+    assert_eq!(r.json["tenant"], "team-c", "{}", r.text);
 }
