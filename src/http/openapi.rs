@@ -251,9 +251,19 @@ mod tests {
                 "{method} {path} {status}"
             );
         }
+        // A sign-in is user + password, or an API token (§8, §13): one of two shapes.
+        let shapes: Vec<_> = schemas["SignInBody"]["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", schemas["SignInBody"]))
+            .iter()
+            .map(|s| s["required"].clone())
+            .collect();
         assert_eq!(
-            schemas["SignInBody"]["required"],
-            serde_json::json!(["user", "password"])
+            shapes,
+            [
+                serde_json::json!(["user", "password"]),
+                serde_json::json!(["token"])
+            ]
         );
         assert_eq!(
             schemas["RestartPolicy"]["enum"],
