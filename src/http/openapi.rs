@@ -335,13 +335,20 @@ mod tests {
                 "{method} {path} {status}"
             );
         }
-        // Either the password or a token (docs/API.md §13).
-        let sign_in = schemas["SignInBody"]["oneOf"].as_array().unwrap();
+        // A sign-in is user + password, or an API token (§8, §13): one of two shapes.
+        let shapes: Vec<_> = schemas["SignInBody"]["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", schemas["SignInBody"]))
+            .iter()
+            .map(|s| s["required"].clone())
+            .collect();
         assert_eq!(
-            sign_in[0]["required"],
-            serde_json::json!(["user", "password"])
+            shapes,
+            [
+                serde_json::json!(["user", "password"]),
+                serde_json::json!(["token"])
+            ]
         );
-        assert_eq!(sign_in[1]["required"], serde_json::json!(["token"]));
         assert_eq!(
             schemas["RestartPolicy"]["enum"],
             serde_json::json!(["no", "on-failure", "always", "unless-stopped"])
