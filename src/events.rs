@@ -33,6 +33,8 @@ pub struct Event {
     pub id: u64,
     /// The JSON `data:` line.
     pub data: Arc<str>,
+    /// The tenant of the container it is about: a tenant's reader sees only its own.
+    pub tenant: Option<Arc<str>>,
 }
 
 /// The `data` of an `event: container`: a container's new representation, or its end.
@@ -109,7 +111,8 @@ impl Feed {
         self.latest.subscribe()
     }
 
-    fn push(&self, data: &impl Serialize) {
+    fn push(&self, data: &impl Serialize, tenant: Option<&str>) {
+        let tenant = tenant.map(Arc::from);
         let data: Arc<str> = serde_json::to_string(data).unwrap_or_default().into();
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let id = self.latest() + 1;
@@ -124,7 +127,7 @@ impl Feed {
             ring.bytes -= old.data.len();
         }
         ring.bytes += data.len();
-        ring.events.push_back(Event { id, data });
+        ring.events.push_back(Event { id, data, tenant });
         self.latest.send_replace(id);
     }
 
@@ -157,16 +160,7 @@ async fn snapshot(store: &Store) -> Result<HashMap<String, (Representation, Stri
     let mut out = HashMap::new();
     let mut after = 0;
     loop {
-        let page = store
-            .list(
-                &ListFilter {
-                    status: None,
-                    tag: None,
-                },
-                after,
-                1000,
-            )
-            .await?;
+        let page = store.list(&ListFilter::default(), after, 1000).await?;
         let more = page.len() > 1000;
         for c in page.iter().take(1000) {
             after = c.seq;
@@ -220,20 +214,31 @@ fn emit(
         .collect();
     changed.sort_by(|a, b| (&a.created_at, &a.cuid).cmp(&(&b.created_at, &b.cuid)));
     for rep in changed {
-        feed.push(&ContainerEvent::Changed(Box::new(ContainerChanged {
-            cuid: rep.cuid.clone(),
-            generation: rep.generation,
-            status: rep.status,
-            container: rep.clone(),
-        })));
+        feed.push(
+            &ContainerEvent::Changed(Box::new(ContainerChanged {
+                cuid: rep.cuid.clone(),
+                generation: rep.generation,
+                status: rep.status,
+                container: rep.clone(),
+            })),
+            rep.tenant.as_deref(),
+        );
     }
     let mut gone: Vec<&String> = known.keys().filter(|k| !now.contains_key(*k)).collect();
     gone.sort();
     for cuid in gone {
-        feed.push(&ContainerEvent::Deleted(ContainerDeleted {
-            cuid: cuid.clone(),
-            deleted: true,
-        }));
+        // The last representation sent names the tenant the deletion belongs to.
+        let last: serde_json::Value = known
+            .get(cuid)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        feed.push(
+            &ContainerEvent::Deleted(ContainerDeleted {
+                cuid: cuid.clone(),
+                deleted: true,
+            }),
+            last["tenant"].as_str(),
+        );
     }
 }
 
@@ -247,7 +252,7 @@ mod tests {
         let f = Feed::new(WINDOW, MAX_BYTES);
         assert!(matches!(f.since(0), Since::Events(v) if v.is_empty()));
         for i in 0..(WINDOW + 10) {
-            f.push(&json!({ "i": i }));
+            f.push(&json!({ "i": i }), None);
         }
         assert_eq!(f.latest(), (WINDOW + 10) as u64);
         assert!(matches!(f.since(5), Since::Reset));
@@ -268,7 +273,7 @@ mod tests {
         let f = Feed::new(WINDOW, 10_000);
         let big = "x".repeat(1_000);
         for i in 0..100 {
-            f.push(&json!({ "i": i, "pad": big }));
+            f.push(&json!({ "i": i, "pad": big }), None);
             assert!(f.bytes() <= 10_000, "{} bytes after {i}", f.bytes());
         }
         // About nine events of ~1 KB fit: an early id is gone, a recent one resumes.
@@ -278,7 +283,7 @@ mod tests {
             Since::Reset => panic!("a recent id must resume"),
         }
         // One event over the whole budget is still kept (alone), so it can be read.
-        f.push(&json!({ "pad": "y".repeat(20_000) }));
+        f.push(&json!({ "pad": "y".repeat(20_000) }), None);
         assert!(matches!(f.since(f.latest() - 1), Since::Events(v) if v.len() == 1));
         assert!(matches!(f.since(f.latest() - 2), Since::Reset));
     }

@@ -41,6 +41,9 @@ pub struct Representation {
     /// RFC 3339 (UTC).
     pub created_at: String,
     pub updated_at: String,
+    /// The tenant it belongs to (docs/API.md §13); `null`: the operator's.
+    #[schema(required = true)]
+    pub tenant: Option<String>,
 }
 
 /// `status` of a representation: the observed status, or `deleted` in the answer to a
@@ -79,5 +82,6 @@ pub fn representation(c: &Container) -> Representation {
         last_error: c.last_error.clone(),
         created_at: c.created_at.clone(),
         updated_at: c.updated_at.clone(),
+        tenant: c.tenant.clone(),
     }
 }

@@ -11,13 +11,26 @@ use crate::http::extract::{Path, Query};
 use crate::http::prestart::check_startable;
 use crate::http::response::{container_response, path_cuid};
 use crate::http::wait::{finish, Wait};
-use crate::lifecycle::{plan, Plan, Verb};
+use crate::http::{quota, tenants};
+use crate::lifecycle::{plan, DesiredState, Plan, Verb};
 use crate::state::AppState;
+use crate::tenancy::quotas::Usage;
 
 async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?;
     let since = crate::store::now();
     let config = state.config.clone();
+    // A start of a tenant's container counts against its `max_running`: checked under the
+    // tenant's write lock, held until the new desired state is committed.
+    let owner = state.store.tenant_of(cuid).await?.flatten();
+    let (guard, running_quota) = match (verb, quota::quotas_of(&state, owner.as_deref())) {
+        (Verb::Start | Verb::Restart, Some((tenant, quotas))) if quotas.max_running.is_some() => {
+            let guard = state.tenancy.lock_writes(&tenant).await;
+            let used = tenants::usage_of(&state, &tenant).await?;
+            (Some(guard), Some((tenant, quotas, used)))
+        }
+        _ => (None, None),
+    };
     // Planned and checked under the write lock, on the row as it is now: two racing actions
     // cannot both act on a state that one of them already changed.
     let (container, changed) = state
@@ -36,15 +49,29 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
                     if starting {
                         check_startable(&config, cuid, &current.spec)?;
                     }
+                    let holds_a_slot = matches!(
+                        current.desired_state,
+                        DesiredState::Running | DesiredState::Paused
+                    );
+                    if let Some((tenant, quotas, used)) = &running_quota {
+                        if desired == DesiredState::Running && !holds_a_slot {
+                            let one = Usage {
+                                running: 1,
+                                ..Usage::default()
+                            };
+                            quota::check_usage(tenant, quotas, used, &one)?;
+                        }
+                    }
                     Ok(Some((desired, restart)))
                 }
             }
         })
         .await?;
+    drop(guard);
     if !changed {
         return Ok(container_response(StatusCode::OK, &container));
     }
-    state.reconciler.wake(cuid);
+    state.reconciler.wake(&container);
     finish(&state, container, wait, &since).await
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
-use crate::http::cursor;
 use crate::http::extract::{JsonObject, Path, Query};
 use crate::http::prestart::{check_ports_free, check_startable};
 use crate::http::response::{
@@ -22,11 +21,13 @@ use crate::http::response::{
 };
 use crate::http::schema::{ContainerList, LiveStatus, PublishedPort, StatusSource};
 use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
+use crate::http::{cursor, quota};
 use crate::lifecycle::{DesiredState, DockerState, Status};
 use crate::representation::{Gone, Shown};
 use crate::spec::{self, Limits};
 use crate::state::AppState;
 use crate::store::containers::{Created, ListFilter};
+use crate::tenancy::Principal;
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
@@ -97,11 +98,16 @@ fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiRes
 #[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created", body = crate::http::schema::Representation), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(wait): Query<Wait>,
     headers: HeaderMap,
-    JsonObject(body): JsonObject,
+    JsonObject(mut body): JsonObject,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
+    // Keys are per tenant: another tenant's key (and body) must not replay its container.
+    let key = idempotency_key(&headers)?.map(|k| match &principal.tenant {
+        Some(t) => format!("tenant:{t}:{k}"),
+        None => k,
+    });
     let sha = hex(&Sha256::digest(
         Value::Object(body.clone()).to_string().as_bytes(),
     ));
@@ -110,7 +116,12 @@ pub async fn create(
             return replay(stored, &sha);
         }
     }
+    let tenant = quota::tenant_of_create(&state, &principal, &mut body)?;
     let request = spec::parse_create(body, &limits(&state))?;
+    let quotas = quota::quotas_of(&state, tenant.as_deref());
+    if let Some((t, quotas)) = &quotas {
+        quota::check_ports(t, quotas, &request.spec)?;
+    }
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     let cuid = spec::new_cuid();
     let mount = crate::appdir::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
@@ -125,17 +136,37 @@ pub async fn create(
             crate::appdir::mounts::remove_quietly(&mount);
         })?;
     }
+    // The tenant's quotas, checked under its write lock, held until the row is committed.
+    let quota_guard = match &quotas {
+        None => None,
+        Some((t, quotas)) => {
+            let admitted =
+                match quota::requested(quotas, &state.config, &request.spec, request.start) {
+                    Ok(wants) => quota::admit(&state, t, &wants).await,
+                    Err(e) => Err(e),
+                };
+            match admitted {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    crate::appdir::mounts::remove_quietly(&mount);
+                    return Err(e);
+                }
+            }
+        }
+    };
     let inserted = state
         .store
-        .insert(
+        .insert_owned(
             &cuid,
             &request.spec,
             desired,
+            tenant.as_deref(),
             key.as_deref().map(|k| (k, sha.as_str())),
             // Kept as sent, for the replay of the same key.
             |c| serde_json::to_value(representation(c)).unwrap_or(Value::Null),
         )
         .await;
+    drop(quota_guard);
     let container = match inserted {
         Ok(Created::New(container)) => *container,
         Ok(Created::KeyTaken) => {
@@ -155,7 +186,7 @@ pub async fn create(
     if !request.start {
         return Ok(container_response(StatusCode::CREATED, &container));
     }
-    state.reconciler.wake(&cuid);
+    state.reconciler.wake(&container);
     let converged = wait_converged(&state, &cuid, wait, &since).await?;
     let status = if wait.wait {
         StatusCode::CREATED
@@ -178,11 +209,12 @@ pub async fn get_one(
 #[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ContainerList>> {
     if let Some(k) = q
         .keys()
-        .find(|k| !["status", "tag", "limit", "cursor"].contains(&k.as_str()))
+        .find(|k| !["status", "tag", "limit", "cursor", "tenant"].contains(&k.as_str()))
     {
         return Err(ApiError::field(
             ApiCode::UnknownField,
@@ -226,7 +258,23 @@ pub async fn list(
         }
     };
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
-    let asked = ListFilter { status, tag };
+    let asked_tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
+    // A tenant's principal lists its own containers only: asking for another tenant's is
+    // answered as if it had none.
+    if let Some(mine) = &principal.tenant {
+        if asked_tenant.as_ref().is_some_and(|t| t != mine) {
+            return Ok(Json(ContainerList {
+                containers: Vec::new(),
+                next_cursor: None,
+            }));
+        }
+    }
+    let tenant = principal.tenant.clone().or(asked_tenant);
+    let asked = ListFilter {
+        status,
+        tag,
+        tenant,
+    };
 
     let key = &state.identity.cursor_key;
     let (after, filter) = match q.get("cursor").filter(|c| !c.is_empty()) {
@@ -236,7 +284,9 @@ pub async fn list(
             // A cursor keeps its filters; restating them is fine, changing them is not.
             let status_ok = asked.status.is_none() || asked.status == carried.status;
             let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
-            if !status_ok || !tag_ok {
+            let tenant_ok = asked.tenant.is_none() || asked.tenant == carried.tenant;
+            let own_ok = principal.tenant.is_none() || principal.tenant == carried.tenant;
+            if !status_ok || !tag_ok || !tenant_ok || !own_ok {
                 return Err(ApiError::field(
                     ApiCode::InvalidCursor,
                     "cursor",
@@ -282,12 +332,18 @@ pub async fn patch(
             crate::http::images::check_registry(&state, image).await?;
         }
     }
+    let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state
         .store
         .update_spec::<ApiError>(cuid, expected, |current| {
-            Ok(spec::apply_patch(&current.spec, body, &limits)?)
+            let next = spec::apply_patch(&current.spec, body, &limits)?;
+            if let Some(q) = &quota {
+                q.check(&state.config, &current.spec, &next)?;
+            }
+            Ok(next)
         })
         .await?;
+    drop(quota);
     after_spec_change(&state, updated, wait).await
 }
 
@@ -302,6 +358,7 @@ pub async fn patch_ports(
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let ports = spec::parse_ports_body(body, &limits(&state))?;
+    let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state
         .store
         .update_spec::<ApiError>(cuid, expected, |current| {
@@ -323,9 +380,13 @@ pub async fn patch_ports(
             }
             let mut next = current.spec.clone();
             next.ports = ports;
+            if let Some(q) = &quota {
+                q.check(&state.config, &current.spec, &next)?;
+            }
             Ok(next)
         })
         .await?;
+    drop(quota);
     after_spec_change(&state, updated, wait).await
 }
 
@@ -339,7 +400,7 @@ pub async fn delete(
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let container = state.store.tombstone(cuid, expected).await?;
-    state.reconciler.wake(cuid);
+    state.reconciler.wake(&container);
     if !wait.wait {
         return Ok(container_response(StatusCode::ACCEPTED, &container));
     }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
@@ -19,6 +19,7 @@ use futures_util::Stream;
 use crate::events::{Feed, Since};
 use crate::http::schema::{EventFrame, EventName, EventReset};
 use crate::state::AppState;
+use crate::tenancy::Principal;
 
 struct Reader {
     feed: Arc<Feed>,
@@ -26,6 +27,8 @@ struct Reader {
     after: u64,
     pending: VecDeque<Event>,
     shutdown: tokio_util::sync::CancellationToken,
+    /// A tenant's reader: only events about that tenant's containers.
+    tenant: Option<String>,
 }
 
 fn reset(latest: u64) -> Event {
@@ -50,7 +53,11 @@ fn sent(frame: EventFrame) -> Event {
 }
 
 #[utoipa::path(get, path = "/events", operation_id = "events", tag = "containers", summary = "Server-sent events: one per change of a container (resumable with Last-Event-ID)", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")), responses((status = 200, description = "An event stream", body = crate::http::schema::EventFrame, content_type = "text/event-stream"), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
-pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     let feed = state.events.clone();
     let rx = feed.subscribe();
     let latest = feed.latest();
@@ -74,6 +81,7 @@ pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> impl I
         after,
         pending,
         shutdown: state.shutdown.clone(),
+        tenant: principal.tenant,
     };
     // A comment line at once: proxies and clients see the stream open.
     let opened = futures_util::stream::once(async { Ok(Event::default().comment("open")) });
@@ -96,6 +104,9 @@ fn stream(reader: Reader) -> impl Stream<Item = Result<Event, Infallible>> {
                 Since::Events(list) if !list.is_empty() => {
                     for e in list {
                         r.after = e.id;
+                        if r.tenant.is_some() && r.tenant.as_deref() != e.tenant.as_deref() {
+                            continue;
+                        }
                         r.pending.push_back(sent(EventFrame {
                             id: e.id.to_string(),
                             event: EventName::Container,

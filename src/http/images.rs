@@ -1,7 +1,7 @@
 //! Images on the Docker host: list them (with the containers of this server that use each),
 //! pull one ahead of time, remove a tag or an image no container on the daemon was made from.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,6 +19,7 @@ use crate::images::normalize;
 use crate::lifecycle::ErrorCode;
 use crate::state::AppState;
 use crate::step_error::StepError;
+use crate::tenancy::Principal;
 
 /// Whether a container whose spec says `spec_image` runs the image `id` tagged `tags`
 /// (with `digests`).
@@ -33,6 +34,17 @@ fn uses(spec_image: &str, id: &str, tags: &[String], digests: &[String]) -> bool
 /// Live containers of this server, `(cuid, image)`, in creation order.
 async fn users(state: &AppState) -> ApiResult<Vec<(String, String)>> {
     Ok(state.store.images_in_use().await?)
+}
+
+/// The users a principal may see: a tenant's only its own containers.
+async fn visible_users(
+    state: &AppState,
+    principal: &Principal,
+) -> ApiResult<Vec<(String, String)>> {
+    Ok(state
+        .store
+        .images_in_use_by(principal.tenant.as_deref())
+        .await?)
 }
 
 fn used_by(
@@ -75,7 +87,10 @@ fn docker_failure(e: DockerError) -> ApiError {
 
 /// `GET /images`
 #[utoipa::path(get, path = "/images", operation_id = "list_images", tag = "images", summary = "Images on the host, with the containers using each", responses((status = 200, description = "Images", body = crate::http::schema::ImageList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ImageList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<ImageList>> {
     let docker = crate::http::docker_client(&state).await?;
     let images = docker
         .list_images(Some(ListImagesOptions {
@@ -84,7 +99,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ImageList>> {
         }))
         .await
         .map_err(docker_failure)?;
-    let users = users(&state).await?;
+    let users = visible_users(&state, &principal).await?;
     let images = images.iter().map(|i| image_json(i, &users)).collect();
     Ok(Json(ImageList { images }))
 }

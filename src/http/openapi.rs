@@ -19,6 +19,15 @@ impl Modify for BasicAuth {
             "basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("cm_ + 43 base64url characters")
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -57,10 +66,17 @@ impl Modify for BasicAuth {
         super::images::list,
         super::images::pull,
         super::images::delete,
+        super::tokens::create,
+        super::tokens::list,
+        super::tokens::revoke,
+        super::tenants::put,
+        super::tenants::list,
+        super::tenants::get_one,
+        super::tenants::delete,
     ),
     components(schemas(ErrorBody, super::stats::Stats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::EventReset, super::schema::LogLine)),
     modifiers(&BasicAuth),
-    security(("basic" = []))
+    security(("basic" = []), ("bearer" = []))
 )]
 pub struct ApiDoc;
 
@@ -69,11 +85,39 @@ pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(serde_json::Value::Null);
         add_links(&mut doc);
+        add_scopes(&mut doc);
         bound_resources(&mut doc);
         parameters_not_null(&mut doc);
         doc
     });
     &DOC
+}
+
+/// The scope each operation needs (`x-required-scope`), from the same rule the server
+/// enforces ([`super::scope::required`]), and `403` among its answers.
+fn add_scopes(doc: &mut serde_json::Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, ops) in paths.iter_mut() {
+        let Some(ops) = ops.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in ops.iter_mut() {
+            let Ok(m) = axum::http::Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            // A path template's `{cuid}` stands for any container: the rule reads the shape.
+            let scope = super::scope::required(&m, path);
+            if op
+                .get("security")
+                .is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty()))
+            {
+                continue;
+            }
+            op["x-required-scope"] = serde_json::json!(scope.as_str());
+        }
+    }
 }
 
 /// The bounds of `resources` the spec checks that depend on the host (its CPUs) or that a
@@ -182,7 +226,38 @@ mod tests {
             );
         }
         assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
-        assert_eq!(doc["security"], serde_json::json!([{"basic": []}]));
+        assert_eq!(
+            doc["security"],
+            serde_json::json!([{"basic": []}, {"bearer": []}])
+        );
+    }
+
+    /// Each operation states the scope the server enforces for it (docs/API.md §13).
+    #[test]
+    fn each_operation_names_its_scope() {
+        let doc = document();
+        for (path, method, scope) in [
+            ("/containers", "get", "read"),
+            ("/containers/{cuid}/start", "post", "operate"),
+            ("/ws/{cuid}", "get", "operate"),
+            ("/containers", "post", "write"),
+            ("/containers/{cuid}/ports", "patch", "write"),
+            ("/tokens", "post", "admin"),
+            ("/images/pull", "post", "admin"),
+        ] {
+            assert_eq!(
+                doc["paths"][path][method]["x-required-scope"], scope,
+                "{method} {path}"
+            );
+        }
+        // Public operations need no scope.
+        assert!(doc["paths"]["/livez"]["get"]
+            .get("x-required-scope")
+            .is_none());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
     }
 
     /// No parameter is nullable: `If-Match: null` is not a generation.
@@ -260,9 +335,19 @@ mod tests {
                 "{method} {path} {status}"
             );
         }
+        // A sign-in is user + password, or an API token (§8, §13): one of two shapes.
+        let shapes: Vec<_> = schemas["SignInBody"]["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", schemas["SignInBody"]))
+            .iter()
+            .map(|s| s["required"].clone())
+            .collect();
         assert_eq!(
-            schemas["SignInBody"]["required"],
-            serde_json::json!(["user", "password"])
+            shapes,
+            [
+                serde_json::json!(["user", "password"]),
+                serde_json::json!(["token"])
+            ]
         );
         assert_eq!(
             schemas["RestartPolicy"]["enum"],

@@ -10,13 +10,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use crate::appdir::listing::{FileEntry, FileKind};
 pub use crate::images::PullProgress;
 use crate::lifecycle::{DesiredState, Status};
 pub use crate::spec::RestartPolicy;
+use crate::tenancy::Scope;
 
 /// The error body is the error type's own (docs/API.md §3).
 pub use crate::error::ErrorBody;
@@ -49,6 +50,10 @@ pub struct CreateBody {
     pub user: Option<String>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
+    /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
+    /// principal without a tenant may name any tenant (docs/API.md §13).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub tenant: Option<String>,
 }
 
 /// `cpus` at most the host's CPUs and `memory` (at least 6 MiB) are bounded in
@@ -243,10 +248,13 @@ pub struct UploadResult {
 }
 
 /// `POST /session`, as JSON or as a form (other fields are ignored).
-#[derive(Deserialize, ToSchema)]
-pub struct SignInBody {
-    pub user: String,
-    pub password: String,
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SignInBody {
+    /// The server's credentials (`APP_USER`/`APP_PASS`).
+    Password { user: String, password: String },
+    /// An API token (docs/API.md §13): the console then shows what that token may see and do.
+    Token { token: String },
 }
 
 /// The answer to a sign-in: the session's key goes in `X-Session-Key` (the cookie alone is
@@ -262,7 +270,11 @@ pub struct SignedIn {
 /// `GET /session`.
 #[derive(Serialize, ToSchema)]
 pub struct SessionUser {
+    /// The user name, or `token:<id>:<name>` for a session signed in with a token.
     pub user: String,
+    pub scope: Scope,
+    /// The tenant whose containers this session sees; `null`: all.
+    pub tenant: Option<String>,
 }
 
 /// `POST /session/ticket`: `?ticket=…` on one WebSocket upgrade or download link.
@@ -389,6 +401,42 @@ pub struct EventFrame {
 pub enum EventName {
     Container,
     Reset,
+}
+
+/// What a client may send to `POST /tokens`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    #[schema(min_length = 1, max_length = 64, example = "ci")]
+    pub name: String,
+    pub scope: Scope,
+    /// The tenant whose containers the token works with; `null`: all (the operator's).
+    pub tenant: Option<String>,
+    /// Seconds until it stops working; `null`: never.
+    #[schema(minimum = 1, maximum = 315360000)]
+    pub expires_in: Option<i64>,
+}
+
+/// What a client may send to `PUT /tenants/{name}`: every quota optional, `null` no limit.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasBody {
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_containers: Option<i64>,
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_running: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub max_cpus: Option<f64>,
+    /// Bytes, or a size such as `8g`.
+    #[schema(value_type = Option<String>, example = "8g")]
+    pub max_memory: Option<String>,
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_pids: Option<i64>,
+    /// The host ports the tenant may publish, `FIRST-LAST`.
+    #[schema(pattern = "^[0-9]{1,5}-[0-9]{1,5}$", example = "20000-20999")]
+    pub ports: Option<String>,
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
+    pub requests_per_second: Option<f64>,
 }
 
 pub use crate::events::ContainerEvent;

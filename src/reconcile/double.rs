@@ -298,6 +298,26 @@ pub(super) async fn settled_running(w: &World) -> Container {
     row(w, &c.cuid).await
 }
 
+/// `c` moved into tenant `name` (made if missing), as the API's create would have put it
+/// (`Store::insert_owned`); moving an existing row keeps the tests' world as it was built.
+pub(super) async fn in_tenant(w: &World, c: &Container, name: &str) -> Container {
+    let pool = &w.ctx.store.pool;
+    sqlx::query(
+        "INSERT OR IGNORE INTO tenants (name, created_at, updated_at) VALUES (?1, 'now', 'now')",
+    )
+    .bind(name)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
+        .bind(name)
+        .bind(&c.cuid)
+        .execute(pool)
+        .await
+        .unwrap();
+    row(w, &c.cuid).await
+}
+
 /// `c` in the backend's list, in `state`, made from its current spec.
 pub(super) fn listed(c: &Container, state: DockerState) -> Listed {
     Listed {

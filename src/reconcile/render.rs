@@ -260,6 +260,7 @@ mod tests {
                 restart: crate::spec::RestartPolicy::OnFailure,
                 user: None,
             },
+            tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,
             status: crate::lifecycle::Status::Created,
             exit_code: None,

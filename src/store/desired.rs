@@ -77,6 +77,20 @@ impl Store {
         idempotency: Option<(&str, &str)>,
         render: impl FnOnce(&Container) -> Value,
     ) -> Result<Created, Error> {
+        self.insert_owned(cuid, spec, desired_state, None, idempotency, render)
+            .await
+    }
+
+    /// [`insert`](Self::insert) for a container that belongs to `tenant`.
+    pub async fn insert_owned(
+        &self,
+        cuid: &str,
+        spec: &Spec,
+        desired_state: DesiredState,
+        tenant: Option<&str>,
+        idempotency: Option<(&str, &str)>,
+        render: impl FnOnce(&Container) -> Value,
+    ) -> Result<Created, Error> {
         let mut tx = self.begin_immediate().await?;
         if let Some((key, _)) = idempotency {
             let exists = sqlx::query_scalar!("SELECT key FROM idempotency_keys WHERE key = ?", key)
@@ -116,6 +130,13 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
+        if let Some(tenant) = tenant {
+            sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
+                .bind(tenant)
+                .bind(cuid)
+                .execute(&mut *tx)
+                .await?;
+        }
         write_ports(&mut tx, cuid, &spec.ports).await?;
         let container = read_back(&mut tx, cuid).await?;
         if let Some((key, sha)) = idempotency {

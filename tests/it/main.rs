@@ -4,6 +4,7 @@
 mod browser;
 mod common;
 mod console;
+mod console_tenancy;
 mod containers;
 mod contract;
 mod files;
@@ -18,4 +19,5 @@ mod layers;
 mod ops;
 mod reconcile;
 mod security;
+mod tenancy;
 mod terminal;
