@@ -110,6 +110,19 @@ impl Browser {
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_cmd(method, path, body).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A WebDriver command; `Err` says what the driver answered when it failed.
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let url = format!("{}/session/{}{}", self.base, self.session, path);
         let mut rb = self.http.request(method, url);
         if let Some(b) = body {
@@ -118,8 +131,11 @@ impl Browser {
         let r = rb.send().await.expect("webdriver request");
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "webdriver {path}: {status} {v}");
-        v["value"].clone()
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!("webdriver {path}: {status} {v}"))
+        }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -159,14 +175,24 @@ impl Browser {
         .await;
     }
 
+    /// Clicks the element `css` names. The console re-renders lists as data arrives, so the
+    /// element found may be replaced before the click lands: then it is found again.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for attempt in 1.. {
+            let id = self.find(css).await;
+            let clicked = self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await;
+            match clicked {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element reference") && attempt < 5 => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) and returns its value.
