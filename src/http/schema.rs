@@ -66,6 +66,9 @@ pub struct Resources {
     pub memory: Option<String>,
     pub memory_bytes: Option<i64>,
     pub pids: Option<i64>,
+    /// Size of `/tmp` under `read_only`, as sent; null: 64m.
+    pub tmp: Option<String>,
+    pub tmp_bytes: Option<i64>,
 }
 
 /// What a client may send to `POST /containers` (unknown fields are refused).
@@ -92,6 +95,9 @@ pub struct CreateBody {
     /// `uid:gid`.
     #[schema(pattern = r"^[0-9]{1,9}:[0-9]{1,9}$")]
     pub user: Option<String>,
+    /// Read-only root filesystem; `/app` stays writable and `/tmp` is a tmpfs of
+    /// `resources.tmp`. Default false.
+    pub read_only: Option<bool>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
 }
@@ -107,6 +113,9 @@ pub struct ResourcesIn {
     pub memory: Option<serde_json::Value>,
     #[schema(minimum = 1)]
     pub pids: Option<i64>,
+    /// Size of the `/tmp` tmpfs of a `read_only` container: `64m` (default), `1g`, or a
+    /// number of bytes; at least `1m`. Without `read_only` it is kept but has no effect.
+    pub tmp: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -170,6 +179,8 @@ pub struct PatchBody {
     pub restart: Option<RestartPolicy>,
     #[schema(pattern = r"^[0-9]{1,9}:[0-9]{1,9}$")]
     pub user: Option<String>,
+    /// `null` is `false`; changing it recreates a running container.
+    pub read_only: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -195,6 +206,7 @@ pub struct Container {
     pub command: Option<Vec<String>>,
     pub restart: RestartPolicy,
     pub user: Option<String>,
+    pub read_only: bool,
     pub desired_state: DesiredState,
     pub status: Status,
     pub exit_code: Option<i64>,

@@ -249,6 +249,7 @@ fn spec() -> Spec {
         command: Some(vec!["sleep".into()]),
         restart: "on-failure".into(),
         user: None,
+        read_only: false,
     }
 }
 
