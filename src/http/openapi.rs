@@ -184,7 +184,19 @@ mod tests {
         for body in ["CreateBody", "PatchBody"] {
             let command = &doc["components"]["schemas"][body]["properties"]["command"];
             assert_eq!(command["minItems"], 1, "{body}: {command}");
+            let read_only = &doc["components"]["schemas"][body]["properties"]["read_only"];
+            assert!(
+                read_only.to_string().contains("boolean"),
+                "{body}: {read_only}"
+            );
         }
+        // `resources.tmp`: at least 1 MiB, as `spec` checks it.
+        let tmp = &doc["components"]["schemas"]["ResourcesIn"]["properties"]["tmp"];
+        assert_eq!(
+            tmp["oneOf"][1]["minimum"],
+            crate::spec::MIN_TMP_BYTES,
+            "{tmp}"
+        );
     }
 
     /// The bodies of `/session`, `/session/ticket`, `/files` and `/images` are typed (a
