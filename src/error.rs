@@ -52,6 +52,26 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, for the document's enumeration.
+    pub const ALL: &'static [Kind] = &[
+        Kind::Validation,
+        Kind::Auth,
+        Kind::Forbidden,
+        Kind::NotFound,
+        Kind::Conflict,
+        Kind::State,
+        Kind::StateConflict,
+        Kind::Timeout,
+        Kind::Compose,
+        Kind::Io,
+        Kind::PreconditionFailed,
+        Kind::PayloadTooLarge,
+        Kind::RateLimited,
+        Kind::Unavailable,
+        Kind::MethodNotAllowed,
+        Kind::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Validation => "validation_error",
@@ -89,6 +109,55 @@ impl Kind {
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
+}
+
+/// On the wire a kind is its `error` string ([`Kind::as_str`]).
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The schema is the set of strings [`Kind::as_str`] gives (two kinds share `state_error`),
+/// so it is written by hand rather than derived.
+impl utoipa::PartialSchema for Kind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut names: Vec<&str> = Vec::new();
+        for k in Self::ALL {
+            if !names.contains(&k.as_str()) {
+                names.push(k.as_str());
+            }
+        }
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Kind {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorKind".into()
+    }
+}
+
+/// The error body of every failure (docs/API.md §3), as sent and as documented.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: Kind,
+    pub code: ApiCode,
+    pub message: String,
+    pub status: u16,
+    pub request_id: String,
+    /// RFC 3339 with an offset.
+    pub timestamp: String,
+    /// Free-form facts about the failure (`field`, `provided`, `limit`, …).
+    #[schema(value_type = Object)]
+    pub details: Value,
+    /// Only with `APP_ENV=development`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub stacktrace: Option<String>,
 }
 
 #[derive(Debug)]
@@ -179,24 +248,21 @@ impl ApiError {
     }
 
     /// The §3 body, without HTTP framing (WebSocket `error` frames reuse it).
-    pub fn body(&self) -> Value {
+    pub fn body(&self) -> ErrorBody {
         let request_id = REQUEST_ID
             .try_with(Clone::clone)
             .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string());
-        let mut body = json!({
-            "error": self.kind.as_str(),
-            "code": self.code,
-            "message": self.message,
-            "status": self.kind.status().as_u16(),
-            "request_id": request_id,
-            "timestamp": chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-            "details": self.details.clone().unwrap_or_else(|| json!({})),
-        });
         let trace = self.extra.as_ref().and_then(|e| e.stacktrace.as_ref());
-        if let (Some(trace), true) = (trace, development()) {
-            body["stacktrace"] = Value::String(trace.clone());
+        ErrorBody {
+            error: self.kind,
+            code: self.code,
+            message: self.message.clone(),
+            status: self.kind.status().as_u16(),
+            request_id,
+            timestamp: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            details: self.details.clone().unwrap_or_else(|| json!({})),
+            stacktrace: trace.filter(|_| development()).cloned(),
         }
-        body
     }
 }
 

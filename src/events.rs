@@ -15,10 +15,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::watch;
+use utoipa::ToSchema;
 
-use crate::representation::representation;
+use crate::representation::{representation, Representation, Shown};
 use crate::store::containers::ListFilter;
 use crate::store::Store;
 
@@ -32,6 +33,34 @@ pub struct Event {
     pub id: u64,
     /// The JSON `data:` line.
     pub data: Arc<str>,
+    /// The tenant of the container it is about: a tenant's reader sees only its own.
+    pub tenant: Option<Arc<str>>,
+}
+
+/// The `data` of an `event: container`: a container's new representation, or its end.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ContainerEvent {
+    /// Boxed: a representation is large beside a deletion.
+    Changed(Box<ContainerChanged>),
+    Deleted(ContainerDeleted),
+}
+
+/// A container whose representation changed (or that was created).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ContainerChanged {
+    pub cuid: String,
+    pub generation: i64,
+    pub status: Shown,
+    pub container: Representation,
+}
+
+/// A container whose row is gone.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ContainerDeleted {
+    pub cuid: String,
+    /// Always true.
+    pub deleted: bool,
 }
 
 /// What a reader gets after the id it last saw.
@@ -82,8 +111,9 @@ impl Feed {
         self.latest.subscribe()
     }
 
-    fn push(&self, data: Value) {
-        let data: Arc<str> = data.to_string().into();
+    fn push(&self, data: &impl Serialize, tenant: Option<&str>) {
+        let tenant = tenant.map(Arc::from);
+        let data: Arc<str> = serde_json::to_string(data).unwrap_or_default().into();
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let id = self.latest() + 1;
         // The newest event is always kept, even alone over the budget: a reader waiting for
@@ -97,7 +127,7 @@ impl Feed {
             ring.bytes -= old.data.len();
         }
         ring.bytes += data.len();
-        ring.events.push_back(Event { id, data });
+        ring.events.push_back(Event { id, data, tenant });
         self.latest.send_replace(id);
     }
 
@@ -126,25 +156,16 @@ impl Feed {
 
 /// Every container's representation, as compared between diffs. A container being deleted
 /// is still there (status `deleting`); `deleted: true` is sent when its row is gone.
-async fn snapshot(store: &Store) -> Result<HashMap<String, (Value, String)>, sqlx::Error> {
+async fn snapshot(store: &Store) -> Result<HashMap<String, (Representation, String)>, sqlx::Error> {
     let mut out = HashMap::new();
     let mut after = 0;
     loop {
-        let page = store
-            .list(
-                &ListFilter {
-                    status: None,
-                    tag: None,
-                },
-                after,
-                1000,
-            )
-            .await?;
+        let page = store.list(&ListFilter::default(), after, 1000).await?;
         let more = page.len() > 1000;
         for c in page.iter().take(1000) {
             after = c.seq;
             let rep = representation(c);
-            let text = rep.to_string();
+            let text = serde_json::to_string(&rep).unwrap_or_default();
             out.insert(c.cuid.clone(), (rep, text));
         }
         if !more {
@@ -179,43 +200,59 @@ pub async fn run(
     }
 }
 
-fn emit(feed: &Feed, known: &HashMap<String, String>, now: &HashMap<String, (Value, String)>) {
+fn emit(
+    feed: &Feed,
+    known: &HashMap<String, String>,
+    now: &HashMap<String, (Representation, String)>,
+) {
     // Creation order (the store's seq is not in the representation; created_at is, and
     // cuid breaks ties) keeps the feed's order stable.
-    let mut changed: Vec<&(Value, String)> = now
+    let mut changed: Vec<&Representation> = now
         .iter()
         .filter(|(cuid, (_, text))| known.get(*cuid) != Some(text))
-        .map(|(_, v)| v)
+        .map(|(_, (rep, _))| rep)
         .collect();
-    changed.sort_by(|a, b| {
-        (a.0["created_at"].as_str(), a.0["cuid"].as_str())
-            .cmp(&(b.0["created_at"].as_str(), b.0["cuid"].as_str()))
-    });
-    for (rep, _) in changed {
-        feed.push(json!({
-            "cuid": rep["cuid"],
-            "generation": rep["generation"],
-            "status": rep["status"],
-            "container": rep,
-        }));
+    changed.sort_by(|a, b| (&a.created_at, &a.cuid).cmp(&(&b.created_at, &b.cuid)));
+    for rep in changed {
+        feed.push(
+            &ContainerEvent::Changed(Box::new(ContainerChanged {
+                cuid: rep.cuid.clone(),
+                generation: rep.generation,
+                status: rep.status,
+                container: rep.clone(),
+            })),
+            rep.tenant.as_deref(),
+        );
     }
     let mut gone: Vec<&String> = known.keys().filter(|k| !now.contains_key(*k)).collect();
     gone.sort();
     for cuid in gone {
-        feed.push(json!({"cuid": cuid, "deleted": true}));
+        // The last representation sent names the tenant the deletion belongs to.
+        let last: serde_json::Value = known
+            .get(cuid)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        feed.push(
+            &ContainerEvent::Deleted(ContainerDeleted {
+                cuid: cuid.clone(),
+                deleted: true,
+            }),
+            last["tenant"].as_str(),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn resume_and_reset() {
         let f = Feed::new(WINDOW, MAX_BYTES);
         assert!(matches!(f.since(0), Since::Events(v) if v.is_empty()));
         for i in 0..(WINDOW + 10) {
-            f.push(json!({ "i": i }));
+            f.push(&json!({ "i": i }), None);
         }
         assert_eq!(f.latest(), (WINDOW + 10) as u64);
         assert!(matches!(f.since(5), Since::Reset));
@@ -236,7 +273,7 @@ mod tests {
         let f = Feed::new(WINDOW, 10_000);
         let big = "x".repeat(1_000);
         for i in 0..100 {
-            f.push(json!({ "i": i, "pad": big }));
+            f.push(&json!({ "i": i, "pad": big }), None);
             assert!(f.bytes() <= 10_000, "{} bytes after {i}", f.bytes());
         }
         // About nine events of ~1 KB fit: an early id is gone, a recent one resumes.
@@ -246,7 +283,7 @@ mod tests {
             Since::Reset => panic!("a recent id must resume"),
         }
         // One event over the whole budget is still kept (alone), so it can be read.
-        f.push(json!({ "pad": "y".repeat(20_000) }));
+        f.push(&json!({ "pad": "y".repeat(20_000) }), None);
         assert!(matches!(f.since(f.latest() - 1), Since::Events(v) if v.len() == 1));
         assert!(matches!(f.since(f.latest() - 2), Since::Reset));
     }

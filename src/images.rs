@@ -94,9 +94,10 @@ pub fn credentials_for(
 }
 
 /// Progress of one pull, as shown in the representation (`pull`) and `POST /images/pull`.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PullProgress {
     pub image: String,
+    /// RFC 3339 (UTC).
     pub started_at: String,
     pub layers_done: u64,
     pub layers_total: u64,

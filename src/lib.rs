@@ -54,6 +54,7 @@ pub mod spec;
 pub mod state;
 pub mod step_error;
 pub mod store;
+pub mod tenancy;
 pub mod terminal;
 
 /// The whole API as a router over `state`: what `main` serves, and what an in-process test

@@ -293,7 +293,11 @@ impl Progress {
     }
 
     fn converged(&self) -> bool {
-        self.observed_generation == self.generation && self.restart_done >= self.restart_requested
+        // A restart is owed only to a container wanted up: a stop (or a never-started
+        // container) supersedes one still pending, e.g. a restart whose start failed. Counted
+        // as owed, it kept a `stop` that had converged waiting into its `408`.
+        let restart_owed = self.desired.is_up() && self.restart_done < self.restart_requested;
+        self.observed_generation == self.generation && !restart_owed
     }
 
     /// Whether Docker's list entry for the container (its state and the generation label it
@@ -492,6 +496,13 @@ mod tests {
             ..progress(D::Running, S::Running)
         };
         assert!(!restart_pending.settled());
+        // A stop after a restart that never happened is answered once stopped.
+        let stopped_instead = Progress {
+            restart_requested: 2,
+            ..progress(D::Stopped, S::Stopped)
+        };
+        assert!(stopped_instead.settled());
+        assert!(stopped_instead.in_sync(None));
     }
 
     #[test]

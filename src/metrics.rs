@@ -48,6 +48,21 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+    /// `containers`, `running`, `cpus`, `memory_bytes` or `pids`.
+    pub resource: &'static str,
+}
+
+/// One tenant's figures for the scrape: what it uses and its limits (`None`: no limit), by
+/// resource name.
+pub struct TenantFigures {
+    pub tenant: String,
+    pub usage: Vec<(&'static str, f64)>,
+    pub quota: Vec<(&'static str, Option<f64>)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ContainerLabels {
     pub desired_state: String,
     pub status: String,
@@ -76,6 +91,8 @@ pub struct Metrics {
     pub compose_duration: HistogramFamily<SubcommandLabels>,
     pub engine_errors: Family<OperationLabels, Counter>,
     pub containers: Family<ContainerLabels, Gauge>,
+    pub tenant_usage: Family<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub tenant_quota: Family<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub docker_events: Counter,
     pub resync_duration: Histogram,
     pub terminal_sessions: Gauge,
@@ -99,6 +116,8 @@ impl Metrics {
             compose_duration: Family::new_with_constructor(work_histogram),
             engine_errors: Family::default(),
             containers: Family::default(),
+            tenant_usage: Family::default(),
+            tenant_quota: Family::default(),
             docker_events: Counter::default(),
             resync_duration: work_histogram(),
             terminal_sessions: Gauge::default(),
@@ -161,6 +180,16 @@ impl Metrics {
             "containers",
             "Containers in the store by desired state and observed status",
             m.containers.clone(),
+        );
+        r.register(
+            "tenant_usage",
+            "What each tenant holds, by resource (as its quotas count it)",
+            m.tenant_usage.clone(),
+        );
+        r.register(
+            "tenant_quota",
+            "Each tenant's limits, by resource (absent: no limit)",
+            m.tenant_quota.clone(),
         );
         r.register(
             "docker_events",
@@ -294,6 +323,7 @@ pub fn scrape(
     queue_depth: usize,
     queue_oldest: Option<Duration>,
     containers: Vec<(String, String, i64)>,
+    tenants: Vec<TenantFigures>,
 ) -> String {
     let m = get();
     m.queue_depth.set(queue_depth as i64);
@@ -309,6 +339,28 @@ pub fn scrape(
                 status,
             })
             .set(n);
+    }
+    m.tenant_usage.clear();
+    m.tenant_quota.clear();
+    for t in tenants {
+        for (resource, value) in t.usage {
+            m.tenant_usage
+                .get_or_create(&TenantLabels {
+                    tenant: t.tenant.clone(),
+                    resource,
+                })
+                .set(value);
+        }
+        for (resource, limit) in t.quota {
+            if let Some(limit) = limit {
+                m.tenant_quota
+                    .get_or_create(&TenantLabels {
+                        tenant: t.tenant.clone(),
+                        resource,
+                    })
+                    .set(limit);
+            }
+        }
     }
     m.encode()
 }

@@ -1,38 +1,90 @@
-//! What the API answers about a container and `/events` sends for it: one function, so the
+//! What the API answers about a container and `/events` sends for it: one type, so the
 //! two can never differ. Below both `http` and `events`, above the store whose row it shows.
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::lifecycle::{DesiredState, Status};
+use crate::spec::{Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
-/// The representation of docs/API.md §4: the spec plus identity, states and generations.
-pub fn representation(c: &Container) -> Value {
+/// The representation of a container (docs/API.md §4): the spec plus identity, states and
+/// generations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Container)]
+pub struct Representation {
+    pub cuid: String,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub resources: Resources,
+    pub ports: Vec<Port>,
+    /// argv, or null for `BOOT_COMMAND`.
+    #[schema(required = true)]
+    pub command: Option<Vec<String>>,
+    pub restart: RestartPolicy,
+    /// `uid:gid`, or null for the server's default.
+    #[schema(required = true)]
+    pub user: Option<String>,
+    /// Root filesystem read-only, `/tmp` a tmpfs of `resources.tmp`.
+    pub read_only: bool,
+    pub desired_state: DesiredState,
+    pub status: Shown,
+    #[schema(required = true)]
+    pub exit_code: Option<i64>,
+    pub generation: i64,
+    pub observed_generation: i64,
+    /// `{code, message, at, …}` of the last failure, or null.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub last_error: Option<Value>,
+    /// RFC 3339 (UTC).
+    pub created_at: String,
+    pub updated_at: String,
+    /// The tenant it belongs to (docs/API.md §13); `null`: the operator's.
+    #[schema(required = true)]
+    pub tenant: Option<String>,
+}
+
+/// `status` of a representation: the observed status, or `deleted` in the answer to a
+/// `DELETE` that waited for the container to be gone.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Shown {
+    Observed(Status),
+    Gone(Gone),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Gone {
+    Deleted,
+}
+
+/// The representation of a stored container.
+pub fn representation(c: &Container) -> Representation {
     let s = &c.spec;
-    json!({
-        "cuid": c.cuid,
-        "image": s.image,
-        "env": s.env,
-        "tags": s.tags,
-        "resources": {
-            "cpus": s.resources.cpus,
-            "memory": s.resources.memory,
-            "memory_bytes": s.resources.memory_bytes,
-            "pids": s.resources.pids,
-            "tmp": s.resources.tmp,
-            "tmp_bytes": s.resources.tmp_bytes,
-        },
-        "ports": s.ports,
-        "command": s.command,
-        "restart": s.restart,
-        "user": s.user,
-        "read_only": s.read_only,
-        "desired_state": c.desired_state,
-        "status": c.status,
-        "exit_code": c.exit_code,
-        "generation": c.generation,
-        "observed_generation": c.observed_generation,
-        "last_error": c.last_error,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    })
+    Representation {
+        cuid: c.cuid.clone(),
+        image: s.image.clone(),
+        env: s.env.clone(),
+        tags: s.tags.clone(),
+        resources: s.resources.clone(),
+        ports: s.ports.clone(),
+        command: s.command.clone(),
+        restart: s.restart,
+        user: s.user.clone(),
+        read_only: s.read_only,
+        desired_state: c.desired_state,
+        status: Shown::Observed(c.status),
+        exit_code: c.exit_code,
+        generation: c.generation,
+        observed_generation: c.observed_generation,
+        last_error: c.last_error.clone(),
+        created_at: c.created_at.clone(),
+        updated_at: c.updated_at.clone(),
+        tenant: c.tenant.clone(),
+    }
 }

@@ -40,11 +40,34 @@ pub fn start_background(state: &AppState) {
         state.store.subscribe_changes(),
         state.shutdown.clone(),
     ));
+    let token_use = tokio::spawn(flush_token_use(state.clone()));
     state
         .background
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .extend([("reconciler", task), ("events feed", feed)]);
+        .extend([
+            ("reconciler", task),
+            ("events feed", feed),
+            ("token use", token_use),
+        ]);
+}
+
+/// Writes tokens' `last_used_at` every few seconds, and once more at shutdown: one small
+/// write for all requests in between, instead of one per request.
+async fn flush_token_use(state: AppState) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(EVERY) => false,
+            _ = state.shutdown.cancelled() => true,
+        };
+        if let Err(e) = state.tenancy.tokens.flush(&state.store).await {
+            tracing::warn!(error = %e, "cannot record token use");
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, gives in-flight requests

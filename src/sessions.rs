@@ -38,6 +38,9 @@ const MAX_TICKETS: usize = 10_000;
 
 struct Session {
     user: String,
+    /// Signed in with an API token: its secret, checked again on every request, so a
+    /// revoked or expired token ends the session at once.
+    bearer: Option<String>,
     expires: Instant,
     key_digest: [u8; 32],
 }
@@ -74,6 +77,8 @@ pub struct Proof<'a> {
 pub struct Authenticated {
     pub token: String,
     pub user: String,
+    /// The API token the session was signed in with, if any.
+    pub bearer: Option<String>,
 }
 
 /// A fresh sign-in: the cookie's token and the key only the console's origin keeps.
@@ -110,6 +115,11 @@ fn make_room<V>(map: &mut HashMap<String, V>, max: usize, expires: impl Fn(&V) -
 impl Sessions {
     /// A fresh session for `user`.
     pub fn create(&self, user: &str) -> SignedIn {
+        self.create_with(user, None)
+    }
+
+    /// A fresh session for `user`, signed in with the API token `bearer` when given.
+    pub fn create_with(&self, user: &str, bearer: Option<&str>) -> SignedIn {
         let signed_in = SignedIn {
             token: random_hex(),
             key: random_hex(),
@@ -120,6 +130,7 @@ impl Sessions {
             signed_in.token.clone(),
             Session {
                 user: user.to_owned(),
+                bearer: bearer.map(str::to_owned),
                 expires: Instant::now() + LIFETIME,
                 key_digest: digest(&signed_in.key),
             },
@@ -157,9 +168,10 @@ impl Sessions {
                     return Ok(Authenticated {
                         token: token.clone(),
                         user: session.user.clone(),
+                        bearer: session.bearer.clone(),
                     });
                 }
-                live.push((token.clone(), session.user.clone()));
+                live.push((token.clone(), session.user.clone(), session.bearer.clone()));
             }
         }
         if live.is_empty() {
@@ -170,8 +182,12 @@ impl Sessions {
         let used = tickets
             .remove(ticket)
             .filter(|t| t.expires > Instant::now());
-        used.and_then(|t| live.into_iter().find(|(token, _)| *token == t.session))
-            .map(|(token, user)| Authenticated { token, user })
+        used.and_then(|t| live.into_iter().find(|(token, _, _)| *token == t.session))
+            .map(|(token, user, bearer)| Authenticated {
+                token,
+                user,
+                bearer,
+            })
             .ok_or(Refusal::KeyRequired)
     }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub sessions: Arc<crate::sessions::Sessions>,
     /// The change feed of `GET /events`.
     pub events: Arc<crate::events::Feed>,
+    /// API tokens, tenants' quotas and request rates.
+    pub tenancy: Arc<crate::tenancy::Tenancy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ impl AppState {
         let files = crate::appdir::Files::open(&config).map_err(|e| {
             StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
         })?;
+        let tenancy = Arc::new(crate::tenancy::Tenancy::load(&store).await?);
         let events = Arc::new(crate::events::Feed::new(
             config.events_window,
             config.events_max_bytes,
@@ -113,6 +116,7 @@ impl AppState {
             files: Arc::new(files),
             sessions: Arc::default(),
             events,
+            tenancy,
         })
     }
 }

@@ -32,10 +32,11 @@ function errorText(body, status) {
 }
 
 class ApiError extends Error {
-  constructor(status, body) {
+  constructor(status, body, headers) {
     super(errorText(body, status));
     this.status = status;
     this.body = body;
+    this.headers = headers;
   }
 }
 
@@ -102,7 +103,7 @@ async function api(method, path, { json, body, headers, raw } = {}) {
   if (r.status === 401 && path !== "/session") {
     showSignIn("Your session has ended; sign in again.");
   }
-  if (!r.ok) throw new ApiError(r.status, data);
+  if (!r.ok) throw new ApiError(r.status, data, r.headers);
   return { status: r.status, headers: r.headers, data };
 }
 
@@ -152,41 +153,119 @@ function portText(p) {
 
 let signedIn = false;
 
+// Who is signed in (`GET /session`): a password is the operator (`admin`, no tenant); a
+// token brings its own scope and tenant. The console shows only what that scope may use;
+// the server checks every request anyway, so this is about not offering dead buttons.
+const SCOPES = ["read", "operate", "write", "admin"];
+let me = { user: "", scope: "read", tenant: null };
+
+/** Whether the signed-in principal's scope covers `scope`. */
+function can(scope) {
+  return SCOPES.indexOf(me.scope) >= SCOPES.indexOf(scope);
+}
+
+/** The admin pages are the operator's: an admin without a tenant. */
+function isOperator() {
+  return can("admin") && !me.tenant;
+}
+
+/** Hides every control marked `data-needs="<scope>"` that the scope does not cover. */
+function applyScope() {
+  for (const e of document.querySelectorAll("[data-needs]")) {
+    const needs = e.dataset.needs;
+    e.hidden = needs === "admin" ? !isOperator() : !can(needs);
+  }
+  // A tenant's session sees its own containers only: a tenant column would say nothing.
+  $("list-table").classList.toggle("no-tenant", !!me.tenant);
+  const badge = $("tenant-badge");
+  badge.hidden = !me.tenant;
+  badge.textContent = me.tenant ? `tenant ${me.tenant}` : "";
+  // A token signs in as `token:<id>:<name>`: its name says enough.
+  const m = /^token:[^:]*:(.*)$/.exec(me.user);
+  const name = m ? `token ${m[1]}` : me.user;
+  $("who").textContent = me.scope === "admin" ? name : `${name} (${me.scope})`;
+}
+
+function tokenMode() {
+  return !$("signin-with-token").disabled;
+}
+
+/** Switches the sign-in form between user + password and an API token. */
+function setTokenMode(on) {
+  // A disabled fieldset's fields are neither validated nor sent.
+  $("signin-with-token").disabled = !on;
+  $("signin-with-token").hidden = !on;
+  $("signin-with-password").disabled = on;
+  $("signin-with-password").hidden = on;
+  $("signin-mode").textContent = on ? "Use a user name and password" : "Use an API token";
+  $("signin-error").textContent = "";
+  (on ? $("signin-token") : $("signin-user")).focus();
+}
+
+$("signin-mode").addEventListener("click", () => setTokenMode(!tokenMode()));
+
 function showSignIn(message) {
   signedIn = false;
   closeLive();
   closeDetail();
+  $("token-secret-value").value = ""; // a new token's secret never outlives the page it is on
   $("nav").hidden = true;
   showPage("signin");
   $("signin-error").textContent = message || "";
-  $("signin-user").focus();
+  (tokenMode() ? $("signin-token") : $("signin-user")).focus();
 }
 
+/** `GET /session`: `{user, scope, tenant}` of a live session, or null. */
 async function checkSession() {
   if (!localStorage.getItem(KEY_STORE)) return null;
   const r = await fetch("/session", { credentials: "same-origin", headers: authHeaders() });
   if (!r.ok) return null;
-  return (await r.json()).user;
+  return r.json();
+}
+
+/** A failed sign-in in plain words. */
+function signInError(e, withToken) {
+  if (e.status === 401) {
+    return withToken ? "That token is not valid: it is wrong, revoked or expired."
+      : "Wrong user name or password.";
+  }
+  if (e.status === 429) {
+    const wait = e.headers && e.headers.get("retry-after");
+    return "Too many failed sign-ins from this address. Try again " +
+      (wait ? `in ${wait} seconds.` : "later.");
+  }
+  if (e.status === 403) return "The server refused a sign-in from this page's address: " + e.message;
+  return e.message;
 }
 
 $("signin-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const button = $("signin-submit");
-  button.disabled = true;
+  const withToken = tokenMode();
   $("signin-error").textContent = "";
+  let json;
+  if (withToken) {
+    const token = $("signin-token").value.trim();
+    if (!token.startsWith("cm_")) {
+      $("signin-error").textContent = "An API token starts with cm_ (copy all of it).";
+      return;
+    }
+    json = { token };
+  } else {
+    json = { user: $("signin-user").value, password: $("signin-password").value };
+  }
+  button.disabled = true;
   try {
-    // The password travels in this request's body only, and is cleared from the form.
-    const r = await api("POST", "/session", {
-      json: { user: $("signin-user").value, password: $("signin-password").value },
-    });
-    $("signin-password").value = "";
+    // The password or token travels in this request's body only, and is cleared from the form.
+    const r = await api("POST", "/session", { json });
     localStorage.setItem(KEY_STORE, r.data.key);
-    onSignedIn(r.data.user);
+    const who = await api("GET", "/session");
+    onSignedIn(who.data);
   } catch (e) {
-    $("signin-password").value = "";
-    $("signin-error").textContent =
-      e.status === 401 ? "Wrong user name or password." : e.message;
+    $("signin-error").textContent = signInError(e, withToken);
   } finally {
+    $("signin-password").value = "";
+    $("signin-token").value = "";
     button.disabled = false;
   }
 });
@@ -197,9 +276,10 @@ $("sign-out").addEventListener("click", async () => {
   showSignIn("Signed out.");
 });
 
-function onSignedIn(user) {
+function onSignedIn(who) {
   signedIn = true;
-  $("who").textContent = user;
+  me = { user: who.user, scope: SCOPES.includes(who.scope) ? who.scope : "read", tenant: who.tenant || null };
+  applyScope();
   $("nav").hidden = false;
   openLive();
   if (!location.hash || location.hash === "#/signin") location.hash = "#/";
@@ -209,14 +289,33 @@ function onSignedIn(user) {
 // ------------------------------------------------------------------ pages and routing
 
 function showPage(name) {
-  for (const p of ["signin", "list", "form", "detail"]) $("page-" + p).hidden = p !== name;
+  for (const p of ["signin", "list", "form", "detail", "tokens", "tenants"]) {
+    $("page-" + p).hidden = p !== name;
+  }
+}
+
+// A message for the page the next route shows (route() clears the old one first).
+let nextFlash = "";
+
+/** Leaves a page the principal may not use for the list, saying why. */
+function refuse(what) {
+  nextFlash = `Your sign-in (scope ${me.scope}) may not ${what}.`;
+  location.hash = "#/";
 }
 
 function route() {
   if (!signedIn) return;
-  flash("");
+  flash(nextFlash);
+  nextFlash = "";
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  if (parts[0] === "new") {
+  if (parts[0] !== "tokens") $("token-secret-value").value = "";
+  if ((parts[0] === "new" || parts[2] === "edit") && !can("write")) {
+    closeDetail();
+    refuse("create or edit containers");
+  } else if ((parts[0] === "tokens" || parts[0] === "tenants") && !isOperator()) {
+    closeDetail();
+    refuse("manage tokens and tenants");
+  } else if (parts[0] === "new") {
     closeDetail();
     openForm(null);
   } else if (parts[0] === "c" && parts[1] && parts[2] === "edit") {
@@ -224,6 +323,12 @@ function route() {
     openForm(parts[1]);
   } else if (parts[0] === "c" && parts[1]) {
     openDetail(parts[1], parts[2] || "logs");
+  } else if (parts[0] === "tokens") {
+    closeDetail();
+    openTokens();
+  } else if (parts[0] === "tenants") {
+    closeDetail();
+    openTenants();
   } else {
     closeDetail();
     showPage("list");
@@ -359,6 +464,7 @@ function listRow(c) {
     "tr",
     { "data-cuid": c.cuid },
     el("td", {}, el("a", { href: "#/c/" + encodeURIComponent(c.cuid), text: c.cuid })),
+    el("td", { class: "col-tenant", text: c.tenant || "—" }),
     el("td", { text: c.image }),
     tags,
     el("td", { text: (c.ports || []).map(portText).join(", ") }),
@@ -415,9 +521,12 @@ async function openForm(cuid) {
   $("form-submit").textContent = cuid ? "Save" : "Create";
   $("f-start").parentElement.hidden = !!cuid;
   $("form-cancel").href = cuid ? "#/c/" + encodeURIComponent(cuid) : "#/";
+  // The operator may create a container for a tenant; a tenant's own are its tenant's.
+  $("f-tenant-row").hidden = !!cuid || !isOperator();
   if (!cuid) {
     fillForm(null);
     $("f-image").focus();
+    if (isOperator()) loadFormTenants();
     return;
   }
   try {
@@ -428,6 +537,16 @@ async function openForm(cuid) {
   } catch (e) {
     $("form-error").textContent = e.message;
   }
+}
+
+/** The tenant choices of the create form (none when the list cannot be had). */
+async function loadFormTenants() {
+  const select = $("f-tenant");
+  select.replaceChildren(el("option", { value: "", text: "none" }));
+  try {
+    const r = await api("GET", "/tenants");
+    for (const t of r.data.tenants) select.append(el("option", { value: t.name, text: t.name }));
+  } catch (_) { /* the form still creates the operator's own */ }
 }
 
 /** The form as the API's spec; throws with a field name on what cannot be read. */
@@ -490,6 +609,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
     if (!form.cuid) {
       if (!spec.command) delete spec.command;
       if ($("f-start").checked) spec.start = true;
+      if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
       $("form-error").textContent = spec.start ? "Creating and starting…" : "";
       const r = await api("POST", "/containers", { json: spec });
       location.hash = "#/c/" + encodeURIComponent(r.data.cuid);
@@ -594,6 +714,7 @@ function resourcesText(r) {
 function renderDetail(c) {
   detail.container = c;
   dl($("desired"), [
+    ["tenant", c.tenant || "none"],
     ["state", c.desired_state],
     ["generation", String(c.generation)],
     ["image", c.image],
@@ -666,6 +787,7 @@ for (const b of document.querySelectorAll("[data-tab]")) {
 
 function selectTab(tab) {
   if (!["logs", "terminal", "files"].includes(tab)) tab = "logs";
+  if (tab === "terminal" && !can("operate")) tab = "logs"; // a terminal needs `operate`
   for (const b of document.querySelectorAll("[data-tab]")) {
     b.setAttribute("aria-selected", String(b.dataset.tab === tab));
   }
@@ -918,10 +1040,267 @@ drop.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); $("upload-input").click(); }
 });
 
+// ------------------------------------------------------------------ tokens (operator)
+
+/** A timestamp as the local date and time, or a dash. */
+function when(ts) {
+  if (!ts) return "—";
+  const d = new Date(ts);
+  return isNaN(d) ? ts : d.toLocaleString();
+}
+
+function tokenState(t) {
+  if (t.revoked_at) return "revoked";
+  if (t.expires_at && new Date(t.expires_at) <= new Date()) return "expired";
+  return "active";
+}
+
+async function openTokens() {
+  showPage("tokens");
+  $("token-form-error").textContent = "";
+  $("token-secret").hidden = !$("token-secret-value").value;
+  await Promise.all([loadTokens(), loadTenantChoices()]);
+}
+
+/** The tenant choices of the token form. */
+async function loadTenantChoices() {
+  const select = $("t-tenant");
+  const keep = select.value;
+  try {
+    const r = await api("GET", "/tenants");
+    select.replaceChildren(el("option", { value: "", text: "none (every container)" }));
+    for (const t of r.data.tenants) select.append(el("option", { value: t.name, text: t.name }));
+    select.value = keep;
+    if (select.value !== keep) select.value = "";
+  } catch (e) {
+    $("token-form-error").textContent = e.message;
+  }
+}
+
+async function loadTokens() {
+  try {
+    const r = await api("GET", "/tokens");
+    $("tokens-error").textContent = "";
+    const body = $("tokens-body");
+    body.replaceChildren();
+    // Live ones first, newest first within each group.
+    const rows = [...r.data.tokens].sort((a, b) =>
+      (tokenState(a) !== "active") - (tokenState(b) !== "active") ||
+      String(b.created_at).localeCompare(String(a.created_at)));
+    for (const t of rows) body.append(tokenRow(t));
+    $("tokens-empty").hidden = rows.length > 0;
+  } catch (e) {
+    $("tokens-error").textContent = e.message;
+  }
+}
+
+function tokenRow(t) {
+  const state = tokenState(t);
+  const revoke = state === "revoked" ? null : el("button", {
+    type: "button", class: "danger", text: "Revoke", "data-revoke": t.id,
+    onclick: () => revokeToken(t),
+  });
+  return el("tr", { "data-token": t.id, "data-name": t.name },
+    el("td", { text: t.name, title: t.id }),
+    el("td", { text: t.scope }),
+    el("td", { text: t.tenant || "—" }),
+    el("td", { text: when(t.created_at) }),
+    el("td", { text: t.expires_at ? when(t.expires_at) : "never" }),
+    el("td", { text: t.last_used_at ? when(t.last_used_at) : "never" }),
+    el("td", { class: "token-state state-" + state, text: state }),
+    el("td", {}, revoke));
+}
+
+async function revokeToken(t) {
+  if (!confirm(`Revoke the token "${t.name}"? Every program using it is refused from now on. This cannot be undone.`)) return;
+  try {
+    await api("DELETE", "/tokens/" + encodeURIComponent(t.id));
+    flash(`Token "${t.name}" revoked.`);
+  } catch (e) {
+    $("tokens-error").textContent = e.message;
+  }
+  loadTokens();
+}
+
+$("token-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("token-form-error").textContent = "";
+  const expires = $("t-expiry").value;
+  const body = {
+    name: $("t-name").value.trim(),
+    scope: $("t-scope").value,
+    tenant: $("t-tenant").value || null,
+    expires_in: expires ? Number(expires) : null,
+  };
+  if (body.tenant && body.scope === "admin") {
+    $("token-form-error").textContent = "A tenant's token cannot be admin: choose write or less, or no tenant.";
+    return;
+  }
+  $("token-create").disabled = true;
+  try {
+    const r = await api("POST", "/tokens", { json: body });
+    showSecret(r.data.name, r.data.token);
+    $("t-name").value = "";
+    loadTokens();
+  } catch (e) {
+    $("token-form-error").textContent = e.message;
+  } finally {
+    $("token-create").disabled = false;
+  }
+});
+
+/** Shows a new token's secret, this once; it is cleared when the page is left. */
+function showSecret(name, secret) {
+  $("token-secret-name").textContent = `"${name}"`;
+  $("token-secret-value").value = secret;
+  $("token-copy-status").textContent = "";
+  $("token-secret").hidden = false;
+  $("token-secret-value").select();
+}
+
+$("token-copy").addEventListener("click", async () => {
+  const input = $("token-secret-value");
+  try {
+    await navigator.clipboard.writeText(input.value);
+  } catch (_) {
+    // No clipboard API (plain HTTP on another host): the old way, on the selected text.
+    input.select();
+    if (!document.execCommand("copy")) {
+      $("token-copy-status").textContent = "Copying failed: select the token and copy it by hand.";
+      return;
+    }
+  }
+  $("token-copy-status").textContent = "Copied.";
+});
+
+$("token-secret-done").addEventListener("click", () => {
+  $("token-secret-value").value = "";
+  $("token-secret").hidden = true;
+});
+
+// ------------------------------------------------------------------ tenants (operator)
+
+const QUOTA_FIELDS = ["max_containers", "max_running", "max_cpus", "max_memory", "max_pids", "ports", "requests_per_second"];
+const tenants = { list: [], editing: null };
+
+/** "used / limit", or "used / no limit". */
+function against(used, limit, fmt) {
+  const f = fmt || String;
+  return `${f(used)} / ${limit === null || limit === undefined ? "no limit" : f(limit)}`;
+}
+
+function cpusText(n) {
+  return String(Math.round(n * 100) / 100);
+}
+
+/** Bytes as the shortest size the API reads back (`8g`, `512m`), for the form. */
+function sizeText(bytes) {
+  for (const [unit, m] of [["g", 1 << 30], ["m", 1 << 20], ["k", 1 << 10]]) {
+    if (bytes % m === 0) return `${bytes / m}${unit}`;
+  }
+  return String(bytes);
+}
+
+async function openTenants() {
+  showPage("tenants");
+  editTenant(null);
+  await loadTenants();
+}
+
+async function loadTenants() {
+  try {
+    const r = await api("GET", "/tenants");
+    $("tenants-error").textContent = "";
+    tenants.list = r.data.tenants;
+    const body = $("tenants-body");
+    body.replaceChildren();
+    for (const t of tenants.list) body.append(tenantRow(t));
+    $("tenants-empty").hidden = tenants.list.length > 0;
+  } catch (e) {
+    $("tenants-error").textContent = e.message;
+  }
+}
+
+function tenantRow(t) {
+  const q = t.quotas;
+  const u = t.usage;
+  return el("tr", { "data-tenant": t.name },
+    el("th", { scope: "row", text: t.name }),
+    el("td", { "data-usage": "containers", text: against(u.containers, q.max_containers) }),
+    el("td", { "data-usage": "running", text: against(u.running, q.max_running) }),
+    el("td", { "data-usage": "cpus", text: against(u.cpus, q.max_cpus, cpusText) }),
+    el("td", { "data-usage": "memory", text: against(u.memory, q.max_memory, humanSize) }),
+    el("td", { "data-usage": "pids", text: against(u.pids, q.max_pids) }),
+    el("td", { text: q.ports || "any" }),
+    el("td", { text: q.requests_per_second === null ? "no limit" : String(q.requests_per_second) }),
+    el("td", {},
+      el("button", { type: "button", text: "Edit", onclick: () => editTenant(t) }),
+      " ",
+      el("button", { type: "button", class: "danger", text: "Delete", onclick: () => deleteTenant(t) })));
+}
+
+/** Fills the form with `t`'s quotas to edit them, or empties it for a new tenant. */
+function editTenant(t) {
+  tenants.editing = t ? t.name : null;
+  $("tenant-form-error").textContent = "";
+  $("tenant-form-title").textContent = t ? `Quotas of ${t.name}` : "New tenant";
+  $("tenant-save").textContent = t ? "Save quotas" : "Create tenant";
+  $("tenant-cancel").hidden = !t;
+  $("q-name").value = t ? t.name : "";
+  $("q-name").readOnly = !!t;
+  for (const f of QUOTA_FIELDS) {
+    const v = t ? t.quotas[f] : null;
+    $("q-" + f).value = v === null || v === undefined ? "" : f === "max_memory" ? sizeText(v) : String(v);
+  }
+  if (t) $("q-max_containers").focus();
+}
+
+$("tenant-cancel").addEventListener("click", () => editTenant(null));
+
+$("tenant-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("tenant-form-error").textContent = "";
+  const name = $("q-name").value.trim();
+  if (!tenants.editing && tenants.list.some((t) => t.name === name)) {
+    $("tenant-form-error").textContent = `There is a tenant ${name} already: use its Edit button to change its quotas.`;
+    return;
+  }
+  const body = {};
+  for (const f of QUOTA_FIELDS) {
+    const v = $("q-" + f).value.trim();
+    // Numbers go as numbers; anything else as typed, so the API's message says what is wrong.
+    const numeric = f !== "ports" && f !== "max_memory" && v !== "" && !isNaN(Number(v));
+    body[f] = v === "" ? null : numeric ? Number(v) : v;
+  }
+  $("tenant-save").disabled = true;
+  try {
+    const r = await api("PUT", "/tenants/" + encodeURIComponent(name), { json: body });
+    flash(r.status === 201 ? `Tenant ${name} created.` : `Quotas of ${name} saved.`);
+    editTenant(null);
+    await loadTenants();
+  } catch (e) {
+    $("tenant-form-error").textContent = e.message;
+  } finally {
+    $("tenant-save").disabled = false;
+  }
+});
+
+async function deleteTenant(t) {
+  if (!confirm(`Delete the tenant ${t.name} and all its tokens?`)) return;
+  try {
+    await api("DELETE", "/tenants/" + encodeURIComponent(t.name));
+    flash(`Tenant ${t.name} deleted.`);
+  } catch (e) {
+    $("tenants-error").textContent = e.body && e.body.code === "TENANT_NOT_EMPTY"
+      ? `${t.name} still owns containers; delete them first.` : e.message;
+  }
+  await loadTenants();
+}
+
 // ------------------------------------------------------------------ start
 
 (async () => {
-  const user = await checkSession();
-  if (user) onSignedIn(user);
+  const who = await checkSession();
+  if (who) onSignedIn(who);
   else showSignIn("");
 })();

@@ -12,7 +12,9 @@ use std::os::fd::OwnedFd;
 
 use rustix::fs::{AtFlags, Dir, FileType};
 use rustix::io::Errno;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::appdir::confine;
 use crate::appdir::error::{Error, FilesResult, Reason};
@@ -23,12 +25,39 @@ use crate::appdir::error::{Error, FilesResult, Reason};
 /// holds a listing slot and a blocking-pool thread: reading 10 million names takes seconds.
 pub const MAX_SCANNED: usize = 10_000_000;
 
-fn kind(t: FileType) -> &'static str {
+/// One entry of a listing.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FileEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+    pub size: i64,
+    /// Octal, e.g. `0644`.
+    pub mode: String,
+    /// RFC 3339 (UTC).
+    #[schema(required = true)]
+    pub mtime: Option<String>,
+    /// Only for a symlink: where it points (null when unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    pub target: Option<Option<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+fn kind(t: FileType) -> FileKind {
     match t {
-        FileType::RegularFile => "file",
-        FileType::Directory => "dir",
-        FileType::Symlink => "symlink",
-        _ => "other",
+        FileType::RegularFile => FileKind::File,
+        FileType::Directory => FileKind::Dir,
+        FileType::Symlink => FileKind::Symlink,
+        _ => FileKind::Other,
     }
 }
 
@@ -75,7 +104,7 @@ pub fn page(
     dir: &OwnedFd,
     cursor: Option<&str>,
     limit: usize,
-) -> FilesResult<(Vec<Value>, Option<String>, usize)> {
+) -> FilesResult<(Vec<FileEntry>, Option<String>, usize)> {
     let mut smallest = Smallest::new(limit + 1);
     let mut skipped = 0usize;
     let mut scanned = 0usize;
@@ -118,20 +147,19 @@ pub fn page(
         let t = FileType::from_raw_mode(st.st_mode);
         let mtime = chrono::DateTime::from_timestamp(st.st_mtime, st.st_mtime_nsec as u32)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        let mut entry = json!({
-            "name": name.to_str().unwrap_or_default(),
-            "type": kind(t),
-            "size": st.st_size.max(0),
-            "mode": format!("{:04o}", st.st_mode & 0o7777),
-            "mtime": mtime,
-        });
-        if t == FileType::Symlink {
-            let target = rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new())
+        let target = (t == FileType::Symlink).then(|| {
+            rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new())
                 .ok()
-                .map(|t| t.to_string_lossy().into_owned());
-            entry["target"] = json!(target);
-        }
-        entries.push(entry);
+                .map(|t| t.to_string_lossy().into_owned())
+        });
+        entries.push(FileEntry {
+            name: name.to_str().unwrap_or_default().to_owned(),
+            kind: kind(t),
+            size: st.st_size.max(0),
+            mode: format!("{:04o}", st.st_mode & 0o7777),
+            mtime,
+            target,
+        });
     }
     let next = more
         .then(|| {

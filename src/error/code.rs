@@ -80,6 +80,32 @@ api_codes! {
     NoSession = "NO_SESSION",
     /// A sign-in body that cannot be read.
     InvalidSignIn = "INVALID_SIGN_IN",
+    /// The token's scope does not cover the request (`details.required`).
+    ScopeRequired = "SCOPE_REQUIRED",
+    /// A route for principals without a tenant (the operator's server-wide figures).
+    TenantForbidden = "TENANT_FORBIDDEN",
+    /// The tenant is over its `requests_per_second`.
+    TenantRateLimited = "TENANT_RATE_LIMITED",
+    /// A token's `name` is empty, too long or holds control characters.
+    InvalidTokenName = "INVALID_TOKEN_NAME",
+    /// A token's `scope` is not one of read, operate, write, admin (or admin for a tenant).
+    InvalidScope = "INVALID_SCOPE",
+    /// A token's `expires_in` is not a whole number of seconds in range.
+    InvalidExpiresIn = "INVALID_EXPIRES_IN",
+    /// No live token with this id.
+    TokenNotFound = "TOKEN_NOT_FOUND",
+    /// A tenant's name is not a valid name.
+    InvalidTenant = "INVALID_TENANT",
+    /// A quota's value is out of range.
+    InvalidQuota = "INVALID_QUOTA",
+    /// No tenant of this name.
+    TenantNotFound = "TENANT_NOT_FOUND",
+    /// The tenant still owns containers.
+    TenantNotEmpty = "TENANT_NOT_EMPTY",
+    /// A write would take the tenant past a quota (`details: quota, limit, used, requested`).
+    QuotaExceeded = "QUOTA_EXCEEDED",
+    /// A tenant with a CPU, memory or pids quota must state that limit.
+    LimitRequired = "LIMIT_REQUIRED",
     /// A browser request from an origin that is not allowed.
     OriginNotAllowed = "ORIGIN_NOT_ALLOWED",
 

@@ -11,13 +11,26 @@ use crate::http::extract::{Path, Query};
 use crate::http::prestart::check_startable;
 use crate::http::response::{container_response, path_cuid};
 use crate::http::wait::{finish, Wait};
-use crate::lifecycle::{plan, Plan, Verb};
+use crate::http::{quota, tenants};
+use crate::lifecycle::{plan, DesiredState, Plan, Verb};
 use crate::state::AppState;
+use crate::tenancy::quotas::Usage;
 
 async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?;
     let since = crate::store::now();
     let config = state.config.clone();
+    // A start of a tenant's container counts against its `max_running`: checked under the
+    // tenant's write lock, held until the new desired state is committed.
+    let owner = state.store.tenant_of(cuid).await?.flatten();
+    let (guard, running_quota) = match (verb, quota::quotas_of(&state, owner.as_deref())) {
+        (Verb::Start | Verb::Restart, Some((tenant, quotas))) if quotas.max_running.is_some() => {
+            let guard = state.tenancy.lock_writes(&tenant).await;
+            let used = tenants::usage_of(&state, &tenant).await?;
+            (Some(guard), Some((tenant, quotas, used)))
+        }
+        _ => (None, None),
+    };
     // Planned and checked under the write lock, on the row as it is now: two racing actions
     // cannot both act on a state that one of them already changed.
     let (container, changed) = state
@@ -36,19 +49,33 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
                     if starting {
                         check_startable(&config, cuid, &current.spec)?;
                     }
+                    let holds_a_slot = matches!(
+                        current.desired_state,
+                        DesiredState::Running | DesiredState::Paused
+                    );
+                    if let Some((tenant, quotas, used)) = &running_quota {
+                        if desired == DesiredState::Running && !holds_a_slot {
+                            let one = Usage {
+                                running: 1,
+                                ..Usage::default()
+                            };
+                            quota::check_usage(tenant, quotas, used, &one)?;
+                        }
+                    }
                     Ok(Some((desired, restart)))
                 }
             }
         })
         .await?;
+    drop(guard);
     if !changed {
         return Ok(container_response(StatusCode::OK, &container));
     }
-    state.reconciler.wake(cuid);
+    state.reconciler.wake(&container);
     finish(&state, container, wait, &since).await
 }
 
-#[utoipa::path(post, path = "/containers/{cuid}/start", tag = "containers", summary = "Start the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Container), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/start", tag = "containers", summary = "Start the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn start(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -56,7 +83,7 @@ pub async fn start(
 ) -> ApiResult<Response> {
     act(s, c, w, Verb::Start).await
 }
-#[utoipa::path(post, path = "/containers/{cuid}/stop", tag = "containers", summary = "Stop the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Container), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/stop", tag = "containers", summary = "Stop the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn stop(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -64,7 +91,7 @@ pub async fn stop(
 ) -> ApiResult<Response> {
     act(s, c, w, Verb::Stop).await
 }
-#[utoipa::path(post, path = "/containers/{cuid}/restart", tag = "containers", summary = "Restart the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Container), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/restart", tag = "containers", summary = "Restart the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn restart(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -72,7 +99,7 @@ pub async fn restart(
 ) -> ApiResult<Response> {
     act(s, c, w, Verb::Restart).await
 }
-#[utoipa::path(post, path = "/containers/{cuid}/pause", tag = "containers", summary = "Pause the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Container), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/pause", tag = "containers", summary = "Pause the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn pause(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -80,7 +107,7 @@ pub async fn pause(
 ) -> ApiResult<Response> {
     act(s, c, w, Verb::Pause).await
 }
-#[utoipa::path(post, path = "/containers/{cuid}/unpause", tag = "containers", summary = "Unpause the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Container), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/unpause", tag = "containers", summary = "Unpause the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn unpause(
     State(s): State<AppState>,
     Path(c): Path<String>,

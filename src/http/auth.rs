@@ -14,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiCode, ApiError, Kind};
 use crate::state::AppState;
+use crate::tenancy::Principal;
 
-/// The user name of an authenticated request, put in the response's extensions for the
-/// audit log.
+/// Who made an authenticated request, put in the response's extensions for the audit log:
+/// the principal's label (`admin`, `token:<id>:<name>`) and its tenant.
 #[derive(Clone, Debug)]
-pub struct AuthedUser(pub String);
+pub struct AuthedUser(pub String, pub Option<String>);
 
 /// `429 rate_limited` with `Retry-After` (whole seconds, rounded up).
 fn blocked(left: Duration) -> Response {
@@ -118,10 +119,25 @@ fn from_another_site(request: &Request) -> bool {
         })
 }
 
-async fn run_as(user: String, request: Request, next: Next) -> Response {
+/// Runs the request as `principal`: handlers read it from the request's extensions
+/// ([`crate::tenancy::Principal`]), the audit log from the response's.
+async fn run_as(principal: Principal, mut request: Request, next: Next) -> Response {
+    let user = AuthedUser(principal.label.clone(), principal.tenant.clone());
+    request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
-    response.extensions_mut().insert(AuthedUser(user));
+    response.extensions_mut().insert(user);
     response
+}
+
+/// The secret of an `Authorization: Bearer …` header, if that is what the request carries.
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, secret) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
 pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -143,7 +159,25 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             ticket: ticket.as_deref(),
         };
         match state.sessions.authenticate_any(&tokens, proof) {
-            Ok(signed) => return run_as(signed.user, without_ticket(request), next).await,
+            Ok(signed) => match &signed.bearer {
+                None => {
+                    let principal = Principal::operator(&signed.user);
+                    return run_as(principal, without_ticket(request), next).await;
+                }
+                // Signed in with a token: the token decides, now (revoked or expired, the
+                // session ends with it).
+                Some(secret) => match state
+                    .tenancy
+                    .tokens
+                    .authenticate(secret, chrono::Utc::now())
+                {
+                    Ok(principal) => return run_as(principal, without_ticket(request), next).await,
+                    Err(_) => {
+                        state.sessions.revoke(&signed.token);
+                        cookie_refused = Some(crate::sessions::Refusal::Unknown);
+                    }
+                },
+            },
             Err(refusal) => cookie_refused = Some(refusal),
         }
     }
@@ -167,13 +201,21 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
         return blocked(left);
     }
 
-    let user = state
-        .credentials
-        .check(request.headers().get(header::AUTHORIZATION))
-        .map(str::to_owned);
-    if let Some(user) = user {
+    // A bearer token, or Basic credentials: either is a login, counted the same way.
+    let principal = match bearer(&request) {
+        Some(secret) => state
+            .tenancy
+            .tokens
+            .authenticate(secret, chrono::Utc::now())
+            .ok(),
+        None => state
+            .credentials
+            .check(request.headers().get(header::AUTHORIZATION))
+            .map(Principal::operator),
+    };
+    if let Some(principal) = principal {
         state.throttle.record_success(ip);
-        return run_as(user, request, next).await;
+        return run_as(principal, request, next).await;
     }
 
     // Only wrong credentials count as a failed login. A request with none (an `<img>` on
@@ -211,12 +253,16 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
     } else {
         ApiCode::MissingCredentials
     };
-    ApiError::new(Kind::Auth, code, "valid Basic credentials are required")
-        .with_header(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"container-manager\""),
-        )
-        .into_response()
+    ApiError::new(
+        Kind::Auth,
+        code,
+        "valid Basic credentials or a live bearer token are required",
+    )
+    .with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"container-manager\""),
+    )
+    .into_response()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,18 +13,21 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
-use crate::http::cursor;
 use crate::http::extract::{JsonObject, Path, Query};
 use crate::http::prestart::{check_ports_free, check_startable};
 use crate::http::response::{
     container_response, live_representation, live_response, path_cuid, representation,
     set_identity_headers,
 };
+use crate::http::schema::{ContainerList, LiveStatus, PublishedPort, StatusSource};
 use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
+use crate::http::{cursor, quota};
 use crate::lifecycle::{DesiredState, DockerState, Status};
+use crate::representation::{Gone, Shown};
 use crate::spec::{self, Limits};
 use crate::state::AppState;
 use crate::store::containers::{Created, ListFilter};
+use crate::tenancy::Principal;
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
@@ -92,14 +95,19 @@ fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiRes
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created", body = crate::http::schema::Container), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created", body = crate::http::schema::Representation), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(wait): Query<Wait>,
     headers: HeaderMap,
-    JsonObject(body): JsonObject,
+    JsonObject(mut body): JsonObject,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
+    // Keys are per tenant: another tenant's key (and body) must not replay its container.
+    let key = idempotency_key(&headers)?.map(|k| match &principal.tenant {
+        Some(t) => format!("tenant:{t}:{k}"),
+        None => k,
+    });
     let sha = hex(&Sha256::digest(
         Value::Object(body.clone()).to_string().as_bytes(),
     ));
@@ -108,7 +116,12 @@ pub async fn create(
             return replay(stored, &sha);
         }
     }
+    let tenant = quota::tenant_of_create(&state, &principal, &mut body)?;
     let request = spec::parse_create(body, &limits(&state))?;
+    let quotas = quota::quotas_of(&state, tenant.as_deref());
+    if let Some((t, quotas)) = &quotas {
+        quota::check_ports(t, quotas, &request.spec)?;
+    }
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     let cuid = spec::new_cuid();
     let mount = crate::appdir::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
@@ -123,16 +136,37 @@ pub async fn create(
             crate::appdir::mounts::remove_quietly(&mount);
         })?;
     }
+    // The tenant's quotas, checked under its write lock, held until the row is committed.
+    let quota_guard = match &quotas {
+        None => None,
+        Some((t, quotas)) => {
+            let admitted =
+                match quota::requested(quotas, &state.config, &request.spec, request.start) {
+                    Ok(wants) => quota::admit(&state, t, &wants).await,
+                    Err(e) => Err(e),
+                };
+            match admitted {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    crate::appdir::mounts::remove_quietly(&mount);
+                    return Err(e);
+                }
+            }
+        }
+    };
     let inserted = state
         .store
-        .insert(
+        .insert_owned(
             &cuid,
             &request.spec,
             desired,
+            tenant.as_deref(),
             key.as_deref().map(|k| (k, sha.as_str())),
-            representation,
+            // Kept as sent, for the replay of the same key.
+            |c| serde_json::to_value(representation(c)).unwrap_or(Value::Null),
         )
         .await;
+    drop(quota_guard);
     let container = match inserted {
         Ok(Created::New(container)) => *container,
         Ok(Created::KeyTaken) => {
@@ -152,7 +186,7 @@ pub async fn create(
     if !request.start {
         return Ok(container_response(StatusCode::CREATED, &container));
     }
-    state.reconciler.wake(&cuid);
+    state.reconciler.wake(&container);
     let converged = wait_converged(&state, &cuid, wait, &since).await?;
     let status = if wait.wait {
         StatusCode::CREATED
@@ -162,7 +196,7 @@ pub async fn create(
     Ok(container_response(status, &converged.unwrap_or(container)))
 }
 
-#[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::schema::LiveContainer), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -175,11 +209,12 @@ pub async fn get_one(
 #[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContainerList>> {
     if let Some(k) = q
         .keys()
-        .find(|k| !["status", "tag", "limit", "cursor"].contains(&k.as_str()))
+        .find(|k| !["status", "tag", "limit", "cursor", "tenant"].contains(&k.as_str()))
     {
         return Err(ApiError::field(
             ApiCode::UnknownField,
@@ -203,7 +238,8 @@ pub async fn list(
                 )
             })?,
     };
-    let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    // `status=` (empty) names no status: refused like any other that is not one.
+    let status = match q.get("status").map(|s| s.trim()) {
         None => None,
         Some(s) => {
             let mut wanted: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();
@@ -222,7 +258,23 @@ pub async fn list(
         }
     };
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
-    let asked = ListFilter { status, tag };
+    let asked_tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
+    // A tenant's principal lists its own containers only: asking for another tenant's is
+    // answered as if it had none.
+    if let Some(mine) = &principal.tenant {
+        if asked_tenant.as_ref().is_some_and(|t| t != mine) {
+            return Ok(Json(ContainerList {
+                containers: Vec::new(),
+                next_cursor: None,
+            }));
+        }
+    }
+    let tenant = principal.tenant.clone().or(asked_tenant);
+    let asked = ListFilter {
+        status,
+        tag,
+        tenant,
+    };
 
     let key = &state.identity.cursor_key;
     let (after, filter) = match q.get("cursor").filter(|c| !c.is_empty()) {
@@ -232,7 +284,9 @@ pub async fn list(
             // A cursor keeps its filters; restating them is fine, changing them is not.
             let status_ok = asked.status.is_none() || asked.status == carried.status;
             let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
-            if !status_ok || !tag_ok {
+            let tenant_ok = asked.tenant.is_none() || asked.tenant == carried.tenant;
+            let own_ok = principal.tenant.is_none() || principal.tenant == carried.tenant;
+            if !status_ok || !tag_ok || !tenant_ok || !own_ok {
                 return Err(ApiError::field(
                     ApiCode::InvalidCursor,
                     "cursor",
@@ -251,13 +305,16 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(json!({
-        "containers": rows.iter().map(|c| live_representation(&state, c)).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(ContainerList {
+        containers: rows
+            .iter()
+            .map(|c| live_representation(&state, c))
+            .collect(),
+        next_cursor,
+    }))
 }
 
-#[utoipa::path(patch, path = "/containers/{cuid}", tag = "containers", summary = "Change the spec", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PatchBody, responses((status = 200, description = "Changed (and converged)", body = crate::http::schema::Container), (status = 202, description = "Accepted", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(patch, path = "/containers/{cuid}", tag = "containers", summary = "Change the spec", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PatchBody, responses((status = 200, description = "Changed (and converged)", body = crate::http::schema::Representation), (status = 202, description = "Accepted", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -275,16 +332,22 @@ pub async fn patch(
             crate::http::images::check_registry(&state, image).await?;
         }
     }
+    let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state
         .store
         .update_spec::<ApiError>(cuid, expected, |current| {
-            Ok(spec::apply_patch(&current.spec, body, &limits)?)
+            let next = spec::apply_patch(&current.spec, body, &limits)?;
+            if let Some(q) = &quota {
+                q.check(&state.config, &current.spec, &next)?;
+            }
+            Ok(next)
         })
         .await?;
+    drop(quota);
     after_spec_change(&state, updated, wait).await
 }
 
-#[utoipa::path(patch, path = "/containers/{cuid}/ports", tag = "containers", summary = "Replace the port list", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PortsBody, responses((status = 200, description = "Changed", body = crate::http::schema::Container), (status = 202, description = "Accepted", body = crate::http::schema::Container), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(patch, path = "/containers/{cuid}/ports", tag = "containers", summary = "Replace the port list", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), request_body = crate::http::schema::PortsBody, responses((status = 200, description = "Changed", body = crate::http::schema::Representation), (status = 202, description = "Accepted", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn patch_ports(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -295,6 +358,7 @@ pub async fn patch_ports(
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let ports = spec::parse_ports_body(body, &limits(&state))?;
+    let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state
         .store
         .update_spec::<ApiError>(cuid, expected, |current| {
@@ -316,13 +380,17 @@ pub async fn patch_ports(
             }
             let mut next = current.spec.clone();
             next.ports = ports;
+            if let Some(q) = &quota {
+                q.check(&state.config, &current.spec, &next)?;
+            }
             Ok(next)
         })
         .await?;
+    drop(quota);
     after_spec_change(&state, updated, wait).await
 }
 
-#[utoipa::path(delete, path = "/containers/{cuid}", tag = "containers", summary = "Delete the container, its project and files", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), responses((status = 200, description = "Deleted", body = serde_json::Value), (status = 202, description = "Accepted", body = serde_json::Value), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(delete, path = "/containers/{cuid}", tag = "containers", summary = "Delete the container, its project and files", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "\"<generation>\": 412 when stale")), responses((status = 200, description = "Deleted", body = crate::http::schema::Representation), (status = 202, description = "Accepted", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 412, description = "If-Match is stale", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
@@ -332,13 +400,13 @@ pub async fn delete(
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let container = state.store.tombstone(cuid, expected).await?;
-    state.reconciler.wake(cuid);
+    state.reconciler.wake(&container);
     if !wait.wait {
         return Ok(container_response(StatusCode::ACCEPTED, &container));
     }
     wait_deleted(&state, cuid).await?;
     let mut body = representation(&container);
-    body["status"] = json!("deleted");
+    body.status = Shown::Gone(Gone::Deleted);
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
@@ -347,25 +415,26 @@ pub async fn delete(
 pub async fn status(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LiveStatus>> {
     let cuid = path_cuid(&cuid)?;
     let c = state.store.get_or_404(cuid).await?;
-    let mut body = json!({
-        "cuid": c.cuid,
-        "status": c.status,
-        "desired_state": c.desired_state,
-        "running": c.status == Status::Running,
-        "paused": c.status == Status::Paused,
-        "exit_code": c.exit_code,
-        "started_at": null,
-        "finished_at": null,
-        "restart_count": 0,
-        "ports": [],
-        "generation": c.generation,
-        "observed_generation": c.observed_generation,
-        "last_error": c.last_error,
-        "source": "store",
-    });
+    let mut body = LiveStatus {
+        cuid: c.cuid.clone(),
+        status: c.status,
+        desired_state: c.desired_state,
+        running: c.status == Status::Running,
+        paused: c.status == Status::Paused,
+        exit_code: c.exit_code,
+        started_at: None,
+        finished_at: None,
+        restart_count: 0,
+        ports: Vec::new(),
+        generation: c.generation,
+        observed_generation: c.observed_generation,
+        last_error: c.last_error.clone(),
+        source: StatusSource::Store,
+        docker_status: None,
+    };
     // A container never started has nothing in Docker: no call for it.
     if c.observed_generation == 0 && c.desired_state == DesiredState::Created {
         return Ok(Json(body));
@@ -384,27 +453,32 @@ pub async fn status(
     .await;
     if let Ok(Ok(info)) = inspect {
         let st = info.state.unwrap_or_default();
-        let ports: Vec<Value> = info
+        let ports: Vec<PublishedPort> = info
             .network_settings
             .and_then(|n| n.ports)
             .unwrap_or_default()
             .into_iter()
             .flat_map(|(container_port, bindings)| {
-                bindings.unwrap_or_default().into_iter().map(move |b| {
-                    json!({"container": container_port, "host_ip": b.host_ip, "host_port": b.host_port})
-                })
+                bindings
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |b| PublishedPort {
+                        container: container_port.clone(),
+                        host_ip: b.host_ip,
+                        host_port: b.host_port,
+                    })
             })
             .collect();
         let docker_state = crate::lifecycle::DockerState::of(&st);
-        body["running"] = json!(docker_state == DockerState::Running);
-        body["paused"] = json!(docker_state == DockerState::Paused);
-        body["docker_status"] = json!(st.status.map(|s| s.to_string()));
-        body["exit_code"] = json!(st.exit_code);
-        body["started_at"] = json!(st.started_at);
-        body["finished_at"] = json!(st.finished_at);
-        body["restart_count"] = json!(info.restart_count.unwrap_or(0));
-        body["ports"] = json!(ports);
-        body["source"] = json!("docker");
+        body.running = docker_state == DockerState::Running;
+        body.paused = docker_state == DockerState::Paused;
+        body.docker_status = Some(st.status.map(|s| s.to_string()));
+        body.exit_code = st.exit_code;
+        body.started_at = st.started_at;
+        body.finished_at = st.finished_at;
+        body.restart_count = info.restart_count.unwrap_or(0);
+        body.ports = ports;
+        body.source = StatusSource::Docker;
     }
     Ok(Json(body))
 }

@@ -90,6 +90,7 @@ pub async fn request_context(
         "status" => response.status().as_u16(),
         "duration_ms" => started.elapsed().as_secs_f64() * 1000.0,
         "user" => response.extensions().get::<AuthedUser>().map(|u| u.0.clone()),
+        "tenant" => response.extensions().get::<AuthedUser>().and_then(|u| u.1.clone()),
         "remote" => remote,
     };
     if let Some(cuid) = cuid_of(&path) {

@@ -72,6 +72,7 @@ mod tests {
         let f = ListFilter {
             status: Some(vec!["running".into()]),
             tag: Some("web".into()),
+            tenant: None,
         };
         let c = encode(key, 42, &f);
         assert_eq!(decode(key, &c).unwrap(), (42, f.clone()));

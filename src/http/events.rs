@@ -10,15 +10,16 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use futures_util::Stream;
-use serde_json::json;
 
 use crate::events::{Feed, Since};
+use crate::http::schema::{EventFrame, EventName, EventReset};
 use crate::state::AppState;
+use crate::tenancy::Principal;
 
 struct Reader {
     feed: Arc<Feed>,
@@ -26,17 +27,37 @@ struct Reader {
     after: u64,
     pending: VecDeque<Event>,
     shutdown: tokio_util::sync::CancellationToken,
+    /// A tenant's reader: only events about that tenant's containers.
+    tenant: Option<String>,
 }
 
 fn reset(latest: u64) -> Event {
-    Event::default()
-        .id(latest.to_string())
-        .event("reset")
-        .data(json!({"reason": "the events after your Last-Event-ID are no longer kept; reload the list", "id": latest}).to_string())
+    sent(EventFrame {
+        id: latest.to_string(),
+        event: EventName::Reset,
+        data: serde_json::to_string(&EventReset {
+            reason: "the events after your Last-Event-ID are no longer kept; reload the list",
+            id: latest,
+        })
+        .unwrap_or_default(),
+    })
+}
+
+/// The documented frame as axum writes it.
+fn sent(frame: EventFrame) -> Event {
+    let event = match frame.event {
+        EventName::Container => "container",
+        EventName::Reset => "reset",
+    };
+    Event::default().id(frame.id).event(event).data(frame.data)
 }
 
 #[utoipa::path(get, path = "/events", operation_id = "events", tag = "containers", summary = "Server-sent events: one per change of a container (resumable with Last-Event-ID)", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event")), responses((status = 200, description = "An event stream", body = crate::http::schema::EventFrame, content_type = "text/event-stream"), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
-pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     let feed = state.events.clone();
     let rx = feed.subscribe();
     let latest = feed.latest();
@@ -60,6 +81,7 @@ pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> impl I
         after,
         pending,
         shutdown: state.shutdown.clone(),
+        tenant: principal.tenant,
     };
     // A comment line at once: proxies and clients see the stream open.
     let opened = futures_util::stream::once(async { Ok(Event::default().comment("open")) });
@@ -82,12 +104,14 @@ fn stream(reader: Reader) -> impl Stream<Item = Result<Event, Infallible>> {
                 Since::Events(list) if !list.is_empty() => {
                     for e in list {
                         r.after = e.id;
-                        r.pending.push_back(
-                            Event::default()
-                                .id(e.id.to_string())
-                                .event("container")
-                                .data(&*e.data),
-                        );
+                        if r.tenant.is_some() && r.tenant.as_deref() != e.tenant.as_deref() {
+                            continue;
+                        }
+                        r.pending.push_back(sent(EventFrame {
+                            id: e.id.to_string(),
+                            event: EventName::Container,
+                            data: e.data.to_string(),
+                        }));
                     }
                 }
                 Since::Events(_) => {

@@ -17,6 +17,7 @@ use crate::appdir::{listing, mounts, unzip, upload, zipout};
 use crate::error::{content_type_is, ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
+use crate::http::schema::{FileListing, UploadResult};
 use crate::http::upload_body::{drain, receive, upload_too_large};
 use crate::state::AppState;
 
@@ -58,7 +59,7 @@ pub async fn upload_zip(
     Query(query): Query<PathQuery>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UploadResult>> {
     let container = live_container(&state, &cuid).await?;
     let cuid = container.cuid.clone();
     if headers.contains_key(header::CONTENT_TYPE)
@@ -138,9 +139,10 @@ pub async fn upload_zip(
         result.map_err(ApiError::from)
     })
     .await?;
-    Ok(Json(
-        json!({"files": outcome.files, "bytes": outcome.bytes}),
-    ))
+    Ok(Json(UploadResult {
+        files: outcome.files,
+        bytes: outcome.bytes,
+    }))
 }
 
 fn missing_path() -> ApiError {
@@ -288,7 +290,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
     Query(query): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FileListing>> {
     let container = live_container(&state, &cuid).await?;
     let limit = match query.limit.as_deref() {
         None => LIST_DEFAULT,
@@ -327,12 +329,12 @@ pub async fn list(
         }
     })
     .await?;
-    Ok(Json(json!({
-        "path": shown,
-        "entries": entries,
-        "next_cursor": next,
-        "skipped": skipped,
-    })))
+    Ok(Json(FileListing {
+        path: shown,
+        entries,
+        next_cursor: next,
+        skipped: skipped as u64,
+    }))
 }
 
 /// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266): an ASCII fallback and the

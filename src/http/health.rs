@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use crate::http::schema::{Health, HealthStatus};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
 
 use crate::state::AppState;
 
@@ -40,15 +40,25 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let compose_version = state.compose_version.as_ref().clone();
 
     let healthy = docker.is_ok() && database.is_ok() && compose_version.is_some();
-    let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
-        "compose_version": compose_version,
-        "docker_version": docker.as_ref().ok().and_then(|v| v.version.clone()),
-        "docker_api_version": docker.as_ref().ok().and_then(|v| v.api_version.clone()),
-        "docker": match &docker { Ok(_) => "ok".to_owned(), Err(e) => format!("unreachable: {e}") },
-        "database": match &database { Ok(()) => "ok".to_owned(), Err(e) => format!("unreachable: {e}") },
-        "instance_id": state.identity.instance_id,
-    });
+    let body = Health {
+        status: if healthy {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
+        },
+        compose_version,
+        docker_version: docker.as_ref().ok().and_then(|v| v.version.clone()),
+        docker_api_version: docker.as_ref().ok().and_then(|v| v.api_version.clone()),
+        docker: match &docker {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("unreachable: {e}"),
+        },
+        database: match &database {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("unreachable: {e}"),
+        },
+        instance_id: state.identity.instance_id.clone(),
+    };
     let status = if healthy {
         StatusCode::OK
     } else {

@@ -1,7 +1,7 @@
 //! Images on the Docker host: list them (with the containers of this server that use each),
 //! pull one ahead of time, remove a tag or an image no container on the daemon was made from.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,11 +13,13 @@ use serde_json::{json, Value};
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::error_map::step_kind;
 use crate::http::extract::{JsonObject, Query};
+use crate::http::schema::{Image, ImageDeleted, ImageList, PullAccepted};
 use crate::http::wait::Wait;
 use crate::images::normalize;
 use crate::lifecycle::ErrorCode;
 use crate::state::AppState;
 use crate::step_error::StepError;
+use crate::tenancy::Principal;
 
 /// Whether a container whose spec says `spec_image` runs the image `id` tagged `tags`
 /// (with `digests`).
@@ -34,6 +36,17 @@ async fn users(state: &AppState) -> ApiResult<Vec<(String, String)>> {
     Ok(state.store.images_in_use().await?)
 }
 
+/// The users a principal may see: a tenant's only its own containers.
+async fn visible_users(
+    state: &AppState,
+    principal: &Principal,
+) -> ApiResult<Vec<(String, String)>> {
+    Ok(state
+        .store
+        .images_in_use_by(principal.tenant.as_deref())
+        .await?)
+}
+
 fn used_by(
     users: &[(String, String)],
     id: &str,
@@ -47,16 +60,19 @@ fn used_by(
         .collect()
 }
 
-fn image_json(i: &ImageSummary, users: &[(String, String)]) -> Value {
-    json!({
-        "id": i.id,
-        // Docker shows an untagged image as `<none>:<none>`.
-        "tags": i.repo_tags.iter().filter(|t| *t != "<none>:<none>").collect::<Vec<_>>(),
-        "digests": i.repo_digests.iter().filter(|d| *d != "<none>@<none>").collect::<Vec<_>>(),
-        "size": i.size,
-        "created": chrono::DateTime::from_timestamp(i.created, 0).map(|t| t.to_rfc3339()),
-        "used_by": used_by(users, &i.id, &i.repo_tags, &i.repo_digests),
-    })
+fn image_json(i: &ImageSummary, users: &[(String, String)]) -> Image {
+    // Docker shows an untagged image as `<none>:<none>`.
+    let shown = |list: &[String], none: &str| -> Vec<String> {
+        list.iter().filter(|t| *t != none).cloned().collect()
+    };
+    Image {
+        id: i.id.clone(),
+        tags: shown(&i.repo_tags, "<none>:<none>"),
+        digests: shown(&i.repo_digests, "<none>@<none>"),
+        size: i.size,
+        created: chrono::DateTime::from_timestamp(i.created, 0).map(|t| t.to_rfc3339()),
+        used_by: used_by(users, &i.id, &i.repo_tags, &i.repo_digests),
+    }
 }
 
 fn docker_failure(e: DockerError) -> ApiError {
@@ -71,7 +87,10 @@ fn docker_failure(e: DockerError) -> ApiError {
 
 /// `GET /images`
 #[utoipa::path(get, path = "/images", operation_id = "list_images", tag = "images", summary = "Images on the host, with the containers using each", responses((status = 200, description = "Images", body = crate::http::schema::ImageList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<ImageList>> {
     let docker = crate::http::docker_client(&state).await?;
     let images = docker
         .list_images(Some(ListImagesOptions {
@@ -80,9 +99,9 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         }))
         .await
         .map_err(docker_failure)?;
-    let users = users(&state).await?;
-    let images: Vec<Value> = images.iter().map(|i| image_json(i, &users)).collect();
-    Ok(Json(json!({ "images": images })))
+    let users = visible_users(&state, &principal).await?;
+    let images = images.iter().map(|i| image_json(i, &users)).collect();
+    Ok(Json(ImageList { images }))
 }
 
 fn step_to_api(f: StepError) -> ApiError {
@@ -91,7 +110,7 @@ fn step_to_api(f: StepError) -> ApiError {
 }
 
 /// The one image `reference` names, as [`image_json`] shows it.
-async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Value>> {
+async fn describe(state: &AppState, reference: &str) -> ApiResult<Option<Image>> {
     let docker = crate::http::docker_client(state).await?;
     let inspect = match docker.inspect_image(reference).await {
         Ok(i) => i,
@@ -170,7 +189,10 @@ pub async fn pull(
         let progress = state.reconciler.pulls.get(&image);
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"image": image, "pull": progress})),
+            Json(PullAccepted {
+                image,
+                pull: progress,
+            }),
         )
             .into_response());
     }
@@ -267,9 +289,9 @@ fn names_id(reference: &str, id: &str) -> bool {
 async fn holders(
     state: &AppState,
     reference: &str,
-    image: &Value,
+    image: &Image,
 ) -> ApiResult<(Vec<String>, Vec<String>)> {
-    let id = image["id"].as_str().unwrap_or_default();
+    let id = image.id.as_str();
     let docker = crate::http::docker_client(state).await?;
     let on_daemon = docker
         .list_containers(Some(ListContainersOptions {
@@ -287,14 +309,7 @@ async fn holders(
             .unwrap_or_default()
     };
     if names_id(reference, id) {
-        let ours = image["used_by"]
-            .as_array()
-            .map(|u| {
-                u.iter()
-                    .filter_map(|c| c.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ours = image.used_by.clone();
         let others = on_daemon
             .iter()
             .filter(|c| c.image_id.as_deref() == Some(id))
@@ -352,7 +367,11 @@ pub async fn delete(
     {
         Ok(_) => Ok((
             StatusCode::OK,
-            Json(json!({"image": reference, "id": image["id"], "deleted": true})),
+            Json(ImageDeleted {
+                image: reference,
+                id: image.id,
+                deleted: true,
+            }),
         )
             .into_response()),
         Err(DockerError::DockerResponseServerError {

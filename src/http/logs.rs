@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::error::{ApiCode, ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
 use crate::http::response::{live_container, path_cuid};
+use crate::http::schema::{LogEncoding, LogLine};
 use crate::state::AppState;
 use crate::terminal::console::{self, Record};
 use crate::terminal::frames::Stream;
@@ -140,26 +141,26 @@ pub fn render(rec: &Record, q: &LogQuery) -> Bytes {
         }
         Format::Jsonl => {
             let (data, encoding) = match std::str::from_utf8(&rec.data) {
-                Ok(text) => (text.to_owned(), "utf8"),
+                Ok(text) => (text.to_owned(), LogEncoding::Utf8),
                 Err(_) => (
                     base64::engine::general_purpose::STANDARD.encode(&rec.data),
-                    "base64",
+                    LogEncoding::Base64,
                 ),
             };
-            let mut line = json!({
-                "stream": rec.stream.as_str(),
-                "data": data,
-                "encoding": encoding,
-                "timestamp": at,
+            let mut line = serde_json::to_string(&LogLine {
+                stream: rec.stream,
+                data,
+                encoding,
+                timestamp: at,
             })
-            .to_string();
+            .unwrap_or_default();
             line.push('\n');
             Bytes::from(line)
         }
     }
 }
 
-#[utoipa::path(get, path = "/containers/{cuid}/logs", tag = "logs", summary = "Main-process output", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("tail" = Option<String>, Query, pattern = "^([0-9]{1,19}|all)$", description = "a number of records, or all"), ("since" = Option<String>, Query, pattern = r"^([0-9]{1,10}(\.[0-9]{1,9})?|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$", description = "RFC 3339 or Unix seconds"), ("follow" = Option<bool>, Query), ("timestamps" = Option<bool>, Query), ("stream" = Option<crate::http::schema::LogStream>, Query, description = "stdout, stderr or both (all)"), ("format" = Option<crate::http::schema::LogFormat>, Query, description = "text or jsonl (ndjson)")), responses((status = 200, description = "Output: text, or one JSON object per line with format=jsonl", content((String = "text/plain"), (String = "application/x-ndjson"))), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers/{cuid}/logs", tag = "logs", summary = "Main-process output", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("tail" = Option<String>, Query, pattern = "^([0-9]{1,19}|all)$", description = "a number of records, or all"), ("since" = Option<String>, Query, pattern = r"^([0-9]{1,10}(\.[0-9]{1,9})?|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$", description = "RFC 3339 or Unix seconds"), ("follow" = Option<bool>, Query), ("timestamps" = Option<bool>, Query), ("stream" = Option<crate::http::schema::LogStream>, Query, description = "stdout, stderr or both (all)"), ("format" = Option<crate::http::schema::LogFormat>, Query, description = "text or jsonl (ndjson)")), responses((status = 200, description = "Output: text, or with format=jsonl one JSON object a line (LogLine)", content((String = "text/plain"), (String = "application/x-ndjson"))), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     Path(cuid): Path<String>,

@@ -11,7 +11,29 @@ use crate::state::AppState;
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let (depth, oldest) = state.reconciler.queue_stats();
     let containers = state.store.count_by_states().await?;
-    let text = crate::metrics::scrape(depth, oldest, containers);
+    let mut tenants = Vec::new();
+    for row in state.store.tenants().await? {
+        let u = super::tenants::usage_of(&state, &row.name).await?;
+        let q = crate::tenancy::quotas::Quotas::from_row(&row);
+        tenants.push(crate::metrics::TenantFigures {
+            usage: vec![
+                ("containers", u.containers as f64),
+                ("running", u.running as f64),
+                ("cpus", u.cpus),
+                ("memory_bytes", u.memory as f64),
+                ("pids", u.pids as f64),
+            ],
+            quota: vec![
+                ("containers", q.max_containers.map(|v| v as f64)),
+                ("running", q.max_running.map(|v| v as f64)),
+                ("cpus", q.max_cpus),
+                ("memory_bytes", q.max_memory.map(|v| v as f64)),
+                ("pids", q.max_pids.map(|v| v as f64)),
+            ],
+            tenant: row.name,
+        });
+    }
+    let text = crate::metrics::scrape(depth, oldest, containers, tenants);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

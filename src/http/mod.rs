@@ -19,17 +19,21 @@ pub mod metrics;
 pub mod openapi;
 pub mod origin;
 pub mod prestart;
+pub mod quota;
 pub mod response;
 pub mod schema;
+pub mod scope;
 pub mod session;
 pub mod stats;
+pub mod tenants;
 pub mod terminal;
+pub mod tokens;
 pub mod ui;
 pub mod upload_body;
 pub mod wait;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -93,6 +97,15 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{cuid}/logs", get(logs::logs))
         .route("/containers/{cuid}/stats", get(stats::stats))
         .route("/ws/{cuid}", get(terminal::ws))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/tenants", get(tenants::list))
+        .route(
+            "/tenants/{name}",
+            put(tenants::put)
+                .get(tenants::get_one)
+                .delete(tenants::delete),
+        )
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))
         // A reference holds `/` (`registry:5000/team/app:1`): the rest of the path is it.
@@ -104,6 +117,10 @@ pub fn router(state: AppState) -> Router {
     api.layer(CatchPanicLayer::custom(error::panic_response))
         .layer(axum::middleware::from_fn(
             origin::refuse_cross_origin_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            scope::enforce,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,28 +1,28 @@
 //! Building answers about one container: its representation (docs/API.md §4), the identity
 //! headers (`ETag`, `Location`), and finding the container a path names.
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::{json, Value};
-
 use crate::error::ApiResult;
+use crate::http::schema::LiveContainer;
 use crate::spec;
 use crate::state::AppState;
 use crate::store::containers::Container;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 
 pub use crate::representation::representation;
 
 /// The representation with `pull`: the progress of the pull of its image while the
 /// reconciler makes one for it (layers done / total, bytes), `null` otherwise. Kept out of
 /// the stored `status` (and so out of the store): a pull lives only as long as the process.
-pub fn live_representation(state: &AppState, c: &Container) -> Value {
-    let mut body = representation(c);
+pub fn live_representation(state: &AppState, c: &Container) -> LiveContainer {
     let pull = (c.desired_state.is_up() && c.deleted_at.is_none())
         .then(|| state.reconciler.pulls.get(&c.spec.image))
         .flatten();
-    body["pull"] = json!(pull);
-    body
+    LiveContainer {
+        container: representation(c),
+        pull,
+    }
 }
 
 /// `200` (or another status) with the representation, `ETag` and `Location`.

@@ -1,75 +1,28 @@
-//! The bodies' schema types of the OpenAPI document (docs/API.md §3–§5). The handlers name
-//! them in their `#[utoipa::path]` attributes and [`super::openapi`] collects them: both
-//! import this module, so neither imports the other.
+//! The bodies at the HTTP boundary (docs/API.md §3–§5), as the handlers send them and as
+//! the OpenAPI document describes them: the handlers build these types (or the domain's own
+//! types re-exported here: the error body, the representation, a file listing's entries, a
+//! pull's progress), and name them in their `#[utoipa::path]` attributes; [`super::openapi`]
+//! collects them. Both import this module, so neither imports the other.
+//!
+//! The request bodies (`CreateBody`, `PatchBody`, `PortsBody`, `PullBody`) only describe
+//! what a client may send: the server reads those field by field (`crate::spec`), so that
+//! every mistake has its own code and `details.field`.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::ApiCode;
+pub use crate::appdir::listing::{FileEntry, FileKind};
+pub use crate::images::PullProgress;
+use crate::lifecycle::{DesiredState, Status};
+pub use crate::spec::RestartPolicy;
+use crate::tenancy::Scope;
 
-/// The error body of every failure (docs/API.md §3).
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorKind,
-    /// Stable SCREAMING_SNAKE code a client can branch on (e.g. `CONTAINER_NOT_FOUND`).
-    pub code: ApiCode,
-    pub message: String,
-    pub status: u16,
-    pub request_id: String,
-    /// RFC 3339 with an offset.
-    pub timestamp: String,
-    pub details: BTreeMap<String, serde_json::Value>,
-    /// Only with `APP_ENV=development`.
-    #[schema(nullable = false)]
-    pub stacktrace: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    ValidationError,
-    AuthError,
-    Forbidden,
-    NotFound,
-    Conflict,
-    StateError,
-    Timeout,
-    ComposeError,
-    IoError,
-    PreconditionFailed,
-    PayloadTooLarge,
-    RateLimited,
-    Unavailable,
-    MethodNotAllowed,
-    InternalError,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Port {
-    #[schema(minimum = 1, maximum = 65535)]
-    pub host: u16,
-    #[schema(minimum = 1, maximum = 65535)]
-    pub container: u16,
-    /// `tcp` (default) or `udp`.
-    #[schema(example = "tcp")]
-    pub protocol: String,
-    /// Default: the `PORT_BIND_IP` setting.
-    pub host_ip: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Resources {
-    pub cpus: Option<f64>,
-    /// As sent: `4096m`, `1g`, `512k` or bytes.
-    pub memory: Option<String>,
-    pub memory_bytes: Option<i64>,
-    pub pids: Option<i64>,
-    /// Size of `/tmp` under `read_only`, as sent; null: 64m.
-    pub tmp: Option<String>,
-    pub tmp_bytes: Option<i64>,
-}
+/// The error body is the error type's own (docs/API.md §3).
+pub use crate::error::ErrorBody;
+/// A container's representation is the one `/events` sends too (docs/API.md §4).
+pub use crate::representation::Representation;
 
 /// What a client may send to `POST /containers` (unknown fields are refused).
 #[derive(Serialize, ToSchema)]
@@ -82,7 +35,7 @@ pub struct CreateBody {
         pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([_-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
     )]
     pub image: String,
-    pub env: Option<BTreeMap<EnvName, String>>,
+    pub env: Option<BTreeMap<EnvName, EnvValue>>,
     #[schema(max_items = 64)]
     pub tags: Option<std::collections::BTreeSet<Tag>>,
     pub resources: Option<ResourcesIn>,
@@ -100,6 +53,10 @@ pub struct CreateBody {
     pub read_only: Option<bool>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
+    /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
+    /// principal without a tenant may name any tenant (docs/API.md §13).
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub tenant: Option<String>,
 }
 
 /// `cpus` at most the host's CPUs and `memory` (at least 6 MiB) are bounded in
@@ -151,6 +108,17 @@ pub struct Tag(pub String);
 #[schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
 pub struct EnvName(pub String);
 
+/// An environment variable's value: any string but NUL (a process environment cannot hold
+/// one).
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = r"^[^\x00]*$")]
+pub struct EnvValue(pub String);
+
+/// A value of a patch's `env`: `null` removes the variable.
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = r"^[^\x00]*$")]
+pub struct EnvValueOrNull(pub Option<String>);
+
 /// One argument of `command` (no NUL byte).
 #[derive(Serialize, ToSchema)]
 #[schema(pattern = r"^[^\x00]*$")]
@@ -169,7 +137,7 @@ pub struct PatchBody {
         pattern = r"^([a-z0-9]+([.-][a-z0-9]+)*(:[0-9]{1,4})?/)?[a-z0-9]+([_-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@sha256:[a-f0-9]{64})?$"
     )]
     pub image: Option<String>,
-    pub env: Option<BTreeMap<EnvName, Option<String>>>,
+    pub env: Option<BTreeMap<EnvName, EnvValueOrNull>>,
     #[schema(max_items = 64)]
     pub tags: Option<std::collections::BTreeSet<Tag>>,
     pub resources: Option<ResourcesIn>,
@@ -191,36 +159,22 @@ pub struct PortsBody {
     pub ports: Option<Vec<PortIn>>,
 }
 
-// The lifecycle enums are the ones the server itself uses (`crate::lifecycle`).
-use crate::lifecycle::{DesiredState, Status};
-
-/// The representation of a container (docs/API.md §4).
+/// A container as `GET /containers/{cuid}` and the listing show it: the representation
+/// and `pull`.
 #[derive(Serialize, ToSchema)]
-pub struct Container {
-    pub cuid: String,
-    pub image: String,
-    pub env: BTreeMap<String, String>,
-    pub tags: Vec<String>,
-    pub resources: Resources,
-    pub ports: Vec<Port>,
-    pub command: Option<Vec<String>>,
-    pub restart: RestartPolicy,
-    pub user: Option<String>,
-    pub read_only: bool,
-    pub desired_state: DesiredState,
-    pub status: Status,
-    pub exit_code: Option<i64>,
-    pub generation: i64,
-    pub observed_generation: i64,
-    /// `{code, message, at}` of the last failure, or null.
-    pub last_error: Option<serde_json::Value>,
-    pub created_at: String,
-    pub updated_at: String,
+pub struct LiveContainer {
+    #[serde(flatten)]
+    pub container: Representation,
+    /// The progress of the pull of its image while the reconciler makes one for it, else
+    /// null. Kept out of the stored `status`: a pull lives only as long as the process.
+    #[schema(required = true)]
+    pub pull: Option<PullProgress>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ContainerList {
-    pub containers: Vec<Container>,
+    pub containers: Vec<LiveContainer>,
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -233,26 +187,66 @@ pub struct LiveStatus {
     pub desired_state: DesiredState,
     pub running: bool,
     pub paused: bool,
+    #[schema(required = true)]
     pub exit_code: Option<i64>,
+    #[schema(required = true)]
     pub started_at: Option<String>,
+    #[schema(required = true)]
     pub finished_at: Option<String>,
     pub restart_count: i64,
-    pub ports: Vec<serde_json::Value>,
+    pub ports: Vec<PublishedPort>,
     pub generation: i64,
     pub observed_generation: i64,
+    /// As in the representation.
+    #[schema(value_type = Option<Object>, required = true)]
     pub last_error: Option<serde_json::Value>,
-    /// `docker` or `store`.
-    pub source: String,
+    pub source: StatusSource,
+    /// Docker's own word for the state; only with `source: docker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    pub docker_status: Option<Option<String>>,
+}
+
+/// One binding of a port as Docker reports it.
+#[derive(Serialize, ToSchema)]
+pub struct PublishedPort {
+    /// `80/tcp`.
+    pub container: String,
+    #[schema(required = true)]
+    pub host_ip: Option<String>,
+    #[schema(required = true)]
+    pub host_port: Option<String>,
+}
+
+/// Where a status was read.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusSource {
+    Docker,
+    Store,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `degraded`.
-    pub status: String,
+    pub status: HealthStatus,
+    #[schema(required = true)]
     pub compose_version: Option<String>,
+    #[schema(required = true)]
     pub docker_version: Option<String>,
+    #[schema(required = true)]
+    pub docker_api_version: Option<String>,
+    /// `ok` or `unreachable: <why>`.
+    pub docker: String,
+    /// `ok` or `unreachable: <why>`.
     pub database: String,
     pub instance_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -261,21 +255,14 @@ pub struct UploadResult {
     pub bytes: u64,
 }
 
-/// Docker's restart policy of a container: the values `crate::spec` accepts (`restart`).
+/// `POST /session`, as JSON or as a form (other fields are ignored).
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    No,
-    OnFailure,
-    Always,
-    UnlessStopped,
-}
-
-/// `POST /session`, as JSON or as a form.
-#[derive(Serialize, ToSchema)]
-pub struct SignInBody {
-    pub user: String,
-    pub password: String,
+#[serde(untagged)]
+pub enum SignInBody {
+    /// The server's credentials (`APP_USER`/`APP_PASS`).
+    Password { user: String, password: String },
+    /// An API token (docs/API.md §13): the console then shows what that token may see and do.
+    Token { token: String },
 }
 
 /// The answer to a sign-in: the session's key goes in `X-Session-Key` (the cookie alone is
@@ -291,7 +278,11 @@ pub struct SignedIn {
 /// `GET /session`.
 #[derive(Serialize, ToSchema)]
 pub struct SessionUser {
+    /// The user name, or `token:<id>:<name>` for a session signed in with a token.
     pub user: String,
+    pub scope: Scope,
+    /// The tenant whose containers this session sees; `null`: all.
+    pub tenant: Option<String>,
 }
 
 /// `POST /session/ticket`: `?ticket=…` on one WebSocket upgrade or download link.
@@ -307,33 +298,10 @@ pub struct SessionTicket {
 pub struct FileListing {
     pub path: String,
     pub entries: Vec<FileEntry>,
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
     /// Names that are not UTF-8: counted, not listed.
     pub skipped: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct FileEntry {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: FileKind,
-    pub size: i64,
-    /// Octal, e.g. `0644`.
-    pub mode: String,
-    /// RFC 3339 (UTC).
-    pub mtime: Option<String>,
-    /// Only for a symlink: where it points (null when unreadable).
-    #[schema(nullable)]
-    pub target: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FileKind {
-    File,
-    Dir,
-    Symlink,
-    Other,
 }
 
 /// `GET /images`.
@@ -350,6 +318,7 @@ pub struct Image {
     pub digests: Vec<String>,
     pub size: i64,
     /// RFC 3339.
+    #[schema(required = true)]
     pub created: Option<String>,
     /// cuids.
     pub used_by: Vec<String>,
@@ -372,17 +341,8 @@ pub struct PullBody {
 pub struct PullAccepted {
     pub image: String,
     /// null once the pull has ended (or before it has begun).
+    #[schema(required = true)]
     pub pull: Option<PullProgress>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PullProgress {
-    pub image: String,
-    pub started_at: String,
-    pub layers_done: u64,
-    pub layers_total: u64,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
 }
 
 /// `DELETE /images/{reference}`.
@@ -390,6 +350,7 @@ pub struct PullProgress {
 pub struct ImageDeleted {
     pub image: String,
     pub id: String,
+    /// Always true.
     pub deleted: bool,
 }
 
@@ -403,6 +364,25 @@ pub enum LogStream {
     Both,
 }
 
+/// One line of `GET /containers/{cuid}/logs?format=jsonl` (a stream of them, one a line).
+#[derive(Serialize, ToSchema)]
+pub struct LogLine {
+    pub stream: crate::terminal::frames::Stream,
+    /// The record's bytes, as text or base64 (see `encoding`).
+    pub data: String,
+    pub encoding: LogEncoding,
+    /// When Docker received it (RFC 3339, UTC), when known.
+    #[schema(required = true)]
+    pub timestamp: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    Utf8,
+    Base64,
+}
+
 /// `GET /containers/{cuid}/logs?format=`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -413,14 +393,14 @@ pub enum LogFormat {
 }
 
 /// One server-sent event of `GET /events`, as a client's SSE parser hands it over
-/// (`http::events`): `container` carries `{cuid, generation, status, container}` or
-/// `{cuid, deleted: true}` as JSON in `data`; `reset` says to reload the list.
+/// (`http::events`): `data` is JSON, a [`ContainerEvent`] for `event: container`, an
+/// [`EventReset`] for `event: reset` (reload the list, then carry on after its `id`).
 #[derive(Serialize, ToSchema)]
 pub struct EventFrame {
     /// The sequence number, for `Last-Event-ID`.
     pub id: String,
     pub event: EventName,
-    /// JSON.
+    /// JSON: `ContainerEvent` or `EventReset`.
     pub data: String,
 }
 
@@ -429,4 +409,50 @@ pub struct EventFrame {
 pub enum EventName {
     Container,
     Reset,
+}
+
+/// What a client may send to `POST /tokens`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    #[schema(min_length = 1, max_length = 64, example = "ci")]
+    pub name: String,
+    pub scope: Scope,
+    /// The tenant whose containers the token works with; `null`: all (the operator's).
+    pub tenant: Option<String>,
+    /// Seconds until it stops working; `null`: never.
+    #[schema(minimum = 1, maximum = 315360000)]
+    pub expires_in: Option<i64>,
+}
+
+/// What a client may send to `PUT /tenants/{name}`: every quota optional, `null` no limit.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasBody {
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_containers: Option<i64>,
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_running: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub max_cpus: Option<f64>,
+    /// Bytes, or a size such as `8g`.
+    #[schema(value_type = Option<String>, example = "8g")]
+    pub max_memory: Option<String>,
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    pub max_pids: Option<i64>,
+    /// The host ports the tenant may publish, `FIRST-LAST`.
+    #[schema(pattern = "^[0-9]{1,5}-[0-9]{1,5}$", example = "20000-20999")]
+    pub ports: Option<String>,
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
+    pub requests_per_second: Option<f64>,
+}
+
+pub use crate::events::ContainerEvent;
+
+/// The `data` of an `event: reset`.
+#[derive(Serialize, ToSchema)]
+pub struct EventReset {
+    pub reason: &'static str,
+    /// The newest event's id: resume after it.
+    pub id: u64,
 }

@@ -11,19 +11,27 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::error::{content_type_is, ApiCode, ApiError, Kind};
 use crate::http::auth::{client_ip, refusal_if_blocked};
+use crate::http::schema::{SessionTicket, SessionUser, SignedIn};
 use crate::sessions::{
     key_from, tokens_from, Authenticated, Proof, COOKIE, LIFETIME, TICKET_LIFETIME,
 };
 use crate::state::AppState;
 
+/// A sign-in: `user` and `password`, or an API `token` (§13).
 #[derive(Deserialize)]
 struct SignIn {
-    user: String,
-    password: String,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+}
+
+/// What a sign-in presents, once checked for shape.
+enum Presented {
+    Password { user: String, password: String },
+    Token(String),
 }
 
 fn cookie(value: &str, max_age: u64) -> HeaderValue {
@@ -35,15 +43,31 @@ fn cookie(value: &str, max_age: u64) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("cm_session=; Max-Age=0; Path=/"))
 }
 
-fn parse(headers: &HeaderMap, body: &[u8]) -> Result<SignIn, ApiError> {
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Presented, ApiError> {
     let bad = |msg: &str| ApiError::validation(ApiCode::InvalidSignIn, msg.to_owned());
-    if content_type_is(headers, "application/x-www-form-urlencoded") {
+    let form: SignIn = if content_type_is(headers, "application/x-www-form-urlencoded") {
         // As browsers encode it (WHATWG): `+` and `%XX` decoded, other fields ignored.
         serde_urlencoded::from_bytes(body)
-            .map_err(|_| bad("the form needs the fields user and password, once each"))
+            .map_err(|_| bad("the form needs the fields user and password (or token), once each"))?
     } else {
-        serde_json::from_slice(body)
-            .map_err(|_| bad("the body must be JSON {\"user\": …, \"password\": …}"))
+        serde_json::from_slice(body).map_err(|_| {
+            bad("the body must be JSON {\"user\": …, \"password\": …} or {\"token\": …}")
+        })?
+    };
+    match form {
+        SignIn {
+            user: Some(user),
+            password: Some(password),
+            token: None,
+        } => Ok(Presented::Password { user, password }),
+        SignIn {
+            user: None,
+            password: None,
+            token: Some(token),
+        } => Ok(Presented::Token(token)),
+        _ => Err(bad(
+            "sign in with user and password, or with a token, not both",
+        )),
     }
 }
 
@@ -70,26 +94,38 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    let Some(user) = state
-        .credentials
-        .matches(&form.user, &form.password)
-        .map(str::to_owned)
-    else {
+    let signed = match &form {
+        Presented::Password { user, password } => state
+            .credentials
+            .matches(user, password)
+            .map(|u| (u.to_owned(), None)),
+        Presented::Token(secret) => state
+            .tenancy
+            .tokens
+            .authenticate(secret, chrono::Utc::now())
+            .ok()
+            .map(|p| (p.label, Some(secret.as_str()))),
+    };
+    let Some((user, bearer)) = signed else {
         state.throttle.record_failure(ip, std::time::Instant::now());
         return ApiError::new(
             Kind::Auth,
             ApiCode::InvalidCredentials,
-            "the user name or password is wrong",
+            "the user name and password, or the token, are wrong",
         )
         .into_response();
     };
     state.throttle.record_success(ip);
-    let signed_in = state.sessions.create(&user);
+    let signed_in = state.sessions.create_with(&user, bearer);
     // The key is in the body only: the console keeps it in its origin's storage and sends it
     // as `X-Session-Key`; a page on another port of the host gets the cookie but never this.
     let mut response = (
         StatusCode::OK,
-        Json(json!({"user": user, "expires_in": LIFETIME.as_secs(), "key": signed_in.key})),
+        Json(SignedIn {
+            user,
+            expires_in: LIFETIME.as_secs(),
+            key: signed_in.key,
+        }),
     )
         .into_response();
     response.headers_mut().insert(
@@ -120,7 +156,28 @@ fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
 #[utoipa::path(get, path = "/session", operation_id = "who_is_signed_in", tag = "console", summary = "Who is signed in with this cookie", security(), responses((status = 200, description = "The user", body = crate::http::schema::SessionUser), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody)))]
 pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match session_of(&state, &headers) {
-        Some(signed) => Json(json!({"user": signed.user})).into_response(),
+        Some(signed) => {
+            // What the console may show: a token's scope and tenant, or the operator's.
+            let principal = match &signed.bearer {
+                None => Some(crate::tenancy::Principal::operator(&signed.user)),
+                Some(secret) => state
+                    .tenancy
+                    .tokens
+                    .authenticate(secret, chrono::Utc::now())
+                    .ok(),
+            };
+            match principal {
+                Some(p) => Json(SessionUser {
+                    user: signed.user,
+                    scope: p.scope,
+                    tenant: p.tenant,
+                })
+                .into_response(),
+                None => {
+                    ApiError::new(Kind::Auth, ApiCode::NoSession, "not signed in").into_response()
+                }
+            }
+        }
         None => ApiError::new(Kind::Auth, ApiCode::NoSession, "not signed in").into_response(),
     }
 }
@@ -147,9 +204,11 @@ pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let ticket = session_of(&state, &headers).and_then(|s| state.sessions.ticket(&s.token));
     match ticket {
         Some(ticket) => {
-            let mut response =
-                Json(json!({"ticket": ticket, "expires_in": TICKET_LIFETIME.as_secs()}))
-                    .into_response();
+            let mut response = Json(SessionTicket {
+                ticket,
+                expires_in: TICKET_LIFETIME.as_secs(),
+            })
+            .into_response();
             response
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -168,7 +227,7 @@ pub async fn ticket(State(state): State<AppState>, headers: HeaderMap) -> Respon
 mod tests {
     use super::*;
 
-    fn form(body: &[u8]) -> Result<SignIn, ApiError> {
+    fn form(body: &[u8]) -> Result<Presented, ApiError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -179,9 +238,15 @@ mod tests {
 
     #[test]
     fn sign_in_forms_decode() {
-        let f = form(b"user=a+b%3D%26c&password=p%25w&extra=1").unwrap();
-        assert_eq!((f.user.as_str(), f.password.as_str()), ("a b=&c", "p%w"));
+        let Ok(Presented::Password { user, password }) =
+            form(b"user=a+b%3D%26c&password=p%25w&extra=1")
+        else {
+            panic!("not a password sign-in")
+        };
+        assert_eq!((user.as_str(), password.as_str()), ("a b=&c", "p%w"));
         assert!(form(b"user=admin").is_err());
         assert!(form(b"user=admin&password=a&password=b").is_err());
+        assert!(matches!(form(b"token=cm_x"), Ok(Presented::Token(t)) if t == "cm_x"));
+        assert!(form(b"token=cm_x&user=admin&password=p").is_err());
     }
 }

@@ -54,7 +54,7 @@ pub async fn after_spec_change(
         return Ok(container_response(StatusCode::OK, &c));
     }
     let since = crate::store::now();
-    state.reconciler.wake(&c.cuid);
+    state.reconciler.wake(&c);
     if c.desired_state.is_up() {
         return finish(state, c, wait, &since).await;
     }

@@ -247,7 +247,7 @@ fn spec() -> Spec {
         resources: Resources::default(),
         ports: vec![],
         command: Some(vec!["sleep".into()]),
-        restart: "on-failure".into(),
+        restart: crate::spec::RestartPolicy::OnFailure,
         user: None,
         read_only: false,
     }
@@ -296,6 +296,26 @@ pub(super) async fn settled_running(w: &World) -> Container {
         .record_observation(&c.cuid, &seen)
         .await
         .unwrap());
+    row(w, &c.cuid).await
+}
+
+/// `c` moved into tenant `name` (made if missing), as the API's create would have put it
+/// (`Store::insert_owned`); moving an existing row keeps the tests' world as it was built.
+pub(super) async fn in_tenant(w: &World, c: &Container, name: &str) -> Container {
+    let pool = &w.ctx.store.pool;
+    sqlx::query(
+        "INSERT OR IGNORE INTO tenants (name, created_at, updated_at) VALUES (?1, 'now', 'now')",
+    )
+    .bind(name)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
+        .bind(name)
+        .bind(&c.cuid)
+        .execute(pool)
+        .await
+        .unwrap();
     row(w, &c.cuid).await
 }
 

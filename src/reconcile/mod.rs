@@ -1,8 +1,9 @@
 //! The reconciler: a level-triggered controller that makes Docker match the desired state in
 //! the store. Rooms:
-//! - [`Reconciler`] (here) is the handle the API uses: `wake(cuid)` after writing desired
-//!   state, `subscribe()` to wait for observed state to change.
-//! - [`queue`]: FIFO with de-duplication and per-container back-off.
+//! - [`Reconciler`] (here) is the handle the API uses: `wake(&container)` after writing
+//!   desired state, `subscribe()` to wait for observed state to change.
+//! - [`queue`]: one FIFO line per tenant, served in turn, with de-duplication and
+//!   per-container back-off.
 //! - `worker`: runs passes for what the queue hands out, up to `RECONCILE_CONCURRENCY` at
 //!   once, never two for one container.
 //! - [`pass`]: one pass for one container: observe, [`decide`], act through the
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::store::containers::Container;
 use crate::store::{Identity, Store};
 use backend::{Backend, Observer};
 
@@ -106,10 +108,12 @@ impl Reconciler {
         }
     }
 
-    /// A request changed desired state: run a pass now, past any back-off (the client is
-    /// waiting, and the change may be the fix).
-    pub fn wake(&self, cuid: &str) {
-        self.enqueue(cuid, true);
+    /// A request changed desired state of `c` (the row as written): run a pass now, past
+    /// any back-off (the client is waiting, and the change may be the fix). The pass waits
+    /// in the line of the container's tenant.
+    pub fn wake(&self, c: &Container) {
+        self.set_tenant(&c.cuid, c.tenant.as_deref());
+        self.enqueue(&c.cuid, true);
     }
 
     /// An event or resync noticed something: run a pass, respecting back-off.
@@ -118,11 +122,22 @@ impl Reconciler {
     }
 
     fn enqueue(&self, cuid: &str, urgent: bool) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(cuid, urgent, Instant::now());
+        self.lock().add(cuid, urgent, Instant::now());
         self.notify.notify_one();
+    }
+
+    /// The tenant of `cuid`, learnt from its row (see [`queue::Queue::set_tenant`]).
+    fn set_tenant(&self, cuid: &str, tenant: Option<&str>) {
+        self.lock().set_tenant(cuid, tenant);
+    }
+
+    /// `cuid`'s row is gone.
+    fn forget(&self, cuid: &str) {
+        self.lock().forget(cuid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, queue::Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A receiver that sees a new value whenever observed state changed somewhere.
@@ -134,26 +149,20 @@ impl Reconciler {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// The containers that may run now (at most `slots`, first woken first), and when the
-    /// earliest backed-off one becomes due.
+    /// The containers that may run now (at most `slots`, the tenants taking turns, first
+    /// woken first inside one), and when the earliest backed-off one becomes due.
     fn take_ready(&self, slots: usize) -> (Vec<String>, Option<Instant>) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(slots, Instant::now())
+        self.lock().take(slots, Instant::now())
     }
 
     /// Containers waiting in line and how long the first of them has waited (metrics).
     pub fn queue_stats(&self) -> (usize, Option<std::time::Duration>) {
-        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let q = self.lock();
         (q.len(), q.oldest_age(Instant::now()))
     }
 
     fn finished(&self, cuid: &str, failed: bool) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .done(cuid, failed, Instant::now());
+        self.lock().done(cuid, failed, Instant::now());
     }
 
     /// Starts the worker, the event listener and the resync timer; they stop on `shutdown`.

@@ -42,6 +42,8 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
         }
     }
     for row in rows {
+        // Also learnt here, for the events of containers no pass has read since start-up.
+        ctx.reconciler.set_tenant(&row.cuid, row.tenant.as_deref());
         if !row.progress.in_sync(in_backend.get(&row.cuid).copied()) {
             ctx.reconciler.wake_soft(&row.cuid);
         }
@@ -96,7 +98,7 @@ mod tests {
 
     use super::*;
     use crate::lifecycle::ErrorCode;
-    use crate::reconcile::double::{listed, settled_running, world};
+    use crate::reconcile::double::{in_tenant, listed, settled_running, world};
     use crate::step_error::StepError;
 
     /// What the worker would run next.
@@ -153,6 +155,53 @@ mod tests {
         assert!(resync(&w.ctx).await.is_err());
         assert!(woken(&w.ctx).is_empty());
         assert_eq!(w.backend.calls().len(), 4);
+    }
+
+    /// The tenants read by a resync steer later wake-ups that name only a cuid (events):
+    /// B's container, woken behind 30 of A's, is served in the first round. Once its row is
+    /// gone, its tenant is forgotten: woken again, it waits in the operator's line.
+    #[tokio::test]
+    async fn wake_ups_by_cuid_join_the_line_of_the_tenant_the_resync_read() {
+        let w = world(None).await;
+        let mut a = Vec::new();
+        for _ in 0..30 {
+            let c = settled_running(&w).await;
+            a.push(in_tenant(&w, &c, "a").await);
+        }
+        let b = settled_running(&w).await;
+        let b = in_tenant(&w, &b, "b").await;
+        // Every container in sync: the resync wakes none, and learns every tenant.
+        let mut everyone = a.clone();
+        everyone.push(b.clone());
+        *w.backend.listed.lock().unwrap() = everyone
+            .iter()
+            .map(|c| listed(c, DockerState::Running))
+            .collect();
+        resync(&w.ctx).await.unwrap();
+        assert!(woken(&w.ctx).is_empty());
+
+        for c in &a {
+            w.ctx.reconciler.wake_soft(&c.cuid);
+        }
+        w.ctx.reconciler.wake_soft(&b.cuid);
+        let first_round = w.ctx.reconciler.take_ready(2).0;
+        assert_eq!(first_round, [a[0].cuid.clone(), b.cuid.clone()]);
+        assert_eq!(w.ctx.reconciler.queue_stats().0, 29);
+
+        // A pass that finds the row gone forgets its tenant.
+        w.ctx.reconciler.finished(&b.cuid, false);
+        w.ctx.store.tombstone(&b.cuid, None).await.unwrap();
+        crate::reconcile::pass::run(&w.ctx, &b.cuid).await.unwrap();
+        assert!(w.ctx.store.get(&b.cuid).await.unwrap().is_none());
+        let op = settled_running(&w).await;
+        w.ctx.reconciler.wake_soft(&op.cuid);
+        w.ctx.reconciler.wake_soft(&b.cuid);
+        let after = w.ctx.reconciler.take_ready(4).0;
+        assert_eq!(
+            after,
+            [&a[1], &op, &a[2], &b].map(|c| c.cuid.clone()),
+            "behind the operator's container, in the operator's line"
+        );
     }
 
     /// Events wake the containers they name; when the stream is lost, a resync follows

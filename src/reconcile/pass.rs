@@ -53,8 +53,11 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
     let mut last = None;
     for _ in 0..MAX_STEPS {
         let Some(c) = ctx.store.get(cuid).await? else {
+            ctx.reconciler.forget(cuid);
             return Ok(());
         };
+        // Its tenant's line, for the wake-ups of events that name only the cuid.
+        ctx.reconciler.set_tenant(cuid, c.tenant.as_deref());
         let desired = desired_of(&c);
         // A container never started has nothing in Docker: no call for it.
         let observed = if desired.state == DesiredState::Created && !desired.deleting {
@@ -94,6 +97,7 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
         }
         if decision.action == Action::Delete {
             ctx.store.delete_row(cuid).await?;
+            ctx.reconciler.forget(cuid);
             ctx.changed();
             return Ok(());
         }

@@ -1,20 +1,30 @@
 //! The reconciler's work queue: FIFO with de-duplication and per-container back-off, after
 //! client-go's workqueue (a dirty set, a processing set, requeue to the back, rate-limited
-//! retries).
+//! retries), and fair across tenants.
 //!
-//! - A woken container joins the back of the line once; woken again while it waits, it keeps
+//! - Each tenant has a line of its own (the operator's containers, without a tenant, form
+//!   one too). The lines with someone waiting take turns, one container each, so a tenant
+//!   with thousands of pending passes delays another tenant's single pass by one round at
+//!   most (a round: one container from each waiting line). Inside a line: first woken, first
+//!   served.
+//! - A woken container joins the back of its line once; woken again while it waits, it keeps
 //!   its place. Under load every container gets its turn in the order it was woken.
 //! - A container is never handed out while a pass for it runs; woken meanwhile, it goes to
-//!   the back of the line when that pass ends.
-//! - After a failed pass it waits out its back-off in a timer heap and re-enters the line when
-//!   due, in due order. A wake-up by a request (the client waits, and its change may be the
-//!   fix) skips the back-off; a wake-up by an event or the resync does not.
+//!   the back of its line when that pass ends.
+//! - After a failed pass it waits out its back-off in a timer heap and re-enters its line
+//!   when due, in due order. A wake-up by a request (the client waits, and its change may be
+//!   the fix) skips the back-off; a wake-up by an event or the resync does not.
 //!
 //! Every operation is O(1) or O(log n) in the number of queued containers: dispatch never
-//! scans what is pending.
+//! scans what is pending, nor the lines.
+//!
+//! The queue learns a container's tenant from whoever knows it ([`Queue::set_tenant`]: the
+//! API's wake-ups, the resync's listing, each pass's row); a container's tenant never
+//! changes. One woken before its tenant is known waits in the operator's line that once.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{btree_map, BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,12 +38,21 @@ struct Backoff {
     failures: u32,
 }
 
+/// Whose line a container waits in: its tenant, `None` for the operator's own containers.
+type Lane = Option<Arc<str>>;
+
 #[derive(Default)]
 pub struct Queue {
-    /// Waiting for a worker slot, in the order they were woken, with when each joined the
-    /// line (the front is the longest waiting: the age metric reads it in O(1)).
-    line: VecDeque<(String, Instant)>,
-    /// The containers in `line`.
+    /// Waiting for a worker slot: one line per tenant with someone waiting (an emptied line
+    /// is dropped), each in the order woken, with when each joined.
+    lines: HashMap<Lane, VecDeque<(String, Instant)>>,
+    /// The lanes in `lines`, each once, in serving order: the front one gives a container
+    /// and goes to the back.
+    turns: VecDeque<Lane>,
+    /// When the waiting containers joined their lines, with how many joined at that
+    /// instant: the first key is the longest wait (the age metric, in O(log n)).
+    joined: BTreeMap<Instant, usize>,
+    /// The containers in `lines`.
     queued: HashSet<String>,
     /// Passes in flight.
     running: HashSet<String>,
@@ -43,9 +62,25 @@ pub struct Queue {
     backoff: HashMap<String, Backoff>,
     /// Back-off deadlines; an entry whose deadline no longer matches `backoff` is stale.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// The tenant of each container the queue was told of.
+    tenant_of: HashMap<String, Lane>,
 }
 
 impl Queue {
+    /// Tells the tenant of `cuid` (`None`: the operator's own). A container's tenant never
+    /// changes, so the first word stands and telling again costs one look-up.
+    pub fn set_tenant(&mut self, cuid: &str, tenant: Option<&str>) {
+        if !self.tenant_of.contains_key(cuid) {
+            self.tenant_of
+                .insert(cuid.to_owned(), tenant.map(Arc::from));
+        }
+    }
+
+    /// `cuid` is gone (its row was deleted): its tenant need not be kept.
+    pub fn forget(&mut self, cuid: &str) {
+        self.tenant_of.remove(cuid);
+    }
+
     /// Wakes `cuid`. `urgent` (a request) skips its back-off.
     pub fn add(&mut self, cuid: &str, urgent: bool, now: Instant) {
         if urgent {
@@ -65,11 +100,11 @@ impl Queue {
             return;
         }
         self.queued.insert(cuid.to_owned());
-        self.line.push_back((cuid.to_owned(), now));
+        self.push(cuid.to_owned(), now);
     }
 
-    /// Hands out up to `slots` containers, oldest first, after moving those whose back-off
-    /// is over into the line. Also tells when the next back-off ends.
+    /// Hands out up to `slots` containers, the lines taking turns, after moving those whose
+    /// back-off is over into their lines. Also tells when the next back-off ends.
     pub fn take(&mut self, slots: usize, now: Instant) -> (Vec<String>, Option<Instant>) {
         while let Some(Reverse((until, _))) = self.timers.peek() {
             if *until > now {
@@ -80,12 +115,12 @@ impl Queue {
             };
             let current = self.backoff.get(&cuid).is_some_and(|b| b.until == until);
             if current && !self.running.contains(&cuid) && self.queued.insert(cuid.clone()) {
-                self.line.push_back((cuid, now));
+                self.push(cuid, now);
             }
         }
         let mut ready = Vec::new();
         while ready.len() < slots {
-            let Some((cuid, _)) = self.line.pop_front() else {
+            let Some(cuid) = self.pop() else {
                 break;
             };
             self.queued.remove(&cuid);
@@ -97,7 +132,7 @@ impl Queue {
     }
 
     /// A pass for `cuid` ended. A failure starts (or doubles) its back-off; a success clears
-    /// it. Woken meanwhile, it goes to the back of the line.
+    /// it. Woken meanwhile, it goes to the back of its line.
     pub fn done(&mut self, cuid: &str, failed: bool, now: Instant) {
         self.running.remove(cuid);
         if failed {
@@ -117,18 +152,50 @@ impl Queue {
 
     /// How many containers wait in line (not those backing off).
     pub fn len(&self) -> usize {
-        self.line.len()
+        self.queued.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.line.is_empty()
+        self.queued.is_empty()
     }
 
-    /// How long the container at the front of the line has waited (`None`: empty line).
+    /// How long the container waiting longest has waited (`None`: nobody waits).
     pub fn oldest_age(&self, now: Instant) -> Option<Duration> {
-        self.line
-            .front()
-            .map(|(_, since)| now.saturating_duration_since(*since))
+        self.joined
+            .first_key_value()
+            .map(|(since, _)| now.saturating_duration_since(*since))
+    }
+
+    /// Puts `cuid` at the back of its tenant's line; a line that was empty takes its turn
+    /// after the lines already waiting.
+    fn push(&mut self, cuid: String, now: Instant) {
+        let lane = self.tenant_of.get(&cuid).cloned().flatten();
+        let line = self.lines.entry(lane.clone()).or_default();
+        if line.is_empty() {
+            self.turns.push_back(lane);
+        }
+        line.push_back((cuid, now));
+        *self.joined.entry(now).or_insert(0) += 1;
+    }
+
+    /// The front container of the line whose turn it is; that line goes to the back of the
+    /// turns if others of its containers still wait.
+    fn pop(&mut self) -> Option<String> {
+        let lane = self.turns.pop_front()?;
+        let line = self.lines.get_mut(&lane)?;
+        let (cuid, since) = line.pop_front()?;
+        if line.is_empty() {
+            self.lines.remove(&lane);
+        } else {
+            self.turns.push_back(lane);
+        }
+        if let btree_map::Entry::Occupied(mut e) = self.joined.entry(since) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        Some(cuid)
     }
 }
 
@@ -245,6 +312,136 @@ mod tests {
         q.done("a", false, due);
         let later = due + BACKOFF_MAX * 2;
         assert!(q.take(1, later).0.is_empty());
+    }
+
+    /// `n` containers of `tenant`, woken in order.
+    fn fill(q: &mut Queue, tenant: Option<&str>, prefix: &str, n: usize, now: Instant) {
+        for i in 0..n {
+            let c = format!("{prefix}{i}");
+            q.set_tenant(&c, tenant);
+            q.add(&c, true, now);
+        }
+    }
+
+    /// Tenant A's 2,000 queued passes do not hold back B's single start, nor the
+    /// operator's: each is served within one round (one container per waiting line), and
+    /// A's own stay in the order they were woken.
+    #[test]
+    fn a_full_line_delays_another_tenant_by_one_round_at_most() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        fill(&mut q, Some("a"), "a", 2000, now);
+        q.set_tenant("b0", Some("b"));
+        q.add("b0", true, now);
+        q.add("op", true, now);
+        assert_eq!(q.len(), 2002);
+        let (first, _) = q.take(3, now);
+        assert_eq!(names(&first), ["a0", "b0", "op"]);
+
+        // One slot at a time, in the middle of A's burst: a newcomer waits one round.
+        let mut a_order = vec![first[0].clone()];
+        for _ in 0..500 {
+            let (ready, _) = q.take(1, now);
+            a_order.extend(ready);
+        }
+        q.set_tenant("b1", Some("b"));
+        q.add("b1", true, now);
+        let (ready, _) = q.take(1, now);
+        let (then, _) = q.take(1, now);
+        assert!(
+            ready[0] == "b1" || then[0] == "b1",
+            "b1 waited past one round: {ready:?} {then:?}"
+        );
+        let mut rest = ready;
+        rest.extend(then);
+        loop {
+            let (ready, _) = q.take(64, now);
+            if ready.is_empty() {
+                break;
+            }
+            rest.extend(ready);
+        }
+        a_order.extend(rest.into_iter().filter(|c| c != "b1"));
+        let want: Vec<String> = (0..2000).map(|i| format!("a{i}")).collect();
+        assert_eq!(a_order, want, "FIFO inside A's line");
+        assert!(q.is_empty());
+        assert_eq!(q.oldest_age(now), None);
+    }
+
+    /// A busy system: A wakes its 2,000 containers again after every pass, B and C each
+    /// have one container woken again after every pass. Through one slot, the lines take
+    /// strict turns: B's and C's containers are served every third pass (the old single line
+    /// served them once in 2,000), and A still gets its third.
+    #[test]
+    fn tenants_take_turns_under_sustained_load() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        fill(&mut q, Some("a"), "a", 2000, now);
+        fill(&mut q, Some("b"), "b", 1, now);
+        fill(&mut q, Some("c"), "c", 1, now);
+        let mut last: HashMap<String, usize> = HashMap::new();
+        let mut a_served = 0;
+        for turn in 0..3000 {
+            let (ready, _) = q.take(1, now);
+            let c = &ready[0];
+            if c.starts_with('a') {
+                a_served += 1;
+            } else if let Some(prev) = last.insert(c.clone(), turn) {
+                assert_eq!(turn - prev, 3, "{c}");
+            }
+            q.add(c, true, now);
+            q.done(c, false, now);
+        }
+        assert_eq!(a_served, 1000);
+        assert_eq!(q.len(), 2002);
+    }
+
+    /// A container keeps its tenant's line when it comes back: after a pass it was woken
+    /// during, and after its back-off. Its tenant is told once, and the first word stands.
+    #[test]
+    fn a_container_comes_back_to_its_own_line() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        q.set_tenant("b0", Some("b"));
+        q.set_tenant("b0", None);
+        q.add("b0", false, now);
+        assert_eq!(names(&q.take(1, now).0), ["b0"]);
+        fill(&mut q, Some("a"), "a", 100, now);
+        // Woken during its pass: behind one of A's, not behind all of them.
+        q.add("b0", false, now);
+        q.done("b0", false, now);
+        assert_eq!(names(&q.take(2, now).0), ["a0", "b0"]);
+        // Failed: due again after its back-off, then served within one round.
+        q.done("b0", true, now);
+        let (ready, due) = q.take(1, now);
+        assert_eq!(names(&ready), ["a1"]);
+        let due = due.expect("a retry is scheduled");
+        assert_eq!(names(&q.take(2, due).0), ["a2", "b0"]);
+    }
+
+    /// The age metric reads the longest wait across all lines, in O(log n), and follows the
+    /// containers as they leave.
+    #[test]
+    fn the_oldest_wait_is_across_all_lines() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let t2 = t0 + Duration::from_secs(2);
+        let mut q = Queue::default();
+        q.set_tenant("b0", Some("b"));
+        q.add("b0", false, t0);
+        fill(&mut q, Some("a"), "a", 2, t1);
+        q.add("op", false, t2);
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(q.oldest_age(later), Some(Duration::from_secs(10)));
+        assert_eq!(names(&q.take(1, later).0), ["b0"]);
+        assert_eq!(q.oldest_age(later), Some(Duration::from_secs(9)));
+        assert_eq!(names(&q.take(2, later).0), ["a0", "op"]);
+        assert_eq!(q.oldest_age(later), Some(Duration::from_secs(9)));
+        assert_eq!(names(&q.take(2, later).0), ["a1"]);
+        assert_eq!(q.oldest_age(later), None);
+        // Forgotten (its row is gone): woken again, it waits in the operator's line.
+        q.forget("a0");
+        assert!(!q.tenant_of.contains_key("a0"));
     }
 
     #[test]

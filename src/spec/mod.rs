@@ -60,20 +60,30 @@ pub fn new_cuid() -> String {
     format!("c{}", uuid::Uuid::new_v4().hyphenated())
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A published port, as the representation shows it (defaults filled in).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Port {
+    #[schema(minimum = 1, maximum = 65535)]
     pub host: u16,
+    #[schema(minimum = 1, maximum = 65535)]
     pub container: u16,
+    /// `tcp` (default) or `udp`.
+    #[schema(example = "tcp")]
     pub protocol: String,
+    /// Default: the `PORT_BIND_IP` setting.
     pub host_ip: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
+    #[schema(required = true)]
     pub cpus: Option<f64>,
     /// As the client gave it (`"4096m"`), echoed back.
+    #[schema(required = true)]
     pub memory: Option<String>,
+    #[schema(required = true)]
     pub memory_bytes: Option<i64>,
+    #[schema(required = true)]
     pub pids: Option<i64>,
     /// The size of `/tmp` under `read_only` (as the client gave it, `"64m"`); `None`:
     /// [`DEFAULT_TMP_BYTES`].
@@ -81,6 +91,40 @@ pub struct Resources {
     pub tmp: Option<String>,
     #[serde(default)]
     pub tmp_bytes: Option<i64>,
+}
+
+/// Docker's restart policy of a container (`restart`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    #[default]
+    OnFailure,
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub const ALL: [RestartPolicy; 4] = [
+        RestartPolicy::No,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Always,
+        RestartPolicy::UnlessStopped,
+    ];
+
+    /// As compose and the store spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::OnFailure => "on-failure",
+            Self::Always => "always",
+            Self::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
 }
 
 /// Everything a client can set about a container.
@@ -92,7 +136,7 @@ pub struct Spec {
     pub resources: Resources,
     pub ports: Vec<Port>,
     pub command: Option<Vec<String>>,
-    pub restart: String,
+    pub restart: RestartPolicy,
     pub user: Option<String>,
     /// A read-only root filesystem, with `/tmp` a tmpfs of `resources.tmp` and `/app`
     /// writable.
@@ -205,7 +249,7 @@ pub fn parse_create(
     };
     let command = parse_command(body.remove("command").unwrap_or(Value::Null))?;
     let restart = match body.remove("restart") {
-        None | Some(Value::Null) => "on-failure".to_owned(),
+        None | Some(Value::Null) => RestartPolicy::OnFailure,
         Some(v) => parse_restart(v)?,
     };
     let user = parse_user(body.remove("user").unwrap_or(Value::Null))?;
@@ -294,7 +338,7 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("restart") {
         next.restart = if v.is_null() {
-            "on-failure".to_owned()
+            RestartPolicy::OnFailure
         } else {
             parse_restart(v)?
         };
@@ -398,10 +442,10 @@ fn parse_command(v: Value) -> Result<Option<Vec<String>>, Invalid> {
     }
 }
 
-fn parse_restart(v: Value) -> Result<String, Invalid> {
-    match v.as_str() {
-        Some(p @ ("no" | "on-failure" | "always" | "unless-stopped")) => Ok(p.to_owned()),
-        _ => Err(Invalid::field(
+fn parse_restart(v: Value) -> Result<RestartPolicy, Invalid> {
+    match v.as_str().and_then(RestartPolicy::parse) {
+        Some(p) => Ok(p),
+        None => Err(Invalid::field(
             Rule::InvalidRestart,
             "restart",
             v,

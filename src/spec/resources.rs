@@ -68,7 +68,7 @@ pub(super) fn merge_resources(
                 into.memory_bytes = Some(bytes);
             }
             ("pids", Value::Null) => into.pids = None,
-            ("pids", v) => match v.as_i64() {
+            ("pids", v) => match whole(&v).and_then(|n| i64::try_from(n).ok()) {
                 Some(n) if n >= 1 => into.pids = Some(n),
                 _ => {
                     return Err(Invalid::field(
@@ -117,10 +117,20 @@ fn parse_cpus(v: Value, limits: &Limits) -> Result<f64, Invalid> {
     }
 }
 
+/// A non-negative whole number: `4096` or `4096.0` (JSON has one number type, and JSON
+/// Schema's `integer` accepts both, as the ports do).
+fn whole(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
+}
+
 fn parse_memory_value(v: Value) -> Result<(String, i64), Invalid> {
     let text = match &v {
         Value::String(s) => s.clone(),
-        Value::Number(n) if n.as_u64().is_some() => n.to_string(),
+        Value::Number(_) if whole(&v).is_some() => whole(&v).unwrap_or_default().to_string(),
         _ => {
             return Err(Invalid::field(
                 Rule::InvalidMemory,
@@ -212,6 +222,17 @@ mod tests {
         for bad in ["", "m", "1t", "1.5g", "-1m", "99999999999999999999g", "1 g"] {
             assert_eq!(parse_memory(bad), None, "{bad}");
         }
+    }
+
+    /// `1073741824.0` is the integer the document allows, as `1073741824` is.
+    #[test]
+    fn whole_numbers_may_be_written_with_a_fraction() {
+        let (text, bytes) = parse_memory_value(serde_json::json!(1073741824.0)).unwrap();
+        assert_eq!((text.as_str(), bytes), ("1073741824", 1 << 30));
+        assert!(parse_memory_value(serde_json::json!(1073741824.5)).is_err());
+        assert!(parse_memory_value(serde_json::json!(-8388608.0)).is_err());
+        assert_eq!(whole(&serde_json::json!(50.0)), Some(50));
+        assert_eq!(whole(&serde_json::json!(50.5)), None);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Container {
     pub deleted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The tenant it belongs to (`None`: the operator's).
+    pub tenant: Option<String>,
 }
 
 impl Container {
@@ -73,11 +75,12 @@ struct Row {
     deleted_at: Option<String>,
     created_at: String,
     updated_at: String,
+    tenant: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
-     desired_at, last_error, deleted_at, created_at, updated_at";
+     desired_at, last_error, deleted_at, created_at, updated_at, tenant";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -97,7 +100,8 @@ impl Row {
                 },
                 ports,
                 command: self.command.and_then(|c| serde_json::from_str(&c).ok()),
-                restart: self.restart,
+                // Only the spec's own values are ever written.
+                restart: crate::spec::RestartPolicy::parse(&self.restart).unwrap_or_default(),
                 user: self.user,
                 read_only: self.read_only,
             },
@@ -120,6 +124,7 @@ impl Row {
             deleted_at: self.deleted_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            tenant: self.tenant,
         }
     }
 }
@@ -129,6 +134,9 @@ impl Row {
 pub struct ListFilter {
     pub status: Option<Vec<String>>,
     pub tag: Option<String>,
+    /// Only this tenant's containers. Absent in cursors made before tenants existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// The first answer to an `Idempotency-Key`, kept to be replayed.
@@ -220,6 +228,7 @@ impl Store {
         .bind(status)
         .bind(&filter.tag)
         .bind(limit + 1)
+        .bind(&filter.tenant)
         .fetch_all(&self.pool)
         .await?;
         let cuids: Vec<&str> = rows.iter().map(|r| r.cuid.as_str()).collect();
@@ -252,13 +261,14 @@ pub enum Created {
 }
 
 /// The WHERE/ORDER/LIMIT of a listing page; `?1` after-seq, `?2` status JSON list or NULL,
-/// `?3` tag or NULL, `?4` limit. The status filtered on is the one shown (`deleting` for a
+/// `?3` tag or NULL, `?4` limit, `?5` tenant or NULL. The status filtered on is the one shown (`deleting` for a
 /// tombstone, as in `Row::into_container`). Filters are checked per row while walking the primary key,
 /// so SQLite searches the rowid range in order and never sorts.
 pub const PAGE_WHERE: &str = "seq > ?1
     AND (?2 IS NULL OR (CASE WHEN deleted_at IS NULL THEN status ELSE 'deleting' END)
                        IN (SELECT value FROM json_each(?2)))
     AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value = ?3))
+    AND (?5 IS NULL OR tenant = ?5)
     ORDER BY seq LIMIT ?4";
 
 pub(super) async fn fetch_one(
@@ -296,6 +306,8 @@ pub struct Observation {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Summary {
     pub cuid: String,
+    /// Its tenant: the reconciler queues its passes in that tenant's line.
+    pub tenant: Option<String>,
     #[sqlx(flatten)]
     pub progress: Progress,
 }
@@ -304,7 +316,7 @@ impl Store {
     /// Rows resync looks at: everything but containers that were never started.
     pub async fn summaries(&self) -> Result<Vec<Summary>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT cuid, desired_state, status, generation, observed_generation, restart_requested, restart_done,
+            "SELECT cuid, tenant, desired_state, status, generation, observed_generation, restart_requested, restart_done,
                     deleted_at IS NOT NULL AS deleting
              FROM containers WHERE desired_state != 'created' OR deleted_at IS NOT NULL
                 OR observed_generation != generation",
@@ -316,9 +328,21 @@ impl Store {
     /// `(cuid, image)` of every container not being deleted, in creation order: who uses
     /// which image (`GET /images`, `DELETE /images/{ref}`).
     pub async fn images_in_use(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
-        sqlx::query_as("SELECT cuid, image FROM containers WHERE deleted_at IS NULL ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await
+        self.images_in_use_by(None).await
+    }
+
+    /// [`images_in_use`](Self::images_in_use), of one tenant's containers when given.
+    pub async fn images_in_use_by(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT cuid, image FROM containers
+             WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant = ?1) ORDER BY seq",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Live containers (not being deleted) counted by desired state and observed status,

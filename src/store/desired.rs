@@ -77,6 +77,20 @@ impl Store {
         idempotency: Option<(&str, &str)>,
         render: impl FnOnce(&Container) -> Value,
     ) -> Result<Created, Error> {
+        self.insert_owned(cuid, spec, desired_state, None, idempotency, render)
+            .await
+    }
+
+    /// [`insert`](Self::insert) for a container that belongs to `tenant`.
+    pub async fn insert_owned(
+        &self,
+        cuid: &str,
+        spec: &Spec,
+        desired_state: DesiredState,
+        tenant: Option<&str>,
+        idempotency: Option<(&str, &str)>,
+        render: impl FnOnce(&Container) -> Value,
+    ) -> Result<Created, Error> {
         let mut tx = self.begin_immediate().await?;
         if let Some((key, _)) = idempotency {
             let exists = sqlx::query_scalar!("SELECT key FROM idempotency_keys WHERE key = ?", key)
@@ -94,6 +108,7 @@ impl Store {
             .command
             .as_ref()
             .map(|c| serde_json::to_string(c).unwrap_or_default());
+        let restart = spec.restart.as_str();
         sqlx::query!(
             "INSERT INTO containers (cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user,
                                      desired_state, created_at, updated_at)
@@ -107,7 +122,7 @@ impl Store {
             spec.resources.memory_bytes,
             spec.resources.pids,
             command,
-            spec.restart,
+            restart,
             spec.user,
             desired_state,
             now,
@@ -116,6 +131,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         write_hardening(&mut tx, cuid, spec).await?;
+        if let Some(tenant) = tenant {
+            sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
+                .bind(tenant)
+                .bind(cuid)
+                .execute(&mut *tx)
+                .await?;
+        }
         write_ports(&mut tx, cuid, &spec.ports).await?;
         let container = read_back(&mut tx, cuid).await?;
         if let Some((key, sha)) = idempotency {
@@ -176,6 +198,7 @@ impl Store {
             .command
             .as_ref()
             .map(|c| serde_json::to_string(c).unwrap_or_default());
+        let restart = next.restart.as_str();
         sqlx::query!(
             "UPDATE containers SET image = ?, env = ?, tags = ?, cpus = ?, memory = ?, memory_bytes = ?, pids = ?,
                     command = ?, restart = ?, user = ?, generation = generation + 1, updated_at = ?
@@ -188,7 +211,7 @@ impl Store {
             next.resources.memory_bytes,
             next.resources.pids,
             command,
-            next.restart,
+            restart,
             next.user,
             now,
             cuid

@@ -33,7 +33,7 @@ fn spec(ports: &[u16]) -> Spec {
             })
             .collect(),
         command: None,
-        restart: "no".into(),
+        restart: crate::spec::RestartPolicy::No,
         user: None,
         read_only: false,
     }
@@ -331,6 +331,7 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
         let filter = ListFilter {
             status: Some(vec![status.to_owned()]),
             tag: None,
+            tenant: None,
         };
         let store = store.clone();
         async move {
@@ -401,6 +402,7 @@ async fn listing_pages_in_creation_order_with_filters() {
     let even = ListFilter {
         status: None,
         tag: Some("even".into()),
+        tenant: None,
     };
     let evens = store.list(&even, 0, 10).await.unwrap();
     let got: Vec<&str> = evens.iter().map(|c| c.cuid.as_str()).collect();
@@ -413,6 +415,7 @@ async fn listing_pages_in_creation_order_with_filters() {
     let running_only = ListFilter {
         status: Some(vec!["running".into()]),
         tag: None,
+        tenant: None,
     };
     let got = store.list(&running_only, 0, 10).await.unwrap();
     assert_eq!(got.len(), 1);

@@ -23,7 +23,9 @@ pub const MAX_FRAME_JSON: usize = 64 * 1024;
 pub const MAX_INPUT_DATA: usize = 64 * 1024;
 
 /// Which output stream a chunk came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = OutputStream)]
 pub enum Stream {
     Stdout,
     Stderr,

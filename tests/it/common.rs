@@ -778,3 +778,123 @@ impl RssSampler {
         self.handle.join().unwrap()
     }
 }
+
+// ---------------------------------------------------------------- tenants and tokens
+
+/// A client holding one bearer token (docs/API.md §13).
+pub struct Bearer<'a> {
+    pub server: &'a Server,
+    pub token: String,
+}
+
+impl Bearer<'_> {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.server
+            .client
+            .request(method, format!("{}{}", self.server.base, path))
+            .bearer_auth(&self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.server
+            .send(self.request(reqwest::Method::GET, path))
+            .await
+    }
+
+    pub async fn post(&self, path: &str) -> Resp {
+        self.server
+            .send(self.request(reqwest::Method::POST, path))
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.server
+            .send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    pub async fn patch_json(&self, path: &str, body: &Value) -> Resp {
+        self.server
+            .send(self.request(reqwest::Method::PATCH, path).json(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.server
+            .send(self.request(reqwest::Method::DELETE, path))
+            .await
+    }
+}
+
+impl Server {
+    /// `PUT /tenants/{name}` with `quotas`; asserts 200 or 201.
+    pub async fn put_tenant(&self, name: &str, quotas: &Value) -> Resp {
+        let r = self
+            .send(
+                self.request(reqwest::Method::PUT, &format!("/tenants/{name}"))
+                    .json(quotas),
+            )
+            .await;
+        assert!(r.status == 201 || r.status == 200, "{}", r.text);
+        r
+    }
+
+    /// `POST /tokens` for `scope` (and `tenant`); asserts 201 and returns a client holding it.
+    pub async fn token(&self, scope: &str, tenant: Option<&str>) -> Bearer<'_> {
+        let r = self
+            .post_json(
+                "/tokens",
+                &serde_json::json!({"name": format!("{scope}-{}", tenant.unwrap_or("all")), "scope": scope, "tenant": tenant}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        Bearer {
+            server: self,
+            token: r.json["token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+/// One `GET /events` resumed after `last_id`: the events it gets, as (id, kind, data), up to
+/// the first with `id >= until` or a reset.
+pub async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, String, Value)> {
+    let r = s
+        .request(reqwest::Method::GET, "/events")
+        .header("last-event-id", last_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = Box::pin(r.bytes_stream());
+    let mut buf = String::new();
+    let mut seen = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let (Some(id), Some(kind), Some(data)) =
+                (field("id:"), field("event:"), field("data:"))
+            else {
+                continue; // a comment
+            };
+            let id: u64 = id.parse().unwrap();
+            let done = kind == "reset" || id >= until;
+            seen.push((id, kind, serde_json::from_str(&data).unwrap()));
+            if done {
+                return seen;
+            }
+        }
+        let next = futures_util::StreamExt::next(&mut body);
+        let chunk = tokio::time::timeout(Duration::from_secs(20), next)
+            .await
+            .expect("no event in time")
+            .expect("stream ended")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}

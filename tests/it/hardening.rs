@@ -69,50 +69,6 @@ async fn an_env_over_the_cap_is_refused_and_nothing_is_stored() {
     assert!(r.json["env"].get("C").is_none());
 }
 
-/// One `GET /events` resumed after `last_id`: the events it gets, as (id, kind, data), up to
-/// the first with `id >= until` or a reset.
-async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, String, Value)> {
-    let r = s
-        .request(reqwest::Method::GET, "/events")
-        .header("last-event-id", last_id.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let mut body = Box::pin(r.bytes_stream());
-    let mut buf = String::new();
-    let mut seen = Vec::new();
-    loop {
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_owned())
-            };
-            let (Some(id), Some(kind), Some(data)) =
-                (field("id:"), field("event:"), field("data:"))
-            else {
-                continue; // a comment
-            };
-            let id: u64 = id.parse().unwrap();
-            let done = kind == "reset" || id >= until;
-            seen.push((id, kind, serde_json::from_str(&data).unwrap()));
-            if done {
-                return seen;
-            }
-        }
-        let next = futures_util::StreamExt::next(&mut body);
-        let chunk = tokio::time::timeout(Duration::from_secs(20), next)
-            .await
-            .expect("no event in time")
-            .expect("stream ended")
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-    }
-}
-
 /// Waits until the newest event is the container at `generation`; returns its id. (A reader
 /// with an id from the future gets one `reset` naming the newest id; the newest event is
 /// always kept.)

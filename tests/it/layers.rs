@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "audit",
         "credentials",
         "sessions",
+        "tenancy",
     ],
     &["representation"],
     &["store"],

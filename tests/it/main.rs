@@ -4,7 +4,9 @@
 mod browser;
 mod common;
 mod console;
+mod console_tenancy;
 mod containers;
+mod contract;
 mod files;
 mod first_run;
 mod foundation;
@@ -18,4 +20,5 @@ mod ops;
 mod read_only;
 mod reconcile;
 mod security;
+mod tenancy;
 mod terminal;

@@ -561,19 +561,50 @@ async fn fuzzed_against_its_own_document() {
     let config = s.dir.path().join("schemathesis.toml");
     // The streams (`/events`, `logs?follow=true`, `stats?stream=true`) only end when the
     // client leaves: each read stops after two events or a short timeout, on a few examples.
+    // The data checks of the full run (`-c all`) are told which answers to a well-formed
+    // request depend on state rather than on the request: 408 (ACTION_TIMEOUT is 3 s here),
+    // 412 (any generation but the current one; a malformed `If-Match` is 412 too, as
+    // docs/API.md says), 422 (a transition the current state forbids, an image not on the
+    // host), for the listing 400 `INVALID_CURSOR` (a cursor is signed: no generated string
+    // is one), and for the port list 400 `DUPLICATE_PORT` (a schema cannot say "unique by
+    // host port and protocol"). Resource availability is not checked: the pinned `cuid` replaces the
+    // links' own, so a scenario's "created" container is the pinned one another step deleted.
     std::fs::write(
         &config,
         format!(
-            "max-stream-events = 2\n\
-             [parameters]\n\"path.cuid\" = \"{cuid}\"\n\
-             [[operations]]\n\
-             include-path-regex = \"^/events$|/logs$|/stats$\"\n\
-             request-timeout = 2\n\
-             generation.max-examples = 3\n\
-             phases.coverage.enabled = false\n"
+            r#"max-stream-events = 2
+[parameters]
+"path.cuid" = "{cuid}"
+[checks.positive_data_acceptance]
+expected-statuses = [{positive}]
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "412", "413", "415", "422", "428", "429", "5xx"]
+[checks.ensure_resource_availability]
+enabled = false
+[[operations]]
+include-path-regex = "^/events$|/logs$|/stats$"
+request-timeout = 2
+generation.max-examples = 3
+phases.coverage.enabled = false
+[[operations]]
+include-name = "GET /containers"
+checks.positive_data_acceptance.expected-statuses = [{positive}, "400"]
+[[operations]]
+include-name = "PATCH /containers/{{cuid}}/ports"
+checks.positive_data_acceptance.expected-statuses = [{positive}, "400"]
+"#,
+            positive = r#""2xx", "3xx", "401", "403", "404", "408", "409", "412", "422", "429", "5xx""#
         ),
     )
     .unwrap();
+    // `CM_SCHEMATHESIS_FULL=1`: the full run of the issue (every check, more examples, a
+    // longer limit), by hand; the suite's run keeps to what a build can afford.
+    let full = std::env::var_os("CM_SCHEMATHESIS_FULL").is_some();
+    let (checks, examples, limit) = if full {
+        ("all", "100", 1800)
+    } else {
+        ("not_a_server_error,response_schema_conformance", "12", 240)
+    };
     let report = s.dir.path().join("schemathesis.xml");
     let out = tokio::process::Command::new(&st)
         .arg("--config-file")
@@ -581,8 +612,9 @@ async fn fuzzed_against_its_own_document() {
         .arg("run")
         .arg(format!("{}/openapi.json", s.base))
         .args(["--auth", &format!("{USER}:{PASS}")])
-        .args(["--max-examples", "12"])
-        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--max-examples", examples])
+        .args(["--checks", checks])
+        .args(["--exclude-checks", "ensure_resource_availability"])
         // Not fuzzed: the terminal (WebSocket) and pulls and removals of images.
         .args(["--exclude-path-regex", "^/ws/|^/images/"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
@@ -601,9 +633,9 @@ async fn fuzzed_against_its_own_document() {
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), out)
+    let out = tokio::time::timeout(Duration::from_secs(limit), out)
         .await
-        .expect("schemathesis finished within 4 minutes")
+        .expect("schemathesis finished in time")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
