@@ -29,6 +29,8 @@ pub struct Representation {
     /// `uid:gid`, or null for the server's default.
     #[schema(required = true)]
     pub user: Option<String>,
+    /// Root filesystem read-only, `/tmp` a tmpfs of `resources.tmp`.
+    pub read_only: bool,
     pub desired_state: DesiredState,
     pub status: Shown,
     #[schema(required = true)]
@@ -74,6 +76,7 @@ pub fn representation(c: &Container) -> Representation {
         command: s.command.clone(),
         restart: s.restart,
         user: s.user.clone(),
+        read_only: s.read_only,
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         exit_code: c.exit_code,

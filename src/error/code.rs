@@ -158,6 +158,12 @@ api_codes! {
     MemoryTooLow = "MEMORY_TOO_LOW",
     /// `resources.pids` is out of range.
     InvalidPids = "INVALID_PIDS",
+    /// `resources.tmp` is not a size.
+    InvalidTmp = "INVALID_TMP",
+    /// `resources.tmp` is under 1m.
+    TmpTooSmall = "TMP_TOO_SMALL",
+    /// `read_only` is not a boolean.
+    InvalidReadOnly = "INVALID_READ_ONLY",
 
     // Containers: routes and state.
     /// No such container.

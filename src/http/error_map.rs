@@ -76,6 +76,9 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidMemory => ApiCode::InvalidMemory,
         R::MemoryTooLow => ApiCode::MemoryTooLow,
         R::InvalidPids => ApiCode::InvalidPids,
+        R::InvalidTmp => ApiCode::InvalidTmp,
+        R::TmpTooSmall => ApiCode::TmpTooSmall,
+        R::InvalidReadOnly => ApiCode::InvalidReadOnly,
     }
 }
 

@@ -121,7 +121,8 @@ fn add_scopes(doc: &mut serde_json::Value) {
 }
 
 /// The bounds of `resources` the spec checks that depend on the host (its CPUs) or that a
-/// derived schema cannot say (`memory` is bytes or a size with a unit, at least 6 MiB).
+/// derived schema cannot say (`memory` is bytes or a size with a unit, at least 6 MiB;
+/// `tmp` the same, at least 1 MiB).
 fn bound_resources(doc: &mut serde_json::Value) {
     let Some(props) = doc.pointer_mut("/components/schemas/ResourcesIn/properties") else {
         return;
@@ -134,6 +135,14 @@ fn bound_resources(doc: &mut serde_json::Value) {
             {"type": "null"},
             {"type": "integer", "minimum": min, "maximum": i64::MAX},
             {"type": "string", "pattern": "^([6-9]|[1-9][0-9]{1,5})m$|^[1-9][0-9]{0,2}g$"},
+        ],
+    });
+    props["tmp"] = serde_json::json!({
+        "description": "size of `/tmp` under `read_only`: bytes, or `64m`, `1g`; at least 1 MiB; default 64m",
+        "oneOf": [
+            {"type": "null"},
+            {"type": "integer", "minimum": crate::spec::MIN_TMP_BYTES, "maximum": i64::MAX},
+            {"type": "string", "pattern": "^[1-9][0-9]{0,5}m$|^[1-9][0-9]{0,2}g$"},
         ],
     });
 }
@@ -306,7 +315,19 @@ mod tests {
         for body in ["CreateBody", "PatchBody"] {
             let command = &doc["components"]["schemas"][body]["properties"]["command"];
             assert_eq!(command["minItems"], 1, "{body}: {command}");
+            let read_only = &doc["components"]["schemas"][body]["properties"]["read_only"];
+            assert!(
+                read_only.to_string().contains("boolean"),
+                "{body}: {read_only}"
+            );
         }
+        // `resources.tmp`: at least 1 MiB, as `spec` checks it.
+        let tmp = &doc["components"]["schemas"]["ResourcesIn"]["properties"]["tmp"];
+        assert_eq!(
+            tmp["oneOf"][1]["minimum"],
+            crate::spec::MIN_TMP_BYTES,
+            "{tmp}"
+        );
     }
 
     /// The bodies of `/session`, `/session/ticket`, `/files` and `/images` are typed (a

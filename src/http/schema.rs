@@ -48,6 +48,9 @@ pub struct CreateBody {
     /// `uid:gid`.
     #[schema(pattern = r"^[0-9]{1,9}:[0-9]{1,9}$")]
     pub user: Option<String>,
+    /// Read-only root filesystem; `/app` stays writable and `/tmp` is a tmpfs of
+    /// `resources.tmp`. Default false.
+    pub read_only: Option<bool>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -67,6 +70,9 @@ pub struct ResourcesIn {
     pub memory: Option<serde_json::Value>,
     #[schema(minimum = 1)]
     pub pids: Option<i64>,
+    /// Size of the `/tmp` tmpfs of a `read_only` container: `64m` (default), `1g`, or a
+    /// number of bytes; at least `1m`. Without `read_only` it is kept but has no effect.
+    pub tmp: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -141,6 +147,8 @@ pub struct PatchBody {
     pub restart: Option<RestartPolicy>,
     #[schema(pattern = r"^[0-9]{1,9}:[0-9]{1,9}$")]
     pub user: Option<String>,
+    /// `null` is `false`; changing it recreates a running container.
+    pub read_only: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -249,6 +249,7 @@ fn spec() -> Spec {
         command: Some(vec!["sleep".into()]),
         restart: crate::spec::RestartPolicy::OnFailure,
         user: None,
+        read_only: false,
     }
 }
 

@@ -77,6 +77,11 @@ pub struct Service {
     pub security_opt: Vec<&'static str>,
     pub cap_drop: Vec<&'static str>,
     pub networks: Vec<&'static str>,
+    /// Left out when false, so the files of containers without it stay as they were.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -116,6 +121,14 @@ fn escape(s: &str) -> String {
 /// file [`render`] makes.
 pub fn project_dir(config: &Config, cuid: &str) -> std::path::PathBuf {
     config.data_dir.join("projects").join(cuid)
+}
+
+/// The `/tmp` of a read-only container: a tmpfs of `bytes`, sticky and world-writable like
+/// any `/tmp` (the process may run as any uid). `nodev,nosuid` as on every mount a client
+/// fills; `exec` undoes Docker's default `noexec`, which would only break tools that run
+/// what they build in `/tmp` (`/app` is executable anyway, so it would protect nothing).
+fn tmp_mount(bytes: i64) -> String {
+    format!("/tmp:rw,nodev,nosuid,exec,size={bytes},mode=1777")
 }
 
 pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile {
@@ -191,6 +204,18 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         security_opt: vec!["no-new-privileges:true"],
         cap_drop: CAP_DROP.to_vec(),
         networks: vec!["cm"],
+        // The root filesystem read-only: `/app` (a bind mount) stays writable, `/tmp` is a
+        // capped tmpfs, and Docker's own `/dev/shm` keeps its 64 MiB.
+        read_only: spec.read_only,
+        tmpfs: if spec.read_only {
+            let bytes = spec
+                .resources
+                .tmp_bytes
+                .unwrap_or(crate::spec::DEFAULT_TMP_BYTES);
+            vec![tmp_mount(bytes)]
+        } else {
+            Vec::new()
+        },
     };
     ComposeFile {
         name: c.cuid.clone(),
@@ -249,6 +274,8 @@ mod tests {
                     memory: Some("4096m".into()),
                     memory_bytes: Some(4096 << 20),
                     pids: Some(2048),
+                    tmp: None,
+                    tmp_bytes: None,
                 },
                 ports: vec![Port {
                     host: 8080,
@@ -259,6 +286,7 @@ mod tests {
                 command: None,
                 restart: crate::spec::RestartPolicy::OnFailure,
                 user: None,
+                read_only: false,
             },
             tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,
@@ -377,6 +405,44 @@ mod tests {
         assert_eq!(pids(&config, &c), 4096);
         config.default_pids_limit = None;
         assert!(pids(&config, &c).is_null());
+    }
+
+    #[test]
+    fn read_only_renders_a_read_only_root_and_a_capped_tmp() {
+        let service = |c: &Container| {
+            let yaml = to_yaml(&render(&config(), "inst", c));
+            let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            (yaml, parsed["services"]["app"].clone())
+        };
+        // Off (the default): neither key is in the file, `resources.tmp` or not.
+        let mut c = container(&[]);
+        c.spec.resources.tmp = Some("16m".into());
+        c.spec.resources.tmp_bytes = Some(16 << 20);
+        let (yaml, svc) = service(&c);
+        assert!(
+            svc.get("read_only").is_none() && svc.get("tmpfs").is_none(),
+            "{yaml}"
+        );
+
+        c.spec.read_only = true;
+        let (_, svc) = service(&c);
+        assert_eq!(svc["read_only"], true);
+        assert_eq!(
+            svc["tmpfs"],
+            serde_json::json!(["/tmp:rw,nodev,nosuid,exec,size=16777216,mode=1777"])
+        );
+        // `/app` is still the writable bind mount.
+        assert_eq!(svc["volumes"][0]["target"], "/app");
+        assert!(svc["volumes"][0].get("read_only").is_none());
+
+        // Without `resources.tmp`: 64 MiB.
+        c.spec.resources.tmp = None;
+        c.spec.resources.tmp_bytes = None;
+        let (_, svc) = service(&c);
+        assert_eq!(
+            svc["tmpfs"],
+            serde_json::json!(["/tmp:rw,nodev,nosuid,exec,size=67108864,mode=1777"])
+        );
     }
 
     #[test]

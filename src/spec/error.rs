@@ -42,6 +42,9 @@ pub enum Rule {
     InvalidMemory,
     MemoryTooLow,
     InvalidPids,
+    InvalidTmp,
+    TmpTooSmall,
+    InvalidReadOnly,
 }
 
 impl Invalid {

@@ -26,7 +26,7 @@ use crate::config::UserIds;
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
-pub use resources::{host_cpus, parse_memory, MIN_MEMORY_BYTES};
+pub use resources::{host_cpus, parse_memory, DEFAULT_TMP_BYTES, MIN_MEMORY_BYTES, MIN_TMP_BYTES};
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
 use image::parse_image;
@@ -85,6 +85,12 @@ pub struct Resources {
     pub memory_bytes: Option<i64>,
     #[schema(required = true)]
     pub pids: Option<i64>,
+    /// The size of `/tmp` under `read_only` (as the client gave it, `"64m"`); `None`:
+    /// [`DEFAULT_TMP_BYTES`].
+    #[serde(default)]
+    pub tmp: Option<String>,
+    #[serde(default)]
+    pub tmp_bytes: Option<i64>,
 }
 
 /// Docker's restart policy of a container (`restart`).
@@ -132,6 +138,10 @@ pub struct Spec {
     pub command: Option<Vec<String>>,
     pub restart: RestartPolicy,
     pub user: Option<String>,
+    /// A read-only root filesystem, with `/tmp` a tmpfs of `resources.tmp` and `/app`
+    /// writable.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Facts about the host that validation needs.
@@ -168,6 +178,7 @@ const CREATE_FIELDS: &[&str] = &[
     "command",
     "restart",
     "user",
+    "read_only",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -178,6 +189,7 @@ const PATCH_FIELDS: &[&str] = &[
     "command",
     "restart",
     "user",
+    "read_only",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -241,6 +253,10 @@ pub fn parse_create(
         Some(v) => parse_restart(v)?,
     };
     let user = parse_user(body.remove("user").unwrap_or(Value::Null))?;
+    let read_only = match body.remove("read_only") {
+        None | Some(Value::Null) => false,
+        Some(v) => parse_read_only(v)?,
+    };
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -263,6 +279,7 @@ pub fn parse_create(
             command,
             restart,
             user,
+            read_only,
         },
         start,
     })
@@ -270,7 +287,7 @@ pub fn parse_create(
 
 /// Applies a `PATCH /containers/{cuid}` body to a spec: `env` merges (`null` removes a key),
 /// `tags` replace, `resources` merge (`null` clears a limit), the rest replace (`null` on
-/// `command`/`user` goes back to the default).
+/// `command`/`user`/`read_only` goes back to the default).
 pub fn apply_patch(
     spec: &Spec,
     mut body: Map<String, Value>,
@@ -328,6 +345,12 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("user") {
         next.user = parse_user(v)?;
+    }
+    if let Some(v) = body.remove("read_only") {
+        next.read_only = match v {
+            Value::Null => false,
+            v => parse_read_only(v)?,
+        };
     }
     Ok(next)
 }
@@ -427,6 +450,18 @@ fn parse_restart(v: Value) -> Result<RestartPolicy, Invalid> {
             "restart",
             v,
             "restart must be no, on-failure, always or unless-stopped",
+        )),
+    }
+}
+
+fn parse_read_only(v: Value) -> Result<bool, Invalid> {
+    match v {
+        Value::Bool(b) => Ok(b),
+        v => Err(Invalid::field(
+            Rule::InvalidReadOnly,
+            "read_only",
+            v,
+            "`read_only` must be a boolean",
         )),
     }
 }
@@ -541,10 +576,74 @@ mod tests {
                 "INVALID_RESTART",
             ),
             (json!({"image": "x", "privileged": true}), "UNKNOWN_FIELD"),
+            (
+                json!({"image": "x", "read_only": "yes"}),
+                "INVALID_READ_ONLY",
+            ),
+            (json!({"image": "x", "read_only": 1}), "INVALID_READ_ONLY"),
+            (
+                json!({"image": "x", "resources": {"tmp": "lots"}}),
+                "INVALID_TMP",
+            ),
+            (
+                json!({"image": "x", "resources": {"tmp": true}}),
+                "INVALID_TMP",
+            ),
+            (
+                json!({"image": "x", "resources": {"tmp": "512k"}}),
+                "TMP_TOO_SMALL",
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(code(body.clone()), want, "{body}");
         }
+    }
+
+    #[test]
+    fn read_only_and_tmp_on_create_and_patch() {
+        let base = create(json!({"image": "x"})).unwrap().spec;
+        assert!(!base.read_only);
+        assert_eq!(
+            (base.resources.tmp.as_deref(), base.resources.tmp_bytes),
+            (None, None)
+        );
+
+        let ro = create(json!({"image": "x", "read_only": true, "resources": {"tmp": "16m"}}))
+            .unwrap()
+            .spec;
+        assert!(ro.read_only);
+        assert_eq!(ro.resources.tmp.as_deref(), Some("16m"));
+        assert_eq!(ro.resources.tmp_bytes, Some(16 << 20));
+
+        let patch = |spec: &Spec, body: Value| {
+            apply_patch(spec, body.as_object().unwrap().clone(), &limits()).map_err(ApiError::from)
+        };
+        // Turned on and off by a patch; `null` is the default (off); other fields stay.
+        let on = patch(&base, json!({"read_only": true})).unwrap();
+        assert!(on.read_only && on.resources.tmp.is_none());
+        assert!(!patch(&on, json!({"read_only": false})).unwrap().read_only);
+        assert!(!patch(&on, json!({"read_only": null})).unwrap().read_only);
+        assert!(patch(&on, json!({"tags": ["t"]})).unwrap().read_only);
+        // `resources.tmp` merges like the other limits: `null` goes back to the default.
+        let sized = patch(&ro, json!({"resources": {"tmp": "1g"}})).unwrap();
+        assert_eq!(sized.resources.tmp_bytes, Some(1 << 30));
+        let cleared = patch(&ro, json!({"resources": {"tmp": null}})).unwrap();
+        assert_eq!(
+            (cleared.resources.tmp, cleared.resources.tmp_bytes),
+            (None, None)
+        );
+        let err = patch(&ro, json!({"read_only": "true"})).unwrap_err();
+        assert_eq!(err.code, "INVALID_READ_ONLY");
+        assert_eq!(
+            err.details,
+            Some(json!({"field": "read_only", "provided": "true"}))
+        );
+        assert_eq!(
+            patch(&ro, json!({"resources": {"tmp": "0"}}))
+                .unwrap_err()
+                .code,
+            "TMP_TOO_SMALL"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `resources`: cpus (bounded by this host's CPUs), memory (with units) and pids.
+//! `resources`: cpus (bounded by this host's CPUs), memory (with units), pids, and the size
+//! of `/tmp` under `read_only`.
 
 use serde_json::Value;
 
@@ -7,7 +8,11 @@ use super::{reject_unknown, Limits, Resources};
 
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
-const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "pids"];
+/// `/tmp` of a `read_only` container without `resources.tmp`.
+pub const DEFAULT_TMP_BYTES: i64 = 64 << 20;
+/// Below a megabyte a `/tmp` is too small for anything and is most likely a unit mistake.
+pub const MIN_TMP_BYTES: u64 = 1 << 20;
+const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "pids", "tmp"];
 
 /// CPUs Docker counts when it checks `cpus` (`runtime.NumCPU`: the online CPUs).
 pub fn host_cpus() -> usize {
@@ -74,6 +79,12 @@ pub(super) fn merge_resources(
                     ))
                 }
             },
+            ("tmp", Value::Null) => (into.tmp, into.tmp_bytes) = (None, None),
+            ("tmp", v) => {
+                let (text, bytes) = parse_tmp_value(v)?;
+                into.tmp = Some(text);
+                into.tmp_bytes = Some(bytes);
+            }
             _ => unreachable!("rejected as unknown above"),
         }
     }
@@ -141,6 +152,35 @@ fn parse_memory_value(v: Value) -> Result<(String, i64), Invalid> {
             "resources.memory",
             v,
             "memory must be at least 6m (Docker's minimum)",
+        )),
+        Some(bytes) => Ok((text, i64::try_from(bytes).unwrap_or(i64::MAX))),
+    }
+}
+
+/// `resources.tmp`: a size like `memory`'s, at least [`MIN_TMP_BYTES`]. No upper bound of
+/// its own: a tmpfs takes memory only as it fills, and its pages count against the
+/// container's memory limit.
+fn parse_tmp_value(v: Value) -> Result<(String, i64), Invalid> {
+    let bad = |v: Value| {
+        Invalid::field(
+            Rule::InvalidTmp,
+            "resources.tmp",
+            v,
+            "tmp must look like 64m, 1g, 512k or a number of bytes",
+        )
+    };
+    let text = match &v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.as_u64().is_some() => n.to_string(),
+        _ => return Err(bad(v)),
+    };
+    match parse_memory(&text) {
+        None => Err(bad(v)),
+        Some(bytes) if bytes < MIN_TMP_BYTES => Err(Invalid::field(
+            Rule::TmpTooSmall,
+            "resources.tmp",
+            v,
+            "tmp must be at least 1m",
         )),
         Some(bytes) => Ok((text, i64::try_from(bytes).unwrap_or(i64::MAX))),
     }

@@ -60,6 +60,9 @@ struct Row {
     command: Option<String>,
     restart: String,
     user: Option<String>,
+    read_only: bool,
+    tmp: Option<String>,
+    tmp_bytes: Option<i64>,
     desired_state: DesiredState,
     status: Status,
     exit_code: Option<i64>,
@@ -76,7 +79,7 @@ struct Row {
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
-     desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
+     read_only, tmp, tmp_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant";
 
 impl Row {
@@ -92,12 +95,15 @@ impl Row {
                     memory: self.memory,
                     memory_bytes: self.memory_bytes,
                     pids: self.pids,
+                    tmp: self.tmp,
+                    tmp_bytes: self.tmp_bytes,
                 },
                 ports,
                 command: self.command.and_then(|c| serde_json::from_str(&c).ok()),
                 // Only the spec's own values are ever written.
                 restart: crate::spec::RestartPolicy::parse(&self.restart).unwrap_or_default(),
                 user: self.user,
+                read_only: self.read_only,
             },
             cuid: self.cuid,
             desired_state: self.desired_state,

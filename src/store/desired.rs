@@ -130,6 +130,7 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
+        write_hardening(&mut tx, cuid, spec).await?;
         if let Some(tenant) = tenant {
             sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
                 .bind(tenant)
@@ -217,6 +218,7 @@ impl Store {
         )
         .execute(&mut *row.tx)
         .await?;
+        write_hardening(&mut row.tx, cuid, &next).await?;
         if next.ports != current.spec.ports {
             sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
                 .execute(&mut *row.tx)
@@ -300,6 +302,24 @@ impl Store {
 
 /// Inserts a container's ports. A port already held by another container is `409
 /// PORT_CONFLICT` naming the holder; the UNIQUE constraint is what makes this race-free.
+/// The spec's hardening columns (migration 0003), written beside the main insert or update
+/// in the same transaction. A runtime query: no new entry for the offline data of sqlx's
+/// macros, and the older statements keep theirs.
+async fn write_hardening(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    spec: &Spec,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET read_only = ?, tmp = ?, tmp_bytes = ? WHERE cuid = ?")
+        .bind(spec.read_only)
+        .bind(&spec.resources.tmp)
+        .bind(spec.resources.tmp_bytes)
+        .bind(cuid)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn write_ports(
     tx: &mut Transaction<'static, Sqlite>,
     cuid: &str,

@@ -35,6 +35,7 @@ fn spec(ports: &[u16]) -> Spec {
         command: None,
         restart: crate::spec::RestartPolicy::No,
         user: None,
+        read_only: false,
     }
 }
 
@@ -82,6 +83,39 @@ async fn insert_then_get_returns_the_same_container() {
     assert_eq!(got.seq, c.seq);
     let missing = ApiError::from(store.get_or_404("cnope").await.unwrap_err());
     assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn read_only_and_tmp_are_stored_on_insert_and_update() {
+    let (store, _dir) = fresh().await;
+    let mut s = spec(&[]);
+    s.read_only = true;
+    s.resources.tmp = Some("16m".into());
+    s.resources.tmp_bytes = Some(16 << 20);
+    let c = insert(&store, &s).await.unwrap();
+    assert_eq!(c.spec, s);
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec, s);
+
+    // Turning it off alone is a change: a new generation, which the reconciler converges
+    // by recreating the container.
+    let Updated { container, changed } = store
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.read_only = false;
+            next.resources.tmp = None;
+            next.resources.tmp_bytes = None;
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(container.generation, 2);
+    let stored = store.get(&c.cuid).await.unwrap().unwrap();
+    assert!(!stored.spec.read_only);
+    assert_eq!(
+        (stored.spec.resources.tmp, stored.spec.resources.tmp_bytes),
+        (None, None)
+    );
 }
 
 #[tokio::test]

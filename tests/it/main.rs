@@ -17,6 +17,7 @@ mod hostile_upload;
 mod images;
 mod layers;
 mod ops;
+mod read_only;
 mod reconcile;
 mod security;
 mod tenancy;
