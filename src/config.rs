@@ -78,6 +78,8 @@ pub struct Config {
     pub events_max_bytes: usize,
     /// When the reconciler pulls an image (`IMAGE_PULL_POLICY`).
     pub image_pull_policy: PullPolicy,
+    /// `isolation` of a container whose create names none (`DEFAULT_ISOLATION`).
+    pub default_isolation: Isolation,
     /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
     /// pull, never copied into the store.
     pub registry_auth_file: Option<PathBuf>,
@@ -164,6 +166,53 @@ impl PullPolicy {
             "never" => Some(Self::Never),
             "always" => Some(Self::Always),
             _ => None,
+        }
+    }
+}
+
+/// The runtime boundary of a container (spec field `isolation`, `DEFAULT_ISOLATION`):
+/// Docker's `runc` (namespaces and cgroups on the host kernel) or gVisor's `runsc` (a
+/// user-space kernel between the container and the host's). Here rather than in `spec`
+/// because the setting is read here and `config` sits below `spec`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    #[default]
+    Runc,
+    Gvisor,
+}
+
+impl Isolation {
+    pub const ALL: [Isolation; 2] = [Isolation::Runc, Isolation::Gvisor];
+
+    /// As the API, the store and `DEFAULT_ISOLATION` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Gvisor => "gvisor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+
+    /// The name of the Docker runtime that provides it (`scripts/setup-gvisor.sh` registers
+    /// `runsc` with the daemon).
+    pub fn runtime(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Gvisor => "runsc",
         }
     }
 }
@@ -335,6 +384,12 @@ impl Config {
                 ))
             })?,
         };
+        let default_isolation = match var("DEFAULT_ISOLATION") {
+            None => Isolation::default(),
+            Some(v) => Isolation::parse(v.trim()).ok_or_else(|| {
+                ConfigError(format!("DEFAULT_ISOLATION={v:?} must be runc or gvisor"))
+            })?,
+        };
         let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
         let registry_allowlist =
             RegistryAllowlist::parse(&var("REGISTRY_ALLOWLIST").unwrap_or_default())
@@ -389,6 +444,7 @@ impl Config {
                 .filter(|&n| n != 0)
                 .map(i64::from),
             image_pull_policy,
+            default_isolation,
             registry_auth_file,
             connections: Connections::from_env()?,
             registry_allowlist,
@@ -439,6 +495,7 @@ impl Config {
             env_max_bytes: 256 * 1024,
             events_max_bytes: DEFAULT_EVENTS_MAX_BYTES,
             image_pull_policy: PullPolicy::Missing,
+            default_isolation: Isolation::Runc,
             registry_auth_file: None,
             registry_allowlist: Default::default(),
             log_json: false,

@@ -30,6 +30,8 @@ fn classify(stderr: &str) -> ErrorCode {
         || s.contains("manifest unknown")
     {
         ErrorCode::ImageNotFound
+    } else if s.contains("unknown or invalid runtime name") {
+        ErrorCode::RuntimeUnavailable
     } else if s.contains("port is already allocated") || s.contains("address already in use") {
         ErrorCode::PortInUse
     } else {
@@ -180,6 +182,10 @@ mod tests {
         assert_eq!(
             classify("Bind for 0.0.0.0:8080 failed: port is already allocated"),
             ErrorCode::PortInUse
+        );
+        assert_eq!(
+            classify("Error response from daemon: unknown or invalid runtime name: runsc"),
+            ErrorCode::RuntimeUnavailable
         );
         assert_eq!(classify("something else"), ErrorCode::ComposeFailed);
     }
