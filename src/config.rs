@@ -80,6 +80,8 @@ pub struct Config {
     pub image_pull_policy: PullPolicy,
     /// `isolation` of a container whose create names none (`DEFAULT_ISOLATION`).
     pub default_isolation: Isolation,
+    /// The daemon's name for gVisor's runtime (`GVISOR_RUNTIME`, default `runsc`).
+    pub gvisor_runtime: String,
     /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
     /// pull, never copied into the store.
     pub registry_auth_file: Option<PathBuf>,
@@ -206,13 +208,15 @@ impl Isolation {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|i| i.as_str() == s)
     }
+}
 
-    /// The name of the Docker runtime that provides it (`scripts/setup-gvisor.sh` registers
-    /// `runsc` with the daemon).
-    pub fn runtime(self) -> &'static str {
-        match self {
-            Self::Runc => "runc",
-            Self::Gvisor => "runsc",
+impl Config {
+    /// The name of the Docker runtime that provides `isolation`: `runc`, or `GVISOR_RUNTIME`
+    /// (default `runsc`, the name `scripts/setup-gvisor.sh` registers with the daemon).
+    pub fn runtime_of(&self, isolation: Isolation) -> &str {
+        match isolation {
+            Isolation::Runc => "runc",
+            Isolation::Gvisor => &self.gvisor_runtime,
         }
     }
 }
@@ -390,6 +394,16 @@ impl Config {
                 ConfigError(format!("DEFAULT_ISOLATION={v:?} must be runc or gvisor"))
             })?,
         };
+        let gvisor_runtime = var("GVISOR_RUNTIME").unwrap_or_else(|| "runsc".into());
+        if gvisor_runtime.is_empty()
+            || !gvisor_runtime
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError(format!(
+                "GVISOR_RUNTIME={gvisor_runtime:?} must be a runtime name (letters, digits, '-', '_', '.')"
+            )));
+        }
         let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
         let registry_allowlist =
             RegistryAllowlist::parse(&var("REGISTRY_ALLOWLIST").unwrap_or_default())
@@ -445,6 +459,7 @@ impl Config {
                 .map(i64::from),
             image_pull_policy,
             default_isolation,
+            gvisor_runtime,
             registry_auth_file,
             connections: Connections::from_env()?,
             registry_allowlist,
@@ -496,6 +511,7 @@ impl Config {
             events_max_bytes: DEFAULT_EVENTS_MAX_BYTES,
             image_pull_policy: PullPolicy::Missing,
             default_isolation: Isolation::Runc,
+            gvisor_runtime: "runsc".into(),
             registry_auth_file: None,
             registry_allowlist: Default::default(),
             log_json: false,

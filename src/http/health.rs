@@ -73,7 +73,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         isolations: match &docker {
             Ok((_, runtimes)) => Isolation::ALL
                 .into_iter()
-                .filter(|i| runtimes.iter().any(|r| r == i.runtime()))
+                .filter(|i| runtimes.iter().any(|r| r == state.config.runtime_of(*i)))
                 .collect(),
             Err(_) => Vec::new(),
         },

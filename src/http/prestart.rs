@@ -88,7 +88,7 @@ pub async fn check_runtime(
     let runtimes = daemon_runtimes(&docker)
         .await
         .map_err(|e| crate::error::docker_unavailable(&e))?;
-    let runtime = isolation.runtime();
+    let runtime = state.config.runtime_of(isolation);
     if runtimes.iter().any(|r| r == runtime) {
         return Ok(());
     }
@@ -97,7 +97,7 @@ pub async fn check_runtime(
         "isolation",
         json!(isolation.as_str()),
         format!(
-            "isolation `{}` needs the Docker runtime `{runtime}`, which the daemon does not offer (scripts/setup-gvisor.sh registers it)",
+            "isolation `{}` needs the Docker runtime `{runtime}`, which the daemon does not offer (scripts/setup-gvisor.sh registers `runsc`)",
             isolation.as_str()
         ),
     )

@@ -195,15 +195,16 @@ impl DockerBackend {
             .await
             .ok()?;
         let runtime = info.host_config.as_ref().and_then(|h| h.runtime.as_deref());
-        if runtime != Some(crate::spec::Isolation::Gvisor.runtime()) {
+        if runtime != Some(self.config.runtime_of(crate::spec::Isolation::Gvisor)) {
             return None;
         }
         let running = info.state.and_then(|s| s.running).unwrap_or(false);
         Some((info.id?, running))
     }
 
-    /// After a start that failed: a gVisor container that is not running holds its
-    /// sandbox until reaped, and cannot start again until then (`id already in use`).
+    /// Around a start: a gVisor container that is not running may hold the sandbox of a
+    /// start that failed (Docker records it as exited with 127), and cannot start again
+    /// until it is reaped (`id already in use`).
     async fn reap_failed_start(&self, cuid: &str) {
         if let Some((id, false)) = self.sandbox_of(cuid).await {
             sandbox::reap(&id).await;
@@ -214,6 +215,9 @@ impl DockerBackend {
     /// it replaced, and of its own start when that failed.
     async fn compose_up(&self, cuid: &str, args: &[&str]) -> Result<(), StepError> {
         let before = self.sandbox_of(cuid).await;
+        if let Some((id, false)) = &before {
+            sandbox::reap(id).await;
+        }
         let result = self.compose(cuid, args).await;
         let after = self.sandbox_of(cuid).await;
         if let Some((old, _)) = &before {
@@ -447,6 +451,8 @@ impl Backend for DockerBackend {
             let docker = self.engine().await?;
             // Only "already started" is fine: a 404 here may be a network removed behind our
             // back, which the pass repairs with compose (see `pass::execute`).
+            // What an earlier failed start left would refuse this one (`id already in use`).
+            self.reap_failed_start(cuid).await;
             let started = self
                 .engine_step(
                     "start",

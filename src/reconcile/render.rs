@@ -86,7 +86,7 @@ pub struct Service {
     /// default), so the files of existing containers stay as they were and compose does not
     /// recreate them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<&'static str>,
+    pub runtime: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -223,7 +223,7 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         },
         runtime: match spec.isolation {
             crate::spec::Isolation::Runc => None,
-            other => Some(other.runtime()),
+            other => Some(config.runtime_of(other).to_owned()),
         },
     };
     ComposeFile {

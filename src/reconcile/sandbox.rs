@@ -11,6 +11,8 @@ use rustix::process::{kill_process, Pid, Signal};
 
 /// How long `runsc delete` may take before its leftovers are killed instead.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the signalled processes get to exit before SIGKILL.
+const EXIT_WAIT: Duration = Duration::from_secs(3);
 
 /// One process that names the container.
 struct Holder {
@@ -110,6 +112,22 @@ pub async fn reap(id: &str) {
         if kill_process(h.pid, signal).is_ok() {
             killed += 1;
         }
+    }
+    // The shim removes its bundle on TERM and exits; one that has not after a while is
+    // killed, so the caller returns with nothing of the container left.
+    let deadline = tokio::time::Instant::now() + EXIT_WAIT;
+    loop {
+        let left = holders(id);
+        if left.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for h in left {
+                let _ = kill_process(h.pid, Signal::KILL);
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(
         container = id,
