@@ -7,8 +7,10 @@
 //!   `EXECS` per container, default 10);
 //! - upload: a 64 MiB ZIP through `upload-zip` (the server writes `/app` on the host: the
 //!   runtime is not in the path, so this should not move);
-//! - write in /app: 64 MiB written by `dd` inside the container (under gVisor every write
-//!   crosses the gofer).
+//! - write in /app: 64 MiB written by `dd` inside the container, 1 MiB blocks (under gVisor
+//!   every write crosses the gofer), timed through the exec terminal;
+//! - small files: 1,000 files of 2 bytes made in `/app` by a shell loop (opens, writes and
+//!   closes: where the gofer and the user-space kernel cost most), through the exec terminal.
 
 mod common;
 
@@ -38,15 +40,12 @@ struct Figures {
     exec: Vec<Duration>,
     upload: Vec<Duration>,
     write: Vec<Duration>,
+    small: Vec<Duration>,
 }
 
 async fn exec(s: &Server, cuid: &str, cmd: &str) -> Duration {
     let t = Instant::now();
-    let mut term = Term::open(
-        s,
-        &format!("/ws/{cuid}?main=false&cmd={}", url_encode(cmd)),
-    )
-    .await;
+    let mut term = Term::open(s, &format!("/ws/{cuid}?main=false&cmd={}", url_encode(cmd))).await;
     let code = term.until_exit(Duration::from_secs(120)).await;
     assert_eq!(code, 0, "{cmd}: {:?}", term.errors);
     t.elapsed()
@@ -88,6 +87,15 @@ async fn measure(s: &Server, isolation: &str, rounds: usize, execs: usize, zip: 
             .await,
         );
 
+        f.small.push(
+            exec(
+                s,
+                &cuid,
+                "mkdir -p /app/small && cd /app/small && i=0; while [ $i -lt 1000 ]; do echo x > f$i; i=$((i+1)); done",
+            )
+            .await,
+        );
+
         let r = s.delete(&format!("/containers/{cuid}")).await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
@@ -124,9 +132,7 @@ async fn main() {
     let mut runc = measure(&s, "runc", rounds, execs, &zip).await;
     let mut gvisor = measure(&s, "gvisor", rounds, execs, &zip).await;
 
-    println!(
-        "isolation benchmark: {rounds} containers per runtime, {execs} execs each, medians"
-    );
+    println!("isolation benchmark: {rounds} containers per runtime, {execs} execs each, medians");
     println!("{:<28} {:>12} {:>12} {:>8}", "", "runc", "gvisor", "ratio");
     let row = |name: &str, a: f64, b: f64, unit: &str| {
         println!(
@@ -150,7 +156,23 @@ async fn main() {
         "ms",
     );
     let up = |f: &mut Figures| mb_per_s(UPLOAD_BYTES, median(&mut f.upload));
-    row("upload-zip 64 MiB (MB/s)", up(&mut runc), up(&mut gvisor), "");
+    row(
+        "upload-zip 64 MiB (MB/s)",
+        up(&mut runc),
+        up(&mut gvisor),
+        "",
+    );
     let wr = |f: &mut Figures| mb_per_s(64 << 20, median(&mut f.write));
-    row("dd 64 MiB into /app (MB/s)", wr(&mut runc), wr(&mut gvisor), "");
+    row(
+        "dd 64 MiB into /app (MB/s)",
+        wr(&mut runc),
+        wr(&mut gvisor),
+        "",
+    );
+    row(
+        "1,000 small files (ms)",
+        ms(median(&mut runc.small)),
+        ms(median(&mut gvisor.small)),
+        "ms",
+    );
 }

@@ -120,6 +120,31 @@ async fn read_only_and_tmp_are_stored_on_insert_and_update() {
 }
 
 #[tokio::test]
+async fn isolation_is_stored_on_insert_and_update() {
+    let (store, _dir) = fresh().await;
+    let mut s = spec(&[]);
+    s.isolation = crate::spec::Isolation::Gvisor;
+    let c = insert(&store, &s).await.unwrap();
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec, s);
+
+    let Updated { container, changed } = store
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.isolation = crate::spec::Isolation::Runc;
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert!(
+        changed,
+        "a new runtime is a new generation (the container is recreated)"
+    );
+    assert_eq!(container.generation, 2);
+    let stored = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(stored.spec.isolation, crate::spec::Isolation::Runc);
+}
+
+#[tokio::test]
 async fn an_idempotency_key_is_stored_once() {
     let (store, _dir) = fresh().await;
     let s = spec(&[]);
