@@ -8,13 +8,14 @@
 #     `--network=host` the sandbox uses the container's own network namespace through the
 #     host kernel's stack; `ptrace` is the platform this release has that works without KVM.
 #   - the daemon reloaded with SIGHUP (never restarted) until `docker info` lists `runsc`.
+# A daemon started with `--config-file` elsewhere reads another file: set DAEMON_JSON.
 # The file is merged, never rewritten: every other key the daemon's settings have (and every
 # other runtime) is kept. `default-runtime` is not touched.
 # Idempotent: when `runsc` is installed and registered it only checks.
 set -euo pipefail
 
 RUNTIME=runsc
-DAEMON_JSON=/etc/docker/daemon.json
+DAEMON_JSON=${DAEMON_JSON:-/etc/docker/daemon.json}
 
 export DEBIAN_FRONTEND=noninteractive
 log() { echo "[setup-gvisor] $*"; }
@@ -72,7 +73,13 @@ PY
 ) || die "could not merge $DAEMON_JSON"
 
 if [ "$changed" = "changed" ] || ! registered; then
-    pid=$(pgrep -xo dockerd) || die "no dockerd process to reload"
+    # The main daemon: its pid file (other daemons on this machine, e.g. test daemons with
+    # their own --pidfile and config, are not touched), else the oldest dockerd.
+    pid=""
+    if [ -r /var/run/docker.pid ]; then pid=$(cat /var/run/docker.pid); fi
+    if [ -z "$pid" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != dockerd ]; then
+        pid=$(pgrep -xo dockerd) || die "no dockerd process to reload"
+    fi
     log "reloading dockerd (pid $pid) with SIGHUP"
     kill -HUP "$pid"
     for _ in $(seq 1 100); do
