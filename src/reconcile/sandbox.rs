@@ -57,7 +57,7 @@ fn holders(id: &str) -> Vec<Holder> {
         // The shim names its container with `-id <id>`.
         let shim = first.contains("containerd-shim")
             && args.windows(2).any(|w| w[0] == "-id" && w[1] == id);
-        if !(shim || runsc && args.iter().any(|a| a.contains(id))) {
+        if !(shim || (runsc && args.iter().any(|a| a.contains(id)))) {
             continue;
         }
         out.push(Holder {
