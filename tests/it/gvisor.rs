@@ -238,7 +238,7 @@ async fn a_gvisor_container_passes_the_files_terminal_actions_and_drift_flow() {
 
 #[tokio::test]
 async fn a_failed_gvisor_start_leaves_no_sandbox_and_a_missing_runtime_is_refused() {
-    let s = Server::start().await;
+    let mut s = Server::start().await;
     assert_gvisor_offered(&s).await;
 
     // runsc cannot load the command: the start fails, and every retry fails for that reason
@@ -311,16 +311,18 @@ async fn a_failed_gvisor_start_leaves_no_sandbox_and_a_missing_runtime_is_refuse
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(docker_inspect(&cuid).is_none());
     assert_eq!(runsc_processes(&id), Vec::<String>::new());
-    drop(s);
 
-    // A runtime the daemon does not have: refused on create and on patch, nothing changes.
-    let s = Server::start_with(Options {
-        env: vec![("GVISOR_RUNTIME".into(), "runsc-not-registered".into())],
-        ..Default::default()
-    })
-    .await;
+    // The runtime goes away (here: the server is told a name the daemon does not have).
+    let stored = s
+        .create(&json!({"image": BUSYBOX, "command": SLEEPER, "isolation": "gvisor"}))
+        .await;
+    let runc = s.create_sleeper().await;
+    s.set_env("GVISOR_RUNTIME", Some("runsc-not-registered"));
+    s.restart().await;
     let r = s.get("/healthz").await;
     assert_eq!(r.json["isolations"], json!(["runc"]), "{}", r.text);
+
+    // Refused on create and on patch; nothing changes.
     let r = s
         .post_json(
             "/containers",
@@ -329,7 +331,7 @@ async fn a_failed_gvisor_start_leaves_no_sandbox_and_a_missing_runtime_is_refuse
         .await;
     r.assert_error(400, "validation_error", "RUNTIME_UNAVAILABLE");
     assert_eq!(r.json["details"]["runtime"], "runsc-not-registered");
-    assert_eq!(s.count_containers().await, 0);
+    assert_eq!(s.count_containers().await, 2);
     let r = s
         .post_json(
             "/containers",
@@ -337,20 +339,41 @@ async fn a_failed_gvisor_start_leaves_no_sandbox_and_a_missing_runtime_is_refuse
         )
         .await;
     r.assert_error(400, "validation_error", "INVALID_ISOLATION");
-
-    let cuid = s.create_sleeper().await;
     let r = s
         .patch_json(
-            &format!("/containers/{cuid}"),
+            &format!("/containers/{runc}"),
             &json!({"isolation": "gvisor"}),
         )
         .await;
     r.assert_error(400, "validation_error", "RUNTIME_UNAVAILABLE");
-    let r = s.get(&format!("/containers/{cuid}")).await;
+    let r = s.get(&format!("/containers/{runc}")).await;
     assert_eq!(
         (r.json["isolation"].as_str(), r.json["generation"].as_i64()),
         (Some("runc"), Some(1)),
         "{}",
         r.text
+    );
+
+    // A stored gVisor container cannot start: the step fails with that code, the spec stays.
+    let r = s.post(&format!("/containers/{stored}/start")).await;
+    r.assert_error(400, "validation_error", "RUNTIME_UNAVAILABLE");
+    let r = s.get(&format!("/containers/{stored}")).await;
+    assert_eq!(
+        r.json["last_error"]["code"], "RUNTIME_UNAVAILABLE",
+        "{}",
+        r.text
+    );
+    assert_eq!(r.json["isolation"], "gvisor", "{}", r.text);
+
+    // Back: the reconciler's retry starts it, under gVisor.
+    s.set_env("GVISOR_RUNTIME", None);
+    s.restart().await;
+    s.wait_for(&format!("/containers/{stored}"), LONG, |r| {
+        r.json["status"] == "running"
+    })
+    .await;
+    assert_eq!(
+        docker_inspect(&stored).unwrap()["HostConfig"]["Runtime"],
+        "runsc"
     );
 }
