@@ -184,8 +184,9 @@ impl DockerBackend {
         }
     }
 
-    /// The Docker id of container `name` and whether it runs, when it is a gVisor one (the
-    /// only runtime that leaves processes behind); `None` otherwise or when it is not there.
+    /// The Docker id of container `name` and whether Docker has processes at work in it
+    /// (`false`: created, exited or dead), when it is a gVisor one (the only runtime that
+    /// leaves processes behind); `None` otherwise or when it is not there.
     async fn sandbox_of(&self, name: &str) -> Option<(String, bool)> {
         let info = self
             .engine()
@@ -198,8 +199,14 @@ impl DockerBackend {
         if runtime != Some(self.config.runtime_of(crate::spec::Isolation::Gvisor)) {
             return None;
         }
-        let running = info.state.and_then(|s| s.running).unwrap_or(false);
-        Some((info.id?, running))
+        // Running, paused, restarting (Docker's own restart policy at work) or being
+        // removed: its processes are Docker's, never reaped.
+        let st = info.state.unwrap_or_default();
+        let settled = matches!(
+            DockerState::of(&st),
+            DockerState::Created | DockerState::Exited | DockerState::Dead
+        );
+        Some((info.id?, !settled))
     }
 
     /// Around a start: a gVisor container that is not running may hold the sandbox of a
