@@ -7,5 +7,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-docker.sh --server-only
+# gVisor is optional: installed and registered with the daemon only when asked for
+# (SETUP_GVISOR=1, or DEFAULT_ISOLATION=gvisor in the environment or .env).
+if [ "${SETUP_GVISOR:-0}" = 1 ] || [ "${DEFAULT_ISOLATION:-}" = gvisor ] \
+    || { [ -f .env ] && grep -qE '^[[:space:]]*DEFAULT_ISOLATION=["'\'']?gvisor' .env; }; then
+    bash scripts/setup-gvisor.sh
+fi
 export SQLX_OFFLINE=true
 exec cargo run --release --locked -- "$@"

@@ -78,6 +78,10 @@ pub struct Config {
     pub events_max_bytes: usize,
     /// When the reconciler pulls an image (`IMAGE_PULL_POLICY`).
     pub image_pull_policy: PullPolicy,
+    /// `isolation` of a container whose create names none (`DEFAULT_ISOLATION`).
+    pub default_isolation: Isolation,
+    /// The daemon's name for gVisor's runtime (`GVISOR_RUNTIME`, default `runsc`).
+    pub gvisor_runtime: String,
     /// A Docker `config.json` with registry credentials (`REGISTRY_AUTH_FILE`); read at each
     /// pull, never copied into the store.
     pub registry_auth_file: Option<PathBuf>,
@@ -164,6 +168,55 @@ impl PullPolicy {
             "never" => Some(Self::Never),
             "always" => Some(Self::Always),
             _ => None,
+        }
+    }
+}
+
+/// The runtime boundary of a container (spec field `isolation`, `DEFAULT_ISOLATION`):
+/// Docker's `runc` (namespaces and cgroups on the host kernel) or gVisor's `runsc` (a
+/// user-space kernel between the container and the host's). Here rather than in `spec`
+/// because the setting is read here and `config` sits below `spec`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    #[default]
+    Runc,
+    Gvisor,
+}
+
+impl Isolation {
+    pub const ALL: [Isolation; 2] = [Isolation::Runc, Isolation::Gvisor];
+
+    /// As the API, the store and `DEFAULT_ISOLATION` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Gvisor => "gvisor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+}
+
+impl Config {
+    /// The name of the Docker runtime that provides `isolation`: `runc`, or `GVISOR_RUNTIME`
+    /// (default `runsc`, the name `scripts/setup-gvisor.sh` registers with the daemon).
+    pub fn runtime_of(&self, isolation: Isolation) -> &str {
+        match isolation {
+            Isolation::Runc => "runc",
+            Isolation::Gvisor => &self.gvisor_runtime,
         }
     }
 }
@@ -335,6 +388,22 @@ impl Config {
                 ))
             })?,
         };
+        let default_isolation = match var("DEFAULT_ISOLATION") {
+            None => Isolation::default(),
+            Some(v) => Isolation::parse(v.trim()).ok_or_else(|| {
+                ConfigError(format!("DEFAULT_ISOLATION={v:?} must be runc or gvisor"))
+            })?,
+        };
+        let gvisor_runtime = var("GVISOR_RUNTIME").unwrap_or_else(|| "runsc".into());
+        if gvisor_runtime.is_empty()
+            || !gvisor_runtime
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError(format!(
+                "GVISOR_RUNTIME={gvisor_runtime:?} must be a runtime name (letters, digits, '-', '_', '.')"
+            )));
+        }
         let registry_auth_file = var("REGISTRY_AUTH_FILE").map(|f| absolute(&cwd, &f));
         let registry_allowlist =
             RegistryAllowlist::parse(&var("REGISTRY_ALLOWLIST").unwrap_or_default())
@@ -389,6 +458,8 @@ impl Config {
                 .filter(|&n| n != 0)
                 .map(i64::from),
             image_pull_policy,
+            default_isolation,
+            gvisor_runtime,
             registry_auth_file,
             connections: Connections::from_env()?,
             registry_allowlist,
@@ -439,6 +510,8 @@ impl Config {
             env_max_bytes: 256 * 1024,
             events_max_bytes: DEFAULT_EVENTS_MAX_BYTES,
             image_pull_policy: PullPolicy::Missing,
+            default_isolation: Isolation::Runc,
+            gvisor_runtime: "runsc".into(),
             registry_auth_file: None,
             registry_allowlist: Default::default(),
             log_json: false,

@@ -355,6 +355,9 @@ pub enum ErrorCode {
     DatabaseError,
     /// A pass took its every step without the container settling.
     NotConverging,
+    /// The container's `isolation` needs a runtime the daemon no longer offers (`runsc`
+    /// unregistered after the container was created).
+    RuntimeUnavailable,
 }
 
 impl ErrorCode {
@@ -375,6 +378,7 @@ impl From<ErrorCode> for ApiCode {
             ErrorCode::DockerUnavailable => ApiCode::DockerUnavailable,
             ErrorCode::ComposeFailed => ApiCode::ComposeFailed,
             ErrorCode::ComposeTimeout => ApiCode::ComposeTimeout,
+            ErrorCode::RuntimeUnavailable => ApiCode::RuntimeUnavailable,
             ErrorCode::IoError => ApiCode::IoError,
             ErrorCode::DatabaseError => ApiCode::DatabaseError,
             ErrorCode::NotConverging => ApiCode::NotConverging,
@@ -564,6 +568,7 @@ mod tests {
             E::IoError,
             E::DatabaseError,
             E::NotConverging,
+            E::RuntimeUnavailable,
         ];
         for code in all {
             // A new variant stops this compiling until it is listed above too.
@@ -578,7 +583,8 @@ mod tests {
                 | E::ComposeTimeout
                 | E::IoError
                 | E::DatabaseError
-                | E::NotConverging => {}
+                | E::NotConverging
+                | E::RuntimeUnavailable => {}
             }
             let text = serde_json::to_value(code).unwrap();
             assert_eq!(text, ApiCode::from(code).as_str());

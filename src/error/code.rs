@@ -164,6 +164,11 @@ api_codes! {
     TmpTooSmall = "TMP_TOO_SMALL",
     /// `read_only` is not a boolean.
     InvalidReadOnly = "INVALID_READ_ONLY",
+    /// `isolation` is not `runc` or `gvisor`.
+    InvalidIsolation = "INVALID_ISOLATION",
+    /// The runtime `isolation` needs is not registered with the Docker daemon (see
+    /// `/healthz` `runtimes`).
+    RuntimeUnavailable = "RUNTIME_UNAVAILABLE",
 
     // Containers: routes and state.
     /// No such container.

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{JsonObject, Path, Query};
-use crate::http::prestart::{check_ports_free, check_startable};
+use crate::http::prestart::{check_ports_free, check_runtime, check_startable};
 use crate::http::response::{
     container_response, live_representation, live_response, path_cuid, representation,
     set_identity_headers,
@@ -55,6 +55,7 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
 fn limits(state: &AppState) -> Limits {
     Limits {
         env_max_bytes: state.config.env_max_bytes,
+        default_isolation: state.config.default_isolation,
         ..Limits::from_host(state.config.port_bind_ip)
     }
 }
@@ -123,6 +124,7 @@ pub async fn create(
         quota::check_ports(t, quotas, &request.spec)?;
     }
     crate::http::images::check_registry(&state, &request.spec.image).await?;
+    check_runtime(&state, request.spec.isolation).await?;
     let cuid = spec::new_cuid();
     let mount = crate::appdir::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
     let desired = if request.start {
@@ -331,6 +333,10 @@ pub async fn patch(
         if spec::is_image_reference(image) {
             crate::http::images::check_registry(&state, image).await?;
         }
+    }
+    // A new isolation's runtime too (a malformed one is the patch's to refuse).
+    if let Some(isolation) = spec::patched_isolation(&body, &limits) {
+        check_runtime(&state, isolation).await?;
     }
     let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state

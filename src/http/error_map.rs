@@ -79,6 +79,7 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidTmp => ApiCode::InvalidTmp,
         R::TmpTooSmall => ApiCode::TmpTooSmall,
         R::InvalidReadOnly => ApiCode::InvalidReadOnly,
+        R::InvalidIsolation => ApiCode::InvalidIsolation,
     }
 }
 
@@ -192,6 +193,8 @@ pub fn step_kind(code: ErrorCode) -> Kind {
     use ErrorCode as E;
     match code {
         E::ImageNotFound | E::RegistryAuthFailed | E::RegistryNotAllowed => Kind::State,
+        // 400 as on create and patch: the spec asks for what this daemon does not offer.
+        E::RuntimeUnavailable => Kind::Validation,
         E::PortInUse => Kind::Conflict,
         E::DockerUnavailable | E::RegistryUnavailable => Kind::Unavailable,
         E::IoError => Kind::Io,

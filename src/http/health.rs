@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 
+use crate::spec::Isolation;
 use crate::state::AppState;
 
 /// Each probe gets this long, and they run together: the answer comes within 2 s even when
@@ -22,7 +23,15 @@ pub async fn livez() -> &'static str {
 #[utoipa::path(get, path = "/healthz", tag = "meta", summary = "Health of Docker and the database", responses((status = 200, description = "Healthy", body = crate::http::schema::Health), (status = 503, description = "Degraded", body = crate::http::schema::Health), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let docker = async {
-        let version = async { state.docker.get().await?.version().await };
+        // The version and the runtimes, in one probe (two Engine calls at once).
+        let version = async {
+            let docker = state.docker.get().await?;
+            let (version, runtimes) = tokio::join!(
+                docker.version(),
+                crate::http::prestart::daemon_runtimes(&docker)
+            );
+            Ok::<_, bollard::errors::Error>((version?, runtimes?))
+        };
         match tokio::time::timeout(PROBE_TIMEOUT, version).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(e.to_string()),
@@ -47,8 +56,11 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             HealthStatus::Degraded
         },
         compose_version,
-        docker_version: docker.as_ref().ok().and_then(|v| v.version.clone()),
-        docker_api_version: docker.as_ref().ok().and_then(|v| v.api_version.clone()),
+        docker_version: docker.as_ref().ok().and_then(|(v, _)| v.version.clone()),
+        docker_api_version: docker
+            .as_ref()
+            .ok()
+            .and_then(|(v, _)| v.api_version.clone()),
         docker: match &docker {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("unreachable: {e}"),
@@ -58,6 +70,14 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             Err(e) => format!("unreachable: {e}"),
         },
         instance_id: state.identity.instance_id.clone(),
+        isolations: match &docker {
+            Ok((_, runtimes)) => Isolation::ALL
+                .into_iter()
+                .filter(|i| runtimes.iter().any(|r| r == state.config.runtime_of(*i)))
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        runtimes: docker.map(|(_, r)| r).unwrap_or_default(),
     };
     let status = if healthy {
         StatusCode::OK

@@ -59,3 +59,47 @@ pub fn check_ports_free(ports: &[Port]) -> ApiResult<()> {
     }
     Ok(())
 }
+
+/// The runtimes the Docker daemon offers (`docker info`'s `Runtimes`), sorted.
+pub async fn daemon_runtimes(
+    docker: &bollard::Docker,
+) -> Result<Vec<String>, bollard::errors::Error> {
+    let info = docker.info().await?;
+    let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+    names.sort();
+    Ok(names)
+}
+
+/// `isolation` needs its runtime registered with the daemon: asked on create and on a patch
+/// that names it, so a client hears `400 RUNTIME_UNAVAILABLE` at once rather than a
+/// container that never starts. `runc` is Docker's own and always there: no call.
+pub async fn check_runtime(
+    state: &crate::state::AppState,
+    isolation: crate::spec::Isolation,
+) -> ApiResult<()> {
+    if isolation == crate::spec::Isolation::Runc {
+        return Ok(());
+    }
+    let docker = state
+        .docker
+        .get()
+        .await
+        .map_err(|e| crate::error::docker_unavailable(&e))?;
+    let runtimes = daemon_runtimes(&docker)
+        .await
+        .map_err(|e| crate::error::docker_unavailable(&e))?;
+    let runtime = state.config.runtime_of(isolation);
+    if runtimes.iter().any(|r| r == runtime) {
+        return Ok(());
+    }
+    Err(ApiError::field(
+        ApiCode::RuntimeUnavailable,
+        "isolation",
+        json!(isolation.as_str()),
+        format!(
+            "isolation `{}` needs the Docker runtime `{runtime}`, which the daemon does not offer (scripts/setup-gvisor.sh registers `runsc`)",
+            isolation.as_str()
+        ),
+    )
+    .with_details(json!({"field": "isolation", "provided": isolation.as_str(), "runtime": runtime, "runtimes": runtimes})))
+}

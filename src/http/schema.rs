@@ -51,6 +51,10 @@ pub struct CreateBody {
     /// Read-only root filesystem; `/app` stays writable and `/tmp` is a tmpfs of
     /// `resources.tmp`. Default false.
     pub read_only: Option<bool>,
+    /// The runtime: `runc` or `gvisor` (gVisor's `runsc`, a user-space kernel in front of
+    /// the host's). Default: the `DEFAULT_ISOLATION` setting. One the Docker daemon does not
+    /// offer (see `/healthz` `runtimes`) is `400 RUNTIME_UNAVAILABLE`.
+    pub isolation: Option<crate::spec::Isolation>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -149,6 +153,9 @@ pub struct PatchBody {
     pub user: Option<String>,
     /// `null` is `false`; changing it recreates a running container.
     pub read_only: Option<bool>,
+    /// `null` is `DEFAULT_ISOLATION`; changing it recreates a running container. One the
+    /// daemon does not offer is `400 RUNTIME_UNAVAILABLE`.
+    pub isolation: Option<crate::spec::Isolation>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -240,6 +247,12 @@ pub struct Health {
     /// `ok` or `unreachable: <why>`.
     pub database: String,
     pub instance_id: String,
+    /// The runtimes the Docker daemon offers (its `Runtimes`, sorted; empty when it does not
+    /// answer).
+    pub runtimes: Vec<String>,
+    /// The `isolation` values a container can have on this daemon now (`gvisor` needs the
+    /// runtime `runsc`).
+    pub isolations: Vec<crate::spec::Isolation>,
 }
 
 #[derive(Serialize, ToSchema)]

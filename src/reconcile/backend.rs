@@ -29,6 +29,7 @@ use futures_util::stream::BoxStream;
 use super::compose;
 use super::decide::Observed;
 use super::render;
+use super::sandbox;
 use crate::appdir::mounts;
 use crate::config::Config;
 use crate::lifecycle::{DockerState, ErrorCode};
@@ -181,6 +182,62 @@ impl DockerBackend {
             }
             Err(e) => Err(unavailable(&e)),
         }
+    }
+
+    /// The Docker id of container `name` and whether Docker has processes at work in it
+    /// (`false`: created, exited or dead), when it is a gVisor one (the only runtime that
+    /// leaves processes behind); `None` otherwise or when it is not there.
+    async fn sandbox_of(&self, name: &str) -> Option<(String, bool)> {
+        let info = self
+            .engine()
+            .await
+            .ok()?
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let runtime = info.host_config.as_ref().and_then(|h| h.runtime.as_deref());
+        if runtime != Some(self.config.runtime_of(crate::spec::Isolation::Gvisor)) {
+            return None;
+        }
+        // Running, paused, restarting (Docker's own restart policy at work) or being
+        // removed: its processes are Docker's, never reaped.
+        let st = info.state.unwrap_or_default();
+        let settled = matches!(
+            DockerState::of(&st),
+            DockerState::Created | DockerState::Exited | DockerState::Dead
+        );
+        Some((info.id?, !settled))
+    }
+
+    /// Around a start: a gVisor container that is not running may hold the sandbox of a
+    /// start that failed (Docker records it as exited with 127), and cannot start again
+    /// until it is reaped (`id already in use`).
+    async fn reap_failed_start(&self, cuid: &str) {
+        if let Some((id, false)) = self.sandbox_of(cuid).await {
+            sandbox::reap(&id).await;
+        }
+    }
+
+    /// `compose up` (plain or `--force-recreate`), then what gVisor left: of the container
+    /// it replaced, and of its own start when that failed.
+    async fn compose_up(&self, cuid: &str, args: &[&str]) -> Result<(), StepError> {
+        let before = self.sandbox_of(cuid).await;
+        if let Some((id, false)) = &before {
+            sandbox::reap(id).await;
+        }
+        let result = self.compose(cuid, args).await;
+        let after = self.sandbox_of(cuid).await;
+        if let Some((old, _)) = &before {
+            if after.as_ref().map(|(id, _)| id) != Some(old) {
+                sandbox::reap(old).await;
+            }
+        }
+        if result.is_err() {
+            if let Some((id, false)) = &after {
+                sandbox::reap(id).await;
+            }
+        }
+        result
     }
 
     /// Removes a container (by name or Docker id) by force; one already gone is removed.
@@ -379,11 +436,11 @@ impl Backend for DockerBackend {
     }
 
     fn up<'a>(&'a self, cuid: &'a str) -> Step<'a> {
-        Box::pin(self.compose(cuid, &["up", "-d", "--no-build", "--pull", "never"]))
+        Box::pin(self.compose_up(cuid, &["up", "-d", "--no-build", "--pull", "never"]))
     }
 
     fn recreate<'a>(&'a self, cuid: &'a str) -> Step<'a> {
-        Box::pin(self.compose(
+        Box::pin(self.compose_up(
             cuid,
             &[
                 "up",
@@ -401,12 +458,19 @@ impl Backend for DockerBackend {
             let docker = self.engine().await?;
             // Only "already started" is fine: a 404 here may be a network removed behind our
             // back, which the pass repairs with compose (see `pass::execute`).
-            self.engine_step(
-                "start",
-                &[304],
-                docker.start_container(cuid, None::<StartContainerOptions>),
-            )
-            .await
+            // What an earlier failed start left would refuse this one (`id already in use`).
+            self.reap_failed_start(cuid).await;
+            let started = self
+                .engine_step(
+                    "start",
+                    &[304],
+                    docker.start_container(cuid, None::<StartContainerOptions>),
+                )
+                .await;
+            if started.is_err() {
+                self.reap_failed_start(cuid).await;
+            }
+            started
         })
     }
 
@@ -462,9 +526,14 @@ impl Backend for DockerBackend {
     /// project file gone, a half-made project).
     fn remove<'a>(&'a self, cuid: &'a str) -> Step<'a> {
         Box::pin(async move {
+            let before = self.sandbox_of(cuid).await;
             self.compose(cuid, &["down", "--remove-orphans", "-t", "10"])
                 .await?;
-            self.force_remove(cuid, "the container").await
+            self.force_remove(cuid, "the container").await?;
+            if let Some((id, _)) = before {
+                sandbox::reap(&id).await;
+            }
+            Ok(())
         })
     }
 
@@ -497,6 +566,9 @@ impl Backend for DockerBackend {
     fn remove_orphan<'a>(&'a self, cuid: &'a str, id: &'a str) -> Step<'a> {
         Box::pin(async move {
             let removed = self.force_remove(id, "the orphan container").await;
+            if removed.is_ok() {
+                sandbox::reap(id).await;
+            }
             let project = self.project_dir(cuid);
             let _ =
                 tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project))

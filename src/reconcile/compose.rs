@@ -30,6 +30,11 @@ fn classify(stderr: &str) -> ErrorCode {
         || s.contains("manifest unknown")
     {
         ErrorCode::ImageNotFound
+    } else if s.contains("unknown runtime specified")
+        || s.contains("unknown or invalid runtime name")
+    {
+        // Docker 20.10 says the first, newer daemons the second.
+        ErrorCode::RuntimeUnavailable
     } else if s.contains("port is already allocated") || s.contains("address already in use") {
         ErrorCode::PortInUse
     } else {
@@ -181,6 +186,16 @@ mod tests {
             classify("Bind for 0.0.0.0:8080 failed: port is already allocated"),
             ErrorCode::PortInUse
         );
+        for missing in [
+            "Error response from daemon: Unknown runtime specified runsc",
+            "Error response from daemon: unknown or invalid runtime name: runsc",
+        ] {
+            assert_eq!(
+                classify(missing),
+                ErrorCode::RuntimeUnavailable,
+                "{missing}"
+            );
+        }
         assert_eq!(classify("something else"), ErrorCode::ComposeFailed);
     }
 

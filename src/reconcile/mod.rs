@@ -25,6 +25,7 @@ mod observe;
 pub mod pass;
 pub mod queue;
 pub mod render;
+pub mod sandbox;
 mod worker;
 
 use std::sync::{Arc, Mutex};

@@ -82,6 +82,11 @@ pub struct Service {
     pub read_only: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
+    /// The Docker runtime: `runsc` for `isolation: gvisor`; left out for `runc` (Docker's
+    /// default), so the files of existing containers stay as they were and compose does not
+    /// recreate them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -216,6 +221,10 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         } else {
             Vec::new()
         },
+        runtime: match spec.isolation {
+            crate::spec::Isolation::Runc => None,
+            other => Some(config.runtime_of(other).to_owned()),
+        },
     };
     ComposeFile {
         name: c.cuid.clone(),
@@ -287,6 +296,7 @@ mod tests {
                 restart: crate::spec::RestartPolicy::OnFailure,
                 user: None,
                 read_only: false,
+                isolation: Default::default(),
             },
             tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,
@@ -443,6 +453,27 @@ mod tests {
             svc["tmpfs"],
             serde_json::json!(["/tmp:rw,nodev,nosuid,exec,size=67108864,mode=1777"])
         );
+    }
+
+    #[test]
+    fn gvisor_renders_the_runsc_runtime_with_the_same_log_cap() {
+        let service = |c: &Container| {
+            let yaml = to_yaml(&render(&config(), "inst", c));
+            let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            (yaml, parsed["services"]["app"].clone())
+        };
+        // runc: no `runtime` key, so the files of existing containers do not change.
+        let mut c = container(&[]);
+        let (yaml, runc) = service(&c);
+        assert!(runc.get("runtime").is_none(), "{yaml}");
+
+        c.spec.isolation = crate::spec::Isolation::Gvisor;
+        let (_, gvisor) = service(&c);
+        assert_eq!(gvisor["runtime"], "runsc");
+        // The json-file driver and its cap are the runtime's business not at all: the
+        // daemon writes the log either way.
+        assert_eq!(gvisor["logging"], runc["logging"]);
+        assert_eq!(gvisor["logging"]["driver"], "json-file");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+pub use crate::config::Isolation;
 use crate::config::UserIds;
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
@@ -142,6 +143,10 @@ pub struct Spec {
     /// writable.
     #[serde(default)]
     pub read_only: bool,
+    /// The runtime: `runc` or gVisor's `runsc`. Resolved at create (a later change of
+    /// `DEFAULT_ISOLATION` moves no existing container).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 /// Facts about the host that validation needs.
@@ -151,6 +156,8 @@ pub struct Limits {
     pub default_host_ip: IpAddr,
     /// `ENV_MAX_BYTES`: names plus values of one container's env.
     pub env_max_bytes: usize,
+    /// `DEFAULT_ISOLATION`: the `isolation` of a create that names none (or `null`).
+    pub default_isolation: Isolation,
 }
 
 impl Limits {
@@ -159,6 +166,7 @@ impl Limits {
             host_cpus: resources::host_cpus() as f64,
             default_host_ip,
             env_max_bytes: DEFAULT_ENV_MAX_BYTES,
+            default_isolation: Isolation::Runc,
         }
     }
 }
@@ -179,6 +187,7 @@ const CREATE_FIELDS: &[&str] = &[
     "restart",
     "user",
     "read_only",
+    "isolation",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -190,6 +199,7 @@ const PATCH_FIELDS: &[&str] = &[
     "restart",
     "user",
     "read_only",
+    "isolation",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -257,6 +267,10 @@ pub fn parse_create(
         None | Some(Value::Null) => false,
         Some(v) => parse_read_only(v)?,
     };
+    let isolation = match body.remove("isolation") {
+        None | Some(Value::Null) => limits.default_isolation,
+        Some(v) => parse_isolation(v)?,
+    };
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -280,6 +294,7 @@ pub fn parse_create(
             restart,
             user,
             read_only,
+            isolation,
         },
         start,
     })
@@ -352,7 +367,24 @@ pub fn apply_patch(
             v => parse_read_only(v)?,
         };
     }
+    if let Some(v) = body.remove("isolation") {
+        next.isolation = match v {
+            Value::Null => limits.default_isolation,
+            v => parse_isolation(v)?,
+        };
+    }
     Ok(next)
+}
+
+/// The `isolation` a patch body asks for, if it names one (`null`: the default), so the
+/// caller can check the runtime is there before the spec changes. Malformed values are left
+/// to [`apply_patch`] to refuse.
+pub fn patched_isolation(body: &Map<String, Value>, limits: &Limits) -> Option<Isolation> {
+    match body.get("isolation")? {
+        Value::Null => Some(limits.default_isolation),
+        Value::String(s) => Isolation::parse(s),
+        _ => None,
+    }
 }
 
 /// `PATCH /containers/{cuid}/ports`: `{"ports": [...]}`, replacing the list.
@@ -466,6 +498,18 @@ fn parse_read_only(v: Value) -> Result<bool, Invalid> {
     }
 }
 
+fn parse_isolation(v: Value) -> Result<Isolation, Invalid> {
+    match v.as_str().and_then(Isolation::parse) {
+        Some(i) => Ok(i),
+        None => Err(Invalid::field(
+            Rule::InvalidIsolation,
+            "isolation",
+            v,
+            "`isolation` must be \"runc\" or \"gvisor\"",
+        )),
+    }
+}
+
 fn parse_user(v: Value) -> Result<Option<String>, Invalid> {
     match &v {
         Value::Null => Ok(None),
@@ -497,7 +541,90 @@ mod tests {
             host_cpus: 2.0,
             default_host_ip: "0.0.0.0".parse().unwrap(),
             env_max_bytes: 1000,
+            default_isolation: Isolation::Runc,
         }
+    }
+
+    #[test]
+    fn isolation_on_create_and_patch() {
+        assert_eq!(
+            create(json!({"image": "x"})).unwrap().spec.isolation,
+            Isolation::Runc
+        );
+        // `DEFAULT_ISOLATION` is resolved at create, so a later change moves nothing.
+        let gvisor_default = Limits {
+            default_isolation: Isolation::Gvisor,
+            ..limits()
+        };
+        let by_default = parse_create(
+            json!({"image": "x"}).as_object().unwrap().clone(),
+            &gvisor_default,
+        )
+        .map_err(ApiError::from)
+        .unwrap()
+        .spec;
+        assert_eq!(by_default.isolation, Isolation::Gvisor);
+        let g = create(json!({"image": "x", "isolation": "gvisor"}))
+            .unwrap()
+            .spec;
+        assert_eq!(g.isolation, Isolation::Gvisor);
+        for bad in [json!("kata"), json!("GVISOR"), json!(1), json!(true)] {
+            let err = create(json!({"image": "x", "isolation": bad}))
+                .err()
+                .unwrap();
+            assert_eq!(err.code, "INVALID_ISOLATION", "{bad}");
+            assert_eq!(
+                err.details,
+                Some(json!({"field": "isolation", "provided": bad}))
+            );
+        }
+
+        let patch = |spec: &Spec, body: Value, limits: &Limits| {
+            apply_patch(spec, body.as_object().unwrap().clone(), limits).map_err(ApiError::from)
+        };
+        let back = patch(&g, json!({"isolation": "runc"}), &limits()).unwrap();
+        assert_eq!(back.isolation, Isolation::Runc);
+        assert_ne!(
+            back, g,
+            "a change the store sees (and the reconciler recreates)"
+        );
+        assert_eq!(
+            patch(&g, json!({"isolation": null}), &limits())
+                .unwrap()
+                .isolation,
+            Isolation::Runc
+        );
+        assert_eq!(
+            patch(&back, json!({"isolation": null}), &gvisor_default)
+                .unwrap()
+                .isolation,
+            Isolation::Gvisor
+        );
+        assert_eq!(
+            patch(&g, json!({"tags": ["t"]}), &limits())
+                .unwrap()
+                .isolation,
+            Isolation::Gvisor
+        );
+        assert_eq!(
+            patch(&g, json!({"isolation": "vm"}), &limits())
+                .unwrap_err()
+                .code,
+            "INVALID_ISOLATION"
+        );
+
+        // What the runtime check looks at before a patch.
+        let asked = |body: Value, l: &Limits| patched_isolation(body.as_object().unwrap(), l);
+        assert_eq!(asked(json!({"tags": []}), &limits()), None);
+        assert_eq!(
+            asked(json!({"isolation": "gvisor"}), &limits()),
+            Some(Isolation::Gvisor)
+        );
+        assert_eq!(
+            asked(json!({"isolation": null}), &gvisor_default),
+            Some(Isolation::Gvisor)
+        );
+        assert_eq!(asked(json!({"isolation": 7}), &limits()), None);
     }
 
     /// Refusals as the client sees them (the mapping of `http/`), so the codes are checked.

@@ -63,6 +63,7 @@ struct Row {
     read_only: bool,
     tmp: Option<String>,
     tmp_bytes: Option<i64>,
+    isolation: String,
     desired_state: DesiredState,
     status: Status,
     exit_code: Option<i64>,
@@ -79,7 +80,7 @@ struct Row {
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
-     read_only, tmp, tmp_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
+     read_only, tmp, tmp_bytes, isolation, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant";
 
 impl Row {
@@ -104,6 +105,8 @@ impl Row {
                 restart: crate::spec::RestartPolicy::parse(&self.restart).unwrap_or_default(),
                 user: self.user,
                 read_only: self.read_only,
+                // The CHECK constraint admits only the names `parse` knows.
+                isolation: crate::spec::Isolation::parse(&self.isolation).unwrap_or_default(),
             },
             cuid: self.cuid,
             desired_state: self.desired_state,

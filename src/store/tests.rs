@@ -36,6 +36,7 @@ fn spec(ports: &[u16]) -> Spec {
         restart: crate::spec::RestartPolicy::No,
         user: None,
         read_only: false,
+        isolation: Default::default(),
     }
 }
 
@@ -116,6 +117,31 @@ async fn read_only_and_tmp_are_stored_on_insert_and_update() {
         (stored.spec.resources.tmp, stored.spec.resources.tmp_bytes),
         (None, None)
     );
+}
+
+#[tokio::test]
+async fn isolation_is_stored_on_insert_and_update() {
+    let (store, _dir) = fresh().await;
+    let mut s = spec(&[]);
+    s.isolation = crate::spec::Isolation::Gvisor;
+    let c = insert(&store, &s).await.unwrap();
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec, s);
+
+    let Updated { container, changed } = store
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.isolation = crate::spec::Isolation::Runc;
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert!(
+        changed,
+        "a new runtime is a new generation (the container is recreated)"
+    );
+    assert_eq!(container.generation, 2);
+    let stored = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(stored.spec.isolation, crate::spec::Isolation::Runc);
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use serde_json::Value;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 pub const USER: &str = "admin";
 pub const PASS: &str = "test-Pa55word-9f8e7d";
@@ -561,6 +563,32 @@ impl Server {
     }
 }
 
+/// `GET path` as raw bytes: status, headers, body.
+pub async fn get_bytes(s: &Server, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let r = s.request(reqwest::Method::GET, path).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}
+
+/// Every entry of a ZIP: name -> content (`None`: a directory).
+pub fn unzip_all(data: &[u8]) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
+    let mut a = zip::ZipArchive::new(std::io::Cursor::new(data)).expect("a valid ZIP");
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..a.len() {
+        let mut f = a.by_index(i).unwrap();
+        let name = f.name().unwrap().into_owned();
+        if f.is_dir() {
+            out.insert(name, None);
+        } else {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+            out.insert(name, Some(v));
+        }
+    }
+    out
+}
+
 /// A ZIP (deflated) of `(name, content)`; a name ending in `/` is a directory entry.
 pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     use std::io::Write;
@@ -896,5 +924,161 @@ pub async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, Stri
             .expect("stream ended")
             .unwrap();
         buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+// ---------------------------------------------------------------- terminal sessions
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A session as a client sees it: decoded output per source and stream, errors, the exit.
+pub struct Term {
+    pub ws: Socket,
+    pub exec_out: Vec<u8>,
+    pub exec_err: Vec<u8>,
+    pub main_out: Vec<u8>,
+    pub main_err: Vec<u8>,
+    pub encodings: Vec<String>,
+    pub errors: Vec<Value>,
+    pub exit: Option<i64>,
+    pub closed: bool,
+}
+
+/// Output frames carry at most 64 KiB of JSON-escaped data, plus the rest of the frame.
+pub fn assert_message_size(text: &str) {
+    assert!(
+        text.len() <= 64 * 1024 + 256,
+        "a {} byte message: {}…",
+        text.len(),
+        text.chars().take(200).collect::<String>()
+    );
+}
+
+/// The end of a long text, for failure messages.
+pub fn tail_of(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let chars: Vec<char> = text.chars().collect();
+    chars[chars.len().saturating_sub(400)..].iter().collect()
+}
+
+impl Term {
+    pub async fn open(s: &Server, path: &str) -> Term {
+        Term {
+            ws: s.ws(path).await,
+            exec_out: Vec::new(),
+            exec_err: Vec::new(),
+            main_out: Vec::new(),
+            main_err: Vec::new(),
+            encodings: Vec::new(),
+            errors: Vec::new(),
+            exit: None,
+            closed: false,
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn stdin(&mut self, text: &str) {
+        self.send(json!({"type": "stdin", "data": text, "encoding": "utf8"}))
+            .await;
+    }
+
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.exec_out).into_owned()
+    }
+
+    pub fn main(&self) -> String {
+        String::from_utf8_lossy(&self.main_out).into_owned()
+    }
+
+    pub fn take(&mut self, v: Value) {
+        match v["type"].as_str().unwrap_or("") {
+            t @ ("stdout" | "stderr") => {
+                let data = v["data"].as_str().expect("data");
+                let encoding = v["encoding"].as_str().expect("encoding").to_owned();
+                let bytes = match encoding.as_str() {
+                    "utf8" => data.as_bytes().to_vec(),
+                    "base64" => base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .expect("valid base64"),
+                    e => panic!("unknown encoding {e}"),
+                };
+                assert!(data.len() <= 64 * 1024, "a frame over 64 KiB");
+                self.encodings.push(encoding);
+                let buf = match (v["source"].as_str(), t) {
+                    (Some("main"), "stdout") => &mut self.main_out,
+                    (Some("main"), _) => &mut self.main_err,
+                    (_, "stdout") => &mut self.exec_out,
+                    _ => &mut self.exec_err,
+                };
+                buf.extend(bytes);
+            }
+            "exit" => self.exit = Some(v["code"].as_i64().expect("exit code")),
+            "error" => self.errors.push(v),
+            other => panic!("unexpected frame type {other}: {v}"),
+        }
+    }
+
+    /// Reads frames until `pred` holds or the session closes; panics after `limit`.
+    pub async fn until(&mut self, limit: Duration, what: &str, pred: impl Fn(&Term) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !pred(self) {
+            assert!(
+                !self.closed,
+                "closed before {what}; out={:?} err={:?} main={:?} errors={:?} exit={:?}",
+                tail_of(&self.exec_out),
+                tail_of(&self.exec_err),
+                tail_of(&self.main_out),
+                &self.errors[self.errors.len().saturating_sub(3)..],
+                self.exit
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; out={:?} err={:?} main={:?} errors={:?}",
+                tail_of(&self.exec_out),
+                tail_of(&self.exec_err),
+                tail_of(&self.main_out),
+                &self.errors[self.errors.len().saturating_sub(3)..]
+            );
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    assert_message_size(t.as_str());
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
+                    self.take(v);
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => {}
+            }
+        }
+    }
+
+    pub async fn until_exit(&mut self, limit: Duration) -> i64 {
+        self.until(limit, "exit", |t| t.exit.is_some()).await;
+        self.exit.unwrap()
+    }
+
+    /// After `exit` the server closes the socket.
+    pub async fn until_closed(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "socket not closed");
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    assert_message_size(t.as_str());
+                    self.take(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                _ => {}
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, ZipArchive, ZipWriter};
+use zip::{CompressionMethod, ZipWriter};
 
 use crate::common::*;
 
@@ -48,13 +48,6 @@ fn zip_with_name(hostile: &[u8]) -> Vec<u8> {
 }
 
 /// GET returning raw bytes (the harness's `Resp` keeps text).
-async fn get_bytes(s: &Server, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let r = s.request(Method::GET, path).send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.bytes().await.unwrap().to_vec())
-}
-
 async fn download(
     s: &Server,
     cuid: &str,
@@ -78,23 +71,6 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-fn unzip_all(data: &[u8]) -> BTreeMap<String, Option<Vec<u8>>> {
-    let mut a = ZipArchive::new(Cursor::new(data)).expect("a valid ZIP");
-    let mut out = BTreeMap::new();
-    for i in 0..a.len() {
-        let mut f = a.by_index(i).unwrap();
-        let name = f.name().unwrap().into_owned();
-        if f.is_dir() {
-            out.insert(name, None);
-        } else {
-            let mut v = Vec::new();
-            f.read_to_end(&mut v).unwrap();
-            out.insert(name, Some(v));
-        }
-    }
-    out
 }
 
 fn staging_is_empty(s: &Server) -> bool {

@@ -10,6 +10,7 @@ mod contract;
 mod files;
 mod first_run;
 mod foundation;
+mod gvisor;
 mod hardening;
 mod hostile;
 mod hostile_download;
