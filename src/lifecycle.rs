@@ -355,6 +355,8 @@ pub enum ErrorCode {
     DatabaseError,
     /// A pass took its every step without the container settling.
     NotConverging,
+    /// The firewall rules of the container's egress policy could not be applied.
+    FirewallFailed,
 }
 
 impl ErrorCode {
@@ -378,6 +380,7 @@ impl From<ErrorCode> for ApiCode {
             ErrorCode::IoError => ApiCode::IoError,
             ErrorCode::DatabaseError => ApiCode::DatabaseError,
             ErrorCode::NotConverging => ApiCode::NotConverging,
+            ErrorCode::FirewallFailed => ApiCode::FirewallFailed,
         }
     }
 }
@@ -564,6 +567,7 @@ mod tests {
             E::IoError,
             E::DatabaseError,
             E::NotConverging,
+            E::FirewallFailed,
         ];
         for code in all {
             // A new variant stops this compiling until it is listed above too.
@@ -578,7 +582,8 @@ mod tests {
                 | E::ComposeTimeout
                 | E::IoError
                 | E::DatabaseError
-                | E::NotConverging => {}
+                | E::NotConverging
+                | E::FirewallFailed => {}
             }
             let text = serde_json::to_value(code).unwrap();
             assert_eq!(text, ApiCode::from(code).as_str());

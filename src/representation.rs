@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status};
-use crate::spec::{Port, Resources, RestartPolicy};
+use crate::spec::{Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
@@ -31,6 +31,8 @@ pub struct Representation {
     pub user: Option<String>,
     /// Root filesystem read-only, `/tmp` a tmpfs of `resources.tmp`.
     pub read_only: bool,
+    /// What the container may reach (docs/API.md, egress).
+    pub network: Network,
     pub desired_state: DesiredState,
     pub status: Shown,
     #[schema(required = true)]
@@ -77,6 +79,7 @@ pub fn representation(c: &Container) -> Representation {
         restart: s.restart,
         user: s.user.clone(),
         read_only: s.read_only,
+        network: s.network.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         exit_code: c.exit_code,

@@ -55,6 +55,7 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
 fn limits(state: &AppState) -> Limits {
     Limits {
         env_max_bytes: state.config.env_max_bytes,
+        default_egress: crate::spec::Egress::parse(state.config.default_egress).unwrap_or_default(),
         ..Limits::from_host(state.config.port_bind_ip)
     }
 }

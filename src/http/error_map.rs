@@ -79,6 +79,13 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidTmp => ApiCode::InvalidTmp,
         R::TmpTooSmall => ApiCode::TmpTooSmall,
         R::InvalidReadOnly => ApiCode::InvalidReadOnly,
+        R::InvalidNetwork => ApiCode::InvalidNetwork,
+        R::InvalidEgress => ApiCode::InvalidEgress,
+        R::InvalidAllowEntry => ApiCode::InvalidAllowEntry,
+        R::InvalidAllowCidr => ApiCode::InvalidAllowCidr,
+        R::InvalidAllowPort => ApiCode::InvalidAllowPort,
+        R::AllowWithoutAllowlist => ApiCode::AllowWithoutAllowlist,
+        R::TooManyAllowEntries => ApiCode::TooManyAllowEntries,
     }
 }
 
@@ -195,7 +202,11 @@ pub fn step_kind(code: ErrorCode) -> Kind {
         E::PortInUse => Kind::Conflict,
         E::DockerUnavailable | E::RegistryUnavailable => Kind::Unavailable,
         E::IoError => Kind::Io,
-        E::ComposeFailed | E::ComposeTimeout | E::DatabaseError | E::NotConverging => Kind::Compose,
+        E::ComposeFailed
+        | E::ComposeTimeout
+        | E::DatabaseError
+        | E::NotConverging
+        | E::FirewallFailed => Kind::Compose,
     }
 }
 

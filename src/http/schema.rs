@@ -51,6 +51,8 @@ pub struct CreateBody {
     /// Read-only root filesystem; `/app` stays writable and `/tmp` is a tmpfs of
     /// `resources.tmp`. Default false.
     pub read_only: Option<bool>,
+    /// What the container may reach; default `{"egress": DEFAULT_EGRESS}`.
+    pub network: Option<NetworkIn>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -149,6 +151,21 @@ pub struct PatchBody {
     pub user: Option<String>,
     /// `null` is `false`; changing it recreates a running container.
     pub read_only: Option<bool>,
+    /// Replaces the whole policy; `null` is `{"egress": DEFAULT_EGRESS}`. Changing it
+    /// recreates a running container.
+    pub network: Option<NetworkIn>,
+}
+
+/// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,
+/// is written in [`super::openapi::document`]).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkIn {
+    /// Default `DEFAULT_EGRESS` (`internet` unless the operator set it).
+    pub egress: Option<crate::spec::Egress>,
+    /// `CIDR:port` entries, only with `allowlist`: TCP and UDP to that network and port.
+    #[schema(max_items = 64)]
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -250,6 +250,7 @@ fn spec() -> Spec {
         restart: crate::spec::RestartPolicy::OnFailure,
         user: None,
         read_only: false,
+        network: Default::default(),
     }
 }
 

@@ -287,6 +287,7 @@ mod tests {
                 restart: crate::spec::RestartPolicy::OnFailure,
                 user: None,
                 read_only: false,
+                network: Default::default(),
             },
             tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,

@@ -45,6 +45,13 @@ pub enum Rule {
     InvalidTmp,
     TmpTooSmall,
     InvalidReadOnly,
+    InvalidNetwork,
+    InvalidEgress,
+    InvalidAllowEntry,
+    InvalidAllowCidr,
+    InvalidAllowPort,
+    AllowWithoutAllowlist,
+    TooManyAllowEntries,
 }
 
 impl Invalid {

@@ -12,6 +12,7 @@
 mod env;
 mod error;
 mod image;
+pub mod network;
 mod ports;
 mod resources;
 
@@ -26,10 +27,12 @@ use crate::config::UserIds;
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
+pub use network::{Allow, Egress, Network};
 pub use resources::{host_cpus, parse_memory, DEFAULT_TMP_BYTES, MIN_MEMORY_BYTES, MIN_TMP_BYTES};
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
 use image::parse_image;
+use network::parse_network;
 use ports::parse_ports;
 use resources::merge_resources;
 
@@ -142,6 +145,9 @@ pub struct Spec {
     /// writable.
     #[serde(default)]
     pub read_only: bool,
+    /// What the container may reach (enforced by the reconciler's firewall rules).
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// Facts about the host that validation needs.
@@ -151,6 +157,8 @@ pub struct Limits {
     pub default_host_ip: IpAddr,
     /// `ENV_MAX_BYTES`: names plus values of one container's env.
     pub env_max_bytes: usize,
+    /// `DEFAULT_EGRESS`: the policy of a container whose spec names none.
+    pub default_egress: Egress,
 }
 
 impl Limits {
@@ -159,6 +167,7 @@ impl Limits {
             host_cpus: resources::host_cpus() as f64,
             default_host_ip,
             env_max_bytes: DEFAULT_ENV_MAX_BYTES,
+            default_egress: Egress::Internet,
         }
     }
 }
@@ -179,6 +188,7 @@ const CREATE_FIELDS: &[&str] = &[
     "restart",
     "user",
     "read_only",
+    "network",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -190,6 +200,7 @@ const PATCH_FIELDS: &[&str] = &[
     "restart",
     "user",
     "read_only",
+    "network",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -257,6 +268,10 @@ pub fn parse_create(
         None | Some(Value::Null) => false,
         Some(v) => parse_read_only(v)?,
     };
+    let network = parse_network(
+        body.remove("network").unwrap_or(Value::Null),
+        limits.default_egress,
+    )?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -280,6 +295,7 @@ pub fn parse_create(
             restart,
             user,
             read_only,
+            network,
         },
         start,
     })
@@ -287,7 +303,8 @@ pub fn parse_create(
 
 /// Applies a `PATCH /containers/{cuid}` body to a spec: `env` merges (`null` removes a key),
 /// `tags` replace, `resources` merge (`null` clears a limit), the rest replace (`null` on
-/// `command`/`user`/`read_only` goes back to the default).
+/// `command`/`user`/`read_only` goes back to the default; `network` replaces the whole
+/// policy, `null` being `DEFAULT_EGRESS`).
 pub fn apply_patch(
     spec: &Spec,
     mut body: Map<String, Value>,
@@ -351,6 +368,9 @@ pub fn apply_patch(
             Value::Null => false,
             v => parse_read_only(v)?,
         };
+    }
+    if let Some(v) = body.remove("network") {
+        next.network = parse_network(v, limits.default_egress)?;
     }
     Ok(next)
 }
@@ -497,6 +517,7 @@ mod tests {
             host_cpus: 2.0,
             default_host_ip: "0.0.0.0".parse().unwrap(),
             env_max_bytes: 1000,
+            default_egress: Egress::Internet,
         }
     }
 

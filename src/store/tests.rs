@@ -36,6 +36,7 @@ fn spec(ports: &[u16]) -> Spec {
         restart: crate::spec::RestartPolicy::No,
         user: None,
         read_only: false,
+        network: Default::default(),
     }
 }
 
