@@ -38,6 +38,8 @@ pub(super) struct Recorder {
     /// The egress rules in place, by container, and the bridge-wide ones.
     pub rules: Mutex<BTreeMap<String, Vec<Rule>>>,
     pub base: Mutex<Vec<Rule>>,
+    /// The hooks from `DOCKER-USER` and `INPUT` are gone (until the next `firewall` call).
+    pub unhooked: Mutex<bool>,
 }
 
 /// Where the double's container is while it runs.
@@ -230,6 +232,7 @@ impl Backend for Recorder {
             }
             if let (Some(bridge), false) = (bridge, rules.is_empty()) {
                 *self.base.lock().unwrap() = firewall::base(bridge);
+                *self.unhooked.lock().unwrap() = false;
             }
         }
         ready(r)
@@ -243,10 +246,15 @@ impl Observer for Recorder {
     }
     fn firewall_rules(&self) -> Step<'_, firewall::Current> {
         let r = self.step("firewall_rules", |_| {});
+        let hooked = !*self.unhooked.lock().unwrap();
         ready(r.map(|()| firewall::Current {
+            forward_exists: true,
+            input_exists: true,
+            forward_hooked: hooked,
+            input_hooked: hooked,
             by_cuid: self.rules.lock().unwrap().clone(),
             base: self.base.lock().unwrap().clone(),
-            ..Default::default()
+            foreign: 0,
         }))
     }
     fn events(&self) -> Events {

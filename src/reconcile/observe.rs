@@ -73,8 +73,8 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
 
 /// The containers whose egress rules are not whole for where they are: rules missing for a
 /// container with an address, rules not intact or for another address, rules of a container
-/// without an address, and every placed container when the bridge-wide rules are not in
-/// place. Rules of containers without a row are removed here.
+/// without an address, and every placed container when the bridge-wide rules or the hooks
+/// are not in place. Rules of containers without a row are removed here.
 async fn firewall_drift(
     ctx: &Ctx,
     current: &firewall::Current,
@@ -109,7 +109,10 @@ async fn firewall_drift(
         }
     }
     if let Some(p) = placed.values().next() {
-        if current.base != firewall::base(&p.bridge) {
+        // The bridge-wide rules gone, or a hook (a flushed `DOCKER-USER` or `INPUT`): any
+        // container's pass puts them back; every one is woken, being cheap when in sync.
+        let hooked = current.forward_hooked && current.input_hooked;
+        if current.base != firewall::base(&p.bridge) || !hooked {
             drifted.extend(placed.keys().cloned());
         }
     }
@@ -312,5 +315,73 @@ mod tests {
         assert_eq!(woken(&w.ctx), [named, drifted.cuid]);
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    /// The resync reads the rules in place once: a container with a rule deleted, or with
+    /// rules for an address it no longer has, is woken (its pass puts them right); rules of
+    /// a container without a row are removed; missing bridge-wide rules wake every placed
+    /// container.
+    #[tokio::test]
+    async fn resync_wakes_containers_whose_rules_drifted_and_removes_rules_without_a_row() {
+        use crate::reconcile::double::placement;
+        let w = world(None).await;
+        let intact = settled_running(&w).await;
+        let deleted_rule = settled_running(&w).await;
+        let moved = settled_running(&w).await;
+        for c in [&intact, &deleted_rule, &moved] {
+            rules_in_place(&w, c);
+        }
+        w.backend
+            .rules
+            .lock()
+            .unwrap()
+            .get_mut(&deleted_rule.cuid)
+            .unwrap()
+            .remove(1);
+        let orphan = crate::spec::new_cuid();
+        w.backend.rules.lock().unwrap().insert(
+            orphan.clone(),
+            firewall::rules(&orphan, &Default::default(), &placement()),
+        );
+        let mut moved_listed = listed(&moved, DockerState::Running);
+        moved_listed.placement = Some(Placement {
+            address: "172.18.0.9".parse().unwrap(),
+            ..placement()
+        });
+        *w.backend.listed.lock().unwrap() = vec![
+            listed(&intact, DockerState::Running),
+            listed(&deleted_rule, DockerState::Running),
+            moved_listed,
+        ];
+
+        resync(&w.ctx).await.unwrap();
+        let mut got = woken(&w.ctx);
+        got.sort();
+        let mut want = vec![deleted_rule.cuid.clone(), moved.cuid.clone()];
+        want.sort();
+        assert_eq!(got, want);
+        assert!(!w.backend.rules.lock().unwrap().contains_key(&orphan));
+        assert!(w.backend.calls().contains(&"firewall".to_owned()));
+        for c in &want {
+            w.ctx.reconciler.finished(c, false);
+        }
+
+        // The bridge-wide rules gone: every placed container is woken.
+        w.backend.base.lock().unwrap().clear();
+        resync(&w.ctx).await.unwrap();
+        let all = woken(&w.ctx);
+        assert_eq!(all.len(), 3);
+        for c in &all {
+            w.ctx.reconciler.finished(c, false);
+        }
+        // Put back (as their passes do): nothing to wake.
+        *w.backend.base.lock().unwrap() = firewall::base(&placement().bridge);
+        resync(&w.ctx).await.unwrap();
+        assert!(woken(&w.ctx).is_empty());
+
+        // A hook gone (`DOCKER-USER` flushed): the same.
+        *w.backend.unhooked.lock().unwrap() = true;
+        resync(&w.ctx).await.unwrap();
+        assert_eq!(woken(&w.ctx).len(), 3);
     }
 }

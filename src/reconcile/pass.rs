@@ -444,4 +444,59 @@ mod tests {
         );
         assert!(w.ctx.store.get(&c.cuid).await.unwrap().is_none());
     }
+
+    /// The egress rules are decided from the stored policy and where Docker put the
+    /// container: in place once it runs, those of a patched policy after the recreate,
+    /// none once it is stopped (its address may go to another) or deleted. A backend that
+    /// cannot apply them fails the pass with FIREWALL_FAILED.
+    #[tokio::test]
+    async fn the_rules_follow_the_policy_and_the_container() {
+        use crate::reconcile::double::placement;
+        use crate::spec::{Egress, Network};
+        let w = world(None).await;
+        let c = insert(&w, DesiredState::Created).await;
+        let rules = || w.backend.rules.lock().unwrap().get(&c.cuid).cloned();
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(
+            rules(),
+            Some(firewall::rules(&c.cuid, &Network::default(), &placement()))
+        );
+        assert_eq!(
+            *w.backend.base.lock().unwrap(),
+            firewall::base(&placement().bridge)
+        );
+
+        let none = Network::with_egress(Egress::None);
+        w.ctx
+            .store
+            .update_spec::<crate::store::Error>(&c.cuid, None, |cur| {
+                let mut next = cur.spec.clone();
+                next.network = none.clone();
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert!(w.backend.calls().iter().filter(|c| *c == "up").count() == 2);
+        assert_eq!(rules(), Some(firewall::rules(&c.cuid, &none, &placement())));
+
+        act(&w, &c.cuid, DesiredState::Stopped, false).await;
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(rules(), None);
+
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        w.backend.fail_next("firewall", ErrorCode::FirewallFailed);
+        let e = run(&w.ctx, &c.cuid).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::FirewallFailed);
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.status, Status::Error);
+        assert_eq!(r.last_error.unwrap()["code"], "FIREWALL_FAILED");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(rules(), Some(firewall::rules(&c.cuid, &none, &placement())));
+
+        w.ctx.store.tombstone(&c.cuid, None).await.unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(rules(), None);
+    }
 }
