@@ -365,6 +365,14 @@ mod tests {
         for c in &want {
             w.ctx.reconciler.finished(c, false);
         }
+        // Their passes put the rules right, for where each is now.
+        rules_in_place(&w, &deleted_rule);
+        rules_in_place(&w, &moved);
+        *w.backend.listed.lock().unwrap() = [&intact, &deleted_rule, &moved]
+            .map(|c| listed(c, DockerState::Running))
+            .to_vec();
+        resync(&w.ctx).await.unwrap();
+        assert!(woken(&w.ctx).is_empty());
 
         // The bridge-wide rules gone: every placed container is woken.
         w.backend.base.lock().unwrap().clear();
