@@ -19,13 +19,14 @@ struct HostService {
 }
 
 impl HostService {
+    /// On a thread of its own: the test's runtime blocks on `docker exec`.
     async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
                 count.fetch_add(1, Ordering::SeqCst);
                 drop(conn);
             }
@@ -40,7 +41,8 @@ impl HostService {
 
 /// Whether `cuid` can open a TCP connection to `addr:port` within two seconds.
 fn connects(cuid: &str, addr: &str, port: u16) -> bool {
-    sh_in(cuid, "0:0", &format!("nc -w 2 {addr} {port} </dev/null")).0
+    let script = format!("timeout 5 nc -w 2 {addr} {port} </dev/null");
+    sh_in(cuid, "0:0", &script).0
 }
 
 /// A server listening on every address (so its port is on the host's bridge address too),
@@ -111,12 +113,13 @@ async fn none_reaches_nothing_but_its_published_port_answers_and_deleted_rules_c
     // The server answers on the bridge address from the host: the block below is the
     // container's, not a closed port.
     let own = s.addr.port();
-    let health = reqwest::get(format!("http://{gateway}:{own}/healthz"))
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    let health = reqwest::get(format!("http://{gateway}:{own}/healthz")).await;
+    assert!(health.is_ok(), "{health:?}");
 
-    assert!(!connects(&cuid, &gateway, service.port), "host service reached");
+    assert!(
+        !connects(&cuid, &gateway, service.port),
+        "host service reached"
+    );
     assert!(!connects(&cuid, &gateway, own), "control plane reached");
     assert_eq!(service.accepted(), 0);
 
@@ -138,19 +141,26 @@ async fn none_reaches_nothing_but_its_published_port_answers_and_deleted_rules_c
     // The whole chain flushed: everything is back, and the container is still held.
     let (ok, out) = iptables(&["-F", &forward]);
     assert!(ok, "{out}");
-    wait_until(Duration::from_secs(20), "the flushed rules are back", || {
-        rules_of(&forward, &cuid) == before
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the flushed rules are back",
+        || rules_of(&forward, &cuid) == before,
+    )
     .await;
-    assert!(!connects(&cuid, &gateway, service.port), "host service reached");
+    assert!(
+        !connects(&cuid, &gateway, service.port),
+        "host service reached"
+    );
     assert_eq!(service.accepted(), 0);
 
     // Deleted with the container.
     let r = s.delete(&format!("/containers/{cuid}")).await;
     assert!(r.status < 300, "{}", r.text);
-    wait_until(Duration::from_secs(30), "rules removed with the container", || {
-        rules_of(&forward, &cuid).is_empty()
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "rules removed with the container",
+        || rules_of(&forward, &cuid).is_empty(),
+    )
     .await;
 }
 
@@ -188,21 +198,40 @@ async fn an_allowlisted_address_and_port_connects_and_its_neighbour_does_not() {
         r.text
     );
     let (forward, input) = firewall_chains(&s.instance_id);
-    wait_until(Duration::from_secs(30), "the patched rules are in place", || {
-        iptables(&["-S", &input])
-            .1
-            .contains(&format!("--dport {}", allowed.port))
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the patched rules are in place",
+        || {
+            iptables(&["-S", &input])
+                .1
+                .contains(&format!("--dport {}", allowed.port))
+        },
+    )
     .await;
 
-    assert!(connects(&listed, &gateway, allowed.port), "allowed port refused");
+    assert!(
+        connects(&listed, &gateway, allowed.port),
+        "allowed port refused"
+    );
     assert_eq!(allowed.accepted(), 1);
-    assert!(!connects(&listed, &gateway, neighbour.port), "neighbour reached");
-    assert!(!connects(&listed, &gateway, s.addr.port()), "control plane reached");
+    assert!(
+        !connects(&listed, &gateway, neighbour.port),
+        "neighbour reached"
+    );
+    assert!(
+        !connects(&listed, &gateway, s.addr.port()),
+        "control plane reached"
+    );
 
     // `internet`: the host's services are blocked whatever the policy.
-    assert!(!connects(&internet, &gateway, allowed.port), "host service reached");
-    assert!(!connects(&internet, &gateway, s.addr.port()), "control plane reached");
+    assert!(
+        !connects(&internet, &gateway, allowed.port),
+        "host service reached"
+    );
+    assert!(
+        !connects(&internet, &gateway, s.addr.port()),
+        "control plane reached"
+    );
     assert_eq!(allowed.accepted(), 1);
     assert_eq!(neighbour.accepted(), 0);
     assert!(!rules_of(&forward, &internet).is_empty());
@@ -210,12 +239,24 @@ async fn an_allowlisted_address_and_port_connects_and_its_neighbour_does_not() {
     // Bad input gets its code.
     for (network, code) in [
         (json!({"egress": "everything"}), "INVALID_EGRESS"),
-        (json!({"egress": "none", "allow": ["10.0.0.0/8:53"]}), "ALLOW_WITHOUT_ALLOWLIST"),
-        (json!({"egress": "allowlist", "allow": ["10.0.0.1/8:53"]}), "INVALID_ALLOW_CIDR"),
-        (json!({"egress": "allowlist", "allow": ["10.0.0.0/8:0"]}), "INVALID_ALLOW_PORT"),
+        (
+            json!({"egress": "none", "allow": ["10.0.0.0/8:53"]}),
+            "ALLOW_WITHOUT_ALLOWLIST",
+        ),
+        (
+            json!({"egress": "allowlist", "allow": ["10.0.0.1/8:53"]}),
+            "INVALID_ALLOW_CIDR",
+        ),
+        (
+            json!({"egress": "allowlist", "allow": ["10.0.0.0/8:0"]}),
+            "INVALID_ALLOW_PORT",
+        ),
     ] {
         let r = s
-            .post_json("/containers", &json!({"image": BUSYBOX, "network": network}))
+            .post_json(
+                "/containers",
+                &json!({"image": BUSYBOX, "network": network}),
+            )
             .await;
         r.assert_error(400, "validation_error", code);
     }

@@ -3,7 +3,6 @@
 //! container (`docker exec`), in Docker's own record, and on the server's side: a full
 //! `/tmp` leaves the server healthy and its database writable.
 
-
 use serde_json::{json, Value};
 
 use crate::common::*;
