@@ -363,6 +363,24 @@ mod tests {
                 "{body}: {read_only}"
             );
         }
+        // `network`: `allow` only with `allowlist`, at most MAX_ALLOW entries.
+        for body in ["CreateBody", "PatchBody"] {
+            let network = &doc["components"]["schemas"][body]["properties"]["network"];
+            assert!(
+                network.to_string().contains("NetworkIn"),
+                "{body}: {network}"
+            );
+        }
+        let net = &doc["components"]["schemas"]["NetworkIn"];
+        assert_eq!(
+            net["oneOf"][0]["properties"]["allow"]["oneOf"][1]["maxItems"], 0,
+            "{net}"
+        );
+        assert_eq!(
+            net["oneOf"][1]["properties"]["allow"]["oneOf"][1]["maxItems"],
+            crate::spec::network::MAX_ALLOW,
+            "{net}"
+        );
         // `resources.tmp`: at least 1 MiB, as `spec` checks it.
         let tmp = &doc["components"]["schemas"]["ResourcesIn"]["properties"]["tmp"];
         assert_eq!(

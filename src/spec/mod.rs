@@ -601,6 +601,36 @@ mod tests {
                 json!({"image": "x", "read_only": "yes"}),
                 "INVALID_READ_ONLY",
             ),
+            (json!({"image": "x", "network": "none"}), "INVALID_NETWORK"),
+            (
+                json!({"image": "x", "network": {"egress": "lan"}}),
+                "INVALID_EGRESS",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist", "allow": "1.2.3.4:5"}}),
+                "INVALID_ALLOW_ENTRY",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist", "allow": ["1.2.3.4/16:5"]}}),
+                "INVALID_ALLOW_CIDR",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist", "allow": ["1.2.3.4:99999"]}}),
+                "INVALID_ALLOW_PORT",
+            ),
+            (
+                json!({"image": "x", "network": {"allow": ["1.2.3.4:5"]}}),
+                "ALLOW_WITHOUT_ALLOWLIST",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist",
+                    "allow": (1..=65).map(|p| format!("1.2.3.4:{p}")).collect::<Vec<_>>()}}),
+                "TOO_MANY_ALLOW_ENTRIES",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "none", "ports": []}}),
+                "UNKNOWN_FIELD",
+            ),
             (json!({"image": "x", "read_only": 1}), "INVALID_READ_ONLY"),
             (
                 json!({"image": "x", "resources": {"tmp": "lots"}}),
@@ -665,6 +695,57 @@ mod tests {
                 .code,
             "TMP_TOO_SMALL"
         );
+    }
+
+    /// `network`: the default is `DEFAULT_EGRESS`; a patch replaces the whole policy and
+    /// `null` goes back to the default; other patches leave it alone.
+    #[test]
+    fn network_on_create_and_patch() {
+        let base = create(json!({"image": "x"})).unwrap().spec;
+        assert_eq!(base.network, Network::default());
+        let strict = Limits {
+            default_egress: Egress::None,
+            ..limits()
+        };
+        let none = parse_create(json!({"image": "x"}).as_object().unwrap().clone(), &strict)
+            .unwrap()
+            .spec;
+        assert_eq!(none.network, Network::with_egress(Egress::None));
+
+        let listed = create(json!({"image": "x", "network": {"egress": "allowlist",
+            "allow": ["10.1.2.0/24:5432", "192.0.2.7:443"]}}))
+        .unwrap()
+        .spec;
+        assert_eq!(listed.network.allow, ["10.1.2.0/24:5432", "192.0.2.7:443"]);
+        let patch = |spec: &Spec, body: Value, limits: &Limits| {
+            apply_patch(spec, body.as_object().unwrap().clone(), limits).map_err(ApiError::from)
+        };
+        assert_eq!(
+            patch(&listed, json!({"tags": ["t"]}), &limits())
+                .unwrap()
+                .network,
+            listed.network
+        );
+        assert_eq!(
+            patch(&listed, json!({"network": {"egress": "none"}}), &limits())
+                .unwrap()
+                .network,
+            Network::with_egress(Egress::None)
+        );
+        assert_eq!(
+            patch(&listed, json!({"network": null}), &strict)
+                .unwrap()
+                .network,
+            Network::with_egress(Egress::None)
+        );
+        let err = patch(
+            &listed,
+            json!({"network": {"egress": "none", "allow": ["1.2.3.4:1"]}}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "ALLOW_WITHOUT_ALLOWLIST");
+        assert_eq!(err.details.unwrap()["field"], "network.allow");
     }
 
     #[test]
