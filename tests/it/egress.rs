@@ -153,6 +153,18 @@ async fn none_reaches_nothing_but_its_published_port_answers_and_deleted_rules_c
     );
     assert_eq!(service.accepted(), 0);
 
+    // At rest, the resync finds the rules whole and changes nothing (what it reads back is
+    // what it wrote, to the byte).
+    let applied = |s: &Server| s.server_log().matches("applying egress rules").count();
+    let applies = applied(&s);
+    let first = resyncs(&s).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while resyncs(&s).await < first + 2.0 {
+        assert!(std::time::Instant::now() < deadline, "no resync ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(applied(&s), applies);
+
     // Deleted with the container.
     let r = s.delete(&format!("/containers/{cuid}")).await;
     assert!(r.status < 300, "{}", r.text);
@@ -260,6 +272,16 @@ async fn an_allowlisted_address_and_port_connects_and_its_neighbour_does_not() {
             .await;
         r.assert_error(400, "validation_error", code);
     }
+}
+
+/// Resyncs run so far (`cm_resync_duration_seconds_count`).
+async fn resyncs(s: &Server) -> f64 {
+    let r = s.get("/metrics").await;
+    r.text
+        .lines()
+        .find_map(|l| l.strip_prefix("cm_resync_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no resync count in {}", r.text))
 }
 
 /// Splits an `iptables -S` line into arguments (double quotes group, as the shell would).
