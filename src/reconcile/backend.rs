@@ -55,7 +55,9 @@ pub trait Backend: Send + Sync {
     /// `IMAGE_NOT_FOUND`, `REGISTRY_UNAVAILABLE`, `REGISTRY_AUTH_FAILED` or
     /// `REGISTRY_NOT_ALLOWED`.
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a>;
-    /// The network every container joins exists.
+    /// The network every container joins exists, and so do the egress chains, their hooks
+    /// and the bridge-wide rules for it (a container without rules of its own reaches
+    /// nothing).
     fn ensure_network(&self) -> Step<'_>;
     /// The container's `/app` directory exists and belongs to its user.
     fn prepare_mount<'a>(&'a self, c: &'a Container) -> Step<'a>;
@@ -227,6 +229,24 @@ impl DockerBackend {
     }
 }
 
+impl DockerBackend {
+    /// The egress chains, their hooks and the bridge-wide rules of the network `id`, before
+    /// a container runs on it: one that starts before its pass has put its own rules in
+    /// place reaches nothing. (Docker names the bridge of a network made without a name of
+    /// its own `br-` and the first 12 characters of its id.)
+    async fn ensure_frame(&self, id: Option<&str>) -> Result<(), StepError> {
+        let Some(short) = id.and_then(|id| id.get(..12)) else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.firewall_lock.lock().await;
+        let current = firewall::parse(&iptables::save().await?, &self.chains);
+        match firewall::frame_batch(&self.chains, &current, &format!("br-{short}")) {
+            None => Ok(()),
+            Some(batch) => iptables::restore(&batch).await,
+        }
+    }
+}
+
 fn unavailable(e: &DockerError) -> StepError {
     crate::metrics::engine_error("reconciler");
     StepError::new(ErrorCode::DockerUnavailable, e.to_string())
@@ -359,7 +379,7 @@ impl Backend for DockerBackend {
                 .inspect_network(&name, None::<InspectNetworkOptions>)
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(n) => return self.ensure_frame(n.id.as_deref()).await,
                 Err(DockerError::DockerResponseServerError {
                     status_code: 404, ..
                 }) => {}
@@ -381,7 +401,7 @@ impl Backend for DockerBackend {
                 ..Default::default()
             };
             match docker.create_network(request).await {
-                Ok(_) => Ok(()),
+                Ok(made) => self.ensure_frame(Some(&made.id)).await,
                 // Created by a concurrent pass a moment ago.
                 Err(DockerError::DockerResponseServerError {
                     status_code: 409, ..

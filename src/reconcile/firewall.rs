@@ -265,6 +265,48 @@ pub fn intact(have: &[Rule], address: Ipv4Addr) -> bool {
     digest(&plain) == digest_then
 }
 
+/// The lines that make the chains, their hooks and the bridge-wide rules of `bridge` exist
+/// (none when they do).
+fn frame(chains: &Chains, cur: &Current, bridge: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !cur.forward_exists {
+        lines.push(format!(":{} - [0:0]", chains.forward));
+    }
+    if !cur.input_exists {
+        lines.push(format!(":{} - [0:0]", chains.input));
+    }
+    for (chain, hooked) in [
+        (Chain::Forward, cur.forward_hooked),
+        (Chain::Input, cur.input_hooked),
+    ] {
+        if !hooked {
+            lines.push(format!(
+                "-I {} 1 -j {}",
+                Chains::hook(chain),
+                chains.name(chain)
+            ));
+        }
+    }
+    let want_base = base(bridge);
+    if cur.base != want_base {
+        for r in &cur.base {
+            lines.push(format!("-D {} {}", chains.name(r.chain), r.text));
+        }
+        for r in &want_base {
+            lines.push(format!("-A {} {}", chains.name(r.chain), r.text));
+        }
+    }
+    lines
+}
+
+/// The batch that makes the chains, hooks and bridge-wide rules of `bridge` exist, before
+/// any container runs on it (so the first one is held until its own rules are in place);
+/// `None` when they do.
+pub fn frame_batch(chains: &Chains, cur: &Current, bridge: &str) -> Option<String> {
+    let lines = frame(chains, cur, bridge);
+    (!lines.is_empty()).then(|| format!("*filter\n{}\nCOMMIT\n", lines.join("\n")))
+}
+
 /// The `iptables-restore --noflush` batch that makes `cuid`'s rules exactly `want` (and,
 /// when it has any, the chains, hooks and base rules of `bridge` exist); `None` when
 /// nothing is to change.
@@ -276,36 +318,10 @@ pub fn batch(
     bridge: Option<&str>,
 ) -> Option<String> {
     let have = cur.by_cuid.get(cuid).map(Vec::as_slice).unwrap_or_default();
-    let mut lines: Vec<String> = Vec::new();
-    if let Some(bridge) = bridge.filter(|_| !want.is_empty()) {
-        if !cur.forward_exists {
-            lines.push(format!(":{} - [0:0]", chains.forward));
-        }
-        if !cur.input_exists {
-            lines.push(format!(":{} - [0:0]", chains.input));
-        }
-        for (chain, hooked) in [
-            (Chain::Forward, cur.forward_hooked),
-            (Chain::Input, cur.input_hooked),
-        ] {
-            if !hooked {
-                lines.push(format!(
-                    "-I {} 1 -j {}",
-                    Chains::hook(chain),
-                    chains.name(chain)
-                ));
-            }
-        }
-        let want_base = base(bridge);
-        if cur.base != want_base {
-            for r in &cur.base {
-                lines.push(format!("-D {} {}", chains.name(r.chain), r.text));
-            }
-            for r in &want_base {
-                lines.push(format!("-A {} {}", chains.name(r.chain), r.text));
-            }
-        }
-    }
+    let mut lines: Vec<String> = match bridge.filter(|_| !want.is_empty()) {
+        Some(bridge) => frame(chains, cur, bridge),
+        None => Vec::new(),
+    };
     if have != want {
         for r in have {
             lines.push(format!("-D {} {}", chains.name(r.chain), r.text));
@@ -468,6 +484,21 @@ mod tests {
         assert_eq!(
             lines[lines.len() - 2],
             format!("-I CMF-abc 1 {}", want[0].text)
+        );
+
+        // The frame alone (before any container runs): chains, hooks, base; then nothing.
+        let f = frame_batch(&chains, &Current::default(), "br-x").unwrap();
+        assert_eq!(f.lines().count(), 2 + 4 + 3, "{f}");
+        let mut framed = base("br-x");
+        framed.sort_by_key(|r| r.chain);
+        let cur = parse(&save_of(&chains, &framed, ""), &chains);
+        assert_eq!(frame_batch(&chains, &cur, "br-x"), None);
+        // Another bridge (the network was made again): the old base goes, the new comes.
+        let f = frame_batch(&chains, &cur, "br-y").unwrap();
+        assert_eq!(
+            (f.matches("\n-D ").count(), f.matches("\n-A ").count()),
+            (3, 3),
+            "{f}"
         );
 
         // Removal: only c1's rules go; another container's stay.
