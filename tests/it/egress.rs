@@ -248,6 +248,29 @@ async fn an_allowlisted_address_and_port_connects_and_its_neighbour_does_not() {
     assert_eq!(neighbour.accepted(), 0);
     assert!(!rules_of(&forward, &internet).is_empty());
 
+    // The rules follow the container: after the patch's recreate, and after a restart
+    // behind the server's back (Docker may hand out another address), they are for the
+    // address it has now.
+    let for_its_address = |cuid: &str| {
+        let ip = container_ip(&s, cuid);
+        let rules = rules_of(&forward, cuid);
+        !ip.is_empty()
+            && !rules.is_empty()
+            && rules.iter().all(|r| r.contains(&format!("-s {ip}/32 ")))
+    };
+    assert!(for_its_address(&listed));
+    docker(&["restart", "-t", "0", &internet]);
+    wait_until(
+        Duration::from_secs(30),
+        "rules for the restarted container",
+        || for_its_address(&internet),
+    )
+    .await;
+    assert!(
+        !connects(&internet, &gateway, allowed.port),
+        "host service reached after a restart"
+    );
+
     // Bad input gets its code.
     for (network, code) in [
         (json!({"egress": "everything"}), "INVALID_EGRESS"),
@@ -272,6 +295,15 @@ async fn an_allowlisted_address_and_port_connects_and_its_neighbour_does_not() {
             .await;
         r.assert_error(400, "validation_error", code);
     }
+}
+
+/// The container's address on the server's network (empty while it has none).
+fn container_ip(s: &Server, cuid: &str) -> String {
+    let format = format!(
+        "{{{{(index .NetworkSettings.Networks \"cm-{}\").IPAddress}}}}",
+        s.instance_id
+    );
+    docker(&["inspect", "-f", &format, cuid]).trim().to_owned()
 }
 
 /// Resyncs run so far (`cm_resync_duration_seconds_count`).
