@@ -95,6 +95,17 @@ else
     fi
     log "docker daemon: up"
 fi
+# ---------------------------------------------------------------- iptables
+# The server enforces each container's egress policy with iptables-save/-restore in the
+# DOCKER-USER and INPUT chains (docker.io depends on iptables; checked for machines where
+# the daemon came from elsewhere). A daemon run with --iptables=false has no DOCKER-USER.
+if ! command -v iptables-save >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2>&1; then
+    apt_install iptables
+    hash -r
+fi
+iptables -w -S DOCKER-USER >/dev/null 2>&1 \
+    || die "no DOCKER-USER chain: the docker daemon must manage iptables (its default)"
+log "iptables: DOCKER-USER present"
 # `docker` on PATH (normally the client in /usr/local/bin) must talk to the daemon.
 server_version=$(docker version --format '{{.Server.Version}}' 2>/dev/null) \
     || die "'$(command -v docker)' cannot talk to the daemon"

@@ -76,6 +76,9 @@ pub struct Config {
     pub env_max_bytes: usize,
     /// Most bytes the `/events` ring keeps (`EVENTS_MAX_BYTES`); the oldest events go first.
     pub events_max_bytes: usize,
+    /// The egress policy of a container whose spec names none (`DEFAULT_EGRESS`): one of
+    /// `internet`, `none`, `allowlist` (the spec's `Egress` reads it).
+    pub default_egress: &'static str,
     /// When the reconciler pulls an image (`IMAGE_PULL_POLICY`).
     pub image_pull_policy: PullPolicy,
     /// `isolation` of a container whose create names none (`DEFAULT_ISOLATION`).
@@ -380,6 +383,16 @@ impl Config {
             }
         }
 
+        let default_egress = match var("DEFAULT_EGRESS").as_deref() {
+            None | Some("internet") => "internet",
+            Some("none") => "none",
+            Some("allowlist") => "allowlist",
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "DEFAULT_EGRESS={other:?} must be one of internet, none, allowlist"
+                )))
+            }
+        };
         let image_pull_policy = match var("IMAGE_PULL_POLICY") {
             None => PullPolicy::default(),
             Some(v) => PullPolicy::parse(&v).ok_or_else(|| {
@@ -454,6 +467,7 @@ impl Config {
             reconcile_concurrency: parse_or("RECONCILE_CONCURRENCY", 4usize)?.max(1),
             compose_timeout: secs_or("COMPOSE_TIMEOUT", 120)?,
             resync_interval: secs_or("RESYNC_INTERVAL", 30)?,
+            default_egress,
             default_pids_limit: Some(parse_or("DEFAULT_PIDS_LIMIT", 4096u32)?)
                 .filter(|&n| n != 0)
                 .map(i64::from),
@@ -504,6 +518,7 @@ impl Config {
             reconcile_concurrency: 4,
             compose_timeout: Duration::from_secs(120),
             resync_interval: Duration::from_secs(30),
+            default_egress: "internet",
             default_pids_limit: Some(4096),
             default_memory: Some(1 << 30),
             default_cpus: Some(1.0),

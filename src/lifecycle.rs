@@ -358,6 +358,8 @@ pub enum ErrorCode {
     /// The container's `isolation` needs a runtime the daemon no longer offers (`runsc`
     /// unregistered after the container was created).
     RuntimeUnavailable,
+    /// The firewall rules of the container's egress policy could not be applied.
+    FirewallFailed,
 }
 
 impl ErrorCode {
@@ -382,6 +384,7 @@ impl From<ErrorCode> for ApiCode {
             ErrorCode::IoError => ApiCode::IoError,
             ErrorCode::DatabaseError => ApiCode::DatabaseError,
             ErrorCode::NotConverging => ApiCode::NotConverging,
+            ErrorCode::FirewallFailed => ApiCode::FirewallFailed,
         }
     }
 }
@@ -569,6 +572,7 @@ mod tests {
             E::DatabaseError,
             E::NotConverging,
             E::RuntimeUnavailable,
+            E::FirewallFailed,
         ];
         for code in all {
             // A new variant stops this compiling until it is listed above too.
@@ -585,6 +589,7 @@ mod tests {
                 | E::DatabaseError
                 | E::NotConverging
                 | E::RuntimeUnavailable => {}
+                | E::FirewallFailed => {}
             }
             let text = serde_json::to_value(code).unwrap();
             assert_eq!(text, ApiCode::from(code).as_str());

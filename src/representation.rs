@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status};
 use crate::spec::{Isolation, Port, Resources, RestartPolicy};
+use crate::spec::{Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
@@ -33,6 +34,8 @@ pub struct Representation {
     pub read_only: bool,
     /// The runtime: `runc` or `gvisor` (gVisor's `runsc`).
     pub isolation: Isolation,
+    /// What the container may reach (docs/API.md, egress).
+    pub network: Network,
     pub desired_state: DesiredState,
     pub status: Shown,
     #[schema(required = true)]
@@ -80,6 +83,7 @@ pub fn representation(c: &Container) -> Representation {
         user: s.user.clone(),
         read_only: s.read_only,
         isolation: s.isolation,
+        network: s.network.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         exit_code: c.exit_code,

@@ -169,6 +169,20 @@ api_codes! {
     /// The runtime `isolation` needs is not registered with the Docker daemon (see
     /// `/healthz` `runtimes`).
     RuntimeUnavailable = "RUNTIME_UNAVAILABLE",
+    /// `network` is not an object.
+    InvalidNetwork = "INVALID_NETWORK",
+    /// `network.egress` is not internet, none or allowlist.
+    InvalidEgress = "INVALID_EGRESS",
+    /// A `network.allow` entry is not a `CIDR:port` string, or appears twice.
+    InvalidAllowEntry = "INVALID_ALLOW_ENTRY",
+    /// The network of a `network.allow` entry is not an IPv4 address or CIDR with its host bits clear.
+    InvalidAllowCidr = "INVALID_ALLOW_CIDR",
+    /// The port of a `network.allow` entry is not 1 to 65535.
+    InvalidAllowPort = "INVALID_ALLOW_PORT",
+    /// `network.allow` is given with an egress other than allowlist.
+    AllowWithoutAllowlist = "ALLOW_WITHOUT_ALLOWLIST",
+    /// `network.allow` has more than 64 entries.
+    TooManyAllowEntries = "TOO_MANY_ALLOW_ENTRIES",
 
     // Containers: routes and state.
     /// No such container.
@@ -215,6 +229,8 @@ api_codes! {
     ComposeTimeout = "COMPOSE_TIMEOUT",
     /// A pass took its every step without the container settling.
     NotConverging = "NOT_CONVERGING",
+    /// The firewall rules of a container's egress policy could not be applied (iptables).
+    FirewallFailed = "FIREWALL_FAILED",
 
     // Images.
     /// The image is used by containers.

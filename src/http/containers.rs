@@ -56,6 +56,7 @@ fn limits(state: &AppState) -> Limits {
     Limits {
         env_max_bytes: state.config.env_max_bytes,
         default_isolation: state.config.default_isolation,
+        default_egress: crate::spec::Egress::parse(state.config.default_egress).unwrap_or_default(),
         ..Limits::from_host(state.config.port_bind_ip)
     }
 }

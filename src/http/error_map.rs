@@ -80,6 +80,13 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::TmpTooSmall => ApiCode::TmpTooSmall,
         R::InvalidReadOnly => ApiCode::InvalidReadOnly,
         R::InvalidIsolation => ApiCode::InvalidIsolation,
+        R::InvalidNetwork => ApiCode::InvalidNetwork,
+        R::InvalidEgress => ApiCode::InvalidEgress,
+        R::InvalidAllowEntry => ApiCode::InvalidAllowEntry,
+        R::InvalidAllowCidr => ApiCode::InvalidAllowCidr,
+        R::InvalidAllowPort => ApiCode::InvalidAllowPort,
+        R::AllowWithoutAllowlist => ApiCode::AllowWithoutAllowlist,
+        R::TooManyAllowEntries => ApiCode::TooManyAllowEntries,
     }
 }
 
@@ -198,7 +205,11 @@ pub fn step_kind(code: ErrorCode) -> Kind {
         E::PortInUse => Kind::Conflict,
         E::DockerUnavailable | E::RegistryUnavailable => Kind::Unavailable,
         E::IoError => Kind::Io,
-        E::ComposeFailed | E::ComposeTimeout | E::DatabaseError | E::NotConverging => Kind::Compose,
+        E::ComposeFailed
+        | E::ComposeTimeout
+        | E::DatabaseError
+        | E::NotConverging
+        | E::FirewallFailed => Kind::Compose,
     }
 }
 

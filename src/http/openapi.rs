@@ -87,6 +87,7 @@ pub fn document() -> &'static serde_json::Value {
         add_links(&mut doc);
         add_scopes(&mut doc);
         bound_resources(&mut doc);
+        network_shape(&mut doc);
         parameters_not_null(&mut doc);
         doc
     });
@@ -143,6 +144,47 @@ fn bound_resources(doc: &mut serde_json::Value) {
             {"type": "null"},
             {"type": "integer", "minimum": crate::spec::MIN_TMP_BYTES, "maximum": i64::MAX},
             {"type": "string", "pattern": "^[1-9][0-9]{0,5}m$|^[1-9][0-9]{0,2}g$"},
+        ],
+    });
+}
+
+/// `network` of a body: `allow` (CIDR:port entries) only with `allowlist`, as `spec`
+/// checks it.
+fn network_shape(doc: &mut serde_json::Value) {
+    let Some(schema) = doc.pointer_mut("/components/schemas/NetworkIn") else {
+        return;
+    };
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let port =
+        "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+    // A bare address, or a /32: the host bits of a shorter prefix are not expressible here,
+    // so the pattern offers only these.
+    let entry = format!("^({octet}\\.){{3}}{octet}(/32)?:{port}$");
+    *schema = serde_json::json!({
+        "description": "What the container may reach: `internet` (default `DEFAULT_EGRESS`), `none`, or `allowlist` with `allow` entries `CIDR:port`",
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "egress": {"oneOf": [{"type": "null"}, {"type": "string", "enum": ["internet", "none"]}]},
+                    "allow": {"oneOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]},
+                },
+            },
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["egress"],
+                "properties": {
+                    "egress": {"type": "string", "enum": ["allowlist"]},
+                    "allow": {"oneOf": [{"type": "null"}, {
+                        "type": "array",
+                        "maxItems": crate::spec::network::MAX_ALLOW,
+                        "uniqueItems": true,
+                        "items": {"type": "string", "pattern": entry},
+                    }]},
+                },
+            },
         ],
     });
 }
@@ -321,6 +363,24 @@ mod tests {
                 "{body}: {read_only}"
             );
         }
+        // `network`: `allow` only with `allowlist`, at most MAX_ALLOW entries.
+        for body in ["CreateBody", "PatchBody"] {
+            let network = &doc["components"]["schemas"][body]["properties"]["network"];
+            assert!(
+                network.to_string().contains("NetworkIn"),
+                "{body}: {network}"
+            );
+        }
+        let net = &doc["components"]["schemas"]["NetworkIn"];
+        assert_eq!(
+            net["oneOf"][0]["properties"]["allow"]["oneOf"][1]["maxItems"], 0,
+            "{net}"
+        );
+        assert_eq!(
+            net["oneOf"][1]["properties"]["allow"]["oneOf"][1]["maxItems"],
+            crate::spec::network::MAX_ALLOW,
+            "{net}"
+        );
         // `resources.tmp`: at least 1 MiB, as `spec` checks it.
         let tmp = &doc["components"]["schemas"]["ResourcesIn"]["properties"]["tmp"];
         assert_eq!(

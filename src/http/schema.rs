@@ -55,6 +55,8 @@ pub struct CreateBody {
     /// the host's). Default: the `DEFAULT_ISOLATION` setting. One the Docker daemon does not
     /// offer (see `/healthz` `runtimes`) is `400 RUNTIME_UNAVAILABLE`.
     pub isolation: Option<crate::spec::Isolation>,
+    /// What the container may reach; default `{"egress": DEFAULT_EGRESS}`.
+    pub network: Option<NetworkIn>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -156,6 +158,21 @@ pub struct PatchBody {
     /// `null` is `DEFAULT_ISOLATION`; changing it recreates a running container. One the
     /// daemon does not offer is `400 RUNTIME_UNAVAILABLE`.
     pub isolation: Option<crate::spec::Isolation>,
+    /// Replaces the whole policy; `null` is `{"egress": DEFAULT_EGRESS}`. Changing it
+    /// recreates a running container.
+    pub network: Option<NetworkIn>,
+}
+
+/// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,
+/// is written in [`super::openapi::document`]).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkIn {
+    /// Default `DEFAULT_EGRESS` (`internet` unless the operator set it).
+    pub egress: Option<crate::spec::Egress>,
+    /// `CIDR:port` entries, only with `allowlist`: TCP and UDP to that network and port.
+    #[schema(max_items = 64)]
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -28,8 +28,8 @@ use futures_util::stream::BoxStream;
 
 use super::compose;
 use super::decide::Observed;
-use super::render;
-use super::sandbox;
+use super::firewall::{self, Chains, Placement, Rule};
+use super::{iptables, render, sandbox};
 use crate::appdir::mounts;
 use crate::config::Config;
 use crate::lifecycle::{DockerState, ErrorCode};
@@ -55,7 +55,9 @@ pub trait Backend: Send + Sync {
     /// `IMAGE_NOT_FOUND`, `REGISTRY_UNAVAILABLE`, `REGISTRY_AUTH_FAILED` or
     /// `REGISTRY_NOT_ALLOWED`.
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a>;
-    /// The network every container joins exists.
+    /// The network every container joins exists, and so do the egress chains, their hooks
+    /// and the bridge-wide rules for it (a container without rules of its own reaches
+    /// nothing).
     fn ensure_network(&self) -> Step<'_>;
     /// The container's `/app` directory exists and belongs to its user.
     fn prepare_mount<'a>(&'a self, c: &'a Container) -> Step<'a>;
@@ -84,6 +86,14 @@ pub trait Backend: Send + Sync {
     /// At start-up, before the first pass: ends whatever an earlier run of this server left
     /// working on its containers, so that two never race on one container.
     fn reap_strays(&self) -> Step<'_>;
+    /// The container's egress rules are exactly `rules` (none: its rules are removed); with
+    /// rules, the server's chains, their hooks and the bridge-wide rules of `bridge` exist.
+    fn firewall<'a>(
+        &'a self,
+        cuid: &'a str,
+        bridge: Option<&'a str>,
+        rules: &'a [Rule],
+    ) -> Step<'a>;
 }
 
 /// One container of this server as the backend's list shows it.
@@ -93,6 +103,8 @@ pub struct Listed {
     /// The backend's own id of it (what an orphan is removed by).
     pub id: String,
     pub state: DockerState,
+    /// Where it is on the server's network, while it has an address there.
+    pub placement: Option<Placement>,
     /// The spec generation it was made from (our label).
     pub generation: Option<i64>,
 }
@@ -107,14 +119,20 @@ pub trait Observer: Send + Sync {
     fn list(&self) -> Step<'_, Vec<Listed>>;
     /// A new subscription to changes of this server's containers.
     fn events(&self) -> Events;
+    /// The egress rules in place, by container.
+    fn firewall_rules(&self) -> Step<'_, firewall::Current>;
 }
 
 /// Docker through compose (make, remake, remove) and the Engine API (everything else).
 pub struct DockerBackend {
     /// Held while the network is looked up and made (see `ensure_network`).
     network_lock: tokio::sync::Mutex<()>,
+    /// Held while the firewall is read and changed: one batch at a time, each made from
+    /// what was read just before.
+    firewall_lock: tokio::sync::Mutex<()>,
+    pub(super) chains: Chains,
     config: Arc<Config>,
-    instance_id: String,
+    pub(super) instance_id: String,
     pub(super) docker: crate::docker::Engine,
     pulls: crate::images::Pulls,
 }
@@ -128,6 +146,8 @@ impl DockerBackend {
     ) -> Self {
         Self {
             network_lock: tokio::sync::Mutex::new(()),
+            firewall_lock: tokio::sync::Mutex::new(()),
+            chains: Chains::of(&instance_id),
             config,
             instance_id,
             docker,
@@ -265,9 +285,43 @@ impl DockerBackend {
     }
 }
 
+impl DockerBackend {
+    /// The egress chains, their hooks and the bridge-wide rules of the network `id`, before
+    /// a container runs on it: one that starts before its pass has put its own rules in
+    /// place reaches nothing. (Docker names the bridge of a network made without a name of
+    /// its own `br-` and the first 12 characters of its id.)
+    async fn ensure_frame(&self, id: Option<&str>) -> Result<(), StepError> {
+        let Some(short) = id.and_then(|id| id.get(..12)) else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.firewall_lock.lock().await;
+        let current = firewall::parse(&iptables::save().await?, &self.chains);
+        match firewall::frame_batch(&self.chains, &current, &format!("br-{short}")) {
+            None => Ok(()),
+            Some(batch) => iptables::restore(&batch).await,
+        }
+    }
+}
+
 fn unavailable(e: &DockerError) -> StepError {
     crate::metrics::engine_error("reconciler");
     StepError::new(ErrorCode::DockerUnavailable, e.to_string())
+}
+
+/// Where a container is on the server's network (`networks` of its inspect or list), while
+/// it has an address there. The bridge is Docker's name for a network made without one of
+/// its own: `br-` and the first 12 characters of its id.
+pub(super) fn placement(
+    networks: Option<&HashMap<String, bollard::models::EndpointSettings>>,
+    network: &str,
+) -> Option<Placement> {
+    let ep = networks?.get(network)?;
+    let address = ep.ip_address.as_deref()?.parse().ok()?;
+    let id = ep.network_id.as_deref()?;
+    Some(Placement {
+        address,
+        bridge: format!("br-{}", id.get(..12)?),
+    })
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -307,6 +361,12 @@ impl Backend for DockerBackend {
             if labels.get(render::LABEL_INSTANCE) != Some(&self.instance_id) {
                 return Ok(None);
             }
+            let placement = placement(
+                info.network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref()),
+                &render::network_name(&self.instance_id),
+            );
             let st = info.state.unwrap_or_default();
             Ok(Some(Observed {
                 id: info.id.unwrap_or_default(),
@@ -318,6 +378,7 @@ impl Backend for DockerBackend {
                     .and_then(|g| g.parse().ok()),
                 started_at: st.started_at.as_deref().and_then(parse_time),
                 finished_at: st.finished_at.as_deref().and_then(parse_time),
+                placement,
             }))
         })
     }
@@ -374,7 +435,7 @@ impl Backend for DockerBackend {
                 .inspect_network(&name, None::<InspectNetworkOptions>)
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(n) => return self.ensure_frame(n.id.as_deref()).await,
                 Err(DockerError::DockerResponseServerError {
                     status_code: 404, ..
                 }) => {}
@@ -396,7 +457,7 @@ impl Backend for DockerBackend {
                 ..Default::default()
             };
             match docker.create_network(request).await {
-                Ok(_) => Ok(()),
+                Ok(made) => self.ensure_frame(Some(&made.id)).await,
                 // Created by a concurrent pass a moment ago.
                 Err(DockerError::DockerResponseServerError {
                     status_code: 409, ..
@@ -574,6 +635,25 @@ impl Backend for DockerBackend {
                 tokio::task::spawn_blocking(move || crate::appdir::remove::remove_tree(&project))
                     .await;
             removed
+        })
+    }
+
+    fn firewall<'a>(
+        &'a self,
+        cuid: &'a str,
+        bridge: Option<&'a str>,
+        rules: &'a [Rule],
+    ) -> Step<'a> {
+        Box::pin(async move {
+            let _one_at_a_time = self.firewall_lock.lock().await;
+            let current = firewall::parse(&iptables::save().await?, &self.chains);
+            match firewall::batch(&self.chains, &current, cuid, rules, bridge) {
+                None => Ok(()),
+                Some(batch) => {
+                    tracing::info!(%cuid, rules = rules.len(), "applying egress rules");
+                    iptables::restore(&batch).await
+                }
+            }
         })
     }
 

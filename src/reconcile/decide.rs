@@ -18,6 +18,9 @@ pub struct Observed {
     pub generation: Option<i64>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Its address on the server's network and the network's bridge, while it has one
+    /// (running or paused): what its firewall rules match.
+    pub placement: Option<super::firewall::Placement>,
 }
 
 /// The desired side, as far as the decision needs it.
@@ -148,6 +151,7 @@ mod tests {
             generation: Some(2),
             started_at: Some(t("2026-01-01T00:00:11Z")),
             finished_at: None,
+            placement: None,
         }
     }
 

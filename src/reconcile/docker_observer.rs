@@ -23,6 +23,7 @@ fn lost(e: &bollard::errors::Error) -> StepError {
 impl Observer for DockerBackend {
     fn list(&self) -> Step<'_, Vec<Listed>> {
         Box::pin(async move {
+            let network = render::network_name(&self.instance_id);
             let options = ListContainersOptions {
                 all: true,
                 filters: Some(HashMap::from([(
@@ -45,6 +46,12 @@ impl Observer for DockerBackend {
             Ok(listed
                 .into_iter()
                 .filter_map(|c| {
+                    let placement = super::backend::placement(
+                        c.network_settings
+                            .as_ref()
+                            .and_then(|n| n.networks.as_ref()),
+                        &network,
+                    );
                     let labels = c.labels.unwrap_or_default();
                     let cuid = labels.get(render::LABEL_CUID)?.clone();
                     Some(Listed {
@@ -56,9 +63,17 @@ impl Observer for DockerBackend {
                             .get(render::LABEL_GENERATION)
                             .and_then(|g| g.parse().ok()),
                         cuid,
+                        placement,
                     })
                 })
                 .collect())
+        })
+    }
+
+    fn firewall_rules(&self) -> Step<'_, crate::reconcile::firewall::Current> {
+        Box::pin(async move {
+            let save = super::iptables::save().await?;
+            Ok(crate::reconcile::firewall::parse(&save, &self.chains))
         })
     }
 

@@ -3,7 +3,7 @@
 //! fails the calls it is told to. It decides nothing: the tests check what the reconciler
 //! decides and asks for. Real Docker is the integration tests' job.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::backend::{Backend, Events, Listed, Observer, Step};
 use super::decide::{DesiredState, Observed};
+use super::firewall::{self, Placement, Rule};
 use super::{Ctx, Reconciler};
 use crate::lifecycle::{DockerState, ErrorCode};
 use crate::spec::{Resources, Spec};
@@ -34,6 +35,28 @@ pub(super) struct Recorder {
     pub listed: Mutex<Vec<Listed>>,
     /// What the next subscriptions to events get, in order; then a stream that never ends.
     pub event_streams: Mutex<VecDeque<Events>>,
+    /// The egress rules in place, by container, and the bridge-wide ones.
+    pub rules: Mutex<BTreeMap<String, Vec<Rule>>>,
+    pub base: Mutex<Vec<Rule>>,
+    /// The hooks from `DOCKER-USER` and `INPUT` are gone (until the next `firewall` call).
+    pub unhooked: Mutex<bool>,
+}
+
+/// Where the double's container is while it runs.
+pub(super) fn placement() -> Placement {
+    Placement {
+        address: "172.18.0.2".parse().unwrap(),
+        bridge: "br-0123456789ab".into(),
+    }
+}
+
+/// A container in `state` has an address (running, paused) or not.
+fn placed(state: DockerState) -> Option<Placement> {
+    matches!(
+        state,
+        DockerState::Running | DockerState::Paused | DockerState::Restarting
+    )
+    .then(placement)
 }
 
 impl Recorder {
@@ -93,6 +116,7 @@ impl Recorder {
         move |o| {
             if let Some(o) = o {
                 o.state = state;
+                o.placement = placed(state);
                 if state == DockerState::Running {
                     o.started_at = Some(Utc::now());
                 }
@@ -143,6 +167,7 @@ impl Backend for Recorder {
                 generation: Some(generation),
                 started_at: Some(Utc::now()),
                 finished_at: None,
+                placement: Some(placement()),
             })
         }))
     }
@@ -158,6 +183,7 @@ impl Backend for Recorder {
             generation: Some(generation),
             started_at: Some(Utc::now()),
             finished_at: None,
+            placement: Some(placement()),
         });
         ready(Ok(()))
     }
@@ -190,12 +216,46 @@ impl Backend for Recorder {
     fn reap_strays(&self) -> Step<'_> {
         ready(self.step("reap_strays", |_| {}))
     }
+    fn firewall<'a>(
+        &'a self,
+        cuid: &'a str,
+        bridge: Option<&'a str>,
+        rules: &'a [Rule],
+    ) -> Step<'a> {
+        let r = self.step("firewall", |_| {});
+        if r.is_ok() {
+            let mut all = self.rules.lock().unwrap();
+            if rules.is_empty() {
+                all.remove(cuid);
+            } else {
+                all.insert(cuid.to_owned(), rules.to_vec());
+            }
+            if let (Some(bridge), false) = (bridge, rules.is_empty()) {
+                *self.base.lock().unwrap() = firewall::base(bridge);
+                *self.unhooked.lock().unwrap() = false;
+            }
+        }
+        ready(r)
+    }
 }
 
 impl Observer for Recorder {
     fn list(&self) -> Step<'_, Vec<Listed>> {
         let r = self.step("list", |_| {});
         ready(r.map(|()| self.listed.lock().unwrap().clone()))
+    }
+    fn firewall_rules(&self) -> Step<'_, firewall::Current> {
+        let r = self.step("firewall_rules", |_| {});
+        let hooked = !*self.unhooked.lock().unwrap();
+        ready(r.map(|()| firewall::Current {
+            forward_exists: true,
+            input_exists: true,
+            forward_hooked: hooked,
+            input_hooked: hooked,
+            by_cuid: self.rules.lock().unwrap().clone(),
+            base: self.base.lock().unwrap().clone(),
+            foreign: 0,
+        }))
     }
     fn events(&self) -> Events {
         self.record("events".to_owned());
@@ -251,6 +311,7 @@ fn spec() -> Spec {
         user: None,
         read_only: false,
         isolation: Default::default(),
+        network: Default::default(),
     }
 }
 
@@ -320,6 +381,17 @@ pub(super) async fn in_tenant(w: &World, c: &Container, name: &str) -> Container
     row(w, &c.cuid).await
 }
 
+/// `c`'s egress rules in place (with the bridge-wide ones), as a pass would have put them
+/// for it running at [`placement`].
+pub(super) fn rules_in_place(w: &World, c: &Container) {
+    let p = placement();
+    w.backend.rules.lock().unwrap().insert(
+        c.cuid.clone(),
+        firewall::rules(&c.cuid, &c.spec.network, &p),
+    );
+    *w.backend.base.lock().unwrap() = firewall::base(&p.bridge);
+}
+
 /// `c` in the backend's list, in `state`, made from its current spec.
 pub(super) fn listed(c: &Container, state: DockerState) -> Listed {
     Listed {
@@ -327,6 +399,7 @@ pub(super) fn listed(c: &Container, state: DockerState) -> Listed {
         id: format!("id-{}", c.cuid),
         state,
         generation: Some(c.generation),
+        placement: placed(state),
     }
 }
 
@@ -339,5 +412,6 @@ pub(super) fn observed(state: DockerState, generation: i64) -> Observed {
         generation: Some(generation),
         started_at: Some(Utc::now() - chrono::Duration::hours(1)),
         finished_at: None,
+        placement: placed(state),
     }
 }

@@ -21,6 +21,8 @@ pub mod decide;
 mod docker_observer;
 #[cfg(test)]
 mod double;
+pub mod firewall;
+mod iptables;
 mod observe;
 pub mod pass;
 pub mod queue;

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::Listed;
+use super::firewall::{self, Placement};
 use super::Ctx;
 use crate::lifecycle::DockerState;
 
@@ -21,9 +22,19 @@ pub(super) const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
 /// One list of this instance's containers; containers whose state there differs from the
-/// store are woken; containers with our label and no row are removed.
+/// store are woken; containers with our label and no row are removed. The egress rules in
+/// place are checked too: a running container whose rules are missing, altered, or for
+/// another address is woken (its pass puts them back), and rules of a container with no row
+/// are removed.
 pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
     let listed = ctx.observer.list().await.map_err(|e| e.to_string())?;
+    let rules = match ctx.observer.firewall_rules().await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the egress rules");
+            None
+        }
+    };
     let rows = ctx.store.summaries().await.map_err(|e| e.to_string())?;
     let known: HashSet<String> = ctx
         .store
@@ -34,21 +45,84 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
         .collect();
 
     let mut in_backend: HashMap<String, (DockerState, Option<i64>)> = HashMap::new();
+    let mut placed: HashMap<String, Placement> = HashMap::new();
     for c in listed {
         if known.contains(&c.cuid) {
-            in_backend.insert(c.cuid, (c.state, c.generation));
+            in_backend.insert(c.cuid.clone(), (c.state, c.generation));
+            if let Some(p) = c.placement {
+                placed.insert(c.cuid, p);
+            }
         } else {
             remove_orphan(ctx, &c).await;
         }
     }
+    let drifted = match &rules {
+        Some(current) => firewall_drift(ctx, current, &known, &placed).await,
+        None => HashSet::new(),
+    };
     for row in rows {
         // Also learnt here, for the events of containers no pass has read since start-up.
         ctx.reconciler.set_tenant(&row.cuid, row.tenant.as_deref());
-        if !row.progress.in_sync(in_backend.get(&row.cuid).copied()) {
+        if !row.progress.in_sync(in_backend.get(&row.cuid).copied()) || drifted.contains(&row.cuid)
+        {
             ctx.reconciler.wake_soft(&row.cuid);
         }
     }
     Ok(())
+}
+
+/// The containers whose egress rules are not whole for where they are: rules missing for a
+/// container with an address, rules not intact or for another address, rules of a container
+/// without an address, and every placed container when the bridge-wide rules or the hooks
+/// are not in place. Rules of containers without a row are removed here.
+async fn firewall_drift(
+    ctx: &Ctx,
+    current: &firewall::Current,
+    known: &HashSet<String>,
+    placed: &HashMap<String, Placement>,
+) -> HashSet<String> {
+    let mut drifted = HashSet::new();
+    for (cuid, p) in placed {
+        let intact = current
+            .by_cuid
+            .get(cuid)
+            .is_some_and(|have| firewall::intact(have, p.address));
+        if !intact {
+            drifted.insert(cuid.clone());
+        }
+    }
+    for cuid in current.by_cuid.keys() {
+        if placed.contains_key(cuid) {
+            continue;
+        }
+        if known.contains(cuid) {
+            drifted.insert(cuid.clone());
+        } else {
+            let result = ctx.backend.firewall(cuid, None, &[]).await;
+            ctx.audit.record(crate::fields! {
+                "actor" => "reconciler",
+                "cuid" => cuid,
+                "action" => "remove_orphan_rules",
+                "reason" => "egress rules of a container that has no row in the store",
+                "outcome" => if result.is_ok() { "ok" } else { "error" },
+            });
+        }
+    }
+    if let Some(p) = placed.values().next() {
+        // The bridge-wide rules gone, or a hook (a flushed `DOCKER-USER` or `INPUT`): any
+        // container's pass puts them back; every one is woken, being cheap when in sync.
+        let hooked = current.forward_hooked && current.input_hooked;
+        if current.base != firewall::base(&p.bridge) || !hooked {
+            drifted.extend(placed.keys().cloned());
+        }
+    }
+    if !drifted.is_empty() {
+        tracing::info!(
+            containers = drifted.len(),
+            "egress rules drifted; repairing"
+        );
+    }
+    drifted
 }
 
 async fn remove_orphan(ctx: &Ctx, c: &Listed) {
@@ -98,7 +172,7 @@ mod tests {
 
     use super::*;
     use crate::lifecycle::ErrorCode;
-    use crate::reconcile::double::{in_tenant, listed, settled_running, world};
+    use crate::reconcile::double::{in_tenant, listed, rules_in_place, settled_running, world};
     use crate::step_error::StepError;
 
     /// What the worker would run next.
@@ -122,7 +196,10 @@ mod tests {
             id: "orphan-id".into(),
             state: DockerState::Running,
             generation: Some(1),
+            placement: None,
         };
+        rules_in_place(&w, &in_sync);
+        rules_in_place(&w, &doomed);
         *w.backend.listed.lock().unwrap() = vec![
             listed(&in_sync, DockerState::Running),
             listed(&exited, DockerState::Exited),
@@ -136,6 +213,7 @@ mod tests {
             w.backend.calls(),
             [
                 "list".to_owned(),
+                "firewall_rules".to_owned(),
                 "remove_orphan".to_owned(),
                 format!("orphan {} orphan-id", orphan.cuid),
             ]
@@ -154,7 +232,7 @@ mod tests {
         w.backend.fail_next("list", ErrorCode::DockerUnavailable);
         assert!(resync(&w.ctx).await.is_err());
         assert!(woken(&w.ctx).is_empty());
-        assert_eq!(w.backend.calls().len(), 4);
+        assert_eq!(w.backend.calls().len(), 5);
     }
 
     /// The tenants read by a resync steer later wake-ups that name only a cuid (events):
@@ -173,6 +251,9 @@ mod tests {
         // Every container in sync: the resync wakes none, and learns every tenant.
         let mut everyone = a.clone();
         everyone.push(b.clone());
+        for c in &everyone {
+            rules_in_place(&w, c);
+        }
         *w.backend.listed.lock().unwrap() = everyone
             .iter()
             .map(|c| listed(c, DockerState::Running))
@@ -226,10 +307,89 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(listen_events(w.ctx.clone(), shutdown.clone()));
 
-        w.backend.wait_for_calls(|c| c.len() >= 3).await;
-        assert_eq!(w.backend.calls(), ["events", "list", "events"]);
+        w.backend.wait_for_calls(|c| c.len() >= 4).await;
+        assert_eq!(
+            w.backend.calls(),
+            ["events", "list", "firewall_rules", "events"]
+        );
         assert_eq!(woken(&w.ctx), [named, drifted.cuid]);
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    /// The resync reads the rules in place once: a container with a rule deleted, or with
+    /// rules for an address it no longer has, is woken (its pass puts them right); rules of
+    /// a container without a row are removed; missing bridge-wide rules wake every placed
+    /// container.
+    #[tokio::test]
+    async fn resync_wakes_containers_whose_rules_drifted_and_removes_rules_without_a_row() {
+        use crate::reconcile::double::placement;
+        let w = world(None).await;
+        let intact = settled_running(&w).await;
+        let deleted_rule = settled_running(&w).await;
+        let moved = settled_running(&w).await;
+        for c in [&intact, &deleted_rule, &moved] {
+            rules_in_place(&w, c);
+        }
+        w.backend
+            .rules
+            .lock()
+            .unwrap()
+            .get_mut(&deleted_rule.cuid)
+            .unwrap()
+            .remove(1);
+        let orphan = crate::spec::new_cuid();
+        w.backend.rules.lock().unwrap().insert(
+            orphan.clone(),
+            firewall::rules(&orphan, &Default::default(), &placement()),
+        );
+        let mut moved_listed = listed(&moved, DockerState::Running);
+        moved_listed.placement = Some(Placement {
+            address: "172.18.0.9".parse().unwrap(),
+            ..placement()
+        });
+        *w.backend.listed.lock().unwrap() = vec![
+            listed(&intact, DockerState::Running),
+            listed(&deleted_rule, DockerState::Running),
+            moved_listed,
+        ];
+
+        resync(&w.ctx).await.unwrap();
+        let mut got = woken(&w.ctx);
+        got.sort();
+        let mut want = vec![deleted_rule.cuid.clone(), moved.cuid.clone()];
+        want.sort();
+        assert_eq!(got, want);
+        assert!(!w.backend.rules.lock().unwrap().contains_key(&orphan));
+        assert!(w.backend.calls().contains(&"firewall".to_owned()));
+        for c in &want {
+            w.ctx.reconciler.finished(c, false);
+        }
+        // Their passes put the rules right, for where each is now.
+        rules_in_place(&w, &deleted_rule);
+        rules_in_place(&w, &moved);
+        *w.backend.listed.lock().unwrap() = [&intact, &deleted_rule, &moved]
+            .map(|c| listed(c, DockerState::Running))
+            .to_vec();
+        resync(&w.ctx).await.unwrap();
+        assert!(woken(&w.ctx).is_empty());
+
+        // The bridge-wide rules gone: every placed container is woken.
+        w.backend.base.lock().unwrap().clear();
+        resync(&w.ctx).await.unwrap();
+        let all = woken(&w.ctx);
+        assert_eq!(all.len(), 3);
+        for c in &all {
+            w.ctx.reconciler.finished(c, false);
+        }
+        // Put back (as their passes do): nothing to wake.
+        *w.backend.base.lock().unwrap() = firewall::base(&placement().bridge);
+        resync(&w.ctx).await.unwrap();
+        assert!(woken(&w.ctx).is_empty());
+
+        // A hook gone (`DOCKER-USER` flushed): the same.
+        *w.backend.unhooked.lock().unwrap() = true;
+        resync(&w.ctx).await.unwrap();
+        assert_eq!(woken(&w.ctx).len(), 3);
     }
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::decide::{decide, Action, Desired, DesiredState, Observed};
+use super::firewall;
 use super::Ctx;
 use crate::lifecycle::{ErrorCode, Status};
 use crate::step_error::StepError;
@@ -133,6 +134,14 @@ async fn settle(
 ) -> PassResult {
     if desired.state != DesiredState::Created {
         ctx.backend.write_project(c).await?;
+        // Its egress rules, for where it is now (none once it has no address: an address
+        // it gave up may go to another container).
+        let placement = o.and_then(|o| o.placement.as_ref());
+        let rules = placement
+            .map(|p| firewall::rules(&c.cuid, &c.spec.network, p))
+            .unwrap_or_default();
+        let bridge = placement.map(|p| p.bridge.as_str());
+        ctx.backend.firewall(&c.cuid, bridge, &rules).await?;
     }
     // A pending restart that the container's start time shows already happened (e.g.
     // before a crash) is done: restarts happen exactly once.
@@ -191,6 +200,7 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
         Action::Restart => b.restart(cuid).await,
         Action::Delete => {
             b.remove(cuid).await?;
+            b.firewall(cuid, None, &[]).await?;
             b.remove_files(cuid).await
         }
     }
@@ -229,6 +239,7 @@ mod tests {
                     "up",
                     "observe",
                     "write_project",
+                    "firewall",
                 ],
                 Status::Running,
             ),
@@ -244,6 +255,7 @@ mod tests {
                     "start",
                     "observe",
                     "write_project",
+                    "firewall",
                 ],
                 Status::Running,
             ),
@@ -251,28 +263,28 @@ mod tests {
                 D::Stopped,
                 false,
                 Some(K::Running),
-                &["observe", "stop", "observe", "write_project"],
+                &["observe", "stop", "observe", "write_project", "firewall"],
                 Status::Stopped,
             ),
             (
                 D::Paused,
                 false,
                 Some(K::Running),
-                &["observe", "pause", "observe", "write_project"],
+                &["observe", "pause", "observe", "write_project", "firewall"],
                 Status::Paused,
             ),
             (
                 D::Running,
                 false,
                 Some(K::Paused),
-                &["observe", "unpause", "observe", "write_project"],
+                &["observe", "unpause", "observe", "write_project", "firewall"],
                 Status::Running,
             ),
             (
                 D::Running,
                 true,
                 Some(K::Running),
-                &["observe", "restart", "observe", "write_project"],
+                &["observe", "restart", "observe", "write_project", "firewall"],
                 Status::Running,
             ),
         ];
@@ -410,7 +422,10 @@ mod tests {
         w.backend.fail_next("remove_files", ErrorCode::IoError);
         let e = run(&w.ctx, &c.cuid).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::IoError);
-        assert_eq!(w.backend.calls(), ["observe", "remove", "remove_files"]);
+        assert_eq!(
+            w.backend.calls(),
+            ["observe", "remove", "firewall", "remove_files"]
+        );
         let r = row(&w, &c.cuid).await;
         assert_eq!(r.status, Status::Deleting);
         assert_eq!(r.last_error.unwrap()["code"], "IO_ERROR");
@@ -424,9 +439,64 @@ mod tests {
 
         run(&w.ctx, &c.cuid).await.unwrap();
         assert_eq!(
-            w.backend.calls()[3..],
-            ["observe", "remove", "remove_files"]
+            w.backend.calls()[4..],
+            ["observe", "remove", "firewall", "remove_files"]
         );
         assert!(w.ctx.store.get(&c.cuid).await.unwrap().is_none());
+    }
+
+    /// The egress rules are decided from the stored policy and where Docker put the
+    /// container: in place once it runs, those of a patched policy after the recreate,
+    /// none once it is stopped (its address may go to another) or deleted. A backend that
+    /// cannot apply them fails the pass with FIREWALL_FAILED.
+    #[tokio::test]
+    async fn the_rules_follow_the_policy_and_the_container() {
+        use crate::reconcile::double::placement;
+        use crate::spec::{Egress, Network};
+        let w = world(None).await;
+        let c = insert(&w, DesiredState::Created).await;
+        let rules = || w.backend.rules.lock().unwrap().get(&c.cuid).cloned();
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(
+            rules(),
+            Some(firewall::rules(&c.cuid, &Network::default(), &placement()))
+        );
+        assert_eq!(
+            *w.backend.base.lock().unwrap(),
+            firewall::base(&placement().bridge)
+        );
+
+        let none = Network::with_egress(Egress::None);
+        w.ctx
+            .store
+            .update_spec::<crate::store::Error>(&c.cuid, None, |cur| {
+                let mut next = cur.spec.clone();
+                next.network = none.clone();
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert!(w.backend.calls().iter().filter(|c| *c == "up").count() == 2);
+        assert_eq!(rules(), Some(firewall::rules(&c.cuid, &none, &placement())));
+
+        act(&w, &c.cuid, DesiredState::Stopped, false).await;
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(rules(), None);
+
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        w.backend.fail_next("firewall", ErrorCode::FirewallFailed);
+        let e = run(&w.ctx, &c.cuid).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::FirewallFailed);
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.status, Status::Error);
+        assert_eq!(r.last_error.unwrap()["code"], "FIREWALL_FAILED");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(rules(), Some(firewall::rules(&c.cuid, &none, &placement())));
+
+        w.ctx.store.tombstone(&c.cuid, None).await.unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(rules(), None);
     }
 }

@@ -297,6 +297,7 @@ mod tests {
                 user: None,
                 read_only: false,
                 isolation: Default::default(),
+                network: Default::default(),
             },
             tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,

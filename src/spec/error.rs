@@ -46,6 +46,13 @@ pub enum Rule {
     TmpTooSmall,
     InvalidReadOnly,
     InvalidIsolation,
+    InvalidNetwork,
+    InvalidEgress,
+    InvalidAllowEntry,
+    InvalidAllowCidr,
+    InvalidAllowPort,
+    AllowWithoutAllowlist,
+    TooManyAllowEntries,
 }
 
 impl Invalid {

@@ -12,6 +12,7 @@
 mod env;
 mod error;
 mod image;
+pub mod network;
 mod ports;
 mod resources;
 
@@ -27,10 +28,12 @@ use crate::config::UserIds;
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
+pub use network::{Allow, Egress, Network};
 pub use resources::{host_cpus, parse_memory, DEFAULT_TMP_BYTES, MIN_MEMORY_BYTES, MIN_TMP_BYTES};
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
 use image::parse_image;
+use network::parse_network;
 use ports::parse_ports;
 use resources::merge_resources;
 
@@ -147,6 +150,9 @@ pub struct Spec {
     /// `DEFAULT_ISOLATION` moves no existing container).
     #[serde(default)]
     pub isolation: Isolation,
+    /// What the container may reach (enforced by the reconciler's firewall rules).
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// Facts about the host that validation needs.
@@ -158,6 +164,8 @@ pub struct Limits {
     pub env_max_bytes: usize,
     /// `DEFAULT_ISOLATION`: the `isolation` of a create that names none (or `null`).
     pub default_isolation: Isolation,
+    /// `DEFAULT_EGRESS`: the policy of a container whose spec names none.
+    pub default_egress: Egress,
 }
 
 impl Limits {
@@ -167,6 +175,7 @@ impl Limits {
             default_host_ip,
             env_max_bytes: DEFAULT_ENV_MAX_BYTES,
             default_isolation: Isolation::Runc,
+            default_egress: Egress::Internet,
         }
     }
 }
@@ -188,6 +197,7 @@ const CREATE_FIELDS: &[&str] = &[
     "user",
     "read_only",
     "isolation",
+    "network",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -200,6 +210,7 @@ const PATCH_FIELDS: &[&str] = &[
     "user",
     "read_only",
     "isolation",
+    "network",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -271,6 +282,10 @@ pub fn parse_create(
         None | Some(Value::Null) => limits.default_isolation,
         Some(v) => parse_isolation(v)?,
     };
+    let network = parse_network(
+        body.remove("network").unwrap_or(Value::Null),
+        limits.default_egress,
+    )?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -295,6 +310,7 @@ pub fn parse_create(
             user,
             read_only,
             isolation,
+            network,
         },
         start,
     })
@@ -302,7 +318,8 @@ pub fn parse_create(
 
 /// Applies a `PATCH /containers/{cuid}` body to a spec: `env` merges (`null` removes a key),
 /// `tags` replace, `resources` merge (`null` clears a limit), the rest replace (`null` on
-/// `command`/`user`/`read_only` goes back to the default).
+/// `command`/`user`/`read_only` goes back to the default; `network` replaces the whole
+/// policy, `null` being `DEFAULT_EGRESS`).
 pub fn apply_patch(
     spec: &Spec,
     mut body: Map<String, Value>,
@@ -372,6 +389,9 @@ pub fn apply_patch(
             Value::Null => limits.default_isolation,
             v => parse_isolation(v)?,
         };
+    }
+    if let Some(v) = body.remove("network") {
+        next.network = parse_network(v, limits.default_egress)?;
     }
     Ok(next)
 }
@@ -542,6 +562,7 @@ mod tests {
             default_host_ip: "0.0.0.0".parse().unwrap(),
             env_max_bytes: 1000,
             default_isolation: Isolation::Runc,
+            default_egress: Egress::Internet,
         }
     }
 
@@ -707,6 +728,36 @@ mod tests {
                 json!({"image": "x", "read_only": "yes"}),
                 "INVALID_READ_ONLY",
             ),
+            (json!({"image": "x", "network": "none"}), "INVALID_NETWORK"),
+            (
+                json!({"image": "x", "network": {"egress": "lan"}}),
+                "INVALID_EGRESS",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist", "allow": "1.2.3.4:5"}}),
+                "INVALID_ALLOW_ENTRY",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist", "allow": ["1.2.3.4/16:5"]}}),
+                "INVALID_ALLOW_CIDR",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist", "allow": ["1.2.3.4:99999"]}}),
+                "INVALID_ALLOW_PORT",
+            ),
+            (
+                json!({"image": "x", "network": {"allow": ["1.2.3.4:5"]}}),
+                "ALLOW_WITHOUT_ALLOWLIST",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "allowlist",
+                    "allow": (1..=65).map(|p| format!("1.2.3.4:{p}")).collect::<Vec<_>>()}}),
+                "TOO_MANY_ALLOW_ENTRIES",
+            ),
+            (
+                json!({"image": "x", "network": {"egress": "none", "ports": []}}),
+                "UNKNOWN_FIELD",
+            ),
             (json!({"image": "x", "read_only": 1}), "INVALID_READ_ONLY"),
             (
                 json!({"image": "x", "resources": {"tmp": "lots"}}),
@@ -771,6 +822,57 @@ mod tests {
                 .code,
             "TMP_TOO_SMALL"
         );
+    }
+
+    /// `network`: the default is `DEFAULT_EGRESS`; a patch replaces the whole policy and
+    /// `null` goes back to the default; other patches leave it alone.
+    #[test]
+    fn network_on_create_and_patch() {
+        let base = create(json!({"image": "x"})).unwrap().spec;
+        assert_eq!(base.network, Network::default());
+        let strict = Limits {
+            default_egress: Egress::None,
+            ..limits()
+        };
+        let none = parse_create(json!({"image": "x"}).as_object().unwrap().clone(), &strict)
+            .unwrap()
+            .spec;
+        assert_eq!(none.network, Network::with_egress(Egress::None));
+
+        let listed = create(json!({"image": "x", "network": {"egress": "allowlist",
+            "allow": ["10.1.2.0/24:5432", "192.0.2.7:443"]}}))
+        .unwrap()
+        .spec;
+        assert_eq!(listed.network.allow, ["10.1.2.0/24:5432", "192.0.2.7:443"]);
+        let patch = |spec: &Spec, body: Value, limits: &Limits| {
+            apply_patch(spec, body.as_object().unwrap().clone(), limits).map_err(ApiError::from)
+        };
+        assert_eq!(
+            patch(&listed, json!({"tags": ["t"]}), &limits())
+                .unwrap()
+                .network,
+            listed.network
+        );
+        assert_eq!(
+            patch(&listed, json!({"network": {"egress": "none"}}), &limits())
+                .unwrap()
+                .network,
+            Network::with_egress(Egress::None)
+        );
+        assert_eq!(
+            patch(&listed, json!({"network": null}), &strict)
+                .unwrap()
+                .network,
+            Network::with_egress(Egress::None)
+        );
+        let err = patch(
+            &listed,
+            json!({"network": {"egress": "none", "allow": ["1.2.3.4:1"]}}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "ALLOW_WITHOUT_ALLOWLIST");
+        assert_eq!(err.details.unwrap()["field"], "network.allow");
     }
 
     #[test]

@@ -77,11 +77,14 @@ struct Row {
     created_at: String,
     updated_at: String,
     tenant: Option<String>,
+    egress: String,
+    egress_allow: String,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
-     desired_at, last_error, deleted_at, created_at, updated_at, tenant";
+     desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
+     egress, egress_allow";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -107,6 +110,11 @@ impl Row {
                 read_only: self.read_only,
                 // The CHECK constraint admits only the names `parse` knows.
                 isolation: crate::spec::Isolation::parse(&self.isolation).unwrap_or_default(),
+                network: crate::spec::Network {
+                    // Only the spec's own values are ever written (and a CHECK holds them).
+                    egress: crate::spec::Egress::parse(&self.egress).unwrap_or_default(),
+                    allow: serde_json::from_str(&self.egress_allow).unwrap_or_default(),
+                },
             },
             cuid: self.cuid,
             desired_state: self.desired_state,

@@ -131,6 +131,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         write_hardening(&mut tx, cuid, spec).await?;
+        write_network(&mut tx, cuid, spec).await?;
         if let Some(tenant) = tenant {
             sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
                 .bind(tenant)
@@ -219,6 +220,7 @@ impl Store {
         .execute(&mut *row.tx)
         .await?;
         write_hardening(&mut row.tx, cuid, &next).await?;
+        write_network(&mut row.tx, cuid, &next).await?;
         if next.ports != current.spec.ports {
             sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
                 .execute(&mut *row.tx)
@@ -320,6 +322,22 @@ async fn write_hardening(
     .bind(cuid)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// The spec's egress policy (migration 0005), like [`write_hardening`].
+async fn write_network(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    spec: &Spec,
+) -> Result<(), Error> {
+    let allow = serde_json::to_string(&spec.network.allow).unwrap_or_else(|_| "[]".into());
+    sqlx::query("UPDATE containers SET egress = ?, egress_allow = ? WHERE cuid = ?")
+        .bind(spec.network.egress.as_str())
+        .bind(allow)
+        .bind(cuid)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -37,6 +37,7 @@ fn spec(ports: &[u16]) -> Spec {
         user: None,
         read_only: false,
         isolation: Default::default(),
+        network: Default::default(),
     }
 }
 
@@ -84,6 +85,33 @@ async fn insert_then_get_returns_the_same_container() {
     assert_eq!(got.seq, c.seq);
     let missing = ApiError::from(store.get_or_404("cnope").await.unwrap_err());
     assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
+}
+
+/// The egress policy is stored on insert and update, and changing it is a new generation.
+#[tokio::test]
+async fn the_network_policy_is_stored_on_insert_and_update() {
+    let (store, _dir) = fresh().await;
+    let mut s = spec(&[]);
+    s.network = crate::spec::Network {
+        egress: crate::spec::Egress::Allowlist,
+        allow: vec!["10.1.2.0/24:5432".into(), "192.0.2.7:443".into()],
+    };
+    let c = insert(&store, &s).await.unwrap();
+    assert_eq!(c.spec, s);
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec, s);
+    let Updated { container, changed } = store
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.network = crate::spec::Network::with_egress(crate::spec::Egress::None);
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(container.generation, 2);
+    let stored = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(stored.spec.network.egress, crate::spec::Egress::None);
+    assert!(stored.spec.network.allow.is_empty());
 }
 
 #[tokio::test]

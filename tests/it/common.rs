@@ -311,6 +311,66 @@ pub fn remove_docker_objects(instance_id: &str) {
     for net in nets.split_whitespace() {
         docker(&["network", "rm", net]);
     }
+    remove_firewall(instance_id);
+}
+
+/// The server's egress chains (src/reconcile/firewall.rs): forward (from `DOCKER-USER`) and
+/// input (from `INPUT`).
+pub fn firewall_chains(instance_id: &str) -> (String, String) {
+    let short: String = instance_id.chars().take(12).collect();
+    (format!("CMF-{short}"), format!("CMI-{short}"))
+}
+
+/// Runs `iptables -w …`; (success, stdout + stderr).
+pub fn iptables(args: &[&str]) -> (bool, String) {
+    let out = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .expect("run iptables");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Unhooks and removes the server's egress chains (they outlive the server on purpose).
+pub fn remove_firewall(instance_id: &str) {
+    let (forward, input) = firewall_chains(instance_id);
+    for (hook, chain) in [("DOCKER-USER", &forward), ("INPUT", &input)] {
+        while iptables(&["-D", hook, "-j", chain]).0 {}
+        iptables(&["-F", chain]);
+        iptables(&["-X", chain]);
+    }
+}
+
+/// The gateway of the server's network: the host's own address on it.
+pub fn network_gateway(instance_id: &str) -> String {
+    docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        &format!("cm-{instance_id}"),
+    ])
+    .trim()
+    .to_owned()
+}
+
+/// Runs `sh -c script` in the container as `user`; (exit status ok, stdout + stderr).
+pub fn sh_in(cuid: &str, user: &str, script: &str) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(["exec", "-u", user, cuid, "sh", "-c", script])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).

@@ -3,25 +3,9 @@
 //! container (`docker exec`), in Docker's own record, and on the server's side: a full
 //! `/tmp` leaves the server healthy and its database writable.
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-/// Runs `sh -c script` in the container as `user`; (exit status ok, stdout + stderr).
-fn sh_in(cuid: &str, user: &str, script: &str) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(["exec", "-u", user, cuid, "sh", "-c", script])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// The size of `/tmp` in KiB as `df` inside the container sees it.
 fn tmp_size_kib(cuid: &str) -> u64 {
