@@ -164,6 +164,12 @@ api_codes! {
     TmpTooSmall = "TMP_TOO_SMALL",
     /// `read_only` is not a boolean.
     InvalidReadOnly = "INVALID_READ_ONLY",
+    /// `resources.disk` is not a size (or over 16t).
+    InvalidDisk = "INVALID_DISK",
+    /// `resources.disk` is under `16m`.
+    DiskTooSmall = "DISK_TOO_SMALL",
+    /// A patch would shrink `resources.disk`, or add or remove the cap.
+    DiskChangeRefused = "DISK_CHANGE_REFUSED",
 
     // Containers: routes and state.
     /// No such container.
@@ -260,6 +266,8 @@ api_codes! {
     ZipRatioExceeded = "ZIP_RATIO_EXCEEDED",
     /// The archive's central directory is over its limit.
     ZipDirectoryTooLarge = "ZIP_DIRECTORY_TOO_LARGE",
+    /// The upload does not fit under the container's `resources.disk`.
+    DiskQuotaExceeded = "DISK_QUOTA_EXCEEDED",
 
     // The terminal (`/ws/{cuid}`).
     /// The route was called without a WebSocket upgrade.

@@ -79,6 +79,9 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidTmp => ApiCode::InvalidTmp,
         R::TmpTooSmall => ApiCode::TmpTooSmall,
         R::InvalidReadOnly => ApiCode::InvalidReadOnly,
+        R::InvalidDisk => ApiCode::InvalidDisk,
+        R::DiskTooSmall => ApiCode::DiskTooSmall,
+        R::DiskChangeRefused => ApiCode::DiskChangeRefused,
     }
 }
 
@@ -143,6 +146,7 @@ fn files_kind_code(reason: appdir::Reason) -> (Kind, ApiCode) {
         R::ZipRatioExceeded => (Kind::PayloadTooLarge, ApiCode::ZipRatioExceeded),
         R::ZipTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipTooLarge),
         R::ZipDirectoryTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipDirectoryTooLarge),
+        R::DiskQuotaExceeded => (Kind::PayloadTooLarge, ApiCode::DiskQuotaExceeded),
     }
 }
 
@@ -314,6 +318,7 @@ mod tests {
             R::ZipRatioExceeded,
             R::ZipTooLarge,
             R::ZipDirectoryTooLarge,
+            R::DiskQuotaExceeded,
         ] {
             assert_eq!(status(reason), 413, "{reason:?}");
         }

@@ -164,9 +164,14 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         user: crate::appdir::mounts::owner(config, spec.user.as_deref()).to_string(),
         volumes: vec![BindVolume {
             kind: "bind",
-            source: crate::appdir::mounts::mount_dir(config, &c.cuid)
-                .display()
-                .to_string(),
+            // A capped container's `/app` is the `app/` of its own mounted image.
+            source: crate::appdir::mounts::app_dir(
+                config,
+                &c.cuid,
+                spec.resources.disk_bytes.is_some(),
+            )
+            .display()
+            .to_string(),
             target: "/app",
         }],
         environment,
@@ -276,6 +281,8 @@ mod tests {
                     pids: Some(2048),
                     tmp: None,
                     tmp_bytes: None,
+                    disk: None,
+                    disk_bytes: None,
                 },
                 ports: vec![Port {
                     host: 8080,

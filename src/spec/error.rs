@@ -45,6 +45,9 @@ pub enum Rule {
     InvalidTmp,
     TmpTooSmall,
     InvalidReadOnly,
+    InvalidDisk,
+    DiskTooSmall,
+    DiskChangeRefused,
 }
 
 impl Invalid {

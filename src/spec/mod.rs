@@ -26,7 +26,7 @@ use crate::config::UserIds;
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
-pub use resources::{host_cpus, parse_memory, DEFAULT_TMP_BYTES, MIN_MEMORY_BYTES, MIN_TMP_BYTES};
+pub use resources::{host_cpus, parse_disk_value, parse_memory, DEFAULT_TMP_BYTES, MIN_DISK_BYTES, MIN_MEMORY_BYTES, MIN_TMP_BYTES};
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
 use image::parse_image;
@@ -91,6 +91,12 @@ pub struct Resources {
     pub tmp: Option<String>,
     #[serde(default)]
     pub tmp_bytes: Option<i64>,
+    /// The hard cap on `/app` (as the client gave it, `"1g"`); `None`: uncapped. The
+    /// server's `DEFAULT_DISK` is filled in at create.
+    #[serde(default)]
+    pub disk: Option<String>,
+    #[serde(default)]
+    pub disk_bytes: Option<i64>,
 }
 
 /// Docker's restart policy of a container (`restart`).
@@ -332,6 +338,7 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("resources").filter(|v| !v.is_null()) {
         merge_resources(&mut next.resources, v, limits)?;
+        check_disk_change(&spec.resources, &next.resources)?;
     }
     if let Some(v) = body.remove("command") {
         next.command = parse_command(v)?;
@@ -353,6 +360,33 @@ pub fn apply_patch(
         };
     }
     Ok(next)
+}
+
+/// `resources.disk` of an existing container may only grow (the image is grown in place,
+/// online): shrinking it could cut off what `/app` holds, and adding or removing the cap
+/// would mean copying `/app` between the host's disk and an image. Both are refused.
+fn check_disk_change(current: &Resources, next: &Resources) -> Result<(), Invalid> {
+    let refuse = |why: &str| {
+        Invalid::field(
+            Rule::DiskChangeRefused,
+            "resources.disk",
+            next.disk.clone().map_or(Value::Null, Value::String),
+            why,
+        )
+    };
+    match (current.disk_bytes, next.disk_bytes) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(refuse(
+            "a cap cannot be added to a container created without one; create a new container",
+        )),
+        (Some(_), None) => Err(refuse(
+            "the cap of a capped container cannot be removed; it may only grow",
+        )),
+        (Some(old), Some(new)) if new < old => Err(refuse(
+            "resources.disk may only grow; shrinking could cut off what /app holds",
+        )),
+        (Some(_), Some(_)) => Ok(()),
+    }
 }
 
 /// `PATCH /containers/{cuid}/ports`: `{"ports": [...]}`, replacing the list.

@@ -302,7 +302,7 @@ impl Store {
 
 /// Inserts a container's ports. A port already held by another container is `409
 /// PORT_CONFLICT` naming the holder; the UNIQUE constraint is what makes this race-free.
-/// The spec's hardening columns (migration 0003), written beside the main insert or update
+/// The spec's hardening columns (migrations 0003 and 0006), written beside the main insert or update
 /// in the same transaction. A runtime query: no new entry for the offline data of sqlx's
 /// macros, and the older statements keep theirs.
 async fn write_hardening(
@@ -310,11 +310,16 @@ async fn write_hardening(
     cuid: &str,
     spec: &Spec,
 ) -> Result<(), Error> {
-    sqlx::query("UPDATE containers SET read_only = ?, tmp = ?, tmp_bytes = ? WHERE cuid = ?")
-        .bind(spec.read_only)
-        .bind(&spec.resources.tmp)
-        .bind(spec.resources.tmp_bytes)
-        .bind(cuid)
+    sqlx::query(
+        "UPDATE containers SET read_only = ?, tmp = ?, tmp_bytes = ?, disk = ?, disk_bytes = ? \
+         WHERE cuid = ?",
+    )
+    .bind(spec.read_only)
+    .bind(&spec.resources.tmp)
+    .bind(spec.resources.tmp_bytes)
+    .bind(&spec.resources.disk)
+    .bind(spec.resources.disk_bytes)
+    .bind(cuid)
         .execute(&mut **tx)
         .await?;
     Ok(())
