@@ -76,10 +76,7 @@ pub struct Usage {
 
 fn run(cmd: &mut Command) -> std::io::Result<()> {
     let out = cmd.output().map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot run {:?}: {e}", cmd.get_program()),
-        )
+        std::io::Error::new(e.kind(), format!("cannot run {:?}: {e}", cmd.get_program()))
     })?;
     if out.status.success() {
         return Ok(());
@@ -149,10 +146,7 @@ pub fn create(config: &Config, cuid: &str, bytes: i64, owner: UserIds) -> std::i
             let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
             mount(&image, &volume)?;
         }
-        std::fs::set_permissions(
-            &volume,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )?;
+        std::fs::set_permissions(&volume, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let app = volume.join(APP);
         mkdir(&app, 0o755)?;
         crate::appdir::mounts::chown(&app, owner)?;
@@ -168,35 +162,106 @@ pub fn create(config: &Config, cuid: &str, bytes: i64, owner: UserIds) -> std::i
     result
 }
 
-/// Makes sure the image is mounted, the filesystem is at least `bytes` big, and `app/` is
-/// `owner`'s. After a fresh mount (a reboot, an unmount behind the server's back) the
-/// uploads a crash interrupted in `staging/` are rolled back first. An image that is gone
-/// is an error: the container's files are gone with it, and an empty one made in its place
-/// would hide that.
-pub fn ensure(config: &Config, cuid: &str, bytes: i64, owner: UserIds) -> std::io::Result<()> {
+/// What [`ensure`] left to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ensured {
+    /// Mounted, at its cap.
+    Ready,
+    /// Mounted and usable, but the raised cap could not be applied online: the host does
+    /// not let the server resize a mounted filesystem (ext4's online resize needs
+    /// `CAP_SYS_RESOURCE`). [`grow_offline`] applies it once the container is stopped.
+    GrowOffline,
+}
+
+/// Makes sure the image is mounted, the filesystem is at least `bytes` big (grown online),
+/// and `app/` is `owner`'s. After a fresh mount (a reboot, an unmount behind the server's
+/// back) the uploads a crash interrupted in `staging/` are rolled back first. An image that
+/// is gone is an error: the container's files are gone with it, and an empty one made in
+/// its place would hide that.
+pub fn ensure(config: &Config, cuid: &str, bytes: i64, owner: UserIds) -> std::io::Result<Ensured> {
     let image = image_path(config, cuid);
     let volume = volume_dir(config, cuid);
     let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_mounted(&volume) {
-        if !image.exists() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!(
-                    "the disk image {} of {cuid} is missing: its /app is lost",
-                    image.display()
-                ),
-            ));
+    mount_if_needed(cuid, &image, &volume)?;
+    let ensured = match grow_online(&image, &volume, bytes) {
+        Ok(()) => Ensured::Ready,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::info!(%cuid, error = %e, "cannot grow the disk image online; it is grown offline at the next start");
+            Ensured::GrowOffline
         }
-        mkdir(&volume, 0o700)?;
-        mount(&image, &volume)?;
-        tracing::info!(%cuid, "mounted the container's disk image");
-        mkdir(&volume.join(STAGING), 0o700)?;
-        recover_staging(&volume.join(STAGING));
-    }
-    grow(&image, &volume, bytes)?;
+        Err(e) => return Err(e),
+    };
     let app = volume.join(APP);
     mkdir(&app, 0o755)?;
-    crate::appdir::mounts::chown(&app, owner)
+    crate::appdir::mounts::chown(&app, owner)?;
+    Ok(ensured)
+}
+
+fn mount_if_needed(cuid: &str, image: &Path, volume: &Path) -> std::io::Result<()> {
+    if is_mounted(volume) {
+        return Ok(());
+    }
+    if !image.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "the disk image {} of {cuid} is missing: its /app is lost",
+                image.display()
+            ),
+        ));
+    }
+    mkdir(volume, 0o700)?;
+    mount(image, volume)?;
+    tracing::info!(%cuid, "mounted the container's disk image");
+    mkdir(&volume.join(STAGING), 0o700)?;
+    recover_staging(&volume.join(STAGING));
+    Ok(())
+}
+
+/// Grows the image to `bytes` with its filesystem unmounted: unmount (nothing else may hold
+/// it: the caller stopped the container), check (`e2fsck -f -p`, which `resize2fs` wants
+/// first), grow, mount again. For hosts where [`ensure`] answered
+/// [`Ensured::GrowOffline`].
+pub fn grow_offline(config: &Config, cuid: &str, bytes: i64) -> std::io::Result<()> {
+    let image = image_path(config, cuid);
+    let volume = volume_dir(config, cuid);
+    let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    if is_mounted(&volume) {
+        run(Command::new("umount").arg(&volume))?;
+    }
+    // Still attached: something else (a container not yet gone) holds the filesystem, and
+    // resizing it under a live mount would corrupt it. Retried at the next pass.
+    let attached = Command::new("losetup").arg("-j").arg(&image).output()?;
+    if !attached.stdout.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{} is still in use: {}",
+            image.display(),
+            String::from_utf8_lossy(&attached.stdout).trim()
+        )));
+    }
+    let want = u64::try_from(bytes).unwrap_or(0);
+    let file = std::fs::OpenOptions::new().write(true).open(&image)?;
+    if file.metadata()?.len() < want {
+        file.set_len(want)?;
+    }
+    drop(file);
+    // 0: clean; 1: errors corrected. Anything else is for an operator.
+    let fsck = Command::new("e2fsck")
+        .args(["-f", "-p"])
+        .arg(&image)
+        .output()?;
+    if !matches!(fsck.status.code(), Some(0 | 1)) {
+        return Err(std::io::Error::other(format!(
+            "e2fsck of {} failed ({}): {}",
+            image.display(),
+            fsck.status,
+            String::from_utf8_lossy(&fsck.stdout).trim()
+        )));
+    }
+    run(Command::new("resize2fs").arg(&image))?;
+    mount_if_needed(cuid, &image, &volume)?;
+    tracing::info!(%cuid, bytes, "grew a container's disk image offline");
+    Ok(())
 }
 
 /// Rolls back what a crash left in a volume's `staging/` (see [`crate::appdir::journal`]),
@@ -236,20 +301,38 @@ fn loop_device(volume: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Grows the image and its (mounted) filesystem to `bytes`, online. Never shrinks (the spec
-/// refuses a smaller cap).
-fn grow(image: &Path, volume: &Path, bytes: i64) -> std::io::Result<()> {
+/// refuses a smaller cap). `PermissionDenied` when the kernel refuses the online resize
+/// (the image is then put back to its length, so that length stays the filesystem's).
+fn grow_online(image: &Path, volume: &Path, bytes: i64) -> std::io::Result<()> {
     let want = u64::try_from(bytes).unwrap_or(0);
-    if std::fs::metadata(image)?.len() >= want {
+    let len = std::fs::metadata(image)?.len();
+    if len >= want {
         return Ok(());
     }
     let device = loop_device(volume)?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(image)?
-        .set_len(want)?;
-    run(Command::new("losetup").arg("-c").arg(&device))?;
-    run(Command::new("resize2fs").arg(&device))?;
-    tracing::info!(image = %image.display(), bytes, "grew a container's disk image");
+    let set_len = |n: u64| -> std::io::Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(image)?
+            .set_len(n)?;
+        run(Command::new("losetup").arg("-c").arg(&device))
+    };
+    set_len(want)?;
+    let out = Command::new("resize2fs").arg(&device).output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        set_len(len)?;
+        let kind = if err.contains("Permission denied") {
+            std::io::ErrorKind::PermissionDenied
+        } else {
+            std::io::ErrorKind::Other
+        };
+        return Err(std::io::Error::new(
+            kind,
+            format!("resize2fs failed: {err}"),
+        ));
+    }
+    tracing::info!(image = %image.display(), bytes, "grew a container's disk image online");
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub async fn ready_app_dir(
     let owner = owner(config, spec.user.as_deref());
     let (config, cuid) = (config.clone(), cuid.to_owned());
     tokio::task::spawn_blocking(move || {
+        // A cap that could not be raised online is raised by the reconciler at the next
+        // start; `/app` is usable meanwhile.
         disk::ensure(&config, &cuid, bytes, owner)?;
         Ok(disk::app_dir(&config, &cuid))
     })

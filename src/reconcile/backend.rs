@@ -355,19 +355,35 @@ impl Backend for DockerBackend {
             if let Some(bytes) = c.spec.resources.disk_bytes {
                 // The image mounted (again, after a reboot or an unmount behind our back)
                 // and grown to a raised cap, before anything starts on it.
-                let (config, cuid) = (self.config.clone(), c.cuid.clone());
-                return tokio::task::spawn_blocking(move || {
-                    crate::appdir::disk::ensure(&config, &cuid, bytes, owner)
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
-                .map_err(|e| {
+                use crate::appdir::disk;
+                let io = |e: std::io::Error| {
                     StepError::new(
                         ErrorCode::IoError,
                         format!("cannot mount the disk image of {}: {e}", c.cuid),
                     )
-                });
+                };
+                let blocking = |f: Box<dyn FnOnce() -> std::io::Result<disk::Ensured> + Send>| async {
+                    tokio::task::spawn_blocking(f)
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r)
+                        .map_err(io)
+                };
+                let (config, cuid) = (self.config.clone(), c.cuid.clone());
+                let ensured =
+                    blocking(Box::new(move || disk::ensure(&config, &cuid, bytes, owner))).await?;
+                if ensured == disk::Ensured::GrowOffline {
+                    // The kernel refused to resize the mounted filesystem: stop the
+                    // container (this pass starts or recreates it next anyway), so
+                    // nothing holds the filesystem, and grow it unmounted.
+                    self.stop(&c.cuid).await?;
+                    let (config, cuid) = (self.config.clone(), c.cuid.clone());
+                    blocking(Box::new(move || {
+                        disk::grow_offline(&config, &cuid, bytes).map(|()| disk::Ensured::Ready)
+                    }))
+                    .await?;
+                }
+                return Ok(());
             }
             let mount = mounts::mount_dir(&self.config, &c.cuid);
             let io = |e: std::io::Error| {

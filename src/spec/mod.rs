@@ -26,7 +26,10 @@ use crate::config::UserIds;
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
-pub use resources::{host_cpus, parse_disk_value, parse_memory, DEFAULT_TMP_BYTES, MIN_DISK_BYTES, MIN_MEMORY_BYTES, MIN_TMP_BYTES};
+pub use resources::{
+    host_cpus, parse_disk_value, parse_memory, DEFAULT_TMP_BYTES, MIN_DISK_BYTES, MIN_MEMORY_BYTES,
+    MIN_TMP_BYTES,
+};
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
 use image::parse_image;

@@ -320,8 +320,8 @@ async fn write_hardening(
     .bind(&spec.resources.disk)
     .bind(spec.resources.disk_bytes)
     .bind(cuid)
-        .execute(&mut **tx)
-        .await?;
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod console;
 mod console_tenancy;
 mod containers;
 mod contract;
+mod disk;
 mod files;
 mod first_run;
 mod foundation;
