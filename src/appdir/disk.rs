@@ -289,14 +289,14 @@ fn loop_device(volume: &Path) -> std::io::Result<PathBuf> {
     // spaces are octal-escaped; ours never have any (DATA_DIR/disks/<cuid>) unless
     // DATA_DIR does, which the comparison then simply misses.
     info.lines()
-        .filter_map(|line| {
+        .rev()
+        .find_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let dash = fields.iter().position(|f| *f == "-")?;
             (fields.get(4) == Some(&want.as_ref()))
                 .then(|| fields.get(dash + 2).map(PathBuf::from))
                 .flatten()
         })
-        .last()
         .ok_or_else(|| std::io::Error::other(format!("{} is not mounted", volume.display())))
 }
 
