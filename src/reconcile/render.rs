@@ -453,6 +453,41 @@ mod tests {
     }
 
     #[test]
+    fn a_capped_app_is_the_app_dir_of_its_image() {
+        let config = config();
+        let mut c = container(&[]);
+        let source = |c: &Container| {
+            let yaml = to_yaml(&render(&config, "inst", c));
+            let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            parsed["services"]["app"]["volumes"][0]["source"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            source(&c),
+            config
+                .data_dir
+                .join("mounts")
+                .join(&c.cuid)
+                .display()
+                .to_string()
+        );
+        c.spec.resources.disk = Some("1g".into());
+        c.spec.resources.disk_bytes = Some(1 << 30);
+        assert_eq!(
+            source(&c),
+            config
+                .data_dir
+                .join("disks")
+                .join(&c.cuid)
+                .join("app")
+                .display()
+                .to_string()
+        );
+    }
+
+    #[test]
     fn atomic_write_only_when_changed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p/compose.yaml");

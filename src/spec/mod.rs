@@ -637,6 +637,68 @@ mod tests {
     }
 
     #[test]
+    fn disk_is_a_size_that_may_only_grow() {
+        let plain = create(json!({"image": "x"})).unwrap().spec;
+        assert_eq!(plain.resources.disk_bytes, None);
+        let capped = create(json!({"image": "x", "resources": {"disk": "1g"}}))
+            .unwrap()
+            .spec;
+        assert_eq!(
+            (
+                capped.resources.disk.as_deref(),
+                capped.resources.disk_bytes
+            ),
+            (Some("1g"), Some(1 << 30))
+        );
+        let tera = create(json!({"image": "x", "resources": {"disk": "2t"}}))
+            .unwrap()
+            .spec;
+        assert_eq!(tera.resources.disk_bytes, Some(2 << 40));
+        for (disk, want) in [
+            (json!("lots"), "INVALID_DISK"),
+            (json!(-1), "INVALID_DISK"),
+            (json!("17t"), "INVALID_DISK"),
+            (json!("15m"), "DISK_TOO_SMALL"),
+            (json!(1024), "DISK_TOO_SMALL"),
+        ] {
+            let body = json!({"image": "x", "resources": {"disk": disk}});
+            assert_eq!(code(body.clone()), want, "{body}");
+        }
+
+        let patch = |spec: &Spec, body: Value| {
+            apply_patch(spec, body.as_object().unwrap().clone(), &limits()).map_err(ApiError::from)
+        };
+        let grown = patch(&capped, json!({"resources": {"disk": "2g"}})).unwrap();
+        assert_eq!(grown.resources.disk_bytes, Some(2 << 30));
+        // The same cap written another way is fine; other resources leave it alone.
+        let same = patch(&capped, json!({"resources": {"disk": 1073741824}})).unwrap();
+        assert_eq!(same.resources.disk_bytes, Some(1 << 30));
+        assert_eq!(
+            patch(&capped, json!({"resources": {"pids": 10}}))
+                .unwrap()
+                .resources
+                .disk_bytes,
+            Some(1 << 30)
+        );
+        for (spec, body) in [
+            (&capped, json!({"resources": {"disk": "512m"}})),
+            (&capped, json!({"resources": {"disk": null}})),
+            (&plain, json!({"resources": {"disk": "1g"}})),
+        ] {
+            let err = patch(spec, body.clone()).unwrap_err();
+            assert_eq!(err.code, "DISK_CHANGE_REFUSED", "{body}");
+        }
+        // Uncapped stays uncapped under `null`.
+        assert_eq!(
+            patch(&plain, json!({"resources": {"disk": null}}))
+                .unwrap()
+                .resources
+                .disk_bytes,
+            None
+        );
+    }
+
+    #[test]
     fn read_only_and_tmp_on_create_and_patch() {
         let base = create(json!({"image": "x"})).unwrap().spec;
         assert!(!base.read_only);
