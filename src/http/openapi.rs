@@ -336,6 +336,15 @@ mod tests {
             crate::spec::MIN_TMP_BYTES,
             "{tmp}"
         );
+        // `resources.disk`: at least 16 MiB; its usage in the live representation.
+        let disk = &doc["components"]["schemas"]["ResourcesIn"]["properties"]["disk"];
+        assert_eq!(
+            disk["oneOf"][1]["minimum"],
+            crate::spec::MIN_DISK_BYTES,
+            "{disk}"
+        );
+        let live = doc["components"]["schemas"]["LiveContainer"].to_string();
+        assert!(live.contains("disk_usage"), "{live}");
     }
 
     /// The bodies of `/session`, `/session/ticket`, `/files` and `/images` are typed (a
