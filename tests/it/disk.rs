@@ -262,3 +262,48 @@ async fn a_log_flood_stays_under_the_log_cap() {
     assert_eq!((r.status, r.json["status"].as_str()), (200, Some("ok")));
     assert_eq!(s.delete(&format!("/containers/{cuid}")).await.status, 200);
 }
+
+/// A crash in the middle of a commit into a capped `/app` (its journal lives in the image's
+/// own `staging/`): rolled back at the next start while the image stays mounted, and, when
+/// the image was unmounted meanwhile (a reboot), right after it is mounted again.
+#[tokio::test]
+async fn a_crash_during_a_capped_upload_is_rolled_back_inside_the_image() {
+    let mut s = Server::start().await;
+    let cuid = s
+        .create(&json!({"image": BUSYBOX, "command": SLEEPER, "resources": {"disk": "16m"}}))
+        .await;
+    let old = zip_of(&[("a", b"old a"), ("b/x", b"old x")]);
+    let new = zip_of(&[("a", b"new a"), ("b/x", b"new x"), ("c", b"new c")]);
+    let r = s.upload_zip(&cuid, "", old).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let vol = volume(&s, &cuid);
+    let app = vol.join("app");
+    let want = listing(&app);
+
+    for (round, unmount) in [(1, false), (2, true)] {
+        s.stop();
+        s.set_env("CM_TEST_COMMIT_PAUSE_AFTER", Some("1"));
+        s.start_again().await;
+        let pending = tokio::spawn(s.upload_request(&cuid, "", new.clone()).send());
+        wait_until(Duration::from_secs(30), "the commit to pause", || {
+            s.server_log().matches("test pause: commit paused").count() >= round
+        })
+        .await;
+        // One item of the new tree is in place, the journal says what to undo.
+        assert_eq!(std::fs::read(app.join("a")).unwrap(), b"new a");
+        s.kill9();
+        let _ = pending.await;
+        if unmount {
+            run_ok(Command::new("umount").arg(&vol));
+        }
+        s.set_env("CM_TEST_COMMIT_PAUSE_AFTER", None);
+        s.start_again().await;
+        // A file route mounts it (when needed) and so rolls back before it reads.
+        let r = s.get(&format!("/containers/{cuid}/files")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(listing(&app), want, "after crash {round}");
+        assert_eq!(std::fs::read_dir(vol.join("staging")).unwrap().count(), 0);
+    }
+    assert_eq!(s.delete(&format!("/containers/{cuid}")).await.status, 200);
+    assert!(!vol.exists());
+}
