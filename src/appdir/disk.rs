@@ -179,11 +179,30 @@ pub enum Ensured {
 /// is gone is an error: the container's files are gone with it, and an empty one made in
 /// its place would hide that.
 pub fn ensure(config: &Config, cuid: &str, bytes: i64, owner: UserIds) -> std::io::Result<Ensured> {
+    ensure_with(config, cuid, Some(bytes), owner)
+}
+
+/// [`ensure`] without the grow: what the file routes need before they touch `/app` (a
+/// raised cap is applied by the reconciler, which may have to stop the container for it).
+pub fn ensure_mounted(config: &Config, cuid: &str, owner: UserIds) -> std::io::Result<()> {
+    ensure_with(config, cuid, None, owner).map(|_| ())
+}
+
+fn ensure_with(
+    config: &Config,
+    cuid: &str,
+    grow_to: Option<i64>,
+    owner: UserIds,
+) -> std::io::Result<Ensured> {
     let image = image_path(config, cuid);
     let volume = volume_dir(config, cuid);
     let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
     mount_if_needed(cuid, &image, &volume)?;
-    let ensured = match grow_online(&image, &volume, bytes) {
+    let grown = match grow_to {
+        Some(bytes) => grow_online(&image, &volume, bytes),
+        None => Ok(()),
+    };
+    let ensured = match grown {
         Ok(()) => Ensured::Ready,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             tracing::info!(%cuid, error = %e, "cannot grow the disk image online; it is grown offline at the next start");

@@ -32,15 +32,14 @@ pub async fn ready_app_dir(
     cuid: &str,
     spec: &crate::spec::Spec,
 ) -> Result<PathBuf, Error> {
-    let Some(bytes) = spec.resources.disk_bytes else {
+    if spec.resources.disk_bytes.is_none() {
         return Ok(mount_dir(config, cuid));
-    };
+    }
     let owner = owner(config, spec.user.as_deref());
     let (config, cuid) = (config.clone(), cuid.to_owned());
     tokio::task::spawn_blocking(move || {
-        // A cap that could not be raised online is raised by the reconciler at the next
-        // start; `/app` is usable meanwhile.
-        disk::ensure(&config, &cuid, bytes, owner)?;
+        // A raised cap is the reconciler's to apply; `/app` is usable meanwhile.
+        disk::ensure_mounted(&config, &cuid, owner)?;
         Ok(disk::app_dir(&config, &cuid))
     })
     .await
