@@ -204,12 +204,30 @@ async fn an_unmounted_image_is_mounted_again_before_the_start() {
     let r = s.get(&format!("/containers/{cuid}")).await;
     assert_eq!(r.json["resources"]["disk"], "16m", "{}", r.text);
 
-    // As after a reboot: the server down, the image not mounted.
+    // As after a reboot: the server down, the image not mounted. And an image without a row
+    // (a crash between making it and storing the container), mounted: removed at start-up.
     let vol = volume(&s, &cuid);
     s.kill9();
     run_ok(Command::new("umount").arg(&vol));
     assert_eq!(mount_options(&vol), None);
+    let stray = "c00000000-0000-4000-8000-000000000000";
+    let stray_image = s.data_dir().join("disks").join(format!("{stray}.img"));
+    let stray_vol = volume(&s, stray);
+    std::fs::copy(
+        s.data_dir().join("disks").join(format!("{cuid}.img")),
+        &stray_image,
+    )
+    .unwrap();
+    std::fs::create_dir(&stray_vol).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&stray_image)
+            .arg(&stray_vol),
+    );
     s.start_again().await;
+    assert_eq!(mount_options(&stray_vol), None);
+    assert!(!stray_vol.exists() && !stray_image.exists());
     let r = s.get(&format!("/containers/{cuid}")).await;
     assert_eq!(r.json["disk_usage"], json!(null), "{}", r.text);
 
