@@ -31,6 +31,9 @@ use std::sync::Mutex;
 
 use crate::config::{Config, UserIds};
 
+/// How long [`grow_offline`] waits for the image's loop device to be released.
+const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Name of the container's `/app` inside its volume.
 pub const APP: &str = "app";
 /// Name of the upload staging area inside a volume.
@@ -74,6 +77,20 @@ pub struct Usage {
     pub available_bytes: u64,
 }
 
+/// A system tool by name: from `/usr/sbin`, `/sbin`, `/usr/bin` or `/bin` when it is there
+/// (a server started with a user's `PATH` may lack the `sbin` directories where Debian
+/// keeps `mkfs.ext4`, `resize2fs` and `losetup`), else looked up on `PATH`.
+fn tool(name: &str) -> Command {
+    let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file());
+    match found {
+        Some(path) => Command::new(path),
+        None => Command::new(name),
+    }
+}
+
 fn run(cmd: &mut Command) -> std::io::Result<()> {
     let out = cmd.output().map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot run {:?}: {e}", cmd.get_program()))
@@ -109,7 +126,7 @@ fn mkdir(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 fn mount(image: &Path, volume: &Path) -> std::io::Result<()> {
-    run(Command::new("mount")
+    run(tool("mount")
         .args(["-t", "ext4", "-o", "loop,nodev,nosuid,noatime"])
         .arg(image)
         .arg(volume))
@@ -130,7 +147,7 @@ pub fn create(config: &Config, cuid: &str, bytes: i64, owner: UserIds) -> std::i
         drop(file);
         // No reserved blocks (the cap is the container's alone); lazy init keeps mkfs fast
         // (the kernel zeroes inode tables in the background on first mount).
-        run(Command::new("mkfs.ext4")
+        run(tool("mkfs.ext4")
             .args([
                 "-q",
                 "-F",
@@ -246,17 +263,26 @@ pub fn grow_offline(config: &Config, cuid: &str, bytes: i64) -> std::io::Result<
     let volume = volume_dir(config, cuid);
     let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
     if is_mounted(&volume) {
-        run(Command::new("umount").arg(&volume))?;
+        run(tool("umount").arg(&volume))?;
     }
-    // Still attached: something else (a container not yet gone) holds the filesystem, and
-    // resizing it under a live mount would corrupt it. Retried at the next pass.
-    let attached = Command::new("losetup").arg("-j").arg(&image).output()?;
-    if !attached.stdout.is_empty() {
-        return Err(std::io::Error::other(format!(
-            "{} is still in use: {}",
-            image.display(),
-            String::from_utf8_lossy(&attached.stdout).trim()
-        )));
+    // Still attached: something else holds the filesystem (a stopped container's mount
+    // namespace goes a moment after `docker stop` returns, and the autoclear loop device
+    // with it). Resizing under a live mount would corrupt it: wait a little, else give up
+    // (the next pass retries).
+    let deadline = std::time::Instant::now() + DETACH_WAIT;
+    loop {
+        let attached = tool("losetup").arg("-j").arg(&image).output()?;
+        if attached.stdout.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::Error::other(format!(
+                "{} is still in use: {}",
+                image.display(),
+                String::from_utf8_lossy(&attached.stdout).trim()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let want = u64::try_from(bytes).unwrap_or(0);
     let file = std::fs::OpenOptions::new().write(true).open(&image)?;
@@ -265,10 +291,7 @@ pub fn grow_offline(config: &Config, cuid: &str, bytes: i64) -> std::io::Result<
     }
     drop(file);
     // 0: clean; 1: errors corrected. Anything else is for an operator.
-    let fsck = Command::new("e2fsck")
-        .args(["-f", "-p"])
-        .arg(&image)
-        .output()?;
+    let fsck = tool("e2fsck").args(["-f", "-p"]).arg(&image).output()?;
     if !matches!(fsck.status.code(), Some(0 | 1)) {
         return Err(std::io::Error::other(format!(
             "e2fsck of {} failed ({}): {}",
@@ -277,7 +300,7 @@ pub fn grow_offline(config: &Config, cuid: &str, bytes: i64) -> std::io::Result<
             String::from_utf8_lossy(&fsck.stdout).trim()
         )));
     }
-    run(Command::new("resize2fs").arg(&image))?;
+    run(tool("resize2fs").arg(&image))?;
     mount_if_needed(cuid, &image, &volume)?;
     tracing::info!(%cuid, bytes, "grew a container's disk image offline");
     Ok(())
@@ -334,10 +357,10 @@ fn grow_online(image: &Path, volume: &Path, bytes: i64) -> std::io::Result<()> {
             .write(true)
             .open(image)?
             .set_len(n)?;
-        run(Command::new("losetup").arg("-c").arg(&device))
+        run(tool("losetup").arg("-c").arg(&device))
     };
     set_len(want)?;
-    let out = Command::new("resize2fs").arg(&device).output()?;
+    let out = tool("resize2fs").arg(&device).output()?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         set_len(len)?;
@@ -363,7 +386,7 @@ pub fn remove(config: &Config, cuid: &str) -> std::io::Result<()> {
     {
         let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
         if is_mounted(&volume) {
-            run(Command::new("umount").arg(&volume))?;
+            run(tool("umount").arg(&volume))?;
         }
     }
     match std::fs::remove_dir(&volume) {
