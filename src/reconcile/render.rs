@@ -90,6 +90,21 @@ pub struct BindVolume {
     pub kind: &'static str,
     pub source: String,
     pub target: &'static str,
+    /// Only for a capped `/app` (left out otherwise, so the files of other containers stay
+    /// as they were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<BindOptions>,
+}
+
+/// `create_host_path: false`: compose then hands Docker a `Mounts` entry, which fails to
+/// start when the source is missing, instead of a legacy bind, which makes it. A capped
+/// `/app` is the `app/` of a mounted image: while the image is not mounted (after a reboot,
+/// when Docker restarts containers on its own) the container must not start on an empty
+/// directory of the host's disk beneath the mount point, uncapped; the reconciler starts it
+/// once the image is mounted.
+#[derive(Serialize)]
+pub struct BindOptions {
+    pub create_host_path: bool,
 }
 
 #[derive(Serialize)]
@@ -173,6 +188,9 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
             .display()
             .to_string(),
             target: "/app",
+            bind: spec.resources.disk_bytes.map(|_| BindOptions {
+                create_host_path: false,
+            }),
         }],
         environment,
         // Without limits, one container can take the host's memory and CPUs; the spec's own
@@ -473,8 +491,16 @@ mod tests {
                 .display()
                 .to_string()
         );
+        let yaml = to_yaml(&render(&config, "inst", &c));
+        assert!(!yaml.contains("create_host_path"), "{yaml}");
         c.spec.resources.disk = Some("1g".into());
         c.spec.resources.disk_bytes = Some(1 << 30);
+        let yaml = to_yaml(&render(&config, "inst", &c));
+        let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(
+            parsed["services"]["app"]["volumes"][0]["bind"]["create_host_path"], false,
+            "{yaml}"
+        );
         assert_eq!(
             source(&c),
             config

@@ -235,6 +235,30 @@ async fn an_unmounted_image_is_mounted_again_before_the_start() {
     assert!(mount_options(&vol).is_some());
     let (ok, out) = sh_in(&cuid, "cat /app/keep.txt");
     assert!(ok && out == "kept", "{out}");
+
+    // As Docker at boot, restarting containers on its own before the server mounted the
+    // image: the start fails (the bind source is missing), and nothing is made on the
+    // host's disk beneath the mount point. The server then mounts it and starts it.
+    s.kill9();
+    run_ok(Command::new("docker").args(["stop", "-t", "0", &cuid]));
+    run_ok(Command::new("umount").arg(&vol));
+    let out = Command::new("docker")
+        .args(["start", &cuid])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started on an unmounted image");
+    assert!(!vol.join("app").exists());
+    s.start_again().await;
+    // (The store may still say `running` from before: Docker's word is what counts.)
+    wait_until(
+        Duration::from_secs(60),
+        "the reconciler to start it",
+        || docker_inspect(&cuid).is_some_and(|i| i["State"]["Running"] == true),
+    )
+    .await;
+    let (ok, out) = sh_in(&cuid, "cat /app/keep.txt");
+    assert!(ok && out == "kept", "{out}");
+
     assert_eq!(s.delete(&format!("/containers/{cuid}")).await.status, 200);
     assert_eq!(mount_options(&vol), None);
     assert!(!vol.exists());
