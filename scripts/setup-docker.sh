@@ -111,6 +111,23 @@ server_version=$(docker version --format '{{.Server.Version}}' 2>/dev/null) \
     || die "'$(command -v docker)' cannot talk to the daemon"
 log "docker client $(docker version --format '{{.Client.Version}}') ($(command -v docker)), server $server_version"
 
+# ---------------------------------------------------------------- disk caps
+# `resources.disk` makes an ext4 image per container (mkfs.ext4, e2fsck, resize2fs from
+# e2fsprogs) and loop-mounts it (mount, umount, losetup from mount/util-linux).
+PATH="$PATH:/usr/sbin:/sbin"
+for tool in mkfs.ext4:e2fsprogs e2fsck:e2fsprogs resize2fs:e2fsprogs \
+            losetup:mount mount:mount umount:mount; do
+    if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+        apt_install "${tool##*:}"
+        hash -r
+    fi
+    command -v "${tool%%:*}" >/dev/null 2>&1 || die "${tool%%:*} missing after installing ${tool##*:}"
+done
+if [ ! -e /dev/loop-control ]; then
+    modprobe loop 2>/dev/null || log "warning: no /dev/loop-control: disk caps (resources.disk) will fail"
+fi
+log "disk caps: $(mkfs.ext4 -V 2>&1 | head -n 1)"
+
 # ---------------------------------------------------------------- compose v2
 if [ "$(docker compose version --short 2>/dev/null || true)" != "$COMPOSE_VERSION" ] \
     && [ "$(docker compose version --short 2>/dev/null || true)" != "v$COMPOSE_VERSION" ]; then

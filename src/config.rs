@@ -69,6 +69,9 @@ pub struct Config {
     pub default_pids_limit: Option<i64>,
     /// Memory limit in bytes of a container whose spec sets none (`DEFAULT_MEMORY`; `0`: none).
     pub default_memory: Option<i64>,
+    /// `resources.disk` given to a container created without one (`DEFAULT_DISK`, as written
+    /// and in bytes; unset or `0`: none, `/app` uncapped).
+    pub default_disk: Option<(String, i64)>,
     /// CPU limit of a container whose spec sets none (`DEFAULT_CPUS`; `0`: none), at most this
     /// host's CPUs (Docker refuses more).
     pub default_cpus: Option<f64>,
@@ -471,6 +474,7 @@ impl Config {
             default_pids_limit: Some(parse_or("DEFAULT_PIDS_LIMIT", 4096u32)?)
                 .filter(|&n| n != 0)
                 .map(i64::from),
+            default_disk: default_disk()?,
             image_pull_policy,
             default_isolation,
             gvisor_runtime,
@@ -521,6 +525,7 @@ impl Config {
             default_egress: "internet",
             default_pids_limit: Some(4096),
             default_memory: Some(1 << 30),
+            default_disk: None,
             default_cpus: Some(1.0),
             env_max_bytes: 256 * 1024,
             events_max_bytes: DEFAULT_EVENTS_MAX_BYTES,
@@ -574,6 +579,25 @@ fn parse_default_limits(
     Ok((memory, cpus))
 }
 
+/// `DEFAULT_DISK`: unset, empty or `0`: none; else a `resources.disk` value (at least 16m).
+fn default_disk() -> Result<Option<(String, i64)>, ConfigError> {
+    parse_default_disk(var("DEFAULT_DISK").as_deref())
+}
+
+fn parse_default_disk(text: Option<&str>) -> Result<Option<(String, i64)>, ConfigError> {
+    let text = text.unwrap_or("").trim();
+    if text.is_empty() || text == "0" {
+        return Ok(None);
+    }
+    crate::spec::parse_disk_value(serde_json::Value::String(text.to_owned()))
+        .map(Some)
+        .map_err(|_| {
+            ConfigError(format!(
+                "DEFAULT_DISK={text:?} must be 0 (none) or a size of at least 16m (e.g. 1g)"
+            ))
+        })
+}
+
 fn absolute(cwd: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     let joined = if p.is_absolute() {
@@ -623,6 +647,18 @@ mod tests {
             PathBuf::from("/srv/data")
         );
         assert_eq!(absolute(Path::new("/srv"), "/x/y"), PathBuf::from("/x/y"));
+    }
+
+    #[test]
+    fn default_disk_is_none_or_a_size() {
+        assert_eq!(parse_default_disk(None).unwrap(), None);
+        assert_eq!(parse_default_disk(Some("0")).unwrap(), None);
+        assert_eq!(
+            parse_default_disk(Some("1g")).unwrap(),
+            Some(("1g".into(), 1 << 30))
+        );
+        assert!(parse_default_disk(Some("1m")).is_err());
+        assert!(parse_default_disk(Some("lots")).is_err());
     }
 
     #[test]

@@ -708,7 +708,18 @@ function resourcesText(r) {
   if (r.cpus != null) parts.push(`${r.cpus} CPUs`);
   if (r.memory != null) parts.push(`memory ${r.memory}`);
   if (r.pids != null) parts.push(`${r.pids} pids`);
+  if (r.disk != null) parts.push(`disk ${r.disk}`);
   return parts.length ? parts.join(", ") : "no limits";
+}
+
+/** `/app`'s usage under `resources.disk`. Events carry no `disk_usage` (it is read when a
+ *  GET is answered): the last one read is kept until the next GET. */
+function diskText(c) {
+  if (c.resources.disk == null) return "uncapped";
+  if (c.disk_usage !== undefined) detail.diskUsage = c.disk_usage;
+  const u = detail.diskUsage;
+  if (!u) return `cap ${c.resources.disk} (not mounted)`;
+  return `${humanSize(u.used_bytes)} used of ${humanSize(u.cap_bytes)} (${humanSize(u.available_bytes)} free)`;
 }
 
 function renderDetail(c) {
@@ -731,6 +742,7 @@ function renderDetail(c) {
     ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
     ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],
     ["updated", c.updated_at],
+    ["disk", diskText(c)],
   ]);
   $("observed").dataset.status = c.status;
 }

@@ -59,6 +59,9 @@ pub enum Reason {
     ZipRatioExceeded,
     ZipTooLarge,
     ZipDirectoryTooLarge,
+    /// The upload ran out of space under the container's `resources.disk` (`ENOSPC` or
+    /// `EDQUOT` while it was extracted into the container's image).
+    DiskQuotaExceeded,
 }
 
 /// The kinds of slots a files request may wait for.

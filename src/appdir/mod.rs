@@ -4,6 +4,7 @@
 //! Directory listings are [`listing`].
 
 pub mod confine;
+pub mod disk;
 pub mod error;
 pub mod journal;
 pub mod listing;
@@ -111,6 +112,18 @@ impl Files {
     /// by [`StagingDir::remove`] or when dropped.
     pub async fn staging_dir(&self) -> std::io::Result<StagingDir> {
         let path = self.staging.join(uuid::Uuid::new_v4().simple().to_string());
+        tokio::task::spawn_blocking(move || {
+            std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+            Ok(StagingDir { path: Some(path) })
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// A fresh staging directory in `parent` (a capped container's own staging area,
+    /// [`disk::staging_dir`]), like [`Files::staging_dir`].
+    pub async fn staging_dir_in(&self, parent: PathBuf) -> std::io::Result<StagingDir> {
+        let path = parent.join(uuid::Uuid::new_v4().simple().to_string());
         tokio::task::spawn_blocking(move || {
             std::fs::DirBuilder::new().mode(0o700).create(&path)?;
             Ok(StagingDir { path: Some(path) })

@@ -1,10 +1,13 @@
 //! `DATA_DIR/mounts/<cuid>`: the host directory bind-mounted as the container's `/app`.
 //! Created empty at container creation (files can be uploaded before the first start),
-//! owned by the container's user, removed when the container is deleted.
+//! owned by the container's user, removed when the container is deleted. A container with
+//! `resources.disk` has its `/app` inside its own filesystem image instead
+//! ([`crate::appdir::disk`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::appdir::disk;
 use crate::appdir::error::Error;
 use crate::config::{Config, UserIds};
 
@@ -12,13 +15,54 @@ pub fn mount_dir(config: &Config, cuid: &str) -> PathBuf {
     config.data_dir.join("mounts").join(cuid)
 }
 
+/// The host directory of a container's `/app`: [`mount_dir`], or for one with a disk cap
+/// (`capped`) the `app/` of its image ([`disk::app_dir`]).
+pub fn app_dir(config: &Config, cuid: &str, capped: bool) -> PathBuf {
+    if capped {
+        disk::app_dir(config, cuid)
+    } else {
+        mount_dir(config, cuid)
+    }
+}
+
+/// [`app_dir`] made ready for use: a capped container's image mounted (again, after a
+/// reboot) on the blocking pool. The file routes call it before they touch `/app`.
+pub async fn ready_app_dir(
+    config: &std::sync::Arc<Config>,
+    cuid: &str,
+    spec: &crate::spec::Spec,
+) -> Result<PathBuf, Error> {
+    if spec.resources.disk_bytes.is_none() {
+        return Ok(mount_dir(config, cuid));
+    }
+    let owner = owner(config, spec.user.as_deref());
+    let (config, cuid) = (config.clone(), cuid.to_owned());
+    tokio::task::spawn_blocking(move || {
+        // A raised cap is the reconciler's to apply; `/app` is usable meanwhile.
+        disk::ensure_mounted(&config, &cuid, owner)?;
+        Ok(disk::app_dir(&config, &cuid))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// The uid:gid a container runs as: its spec's `user`, else `DEFAULT_USER_UID`.
 pub fn owner(config: &Config, user: Option<&str>) -> UserIds {
     user.and_then(UserIds::parse).unwrap_or(config.default_user)
 }
 
-/// Creates the empty `/app` directory of a new container, owned by its user.
-pub fn create(config: &Config, cuid: &str, user: Option<&str>) -> Result<PathBuf, Error> {
+/// Creates the empty `/app` directory of a new container, owned by its user: with a disk cap
+/// of `disk` bytes, inside a new image of that size, mounted. Blocking.
+pub fn create(
+    config: &Config,
+    cuid: &str,
+    user: Option<&str>,
+    disk: Option<i64>,
+) -> Result<PathBuf, Error> {
+    if let Some(bytes) = disk {
+        disk::create(config, cuid, bytes, owner(config, user))?;
+        return Ok(disk::app_dir(config, cuid));
+    }
     let dir = mount_dir(config, cuid);
     std::fs::create_dir(&dir)?;
     if let Err(e) = chown(&dir, owner(config, user)) {
@@ -41,6 +85,15 @@ pub fn chown(dir: &Path, ids: UserIds) -> std::io::Result<()> {
     }
 }
 
+/// Undoes a [`create`] whose container was not stored: its directory, or its image
+/// unmounted and removed. Blocking.
+pub fn discard(config: &Config, cuid: &str) {
+    remove_quietly(&mount_dir(config, cuid));
+    if let Err(e) = disk::remove(config, cuid) {
+        tracing::warn!(%cuid, error = %e, "could not remove a disk image");
+    }
+}
+
 /// Best-effort removal used to undo a half-done create (of a directory no container has
 /// used yet, so it is small).
 pub fn remove_quietly(dir: &Path) {
@@ -60,6 +113,7 @@ pub fn orphans(config: &Config, known: &HashSet<String>) -> Vec<PathBuf> {
         config.data_dir.join("mounts"),
         config.data_dir.join("projects"),
     ] {
+        // (Disk images are `disk_orphans`': they must be unmounted first.)
         let Ok(entries) = std::fs::read_dir(&parent) else {
             continue;
         };
@@ -72,6 +126,25 @@ pub fn orphans(config: &Config, known: &HashSet<String>) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// Start-up, before anything is served: the images of containers without a row are
+/// unmounted and removed (a crash between making the image and inserting the row), and the
+/// uploads a crash interrupted in the staging area of a mounted image are rolled back (an
+/// image not mounted, after a reboot, is recovered when [`disk::ensure`] mounts it).
+pub fn settle_disks(config: &Config, known: &HashSet<String>) {
+    for cuid in disk::images(config) {
+        if !known.contains(&cuid) {
+            match disk::remove(config, &cuid) {
+                Ok(()) => tracing::info!(%cuid, "removed a disk image without a container"),
+                Err(e) => {
+                    tracing::warn!(%cuid, error = %e, "cannot remove a disk image without a container")
+                }
+            }
+        } else if disk::is_mounted(&disk::volume_dir(config, &cuid)) {
+            disk::recover_staging(&disk::staging_dir(config, &cuid));
+        }
+    }
 }
 
 /// Removes [`orphans`] on the blocking pool, in the background (a container may have left a

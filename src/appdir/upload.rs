@@ -7,15 +7,40 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::appdir::error::FilesResult;
+use crate::appdir::disk;
+use crate::appdir::error::{Error, FilesResult, Reason};
 use crate::appdir::unzip::{self, Limits, Outcome};
 use crate::appdir::{journal, place};
 use crate::config::UserIds;
 
 /// The whole upload after the body is on disk (`staging/upload.zip`): open, plan, extract
-/// into `staging/tree`, commit into `root` (the container's `/app`, at `mount` on the host).
+/// into `work/tree`, commit into `root` (the container's `/app`, at `mount` on the host).
+/// `work` is `staging` itself, or for a container with a disk cap a directory in its image's
+/// own staging area ([`crate::appdir::disk`]): the commit renames within one mount, and the
+/// extraction counts against the cap. There, running out of space is `413
+/// DISK_QUOTA_EXCEEDED`, before anything of `/app` moved (or rolled back if it had).
 pub fn run(
     staging: &Path,
+    work: &Path,
+    root: OwnedFd,
+    mount: &Path,
+    prefix: &[String],
+    owner: UserIds,
+    limits: &Limits,
+) -> FilesResult<Outcome> {
+    let capped = work != staging;
+    run_in(staging, work, root, mount, prefix, owner, limits).map_err(|e| match e {
+        Error::Io(e) if capped && disk::is_full(&e) => Error::refused(
+            Reason::DiskQuotaExceeded,
+            "the upload does not fit under the container's resources.disk; /app is unchanged",
+        ),
+        e => e,
+    })
+}
+
+fn run_in(
+    staging: &Path,
+    work: &Path,
     root: OwnedFd,
     mount: &Path,
     prefix: &[String],
@@ -23,7 +48,7 @@ pub fn run(
     limits: &Limits,
 ) -> FilesResult<Outcome> {
     let zip_path = staging.join("upload.zip");
-    let tree = staging.join(journal::TREE);
+    let tree = work.join(journal::TREE);
     let mut archive = unzip::open(&zip_path, limits)?;
     let plan = unzip::plan(&archive, prefix, limits)?;
     std::fs::DirBuilder::new().mode(0o700).create(&tree)?;
@@ -36,6 +61,6 @@ pub fn run(
     let outcome = unzip::extract(&mut archive, &plan, &tree, limits)?;
     drop(archive);
     let _ = std::fs::remove_file(&zip_path);
-    place::commit(&plan, staging, tree, root, mount, owner)?;
+    place::commit(&plan, work, tree, root, mount, owner)?;
     Ok(outcome)
 }

@@ -183,6 +183,12 @@ api_codes! {
     AllowWithoutAllowlist = "ALLOW_WITHOUT_ALLOWLIST",
     /// `network.allow` has more than 64 entries.
     TooManyAllowEntries = "TOO_MANY_ALLOW_ENTRIES",
+    /// `resources.disk` is not a size (or over 16t).
+    InvalidDisk = "INVALID_DISK",
+    /// `resources.disk` is under `16m`.
+    DiskTooSmall = "DISK_TOO_SMALL",
+    /// A patch would shrink `resources.disk`, or add or remove the cap.
+    DiskChangeRefused = "DISK_CHANGE_REFUSED",
 
     // Containers: routes and state.
     /// No such container.
@@ -281,6 +287,8 @@ api_codes! {
     ZipRatioExceeded = "ZIP_RATIO_EXCEEDED",
     /// The archive's central directory is over its limit.
     ZipDirectoryTooLarge = "ZIP_DIRECTORY_TOO_LARGE",
+    /// The upload does not fit under the container's `resources.disk`.
+    DiskQuotaExceeded = "DISK_QUOTA_EXCEEDED",
 
     // The terminal (`/ws/{cuid}`).
     /// The route was called without a WebSocket upgrade.

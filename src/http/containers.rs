@@ -119,7 +119,15 @@ pub async fn create(
         }
     }
     let tenant = quota::tenant_of_create(&state, &principal, &mut body)?;
-    let request = spec::parse_create(body, &limits(&state))?;
+    let mut request = spec::parse_create(body, &limits(&state))?;
+    // DEFAULT_DISK, written into the spec: the cap is fixed at create (an image is made),
+    // so a later change of the setting leaves existing containers as they are.
+    if request.spec.resources.disk_bytes.is_none() {
+        if let Some((text, bytes)) = &state.config.default_disk {
+            request.spec.resources.disk = Some(text.clone());
+            request.spec.resources.disk_bytes = Some(*bytes);
+        }
+    }
     let quotas = quota::quotas_of(&state, tenant.as_deref());
     if let Some((t, quotas)) = &quotas {
         quota::check_ports(t, quotas, &request.spec)?;
@@ -127,7 +135,26 @@ pub async fn create(
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     check_runtime(&state, request.spec.isolation).await?;
     let cuid = spec::new_cuid();
-    let mount = crate::appdir::mounts::create(&state.config, &cuid, request.spec.user.as_deref())?;
+    let made = {
+        let (config, cuid, user) = (
+            state.config.clone(),
+            cuid.clone(),
+            request.spec.user.clone(),
+        );
+        let disk = request.spec.resources.disk_bytes;
+        // An image to make and mount (tens of milliseconds): off the async workers.
+        tokio::task::spawn_blocking(move || {
+            crate::appdir::mounts::create(&config, &cuid, user.as_deref(), disk)
+        })
+        .await
+        .map_err(|e| ApiError::io(format!("cannot make /app: {e}")))?
+    };
+    made?;
+    let discard = || {
+        let (config, cuid) = (state.config.clone(), cuid.clone());
+        // On the blocking pool (an umount), not waited for: the answer does not depend on it.
+        tokio::task::spawn_blocking(move || crate::appdir::mounts::discard(&config, &cuid));
+    };
     let desired = if request.start {
         DesiredState::Running
     } else {
@@ -136,7 +163,7 @@ pub async fn create(
     let since = crate::store::now();
     if request.start {
         check_startable(&state.config, &cuid, &request.spec).inspect_err(|_| {
-            crate::appdir::mounts::remove_quietly(&mount);
+            discard();
         })?;
     }
     // The tenant's quotas, checked under its write lock, held until the row is committed.
@@ -151,7 +178,7 @@ pub async fn create(
             match admitted {
                 Ok(guard) => Some(guard),
                 Err(e) => {
-                    crate::appdir::mounts::remove_quietly(&mount);
+                    discard();
                     return Err(e);
                 }
             }
@@ -173,7 +200,7 @@ pub async fn create(
     let container = match inserted {
         Ok(Created::New(container)) => *container,
         Ok(Created::KeyTaken) => {
-            crate::appdir::mounts::remove_quietly(&mount);
+            discard();
             let key = key.as_deref().unwrap_or_default();
             let stored = state.store.idempotent_response(key).await?;
             return replay(
@@ -182,7 +209,7 @@ pub async fn create(
             );
         }
         Err(e) => {
-            crate::appdir::mounts::remove_quietly(&mount);
+            discard();
             return Err(e.into());
         }
     };

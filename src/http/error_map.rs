@@ -87,6 +87,9 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidAllowPort => ApiCode::InvalidAllowPort,
         R::AllowWithoutAllowlist => ApiCode::AllowWithoutAllowlist,
         R::TooManyAllowEntries => ApiCode::TooManyAllowEntries,
+        R::InvalidDisk => ApiCode::InvalidDisk,
+        R::DiskTooSmall => ApiCode::DiskTooSmall,
+        R::DiskChangeRefused => ApiCode::DiskChangeRefused,
     }
 }
 
@@ -151,6 +154,7 @@ fn files_kind_code(reason: appdir::Reason) -> (Kind, ApiCode) {
         R::ZipRatioExceeded => (Kind::PayloadTooLarge, ApiCode::ZipRatioExceeded),
         R::ZipTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipTooLarge),
         R::ZipDirectoryTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipDirectoryTooLarge),
+        R::DiskQuotaExceeded => (Kind::PayloadTooLarge, ApiCode::DiskQuotaExceeded),
     }
 }
 
@@ -328,6 +332,7 @@ mod tests {
             R::ZipRatioExceeded,
             R::ZipTooLarge,
             R::ZipDirectoryTooLarge,
+            R::DiskQuotaExceeded,
         ] {
             assert_eq!(status(reason), 413, "{reason:?}");
         }

@@ -126,15 +126,50 @@ pub async fn upload_zip(
     let permit = state.files.extraction_permit().await;
     let owner = mounts::owner(&state.config, container.spec.user.as_deref());
     let limits = unzip::Limits::from_config(&state.config);
-    let mount = mounts::mount_dir(&state.config, &cuid);
+    let mount = match mounts::ready_app_dir(&state.config, &cuid, &container.spec).await {
+        Ok(mount) => mount,
+        Err(e) => {
+            staging.remove_async().await;
+            return Err(e.into());
+        }
+    };
+    // A capped container's upload is extracted inside its own image (see appdir::disk).
+    let work = if container.spec.resources.disk_bytes.is_some() {
+        match state
+            .files
+            .staging_dir_in(crate::appdir::disk::staging_dir(&state.config, &cuid))
+            .await
+        {
+            Ok(work) => Some(work),
+            Err(e) => {
+                staging.remove_async().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let outcome = blocking(move || {
         // Held until the work is done, even if the client hangs up meanwhile.
         let _upload_permit = upload_permit;
         let _guard = guard;
         let _permit = permit;
-        let result = confine::open_root(&mount, &cuid)
-            .and_then(|root| upload::run(staging.path(), root, &mount, &prefix, owner, &limits));
+        let work_path = work.as_ref().map_or(staging.path(), |w| w.path());
+        let result = confine::open_root(&mount, &cuid).and_then(|root| {
+            upload::run(
+                staging.path(),
+                work_path,
+                root,
+                &mount,
+                &prefix,
+                owner,
+                &limits,
+            )
+        });
         // Removed before the answer (and before the permits go).
+        if let Some(work) = work {
+            work.remove();
+        }
         staging.remove();
         result.map_err(ApiError::from)
     })
@@ -166,7 +201,7 @@ pub async fn download(
     let components = confine::parse_path(&provided)?;
     // The name offered to the client: the last component of the path asked for.
     let name = components.last().cloned().unwrap_or_else(|| "app".into());
-    let mount = mounts::mount_dir(&state.config, &container.cuid);
+    let mount = mounts::ready_app_dir(&state.config, &container.cuid, &container.spec).await?;
     let cuid = container.cuid.clone();
     let (file, size) = blocking(move || {
         let root = confine::open_root(&mount, &cuid)?;
@@ -225,7 +260,7 @@ pub async fn download_zip(
         Some(last) => format!("{last}.zip"),
         None => format!("{}.zip", container.cuid),
     };
-    let mount = mounts::mount_dir(&state.config, &container.cuid);
+    let mount = mounts::ready_app_dir(&state.config, &container.cuid, &container.spec).await?;
     let cuid = container.cuid.clone();
     let dir = blocking(move || {
         let root = confine::open_root(&mount, &cuid)?;
@@ -309,7 +344,7 @@ pub async fn list(
     };
     let provided = query.path.unwrap_or_default();
     let components = confine::parse_path(&provided)?;
-    let mount = mounts::mount_dir(&state.config, &container.cuid);
+    let mount = mounts::ready_app_dir(&state.config, &container.cuid, &container.spec).await?;
     let cuid = container.cuid.clone();
     let cursor = query.cursor.filter(|c| !c.is_empty());
     let shown = listing::display_path(&components);

@@ -123,7 +123,7 @@ fn add_scopes(doc: &mut serde_json::Value) {
 
 /// The bounds of `resources` the spec checks that depend on the host (its CPUs) or that a
 /// derived schema cannot say (`memory` is bytes or a size with a unit, at least 6 MiB;
-/// `tmp` the same, at least 1 MiB).
+/// `tmp` the same, at least 1 MiB; `disk` at least 16 MiB).
 fn bound_resources(doc: &mut serde_json::Value) {
     let Some(props) = doc.pointer_mut("/components/schemas/ResourcesIn/properties") else {
         return;
@@ -144,6 +144,14 @@ fn bound_resources(doc: &mut serde_json::Value) {
             {"type": "null"},
             {"type": "integer", "minimum": crate::spec::MIN_TMP_BYTES, "maximum": i64::MAX},
             {"type": "string", "pattern": "^[1-9][0-9]{0,5}m$|^[1-9][0-9]{0,2}g$"},
+        ],
+    });
+    props["disk"] = serde_json::json!({
+        "description": "hard cap on `/app`: bytes, or `512m`, `10g`; at least 16 MiB; default DEFAULT_DISK (none: uncapped); a patch may only raise it",
+        "oneOf": [
+            {"type": "null"},
+            {"type": "integer", "minimum": crate::spec::MIN_DISK_BYTES, "maximum": 16_i64 << 40},
+            {"type": "string", "pattern": "^(1[6-9]|[2-9][0-9]|[1-9][0-9]{2,5})m$|^[1-9][0-9]{0,3}g$"},
         ],
     });
 }
@@ -388,6 +396,15 @@ mod tests {
             crate::spec::MIN_TMP_BYTES,
             "{tmp}"
         );
+        // `resources.disk`: at least 16 MiB; its usage in the live representation.
+        let disk = &doc["components"]["schemas"]["ResourcesIn"]["properties"]["disk"];
+        assert_eq!(
+            disk["oneOf"][1]["minimum"],
+            crate::spec::MIN_DISK_BYTES,
+            "{disk}"
+        );
+        let live = doc["components"]["schemas"]["LiveContainer"].to_string();
+        assert!(live.contains("disk_usage"), "{live}");
     }
 
     /// The bodies of `/session`, `/session/ticket`, `/files` and `/images` are typed (a

@@ -12,10 +12,16 @@ use crate::spec::{Port, Spec};
 /// Before a container goes from not running to running: clear answers instead of compose's
 /// stderr for a missing `boot.py` and for host ports another program holds.
 pub fn check_startable(config: &Config, cuid: &str, spec: &Spec) -> ApiResult<()> {
-    let default_boot =
-        spec.command.is_none() && config.boot_command.iter().any(|a| a == "/app/boot.py");
+    let capped = spec.resources.disk_bytes.is_some();
+    // A capped `/app` not mounted yet (after a reboot) cannot be looked into here; the
+    // reconciler mounts it before the start.
+    let unmounted =
+        capped && !crate::appdir::disk::is_mounted(&crate::appdir::disk::volume_dir(config, cuid));
+    let default_boot = !unmounted
+        && spec.command.is_none()
+        && config.boot_command.iter().any(|a| a == "/app/boot.py");
     if default_boot {
-        let boot = crate::appdir::mounts::mount_dir(config, cuid).join("boot.py");
+        let boot = crate::appdir::mounts::app_dir(config, cuid, capped).join("boot.py");
         let present = std::fs::symlink_metadata(&boot)
             .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
         if !present {

@@ -22,6 +22,7 @@ pub fn live_representation(state: &AppState, c: &Container) -> LiveContainer {
     LiveContainer {
         container: representation(c),
         pull,
+        disk_usage: crate::http::schema::DiskUsage::of(&state.config, c),
     }
 }
 

@@ -79,6 +79,9 @@ pub struct ResourcesIn {
     /// Size of the `/tmp` tmpfs of a `read_only` container: `64m` (default), `1g`, or a
     /// number of bytes; at least `1m`. Without `read_only` it is kept but has no effect.
     pub tmp: Option<serde_json::Value>,
+    /// Hard cap on `/app`: `512m`, `10g` or a number of bytes, at least `16m`; default
+    /// `DEFAULT_DISK` (none: uncapped). A patch may only raise it.
+    pub disk: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -193,6 +196,36 @@ pub struct LiveContainer {
     /// null. Kept out of the stored `status`: a pull lives only as long as the process.
     #[schema(required = true)]
     pub pull: Option<PullProgress>,
+    /// How full a capped `/app` is (`resources.disk`), read when answering; null when the
+    /// container has no cap or its image is not mounted (after a reboot, until the
+    /// reconciler or a file route mounts it).
+    #[schema(required = true)]
+    pub disk_usage: Option<DiskUsage>,
+}
+
+/// How full a capped `/app` is, in bytes: `cap_bytes` is `resources.disk`; ext4 keeps a
+/// little of it for its own metadata, so `used_bytes + available_bytes` is a bit under.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct DiskUsage {
+    pub cap_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+}
+
+impl DiskUsage {
+    /// Of `c`'s mounted image; `None` without a cap or a mount.
+    pub fn of(
+        config: &crate::config::Config,
+        c: &crate::store::containers::Container,
+    ) -> Option<Self> {
+        let cap = u64::try_from(c.spec.resources.disk_bytes?).ok()?;
+        let u = crate::appdir::disk::usage(config, &c.cuid)?;
+        Some(Self {
+            cap_bytes: cap,
+            used_bytes: u.used_bytes,
+            available_bytes: u.available_bytes,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -39,6 +39,9 @@ pub struct Stats {
     pub network: NetworkStats,
     pub block_io: BlockIoStats,
     pub pids: PidsStats,
+    /// How full a capped `/app` is (`resources.disk`); null without a cap.
+    #[schema(required = true)]
+    pub disk: Option<crate::http::schema::DiskUsage>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -86,7 +89,9 @@ pub async fn stats(
     Query(query): Query<StatsQuery>,
 ) -> ApiResult<Response> {
     let c = live_container(&state, &cuid).await?;
-    let cuid = c.cuid;
+    let cuid = c.cuid.clone();
+    let config = state.config.clone();
+    let disk = move || crate::http::schema::DiskUsage::of(&config, &c);
     let docker = crate::http::docker_client(&state).await?;
     // Docker's own view decides, not the store's (which may lag an exit by a moment).
     let running = match docker
@@ -117,10 +122,9 @@ pub async fn stats(
             .take_while(|r| std::future::ready(r.is_ok()))
             .filter_map(move |r| {
                 let event = r.ok().and_then(|s| {
-                    Event::default()
-                        .event("stats")
-                        .json_data(summarize(&id, &s))
-                        .ok()
+                    let mut sample = summarize(&id, &s);
+                    sample.disk = disk();
+                    Event::default().event("stats").json_data(sample).ok()
                 });
                 std::future::ready(event.map(Ok::<_, Infallible>))
             });
@@ -141,7 +145,11 @@ pub async fn stats(
         .await
         .ok_or_else(|| not_running(&cuid))?;
     match sample {
-        Ok(s) => Ok(Json(summarize(&cuid, &s)).into_response()),
+        Ok(s) => {
+            let mut sample = summarize(&cuid, &s);
+            sample.disk = disk();
+            Ok(Json(sample).into_response())
+        }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404 | 409,
             ..
@@ -255,5 +263,6 @@ pub fn summarize(cuid: &str, s: &ContainerStatsResponse) -> Stats {
                 .and_then(|p| p.limit)
                 .filter(|&l| l != 0 && l != u64::MAX),
         },
+        disk: None,
     }
 }

@@ -469,8 +469,41 @@ impl Backend for DockerBackend {
 
     fn prepare_mount<'a>(&'a self, c: &'a Container) -> Step<'a> {
         Box::pin(async move {
-            let mount = mounts::mount_dir(&self.config, &c.cuid);
             let owner = mounts::owner(&self.config, c.spec.user.as_deref());
+            if let Some(bytes) = c.spec.resources.disk_bytes {
+                // The image mounted (again, after a reboot or an unmount behind our back)
+                // and grown to a raised cap, before anything starts on it.
+                use crate::appdir::disk;
+                let io = |e: std::io::Error| {
+                    StepError::new(
+                        ErrorCode::IoError,
+                        format!("cannot mount the disk image of {}: {e}", c.cuid),
+                    )
+                };
+                let blocking = |f: Box<dyn FnOnce() -> std::io::Result<disk::Ensured> + Send>| async {
+                    tokio::task::spawn_blocking(f)
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r)
+                        .map_err(io)
+                };
+                let (config, cuid) = (self.config.clone(), c.cuid.clone());
+                let ensured =
+                    blocking(Box::new(move || disk::ensure(&config, &cuid, bytes, owner))).await?;
+                if ensured == disk::Ensured::GrowOffline {
+                    // The kernel refused to resize the mounted filesystem: stop the
+                    // container (this pass starts or recreates it next anyway), so
+                    // nothing holds the filesystem, and grow it unmounted.
+                    self.stop(&c.cuid).await?;
+                    let (config, cuid) = (self.config.clone(), c.cuid.clone());
+                    blocking(Box::new(move || {
+                        disk::grow_offline(&config, &cuid, bytes).map(|()| disk::Ensured::Ready)
+                    }))
+                    .await?;
+                }
+                return Ok(());
+            }
+            let mount = mounts::mount_dir(&self.config, &c.cuid);
             let io = |e: std::io::Error| {
                 StepError::new(
                     ErrorCode::IoError,
@@ -603,10 +636,18 @@ impl Backend for DockerBackend {
             self.project_dir(cuid),
             mounts::mount_dir(&self.config, cuid),
         ];
+        let (config, cuid) = (self.config.clone(), cuid.to_owned());
         Box::pin(async move {
             // A container's tree can be anything (a 100,000-level chain): off the async
-            // workers, iteratively.
+            // workers, iteratively. A capped one's is an image: unmounted and removed
+            // whole (the container is gone, so nothing holds it).
             tokio::task::spawn_blocking(move || {
+                crate::appdir::disk::remove(&config, &cuid).map_err(|e| {
+                    StepError::new(
+                        ErrorCode::IoError,
+                        format!("cannot remove the disk image of {cuid}: {e}"),
+                    )
+                })?;
                 for dir in dirs {
                     crate::appdir::remove::remove_tree(&dir).map_err(|e| {
                         StepError::new(

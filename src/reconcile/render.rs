@@ -95,6 +95,21 @@ pub struct BindVolume {
     pub kind: &'static str,
     pub source: String,
     pub target: &'static str,
+    /// Only for a capped `/app` (left out otherwise, so the files of other containers stay
+    /// as they were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<BindOptions>,
+}
+
+/// `create_host_path: false`: compose then hands Docker a `Mounts` entry, which fails to
+/// start when the source is missing, instead of a legacy bind, which makes it. A capped
+/// `/app` is the `app/` of a mounted image: while the image is not mounted (after a reboot,
+/// when Docker restarts containers on its own) the container must not start on an empty
+/// directory of the host's disk beneath the mount point, uncapped; the reconciler starts it
+/// once the image is mounted.
+#[derive(Serialize)]
+pub struct BindOptions {
+    pub create_host_path: bool,
 }
 
 #[derive(Serialize)]
@@ -169,10 +184,18 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         user: crate::appdir::mounts::owner(config, spec.user.as_deref()).to_string(),
         volumes: vec![BindVolume {
             kind: "bind",
-            source: crate::appdir::mounts::mount_dir(config, &c.cuid)
-                .display()
-                .to_string(),
+            // A capped container's `/app` is the `app/` of its own mounted image.
+            source: crate::appdir::mounts::app_dir(
+                config,
+                &c.cuid,
+                spec.resources.disk_bytes.is_some(),
+            )
+            .display()
+            .to_string(),
             target: "/app",
+            bind: spec.resources.disk_bytes.map(|_| BindOptions {
+                create_host_path: false,
+            }),
         }],
         environment,
         // Without limits, one container can take the host's memory and CPUs; the spec's own
@@ -285,6 +308,8 @@ mod tests {
                     pids: Some(2048),
                     tmp: None,
                     tmp_bytes: None,
+                    disk: None,
+                    disk_bytes: None,
                 },
                 ports: vec![Port {
                     host: 8080,
@@ -475,6 +500,49 @@ mod tests {
         // daemon writes the log either way.
         assert_eq!(gvisor["logging"], runc["logging"]);
         assert_eq!(gvisor["logging"]["driver"], "json-file");
+    }
+
+    #[test]
+    fn a_capped_app_is_the_app_dir_of_its_image() {
+        let config = config();
+        let mut c = container(&[]);
+        let source = |c: &Container| {
+            let yaml = to_yaml(&render(&config, "inst", c));
+            let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            parsed["services"]["app"]["volumes"][0]["source"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            source(&c),
+            config
+                .data_dir
+                .join("mounts")
+                .join(&c.cuid)
+                .display()
+                .to_string()
+        );
+        let yaml = to_yaml(&render(&config, "inst", &c));
+        assert!(!yaml.contains("create_host_path"), "{yaml}");
+        c.spec.resources.disk = Some("1g".into());
+        c.spec.resources.disk_bytes = Some(1 << 30);
+        let yaml = to_yaml(&render(&config, "inst", &c));
+        let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(
+            parsed["services"]["app"]["volumes"][0]["bind"]["create_host_path"], false,
+            "{yaml}"
+        );
+        assert_eq!(
+            source(&c),
+            config
+                .data_dir
+                .join("disks")
+                .join(&c.cuid)
+                .join("app")
+                .display()
+                .to_string()
+        );
     }
 
     #[test]

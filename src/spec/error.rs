@@ -53,6 +53,9 @@ pub enum Rule {
     InvalidAllowPort,
     AllowWithoutAllowlist,
     TooManyAllowEntries,
+    InvalidDisk,
+    DiskTooSmall,
+    DiskChangeRefused,
 }
 
 impl Invalid {

@@ -29,7 +29,10 @@ pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
 pub use network::{Allow, Egress, Network};
-pub use resources::{host_cpus, parse_memory, DEFAULT_TMP_BYTES, MIN_MEMORY_BYTES, MIN_TMP_BYTES};
+pub use resources::{
+    host_cpus, parse_disk_value, parse_memory, DEFAULT_TMP_BYTES, MIN_DISK_BYTES, MIN_MEMORY_BYTES,
+    MIN_TMP_BYTES,
+};
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
 use image::parse_image;
@@ -95,6 +98,12 @@ pub struct Resources {
     pub tmp: Option<String>,
     #[serde(default)]
     pub tmp_bytes: Option<i64>,
+    /// The hard cap on `/app` (as the client gave it, `"1g"`); `None`: uncapped. The
+    /// server's `DEFAULT_DISK` is filled in at create.
+    #[serde(default)]
+    pub disk: Option<String>,
+    #[serde(default)]
+    pub disk_bytes: Option<i64>,
 }
 
 /// Docker's restart policy of a container (`restart`).
@@ -364,6 +373,7 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("resources").filter(|v| !v.is_null()) {
         merge_resources(&mut next.resources, v, limits)?;
+        check_disk_change(&spec.resources, &next.resources)?;
     }
     if let Some(v) = body.remove("command") {
         next.command = parse_command(v)?;
@@ -404,6 +414,33 @@ pub fn patched_isolation(body: &Map<String, Value>, limits: &Limits) -> Option<I
         Value::Null => Some(limits.default_isolation),
         Value::String(s) => Isolation::parse(s),
         _ => None,
+    }
+}
+
+/// `resources.disk` of an existing container may only grow (the image is grown in place,
+/// online): shrinking it could cut off what `/app` holds, and adding or removing the cap
+/// would mean copying `/app` between the host's disk and an image. Both are refused.
+fn check_disk_change(current: &Resources, next: &Resources) -> Result<(), Invalid> {
+    let refuse = |why: &str| {
+        Invalid::field(
+            Rule::DiskChangeRefused,
+            "resources.disk",
+            next.disk.clone().map_or(Value::Null, Value::String),
+            why,
+        )
+    };
+    match (current.disk_bytes, next.disk_bytes) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(refuse(
+            "a cap cannot be added to a container created without one; create a new container",
+        )),
+        (Some(_), None) => Err(refuse(
+            "the cap of a capped container cannot be removed; it may only grow",
+        )),
+        (Some(old), Some(new)) if new < old => Err(refuse(
+            "resources.disk may only grow; shrinking could cut off what /app holds",
+        )),
+        (Some(_), Some(_)) => Ok(()),
     }
 }
 
@@ -775,6 +812,68 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(code(body.clone()), want, "{body}");
         }
+    }
+
+    #[test]
+    fn disk_is_a_size_that_may_only_grow() {
+        let plain = create(json!({"image": "x"})).unwrap().spec;
+        assert_eq!(plain.resources.disk_bytes, None);
+        let capped = create(json!({"image": "x", "resources": {"disk": "1g"}}))
+            .unwrap()
+            .spec;
+        assert_eq!(
+            (
+                capped.resources.disk.as_deref(),
+                capped.resources.disk_bytes
+            ),
+            (Some("1g"), Some(1 << 30))
+        );
+        let tera = create(json!({"image": "x", "resources": {"disk": "2t"}}))
+            .unwrap()
+            .spec;
+        assert_eq!(tera.resources.disk_bytes, Some(2 << 40));
+        for (disk, want) in [
+            (json!("lots"), "INVALID_DISK"),
+            (json!(-1), "INVALID_DISK"),
+            (json!("17t"), "INVALID_DISK"),
+            (json!("15m"), "DISK_TOO_SMALL"),
+            (json!(1024), "DISK_TOO_SMALL"),
+        ] {
+            let body = json!({"image": "x", "resources": {"disk": disk}});
+            assert_eq!(code(body.clone()), want, "{body}");
+        }
+
+        let patch = |spec: &Spec, body: Value| {
+            apply_patch(spec, body.as_object().unwrap().clone(), &limits()).map_err(ApiError::from)
+        };
+        let grown = patch(&capped, json!({"resources": {"disk": "2g"}})).unwrap();
+        assert_eq!(grown.resources.disk_bytes, Some(2 << 30));
+        // The same cap written another way is fine; other resources leave it alone.
+        let same = patch(&capped, json!({"resources": {"disk": 1073741824}})).unwrap();
+        assert_eq!(same.resources.disk_bytes, Some(1 << 30));
+        assert_eq!(
+            patch(&capped, json!({"resources": {"pids": 10}}))
+                .unwrap()
+                .resources
+                .disk_bytes,
+            Some(1 << 30)
+        );
+        for (spec, body) in [
+            (&capped, json!({"resources": {"disk": "512m"}})),
+            (&capped, json!({"resources": {"disk": null}})),
+            (&plain, json!({"resources": {"disk": "1g"}})),
+        ] {
+            let err = patch(spec, body.clone()).unwrap_err();
+            assert_eq!(err.code, "DISK_CHANGE_REFUSED", "{body}");
+        }
+        // Uncapped stays uncapped under `null`.
+        assert_eq!(
+            patch(&plain, json!({"resources": {"disk": null}}))
+                .unwrap()
+                .resources
+                .disk_bytes,
+            None
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@ pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
 pub const DEFAULT_TMP_BYTES: i64 = 64 << 20;
 /// Below a megabyte a `/tmp` is too small for anything and is most likely a unit mistake.
 pub const MIN_TMP_BYTES: u64 = 1 << 20;
-const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "pids", "tmp"];
+/// Smallest `resources.disk`: ext4 takes a few MiB of it for its own metadata, so a smaller
+/// image would leave next to nothing for `/app`.
+pub const MIN_DISK_BYTES: u64 = 16 << 20;
+const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "pids", "tmp", "disk"];
 
 /// CPUs Docker counts when it checks `cpus` (`runtime.NumCPU`: the online CPUs).
 pub fn host_cpus() -> usize {
@@ -84,6 +87,12 @@ pub(super) fn merge_resources(
                 let (text, bytes) = parse_tmp_value(v)?;
                 into.tmp = Some(text);
                 into.tmp_bytes = Some(bytes);
+            }
+            ("disk", Value::Null) => (into.disk, into.disk_bytes) = (None, None),
+            ("disk", v) => {
+                let (text, bytes) = parse_disk_value(v)?;
+                into.disk = Some(text);
+                into.disk_bytes = Some(bytes);
             }
             _ => unreachable!("rejected as unknown above"),
         }
@@ -183,6 +192,45 @@ fn parse_tmp_value(v: Value) -> Result<(String, i64), Invalid> {
             "tmp must be at least 1m",
         )),
         Some(bytes) => Ok((text, i64::try_from(bytes).unwrap_or(i64::MAX))),
+    }
+}
+
+/// `resources.disk`: a size like `memory`'s, at least [`MIN_DISK_BYTES`], at most 16 TiB
+/// (ext4's limit with 4 KiB blocks).
+pub fn parse_disk_value(v: Value) -> Result<(String, i64), Invalid> {
+    let bad = |v: Value| {
+        Invalid::field(
+            Rule::InvalidDisk,
+            "resources.disk",
+            v,
+            "disk must look like 512m, 10g or a number of bytes, between 16m and 16t",
+        )
+    };
+    let text = match &v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.as_u64().is_some() => n.to_string(),
+        _ => return Err(bad(v)),
+    };
+    match parse_size(&text) {
+        None => Err(bad(v)),
+        Some(bytes) if bytes < MIN_DISK_BYTES => Err(Invalid::field(
+            Rule::DiskTooSmall,
+            "resources.disk",
+            v,
+            "disk must be at least 16m",
+        )),
+        Some(bytes) if bytes > 16 << 40 => Err(bad(v)),
+        Some(bytes) => Ok((text, i64::try_from(bytes).unwrap_or(i64::MAX))),
+    }
+}
+
+/// [`parse_memory`], and `t`/`tb` for terabytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let tera = lower.strip_suffix("tb").or_else(|| lower.strip_suffix('t'));
+    match tera {
+        Some(n) => n.parse::<u64>().ok()?.checked_mul(1 << 40),
+        None => parse_memory(&lower),
     }
 }
 

@@ -64,6 +64,8 @@ struct Row {
     tmp: Option<String>,
     tmp_bytes: Option<i64>,
     isolation: String,
+    disk: Option<String>,
+    disk_bytes: Option<i64>,
     desired_state: DesiredState,
     status: Status,
     exit_code: Option<i64>,
@@ -82,7 +84,7 @@ struct Row {
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
-     read_only, tmp, tmp_bytes, isolation, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
+     read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
      egress, egress_allow";
 
@@ -101,6 +103,8 @@ impl Row {
                     pids: self.pids,
                     tmp: self.tmp,
                     tmp_bytes: self.tmp_bytes,
+                    disk: self.disk,
+                    disk_bytes: self.disk_bytes,
                 },
                 ports,
                 command: self.command.and_then(|c| serde_json::from_str(&c).ok()),

@@ -302,10 +302,8 @@ impl Store {
     }
 }
 
-/// Inserts a container's ports. A port already held by another container is `409
-/// PORT_CONFLICT` naming the holder; the UNIQUE constraint is what makes this race-free.
-/// The spec's hardening columns (migrations 0003, 0004), written beside the main insert or update
-/// in the same transaction. A runtime query: no new entry for the offline data of sqlx's
+/// The spec's hardening columns (migrations 0003, 0004 and 0006), written beside the main
+/// insert or update in the same transaction. A runtime query: no new entry for the offline data of sqlx's
 /// macros, and the older statements keep theirs.
 async fn write_hardening(
     tx: &mut Transaction<'static, Sqlite>,
@@ -313,12 +311,15 @@ async fn write_hardening(
     spec: &Spec,
 ) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE containers SET read_only = ?, tmp = ?, tmp_bytes = ?, isolation = ? WHERE cuid = ?",
+        "UPDATE containers SET read_only = ?, tmp = ?, tmp_bytes = ?, isolation = ?, disk = ?, \
+         disk_bytes = ? WHERE cuid = ?",
     )
     .bind(spec.read_only)
     .bind(&spec.resources.tmp)
     .bind(spec.resources.tmp_bytes)
     .bind(spec.isolation.as_str())
+    .bind(&spec.resources.disk)
+    .bind(spec.resources.disk_bytes)
     .bind(cuid)
     .execute(&mut **tx)
     .await?;
@@ -341,6 +342,8 @@ async fn write_network(
     Ok(())
 }
 
+/// Inserts a container's ports. A port already held by another container is `409
+/// PORT_CONFLICT` naming the holder; the UNIQUE constraint is what makes this race-free.
 async fn write_ports(
     tx: &mut Transaction<'static, Sqlite>,
     cuid: &str,

@@ -115,6 +115,29 @@ async fn the_network_policy_is_stored_on_insert_and_update() {
 }
 
 #[tokio::test]
+async fn disk_is_stored_on_insert_and_update() {
+    let (store, _dir) = fresh().await;
+    let mut s = spec(&[]);
+    s.resources.disk = Some("1g".into());
+    s.resources.disk_bytes = Some(1 << 30);
+    let c = insert(&store, &s).await.unwrap();
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec, s);
+    let Updated { changed, .. } = store
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.resources.disk = Some("2g".into());
+            next.resources.disk_bytes = Some(2 << 30);
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert!(changed);
+    let stored = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(stored.spec.resources.disk_bytes, Some(2 << 30));
+    assert_eq!(stored.spec.resources.disk.as_deref(), Some("2g"));
+}
+
+#[tokio::test]
 async fn read_only_and_tmp_are_stored_on_insert_and_update() {
     let (store, _dir) = fresh().await;
     let mut s = spec(&[]);

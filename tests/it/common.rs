@@ -294,6 +294,28 @@ impl Drop for Server {
         if !self.instance_id.is_empty() {
             remove_docker_objects(&self.instance_id);
         }
+        // Disk images (`resources.disk`) a failed test left mounted: unmounted, so the
+        // temporary directory can go and no loop device stays attached.
+        if Arc::strong_count(&self.dir) == 1 {
+            unmount_disks(&self.data_dir().join("disks"));
+        }
+    }
+}
+
+/// Unmounts every image mounted under `disks` (lazily: a dying container may still hold
+/// one for a moment).
+pub fn unmount_disks(disks: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(parent) = std::fs::metadata(disks) else {
+        return;
+    };
+    for entry in std::fs::read_dir(disks).into_iter().flatten().flatten() {
+        let mounted = entry
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.dev() != parent.dev());
+        if mounted {
+            let _ = Command::new("umount").arg("-l").arg(entry.path()).status();
+        }
     }
 }
 

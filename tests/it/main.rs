@@ -8,6 +8,7 @@ mod console_tenancy;
 mod containers;
 mod contract;
 mod egress;
+mod disk;
 mod files;
 mod first_run;
 mod foundation;
