@@ -240,6 +240,16 @@ pub struct Health {
     /// `ok` or `unreachable: <why>`.
     pub database: String,
     pub instance_id: String,
+    /// The host ids of a container's root when the daemon runs with `userns-remap`; `null`
+    /// when it does not (or cannot be asked).
+    #[schema(required = true)]
+    pub userns: Option<HealthUserns>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthUserns {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Serialize, ToSchema)]

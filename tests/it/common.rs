@@ -290,13 +290,29 @@ impl Drop for Server {
             }
         }
         if !self.instance_id.is_empty() {
-            remove_docker_objects(&self.instance_id);
+            remove_docker_objects_on(self.docker_host(), &self.instance_id);
         }
+    }
+}
+
+impl Server {
+    /// The `DOCKER_HOST` this server was started with, when a test gave it one.
+    pub fn docker_host(&self) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "DOCKER_HOST")
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Removes every container and network labelled with this instance id.
 pub fn remove_docker_objects(instance_id: &str) {
+    remove_docker_objects_on(None, instance_id)
+}
+
+/// [`remove_docker_objects`] on the daemon at `host` (`None`: the default one).
+pub fn remove_docker_objects_on(host: Option<&str>, instance_id: &str) {
+    let docker = |args: &[&str]| docker_on(host, args);
     let label = format!("label=com.container-manager.instance={instance_id}");
     let ids = docker(&["ps", "-aq", "--filter", &label]);
     let ids: Vec<&str> = ids.split_whitespace().collect();
@@ -326,8 +342,16 @@ pub fn url_encode(s: &str) -> String {
 
 /// Runs `docker …` and returns its stdout (empty on failure).
 pub fn docker(args: &[&str]) -> String {
-    Command::new("docker")
-        .args(args)
+    docker_on(None, args)
+}
+
+/// [`docker`] against the daemon at `host` (`docker -H host …`; `None`: the default one).
+pub fn docker_on(host: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("docker");
+    if let Some(host) = host {
+        cmd.args(["-H", host]);
+    }
+    cmd.args(args)
         .stderr(Stdio::null())
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

@@ -22,3 +22,4 @@ mod reconcile;
 mod security;
 mod tenancy;
 mod terminal;
+mod userns;
