@@ -89,7 +89,12 @@ case "${1:-}" in
 esac
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
-command -v ip >/dev/null || die "ip (iproute2) is missing"
+if ! command -v ip >/dev/null; then
+    log "installing iproute2"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null ||
+        { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; } ||
+        die "cannot install iproute2"
+fi
 command -v containerd >/dev/null || die "containerd is missing (scripts/setup-docker.sh installs docker.io)"
 docker info >/dev/null 2>&1 || die "the main Docker daemon is not running (scripts/setup-docker.sh)"
 
