@@ -3,7 +3,7 @@
 //! the rest of the server (what a failure means to a request is decided in `http`).
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use tokio::process::Command;
@@ -14,8 +14,8 @@ use tokio::process::Command;
 #[derive(Clone, Default)]
 pub struct Engine {
     client: Arc<RwLock<Option<Docker>>>,
-    /// What [`Engine::userns`] last found out.
-    userns: Arc<RwLock<Option<Userns>>>,
+    /// What [`Engine::userns`] last found out, and when.
+    userns: Arc<RwLock<Option<(Option<Userns>, Instant)>>>,
 }
 
 /// A daemon running with `userns-remap`: root in a container is `uid:gid` on the host, and a
@@ -127,26 +127,36 @@ impl Engine {
             info.docker_root_dir.as_deref(),
         )?;
         let mut last = self.userns.write().unwrap_or_else(|p| p.into_inner());
-        if *last != found {
+        if last.map(|(seen, _)| seen) != Some(found) {
             tracing::info!(userns = ?found, "Docker's user namespace remapping");
         }
-        *last = found;
+        *last = Some((found, Instant::now()));
         Ok(found)
     }
 
-    /// [`Engine::userns`], or what it found last when the daemon does not answer now (nothing
-    /// when it never did).
-    pub async fn userns_or_last(&self) -> Option<Userns> {
+    /// What [`Engine::userns`] found within [`USERNS_FRESH`], else asked now (a `GET /info`
+    /// takes tens of milliseconds: creates and uploads do not pay it each time); when the
+    /// daemon does not answer, what it said last (nothing if it never did).
+    pub async fn userns_recent(&self) -> Option<Userns> {
+        let last = *self.userns.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, at)) = last {
+            if at.elapsed() < USERNS_FRESH {
+                return seen;
+            }
+        }
         match self.userns().await {
             Ok(found) => found,
             Err(e) => {
-                let last = *self.userns.read().unwrap_or_else(|p| p.into_inner());
-                tracing::warn!(error = %e, userns = ?last, "cannot ask Docker about userns-remap; using what it said last");
-                last
+                let seen = last.and_then(|(seen, _)| seen);
+                tracing::warn!(error = %e, userns = ?seen, "cannot ask Docker about userns-remap; using what it said last");
+                seen
             }
         }
     }
 }
+
+/// How long an answer of [`Engine::userns`] serves [`Engine::userns_recent`].
+pub const USERNS_FRESH: Duration = Duration::from_secs(10);
 
 /// Environment variables a `docker` CLI child may see. Everything else, the server's own
 /// secrets (`APP_PASS`, all of `.env`) included, stays out of compose and the containers.

@@ -124,7 +124,7 @@ pub async fn create(
     }
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     let cuid = spec::new_cuid();
-    let userns = state.docker.userns_or_last().await;
+    let userns = state.docker.userns_recent().await;
     let mount =
         crate::appdir::mounts::create(&state.config, &cuid, request.spec.user.as_deref(), userns)?;
     let desired = if request.start {
