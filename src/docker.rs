@@ -15,8 +15,11 @@ use tokio::process::Command;
 pub struct Engine {
     client: Arc<RwLock<Option<Docker>>>,
     /// What [`Engine::userns`] last found out, and when.
-    userns: Arc<RwLock<Option<(Option<Userns>, Instant)>>>,
+    userns: Arc<RwLock<Option<UsernsSeen>>>,
 }
+
+/// An answer of [`Engine::userns`] and when it came.
+type UsernsSeen = (Option<Userns>, Instant);
 
 /// A daemon running with `userns-remap`: root in a container is `uid:gid` on the host, and a
 /// container's uid `U` is `uid + U` there (gids alike). Files a container must write through a
