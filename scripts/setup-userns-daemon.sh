@@ -110,7 +110,7 @@ if ! dn info >/dev/null 2>&1; then
     ip netns add "$NS"
     ip -n "$NS" link set lo up
     log "starting dockerd (userns-remap: default) in network namespace $NS"
-    setsid ip netns exec "$NS" "$(readlink -f "$0")" __inside </dev/null >/dev/null 2>&1 &
+    setsid ip netns exec "$NS" bash "$(readlink -f "$0")" __inside </dev/null >/dev/null 2>&1 &
     for _ in $(seq 300); do dn info >/dev/null 2>&1 && break; sleep 0.2; done
     dn info >/dev/null 2>&1 || { tail -20 "$LOG" >&2; die "dockerd did not come up (see $LOG)"; }
 fi
