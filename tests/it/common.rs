@@ -34,6 +34,7 @@ pub struct Server {
     pub instance_id: String,
     env: Vec<(String, String)>,
     nofile: Option<u64>,
+    docker_host: Option<String>,
     child: Option<Child>,
     pub client: reqwest::Client,
 }
@@ -46,6 +47,9 @@ pub struct Options {
     /// Run the server with this open-file limit, soft and hard (so its start-up cannot
     /// raise it), through `prlimit`.
     pub nofile: Option<u64>,
+    /// Another Docker daemon (`DOCKER_HOST` of the server), where the server's containers and
+    /// networks are also removed when it is dropped.
+    pub docker_host: Option<String>,
 }
 
 impl Server {
@@ -80,6 +84,9 @@ impl Server {
             ("IMAGE_PULL_POLICY".into(), "never".into()),
             ("RUST_LOG".into(), "info,container_manager=debug".into()),
         ];
+        if let Some(host) = &opts.docker_host {
+            env.push(("DOCKER_HOST".into(), host.clone()));
+        }
         for (k, v) in opts.env {
             env.retain(|(ek, _)| *ek != k);
             env.push((k, v));
@@ -91,6 +98,7 @@ impl Server {
             instance_id: String::new(),
             env,
             nofile: opts.nofile,
+            docker_host: opts.docker_host,
             child: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -290,18 +298,8 @@ impl Drop for Server {
             }
         }
         if !self.instance_id.is_empty() {
-            remove_docker_objects_on(self.docker_host(), &self.instance_id);
+            remove_docker_objects_on(self.docker_host.as_deref(), &self.instance_id);
         }
-    }
-}
-
-impl Server {
-    /// The `DOCKER_HOST` this server was started with, when a test gave it one.
-    pub fn docker_host(&self) -> Option<&str> {
-        self.env
-            .iter()
-            .find(|(k, _)| k == "DOCKER_HOST")
-            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -65,7 +65,7 @@ async fn on_a_remapping_daemon_app_belongs_to_the_mapped_ids() {
     let root = (base, base);
 
     let s = Server::start_with(Options {
-        env: vec![("DOCKER_HOST".into(), USERNS_DOCKER_HOST.into())],
+        docker_host: Some(USERNS_DOCKER_HOST.into()),
         ..Default::default()
     })
     .await;
