@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-docker.sh
 bash scripts/setup-gvisor.sh
+bash scripts/setup-userns-daemon.sh
 bash scripts/setup-registry.sh
 bash scripts/setup-python-tools.sh
 bash scripts/setup-browser.sh

@@ -3,7 +3,7 @@
 //! the rest of the server (what a failure means to a request is decided in `http`).
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use tokio::process::Command;
@@ -14,6 +14,77 @@ use tokio::process::Command;
 #[derive(Clone, Default)]
 pub struct Engine {
     client: Arc<RwLock<Option<Docker>>>,
+    /// What [`Engine::userns`] last found out, and when.
+    userns: Arc<RwLock<Option<UsernsSeen>>>,
+}
+
+/// An answer of [`Engine::userns`] and when it came.
+type UsernsSeen = (Option<Userns>, Instant);
+
+/// A daemon running with `userns-remap`: root in a container is `uid:gid` on the host, and a
+/// container's uid `U` is `uid + U` there (gids alike). Files a container must write through a
+/// bind mount have to be owned by those host ids; host files of unmapped ids (host root's)
+/// read as `65534` inside and cannot be written even by the container's root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Userns {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Userns {
+    /// The host ids of the container's `uid:gid` (`None` past the end of the id space).
+    pub fn host_ids(self, uid: u32, gid: u32) -> Option<(u32, u32)> {
+        Some((self.uid.checked_add(uid)?, self.gid.checked_add(gid)?))
+    }
+
+    /// From the daemon's `GET /info`: remapping is on when `SecurityOptions` holds
+    /// `name=userns`; the daemon then keeps its data in `<data-root>/<uid>.<gid>`, which names
+    /// the range. Failing that, the first range of `dockremap` (`userns-remap: default`) in
+    /// `/etc/subuid` and `/etc/subgid`.
+    pub fn from_info(
+        security_options: &[String],
+        docker_root_dir: Option<&str>,
+    ) -> Result<Option<Userns>, String> {
+        if !security_options
+            .iter()
+            .any(|o| o.split(',').any(|kv| kv == "name=userns"))
+        {
+            return Ok(None);
+        }
+        if let Some(found) = docker_root_dir.and_then(Self::from_root_dir) {
+            return Ok(Some(found));
+        }
+        let first = |file: &str| -> Option<u32> {
+            let text = std::fs::read_to_string(file).ok()?;
+            Self::sub_id_start(&text, "dockremap")
+        };
+        match (first("/etc/subuid"), first("/etc/subgid")) {
+            (Some(uid), Some(gid)) => Ok(Some(Userns { uid, gid })),
+            _ => Err(format!(
+                "the daemon remaps user namespaces, but neither its data root {docker_root_dir:?} \
+                 nor /etc/subuid and /etc/subgid (user dockremap) say to which ids"
+            )),
+        }
+    }
+
+    /// `/var/lib/docker/100000.100000` -> 100000:100000.
+    fn from_root_dir(dir: &str) -> Option<Userns> {
+        let last = dir.trim_end_matches('/').rsplit('/').next()?;
+        let (uid, gid) = last.split_once('.')?;
+        Some(Userns {
+            uid: uid.parse().ok()?,
+            gid: gid.parse().ok()?,
+        })
+    }
+
+    /// The start of `user`'s first range in a `/etc/subuid`-style text (`name:start:count`).
+    fn sub_id_start(text: &str, user: &str) -> Option<u32> {
+        text.lines().find_map(|line| {
+            let mut parts = line.trim().split(':');
+            (parts.next()? == user).then_some(())?;
+            parts.next()?.parse().ok()
+        })
+    }
 }
 
 impl Engine {
@@ -42,7 +113,53 @@ impl Engine {
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(negotiated.clone());
         Ok(negotiated)
     }
+
+    /// Whether the daemon remaps user namespaces, asked now (one `GET /info`, within 2 s: the
+    /// setting changes only with a daemon restart, which the server may not see otherwise).
+    pub async fn userns(&self) -> Result<Option<Userns>, String> {
+        let ask = async {
+            let info = self.get().await?.info().await?;
+            Ok::<_, bollard::errors::Error>(info)
+        };
+        let info = tokio::time::timeout(Duration::from_secs(2), ask)
+            .await
+            .map_err(|_| "Docker did not answer within 2 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let found = Userns::from_info(
+            info.security_options.as_deref().unwrap_or_default(),
+            info.docker_root_dir.as_deref(),
+        )?;
+        let mut last = self.userns.write().unwrap_or_else(|p| p.into_inner());
+        if last.map(|(seen, _)| seen) != Some(found) {
+            tracing::info!(userns = ?found, "Docker's user namespace remapping");
+        }
+        *last = Some((found, Instant::now()));
+        Ok(found)
+    }
+
+    /// What [`Engine::userns`] found within [`USERNS_FRESH`], else asked now (a `GET /info`
+    /// takes tens of milliseconds: creates and uploads do not pay it each time); when the
+    /// daemon does not answer, what it said last (nothing if it never did).
+    pub async fn userns_recent(&self) -> Option<Userns> {
+        let last = *self.userns.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, at)) = last {
+            if at.elapsed() < USERNS_FRESH {
+                return seen;
+            }
+        }
+        match self.userns().await {
+            Ok(found) => found,
+            Err(e) => {
+                let seen = last.and_then(|(seen, _)| seen);
+                tracing::warn!(error = %e, userns = ?seen, "cannot ask Docker about userns-remap; using what it said last");
+                seen
+            }
+        }
+    }
 }
+
+/// How long an answer of [`Engine::userns`] serves [`Engine::userns_recent`].
+pub const USERNS_FRESH: Duration = Duration::from_secs(10);
 
 /// Environment variables a `docker` CLI child may see. Everything else, the server's own
 /// secrets (`APP_PASS`, all of `.env`) included, stays out of compose and the containers.
@@ -86,4 +203,51 @@ pub async fn compose_version() -> Option<String> {
         .trim_start_matches('v')
         .to_owned();
     (out.status.success() && !version.is_empty()).then_some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Userns;
+
+    fn opts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn remapping_is_read_from_the_security_options_and_the_data_root() {
+        let plain = opts(&["name=seccomp,profile=default"]);
+        assert_eq!(Userns::from_info(&plain, Some("/var/lib/docker")), Ok(None));
+        let remapped = opts(&["name=seccomp,profile=default", "name=userns"]);
+        assert_eq!(
+            Userns::from_info(&remapped, Some("/var/lib/docker/100000.100001")),
+            Ok(Some(Userns {
+                uid: 100000,
+                gid: 100001
+            }))
+        );
+        assert_eq!(
+            Userns {
+                uid: 100000,
+                gid: 100000
+            }
+            .host_ids(1000, 0),
+            Some((101000, 100000))
+        );
+        assert_eq!(
+            Userns {
+                uid: u32::MAX,
+                gid: 0
+            }
+            .host_ids(1, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn sub_id_files_name_the_first_range_of_the_user() {
+        let text = "alice:100000:65536\ndockremap:231072:65536\ndockremap:400000:10\n";
+        assert_eq!(Userns::sub_id_start(text, "dockremap"), Some(231072));
+        assert_eq!(Userns::sub_id_start(text, "bob"), None);
+        assert_eq!(Userns::from_root_dir("/var/lib/docker"), None);
+    }
 }

@@ -589,7 +589,7 @@ mod tests {
                 | E::DatabaseError
                 | E::NotConverging
                 | E::RuntimeUnavailable => {}
-                | E::FirewallFailed => {}
+                E::FirewallFailed => {}
             }
             let text = serde_json::to_value(code).unwrap();
             assert_eq!(text, ApiCode::from(code).as_str());

@@ -8,8 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status};
-use crate::spec::{Isolation, Port, Resources, RestartPolicy};
-use crate::spec::{Network, Port, Resources, RestartPolicy};
+use crate::spec::{Isolation, Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and

@@ -2,7 +2,9 @@
 //! Created empty at container creation (files can be uploaded before the first start),
 //! owned by the container's user, removed when the container is deleted. A container with
 //! `resources.disk` has its `/app` inside its own filesystem image instead
-//! ([`crate::appdir::disk`]).
+//! ([`crate::appdir::disk`]). Under Docker's `userns-remap`, "the container's user" on the
+//! host is its ids shifted into the daemon's range ([`host_owner`]): the directory and every
+//! uploaded file get those.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::appdir::disk;
 use crate::appdir::error::Error;
 use crate::config::{Config, UserIds};
+use crate::docker::Userns;
 
 pub fn mount_dir(config: &Config, cuid: &str) -> PathBuf {
     config.data_dir.join("mounts").join(cuid)
@@ -51,21 +54,34 @@ pub fn owner(config: &Config, user: Option<&str>) -> UserIds {
     user.and_then(UserIds::parse).unwrap_or(config.default_user)
 }
 
-/// Creates the empty `/app` directory of a new container, owned by its user: with a disk cap
-/// of `disk` bytes, inside a new image of that size, mounted. Blocking.
+/// The host ids that own what the container writes and what is written for it: [`owner`],
+/// shifted into the daemon's range when it remaps user namespaces (uid `U` in the container
+/// is `base + U` on the host).
+pub fn host_owner(config: &Config, user: Option<&str>, userns: Option<Userns>) -> UserIds {
+    let ids = owner(config, user);
+    match userns.and_then(|map| map.host_ids(ids.uid, ids.gid)) {
+        Some((uid, gid)) => UserIds { uid, gid },
+        None => ids,
+    }
+}
+
+/// Creates the empty `/app` directory of a new container, owned by its user (on the host,
+/// see [`host_owner`]): with a disk cap of `disk` bytes, inside a new image of that size,
+/// mounted. Blocking.
 pub fn create(
     config: &Config,
     cuid: &str,
     user: Option<&str>,
     disk: Option<i64>,
+    userns: Option<Userns>,
 ) -> Result<PathBuf, Error> {
     if let Some(bytes) = disk {
-        disk::create(config, cuid, bytes, owner(config, user))?;
+        disk::create(config, cuid, bytes, host_owner(config, user, userns))?;
         return Ok(disk::app_dir(config, cuid));
     }
     let dir = mount_dir(config, cuid);
     std::fs::create_dir(&dir)?;
-    if let Err(e) = chown(&dir, owner(config, user)) {
+    if let Err(e) = chown(&dir, host_owner(config, user, userns)) {
         remove_quietly(&dir);
         return Err(e.into());
     }

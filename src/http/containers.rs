@@ -135,6 +135,7 @@ pub async fn create(
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     check_runtime(&state, request.spec.isolation).await?;
     let cuid = spec::new_cuid();
+    let userns = state.docker.userns_recent().await;
     let made = {
         let (config, cuid, user) = (
             state.config.clone(),
@@ -144,7 +145,7 @@ pub async fn create(
         let disk = request.spec.resources.disk_bytes;
         // An image to make and mount (tens of milliseconds): off the async workers.
         tokio::task::spawn_blocking(move || {
-            crate::appdir::mounts::create(&config, &cuid, user.as_deref(), disk)
+            crate::appdir::mounts::create(&config, &cuid, user.as_deref(), disk, userns)
         })
         .await
         .map_err(|e| ApiError::io(format!("cannot make /app: {e}")))?

@@ -124,7 +124,8 @@ pub async fn upload_zip(
     }
     // At most MAX_PARALLEL_EXTRACTIONS uploads are indexed and extracted at once.
     let permit = state.files.extraction_permit().await;
-    let owner = mounts::owner(&state.config, container.spec.user.as_deref());
+    let userns = state.docker.userns_recent().await;
+    let owner = mounts::host_owner(&state.config, container.spec.user.as_deref(), userns);
     let limits = unzip::Limits::from_config(&state.config);
     let mount = match mounts::ready_app_dir(&state.config, &cuid, &container.spec).await {
         Ok(mount) => mount,

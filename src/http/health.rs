@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::http::schema::{Health, HealthStatus};
+use crate::http::schema::{Health, HealthStatus, HealthUserns};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -45,7 +45,12 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             Err(_) => Err("timed out".to_owned()),
         }
     };
-    let (docker, database) = tokio::join!(docker, database);
+    // `null` when the daemon does not answer.
+    let userns = async {
+        let ask = tokio::time::timeout(PROBE_TIMEOUT, state.docker.userns()).await;
+        ask.ok().and_then(Result::ok).flatten()
+    };
+    let (docker, database, userns) = tokio::join!(docker, database, userns);
     let compose_version = state.compose_version.as_ref().clone();
 
     let healthy = docker.is_ok() && database.is_ok() && compose_version.is_some();
@@ -78,6 +83,10 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             Err(_) => Vec::new(),
         },
         runtimes: docker.map(|(_, r)| r).unwrap_or_default(),
+        userns: userns.map(|u| HealthUserns {
+            uid: u.uid,
+            gid: u.gid,
+        }),
     };
     let status = if healthy {
         StatusCode::OK

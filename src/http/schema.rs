@@ -303,6 +303,16 @@ pub struct Health {
     /// The `isolation` values a container can have on this daemon now (`gvisor` needs the
     /// runtime `runsc`).
     pub isolations: Vec<crate::spec::Isolation>,
+    /// The host ids of a container's root when the daemon runs with `userns-remap`; `null`
+    /// when it does not (or cannot be asked).
+    #[schema(required = true)]
+    pub userns: Option<HealthUserns>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthUserns {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -469,7 +469,13 @@ impl Backend for DockerBackend {
 
     fn prepare_mount<'a>(&'a self, c: &'a Container) -> Step<'a> {
         Box::pin(async move {
-            let owner = mounts::owner(&self.config, c.spec.user.as_deref());
+            // Asked at every make and remake: the daemon may have been restarted with
+            // `userns-remap` turned on or off since.
+            let userns = self.docker.userns().await.map_err(|e| {
+                crate::metrics::engine_error("reconciler");
+                StepError::new(ErrorCode::DockerUnavailable, e)
+            })?;
+            let owner = mounts::host_owner(&self.config, c.spec.user.as_deref(), userns);
             if let Some(bytes) = c.spec.resources.disk_bytes {
                 // The image mounted (again, after a reboot or an unmount behind our back)
                 // and grown to a raised cap, before anything starts on it.

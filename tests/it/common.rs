@@ -36,6 +36,7 @@ pub struct Server {
     pub instance_id: String,
     env: Vec<(String, String)>,
     nofile: Option<u64>,
+    docker_host: Option<String>,
     child: Option<Child>,
     pub client: reqwest::Client,
 }
@@ -48,6 +49,9 @@ pub struct Options {
     /// Run the server with this open-file limit, soft and hard (so its start-up cannot
     /// raise it), through `prlimit`.
     pub nofile: Option<u64>,
+    /// Another Docker daemon (`DOCKER_HOST` of the server), where the server's containers and
+    /// networks are also removed when it is dropped.
+    pub docker_host: Option<String>,
 }
 
 impl Server {
@@ -82,6 +86,9 @@ impl Server {
             ("IMAGE_PULL_POLICY".into(), "never".into()),
             ("RUST_LOG".into(), "info,container_manager=debug".into()),
         ];
+        if let Some(host) = &opts.docker_host {
+            env.push(("DOCKER_HOST".into(), host.clone()));
+        }
         for (k, v) in opts.env {
             env.retain(|(ek, _)| *ek != k);
             env.push((k, v));
@@ -93,6 +100,7 @@ impl Server {
             instance_id: String::new(),
             env,
             nofile: opts.nofile,
+            docker_host: opts.docker_host,
             child: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -292,7 +300,7 @@ impl Drop for Server {
             }
         }
         if !self.instance_id.is_empty() {
-            remove_docker_objects(&self.instance_id);
+            remove_docker_objects_on(self.docker_host.as_deref(), &self.instance_id);
         }
         // Disk images (`resources.disk`) a failed test left mounted: unmounted, so the
         // temporary directory can go and no loop device stays attached.
@@ -321,6 +329,12 @@ pub fn unmount_disks(disks: &Path) {
 
 /// Removes every container and network labelled with this instance id.
 pub fn remove_docker_objects(instance_id: &str) {
+    remove_docker_objects_on(None, instance_id)
+}
+
+/// [`remove_docker_objects`] on the daemon at `host` (`None`: the default one).
+pub fn remove_docker_objects_on(host: Option<&str>, instance_id: &str) {
+    let docker = |args: &[&str]| docker_on(host, args);
     let label = format!("label=com.container-manager.instance={instance_id}");
     let ids = docker(&["ps", "-aq", "--filter", &label]);
     let ids: Vec<&str> = ids.split_whitespace().collect();
@@ -410,8 +424,16 @@ pub fn url_encode(s: &str) -> String {
 
 /// Runs `docker …` and returns its stdout (empty on failure).
 pub fn docker(args: &[&str]) -> String {
-    Command::new("docker")
-        .args(args)
+    docker_on(None, args)
+}
+
+/// [`docker`] against the daemon at `host` (`docker -H host …`; `None`: the default one).
+pub fn docker_on(host: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("docker");
+    if let Some(host) = host {
+        cmd.args(["-H", host]);
+    }
+    cmd.args(args)
         .stderr(Stdio::null())
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

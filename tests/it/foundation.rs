@@ -50,6 +50,8 @@ async fn auth_is_required_and_checked() {
 
     let r = s.get("/healthz").await;
     assert_eq!(r.status, 200, "{}", r.text);
+    // The default daemon does not remap user namespaces (tests/it/userns.rs: one that does).
+    assert!(r.json["userns"].is_null(), "{}", r.text);
 
     // /livez needs nothing and says nothing else.
     let r = Resp::from(
