@@ -511,6 +511,15 @@ function fillForm(c) {
   $("f-pids").value = c && c.resources.pids != null ? c.resources.pids : "";
   $("f-ports").value = c ? (c.ports || []).map(portText).join(", ") : "";
   $("f-restart").value = c ? c.restart : "on-failure";
+  $("f-disk").value = c && c.resources.disk != null ? c.resources.disk : "";
+  $("f-tmp").value = c && c.resources.tmp != null ? c.resources.tmp : "";
+  // A new container's defaults are the server's (DEFAULT_ISOLATION, DEFAULT_EGRESS): the
+  // form sends these fields only when the user changed them from what is shown.
+  $("f-isolation").value = c ? c.isolation : "runc";
+  $("f-read_only").checked = !!(c && c.read_only);
+  $("f-egress").value = c ? c.network.egress : "internet";
+  $("f-allow").value = c ? (c.network.allow || []).join(", ") : "";
+  form.defaults = { isolation: $("f-isolation").value, egress: $("f-egress").value };
 }
 
 async function openForm(cuid) {
@@ -575,6 +584,13 @@ function readForm() {
     spec.ports.push(port);
   }
   spec.restart = $("f-restart").value;
+  if ($("f-disk").value.trim()) spec.resources.disk = $("f-disk").value.trim();
+  if ($("f-tmp").value.trim()) spec.resources.tmp = $("f-tmp").value.trim();
+  spec.isolation = $("f-isolation").value;
+  spec.read_only = $("f-read_only").checked;
+  const allow = $("f-allow").value.split(",").map((a) => a.trim()).filter(Boolean);
+  spec.network = { egress: $("f-egress").value };
+  if (allow.length) spec.network.allow = allow;
   return spec;
 }
 
@@ -608,6 +624,10 @@ $("spec-form").addEventListener("submit", async (ev) => {
   try {
     if (!form.cuid) {
       if (!spec.command) delete spec.command;
+      // Untouched, the server's defaults decide (they may differ from the first option).
+      if (spec.isolation === form.defaults.isolation) delete spec.isolation;
+      if (spec.network.egress === form.defaults.egress && !spec.network.allow) delete spec.network;
+      if (!spec.read_only) delete spec.read_only;
       if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
       $("form-error").textContent = spec.start ? "Creating and starting…" : "";
@@ -630,7 +650,11 @@ $("spec-form").addEventListener("submit", async (ev) => {
 async function saveEdit(spec) {
   const o = form.original;
   const patch = {};
-  for (const k of ["image", "restart"]) if (spec[k] !== o[k]) patch[k] = spec[k];
+  for (const k of ["image", "restart", "isolation", "read_only"]) if (spec[k] !== o[k]) patch[k] = spec[k];
+  const network = { egress: spec.network.egress, allow: spec.network.allow || [] };
+  if (JSON.stringify(network) !== JSON.stringify({ egress: o.network.egress, allow: o.network.allow || [] })) {
+    patch.network = spec.network;
+  }
   if (JSON.stringify(spec.command) !== JSON.stringify(o.command)) patch.command = spec.command;
   if (JSON.stringify(spec.tags) !== JSON.stringify(o.tags)) patch.tags = spec.tags;
   const env = {};
@@ -638,7 +662,7 @@ async function saveEdit(spec) {
   for (const [k, v] of Object.entries(spec.env)) if ((o.env || {})[k] !== v) env[k] = v;
   if (Object.keys(env).length) patch.env = env;
   const res = {};
-  for (const k of ["cpus", "memory", "pids"]) {
+  for (const k of ["cpus", "memory", "pids", "disk", "tmp"]) {
     const now = spec.resources[k] ?? null;
     if (now !== (o.resources[k] ?? null)) res[k] = now;
   }
@@ -722,6 +746,12 @@ function diskText(c) {
   return `${humanSize(u.used_bytes)} used of ${humanSize(u.cap_bytes)} (${humanSize(u.available_bytes)} free)`;
 }
 
+function egressText(n) {
+  if (!n || n.egress === "internet") return "internet (not the host, other containers or metadata)";
+  if (n.egress === "none" || !(n.allow || []).length) return "none (published ports still answer)";
+  return "only " + n.allow.join(", ");
+}
+
 function renderDetail(c) {
   detail.container = c;
   dl($("desired"), [
@@ -734,6 +764,9 @@ function renderDetail(c) {
     ["ports", (c.ports || []).map(portText).join(", ")],
     ["restart", c.restart],
     ["resources", resourcesText(c.resources)],
+    ["isolation", c.isolation === "gvisor" ? "gVisor (runsc)" : "runc"],
+    ["root filesystem", c.read_only ? `read-only; /tmp ${c.resources.tmp || "64m"} tmpfs` : "writable"],
+    ["egress", egressText(c.network)],
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
   dl($("observed"), [
@@ -1192,7 +1225,7 @@ $("token-secret-done").addEventListener("click", () => {
 
 // ------------------------------------------------------------------ tenants (operator)
 
-const QUOTA_FIELDS = ["max_containers", "max_running", "max_cpus", "max_memory", "max_pids", "ports", "requests_per_second"];
+const QUOTA_FIELDS = ["max_containers", "max_running", "max_cpus", "max_memory", "max_pids", "max_disk", "ports", "requests_per_second"];
 const tenants = { list: [], editing: null };
 
 /** "used / limit", or "used / no limit". */
@@ -1243,6 +1276,7 @@ function tenantRow(t) {
     el("td", { "data-usage": "cpus", text: against(u.cpus, q.max_cpus, cpusText) }),
     el("td", { "data-usage": "memory", text: against(u.memory, q.max_memory, humanSize) }),
     el("td", { "data-usage": "pids", text: against(u.pids, q.max_pids) }),
+    el("td", { "data-usage": "disk", text: against(u.disk, q.max_disk, humanSize) }),
     el("td", { text: q.ports || "any" }),
     el("td", { text: q.requests_per_second === null ? "no limit" : String(q.requests_per_second) }),
     el("td", {},
@@ -1262,7 +1296,7 @@ function editTenant(t) {
   $("q-name").readOnly = !!t;
   for (const f of QUOTA_FIELDS) {
     const v = t ? t.quotas[f] : null;
-    $("q-" + f).value = v === null || v === undefined ? "" : f === "max_memory" ? sizeText(v) : String(v);
+    $("q-" + f).value = v === null || v === undefined ? "" : f === "max_memory" || f === "max_disk" ? sizeText(v) : String(v);
   }
   if (t) $("q-max_containers").focus();
 }
@@ -1281,7 +1315,7 @@ $("tenant-form").addEventListener("submit", async (ev) => {
   for (const f of QUOTA_FIELDS) {
     const v = $("q-" + f).value.trim();
     // Numbers go as numbers; anything else as typed, so the API's message says what is wrong.
-    const numeric = f !== "ports" && f !== "max_memory" && v !== "" && !isNaN(Number(v));
+    const numeric = f !== "ports" && f !== "max_memory" && f !== "max_disk" && v !== "" && !isNaN(Number(v));
     body[f] = v === "" ? null : numeric ? Number(v) : v;
   }
   $("tenant-save").disabled = true;

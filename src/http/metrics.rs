@@ -22,6 +22,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
                 ("cpus", u.cpus),
                 ("memory_bytes", u.memory as f64),
                 ("pids", u.pids as f64),
+                ("disk_bytes", u.disk as f64),
             ],
             quota: vec![
                 ("containers", q.max_containers.map(|v| v as f64)),
@@ -29,6 +30,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
                 ("cpus", q.max_cpus),
                 ("memory_bytes", q.max_memory.map(|v| v as f64)),
                 ("pids", q.max_pids.map(|v| v as f64)),
+                ("disk_bytes", q.max_disk.map(|v| v as f64)),
             ],
             tenant: row.name,
         });

@@ -58,6 +58,8 @@ pub fn requested(quotas: &Quotas, config: &Config, spec: &Spec, running: bool) -
     let cpus = spec.resources.cpus.or(config.default_cpus);
     let memory = spec.resources.memory_bytes.or(config.default_memory);
     let pids = spec.resources.pids;
+    // `DEFAULT_DISK` is written into the spec at create: the spec's cap is the effective one.
+    let disk = spec.resources.disk_bytes;
     for (quota, set, field) in [
         (
             "max_cpus",
@@ -73,6 +75,11 @@ pub fn requested(quotas: &Quotas, config: &Config, spec: &Spec, running: bool) -
             "max_pids",
             quotas.max_pids.is_some() && pids.is_none(),
             "resources.pids",
+        ),
+        (
+            "max_disk",
+            quotas.max_disk.is_some() && disk.is_none(),
+            "resources.disk",
         ),
     ] {
         if set {
@@ -90,6 +97,7 @@ pub fn requested(quotas: &Quotas, config: &Config, spec: &Spec, running: bool) -
         cpus: cpus.unwrap_or(0.0),
         memory: memory.unwrap_or(0),
         pids: pids.unwrap_or(0),
+        disk: disk.unwrap_or(0),
     })
 }
 
@@ -168,6 +176,7 @@ pub fn growth(quotas: &Quotas, config: &Config, old: &Spec, new: &Spec) -> ApiRe
         cpus: (after.cpus - before.cpus).max(0.0),
         memory: (after.memory - before.memory).max(0),
         pids: (after.pids - before.pids).max(0),
+        disk: (after.disk - before.disk).max(0),
     })
 }
 

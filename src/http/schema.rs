@@ -513,6 +513,9 @@ pub struct QuotasBody {
     pub max_memory: Option<String>,
     #[schema(minimum = 0, maximum = 4294967295_i64)]
     pub max_pids: Option<i64>,
+    /// The sum of the containers' `resources.disk` caps: bytes, or a size such as `100g`.
+    #[schema(value_type = Option<String>, example = "100g")]
+    pub max_disk: Option<String>,
     /// The host ports the tenant may publish, `FIRST-LAST`.
     #[schema(pattern = "^[0-9]{1,5}-[0-9]{1,5}$", example = "20000-20999")]
     pub ports: Option<String>,

@@ -66,6 +66,7 @@ pub async fn usage_of(state: &AppState, tenant: &str) -> ApiResult<Usage> {
         cpus: u.cpus,
         memory: u.memory,
         pids: u.pids,
+        disk: u.disk,
     })
 }
 
@@ -81,12 +82,13 @@ async fn shown(state: &AppState, row: TenantRow) -> ApiResult<Tenant> {
 
 /// A quota body: every field optional, `null` or absent is no limit.
 fn parse_quotas(name: &str, body: &Map<String, Value>) -> ApiResult<TenantRow> {
-    const FIELDS: [&str; 7] = [
+    const FIELDS: [&str; 8] = [
         "max_containers",
         "max_running",
         "max_cpus",
         "max_memory",
         "max_pids",
+        "max_disk",
         "ports",
         "requests_per_second",
     ];
@@ -138,6 +140,20 @@ fn parse_quotas(name: &str, body: &Map<String, Value>) -> ApiResult<TenantRow> {
             )
         }
     };
+    let max_disk = match body.get("max_disk") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let bytes = match v {
+                Value::String(s) => crate::spec::parse_memory(s),
+                other => other.as_u64(),
+            };
+            Some(
+                bytes
+                    .and_then(|b| i64::try_from(b).ok())
+                    .ok_or_else(|| bad("max_disk", v, "bytes or a size such as \"100g\""))?,
+            )
+        }
+    };
     let ports = match body.get("ports") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -161,6 +177,7 @@ fn parse_quotas(name: &str, body: &Map<String, Value>) -> ApiResult<TenantRow> {
         max_cpus,
         max_memory_bytes: max_memory,
         max_pids: count("max_pids")?,
+        max_disk_bytes: max_disk,
         port_min: ports.map(|p| i64::from(p.first)),
         port_max: ports.map(|p| i64::from(p.last)),
         requests_per_second,

@@ -14,6 +14,8 @@ pub struct TenantRow {
     pub max_cpus: Option<f64>,
     pub max_memory_bytes: Option<i64>,
     pub max_pids: Option<i64>,
+    /// Migration 0007.
+    pub max_disk_bytes: Option<i64>,
     pub port_min: Option<i64>,
     pub port_max: Option<i64>,
     pub requests_per_second: Option<f64>,
@@ -43,10 +45,11 @@ pub struct UsageRow {
     pub cpus: f64,
     pub memory: i64,
     pub pids: i64,
+    pub disk: i64,
 }
 
 const TENANT_COLUMNS: &str = "name, max_containers, max_running, max_cpus, max_memory_bytes, \
-     max_pids, port_min, port_max, requests_per_second, created_at, updated_at";
+     max_pids, max_disk_bytes, port_min, port_max, requests_per_second, created_at, updated_at";
 
 /// Why a tenant could not be deleted.
 #[derive(Debug)]
@@ -68,11 +71,13 @@ impl Store {
         let now = now();
         sqlx::query(
             "INSERT INTO tenants (name, max_containers, max_running, max_cpus, max_memory_bytes,
-                                  max_pids, port_min, port_max, requests_per_second, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+                                  max_pids, port_min, port_max, requests_per_second, created_at, updated_at,
+                                  max_disk_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)
              ON CONFLICT (name) DO UPDATE SET
                 max_containers = ?2, max_running = ?3, max_cpus = ?4, max_memory_bytes = ?5,
-                max_pids = ?6, port_min = ?7, port_max = ?8, requests_per_second = ?9, updated_at = ?10",
+                max_pids = ?6, port_min = ?7, port_max = ?8, requests_per_second = ?9, updated_at = ?10,
+                max_disk_bytes = ?11",
         )
         .bind(&t.name)
         .bind(t.max_containers)
@@ -84,6 +89,7 @@ impl Store {
         .bind(t.port_max)
         .bind(t.requests_per_second)
         .bind(&now)
+        .bind(t.max_disk_bytes)
         .execute(&mut *tx)
         .await?;
         let row: TenantRow = sqlx::query_as(&format!(
@@ -153,7 +159,8 @@ impl Store {
                     COALESCE(SUM(desired_state IN ('running', 'paused') AND deleted_at IS NULL), 0) AS running,
                     COALESCE(SUM(COALESCE(cpus, ?2, 0)), 0.0) AS cpus,
                     COALESCE(SUM(COALESCE(memory_bytes, ?3, 0)), 0) AS memory,
-                    COALESCE(SUM(COALESCE(pids, 0)), 0) AS pids
+                    COALESCE(SUM(COALESCE(pids, 0)), 0) AS pids,
+                    COALESCE(SUM(COALESCE(disk_bytes, 0)), 0) AS disk
              FROM containers WHERE tenant = ?1",
         )
         .bind(tenant)
@@ -167,6 +174,7 @@ impl Store {
             cpus: row.try_get("cpus")?,
             memory: row.try_get("memory")?,
             pids: row.try_get("pids")?,
+            disk: row.try_get("disk")?,
         })
     }
 

@@ -4,7 +4,7 @@
 //!
 //! What counts: every live container of the tenant (a tombstoned one until the reconciler has
 //! removed it), stopped ones included, for `max_containers`, `max_cpus`, `max_memory` and
-//! `max_pids` (a reservation, as Kubernetes' ResourceQuota counts pods): so a start never fails
+//! `max_pids` and `max_disk` (a reservation, as Kubernetes' ResourceQuota counts pods): so a start never fails
 //! for lack of CPU quota. `max_running` counts containers whose desired state is `running` or
 //! `paused` (a paused one still holds its memory). CPU and memory are the effective limits: the
 //! spec's, or the server's `DEFAULT_CPUS`/`DEFAULT_MEMORY`.
@@ -19,6 +19,8 @@ pub struct Quotas {
     pub max_cpus: Option<f64>,
     pub max_memory: Option<i64>,
     pub max_pids: Option<i64>,
+    /// The sum of the containers' `resources.disk` caps, bytes.
+    pub max_disk: Option<i64>,
     /// Host ports the tenant may publish: an inclusive range.
     pub ports: Option<PortRange>,
     pub requests_per_second: Option<f64>,
@@ -38,6 +40,7 @@ impl Quotas {
             max_cpus: row.max_cpus,
             max_memory: row.max_memory_bytes,
             max_pids: row.max_pids,
+            max_disk: row.max_disk_bytes,
             ports,
             requests_per_second: row.requests_per_second,
         }
@@ -95,6 +98,7 @@ pub struct Usage {
     pub cpus: f64,
     pub memory: i64,
     pub pids: i64,
+    pub disk: i64,
 }
 
 /// The quota a write would break, for the `403 QUOTA_EXCEEDED` body.
@@ -146,6 +150,7 @@ impl Quotas {
         })
         .or_else(|| int("max_memory", self.max_memory, used.memory, requested.memory))
         .or_else(|| int("max_pids", self.max_pids, used.pids, requested.pids))
+        .or_else(|| int("max_disk", self.max_disk, used.disk, requested.disk))
     }
 
     /// The first host port outside the tenant's range, if any.
@@ -166,6 +171,7 @@ mod tests {
             max_cpus: Some(1.0),
             max_memory: Some(1000),
             max_pids: None,
+            max_disk: Some(1 << 30),
             ports: PortRange::parse("20000-20009"),
             requests_per_second: None,
         }
@@ -178,6 +184,7 @@ mod tests {
             cpus,
             memory: 100,
             pids: 50,
+            disk: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 mod browser;
 mod common;
 mod console;
+mod console_sandbox;
 mod console_tenancy;
 mod containers;
 mod contract;

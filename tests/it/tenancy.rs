@@ -493,6 +493,51 @@ async fn every_quota_holds_at_its_limit() {
         .assert_error(409, "conflict", "TENANT_NOT_EMPTY");
 }
 
+/// `max_disk` reserves each container's whole `resources.disk` cap; a raise counts its growth.
+#[tokio::test]
+async fn the_disk_quota_counts_the_caps() {
+    let s = Server::start().await;
+    let r = s.put_tenant("d", &json!({"max_disk": "64m"})).await;
+    assert_eq!(r.json["quotas"]["max_disk"], 64 << 20, "{}", r.text);
+    let q = s.token("write", Some("d")).await;
+    let capped = |disk: &str| json!({"image": BUSYBOX, "resources": {"disk": disk}});
+    q.post_json("/containers", &json!({"image": BUSYBOX}))
+        .await
+        .assert_error(400, "validation_error", "LIMIT_REQUIRED");
+    let first = create_as(&q, &capped("32m")).await.json["cuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = q.post_json("/containers", &capped("48m")).await;
+    r.assert_error(403, "forbidden", "QUOTA_EXCEEDED");
+    assert_eq!(
+        r.json["details"],
+        json!({"tenant": "d", "quota": "max_disk", "limit": 64 << 20, "used": 32 << 20, "requested": 48 << 20})
+    );
+    // A raise past the quota is refused, one within it allowed.
+    q.patch_json(
+        &format!("/containers/{first}"),
+        &json!({"resources": {"disk": "80m"}}),
+    )
+    .await
+    .assert_error(403, "forbidden", "QUOTA_EXCEEDED");
+    let r = q
+        .patch_json(
+            &format!("/containers/{first}"),
+            &json!({"resources": {"disk": "64m"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = s.get("/tenants/d").await;
+    assert_eq!(t.json["usage"]["disk"], 64 << 20, "{}", t.text);
+    s.send(
+        s.request(reqwest::Method::PUT, "/tenants/d")
+            .json(&json!({"max_disk": "not a size"})),
+    )
+    .await
+    .assert_error(400, "validation_error", "INVALID_QUOTA");
+}
+
 impl Bearer<'_> {
     async fn send_ports(&self, cuid: &str, host: u16) -> Resp {
         self.server

@@ -1,0 +1,98 @@
+//! The console's sandbox settings (issue 18), in a real headless Chromium: the form sends
+//! isolation, a read-only root, a disk cap and an egress policy; an API refusal lands next to
+//! its field; the detail page shows what the container got.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn console_creates_and_shows_a_sandboxed_container() {
+    let s = Server::start().await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/ui/", s.base)).await;
+    b.wait_js(
+        "sign-in page",
+        T,
+        "return !document.getElementById('page-signin').hidden;",
+    )
+    .await;
+    b.type_into("#signin-user", USER).await;
+    b.type_into("#signin-password", PASS).await;
+    b.click("#signin-submit").await;
+    b.wait_js(
+        "list page",
+        T,
+        "return !document.getElementById('page-list').hidden;",
+    )
+    .await;
+
+    b.goto(&format!("{}/ui/#/new", s.base)).await;
+    b.wait_js(
+        "form page",
+        T,
+        "return !document.getElementById('page-form').hidden;",
+    )
+    .await;
+    b.type_into("#f-image", BUSYBOX).await;
+    b.type_into("#f-disk", "32m").await;
+    b.click("#f-read_only").await;
+    b.js(
+        "document.getElementById('f-isolation').value = 'gvisor'; \
+         document.getElementById('f-egress').value = 'allowlist';",
+        json!([]),
+    )
+    .await;
+    // A host address with its host bits set is refused by the API, next to the field.
+    b.type_into("#f-allow", "10.1.2.3/24:5432").await;
+    b.click("#form-submit").await;
+    let e = b
+        .wait_js(
+            "allow error",
+            T,
+            "return document.getElementById('e-network').textContent;",
+        )
+        .await;
+    assert!(e.as_str().unwrap().contains("INVALID_ALLOW_CIDR"), "{e}");
+    b.clear("#f-allow").await;
+    b.type_into("#f-allow", "10.1.2.0/24:5432").await;
+    b.click("#form-submit").await;
+    let cuid = b
+        .wait_js(
+            "detail page",
+            T,
+            "const m = /^#\\/c\\/([^/]+)$/.exec(location.hash); return m && m[1];",
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["isolation"], "gvisor", "{}", r.text);
+    assert_eq!(r.json["read_only"], true);
+    assert_eq!(r.json["resources"]["disk"], "32m");
+    assert_eq!(
+        r.json["network"],
+        json!({"egress": "allowlist", "allow": ["10.1.2.0/24:5432"]})
+    );
+
+    // The detail page says what it got.
+    let shown = b
+        .wait_js(
+            "sandbox rows",
+            T,
+            "const t = document.getElementById('desired').textContent + \
+             document.getElementById('observed').textContent; \
+             return t.includes('gVisor') && t.includes('read-only') && \
+             t.includes('only 10.1.2.0/24:5432') && t.includes('of 32') && t;",
+        )
+        .await;
+    assert!(shown.as_str().unwrap().contains("/tmp 64m"), "{shown}");
+    b.screenshot("sandbox-detail").await;
+}
