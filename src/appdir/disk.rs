@@ -383,11 +383,11 @@ fn grow_online(image: &Path, volume: &Path, bytes: i64) -> std::io::Result<()> {
 /// retried by the reconciler.
 pub fn remove(config: &Config, cuid: &str) -> std::io::Result<()> {
     let volume = volume_dir(config, cuid);
-    {
-        let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
-        if is_mounted(&volume) {
-            run(tool("umount").arg(&volume))?;
-        }
+    // Held to the end: a file request that mounts the image between the unmount and the
+    // unlink would leave a mounted, deleted image holding its loop device.
+    let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    if is_mounted(&volume) {
+        run(tool("umount").arg(&volume))?;
     }
     match std::fs::remove_dir(&volume) {
         Ok(()) => {}

@@ -169,6 +169,18 @@ pub fn quotas_of(state: &AppState, tenant: Option<&str>) -> Option<(String, Quot
 /// while the patch is checked, and never breaches).
 pub fn growth(quotas: &Quotas, config: &Config, old: &Spec, new: &Spec) -> ApiResult<Usage> {
     let before = requested(&Quotas::default(), config, old, false)?;
+    // A cap cannot be added to a container made without one (`DISK_CHANGE_REFUSED`): such a
+    // container, made before its tenant had a `max_disk`, must stay patchable.
+    let uncapped;
+    let quotas = if old.resources.disk_bytes.is_none() {
+        uncapped = Quotas {
+            max_disk: None,
+            ..quotas.clone()
+        };
+        &uncapped
+    } else {
+        quotas
+    };
     let after = requested(quotas, config, new, false)?;
     Ok(Usage {
         containers: 0,

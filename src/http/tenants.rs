@@ -126,34 +126,24 @@ fn parse_quotas(name: &str, body: &Map<String, Value>) -> ApiResult<TenantRow> {
                 .ok_or_else(|| bad("max_cpus", v, "a number >= 0"))?,
         ),
     };
-    let max_memory = match body.get("max_memory") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let bytes = match v {
-                Value::String(s) => crate::spec::parse_memory(s),
-                other => other.as_u64(),
-            };
-            Some(
+    // Bytes, or a size as `resources.memory` takes it (`8g`).
+    let size = |field: &str| -> ApiResult<Option<i64>> {
+        match body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => {
+                let bytes = match v {
+                    Value::String(s) => crate::spec::parse_memory(s),
+                    other => other.as_u64(),
+                };
                 bytes
                     .and_then(|b| i64::try_from(b).ok())
-                    .ok_or_else(|| bad("max_memory", v, "bytes or a size such as \"8g\""))?,
-            )
+                    .map(Some)
+                    .ok_or_else(|| bad(field, v, "bytes or a size such as \"8g\""))
+            }
         }
     };
-    let max_disk = match body.get("max_disk") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let bytes = match v {
-                Value::String(s) => crate::spec::parse_memory(s),
-                other => other.as_u64(),
-            };
-            Some(
-                bytes
-                    .and_then(|b| i64::try_from(b).ok())
-                    .ok_or_else(|| bad("max_disk", v, "bytes or a size such as \"100g\""))?,
-            )
-        }
-    };
+    let max_memory = size("max_memory")?;
+    let max_disk = size("max_disk")?;
     let ports = match body.get("ports") {
         None | Some(Value::Null) => None,
         Some(v) => Some(

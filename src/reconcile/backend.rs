@@ -458,10 +458,16 @@ impl Backend for DockerBackend {
             };
             match docker.create_network(request).await {
                 Ok(made) => self.ensure_frame(Some(&made.id)).await,
-                // Created by a concurrent pass a moment ago.
+                // Created by a concurrent pass a moment ago: its frame too.
                 Err(DockerError::DockerResponseServerError {
                     status_code: 409, ..
-                }) => Ok(()),
+                }) => {
+                    let made = docker
+                        .inspect_network(&name, None::<InspectNetworkOptions>)
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                    self.ensure_frame(made.id.as_deref()).await
+                }
                 Err(e) => Err(unavailable(&e)),
             }
         })

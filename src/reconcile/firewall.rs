@@ -104,11 +104,14 @@ pub fn rules(cuid: &str, network: &Network, at: &Placement) -> Vec<Rule> {
     if network.egress == Egress::Allowlist {
         for a in network.allowed() {
             for proto in ["tcp", "udp"] {
-                let m = format!(
-                    "{src} -d {} {br} -p {proto} -m {proto} --dport {}",
-                    a.cidr(),
-                    a.port
-                );
+                // `iptables-save` writes no `-d` for `0.0.0.0/0` (any address): neither may
+                // the wanted rule, or it would never read back as intact.
+                let dst = if a.prefix == 0 {
+                    String::new()
+                } else {
+                    format!(" -d {}", a.cidr())
+                };
+                let m = format!("{src}{dst} {br} -p {proto} -m {proto} --dport {}", a.port);
                 // Forwarded: accepted, past Docker's isolation of containers, since it was
                 // asked for by name. To the host: returned to the host's own rules.
                 targets.push((Chain::Forward, m.clone(), "ACCEPT"));
@@ -424,6 +427,29 @@ mod tests {
         s.push_str(extra);
         s.push_str("COMMIT\n");
         s
+    }
+
+    /// `iptables-save` writes a rule to any address (`-d 0.0.0.0/0`) without its `-d`: the
+    /// wanted rule must be written the same way, or it never reads back as intact and every
+    /// resync would put it back again.
+    #[test]
+    fn an_allow_entry_to_any_address_has_no_destination() {
+        let any = Network {
+            egress: Egress::Allowlist,
+            allow: vec!["0.0.0.0/0:53".into(), "10.0.0.2:53".into()],
+        };
+        let texts: Vec<String> = rules("c1", &any, &at())
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
+        let dns: Vec<&String> = texts.iter().filter(|t| t.contains("--dport 53")).collect();
+        assert_eq!(dns.len(), 8, "{texts:?}");
+        assert_eq!(
+            dns.iter().filter(|t| t.contains(" -d ")).count(),
+            4,
+            "{texts:?}"
+        );
+        assert!(!texts.iter().any(|t| t.contains("0.0.0.0/0")), "{texts:?}");
     }
 
     #[test]

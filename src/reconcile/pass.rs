@@ -178,7 +178,11 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
             b.write_project(c).await?;
             b.up(cuid).await
         }
+        // Every way into running first makes sure the egress frame (chains, hooks, the
+        // bridge-wide drop) is there: after a reboot or a flushed table, a container that
+        // starts before its pass puts its own rules in place must reach nothing.
         Action::Start => {
+            b.ensure_network().await?;
             b.prepare_mount(c).await?;
             b.write_project(c).await?;
             match b.start(cuid).await {
@@ -196,8 +200,14 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
         }
         Action::Stop => b.stop(cuid).await,
         Action::Pause => b.pause(cuid).await,
-        Action::Unpause => b.unpause(cuid).await,
-        Action::Restart => b.restart(cuid).await,
+        Action::Unpause => {
+            b.ensure_network().await?;
+            b.unpause(cuid).await
+        }
+        Action::Restart => {
+            b.ensure_network().await?;
+            b.restart(cuid).await
+        }
         Action::Delete => {
             b.remove(cuid).await?;
             b.firewall(cuid, None, &[]).await?;
@@ -250,6 +260,7 @@ mod tests {
                 Some(K::Exited),
                 &[
                     "observe",
+                    "ensure_network",
                     "prepare_mount",
                     "write_project",
                     "start",
@@ -277,14 +288,28 @@ mod tests {
                 D::Running,
                 false,
                 Some(K::Paused),
-                &["observe", "unpause", "observe", "write_project", "firewall"],
+                &[
+                    "observe",
+                    "ensure_network",
+                    "unpause",
+                    "observe",
+                    "write_project",
+                    "firewall",
+                ],
                 Status::Running,
             ),
             (
                 D::Running,
                 true,
                 Some(K::Running),
-                &["observe", "restart", "observe", "write_project", "firewall"],
+                &[
+                    "observe",
+                    "ensure_network",
+                    "restart",
+                    "observe",
+                    "write_project",
+                    "firewall",
+                ],
                 Status::Running,
             ),
         ];
@@ -370,9 +395,10 @@ mod tests {
         run(&w.ctx, &c.cuid).await.unwrap();
         let calls = w.backend.calls();
         assert_eq!(
-            calls[..7],
+            calls[..8],
             [
                 "observe",
+                "ensure_network",
                 "prepare_mount",
                 "write_project",
                 "start",

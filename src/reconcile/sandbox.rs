@@ -4,7 +4,8 @@
 //! Docker has removed the container; the container can then never start again (`id already
 //! in use`). [`reap`] removes all of it for one Docker container id.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::process::{kill_process, Pid, Signal};
@@ -21,8 +22,35 @@ struct Holder {
     runsc: bool,
     /// The runtime's `--root=` (where runsc keeps the container's state).
     root: Option<String>,
-    /// The binary (`/proc/<pid>/exe`), to run `runsc delete` with the same one.
-    exe: Option<PathBuf>,
+}
+
+/// The host's `runsc` binary. A process counts as gVisor's only when its executable is this
+/// very file (same device and inode): a process in a container can call itself `runsc` and
+/// name any id in its arguments, and must never get the server to run or kill anything.
+fn runsc_binary() -> Option<(PathBuf, u64, u64)> {
+    [
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/bin",
+        "/sbin",
+    ]
+    .iter()
+    .map(|dir| Path::new(dir).join("runsc"))
+    .find_map(|p| {
+        let m = std::fs::metadata(&p).ok()?;
+        Some((p, m.dev(), m.ino()))
+    })
+}
+
+/// Whether process `pid` runs the file `(dev, ino)` (`/proc/<pid>/exe` is followed to the
+/// file itself, whatever mount namespace the process sees it in).
+fn runs(pid: i32, binary: Option<&(PathBuf, u64, u64)>) -> bool {
+    let Some((_, dev, ino)) = binary else {
+        return false;
+    };
+    std::fs::metadata(format!("/proc/{pid}/exe")).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino)
 }
 
 fn argv(pid: i32) -> Option<Vec<String>> {
@@ -40,6 +68,7 @@ fn holders(id: &str) -> Vec<Holder> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let binary = runsc_binary();
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let Some(raw) = entry
@@ -53,7 +82,8 @@ fn holders(id: &str) -> Vec<Holder> {
             continue;
         };
         let Some(first) = args.first() else { continue };
-        let runsc = first.starts_with("runsc") || first.ends_with("/runsc");
+        let runsc =
+            (first.starts_with("runsc") || first.ends_with("/runsc")) && runs(raw, binary.as_ref());
         // The shim names its container with `-id <id>`.
         let shim = first.contains("containerd-shim")
             && args.windows(2).any(|w| w[0] == "-id" && w[1] == id);
@@ -66,7 +96,6 @@ fn holders(id: &str) -> Vec<Holder> {
             root: args
                 .iter()
                 .find_map(|a| a.strip_prefix("--root=").map(str::to_owned)),
-            exe: std::fs::read_link(format!("/proc/{raw}/exe")).ok(),
         });
     }
     out
@@ -91,8 +120,9 @@ pub async fn reap(id: &str) {
     if found.is_empty() {
         return;
     }
-    if let Some(h) = found.iter().find(|h| h.runsc && h.exe.is_some()) {
-        let mut cmd = tokio::process::Command::new(h.exe.as_ref().expect("checked"));
+    let runsc = found.iter().find(|h| h.runsc).zip(runsc_binary());
+    if let Some((h, (binary, _, _))) = runsc {
+        let mut cmd = tokio::process::Command::new(binary);
         if let Some(root) = &h.root {
             cmd.arg(format!("--root={root}"));
         }

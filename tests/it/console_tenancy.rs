@@ -218,7 +218,8 @@ async fn console_operator_manages_tenants_and_tokens_and_sees_a_secret_once() {
             "0 / no limit",
             "0.5 / no limit",
             "256.0 MiB / 1.0 GiB",
-            "0 / no limit"
+            "0 / no limit",
+            "0 B / no limit"
         ])
     );
     b.screenshot("tenants").await;

@@ -14,16 +14,7 @@ use crate::common::*;
 
 /// Runs `sh -c script` in the container as root; (exit status ok, stdout + stderr).
 fn sh_in(cuid: &str, script: &str) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(["exec", "-u", "0:0", cuid, "sh", "-c", script])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crate::common::sh_in(cuid, "0:0", script)
 }
 
 fn volume(s: &Server, cuid: &str) -> PathBuf {

@@ -530,6 +530,15 @@ async fn the_disk_quota_counts_the_caps() {
     assert_eq!(r.status, 200, "{}", r.text);
     let t = s.get("/tenants/d").await;
     assert_eq!(t.json["usage"]["disk"], 64 << 20, "{}", t.text);
+    // A container made before the tenant had a disk quota (a cap cannot be added later)
+    // stays patchable.
+    s.put_tenant("e", &json!({})).await;
+    let old = s.create(&json!({"image": BUSYBOX, "tenant": "e"})).await;
+    s.put_tenant("e", &json!({"max_disk": "64m"})).await;
+    let r = s
+        .patch_json(&format!("/containers/{old}"), &json!({"tags": ["still"]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     s.send(
         s.request(reqwest::Method::PUT, "/tenants/d")
             .json(&json!({"max_disk": "not a size"})),
