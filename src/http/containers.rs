@@ -134,6 +134,15 @@ pub async fn create(
     }
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     check_runtime(&state, request.spec.isolation).await?;
+    // The tenant's quotas, checked under its write lock, held until the row is committed;
+    // before anything is made (a disk image), so a refused create costs nothing.
+    let quota_guard = match &quotas {
+        None => None,
+        Some((t, quotas)) => {
+            let wants = quota::requested(quotas, &state.config, &request.spec, request.start)?;
+            Some(quota::admit(&state, t, &wants).await?)
+        }
+    };
     let cuid = spec::new_cuid();
     let userns = state.docker.userns_recent().await;
     let made = {
@@ -167,24 +176,6 @@ pub async fn create(
             discard();
         })?;
     }
-    // The tenant's quotas, checked under its write lock, held until the row is committed.
-    let quota_guard = match &quotas {
-        None => None,
-        Some((t, quotas)) => {
-            let admitted =
-                match quota::requested(quotas, &state.config, &request.spec, request.start) {
-                    Ok(wants) => quota::admit(&state, t, &wants).await,
-                    Err(e) => Err(e),
-                };
-            match admitted {
-                Ok(guard) => Some(guard),
-                Err(e) => {
-                    discard();
-                    return Err(e);
-                }
-            }
-        }
-    };
     let inserted = state
         .store
         .insert_owned(

@@ -126,13 +126,13 @@ fn parse_quotas(name: &str, body: &Map<String, Value>) -> ApiResult<TenantRow> {
                 .ok_or_else(|| bad("max_cpus", v, "a number >= 0"))?,
         ),
     };
-    // Bytes, or a size as `resources.memory` takes it (`8g`).
+    // Bytes, or a size as `resources.memory` and `resources.disk` take it (`8g`, `1t`).
     let size = |field: &str| -> ApiResult<Option<i64>> {
         match body.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => {
                 let bytes = match v {
-                    Value::String(s) => crate::spec::parse_memory(s),
+                    Value::String(s) => crate::spec::parse_size(s),
                     other => other.as_u64(),
                 };
                 bytes

@@ -30,8 +30,8 @@ pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
 pub use network::{Allow, Egress, Network};
 pub use resources::{
-    host_cpus, parse_disk_value, parse_memory, DEFAULT_TMP_BYTES, MIN_DISK_BYTES, MIN_MEMORY_BYTES,
-    MIN_TMP_BYTES,
+    host_cpus, parse_disk_value, parse_memory, parse_size, DEFAULT_TMP_BYTES, MIN_DISK_BYTES,
+    MIN_MEMORY_BYTES, MIN_TMP_BYTES,
 };
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};

@@ -225,7 +225,7 @@ pub fn parse_disk_value(v: Value) -> Result<(String, i64), Invalid> {
 }
 
 /// [`parse_memory`], and `t`/`tb` for terabytes.
-fn parse_size(s: &str) -> Option<u64> {
+pub fn parse_size(s: &str) -> Option<u64> {
     let lower = s.trim().to_ascii_lowercase();
     let tera = lower.strip_suffix("tb").or_else(|| lower.strip_suffix('t'));
     match tera {

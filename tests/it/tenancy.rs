@@ -497,6 +497,9 @@ async fn every_quota_holds_at_its_limit() {
 #[tokio::test]
 async fn the_disk_quota_counts_the_caps() {
     let s = Server::start().await;
+    // Sizes as `resources.disk` takes them, terabytes included.
+    let r = s.put_tenant("d", &json!({"max_disk": "2t"})).await;
+    assert_eq!(r.json["quotas"]["max_disk"], 2_i64 << 40, "{}", r.text);
     let r = s.put_tenant("d", &json!({"max_disk": "64m"})).await;
     assert_eq!(r.json["quotas"]["max_disk"], 64 << 20, "{}", r.text);
     let q = s.token("write", Some("d")).await;
@@ -508,8 +511,23 @@ async fn the_disk_quota_counts_the_caps() {
         .as_str()
         .unwrap()
         .to_owned();
+    let images = || {
+        std::fs::read_dir(s.data_dir().join("disks"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "img")
+            })
+            .count()
+    };
+    assert_eq!(images(), 1);
     let r = q.post_json("/containers", &capped("48m")).await;
     r.assert_error(403, "forbidden", "QUOTA_EXCEEDED");
+    // Refused before anything was made: no image came and went.
+    assert_eq!(images(), 1);
     assert_eq!(
         r.json["details"],
         json!({"tenant": "d", "quota": "max_disk", "limit": 64 << 20, "used": 32 << 20, "requested": 48 << 20})
