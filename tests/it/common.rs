@@ -1068,8 +1068,13 @@ pub fn tail_of(text: &[u8]) -> String {
 
 impl Term {
     pub async fn open(s: &Server, path: &str) -> Term {
+        Term::on(s.ws(path).await)
+    }
+
+    /// A terminal on a WebSocket already open.
+    pub fn on(ws: Socket) -> Term {
         Term {
-            ws: s.ws(path).await,
+            ws,
             exec_out: Vec::new(),
             exec_err: Vec::new(),
             main_out: Vec::new(),

@@ -557,17 +557,7 @@ async fn fifty_concurrent_sessions_on_one_container() {
     for i in 0..50 {
         let ws = s.ws(&format!("/ws/{cuid}")).await;
         set.spawn(async move {
-            let mut t = Term {
-                ws,
-                exec_out: Vec::new(),
-                exec_err: Vec::new(),
-                main_out: Vec::new(),
-                main_err: Vec::new(),
-                encodings: Vec::new(),
-                errors: Vec::new(),
-                exit: None,
-                closed: false,
-            };
+            let mut t = Term::on(ws);
             t.stdin(&format!("echo session-$(({i}*1000+7))\nexit {}\n", i % 5))
                 .await;
             let code = t.until_exit(Duration::from_secs(60)).await;
