@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::lifecycle::{DesiredState, Status};
+use crate::lifecycle::{DesiredState, Status, StatusReason};
 use crate::spec::{Isolation, Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
@@ -37,6 +37,10 @@ pub struct Representation {
     pub network: Network,
     pub desired_state: DesiredState,
     pub status: Shown,
+    /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
+    /// `idle` (its `idle` policy); null when a client's request did (docs/API.md).
+    #[schema(required = true)]
+    pub status_reason: Option<StatusReason>,
     #[schema(required = true)]
     pub exit_code: Option<i64>,
     pub generation: i64,
@@ -85,6 +89,7 @@ pub fn representation(c: &Container) -> Representation {
         network: s.network.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
+        status_reason: c.status_reason,
         exit_code: c.exit_code,
         generation: c.generation,
         observed_generation: c.observed_generation,

@@ -325,6 +325,7 @@ mod tests {
                 network: Default::default(),
             },
             tenant: None,
+            status_reason: None,
             desired_state: crate::lifecycle::DesiredState::Running,
             status: crate::lifecycle::Status::Created,
             exit_code: None,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{Error, Store};
-use crate::lifecycle::{DesiredState, Progress, Status};
+use crate::lifecycle::{DesiredState, Progress, Status, StatusReason};
 use crate::spec::{Port, Resources, Spec};
 
 /// One container as stored.
@@ -29,6 +29,8 @@ pub struct Container {
     pub updated_at: String,
     /// The tenant it belongs to (`None`: the operator's).
     pub tenant: Option<String>,
+    /// Why the server set the current desired state (`None`: a client did).
+    pub status_reason: Option<StatusReason>,
 }
 
 impl Container {
@@ -81,12 +83,13 @@ struct Row {
     tenant: Option<String>,
     egress: String,
     egress_allow: String,
+    status_reason: Option<StatusReason>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow";
+     egress, egress_allow, status_reason";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -140,6 +143,7 @@ impl Row {
             created_at: self.created_at,
             updated_at: self.updated_at,
             tenant: self.tenant,
+            status_reason: self.status_reason,
         }
     }
 }

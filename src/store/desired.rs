@@ -10,7 +10,7 @@ use sqlx::{Sqlite, Transaction};
 use super::containers::{fetch_one, Container, Created, Updated};
 use super::error::Error;
 use super::{now, Store};
-use crate::lifecycle::DesiredState;
+use crate::lifecycle::{DesiredState, StatusReason};
 use crate::spec::{Port, Spec};
 
 /// One container row under the write lock: the transaction and the row as it was when the
@@ -270,7 +270,27 @@ impl Store {
         let Some((desired_state, restart)) = plan(&row.current)? else {
             return Ok((row.current, false));
         };
-        Ok(self.write_transition(row, desired_state, restart).await?)
+        Ok(self
+            .write_transition(row, desired_state, restart, None)
+            .await?)
+    }
+
+    /// A transition the server makes by itself, for `reason` (a lifetime that ran out, an
+    /// idle policy): as [`Self::transition`], and the row keeps `reason` as its
+    /// `status_reason` until a client's action replaces the desired state.
+    pub async fn transition_for<E: From<Error>>(
+        &self,
+        cuid: &str,
+        reason: StatusReason,
+        plan: impl FnOnce(&Container) -> Result<Option<(DesiredState, bool)>, E>,
+    ) -> Result<(Container, bool), E> {
+        let row = self.lock_row(cuid).await?;
+        let Some((desired_state, restart)) = plan(&row.current)? else {
+            return Ok((row.current, false));
+        };
+        Ok(self
+            .write_transition(row, desired_state, restart, Some(reason))
+            .await?)
     }
 
     /// The write of [`Self::transition`], once the plan is made.
@@ -279,6 +299,7 @@ impl Store {
         mut row: LockedRow,
         desired_state: DesiredState,
         restart: bool,
+        reason: Option<StatusReason>,
     ) -> Result<(Container, bool), Error> {
         let cuid = row.cuid.clone();
         let cuid = cuid.as_str();
@@ -296,6 +317,12 @@ impl Store {
         )
         .execute(&mut *row.tx)
         .await?;
+        // A runtime query: the statement above keeps its offline data.
+        sqlx::query("UPDATE containers SET status_reason = ? WHERE cuid = ?")
+            .bind(reason)
+            .bind(cuid)
+            .execute(&mut *row.tx)
+            .await?;
         let container = row.commit().await?;
         self.touched();
         Ok((container, true))

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::containers::{Container, Created, ListFilter, Observation, Updated};
 use super::Store;
 use crate::error::{ApiCode, ApiError, Kind};
-use crate::lifecycle::{DesiredState, Status};
+use crate::lifecycle::{DesiredState, Status, StatusReason};
 use crate::spec::{Port, Resources, Spec};
 
 /// A store in its own directory; the directory lives as long as the returned guard.
@@ -266,6 +266,32 @@ async fn transition_plans_on_the_current_row_and_a_refusal_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(missing.code, "CONTAINER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_servers_transition_keeps_its_reason_until_a_clients_replaces_it() {
+    let (store, _dir) = fresh().await;
+    let c = insert(&store, &spec(&[])).await.unwrap();
+    assert_eq!(c.status_reason, None);
+
+    let (idled, changed) = store
+        .transition_for::<ApiError>(&c.cuid, StatusReason::Idle, |_| {
+            Ok(Some((DesiredState::Paused, false)))
+        })
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(idled.desired_state, DesiredState::Paused);
+    assert_eq!(idled.status_reason, Some(StatusReason::Idle));
+    // Read back from the file, not only from the answer.
+    let stored = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(stored.status_reason, Some(StatusReason::Idle));
+
+    let (woken, _) = store
+        .transition::<ApiError>(&c.cuid, |_| Ok(Some((DesiredState::Running, false))))
+        .await
+        .unwrap();
+    assert_eq!(woken.status_reason, None);
 }
 
 #[tokio::test]
