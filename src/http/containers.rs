@@ -20,7 +20,7 @@ use crate::http::response::{
     set_identity_headers,
 };
 use crate::http::schema::{ContainerList, LiveStatus, PublishedPort, StatusSource};
-use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
+use crate::http::wait::{after_spec_change, answer_created, wait_deleted, Wait};
 use crate::http::{cursor, quota};
 use crate::lifecycle::{DesiredState, DockerState, Status};
 use crate::representation::{Gone, Shown};
@@ -97,7 +97,7 @@ fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiRes
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created", body = crate::http::schema::Representation), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created (with start: true, a start that failed shows in status and last_error)", body = crate::http::schema::Representation), (status = 202, description = "Accepted: start with ?wait=false, or still converging when ACTION_TIMEOUT passed", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -209,13 +209,7 @@ pub async fn create(
         return Ok(container_response(StatusCode::CREATED, &container));
     }
     state.reconciler.wake(&container);
-    let converged = wait_converged(&state, &cuid, wait, &since).await?;
-    let status = if wait.wait {
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok(container_response(status, &converged.unwrap_or(container)))
+    answer_created(&state, container, wait, &since).await
 }
 
 #[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::schema::LiveContainer), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
