@@ -17,6 +17,10 @@ use crate::store::containers::Container;
 #[schema(as = Container)]
 pub struct Representation {
     pub cuid: String,
+    /// The name people know it by (a DNS label, unique among its tenant's live
+    /// containers), or null.
+    #[schema(required = true)]
+    pub name: Option<String>,
     pub image: String,
     pub env: BTreeMap<String, String>,
     pub tags: Vec<String>,
@@ -76,6 +80,7 @@ pub fn representation(c: &Container) -> Representation {
     let s = &c.spec;
     Representation {
         cuid: c.cuid.clone(),
+        name: s.name.clone(),
         image: s.image.clone(),
         env: s.env.clone(),
         tags: s.tags.clone(),

@@ -212,6 +212,25 @@ pub async fn create(
     answer_created(&state, container, wait, &since).await
 }
 
+/// The longest `?q=` search.
+const MAX_SEARCH_LEN: usize = 128;
+
+/// `?q=`: trimmed; empty is no search. Control characters and overlong text are refused.
+fn search_text(q: Option<&String>) -> ApiResult<Option<String>> {
+    let Some(text) = q.map(|t| t.trim()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_SEARCH_LEN || text.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            ApiCode::InvalidQuery,
+            "q",
+            json!(text.chars().take(MAX_SEARCH_LEN).collect::<String>()),
+            format!("q is up to {MAX_SEARCH_LEN} printable characters"),
+        ));
+    }
+    Ok(Some(text.to_owned()))
+}
+
 #[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::schema::LiveContainer), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -222,7 +241,7 @@ pub async fn get_one(
     Ok(live_response(&state, StatusCode::OK, &c))
 }
 
-#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -230,7 +249,7 @@ pub async fn list(
 ) -> ApiResult<Json<ContainerList>> {
     if let Some(k) = q
         .keys()
-        .find(|k| !["status", "tag", "limit", "cursor", "tenant"].contains(&k.as_str()))
+        .find(|k| !["status", "tag", "limit", "cursor", "tenant", "q"].contains(&k.as_str()))
     {
         return Err(ApiError::field(
             ApiCode::UnknownField,
@@ -274,6 +293,7 @@ pub async fn list(
         }
     };
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
+    let search = search_text(q.get("q"))?;
     let asked_tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
     // A tenant's principal lists its own containers only: asking for another tenant's is
     // answered as if it had none.
@@ -290,6 +310,7 @@ pub async fn list(
         status,
         tag,
         tenant,
+        q: search,
     };
 
     let key = &state.identity.cursor_key;
@@ -301,8 +322,9 @@ pub async fn list(
             let status_ok = asked.status.is_none() || asked.status == carried.status;
             let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
             let tenant_ok = asked.tenant.is_none() || asked.tenant == carried.tenant;
+            let q_ok = asked.q.is_none() || asked.q == carried.q;
             let own_ok = principal.tenant.is_none() || principal.tenant == carried.tenant;
-            if !status_ok || !tag_ok || !tenant_ok || !own_ok {
+            if !status_ok || !tag_ok || !tenant_ok || !q_ok || !own_ok {
                 return Err(ApiError::field(
                     ApiCode::InvalidCursor,
                     "cursor",

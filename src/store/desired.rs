@@ -139,6 +139,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        write_name(&mut tx, cuid, spec).await?;
         write_ports(&mut tx, cuid, &spec.ports).await?;
         let container = read_back(&mut tx, cuid).await?;
         if let Some((key, sha)) = idempotency {
@@ -221,6 +222,7 @@ impl Store {
         .await?;
         write_hardening(&mut row.tx, cuid, &next).await?;
         write_network(&mut row.tx, cuid, &next).await?;
+        write_name(&mut row.tx, cuid, &next).await?;
         if next.ports != current.spec.ports {
             sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
                 .execute(&mut *row.tx)
@@ -367,6 +369,39 @@ async fn write_network(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The spec's `name` (migration 0015). Unique among a tenant's live containers by the
+/// index `containers_live_name`, which is what makes two racing requests for one name
+/// race-free: the loser is `409 NAME_TAKEN` naming the holder. Written after the tenant.
+async fn write_name(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    spec: &Spec,
+) -> Result<(), Error> {
+    let written = sqlx::query("UPDATE containers SET name = ? WHERE cuid = ?")
+        .bind(&spec.name)
+        .bind(cuid)
+        .execute(&mut **tx)
+        .await;
+    match written {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT cuid FROM containers WHERE name = ?1 AND cuid <> ?2 AND deleted_at IS NULL
+                   AND COALESCE(tenant, '') = (SELECT COALESCE(tenant, '') FROM containers WHERE cuid = ?2)",
+            )
+            .bind(&spec.name)
+            .bind(cuid)
+            .fetch_optional(&mut **tx)
+            .await?;
+            Err(Error::NameTaken {
+                name: spec.name.clone().unwrap_or_default(),
+                holder,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Inserts a container's ports. A port already held by another container is `409
