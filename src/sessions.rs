@@ -146,9 +146,10 @@ impl Sessions {
             store: Some(store.clone()),
             ..Sessions::default()
         };
+        let rows = store.console_sessions(now).await?;
         {
             let mut map = sessions.by_token.lock().unwrap_or_else(|p| p.into_inner());
-            for row in store.console_sessions(now).await? {
+            for row in rows {
                 let Ok(key_digest) = <[u8; 32]>::try_from(row.key_sha256.as_slice()) else {
                     continue;
                 };
