@@ -411,6 +411,8 @@ async function watchLive(l) {
 
 // ------------------------------------------------------------------ list
 
+/** Rows per page of the list. */
+const PAGE_SIZE = 25;
 const list = { cursors: [null], page: 0, status: "", tag: "", q: "", reloadTimer: null, next: null };
 
 /** What people call a container: its name, else its cuid. */
@@ -440,7 +442,7 @@ $("page-next").addEventListener("click", () => {
 });
 
 async function loadList() {
-  const q = new URLSearchParams({ limit: "25" });
+  const q = new URLSearchParams({ limit: String(PAGE_SIZE), total: "true" });
   if (list.status) q.set("status", list.status);
   if (list.tag) q.set("tag", list.tag);
   if (list.q) q.set("q", list.q);
@@ -450,6 +452,7 @@ async function loadList() {
     const r = await api("GET", "/containers?" + q);
     $("list-error").textContent = "";
     list.next = r.data.next_cursor;
+    list.total = r.data.total;
     renderList(r.data.containers);
   } catch (e) {
     $("list-error").textContent = e.message;
@@ -463,6 +466,10 @@ function renderList(containers) {
   $("list-empty").hidden = containers.length > 0;
   $("page-next").disabled = !list.next;
   $("page-first").disabled = list.page === 0;
+  const pages = Math.max(1, Math.ceil((list.total || 0) / PAGE_SIZE));
+  const filtered = list.q || list.tag || list.status;
+  $("page-count").textContent = list.total === undefined ? "" :
+    `${list.total} container${list.total === 1 ? "" : "s"}${filtered ? " match" : ""} · page ${list.page + 1} of ${pages}`;
 }
 
 function listRow(c) {

@@ -241,16 +241,15 @@ pub async fn get_one(
     Ok(live_response(&state, StatusCode::OK, &c))
 }
 
-#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("total" = Option<bool>, Query, description = "true: the answer carries `total`, how many containers the filters keep on all pages"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ContainerList>> {
-    if let Some(k) = q
-        .keys()
-        .find(|k| !["status", "tag", "limit", "cursor", "tenant", "q"].contains(&k.as_str()))
-    {
+    if let Some(k) = q.keys().find(|k| {
+        !["status", "tag", "limit", "cursor", "tenant", "q", "total"].contains(&k.as_str())
+    }) {
         return Err(ApiError::field(
             ApiCode::UnknownField,
             k.clone(),
@@ -294,6 +293,18 @@ pub async fn list(
     };
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
     let search = search_text(q.get("q"))?;
+    let want_total = match q.get("total").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::field(
+                ApiCode::InvalidQuery,
+                "total",
+                json!(other),
+                "total is true or false",
+            ))
+        }
+    };
     let asked_tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
     // A tenant's principal lists its own containers only: asking for another tenant's is
     // answered as if it had none.
@@ -302,6 +313,7 @@ pub async fn list(
             return Ok(Json(ContainerList {
                 containers: Vec::new(),
                 next_cursor: None,
+                total: want_total.then_some(0),
             }));
         }
     }
@@ -337,6 +349,10 @@ pub async fn list(
     };
 
     let mut rows = state.store.list(&filter, after, limit).await?;
+    let total = match want_total {
+        true => Some(state.store.count(&filter).await?),
+        false => None,
+    };
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|c| cursor::encode(key, c.seq, &filter))
@@ -349,6 +365,7 @@ pub async fn list(
             .map(|c| live_representation(&state, c))
             .collect(),
         next_cursor,
+        total,
     }))
 }
 

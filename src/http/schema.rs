@@ -240,6 +240,9 @@ pub struct ContainerList {
     pub containers: Vec<LiveContainer>,
     #[schema(required = true)]
     pub next_cursor: Option<String>,
+    /// With `?total=true`: how many containers the filters keep, on every page together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 }
 
 /// `GET /containers/{cuid}/status`: live state from Docker (store values when Docker has

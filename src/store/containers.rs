@@ -233,6 +233,23 @@ impl Store {
         }))
     }
 
+    /// How many containers `filter` keeps, on every page together.
+    pub async fn count(&self, filter: &ListFilter) -> Result<i64, sqlx::Error> {
+        let status = filter
+            .status
+            .as_ref()
+            .map(|s| serde_json::to_string(s).unwrap_or_default());
+        sqlx::query_scalar(COUNT_SQL)
+            .bind(None::<i64>)
+            .bind(status)
+            .bind(&filter.tag)
+            .bind(None::<i64>)
+            .bind(&filter.tenant)
+            .bind(filter.q.as_deref().map(like_prefix))
+            .fetch_one(&self.pool)
+            .await
+    }
+
     /// One page in creation order after `after_seq`: keyset pagination on the primary key.
     /// Returns up to `limit + 1` rows so the caller knows whether another page exists.
     pub async fn list(
@@ -285,19 +302,28 @@ pub enum Created {
     KeyTaken,
 }
 
-/// The WHERE/ORDER/LIMIT of a listing page; `?1` after-seq, `?2` status JSON list or NULL,
-/// `?3` tag or NULL, `?4` limit, `?5` tenant or NULL. The status filtered on is the one shown (`deleting` for a
-/// tombstone, as in `Row::into_container`). Filters are checked per row while walking the primary key,
-/// so SQLite searches the rowid range in order and never sorts.
-pub const PAGE_WHERE: &str = "seq > ?1
-    AND (?2 IS NULL OR (CASE WHEN deleted_at IS NULL THEN status ELSE 'deleting' END)
+/// Which rows a [`ListFilter`] keeps: `?2` status JSON list or NULL, `?3` tag or NULL, `?5`
+/// tenant or NULL, `?6` a `LIKE` prefix (see [`like_prefix`]) or NULL. The status filtered on
+/// is the one shown (`deleting` for a tombstone, as in `Row::into_container`).
+macro_rules! filter_where {
+    () => {
+        "(?2 IS NULL OR (CASE WHEN deleted_at IS NULL THEN status ELSE 'deleting' END)
                        IN (SELECT value FROM json_each(?2)))
     AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value = ?3))
     AND (?5 IS NULL OR tenant = ?5)
     AND (?6 IS NULL OR name LIKE ?6 ESCAPE '\\' OR image LIKE ?6 ESCAPE '\\'
          OR image LIKE '%/' || ?6 ESCAPE '\\'
-         OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value LIKE ?6 ESCAPE '\\'))
-    ORDER BY seq LIMIT ?4";
+         OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value LIKE ?6 ESCAPE '\\'))"
+    };
+}
+
+/// The WHERE/ORDER/LIMIT of a listing page: `?1` after-seq, `?4` limit, and the filter.
+/// Filters are checked per row while walking the primary key, so SQLite searches the rowid
+/// range in order and never sorts.
+pub const PAGE_WHERE: &str = concat!("seq > ?1 AND ", filter_where!(), " ORDER BY seq LIMIT ?4");
+
+/// How many rows the filter keeps, all pages together (`?1` and `?4` unused).
+const COUNT_SQL: &str = concat!("SELECT COUNT(*) FROM containers WHERE ", filter_where!());
 
 /// A `LIKE` pattern for "starts with `text`": its own `%`, `_` and `\` are escaped, so a
 /// search for `a_b` does not match `axb`. (`LIKE` ignores ASCII case.)

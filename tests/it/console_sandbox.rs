@@ -119,4 +119,11 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         )
         .await;
     assert_eq!(rows, json!("sandbox-one"));
+    let count = b
+        .js(
+            "return document.getElementById('page-count').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(count, json!("1 container match · page 1 of 1"));
 }

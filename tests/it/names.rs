@@ -169,9 +169,15 @@ async fn the_search_matches_name_image_and_tag_prefixes_across_pages() {
         .unwrap()
         .is_empty());
 
-    // Pages keep the search: two of three, then the third.
-    let page = s.get("/containers?q=team&limit=2").await;
+    // Pages keep the search: two of three, then the third. `total` counts every page.
+    let page = s.get("/containers?q=team&limit=2&total=true").await;
     assert_eq!(names(&page.json), ["team-a", "team-b"]);
+    assert_eq!(page.json["total"], 3, "{}", page.text);
+    assert_eq!(s.get("/containers?total=true").await.json["total"], 5);
+    assert!(s.get("/containers").await.json.get("total").is_none());
+    s.get("/containers?total=yes")
+        .await
+        .assert_error(400, "validation_error", "INVALID_QUERY");
     let cursor = page.json["next_cursor"].as_str().unwrap().to_owned();
     let next = s.get(&format!("/containers?cursor={cursor}")).await;
     assert_eq!(names(&next.json), ["other"]);
