@@ -155,6 +155,7 @@ fn files_kind_code(reason: appdir::Reason) -> (Kind, ApiCode) {
         R::ZipTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipTooLarge),
         R::ZipDirectoryTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipDirectoryTooLarge),
         R::DiskQuotaExceeded => (Kind::PayloadTooLarge, ApiCode::DiskQuotaExceeded),
+        R::SnapshotTooLarge => (Kind::PayloadTooLarge, ApiCode::SnapshotTooLarge),
     }
 }
 
@@ -333,6 +334,7 @@ mod tests {
             R::ZipTooLarge,
             R::ZipDirectoryTooLarge,
             R::DiskQuotaExceeded,
+            R::SnapshotTooLarge,
         ] {
             assert_eq!(status(reason), 413, "{reason:?}");
         }

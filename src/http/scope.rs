@@ -40,6 +40,15 @@ pub fn required(method: &Method, path: &str) -> Scope {
         .strip_prefix("/containers/")
         .map(|rest| rest.split_once('/'))
     {
+        // Snapshots, restore and fork change what a container holds or make one: `write`.
+        Some(Some((_, sub)))
+            if sub == "snapshots"
+                || sub.starts_with("snapshots/")
+                || sub == "restore"
+                || sub == "fork" =>
+        {
+            Scope::Write
+        }
         Some(Some((_, sub))) if sub != "ports" => Scope::Operate,
         _ => Scope::Write,
     }
