@@ -36,8 +36,8 @@ fn content(seed: u64) -> Vec<u8> {
 fn build_zip(path: &Path) {
     let file = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for i in 0..FILES {
         zip.start_file(format!("d{}/s{}/f{i}.dat", i % 20, i % 7), opts)
             .unwrap();
@@ -160,7 +160,10 @@ fn xfs() -> Result<Xfs, String> {
         .and_then(|f| f.set_len(2 << 30))
         .map_err(|e| e.to_string())?;
     let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
-    if !ok(Command::new(mkfs).args(["-q", "-m", "reflink=1"]).arg(&image)) {
+    if !ok(Command::new(mkfs)
+        .args(["-q", "-m", "reflink=1"])
+        .arg(&image))
+    {
         return Err("mkfs.xfs failed".into());
     }
     if !ok(Command::new("mount")

@@ -403,6 +403,10 @@ pub async fn restore(
         let state = task_state;
         let lock = state.files.lock(&c.cuid).await;
         let c = live_container(&state, &c.cuid).await?;
+        // Deleted while this waited for the lock?
+        if state.store.snapshot(&c.cuid, &snap.id).await?.is_none() {
+            return Err(not_found(&snap.id));
+        }
         let capped = c.spec.resources.disk_bytes.is_some();
         let app = mounts::ready_app_dir(&state.config, &c.cuid, &c.spec).await?;
         let staging = match snapshot::capped_staging(&state.config, &c.cuid, capped) {
