@@ -418,3 +418,64 @@ async fn a_tenants_disk_quota_counts_snapshot_bytes() {
     let r = take(&s, &cuid, "two").await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
+
+/// Another tenant's container is `404` on every snapshot route; an `operate` token may list
+/// but not take, restore, fork or delete (`write`).
+#[tokio::test]
+async fn snapshots_keep_to_their_tenant_and_need_write() {
+    let s = Server::start().await;
+    s.put_tenant("ta", &json!({})).await;
+    s.put_tenant("tb", &json!({})).await;
+    let cuid = s
+        .create(&json!({"image": BUSYBOX, "command": SLEEPER, "tenant": "ta"}))
+        .await;
+    let r = take(&s, &cuid, "mine").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let other = s.token("write", Some("tb")).await;
+    let snaps = format!("/containers/{cuid}/snapshots");
+    other
+        .get(&snaps)
+        .await
+        .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+    for (path, body) in [
+        (snaps.clone(), json!({"name": "x"})),
+        (
+            format!("/containers/{cuid}/restore"),
+            json!({"snapshot": id}),
+        ),
+        (format!("/containers/{cuid}/fork"), json!({})),
+    ] {
+        other
+            .post_json(&path, &body)
+            .await
+            .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+    }
+    other.delete(&format!("{snaps}/{id}")).await.assert_error(
+        404,
+        "not_found",
+        "CONTAINER_NOT_FOUND",
+    );
+
+    let operate = s.token("operate", Some("ta")).await;
+    let r = operate.get(&snaps).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    operate
+        .post_json(&snaps, &json!({"name": "y"}))
+        .await
+        .assert_error(403, "forbidden", "SCOPE_REQUIRED");
+    operate
+        .delete(&format!("{snaps}/{id}"))
+        .await
+        .assert_error(403, "forbidden", "SCOPE_REQUIRED");
+    // The tenant's own write token may.
+    let mine = s.token("write", Some("ta")).await;
+    let r = mine
+        .post_json(&format!("/containers/{cuid}/fork"), &json!({}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .get(&format!("/containers/{}", r.json["cuid"].as_str().unwrap()))
+        .await;
+    assert_eq!(r.json["tenant"], "ta", "{}", r.text);
+}
