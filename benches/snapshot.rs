@@ -20,6 +20,8 @@ use serde_json::json;
 
 const FILES: usize = 2000;
 const FILE_BYTES: usize = 100_000;
+/// Each figure is the median of this many runs.
+const ROUNDS: usize = 3;
 
 fn content(seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
@@ -65,8 +67,17 @@ struct Row {
     cloned: bool,
 }
 
-async fn measure(opts: Options, zip_path: &Path, reflink: bool) -> Row {
+/// `data_dir`: `DATA_DIR` of the server when it is not the harness's own.
+async fn measure(data_dir: Option<PathBuf>, zip_path: &Path, reflink: bool) -> Row {
+    let opts = Options {
+        env: data_dir
+            .iter()
+            .map(|d| ("DATA_DIR".to_owned(), d.display().to_string()))
+            .collect(),
+        ..Options::default()
+    };
     let s = Server::start_with(opts).await;
+    let data = data_dir.unwrap_or_else(|| s.data_dir());
     let cuid = s.running_sleeper().await;
     let zip_len = std::fs::metadata(zip_path).unwrap().len();
     let file = tokio::fs::File::open(zip_path).await.unwrap();
@@ -83,43 +94,80 @@ async fn measure(opts: Options, zip_path: &Path, reflink: bool) -> Row {
     assert_eq!(r.status, 200, "{}", r.text);
     sync();
 
-    let t = Instant::now();
-    let r = s
-        .post_json(
-            &format!("/containers/{cuid}/snapshots"),
-            &json!({"name": "bench"}),
-        )
-        .await;
-    let snapshot = t.elapsed();
-    assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(r.json["files"], FILES);
-    let cloned = s.server_log().contains("cloned=2000") || s.server_log().contains("cloned: 2000");
-    sync();
+    let (mut snaps, mut forks, mut cps, mut reflinks) = (vec![], vec![], vec![], vec![]);
+    for i in 0..ROUNDS {
+        sync();
+        let t = Instant::now();
+        let r = s
+            .post_json(
+                &format!("/containers/{cuid}/snapshots"),
+                &json!({"name": format!("bench{i}")}),
+            )
+            .await;
+        snaps.push(t.elapsed());
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["files"], FILES);
+        sync();
 
-    let t = Instant::now();
-    let r = s
-        .post_json(
-            &format!("/containers/{cuid}/fork"),
-            &json!({"start": false}),
-        )
-        .await;
-    let fork = t.elapsed();
-    assert_eq!(r.status, 201, "{}", r.text);
-    sync();
+        let t = Instant::now();
+        let r = s
+            .post_json(
+                &format!("/containers/{cuid}/fork"),
+                &json!({"start": false}),
+            )
+            .await;
+        forks.push(t.elapsed());
+        assert_eq!(r.status, 201, "{}", r.text);
+        sync();
 
-    let app = s.mount(&cuid);
-    let dest = s.data_dir().join("cp-a");
-    let cp = timed(Command::new("cp").arg("-a").arg(&app).arg(&dest));
-    sync();
-    let reflink = reflink.then(|| {
-        let dest = s.data_dir().join("cp-reflink");
-        timed(
-            Command::new("cp")
-                .args(["-a", "--reflink=always"])
+        // `cp` does not sync; a snapshot is durable when answered (it syncs its filesystem):
+        // the copy is timed with a `sync -f` of its filesystem too.
+        let app = data.join("mounts").join(&cuid);
+        let dest = data.join(format!("cp-a-{i}"));
+        cps.push(timed(
+            Command::new("sh")
+                .arg("-c")
+                .arg("cp -a \"$0\" \"$1\" && sync -f \"$1\"")
                 .arg(&app)
                 .arg(&dest),
-        )
-    });
+        ));
+        sync();
+        if reflink {
+            let dest = data.join(format!("cp-reflink-{i}"));
+            reflinks.push(timed(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg("cp -a --reflink=always \"$0\" \"$1\" && sync -f \"$1\"")
+                    .arg(&app)
+                    .arg(&dest),
+            ));
+        }
+    }
+    // The log's fields are coloured: strip the escapes before looking for the count.
+    let log: String = {
+        let raw = s.server_log();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let cloned = log.contains(&format!("cloned={FILES}"));
+    let mut median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (snapshot, fork, cp) = (median(&mut snaps), median(&mut forks), median(&mut cps));
+    let reflink = (!reflinks.is_empty()).then(|| median(&mut reflinks));
     Row {
         snapshot,
         fork,
@@ -157,7 +205,7 @@ fn xfs() -> Result<Xfs, String> {
     let mount = dir.path().join("mnt");
     std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
     std::fs::File::create(&image)
-        .and_then(|f| f.set_len(2 << 30))
+        .and_then(|f| f.set_len(4 << 30))
         .map_err(|e| e.to_string())?;
     let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
     if !ok(Command::new(mkfs)
@@ -179,7 +227,7 @@ fn xfs() -> Result<Xfs, String> {
 fn print(label: &str, r: &Row) {
     let s = |d: Duration| d.as_secs_f64();
     println!(
-        "{label}: snapshot {:.2} s ({}) | fork {:.2} s | cp -a {:.2} s | ratio snapshot/cp = {:.2} | {}",
+        "{label}: snapshot {:.2} s ({}) | fork {:.2} s | cp -a + sync {:.2} s | ratio snapshot/cp = {:.2} | {}",
         s(r.snapshot),
         if r.cloned { "cloned" } else { "copied" },
         s(r.fork),
@@ -187,7 +235,7 @@ fn print(label: &str, r: &Row) {
         s(r.snapshot) / s(r.cp),
         match r.reflink {
             Some(d) => format!(
-                "cp --reflink=always {:.2} s (ratio snapshot/reflink = {:.2})",
+                "cp -a --reflink=always + sync {:.2} s (ratio snapshot/reflink = {:.2})",
                 s(d),
                 s(r.snapshot) / s(d)
             ),
@@ -209,21 +257,14 @@ async fn main() {
     );
     build_zip(&zip_path);
     println!(
-        "snapshot benchmark: {FILES} files, {} MB, a running container (paused for the copy)",
+        "snapshot benchmark: {FILES} files, {} MB, a running container (paused for the copy); medians of {ROUNDS}",
         FILES * FILE_BYTES / 1_000_000
     );
-    let host = measure(Options::default(), &zip_path, false).await;
+    let host = measure(None, &zip_path, false).await;
     print("DATA_DIR on the host's filesystem", &host);
     match xfs() {
         Ok(x) => {
-            let opts = Options {
-                env: vec![(
-                    "DATA_DIR".into(),
-                    x.mount.join("data").display().to_string(),
-                )],
-                ..Options::default()
-            };
-            let row = measure(opts, &zip_path, true).await;
+            let row = measure(Some(x.mount.join("data")), &zip_path, true).await;
             print("DATA_DIR on a loop-mounted XFS (reflink=1)", &row);
         }
         Err(why) => println!("XFS row skipped: {why}"),

@@ -333,9 +333,7 @@ impl Walk<'_> {
                 out.metadata()?.len()
             }
             Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::BADF) => {
-                use std::io::Read;
-                // The file may grow while it is read: never past the cap.
-                std::io::copy(&mut (&mut file).take(left + 1), &mut out)?
+                copy_data(&mut file, &mut out, left)?
             }
             Err(e) => return Err(std::io::Error::from(e).into()),
         };
@@ -363,6 +361,27 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// Copies `src` into `dst` in the kernel (`copy_file_range`), or through a buffer where
+/// the kernel cannot (`EXDEV`, `EINVAL`, `EOPNOTSUPP`, `ENOSYS` before any byte), at most
+/// `cap + 1` bytes: the file may grow while it is read, and one byte past the cap tells so.
+fn copy_data(src: &mut std::fs::File, dst: &mut std::fs::File, cap: u64) -> std::io::Result<u64> {
+    let limit = cap.saturating_add(1);
+    let mut total = 0u64;
+    while total < limit {
+        let want = usize::try_from((limit - total).min(1 << 30)).unwrap_or(1 << 30);
+        match rustix::fs::copy_file_range(&*src, None, &*dst, None, want) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(Errno::XDEV | Errno::INVAL | Errno::OPNOTSUPP | Errno::NOSYS) if total == 0 => {
+                use std::io::Read;
+                return std::io::copy(&mut (&*src).take(limit), dst);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(total)
 }
 
 /// `DATA_DIR/snapshots`.
