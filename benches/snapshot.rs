@@ -162,7 +162,7 @@ async fn measure(data_dir: Option<PathBuf>, zip_path: &Path, reflink: bool) -> R
         out
     };
     let cloned = log.contains(&format!("cloned={FILES}"));
-    let mut median = |v: &mut Vec<Duration>| {
+    let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
