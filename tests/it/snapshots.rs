@@ -55,9 +55,28 @@ async fn a_snapshot_a_change_and_a_restore_bring_the_old_files_back() {
     assert_eq!(r.status, 200, "{}", r.text);
     let before = listing(&s.mount(&cuid));
 
+    let since = chrono::Utc::now().timestamp() - 1;
     let r = take(&s, &cuid, "before-upgrade").await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.json["name"], "before-upgrade");
+    // Paused for the copy, then unpaused: Docker saw exactly that.
+    let until = chrono::Utc::now().timestamp() + 1;
+    let actions = docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        &format!("container={cuid}"),
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = actions
+        .lines()
+        .filter(|a| *a == "pause" || *a == "unpause")
+        .collect();
+    assert_eq!(actions, ["pause", "unpause"]);
     assert_eq!(r.json["files"], 2, "{}", r.text);
     assert_eq!(r.json["bytes"], 6, "{}", r.text);
     let id = r.json["id"].as_str().unwrap().to_owned();
