@@ -49,6 +49,10 @@ pub struct Config {
     pub zip_max_entries: u64,
     pub zip_max_inflated_bytes: u64,
     pub zip_max_ratio: u64,
+    /// Caps of one snapshot, fork or restore copy of `/app` (`SNAPSHOT_MAX_ENTRIES`,
+    /// `SNAPSHOT_MAX_BYTES`): past either, `413 SNAPSHOT_TOO_LARGE` and nothing is kept.
+    pub snapshot_max_entries: u64,
+    pub snapshot_max_bytes: u64,
     /// An upload whose body sends no byte for this long ends (`408 UPLOAD_IDLE_TIMEOUT`) and
     /// frees its slot: a trickling client cannot hold one of the upload permits for ever.
     pub upload_idle_timeout: Duration,
@@ -462,6 +466,8 @@ impl Config {
             zip_max_entries: parse_or("ZIP_MAX_ENTRIES", 20_000)?,
             zip_max_inflated_bytes: parse_or("ZIP_MAX_INFLATED_BYTES", 1024 * 1024 * 1024)?,
             zip_max_ratio: parse_or("ZIP_MAX_RATIO", 200)?,
+            snapshot_max_entries: parse_or("SNAPSHOT_MAX_ENTRIES", 100_000)?,
+            snapshot_max_bytes: parse_or("SNAPSHOT_MAX_BYTES", 4u64 << 30)?,
             upload_idle_timeout: secs_or("UPLOAD_IDLE_TIMEOUT", 30)?.max(Duration::from_secs(1)),
             upload_stall_budget: secs_or("UPLOAD_STALL_BUDGET", 30)?.max(Duration::from_secs(1)),
             upload_slot_wait: secs_or("UPLOAD_SLOT_WAIT", 30)?,
@@ -517,6 +523,8 @@ impl Config {
             zip_max_entries: 1000,
             zip_max_inflated_bytes: 1 << 20,
             zip_max_ratio: 200,
+            snapshot_max_entries: 1000,
+            snapshot_max_bytes: 1 << 20,
             container_log_max_size: "10m".into(),
             container_log_max_file: 3,
             reconcile_concurrency: 4,

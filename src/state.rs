@@ -89,6 +89,10 @@ impl AppState {
         let known = store.all_cuids().await?.into_iter().collect();
         crate::appdir::mounts::remove_orphans(crate::appdir::mounts::orphans(&config, &known));
         crate::appdir::mounts::settle_disks(&config, &known);
+        {
+            let ids = store.all_snapshot_ids().await?.into_iter().collect();
+            crate::appdir::snapshot::sweep(&config, &known, &ids);
+        }
         let audit =
             Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;
         let docker = crate::docker::Engine::connect().await;

@@ -855,12 +855,12 @@ for (const b of document.querySelectorAll("[data-tab]")) {
 }
 
 function selectTab(tab) {
-  if (!["logs", "terminal", "files"].includes(tab)) tab = "logs";
+  if (!["logs", "terminal", "files", "snapshots"].includes(tab)) tab = "logs";
   if (tab === "terminal" && !can("operate")) tab = "logs"; // a terminal needs `operate`
   for (const b of document.querySelectorAll("[data-tab]")) {
     b.setAttribute("aria-selected", String(b.dataset.tab === tab));
   }
-  for (const t of ["logs", "terminal", "files"]) $("panel-" + t).hidden = t !== tab;
+  for (const t of ["logs", "terminal", "files", "snapshots"]) $("panel-" + t).hidden = t !== tab;
   if (detail.tab !== tab) {
     if (detail.tab === "logs" && detail.logsAbort) detail.logsAbort.abort();
     if (detail.tab === "terminal") termClose();
@@ -869,6 +869,85 @@ function selectTab(tab) {
   if (tab === "logs") loadLogs();
   if (tab === "terminal" && !detail.term) termOpen();
   if (tab === "files") loadFiles(files.path);
+  if (tab === "snapshots") loadSnapshots();
+}
+
+// ------------------------------------------------------------------ snapshots
+
+function snapBase() {
+  return `/containers/${encodeURIComponent(detail.cuid)}`;
+}
+
+async function loadSnapshots() {
+  $("snap-error").textContent = "";
+  try {
+    const r = await api("GET", `${snapBase()}/snapshots`);
+    const body = $("snap-body");
+    body.replaceChildren(...r.data.snapshots.map(snapRow));
+    if (!r.data.snapshots.length) {
+      body.append(el("tr", {}, el("td", { colspan: "5" }, "No snapshots yet.")));
+    }
+  } catch (e) {
+    $("snap-error").textContent = e.message;
+  }
+}
+
+function snapRow(s) {
+  const act = (label, fn) => el("button", { type: "button", onclick: fn, "data-snap": s.name }, label);
+  const actions = el("td", { "data-needs": "write" },
+    act("Restore", () => restoreSnapshot(s)),
+    act("Fork", () => forkSnapshot(s)),
+    act("Delete", () => deleteSnapshot(s)));
+  actions.hidden = !can("write");
+  return el("tr", {}, el("td", {}, s.name), el("td", {}, when(s.created_at)),
+    el("td", {}, String(s.files)), el("td", {}, humanSize(s.bytes)), actions);
+}
+
+async function snapAction(what, fn) {
+  $("snap-error").textContent = "";
+  $("snap-status").textContent = `${what}…`;
+  try {
+    await fn();
+  } catch (e) {
+    $("snap-status").textContent = `${what} failed`;
+    $("snap-error").textContent = e.message;
+  }
+}
+
+$("snap-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const name = $("snap-name").value.trim();
+  snapAction(`taking ${name}`, async () => {
+    const r = await api("POST", `${snapBase()}/snapshots`, { json: { name } });
+    const skipped = r.data.skipped ? `, ${r.data.skipped} special files skipped` : "";
+    $("snap-status").textContent = `took ${name}: ${r.data.files} files, ${humanSize(r.data.bytes)}${skipped}`;
+    $("snap-name").value = "";
+    loadSnapshots();
+  });
+});
+
+function restoreSnapshot(s) {
+  if (!confirm(`Replace /app with the snapshot ${s.name}? Files changed since are lost; a running container restarts.`)) return;
+  snapAction(`restoring ${s.name}`, async () => {
+    await api("POST", `${snapBase()}/restore`, { json: { snapshot: s.id } });
+    $("snap-status").textContent = `restored ${s.name}`;
+  });
+}
+
+function forkSnapshot(s) {
+  snapAction(`forking ${s.name}`, async () => {
+    const r = await api("POST", `${snapBase()}/fork`, { json: { snapshot: s.id, spec: {} } });
+    location.hash = "#/c/" + encodeURIComponent(r.data.cuid);
+  });
+}
+
+function deleteSnapshot(s) {
+  if (!confirm(`Delete the snapshot ${s.name}?`)) return;
+  snapAction(`deleting ${s.name}`, async () => {
+    await api("DELETE", `${snapBase()}/snapshots/${encodeURIComponent(s.id)}`);
+    $("snap-status").textContent = `deleted ${s.name}`;
+    loadSnapshots();
+  });
 }
 
 // ------------------------------------------------------------------ logs

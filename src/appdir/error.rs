@@ -62,6 +62,9 @@ pub enum Reason {
     /// The upload ran out of space under the container's `resources.disk` (`ENOSPC` or
     /// `EDQUOT` while it was extracted into the container's image).
     DiskQuotaExceeded,
+    /// A snapshot, restore or fork copy of `/app` past `SNAPSHOT_MAX_ENTRIES`,
+    /// `SNAPSHOT_MAX_BYTES` or its depth cap.
+    SnapshotTooLarge,
 }
 
 /// The kinds of slots a files request may wait for.

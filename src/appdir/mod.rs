@@ -12,6 +12,7 @@ pub mod mounts;
 pub mod place;
 pub mod plan;
 pub mod remove;
+pub mod snapshot;
 pub mod unzip;
 pub mod upload;
 pub mod zipout;

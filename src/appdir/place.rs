@@ -183,7 +183,7 @@ fn pause_point() -> Option<u64> {
     })
 }
 
-fn maybe_pause(at: u64) {
+pub(crate) fn maybe_pause(at: u64) {
     if pause_point() == Some(at) {
         tracing::warn!(
             step = at,

@@ -292,6 +292,18 @@ api_codes! {
     /// The upload does not fit under the container's `resources.disk`.
     DiskQuotaExceeded = "DISK_QUOTA_EXCEEDED",
 
+    // Snapshots, restore, fork.
+    /// A snapshot's `name` that is empty, too long or not `[A-Za-z0-9._-]`.
+    InvalidSnapshotName = "INVALID_SNAPSHOT_NAME",
+    /// The container already has a snapshot of this name.
+    SnapshotNameTaken = "SNAPSHOT_NAME_TAKEN",
+    /// No snapshot of this id on this container.
+    SnapshotNotFound = "SNAPSHOT_NOT_FOUND",
+    /// `/app` is over `SNAPSHOT_MAX_ENTRIES`, `SNAPSHOT_MAX_BYTES` or the depth cap.
+    SnapshotTooLarge = "SNAPSHOT_TOO_LARGE",
+    /// A restore or fork body field of the wrong type (`snapshot`, `spec`, `start`).
+    InvalidSnapshotRequest = "INVALID_SNAPSHOT_REQUEST",
+
     // The terminal (`/ws/{cuid}`).
     /// The route was called without a WebSocket upgrade.
     WebsocketUpgradeRequired = "WEBSOCKET_UPGRADE_REQUIRED",

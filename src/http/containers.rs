@@ -53,12 +53,7 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
 }
 
 fn limits(state: &AppState) -> Limits {
-    Limits {
-        env_max_bytes: state.config.env_max_bytes,
-        default_isolation: state.config.default_isolation,
-        default_egress: crate::spec::Egress::parse(state.config.default_egress).unwrap_or_default(),
-        ..Limits::from_host(state.config.port_bind_ip)
-    }
+    crate::http::prestart::spec_limits(state)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {

@@ -158,6 +158,7 @@ fn files_kind_code(reason: appdir::Reason) -> (Kind, ApiCode) {
         R::ZipTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipTooLarge),
         R::ZipDirectoryTooLarge => (Kind::PayloadTooLarge, ApiCode::ZipDirectoryTooLarge),
         R::DiskQuotaExceeded => (Kind::PayloadTooLarge, ApiCode::DiskQuotaExceeded),
+        R::SnapshotTooLarge => (Kind::PayloadTooLarge, ApiCode::SnapshotTooLarge),
     }
 }
 
@@ -336,6 +337,7 @@ mod tests {
             R::ZipTooLarge,
             R::ZipDirectoryTooLarge,
             R::DiskQuotaExceeded,
+            R::SnapshotTooLarge,
         ] {
             assert_eq!(status(reason), 413, "{reason:?}");
         }

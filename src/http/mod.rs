@@ -24,6 +24,7 @@ pub mod response;
 pub mod schema;
 pub mod scope;
 pub mod session;
+pub mod snapshots;
 pub mod stats;
 pub mod tenants;
 pub mod terminal;
@@ -91,6 +92,16 @@ pub fn router(state: AppState) -> Router {
             // The upload enforces UPLOAD_MAX_BYTES itself, streaming to disk.
             post(files::upload_zip).route_layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/containers/{cuid}/snapshots",
+            post(snapshots::create).get(snapshots::list),
+        )
+        .route(
+            "/containers/{cuid}/snapshots/{id}",
+            delete(snapshots::delete),
+        )
+        .route("/containers/{cuid}/restore", post(snapshots::restore))
+        .route("/containers/{cuid}/fork", post(snapshots::fork))
         .route("/containers/{cuid}/files", get(files::list))
         .route("/containers/{cuid}/download", get(files::download))
         .route("/containers/{cuid}/download-zip", get(files::download_zip))

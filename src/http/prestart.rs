@@ -109,3 +109,13 @@ pub async fn check_runtime(
     )
     .with_details(json!({"field": "isolation", "provided": isolation.as_str(), "runtime": runtime, "runtimes": runtimes})))
 }
+
+/// The limits a spec is validated against (create, PATCH, fork): the server's settings.
+pub fn spec_limits(state: &crate::state::AppState) -> crate::spec::Limits {
+    crate::spec::Limits {
+        env_max_bytes: state.config.env_max_bytes,
+        default_isolation: state.config.default_isolation,
+        default_egress: crate::spec::Egress::parse(state.config.default_egress).unwrap_or_default(),
+        ..crate::spec::Limits::from_host(state.config.port_bind_ip)
+    }
+}

@@ -542,3 +542,57 @@ pub struct EventReset {
     /// The newest event's id: resume after it.
     pub id: u64,
 }
+
+/// One snapshot of a container's `/app` (docs/API.md §17).
+#[derive(Serialize, ToSchema)]
+pub struct Snapshot {
+    /// `s` + 32 hex digits.
+    #[schema(example = "s0f8c2d1e9a7b4c3d2e1f0a9b8c7d6e5f")]
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// Bytes of file content (apparent sizes, hard links once): what counts against the
+    /// tenant's `max_disk`.
+    pub bytes: i64,
+    /// Regular files (hard-linked ones once).
+    pub files: i64,
+    /// FIFOs, sockets and devices not copied (only in the answer of the create).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u64>,
+}
+
+/// `GET /containers/{cuid}/snapshots`: oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct SnapshotList {
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// `POST /containers/{cuid}/snapshots`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SnapshotBody {
+    /// 1-64 of `A-Z a-z 0-9 . _ -`, not starting with `.`; unique per container.
+    #[schema(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
+    pub name: String,
+}
+
+/// `POST /containers/{cuid}/restore`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RestoreBody {
+    /// The id of one of the container's snapshots.
+    pub snapshot: String,
+}
+
+/// `POST /containers/{cuid}/fork`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ForkBody {
+    /// Overrides of the source's spec, as a `PATCH` body (validated the same way).
+    #[schema(value_type = Option<Object>)]
+    pub spec: Option<serde_json::Value>,
+    /// A snapshot of the source to start from; `null` or absent: the source's `/app` now.
+    pub snapshot: Option<String>,
+    /// Start the new container; default: whether the source's desired state is `running`.
+    pub start: Option<bool>,
+}

@@ -40,6 +40,15 @@ pub fn required(method: &Method, path: &str) -> Scope {
         .strip_prefix("/containers/")
         .map(|rest| rest.split_once('/'))
     {
+        // Snapshots, restore and fork change what a container holds or make one: `write`.
+        Some(Some((_, sub)))
+            if sub == "snapshots"
+                || sub.starts_with("snapshots/")
+                || sub == "restore"
+                || sub == "fork" =>
+        {
+            Scope::Write
+        }
         Some(Some((_, sub))) if sub != "ports" => Scope::Operate,
         _ => Scope::Write,
     }
@@ -144,6 +153,11 @@ mod tests {
             (Method::PATCH, "/containers/c1", Scope::Write),
             (Method::PATCH, "/containers/c1/ports", Scope::Write),
             (Method::DELETE, "/containers/c1", Scope::Write),
+            (Method::GET, "/containers/c1/snapshots", Scope::Read),
+            (Method::POST, "/containers/c1/snapshots", Scope::Write),
+            (Method::DELETE, "/containers/c1/snapshots/s1", Scope::Write),
+            (Method::POST, "/containers/c1/restore", Scope::Write),
+            (Method::POST, "/containers/c1/fork", Scope::Write),
             (Method::POST, "/images/pull", Scope::Admin),
             (Method::DELETE, "/images/busybox:1", Scope::Admin),
             (Method::GET, "/tokens", Scope::Admin),

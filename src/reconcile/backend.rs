@@ -660,6 +660,13 @@ impl Backend for DockerBackend {
                         format!("cannot remove the disk image of {cuid}: {e}"),
                     )
                 })?;
+                // Its snapshots go with it (their rows go with its row).
+                crate::appdir::snapshot::remove_all(&config, &cuid).map_err(|e| {
+                    StepError::new(
+                        ErrorCode::IoError,
+                        format!("cannot remove the snapshots of {cuid}: {e}"),
+                    )
+                })?;
                 for dir in dirs {
                     crate::appdir::remove::remove_tree(&dir).map_err(|e| {
                         StepError::new(

@@ -90,6 +90,8 @@ pub struct Reconciler {
     queue: Arc<Mutex<queue::Queue>>,
     notify: Arc<Notify>,
     changes: Arc<watch::Sender<u64>>,
+    /// Notified when a pass ends (a [`Reconciler::hold`] waits for one in flight).
+    passes_done: Arc<Notify>,
     /// Pulls under way and their progress (shown in the representation while a container
     /// waits for its image).
     pub pulls: crate::images::Pulls,
@@ -107,6 +109,7 @@ impl Reconciler {
             queue: Arc::default(),
             notify: Arc::new(Notify::new()),
             changes: Arc::new(watch::channel(0).0),
+            passes_done: Arc::new(Notify::new()),
             pulls: crate::images::Pulls::default(),
         }
     }
@@ -166,11 +169,48 @@ impl Reconciler {
 
     fn finished(&self, cuid: &str, failed: bool) {
         self.lock().done(cuid, failed, Instant::now());
+        self.passes_done.notify_waiters();
     }
 
+    /// Keeps the reconciler off `cuid` until the [`Hold`] is dropped, after the pass in
+    /// flight for it (if any) ends: a request that pauses a running container for a moment
+    /// (a snapshot's copy) is not undone by a pass that sees it "paused outside". The hold
+    /// changes no desired state; when it ends, a pass checks the container.
+    pub async fn hold(&self, cuid: &str) -> Hold {
+        loop {
+            let done = self.passes_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.lock().try_hold(cuid) {
+                return Hold {
+                    reconciler: self.clone(),
+                    cuid: cuid.to_owned(),
+                };
+            }
+            // Bounded, in case another holder releases without a pass ending.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), done).await;
+        }
+    }
+}
+
+impl Reconciler {
     /// Starts the worker, the event listener and the resync timer; they stop on `shutdown`.
     pub fn spawn(&self, ctx: Ctx, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let ctx = Arc::new(ctx);
         tokio::spawn(worker::run(ctx, shutdown))
+    }
+}
+
+/// See [`Reconciler::hold`].
+pub struct Hold {
+    reconciler: Reconciler,
+    cuid: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.reconciler.lock().release(&self.cuid, Instant::now());
+        self.reconciler.notify.notify_one();
+        self.reconciler.passes_done.notify_waiters();
     }
 }

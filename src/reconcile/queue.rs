@@ -64,6 +64,8 @@ pub struct Queue {
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     /// The tenant of each container the queue was told of.
     tenant_of: HashMap<String, Lane>,
+    /// Containers held by a request (a snapshot's pause): never handed out meanwhile.
+    held: HashSet<String>,
 }
 
 impl Queue {
@@ -124,6 +126,11 @@ impl Queue {
                 break;
             };
             self.queued.remove(&cuid);
+            if self.held.contains(&cuid) {
+                // Queued before it was held: it runs once released.
+                self.again.entry(cuid).or_insert(false);
+                continue;
+            }
             self.running.insert(cuid.clone());
             ready.push(cuid);
         }
@@ -148,6 +155,29 @@ impl Queue {
         if let Some(urgent) = self.again.remove(cuid) {
             self.add(cuid, urgent, now);
         }
+    }
+
+    /// Holds `cuid` so no pass runs for it until [`Queue::release`]: `false` (nothing done)
+    /// while a pass for it is in flight or it is held already. Woken meanwhile, it waits as
+    /// if a pass were running.
+    pub fn try_hold(&mut self, cuid: &str) -> bool {
+        if self.running.contains(cuid) || self.held.contains(cuid) {
+            return false;
+        }
+        self.held.insert(cuid.to_owned());
+        self.running.insert(cuid.to_owned());
+        true
+    }
+
+    /// Ends a [`Queue::try_hold`]: the container is woken (a pass checks what the holder
+    /// left), keeping any back-off it had.
+    pub fn release(&mut self, cuid: &str, now: Instant) {
+        if !self.held.remove(cuid) {
+            return;
+        }
+        self.running.remove(cuid);
+        let urgent = self.again.remove(cuid).unwrap_or(false);
+        self.add(cuid, urgent, now);
     }
 
     /// How many containers wait in line (not those backing off).
@@ -214,6 +244,23 @@ mod tests {
 
     fn names(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_held_container_is_never_handed_out() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        q.add("a", true, now);
+        assert!(q.try_hold("a"));
+        assert!(!q.try_hold("a"));
+        q.add("a", true, now);
+        assert!(q.take(4, now).0.is_empty());
+        q.release("a", now);
+        assert_eq!(q.take(4, now).0, ["a"]);
+        // Not while its pass runs.
+        assert!(!q.try_hold("a"));
+        q.done("a", false, now);
+        assert!(q.try_hold("a"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod desired;
 mod error;
 mod observed;
 pub mod sessions;
+pub mod snapshots;
 pub mod tenancy;
 #[cfg(test)]
 mod tests;

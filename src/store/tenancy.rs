@@ -160,7 +160,9 @@ impl Store {
                     COALESCE(SUM(COALESCE(cpus, ?2, 0)), 0.0) AS cpus,
                     COALESCE(SUM(COALESCE(memory_bytes, ?3, 0)), 0) AS memory,
                     COALESCE(SUM(COALESCE(pids, 0)), 0) AS pids,
-                    COALESCE(SUM(COALESCE(disk_bytes, 0)), 0) AS disk
+                    COALESCE(SUM(COALESCE(disk_bytes, 0)), 0)
+                      + (SELECT COALESCE(SUM(s.bytes), 0) FROM snapshots s
+                         JOIN containers c ON c.cuid = s.cuid WHERE c.tenant = ?1) AS disk
              FROM containers WHERE tenant = ?1",
         )
         .bind(tenant)

@@ -94,6 +94,32 @@ async fn a_name_is_unique_among_live_containers_and_can_change() {
     assert_eq!(s.count_containers().await, 1);
 }
 
+/// A fork is a new container: it has no name unless its overrides give it one.
+#[tokio::test]
+async fn a_fork_takes_a_name_only_when_given_one() {
+    let s = Server::start().await;
+    let source = s.create(&json!({"image": BUSYBOX, "name": "origin"})).await;
+    let r = s
+        .post_json(&format!("/containers/{source}/fork"), &json!({}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["name"], Value::Null);
+    let r = s
+        .post_json(
+            &format!("/containers/{source}/fork"),
+            &json!({"spec": {"name": "origin-copy"}}),
+        )
+        .await;
+    assert_eq!(r.json["name"], "origin-copy", "{}", r.text);
+    s.post_json(
+        &format!("/containers/{source}/fork"),
+        &json!({"spec": {"name": "origin"}}),
+    )
+    .await
+    .assert_error(409, "conflict", "NAME_TAKEN");
+    assert_eq!(s.count_containers().await, 3, "a refused fork left a row");
+}
+
 #[tokio::test]
 async fn two_tenants_may_use_one_name() {
     let s = Server::start().await;
