@@ -57,6 +57,10 @@ pub struct CreateBody {
     pub isolation: Option<crate::spec::Isolation>,
     /// What the container may reach; default `{"egress": DEFAULT_EGRESS}`.
     pub network: Option<NetworkIn>,
+    /// A time limit: at `created_at + ttl` the server stops or deletes the container.
+    /// Default: the `DEFAULT_TTL` setting (none unless set); `null`: none (refused
+    /// `TTL_TOO_LONG` under `MAX_TTL`).
+    pub lifetime: Option<LifetimeBody>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -164,6 +168,22 @@ pub struct PatchBody {
     /// Replaces the whole policy; `null` is `{"egress": DEFAULT_EGRESS}`. Changing it
     /// recreates a running container.
     pub network: Option<NetworkIn>,
+    /// Sets the time limit and moves the deadline to now + `ttl` (extend or shorten; the
+    /// same `ttl` again restarts the count); `on_expiry` left out keeps the current one.
+    /// `null` removes the limit (refused `TTL_TOO_LONG` under `MAX_TTL`). Recreates
+    /// nothing and bumps no generation.
+    pub lifetime: Option<LifetimeBody>,
+}
+
+/// `lifetime` of a create or patch body.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeBody {
+    /// Seconds until the deadline: 1 to 315360000 (ten years), at most `MAX_TTL` when set.
+    #[schema(minimum = 1, maximum = 315360000)]
+    pub ttl: u64,
+    /// Default `stop` (on a patch: the current one).
+    pub on_expiry: Option<crate::spec::OnExpiry>,
 }
 
 /// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,

@@ -56,6 +56,10 @@ pub enum Rule {
     InvalidDisk,
     DiskTooSmall,
     DiskChangeRefused,
+    InvalidLifetime,
+    InvalidTtl,
+    TtlTooLong,
+    InvalidOnExpiry,
 }
 
 impl Invalid {
