@@ -116,7 +116,10 @@ async fn console_creates_and_shows_a_sandboxed_container() {
              return t.startsWith('deleted at') && /\\(in (59 min|1 h)/.test(t) && t;",
         )
         .await;
-    assert!(deadline.as_str().unwrap().contains("deleted at"), "{deadline}");
+    assert!(
+        deadline.as_str().unwrap().contains("deleted at"),
+        "{deadline}"
+    );
     let before = r.json["expires_at"].as_str().unwrap().to_owned();
     b.type_into("#extend-ttl", "2h").await;
     b.click("#extend-submit").await;
