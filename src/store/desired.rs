@@ -1,7 +1,7 @@
 //! Desired-state writes, made by the API: insert, spec updates, actions' transitions and
-//! tombstones. Each runs under `BEGIN IMMEDIATE`, so concurrent writers queue on SQLite's
-//! lock instead of failing on a stale snapshot, and each decides on the row as it is under
-//! that lock. Every write the API acknowledges is committed (WAL, `synchronous=FULL`) before
+//! tombstones (and the server's own at a container's deadline, [`Store::expire`]). Each runs
+//! under `BEGIN IMMEDIATE`, so concurrent writers queue on SQLite's lock instead of failing
+//! on a stale snapshot, and each decides on the row as it is under that lock. Every write the API acknowledges is committed (WAL, `synchronous=FULL`) before
 //! the answer goes out.
 
 use serde_json::Value;
@@ -307,15 +307,14 @@ impl Store {
             Err(e) => return Err(e),
         };
         let plan = ExpiryPlan::of(&row.current, &stamp(at));
-        let stop_plan = match plan {
-            ExpiryPlan::NotDue(next) => return Ok(Expiry::NotDue(next)),
-            ExpiryPlan::Delete | ExpiryPlan::Stop(_, _) | ExpiryPlan::Settled => plan,
-        };
+        if let ExpiryPlan::NotDue(next) = &plan {
+            return Ok(Expiry::NotDue(next.clone()));
+        }
         sqlx::query("UPDATE containers SET expires_at = NULL WHERE cuid = ?")
             .bind(cuid)
             .execute(&mut *row.tx)
             .await?;
-        match stop_plan {
+        match plan {
             ExpiryPlan::Delete => {
                 write_tombstone(&mut row.tx, cuid, Some(StatusReason::Expired)).await?;
                 let container = row.commit().await?;
@@ -328,7 +327,7 @@ impl Store {
                     .await?;
                 Ok(Expiry::Stopped(container))
             }
-            _ => {
+            ExpiryPlan::Settled | ExpiryPlan::NotDue(_) => {
                 let container = row.commit().await?;
                 self.touched();
                 Ok(Expiry::Settled(container))
