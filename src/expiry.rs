@@ -244,6 +244,10 @@ impl Deadlines {
                     "desired_state" => c.desired_state.as_str(),
                 });
                 tracing::info!(cuid, outcome, "lifetime ran out");
+                crate::metrics::get()
+                    .lifetimes_expired
+                    .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                    .inc();
                 if !matches!(done, Expiry::Settled(_)) {
                     reconciler.wake(c);
                 }

@@ -135,6 +135,16 @@ async fn a_deadline_stops_or_deletes_and_a_patch_moves_it() {
         .iter()
         .any(|l| l["action"] == "expire" && l["cuid"] == kept_id.as_str()));
 
+    // Counted: one stopped, one deleted; one deadline (the extended one) still waited for.
+    let m = s.get("/metrics").await.text;
+    for line in [
+        "cm_lifetimes_expired_total{outcome=\"stopped\"} 1",
+        "cm_lifetimes_expired_total{outcome=\"deleted\"} 1",
+        "cm_deadlines 1",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+
     // A client may start the expired one again: the deadline was consumed, it stays up.
     s.start_container(&stopped_id).await;
     let again = s.get(&path).await;
