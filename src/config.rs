@@ -76,6 +76,12 @@ pub struct Config {
     /// `resources.disk` given to a container created without one (`DEFAULT_DISK`, as written
     /// and in bytes; unset or `0`: none, `/app` uncapped).
     pub default_disk: Option<(String, i64)>,
+    /// `lifetime.ttl` (seconds) of a create that names no `lifetime` (`DEFAULT_TTL`; unset
+    /// or `0`: none), with `on_expiry: stop`.
+    pub default_ttl: Option<u64>,
+    /// The longest `lifetime.ttl` (`MAX_TTL`; unset or `0`: no limit). When set, every
+    /// container has a lifetime: one created without gets `DEFAULT_TTL`, else `MAX_TTL`.
+    pub max_ttl: Option<u64>,
     /// CPU limit of a container whose spec sets none (`DEFAULT_CPUS`; `0`: none), at most this
     /// host's CPUs (Docker refuses more).
     pub default_cpus: Option<f64>,
@@ -439,6 +445,8 @@ impl Config {
             }
         };
         let (default_memory, default_cpus) = default_limits()?;
+        let (default_ttl, max_ttl) =
+            parse_ttls(var("DEFAULT_TTL").as_deref(), var("MAX_TTL").as_deref())?;
         Ok(Self {
             default_memory,
             default_cpus,
@@ -481,6 +489,8 @@ impl Config {
                 .filter(|&n| n != 0)
                 .map(i64::from),
             default_disk: default_disk()?,
+            default_ttl,
+            max_ttl,
             image_pull_policy,
             default_isolation,
             gvisor_runtime,
@@ -534,6 +544,8 @@ impl Config {
             default_pids_limit: Some(4096),
             default_memory: Some(1 << 30),
             default_disk: None,
+            default_ttl: None,
+            max_ttl: None,
             default_cpus: Some(1.0),
             env_max_bytes: 256 * 1024,
             events_max_bytes: DEFAULT_EVENTS_MAX_BYTES,
@@ -606,6 +618,55 @@ fn parse_default_disk(text: Option<&str>) -> Result<Option<(String, i64)>, Confi
         })
 }
 
+/// A duration setting in seconds: `3600`, or with a unit `90s`, `30m`, `12h`, `7d`.
+fn parse_seconds(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, 's'),
+    };
+    let n: u64 = digits.trim().parse().ok()?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// `DEFAULT_TTL` and `MAX_TTL`: unset, empty or `0`: none; else seconds (or `30m`, `12h`,
+/// `7d`), at most the spec's ceiling; `DEFAULT_TTL` at most `MAX_TTL`.
+fn parse_ttls(
+    default: Option<&str>,
+    max: Option<&str>,
+) -> Result<(Option<u64>, Option<u64>), ConfigError> {
+    let one = |name: &str, text: Option<&str>| -> Result<Option<u64>, ConfigError> {
+        let text = text.unwrap_or("").trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        match parse_seconds(text) {
+            Some(0) => Ok(None),
+            Some(n) if n <= crate::spec::TTL_CEILING => Ok(Some(n)),
+            _ => Err(ConfigError(format!(
+                "{name}={text:?} must be 0 (none) or a number of seconds (or 30m, 12h, 7d), at most ten years"
+            ))),
+        }
+    };
+    let default = one("DEFAULT_TTL", default)?;
+    let max = one("MAX_TTL", max)?;
+    if let (Some(d), Some(m)) = (default, max) {
+        if d > m {
+            return Err(ConfigError(format!(
+                "DEFAULT_TTL ({d} s) must not be longer than MAX_TTL ({m} s)"
+            )));
+        }
+    }
+    Ok((default, max))
+}
+
 fn absolute(cwd: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     let joined = if p.is_absolute() {
@@ -655,6 +716,25 @@ mod tests {
             PathBuf::from("/srv/data")
         );
         assert_eq!(absolute(Path::new("/srv"), "/x/y"), PathBuf::from("/x/y"));
+    }
+
+    #[test]
+    fn ttls_are_seconds_or_none_and_the_default_fits_the_max() {
+        assert_eq!(parse_ttls(None, None).unwrap(), (None, None));
+        assert_eq!(parse_ttls(Some("0"), Some("")).unwrap(), (None, None));
+        assert_eq!(
+            parse_ttls(Some("3600"), Some("1d")).unwrap(),
+            (Some(3600), Some(86_400))
+        );
+        assert_eq!(
+            parse_ttls(Some("30m"), Some("12h")).unwrap(),
+            (Some(1800), Some(43_200))
+        );
+        assert!(parse_ttls(Some("2h"), Some("1h")).is_err());
+        assert!(parse_ttls(Some("soon"), None).is_err());
+        assert!(parse_ttls(None, Some("-5")).is_err());
+        assert!(parse_ttls(None, Some("5w")).is_err());
+        assert!(parse_ttls(None, Some("99999d")).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   mapping; response building, waiting for convergence and pre-start checks have their own
 //!   modules there, so `containers` and `actions` depend on them and never on each other.
 //! - [`state`]: the shared state handlers and background tasks use, and opening it.
+//! - [`expiry`]: the deadline timer of containers' `lifetime`: writes desired state when a
+//!   deadline passes and wakes the reconciler.
 //! - [`reconcile`]: the controller that makes Docker match the store: a FIFO queue, a worker,
 //!   passes that decide and act through the `Backend` and `Observer` traits.
 //! - Domain: [`images`] (pull policy, registry credentials, pulls with progress), [`appdir`]
@@ -40,6 +42,7 @@ pub mod credentials;
 pub mod docker;
 pub mod error;
 pub mod events;
+pub mod expiry;
 pub mod first_run;
 pub mod http;
 pub mod image_ref;

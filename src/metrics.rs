@@ -99,6 +99,10 @@ pub struct Metrics {
     pub upload_bytes: Counter,
     pub download_bytes: Counter,
     pub connections_refused: Counter,
+    /// Deadlines acted on, by outcome (`stopped`, `deleted`, `not running`).
+    pub lifetimes_expired: Family<OutcomeLabels, Counter>,
+    /// Deadlines the timer holds (set at scrape time).
+    pub deadlines: Gauge,
 }
 
 impl Metrics {
@@ -124,6 +128,8 @@ impl Metrics {
             upload_bytes: Counter::default(),
             download_bytes: Counter::default(),
             connections_refused: Counter::default(),
+            lifetimes_expired: Family::default(),
+            deadlines: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -220,6 +226,16 @@ impl Metrics {
             "connections_refused",
             "Connections closed at once: MAX_CONNECTIONS or MAX_CONNECTIONS_PER_IP reached",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "lifetimes_expired",
+            "Containers whose lifetime ran out, by what the server did (stopped, deleted, not running)",
+            m.lifetimes_expired.clone(),
+        );
+        r.register(
+            "deadlines",
+            "Container deadlines (lifetime) the timer is waiting for",
+            m.deadlines.clone(),
         );
         m
     }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status, StatusReason};
-use crate::spec::{Isolation, Network, Port, Resources, RestartPolicy};
+use crate::spec::{Isolation, Lifetime, Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
@@ -39,6 +39,13 @@ pub struct Representation {
     pub isolation: Isolation,
     /// What the container may reach (docs/API.md, egress).
     pub network: Network,
+    /// Its time limit, or null (docs/API.md, lifetime).
+    #[schema(required = true)]
+    pub lifetime: Option<Lifetime>,
+    /// The deadline (RFC 3339 UTC): at it the server stops or deletes the container as
+    /// `lifetime.on_expiry` says. Null when it has no lifetime or the deadline was acted on.
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -92,6 +99,8 @@ pub fn representation(c: &Container) -> Representation {
         read_only: s.read_only,
         isolation: s.isolation,
         network: s.network.clone(),
+        lifetime: c.lifetime,
+        expires_at: c.expires_at.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

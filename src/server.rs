@@ -13,8 +13,8 @@ pub use crate::state::StartError;
 /// start.
 const STOP_LIMIT: Duration = Duration::from_secs(3);
 
-/// Starts the reconciler (its worker, event listener and resync timer) and the change
-/// feed of `GET /events`. Call it once per
+/// Starts the reconciler (its worker, event listener and resync timer), the change
+/// feed of `GET /events` and the deadline timer of `lifetime`s. Call it once per
 /// state; the tasks stop when `state.shutdown` is cancelled and [`serve`] awaits them.
 pub fn start_background(state: &AppState) {
     let docker = crate::reconcile::backend::DockerBackend::new(
@@ -41,6 +41,12 @@ pub fn start_background(state: &AppState) {
         state.shutdown.clone(),
     ));
     let token_use = tokio::spawn(flush_token_use(state.clone()));
+    let deadlines = state.deadlines.spawn(
+        state.store.clone(),
+        state.reconciler.clone(),
+        state.audit.clone(),
+        state.shutdown.clone(),
+    );
     state
         .background
         .lock()
@@ -49,6 +55,7 @@ pub fn start_background(state: &AppState) {
             ("reconciler", task),
             ("events feed", feed),
             ("token use", token_use),
+            ("deadlines", deadlines),
         ]);
 }
 

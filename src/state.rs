@@ -43,6 +43,9 @@ pub struct AppState {
     pub events: Arc<crate::events::Feed>,
     /// API tokens, tenants' quotas and request rates.
     pub tenancy: Arc<crate::tenancy::Tenancy>,
+    /// The containers' deadlines (`lifetime`): every write that changes one reports it
+    /// here; the timer task runs once started.
+    pub deadlines: crate::expiry::Deadlines,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,7 @@ impl AppState {
             sessions,
             events,
             tenancy,
+            deadlines: crate::expiry::Deadlines::new(),
         })
     }
 }

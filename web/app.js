@@ -539,6 +539,26 @@ function fillForm(c) {
   $("f-egress").value = c ? c.network.egress : "internet";
   $("f-allow").value = c ? (c.network.allow || []).join(", ") : "";
   form.defaults = { isolation: $("f-isolation").value, egress: $("f-egress").value };
+  $("f-ttl").value = "";
+  $("f-on_expiry").value = "stop";
+}
+
+/** A duration as typed: seconds, or with a unit (`90s`, `30m`, `2h`, `1d`); null if not one. */
+function parseSeconds(text) {
+  const m = /^(\d+)\s*([smhd]?)$/i.exec(text.trim());
+  if (!m) return null;
+  return Number(m[1]) * { "": 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2].toLowerCase()];
+}
+
+/** "1 h 2 min", "45 s": how long until a deadline. */
+function durationText(ms) {
+  let s = Math.max(0, Math.round(ms / 1000));
+  const parts = [];
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (s >= size) { parts.push(`${Math.floor(s / size)} ${unit}`); s %= size; }
+  }
+  if (!parts.length || (parts.length < 2 && s)) parts.push(`${s} s`);
+  return parts.slice(0, 2).join(" ");
 }
 
 async function openForm(cuid) {
@@ -548,6 +568,8 @@ async function openForm(cuid) {
   $("form-title").textContent = cuid ? `Edit ${cuid}` : "New container";
   $("form-submit").textContent = cuid ? "Save" : "Create";
   $("f-start").parentElement.hidden = !!cuid;
+  // A lifetime is set at create; on an existing container the detail page extends it.
+  $("f-lifetime-row").hidden = !!cuid;
   $("form-cancel").href = cuid ? "#/c/" + encodeURIComponent(cuid) : "#/";
   // The operator may create a container for a tenant; a tenant's own are its tenant's.
   $("f-tenant-row").hidden = !!cuid || !isOperator();
@@ -611,6 +633,12 @@ function readForm() {
   const allow = $("f-allow").value.split(",").map((a) => a.trim()).filter(Boolean);
   spec.network = { egress: $("f-egress").value };
   if (allow.length) spec.network.allow = allow;
+  const ttl = $("f-ttl").value.trim();
+  if (ttl) {
+    const seconds = parseSeconds(ttl);
+    if (seconds === null) throw Object.assign(new Error(`"${ttl}" is not a duration (e.g. 3600, 30m, 2h)`), { field: "lifetime" });
+    spec.lifetime = { ttl: seconds, on_expiry: $("f-on_expiry").value };
+  }
   return spec;
 }
 
@@ -790,8 +818,10 @@ function renderDetail(c) {
     ["isolation", c.isolation === "gvisor" ? "gVisor (runsc)" : "runc"],
     ["root filesystem", c.read_only ? `read-only; /tmp ${c.resources.tmp || "64m"} tmpfs` : "writable"],
     ["egress", egressText(c.network)],
+    ["lifetime", c.lifetime ? `${durationText(c.lifetime.ttl * 1000)}, then ${c.lifetime.on_expiry}` : "none"],
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
+  renderDeadline();
   dl($("observed"), [
     ["status", c.status],
     ["observed generation", String(c.observed_generation)],
@@ -802,6 +832,45 @@ function renderDetail(c) {
   ]);
   $("observed").dataset.status = c.status;
 }
+
+/** The deadline of the container shown: local time and time left (ticks every second). */
+function renderDeadline() {
+  const c = detail.container;
+  const at = c && c.expires_at ? new Date(c.expires_at) : null;
+  const what = c && c.lifetime ? (c.lifetime.on_expiry === "delete" ? "deleted" : "stopped") : "";
+  if (at) {
+    $("expires-at").textContent = `${what} at ${at.toLocaleString()}`;
+    $("expires-left").textContent = `(in ${durationText(at - Date.now())})`;
+  } else {
+    $("expires-at").textContent = c && c.status_reason === "expired" ? `${what} when its lifetime ran out` : "none";
+    $("expires-left").textContent = "";
+  }
+  $("lifetime").dataset.expiresAt = c && c.expires_at ? c.expires_at : "";
+}
+setInterval(() => { if (!$("page-detail").hidden && detail.container) renderDeadline(); }, 1000);
+
+$("lifetime").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("action-error").textContent = "";
+  const seconds = parseSeconds($("extend-ttl").value);
+  if (seconds === null) {
+    $("action-error").textContent = "Give the time left from now: seconds, or 30m, 2h, 1d.";
+    return;
+  }
+  const on_expiry = detail.container && detail.container.lifetime ? detail.container.lifetime.on_expiry : "stop";
+  $("extend-submit").disabled = true;
+  try {
+    const r = await api("PATCH", "/containers/" + encodeURIComponent(detail.cuid), {
+      json: { lifetime: { ttl: seconds, on_expiry } },
+    });
+    renderDetail(r.data);
+    $("extend-ttl").value = "";
+  } catch (e) {
+    $("action-error").textContent = e.body && e.body.code ? `${e.body.code}: ${e.body.message}` : e.message;
+  } finally {
+    $("extend-submit").disabled = false;
+  }
+});
 
 liveListeners.add((data) => {
   if ($("page-detail").hidden || !detail.cuid) return;

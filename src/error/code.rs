@@ -191,6 +191,14 @@ api_codes! {
     DiskTooSmall = "DISK_TOO_SMALL",
     /// A patch would shrink `resources.disk`, or add or remove the cap.
     DiskChangeRefused = "DISK_CHANGE_REFUSED",
+    /// `lifetime` is not an object (or `null`).
+    InvalidLifetime = "INVALID_LIFETIME",
+    /// `lifetime.ttl` is missing or not a whole number of seconds, 1 to ten years.
+    InvalidTtl = "INVALID_TTL",
+    /// `lifetime.ttl` is over `MAX_TTL` (or `lifetime: null` under `MAX_TTL`).
+    TtlTooLong = "TTL_TOO_LONG",
+    /// `lifetime.on_expiry` is not `stop` or `delete`.
+    InvalidOnExpiry = "INVALID_ON_EXPIRY",
 
     // Containers: routes and state.
     /// No such container.

@@ -178,6 +178,7 @@ pub async fn create(
             &request.spec,
             desired,
             tenant.as_deref(),
+            request.lifetime.as_ref(),
             key.as_deref().map(|k| (k, sha.as_str())),
             // Kept as sent, for the replay of the same key.
             |c| serde_json::to_value(representation(c)).unwrap_or(Value::Null),
@@ -185,7 +186,12 @@ pub async fn create(
         .await;
     drop(quota_guard);
     let container = match inserted {
-        Ok(Created::New(container)) => *container,
+        Ok(Created::New(container)) => {
+            state
+                .deadlines
+                .set(&container.cuid, container.expires_at.as_deref());
+            *container
+        }
         Ok(Created::KeyTaken) => {
             discard();
             let key = key.as_deref().unwrap_or_default();
@@ -389,15 +395,22 @@ pub async fn patch(
     let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state
         .store
-        .update_spec::<ApiError>(cuid, expected, |current| {
+        .update::<ApiError>(cuid, expected, |current| {
+            // Read first: a bad lifetime is refused even when the rest is fine.
+            let lifetime = spec::patched_lifetime(&body, current.lifetime.as_ref(), &limits)?;
             let next = spec::apply_patch(&current.spec, body, &limits)?;
             if let Some(q) = &quota {
                 q.check(&state.config, &current.spec, &next)?;
             }
-            Ok(next)
+            Ok((next, lifetime))
         })
         .await?;
     drop(quota);
+    // A new deadline (or none) for the timer; set again when unchanged, which costs nothing.
+    state.deadlines.set(
+        &updated.container.cuid,
+        updated.container.expires_at.as_deref(),
+    );
     after_spec_change(&state, updated, wait).await
 }
 
@@ -454,6 +467,7 @@ pub async fn delete(
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let container = state.store.tombstone(cuid, expected).await?;
+    state.deadlines.set(cuid, None);
     state.reconciler.wake(&container);
     if !wait.wait {
         return Ok(container_response(StatusCode::ACCEPTED, &container));

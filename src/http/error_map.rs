@@ -93,6 +93,10 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidDisk => ApiCode::InvalidDisk,
         R::DiskTooSmall => ApiCode::DiskTooSmall,
         R::DiskChangeRefused => ApiCode::DiskChangeRefused,
+        R::InvalidLifetime => ApiCode::InvalidLifetime,
+        R::InvalidTtl => ApiCode::InvalidTtl,
+        R::TtlTooLong => ApiCode::TtlTooLong,
+        R::InvalidOnExpiry => ApiCode::InvalidOnExpiry,
     }
 }
 

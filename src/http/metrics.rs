@@ -10,6 +10,9 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/metrics", tag = "meta", summary = "Prometheus metrics (OpenMetrics text)", responses((status = 200, description = "Metrics", body = String, content_type = "application/openmetrics-text"), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody), (status = 500, description = "The state store failed", body = crate::http::schema::ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let (depth, oldest) = state.reconciler.queue_stats();
+    crate::metrics::get()
+        .deadlines
+        .set(i64::try_from(state.deadlines.len()).unwrap_or(i64::MAX));
     let containers = state.store.count_by_states().await?;
     let mut tenants = Vec::new();
     for row in state.store.tenants().await? {

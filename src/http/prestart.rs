@@ -116,6 +116,16 @@ pub fn spec_limits(state: &crate::state::AppState) -> crate::spec::Limits {
         env_max_bytes: state.config.env_max_bytes,
         default_isolation: state.config.default_isolation,
         default_egress: crate::spec::Egress::parse(state.config.default_egress).unwrap_or_default(),
+        max_ttl: state.config.max_ttl,
+        // Under MAX_TTL a create without a lifetime gets DEFAULT_TTL, else MAX_TTL.
+        default_lifetime: state
+            .config
+            .default_ttl
+            .or(state.config.max_ttl)
+            .map(|ttl| crate::spec::Lifetime {
+                ttl,
+                on_expiry: crate::spec::OnExpiry::Stop,
+            }),
         ..crate::spec::Limits::from_host(state.config.port_bind_ip)
     }
 }

@@ -61,6 +61,10 @@ pub struct CreateBody {
     /// (`409 NAME_TAKEN`).
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: Option<String>,
+    /// A time limit: at `created_at + ttl` the server stops or deletes the container.
+    /// Default: the `DEFAULT_TTL` setting (none unless set); `null`: none (refused
+    /// `TTL_TOO_LONG` under `MAX_TTL`).
+    pub lifetime: Option<LifetimeBody>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -171,6 +175,22 @@ pub struct PatchBody {
     /// Renames it (`null`: no name); nothing in Docker changes.
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: Option<String>,
+    /// Sets the time limit and moves the deadline to now + `ttl` (extend or shorten; the
+    /// same `ttl` again restarts the count); `on_expiry` left out keeps the current one.
+    /// `null` removes the limit (refused `TTL_TOO_LONG` under `MAX_TTL`). Recreates
+    /// nothing and bumps no generation.
+    pub lifetime: Option<LifetimeBody>,
+}
+
+/// `lifetime` of a create or patch body.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeBody {
+    /// Seconds until the deadline: 1 to 315360000 (ten years), at most `MAX_TTL` when set.
+    #[schema(minimum = 1, maximum = 315360000)]
+    pub ttl: u64,
+    /// Default `stop` (on a patch: the current one).
+    pub on_expiry: Option<crate::spec::OnExpiry>,
 }
 
 /// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,

@@ -515,6 +515,9 @@ pub async fn fork(
     // overrides give it one.
     let mut base = source.spec.clone();
     base.name = None;
+    // The source's time limit, counted from now, unless the overrides set another.
+    let lifetime = crate::spec::patched_lifetime(&overrides, source.lifetime.as_ref(), &limits)?
+        .unwrap_or(source.lifetime.clone());
     let spec = crate::spec::apply_patch(&base, overrides, &limits)?;
     check_runtime(&state, spec.isolation).await?;
     let tenant = source.tenant.clone();
@@ -600,14 +603,25 @@ pub async fn fork(
         let since = crate::store::now();
         let inserted = state
             .store
-            .insert_owned(&cuid, &spec, desired, tenant.as_deref(), None, |c| {
-                serde_json::to_value(crate::representation::representation(c))
-                    .unwrap_or(Value::Null)
-            })
+            .insert_owned(
+                &cuid,
+                &spec,
+                desired,
+                tenant.as_deref(),
+                lifetime.as_ref(),
+                None,
+                |c| {
+                    serde_json::to_value(crate::representation::representation(c))
+                        .unwrap_or(Value::Null)
+                },
+            )
             .await;
         drop(guard);
         let container = match inserted {
-            Ok(Created::New(c)) => *c,
+            Ok(Created::New(c)) => {
+                state.deadlines.set(&c.cuid, c.expires_at.as_deref());
+                *c
+            }
             Ok(Created::KeyTaken) => {
                 discard();
                 return Err(ApiError::io("fork: unexpected idempotency answer"));

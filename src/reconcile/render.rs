@@ -327,6 +327,8 @@ mod tests {
             },
             tenant: None,
             status_reason: None,
+            lifetime: None,
+            expires_at: None,
             desired_state: crate::lifecycle::DesiredState::Running,
             status: crate::lifecycle::Status::Created,
             exit_code: None,

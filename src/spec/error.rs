@@ -57,6 +57,10 @@ pub enum Rule {
     InvalidDisk,
     DiskTooSmall,
     DiskChangeRefused,
+    InvalidLifetime,
+    InvalidTtl,
+    TtlTooLong,
+    InvalidOnExpiry,
 }
 
 impl Invalid {

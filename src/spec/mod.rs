@@ -12,6 +12,7 @@
 mod env;
 mod error;
 mod image;
+mod lifetime;
 pub mod network;
 mod ports;
 mod resources;
@@ -28,6 +29,7 @@ use crate::config::UserIds;
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
 pub use image::is_image_reference;
+pub use lifetime::{Lifetime, LifetimeIn, OnExpiry, TTL_CEILING};
 pub use network::{Allow, Egress, Network};
 pub use resources::{
     host_cpus, parse_disk_value, parse_memory, parse_size, DEFAULT_TMP_BYTES, MIN_DISK_BYTES,
@@ -179,6 +181,10 @@ pub struct Limits {
     pub default_isolation: Isolation,
     /// `DEFAULT_EGRESS`: the policy of a container whose spec names none.
     pub default_egress: Egress,
+    /// `MAX_TTL`: the longest `lifetime.ttl` (and, when set, every container has one).
+    pub max_ttl: Option<u64>,
+    /// `DEFAULT_TTL`: the `lifetime` of a create that names none (`on_expiry` `stop`).
+    pub default_lifetime: Option<Lifetime>,
 }
 
 impl Limits {
@@ -189,6 +195,8 @@ impl Limits {
             env_max_bytes: DEFAULT_ENV_MAX_BYTES,
             default_isolation: Isolation::Runc,
             default_egress: Egress::Internet,
+            max_ttl: None,
+            default_lifetime: None,
         }
     }
 }
@@ -197,6 +205,9 @@ impl Limits {
 pub struct CreateRequest {
     pub spec: Spec,
     pub start: bool,
+    /// Its time limit (`DEFAULT_TTL` filled in), kept beside the spec: a new deadline
+    /// recreates nothing.
+    pub lifetime: Option<Lifetime>,
 }
 
 const CREATE_FIELDS: &[&str] = &[
@@ -212,6 +223,7 @@ const CREATE_FIELDS: &[&str] = &[
     "isolation",
     "network",
     "name",
+    "lifetime",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -226,6 +238,7 @@ const PATCH_FIELDS: &[&str] = &[
     "isolation",
     "network",
     "name",
+    "lifetime",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -302,6 +315,14 @@ pub fn parse_create(
         limits.default_egress,
     )?;
     let name = parse_name(body.remove("name").unwrap_or(Value::Null))?;
+    let lifetime = match body.remove("lifetime") {
+        None => limits.default_lifetime,
+        Some(Value::Null) => {
+            lifetime::check_required(limits.max_ttl)?;
+            None
+        }
+        Some(v) => Some(lifetime::parse_lifetime(v, limits.max_ttl)?.resolve(None)),
+    };
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -330,6 +351,7 @@ pub fn parse_create(
             name,
         },
         start,
+        lifetime,
     })
 }
 
@@ -343,6 +365,8 @@ pub fn apply_patch(
     limits: &Limits,
 ) -> Result<Spec, Invalid> {
     reject_unknown(&body, PATCH_FIELDS, "")?;
+    // Not part of the spec: read by [`patched_lifetime`].
+    body.remove("lifetime");
     let mut next = spec.clone();
     if let Some(v) = body.remove("image") {
         if v.is_null() {
@@ -425,6 +449,27 @@ pub fn patched_isolation(body: &Map<String, Value>, limits: &Limits) -> Option<I
         Value::Null => Some(limits.default_isolation),
         Value::String(s) => Isolation::parse(s),
         _ => None,
+    }
+}
+
+/// What a patch body does to the `lifetime`: `None` leaves it (and its deadline) alone;
+/// `Some(None)` removes it (`null`); `Some(Some(l))` sets it and moves the deadline to now +
+/// `ttl`, even when `l` is the current lifetime. `on_expiry` left out keeps `current`'s.
+pub fn patched_lifetime(
+    body: &Map<String, Value>,
+    current: Option<&Lifetime>,
+    limits: &Limits,
+) -> Result<Option<Option<Lifetime>>, Invalid> {
+    reject_unknown(body, PATCH_FIELDS, "")?;
+    match body.get("lifetime") {
+        None => Ok(None),
+        Some(Value::Null) => {
+            lifetime::check_required(limits.max_ttl)?;
+            Ok(Some(None))
+        }
+        Some(v) => Ok(Some(Some(
+            lifetime::parse_lifetime(v.clone(), limits.max_ttl)?.resolve(current),
+        ))),
     }
 }
 
@@ -638,7 +683,139 @@ mod tests {
             env_max_bytes: 1000,
             default_isolation: Isolation::Runc,
             default_egress: Egress::Internet,
+            max_ttl: None,
+            default_lifetime: None,
         }
+    }
+
+    /// `lifetime`: its codes, `DEFAULT_TTL` and `MAX_TTL`, and what a patch does to it.
+    #[test]
+    fn lifetime_on_create_and_patch() {
+        assert_eq!(create(json!({"image": "x"})).unwrap().lifetime, None);
+        let l = create(json!({"image": "x", "lifetime": {"ttl": 60}}))
+            .unwrap()
+            .lifetime;
+        assert_eq!(
+            l,
+            Some(Lifetime {
+                ttl: 60,
+                on_expiry: OnExpiry::Stop
+            })
+        );
+        let d = create(json!({"image": "x", "lifetime": {"ttl": 5, "on_expiry": "delete"}}))
+            .unwrap()
+            .lifetime
+            .unwrap();
+        assert_eq!(d.on_expiry, OnExpiry::Delete);
+        for (lifetime, want, field) in [
+            (json!(60), "INVALID_LIFETIME", "lifetime"),
+            (json!({}), "INVALID_TTL", "lifetime.ttl"),
+            (json!({"ttl": 0}), "INVALID_TTL", "lifetime.ttl"),
+            (json!({"ttl": -5}), "INVALID_TTL", "lifetime.ttl"),
+            (json!({"ttl": 1.5}), "INVALID_TTL", "lifetime.ttl"),
+            (json!({"ttl": "60"}), "INVALID_TTL", "lifetime.ttl"),
+            (
+                json!({"ttl": TTL_CEILING + 1}),
+                "INVALID_TTL",
+                "lifetime.ttl",
+            ),
+            (
+                json!({"ttl": 5, "on_expiry": "pause"}),
+                "INVALID_ON_EXPIRY",
+                "lifetime.on_expiry",
+            ),
+            (
+                json!({"ttl": 5, "after": 1}),
+                "UNKNOWN_FIELD",
+                "lifetime.after",
+            ),
+        ] {
+            let err = create(json!({"image": "x", "lifetime": lifetime.clone()}))
+                .err()
+                .unwrap();
+            assert_eq!(err.code, want, "{lifetime}");
+            assert_eq!(err.details.unwrap()["field"], field, "{lifetime}");
+        }
+
+        let default = Lifetime {
+            ttl: 3600,
+            on_expiry: OnExpiry::Stop,
+        };
+        let bounded = Limits {
+            max_ttl: Some(7200),
+            default_lifetime: Some(default),
+            ..limits()
+        };
+        let make = |body: Value, l: &Limits| {
+            parse_create(body.as_object().unwrap().clone(), l).map_err(ApiError::from)
+        };
+        assert_eq!(
+            make(json!({"image": "x"}), &bounded).unwrap().lifetime,
+            Some(default)
+        );
+        let too_long = make(json!({"image": "x", "lifetime": {"ttl": 7201}}), &bounded)
+            .err()
+            .unwrap();
+        assert_eq!(too_long.code, "TTL_TOO_LONG");
+        assert_eq!(too_long.details.unwrap()["limit"], 7200);
+        assert!(make(json!({"image": "x", "lifetime": {"ttl": 7200}}), &bounded).is_ok());
+        // Under MAX_TTL nothing lives for ever; without it `null` opts out of DEFAULT_TTL.
+        assert_eq!(
+            make(json!({"image": "x", "lifetime": null}), &bounded)
+                .err()
+                .unwrap()
+                .code,
+            "TTL_TOO_LONG"
+        );
+        let defaulted_only = Limits {
+            max_ttl: None,
+            ..bounded.clone()
+        };
+        assert_eq!(
+            make(json!({"image": "x", "lifetime": null}), &defaulted_only)
+                .unwrap()
+                .lifetime,
+            None
+        );
+
+        let patched = |body: Value, current: Option<&Lifetime>, l: &Limits| {
+            patched_lifetime(body.as_object().unwrap(), current, l).map_err(ApiError::from)
+        };
+        assert_eq!(
+            patched(json!({"tags": []}), Some(&d), &limits()).unwrap(),
+            None
+        );
+        assert_eq!(
+            patched(json!({"lifetime": null}), Some(&d), &limits()).unwrap(),
+            Some(None)
+        );
+        // `on_expiry` left out keeps the current one.
+        assert_eq!(
+            patched(json!({"lifetime": {"ttl": 90}}), Some(&d), &limits()).unwrap(),
+            Some(Some(Lifetime {
+                ttl: 90,
+                on_expiry: OnExpiry::Delete
+            }))
+        );
+        assert_eq!(
+            patched(json!({"lifetime": {"ttl": 9000}}), None, &bounded)
+                .unwrap_err()
+                .code,
+            "TTL_TOO_LONG"
+        );
+        assert_eq!(
+            patched(json!({"lifetime": null}), None, &bounded)
+                .unwrap_err()
+                .code,
+            "TTL_TOO_LONG"
+        );
+        // The spec itself is untouched by a lifetime patch.
+        let base = create(json!({"image": "x"})).unwrap().spec;
+        let body = json!({"lifetime": {"ttl": 5}});
+        assert_eq!(
+            apply_patch(&base, body.as_object().unwrap().clone(), &limits()).unwrap(),
+            base
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Error, Store};
 use crate::lifecycle::{DesiredState, Progress, Status, StatusReason};
-use crate::spec::{Port, Resources, Spec};
+use crate::spec::{Lifetime, OnExpiry, Port, Resources, Spec};
 
 /// One container as stored.
 #[derive(Clone, Debug)]
@@ -31,6 +31,10 @@ pub struct Container {
     pub tenant: Option<String>,
     /// Why the server set the current desired state (`None`: a client did).
     pub status_reason: Option<StatusReason>,
+    /// Its time limit (kept beside the spec: changing it recreates nothing).
+    pub lifetime: Option<Lifetime>,
+    /// The deadline (RFC 3339 UTC), until the server acted on it.
+    pub expires_at: Option<String>,
 }
 
 impl Container {
@@ -85,12 +89,15 @@ struct Row {
     egress_allow: String,
     status_reason: Option<StatusReason>,
     name: Option<String>,
+    ttl: Option<i64>,
+    on_expiry: Option<String>,
+    expires_at: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow, status_reason, name";
+     egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -146,6 +153,16 @@ impl Row {
             updated_at: self.updated_at,
             tenant: self.tenant,
             status_reason: self.status_reason,
+            lifetime: self.ttl.map(|ttl| Lifetime {
+                ttl: ttl.max(1) as u64,
+                // Only the spec's own values are ever written (and a CHECK holds them).
+                on_expiry: self
+                    .on_expiry
+                    .as_deref()
+                    .and_then(OnExpiry::parse)
+                    .unwrap_or_default(),
+            }),
+            expires_at: self.expires_at,
         }
     }
 }
@@ -419,6 +436,17 @@ impl Store {
         sqlx::query_as(
             "SELECT desired_state, status, COUNT(*) FROM containers
              WHERE deleted_at IS NULL GROUP BY desired_state, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Every deadline not yet acted on, of containers not being deleted: what the deadline
+    /// timer loads at start-up (one query, on the partial index of `expires_at`).
+    pub async fn deadlines(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT cuid, expires_at FROM containers
+             WHERE expires_at IS NOT NULL AND deleted_at IS NULL ORDER BY expires_at",
         )
         .fetch_all(&self.pool)
         .await

@@ -1,7 +1,7 @@
 //! Desired-state writes, made by the API: insert, spec updates, actions' transitions and
-//! tombstones. Each runs under `BEGIN IMMEDIATE`, so concurrent writers queue on SQLite's
-//! lock instead of failing on a stale snapshot, and each decides on the row as it is under
-//! that lock. Every write the API acknowledges is committed (WAL, `synchronous=FULL`) before
+//! tombstones (and the server's own at a container's deadline, [`Store::expire`]). Each runs
+//! under `BEGIN IMMEDIATE`, so concurrent writers queue on SQLite's lock instead of failing
+//! on a stale snapshot, and each decides on the row as it is under that lock. Every write the API acknowledges is committed (WAL, `synchronous=FULL`) before
 //! the answer goes out.
 
 use serde_json::Value;
@@ -9,9 +9,9 @@ use sqlx::{Sqlite, Transaction};
 
 use super::containers::{fetch_one, Container, Created, Updated};
 use super::error::Error;
-use super::{now, Store};
-use crate::lifecycle::{DesiredState, StatusReason};
-use crate::spec::{Port, Spec};
+use super::{deadline_after, now, stamp, Store};
+use crate::lifecycle::{plan, DesiredState, Plan, StatusReason, Verb};
+use crate::spec::{Lifetime, OnExpiry, Port, Spec};
 
 /// One container row under the write lock: the transaction and the row as it was when the
 /// lock was taken. Dropping it without [`commit`](Self::commit) rolls everything back.
@@ -77,17 +77,20 @@ impl Store {
         idempotency: Option<(&str, &str)>,
         render: impl FnOnce(&Container) -> Value,
     ) -> Result<Created, Error> {
-        self.insert_owned(cuid, spec, desired_state, None, idempotency, render)
+        self.insert_owned(cuid, spec, desired_state, None, None, idempotency, render)
             .await
     }
 
-    /// [`insert`](Self::insert) for a container that belongs to `tenant`.
+    /// [`insert`](Self::insert) for a container that belongs to `tenant`, with its
+    /// `lifetime` (its deadline is the creation time plus `ttl`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_owned(
         &self,
         cuid: &str,
         spec: &Spec,
         desired_state: DesiredState,
         tenant: Option<&str>,
+        lifetime: Option<&Lifetime>,
         idempotency: Option<(&str, &str)>,
         render: impl FnOnce(&Container) -> Value,
     ) -> Result<Created, Error> {
@@ -100,7 +103,8 @@ impl Store {
                 return Ok(Created::KeyTaken);
             }
         }
-        let now = now();
+        let clock = chrono::Utc::now();
+        let now = stamp(clock);
         let desired_state = desired_state.as_str();
         let env = serde_json::to_string(&spec.env).unwrap_or_else(|_| "{}".into());
         let tags = serde_json::to_string(&spec.tags).unwrap_or_else(|_| "[]".into());
@@ -141,6 +145,9 @@ impl Store {
         }
         write_name(&mut tx, cuid, spec).await?;
         write_ports(&mut tx, cuid, &spec.ports).await?;
+        if lifetime.is_some() {
+            write_lifetime(&mut tx, cuid, lifetime, clock).await?;
+        }
         let container = read_back(&mut tx, cuid).await?;
         if let Some((key, sha)) = idempotency {
             let text = render(&container).to_string();
@@ -171,29 +178,61 @@ impl Store {
         if_match: Option<i64>,
         change: impl FnOnce(&Container) -> Result<Spec, E>,
     ) -> Result<Updated, E> {
+        self.update(cuid, if_match, |c| Ok((change(c)?, None)))
+            .await
+    }
+
+    /// [`Self::update_spec`] that may also set the `lifetime`: `change` answers the new spec
+    /// and `Some(lifetime)` to set it (`Some(None)` removes it). A lifetime set moves the
+    /// deadline to now + `ttl` (even when it equals the current one) and bumps no
+    /// generation: it recreates nothing. `Updated::changed` is about the spec.
+    pub async fn update<E: From<Error>>(
+        &self,
+        cuid: &str,
+        if_match: Option<i64>,
+        change: impl FnOnce(&Container) -> Result<(Spec, Option<Option<Lifetime>>), E>,
+    ) -> Result<Updated, E> {
         let row = self.lock_row(cuid).await?;
         let current = &row.current;
         if current.deleted_at.is_some() {
             return Err(Error::Deleting.into());
         }
         check_generation(current.generation, if_match)?;
-        let next = change(current)?;
-        Ok(self.write_spec(row, next).await?)
+        let (next, lifetime) = change(current)?;
+        Ok(self.write_spec(row, next, lifetime).await?)
     }
 
-    /// The write of [`Self::update_spec`], once `next` is decided.
-    async fn write_spec(&self, mut row: LockedRow, next: Spec) -> Result<Updated, Error> {
+    /// The write of [`Self::update`], once `next` is decided.
+    async fn write_spec(
+        &self,
+        mut row: LockedRow,
+        next: Spec,
+        lifetime: Option<Option<Lifetime>>,
+    ) -> Result<Updated, Error> {
         let cuid = row.cuid.clone();
         let cuid = cuid.as_str();
         let current = &row.current;
+        let clock = chrono::Utc::now();
         if next == current.spec {
-            // Nothing to write: the transaction ends (rolled back) with `row`.
+            let Some(lifetime) = lifetime else {
+                // Nothing to write: the transaction ends (rolled back) with `row`.
+                return Ok(Updated {
+                    container: row.current,
+                    changed: false,
+                });
+            };
+            write_lifetime(&mut row.tx, cuid, lifetime.as_ref(), clock).await?;
+            let container = row.commit().await?;
+            self.touched();
             return Ok(Updated {
-                container: row.current,
+                container,
                 changed: false,
             });
         }
-        let now = now();
+        if let Some(lifetime) = lifetime {
+            write_lifetime(&mut row.tx, cuid, lifetime.as_ref(), clock).await?;
+        }
+        let now = stamp(clock);
         let env = serde_json::to_string(&next.env).unwrap_or_else(|_| "{}".into());
         let tags = serde_json::to_string(&next.tags).unwrap_or_else(|_| "[]".into());
         let command = next
@@ -245,17 +284,57 @@ impl Store {
         let current = &row.current;
         check_generation(current.generation, if_match)?;
         if current.deleted_at.is_none() {
-            let now = now();
-            // A runtime query: no new entry for the offline data of sqlx's macros.
-            sqlx::query("UPDATE containers SET deleted_at = ?1, updated_at = ?1 WHERE cuid = ?2")
-                .bind(&now)
-                .bind(cuid)
-                .execute(&mut *row.tx)
-                .await?;
+            write_tombstone(&mut row.tx, cuid, None).await?;
         }
         let container = row.commit().await?;
         self.touched();
         Ok(container)
+    }
+
+    /// The server's own act at a container's deadline, decided under the row's write lock
+    /// on the row as it is then ([`ExpiryPlan::of`]): a `PATCH` that moved or removed the
+    /// deadline before this lock was taken wins. When due, the deadline is cleared (it is
+    /// acted on once: a client may start the stopped container again) in the same
+    /// transaction as the act: `on_expiry: stop` is the `stop` action's transition with
+    /// `status_reason: expired`; `delete` is the tombstone of `DELETE`, with
+    /// `status_reason: expired` in the same write, so the last event says why.
+    pub async fn expire(
+        &self,
+        cuid: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Expiry, Error> {
+        let mut row = match self.lock_row(cuid).await {
+            Ok(row) => row,
+            Err(Error::NotFound(_)) => return Ok(Expiry::NotDue(None)),
+            Err(e) => return Err(e),
+        };
+        let plan = ExpiryPlan::of(&row.current, &stamp(at));
+        if let ExpiryPlan::NotDue(next) = &plan {
+            return Ok(Expiry::NotDue(next.clone()));
+        }
+        sqlx::query("UPDATE containers SET expires_at = NULL WHERE cuid = ?")
+            .bind(cuid)
+            .execute(&mut *row.tx)
+            .await?;
+        match plan {
+            ExpiryPlan::Delete => {
+                write_tombstone(&mut row.tx, cuid, Some(StatusReason::Expired)).await?;
+                let container = row.commit().await?;
+                self.touched();
+                Ok(Expiry::Deleted(container))
+            }
+            ExpiryPlan::Stop(desired, restart) => {
+                let (container, _) = self
+                    .write_transition(row, desired, restart, Some(StatusReason::Expired))
+                    .await?;
+                Ok(Expiry::Stopped(container))
+            }
+            ExpiryPlan::Settled | ExpiryPlan::NotDue(_) => {
+                let container = row.commit().await?;
+                self.touched();
+                Ok(Expiry::Settled(container))
+            }
+        }
     }
 
     /// An action: under the write lock, `plan` sees the row as it is and answers the new
@@ -329,6 +408,101 @@ impl Store {
         self.touched();
         Ok((container, true))
     }
+}
+
+/// What the server does at a container's deadline, decided on the row as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpiryPlan {
+    /// Nothing yet: no deadline (`None`; removed, or the container is being deleted), or a
+    /// later one (a `PATCH` moved it), to be waited for.
+    NotDue(Option<String>),
+    /// `on_expiry: stop`: the stop action's new desired state.
+    Stop(DesiredState, bool),
+    /// `on_expiry: stop` of a container that is not up (never started, stopped): the
+    /// deadline is cleared and nothing else changes.
+    Settled,
+    /// `on_expiry: delete`.
+    Delete,
+}
+
+impl ExpiryPlan {
+    /// The plan for `c` at `now` (both times as stored, which sort as text).
+    pub fn of(c: &Container, now: &str) -> Self {
+        if c.deleted_at.is_some() {
+            return Self::NotDue(None);
+        }
+        match &c.expires_at {
+            None => return Self::NotDue(None),
+            Some(at) if at.as_str() > now => return Self::NotDue(Some(at.clone())),
+            Some(_) => {}
+        }
+        let on_expiry = c.lifetime.map(|l| l.on_expiry).unwrap_or_default();
+        match on_expiry {
+            OnExpiry::Delete => Self::Delete,
+            OnExpiry::Stop => match plan(Verb::Stop, c.desired_state, c.status) {
+                Ok(Plan::Set {
+                    desired, restart, ..
+                }) => Self::Stop(desired, restart),
+                _ => Self::Settled,
+            },
+        }
+    }
+}
+
+/// What [`Store::expire`] did.
+#[derive(Clone, Debug)]
+pub enum Expiry {
+    /// Nothing: see [`ExpiryPlan::NotDue`] (also: the row is gone).
+    NotDue(Option<String>),
+    /// Desired state `stopped`, `status_reason: expired`.
+    Stopped(Container),
+    /// Tombstoned, `status_reason: expired`.
+    Deleted(Container),
+    /// The deadline was cleared; the container was not up, so nothing else changed.
+    Settled(Container),
+}
+
+/// `deleted_at` (and `status_reason` when the server deletes by itself): the tombstone.
+async fn write_tombstone(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    reason: Option<StatusReason>,
+) -> Result<(), Error> {
+    let now = now();
+    // A runtime query: no new entry for the offline data of sqlx's macros.
+    sqlx::query(
+        "UPDATE containers SET deleted_at = ?1, updated_at = ?1, status_reason = ?2 WHERE cuid = ?3",
+    )
+    .bind(&now)
+    .bind(reason)
+    .bind(cuid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The `lifetime` columns (migration 0009): set with a deadline `ttl` after `clock`, or
+/// cleared with it.
+async fn write_lifetime(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    lifetime: Option<&Lifetime>,
+    clock: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Error> {
+    let ttl = lifetime.map(|l| i64::try_from(l.ttl).unwrap_or(i64::MAX));
+    let on_expiry = lifetime.map(|l| l.on_expiry.as_str());
+    let expires_at = lifetime.map(|l| deadline_after(clock, l.ttl));
+    sqlx::query(
+        "UPDATE containers SET ttl = ?, on_expiry = ?, expires_at = ?, updated_at = ? WHERE cuid = ?",
+    )
+    .bind(ttl)
+    .bind(on_expiry)
+    .bind(expires_at)
+    .bind(stamp(clock))
+    .bind(cuid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The spec's hardening columns (migrations 0003, 0004 and 0006), written beside the main

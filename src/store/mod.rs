@@ -16,6 +16,7 @@ mod tests;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use desired::{Expiry, ExpiryPlan};
 pub use error::Error;
 
 use sqlx::sqlite::{
@@ -24,7 +25,21 @@ use sqlx::sqlite::{
 
 /// Current time as stored: RFC 3339 UTC with milliseconds, sortable as text.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(chrono::Utc::now())
+}
+
+/// A time as stored (see [`now`]).
+pub fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `ttl` seconds after `t`, as stored: a deadline.
+pub fn deadline_after(t: chrono::DateTime<chrono::Utc>, ttl: u64) -> String {
+    let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+    let at = t
+        .checked_add_signed(chrono::TimeDelta::try_seconds(ttl).unwrap_or(chrono::TimeDelta::MAX))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    stamp(at)
 }
 
 /// The database file of a `sqlite://` URL, if it names one.

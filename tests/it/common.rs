@@ -995,6 +995,16 @@ impl Server {
 /// One `GET /events` resumed after `last_id`: the events it gets, as (id, kind, data), up to
 /// the first with `id >= until` or a reset.
 pub async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, String, Value)> {
+    read_events_until(s, last_id, |id, _, _| id >= until).await
+}
+
+/// One `GET /events` resumed after `last_id`: the events it gets, as (id, kind, data), up to
+/// the first for which `done(id, kind, data)` holds, or a reset.
+pub async fn read_events_until(
+    s: &Server,
+    last_id: u64,
+    done: impl Fn(u64, &str, &Value) -> bool,
+) -> Vec<(u64, String, Value)> {
     let r = s
         .request(reqwest::Method::GET, "/events")
         .header("last-event-id", last_id.to_string())
@@ -1020,9 +1030,10 @@ pub async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, Stri
                 continue; // a comment
             };
             let id: u64 = id.parse().unwrap();
-            let done = kind == "reset" || id >= until;
-            seen.push((id, kind, serde_json::from_str(&data).unwrap()));
-            if done {
+            let data: Value = serde_json::from_str(&data).unwrap();
+            let stop = kind == "reset" || done(id, &kind, &data);
+            seen.push((id, kind, data));
+            if stop {
                 return seen;
             }
         }

@@ -1,6 +1,7 @@
 //! The console's sandbox settings (issue 18), in a real headless Chromium: the form sends
-//! isolation, a read-only root, a disk cap and an egress policy; an API refusal lands next to
-//! its field; the detail page shows what the container got.
+//! isolation, a read-only root, a disk cap, an egress policy and a lifetime; an API refusal
+//! lands next to its field; the detail page shows what the container got, and its deadline
+//! is extended from there.
 
 use std::time::Duration;
 
@@ -62,6 +63,13 @@ async fn console_creates_and_shows_a_sandboxed_container() {
     assert!(e.as_str().unwrap().contains("INVALID_ALLOW_CIDR"), "{e}");
     b.clear("#f-allow").await;
     b.type_into("#f-allow", "10.1.2.0/24:5432").await;
+    // A lifetime: an hour, then deleted.
+    b.type_into("#f-ttl", "1h").await;
+    b.js(
+        "document.getElementById('f-on_expiry').value = 'delete';",
+        json!([]),
+    )
+    .await;
     b.click("#form-submit").await;
     let cuid = b
         .wait_js(
@@ -103,6 +111,40 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         )
         .await;
     assert_eq!(title, json!("sandbox-one|sandbox-one · Container manager"));
+    assert_eq!(
+        r.json["lifetime"],
+        json!({"ttl": 3600, "on_expiry": "delete"})
+    );
+    // The deadline in local time with the time left; "Extend" moves it to now + 2 h.
+    let deadline = b
+        .wait_js(
+            "deadline",
+            T,
+            "const t = document.getElementById('expires-at').textContent + ' ' + \
+             document.getElementById('expires-left').textContent; \
+             return t.startsWith('deleted at') && /\\(in (59 min|1 h)/.test(t) && t;",
+        )
+        .await;
+    assert!(
+        deadline.as_str().unwrap().contains("deleted at"),
+        "{deadline}"
+    );
+    let before = r.json["expires_at"].as_str().unwrap().to_owned();
+    b.type_into("#extend-ttl", "2h").await;
+    b.click("#extend-submit").await;
+    b.wait_js(
+        "extended",
+        T,
+        "return /\\(in (1 h 59 min|2 h)/.test(document.getElementById('expires-left').textContent);",
+    )
+    .await;
+    let after = s.get(&format!("/containers/{cuid}")).await;
+    assert!(
+        after.json["expires_at"].as_str().unwrap() > before.as_str(),
+        "{}",
+        after.text
+    );
+    assert_eq!(after.json["lifetime"]["ttl"], 7200);
     b.screenshot("sandbox-detail").await;
 
     // The list's search finds it by a prefix of its name; another word finds nothing.

@@ -14,6 +14,8 @@ const LAYERS: &[&[&str]] = &[
     // routes, DTOs, the auth layer, the one HTTP error mapping
     &["http"],
     &["state"],
+    // the deadline timer: writes desired state, wakes the reconciler
+    &["expiry"],
     &["reconcile"],
     &[
         "images",

@@ -21,6 +21,7 @@ mod hostile_download;
 mod hostile_upload;
 mod images;
 mod layers;
+mod lifetime;
 mod names;
 mod ops;
 mod read_only;
