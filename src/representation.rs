@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status, StatusReason};
-use crate::spec::{Isolation, Network, Port, Resources, RestartPolicy};
+use crate::spec::{Idle, Isolation, Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
@@ -35,6 +35,9 @@ pub struct Representation {
     pub isolation: Isolation,
     /// What the container may reach (docs/API.md, egress).
     pub network: Network,
+    /// What the server does when nobody uses it (docs/API.md, idle); null: nothing.
+    #[schema(required = true)]
+    pub idle: Option<Idle>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -87,6 +90,7 @@ pub fn representation(c: &Container) -> Representation {
         read_only: s.read_only,
         isolation: s.isolation,
         network: s.network.clone(),
+        idle: s.idle,
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

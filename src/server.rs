@@ -41,6 +41,17 @@ pub fn start_background(state: &AppState) {
         state.shutdown.clone(),
     ));
     let token_use = tokio::spawn(flush_token_use(state.clone()));
+    let idle = tokio::spawn(crate::reconcile::idle::run(
+        crate::reconcile::idle::IdleCtx {
+            store: state.store.clone(),
+            reconciler: state.reconciler.clone(),
+            tracker: state.idle.clone(),
+            docker: state.docker.clone(),
+            audit: state.audit.clone(),
+            every: state.config.idle_sample_interval,
+        },
+        state.shutdown.clone(),
+    ));
     state
         .background
         .lock()
@@ -49,6 +60,7 @@ pub fn start_background(state: &AppState) {
             ("reconciler", task),
             ("events feed", feed),
             ("token use", token_use),
+            ("idle sampler", idle),
         ]);
 }
 

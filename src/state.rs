@@ -43,6 +43,8 @@ pub struct AppState {
     pub events: Arc<crate::events::Feed>,
     /// API tokens, tenants' quotas and request rates.
     pub tenancy: Arc<crate::tenancy::Tenancy>,
+    /// What counts as use of each container, for idle policies (in memory).
+    pub idle: Arc<crate::idle::Tracker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,7 @@ impl AppState {
             sessions: Arc::default(),
             events,
             tenancy,
+            idle: Arc::default(),
         })
     }
 }

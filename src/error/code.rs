@@ -189,6 +189,14 @@ api_codes! {
     DiskTooSmall = "DISK_TOO_SMALL",
     /// A patch would shrink `resources.disk`, or add or remove the cap.
     DiskChangeRefused = "DISK_CHANGE_REFUSED",
+    /// `idle` is not an object (or null).
+    InvalidIdle = "INVALID_IDLE",
+    /// `idle.after` is missing or not a whole number of seconds from 5 to 2592000 (30 days).
+    InvalidIdleAfter = "INVALID_IDLE_AFTER",
+    /// `idle.action` is not pause or stop.
+    InvalidIdleAction = "INVALID_IDLE_ACTION",
+    /// `idle.resume_on_use` is not a boolean.
+    InvalidIdleResume = "INVALID_IDLE_RESUME",
 
     // Containers: routes and state.
     /// No such container.

@@ -90,6 +90,10 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidDisk => ApiCode::InvalidDisk,
         R::DiskTooSmall => ApiCode::DiskTooSmall,
         R::DiskChangeRefused => ApiCode::DiskChangeRefused,
+        R::InvalidIdle => ApiCode::InvalidIdle,
+        R::InvalidIdleAfter => ApiCode::InvalidIdleAfter,
+        R::InvalidIdleAction => ApiCode::InvalidIdleAction,
+        R::InvalidIdleResume => ApiCode::InvalidIdleResume,
     }
 }
 

@@ -323,6 +323,7 @@ mod tests {
                 read_only: false,
                 isolation: Default::default(),
                 network: Default::default(),
+                idle: None,
             },
             tenant: None,
             status_reason: None,

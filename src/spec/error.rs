@@ -56,6 +56,10 @@ pub enum Rule {
     InvalidDisk,
     DiskTooSmall,
     DiskChangeRefused,
+    InvalidIdle,
+    InvalidIdleAfter,
+    InvalidIdleAction,
+    InvalidIdleResume,
 }
 
 impl Invalid {

@@ -11,6 +11,7 @@
 
 mod env;
 mod error;
+pub mod idle;
 mod image;
 pub mod network;
 mod ports;
@@ -27,6 +28,7 @@ use crate::config::UserIds;
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
+pub use idle::{Idle, IdleAction, MIN_IDLE_AFTER};
 pub use image::is_image_reference;
 pub use network::{Allow, Egress, Network};
 pub use resources::{
@@ -35,6 +37,7 @@ pub use resources::{
 };
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
+use idle::parse_idle;
 use image::parse_image;
 use network::parse_network;
 use ports::parse_ports;
@@ -162,6 +165,10 @@ pub struct Spec {
     /// What the container may reach (enforced by the reconciler's firewall rules).
     #[serde(default)]
     pub network: Network,
+    /// What the server does when nobody uses it (`None`: nothing). Not part of the
+    /// container Docker runs: a change moves no generation (see `store::desired`).
+    #[serde(default)]
+    pub idle: Option<Idle>,
 }
 
 /// Facts about the host that validation needs.
@@ -207,6 +214,7 @@ const CREATE_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "idle",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -220,6 +228,7 @@ const PATCH_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "idle",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -295,6 +304,7 @@ pub fn parse_create(
         body.remove("network").unwrap_or(Value::Null),
         limits.default_egress,
     )?;
+    let idle = parse_idle(body.remove("idle").unwrap_or(Value::Null))?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -320,6 +330,7 @@ pub fn parse_create(
             read_only,
             isolation,
             network,
+            idle,
         },
         start,
     })
@@ -402,6 +413,9 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("network") {
         next.network = parse_network(v, limits.default_egress)?;
+    }
+    if let Some(v) = body.remove("idle") {
+        next.idle = parse_idle(v)?;
     }
     Ok(next)
 }

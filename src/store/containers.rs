@@ -84,12 +84,15 @@ struct Row {
     egress: String,
     egress_allow: String,
     status_reason: Option<StatusReason>,
+    idle_after: Option<i64>,
+    idle_action: String,
+    idle_resume: bool,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow, status_reason";
+     egress, egress_allow, status_reason, idle_after, idle_action, idle_resume";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -122,6 +125,12 @@ impl Row {
                     egress: crate::spec::Egress::parse(&self.egress).unwrap_or_default(),
                     allow: serde_json::from_str(&self.egress_allow).unwrap_or_default(),
                 },
+                idle: self.idle_after.map(|after| crate::spec::Idle {
+                    after: u64::try_from(after).unwrap_or(1),
+                    // A CHECK holds the names `parse` knows.
+                    action: crate::spec::IdleAction::parse(&self.idle_action).unwrap_or_default(),
+                    resume_on_use: self.idle_resume,
+                }),
             },
             cuid: self.cuid,
             desired_state: self.desired_state,

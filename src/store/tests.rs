@@ -38,6 +38,7 @@ fn spec(ports: &[u16]) -> Spec {
         read_only: false,
         isolation: Default::default(),
         network: Default::default(),
+        idle: None,
     }
 }
 

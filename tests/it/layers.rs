@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
         "credentials",
         "sessions",
         "tenancy",
+        "idle",
     ],
     &["representation"],
     &["store"],
