@@ -470,7 +470,7 @@ function listRow(c) {
     el("td", { text: (c.ports || []).map(portText).join(", ") }),
     el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
     el("td", { class: "status status-" + c.status, "data-status": c.status,
-               text: c.status + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "") }),
+               text: statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "") }),
     el("td", { class: "error", text: c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "" }),
   );
 }
@@ -519,6 +519,10 @@ function fillForm(c) {
   $("f-read_only").checked = !!(c && c.read_only);
   $("f-egress").value = c ? c.network.egress : "internet";
   $("f-allow").value = c ? (c.network.allow || []).join(", ") : "";
+  const idle = c && c.idle;
+  $("f-idle-after").value = idle ? idle.after : "";
+  $("f-idle-action").value = idle ? idle.action : "pause";
+  $("f-idle-resume").checked = idle ? idle.resume_on_use : true;
   form.defaults = { isolation: $("f-isolation").value, egress: $("f-egress").value };
 }
 
@@ -591,6 +595,12 @@ function readForm() {
   const allow = $("f-allow").value.split(",").map((a) => a.trim()).filter(Boolean);
   spec.network = { egress: $("f-egress").value };
   if (allow.length) spec.network.allow = allow;
+  const after = $("f-idle-after").value.trim();
+  spec.idle = after ? {
+    after: Number(after),
+    action: $("f-idle-action").value,
+    resume_on_use: $("f-idle-resume").checked,
+  } : null;
   return spec;
 }
 
@@ -628,6 +638,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
       if (spec.isolation === form.defaults.isolation) delete spec.isolation;
       if (spec.network.egress === form.defaults.egress && !spec.network.allow) delete spec.network;
       if (!spec.read_only) delete spec.read_only;
+      if (!spec.idle) delete spec.idle;
       if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
       $("form-error").textContent = spec.start ? "Creating and starting…" : "";
@@ -655,6 +666,7 @@ async function saveEdit(spec) {
   if (JSON.stringify(network) !== JSON.stringify({ egress: o.network.egress, allow: o.network.allow || [] })) {
     patch.network = spec.network;
   }
+  if (JSON.stringify(spec.idle) !== JSON.stringify(o.idle || null)) patch.idle = spec.idle;
   if (JSON.stringify(spec.command) !== JSON.stringify(o.command)) patch.command = spec.command;
   if (JSON.stringify(spec.tags) !== JSON.stringify(o.tags)) patch.tags = spec.tags;
   const env = {};
@@ -752,6 +764,17 @@ function egressText(n) {
   return "only " + n.allow.join(", ");
 }
 
+/** The idle policy in words. */
+function idleText(i) {
+  if (!i) return "none";
+  return `${i.action} after ${i.after} s without use` + (i.resume_on_use ? "; resumes on use" : "; stays until started");
+}
+
+/** `paused (idle)`: the status, and why the server itself set it. */
+function statusText(c) {
+  return c.status + (c.status_reason ? ` (${c.status_reason})` : "");
+}
+
 function renderDetail(c) {
   detail.container = c;
   dl($("desired"), [
@@ -767,10 +790,11 @@ function renderDetail(c) {
     ["isolation", c.isolation === "gvisor" ? "gVisor (runsc)" : "runc"],
     ["root filesystem", c.read_only ? `read-only; /tmp ${c.resources.tmp || "64m"} tmpfs` : "writable"],
     ["egress", egressText(c.network)],
+    ["idle", idleText(c.idle)],
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
   dl($("observed"), [
-    ["status", c.status],
+    ["status", statusText(c)],
     ["observed generation", String(c.observed_generation)],
     ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
     ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],

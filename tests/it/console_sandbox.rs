@@ -1,5 +1,5 @@
 //! The console's sandbox settings (issue 18), in a real headless Chromium: the form sends
-//! isolation, a read-only root, a disk cap and an egress policy; an API refusal lands next to
+//! isolation, a read-only root, a disk cap, an egress policy and an idle policy; an API refusal lands next to
 //! its field; the detail page shows what the container got.
 
 use std::time::Duration;
@@ -41,10 +41,12 @@ async fn console_creates_and_shows_a_sandboxed_container() {
     .await;
     b.type_into("#f-image", BUSYBOX).await;
     b.type_into("#f-disk", "32m").await;
+    b.type_into("#f-idle-after", "600").await;
     b.click("#f-read_only").await;
     b.js(
         "document.getElementById('f-isolation').value = 'gvisor'; \
-         document.getElementById('f-egress').value = 'allowlist';",
+         document.getElementById('f-egress').value = 'allowlist'; \
+         document.getElementById('f-idle-action').value = 'stop';",
         json!([]),
     )
     .await;
@@ -81,6 +83,10 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         r.json["network"],
         json!({"egress": "allowlist", "allow": ["10.1.2.0/24:5432"]})
     );
+    assert_eq!(
+        r.json["idle"],
+        json!({"after": 600, "action": "stop", "resume_on_use": true})
+    );
 
     // The detail page says what it got.
     let shown = b
@@ -90,7 +96,8 @@ async fn console_creates_and_shows_a_sandboxed_container() {
             "const t = document.getElementById('desired').textContent + \
              document.getElementById('observed').textContent; \
              return t.includes('gVisor') && t.includes('read-only') && \
-             t.includes('only 10.1.2.0/24:5432') && t.includes('of 32') && t;",
+             t.includes('only 10.1.2.0/24:5432') && t.includes('of 32') && \
+             t.includes('stop after 600 s without use; resumes on use') && t;",
         )
         .await;
     assert!(shown.as_str().unwrap().contains("/tmp 64m"), "{shown}");
