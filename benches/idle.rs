@@ -222,7 +222,7 @@ async fn main() {
     println!();
     println!("idle tracking of {n} running containers, {seconds} s per row");
     println!(
-        "one /proc/<pid>/net/dev read: {:.1} µs",
+        "first read of each container's /proc/<pid>/net/dev (wall time, cold, busy machine): {:.1} µs",
         per_read.as_secs_f64() * 1e6
     );
     println!(

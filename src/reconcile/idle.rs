@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
-use crate::error::ApiError;
 use crate::idle::{is_idle, sent_bytes, Tracker};
 use crate::lifecycle::{DesiredState, Status, StatusReason};
 use crate::spec::IdleAction;
@@ -221,7 +220,7 @@ async fn act(ctx: &IdleCtx, sampler: &mut Sampler, c: &IdleCandidate) {
     };
     let result = ctx
         .store
-        .transition_for::<ApiError>(&c.cuid, StatusReason::Idle, |current| {
+        .transition_for::<crate::store::Error>(&c.cuid, StatusReason::Idle, |current| {
             // The row as it is now: still wanted running, running, with the same policy.
             let unchanged = current.deleted_at.is_none()
                 && current.desired_state == DesiredState::Running
@@ -245,7 +244,7 @@ async fn act(ctx: &IdleCtx, sampler: &mut Sampler, c: &IdleCandidate) {
         }
         Ok((_, false)) => {}
         Err(e) => {
-            tracing::warn!(cuid = %c.cuid, error = %e.message, "idle: cannot write the new desired state")
+            tracing::warn!(cuid = %c.cuid, error = %e, "idle: cannot write the new desired state")
         }
     }
 }
