@@ -67,6 +67,9 @@ pub struct Config {
     pub container_log_max_file: u32,
     /// Reconciler: parallel passes, timeout of one compose call, periodic resync.
     pub reconcile_concurrency: usize,
+    /// `IDLE_SAMPLE_INTERVAL`: how often the idle sampler reads the counters of the running
+    /// containers that have an idle policy (seconds, at least 1; default 2).
+    pub idle_sample_interval: Duration,
     pub compose_timeout: Duration,
     pub resync_interval: Duration,
     /// `pids_limit` of a container whose spec sets none (`DEFAULT_PIDS_LIMIT`; `0`: none).
@@ -482,6 +485,7 @@ impl Config {
             container_log_max_size: var("CONTAINER_LOG_MAX_SIZE").unwrap_or_else(|| "10m".into()),
             container_log_max_file: parse_or("CONTAINER_LOG_MAX_FILE", 3)?,
             reconcile_concurrency: parse_or("RECONCILE_CONCURRENCY", 4usize)?.max(1),
+            idle_sample_interval: secs_or("IDLE_SAMPLE_INTERVAL", 2)?.max(Duration::from_secs(1)),
             compose_timeout: secs_or("COMPOSE_TIMEOUT", 120)?,
             resync_interval: secs_or("RESYNC_INTERVAL", 30)?,
             default_egress,
@@ -538,6 +542,7 @@ impl Config {
             container_log_max_size: "10m".into(),
             container_log_max_file: 3,
             reconcile_concurrency: 4,
+            idle_sample_interval: Duration::from_secs(2),
             compose_timeout: Duration::from_secs(120),
             resync_interval: Duration::from_secs(30),
             default_egress: "internet",

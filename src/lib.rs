@@ -20,7 +20,8 @@
 //!   (each container's `/app` on the host), [`terminal`] (the WebSocket terminal session),
 //!   [`events`] (the change feed behind `GET /events`), [`audit`] (`actions.jsonl`),
 //!   [`credentials`] (the configured credentials and the failed-login throttle),
-//!   [`sessions`] (console sign-in sessions, keys and tickets).
+//!   [`sessions`] (console sign-in sessions, keys and tickets), [`idle`] (what counts as use
+//!   of a container, for idle policies).
 //! - [`representation`]: what the API answers and `/events` sends about a container.
 //! - [`store`]: the SQLite state store (desired and observed state).
 //! - [`spec`] (the container spec a client may send, and its validation), [`lifecycle`]
@@ -45,6 +46,7 @@ pub mod events;
 pub mod expiry;
 pub mod first_run;
 pub mod http;
+pub mod idle;
 pub mod image_ref;
 pub mod images;
 pub mod lifecycle;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status, StatusReason};
-use crate::spec::{Isolation, Lifetime, Network, Port, Resources, RestartPolicy};
+use crate::spec::{Idle, Isolation, Lifetime, Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
@@ -46,6 +46,9 @@ pub struct Representation {
     /// `lifetime.on_expiry` says. Null when it has no lifetime or the deadline was acted on.
     #[schema(required = true)]
     pub expires_at: Option<String>,
+    /// What the server does when nobody uses it (docs/API.md, idle); null: nothing.
+    #[schema(required = true)]
+    pub idle: Option<Idle>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -101,6 +104,7 @@ pub fn representation(c: &Container) -> Representation {
         network: s.network.clone(),
         lifetime: c.lifetime,
         expires_at: c.expires_at.clone(),
+        idle: s.idle,
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

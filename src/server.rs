@@ -47,6 +47,17 @@ pub fn start_background(state: &AppState) {
         state.audit.clone(),
         state.shutdown.clone(),
     );
+    let idle = tokio::spawn(crate::reconcile::idle::run(
+        crate::reconcile::idle::IdleCtx {
+            store: state.store.clone(),
+            reconciler: state.reconciler.clone(),
+            tracker: state.idle.clone(),
+            docker: state.docker.clone(),
+            audit: state.audit.clone(),
+            every: state.config.idle_sample_interval,
+        },
+        state.shutdown.clone(),
+    ));
     state
         .background
         .lock()
@@ -56,6 +67,7 @@ pub fn start_background(state: &AppState) {
             ("events feed", feed),
             ("token use", token_use),
             ("deadlines", deadlines),
+            ("idle sampler", idle),
         ]);
 }
 

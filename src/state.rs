@@ -46,6 +46,8 @@ pub struct AppState {
     /// The containers' deadlines (`lifetime`): every write that changes one reports it
     /// here; the timer task runs once started.
     pub deadlines: crate::expiry::Deadlines,
+    /// What counts as use of each container, for idle policies (in memory).
+    pub idle: Arc<crate::idle::Tracker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,7 @@ impl AppState {
             events,
             tenancy,
             deadlines: crate::expiry::Deadlines::new(),
+            idle: Arc::default(),
         })
     }
 }

@@ -488,7 +488,7 @@ function listRow(c) {
     el("td", { text: (c.ports || []).map(portText).join(", ") }),
     el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
     el("td", { class: "status status-" + c.status, "data-status": c.status,
-               text: c.status + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "") }),
+               text: statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "") }),
     el("td", { class: "error", text: c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "" }),
   );
 }
@@ -538,6 +538,10 @@ function fillForm(c) {
   $("f-read_only").checked = !!(c && c.read_only);
   $("f-egress").value = c ? c.network.egress : "internet";
   $("f-allow").value = c ? (c.network.allow || []).join(", ") : "";
+  const idle = c && c.idle;
+  $("f-idle-after").value = idle ? idle.after : "";
+  $("f-idle-action").value = idle ? idle.action : "pause";
+  $("f-idle-resume").checked = idle ? idle.resume_on_use : true;
   form.defaults = { isolation: $("f-isolation").value, egress: $("f-egress").value };
   $("f-ttl").value = "";
   $("f-on_expiry").value = "stop";
@@ -639,6 +643,12 @@ function readForm() {
     if (seconds === null) throw Object.assign(new Error(`"${ttl}" is not a duration (e.g. 3600, 30m, 2h)`), { field: "lifetime" });
     spec.lifetime = { ttl: seconds, on_expiry: $("f-on_expiry").value };
   }
+  const after = $("f-idle-after").value.trim();
+  spec.idle = after ? {
+    after: Number(after),
+    action: $("f-idle-action").value,
+    resume_on_use: $("f-idle-resume").checked,
+  } : null;
   return spec;
 }
 
@@ -677,6 +687,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
       if (spec.isolation === form.defaults.isolation) delete spec.isolation;
       if (spec.network.egress === form.defaults.egress && !spec.network.allow) delete spec.network;
       if (!spec.read_only) delete spec.read_only;
+      if (!spec.idle) delete spec.idle;
       if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
       $("form-error").textContent = spec.start ? "Creating and starting…" : "";
@@ -704,6 +715,7 @@ async function saveEdit(spec) {
   if (JSON.stringify(network) !== JSON.stringify({ egress: o.network.egress, allow: o.network.allow || [] })) {
     patch.network = spec.network;
   }
+  if (JSON.stringify(spec.idle) !== JSON.stringify(o.idle || null)) patch.idle = spec.idle;
   if (JSON.stringify(spec.command) !== JSON.stringify(o.command)) patch.command = spec.command;
   if (JSON.stringify(spec.tags) !== JSON.stringify(o.tags)) patch.tags = spec.tags;
   const env = {};
@@ -801,6 +813,17 @@ function egressText(n) {
   return "only " + n.allow.join(", ");
 }
 
+/** The idle policy in words. */
+function idleText(i) {
+  if (!i) return "none";
+  return `${i.action} after ${i.after} s without use` + (i.resume_on_use ? "; resumes on use" : "; stays until started");
+}
+
+/** `paused (idle)`: the status, and why the server itself set it. */
+function statusText(c) {
+  return c.status + (c.status_reason ? ` (${c.status_reason})` : "");
+}
+
 function renderDetail(c) {
   detail.container = c;
   $("detail-title").textContent = displayName(c);
@@ -819,11 +842,12 @@ function renderDetail(c) {
     ["root filesystem", c.read_only ? `read-only; /tmp ${c.resources.tmp || "64m"} tmpfs` : "writable"],
     ["egress", egressText(c.network)],
     ["lifetime", c.lifetime ? `${durationText(c.lifetime.ttl * 1000)}, then ${c.lifetime.on_expiry}` : "none"],
+    ["idle", idleText(c.idle)],
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
   renderDeadline();
   dl($("observed"), [
-    ["status", c.status],
+    ["status", statusText(c)],
     ["observed generation", String(c.observed_generation)],
     ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
     ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],

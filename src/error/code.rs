@@ -199,6 +199,14 @@ api_codes! {
     TtlTooLong = "TTL_TOO_LONG",
     /// `lifetime.on_expiry` is not `stop` or `delete`.
     InvalidOnExpiry = "INVALID_ON_EXPIRY",
+    /// `idle` is not an object (or null).
+    InvalidIdle = "INVALID_IDLE",
+    /// `idle.after` is missing or not a whole number of seconds from 5 to 2592000 (30 days).
+    InvalidIdleAfter = "INVALID_IDLE_AFTER",
+    /// `idle.action` is not pause or stop.
+    InvalidIdleAction = "INVALID_IDLE_ACTION",
+    /// `idle.resume_on_use` is not a boolean.
+    InvalidIdleResume = "INVALID_IDLE_RESUME",
 
     // Containers: routes and state.
     /// No such container.

@@ -10,6 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
 use crate::http::prestart::check_startable;
 use crate::http::response::{container_response, path_cuid};
+use crate::http::resume;
 use crate::http::wait::{finish, Wait};
 use crate::http::{quota, tenants};
 use crate::lifecycle::{plan, DesiredState, Plan, Verb};
@@ -81,6 +82,27 @@ pub async fn start(
     Path(c): Path<String>,
     Query(w): Query<Wait>,
 ) -> ApiResult<Response> {
+    // A container its idle policy paused or stopped is resumed (an unpause for a paused
+    // one, which a plain start refuses), with `Server-Timing` (docs/API.md, idle).
+    let found = match path_cuid(&c) {
+        Ok(cuid) => s.store.get(cuid).await?,
+        Err(_) => None,
+    };
+    if let Some(container) = found.filter(resume::resumable) {
+        let (container, took) = resume::on_use(&s, container, w.wait).await?;
+        let status = if w.wait {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        let mut response = container_response(status, &container);
+        if let Some(took) = took {
+            response
+                .headers_mut()
+                .insert(resume::SERVER_TIMING, resume::server_timing(took));
+        }
+        return Ok(response);
+    }
     act(s, c, w, Verb::Start).await
 }
 #[utoipa::path(post, path = "/containers/{cuid}/stop", tag = "containers", summary = "Stop the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]

@@ -97,6 +97,10 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidTtl => ApiCode::InvalidTtl,
         R::TtlTooLong => ApiCode::TtlTooLong,
         R::InvalidOnExpiry => ApiCode::InvalidOnExpiry,
+        R::InvalidIdle => ApiCode::InvalidIdle,
+        R::InvalidIdleAfter => ApiCode::InvalidIdleAfter,
+        R::InvalidIdleAction => ApiCode::InvalidIdleAction,
+        R::InvalidIdleResume => ApiCode::InvalidIdleResume,
     }
 }
 

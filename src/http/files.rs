@@ -17,6 +17,7 @@ use crate::appdir::{listing, mounts, unzip, upload, zipout};
 use crate::error::{content_type_is, ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
+use crate::http::resume;
 use crate::http::schema::{FileListing, UploadResult};
 use crate::http::upload_body::{drain, receive, upload_too_large};
 use crate::state::AppState;
@@ -59,8 +60,10 @@ pub async fn upload_zip(
     Query(query): Query<PathQuery>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<UploadResult>> {
+) -> ApiResult<Response> {
     let container = live_container(&state, &cuid).await?;
+    // A container its idle policy put to sleep is woken first (docs/API.md, idle).
+    let (container, resumed) = resume::on_use(&state, container, true).await?;
     let cuid = container.cuid.clone();
     if headers.contains_key(header::CONTENT_TYPE)
         && !crate::http::extract::is_zip(&headers)
@@ -175,10 +178,17 @@ pub async fn upload_zip(
         result.map_err(ApiError::from)
     })
     .await?;
-    Ok(Json(UploadResult {
+    let mut response = Json(UploadResult {
         files: outcome.files,
         bytes: outcome.bytes,
-    }))
+    })
+    .into_response();
+    if let Some(took) = resumed {
+        response
+            .headers_mut()
+            .insert(resume::SERVER_TIMING, resume::server_timing(took));
+    }
+    Ok(response)
 }
 
 fn missing_path() -> ApiError {

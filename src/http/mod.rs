@@ -21,6 +21,7 @@ pub mod origin;
 pub mod prestart;
 pub mod quota;
 pub mod response;
+pub mod resume;
 pub mod schema;
 pub mod scope;
 pub mod session;

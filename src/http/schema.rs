@@ -65,6 +65,8 @@ pub struct CreateBody {
     /// Default: the `DEFAULT_TTL` setting (none unless set); `null`: none (refused
     /// `TTL_TOO_LONG` under `MAX_TTL`).
     pub lifetime: Option<LifetimeBody>,
+    /// Pause or stop it when nobody uses it (docs/API.md, idle); default none.
+    pub idle: Option<IdleIn>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -191,6 +193,22 @@ pub struct LifetimeBody {
     pub ttl: u64,
     /// Default `stop` (on a patch: the current one).
     pub on_expiry: Option<crate::spec::OnExpiry>,
+    /// Replaces the whole policy; `null` removes it. Recreates nothing (no new generation).
+    pub idle: Option<IdleIn>,
+}
+
+/// `idle` of a create or patch body.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdleIn {
+    /// Seconds without use (no request naming it, no open terminal, no traffic sent by it).
+    #[schema(minimum = 5, maximum = 2592000)]
+    pub after: u64,
+    /// Default `pause`.
+    pub action: Option<crate::spec::IdleAction>,
+    /// Default true: a terminal, an upload or a start wakes a container the policy paused
+    /// or stopped, and answers as if it had been running (`Server-Timing: resume;dur=ms`).
+    pub resume_on_use: Option<bool>,
 }
 
 /// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,

@@ -93,6 +93,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         .into_response();
     }
     let Some(tenant) = principal.tenant.as_deref() else {
+        record_use(&state, &path).await;
         return next.run(request).await;
     };
     if operator_only(&path) {
@@ -131,12 +132,61 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
+    record_use(&state, &path).await;
     next.run(request).await
+}
+
+/// A request that uses a container (docs/API.md, idle): `/containers/{cuid}/…` but its
+/// `status`, and `/ws/{cuid}`. Reading the container's own record (`GET /containers/{cuid}`,
+/// `…/status`), changing its spec (`PATCH`) or the list do not count: a dashboard that
+/// watches it does not keep it awake.
+fn used_container(path: &str) -> Option<String> {
+    if path.starts_with("/ws/") {
+        return container_of(path);
+    }
+    let rest = path.strip_prefix("/containers/")?;
+    let (_, sub) = rest.split_once('/')?;
+    if sub.is_empty() || sub == "status" || sub == "ports" {
+        return None;
+    }
+    container_of(path)
+}
+
+/// Starts the idle clock of the container a request uses again (in memory).
+async fn record_use(state: &AppState, path: &str) {
+    if let Some(cuid) = used_container(path).filter(|c| crate::spec::is_cuid(c)) {
+        state.idle.touch(&cuid).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_counts_as_use_of_a_container() {
+        let c = "c123e4567-e89b-12d3-a456-426614174000";
+        for used in [
+            format!("/containers/{c}/start"),
+            format!("/containers/{c}/upload-zip"),
+            format!("/containers/{c}/files"),
+            format!("/containers/{c}/logs"),
+            format!("/containers/{c}/stats"),
+            format!("/ws/{c}"),
+        ] {
+            assert_eq!(used_container(&used).as_deref(), Some(c), "{used}");
+        }
+        for not in [
+            format!("/containers/{c}"),
+            format!("/containers/{c}/"),
+            format!("/containers/{c}/status"),
+            format!("/containers/{c}/ports"),
+            "/containers".to_owned(),
+            "/events".to_owned(),
+        ] {
+            assert_eq!(used_container(&not), None, "{not}");
+        }
+    }
 
     #[test]
     fn each_route_class_needs_its_scope() {

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::{ApiCode, ApiError, ApiResult, REQUEST_ID};
-use crate::http::origin;
 use crate::http::response::{live_container, path_cuid};
+use crate::http::{origin, resume};
 use crate::state::AppState;
 use crate::terminal::{self, Options};
 
@@ -49,13 +49,16 @@ async fn open(
 ) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?.to_owned();
     let options = parse_options(query.as_deref().unwrap_or(""))?;
-    live_container(&state, &cuid).await?;
+    let container = live_container(&state, &cuid).await?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::validation(
             ApiCode::WebsocketUpgradeRequired,
             format!("this route needs a WebSocket upgrade: {e}"),
         )
     })?;
+    // A container its idle policy put to sleep is woken first (docs/API.md, idle); the
+    // `101` says how long that took.
+    let (_, resumed) = resume::on_use(&state, container, true).await?;
     let docker = crate::http::docker_client(&state).await?;
 
     let inspect = docker
@@ -97,6 +100,8 @@ async fn open(
         let frame = super::error_map::error_frame(&err);
         return Ok(upgrade.on_upgrade(move |socket| terminal::refuse(socket, frame)));
     }
+    // In use for as long as the session lasts: the idle policy leaves it alone.
+    let in_use = state.idle.terminal(&cuid);
     let ctx = terminal::Ctx {
         docker,
         cuid,
@@ -106,7 +111,16 @@ async fn open(
         request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
         error_frame: super::error_map::terminal_error_frame,
     };
-    Ok(upgrade.on_upgrade(move |socket| terminal::run(socket, ctx)))
+    let mut response = upgrade.on_upgrade(move |socket| async move {
+        let _in_use = in_use;
+        terminal::run(socket, ctx).await
+    });
+    if let Some(took) = resumed {
+        response
+            .headers_mut()
+            .insert(resume::SERVER_TIMING, resume::server_timing(took));
+    }
+    Ok(response)
 }
 
 fn parse_bool(name: &str, value: &str) -> ApiResult<bool> {

@@ -125,6 +125,21 @@ async fn wait_for(state: &AppState, cuid: &str, since: &str) -> ApiResult<Contai
     }
 }
 
+/// Waits for `cuid` to converge unless `?wait=false` (then `None` at once): for a request
+/// that must see the change done before it goes on (a resume on use). `since` is when the
+/// request began: failures recorded after it are its answer.
+pub async fn wait_converged(
+    state: &AppState,
+    cuid: &str,
+    wait: Wait,
+    since: &str,
+) -> ApiResult<Option<Container>> {
+    if !wait.wait {
+        return Ok(None);
+    }
+    wait_for(state, cuid, since).await.map(Some)
+}
+
 /// `POST /containers` with `"start": true`: how the new container is answered.
 /// `since` is when the request began: failures recorded after it are its answer.
 ///

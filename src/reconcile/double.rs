@@ -313,6 +313,7 @@ fn spec() -> Spec {
         isolation: Default::default(),
         network: Default::default(),
         name: None,
+        idle: None,
     }
 }
 

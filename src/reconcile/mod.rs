@@ -22,6 +22,7 @@ mod docker_observer;
 #[cfg(test)]
 mod double;
 pub mod firewall;
+pub mod idle;
 mod iptables;
 mod observe;
 pub mod pass;

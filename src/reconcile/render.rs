@@ -324,6 +324,7 @@ mod tests {
                 isolation: Default::default(),
                 network: Default::default(),
                 name: None,
+                idle: None,
             },
             tenant: None,
             status_reason: None,

@@ -61,6 +61,10 @@ pub enum Rule {
     InvalidTtl,
     TtlTooLong,
     InvalidOnExpiry,
+    InvalidIdle,
+    InvalidIdleAfter,
+    InvalidIdleAction,
+    InvalidIdleResume,
 }
 
 impl Invalid {

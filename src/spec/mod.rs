@@ -11,6 +11,7 @@
 
 mod env;
 mod error;
+pub mod idle;
 mod image;
 mod lifetime;
 pub mod network;
@@ -28,6 +29,7 @@ use crate::config::UserIds;
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
+pub use idle::{Idle, IdleAction, MIN_IDLE_AFTER};
 pub use image::is_image_reference;
 pub use lifetime::{Lifetime, LifetimeIn, OnExpiry, TTL_CEILING};
 pub use network::{Allow, Egress, Network};
@@ -37,6 +39,7 @@ pub use resources::{
 };
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
+use idle::parse_idle;
 use image::parse_image;
 use network::parse_network;
 use ports::parse_ports;
@@ -168,6 +171,10 @@ pub struct Spec {
     /// (the store's index makes that race-free).
     #[serde(default)]
     pub name: Option<String>,
+    /// What the server does when nobody uses it (`None`: nothing). Not part of the
+    /// container Docker runs: a change moves no generation (see `store::desired`).
+    #[serde(default)]
+    pub idle: Option<Idle>,
 }
 
 /// Facts about the host that validation needs.
@@ -224,6 +231,7 @@ const CREATE_FIELDS: &[&str] = &[
     "network",
     "name",
     "lifetime",
+    "idle",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -239,6 +247,7 @@ const PATCH_FIELDS: &[&str] = &[
     "network",
     "name",
     "lifetime",
+    "idle",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -323,6 +332,7 @@ pub fn parse_create(
         }
         Some(v) => Some(lifetime::parse_lifetime(v, limits.max_ttl)?.resolve(None)),
     };
+    let idle = parse_idle(body.remove("idle").unwrap_or(Value::Null))?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -349,6 +359,7 @@ pub fn parse_create(
             isolation,
             network,
             name,
+            idle,
         },
         start,
         lifetime,
@@ -437,6 +448,9 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("name") {
         next.name = parse_name(v)?;
+    }
+    if let Some(v) = body.remove("idle") {
+        next.idle = parse_idle(v)?;
     }
     Ok(next)
 }

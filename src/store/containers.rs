@@ -92,12 +92,15 @@ struct Row {
     ttl: Option<i64>,
     on_expiry: Option<String>,
     expires_at: Option<String>,
+    idle_after: Option<i64>,
+    idle_action: String,
+    idle_resume: bool,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at";
+     egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -131,6 +134,12 @@ impl Row {
                     allow: serde_json::from_str(&self.egress_allow).unwrap_or_default(),
                 },
                 name: self.name,
+                idle: self.idle_after.map(|after| crate::spec::Idle {
+                    after: u64::try_from(after).unwrap_or(1),
+                    // A CHECK holds the names `parse` knows.
+                    action: crate::spec::IdleAction::parse(&self.idle_action).unwrap_or_default(),
+                    resume_on_use: self.idle_resume,
+                }),
             },
             cuid: self.cuid,
             desired_state: self.desired_state,

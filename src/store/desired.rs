@@ -136,6 +136,7 @@ impl Store {
         .await?;
         write_hardening(&mut tx, cuid, spec).await?;
         write_network(&mut tx, cuid, spec).await?;
+        write_idle(&mut tx, cuid, spec).await?;
         if let Some(tenant) = tenant {
             sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
                 .bind(tenant)
@@ -232,6 +233,28 @@ impl Store {
         if let Some(lifetime) = lifetime {
             write_lifetime(&mut row.tx, cuid, lifetime.as_ref(), clock).await?;
         }
+        let same_in_docker = Spec {
+            idle: current.spec.idle,
+            name: current.spec.name.clone(),
+            ..next.clone()
+        } == current.spec;
+        if same_in_docker {
+            // Only the idle policy or the name changed: the server's business, not Docker's.
+            // No new generation (nothing to recreate), but a change all the same.
+            write_idle(&mut row.tx, cuid, &next).await?;
+            write_name(&mut row.tx, cuid, &next).await?;
+            sqlx::query("UPDATE containers SET updated_at = ? WHERE cuid = ?")
+                .bind(stamp(clock))
+                .bind(cuid)
+                .execute(&mut *row.tx)
+                .await?;
+            let container = row.commit().await?;
+            self.touched();
+            return Ok(Updated {
+                container,
+                changed: true,
+            });
+        }
         let now = stamp(clock);
         let env = serde_json::to_string(&next.env).unwrap_or_else(|_| "{}".into());
         let tags = serde_json::to_string(&next.tags).unwrap_or_else(|_| "[]".into());
@@ -262,6 +285,7 @@ impl Store {
         write_hardening(&mut row.tx, cuid, &next).await?;
         write_network(&mut row.tx, cuid, &next).await?;
         write_name(&mut row.tx, cuid, &next).await?;
+        write_idle(&mut row.tx, cuid, &next).await?;
         if next.ports != current.spec.ports {
             sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
                 .execute(&mut *row.tx)
@@ -576,6 +600,32 @@ async fn write_name(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The spec's idle policy (migration 0010), like [`write_hardening`].
+async fn write_idle(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    spec: &Spec,
+) -> Result<(), Error> {
+    let (after, action, resume) = match spec.idle {
+        Some(i) => (
+            Some(i64::try_from(i.after).unwrap_or(i64::MAX)),
+            i.action.as_str(),
+            i.resume_on_use,
+        ),
+        None => (None, "pause", true),
+    };
+    sqlx::query(
+        "UPDATE containers SET idle_after = ?, idle_action = ?, idle_resume = ? WHERE cuid = ?",
+    )
+    .bind(after)
+    .bind(action)
+    .bind(resume)
+    .bind(cuid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Inserts a container's ports. A port already held by another container is `409

@@ -6,6 +6,7 @@
 pub mod containers;
 mod desired;
 mod error;
+pub mod idle;
 mod observed;
 pub mod sessions;
 pub mod snapshots;

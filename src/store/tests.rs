@@ -39,6 +39,7 @@ fn spec(ports: &[u16]) -> Spec {
         isolation: Default::default(),
         network: Default::default(),
         name: None,
+        idle: None,
     }
 }
 

@@ -258,6 +258,32 @@ impl Server {
         ws
     }
 
+    /// Opens `/ws/...` as [`Server::ws`] does, and also returns the headers of the `101`.
+    pub async fn ws_with_headers(
+        &self,
+        path_and_query: &str,
+    ) -> (Socket, reqwest::header::HeaderMap) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}{}", self.addr, path_and_query)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", basic_auth(USER, PASS).parse().unwrap());
+        let (ws, response) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in response.headers() {
+            if let (Ok(n), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()),
+                reqwest::header::HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        (ws, headers)
+    }
+
     /// How many containers `GET /containers` lists on its first page.
     pub async fn count_containers(&self) -> usize {
         let r = self.get("/containers?limit=500").await;
@@ -1041,6 +1067,41 @@ pub async fn read_events_until(
         let chunk = tokio::time::timeout(Duration::from_secs(20), next)
             .await
             .expect("no event in time")
+            .expect("stream ended")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// `GET /events` from the start of the feed's window until an event whose data satisfies
+/// `pred` arrives (panics if none does within `limit`); returns that event's data.
+pub async fn wait_event(s: &Server, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let r = s
+        .request(reqwest::Method::GET, "/events")
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = Box::pin(r.bytes_stream());
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+                continue;
+            };
+            if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+        let next = futures_util::StreamExt::next(&mut body);
+        let chunk = tokio::time::timeout_at(deadline, next)
+            .await
+            .expect("no such event in time")
             .expect("stream ended")
             .unwrap();
         buf.push_str(&String::from_utf8_lossy(&chunk));

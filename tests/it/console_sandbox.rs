@@ -1,7 +1,7 @@
 //! The console's sandbox settings (issue 18), in a real headless Chromium: the form sends
-//! isolation, a read-only root, a disk cap, an egress policy and a lifetime; an API refusal
-//! lands next to its field; the detail page shows what the container got, and its deadline
-//! is extended from there.
+//! isolation, a read-only root, a disk cap, an egress policy, a lifetime and an idle policy;
+//! an API refusal lands next to its field; the detail page shows what the container got, and
+//! its deadline is extended from there.
 
 use std::time::Duration;
 
@@ -43,10 +43,12 @@ async fn console_creates_and_shows_a_sandboxed_container() {
     b.type_into("#f-name", "sandbox-one").await;
     b.type_into("#f-image", BUSYBOX).await;
     b.type_into("#f-disk", "32m").await;
+    b.type_into("#f-idle-after", "600").await;
     b.click("#f-read_only").await;
     b.js(
         "document.getElementById('f-isolation').value = 'gvisor'; \
-         document.getElementById('f-egress').value = 'allowlist';",
+         document.getElementById('f-egress').value = 'allowlist'; \
+         document.getElementById('f-idle-action').value = 'stop';",
         json!([]),
     )
     .await;
@@ -90,6 +92,10 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         r.json["network"],
         json!({"egress": "allowlist", "allow": ["10.1.2.0/24:5432"]})
     );
+    assert_eq!(
+        r.json["idle"],
+        json!({"after": 600, "action": "stop", "resume_on_use": true})
+    );
 
     // The detail page says what it got.
     let shown = b
@@ -99,7 +105,8 @@ async fn console_creates_and_shows_a_sandboxed_container() {
             "const t = document.getElementById('desired').textContent + \
              document.getElementById('observed').textContent; \
              return t.includes('gVisor') && t.includes('read-only') && \
-             t.includes('only 10.1.2.0/24:5432') && t.includes('of 32') && t;",
+             t.includes('only 10.1.2.0/24:5432') && t.includes('of 32') && \
+             t.includes('stop after 600 s without use; resumes on use') && t;",
         )
         .await;
     assert!(shown.as_str().unwrap().contains("/tmp 64m"), "{shown}");

@@ -26,6 +26,7 @@ const LAYERS: &[&[&str]] = &[
         "credentials",
         "sessions",
         "tenancy",
+        "idle",
     ],
     &["representation"],
     &["store"],

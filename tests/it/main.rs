@@ -19,6 +19,7 @@ mod hardening;
 mod hostile;
 mod hostile_download;
 mod hostile_upload;
+mod idle;
 mod images;
 mod layers;
 mod lifetime;

@@ -47,6 +47,8 @@ async fn a_name_is_unique_among_live_containers_and_can_change() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["name"], "team-a-api");
+    // A name is the server's business, not Docker's: no new generation, nothing recreated.
+    assert_eq!(r.json["generation"], 1, "{}", r.text);
     let second = s
         .create(&json!({"image": BUSYBOX, "name": "team-a-web"}))
         .await;

@@ -1,0 +1,307 @@
+//! The idle sampler: one task for every running container with an idle policy. Every
+//! `IDLE_SAMPLE_INTERVAL` it reads the candidates from the store (one indexed query), the
+//! sent-bytes counter of each from `/proc/<pid>/net/dev` (the pid looked up in Docker only
+//! when the container got a new process), and asks [`crate::idle::is_idle`]. An idle one gets
+//! its new desired state written by the server (`status_reason: "idle"`) and the reconciler,
+//! the one place that acts on Docker, pauses or stops it.
+//!
+//! gVisor: Docker's pid of a `runsc` container is its sandbox process, which lives in the
+//! container's network namespace: the host-side counters of the namespace's veth are read the
+//! same way (docs/API.md, idle).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::idle::{is_idle, sent_bytes, Tracker};
+use crate::lifecycle::{DesiredState, Status, StatusReason};
+use crate::spec::IdleAction;
+use crate::store::idle::IdleCandidate;
+use crate::store::Store;
+
+use super::Reconciler;
+
+/// What the sampler remembers of one candidate.
+struct Sample {
+    run_key: String,
+    pid: Option<u32>,
+    sent: Option<u64>,
+    /// When its counter last moved, or when this run was first seen.
+    quiet_since: Instant,
+}
+
+/// The sampler's memory between ticks (owned by its task; nothing shared).
+#[derive(Default)]
+pub struct Sampler {
+    samples: HashMap<String, Sample>,
+    buf: Vec<u8>,
+}
+
+impl Sampler {
+    /// Forgets what is no longer a candidate (and a run that changed), starts the clock of
+    /// new ones, and answers the cuids whose pid must be looked up.
+    pub fn plan(&mut self, candidates: &[IdleCandidate], now: Instant) -> Vec<String> {
+        let wanted: HashSet<&str> = candidates.iter().map(|c| c.cuid.as_str()).collect();
+        self.samples
+            .retain(|cuid, _| wanted.contains(cuid.as_str()));
+        let mut lookups = Vec::new();
+        for c in candidates {
+            let s = self
+                .samples
+                .entry(c.cuid.clone())
+                .or_insert_with(|| Sample {
+                    run_key: c.run_key.clone(),
+                    pid: None,
+                    sent: None,
+                    quiet_since: now,
+                });
+            if s.run_key != c.run_key {
+                *s = Sample {
+                    run_key: c.run_key.clone(),
+                    pid: None,
+                    sent: None,
+                    quiet_since: now,
+                };
+            }
+            if s.pid.is_none() {
+                lookups.push(c.cuid.clone());
+            }
+        }
+        lookups
+    }
+
+    /// The container's process, as Docker says (`State.Pid`).
+    pub fn set_pid(&mut self, cuid: &str, pid: u32) {
+        if let Some(s) = self.samples.get_mut(cuid) {
+            s.pid = Some(pid);
+        }
+    }
+
+    /// Reads every candidate's counter and answers the idle ones. A counter that cannot be
+    /// read (the process is gone) has its pid looked up again next time; meanwhile the
+    /// container is not judged.
+    pub fn due(
+        &mut self,
+        candidates: &[IdleCandidate],
+        now: Instant,
+        tracker: &Tracker,
+    ) -> Vec<IdleCandidate> {
+        let mut due = Vec::new();
+        for c in candidates {
+            let Some(s) = self.samples.get_mut(&c.cuid) else {
+                continue;
+            };
+            let Some(pid) = s.pid else { continue };
+            match sent_bytes(pid, &mut self.buf) {
+                Ok(sent) => {
+                    if s.sent.is_some_and(|prev| prev != sent) {
+                        s.quiet_since = now;
+                    }
+                    s.sent = Some(sent);
+                }
+                Err(_) => {
+                    s.pid = None;
+                    s.sent = None;
+                    continue;
+                }
+            }
+            let after = Duration::from_secs(c.idle.after);
+            if is_idle(now, after, s.quiet_since, tracker.use_of(&c.cuid)) {
+                due.push(c.clone());
+            }
+        }
+        due
+    }
+
+    /// Whether `c` is still idle now (checked again under the tracker's gate).
+    fn still_idle(&self, c: &IdleCandidate, tracker: &Tracker) -> bool {
+        self.samples.get(&c.cuid).is_some_and(|s| {
+            is_idle(
+                Instant::now(),
+                Duration::from_secs(c.idle.after),
+                s.quiet_since,
+                tracker.use_of(&c.cuid),
+            )
+        })
+    }
+
+    fn forget(&mut self, cuid: &str) {
+        self.samples.remove(cuid);
+    }
+
+    /// Candidates it holds (tests, bench).
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+/// What the sampler task works with.
+pub struct IdleCtx {
+    pub store: Store,
+    pub reconciler: Reconciler,
+    pub tracker: Arc<Tracker>,
+    pub docker: crate::docker::Engine,
+    pub audit: Arc<Audit>,
+    pub every: Duration,
+}
+
+/// The sampler task; stops on `shutdown`.
+pub async fn run(ctx: IdleCtx, shutdown: CancellationToken) {
+    let mut sampler = Sampler::default();
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        ticks += 1;
+        if let Err(e) = tick(&ctx, &mut sampler).await {
+            tracing::warn!(error = %e, "idle sampler: cannot read the candidates");
+        }
+        // Now and then, forget the use of containers that are gone.
+        if ticks % 100 == 0 {
+            if let Ok(all) = ctx.store.all_cuids().await {
+                ctx.tracker.retain(&all.into_iter().collect());
+            }
+        }
+    }
+}
+
+async fn tick(ctx: &IdleCtx, sampler: &mut Sampler) -> Result<(), sqlx::Error> {
+    let candidates = ctx.store.idle_candidates().await?;
+    let lookups = sampler.plan(&candidates, Instant::now());
+    if !lookups.is_empty() {
+        if let Ok(docker) = ctx.docker.get().await {
+            for cuid in lookups {
+                let inspect = docker
+                    .inspect_container(
+                        &cuid,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await;
+                let pid = inspect
+                    .ok()
+                    .and_then(|i| i.state)
+                    .and_then(|s| s.pid)
+                    .and_then(|p| u32::try_from(p).ok())
+                    .filter(|p| *p > 0);
+                if let Some(pid) = pid {
+                    sampler.set_pid(&cuid, pid);
+                }
+            }
+        }
+    }
+    for c in sampler.due(&candidates, Instant::now(), &ctx.tracker) {
+        act(ctx, sampler, &c).await;
+    }
+    Ok(())
+}
+
+/// Pauses or stops an idle container: desired state written for the idle reason, under the
+/// tracker's gate (a request arriving meanwhile waits, then sees the new row and resumes it).
+async fn act(ctx: &IdleCtx, sampler: &mut Sampler, c: &IdleCandidate) {
+    let Some(_gate) = ctx.tracker.try_gate(&c.cuid) else {
+        return;
+    };
+    if !sampler.still_idle(c, &ctx.tracker) {
+        return;
+    }
+    let policy = c.idle;
+    let target = match policy.action {
+        IdleAction::Pause => DesiredState::Paused,
+        IdleAction::Stop => DesiredState::Stopped,
+    };
+    let result = ctx
+        .store
+        .transition_for::<crate::store::Error>(&c.cuid, StatusReason::Idle, |current| {
+            // The row as it is now: still wanted running, running, with the same policy.
+            let unchanged = current.deleted_at.is_none()
+                && current.desired_state == DesiredState::Running
+                && current.status == Status::Running
+                && current.spec.idle == Some(policy);
+            Ok(unchanged.then_some((target, false)))
+        })
+        .await;
+    match result {
+        Ok((container, true)) => {
+            sampler.forget(&c.cuid);
+            ctx.reconciler.wake(&container);
+            ctx.audit.record(crate::fields! {
+                "actor" => "idle",
+                "cuid" => c.cuid.as_str(),
+                "action" => policy.action.as_str(),
+                "reason" => "idle",
+                "after" => policy.after,
+            });
+            tracing::info!(cuid = %c.cuid, action = policy.action.as_str(), after = policy.after, "idle: container paused or stopped");
+        }
+        Ok((_, false)) => {}
+        Err(e) => {
+            tracing::warn!(cuid = %c.cuid, error = %e, "idle: cannot write the new desired state")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Idle;
+
+    fn candidate(cuid: &str, key: &str) -> IdleCandidate {
+        IdleCandidate {
+            cuid: cuid.into(),
+            idle: Idle {
+                after: 5,
+                action: IdleAction::Pause,
+                resume_on_use: true,
+            },
+            run_key: key.into(),
+        }
+    }
+
+    #[test]
+    fn pids_are_looked_up_once_per_run_and_gone_ones_forgotten() {
+        let mut s = Sampler::default();
+        let t0 = Instant::now();
+        let cands = vec![candidate("c1", "k1"), candidate("c2", "k1")];
+        assert_eq!(s.plan(&cands, t0), vec!["c1", "c2"]);
+        s.set_pid("c1", std::process::id());
+        assert_eq!(s.plan(&cands, t0), vec!["c2"]);
+        // A new run (an action, a restart): its pid again, its clock from now.
+        let cands = vec![candidate("c1", "k2")];
+        assert_eq!(s.plan(&cands, t0), vec!["c1"]);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_quiet_container_is_due_after_its_time_and_a_used_one_is_not() {
+        let tracker = Tracker::default();
+        let mut s = Sampler::default();
+        let t0 = Instant::now();
+        let cands = vec![candidate("c1", "k")];
+        s.plan(&cands, t0);
+        // No pid yet: not judged.
+        assert!(s
+            .due(&cands, t0 + Duration::from_secs(60), &tracker)
+            .is_empty());
+        // This test's own process stands in for the container (its counters barely move
+        // while the test runs, and a move only restarts the clock).
+        s.set_pid("c1", std::process::id());
+        assert!(s
+            .due(&cands, t0 + Duration::from_secs(1), &tracker)
+            .is_empty());
+        let later = Instant::now() + Duration::from_secs(600);
+        assert_eq!(s.due(&cands, later, &tracker).len(), 1);
+        // A dead pid: looked up again, not judged.
+        s.set_pid("c1", u32::MAX);
+        assert!(s.due(&cands, later, &tracker).is_empty());
+        assert_eq!(s.plan(&cands, later), vec!["c1"]);
+    }
+}
