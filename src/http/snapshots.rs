@@ -517,7 +517,7 @@ pub async fn fork(
     base.name = None;
     // The source's time limit, counted from now, unless the overrides set another.
     let lifetime = crate::spec::patched_lifetime(&overrides, source.lifetime.as_ref(), &limits)?
-        .unwrap_or(source.lifetime.clone());
+        .unwrap_or(source.lifetime);
     let spec = crate::spec::apply_patch(&base, overrides, &limits)?;
     check_runtime(&state, spec.isolation).await?;
     let tenant = source.tenant.clone();
