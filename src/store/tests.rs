@@ -538,3 +538,60 @@ async fn stored_status(store: &Store, cuid: &str) -> String {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn an_idle_policy_is_stored_and_its_change_alone_makes_no_generation() {
+    use crate::spec::{Idle, IdleAction};
+    let (store, _dir) = fresh().await;
+    let policy = Idle {
+        after: 60,
+        action: IdleAction::Stop,
+        resume_on_use: false,
+    };
+    let mut s = spec(&[]);
+    s.idle = Some(policy);
+    let c = insert(&store, &s).await.unwrap();
+    assert_eq!(c.spec.idle, Some(policy));
+    assert_eq!(
+        store.get(&c.cuid).await.unwrap().unwrap().spec.idle,
+        Some(policy)
+    );
+
+    // Only the policy: a change, no new generation (nothing for Docker to recreate).
+    let u = store
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.idle = None;
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert!(u.changed);
+    assert_eq!(u.container.generation, 1);
+    assert_eq!(u.container.spec.idle, None);
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec.idle, None);
+
+    // With anything else: a new generation, as for any spec change.
+    let u = store
+        .update_spec::<ApiError>(&c.cuid, Some(1), |current| {
+            let mut next = current.spec.clone();
+            next.idle = Some(policy);
+            next.tags = vec!["other".into()];
+            Ok(next)
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.container.generation, 2);
+    assert_eq!(u.container.spec.idle, Some(policy));
+
+    // The sampler's candidates: wanted running and observed running only.
+    assert!(store.idle_candidates().await.unwrap().is_empty());
+    sqlx::query("UPDATE containers SET desired_state = 'running', status = 'running'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let candidates = store.idle_candidates().await.unwrap();
+    assert_eq!(candidates.len(), 1);
+    assert_eq!(candidates[0].cuid, c.cuid);
+    assert_eq!(candidates[0].idle, policy);
+}
