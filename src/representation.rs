@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status};
-use crate::spec::{Isolation, Network, Port, Resources, RestartPolicy};
+use crate::spec::{Health, HealthCheck, Isolation, Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
@@ -35,6 +35,17 @@ pub struct Representation {
     pub isolation: Isolation,
     /// What the container may reach (docs/API.md, egress).
     pub network: Network,
+    /// The spec's `health` (the check), or null: shown under this name because `health`
+    /// is the observed status.
+    #[schema(required = true)]
+    pub health_check: Option<HealthCheck>,
+    /// Observed health: `starting`, `healthy`, `unhealthy`, or null (no health check, or
+    /// not running).
+    #[schema(required = true)]
+    pub health: Option<Health>,
+    /// The tail (at most 1 KiB) of the last probe's output, as last observed, or null.
+    #[schema(required = true)]
+    pub health_log: Option<String>,
     pub desired_state: DesiredState,
     pub status: Shown,
     #[schema(required = true)]
@@ -83,6 +94,9 @@ pub fn representation(c: &Container) -> Representation {
         read_only: s.read_only,
         isolation: s.isolation,
         network: s.network.clone(),
+        health_check: s.health.clone(),
+        health: c.health,
+        health_log: c.health_log.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         exit_code: c.exit_code,

@@ -119,6 +119,10 @@ impl Recorder {
                 o.placement = placed(state);
                 if state == DockerState::Running {
                     o.started_at = Some(Utc::now());
+                    // A (re)start begins a health check anew, as Docker's does.
+                    if o.health.is_some() {
+                        o.health = Some(crate::spec::Health::Starting);
+                    }
                 }
             }
         }
@@ -168,6 +172,8 @@ impl Backend for Recorder {
                 started_at: Some(Utc::now()),
                 finished_at: None,
                 placement: Some(placement()),
+                health: None,
+                health_log: None,
             })
         }))
     }
@@ -184,6 +190,8 @@ impl Backend for Recorder {
             started_at: Some(Utc::now()),
             finished_at: None,
             placement: Some(placement()),
+            health: None,
+            health_log: None,
         });
         ready(Ok(()))
     }
@@ -312,6 +320,7 @@ fn spec() -> Spec {
         read_only: false,
         isolation: Default::default(),
         network: Default::default(),
+        health: None,
     }
 }
 
@@ -351,6 +360,8 @@ pub(super) async fn settled_running(w: &World) -> Container {
         observed_generation: c.generation,
         last_error: None,
         restart_done: 0,
+        health: None,
+        health_log: None,
     };
     assert!(w
         .ctx
@@ -400,6 +411,7 @@ pub(super) fn listed(c: &Container, state: DockerState) -> Listed {
         state,
         generation: Some(c.generation),
         placement: placed(state),
+        health: None,
     }
 }
 
@@ -413,5 +425,7 @@ pub(super) fn observed(state: DockerState, generation: i64) -> Observed {
         started_at: Some(Utc::now() - chrono::Duration::hours(1)),
         finished_at: None,
         placement: placed(state),
+        health: None,
+        health_log: None,
     }
 }

@@ -164,6 +164,11 @@ impl Reconciler {
         (q.len(), q.oldest_age(Instant::now()))
     }
 
+    /// The pass in flight for `cuid` wants it back after `delay` (see [`queue::Queue::defer`]).
+    fn defer(&self, cuid: &str, delay: std::time::Duration) {
+        self.lock().defer(cuid, Instant::now() + delay);
+    }
+
     fn finished(&self, cuid: &str, failed: bool) {
         self.lock().done(cuid, failed, Instant::now());
     }

@@ -33,7 +33,53 @@ fn desired_of(c: &Container) -> Desired {
         deleting: c.deleted_at.is_some(),
         restart_pending: c.restart_requested > c.restart_done,
         desired_at: parse_time(&c.desired_at).unwrap_or_else(Utc::now),
+        restart_unhealthy: c.spec.health.as_ref().is_some_and(|h| h.restarts()),
     }
+}
+
+/// Restarts for unhealthiness in a row (never seen healthy between them) after which the
+/// container carries `last_error` `NOT_CONVERGING`; the restarts go on at the capped
+/// back-off.
+pub const MAX_UNHEALTHY_RESTARTS: i64 = 5;
+
+/// How long until the next restart of an unhealthy `c` is due (`None`: now): the back-off
+/// of [`super::queue::unhealthy_backoff`] from the last one.
+fn unhealthy_hold(c: &Container) -> Option<std::time::Duration> {
+    let last = parse_time(c.unhealthy_restart_at.as_deref()?)?;
+    let due = last + super::queue::unhealthy_backoff(c.unhealthy_restarts);
+    (due - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+}
+
+/// `last_error` of a settled container: `NOT_CONVERGING` while a container restarted for
+/// unhealthiness [`MAX_UNHEALTHY_RESTARTS`] times in a row has not been seen healthy since
+/// (the note made first is kept, so the row is not rewritten at every pass); else none.
+fn unhealthy_note(c: &Container, o: Option<&Observed>) -> Option<Value> {
+    let restarts = c.spec.health.as_ref().is_some_and(|h| h.restarts());
+    let healthy = o.and_then(|o| o.health) == Some(crate::spec::Health::Healthy);
+    if !restarts || healthy || c.unhealthy_restarts < MAX_UNHEALTHY_RESTARTS {
+        return None;
+    }
+    if let Some(e) = c
+        .last_error
+        .as_ref()
+        .filter(|e| e["code"] == json!(ErrorCode::NotConverging))
+    {
+        return Some(e.clone());
+    }
+    let probe = o
+        .and_then(|o| o.health_log.clone())
+        .or_else(|| c.health_log.clone())
+        .unwrap_or_default();
+    Some(json!({
+        "code": ErrorCode::NotConverging,
+        "message": format!(
+            "unhealthy after {} restarts in a row (on_unhealthy: restart); still restarted, at most once a minute; last probe: {probe}",
+            c.unhealthy_restarts
+        ),
+        "at": crate::store::now(),
+        "generation": c.generation,
+        "desired_at": c.desired_at,
+    }))
 }
 
 /// `last_error`: what failed and when, and which desire it failed for (the spec
@@ -70,6 +116,16 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
             }
         };
         let decision = decide(&desired, observed.as_ref());
+        if decision.action == Action::RestartUnhealthy {
+            // Not due yet: recorded as it is (running, unhealthy), and back when due.
+            if let Some(wait) = unhealthy_hold(&c) {
+                ctx.reconciler.defer(cuid, wait);
+                return match settle(ctx, &c, &desired, observed.as_ref(), Status::Running).await {
+                    Err(f) => fail(ctx, &c, f).await,
+                    ok => ok,
+                };
+            }
+        }
         if let Action::Settled(status) = decision.action {
             return match settle(ctx, &c, &desired, observed.as_ref(), status).await {
                 Err(f) => fail(ctx, &c, f).await,
@@ -95,6 +151,9 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
         });
         if let Err(f) = result {
             return fail(ctx, &c, f).await;
+        }
+        if decision.action == Action::RestartUnhealthy {
+            ctx.store.record_unhealthy_restart(cuid).await?;
         }
         if decision.action == Action::Delete {
             ctx.store.delete_row(cuid).await?;
@@ -157,8 +216,10 @@ async fn settle(
         status,
         exit_code,
         observed_generation: c.generation,
-        last_error: None,
+        last_error: unhealthy_note(c, o),
         restart_done,
+        health: o.and_then(|o| o.health),
+        health_log: o.and_then(|o| o.health_log.clone()),
     };
     if ctx.store.record_observation(&c.cuid, &observation).await? {
         ctx.changed();
@@ -204,7 +265,7 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
             b.ensure_network().await?;
             b.unpause(cuid).await
         }
-        Action::Restart => {
+        Action::Restart | Action::RestartUnhealthy => {
             b.ensure_network().await?;
             b.restart(cuid).await
         }

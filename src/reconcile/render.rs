@@ -323,6 +323,7 @@ mod tests {
                 read_only: false,
                 isolation: Default::default(),
                 network: Default::default(),
+                health: None,
             },
             tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,
@@ -337,6 +338,10 @@ mod tests {
             deleted_at: None,
             created_at: String::new(),
             updated_at: String::new(),
+            health: None,
+            health_log: None,
+            unhealthy_restarts: 0,
+            unhealthy_restart_at: None,
         }
     }
 

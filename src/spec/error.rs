@@ -56,6 +56,16 @@ pub enum Rule {
     InvalidDisk,
     DiskTooSmall,
     DiskChangeRefused,
+    InvalidHealth,
+    InvalidHealthCmd,
+    InvalidHealthHttp,
+    InvalidHealthPort,
+    InvalidHealthPath,
+    InvalidHealthInterval,
+    InvalidHealthTimeout,
+    InvalidHealthRetries,
+    InvalidHealthStartPeriod,
+    InvalidOnUnhealthy,
 }
 
 impl Invalid {

@@ -11,6 +11,7 @@
 
 mod env;
 mod error;
+pub mod health;
 mod image;
 pub mod network;
 mod ports;
@@ -27,6 +28,7 @@ use crate::config::UserIds;
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
+pub use health::{Health, HealthCheck, HttpProbe, OnUnhealthy};
 pub use image::is_image_reference;
 pub use network::{Allow, Egress, Network};
 pub use resources::{
@@ -35,6 +37,7 @@ pub use resources::{
 };
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
+use health::parse_health;
 use image::parse_image;
 use network::parse_network;
 use ports::parse_ports;
@@ -162,6 +165,9 @@ pub struct Spec {
     /// What the container may reach (enforced by the reconciler's firewall rules).
     #[serde(default)]
     pub network: Network,
+    /// The health check Docker runs (`None`: none of ours).
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
 }
 
 /// Facts about the host that validation needs.
@@ -207,6 +213,7 @@ const CREATE_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "health",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -220,6 +227,7 @@ const PATCH_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "health",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -295,6 +303,7 @@ pub fn parse_create(
         body.remove("network").unwrap_or(Value::Null),
         limits.default_egress,
     )?;
+    let health = parse_health(body.remove("health").unwrap_or(Value::Null))?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -320,6 +329,7 @@ pub fn parse_create(
             read_only,
             isolation,
             network,
+            health,
         },
         start,
     })
@@ -328,7 +338,8 @@ pub fn parse_create(
 /// Applies a `PATCH /containers/{cuid}` body to a spec: `env` merges (`null` removes a key),
 /// `tags` replace, `resources` merge (`null` clears a limit), the rest replace (`null` on
 /// `command`/`user`/`read_only` goes back to the default; `network` replaces the whole
-/// policy, `null` being `DEFAULT_EGRESS`).
+/// policy, `null` being `DEFAULT_EGRESS`; `health` replaces the whole check, `null`
+/// removing it).
 pub fn apply_patch(
     spec: &Spec,
     mut body: Map<String, Value>,
@@ -402,6 +413,9 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("network") {
         next.network = parse_network(v, limits.default_egress)?;
+    }
+    if let Some(v) = body.remove("health") {
+        next.health = parse_health(v)?;
     }
     Ok(next)
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Error, Store};
 use crate::lifecycle::{DesiredState, Progress, Status};
-use crate::spec::{Port, Resources, Spec};
+use crate::spec::{Health, Port, Resources, Spec};
 
 /// One container as stored.
 #[derive(Clone, Debug)]
@@ -29,6 +29,14 @@ pub struct Container {
     pub updated_at: String,
     /// The tenant it belongs to (`None`: the operator's).
     pub tenant: Option<String>,
+    /// Observed health (Docker's), while it runs with a health check.
+    pub health: Option<Health>,
+    /// The tail of the last probe's output, as last observed.
+    pub health_log: Option<String>,
+    /// Restarts made for `on_unhealthy: restart` since it was last seen healthy.
+    pub unhealthy_restarts: i64,
+    /// When the last of them was made (RFC 3339).
+    pub unhealthy_restart_at: Option<String>,
 }
 
 impl Container {
@@ -81,12 +89,17 @@ struct Row {
     tenant: Option<String>,
     egress: String,
     egress_allow: String,
+    health_check: Option<String>,
+    health: Option<String>,
+    health_log: Option<String>,
+    unhealthy_restarts: i64,
+    unhealthy_restart_at: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow";
+     egress, egress_allow, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -119,6 +132,9 @@ impl Row {
                     egress: crate::spec::Egress::parse(&self.egress).unwrap_or_default(),
                     allow: serde_json::from_str(&self.egress_allow).unwrap_or_default(),
                 },
+                health: self
+                    .health_check
+                    .and_then(|h| serde_json::from_str(&h).ok()),
             },
             cuid: self.cuid,
             desired_state: self.desired_state,
@@ -140,6 +156,10 @@ impl Row {
             created_at: self.created_at,
             updated_at: self.updated_at,
             tenant: self.tenant,
+            health: self.health.as_deref().and_then(Health::parse),
+            health_log: self.health_log,
+            unhealthy_restarts: self.unhealthy_restarts,
+            unhealthy_restart_at: self.unhealthy_restart_at,
         }
     }
 }
@@ -315,6 +335,10 @@ pub struct Observation {
     pub observed_generation: i64,
     pub last_error: Option<Value>,
     pub restart_done: i64,
+    /// Docker's health status (null: no health check, or not running).
+    pub health: Option<Health>,
+    /// The tail of the last probe's output.
+    pub health_log: Option<String>,
 }
 
 /// The fields resync compares with Docker's list.
@@ -325,6 +349,10 @@ pub struct Summary {
     pub tenant: Option<String>,
     #[sqlx(flatten)]
     pub progress: Progress,
+    /// Observed health as last recorded (`starting`, `healthy`, `unhealthy` or null).
+    pub health: Option<String>,
+    /// Its health check restarts it when unhealthy.
+    pub restarts_unhealthy: bool,
 }
 
 impl Store {
@@ -332,7 +360,8 @@ impl Store {
     pub async fn summaries(&self) -> Result<Vec<Summary>, sqlx::Error> {
         sqlx::query_as(
             "SELECT cuid, tenant, desired_state, status, generation, observed_generation, restart_requested, restart_done,
-                    deleted_at IS NOT NULL AS deleting
+                    deleted_at IS NOT NULL AS deleting, health,
+                    COALESCE(json_extract(health_check, '$.on_unhealthy') = 'restart', 0) AS restarts_unhealthy
              FROM containers WHERE desired_state != 'created' OR deleted_at IS NOT NULL
                 OR observed_generation != generation",
         )

@@ -38,6 +38,7 @@ fn spec(ports: &[u16]) -> Spec {
         read_only: false,
         isolation: Default::default(),
         network: Default::default(),
+        health: None,
     }
 }
 
@@ -67,6 +68,8 @@ fn running() -> Observation {
         observed_generation: 1,
         last_error: None,
         restart_done: 0,
+        health: None,
+        health_log: None,
     }
 }
 
