@@ -25,6 +25,7 @@ pub mod firewall;
 mod iptables;
 mod observe;
 pub mod pass;
+pub mod probe;
 pub mod queue;
 pub mod render;
 pub mod sandbox;

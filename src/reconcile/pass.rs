@@ -586,4 +586,132 @@ mod tests {
         run(&w.ctx, &c.cuid).await.unwrap();
         assert_eq!(rules(), None);
     }
+
+    /// `on_unhealthy: restart`: an unhealthy container is restarted (one Engine API call),
+    /// then not again before its back-off from the last restart has passed (the pass
+    /// records it as it is and asks to come back when due); after
+    /// [`MAX_UNHEALTHY_RESTARTS`] in a row it carries `NOT_CONVERGING` while still running;
+    /// seen healthy, the count and the note go. Without `on_unhealthy`, nothing is done.
+    #[tokio::test]
+    async fn an_unhealthy_container_is_restarted_with_back_off() {
+        use crate::spec::{Health, HealthCheck, OnUnhealthy};
+        let w = world(None).await;
+        let c = insert(&w, DesiredState::Created).await;
+        let check = HealthCheck {
+            cmd: Some(vec!["true".into()]),
+            http: None,
+            interval: 1,
+            timeout: 1,
+            retries: 1,
+            start_period: 0,
+            on_unhealthy: Some(OnUnhealthy::Restart),
+        };
+        w.ctx
+            .store
+            .update_spec::<crate::store::Error>(&c.cuid, None, |cur| {
+                let mut next = cur.spec.clone();
+                next.health = Some(check.clone());
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let set_health = |h: Health, log: &str| {
+            let mut guard = w.backend.container.lock().unwrap();
+            let o = guard.as_mut().unwrap();
+            o.health = Some(h);
+            o.health_log = Some(log.to_owned());
+        };
+        let calls_from = |n: usize| w.backend.calls()[n..].to_vec();
+
+        set_health(Health::Unhealthy, "no /tmp/ok");
+        let before = w.backend.calls().len();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(
+            calls_from(before),
+            [
+                "observe",
+                "ensure_network",
+                "restart",
+                "observe",
+                "write_project",
+                "firewall"
+            ]
+        );
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(
+            (r.status, r.health),
+            (Status::Running, Some(Health::Starting))
+        );
+        assert_eq!(r.unhealthy_restarts, 1);
+
+        // Unhealthy again at once: not due, recorded as it is.
+        set_health(Health::Unhealthy, "no /tmp/ok");
+        let before = w.backend.calls().len();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(calls_from(before), ["observe", "write_project", "firewall"]);
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.health, Some(Health::Unhealthy));
+        assert_eq!(r.health_log.as_deref(), Some("no /tmp/ok"));
+        assert!(r.last_error.is_none());
+
+        // Many restarts in a row, the last one long ago: due, restarted, and then flagged.
+        sqlx::query(
+            "UPDATE containers SET unhealthy_restarts = ?, unhealthy_restart_at = ? WHERE cuid = ?",
+        )
+        .bind(MAX_UNHEALTHY_RESTARTS - 1)
+        .bind("2000-01-01T00:00:00.000Z")
+        .bind(&c.cuid)
+        .execute(&w.ctx.store.pool)
+        .await
+        .unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let restarts = w.backend.calls().iter().filter(|c| *c == "restart").count();
+        assert_eq!(restarts, 2);
+        set_health(Health::Unhealthy, "still no /tmp/ok");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.unhealthy_restarts, MAX_UNHEALTHY_RESTARTS);
+        assert_eq!(r.status, Status::Running);
+        let note = r.last_error.clone().unwrap();
+        assert_eq!(note["code"], "NOT_CONVERGING");
+        assert!(note["message"]
+            .as_str()
+            .unwrap()
+            .contains("after 5 restarts"));
+        // Kept as it is by the next passes (no rewrite, no new event).
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(row(&w, &c.cuid).await.last_error, Some(note));
+
+        // Healthy: the count and the note go.
+        set_health(Health::Healthy, "ok");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.health, Some(Health::Healthy));
+        assert_eq!(r.unhealthy_restarts, 0);
+        assert!(r.last_error.is_none());
+
+        // Without on_unhealthy: recorded, never restarted.
+        w.ctx
+            .store
+            .update_spec::<crate::store::Error>(&c.cuid, None, |cur| {
+                let mut next = cur.spec.clone();
+                next.health = Some(HealthCheck {
+                    on_unhealthy: None,
+                    ..check.clone()
+                });
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        set_health(Health::Unhealthy, "down");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(
+            w.backend.calls().iter().filter(|c| *c == "restart").count(),
+            2
+        );
+        assert_eq!(row(&w, &c.cuid).await.health, Some(Health::Unhealthy));
+    }
 }
