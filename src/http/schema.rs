@@ -57,6 +57,9 @@ pub struct CreateBody {
     pub isolation: Option<crate::spec::Isolation>,
     /// What the container may reach; default `{"egress": DEFAULT_EGRESS}`.
     pub network: Option<NetworkIn>,
+    /// A health check Docker runs (`cmd` in the container, or `http` by the server's
+    /// probe); default none. Shown back as `health_check`.
+    pub health: Option<HealthIn>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -164,6 +167,46 @@ pub struct PatchBody {
     /// Replaces the whole policy; `null` is `{"egress": DEFAULT_EGRESS}`. Changing it
     /// recreates a running container.
     pub network: Option<NetworkIn>,
+    /// Replaces the whole check; `null` removes it. Changing it recreates a running
+    /// container.
+    pub health: Option<HealthIn>,
+}
+
+/// `health` of a create or patch body: exactly one of `cmd` and `http` (the exact shape is
+/// written in [`super::openapi::document`]).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthIn {
+    /// argv run in the container, no shell (`["test", "-f", "/tmp/ok"]`).
+    #[schema(min_items = 1, max_items = 64)]
+    pub cmd: Option<Vec<String>>,
+    /// `GET http://127.0.0.1:<port><path>` from inside the container; healthy on 2xx/3xx.
+    pub http: Option<HttpProbeIn>,
+    /// Seconds between probes, 1-3600, default 10.
+    #[schema(minimum = 1, maximum = 3600)]
+    pub interval: Option<u32>,
+    /// Seconds a probe may take, 1-600, default 5.
+    #[schema(minimum = 1, maximum = 600)]
+    pub timeout: Option<u32>,
+    /// Failures in a row that make it unhealthy, 1-100, default 3.
+    #[schema(minimum = 1, maximum = 100)]
+    pub retries: Option<u32>,
+    /// Seconds after a start when failures do not count, 0-3600, default 0.
+    #[schema(minimum = 0, maximum = 3600)]
+    pub start_period: Option<u32>,
+    /// `restart`: the reconciler restarts it when unhealthy (with back-off).
+    pub on_unhealthy: Option<crate::spec::OnUnhealthy>,
+}
+
+/// `health.http`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeIn {
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: u16,
+    /// Starts with `/`, printable ASCII without spaces; default `/`.
+    #[schema(pattern = "^/[!-~]{0,1023}$")]
+    pub path: Option<String>,
 }
 
 /// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,

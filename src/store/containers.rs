@@ -172,6 +172,10 @@ pub struct ListFilter {
     /// Only this tenant's containers. Absent in cursors made before tenants existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Only these observed healths (`none`: no health). Absent in cursors made before
+    /// health checks existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<String>>,
 }
 
 /// The first answer to an `Idempotency-Key`, kept to be replayed.
@@ -264,6 +268,12 @@ impl Store {
         .bind(&filter.tag)
         .bind(limit + 1)
         .bind(&filter.tenant)
+        .bind(
+            filter
+                .health
+                .as_ref()
+                .map(|h| serde_json::to_string(h).unwrap_or_default()),
+        )
         .fetch_all(&self.pool)
         .await?;
         let cuids: Vec<&str> = rows.iter().map(|r| r.cuid.as_str()).collect();
@@ -296,7 +306,8 @@ pub enum Created {
 }
 
 /// The WHERE/ORDER/LIMIT of a listing page; `?1` after-seq, `?2` status JSON list or NULL,
-/// `?3` tag or NULL, `?4` limit, `?5` tenant or NULL. The status filtered on is the one shown (`deleting` for a
+/// `?3` tag or NULL, `?4` limit, `?5` tenant or NULL, `?6` health JSON list (`none` for no
+/// health) or NULL. The status filtered on is the one shown (`deleting` for a
 /// tombstone, as in `Row::into_container`). Filters are checked per row while walking the primary key,
 /// so SQLite searches the rowid range in order and never sorts.
 pub const PAGE_WHERE: &str = "seq > ?1
@@ -304,6 +315,7 @@ pub const PAGE_WHERE: &str = "seq > ?1
                        IN (SELECT value FROM json_each(?2)))
     AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value = ?3))
     AND (?5 IS NULL OR tenant = ?5)
+    AND (?6 IS NULL OR COALESCE(health, 'none') IN (SELECT value FROM json_each(?6)))
     ORDER BY seq LIMIT ?4";
 
 pub(super) async fn fetch_one(

@@ -412,6 +412,7 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
             status: Some(vec![status.to_owned()]),
             tag: None,
             tenant: None,
+            health: None,
         };
         let store = store.clone();
         async move {
@@ -483,6 +484,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         status: None,
         tag: Some("even".into()),
         tenant: None,
+        health: None,
     };
     let evens = store.list(&even, 0, 10).await.unwrap();
     let got: Vec<&str> = evens.iter().map(|c| c.cuid.as_str()).collect();
@@ -496,6 +498,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         status: Some(vec!["running".into()]),
         tag: None,
         tenant: None,
+        health: None,
     };
     let got = store.list(&running_only, 0, 10).await.unwrap();
     assert_eq!(got.len(), 1);
