@@ -125,6 +125,9 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
                     ok => ok,
                 };
             }
+            // Due: `unhealthy` is recorded first, so clients and `/events` see what the
+            // restart is for (the restart makes it `starting` at once).
+            record(ctx, &c, &desired, observed.as_ref(), Status::Running).await?;
         }
         if let Action::Settled(status) = decision.action {
             return match settle(ctx, &c, &desired, observed.as_ref(), status).await {
@@ -202,6 +205,17 @@ async fn settle(
         let bridge = placement.map(|p| p.bridge.as_str());
         ctx.backend.firewall(&c.cuid, bridge, &rules).await?;
     }
+    record(ctx, c, desired, o, status).await
+}
+
+/// Records what is observed (the observation of [`settle`]).
+async fn record(
+    ctx: &Ctx,
+    c: &Container,
+    desired: &Desired,
+    o: Option<&Observed>,
+    status: Status,
+) -> PassResult {
     // A pending restart that the container's start time shows already happened (e.g.
     // before a crash) is done: restarts happen exactly once.
     let restart_done = match o.and_then(|o| o.started_at) {
@@ -646,7 +660,16 @@ mod tests {
         );
         assert_eq!(r.unhealthy_restarts, 1);
 
-        // Unhealthy again at once: not due, recorded as it is.
+        // Unhealthy again soon after a third restart in a row (2 s of back-off): not due,
+        // recorded as it is.
+        sqlx::query(
+            "UPDATE containers SET unhealthy_restarts = 3, unhealthy_restart_at = ? WHERE cuid = ?",
+        )
+        .bind(crate::store::now())
+        .bind(&c.cuid)
+        .execute(&w.ctx.store.pool)
+        .await
+        .unwrap();
         set_health(Health::Unhealthy, "no /tmp/ok");
         let before = w.backend.calls().len();
         run(&w.ctx, &c.cuid).await.unwrap();
