@@ -1031,6 +1031,47 @@ pub async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, Stri
     }
 }
 
+/// Reads `GET /events` from the first event kept until a `container` event's representation
+/// satisfies `pred`, within `limit`; returns that representation.
+pub async fn wait_for_event(s: &Server, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let r = s
+        .request(reqwest::Method::GET, "/events")
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = Box::pin(r.bytes_stream());
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let (Some(kind), Some(data)) = (field("event:"), field("data:")) else {
+                continue; // a comment
+            };
+            assert_ne!(kind, "reset", "the feed was reset: {data}");
+            let data: Value = serde_json::from_str(&data).unwrap();
+            if kind == "container" && pred(&data["container"]) {
+                return data["container"].clone();
+            }
+        }
+        let next = futures_util::StreamExt::next(&mut body);
+        let chunk = tokio::time::timeout_at(deadline, next)
+            .await
+            .expect("no such event in time")
+            .expect("stream ended")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 // ---------------------------------------------------------------- terminal sessions
 
 pub type Socket =
