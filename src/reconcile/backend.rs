@@ -122,7 +122,7 @@ pub fn health_of(
     let Some(h) = h else { return (None, None) };
     let status = h
         .status
-        .and_then(|s| crate::spec::Health::parse(&s.to_string()));
+        .and_then(|s| crate::spec::Health::parse(s.as_ref()));
     if status.is_none() {
         return (None, None);
     }

@@ -22,6 +22,7 @@ fn file_app(on_unhealthy: Value) -> Value {
     })
 }
 
+/// The cuids a listing answered, compared with `[cuid]`.
 fn cuids(r: &Resp) -> Vec<String> {
     r.json["containers"]
         .as_array()
@@ -52,7 +53,7 @@ async fn an_app_that_turns_unhealthy_is_seen_filtered_and_in_events() {
     assert_eq!(r.json["health"], "healthy", "{}", r.text);
 
     let healthy = s.get("/containers?health=healthy").await;
-    assert_eq!(cuids(&healthy), [cuid.clone()]);
+    assert_eq!(cuids(&healthy), [cuid.as_str()]);
     assert!(cuids(&s.get("/containers?health=unhealthy").await).is_empty());
 
     let (ok, out) = sh_in(&cuid, "0", "rm /tmp/ok");
@@ -65,11 +66,11 @@ async fn an_app_that_turns_unhealthy_is_seen_filtered_and_in_events() {
     assert_eq!(seen.json["status"], "running");
     assert_eq!(
         cuids(&s.get("/containers?health=unhealthy").await),
-        [cuid.clone()]
+        [cuid.as_str()]
     );
     assert_eq!(
         cuids(&s.get("/containers?health=starting,unhealthy").await),
-        [cuid.clone()]
+        [cuid.as_str()]
     );
     assert!(cuids(&s.get("/containers?health=healthy").await).is_empty());
     let event = wait_for_event(&s, HEALTH_LIMIT, |c| {
@@ -101,7 +102,7 @@ async fn an_app_that_turns_unhealthy_is_seen_filtered_and_in_events() {
     assert_eq!(r.json["health"], Value::Null, "{}", r.text);
     assert_eq!(
         cuids(&s.get("/containers?health=none").await),
-        [cuid.clone()]
+        [cuid.as_str()]
     );
     s.get("/containers?health=sick").await.assert_error(
         400,
