@@ -456,6 +456,19 @@ function renderList(containers) {
   $("page-first").disabled = list.page === 0;
 }
 
+/** The observed health as a small badge (none without a health check or when not running). */
+function healthBadge(c) {
+  if (!c.health) return null;
+  return el("span", { class: "health health-" + c.health, "data-health": c.health, text: c.health });
+}
+
+/** The spec's health check as one line. */
+function healthCheckText(h) {
+  if (!h) return "none";
+  const probe = h.http ? `HTTP GET :${h.http.port}${h.http.path}` : joinWords(h.cmd);
+  return `${probe}, every ${h.interval}s, ${h.retries} failures` + (h.on_unhealthy === "restart" ? ", restarted when unhealthy" : "");
+}
+
 function listRow(c) {
   const tags = el("td");
   for (const t of c.tags || []) tags.append(el("span", { class: "tag", text: t }));
@@ -469,8 +482,9 @@ function listRow(c) {
     tags,
     el("td", { text: (c.ports || []).map(portText).join(", ") }),
     el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
-    el("td", { class: "status status-" + c.status, "data-status": c.status,
-               text: c.status + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "") }),
+    el("td", { class: "status status-" + c.status, "data-status": c.status },
+       c.status + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : ""),
+       healthBadge(c)),
     el("td", { class: "error", text: c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "" }),
   );
 }
@@ -519,6 +533,13 @@ function fillForm(c) {
   $("f-read_only").checked = !!(c && c.read_only);
   $("f-egress").value = c ? c.network.egress : "internet";
   $("f-allow").value = c ? (c.network.allow || []).join(", ") : "";
+  const h = c && c.health_check;
+  $("f-health-kind").value = h ? (h.http ? "http" : "cmd") : "";
+  $("f-health-cmd").value = h && h.cmd ? joinWords(h.cmd) : "";
+  $("f-health-port").value = h && h.http ? String(h.http.port) : "";
+  $("f-health-path").value = h && h.http ? h.http.path : "";
+  $("f-health-interval").value = h ? String(h.interval) : "";
+  $("f-health-restart").checked = !!(h && h.on_unhealthy === "restart");
   form.defaults = { isolation: $("f-isolation").value, egress: $("f-egress").value };
 }
 
@@ -591,7 +612,31 @@ function readForm() {
   const allow = $("f-allow").value.split(",").map((a) => a.trim()).filter(Boolean);
   spec.network = { egress: $("f-egress").value };
   if (allow.length) spec.network.allow = allow;
+  spec.health = readHealth();
   return spec;
+}
+
+/** The health fields as the API's `health` (null: none). What the form does not show
+ *  (timeout, retries, start period) is kept from the container being edited. */
+function readHealth() {
+  const kind = $("f-health-kind").value;
+  if (!kind) return null;
+  const before = (form.cuid && form.original && form.original.health_check) || {};
+  const h = {};
+  for (const k of ["timeout", "retries", "start_period"]) if (before[k] != null) h[k] = before[k];
+  if (kind === "cmd") {
+    const cmd = $("f-health-cmd").value.trim();
+    if (!cmd) throw Object.assign(new Error("a command is needed"), { field: "health" });
+    h.cmd = splitWords(cmd);
+  } else {
+    const port = $("f-health-port").value.trim();
+    h.http = { port: port ? Number(port) : null, path: $("f-health-path").value.trim() || "/" };
+  }
+  const every = $("f-health-interval").value.trim();
+  if (every) h.interval = Number(every);
+  else if (before.interval != null) h.interval = before.interval;
+  h.on_unhealthy = $("f-health-restart").checked ? "restart" : null;
+  return h;
 }
 
 /** Puts an API validation error next to its field (details.field like "tags[0]"). */
@@ -628,6 +673,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
       if (spec.isolation === form.defaults.isolation) delete spec.isolation;
       if (spec.network.egress === form.defaults.egress && !spec.network.allow) delete spec.network;
       if (!spec.read_only) delete spec.read_only;
+      if (!spec.health) delete spec.health;
       if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
       $("form-error").textContent = spec.start ? "Creating and starting…" : "";
@@ -647,6 +693,14 @@ $("spec-form").addEventListener("submit", async (ev) => {
   }
 });
 
+/** Whether the form's check is the one shown (defaults filled in on the shown one). */
+function sameHealth(asked, shown) {
+  if (!asked || !shown) return !asked && !shown;
+  const full = { cmd: null, http: null, interval: 10, timeout: 5, retries: 3, start_period: 0, on_unhealthy: null, ...asked };
+  const key = (h) => JSON.stringify(["cmd", "http", "interval", "timeout", "retries", "start_period", "on_unhealthy"].map((k) => h[k]));
+  return key(full) === key(shown);
+}
+
 async function saveEdit(spec) {
   const o = form.original;
   const patch = {};
@@ -656,6 +710,7 @@ async function saveEdit(spec) {
     patch.network = spec.network;
   }
   if (JSON.stringify(spec.command) !== JSON.stringify(o.command)) patch.command = spec.command;
+  if (!sameHealth(spec.health, o.health_check)) patch.health = spec.health;
   if (JSON.stringify(spec.tags) !== JSON.stringify(o.tags)) patch.tags = spec.tags;
   const env = {};
   for (const k of Object.keys(o.env || {})) if (!(k in spec.env)) env[k] = null;
@@ -767,12 +822,14 @@ function renderDetail(c) {
     ["isolation", c.isolation === "gvisor" ? "gVisor (runsc)" : "runc"],
     ["root filesystem", c.read_only ? `read-only; /tmp ${c.resources.tmp || "64m"} tmpfs` : "writable"],
     ["egress", egressText(c.network)],
+    ["health check", healthCheckText(c.health_check)],
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
   dl($("observed"), [
     ["status", c.status],
     ["observed generation", String(c.observed_generation)],
     ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
+    ["health", c.health ? c.health + (c.health_log ? ` — ${c.health_log}` : "") : "none"],
     ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],
     ["updated", c.updated_at],
     ["disk", diskText(c)],
