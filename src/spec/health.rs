@@ -79,9 +79,11 @@ impl HealthCheck {
     }
 }
 
-/// The observed health, as Docker reports it.
+/// The observed health, as Docker reports it (`ContainerHealth` in the OpenAPI document:
+/// `Health` is the body of `/healthz`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = ContainerHealth)]
 pub enum Health {
     Starting,
     Healthy,
