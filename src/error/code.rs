@@ -191,7 +191,7 @@ api_codes! {
     DiskChangeRefused = "DISK_CHANGE_REFUSED",
     /// `health` is not an object, or has both or neither of `cmd` and `http`.
     InvalidHealth = "INVALID_HEALTH",
-    /// `health.cmd` is not a list of 1-64 strings (the first not empty).
+    /// `health.cmd` is not a list of 1-64 strings (at most 4096 characters, no NUL).
     InvalidHealthCmd = "INVALID_HEALTH_CMD",
     /// `health.http` is not an object.
     InvalidHealthHttp = "INVALID_HEALTH_HTTP",

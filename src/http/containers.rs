@@ -120,18 +120,14 @@ pub async fn create(
     }
     let tenant = quota::tenant_of_create(&state, &principal, &mut body)?;
     let mut request = spec::parse_create(body, &limits(&state))?;
-    if wait.healthy {
-        if !request.start {
-            wait.no_health()?;
-        }
-        if request.spec.health.is_none() {
-            return Err(ApiError::new(
-                crate::error::Kind::Validation,
-                ApiCode::NoHealthCheck,
-                "wait=healthy needs a health check: the body has no `health`",
-            )
-            .with_details(json!({"field": "health", "provided": null})));
-        }
+    // `wait` matters only with `start` (a create alone waits for nothing).
+    if wait.healthy && request.start && request.spec.health.is_none() {
+        return Err(ApiError::new(
+            crate::error::Kind::State,
+            ApiCode::NoHealthCheck,
+            "wait=healthy needs a health check: the body has no `health`",
+        )
+        .with_details(json!({"field": "health", "provided": null})));
     }
     // DEFAULT_DISK, written into the spec: the cap is fixed at create (an image is made),
     // so a later change of the setting leaves existing containers as they are.

@@ -179,7 +179,7 @@ pub struct PatchBody {
 pub struct HealthIn {
     /// argv run in the container, no shell (`["test", "-f", "/tmp/ok"]`).
     #[schema(min_items = 1, max_items = 64)]
-    pub cmd: Option<Vec<String>>,
+    pub cmd: Option<Vec<HealthArg>>,
     /// `GET http://127.0.0.1:<port><path>` from inside the container; healthy on 2xx/3xx.
     pub http: Option<HttpProbeIn>,
     /// Seconds between probes, 1-3600, default 10.
@@ -197,6 +197,11 @@ pub struct HealthIn {
     /// `restart`: the reconciler restarts it when unhealthy (with back-off).
     pub on_unhealthy: Option<crate::spec::OnUnhealthy>,
 }
+
+/// One argument of `health.cmd`: no NUL, at most 4096 characters.
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = r"^[^\x00]{0,4096}$")]
+pub struct HealthArg(pub String);
 
 /// `health.http`.
 #[derive(Serialize, ToSchema)]

@@ -222,7 +222,7 @@ fn parse_cmd(v: Value) -> Result<Vec<String>, Invalid> {
             Rule::InvalidHealthCmd,
             "cmd",
             v,
-            format!("cmd must be a list of 1 to {MAX_CMD_ARGS} strings (argv, no shell; the first names the program)"),
+            format!("cmd must be a list of 1 to {MAX_CMD_ARGS} strings of at most {MAX_CMD_ARG_LEN} characters, without NUL (argv, no shell)"),
         )
     };
     let Value::Array(items) = v else {
@@ -235,14 +235,11 @@ fn parse_cmd(v: Value) -> Result<Vec<String>, Invalid> {
         .iter()
         .map(|i| {
             i.as_str()
-                .filter(|s| !s.contains('\0') && s.len() <= MAX_CMD_ARG_LEN)
+                .filter(|s| !s.contains('\0') && s.chars().count() <= MAX_CMD_ARG_LEN)
                 .map(str::to_owned)
         })
         .collect();
-    match args {
-        Some(a) if !a[0].is_empty() => Ok(a),
-        _ => Err(bad(Value::Array(items))),
-    }
+    args.ok_or_else(|| bad(Value::Array(items)))
 }
 
 fn is_path(s: &str) -> bool {
@@ -345,11 +342,12 @@ mod tests {
             Rule::InvalidHealth
         );
         assert_eq!(rule(json!({"cmd": ["true"], "x": 1})), Rule::UnknownField);
+        let long = "x".repeat(MAX_CMD_ARG_LEN + 1);
         for cmd in [
             json!([]),
             json!("true"),
             json!([1]),
-            json!([""]),
+            json!([long]),
             json!(["a\u{0}"]),
         ] {
             assert_eq!(rule(json!({ "cmd": cmd })), Rule::InvalidHealthCmd, "{cmd}");

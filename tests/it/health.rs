@@ -239,7 +239,12 @@ async fn wait_healthy_needs_a_check_and_times_out_with_the_probe_output() {
         &json!({"image": BUSYBOX, "command": SLEEPER, "start": true}),
     )
     .await
-    .assert_error(400, "validation_error", "NO_HEALTH_CHECK");
+    .assert_error(422, "state_error", "NO_HEALTH_CHECK");
+    // Without `start`, a create waits for nothing.
+    let r = s
+        .post_json("/containers?wait=healthy", &json!({"image": BUSYBOX}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
     s.patch_json(
         &format!("/containers/{plain}?wait=healthy"),
         &json!({"tags": ["t"]}),
