@@ -835,6 +835,7 @@ function renderDetail(c) {
     ["disk", diskText(c)],
   ]);
   $("observed").dataset.status = c.status;
+  $("detail-health").replaceChildren(...[healthBadge(c)].filter(Boolean));
 }
 
 liveListeners.add((data) => {

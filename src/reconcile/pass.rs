@@ -51,12 +51,16 @@ fn unhealthy_hold(c: &Container) -> Option<std::time::Duration> {
 }
 
 /// `last_error` of a settled container: `NOT_CONVERGING` while a container restarted for
-/// unhealthiness [`MAX_UNHEALTHY_RESTARTS`] times in a row has not been seen healthy since
-/// (the note made first is kept, so the row is not rewritten at every pass); else none.
-fn unhealthy_note(c: &Container, o: Option<&Observed>) -> Option<Value> {
+/// unhealthiness [`MAX_UNHEALTHY_RESTARTS`] times in a row runs and has not been seen healthy
+/// since (the note made first is kept, so the row is not rewritten at every pass); else none.
+fn unhealthy_note(c: &Container, o: Option<&Observed>, status: Status) -> Option<Value> {
     let restarts = c.spec.health.as_ref().is_some_and(|h| h.restarts());
     let healthy = o.and_then(|o| o.health) == Some(crate::spec::Health::Healthy);
-    if !restarts || healthy || c.unhealthy_restarts < MAX_UNHEALTHY_RESTARTS {
+    if !restarts
+        || healthy
+        || status != Status::Running
+        || c.unhealthy_restarts < MAX_UNHEALTHY_RESTARTS
+    {
         return None;
     }
     if let Some(e) = c
@@ -230,7 +234,7 @@ async fn record(
         status,
         exit_code,
         observed_generation: c.generation,
-        last_error: unhealthy_note(c, o),
+        last_error: unhealthy_note(c, o, status),
         restart_done,
         health: o.and_then(|o| o.health),
         health_log: o.and_then(|o| o.health_log.clone()),
