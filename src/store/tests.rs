@@ -117,6 +117,74 @@ async fn the_network_policy_is_stored_on_insert_and_update() {
     assert!(stored.spec.network.allow.is_empty());
 }
 
+/// The health check is stored with the spec; observed health, its log and the count of
+/// unhealthy restarts are the reconciler's, `healthy` resets the count, and `?health=`
+/// lists by it (`none`: no health).
+#[tokio::test]
+async fn health_is_stored_observed_and_listed() {
+    use crate::spec::{Health, HealthCheck, HttpProbe, OnUnhealthy};
+    let (store, _dir) = fresh().await;
+    let mut s = spec(&[]);
+    s.health = Some(HealthCheck {
+        cmd: None,
+        http: Some(HttpProbe {
+            port: 8000,
+            path: "/up".into(),
+        }),
+        interval: 2,
+        timeout: 1,
+        retries: 3,
+        start_period: 5,
+        on_unhealthy: Some(OnUnhealthy::Restart),
+    });
+    let c = insert(&store, &s).await.unwrap();
+    let plain = insert(&store, &spec(&[])).await.unwrap();
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec, s);
+
+    let seen = |h: Option<Health>, log: &str| Observation {
+        health: h,
+        health_log: Some(log.to_owned()),
+        ..running()
+    };
+    assert!(store
+        .record_observation(&c.cuid, &seen(Some(Health::Unhealthy), "refused"))
+        .await
+        .unwrap());
+    // The same again writes nothing; another log line is a change.
+    assert!(!store
+        .record_observation(&c.cuid, &seen(Some(Health::Unhealthy), "refused"))
+        .await
+        .unwrap());
+    store.record_unhealthy_restart(&c.cuid).await.unwrap();
+    let r = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(
+        (r.health, r.health_log.as_deref(), r.unhealthy_restarts),
+        (Some(Health::Unhealthy), Some("refused"), 1)
+    );
+    assert!(r.unhealthy_restart_at.is_some());
+    let listed = |health: &[&str]| {
+        let filter = ListFilter {
+            health: Some(health.iter().map(|h| h.to_string()).collect()),
+            ..ListFilter::default()
+        };
+        let store = store.clone();
+        async move {
+            let page = store.list(&filter, 0, 10).await.unwrap();
+            page.into_iter().map(|c| c.cuid).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(&["unhealthy"]).await, [c.cuid.clone()]);
+    assert_eq!(listed(&["none"]).await, [plain.cuid.clone()]);
+    assert!(listed(&["healthy"]).await.is_empty());
+    assert!(store
+        .record_observation(&c.cuid, &seen(Some(Health::Healthy), "200"))
+        .await
+        .unwrap());
+    let r = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!((r.health, r.unhealthy_restarts), (Some(Health::Healthy), 0));
+    assert_eq!(listed(&["healthy", "none"]).await.len(), 2);
+}
+
 #[tokio::test]
 async fn disk_is_stored_on_insert_and_update() {
     let (store, _dir) = fresh().await;
