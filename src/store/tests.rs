@@ -173,8 +173,8 @@ async fn health_is_stored_observed_and_listed() {
             page.into_iter().map(|c| c.cuid).collect::<Vec<_>>()
         }
     };
-    assert_eq!(listed(&["unhealthy"]).await, [c.cuid.clone()]);
-    assert_eq!(listed(&["none"]).await, [plain.cuid.clone()]);
+    assert_eq!(listed(&["unhealthy"]).await, [c.cuid.as_str()]);
+    assert_eq!(listed(&["none"]).await, [plain.cuid.as_str()]);
     assert!(listed(&["healthy"]).await.is_empty());
     assert!(store
         .record_observation(&c.cuid, &seen(Some(Health::Healthy), "200"))
