@@ -495,6 +495,8 @@ pub async fn status(
         observed_generation: c.observed_generation,
         last_error: c.last_error.clone(),
         source: StatusSource::Store,
+        health: c.health,
+        health_log: c.health_log.clone(),
         docker_status: None,
     };
     // A container never started has nothing in Docker: no call for it.
@@ -532,6 +534,8 @@ pub async fn status(
             })
             .collect();
         let docker_state = crate::lifecycle::DockerState::of(&st);
+        (body.health, body.health_log) =
+            crate::reconcile::backend::health_of(docker_state, st.health.as_ref());
         body.running = docker_state == DockerState::Running;
         body.paused = docker_state == DockerState::Paused;
         body.docker_status = Some(st.status.map(|s| s.to_string()));

@@ -306,6 +306,13 @@ pub struct LiveStatus {
     #[schema(value_type = Option<Object>, required = true)]
     pub last_error: Option<serde_json::Value>,
     pub source: StatusSource,
+    /// Health as Docker reports it now (`source: docker`), else as last observed; null
+    /// without a health check or when not running.
+    #[schema(required = true)]
+    pub health: Option<crate::spec::Health>,
+    /// The tail of the last probe's output.
+    #[schema(required = true)]
+    pub health_log: Option<String>,
     /// Docker's own word for the state; only with `source: docker`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, required = false)]

@@ -56,6 +56,10 @@ async fn an_app_that_turns_unhealthy_is_seen_filtered_and_in_events() {
     assert_eq!(cuids(&healthy), [cuid.as_str()]);
     assert!(cuids(&s.get("/containers?health=unhealthy").await).is_empty());
 
+    let live = s.get(&format!("/containers/{cuid}/status")).await;
+    assert_eq!(live.json["source"], "docker", "{}", live.text);
+    assert_eq!(live.json["health"], "healthy", "{}", live.text);
+
     let (ok, out) = sh_in(&cuid, "0", "rm /tmp/ok");
     assert!(ok, "{out}");
     let seen = s
