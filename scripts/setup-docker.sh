@@ -111,6 +111,22 @@ server_version=$(docker version --format '{{.Server.Version}}' 2>/dev/null) \
     || die "'$(command -v docker)' cannot talk to the daemon"
 log "docker client $(docker version --format '{{.Client.Version}}') ($(command -v docker)), server $server_version"
 
+# ---------------------------------------------------------------- health probe
+# build.rs compiles the HTTP health probe (probe/cm-probe.c) with `cc -static`: a C compiler
+# and glibc's static archive (libc6-dev) must be there before cargo builds.
+if ! command -v cc >/dev/null 2>&1; then
+    apt_install gcc
+    hash -r
+fi
+if [ ! -e "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] && [ ! -e /usr/lib/libc.a ]; then
+    apt_install libc6-dev
+fi
+scratch_dir probe_dir probe-check
+printf 'int main(void){return 0;}\n' >"$probe_dir/check.c"
+cc -static -Os -o "$probe_dir/check" "$probe_dir/check.c" \
+    || die "cc -static cannot build a static program (install gcc and libc6-dev)"
+log "health probe toolchain: $(cc --version | head -n 1)"
+
 # ---------------------------------------------------------------- disk caps
 # `resources.disk` makes an ext4 image per container (mkfs.ext4, e2fsck, resize2fs from
 # e2fsprogs) and loop-mounts it (mount, umount, losetup from mount/util-linux).

@@ -8,7 +8,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::lifecycle::{DesiredState, Status, StatusReason};
-use crate::spec::{Idle, Isolation, Lifetime, Network, Port, Resources, RestartPolicy};
+use crate::spec::{
+    Health, HealthCheck, Idle, Isolation, Lifetime, Network, Port, Resources, RestartPolicy,
+};
 use crate::store::containers::Container;
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
@@ -49,6 +51,17 @@ pub struct Representation {
     /// What the server does when nobody uses it (docs/API.md, idle); null: nothing.
     #[schema(required = true)]
     pub idle: Option<Idle>,
+    /// The spec's `health` (the check), or null: shown under this name because `health`
+    /// is the observed status.
+    #[schema(required = true)]
+    pub health_check: Option<HealthCheck>,
+    /// Observed health: `starting`, `healthy`, `unhealthy`, or null (no health check, or
+    /// not running).
+    #[schema(required = true)]
+    pub health: Option<Health>,
+    /// The tail (at most 1 KiB) of the last probe's output, as last observed, or null.
+    #[schema(required = true)]
+    pub health_log: Option<String>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -105,6 +118,9 @@ pub fn representation(c: &Container) -> Representation {
         lifetime: c.lifetime,
         expires_at: c.expires_at.clone(),
         idle: s.idle,
+        health_check: s.health.clone(),
+        health: c.health,
+        health_log: c.health_log.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

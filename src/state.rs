@@ -85,6 +85,13 @@ impl AppState {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| StartError::Dir(dir.display().to_string(), e))?;
         }
+        // The HTTP health probe, where compose files point for `health.http`.
+        crate::reconcile::probe::install(&config).map_err(|e| {
+            StartError::Dir(
+                crate::reconcile::probe::path(&config).display().to_string(),
+                e,
+            )
+        })?;
         crate::error::set_development(config.development);
         let store = Store::open(&config.database_url).await?;
         if let Some(file) = crate::store::file_of(&config.database_url) {

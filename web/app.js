@@ -472,6 +472,19 @@ function renderList(containers) {
     `${list.total} container${list.total === 1 ? "" : "s"}${filtered ? " match" : ""} · page ${list.page + 1} of ${pages}`;
 }
 
+/** The observed health as a small badge (none without a health check or when not running). */
+function healthBadge(c) {
+  if (!c.health) return null;
+  return el("span", { class: "health health-" + c.health, "data-health": c.health, text: c.health });
+}
+
+/** The spec's health check as one line. */
+function healthCheckText(h) {
+  if (!h) return "none";
+  const probe = h.http ? `HTTP GET :${h.http.port}${h.http.path}` : joinWords(h.cmd);
+  return `${probe}, every ${h.interval}s, ${h.retries} failures` + (h.on_unhealthy === "restart" ? ", restarted when unhealthy" : "");
+}
+
 function listRow(c) {
   const tags = el("td");
   for (const t of c.tags || []) tags.append(el("span", { class: "tag", text: t }));
@@ -487,8 +500,9 @@ function listRow(c) {
     tags,
     el("td", { text: (c.ports || []).map(portText).join(", ") }),
     el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
-    el("td", { class: "status status-" + c.status, "data-status": c.status,
-               text: statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "") }),
+    el("td", { class: "status status-" + c.status, "data-status": c.status },
+       statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : ""),
+       healthBadge(c)),
     el("td", { class: "error", text: c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "" }),
   );
 }
@@ -542,6 +556,13 @@ function fillForm(c) {
   $("f-idle-after").value = idle ? idle.after : "";
   $("f-idle-action").value = idle ? idle.action : "pause";
   $("f-idle-resume").checked = idle ? idle.resume_on_use : true;
+  const h = c && c.health_check;
+  $("f-health-kind").value = h ? (h.http ? "http" : "cmd") : "";
+  $("f-health-cmd").value = h && h.cmd ? joinWords(h.cmd) : "";
+  $("f-health-port").value = h && h.http ? String(h.http.port) : "";
+  $("f-health-path").value = h && h.http ? h.http.path : "";
+  $("f-health-interval").value = h ? String(h.interval) : "";
+  $("f-health-restart").checked = !!(h && h.on_unhealthy === "restart");
   form.defaults = { isolation: $("f-isolation").value, egress: $("f-egress").value };
   $("f-ttl").value = "";
   $("f-on_expiry").value = "stop";
@@ -649,7 +670,31 @@ function readForm() {
     action: $("f-idle-action").value,
     resume_on_use: $("f-idle-resume").checked,
   } : null;
+  spec.health = readHealth();
   return spec;
+}
+
+/** The health fields as the API's `health` (null: none). What the form does not show
+ *  (timeout, retries, start period) is kept from the container being edited. */
+function readHealth() {
+  const kind = $("f-health-kind").value;
+  if (!kind) return null;
+  const before = (form.cuid && form.original && form.original.health_check) || {};
+  const h = {};
+  for (const k of ["timeout", "retries", "start_period"]) if (before[k] != null) h[k] = before[k];
+  if (kind === "cmd") {
+    const cmd = $("f-health-cmd").value.trim();
+    if (!cmd) throw Object.assign(new Error("a command is needed"), { field: "health" });
+    h.cmd = splitWords(cmd);
+  } else {
+    const port = $("f-health-port").value.trim();
+    h.http = { port: port ? Number(port) : null, path: $("f-health-path").value.trim() || "/" };
+  }
+  const every = $("f-health-interval").value.trim();
+  if (every) h.interval = Number(every);
+  else if (before.interval != null) h.interval = before.interval;
+  h.on_unhealthy = $("f-health-restart").checked ? "restart" : null;
+  return h;
 }
 
 /** Puts an API validation error next to its field (details.field like "tags[0]"). */
@@ -688,6 +733,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
       if (spec.network.egress === form.defaults.egress && !spec.network.allow) delete spec.network;
       if (!spec.read_only) delete spec.read_only;
       if (!spec.idle) delete spec.idle;
+      if (!spec.health) delete spec.health;
       if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
       $("form-error").textContent = spec.start ? "Creating and starting…" : "";
@@ -707,6 +753,14 @@ $("spec-form").addEventListener("submit", async (ev) => {
   }
 });
 
+/** Whether the form's check is the one shown (defaults filled in on the shown one). */
+function sameHealth(asked, shown) {
+  if (!asked || !shown) return !asked && !shown;
+  const full = { cmd: null, http: null, interval: 10, timeout: 5, retries: 3, start_period: 0, on_unhealthy: null, ...asked };
+  const key = (h) => JSON.stringify(["cmd", "http", "interval", "timeout", "retries", "start_period", "on_unhealthy"].map((k) => h[k]));
+  return key(full) === key(shown);
+}
+
 async function saveEdit(spec) {
   const o = form.original;
   const patch = {};
@@ -717,6 +771,7 @@ async function saveEdit(spec) {
   }
   if (JSON.stringify(spec.idle) !== JSON.stringify(o.idle || null)) patch.idle = spec.idle;
   if (JSON.stringify(spec.command) !== JSON.stringify(o.command)) patch.command = spec.command;
+  if (!sameHealth(spec.health, o.health_check)) patch.health = spec.health;
   if (JSON.stringify(spec.tags) !== JSON.stringify(o.tags)) patch.tags = spec.tags;
   const env = {};
   for (const k of Object.keys(o.env || {})) if (!(k in spec.env)) env[k] = null;
@@ -843,6 +898,7 @@ function renderDetail(c) {
     ["egress", egressText(c.network)],
     ["lifetime", c.lifetime ? `${durationText(c.lifetime.ttl * 1000)}, then ${c.lifetime.on_expiry}` : "none"],
     ["idle", idleText(c.idle)],
+    ["health check", healthCheckText(c.health_check)],
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
   renderDeadline();
@@ -850,11 +906,13 @@ function renderDetail(c) {
     ["status", statusText(c)],
     ["observed generation", String(c.observed_generation)],
     ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
+    ["health", c.health ? c.health + (c.health_log ? ` — ${c.health_log}` : "") : "none"],
     ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],
     ["updated", c.updated_at],
     ["disk", diskText(c)],
   ]);
   $("observed").dataset.status = c.status;
+  $("detail-health").replaceChildren(...[healthBadge(c)].filter(Boolean));
 }
 
 /** The deadline of the container shown: local time and time left (ticks every second). */

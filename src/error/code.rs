@@ -207,12 +207,36 @@ api_codes! {
     InvalidIdleAction = "INVALID_IDLE_ACTION",
     /// `idle.resume_on_use` is not a boolean.
     InvalidIdleResume = "INVALID_IDLE_RESUME",
+    /// `health` is not an object, or has both or neither of `cmd` and `http`.
+    InvalidHealth = "INVALID_HEALTH",
+    /// `health.cmd` is not a list of 1-64 strings (at most 4096 characters, no NUL).
+    InvalidHealthCmd = "INVALID_HEALTH_CMD",
+    /// `health.http` is not an object.
+    InvalidHealthHttp = "INVALID_HEALTH_HTTP",
+    /// `health.http.port` is missing or not 1 to 65535.
+    InvalidHealthPort = "INVALID_HEALTH_PORT",
+    /// `health.http.path` does not start with `/` or is not printable ASCII without spaces.
+    InvalidHealthPath = "INVALID_HEALTH_PATH",
+    /// `health.interval` is not a whole number of seconds from 1 to 3600.
+    InvalidHealthInterval = "INVALID_HEALTH_INTERVAL",
+    /// `health.timeout` is not a whole number of seconds from 1 to 600.
+    InvalidHealthTimeout = "INVALID_HEALTH_TIMEOUT",
+    /// `health.retries` is not a whole number from 1 to 100.
+    InvalidHealthRetries = "INVALID_HEALTH_RETRIES",
+    /// `health.start_period` is not a whole number of seconds from 0 to 3600.
+    InvalidHealthStartPeriod = "INVALID_HEALTH_START_PERIOD",
+    /// `health.on_unhealthy` is not `restart` or null.
+    InvalidOnUnhealthy = "INVALID_ON_UNHEALTHY",
 
     // Containers: routes and state.
     /// No such container.
     ContainerNotFound = "CONTAINER_NOT_FOUND",
     /// The container is being deleted.
     ContainerDeleting = "CONTAINER_DELETING",
+    /// `?wait=healthy` on a container without a health check (`health`).
+    NoHealthCheck = "NO_HEALTH_CHECK",
+    /// `?health=` names something other than starting, healthy, unhealthy or none.
+    InvalidHealthFilter = "INVALID_HEALTH_FILTER",
     /// The container is not running (stats, terminal).
     ContainerNotRunning = "CONTAINER_NOT_RUNNING",
     /// The action is not allowed from the container's status.

@@ -11,7 +11,7 @@ use crate::http::extract::{Path, Query};
 use crate::http::prestart::check_startable;
 use crate::http::response::{container_response, path_cuid};
 use crate::http::resume;
-use crate::http::wait::{finish, Wait};
+use crate::http::wait::{check_healthy_wait, finish, wait_healthy, Wait};
 use crate::http::{quota, tenants};
 use crate::lifecycle::{plan, DesiredState, Plan, Verb};
 use crate::state::AppState;
@@ -19,6 +19,11 @@ use crate::tenancy::quotas::Usage;
 
 async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?;
+    let wait = match verb {
+        Verb::Start | Verb::Restart => wait,
+        _ => wait.no_health()?,
+    };
+    let started = tokio::time::Instant::now();
     let since = crate::store::now();
     let config = state.config.clone();
     // A start of a tenant's container counts against its `max_running`: checked under the
@@ -40,6 +45,7 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
             if current.deleted_at.is_some() {
                 return Err(crate::store::Error::Deleting.into());
             }
+            check_healthy_wait(wait, current)?;
             match plan(verb, current.desired_state, current.status)? {
                 Plan::Noop => Ok(None),
                 Plan::Set {
@@ -70,13 +76,19 @@ async fn act(state: AppState, cuid: String, wait: Wait, verb: Verb) -> ApiResult
         .await?;
     drop(guard);
     if !changed {
+        // Already so (a start of a running container): with `wait=healthy`, still waits
+        // for its health check.
+        if wait.healthy {
+            let c = wait_healthy(&state, cuid, started).await?;
+            return Ok(container_response(StatusCode::OK, &c));
+        }
         return Ok(container_response(StatusCode::OK, &container));
     }
     state.reconciler.wake(&container);
     finish(&state, container, wait, &since).await
 }
 
-#[utoipa::path(post, path = "/containers/{cuid}/start", tag = "containers", summary = "Start the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/start", tag = "containers", summary = "Start the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<String>, Query, pattern = "^(true|false|healthy)$", description = "false: answer 202 at once instead of waiting for convergence; healthy: also wait for the health check to pass (422 NO_HEALTH_CHECK without one)")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn start(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -113,7 +125,7 @@ pub async fn stop(
 ) -> ApiResult<Response> {
     act(s, c, w, Verb::Stop).await
 }
-#[utoipa::path(post, path = "/containers/{cuid}/restart", tag = "containers", summary = "Restart the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers/{cuid}/restart", tag = "containers", summary = "Restart the container (no body)", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000"), ("wait" = Option<String>, Query, pattern = "^(true|false|healthy)$", description = "false: answer 202 at once instead of waiting for convergence; healthy: also wait for the health check to pass (422 NO_HEALTH_CHECK without one)")), responses((status = 200, description = "Converged (or a no-op)", body = crate::http::schema::Representation), (status = 202, description = "Accepted (?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn restart(
     State(s): State<AppState>,
     Path(c): Path<String>,

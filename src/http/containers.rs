@@ -92,7 +92,7 @@ fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiRes
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created (with start: true, a start that failed shows in status and last_error)", body = crate::http::schema::Representation), (status = 202, description = "Accepted: start with ?wait=false, or still converging when ACTION_TIMEOUT passed", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<String>, Query, pattern = "^(true|false|healthy)$", description = "false: answer 202 at once instead of waiting for convergence; healthy (with start: true and a health check): also wait for the health check to pass"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created (with start: true, a start that failed shows in status and last_error)", body = crate::http::schema::Representation), (status = 202, description = "Accepted: start with ?wait=false, or still converging when ACTION_TIMEOUT passed", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -115,6 +115,15 @@ pub async fn create(
     }
     let tenant = quota::tenant_of_create(&state, &principal, &mut body)?;
     let mut request = spec::parse_create(body, &limits(&state))?;
+    // `wait` matters only with `start` (a create alone waits for nothing).
+    if wait.healthy && request.start && request.spec.health.is_none() {
+        return Err(ApiError::new(
+            crate::error::Kind::State,
+            ApiCode::NoHealthCheck,
+            "wait=healthy needs a health check: the body has no `health`",
+        )
+        .with_details(json!({"field": "health", "provided": null})));
+    }
     // DEFAULT_DISK, written into the spec: the cap is fixed at create (an image is made),
     // so a later change of the setting leaves existing containers as they are.
     if request.spec.resources.disk_bytes.is_none() {
@@ -242,14 +251,17 @@ pub async fn get_one(
     Ok(live_response(&state, StatusCode::OK, &c))
 }
 
-#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("total" = Option<bool>, Query, description = "true: the answer carries `total`, how many containers the filters keep on all pages"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("health" = Option<String>, Query, pattern = "^(starting|healthy|unhealthy|none)(,(starting|healthy|unhealthy|none))*$", description = "comma-separated observed healths: starting, healthy, unhealthy, none"), ("total" = Option<bool>, Query, description = "true: the answer carries `total`, how many containers the filters keep on all pages"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ContainerList>> {
     if let Some(k) = q.keys().find(|k| {
-        !["status", "tag", "limit", "cursor", "tenant", "q", "total"].contains(&k.as_str())
+        ![
+            "status", "tag", "limit", "cursor", "tenant", "q", "total", "health",
+        ]
+        .contains(&k.as_str())
     }) {
         return Err(ApiError::field(
             ApiCode::UnknownField,
@@ -292,6 +304,28 @@ pub async fn list(
             Some(wanted)
         }
     };
+    // `health=unhealthy`, or a comma list of starting, healthy, unhealthy and none (no
+    // health: no check, or not running).
+    let health = match q.get("health").map(|s| s.trim()) {
+        None => None,
+        Some(s) => {
+            let mut wanted: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();
+            if let Some(bad) = wanted
+                .iter()
+                .find(|w| *w != "none" && crate::spec::Health::parse(w).is_none())
+            {
+                return Err(ApiError::field(
+                    ApiCode::InvalidHealthFilter,
+                    "health",
+                    json!(bad),
+                    "health must be a comma list of starting, healthy, unhealthy, none",
+                ));
+            }
+            wanted.sort();
+            wanted.dedup();
+            Some(wanted)
+        }
+    };
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
     let search = search_text(q.get("q"))?;
     let want_total = match q.get("total").map(String::as_str) {
@@ -324,6 +358,7 @@ pub async fn list(
         tag,
         tenant,
         q: search,
+        health,
     };
 
     let key = &state.identity.cursor_key;
@@ -336,8 +371,9 @@ pub async fn list(
             let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
             let tenant_ok = asked.tenant.is_none() || asked.tenant == carried.tenant;
             let q_ok = asked.q.is_none() || asked.q == carried.q;
+            let health_ok = asked.health.is_none() || asked.health == carried.health;
             let own_ok = principal.tenant.is_none() || principal.tenant == carried.tenant;
-            if !status_ok || !tag_ok || !tenant_ok || !q_ok || !own_ok {
+            if !status_ok || !tag_ok || !tenant_ok || !q_ok || !own_ok || !health_ok {
                 return Err(ApiError::field(
                     ApiCode::InvalidCursor,
                     "cursor",
@@ -378,6 +414,7 @@ pub async fn patch(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
+    let wait = wait.no_health()?;
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let limits = limits(&state);
@@ -422,6 +459,7 @@ pub async fn patch_ports(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
+    let wait = wait.no_health()?;
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let ports = spec::parse_ports_body(body, &limits(&state))?;
@@ -464,6 +502,7 @@ pub async fn delete(
     Query(wait): Query<Wait>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let wait = wait.no_health()?;
     let cuid = path_cuid(&cuid)?;
     let expected = if_match(&headers)?;
     let container = state.store.tombstone(cuid, expected).await?;
@@ -501,6 +540,8 @@ pub async fn status(
         observed_generation: c.observed_generation,
         last_error: c.last_error.clone(),
         source: StatusSource::Store,
+        health: c.health,
+        health_log: c.health_log.clone(),
         docker_status: None,
     };
     // A container never started has nothing in Docker: no call for it.
@@ -538,6 +579,8 @@ pub async fn status(
             })
             .collect();
         let docker_state = crate::lifecycle::DockerState::of(&st);
+        (body.health, body.health_log) =
+            crate::reconcile::backend::health_of(docker_state, st.health.as_ref());
         body.running = docker_state == DockerState::Running;
         body.paused = docker_state == DockerState::Paused;
         body.docker_status = Some(st.status.map(|s| s.to_string()));

@@ -74,6 +74,7 @@ mod tests {
             tag: Some("web".into()),
             tenant: None,
             q: None,
+            health: None,
         };
         let c = encode(key, 42, &f);
         assert_eq!(decode(key, &c).unwrap(), (42, f.clone()));

@@ -101,6 +101,16 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidIdleAfter => ApiCode::InvalidIdleAfter,
         R::InvalidIdleAction => ApiCode::InvalidIdleAction,
         R::InvalidIdleResume => ApiCode::InvalidIdleResume,
+        R::InvalidHealth => ApiCode::InvalidHealth,
+        R::InvalidHealthCmd => ApiCode::InvalidHealthCmd,
+        R::InvalidHealthHttp => ApiCode::InvalidHealthHttp,
+        R::InvalidHealthPort => ApiCode::InvalidHealthPort,
+        R::InvalidHealthPath => ApiCode::InvalidHealthPath,
+        R::InvalidHealthInterval => ApiCode::InvalidHealthInterval,
+        R::InvalidHealthTimeout => ApiCode::InvalidHealthTimeout,
+        R::InvalidHealthRetries => ApiCode::InvalidHealthRetries,
+        R::InvalidHealthStartPeriod => ApiCode::InvalidHealthStartPeriod,
+        R::InvalidOnUnhealthy => ApiCode::InvalidOnUnhealthy,
     }
 }
 

@@ -93,6 +93,7 @@ pub fn document() -> &'static serde_json::Value {
         add_scopes(&mut doc);
         bound_resources(&mut doc);
         network_shape(&mut doc);
+        health_shape(&mut doc);
         parameters_not_null(&mut doc);
         doc
     });
@@ -199,6 +200,41 @@ fn network_shape(doc: &mut serde_json::Value) {
                 },
             },
         ],
+    });
+}
+
+/// `health` of a body: exactly one of `cmd` and `http`, as `spec` checks it.
+fn health_shape(doc: &mut serde_json::Value) {
+    let Some(schema) = doc.pointer_mut("/components/schemas/HealthIn") else {
+        return;
+    };
+    let Some(props) = schema.get("properties").cloned() else {
+        return;
+    };
+    let nothing = serde_json::json!({"type": "null"});
+    let with = |present: &str, absent: &str| {
+        let mut p = props.clone();
+        if let Some(o) = p.as_object_mut() {
+            let shape = o.get(present).cloned().unwrap_or_default();
+            // The present one without its `null`; the other one only `null` (or absent).
+            let shape = shape
+                .get("oneOf")
+                .and_then(|v| v.as_array())
+                .and_then(|alts| alts.iter().find(|a| a["type"] != "null").cloned())
+                .unwrap_or(shape);
+            o.insert(present.to_owned(), shape);
+            o.insert(absent.to_owned(), nothing.clone());
+        }
+        serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": [present],
+            "properties": p,
+        })
+    };
+    *schema = serde_json::json!({
+        "description": "A health check: exactly one of `cmd` (argv run in the container) and `http` ({port, path}, probed from inside the container by the server's own probe)",
+        "oneOf": [with("cmd", "http"), with("http", "cmd")],
     });
 }
 
@@ -394,6 +430,18 @@ mod tests {
             crate::spec::network::MAX_ALLOW,
             "{net}"
         );
+        // `health`: exactly one of `cmd` and `http`.
+        for body in ["CreateBody", "PatchBody"] {
+            let health = &doc["components"]["schemas"][body]["properties"]["health"];
+            assert!(health.to_string().contains("HealthIn"), "{body}: {health}");
+        }
+        let health = &doc["components"]["schemas"]["HealthIn"];
+        assert_eq!(health["oneOf"][0]["required"][0], "cmd", "{health}");
+        assert_eq!(
+            health["oneOf"][0]["properties"]["http"]["type"], "null",
+            "{health}"
+        );
+        assert_eq!(health["oneOf"][1]["required"][0], "http", "{health}");
         // `resources.tmp`: at least 1 MiB, as `spec` checks it.
         let tmp = &doc["components"]["schemas"]["ResourcesIn"]["properties"]["tmp"];
         assert_eq!(

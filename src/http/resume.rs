@@ -96,7 +96,17 @@ pub async fn on_use(
     if changed {
         state.reconciler.wake(&container);
     }
-    let container = match wait_converged(state, &cuid, Wait { wait }, &since).await? {
+    let container = match wait_converged(
+        state,
+        &cuid,
+        Wait {
+            wait,
+            healthy: false,
+        },
+        &since,
+    )
+    .await?
+    {
         Some(c) => c,
         None => container,
     };

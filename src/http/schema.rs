@@ -67,6 +67,9 @@ pub struct CreateBody {
     pub lifetime: Option<LifetimeBody>,
     /// Pause or stop it when nobody uses it (docs/API.md, idle); default none.
     pub idle: Option<IdleIn>,
+    /// A health check Docker runs (`cmd` in the container, or `http` by the server's
+    /// probe); default none. Shown back as `health_check`.
+    pub health: Option<HealthIn>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -182,6 +185,11 @@ pub struct PatchBody {
     /// `null` removes the limit (refused `TTL_TOO_LONG` under `MAX_TTL`). Recreates
     /// nothing and bumps no generation.
     pub lifetime: Option<LifetimeBody>,
+    /// Replaces the whole policy; `null` removes it. Recreates nothing (no new generation).
+    pub idle: Option<IdleIn>,
+    /// Replaces the whole check; `null` removes it. Changing it recreates a running
+    /// container.
+    pub health: Option<HealthIn>,
 }
 
 /// `lifetime` of a create or patch body.
@@ -193,8 +201,6 @@ pub struct LifetimeBody {
     pub ttl: u64,
     /// Default `stop` (on a patch: the current one).
     pub on_expiry: Option<crate::spec::OnExpiry>,
-    /// Replaces the whole policy; `null` removes it. Recreates nothing (no new generation).
-    pub idle: Option<IdleIn>,
 }
 
 /// `idle` of a create or patch body.
@@ -209,6 +215,48 @@ pub struct IdleIn {
     /// Default true: a terminal, an upload or a start wakes a container the policy paused
     /// or stopped, and answers as if it had been running (`Server-Timing: resume;dur=ms`).
     pub resume_on_use: Option<bool>,
+}
+
+/// `health` of a create or patch body: exactly one of `cmd` and `http` (the exact shape is
+/// written in [`super::openapi::document`]).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthIn {
+    /// argv run in the container, no shell (`["test", "-f", "/tmp/ok"]`).
+    #[schema(min_items = 1, max_items = 64)]
+    pub cmd: Option<Vec<HealthArg>>,
+    /// `GET http://127.0.0.1:<port><path>` from inside the container; healthy on 2xx/3xx.
+    pub http: Option<HttpProbeIn>,
+    /// Seconds between probes, 1-3600, default 10.
+    #[schema(minimum = 1, maximum = 3600)]
+    pub interval: Option<u32>,
+    /// Seconds a probe may take, 1-600, default 5.
+    #[schema(minimum = 1, maximum = 600)]
+    pub timeout: Option<u32>,
+    /// Failures in a row that make it unhealthy, 1-100, default 3.
+    #[schema(minimum = 1, maximum = 100)]
+    pub retries: Option<u32>,
+    /// Seconds after a start when failures do not count, 0-3600, default 0.
+    #[schema(minimum = 0, maximum = 3600)]
+    pub start_period: Option<u32>,
+    /// `restart`: the reconciler restarts it when unhealthy (with back-off).
+    pub on_unhealthy: Option<crate::spec::OnUnhealthy>,
+}
+
+/// One argument of `health.cmd`: no NUL, at most 4096 characters.
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = r"^[^\x00]{0,4096}$")]
+pub struct HealthArg(pub String);
+
+/// `health.http`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeIn {
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: u16,
+    /// Starts with `/`, printable ASCII without spaces; default `/`.
+    #[schema(pattern = "^/[!-~]{0,1023}$")]
+    pub path: Option<String>,
 }
 
 /// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,
@@ -306,6 +354,13 @@ pub struct LiveStatus {
     #[schema(value_type = Option<Object>, required = true)]
     pub last_error: Option<serde_json::Value>,
     pub source: StatusSource,
+    /// Health as Docker reports it now (`source: docker`), else as last observed; null
+    /// without a health check or when not running.
+    #[schema(required = true)]
+    pub health: Option<crate::spec::Health>,
+    /// The tail of the last probe's output.
+    #[schema(required = true)]
+    pub health_log: Option<String>,
     /// Docker's own word for the state; only with `source: docker`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, required = false)]

@@ -15,17 +15,110 @@ use crate::state::AppState;
 use crate::store::containers::{Container, Updated};
 
 /// `?wait=`: whether the request waits for convergence (the default) or is answered `202`
-/// at once. Any other query parameter is refused (`400 INVALID_QUERY`), as the listing and
-/// the logs refuse theirs: a misspelt `?wiat=false` must not silently wait.
+/// at once; `healthy` (start, restart, and a create that starts) also waits for the health
+/// check to pass. Any other query parameter is refused (`400 INVALID_QUERY`), as the listing
+/// and the logs refuse theirs: a misspelt `?wiat=false` must not silently wait.
 #[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawWait")]
 pub struct Wait {
-    #[serde(default = "yes")]
     pub wait: bool,
+    /// `wait=healthy`.
+    pub healthy: bool,
 }
 
-fn yes() -> bool {
-    true
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWait {
+    wait: Option<String>,
+}
+
+impl TryFrom<RawWait> for Wait {
+    type Error = String;
+
+    fn try_from(raw: RawWait) -> Result<Self, String> {
+        let (wait, healthy) = match raw.wait.as_deref() {
+            None | Some("true") => (true, false),
+            Some("false") => (false, false),
+            Some("healthy") => (true, true),
+            Some(other) => {
+                return Err(format!(
+                    "wait must be true, false or healthy, not `{other}`"
+                ))
+            }
+        };
+        Ok(Self { wait, healthy })
+    }
+}
+
+impl Wait {
+    /// Routes that have nothing to be healthy for refuse `wait=healthy`.
+    pub fn no_health(self) -> ApiResult<Self> {
+        if self.healthy {
+            return Err(ApiError::field(
+                ApiCode::InvalidQuery,
+                "wait",
+                json!("healthy"),
+                "wait=healthy is for start, restart and a create that starts the container",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// `wait=healthy` on a container without a health check: `422 NO_HEALTH_CHECK`, checked
+/// before anything changes.
+pub fn check_healthy_wait(wait: Wait, c: &Container) -> ApiResult<()> {
+    if wait.healthy && c.spec.health.is_none() {
+        return Err(ApiError::new(
+            Kind::State,
+            ApiCode::NoHealthCheck,
+            "wait=healthy needs a health check: this container has no `health`",
+        )
+        .with_details(json!({"cuid": c.cuid, "field": "wait"})));
+    }
+    Ok(())
+}
+
+/// After convergence, with `wait=healthy`: waits until the health check passes (`200`), the
+/// container stops running (`409 CONTAINER_NOT_RUNNING`), or `ACTION_TIMEOUT` from
+/// `started` passes (`408 ACTION_TIMEOUT`, `details.health` and `health_log` saying why).
+pub async fn wait_healthy(
+    state: &AppState,
+    cuid: &str,
+    started: tokio::time::Instant,
+) -> ApiResult<Container> {
+    let mut changes = state.reconciler.subscribe();
+    let deadline = started + state.config.action_timeout;
+    loop {
+        changes.borrow_and_update();
+        let c = state.store.get_or_404(cuid).await?;
+        if c.health == Some(crate::spec::Health::Healthy) && c.status == Status::Running {
+            return Ok(c);
+        }
+        if c.deleted_at.is_some()
+            || !matches!(c.status, Status::Running | Status::Restarting)
+            || c.desired_state != crate::lifecycle::DesiredState::Running
+        {
+            return Err(ApiError::new(
+                Kind::StateConflict,
+                ApiCode::ContainerNotRunning,
+                "the container stopped running before its health check passed",
+            )
+            .with_details(json!({
+                "cuid": c.cuid,
+                "status": c.status,
+                "exit_code": c.exit_code,
+                "health": c.health,
+                "health_log": c.health_log,
+            })));
+        }
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return Err(timeout_error(state, &c));
+        }
+    }
 }
 
 /// Answers an accepted change: at once (`202`) with `?wait=false`, else once it converged.
@@ -38,7 +131,12 @@ pub async fn finish(
     if !wait.wait {
         return Ok(container_response(StatusCode::ACCEPTED, &fallback));
     }
+    let started = tokio::time::Instant::now();
     let c = wait_for(state, &fallback.cuid, since).await?;
+    if wait.healthy {
+        let c = wait_healthy(state, &c.cuid, started).await?;
+        return Ok(container_response(StatusCode::OK, &c));
+    }
     Ok(container_response(StatusCode::OK, &c))
 }
 
@@ -100,6 +198,8 @@ fn timeout_error(state: &AppState, c: &Container) -> ApiError {
         "generation": c.generation,
         "observed_generation": c.observed_generation,
         "pull": state.reconciler.pulls.get(&c.spec.image),
+        "health": c.health,
+        "health_log": c.health_log,
     }))
 }
 
@@ -137,7 +237,12 @@ pub async fn wait_converged(
     if !wait.wait {
         return Ok(None);
     }
-    wait_for(state, cuid, since).await.map(Some)
+    let started = tokio::time::Instant::now();
+    let c = wait_for(state, cuid, since).await?;
+    if wait.healthy {
+        return wait_healthy(state, cuid, started).await.map(Some);
+    }
+    Ok(Some(c))
 }
 
 /// `POST /containers` with `"start": true`: how the new container is answered.
@@ -146,7 +251,8 @@ pub async fn wait_converged(
 /// The container exists from the moment it was stored, so no answer here is an error: an
 /// error would tell the client that nothing was made, and its retry would make another.
 /// A start that failed is `201` with the container (its `status: "error"` and
-/// `last_error` say why); one still converging when `ACTION_TIMEOUT` passes is `202`.
+/// `last_error` say why); one still converging (or, with `wait=healthy`, not yet healthy)
+/// when `ACTION_TIMEOUT` passes is `202`.
 pub async fn answer_created(
     state: &AppState,
     created: Container,
@@ -156,7 +262,12 @@ pub async fn answer_created(
     if !wait.wait {
         return Ok(container_response(StatusCode::ACCEPTED, &created));
     }
-    let (status, c) = match wait_for(state, &created.cuid, since).await {
+    let started = tokio::time::Instant::now();
+    let settled = match wait_for(state, &created.cuid, since).await {
+        Ok(_) if wait.healthy => wait_healthy(state, &created.cuid, started).await,
+        other => other,
+    };
+    let (status, c) = match settled {
         Ok(c) => (StatusCode::CREATED, c),
         Err(e) => {
             let status = if e.kind == Kind::Timeout {
@@ -203,5 +314,14 @@ mod tests {
         assert!(!w.wait);
         assert!(serde_urlencoded::from_str::<Wait>("").unwrap().wait);
         assert!(serde_urlencoded::from_str::<Wait>("wiat=false").is_err());
+        let h: Wait = serde_urlencoded::from_str("wait=healthy").unwrap();
+        assert!(h.wait && h.healthy);
+        assert!(
+            !serde_urlencoded::from_str::<Wait>("wait=true")
+                .unwrap()
+                .healthy
+        );
+        assert!(serde_urlencoded::from_str::<Wait>("wait=sick").is_err());
+        assert!(serde_urlencoded::from_str::<Wait>("wait=1").is_err());
     }
 }

@@ -96,6 +96,70 @@ pub trait Backend: Send + Sync {
     ) -> Step<'a>;
 }
 
+/// The most of a probe's output the representation shows (its end).
+pub const HEALTH_LOG_MAX: usize = 1024;
+
+/// The last `max` bytes of `s` (cut at a character boundary), trimmed.
+pub fn tail(s: &str, max: usize) -> String {
+    let s = s.trim();
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_owned()
+}
+
+/// Docker's health of a container in `state`: its status and the tail of its last probe's
+/// output. Nothing while it is not running or paused (Docker keeps the last word of a
+/// stopped container's check, which says nothing about now) or without a check.
+pub fn health_of(
+    state: DockerState,
+    h: Option<&bollard::models::Health>,
+) -> (Option<crate::spec::Health>, Option<String>) {
+    if !matches!(state, DockerState::Running | DockerState::Paused) {
+        return (None, None);
+    }
+    let Some(h) = h else { return (None, None) };
+    let status = h
+        .status
+        .and_then(|s| crate::spec::Health::parse(s.as_ref()));
+    if status.is_none() {
+        return (None, None);
+    }
+    let log = h
+        .log
+        .as_ref()
+        .and_then(|l| l.last())
+        .map(|r| tail(r.output.as_deref().unwrap_or_default(), HEALTH_LOG_MAX));
+    (status, log)
+}
+
+/// The health a listing shows: the `Health` field of newer daemons, else the end of the
+/// status text (`Up 5 minutes (healthy)`, `(health: starting)`).
+pub fn listed_health(
+    state: DockerState,
+    field: Option<&str>,
+    status_text: Option<&str>,
+) -> Option<crate::spec::Health> {
+    use crate::spec::Health;
+    if !matches!(state, DockerState::Running | DockerState::Paused) {
+        return None;
+    }
+    if let Some(h) = field.and_then(Health::parse) {
+        return Some(h);
+    }
+    let text = status_text?;
+    if text.ends_with("(health: starting)") {
+        Some(Health::Starting)
+    } else if text.ends_with("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if text.ends_with("(healthy)") {
+        Some(Health::Healthy)
+    } else {
+        None
+    }
+}
+
 /// One container of this server as the backend's list shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listed {
@@ -107,6 +171,8 @@ pub struct Listed {
     pub placement: Option<Placement>,
     /// The spec generation it was made from (our label).
     pub generation: Option<i64>,
+    /// Its health as the list shows it (`None`: no health check, or not running).
+    pub health: Option<crate::spec::Health>,
 }
 
 /// The cuids of containers the backend reports a change of, as they happen. An error or the
@@ -368,9 +434,11 @@ impl Backend for DockerBackend {
                 &render::network_name(&self.instance_id),
             );
             let st = info.state.unwrap_or_default();
+            let state = crate::lifecycle::DockerState::of(&st);
+            let (health, health_log) = health_of(state, st.health.as_ref());
             Ok(Some(Observed {
                 id: info.id.unwrap_or_default(),
-                state: crate::lifecycle::DockerState::of(&st),
+                state,
                 exit_code: st.exit_code,
                 oom_killed: st.oom_killed.unwrap_or(false),
                 generation: labels
@@ -379,6 +447,8 @@ impl Backend for DockerBackend {
                 started_at: st.started_at.as_deref().and_then(parse_time),
                 finished_at: st.finished_at.as_deref().and_then(parse_time),
                 placement,
+                health,
+                health_log,
             }))
         })
     }

@@ -21,6 +21,10 @@ pub struct Observed {
     /// Its address on the server's network and the network's bridge, while it has one
     /// (running or paused): what its firewall rules match.
     pub placement: Option<super::firewall::Placement>,
+    /// Docker's health status (`None`: no health check, or not running).
+    pub health: Option<crate::spec::Health>,
+    /// The tail of the last probe's output.
+    pub health_log: Option<String>,
 }
 
 /// The desired side, as far as the decision needs it.
@@ -33,6 +37,8 @@ pub struct Desired {
     pub restart_pending: bool,
     /// When the desired state (or a restart) was last asked for.
     pub desired_at: DateTime<Utc>,
+    /// Its health check says `on_unhealthy: restart`.
+    pub restart_unhealthy: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +53,9 @@ pub enum Action {
     Pause,
     Unpause,
     Restart,
+    /// Restart a running container its health check found unhealthy (`on_unhealthy:
+    /// restart`), when its back-off allows (the pass checks).
+    RestartUnhealthy,
     /// `compose down`, remove the directories, remove the row.
     Delete,
 }
@@ -113,6 +122,12 @@ pub fn decide(desired: &Desired, observed: Option<&Observed>) -> Decision {
                 ),
                 S::Running | S::Restarting if restart_due => d(Restart, "restart requested"),
                 S::Running if paused_wanted => d(Pause, "should be paused"),
+                S::Running
+                    if desired.restart_unhealthy
+                        && o.health == Some(crate::spec::Health::Unhealthy) =>
+                {
+                    d(RestartUnhealthy, "unhealthy, on_unhealthy: restart")
+                }
                 S::Running => d(Settled(Status::Running), "running"),
                 S::Paused => d(Settled(Status::Paused), "paused"),
                 S::Restarting => d(Settled(Status::Restarting), "restart policy at work"),
@@ -139,6 +154,7 @@ mod tests {
             deleting: false,
             restart_pending: false,
             desired_at: t("2026-01-01T00:00:10Z"),
+            restart_unhealthy: false,
         }
     }
 
@@ -152,6 +168,8 @@ mod tests {
             started_at: Some(t("2026-01-01T00:00:11Z")),
             finished_at: None,
             placement: None,
+            health: None,
+            health_log: None,
         }
     }
 
@@ -179,6 +197,14 @@ mod tests {
         oom.oom_killed = true;
         let mut old_spec = obs(S::Running);
         old_spec.generation = Some(1);
+        let mut restarts_unhealthy = desired(D::Running);
+        restarts_unhealthy.restart_unhealthy = true;
+        let unhealthy = Observed {
+            health: Some(crate::spec::Health::Unhealthy),
+            ..obs(S::Running)
+        };
+        let mut paused_unhealthy = restarts_unhealthy.clone();
+        paused_unhealthy.state = D::Paused;
 
         let cases: Vec<(&str, Desired, Option<Observed>, Action)> = vec![
             ("tombstone", deleting.clone(), Some(obs(S::Running)), Delete),
@@ -294,6 +320,42 @@ mod tests {
                 Unpause,
             ),
             ("pause", desired(D::Paused), Some(obs(S::Running)), Pause),
+            (
+                "unhealthy, on_unhealthy restart",
+                restarts_unhealthy.clone(),
+                Some(unhealthy.clone()),
+                RestartUnhealthy,
+            ),
+            (
+                "unhealthy, no on_unhealthy",
+                desired(D::Running),
+                Some(unhealthy.clone()),
+                Settled(Status::Running),
+            ),
+            (
+                "starting after its restart",
+                restarts_unhealthy.clone(),
+                Some(Observed {
+                    health: Some(crate::spec::Health::Starting),
+                    ..obs(S::Running)
+                }),
+                Settled(Status::Running),
+            ),
+            (
+                "unhealthy but to be paused",
+                paused_unhealthy,
+                Some(unhealthy.clone()),
+                Pause,
+            ),
+            (
+                "unhealthy, stopped: nothing to restart",
+                restarts_unhealthy,
+                Some(Observed {
+                    health: None,
+                    ..exited(0, late)
+                }),
+                Settled(Status::Exited),
+            ),
             (
                 "paused",
                 desired(D::Paused),

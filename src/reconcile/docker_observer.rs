@@ -13,7 +13,18 @@ use crate::step_error::StepError;
 
 /// Container events that can mean drift (exec, attach and the like cannot).
 const EVENTS: &[&str] = &[
-    "create", "start", "restart", "die", "kill", "stop", "oom", "pause", "unpause", "destroy",
+    "create",
+    "start",
+    "restart",
+    "die",
+    "kill",
+    "stop",
+    "oom",
+    "pause",
+    "unpause",
+    "destroy",
+    // `health_status: healthy` and the like: Docker matches the prefix for this one.
+    "health_status",
 ];
 
 fn lost(e: &bollard::errors::Error) -> StepError {
@@ -54,10 +65,20 @@ impl Observer for DockerBackend {
                     );
                     let labels = c.labels.unwrap_or_default();
                     let cuid = labels.get(render::LABEL_CUID)?.clone();
+                    let state =
+                        DockerState::parse(&c.state.map(|s| s.to_string()).unwrap_or_default());
+                    let health_field = c
+                        .health
+                        .as_ref()
+                        .and_then(|h| h.status)
+                        .map(|s| s.to_string());
                     Some(Listed {
                         id: c.id.unwrap_or_else(|| cuid.clone()),
-                        state: DockerState::parse(
-                            &c.state.map(|s| s.to_string()).unwrap_or_default(),
+                        state,
+                        health: super::backend::listed_health(
+                            state,
+                            health_field.as_deref(),
+                            c.status.as_deref(),
                         ),
                         generation: labels
                             .get(render::LABEL_GENERATION)

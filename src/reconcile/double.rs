@@ -119,6 +119,10 @@ impl Recorder {
                 o.placement = placed(state);
                 if state == DockerState::Running {
                     o.started_at = Some(Utc::now());
+                    // A (re)start begins a health check anew, as Docker's does.
+                    if o.health.is_some() {
+                        o.health = Some(crate::spec::Health::Starting);
+                    }
                 }
             }
         }
@@ -168,6 +172,8 @@ impl Backend for Recorder {
                 started_at: Some(Utc::now()),
                 finished_at: None,
                 placement: Some(placement()),
+                health: None,
+                health_log: None,
             })
         }))
     }
@@ -184,6 +190,8 @@ impl Backend for Recorder {
             started_at: Some(Utc::now()),
             finished_at: None,
             placement: Some(placement()),
+            health: None,
+            health_log: None,
         });
         ready(Ok(()))
     }
@@ -314,6 +322,7 @@ fn spec() -> Spec {
         network: Default::default(),
         name: None,
         idle: None,
+        health: None,
     }
 }
 
@@ -353,6 +362,8 @@ pub(super) async fn settled_running(w: &World) -> Container {
         observed_generation: c.generation,
         last_error: None,
         restart_done: 0,
+        health: None,
+        health_log: None,
     };
     assert!(w
         .ctx
@@ -402,6 +413,7 @@ pub(super) fn listed(c: &Container, state: DockerState) -> Listed {
         state,
         generation: Some(c.generation),
         placement: placed(state),
+        health: None,
     }
 }
 
@@ -415,5 +427,7 @@ pub(super) fn observed(state: DockerState, generation: i64) -> Observed {
         started_at: Some(Utc::now() - chrono::Duration::hours(1)),
         finished_at: None,
         placement: placed(state),
+        health: None,
+        health_log: None,
     }
 }

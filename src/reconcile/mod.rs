@@ -26,6 +26,7 @@ pub mod idle;
 mod iptables;
 mod observe;
 pub mod pass;
+pub mod probe;
 pub mod queue;
 pub mod render;
 pub mod sandbox;
@@ -166,6 +167,11 @@ impl Reconciler {
     pub fn queue_stats(&self) -> (usize, Option<std::time::Duration>) {
         let q = self.lock();
         (q.len(), q.oldest_age(Instant::now()))
+    }
+
+    /// The pass in flight for `cuid` wants it back after `delay` (see [`queue::Queue::defer`]).
+    fn defer(&self, cuid: &str, delay: std::time::Duration) {
+        self.lock().defer(cuid, Instant::now() + delay);
     }
 
     fn finished(&self, cuid: &str, failed: bool) {

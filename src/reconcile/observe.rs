@@ -45,10 +45,12 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
         .collect();
 
     let mut in_backend: HashMap<String, (DockerState, Option<i64>)> = HashMap::new();
+    let mut health: HashMap<String, Option<crate::spec::Health>> = HashMap::new();
     let mut placed: HashMap<String, Placement> = HashMap::new();
     for c in listed {
         if known.contains(&c.cuid) {
             in_backend.insert(c.cuid.clone(), (c.state, c.generation));
+            health.insert(c.cuid.clone(), c.health);
             if let Some(p) = c.placement {
                 placed.insert(c.cuid, p);
             }
@@ -63,7 +65,18 @@ pub(super) async fn resync(ctx: &Ctx) -> Result<(), String> {
     for row in rows {
         // Also learnt here, for the events of containers no pass has read since start-up.
         ctx.reconciler.set_tenant(&row.cuid, row.tenant.as_deref());
-        if !row.progress.in_sync(in_backend.get(&row.cuid).copied()) || drifted.contains(&row.cuid)
+        // A health change whose event was missed (the stream was down) is caught here too.
+        let health_moved = health
+            .get(&row.cuid)
+            .is_some_and(|h| h.map(|h| h.as_str()) != row.health.as_deref());
+        // An unhealthy container to be restarted is looked at again at every resync (its
+        // pass restarts it when its back-off allows): a timer lost with a restart of the
+        // server comes back this way.
+        let to_restart = row.restarts_unhealthy && row.health.as_deref() == Some("unhealthy");
+        if !row.progress.in_sync(in_backend.get(&row.cuid).copied())
+            || drifted.contains(&row.cuid)
+            || health_moved
+            || to_restart
         {
             ctx.reconciler.wake_soft(&row.cuid);
         }
@@ -197,6 +210,7 @@ mod tests {
             state: DockerState::Running,
             generation: Some(1),
             placement: None,
+            health: None,
         };
         rules_in_place(&w, &in_sync);
         rules_in_place(&w, &doomed);

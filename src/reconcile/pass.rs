@@ -33,7 +33,57 @@ fn desired_of(c: &Container) -> Desired {
         deleting: c.deleted_at.is_some(),
         restart_pending: c.restart_requested > c.restart_done,
         desired_at: parse_time(&c.desired_at).unwrap_or_else(Utc::now),
+        restart_unhealthy: c.spec.health.as_ref().is_some_and(|h| h.restarts()),
     }
+}
+
+/// Restarts for unhealthiness in a row (never seen healthy between them) after which the
+/// container carries `last_error` `NOT_CONVERGING`; the restarts go on at the capped
+/// back-off.
+pub const MAX_UNHEALTHY_RESTARTS: i64 = 5;
+
+/// How long until the next restart of an unhealthy `c` is due (`None`: now): the back-off
+/// of [`super::queue::unhealthy_backoff`] from the last one.
+fn unhealthy_hold(c: &Container) -> Option<std::time::Duration> {
+    let last = parse_time(c.unhealthy_restart_at.as_deref()?)?;
+    let due = last + super::queue::unhealthy_backoff(c.unhealthy_restarts);
+    (due - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+}
+
+/// `last_error` of a settled container: `NOT_CONVERGING` while a container restarted for
+/// unhealthiness [`MAX_UNHEALTHY_RESTARTS`] times in a row runs and has not been seen healthy
+/// since (the note made first is kept, so the row is not rewritten at every pass); else none.
+fn unhealthy_note(c: &Container, o: Option<&Observed>, status: Status) -> Option<Value> {
+    let restarts = c.spec.health.as_ref().is_some_and(|h| h.restarts());
+    let healthy = o.and_then(|o| o.health) == Some(crate::spec::Health::Healthy);
+    if !restarts
+        || healthy
+        || status != Status::Running
+        || c.unhealthy_restarts < MAX_UNHEALTHY_RESTARTS
+    {
+        return None;
+    }
+    if let Some(e) = c
+        .last_error
+        .as_ref()
+        .filter(|e| e["code"] == json!(ErrorCode::NotConverging))
+    {
+        return Some(e.clone());
+    }
+    let probe = o
+        .and_then(|o| o.health_log.clone())
+        .or_else(|| c.health_log.clone())
+        .unwrap_or_default();
+    Some(json!({
+        "code": ErrorCode::NotConverging,
+        "message": format!(
+            "unhealthy after {} restarts in a row (on_unhealthy: restart); still restarted, at most once a minute; last probe: {probe}",
+            c.unhealthy_restarts
+        ),
+        "at": crate::store::now(),
+        "generation": c.generation,
+        "desired_at": c.desired_at,
+    }))
 }
 
 /// `last_error`: what failed and when, and which desire it failed for (the spec
@@ -70,6 +120,19 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
             }
         };
         let decision = decide(&desired, observed.as_ref());
+        if decision.action == Action::RestartUnhealthy {
+            // Not due yet: recorded as it is (running, unhealthy), and back when due.
+            if let Some(wait) = unhealthy_hold(&c) {
+                ctx.reconciler.defer(cuid, wait);
+                return match settle(ctx, &c, &desired, observed.as_ref(), Status::Running).await {
+                    Err(f) => fail(ctx, &c, f).await,
+                    ok => ok,
+                };
+            }
+            // Due: `unhealthy` is recorded first, so clients and `/events` see what the
+            // restart is for (the restart makes it `starting` at once).
+            record(ctx, &c, &desired, observed.as_ref(), Status::Running).await?;
+        }
         if let Action::Settled(status) = decision.action {
             return match settle(ctx, &c, &desired, observed.as_ref(), status).await {
                 Err(f) => fail(ctx, &c, f).await,
@@ -95,6 +158,9 @@ pub async fn run(ctx: &Ctx, cuid: &str) -> PassResult {
         });
         if let Err(f) = result {
             return fail(ctx, &c, f).await;
+        }
+        if decision.action == Action::RestartUnhealthy {
+            ctx.store.record_unhealthy_restart(cuid).await?;
         }
         if decision.action == Action::Delete {
             ctx.store.delete_row(cuid).await?;
@@ -143,6 +209,17 @@ async fn settle(
         let bridge = placement.map(|p| p.bridge.as_str());
         ctx.backend.firewall(&c.cuid, bridge, &rules).await?;
     }
+    record(ctx, c, desired, o, status).await
+}
+
+/// Records what is observed (the observation of [`settle`]).
+async fn record(
+    ctx: &Ctx,
+    c: &Container,
+    desired: &Desired,
+    o: Option<&Observed>,
+    status: Status,
+) -> PassResult {
     // A pending restart that the container's start time shows already happened (e.g.
     // before a crash) is done: restarts happen exactly once.
     let restart_done = match o.and_then(|o| o.started_at) {
@@ -157,8 +234,10 @@ async fn settle(
         status,
         exit_code,
         observed_generation: c.generation,
-        last_error: None,
+        last_error: unhealthy_note(c, o, status),
         restart_done,
+        health: o.and_then(|o| o.health),
+        health_log: o.and_then(|o| o.health_log.clone()),
     };
     if ctx.store.record_observation(&c.cuid, &observation).await? {
         ctx.changed();
@@ -204,7 +283,7 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
             b.ensure_network().await?;
             b.unpause(cuid).await
         }
-        Action::Restart => {
+        Action::Restart | Action::RestartUnhealthy => {
             b.ensure_network().await?;
             b.restart(cuid).await
         }
@@ -524,5 +603,142 @@ mod tests {
         w.ctx.store.tombstone(&c.cuid, None).await.unwrap();
         run(&w.ctx, &c.cuid).await.unwrap();
         assert_eq!(rules(), None);
+    }
+
+    /// `on_unhealthy: restart`: an unhealthy container is restarted (one Engine API call),
+    /// then not again before its back-off from the last restart has passed (the pass
+    /// records it as it is and asks to come back when due); after
+    /// [`MAX_UNHEALTHY_RESTARTS`] in a row it carries `NOT_CONVERGING` while still running;
+    /// seen healthy, the count and the note go. Without `on_unhealthy`, nothing is done.
+    #[tokio::test]
+    async fn an_unhealthy_container_is_restarted_with_back_off() {
+        use crate::spec::{Health, HealthCheck, OnUnhealthy};
+        let w = world(None).await;
+        let c = insert(&w, DesiredState::Created).await;
+        let check = HealthCheck {
+            cmd: Some(vec!["true".into()]),
+            http: None,
+            interval: 1,
+            timeout: 1,
+            retries: 1,
+            start_period: 0,
+            on_unhealthy: Some(OnUnhealthy::Restart),
+        };
+        w.ctx
+            .store
+            .update_spec::<crate::store::Error>(&c.cuid, None, |cur| {
+                let mut next = cur.spec.clone();
+                next.health = Some(check.clone());
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let set_health = |h: Health, log: &str| {
+            let mut guard = w.backend.container.lock().unwrap();
+            let o = guard.as_mut().unwrap();
+            o.health = Some(h);
+            o.health_log = Some(log.to_owned());
+        };
+        let calls_from = |n: usize| w.backend.calls()[n..].to_vec();
+
+        set_health(Health::Unhealthy, "no /tmp/ok");
+        let before = w.backend.calls().len();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(
+            calls_from(before),
+            [
+                "observe",
+                "ensure_network",
+                "restart",
+                "observe",
+                "write_project",
+                "firewall"
+            ]
+        );
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(
+            (r.status, r.health),
+            (Status::Running, Some(Health::Starting))
+        );
+        assert_eq!(r.unhealthy_restarts, 1);
+
+        // Unhealthy again soon after a third restart in a row (2 s of back-off): not due,
+        // recorded as it is.
+        sqlx::query(
+            "UPDATE containers SET unhealthy_restarts = 3, unhealthy_restart_at = ? WHERE cuid = ?",
+        )
+        .bind(crate::store::now())
+        .bind(&c.cuid)
+        .execute(&w.ctx.store.pool)
+        .await
+        .unwrap();
+        set_health(Health::Unhealthy, "no /tmp/ok");
+        let before = w.backend.calls().len();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(calls_from(before), ["observe", "write_project", "firewall"]);
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.health, Some(Health::Unhealthy));
+        assert_eq!(r.health_log.as_deref(), Some("no /tmp/ok"));
+        assert!(r.last_error.is_none());
+
+        // Many restarts in a row, the last one long ago: due, restarted, and then flagged.
+        sqlx::query(
+            "UPDATE containers SET unhealthy_restarts = ?, unhealthy_restart_at = ? WHERE cuid = ?",
+        )
+        .bind(MAX_UNHEALTHY_RESTARTS - 1)
+        .bind("2000-01-01T00:00:00.000Z")
+        .bind(&c.cuid)
+        .execute(&w.ctx.store.pool)
+        .await
+        .unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let restarts = w.backend.calls().iter().filter(|c| *c == "restart").count();
+        assert_eq!(restarts, 2);
+        set_health(Health::Unhealthy, "still no /tmp/ok");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.unhealthy_restarts, MAX_UNHEALTHY_RESTARTS);
+        assert_eq!(r.status, Status::Running);
+        let note = r.last_error.clone().unwrap();
+        assert_eq!(note["code"], "NOT_CONVERGING");
+        assert!(note["message"]
+            .as_str()
+            .unwrap()
+            .contains("after 5 restarts"));
+        // Kept as it is by the next passes (no rewrite, no new event).
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(row(&w, &c.cuid).await.last_error, Some(note));
+
+        // Healthy: the count and the note go.
+        set_health(Health::Healthy, "ok");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.health, Some(Health::Healthy));
+        assert_eq!(r.unhealthy_restarts, 0);
+        assert!(r.last_error.is_none());
+
+        // Without on_unhealthy: recorded, never restarted.
+        w.ctx
+            .store
+            .update_spec::<crate::store::Error>(&c.cuid, None, |cur| {
+                let mut next = cur.spec.clone();
+                next.health = Some(HealthCheck {
+                    on_unhealthy: None,
+                    ..check.clone()
+                });
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        run(&w.ctx, &c.cuid).await.unwrap();
+        set_health(Health::Unhealthy, "down");
+        run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(
+            w.backend.calls().iter().filter(|c| *c == "restart").count(),
+            2
+        );
+        assert_eq!(row(&w, &c.cuid).await.health, Some(Health::Unhealthy));
     }
 }

@@ -66,6 +66,9 @@ pub struct Queue {
     tenant_of: HashMap<String, Lane>,
     /// Containers held by a request (a snapshot's pause): never handed out meanwhile.
     held: HashSet<String>,
+    /// Passes in flight that asked to run again at a given time without having failed (an
+    /// unhealthy container whose next restart is not due yet).
+    deferred: HashMap<String, Instant>,
 }
 
 impl Queue {
@@ -81,6 +84,14 @@ impl Queue {
     /// `cuid` is gone (its row was deleted): its tenant need not be kept.
     pub fn forget(&mut self, cuid: &str) {
         self.tenant_of.remove(cuid);
+        self.deferred.remove(cuid);
+    }
+
+    /// The pass in flight for `cuid` wants the container back at `until`: when it ends
+    /// (without failing), the container waits until then as after a failure, but its
+    /// failure count starts over. Events respect the wait; a request does not.
+    pub fn defer(&mut self, cuid: &str, until: Instant) {
+        self.deferred.insert(cuid.to_owned(), until);
     }
 
     /// Wakes `cuid`. `urgent` (a request) skips its back-off.
@@ -148,6 +159,11 @@ impl Queue {
             self.backoff
                 .insert(cuid.to_owned(), Backoff { until, failures });
             // Retried when due, even if nothing else wakes it.
+            self.timers.push(Reverse((until, cuid.to_owned())));
+            self.deferred.remove(cuid);
+        } else if let Some(until) = self.deferred.remove(cuid) {
+            self.backoff
+                .insert(cuid.to_owned(), Backoff { until, failures: 0 });
             self.timers.push(Reverse((until, cuid.to_owned())));
         } else {
             self.backoff.remove(cuid);
@@ -229,6 +245,20 @@ impl Queue {
     }
 }
 
+/// The wait before the next restart of an unhealthy container (`on_unhealthy: restart`)
+/// after `restarts` of them in a row: none before the first, then the back-off of failed
+/// passes (doubling from [`BACKOFF_BASE`], capped at [`BACKOFF_MAX`]), without jitter so a
+/// pass can tell from the row alone whether it is due.
+pub fn unhealthy_backoff(restarts: i64) -> Duration {
+    if restarts <= 0 {
+        return Duration::ZERO;
+    }
+    let n = restarts.min(17) as u32;
+    BACKOFF_BASE
+        .saturating_mul(1u32 << (n - 1))
+        .min(BACKOFF_MAX)
+}
+
 /// Doubling from [`BACKOFF_BASE`], capped at [`BACKOFF_MAX`], with ±20% jitter so many
 /// failing containers do not retry in lockstep.
 pub fn backoff_delay(failures: u32) -> Duration {
@@ -261,6 +291,35 @@ mod tests {
         assert!(!q.try_hold("a"));
         q.done("a", false, now);
         assert!(q.try_hold("a"));
+    }
+
+    #[test]
+    fn unhealthy_backoff_doubles_from_zero_and_is_capped() {
+        assert_eq!(unhealthy_backoff(0), Duration::ZERO);
+        assert_eq!(unhealthy_backoff(1), BACKOFF_BASE);
+        assert_eq!(unhealthy_backoff(2), BACKOFF_BASE * 2);
+        assert_eq!(unhealthy_backoff(40), BACKOFF_MAX);
+    }
+
+    /// A deferred pass waits as a failed one would (events respect it, a request does
+    /// not), and runs again when due.
+    #[test]
+    fn a_deferred_container_comes_back_when_due() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        q.add("a", false, now);
+        assert_eq!(q.take(1, now).0, ["a"]);
+        q.defer("a", now + Duration::from_secs(5));
+        q.done("a", false, now);
+        q.add("a", false, now);
+        assert!(q.take(1, now).0.is_empty(), "events respect the wait");
+        let (ready, due) = q.take(1, now + Duration::from_secs(5));
+        assert_eq!(ready, ["a"]);
+        assert_eq!(due, None);
+        // Done without a deferral: nothing holds it any more.
+        q.done("a", false, now + Duration::from_secs(5));
+        q.add("a", false, now + Duration::from_secs(5));
+        assert_eq!(q.take(1, now + Duration::from_secs(5)).0, ["a"]);
     }
 
     #[test]

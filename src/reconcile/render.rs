@@ -87,6 +87,21 @@ pub struct Service {
     /// recreate them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The spec's health check; left out without one (the image's own `HEALTHCHECK`, if
+    /// any, then applies, as before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Docker's `HEALTHCHECK`, as compose writes it.
+#[derive(Serialize)]
+pub struct Healthcheck {
+    /// `["CMD", argv...]`: run without a shell.
+    pub test: Vec<String>,
+    pub interval: String,
+    pub timeout: String,
+    pub retries: u32,
+    pub start_period: String,
 }
 
 #[derive(Serialize)]
@@ -99,6 +114,9 @@ pub struct BindVolume {
     /// as they were).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<BindOptions>,
+    /// Left out when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// `create_host_path: false`: compose then hands Docker a `Mounts` entry, which fails to
@@ -176,7 +194,39 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
     if let Some(tag) = &config.instance_tag {
         labels.insert(LABEL_TAG, tag.clone());
     }
-    let service = Service {
+    let mut volumes_extra = Vec::new();
+    let healthcheck = spec.health.as_ref().map(|h| {
+        let test = match (&h.cmd, &h.http) {
+            (Some(cmd), _) => cmd.iter().map(|a| escape(a)).collect(),
+            (None, Some(http)) => {
+                // The server's static probe, read-only; never made on the host if missing
+                // (it would be made a directory), so a start fails loudly instead.
+                volumes_extra.push(BindVolume {
+                    kind: "bind",
+                    source: super::probe::path(config).display().to_string(),
+                    target: super::probe::TARGET,
+                    bind: Some(BindOptions {
+                        create_host_path: false,
+                    }),
+                    read_only: true,
+                });
+                vec![
+                    super::probe::TARGET.to_owned(),
+                    http.port.to_string(),
+                    escape(&http.path),
+                ]
+            }
+            (None, None) => vec!["true".to_owned()],
+        };
+        Healthcheck {
+            test: std::iter::once("CMD".to_owned()).chain(test).collect(),
+            interval: format!("{}s", h.interval),
+            timeout: format!("{}s", h.timeout),
+            retries: h.retries,
+            start_period: format!("{}s", h.start_period),
+        }
+    });
+    let mut service = Service {
         image: spec.image.clone(),
         container_name: c.cuid.clone(),
         command: command.iter().map(|a| escape(a)).collect(),
@@ -196,6 +246,7 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
             bind: spec.resources.disk_bytes.map(|_| BindOptions {
                 create_host_path: false,
             }),
+            read_only: false,
         }],
         environment,
         // Without limits, one container can take the host's memory and CPUs; the spec's own
@@ -248,7 +299,9 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
             crate::spec::Isolation::Runc => None,
             other => Some(config.runtime_of(other).to_owned()),
         },
+        healthcheck,
     };
+    service.volumes.extend(volumes_extra);
     ComposeFile {
         name: c.cuid.clone(),
         services: BTreeMap::from([(SERVICE, service)]),
@@ -325,6 +378,7 @@ mod tests {
                 network: Default::default(),
                 name: None,
                 idle: None,
+                health: None,
             },
             tenant: None,
             status_reason: None,
@@ -342,6 +396,10 @@ mod tests {
             deleted_at: None,
             created_at: String::new(),
             updated_at: String::new(),
+            health: None,
+            health_log: None,
+            unhealthy_restarts: 0,
+            unhealthy_restart_at: None,
         }
     }
 
@@ -446,6 +504,67 @@ mod tests {
         assert_eq!(pids(&config, &c), 4096);
         config.default_pids_limit = None;
         assert!(pids(&config, &c).is_null());
+    }
+
+    /// `health.cmd` is Docker's `CMD` form (no shell), `$` escaped; `http` runs the
+    /// server's probe, bind-mounted read-only and never made on the host; without a check
+    /// the file has no `healthcheck` key (files of existing containers stay as they were).
+    #[test]
+    fn health_checks_render_as_dockers_healthcheck() {
+        use crate::spec::{HealthCheck, HttpProbe, OnUnhealthy};
+        let service = |c: &Container| {
+            let yaml = to_yaml(&render(&config(), "inst", c));
+            let parsed: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+            parsed["services"]["app"].clone()
+        };
+        let mut c = container(&[]);
+        let plain = service(&c);
+        assert!(plain.get("healthcheck").is_none());
+        assert_eq!(plain["volumes"].as_array().unwrap().len(), 1);
+
+        c.spec.health = Some(HealthCheck {
+            cmd: Some(vec!["test".into(), "-f".into(), "/tmp/$ok".into()]),
+            http: None,
+            interval: 2,
+            timeout: 1,
+            retries: 4,
+            start_period: 0,
+            on_unhealthy: Some(OnUnhealthy::Restart),
+        });
+        let svc = service(&c);
+        assert_eq!(
+            svc["healthcheck"],
+            serde_json::json!({"test": ["CMD", "test", "-f", "/tmp/$$ok"], "interval": "2s",
+                "timeout": "1s", "retries": 4, "start_period": "0s"})
+        );
+        assert_eq!(svc["volumes"].as_array().unwrap().len(), 1);
+
+        c.spec.health = Some(HealthCheck {
+            cmd: None,
+            http: Some(HttpProbe {
+                port: 8000,
+                path: "/health?x=1".into(),
+            }),
+            interval: 10,
+            timeout: 5,
+            retries: 3,
+            start_period: 30,
+            on_unhealthy: None,
+        });
+        let svc = service(&c);
+        assert_eq!(
+            svc["healthcheck"]["test"],
+            serde_json::json!(["CMD", "/.cm-probe", "8000", "/health?x=1"])
+        );
+        assert_eq!(svc["healthcheck"]["start_period"], "30s");
+        let probe = &svc["volumes"][1];
+        assert_eq!(probe["target"], "/.cm-probe");
+        assert_eq!(probe["read_only"], true);
+        assert_eq!(probe["bind"]["create_host_path"], false);
+        assert!(probe["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("/probe/cm-probe"));
     }
 
     #[test]

@@ -65,6 +65,16 @@ pub enum Rule {
     InvalidIdleAfter,
     InvalidIdleAction,
     InvalidIdleResume,
+    InvalidHealth,
+    InvalidHealthCmd,
+    InvalidHealthHttp,
+    InvalidHealthPort,
+    InvalidHealthPath,
+    InvalidHealthInterval,
+    InvalidHealthTimeout,
+    InvalidHealthRetries,
+    InvalidHealthStartPeriod,
+    InvalidOnUnhealthy,
 }
 
 impl Invalid {

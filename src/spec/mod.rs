@@ -11,6 +11,7 @@
 
 mod env;
 mod error;
+pub mod health;
 pub mod idle;
 mod image;
 mod lifetime;
@@ -29,6 +30,7 @@ use crate::config::UserIds;
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
 pub use error::{Invalid, Rule};
+pub use health::{Health, HealthCheck, HttpProbe, OnUnhealthy};
 pub use idle::{Idle, IdleAction, MIN_IDLE_AFTER};
 pub use image::is_image_reference;
 pub use lifetime::{Lifetime, LifetimeIn, OnExpiry, TTL_CEILING};
@@ -39,6 +41,7 @@ pub use resources::{
 };
 
 use env::{check_env_size, parse_env_map, MAX_ENV_VARS};
+use health::parse_health;
 use idle::parse_idle;
 use image::parse_image;
 use network::parse_network;
@@ -175,6 +178,9 @@ pub struct Spec {
     /// container Docker runs: a change moves no generation (see `store::desired`).
     #[serde(default)]
     pub idle: Option<Idle>,
+    /// The health check Docker runs (`None`: none of ours).
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
 }
 
 /// Facts about the host that validation needs.
@@ -232,6 +238,7 @@ const CREATE_FIELDS: &[&str] = &[
     "name",
     "lifetime",
     "idle",
+    "health",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -248,6 +255,7 @@ const PATCH_FIELDS: &[&str] = &[
     "name",
     "lifetime",
     "idle",
+    "health",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -333,6 +341,7 @@ pub fn parse_create(
         Some(v) => Some(lifetime::parse_lifetime(v, limits.max_ttl)?.resolve(None)),
     };
     let idle = parse_idle(body.remove("idle").unwrap_or(Value::Null))?;
+    let health = parse_health(body.remove("health").unwrap_or(Value::Null))?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -360,6 +369,7 @@ pub fn parse_create(
             network,
             name,
             idle,
+            health,
         },
         start,
         lifetime,
@@ -369,7 +379,8 @@ pub fn parse_create(
 /// Applies a `PATCH /containers/{cuid}` body to a spec: `env` merges (`null` removes a key),
 /// `tags` replace, `resources` merge (`null` clears a limit), the rest replace (`null` on
 /// `command`/`user`/`read_only` goes back to the default; `network` replaces the whole
-/// policy, `null` being `DEFAULT_EGRESS`).
+/// policy, `null` being `DEFAULT_EGRESS`; `health` replaces the whole check, `null`
+/// removing it).
 pub fn apply_patch(
     spec: &Spec,
     mut body: Map<String, Value>,
@@ -451,6 +462,9 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("idle") {
         next.idle = parse_idle(v)?;
+    }
+    if let Some(v) = body.remove("health") {
+        next.health = parse_health(v)?;
     }
     Ok(next)
 }

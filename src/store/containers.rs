@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Error, Store};
 use crate::lifecycle::{DesiredState, Progress, Status, StatusReason};
-use crate::spec::{Lifetime, OnExpiry, Port, Resources, Spec};
+use crate::spec::{Health, Lifetime, OnExpiry, Port, Resources, Spec};
 
 /// One container as stored.
 #[derive(Clone, Debug)]
@@ -35,6 +35,14 @@ pub struct Container {
     pub lifetime: Option<Lifetime>,
     /// The deadline (RFC 3339 UTC), until the server acted on it.
     pub expires_at: Option<String>,
+    /// Observed health (Docker's), while it runs with a health check.
+    pub health: Option<Health>,
+    /// The tail of the last probe's output, as last observed.
+    pub health_log: Option<String>,
+    /// Restarts made for `on_unhealthy: restart` since it was last seen healthy.
+    pub unhealthy_restarts: i64,
+    /// When the last of them was made (RFC 3339).
+    pub unhealthy_restart_at: Option<String>,
 }
 
 impl Container {
@@ -95,12 +103,17 @@ struct Row {
     idle_after: Option<i64>,
     idle_action: String,
     idle_resume: bool,
+    health_check: Option<String>,
+    health: Option<String>,
+    health_log: Option<String>,
+    unhealthy_restarts: i64,
+    unhealthy_restart_at: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume";
+     egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -140,6 +153,9 @@ impl Row {
                     action: crate::spec::IdleAction::parse(&self.idle_action).unwrap_or_default(),
                     resume_on_use: self.idle_resume,
                 }),
+                health: self
+                    .health_check
+                    .and_then(|h| serde_json::from_str(&h).ok()),
             },
             cuid: self.cuid,
             desired_state: self.desired_state,
@@ -172,6 +188,10 @@ impl Row {
                     .unwrap_or_default(),
             }),
             expires_at: self.expires_at,
+            health: self.health.as_deref().and_then(Health::parse),
+            health_log: self.health_log,
+            unhealthy_restarts: self.unhealthy_restarts,
+            unhealthy_restart_at: self.unhealthy_restart_at,
         }
     }
 }
@@ -187,6 +207,19 @@ pub struct ListFilter {
     /// `?q=`: a prefix of the name, the image (or its last path part) or a tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub q: Option<String>,
+    /// Only these observed healths (`none`: no health). Absent in cursors made before
+    /// health checks existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<String>>,
+}
+
+impl ListFilter {
+    /// `health` as the query's JSON list (`?7`).
+    fn health_json(&self) -> Option<String> {
+        self.health
+            .as_ref()
+            .map(|h| serde_json::to_string(h).unwrap_or_default())
+    }
 }
 
 /// The first answer to an `Idempotency-Key`, kept to be replayed.
@@ -272,6 +305,7 @@ impl Store {
             .bind(None::<i64>)
             .bind(&filter.tenant)
             .bind(filter.q.as_deref().map(like_prefix))
+            .bind(filter.health_json())
             .fetch_one(&self.pool)
             .await
     }
@@ -297,6 +331,7 @@ impl Store {
         .bind(limit + 1)
         .bind(&filter.tenant)
         .bind(filter.q.as_deref().map(like_prefix))
+        .bind(filter.health_json())
         .fetch_all(&self.pool)
         .await?;
         let cuids: Vec<&str> = rows.iter().map(|r| r.cuid.as_str()).collect();
@@ -329,7 +364,8 @@ pub enum Created {
 }
 
 /// Which rows a [`ListFilter`] keeps: `?2` status JSON list or NULL, `?3` tag or NULL, `?5`
-/// tenant or NULL, `?6` a `LIKE` prefix (see [`like_prefix`]) or NULL. The status filtered on
+/// tenant or NULL, `?6` a `LIKE` prefix (see [`like_prefix`]) or NULL, `?7` health JSON list
+/// (`none` for no health) or NULL. The status filtered on
 /// is the one shown (`deleting` for a tombstone, as in `Row::into_container`).
 macro_rules! filter_where {
     () => {
@@ -339,7 +375,8 @@ macro_rules! filter_where {
     AND (?5 IS NULL OR tenant = ?5)
     AND (?6 IS NULL OR name LIKE ?6 ESCAPE '\\' OR image LIKE ?6 ESCAPE '\\'
          OR image LIKE '%/' || ?6 ESCAPE '\\'
-         OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value LIKE ?6 ESCAPE '\\'))"
+         OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value LIKE ?6 ESCAPE '\\'))
+    AND (?7 IS NULL OR COALESCE(health, 'none') IN (SELECT value FROM json_each(?7)))"
     };
 }
 
@@ -394,6 +431,10 @@ pub struct Observation {
     pub observed_generation: i64,
     pub last_error: Option<Value>,
     pub restart_done: i64,
+    /// Docker's health status (null: no health check, or not running).
+    pub health: Option<Health>,
+    /// The tail of the last probe's output.
+    pub health_log: Option<String>,
 }
 
 /// The fields resync compares with Docker's list.
@@ -404,6 +445,10 @@ pub struct Summary {
     pub tenant: Option<String>,
     #[sqlx(flatten)]
     pub progress: Progress,
+    /// Observed health as last recorded (`starting`, `healthy`, `unhealthy` or null).
+    pub health: Option<String>,
+    /// Its health check restarts it when unhealthy.
+    pub restarts_unhealthy: bool,
 }
 
 impl Store {
@@ -411,7 +456,8 @@ impl Store {
     pub async fn summaries(&self) -> Result<Vec<Summary>, sqlx::Error> {
         sqlx::query_as(
             "SELECT cuid, tenant, desired_state, status, generation, observed_generation, restart_requested, restart_done,
-                    deleted_at IS NOT NULL AS deleting
+                    deleted_at IS NOT NULL AS deleting, health,
+                    COALESCE(json_extract(health_check, '$.on_unhealthy') = 'restart', 0) AS restarts_unhealthy
              FROM containers WHERE desired_state != 'created' OR deleted_at IS NOT NULL
                 OR observed_generation != generation",
         )

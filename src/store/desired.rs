@@ -137,6 +137,7 @@ impl Store {
         write_hardening(&mut tx, cuid, spec).await?;
         write_network(&mut tx, cuid, spec).await?;
         write_idle(&mut tx, cuid, spec).await?;
+        write_health(&mut tx, cuid, spec).await?;
         if let Some(tenant) = tenant {
             sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
                 .bind(tenant)
@@ -286,6 +287,7 @@ impl Store {
         write_network(&mut row.tx, cuid, &next).await?;
         write_name(&mut row.tx, cuid, &next).await?;
         write_idle(&mut row.tx, cuid, &next).await?;
+        write_health(&mut row.tx, cuid, &next).await?;
         if next.ports != current.spec.ports {
             sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
                 .execute(&mut *row.tx)
@@ -550,6 +552,24 @@ async fn write_hardening(
     .bind(cuid)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// The spec's health check (migration 0012) as JSON, like [`write_hardening`].
+async fn write_health(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    spec: &Spec,
+) -> Result<(), Error> {
+    let check = spec
+        .health
+        .as_ref()
+        .map(|h| serde_json::to_string(h).unwrap_or_default());
+    sqlx::query("UPDATE containers SET health_check = ? WHERE cuid = ?")
+        .bind(check)
+        .bind(cuid)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

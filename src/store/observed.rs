@@ -19,20 +19,27 @@ impl Store {
         let last_error = o.last_error.as_ref().map(Value::to_string);
         let status = o.status.as_str();
         let now = now();
-        let result = sqlx::query!(
+        let health = o.health.map(|h| h.as_str());
+        // A runtime query (no new entry for the offline data of sqlx's macros). Seen healthy,
+        // the count of restarts for unhealthiness starts over.
+        let result = sqlx::query(
             "UPDATE containers SET status = ?1, exit_code = ?2, observed_generation = ?3, last_error = ?4,
-                    restart_done = MAX(restart_done, ?5), updated_at = ?6
+                    restart_done = MAX(restart_done, ?5), updated_at = ?6, health = ?8, health_log = ?9,
+                    unhealthy_restarts = CASE WHEN ?8 = 'healthy' THEN 0 ELSE unhealthy_restarts END
              WHERE cuid = ?7 AND deleted_at IS NULL
                AND (status IS NOT ?1 OR exit_code IS NOT ?2 OR observed_generation IS NOT ?3
-                    OR last_error IS NOT ?4 OR restart_done < ?5)",
-            status,
-            o.exit_code,
-            o.observed_generation,
-            last_error,
-            o.restart_done,
-            now,
-            cuid
+                    OR last_error IS NOT ?4 OR restart_done < ?5 OR health IS NOT ?8
+                    OR health_log IS NOT ?9)",
         )
+        .bind(status)
+        .bind(o.exit_code)
+        .bind(o.observed_generation)
+        .bind(last_error)
+        .bind(o.restart_done)
+        .bind(now)
+        .bind(cuid)
+        .bind(health)
+        .bind(&o.health_log)
         .execute(&self.pool)
         .await?;
         let wrote = result.rows_affected() > 0;
@@ -40,6 +47,20 @@ impl Store {
             self.touched();
         }
         Ok(wrote)
+    }
+
+    /// The reconciler restarted the container for `on_unhealthy: restart`: one more in the
+    /// count the back-off grows with, and when.
+    pub async fn record_unhealthy_restart(&self, cuid: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE containers SET unhealthy_restarts = unhealthy_restarts + 1,
+                    unhealthy_restart_at = ? WHERE cuid = ?",
+        )
+        .bind(now())
+        .bind(cuid)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// A failed pass: `status: error` (`deleting` for a tombstone) and `last_error`.

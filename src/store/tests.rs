@@ -40,6 +40,7 @@ fn spec(ports: &[u16]) -> Spec {
         network: Default::default(),
         name: None,
         idle: None,
+        health: None,
     }
 }
 
@@ -69,6 +70,8 @@ fn running() -> Observation {
         observed_generation: 1,
         last_error: None,
         restart_done: 0,
+        health: None,
+        health_log: None,
     }
 }
 
@@ -114,6 +117,74 @@ async fn the_network_policy_is_stored_on_insert_and_update() {
     let stored = store.get(&c.cuid).await.unwrap().unwrap();
     assert_eq!(stored.spec.network.egress, crate::spec::Egress::None);
     assert!(stored.spec.network.allow.is_empty());
+}
+
+/// The health check is stored with the spec; observed health, its log and the count of
+/// unhealthy restarts are the reconciler's, `healthy` resets the count, and `?health=`
+/// lists by it (`none`: no health).
+#[tokio::test]
+async fn health_is_stored_observed_and_listed() {
+    use crate::spec::{Health, HealthCheck, HttpProbe, OnUnhealthy};
+    let (store, _dir) = fresh().await;
+    let mut s = spec(&[]);
+    s.health = Some(HealthCheck {
+        cmd: None,
+        http: Some(HttpProbe {
+            port: 8000,
+            path: "/up".into(),
+        }),
+        interval: 2,
+        timeout: 1,
+        retries: 3,
+        start_period: 5,
+        on_unhealthy: Some(OnUnhealthy::Restart),
+    });
+    let c = insert(&store, &s).await.unwrap();
+    let plain = insert(&store, &spec(&[])).await.unwrap();
+    assert_eq!(store.get(&c.cuid).await.unwrap().unwrap().spec, s);
+
+    let seen = |h: Option<Health>, log: &str| Observation {
+        health: h,
+        health_log: Some(log.to_owned()),
+        ..running()
+    };
+    assert!(store
+        .record_observation(&c.cuid, &seen(Some(Health::Unhealthy), "refused"))
+        .await
+        .unwrap());
+    // The same again writes nothing; another log line is a change.
+    assert!(!store
+        .record_observation(&c.cuid, &seen(Some(Health::Unhealthy), "refused"))
+        .await
+        .unwrap());
+    store.record_unhealthy_restart(&c.cuid).await.unwrap();
+    let r = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(
+        (r.health, r.health_log.as_deref(), r.unhealthy_restarts),
+        (Some(Health::Unhealthy), Some("refused"), 1)
+    );
+    assert!(r.unhealthy_restart_at.is_some());
+    let listed = |health: &[&str]| {
+        let filter = ListFilter {
+            health: Some(health.iter().map(|h| h.to_string()).collect()),
+            ..ListFilter::default()
+        };
+        let store = store.clone();
+        async move {
+            let page = store.list(&filter, 0, 10).await.unwrap();
+            page.into_iter().map(|c| c.cuid).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(&["unhealthy"]).await, [c.cuid.as_str()]);
+    assert_eq!(listed(&["none"]).await, [plain.cuid.as_str()]);
+    assert!(listed(&["healthy"]).await.is_empty());
+    assert!(store
+        .record_observation(&c.cuid, &seen(Some(Health::Healthy), "200"))
+        .await
+        .unwrap());
+    let r = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!((r.health, r.unhealthy_restarts), (Some(Health::Healthy), 0));
+    assert_eq!(listed(&["healthy", "none"]).await.len(), 2);
 }
 
 #[tokio::test]
@@ -438,6 +509,7 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
             tag: None,
             tenant: None,
             q: None,
+            health: None,
         };
         let store = store.clone();
         async move {
@@ -510,6 +582,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         tag: Some("even".into()),
         tenant: None,
         q: None,
+        health: None,
     };
     let evens = store.list(&even, 0, 10).await.unwrap();
     let got: Vec<&str> = evens.iter().map(|c| c.cuid.as_str()).collect();
@@ -524,6 +597,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         tag: None,
         tenant: None,
         q: None,
+        health: None,
     };
     let got = store.list(&running_only, 0, 10).await.unwrap();
     assert_eq!(got.len(), 1);

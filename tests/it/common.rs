@@ -1073,6 +1073,16 @@ pub async fn read_events_until(
     }
 }
 
+/// Reads `GET /events` from the first event kept until a `container` event's representation
+/// satisfies `pred`, within `limit`; returns that representation.
+pub async fn wait_for_event(s: &Server, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let data = wait_event(s, limit, |d| {
+        d.get("container").is_some_and(|c| c.is_object()) && pred(&d["container"])
+    })
+    .await;
+    data["container"].clone()
+}
+
 /// `GET /events` from the start of the feed's window until an event whose data satisfies
 /// `pred` arrives (panics if none does within `limit`); returns that event's data.
 pub async fn wait_event(s: &Server, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {

@@ -48,10 +48,12 @@ async fn console_creates_and_shows_a_sandboxed_container() {
     b.js(
         "document.getElementById('f-isolation').value = 'gvisor'; \
          document.getElementById('f-egress').value = 'allowlist'; \
-         document.getElementById('f-idle-action').value = 'stop';",
+         document.getElementById('f-idle-action').value = 'stop'; \
+         document.getElementById('f-health-kind').value = 'http';",
         json!([]),
     )
     .await;
+    b.type_into("#f-health-port", "8000").await;
     // A host address with its host bits set is refused by the API, next to the field.
     b.type_into("#f-allow", "10.1.2.3/24:5432").await;
     b.click("#form-submit").await;
@@ -96,6 +98,11 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         r.json["idle"],
         json!({"after": 600, "action": "stop", "resume_on_use": true})
     );
+    // Issue 22: the form's health check (an HTTP probe), shown on the detail page below.
+    assert_eq!(
+        r.json["health_check"]["http"],
+        json!({"port": 8000, "path": "/"})
+    );
 
     // The detail page says what it got.
     let shown = b
@@ -106,7 +113,8 @@ async fn console_creates_and_shows_a_sandboxed_container() {
              document.getElementById('observed').textContent; \
              return t.includes('gVisor') && t.includes('read-only') && \
              t.includes('only 10.1.2.0/24:5432') && t.includes('of 32') && \
-             t.includes('stop after 600 s without use; resumes on use') && t;",
+             t.includes('stop after 600 s without use; resumes on use') && \
+             t.includes('HTTP GET :8000/') && t;",
         )
         .await;
     assert!(shown.as_str().unwrap().contains("/tmp 64m"), "{shown}");

@@ -16,6 +16,7 @@ mod first_run;
 mod foundation;
 mod gvisor;
 mod hardening;
+mod health;
 mod hostile;
 mod hostile_download;
 mod hostile_upload;
