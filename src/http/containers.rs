@@ -228,16 +228,23 @@ pub async fn get_one(
     Ok(live_response(&state, StatusCode::OK, &c))
 }
 
-#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("update_available" = Option<bool>, Query, description = "true: only containers with a newer digest of their tag known; false: only those without"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ContainerList>> {
-    if let Some(k) = q
-        .keys()
-        .find(|k| !["status", "tag", "limit", "cursor", "tenant"].contains(&k.as_str()))
-    {
+    if let Some(k) = q.keys().find(|k| {
+        ![
+            "status",
+            "tag",
+            "limit",
+            "cursor",
+            "tenant",
+            "update_available",
+        ]
+        .contains(&k.as_str())
+    }) {
         return Err(ApiError::field(
             ApiCode::UnknownField,
             k.clone(),
@@ -280,6 +287,19 @@ pub async fn list(
         }
     };
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
+    let update_available = match q.get("update_available").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(bad) => {
+            return Err(ApiError::field(
+                ApiCode::InvalidQuery,
+                "update_available",
+                json!(bad),
+                "update_available must be true or false",
+            ))
+        }
+    };
     let asked_tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
     // A tenant's principal lists its own containers only: asking for another tenant's is
     // answered as if it had none.
@@ -296,6 +316,7 @@ pub async fn list(
         status,
         tag,
         tenant,
+        update_available,
     };
 
     let key = &state.identity.cursor_key;
@@ -307,8 +328,10 @@ pub async fn list(
             let status_ok = asked.status.is_none() || asked.status == carried.status;
             let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
             let tenant_ok = asked.tenant.is_none() || asked.tenant == carried.tenant;
+            let update_ok = asked.update_available.is_none()
+                || asked.update_available == carried.update_available;
             let own_ok = principal.tenant.is_none() || principal.tenant == carried.tenant;
-            if !status_ok || !tag_ok || !tenant_ok || !own_ok {
+            if !status_ok || !tag_ok || !tenant_ok || !own_ok || !update_ok {
                 return Err(ApiError::field(
                     ApiCode::InvalidCursor,
                     "cursor",

@@ -57,6 +57,9 @@ pub struct CreateBody {
     pub isolation: Option<crate::spec::Isolation>,
     /// What the container may reach; default `{"egress": DEFAULT_EGRESS}`.
     pub network: Option<NetworkIn>,
+    /// The server rolls newer digests of the image's tag out by itself, in
+    /// `IMAGE_UPDATE_WINDOW`, and rolls back one that does not come up. Default false.
+    pub auto_update: Option<bool>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -164,6 +167,8 @@ pub struct PatchBody {
     /// Replaces the whole policy; `null` is `{"egress": DEFAULT_EGRESS}`. Changing it
     /// recreates a running container.
     pub network: Option<NetworkIn>,
+    /// `null` is `false`; changing it recreates nothing (the generation stays).
+    pub auto_update: Option<bool>,
 }
 
 /// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,
@@ -395,6 +400,10 @@ pub struct Image {
     pub created: Option<String>,
     /// cuids.
     pub used_by: Vec<String>,
+    /// A newer digest the registry has for one of `tags` (`seen_at`: when it was last
+    /// looked up), or null.
+    #[schema(required = true)]
+    pub update_available: Option<crate::store::updates::UpdateAvailable>,
 }
 
 /// `POST /images/pull`.

@@ -40,7 +40,8 @@ pub fn required(method: &Method, path: &str) -> Scope {
         .strip_prefix("/containers/")
         .map(|rest| rest.split_once('/'))
     {
-        Some(Some((_, sub))) if sub != "ports" => Scope::Operate,
+        // An update changes the image the container runs: a write.
+        Some(Some((_, sub))) if sub != "ports" && sub != "update" => Scope::Operate,
         _ => Scope::Write,
     }
 }

@@ -177,7 +177,7 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         labels.insert(LABEL_TAG, tag.clone());
     }
     let service = Service {
-        image: spec.image.clone(),
+        image: c.image_ref().to_owned(),
         container_name: c.cuid.clone(),
         command: command.iter().map(|a| escape(a)).collect(),
         working_dir: "/app",
@@ -323,6 +323,7 @@ mod tests {
                 read_only: false,
                 isolation: Default::default(),
                 network: Default::default(),
+                auto_update: false,
             },
             tenant: None,
             desired_state: crate::lifecycle::DesiredState::Running,
@@ -337,6 +338,7 @@ mod tests {
             deleted_at: None,
             created_at: String::new(),
             updated_at: String::new(),
+            image: Default::default(),
         }
     }
 

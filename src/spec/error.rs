@@ -45,6 +45,7 @@ pub enum Rule {
     InvalidTmp,
     TmpTooSmall,
     InvalidReadOnly,
+    InvalidAutoUpdate,
     InvalidIsolation,
     InvalidNetwork,
     InvalidEgress,

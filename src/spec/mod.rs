@@ -162,6 +162,11 @@ pub struct Spec {
     /// What the container may reach (enforced by the reconciler's firewall rules).
     #[serde(default)]
     pub network: Network,
+    /// The server rolls newer digests of the image's tag out by itself (in
+    /// `IMAGE_UPDATE_WINDOW`), rolling back a new image that does not come up. A change of
+    /// it alone recreates nothing.
+    #[serde(default)]
+    pub auto_update: bool,
 }
 
 /// Facts about the host that validation needs.
@@ -207,6 +212,7 @@ const CREATE_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "auto_update",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -220,6 +226,7 @@ const PATCH_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "auto_update",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -295,6 +302,10 @@ pub fn parse_create(
         body.remove("network").unwrap_or(Value::Null),
         limits.default_egress,
     )?;
+    let auto_update = match body.remove("auto_update") {
+        None | Some(Value::Null) => false,
+        Some(v) => parse_auto_update(v)?,
+    };
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -320,6 +331,7 @@ pub fn parse_create(
             read_only,
             isolation,
             network,
+            auto_update,
         },
         start,
     })
@@ -402,6 +414,12 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("network") {
         next.network = parse_network(v, limits.default_egress)?;
+    }
+    if let Some(v) = body.remove("auto_update") {
+        next.auto_update = match v {
+            Value::Null => false,
+            v => parse_auto_update(v)?,
+        };
     }
     Ok(next)
 }
@@ -551,6 +569,18 @@ fn parse_read_only(v: Value) -> Result<bool, Invalid> {
             "read_only",
             v,
             "`read_only` must be a boolean",
+        )),
+    }
+}
+
+fn parse_auto_update(v: Value) -> Result<bool, Invalid> {
+    match v {
+        Value::Bool(b) => Ok(b),
+        v => Err(Invalid::field(
+            Rule::InvalidAutoUpdate,
+            "auto_update",
+            v,
+            "`auto_update` must be a boolean",
         )),
     }
 }
@@ -796,6 +826,10 @@ mod tests {
                 "UNKNOWN_FIELD",
             ),
             (json!({"image": "x", "read_only": 1}), "INVALID_READ_ONLY"),
+            (
+                json!({"image": "x", "auto_update": "yes"}),
+                "INVALID_AUTO_UPDATE",
+            ),
             (
                 json!({"image": "x", "resources": {"tmp": "lots"}}),
                 "INVALID_TMP",

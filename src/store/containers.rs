@@ -29,9 +29,17 @@ pub struct Container {
     pub updated_at: String,
     /// The tenant it belongs to (`None`: the operator's).
     pub tenant: Option<String>,
+    /// Which image by digest it runs and its updates (migration 0014).
+    pub image: super::updates::ImageState,
 }
 
 impl Container {
+    /// The image reference it is made from: the pinned digest of an update (or rollback),
+    /// else its spec's `image`.
+    pub fn image_ref(&self) -> &str {
+        self.image.pin.as_deref().unwrap_or(&self.spec.image)
+    }
+
     /// Its lifecycle fields, for the rules of [`crate::lifecycle`].
     pub fn progress(&self) -> Progress {
         Progress {
@@ -81,12 +89,19 @@ struct Row {
     tenant: Option<String>,
     egress: String,
     egress_allow: String,
+    auto_update: bool,
+    image_pin: Option<String>,
+    image_digest: Option<String>,
+    update_available: Option<String>,
+    update_pending: Option<String>,
+    last_update: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow";
+     egress, egress_allow, auto_update, image_pin, image_digest, update_available, update_pending, \
+     last_update";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -119,6 +134,18 @@ impl Row {
                     egress: crate::spec::Egress::parse(&self.egress).unwrap_or_default(),
                     allow: serde_json::from_str(&self.egress_allow).unwrap_or_default(),
                 },
+                auto_update: self.auto_update,
+            },
+            image: super::updates::ImageState {
+                pin: self.image_pin,
+                digest: self.image_digest,
+                update_available: self
+                    .update_available
+                    .and_then(|v| serde_json::from_str(&v).ok()),
+                pending: self
+                    .update_pending
+                    .and_then(|v| serde_json::from_str(&v).ok()),
+                last_update: self.last_update.and_then(|v| serde_json::from_str(&v).ok()),
             },
             cuid: self.cuid,
             desired_state: self.desired_state,
@@ -152,6 +179,9 @@ pub struct ListFilter {
     /// Only this tenant's containers. Absent in cursors made before tenants existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// `?update_available=true|false`: only containers with (without) a newer digest known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_available: Option<bool>,
 }
 
 /// The first answer to an `Idempotency-Key`, kept to be replayed.
@@ -244,6 +274,7 @@ impl Store {
         .bind(&filter.tag)
         .bind(limit + 1)
         .bind(&filter.tenant)
+        .bind(filter.update_available)
         .fetch_all(&self.pool)
         .await?;
         let cuids: Vec<&str> = rows.iter().map(|r| r.cuid.as_str()).collect();
@@ -276,7 +307,7 @@ pub enum Created {
 }
 
 /// The WHERE/ORDER/LIMIT of a listing page; `?1` after-seq, `?2` status JSON list or NULL,
-/// `?3` tag or NULL, `?4` limit, `?5` tenant or NULL. The status filtered on is the one shown (`deleting` for a
+/// `?3` tag or NULL, `?4` limit, `?5` tenant or NULL, `?6` update known (true/false) or NULL. The status filtered on is the one shown (`deleting` for a
 /// tombstone, as in `Row::into_container`). Filters are checked per row while walking the primary key,
 /// so SQLite searches the rowid range in order and never sorts.
 pub const PAGE_WHERE: &str = "seq > ?1
@@ -284,6 +315,7 @@ pub const PAGE_WHERE: &str = "seq > ?1
                        IN (SELECT value FROM json_each(?2)))
     AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value = ?3))
     AND (?5 IS NULL OR tenant = ?5)
+    AND (?6 IS NULL OR (update_available IS NOT NULL) = ?6)
     ORDER BY seq LIMIT ?4";
 
 pub(super) async fn fetch_one(
@@ -352,7 +384,7 @@ impl Store {
         tenant: Option<&str>,
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT cuid, image FROM containers
+            "SELECT cuid, COALESCE(image_pin, image) FROM containers
              WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant = ?1) ORDER BY seq",
         )
         .bind(tenant)

@@ -10,6 +10,7 @@ mod observed;
 pub mod tenancy;
 #[cfg(test)]
 mod tests;
+pub mod updates;
 
 use std::str::FromStr;
 use std::time::Duration;

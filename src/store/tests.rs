@@ -38,6 +38,7 @@ fn spec(ports: &[u16]) -> Spec {
         read_only: false,
         isolation: Default::default(),
         network: Default::default(),
+        auto_update: false,
     }
 }
 
@@ -409,6 +410,7 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
             status: Some(vec![status.to_owned()]),
             tag: None,
             tenant: None,
+            update_available: None,
         };
         let store = store.clone();
         async move {
@@ -480,6 +482,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         status: None,
         tag: Some("even".into()),
         tenant: None,
+        update_available: None,
     };
     let evens = store.list(&even, 0, 10).await.unwrap();
     let got: Vec<&str> = evens.iter().map(|c| c.cuid.as_str()).collect();
@@ -493,6 +496,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         status: Some(vec!["running".into()]),
         tag: None,
         tenant: None,
+        update_available: None,
     };
     let got = store.list(&running_only, 0, 10).await.unwrap();
     assert_eq!(got.len(), 1);
