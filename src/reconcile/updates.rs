@@ -49,6 +49,12 @@ const JUDGE_TICK: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Schedule(HashMap<String, (Instant, u32)>);
 
+/// The last failed exit seen of each container whose update is being judged: a container
+/// that keeps failing may just be running again (its restart policy) when the limit is up,
+/// and the verdict should still say how it ended. (Lost with a restart: the reason is then
+/// less precise, the verdict the same.)
+type Exits = HashMap<String, i64>;
+
 impl Schedule {
     fn due(&self, reference: &str, now: Instant) -> bool {
         self.0.get(reference).is_none_or(|(at, _)| *at <= now)
@@ -81,6 +87,7 @@ impl Schedule {
 
 pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let mut schedule = Schedule::default();
+    let mut exits = Exits::new();
     // Tags checked before a restart are not asked again before their interval is over.
     if let Ok(checks) = ctx.store.image_checks().await {
         let interval = ctx.config.image_updates.check_interval;
@@ -94,7 +101,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         }
     }
     loop {
-        let judging = match round(&ctx, &mut schedule).await {
+        let judging = match round(&ctx, &mut schedule, &mut exits).await {
             Ok(judging) => judging,
             Err(e) => {
                 tracing::warn!(error = %e, "image update round failed");
@@ -119,12 +126,17 @@ pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 
 /// One round: judge, check what is due, maybe start an automatic update. Answers whether
 /// an update is being judged (the next round comes sooner).
-async fn round(ctx: &Ctx, schedule: &mut Schedule) -> Result<bool, sqlx::Error> {
+async fn round(ctx: &Ctx, schedule: &mut Schedule, exits: &mut Exits) -> Result<bool, sqlx::Error> {
     let containers = ctx.store.live_containers().await?;
     let mut judging = false;
+    exits.retain(|cuid, _| {
+        containers
+            .iter()
+            .any(|c| &c.cuid == cuid && c.image.pending.is_some())
+    });
     for c in &containers {
         if let Some(p) = &c.image.pending {
-            judging |= judge(ctx, c, p).await?;
+            judging |= judge(ctx, c, p, exits).await?;
         }
     }
     if !ctx.config.image_updates.check_interval.is_zero() {
@@ -314,7 +326,12 @@ fn healthy_enough(_c: &Container, _o: &Observed) -> bool {
 }
 
 /// Judges one update under way. Answers whether it is still being judged.
-async fn judge(ctx: &Ctx, c: &Container, p: &Pending) -> Result<bool, sqlx::Error> {
+async fn judge(
+    ctx: &Ctx,
+    c: &Container,
+    p: &Pending,
+    exits: &mut Exits,
+) -> Result<bool, sqlx::Error> {
     let from = p.from.as_deref().and_then(digest_of).map(str::to_owned);
     let to = digest_of(&p.to).unwrap_or(&p.to).to_owned();
     let verdict = |result, reason: Option<String>| LastUpdate {
@@ -364,6 +381,11 @@ async fn judge(ctx: &Ctx, c: &Container, p: &Pending) -> Result<bool, sqlx::Erro
         },
     };
     if let Some(o) = &observed {
+        if let (false, Some(code @ 1..)) = (o.state == DockerState::Running, o.exit_code) {
+            exits.insert(c.cuid.clone(), code);
+        }
+    }
+    if let Some(o) = &observed {
         let settle = settle_time(timeout);
         let up_since = o
             .started_at
@@ -385,19 +407,22 @@ async fn judge(ctx: &Ctx, c: &Container, p: &Pending) -> Result<bool, sqlx::Erro
     if failed.is_none() && elapsed < timeout {
         return Ok(true);
     }
+    let code = observed
+        .as_ref()
+        .filter(|o| o.state != DockerState::Running)
+        .and_then(|o| o.exit_code)
+        .filter(|&c| c != 0)
+        .or_else(|| exits.get(&c.cuid).copied());
     let reason = failed.unwrap_or_else(|| {
         let secs = timeout.as_secs();
-        match &observed {
-            None => format!("the new image's container was not running within {secs} s"),
-            Some(o) => match (o.state, o.exit_code) {
-                (DockerState::Running, _) => format!(
-                    "the new image's container did not stay running (or become healthy) within {secs} s"
-                ),
-                (_, Some(code)) => format!(
-                    "the new image's container did not stay running within {secs} s: its command exited with code {code}"
-                ),
-                _ => format!("the new image's container was not running within {secs} s"),
-            },
+        match (&observed, code) {
+            (_, Some(code)) => format!(
+                "the new image's container did not stay running within {secs} s: its command exited with code {code}"
+            ),
+            (Some(o), None) if o.state == DockerState::Running => format!(
+                "the new image's container did not stay running (or become healthy) within {secs} s"
+            ),
+            _ => format!("the new image's container was not running within {secs} s"),
         }
     });
     let last = verdict(UpdateResult::RolledBack, Some(reason.clone()));

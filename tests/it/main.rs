@@ -18,6 +18,7 @@ mod hardening;
 mod hostile;
 mod hostile_download;
 mod hostile_upload;
+mod image_updates;
 mod images;
 mod layers;
 mod ops;
