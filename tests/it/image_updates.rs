@@ -190,7 +190,10 @@ async fn a_new_digest_is_seen_filtered_listed_and_rolled_out_on_request() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(listed("update_available=true").await, [cuid.clone()]);
+    assert_eq!(
+        listed("update_available=true").await,
+        std::slice::from_ref(&cuid)
+    );
     assert!(listed("update_available=false").await.is_empty());
     s.get("/containers?update_available=maybe")
         .await
@@ -247,7 +250,7 @@ async fn a_new_digest_is_seen_filtered_listed_and_rolled_out_on_request() {
 async fn a_broken_automatic_update_is_rolled_back_and_says_why() {
     let mut repo = Repo::new();
     let d1 = repo.publish("v1", START, None);
-    let mut s = server(&[("IMAGE_UPDATE_TIMEOUT", "6")]).await;
+    let mut s = server(&[("IMAGE_UPDATE_TIMEOUT", "12")]).await;
     let cuid = s
         .create_running(&json!({"image": repo.tag, "command": COMMAND, "auto_update": true}))
         .await;
