@@ -471,6 +471,156 @@ mod tests {
         assert!(s.0["b"].0 <= Instant::now() + interval);
     }
 
+    use crate::reconcile::double::{act, insert, row, world};
+    use crate::reconcile::pass;
+
+    /// Sets the container's pending update as started long ago (past any limit).
+    async fn long_ago(w: &crate::reconcile::double::World, cuid: &str) {
+        sqlx::query(
+            "UPDATE containers SET update_pending =
+                json_set(update_pending, '$.started_at', '2000-01-01T00:00:00.000Z') WHERE cuid = ?",
+        )
+        .bind(cuid)
+        .execute(&w.ctx.store.pool)
+        .await
+        .unwrap();
+    }
+
+    async fn judge_all(w: &crate::reconcile::double::World, exits: &mut Exits) -> bool {
+        let mut judging = false;
+        for c in w.ctx.store.live_containers().await.unwrap() {
+            if let Some(p) = &c.image.pending {
+                judging |= judge(&w.ctx, &c, p, exits).await.unwrap();
+            }
+        }
+        judging
+    }
+
+    /// An update is a pin and a new generation the pass acts on; the judge keeps one that
+    /// runs steadily, rolls back one that keeps failing (pin back, a new generation, the
+    /// reason), and automatic updates skip a digest that was rolled back.
+    #[tokio::test]
+    async fn updates_are_kept_or_rolled_back_and_a_rollback_is_not_retried() {
+        let w = world(None).await;
+        let c = insert(&w, DesiredState::Created).await;
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        pass::run(&w.ctx, &c.cuid).await.unwrap();
+        let c = row(&w, &c.cuid).await;
+        let mut exits = Exits::new();
+
+        let started = start(&w.ctx.store, &w.ctx.reconciler, &c, "sha256:good")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(started.generation, c.generation + 1);
+        assert_eq!(started.image_ref(), "img@sha256:good");
+        assert!(started.image.pending.is_some());
+        pass::run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(w.backend.calls().iter().filter(|c| *c == "up").count(), 2);
+        // Just started: not judged yet.
+        assert!(judge_all(&w, &mut exits).await);
+        // Running for long enough: kept.
+        w.backend
+            .container
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .started_at = Some(Utc::now() - chrono::Duration::hours(1));
+        assert!(!judge_all(&w, &mut exits).await);
+        let r = row(&w, &c.cuid).await;
+        let last = r.image.last_update.clone().unwrap();
+        assert_eq!(last.result, UpdateResult::Updated);
+        assert_eq!((last.from, last.to.as_str()), (None, "sha256:good"));
+        assert_eq!(r.image.digest.as_deref(), Some("sha256:good"));
+        assert!(r.image.pending.is_none());
+
+        // A broken one: keeps exiting with 3.
+        let broken = start(&w.ctx.store, &w.ctx.reconciler, &r, "sha256:bad")
+            .await
+            .unwrap()
+            .unwrap();
+        pass::run(&w.ctx, &c.cuid).await.unwrap();
+        {
+            let mut o = w.backend.container.lock().unwrap();
+            let o = o.as_mut().unwrap();
+            o.state = DockerState::Exited;
+            o.exit_code = Some(3);
+        }
+        assert!(judge_all(&w, &mut exits).await);
+        long_ago(&w, &c.cuid).await;
+        assert!(!judge_all(&w, &mut exits).await);
+        let r = row(&w, &c.cuid).await;
+        let last = r.image.last_update.clone().unwrap();
+        assert_eq!(last.result, UpdateResult::RolledBack);
+        assert_eq!(last.from.as_deref(), Some("sha256:good"));
+        assert!(
+            last.reason
+                .as_deref()
+                .unwrap()
+                .contains("exited with code 3"),
+            "{last:?}"
+        );
+        assert_eq!(r.image.pin.as_deref(), Some("img@sha256:good"));
+        assert_eq!(r.generation, broken.generation + 1);
+        assert!(r.image.pending.is_none());
+
+        // The rolled-back digest is on offer, but not rolled out again by itself.
+        sqlx::query("UPDATE containers SET auto_update = 1 WHERE cuid = ?")
+            .bind(&c.cuid)
+            .execute(&w.ctx.store.pool)
+            .await
+            .unwrap();
+        let offer = |d: &str| UpdateAvailable {
+            digest: d.into(),
+            seen_at: crate::store::now(),
+        };
+        w.ctx
+            .store
+            .record_image_seen(&c.cuid, Some("sha256:good"), Some(&offer("sha256:bad")))
+            .await
+            .unwrap();
+        assert!(!auto_update(&w.ctx).await.unwrap());
+        assert!(row(&w, &c.cuid).await.image.pending.is_none());
+        // A newer one is.
+        w.ctx
+            .store
+            .record_image_seen(&c.cuid, Some("sha256:good"), Some(&offer("sha256:next")))
+            .await
+            .unwrap();
+        assert!(auto_update(&w.ctx).await.unwrap());
+        let r = row(&w, &c.cuid).await;
+        assert_eq!(r.image.pending.unwrap().to, "img@sha256:next");
+    }
+
+    /// A failure to make the new image (its pull, say) rolls back at once.
+    #[tokio::test]
+    async fn an_update_the_reconciler_cannot_make_is_rolled_back_at_once() {
+        let w = world(None).await;
+        let c = insert(&w, DesiredState::Created).await;
+        act(&w, &c.cuid, DesiredState::Running, false).await;
+        pass::run(&w.ctx, &c.cuid).await.unwrap();
+        let c = row(&w, &c.cuid).await;
+        start(&w.ctx.store, &w.ctx.reconciler, &c, "sha256:gone")
+            .await
+            .unwrap()
+            .unwrap();
+        w.backend
+            .fail_next("ensure_image", ErrorCode::ImageNotFound);
+        assert!(pass::run(&w.ctx, &c.cuid).await.is_err());
+        assert!(!judge_all(&w, &mut Exits::new()).await);
+        let r = row(&w, &c.cuid).await;
+        let last = r.image.last_update.unwrap();
+        assert_eq!(last.result, UpdateResult::RolledBack);
+        assert!(last.reason.unwrap().contains("IMAGE_NOT_FOUND"));
+        assert_eq!(r.image.pin, None);
+        pass::run(&w.ctx, &c.cuid).await.unwrap();
+        assert_eq!(
+            row(&w, &c.cuid).await.status,
+            crate::lifecycle::Status::Running
+        );
+    }
+
     #[test]
     fn the_settle_time_is_short() {
         assert_eq!(
