@@ -234,6 +234,19 @@ async fn a_new_digest_is_seen_filtered_listed_and_rolled_out_on_request() {
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json["generation"], generation);
 
+    // `auto_update` is a spec field whose change recreates nothing.
+    let v2 = image_of(&cuid);
+    let id = docker(&["inspect", "--format", "{{.Id}}", &cuid]);
+    let r = s.patch_json(&path, &json!({"auto_update": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["auto_update"], true);
+    assert_eq!(r.json["generation"], generation);
+    assert_eq!(docker(&["inspect", "--format", "{{.Id}}", &cuid]), id);
+    assert_eq!(image_of(&cuid), v2);
+    s.patch_json(&path, &json!({"auto_update": "yes"}))
+        .await
+        .assert_error(400, "validation_error", "INVALID_AUTO_UPDATE");
+
     // A digest reference is not updatable.
     let pinned = s
         .create(&json!({"image": format!("{}@{d2}", repo.tag.rsplit_once(':').unwrap().0)}))
@@ -320,4 +333,33 @@ async fn a_broken_automatic_update_is_rolled_back_and_says_why() {
     let r = s.get(&path).await;
     assert_eq!(r.json["last_update"]["result"], "rolled_back", "{}", r.text);
     assert_eq!(r.json["generation"], generation);
+}
+
+#[tokio::test]
+async fn an_update_cut_short_by_kill_9_completes_after_the_restart() {
+    let mut repo = Repo::new();
+    let d1 = repo.publish("v1", START, None);
+    let mut s = server(&[]).await;
+    let cuid = s
+        .create_running(&json!({"image": repo.tag, "command": COMMAND}))
+        .await;
+    let path = format!("/containers/{cuid}");
+    s.wait_for(&path, LIMIT, |r| r.json["image_digest"] == json!(d1))
+        .await;
+    let v1 = image_of(&cuid);
+    let d2 = repo.publish("v2", START, Some(&v1));
+    let r = s.post(&format!("{path}/update?wait=false")).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json["updating"], true, "{}", r.text);
+    // The server dies before (or while) the reconciler recreates the container.
+    s.kill9();
+    s.start_again().await;
+    let r = s
+        .wait_for(&path, LIMIT, |r| {
+            r.json["last_update"]["result"] == "updated" && r.json["status"] == "running"
+        })
+        .await;
+    assert_eq!(r.json["image_digest"], json!(d2), "{}", r.text);
+    assert_eq!(r.json["observed_generation"], r.json["generation"]);
+    assert_eq!(version_in(&cuid), "v2");
 }
