@@ -42,6 +42,8 @@ const CHECK_CONCURRENCY: usize = 4;
 const FIRST_BACKOFF: Duration = Duration::from_secs(120);
 /// The longest pause between rounds while nothing is being judged.
 const IDLE_TICK: Duration = Duration::from_secs(30);
+/// When a tag none of whose containers came from a registry is looked at again.
+const UNKNOWN_AGAIN: Duration = Duration::from_secs(60);
 /// Between rounds while an update is being judged.
 const JUDGE_TICK: Duration = Duration::from_secs(1);
 
@@ -68,6 +70,15 @@ impl Schedule {
         if failures > 0 {
             tracing::info!(image = %reference, "image update check works again");
         }
+    }
+
+    /// Looks at the tag again after `after`, its run of failures kept.
+    fn later(&mut self, reference: &str, after: Duration) {
+        let entry = self
+            .0
+            .entry(reference.to_owned())
+            .or_insert((Instant::now(), 0));
+        entry.0 = Instant::now() + after;
     }
 
     /// Backs the tag off; answers whether this failure starts a run (to be logged).
@@ -191,7 +202,9 @@ async fn check(
         if any {
             wanted.push(reference.clone());
         } else {
-            schedule.succeeded(reference, interval);
+            // Nothing from a registry yet (built on the host, or not made yet: a first
+            // start may be pulling it): looked at again soon, with local calls only.
+            schedule.later(reference, interval.min(UNKNOWN_AGAIN));
         }
     }
     let backend = ctx.backend.clone();
