@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 const OPEN: &str = "127.0.0.1:5731";
+const AUTHED: &str = "127.0.0.1:5732";
+/// The right credentials for `AUTHED`, written by setup-registry.sh.
+const RIGHT_AUTH_FILE: &str = "/var/lib/cm-test-registry/docker-config/config.json";
 const DOCKER_CONFIG: &str = "/var/lib/cm-test-registry/docker-config";
 
 fn docker_ok(args: &[&str]) -> String {
@@ -32,8 +35,12 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
+        Self::on(OPEN)
+    }
+
+    fn on(registry: &str) -> Self {
         let name = format!(
-            "{OPEN}/cm-it-upd-{}:t1",
+            "{registry}/cm-it-upd-{}:t1",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         Self {
@@ -362,4 +369,48 @@ async fn an_update_cut_short_by_kill_9_completes_after_the_restart() {
     assert_eq!(r.json["image_digest"], json!(d2), "{}", r.text);
     assert_eq!(r.json["observed_generation"], r.json["generation"]);
     assert_eq!(version_in(&cuid), "v2");
+}
+
+#[tokio::test]
+async fn checks_use_the_registry_credentials_and_keep_to_the_allowlist() {
+    let mut repo = Repo::on(AUTHED);
+    let d1 = repo.publish("v1", START, None);
+    let s = server(&[("REGISTRY_AUTH_FILE", RIGHT_AUTH_FILE)]).await;
+    let cuid = s
+        .create_running(&json!({"image": repo.tag, "command": COMMAND}))
+        .await;
+    let path = format!("/containers/{cuid}");
+    s.wait_for(&path, LIMIT, |r| r.json["image_digest"] == json!(d1))
+        .await;
+    let v1 = image_of(&cuid);
+    let d2 = repo.publish("v2", START, Some(&v1));
+    s.wait_for(&path, LIMIT, |r| {
+        r.json["update_available"]["digest"] == json!(d2)
+    })
+    .await;
+    drop(s);
+
+    // Without credentials: the registry refuses, and says nothing of itself.
+    let bare = server(&[]).await;
+    let other = bare
+        .create_running(&json!({"image": repo.tag, "command": COMMAND}))
+        .await;
+    let r = bare.post(&format!("/containers/{other}/update")).await;
+    r.assert_error(422, "state_error", "REGISTRY_AUTH_FAILED");
+    drop(bare);
+
+    // A registry the allowlist does not name is not asked.
+    let fenced = server(&[
+        ("REGISTRY_AUTH_FILE", RIGHT_AUTH_FILE),
+        ("REGISTRY_ALLOWLIST", OPEN),
+    ])
+    .await;
+    let third = fenced
+        .create_running(&json!({"image": repo.tag, "command": COMMAND}))
+        .await;
+    let r = fenced.post(&format!("/containers/{third}/update")).await;
+    r.assert_error(422, "state_error", "REGISTRY_NOT_ALLOWED");
+    let r = fenced.get(&format!("/containers/{third}")).await;
+    assert_eq!(r.json["update_available"], Value::Null, "{}", r.text);
+    assert_eq!(r.json["generation"], 1, "{}", r.text);
 }
