@@ -57,9 +57,12 @@ impl Repo {
         let ctx = tempfile::tempdir().unwrap();
         std::fs::write(ctx.path().join("version"), version).unwrap();
         std::fs::write(ctx.path().join("start.sh"), start).unwrap();
+        // The repository's name inside too: two tests' `v1` are never one image (whose id
+        // one test's clean-up could not remove while the other's tag holds it).
+        std::fs::write(ctx.path().join("repo"), &self.tag).unwrap();
         std::fs::write(
             ctx.path().join("Dockerfile"),
-            format!("FROM {BUSYBOX}\nCOPY version start.sh /\n"),
+            format!("FROM {BUSYBOX}\nCOPY version start.sh repo /\n"),
         )
         .unwrap();
         let id = String::from_utf8_lossy(
