@@ -106,6 +106,8 @@ pub struct Config {
     pub registry_auth_file: Option<PathBuf>,
     /// Registries a pull may name (`REGISTRY_ALLOWLIST`; empty: any).
     pub registry_allowlist: RegistryAllowlist,
+    /// Image updates (issue 22): see [`ImageUpdates`].
+    pub image_updates: ImageUpdates,
     /// `LOG_FORMAT=json`: the server's own log is one JSON object per line.
     pub log_json: bool,
     /// Connections: see [`Connections`].
@@ -164,6 +166,85 @@ impl Default for Connections {
             max_connections: 2048,
             max_connections_per_ip: 128,
             drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// When and how the server looks for newer digests of the tags containers run and rolls
+/// them out.
+#[derive(Clone, Debug)]
+pub struct ImageUpdates {
+    /// How often each distinct tag is looked up on its registry (`IMAGE_CHECK_INTERVAL`,
+    /// seconds, default 6 h; `0` turns the checks off).
+    pub check_interval: Duration,
+    /// When `auto_update` containers are updated (`IMAGE_UPDATE_WINDOW`, `HH:MM-HH:MM` UTC;
+    /// `None`: any time).
+    pub window: Option<UpdateWindow>,
+    /// How long a new image has to become running (and stay so) before it is rolled back
+    /// (`IMAGE_UPDATE_TIMEOUT`, seconds, default 120).
+    pub timeout: Duration,
+}
+
+impl ImageUpdates {
+    fn from_env() -> Result<Self, ConfigError> {
+        let window = match var("IMAGE_UPDATE_WINDOW") {
+            None => None,
+            Some(v) => Some(
+                UpdateWindow::parse(&v)
+                    .map_err(|e| ConfigError(format!("IMAGE_UPDATE_WINDOW={v:?}: {e}")))?,
+            ),
+        };
+        Ok(Self {
+            check_interval: secs_or("IMAGE_CHECK_INTERVAL", 6 * 3600)?,
+            window,
+            timeout: secs_or("IMAGE_UPDATE_TIMEOUT", 120)?.max(Duration::from_secs(1)),
+        })
+    }
+}
+
+impl Default for ImageUpdates {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(6 * 3600),
+            window: None,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `IMAGE_UPDATE_WINDOW`: a daily span of UTC time, `HH:MM-HH:MM`, start included, end
+/// excluded; an end before the start runs past midnight (`22:00-02:00`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateWindow {
+    /// Minutes after midnight UTC.
+    pub start: u32,
+    pub end: u32,
+}
+
+impl UpdateWindow {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let minutes = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60 && !t.trim().is_empty()).then_some(h * 60 + m)
+        };
+        let bad = || "want HH:MM-HH:MM (UTC), e.g. 02:00-04:00".to_owned();
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
+        if start == end {
+            return Err(
+                "an empty window (start = end); leave the setting empty for any time".into(),
+            );
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Whether `minute` (after midnight UTC) is inside.
+    pub fn contains(&self, minute: u32) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
         }
     }
 }
@@ -501,6 +582,7 @@ impl Config {
             registry_auth_file,
             connections: Connections::from_env()?,
             registry_allowlist,
+            image_updates: ImageUpdates::from_env()?,
         })
     }
 }
@@ -561,6 +643,7 @@ impl Config {
             registry_allowlist: Default::default(),
             log_json: false,
             connections: Connections::default(),
+            image_updates: ImageUpdates::default(),
         }
     }
 }
@@ -775,6 +858,30 @@ mod tests {
             (None, Some("x")),
         ] {
             assert!(parse(m, c).is_err(), "{m:?} {c:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod update_window_tests {
+    use super::UpdateWindow;
+
+    #[test]
+    fn windows_parse_and_wrap_past_midnight() {
+        let w = UpdateWindow::parse("02:00-04:30").unwrap();
+        assert_eq!((w.start, w.end), (120, 270));
+        assert!(w.contains(120) && w.contains(269) && !w.contains(270) && !w.contains(60));
+        let night = UpdateWindow::parse(" 22:00 - 02:00 ").unwrap();
+        assert!(night.contains(23 * 60) && night.contains(30) && !night.contains(12 * 60));
+        for bad in [
+            "",
+            "2-4",
+            "02:00",
+            "25:00-01:00",
+            "01:00-01:00",
+            "01:60-02:00",
+        ] {
+            assert!(UpdateWindow::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -250,6 +250,101 @@ pub async fn pull(
     Ok(())
 }
 
+/// The repository of a reference, as `RepoDigests` spell it: `127.0.0.1:5000/app:1` →
+/// `127.0.0.1:5000/app`, `docker.io/library/python:3` → `python`.
+pub fn repository_of(reference: &str) -> String {
+    let r = normalize(reference);
+    let r = r.split('@').next().unwrap_or_default();
+    match r.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo.to_owned(),
+        _ => r.to_owned(),
+    }
+}
+
+/// Whether `reference` names a tag (not a digest): what the update checks look up.
+pub fn is_tag(reference: &str) -> bool {
+    !reference.contains('@')
+}
+
+/// The registry digest (`sha256:…`) among an image's `RepoDigests` for the repository of
+/// `reference`; `None` for an image that never came from (or went to) its registry.
+pub fn digest_for(repo_digests: &[String], reference: &str) -> Option<String> {
+    let repo = repository_of(reference);
+    repo_digests.iter().find_map(|d| {
+        let (r, digest) = d.split_once('@')?;
+        (repository_of(r) == repo).then(|| digest.to_owned())
+    })
+}
+
+/// The registry digest (for `reference`'s repository) of the image the Docker container
+/// `container` was made from: `Ok(None)` when there is no such container or its image
+/// never came from that registry.
+pub async fn container_digest(
+    docker: &bollard::Docker,
+    container: &str,
+    reference: &str,
+) -> Result<Option<String>, DockerError> {
+    let gone = |e: DockerError| match e {
+        DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        } => Ok(None),
+        e => Err(e),
+    };
+    let info = match docker
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(info) => info,
+        Err(e) => return gone(e),
+    };
+    let Some(image) = info.image else {
+        return Ok(None);
+    };
+    match docker.inspect_image(&image).await {
+        Ok(i) => Ok(digest_for(&i.repo_digests.unwrap_or_default(), reference)),
+        Err(e) => gone(e),
+    }
+}
+
+/// The digest the registry has for the tag `reference` now, asked through the Docker
+/// daemon's distribution endpoint (`GET /distribution/{name}/json`): the daemon resolves
+/// the tag with a manifest `HEAD` (and reads the manifest for its platforms) using its own
+/// registry mirrors, proxies and TLS settings, and `REGISTRY_AUTH_FILE`'s credentials for
+/// the registry; no layer is fetched. `REGISTRY_ALLOWLIST` is checked first, so a refused
+/// registry is never contacted. Failures are named as pulls' are (never the daemon's text).
+pub async fn registry_digest(
+    docker: &bollard::Docker,
+    reference: &str,
+    auth_file: Option<&Path>,
+    allowlist: &RegistryAllowlist,
+) -> Result<String, StepError> {
+    let reference = normalize(reference);
+    if !allowlist.allows(&reference) {
+        return Err(not_allowed(&reference));
+    }
+    let credentials = match auth_file {
+        Some(file) => credentials_for(file, &reference)
+            .map_err(|m| StepError::new(ErrorCode::RegistryAuthFailed, m))?,
+        None => None,
+    };
+    let answer = docker
+        .inspect_registry_image(&reference, credentials)
+        .await
+        .map_err(|e| classify(&reference, &e))?;
+    answer.descriptor.digest.ok_or_else(|| {
+        StepError::new(
+            ErrorCode::RegistryUnavailable,
+            format!(
+                "the registry {} named no digest for {reference}",
+                registry_of(&reference)
+            ),
+        )
+    })
+}
+
 /// What a failed pull is called, and what it says. The daemon's error text is never passed
 /// on: it quotes whatever the other end answered (a pull of `127.0.0.1:<port>/x` makes the
 /// daemon fetch a service on the host's loopback, and its body came back in the message) and
@@ -364,6 +459,24 @@ mod tests {
         assert_eq!(normalize("127.0.0.1:5000/app:1"), "127.0.0.1:5000/app:1");
         let digest = format!("app@sha256:{}", "a".repeat(64));
         assert_eq!(normalize(&digest), digest);
+    }
+
+    #[test]
+    fn repositories_and_digests_are_matched() {
+        assert_eq!(repository_of("127.0.0.1:5000/app:1"), "127.0.0.1:5000/app");
+        assert_eq!(repository_of("127.0.0.1:5000/app"), "127.0.0.1:5000/app");
+        assert_eq!(repository_of("docker.io/library/python:3"), "python");
+        assert_eq!(repository_of("app@sha256:abc"), "app");
+        let digests = vec![
+            "127.0.0.1:5000/other@sha256:111".to_owned(),
+            "127.0.0.1:5000/app@sha256:222".to_owned(),
+        ];
+        assert_eq!(
+            digest_for(&digests, "127.0.0.1:5000/app:1").as_deref(),
+            Some("sha256:222")
+        );
+        assert_eq!(digest_for(&digests, "python:3"), None);
+        assert!(is_tag("a:1") && !is_tag("a@sha256:1"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::spec::{
     Health, HealthCheck, Idle, Isolation, Lifetime, Network, Port, Resources, RestartPolicy,
 };
 use crate::store::containers::Container;
+use crate::store::updates::{LastUpdate, UpdateAvailable};
 
 /// The representation of a container (docs/API.md §4): the spec plus identity, states and
 /// generations.
@@ -81,6 +82,21 @@ pub struct Representation {
     /// The tenant it belongs to (docs/API.md §13); `null`: the operator's.
     #[schema(required = true)]
     pub tenant: Option<String>,
+    /// Newer digests of the image's tag are rolled out by the server (docs/API.md, image
+    /// updates).
+    pub auto_update: bool,
+    /// The registry digest (`sha256:…`) of the image it runs, once known (checked with the
+    /// registry, or set by an update); null for an image built on the host.
+    #[schema(required = true)]
+    pub image_digest: Option<String>,
+    /// A newer digest of its tag on the registry, or null.
+    #[schema(required = true)]
+    pub update_available: Option<UpdateAvailable>,
+    /// An update is being rolled out and judged (it ends in `last_update`).
+    pub updating: bool,
+    /// The outcome of the last update, or null.
+    #[schema(required = true)]
+    pub last_update: Option<LastUpdate>,
 }
 
 /// `status` of a representation: the observed status, or `deleted` in the answer to a
@@ -131,5 +147,10 @@ pub fn representation(c: &Container) -> Representation {
         created_at: c.created_at.clone(),
         updated_at: c.updated_at.clone(),
         tenant: c.tenant.clone(),
+        auto_update: s.auto_update,
+        image_digest: c.image.digest.clone(),
+        update_available: c.image.update_available.clone(),
+        updating: c.image.pending.is_some(),
+        last_update: c.image.last_update.clone(),
     }
 }

@@ -910,6 +910,9 @@ function renderDetail(c) {
     ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],
     ["updated", c.updated_at],
     ["disk", diskText(c)],
+    ["image digest", c.image_digest || "unknown"],
+    ["update available", c.update_available ? `${c.update_available.digest} (seen ${c.update_available.seen_at})` : c.updating ? "being rolled out" : "none"],
+    ["last update", c.last_update ? `${c.last_update.result} ${c.last_update.to} at ${c.last_update.at}${c.last_update.reason ? ": " + c.last_update.reason : ""}` : "none"],
   ]);
   $("observed").dataset.status = c.status;
   $("detail-health").replaceChildren(...[healthBadge(c)].filter(Boolean));

@@ -166,6 +166,8 @@ api_codes! {
     TmpTooSmall = "TMP_TOO_SMALL",
     /// `read_only` is not a boolean.
     InvalidReadOnly = "INVALID_READ_ONLY",
+    /// `auto_update` is not a boolean.
+    InvalidAutoUpdate = "INVALID_AUTO_UPDATE",
     /// `isolation` is not `runc` or `gvisor`.
     InvalidIsolation = "INVALID_ISOLATION",
     /// The runtime `isolation` needs is not registered with the Docker daemon (see
@@ -243,6 +245,8 @@ api_codes! {
     InvalidTransition = "INVALID_TRANSITION",
     /// `If-Match` names another generation, or is malformed.
     StaleGeneration = "STALE_GENERATION",
+    /// `POST /containers/{cuid}/update` of a container whose image is a digest, not a tag.
+    ImageNotUpdatable = "IMAGE_NOT_UPDATABLE",
     /// A malformed `Idempotency-Key`.
     InvalidIdempotencyKey = "INVALID_IDEMPOTENCY_KEY",
     /// An `Idempotency-Key` reused with another body.

@@ -251,7 +251,7 @@ pub async fn get_one(
     Ok(live_response(&state, StatusCode::OK, &c))
 }
 
-#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("health" = Option<String>, Query, pattern = "^(starting|healthy|unhealthy|none)(,(starting|healthy|unhealthy|none))*$", description = "comma-separated observed healths: starting, healthy, unhealthy, none"), ("total" = Option<bool>, Query, description = "true: the answer carries `total`, how many containers the filters keep on all pages"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("health" = Option<String>, Query, pattern = "^(starting|healthy|unhealthy|none)(,(starting|healthy|unhealthy|none))*$", description = "comma-separated observed healths: starting, healthy, unhealthy, none"), ("total" = Option<bool>, Query, description = "true: the answer carries `total`, how many containers the filters keep on all pages"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("update_available" = Option<bool>, Query, description = "true: only containers with a newer digest of their tag known; false: only those without"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -259,7 +259,15 @@ pub async fn list(
 ) -> ApiResult<Json<ContainerList>> {
     if let Some(k) = q.keys().find(|k| {
         ![
-            "status", "tag", "limit", "cursor", "tenant", "q", "total", "health",
+            "status",
+            "tag",
+            "limit",
+            "cursor",
+            "tenant",
+            "q",
+            "total",
+            "health",
+            "update_available",
         ]
         .contains(&k.as_str())
     }) {
@@ -340,6 +348,19 @@ pub async fn list(
             ))
         }
     };
+    let update_available = match q.get("update_available").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(bad) => {
+            return Err(ApiError::field(
+                ApiCode::InvalidQuery,
+                "update_available",
+                json!(bad),
+                "update_available must be true or false",
+            ))
+        }
+    };
     let asked_tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
     // A tenant's principal lists its own containers only: asking for another tenant's is
     // answered as if it had none.
@@ -359,6 +380,7 @@ pub async fn list(
         tenant,
         q: search,
         health,
+        update_available,
     };
 
     let key = &state.identity.cursor_key;
@@ -372,8 +394,10 @@ pub async fn list(
             let tenant_ok = asked.tenant.is_none() || asked.tenant == carried.tenant;
             let q_ok = asked.q.is_none() || asked.q == carried.q;
             let health_ok = asked.health.is_none() || asked.health == carried.health;
+            let update_ok = asked.update_available.is_none()
+                || asked.update_available == carried.update_available;
             let own_ok = principal.tenant.is_none() || principal.tenant == carried.tenant;
-            if !status_ok || !tag_ok || !tenant_ok || !q_ok || !own_ok || !health_ok {
+            if !status_ok || !tag_ok || !tenant_ok || !q_ok || !own_ok || !health_ok || !update_ok {
                 return Err(ApiError::field(
                     ApiCode::InvalidCursor,
                     "cursor",

@@ -75,6 +75,7 @@ mod tests {
             tenant: None,
             q: None,
             health: None,
+            update_available: None,
         };
         let c = encode(key, 42, &f);
         assert_eq!(decode(key, &c).unwrap(), (42, f.clone()));

@@ -82,6 +82,7 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidTmp => ApiCode::InvalidTmp,
         R::TmpTooSmall => ApiCode::TmpTooSmall,
         R::InvalidReadOnly => ApiCode::InvalidReadOnly,
+        R::InvalidAutoUpdate => ApiCode::InvalidAutoUpdate,
         R::InvalidIsolation => ApiCode::InvalidIsolation,
         R::InvalidNetwork => ApiCode::InvalidNetwork,
         R::InvalidEgress => ApiCode::InvalidEgress,

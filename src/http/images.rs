@@ -60,6 +60,23 @@ fn used_by(
         .collect()
 }
 
+/// A newer digest the registry has for one of `tags` than the image's own (`checks`: the
+/// registry digest of each checked reference, and when).
+fn update_of(
+    tags: &[String],
+    digests: &[String],
+    checks: &std::collections::HashMap<String, (String, String)>,
+) -> Option<crate::store::updates::UpdateAvailable> {
+    tags.iter().find_map(|t| {
+        let (digest, at) = checks.get(&normalize(t))?;
+        let own = crate::images::digest_for(digests, t);
+        (own.as_ref() != Some(digest)).then(|| crate::store::updates::UpdateAvailable {
+            digest: digest.clone(),
+            seen_at: at.clone(),
+        })
+    })
+}
+
 fn image_json(i: &ImageSummary, users: &[(String, String)]) -> Image {
     // Docker shows an untagged image as `<none>:<none>`.
     let shown = |list: &[String], none: &str| -> Vec<String> {
@@ -72,6 +89,7 @@ fn image_json(i: &ImageSummary, users: &[(String, String)]) -> Image {
         size: i.size,
         created: chrono::DateTime::from_timestamp(i.created, 0).map(|t| t.to_rfc3339()),
         used_by: used_by(users, &i.id, &i.repo_tags, &i.repo_digests),
+        update_available: None,
     }
 }
 
@@ -100,7 +118,20 @@ pub async fn list(
         .await
         .map_err(docker_failure)?;
     let users = visible_users(&state, &principal).await?;
-    let images = images.iter().map(|i| image_json(i, &users)).collect();
+    let checks: std::collections::HashMap<String, (String, String)> = state
+        .store
+        .image_checks()
+        .await?
+        .into_iter()
+        .map(|(reference, digest, at)| (reference, (digest, at)))
+        .collect();
+    let images = images
+        .iter()
+        .map(|i| Image {
+            update_available: update_of(&i.repo_tags, &i.repo_digests, &checks),
+            ..image_json(i, &users)
+        })
+        .collect();
     Ok(Json(ImageList { images }))
 }
 

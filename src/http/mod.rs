@@ -31,6 +31,7 @@ pub mod tenants;
 pub mod terminal;
 pub mod tokens;
 pub mod ui;
+pub mod updates;
 pub mod upload_body;
 pub mod wait;
 
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{cuid}/restart", post(actions::restart))
         .route("/containers/{cuid}/pause", post(actions::pause))
         .route("/containers/{cuid}/unpause", post(actions::unpause))
+        .route("/containers/{cuid}/update", post(updates::update))
         .route(
             "/containers/{cuid}/upload-zip",
             // The upload enforces UPLOAD_MAX_BYTES itself, streaming to disk.

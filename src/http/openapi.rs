@@ -68,6 +68,7 @@ impl Modify for BasicAuth {
         super::session::sign_out,
         super::session::ticket,
         super::events::events,
+        super::updates::update,
         super::images::list,
         super::images::pull,
         super::images::delete,

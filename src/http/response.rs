@@ -17,7 +17,7 @@ pub use crate::representation::representation;
 /// the stored `status` (and so out of the store): a pull lives only as long as the process.
 pub fn live_representation(state: &AppState, c: &Container) -> LiveContainer {
     let pull = (c.desired_state.is_up() && c.deleted_at.is_none())
-        .then(|| state.reconciler.pulls.get(&c.spec.image))
+        .then(|| state.reconciler.pulls.get(c.image_ref()))
         .flatten();
     LiveContainer {
         container: representation(c),

@@ -70,6 +70,9 @@ pub struct CreateBody {
     /// A health check Docker runs (`cmd` in the container, or `http` by the server's
     /// probe); default none. Shown back as `health_check`.
     pub health: Option<HealthIn>,
+    /// The server rolls newer digests of the image's tag out by itself, in
+    /// `IMAGE_UPDATE_WINDOW`, and rolls back one that does not come up. Default false.
+    pub auto_update: Option<bool>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -190,6 +193,8 @@ pub struct PatchBody {
     /// Replaces the whole check; `null` removes it. Changing it recreates a running
     /// container.
     pub health: Option<HealthIn>,
+    /// `null` is `false`; changing it recreates nothing (the generation stays).
+    pub auto_update: Option<bool>,
 }
 
 /// `lifetime` of a create or patch body.
@@ -498,6 +503,10 @@ pub struct Image {
     pub created: Option<String>,
     /// cuids.
     pub used_by: Vec<String>,
+    /// A newer digest the registry has for one of `tags` (`seen_at`: when it was last
+    /// looked up), or null.
+    #[schema(required = true)]
+    pub update_available: Option<crate::store::updates::UpdateAvailable>,
 }
 
 /// `POST /images/pull`.

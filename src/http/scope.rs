@@ -49,7 +49,8 @@ pub fn required(method: &Method, path: &str) -> Scope {
         {
             Scope::Write
         }
-        Some(Some((_, sub))) if sub != "ports" => Scope::Operate,
+        // An update changes the image the container runs: a write.
+        Some(Some((_, sub))) if sub != "ports" && sub != "update" => Scope::Operate,
         _ => Scope::Write,
     }
 }

@@ -197,7 +197,7 @@ fn timeout_error(state: &AppState, c: &Container) -> ApiError {
         "status": c.status,
         "generation": c.generation,
         "observed_generation": c.observed_generation,
-        "pull": state.reconciler.pulls.get(&c.spec.image),
+        "pull": state.reconciler.pulls.get(c.image_ref()),
         "health": c.health,
         "health_log": c.health_log,
     }))

@@ -94,6 +94,13 @@ pub trait Backend: Send + Sync {
         bridge: Option<&'a str>,
         rules: &'a [Rule],
     ) -> Step<'a>;
+    /// The registry digest (`sha256:…`) of the image the container `cuid` runs, for the
+    /// repository of `reference` (its image's `RepoDigests`); `None` when there is no such
+    /// container or its image never came from that registry (built on the host).
+    fn running_digest<'a>(&'a self, cuid: &'a str, reference: &'a str) -> Step<'a, Option<String>>;
+    /// The digest the registry has for the tag `reference` now (a manifest `HEAD`, not a
+    /// pull; see [`crate::images::registry_digest`]).
+    fn registry_digest<'a>(&'a self, reference: &'a str) -> Step<'a, String>;
 }
 
 /// The most of a probe's output the representation shows (its end).
@@ -784,6 +791,35 @@ impl Backend for DockerBackend {
                     iptables::restore(&batch).await
                 }
             }
+        })
+    }
+
+    fn running_digest<'a>(&'a self, cuid: &'a str, reference: &'a str) -> Step<'a, Option<String>> {
+        Box::pin(async move {
+            // Only a container of this server (its name is its cuid).
+            if self.observe(cuid).await?.is_none() {
+                return Ok(None);
+            }
+            let docker = self.engine().await?;
+            crate::images::container_digest(&docker, cuid, reference)
+                .await
+                .map_err(|e| {
+                    crate::metrics::engine_error("inspect_image");
+                    unavailable(&e)
+                })
+        })
+    }
+
+    fn registry_digest<'a>(&'a self, reference: &'a str) -> Step<'a, String> {
+        Box::pin(async move {
+            let docker = self.engine().await?;
+            crate::images::registry_digest(
+                &docker,
+                reference,
+                self.config.registry_auth_file.as_deref(),
+                &self.config.registry_allowlist,
+            )
+            .await
         })
     }
 

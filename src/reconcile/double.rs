@@ -40,6 +40,10 @@ pub(super) struct Recorder {
     pub base: Mutex<Vec<Rule>>,
     /// The hooks from `DOCKER-USER` and `INPUT` are gone (until the next `firewall` call).
     pub unhooked: Mutex<bool>,
+    /// What the registry has, by reference (absent: `IMAGE_NOT_FOUND`).
+    pub registry: Mutex<HashMap<String, String>>,
+    /// The digest the container runs.
+    pub running: Mutex<Option<String>>,
 }
 
 /// Where the double's container is while it runs.
@@ -245,6 +249,17 @@ impl Backend for Recorder {
         }
         ready(r)
     }
+    fn running_digest<'a>(
+        &'a self,
+        _cuid: &'a str,
+        _reference: &'a str,
+    ) -> Step<'a, Option<String>> {
+        ready(Ok(self.running.lock().unwrap().clone()))
+    }
+    fn registry_digest<'a>(&'a self, reference: &'a str) -> Step<'a, String> {
+        let known = self.registry.lock().unwrap().get(reference).cloned();
+        ready(known.ok_or_else(|| StepError::new(ErrorCode::ImageNotFound, "no such tag")))
+    }
 }
 
 impl Observer for Recorder {
@@ -323,6 +338,7 @@ fn spec() -> Spec {
         name: None,
         idle: None,
         health: None,
+        auto_update: false,
     }
 }
 

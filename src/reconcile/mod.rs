@@ -11,6 +11,8 @@
 //! - `observe`: events and the periodic resync (one [`backend::Observer`] call lists every
 //!   container of this instance) wake the containers that differ from the store, and remove
 //!   containers that carry our label but have no row.
+//! - [`updates`]: registry checks of the tags containers run, automatic updates, and the
+//!   judge that finishes an update or rolls it back.
 //! - [`render`] and [`compose`]: the compose project of a container and the CLI that runs it.
 //!
 //! At idle no compose process runs.
@@ -30,6 +32,7 @@ pub mod probe;
 pub mod queue;
 pub mod render;
 pub mod sandbox;
+pub mod updates;
 mod worker;
 
 use std::sync::{Arc, Mutex};
@@ -97,6 +100,8 @@ pub struct Reconciler {
     /// Pulls under way and their progress (shown in the representation while a container
     /// waits for its image).
     pub pulls: crate::images::Pulls,
+    /// Wakes the image-update task (an update was started: judge it soon).
+    updates: Arc<Notify>,
 }
 
 impl Default for Reconciler {
@@ -113,6 +118,7 @@ impl Reconciler {
             changes: Arc::new(watch::channel(0).0),
             passes_done: Arc::new(Notify::new()),
             pulls: crate::images::Pulls::default(),
+            updates: Arc::new(Notify::new()),
         }
     }
 

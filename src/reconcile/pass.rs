@@ -251,7 +251,7 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
     match action {
         Action::Settled(_) => Ok(()),
         Action::Up => {
-            b.ensure_image(&c.spec.image).await?;
+            b.ensure_image(c.image_ref()).await?;
             b.ensure_network().await?;
             b.prepare_mount(c).await?;
             b.write_project(c).await?;
@@ -270,7 +270,7 @@ async fn execute(ctx: &Ctx, c: &Container, action: Action) -> Result<(), StepErr
                 // sees an unchanged config and only tries the same start).
                 Err(f) if f.code != ErrorCode::DockerUnavailable => {
                     tracing::info!(%cuid, error = %f, "start failed; recreating with compose");
-                    b.ensure_image(&c.spec.image).await?;
+                    b.ensure_image(c.image_ref()).await?;
                     b.ensure_network().await?;
                     b.recreate(cuid).await
                 }

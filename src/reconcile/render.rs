@@ -227,7 +227,7 @@ pub fn render(config: &Config, instance_id: &str, c: &Container) -> ComposeFile 
         }
     });
     let mut service = Service {
-        image: spec.image.clone(),
+        image: c.image_ref().to_owned(),
         container_name: c.cuid.clone(),
         command: command.iter().map(|a| escape(a)).collect(),
         working_dir: "/app",
@@ -379,6 +379,7 @@ mod tests {
                 name: None,
                 idle: None,
                 health: None,
+                auto_update: false,
             },
             tenant: None,
             status_reason: None,
@@ -400,6 +401,7 @@ mod tests {
             health_log: None,
             unhealthy_restarts: 0,
             unhealthy_restart_at: None,
+            image: Default::default(),
         }
     }
 

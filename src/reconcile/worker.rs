@@ -25,6 +25,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(ctx.config.reconcile_concurrency));
     let mut passes: JoinSet<(String, bool)> = JoinSet::new();
     let events = tokio::spawn(observe::listen_events(ctx.clone(), shutdown.clone()));
+    let updates = tokio::spawn(super::updates::run(ctx.clone(), shutdown.clone()));
     let mut next_resync = Instant::now();
 
     loop {
@@ -84,6 +85,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         }
     }
     events.abort();
+    updates.abort();
     // Let passes finish their step (a half-done step is repaired at the next start anyway).
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while passes.join_next().await.is_some() {}

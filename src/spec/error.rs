@@ -46,6 +46,7 @@ pub enum Rule {
     InvalidTmp,
     TmpTooSmall,
     InvalidReadOnly,
+    InvalidAutoUpdate,
     InvalidIsolation,
     InvalidNetwork,
     InvalidEgress,

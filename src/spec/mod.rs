@@ -181,6 +181,11 @@ pub struct Spec {
     /// The health check Docker runs (`None`: none of ours).
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// The server rolls newer digests of the image's tag out by itself (in
+    /// `IMAGE_UPDATE_WINDOW`), rolling back a new image that does not come up. A change of
+    /// it alone recreates nothing.
+    #[serde(default)]
+    pub auto_update: bool,
 }
 
 /// Facts about the host that validation needs.
@@ -239,6 +244,7 @@ const CREATE_FIELDS: &[&str] = &[
     "lifetime",
     "idle",
     "health",
+    "auto_update",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -256,6 +262,7 @@ const PATCH_FIELDS: &[&str] = &[
     "lifetime",
     "idle",
     "health",
+    "auto_update",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -342,6 +349,10 @@ pub fn parse_create(
     };
     let idle = parse_idle(body.remove("idle").unwrap_or(Value::Null))?;
     let health = parse_health(body.remove("health").unwrap_or(Value::Null))?;
+    let auto_update = match body.remove("auto_update") {
+        None | Some(Value::Null) => false,
+        Some(v) => parse_auto_update(v)?,
+    };
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -370,6 +381,7 @@ pub fn parse_create(
             name,
             idle,
             health,
+            auto_update,
         },
         start,
         lifetime,
@@ -465,6 +477,12 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("health") {
         next.health = parse_health(v)?;
+    }
+    if let Some(v) = body.remove("auto_update") {
+        next.auto_update = match v {
+            Value::Null => false,
+            v => parse_auto_update(v)?,
+        };
     }
     Ok(next)
 }
@@ -662,6 +680,18 @@ fn parse_read_only(v: Value) -> Result<bool, Invalid> {
             "read_only",
             v,
             "`read_only` must be a boolean",
+        )),
+    }
+}
+
+fn parse_auto_update(v: Value) -> Result<bool, Invalid> {
+    match v {
+        Value::Bool(b) => Ok(b),
+        v => Err(Invalid::field(
+            Rule::InvalidAutoUpdate,
+            "auto_update",
+            v,
+            "`auto_update` must be a boolean",
         )),
     }
 }
@@ -1039,6 +1069,10 @@ mod tests {
                 "UNKNOWN_FIELD",
             ),
             (json!({"image": "x", "read_only": 1}), "INVALID_READ_ONLY"),
+            (
+                json!({"image": "x", "auto_update": "yes"}),
+                "INVALID_AUTO_UPDATE",
+            ),
             (
                 json!({"image": "x", "resources": {"tmp": "lots"}}),
                 "INVALID_TMP",

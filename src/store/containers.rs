@@ -43,9 +43,17 @@ pub struct Container {
     pub unhealthy_restarts: i64,
     /// When the last of them was made (RFC 3339).
     pub unhealthy_restart_at: Option<String>,
+    /// Which image by digest it runs and its updates (migration 0014).
+    pub image: super::updates::ImageState,
 }
 
 impl Container {
+    /// The image reference it is made from: the pinned digest of an update (or rollback),
+    /// else its spec's `image`.
+    pub fn image_ref(&self) -> &str {
+        self.image.pin.as_deref().unwrap_or(&self.spec.image)
+    }
+
     /// Its lifecycle fields, for the rules of [`crate::lifecycle`].
     pub fn progress(&self) -> Progress {
         Progress {
@@ -108,12 +116,19 @@ struct Row {
     health_log: Option<String>,
     unhealthy_restarts: i64,
     unhealthy_restart_at: Option<String>,
+    auto_update: bool,
+    image_pin: Option<String>,
+    image_digest: Option<String>,
+    update_available: Option<String>,
+    update_pending: Option<String>,
+    last_update: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at";
+     egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at, \
+     auto_update, image_pin, image_digest, update_available, update_pending, last_update";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -156,6 +171,18 @@ impl Row {
                 health: self
                     .health_check
                     .and_then(|h| serde_json::from_str(&h).ok()),
+                auto_update: self.auto_update,
+            },
+            image: super::updates::ImageState {
+                pin: self.image_pin,
+                digest: self.image_digest,
+                update_available: self
+                    .update_available
+                    .and_then(|v| serde_json::from_str(&v).ok()),
+                pending: self
+                    .update_pending
+                    .and_then(|v| serde_json::from_str(&v).ok()),
+                last_update: self.last_update.and_then(|v| serde_json::from_str(&v).ok()),
             },
             cuid: self.cuid,
             desired_state: self.desired_state,
@@ -211,6 +238,9 @@ pub struct ListFilter {
     /// health checks existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Vec<String>>,
+    /// `?update_available=true|false`: only containers with (without) a newer digest known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_available: Option<bool>,
 }
 
 impl ListFilter {
@@ -306,6 +336,7 @@ impl Store {
             .bind(&filter.tenant)
             .bind(filter.q.as_deref().map(like_prefix))
             .bind(filter.health_json())
+            .bind(filter.update_available)
             .fetch_one(&self.pool)
             .await
     }
@@ -332,6 +363,7 @@ impl Store {
         .bind(&filter.tenant)
         .bind(filter.q.as_deref().map(like_prefix))
         .bind(filter.health_json())
+        .bind(filter.update_available)
         .fetch_all(&self.pool)
         .await?;
         let cuids: Vec<&str> = rows.iter().map(|r| r.cuid.as_str()).collect();
@@ -365,7 +397,7 @@ pub enum Created {
 
 /// Which rows a [`ListFilter`] keeps: `?2` status JSON list or NULL, `?3` tag or NULL, `?5`
 /// tenant or NULL, `?6` a `LIKE` prefix (see [`like_prefix`]) or NULL, `?7` health JSON list
-/// (`none` for no health) or NULL. The status filtered on
+/// (`none` for no health) or NULL, `?8` update known (true/false) or NULL. The status filtered on
 /// is the one shown (`deleting` for a tombstone, as in `Row::into_container`).
 macro_rules! filter_where {
     () => {
@@ -376,7 +408,8 @@ macro_rules! filter_where {
     AND (?6 IS NULL OR name LIKE ?6 ESCAPE '\\' OR image LIKE ?6 ESCAPE '\\'
          OR image LIKE '%/' || ?6 ESCAPE '\\'
          OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value LIKE ?6 ESCAPE '\\'))
-    AND (?7 IS NULL OR COALESCE(health, 'none') IN (SELECT value FROM json_each(?7)))"
+    AND (?7 IS NULL OR COALESCE(health, 'none') IN (SELECT value FROM json_each(?7)))
+    AND (?8 IS NULL OR (update_available IS NOT NULL) = ?8)"
     };
 }
 
@@ -477,7 +510,7 @@ impl Store {
         tenant: Option<&str>,
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT cuid, image FROM containers
+            "SELECT cuid, COALESCE(image_pin, image) FROM containers
              WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant = ?1) ORDER BY seq",
         )
         .bind(tenant)

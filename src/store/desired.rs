@@ -237,13 +237,16 @@ impl Store {
         let same_in_docker = Spec {
             idle: current.spec.idle,
             name: current.spec.name.clone(),
+            auto_update: current.spec.auto_update,
             ..next.clone()
         } == current.spec;
         if same_in_docker {
-            // Only the idle policy or the name changed: the server's business, not Docker's.
-            // No new generation (nothing to recreate), but a change all the same.
+            // Only the idle policy, the name or `auto_update` changed: the server's business,
+            // not what the container is made from. No new generation (nothing to recreate),
+            // but a change all the same.
             write_idle(&mut row.tx, cuid, &next).await?;
             write_name(&mut row.tx, cuid, &next).await?;
+            write_hardening(&mut row.tx, cuid, &next).await?;
             sqlx::query("UPDATE containers SET updated_at = ? WHERE cuid = ?")
                 .bind(stamp(clock))
                 .bind(cuid)
@@ -264,25 +267,37 @@ impl Store {
             .as_ref()
             .map(|c| serde_json::to_string(c).unwrap_or_default());
         let restart = next.restart.as_str();
-        sqlx::query!(
+        // A runtime query (the offline data of sqlx's macros cannot be regenerated here).
+        sqlx::query(
             "UPDATE containers SET image = ?, env = ?, tags = ?, cpus = ?, memory = ?, memory_bytes = ?, pids = ?,
                     command = ?, restart = ?, user = ?, generation = generation + 1, updated_at = ?
              WHERE cuid = ?",
-            next.image,
-            env,
-            tags,
-            next.resources.cpus,
-            next.resources.memory,
-            next.resources.memory_bytes,
-            next.resources.pids,
-            command,
-            restart,
-            next.user,
-            now,
-            cuid
         )
+        .bind(&next.image)
+        .bind(env)
+        .bind(tags)
+        .bind(next.resources.cpus)
+        .bind(&next.resources.memory)
+        .bind(next.resources.memory_bytes)
+        .bind(next.resources.pids)
+        .bind(command)
+        .bind(restart)
+        .bind(&next.user)
+        .bind(&now)
+        .bind(cuid)
         .execute(&mut *row.tx)
         .await?;
+        if next.image != current.spec.image {
+            // Another image: a digest pinned for the old one, its update and what was known
+            // about it no longer apply.
+            sqlx::query(
+                "UPDATE containers SET image_pin = NULL, image_digest = NULL, update_available = NULL,
+                        update_pending = NULL WHERE cuid = ?",
+            )
+            .bind(cuid)
+            .execute(&mut *row.tx)
+            .await?;
+        }
         write_hardening(&mut row.tx, cuid, &next).await?;
         write_network(&mut row.tx, cuid, &next).await?;
         write_name(&mut row.tx, cuid, &next).await?;
@@ -541,7 +556,7 @@ async fn write_hardening(
 ) -> Result<(), Error> {
     sqlx::query(
         "UPDATE containers SET read_only = ?, tmp = ?, tmp_bytes = ?, isolation = ?, disk = ?, \
-         disk_bytes = ? WHERE cuid = ?",
+         disk_bytes = ?, auto_update = ? WHERE cuid = ?",
     )
     .bind(spec.read_only)
     .bind(&spec.resources.tmp)
@@ -549,6 +564,7 @@ async fn write_hardening(
     .bind(spec.isolation.as_str())
     .bind(&spec.resources.disk)
     .bind(spec.resources.disk_bytes)
+    .bind(spec.auto_update)
     .bind(cuid)
     .execute(&mut **tx)
     .await?;

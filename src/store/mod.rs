@@ -13,6 +13,7 @@ pub mod snapshots;
 pub mod tenancy;
 #[cfg(test)]
 mod tests;
+pub mod updates;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -41,6 +41,7 @@ fn spec(ports: &[u16]) -> Spec {
         name: None,
         idle: None,
         health: None,
+        auto_update: false,
     }
 }
 
@@ -510,6 +511,7 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
             tenant: None,
             q: None,
             health: None,
+            update_available: None,
         };
         let store = store.clone();
         async move {
@@ -583,6 +585,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         tenant: None,
         q: None,
         health: None,
+        update_available: None,
     };
     let evens = store.list(&even, 0, 10).await.unwrap();
     let got: Vec<&str> = evens.iter().map(|c| c.cuid.as_str()).collect();
@@ -598,6 +601,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         tenant: None,
         q: None,
         health: None,
+        update_available: None,
     };
     let got = store.list(&running_only, 0, 10).await.unwrap();
     assert_eq!(got.len(), 1);

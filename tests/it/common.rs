@@ -1018,6 +1018,25 @@ impl Server {
     }
 }
 
+/// The id of the newest event (a reader with an id from the future gets one `reset` naming it).
+pub async fn newest_event_id(s: &Server) -> u64 {
+    read_events(s, u64::MAX / 2, u64::MAX).await[0].0
+}
+
+/// The events about `cuid` after `after` up to the newest now, as their `container` data.
+pub async fn container_events_since(s: &Server, cuid: &str, after: u64) -> Vec<Value> {
+    let newest = newest_event_id(s).await;
+    if newest <= after {
+        return Vec::new();
+    }
+    read_events(s, after, newest)
+        .await
+        .into_iter()
+        .filter(|(_, kind, data)| kind == "container" && data["cuid"] == cuid)
+        .map(|(_, _, data)| data["container"].clone())
+        .collect()
+}
+
 /// One `GET /events` resumed after `last_id`: the events it gets, as (id, kind, data), up to
 /// the first with `id >= until` or a reset.
 pub async fn read_events(s: &Server, last_id: u64, until: u64) -> Vec<(u64, String, Value)> {

@@ -134,6 +134,7 @@ async fn console_signed_in_with_a_tenants_read_token_sees_and_offers_only_that()
         "Restart",
         "Pause",
         "Unpause",
+        "Update image",
         "Edit",
         "Delete",
         "Terminal",

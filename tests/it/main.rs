@@ -21,6 +21,7 @@ mod hostile;
 mod hostile_download;
 mod hostile_upload;
 mod idle;
+mod image_updates;
 mod images;
 mod layers;
 mod lifetime;
