@@ -39,6 +39,9 @@ pub struct Representation {
     pub status: Shown,
     #[schema(required = true)]
     pub exit_code: Option<i64>,
+    /// The last exit (`exited`, `restarting`) was a kill by the kernel's OOM killer: the
+    /// container reached its memory limit.
+    pub oom_killed: bool,
     pub generation: i64,
     pub observed_generation: i64,
     /// `{code, message, at, …}` of the last failure, or null.
@@ -86,6 +89,7 @@ pub fn representation(c: &Container) -> Representation {
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         exit_code: c.exit_code,
+        oom_killed: c.oom_killed,
         generation: c.generation,
         observed_generation: c.observed_generation,
         last_error: c.last_error.clone(),

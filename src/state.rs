@@ -43,6 +43,8 @@ pub struct AppState {
     pub events: Arc<crate::events::Feed>,
     /// API tokens, tenants' quotas and request rates.
     pub tenancy: Arc<crate::tenancy::Tenancy>,
+    /// Webhook deliveries: the API wakes their worker.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,7 @@ impl AppState {
             sessions: Arc::default(),
             events,
             tenancy,
+            webhooks: Arc::default(),
         })
     }
 }

@@ -10,6 +10,7 @@ mod observed;
 pub mod tenancy;
 #[cfg(test)]
 mod tests;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

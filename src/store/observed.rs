@@ -19,20 +19,22 @@ impl Store {
         let last_error = o.last_error.as_ref().map(Value::to_string);
         let status = o.status.as_str();
         let now = now();
-        let result = sqlx::query!(
+        // A runtime query: no new entry for the offline data of sqlx's macros.
+        let result = sqlx::query(
             "UPDATE containers SET status = ?1, exit_code = ?2, observed_generation = ?3, last_error = ?4,
-                    restart_done = MAX(restart_done, ?5), updated_at = ?6
+                    restart_done = MAX(restart_done, ?5), updated_at = ?6, oom_killed = ?8
              WHERE cuid = ?7 AND deleted_at IS NULL
                AND (status IS NOT ?1 OR exit_code IS NOT ?2 OR observed_generation IS NOT ?3
-                    OR last_error IS NOT ?4 OR restart_done < ?5)",
-            status,
-            o.exit_code,
-            o.observed_generation,
-            last_error,
-            o.restart_done,
-            now,
-            cuid
+                    OR last_error IS NOT ?4 OR restart_done < ?5 OR oom_killed IS NOT ?8)",
         )
+        .bind(status)
+        .bind(o.exit_code)
+        .bind(o.observed_generation)
+        .bind(last_error)
+        .bind(o.restart_done)
+        .bind(now)
+        .bind(cuid)
+        .bind(o.oom_killed)
         .execute(&self.pool)
         .await?;
         let wrote = result.rows_affected() > 0;

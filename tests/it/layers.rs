@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "appdir",
         "terminal",
         "events",
+        "webhooks",
         "audit",
         "credentials",
         "sessions",
