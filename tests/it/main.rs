@@ -27,3 +27,4 @@ mod security;
 mod tenancy;
 mod terminal;
 mod userns;
+mod webhooks;
