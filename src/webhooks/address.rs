@@ -165,8 +165,14 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
         let name_ok = !name.is_empty()
             && name.len() <= 253
             && name.trim_end_matches('.').split('.').all(label_ok)
-            // All digits and dots: an address in a form other than a.b.c.d.
-            && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            // A last label that starts with a digit is no top-level domain: it is an
+            // address in another form (`127.1`, `2130706433`, `0x7f000001`), which the
+            // resolver would read as one.
+            && !name
+                .trim_end_matches('.')
+                .rsplit('.')
+                .next()
+                .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_digit()));
         if !name_ok {
             return Err(bad("the host is not a host name or an address"));
         }
