@@ -1,4 +1,4 @@
--- Issue 22, webhooks (docs/API.md §15, RELIABILITY.md "Webhooks").
+-- Issue 22, webhooks (docs/API.md §14, RELIABILITY.md "Webhooks").
 
 -- Whether the container's last exit was an OOM kill (Docker's State.OOMKilled), shown as
 -- `oom_killed` in the representation and classified as the `oom` webhook event.

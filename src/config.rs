@@ -101,7 +101,7 @@ pub struct Config {
     pub webhooks: WebhookSettings,
 }
 
-/// Webhook deliveries (docs/API.md §15).
+/// Webhook deliveries (docs/API.md §14).
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     /// Where a webhook URL may point beyond the public internet (`WEBHOOK_ALLOWLIST`).

@@ -106,7 +106,7 @@ api_codes! {
     QuotaExceeded = "QUOTA_EXCEEDED",
     /// A tenant with a CPU, memory or pids quota must state that limit.
     LimitRequired = "LIMIT_REQUIRED",
-    // Webhooks (§15).
+    // Webhooks (§14).
     /// A webhook's `url` is not an `http://` URL of the accepted shape (`https` included).
     InvalidWebhookUrl = "INVALID_WEBHOOK_URL",
     /// A webhook's `url` leads to an address the rules refuse (`WEBHOOK_ALLOWLIST`).

@@ -1,5 +1,5 @@
 //! `POST /webhooks`, `GET /webhooks`, `GET|PATCH|DELETE /webhooks/{id}`,
-//! `GET /webhooks/{id}/deliveries` (docs/API.md §15). The operator's webhooks need `admin`
+//! `GET /webhooks/{id}/deliveries` (docs/API.md §14). The operator's webhooks need `admin`
 //! and get every container's events; a tenant's `write` token manages its tenant's webhooks,
 //! which get only that tenant's containers' events. Another tenant's webhook does not exist.
 //! The secret is write-only.

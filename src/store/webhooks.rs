@@ -1,4 +1,4 @@
-//! Webhooks, their durable outbox and their delivery history (docs/API.md §15,
+//! Webhooks, their durable outbox and their delivery history (docs/API.md §14,
 //! RELIABILITY.md "Webhooks"). Runtime queries: no entries for the offline data of sqlx's
 //! macros.
 

@@ -1,4 +1,4 @@
-//! What a webhook URL may be and where it may lead (docs/API.md §15, "Where a webhook may
+//! What a webhook URL may be and where it may lead (docs/API.md §14, "Where a webhook may
 //! point"): `http://host[:port]/path?query` only; its host resolved once per delivery, every
 //! address it resolves to checked, and the connection made to the checked address (so a
 //! name cannot resolve to an allowed address at the check and another at the connection).

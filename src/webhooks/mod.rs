@@ -1,4 +1,4 @@
-//! Webhooks (docs/API.md §15, RELIABILITY.md "Webhooks"): events classified durably from
+//! Webhooks (docs/API.md §14, RELIABILITY.md "Webhooks"): events classified durably from
 //! the store into an outbox, and delivered from it at least once, signed, in order per
 //! container, with back-off, each receiver on its own.
 //!

@@ -1,4 +1,4 @@
-//! Webhooks (docs/API.md §15): the routes and their validation, what a URL may point to,
+//! Webhooks (docs/API.md §14): the routes and their validation, what a URL may point to,
 //! signed deliveries of a container's death with its representation, a receiver that is
 //! down for a while, `kill -9` between an event and its delivery, and tenant isolation. The
 //! receiver is a real HTTP server in this process, on 127.0.0.1 (which the servers here
