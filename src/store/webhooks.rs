@@ -33,6 +33,15 @@ pub struct NewDelivery {
     pub body: String,
 }
 
+/// One container's classification: its new representation and its events' deliveries.
+#[derive(Clone, Debug)]
+pub struct Classified {
+    pub cuid: String,
+    /// The representation classified (JSON); `None`: the row is gone.
+    pub representation: Option<String>,
+    pub deliveries: Vec<NewDelivery>,
+}
+
 /// A delivery whose turn has come (the oldest undelivered one of its webhook and container).
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Due {
@@ -175,49 +184,50 @@ impl Store {
             .collect())
     }
 
-    /// One classification, atomically: the container's new classified representation
+    /// Classifications, atomically: each container's new classified representation
     /// (`None`: its row is gone) and the deliveries of the events it produced. A crash
-    /// before the commit leaves the old one, so the same diff is made again at start-up.
-    pub async fn commit_classified(
-        &self,
-        cuid: &str,
-        representation: Option<&str>,
-        deliveries: &[NewDelivery],
-    ) -> Result<(), sqlx::Error> {
+    /// before the commit leaves the old ones, so the same diffs are made again at start-up.
+    /// One transaction for a whole diff: one sync to disk however many containers changed.
+    pub async fn commit_classified(&self, changes: &[Classified]) -> Result<(), sqlx::Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let now = now();
         let mut tx = self.pool.begin().await?;
-        for d in deliveries {
-            sqlx::query(
-                "INSERT INTO webhook_outbox (delivery_id, webhook_id, cuid, kind, body, created_at, next_at)
-                 SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?)",
-            )
-            .bind(&d.delivery_id)
-            .bind(&d.webhook_id)
-            .bind(&d.cuid)
-            .bind(&d.kind)
-            .bind(&d.body)
-            .bind(&now)
-            .bind(&now)
-            .bind(&d.webhook_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        match representation {
-            Some(text) => {
+        for c in changes {
+            for d in &c.deliveries {
                 sqlx::query(
-                    "INSERT INTO webhook_seen (cuid, representation) VALUES (?, ?)
-                     ON CONFLICT (cuid) DO UPDATE SET representation = excluded.representation",
+                    "INSERT INTO webhook_outbox (delivery_id, webhook_id, cuid, kind, body, created_at, next_at)
+                     SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?)",
                 )
-                .bind(cuid)
-                .bind(text)
+                .bind(&d.delivery_id)
+                .bind(&d.webhook_id)
+                .bind(&d.cuid)
+                .bind(&d.kind)
+                .bind(&d.body)
+                .bind(&now)
+                .bind(&now)
+                .bind(&d.webhook_id)
                 .execute(&mut *tx)
                 .await?;
             }
-            None => {
-                sqlx::query("DELETE FROM webhook_seen WHERE cuid = ?")
-                    .bind(cuid)
+            match &c.representation {
+                Some(text) => {
+                    sqlx::query(
+                        "INSERT INTO webhook_seen (cuid, representation) VALUES (?, ?)
+                         ON CONFLICT (cuid) DO UPDATE SET representation = excluded.representation",
+                    )
+                    .bind(&c.cuid)
+                    .bind(text)
                     .execute(&mut *tx)
                     .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM webhook_seen WHERE cuid = ?")
+                        .bind(&c.cuid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
         }
         tx.commit().await

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{classify, Subscription};
 use crate::representation::representation;
 use crate::store::containers::ListFilter;
-use crate::store::webhooks::NewDelivery;
+use crate::store::webhooks::{Classified, NewDelivery};
 use crate::store::Store;
 
 /// The wait before trying again after the store failed.
@@ -86,7 +86,7 @@ pub(super) async fn pass(store: &Store) -> Result<usize, sqlx::Error> {
         .iter()
         .map(Subscription::of)
         .collect();
-    let mut written = 0;
+    let mut changes = Vec::new();
     for (cuid, rep) in &now {
         let text = rep.to_string();
         let old = seen.remove(cuid);
@@ -95,11 +95,11 @@ pub(super) async fn pass(store: &Store) -> Result<usize, sqlx::Error> {
         }
         let old: Option<Value> = old.and_then(|t| serde_json::from_str(&t).ok());
         let kinds = classify::classify(old.as_ref(), Some(rep));
-        let deliveries = deliveries(&hooks, cuid, &kinds, rep);
-        store
-            .commit_classified(cuid, Some(&text), &deliveries)
-            .await?;
-        written += deliveries.len();
+        changes.push(Classified {
+            cuid: cuid.clone(),
+            deliveries: deliveries(&hooks, cuid, &kinds, rep),
+            representation: Some(text),
+        });
     }
     // What is left was seen and has no row now: deleted.
     let mut gone: Vec<(String, String)> = seen.into_iter().collect();
@@ -107,11 +107,14 @@ pub(super) async fn pass(store: &Store) -> Result<usize, sqlx::Error> {
     for (cuid, text) in gone {
         let old: Value = serde_json::from_str(&text).unwrap_or_default();
         let kinds = classify::classify(Some(&old), None);
-        let deliveries = deliveries(&hooks, &cuid, &kinds, &old);
-        store.commit_classified(&cuid, None, &deliveries).await?;
-        written += deliveries.len();
+        changes.push(Classified {
+            deliveries: deliveries(&hooks, &cuid, &kinds, &old),
+            cuid,
+            representation: None,
+        });
     }
-    Ok(written)
+    store.commit_classified(&changes).await?;
+    Ok(changes.iter().map(|c| c.deliveries.len()).sum())
 }
 
 /// The deliveries of `kinds` about the container shown by `rep`: one per event and webhook
