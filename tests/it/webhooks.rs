@@ -503,3 +503,123 @@ async fn tenants_are_isolated() {
     both.sort();
     assert_eq!(op, both);
 }
+
+/// An OOM kill fires `died` and `oom`, and the representation says `oom_killed`.
+#[tokio::test]
+async fn an_oom_kill_fires_oom() {
+    let s = server().await;
+    let rx = Receiver::start().await;
+    let r = s
+        .post_json(
+            "/webhooks",
+            &json!({"url": rx.url("/"), "events": ["died", "oom"], "secret": SECRET}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Once told to, its main process (exec'd) touches far more than its memory limit.
+    let cuid = s
+        .create_started(&json!({
+            "image": BUSYBOX,
+            "restart": "no",
+            "resources": {"memory": "8m"},
+            "command": ["sh", "-c", "while [ ! -e /tmp/die ]; do sleep 0.1; done; exec dd if=/dev/zero of=/dev/null bs=256M count=1"],
+        }))
+        .await;
+    kill_with(&cuid, 0);
+    let rep = s
+        .wait_for(
+            &format!("/containers/{cuid}"),
+            Duration::from_secs(30),
+            |r| r.json["status"] == "exited",
+        )
+        .await;
+    assert_eq!(rep.json["oom_killed"], true, "{}", rep.text);
+    let got = rx
+        .wait_for(Duration::from_secs(30), "died and oom", |g| g.len() >= 2)
+        .await;
+    assert_eq!(events_of(&got, &cuid), ["died", "oom"]);
+    assert_eq!(got[1].json()["container"]["oom_killed"], true);
+}
+
+/// A receiver that accepts connections and never answers holds only its own webhook: another
+/// webhook gets the same event at once.
+#[tokio::test]
+async fn a_hanging_receiver_does_not_delay_other_webhooks() {
+    let s = server().await;
+    let rx = Receiver::start().await;
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((sock, _)) = hang.accept().await {
+            sockets.push(sock);
+        }
+    });
+    let r = s
+        .post_json(
+            "/webhooks",
+            &json!({"url": format!("http://127.0.0.1:{hang_port}/"), "events": ["*"], "secret": SECRET}),
+        )
+        .await;
+    let hanging = r.json["id"].as_str().unwrap().to_owned();
+    let r = s
+        .post_json(
+            "/webhooks",
+            &json!({"url": rx.url("/"), "events": ["*"], "secret": SECRET}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let cuid = s.create_started(&mortal()).await;
+    kill_with(&cuid, 3);
+    wait_exited(&s, &cuid, 3).await;
+    let started = std::time::Instant::now();
+    rx.wait_for(Duration::from_secs(5), "the other webhook's event", |g| {
+        !g.is_empty()
+    })
+    .await;
+    // The hanging one is still in its first attempt (WEBHOOK_TIMEOUT is 10 s).
+    let r = s.get(&format!("/webhooks/{hanging}/deliveries")).await;
+    assert_eq!(r.json["deliveries"], json!([]), "{}", r.text);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
+}
+
+/// A delivery that cannot be made within `WEBHOOK_MAX_AGE` is given up (`failed`) and
+/// leaves the outbox.
+#[tokio::test]
+async fn a_delivery_is_given_up_after_the_max_age() {
+    let s = Server::start_with(Options {
+        env: vec![
+            ("WEBHOOK_ALLOWLIST".into(), "127.0.0.1/32".into()),
+            ("WEBHOOK_BACKOFF_MAX".into(), "1".into()),
+            ("WEBHOOK_MAX_AGE".into(), "2".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let rx = Receiver::down_at_first().await;
+    let r = s
+        .post_json(
+            "/webhooks",
+            &json!({"url": rx.url("/"), "events": ["died"], "secret": SECRET}),
+        )
+        .await;
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let cuid = s.create_started(&mortal()).await;
+    kill_with(&cuid, 3);
+    wait_exited(&s, &cuid, 3).await;
+    let r = s
+        .wait_for(
+            &format!("/webhooks/{id}/deliveries"),
+            Duration::from_secs(30),
+            |r| r.json["deliveries"][0]["outcome"] == "failed",
+        )
+        .await;
+    assert!(
+        r.json["deliveries"].as_array().unwrap().len() >= 2,
+        "{}",
+        r.text
+    );
+    assert_eq!(s.get(&format!("/webhooks/{id}")).await.json["pending"], 0);
+}
