@@ -330,3 +330,126 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fresh() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    fn hook(id: &str) -> WebhookRow {
+        WebhookRow {
+            id: id.into(),
+            url: "http://93.184.216.34/".into(),
+            events: r#"["*"]"#.into(),
+            tags: None,
+            secret: "s".repeat(16),
+            tenant: None,
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    fn delivery(n: u32, hook: &str, cuid: &str) -> NewDelivery {
+        NewDelivery {
+            delivery_id: format!("dl_{n}"),
+            webhook_id: hook.into(),
+            cuid: cuid.into(),
+            kind: "died".into(),
+            body: "{}".into(),
+        }
+    }
+
+    fn attempt(d: &Due) -> AttemptRow {
+        AttemptRow {
+            delivery_id: d.delivery_id.clone(),
+            kind: d.kind.clone(),
+            cuid: d.cuid.clone(),
+            attempt: d.attempts + 1,
+            at: now(),
+            status_code: None,
+            error: Some("refused".into()),
+            latency_ms: 1,
+            outcome: String::new(),
+        }
+    }
+
+    /// Only the head of each (webhook, container) line is due; the next becomes due once
+    /// the head is delivered; a retry waits for its time; history is bounded; a webhook's
+    /// deletion takes its outbox with it.
+    #[tokio::test]
+    async fn lines_history_and_deletion() {
+        let (store, _dir) = fresh().await;
+        store.insert_webhook(&hook("wh_a")).await.unwrap();
+        store.insert_webhook(&hook("wh_b")).await.unwrap();
+        let batch = Classified {
+            cuid: "c1".into(),
+            representation: Some("{}".into()),
+            deliveries: vec![
+                delivery(1, "wh_a", "c1"),
+                delivery(2, "wh_a", "c1"),
+                delivery(3, "wh_b", "c1"),
+                // A webhook deleted meanwhile: its row is not written.
+                delivery(4, "wh_gone", "c1"),
+            ],
+        };
+        store.commit_classified(&[batch]).await.unwrap();
+        assert_eq!(store.webhook_seen().await.unwrap()["c1"], "{}");
+        let ids = |due: &[Due]| {
+            due.iter()
+                .map(|d| d.delivery_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let due = store.webhook_due(10).await.unwrap();
+        assert_eq!(ids(&due), ["dl_1", "dl_3"]);
+
+        // dl_1 retried later: dl_2 still waits behind it.
+        let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        store
+            .record_attempt(&due[0], &attempt(&due[0]), &Outcome::Retry(later), 3)
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.webhook_due(10).await.unwrap()), ["dl_3"]);
+        store
+            .record_attempt(&due[0], &attempt(&due[0]), &Outcome::Delivered, 3)
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.webhook_due(10).await.unwrap()), ["dl_2", "dl_3"]);
+        assert_eq!(store.webhook_pending().await.unwrap()["wh_a"], 1);
+
+        // History: the newest 3 kept.
+        for _ in 0..5 {
+            store
+                .record_attempt(&due[1], &attempt(&due[1]), &Outcome::Failed, 3)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.webhook_attempts("wh_b", 100).await.unwrap().len(), 3);
+        assert_eq!(store.webhook_attempts("wh_a", 100).await.unwrap().len(), 2);
+
+        // The row gone: `webhook_seen` forgets it.
+        store
+            .commit_classified(&[Classified {
+                cuid: "c1".into(),
+                representation: None,
+                deliveries: vec![],
+            }])
+            .await
+            .unwrap();
+        assert!(store.webhook_seen().await.unwrap().is_empty());
+
+        assert!(store.delete_webhook("wh_a").await.unwrap());
+        assert!(store.webhook_due(10).await.unwrap().is_empty());
+        assert!(store
+            .webhook_attempts("wh_a", 100)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(!store.delete_webhook("wh_a").await.unwrap());
+    }
+}
