@@ -29,6 +29,18 @@ pub enum DesiredState {
     Paused,
 }
 
+/// Why the server itself, not a client, set the current desired state (`status_reason`):
+/// a `lifetime` that ran out, or an `idle` policy. Any client action clears it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+pub enum StatusReason {
+    Expired,
+    Idle,
+}
+
 /// What the container was last observed to be (`status`).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::lifecycle::{DesiredState, Status};
+use crate::lifecycle::{DesiredState, Status, StatusReason};
 use crate::spec::{Isolation, Network, Port, Resources, RestartPolicy};
 use crate::store::containers::Container;
 
@@ -17,6 +17,10 @@ use crate::store::containers::Container;
 #[schema(as = Container)]
 pub struct Representation {
     pub cuid: String,
+    /// The name people know it by (a DNS label, unique among its tenant's live
+    /// containers), or null.
+    #[schema(required = true)]
+    pub name: Option<String>,
     pub image: String,
     pub env: BTreeMap<String, String>,
     pub tags: Vec<String>,
@@ -37,6 +41,10 @@ pub struct Representation {
     pub network: Network,
     pub desired_state: DesiredState,
     pub status: Shown,
+    /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
+    /// `idle` (its `idle` policy); null when a client's request did (docs/API.md).
+    #[schema(required = true)]
+    pub status_reason: Option<StatusReason>,
     #[schema(required = true)]
     pub exit_code: Option<i64>,
     /// The last exit (`exited`, `restarting`) was a kill by the kernel's OOM killer: the
@@ -75,6 +83,7 @@ pub fn representation(c: &Container) -> Representation {
     let s = &c.spec;
     Representation {
         cuid: c.cuid.clone(),
+        name: s.name.clone(),
         image: s.image.clone(),
         env: s.env.clone(),
         tags: s.tags.clone(),
@@ -88,6 +97,7 @@ pub fn representation(c: &Container) -> Representation {
         network: s.network.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
+        status_reason: c.status_reason,
         exit_code: c.exit_code,
         oom_killed: c.oom_killed,
         generation: c.generation,

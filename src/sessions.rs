@@ -9,18 +9,23 @@
 //! download link) the console first asks for a ticket: single-use, short-lived, bound to the
 //! session, passed as `?ticket=` together with the cookie.
 //!
-//! Kept server-side (not a signed cookie) so that signing out revokes the token at once; the
-//! price is that a restart signs everyone out. Tokens, keys and tickets are 256 random bits:
+//! Kept server-side (not a signed cookie) so that signing out revokes the token at once, and
+//! written through to the store (only SHA-256 digests of the token, the key and the API
+//! token a session was signed in with) so that a restart signs nobody out. Tickets live 60 s
+//! and stay in memory. Tokens, keys and tickets are 256 random bits:
 //! guessing one is hopeless, so presenting an unknown one is not counted against the
 //! failed-login throttle (a browser after a restart would otherwise lock itself out).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::store::sessions::SessionRow;
+use crate::store::Store;
 
 /// The cookie's name.
 pub const COOKIE: &str = "cm_session";
@@ -38,22 +43,27 @@ const MAX_TICKETS: usize = 10_000;
 
 struct Session {
     user: String,
-    /// Signed in with an API token: its secret, checked again on every request, so a
-    /// revoked or expired token ends the session at once.
+    /// Signed in with an API token: the hex SHA-256 of its secret, checked again on every
+    /// request, so a revoked or expired token ends the session at once.
     bearer: Option<String>,
     expires: Instant,
     key_digest: [u8; 32],
 }
 
 struct Ticket {
+    /// The hex digest of the session's token.
     session: String,
     expires: Instant,
 }
 
+/// Live sessions by the hex SHA-256 of their token: neither memory nor the store holds a
+/// token itself.
 #[derive(Default)]
 pub struct Sessions {
     by_token: Mutex<HashMap<String, Session>>,
     tickets: Mutex<HashMap<String, Ticket>>,
+    /// Where sessions are written through; none in unit tests.
+    store: Option<Store>,
 }
 
 /// Why a cookie did not authenticate.
@@ -77,8 +87,8 @@ pub struct Proof<'a> {
 pub struct Authenticated {
     pub token: String,
     pub user: String,
-    /// The API token the session was signed in with, if any.
-    pub bearer: Option<String>,
+    /// The hex SHA-256 of the API token the session was signed in with, if any.
+    pub bearer_sha256: Option<String>,
 }
 
 /// A fresh sign-in: the cookie's token and the key only the console's origin keeps.
@@ -97,6 +107,21 @@ fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a token is keyed, in memory and in the store.
+fn token_id(token: &str) -> String {
+    hex(&digest(token))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Drops expired entries, then the one expiring first while the map is full.
 fn make_room<V>(map: &mut HashMap<String, V>, max: usize, expires: impl Fn(&V) -> Instant) {
     let now = Instant::now();
@@ -113,29 +138,83 @@ fn make_room<V>(map: &mut HashMap<String, V>, max: usize, expires: impl Fn(&V) -
 }
 
 impl Sessions {
-    /// A fresh session for `user`.
-    pub fn create(&self, user: &str) -> SignedIn {
-        self.create_with(user, None)
+    /// The sessions the store holds that have not expired (expired ones are deleted), written
+    /// through from now on.
+    pub async fn load(store: &Store) -> Result<Self, sqlx::Error> {
+        let now = unix_now();
+        let sessions = Sessions {
+            store: Some(store.clone()),
+            ..Sessions::default()
+        };
+        let rows = store.console_sessions(now).await?;
+        {
+            let mut map = sessions.by_token.lock().unwrap_or_else(|p| p.into_inner());
+            for row in rows {
+                let Ok(key_digest) = <[u8; 32]>::try_from(row.key_sha256.as_slice()) else {
+                    continue;
+                };
+                let left = Duration::from_secs((row.expires_at - now).max(0) as u64);
+                map.insert(
+                    row.token_sha256,
+                    Session {
+                        user: row.user,
+                        bearer: row.bearer_sha256,
+                        expires: Instant::now() + left,
+                        key_digest,
+                    },
+                );
+            }
+        }
+        Ok(sessions)
     }
 
-    /// A fresh session for `user`, signed in with the API token `bearer` when given.
-    pub fn create_with(&self, user: &str, bearer: Option<&str>) -> SignedIn {
+    /// A fresh session for `user` (in memory only: unit tests).
+    pub fn create(&self, user: &str) -> SignedIn {
+        self.create_in_memory(user, None).0
+    }
+
+    /// A fresh session for `user`, signed in with the API token whose hex SHA-256 is
+    /// `bearer` when given, written to the store before it is answered: a session the
+    /// store did not take is not handed out.
+    pub async fn create_with(
+        &self,
+        user: &str,
+        bearer: Option<&str>,
+    ) -> Result<SignedIn, sqlx::Error> {
+        let (signed_in, row) = self.create_in_memory(user, bearer);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.insert_console_session(&row).await {
+                self.forget(&row.token_sha256);
+                return Err(e);
+            }
+        }
+        Ok(signed_in)
+    }
+
+    fn create_in_memory(&self, user: &str, bearer: Option<&str>) -> (SignedIn, SessionRow) {
         let signed_in = SignedIn {
             token: random_hex(),
             key: random_hex(),
         };
+        let row = SessionRow {
+            token_sha256: token_id(&signed_in.token),
+            user: user.to_owned(),
+            bearer_sha256: bearer.map(str::to_owned),
+            key_sha256: digest(&signed_in.key).to_vec(),
+            expires_at: unix_now() + LIFETIME.as_secs() as i64,
+        };
         let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
         make_room(&mut map, MAX_SESSIONS, |s| s.expires);
         map.insert(
-            signed_in.token.clone(),
+            row.token_sha256.clone(),
             Session {
-                user: user.to_owned(),
-                bearer: bearer.map(str::to_owned),
+                user: row.user.clone(),
+                bearer: row.bearer_sha256.clone(),
                 expires: Instant::now() + LIFETIME,
                 key_digest: digest(&signed_in.key),
             },
         );
-        signed_in
+        (signed_in, row)
     }
 
     /// The user of the live session `token`, if the request proves it comes from the
@@ -158,7 +237,7 @@ impl Sessions {
             let map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             for token in tokens {
-                let Some(session) = map.get(token).filter(|s| s.expires > now) else {
+                let Some(session) = map.get(&token_id(token)).filter(|s| s.expires > now) else {
                     continue;
                 };
                 let key_ok = proof
@@ -168,7 +247,7 @@ impl Sessions {
                     return Ok(Authenticated {
                         token: token.clone(),
                         user: session.user.clone(),
-                        bearer: session.bearer.clone(),
+                        bearer_sha256: session.bearer.clone(),
                     });
                 }
                 live.push((token.clone(), session.user.clone(), session.bearer.clone()));
@@ -182,22 +261,26 @@ impl Sessions {
         let used = tickets
             .remove(ticket)
             .filter(|t| t.expires > Instant::now());
-        used.and_then(|t| live.into_iter().find(|(token, _, _)| *token == t.session))
-            .map(|(token, user, bearer)| Authenticated {
-                token,
-                user,
-                bearer,
-            })
-            .ok_or(Refusal::KeyRequired)
+        used.and_then(|t| {
+            live.into_iter()
+                .find(|(token, _, _)| token_id(token) == t.session)
+        })
+        .map(|(token, user, bearer_sha256)| Authenticated {
+            token,
+            user,
+            bearer_sha256,
+        })
+        .ok_or(Refusal::KeyRequired)
     }
 
     /// A single-use ticket for the live session `token`.
     pub fn ticket(&self, token: &str) -> Option<String> {
+        let id = token_id(token);
         let live = self
             .by_token
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(token)
+            .get(&id)
             .is_some_and(|s| s.expires > Instant::now());
         if !live {
             return None;
@@ -208,22 +291,34 @@ impl Sessions {
         tickets.insert(
             ticket.clone(),
             Ticket {
-                session: token.to_owned(),
+                session: id,
                 expires: Instant::now() + TICKET_LIFETIME,
             },
         );
         Some(ticket)
     }
 
-    pub fn revoke(&self, token: &str) {
+    /// Ends the session `token` at once, and in the store (a failure there is logged: the
+    /// session is gone from this process, and its row would only outlive a restart).
+    pub async fn revoke(&self, token: &str) {
+        let id = token_id(token);
+        self.forget(&id);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.delete_console_session(&id).await {
+                tracing::error!(error = %e, "cannot delete a revoked session from the store");
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) {
         self.by_token
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(token);
+            .remove(id);
         self.tickets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, t| t.session != token);
+            .retain(|_, t| t.session != id);
     }
 }
 
@@ -272,8 +367,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_cookie_needs_its_key() {
+    #[tokio::test]
+    async fn the_cookie_needs_its_key() {
         let s = Sessions::default();
         let si = s.create("admin");
         assert_eq!(si.token.len(), 64);
@@ -297,15 +392,15 @@ mod tests {
             Err(Refusal::KeyRequired)
         );
         assert_eq!(s.authenticate("nope", key(&si.key)), Err(Refusal::Unknown));
-        s.revoke(&si.token);
+        s.revoke(&si.token).await;
         assert_eq!(
             s.authenticate(&si.token, key(&si.key)),
             Err(Refusal::Unknown)
         );
     }
 
-    #[test]
-    fn a_ticket_is_used_once_and_only_by_its_session() {
+    #[tokio::test]
+    async fn a_ticket_is_used_once_and_only_by_its_session() {
         let s = Sessions::default();
         let a = s.create("admin");
         let b = s.create("admin");
@@ -327,7 +422,7 @@ mod tests {
         );
         assert_eq!(s.ticket("nope"), None);
         let t = s.ticket(&a.token).unwrap();
-        s.revoke(&a.token);
+        s.revoke(&a.token).await;
         assert_eq!(s.authenticate(&a.token, ticket(&t)), Err(Refusal::Unknown));
     }
 

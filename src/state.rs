@@ -100,6 +100,7 @@ impl AppState {
             StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
         })?;
         let tenancy = Arc::new(crate::tenancy::Tenancy::load(&store).await?);
+        let sessions = Arc::new(crate::sessions::Sessions::load(&store).await?);
         let events = Arc::new(crate::events::Feed::new(
             config.events_window,
             config.events_max_bytes,
@@ -117,7 +118,7 @@ impl AppState {
             compose_version,
             shutdown,
             files: Arc::new(files),
-            sessions: Arc::default(),
+            sessions,
             events,
             tenancy,
             webhooks: Arc::default(),

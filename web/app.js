@@ -292,6 +292,8 @@ function showPage(name) {
   for (const p of ["signin", "list", "form", "detail", "tokens", "tenants", "webhooks"]) {
     $("page-" + p).hidden = p !== name;
   }
+  // A container's page names it (renderDetail); every other page is the console's.
+  document.title = "Container manager";
 }
 
 // A message for the page the next route shows (route() clears the old one first).
@@ -412,12 +414,18 @@ async function watchLive(l) {
 
 // ------------------------------------------------------------------ list
 
-const list = { cursors: [null], page: 0, status: "", tag: "", reloadTimer: null, next: null };
+const list = { cursors: [null], page: 0, status: "", tag: "", q: "", reloadTimer: null, next: null };
+
+/** What people call a container: its name, else its cuid. */
+function displayName(c) {
+  return c.name || c.cuid;
+}
 
 $("filter-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   list.status = $("filter-status").value;
   list.tag = $("filter-tag").value.trim();
+  list.q = $("filter-q").value.trim();
   list.cursors = [null];
   list.page = 0;
   loadList();
@@ -438,6 +446,7 @@ async function loadList() {
   const q = new URLSearchParams({ limit: "25" });
   if (list.status) q.set("status", list.status);
   if (list.tag) q.set("tag", list.tag);
+  if (list.q) q.set("q", list.q);
   const cursor = list.cursors[list.page];
   if (cursor) q.set("cursor", cursor);
   try {
@@ -466,7 +475,9 @@ function listRow(c) {
   return el(
     "tr",
     { "data-cuid": c.cuid },
-    el("td", {}, el("a", { href: "#/c/" + encodeURIComponent(c.cuid), text: c.cuid })),
+    el("td", {},
+      el("a", { href: "#/c/" + encodeURIComponent(c.cuid), text: displayName(c), title: c.cuid }),
+      c.name ? el("div", { class: "muted cuid", text: c.cuid }) : ""),
     el("td", { class: "col-tenant", text: c.tenant || "—" }),
     el("td", { text: c.image }),
     tags,
@@ -505,6 +516,7 @@ function fieldErrorsClear() {
 }
 
 function fillForm(c) {
+  $("f-name").value = c && c.name ? c.name : "";
   $("f-image").value = c ? c.image : "";
   $("f-command").value = c && c.command ? joinWords(c.command) : "";
   $("f-env").value = c ? Object.entries(c.env || {}).map(([k, v]) => `${k}=${v}`).join("\n") : "";
@@ -546,6 +558,7 @@ async function openForm(cuid) {
     form.etag = r.headers.get("etag");
     form.original = r.data;
     fillForm(r.data);
+    $("form-title").textContent = `Edit ${displayName(r.data)}`;
   } catch (e) {
     $("form-error").textContent = e.message;
   }
@@ -563,7 +576,7 @@ async function loadFormTenants() {
 
 /** The form as the API's spec; throws with a field name on what cannot be read. */
 function readForm() {
-  const spec = { image: $("f-image").value.trim() };
+  const spec = { image: $("f-image").value.trim(), name: $("f-name").value.trim() || null };
   const cmd = $("f-command").value.trim();
   spec.command = cmd ? splitWords(cmd) : null;
   spec.env = {};
@@ -627,6 +640,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
   try {
     if (!form.cuid) {
       if (!spec.command) delete spec.command;
+      if (!spec.name) delete spec.name;
       // Untouched, the server's defaults decide (they may differ from the first option).
       if (spec.isolation === form.defaults.isolation) delete spec.isolation;
       if (spec.network.egress === form.defaults.egress && !spec.network.allow) delete spec.network;
@@ -653,7 +667,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
 async function saveEdit(spec) {
   const o = form.original;
   const patch = {};
-  for (const k of ["image", "restart", "isolation", "read_only"]) if (spec[k] !== o[k]) patch[k] = spec[k];
+  for (const k of ["name", "image", "restart", "isolation", "read_only"]) if (spec[k] !== o[k]) patch[k] = spec[k];
   const network = { egress: spec.network.egress, allow: spec.network.allow || [] };
   if (JSON.stringify(network) !== JSON.stringify({ egress: o.network.egress, allow: o.network.allow || [] })) {
     patch.network = spec.network;
@@ -757,6 +771,8 @@ function egressText(n) {
 
 function renderDetail(c) {
   detail.container = c;
+  $("detail-title").textContent = displayName(c);
+  document.title = `${displayName(c)} · Container manager`;
   dl($("desired"), [
     ["tenant", c.tenant || "none"],
     ["state", c.desired_state],
@@ -803,7 +819,8 @@ for (const b of document.querySelectorAll("[data-action]")) {
 
 async function runAction(action, button) {
   const cuid = detail.cuid;
-  if (action === "delete" && !confirm(`Delete ${cuid} and all its files?`)) return;
+  const shown = detail.container ? displayName(detail.container) : cuid;
+  if (action === "delete" && !confirm(`Delete ${shown} and all its files?`)) return;
   $("action-error").textContent = "";
   $("action-status").textContent = `${action}: waiting for the container to converge…`;
   for (const b of document.querySelectorAll("[data-action]")) b.disabled = true;
@@ -812,7 +829,7 @@ async function runAction(action, button) {
     const r = await api(action === "delete" ? "DELETE" : "POST", path);
     $("action-status").textContent = `${action}: done`;
     if (action === "delete") {
-      flash(`${cuid} deleted.`);
+      flash(`${shown} deleted.`);
       location.hash = "#/";
     } else {
       renderDetail(r.data);

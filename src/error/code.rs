@@ -153,6 +153,8 @@ api_codes! {
     DuplicatePort = "DUPLICATE_PORT",
     /// `tags` is not a list.
     InvalidTags = "INVALID_TAGS",
+    InvalidName = "INVALID_NAME",
+    NameTaken = "NAME_TAKEN",
     /// A tag is not a valid tag.
     InvalidTag = "INVALID_TAG",
     /// The same tag twice.

@@ -159,21 +159,21 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             ticket: ticket.as_deref(),
         };
         match state.sessions.authenticate_any(&tokens, proof) {
-            Ok(signed) => match &signed.bearer {
+            Ok(signed) => match &signed.bearer_sha256 {
                 None => {
                     let principal = Principal::operator(&signed.user);
                     return run_as(principal, without_ticket(request), next).await;
                 }
                 // Signed in with a token: the token decides, now (revoked or expired, the
                 // session ends with it).
-                Some(secret) => match state
+                Some(digest) => match state
                     .tenancy
                     .tokens
-                    .authenticate(secret, chrono::Utc::now())
+                    .authenticate_hash(digest, chrono::Utc::now())
                 {
                     Ok(principal) => return run_as(principal, without_ticket(request), next).await,
                     Err(_) => {
-                        state.sessions.revoke(&signed.token);
+                        state.sessions.revoke(&signed.token).await;
                         cookie_refused = Some(crate::sessions::Refusal::Unknown);
                     }
                 },

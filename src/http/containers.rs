@@ -20,7 +20,7 @@ use crate::http::response::{
     set_identity_headers,
 };
 use crate::http::schema::{ContainerList, LiveStatus, PublishedPort, StatusSource};
-use crate::http::wait::{after_spec_change, wait_converged, wait_deleted, Wait};
+use crate::http::wait::{after_spec_change, answer_created, wait_deleted, Wait};
 use crate::http::{cursor, quota};
 use crate::lifecycle::{DesiredState, DockerState, Status};
 use crate::representation::{Gone, Shown};
@@ -97,7 +97,7 @@ fn replay(stored: crate::store::containers::StoredResponse, sha: &str) -> ApiRes
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created", body = crate::http::schema::Representation), (status = 202, description = "Accepted (start with ?wait=false)", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 408, description = "Did not converge within the wait limit (it keeps converging)", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(post, path = "/containers", tag = "containers", summary = "Create a container (start: true starts it at once)", params(("wait" = Option<bool>, Query, description = "false: answer 202 at once instead of waiting for convergence"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "same key and body: the first answer again")), request_body = crate::http::schema::CreateBody, responses((status = 201, description = "Created (with start: true, a start that failed shows in status and last_error)", body = crate::http::schema::Representation), (status = 202, description = "Accepted: start with ?wait=false, or still converging when ACTION_TIMEOUT passed", body = crate::http::schema::Representation), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 409, description = "Conflict", body = crate::http::schema::ErrorBody), (status = 422, description = "Transition not allowed from the current state", body = crate::http::schema::ErrorBody), (status = 413, description = "Body too large", body = crate::http::schema::ErrorBody), (status = 500, description = "compose or file operation failed", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -209,13 +209,26 @@ pub async fn create(
         return Ok(container_response(StatusCode::CREATED, &container));
     }
     state.reconciler.wake(&container);
-    let converged = wait_converged(&state, &cuid, wait, &since).await?;
-    let status = if wait.wait {
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
+    answer_created(&state, container, wait, &since).await
+}
+
+/// The longest `?q=` search.
+const MAX_SEARCH_LEN: usize = 128;
+
+/// `?q=`: trimmed; empty is no search. Control characters and overlong text are refused.
+fn search_text(q: Option<&String>) -> ApiResult<Option<String>> {
+    let Some(text) = q.map(|t| t.trim()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
     };
-    Ok(container_response(status, &converged.unwrap_or(container)))
+    if text.chars().count() > MAX_SEARCH_LEN || text.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            ApiCode::InvalidQuery,
+            "q",
+            json!(text.chars().take(MAX_SEARCH_LEN).collect::<String>()),
+            format!("q is up to {MAX_SEARCH_LEN} printable characters"),
+        ));
+    }
+    Ok(Some(text.to_owned()))
 }
 
 #[utoipa::path(get, path = "/containers/{cuid}", tag = "containers", summary = "One container", params(("cuid" = String, Path, description = "c + UUID, e.g. c123e4567-e89b-12d3-a456-426614174000")), responses((status = 200, description = "The container (ETag: generation)", body = crate::http::schema::LiveContainer), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 404, description = "No such container (or a malformed cuid)", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
@@ -228,7 +241,7 @@ pub async fn get_one(
     Ok(live_response(&state, StatusCode::OK, &c))
 }
 
-#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/containers", tag = "containers", summary = "List containers, in creation order, by keyset pages", params(("status" = Option<Vec<crate::lifecycle::Status>>, Query, style = Form, explode = false, description = "comma-separated statuses"), ("tag" = Option<String>, Query, description = "containers with this tag; empty: any"), ("q" = Option<String>, Query, max_length = 128, description = "search: containers whose name, image (or its last path part) or a tag starts with this text, ignoring ASCII case; empty: any"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1-500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::schema::ContainerList), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -236,7 +249,7 @@ pub async fn list(
 ) -> ApiResult<Json<ContainerList>> {
     if let Some(k) = q
         .keys()
-        .find(|k| !["status", "tag", "limit", "cursor", "tenant"].contains(&k.as_str()))
+        .find(|k| !["status", "tag", "limit", "cursor", "tenant", "q"].contains(&k.as_str()))
     {
         return Err(ApiError::field(
             ApiCode::UnknownField,
@@ -280,6 +293,7 @@ pub async fn list(
         }
     };
     let tag = q.get("tag").filter(|t| !t.is_empty()).cloned();
+    let search = search_text(q.get("q"))?;
     let asked_tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
     // A tenant's principal lists its own containers only: asking for another tenant's is
     // answered as if it had none.
@@ -296,6 +310,7 @@ pub async fn list(
         status,
         tag,
         tenant,
+        q: search,
     };
 
     let key = &state.identity.cursor_key;
@@ -307,8 +322,9 @@ pub async fn list(
             let status_ok = asked.status.is_none() || asked.status == carried.status;
             let tag_ok = asked.tag.is_none() || asked.tag == carried.tag;
             let tenant_ok = asked.tenant.is_none() || asked.tenant == carried.tenant;
+            let q_ok = asked.q.is_none() || asked.q == carried.q;
             let own_ok = principal.tenant.is_none() || principal.tenant == carried.tenant;
-            if !status_ok || !tag_ok || !tenant_ok || !own_ok {
+            if !status_ok || !tag_ok || !tenant_ok || !q_ok || !own_ok {
                 return Err(ApiError::field(
                     ApiCode::InvalidCursor,
                     "cursor",

@@ -73,6 +73,7 @@ mod tests {
             status: Some(vec!["running".into()]),
             tag: Some("web".into()),
             tenant: None,
+            q: None,
         };
         let c = encode(key, 42, &f);
         assert_eq!(decode(key, &c).unwrap(), (42, f.clone()));

@@ -23,6 +23,8 @@ impl From<store::Error> for ApiError {
                     .with_details(json!({"expected": expected, "current": current}))
             }
             E::Deleting => ApiError::state(ApiCode::ContainerDeleting, message),
+            E::NameTaken { name, holder } => ApiError::conflict(ApiCode::NameTaken, message)
+                .with_details(json!({"name": name, "holder": holder})),
             E::PortConflict {
                 host,
                 protocol,
@@ -66,6 +68,7 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::InvalidHostIp => ApiCode::InvalidHostIp,
         R::DuplicatePort => ApiCode::DuplicatePort,
         R::InvalidTags => ApiCode::InvalidTags,
+        R::InvalidName => ApiCode::InvalidName,
         R::InvalidTag => ApiCode::InvalidTag,
         R::DuplicateTag => ApiCode::DuplicateTag,
         R::InvalidCommand => ApiCode::InvalidCommand,

@@ -57,6 +57,10 @@ pub struct CreateBody {
     pub isolation: Option<crate::spec::Isolation>,
     /// What the container may reach; default `{"egress": DEFAULT_EGRESS}`.
     pub network: Option<NetworkIn>,
+    /// A name people know it by: a DNS label, unique among the tenant's live containers
+    /// (`409 NAME_TAKEN`).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: Option<String>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -164,6 +168,9 @@ pub struct PatchBody {
     /// Replaces the whole policy; `null` is `{"egress": DEFAULT_EGRESS}`. Changing it
     /// recreates a running container.
     pub network: Option<NetworkIn>,
+    /// Renames it (`null`: no name); nothing in Docker changes.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: Option<String>,
 }
 
 /// `network` of a create or patch body (the exact shape, `allow` only with `allowlist`,

@@ -104,7 +104,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
             .tokens
             .authenticate(secret, chrono::Utc::now())
             .ok()
-            .map(|p| (p.label, Some(secret.as_str()))),
+            .map(|p| (p.label, Some(crate::tenancy::tokens::hash(secret)))),
     };
     let Some((user, bearer)) = signed else {
         state.throttle.record_failure(ip, std::time::Instant::now());
@@ -116,7 +116,10 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
         .into_response();
     };
     state.throttle.record_success(ip);
-    let signed_in = state.sessions.create_with(&user, bearer);
+    let signed_in = match state.sessions.create_with(&user, bearer.as_deref()).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     // The key is in the body only: the console keeps it in its origin's storage and sends it
     // as `X-Session-Key`; a page on another port of the host gets the cookie but never this.
     let mut response = (
@@ -158,12 +161,12 @@ pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response 
     match session_of(&state, &headers) {
         Some(signed) => {
             // What the console may show: a token's scope and tenant, or the operator's.
-            let principal = match &signed.bearer {
+            let principal = match &signed.bearer_sha256 {
                 None => Some(crate::tenancy::Principal::operator(&signed.user)),
-                Some(secret) => state
+                Some(digest) => state
                     .tenancy
                     .tokens
-                    .authenticate(secret, chrono::Utc::now())
+                    .authenticate_hash(digest, chrono::Utc::now())
                     .ok(),
             };
             match principal {
@@ -187,7 +190,7 @@ pub async fn who(State(state): State<AppState>, headers: HeaderMap) -> Response 
 #[utoipa::path(delete, path = "/session", operation_id = "sign_out", tag = "console", summary = "Sign out: revokes the cookie", security(), responses((status = 204, description = "Signed out"), (status = 403, description = "Cross-origin write refused", body = crate::http::schema::ErrorBody)))]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(signed) = session_of(&state, &headers) {
-        state.sessions.revoke(&signed.token);
+        state.sessions.revoke(&signed.token).await;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response

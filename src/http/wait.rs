@@ -125,18 +125,35 @@ async fn wait_for(state: &AppState, cuid: &str, since: &str) -> ApiResult<Contai
     }
 }
 
-/// `POST /containers` with `"start": true`.
+/// `POST /containers` with `"start": true`: how the new container is answered.
 /// `since` is when the request began: failures recorded after it are its answer.
-pub async fn wait_converged(
+///
+/// The container exists from the moment it was stored, so no answer here is an error: an
+/// error would tell the client that nothing was made, and its retry would make another.
+/// A start that failed is `201` with the container (its `status: "error"` and
+/// `last_error` say why); one still converging when `ACTION_TIMEOUT` passes is `202`.
+pub async fn answer_created(
     state: &AppState,
-    cuid: &str,
+    created: Container,
     wait: Wait,
     since: &str,
-) -> ApiResult<Option<Container>> {
+) -> ApiResult<Response> {
     if !wait.wait {
-        return Ok(None);
+        return Ok(container_response(StatusCode::ACCEPTED, &created));
     }
-    wait_for(state, cuid, since).await.map(Some)
+    let (status, c) = match wait_for(state, &created.cuid, since).await {
+        Ok(c) => (StatusCode::CREATED, c),
+        Err(e) => {
+            let status = if e.kind == Kind::Timeout {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::CREATED
+            };
+            // Deleted meanwhile by another request: that request's 404 is the truth.
+            (status, state.store.get_or_404(&created.cuid).await?)
+        }
+    };
+    Ok(container_response(status, &c))
 }
 
 /// Waits until the reconciler has removed the row (Docker objects and files are gone then).

@@ -312,6 +312,7 @@ fn spec() -> Spec {
         read_only: false,
         isolation: Default::default(),
         network: Default::default(),
+        name: None,
     }
 }
 

@@ -32,6 +32,7 @@ pub enum Rule {
     InvalidHostIp,
     DuplicatePort,
     InvalidTags,
+    InvalidName,
     InvalidTag,
     DuplicateTag,
     InvalidCommand,

@@ -162,6 +162,10 @@ pub struct Spec {
     /// What the container may reach (enforced by the reconciler's firewall rules).
     #[serde(default)]
     pub network: Network,
+    /// A name people know it by: a DNS label, unique among its tenant's live containers
+    /// (the store's index makes that race-free).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// Facts about the host that validation needs.
@@ -207,6 +211,7 @@ const CREATE_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "name",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -220,6 +225,7 @@ const PATCH_FIELDS: &[&str] = &[
     "read_only",
     "isolation",
     "network",
+    "name",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -295,6 +301,7 @@ pub fn parse_create(
         body.remove("network").unwrap_or(Value::Null),
         limits.default_egress,
     )?;
+    let name = parse_name(body.remove("name").unwrap_or(Value::Null))?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -320,6 +327,7 @@ pub fn parse_create(
             read_only,
             isolation,
             network,
+            name,
         },
         start,
     })
@@ -403,6 +411,9 @@ pub fn apply_patch(
     if let Some(v) = body.remove("network") {
         next.network = parse_network(v, limits.default_egress)?;
     }
+    if let Some(v) = body.remove("name") {
+        next.name = parse_name(v)?;
+    }
     Ok(next)
 }
 
@@ -459,6 +470,33 @@ pub fn parse_ports_body(
         )),
         Some(Value::Null) => Ok(Vec::new()),
         Some(v) => parse_ports(v, limits),
+    }
+}
+
+/// The longest `name`: a DNS label's limit.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// `name`: a DNS label (RFC 1123: lowercase letters, digits and inner hyphens, at most 63),
+/// so it reads the same in a URL, a shell and a hostname. `null` means none.
+fn parse_name(v: Value) -> Result<Option<String>, Invalid> {
+    let ok = |s: &str| {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_NAME_LEN
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if ok(&s) => Ok(Some(s)),
+        other => Err(Invalid::field(
+            Rule::InvalidName,
+            "name",
+            other,
+            format!("a name is 1-{MAX_NAME_LEN} lowercase letters, digits and hyphens, starting and ending with a letter or digit (like `team-a-web`)"),
+        )),
     }
 }
 

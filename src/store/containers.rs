@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{Error, Store};
-use crate::lifecycle::{DesiredState, Progress, Status};
+use crate::lifecycle::{DesiredState, Progress, Status, StatusReason};
 use crate::spec::{Port, Resources, Spec};
 
 /// One container as stored.
@@ -31,6 +31,8 @@ pub struct Container {
     pub updated_at: String,
     /// The tenant it belongs to (`None`: the operator's).
     pub tenant: Option<String>,
+    /// Why the server set the current desired state (`None`: a client did).
+    pub status_reason: Option<StatusReason>,
 }
 
 impl Container {
@@ -84,12 +86,14 @@ struct Row {
     tenant: Option<String>,
     egress: String,
     egress_allow: String,
+    status_reason: Option<StatusReason>,
+    name: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, oom_killed, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
-     egress, egress_allow";
+     egress, egress_allow, status_reason, name";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -122,6 +126,7 @@ impl Row {
                     egress: crate::spec::Egress::parse(&self.egress).unwrap_or_default(),
                     allow: serde_json::from_str(&self.egress_allow).unwrap_or_default(),
                 },
+                name: self.name,
             },
             cuid: self.cuid,
             desired_state: self.desired_state,
@@ -144,6 +149,7 @@ impl Row {
             created_at: self.created_at,
             updated_at: self.updated_at,
             tenant: self.tenant,
+            status_reason: self.status_reason,
         }
     }
 }
@@ -156,6 +162,9 @@ pub struct ListFilter {
     /// Only this tenant's containers. Absent in cursors made before tenants existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// `?q=`: a prefix of the name, the image (or its last path part) or a tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
 }
 
 /// The first answer to an `Idempotency-Key`, kept to be replayed.
@@ -248,6 +257,7 @@ impl Store {
         .bind(&filter.tag)
         .bind(limit + 1)
         .bind(&filter.tenant)
+        .bind(filter.q.as_deref().map(like_prefix))
         .fetch_all(&self.pool)
         .await?;
         let cuids: Vec<&str> = rows.iter().map(|r| r.cuid.as_str()).collect();
@@ -288,7 +298,24 @@ pub const PAGE_WHERE: &str = "seq > ?1
                        IN (SELECT value FROM json_each(?2)))
     AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value = ?3))
     AND (?5 IS NULL OR tenant = ?5)
+    AND (?6 IS NULL OR name LIKE ?6 ESCAPE '\\' OR image LIKE ?6 ESCAPE '\\'
+         OR image LIKE '%/' || ?6 ESCAPE '\\'
+         OR EXISTS (SELECT 1 FROM json_each(containers.tags) AS t WHERE t.value LIKE ?6 ESCAPE '\\'))
     ORDER BY seq LIMIT ?4";
+
+/// A `LIKE` pattern for "starts with `text`": its own `%`, `_` and `\` are escaped, so a
+/// search for `a_b` does not match `axb`. (`LIKE` ignores ASCII case.)
+fn like_prefix(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
 
 pub(super) async fn fetch_one(
     conn: &mut sqlx::SqliteConnection,

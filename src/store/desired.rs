@@ -10,7 +10,7 @@ use sqlx::{Sqlite, Transaction};
 use super::containers::{fetch_one, Container, Created, Updated};
 use super::error::Error;
 use super::{now, Store};
-use crate::lifecycle::DesiredState;
+use crate::lifecycle::{DesiredState, StatusReason};
 use crate::spec::{Port, Spec};
 
 /// One container row under the write lock: the transaction and the row as it was when the
@@ -139,6 +139,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        write_name(&mut tx, cuid, spec).await?;
         write_ports(&mut tx, cuid, &spec.ports).await?;
         let container = read_back(&mut tx, cuid).await?;
         if let Some((key, sha)) = idempotency {
@@ -221,6 +222,7 @@ impl Store {
         .await?;
         write_hardening(&mut row.tx, cuid, &next).await?;
         write_network(&mut row.tx, cuid, &next).await?;
+        write_name(&mut row.tx, cuid, &next).await?;
         if next.ports != current.spec.ports {
             sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
                 .execute(&mut *row.tx)
@@ -270,7 +272,27 @@ impl Store {
         let Some((desired_state, restart)) = plan(&row.current)? else {
             return Ok((row.current, false));
         };
-        Ok(self.write_transition(row, desired_state, restart).await?)
+        Ok(self
+            .write_transition(row, desired_state, restart, None)
+            .await?)
+    }
+
+    /// A transition the server makes by itself, for `reason` (a lifetime that ran out, an
+    /// idle policy): as [`Self::transition`], and the row keeps `reason` as its
+    /// `status_reason` until a client's action replaces the desired state.
+    pub async fn transition_for<E: From<Error>>(
+        &self,
+        cuid: &str,
+        reason: StatusReason,
+        plan: impl FnOnce(&Container) -> Result<Option<(DesiredState, bool)>, E>,
+    ) -> Result<(Container, bool), E> {
+        let row = self.lock_row(cuid).await?;
+        let Some((desired_state, restart)) = plan(&row.current)? else {
+            return Ok((row.current, false));
+        };
+        Ok(self
+            .write_transition(row, desired_state, restart, Some(reason))
+            .await?)
     }
 
     /// The write of [`Self::transition`], once the plan is made.
@@ -279,6 +301,7 @@ impl Store {
         mut row: LockedRow,
         desired_state: DesiredState,
         restart: bool,
+        reason: Option<StatusReason>,
     ) -> Result<(Container, bool), Error> {
         let cuid = row.cuid.clone();
         let cuid = cuid.as_str();
@@ -296,6 +319,12 @@ impl Store {
         )
         .execute(&mut *row.tx)
         .await?;
+        // A runtime query: the statement above keeps its offline data.
+        sqlx::query("UPDATE containers SET status_reason = ? WHERE cuid = ?")
+            .bind(reason)
+            .bind(cuid)
+            .execute(&mut *row.tx)
+            .await?;
         let container = row.commit().await?;
         self.touched();
         Ok((container, true))
@@ -340,6 +369,39 @@ async fn write_network(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The spec's `name` (migration 0015). Unique among a tenant's live containers by the
+/// index `containers_live_name`, which is what makes two racing requests for one name
+/// race-free: the loser is `409 NAME_TAKEN` naming the holder. Written after the tenant.
+async fn write_name(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    spec: &Spec,
+) -> Result<(), Error> {
+    let written = sqlx::query("UPDATE containers SET name = ? WHERE cuid = ?")
+        .bind(&spec.name)
+        .bind(cuid)
+        .execute(&mut **tx)
+        .await;
+    match written {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT cuid FROM containers WHERE name = ?1 AND cuid <> ?2 AND deleted_at IS NULL
+                   AND COALESCE(tenant, '') = (SELECT COALESCE(tenant, '') FROM containers WHERE cuid = ?2)",
+            )
+            .bind(&spec.name)
+            .bind(cuid)
+            .fetch_optional(&mut **tx)
+            .await?;
+            Err(Error::NameTaken {
+                name: spec.name.clone().unwrap_or_default(),
+                holder,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Inserts a container's ports. A port already held by another container is `409

@@ -19,6 +19,12 @@ pub enum Error {
         protocol: String,
         holder: Option<String>,
     },
+    /// Another live container of the same tenant has this `name` (`409 NAME_TAKEN`).
+    #[error("the name {name} is taken by another container")]
+    NameTaken {
+        name: String,
+        holder: Option<String>,
+    },
     /// SQLite failed; the details go to the server log only.
     #[error(transparent)]
     Database(#[from] sqlx::Error),

@@ -7,6 +7,7 @@ pub mod containers;
 mod desired;
 mod error;
 mod observed;
+pub mod sessions;
 pub mod tenancy;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::containers::{Container, Created, ListFilter, Observation, Updated};
 use super::Store;
 use crate::error::{ApiCode, ApiError, Kind};
-use crate::lifecycle::{DesiredState, Status};
+use crate::lifecycle::{DesiredState, Status, StatusReason};
 use crate::spec::{Port, Resources, Spec};
 
 /// A store in its own directory; the directory lives as long as the returned guard.
@@ -38,6 +38,7 @@ fn spec(ports: &[u16]) -> Spec {
         read_only: false,
         isolation: Default::default(),
         network: Default::default(),
+        name: None,
     }
 }
 
@@ -270,6 +271,32 @@ async fn transition_plans_on_the_current_row_and_a_refusal_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_servers_transition_keeps_its_reason_until_a_clients_replaces_it() {
+    let (store, _dir) = fresh().await;
+    let c = insert(&store, &spec(&[])).await.unwrap();
+    assert_eq!(c.status_reason, None);
+
+    let (idled, changed) = store
+        .transition_for::<ApiError>(&c.cuid, StatusReason::Idle, |_| {
+            Ok(Some((DesiredState::Paused, false)))
+        })
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(idled.desired_state, DesiredState::Paused);
+    assert_eq!(idled.status_reason, Some(StatusReason::Idle));
+    // Read back from the file, not only from the answer.
+    let stored = store.get(&c.cuid).await.unwrap().unwrap();
+    assert_eq!(stored.status_reason, Some(StatusReason::Idle));
+
+    let (woken, _) = store
+        .transition::<ApiError>(&c.cuid, |_| Ok(Some((DesiredState::Running, false))))
+        .await
+        .unwrap();
+    assert_eq!(woken.status_reason, None);
+}
+
+#[tokio::test]
 async fn update_spec_checks_if_match_and_bumps_the_generation_only_on_change() {
     let (store, _dir) = fresh().await;
     let c = insert(&store, &spec(&[18081])).await.unwrap();
@@ -410,6 +437,7 @@ async fn record_error_keeps_deleting_for_a_tombstone() {
             status: Some(vec![status.to_owned()]),
             tag: None,
             tenant: None,
+            q: None,
         };
         let store = store.clone();
         async move {
@@ -481,6 +509,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         status: None,
         tag: Some("even".into()),
         tenant: None,
+        q: None,
     };
     let evens = store.list(&even, 0, 10).await.unwrap();
     let got: Vec<&str> = evens.iter().map(|c| c.cuid.as_str()).collect();
@@ -494,6 +523,7 @@ async fn listing_pages_in_creation_order_with_filters() {
         status: Some(vec!["running".into()]),
         tag: None,
         tenant: None,
+        q: None,
     };
     let got = store.list(&running_only, 0, 10).await.unwrap();
     assert_eq!(got.len(), 1);

@@ -121,12 +121,17 @@ impl Tokens {
         }
         // The map is keyed by a hash of the secret: the look-up's timing tells nothing about
         // how much of a guess was right.
-        let key = hash(secret);
+        self.authenticate_hash(&hash(secret), now)
+    }
+
+    /// As [`Self::authenticate`], by the hex SHA-256 of the secret: how a console session
+    /// signed in with a token checks it again (the session keeps only the digest).
+    pub fn authenticate_hash(&self, key: &str, now: DateTime<Utc>) -> Result<Principal, Refused> {
         let live = self
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(key)
             .cloned()
             .ok_or(Refused::Unknown)?;
         if live.expires_at.is_some_and(|at| at <= now) {

@@ -793,12 +793,17 @@ pub struct Signed {
 /// Signs in through `POST /session`; returns the answer and, when it set a cookie, the
 /// cookie and key to send.
 pub async fn sign_in(s: &Server, user: &str, pass: &str) -> (Resp, Option<Signed>) {
+    sign_in_as(s, &serde_json::json!({"user": user, "password": pass})).await
+}
+
+/// Signs in with an API token (`{"token": …}`), as [`sign_in`] does with a password.
+pub async fn sign_in_with_token(s: &Server, token: &str) -> (Resp, Option<Signed>) {
+    sign_in_as(s, &serde_json::json!({"token": token})).await
+}
+
+async fn sign_in_as(s: &Server, body: &Value) -> (Resp, Option<Signed>) {
     let r = s
-        .send(
-            s.client
-                .post(format!("{}/session", s.base))
-                .json(&serde_json::json!({"user": user, "password": pass})),
-        )
+        .send(s.client.post(format!("{}/session", s.base)).json(body))
         .await;
     let cookie = r
         .header("set-cookie")

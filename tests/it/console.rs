@@ -12,6 +12,59 @@ use crate::common::*;
 
 // ---------------------------------------------------------------- sessions
 
+/// `GET /session` as the console asks it.
+async fn session_of(s: &Server, signed: &Signed) -> Resp {
+    s.send(with_session(s, reqwest::Method::GET, "/session", signed))
+        .await
+}
+
+/// Sessions are written through to the store (issue 23): a restart, even `kill -9`, signs
+/// nobody out; a signed-out session and one whose API token was revoked stay ended.
+#[tokio::test]
+async fn sessions_survive_a_restart_and_a_sign_out_survives_it_too() {
+    let mut s = Server::start().await;
+    let kept = console_sign_in(&s).await;
+    let ended = console_sign_in(&s).await;
+    let token = s.token("read", None).await.token;
+    let (r, by_token) = sign_in_with_token(&s, &token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let by_token = by_token.unwrap();
+    assert_eq!(session_of(&s, &by_token).await.status, 200);
+    let r = s
+        .send(with_session(
+            &s,
+            reqwest::Method::DELETE,
+            "/session",
+            &ended,
+        ))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let id = s.get("/tokens").await.json["tokens"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s.delete(&format!("/tokens/{id}")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+
+    s.kill9();
+    s.start_again().await;
+    let r = session_of(&s, &kept).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["user"], USER);
+    session_of(&s, &ended)
+        .await
+        .assert_error(401, "auth_error", "NO_SESSION");
+    assert_eq!(session_of(&s, &by_token).await.status, 401);
+    // The file holds digests, never a token or a key.
+    let db = std::fs::read(s.data_dir().join("state.db")).unwrap();
+    let wal = std::fs::read(s.data_dir().join("state.db-wal")).unwrap_or_default();
+    let value = kept.cookie.split_once('=').unwrap().1;
+    for bytes in [&db, &wal] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(value) && !text.contains(&kept.key));
+    }
+}
+
 #[tokio::test]
 async fn session_sign_in_cookie_and_sign_out() {
     let s = Server::start().await;

@@ -39,6 +39,7 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         "return !document.getElementById('page-form').hidden;",
     )
     .await;
+    b.type_into("#f-name", "sandbox-one").await;
     b.type_into("#f-image", BUSYBOX).await;
     b.type_into("#f-disk", "32m").await;
     b.click("#f-read_only").await;
@@ -94,5 +95,28 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         )
         .await;
     assert!(shown.as_str().unwrap().contains("/tmp 64m"), "{shown}");
+    // Named in the heading and the window's title, not by its cuid.
+    let title = b
+        .js(
+            "return document.getElementById('detail-title').textContent + '|' + document.title;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(title, json!("sandbox-one|sandbox-one · Container manager"));
     b.screenshot("sandbox-detail").await;
+
+    // The list's search finds it by a prefix of its name; another word finds nothing.
+    s.create(&json!({"image": BUSYBOX, "name": "other-box"}))
+        .await;
+    b.goto(&format!("{}/ui/#/", s.base)).await;
+    b.type_into("#filter-q", "sandbox").await;
+    b.click("#filter-form button[type=submit]").await;
+    let rows = b
+        .wait_js(
+            "searched list",
+            T,
+            "const rows = [...document.querySelectorAll('#list-body tr a')].map(a => a.textContent);              return rows.length === 1 && rows.join(',');",
+        )
+        .await;
+    assert_eq!(rows, json!("sandbox-one"));
 }

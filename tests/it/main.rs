@@ -20,6 +20,7 @@ mod hostile_download;
 mod hostile_upload;
 mod images;
 mod layers;
+mod names;
 mod ops;
 mod read_only;
 mod reconcile;
