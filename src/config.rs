@@ -112,6 +112,85 @@ pub struct Config {
     pub log_json: bool,
     /// Connections: see [`Connections`].
     pub connections: Connections,
+    /// Webhook deliveries: see [`WebhookSettings`].
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhook deliveries (docs/API.md §14).
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// Where a webhook URL may point beyond the public internet (`WEBHOOK_ALLOWLIST`).
+    pub allowlist: WebhookAllowlist,
+    /// Time to connect to a receiver (`WEBHOOK_CONNECT_TIMEOUT`, default 5 s).
+    pub connect_timeout: Duration,
+    /// Time for a whole delivery, connect to response headers (`WEBHOOK_TIMEOUT`, 10 s).
+    pub timeout: Duration,
+    /// Longest wait between two attempts of a delivery (`WEBHOOK_BACKOFF_MAX`, 600 s).
+    pub backoff_max: Duration,
+    /// Age after which an undelivered event is given up (`WEBHOOK_MAX_AGE`, 86400 s).
+    pub max_age: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allowlist: WebhookAllowlist::default(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(600),
+            max_age: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl WebhookSettings {
+    fn from_env() -> Result<Self, ConfigError> {
+        let allowlist = WebhookAllowlist::parse(&var("WEBHOOK_ALLOWLIST").unwrap_or_default())
+            .map_err(ConfigError)?;
+        Ok(Self {
+            allowlist,
+            connect_timeout: secs_or("WEBHOOK_CONNECT_TIMEOUT", 5)?.max(Duration::from_secs(1)),
+            timeout: secs_or("WEBHOOK_TIMEOUT", 10)?.max(Duration::from_secs(1)),
+            backoff_max: secs_or("WEBHOOK_BACKOFF_MAX", 600)?.max(Duration::from_secs(1)),
+            max_age: secs_or("WEBHOOK_MAX_AGE", 86_400)?.max(Duration::from_secs(1)),
+        })
+    }
+}
+
+/// `WEBHOOK_ALLOWLIST`: comma-separated networks (`10.0.0.0/8`, an address) and host names
+/// a webhook URL may reach although the default rules refuse them (loopback, private,
+/// link-local…). A listed name is allowed whatever it resolves to; a listed network allows
+/// the addresses inside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookAllowlist {
+    pub networks: Vec<crate::cidr::Cidr>,
+    /// Lower-case host names.
+    pub hosts: Vec<String>,
+}
+
+impl WebhookAllowlist {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = Self::default();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if let Ok(net) = entry.parse::<crate::cidr::Cidr>() {
+                out.networks.push(net);
+                continue;
+            }
+            let host = entry.to_ascii_lowercase();
+            let ok = !host.contains('/')
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !ok {
+                return Err(format!(
+                    "WEBHOOK_ALLOWLIST entry {entry:?} must be a network (10.0.0.0/8), an address or a host name"
+                ));
+            }
+            out.hosts.push(host);
+        }
+        Ok(out)
+    }
 }
 
 /// How the server treats connections and the addresses behind them.
@@ -583,6 +662,7 @@ impl Config {
             connections: Connections::from_env()?,
             registry_allowlist,
             image_updates: ImageUpdates::from_env()?,
+            webhooks: WebhookSettings::from_env()?,
         })
     }
 }
@@ -644,6 +724,7 @@ impl Config {
             log_json: false,
             connections: Connections::default(),
             image_updates: ImageUpdates::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

@@ -21,7 +21,8 @@
 //!   [`events`] (the change feed behind `GET /events`), [`audit`] (`actions.jsonl`),
 //!   [`credentials`] (the configured credentials and the failed-login throttle),
 //!   [`sessions`] (console sign-in sessions, keys and tickets), [`idle`] (what counts as use
-//!   of a container, for idle policies).
+//!   of a container, for idle policies), [`webhooks`] (events classified into a durable
+//!   outbox, and their signed deliveries).
 //! - [`representation`]: what the API answers and `/events` sends about a container.
 //! - [`store`]: the SQLite state store (desired and observed state).
 //! - [`spec`] (the container spec a client may send, and its validation), [`lifecycle`]
@@ -61,6 +62,7 @@ pub mod step_error;
 pub mod store;
 pub mod tenancy;
 pub mod terminal;
+pub mod webhooks;
 
 /// The whole API as a router over `state`: what `main` serves, and what an in-process test
 /// can call directly. Building it starts nothing (see [`server::start_background`]).

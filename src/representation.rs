@@ -71,6 +71,9 @@ pub struct Representation {
     pub status_reason: Option<StatusReason>,
     #[schema(required = true)]
     pub exit_code: Option<i64>,
+    /// The last exit (`exited`, `restarting`) was a kill by the kernel's OOM killer: the
+    /// container reached its memory limit.
+    pub oom_killed: bool,
     pub generation: i64,
     pub observed_generation: i64,
     /// `{code, message, at, …}` of the last failure, or null.
@@ -141,6 +144,7 @@ pub fn representation(c: &Container) -> Representation {
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,
         exit_code: c.exit_code,
+        oom_killed: c.oom_killed,
         generation: c.generation,
         observed_generation: c.observed_generation,
         last_error: c.last_error.clone(),

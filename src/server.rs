@@ -58,17 +58,21 @@ pub fn start_background(state: &AppState) {
         },
         state.shutdown.clone(),
     ));
-    state
-        .background
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend([
-            ("reconciler", task),
-            ("events feed", feed),
-            ("token use", token_use),
-            ("deadlines", deadlines),
-            ("idle sampler", idle),
-        ]);
+    let webhooks = state.webhooks.spawn(
+        state.store.clone(),
+        state.config.webhooks.clone(),
+        state.config.listen_addr.ip(),
+        state.shutdown.clone(),
+    );
+    let mut background = state.background.lock().unwrap_or_else(|p| p.into_inner());
+    background.extend([
+        ("reconciler", task),
+        ("events feed", feed),
+        ("token use", token_use),
+        ("deadlines", deadlines),
+        ("idle sampler", idle),
+    ]);
+    background.extend(webhooks);
 }
 
 /// Writes tokens' `last_used_at` every few seconds, and once more at shutdown: one small

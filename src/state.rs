@@ -48,6 +48,8 @@ pub struct AppState {
     pub deadlines: crate::expiry::Deadlines,
     /// What counts as use of each container, for idle policies (in memory).
     pub idle: Arc<crate::idle::Tracker>,
+    /// Webhook deliveries: the API wakes their worker.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +139,7 @@ impl AppState {
             tenancy,
             deadlines: crate::expiry::Deadlines::new(),
             idle: Arc::default(),
+            webhooks: Arc::default(),
         })
     }
 }

@@ -289,7 +289,7 @@ function onSignedIn(who) {
 // ------------------------------------------------------------------ pages and routing
 
 function showPage(name) {
-  for (const p of ["signin", "list", "form", "detail", "tokens", "tenants"]) {
+  for (const p of ["signin", "list", "form", "detail", "tokens", "tenants", "webhooks"]) {
     $("page-" + p).hidden = p !== name;
   }
   // A container's page names it (renderDetail); every other page is the console's.
@@ -314,9 +314,9 @@ function route() {
   if ((parts[0] === "new" || parts[2] === "edit") && !can("write")) {
     closeDetail();
     refuse("create or edit containers");
-  } else if ((parts[0] === "tokens" || parts[0] === "tenants") && !isOperator()) {
+  } else if ((parts[0] === "tokens" || parts[0] === "tenants" || parts[0] === "webhooks") && !isOperator()) {
     closeDetail();
-    refuse("manage tokens and tenants");
+    refuse("manage tokens, tenants and webhooks");
   } else if (parts[0] === "new") {
     closeDetail();
     openForm(null);
@@ -331,6 +331,9 @@ function route() {
   } else if (parts[0] === "tenants") {
     closeDetail();
     openTenants();
+  } else if (parts[0] === "webhooks") {
+    closeDetail();
+    openWebhooks();
   } else {
     closeDetail();
     showPage("list");
@@ -1607,3 +1610,104 @@ async function deleteTenant(t) {
   if (who) onSignedIn(who);
   else showSignIn("");
 })();
+
+// ------------------------------------------------------------------ webhooks
+
+function listOf(text) {
+  return text.split(",").map((x) => x.trim()).filter((x) => x);
+}
+
+async function openWebhooks() {
+  showPage("webhooks");
+  $("webhook-form-error").textContent = "";
+  $("deliveries").hidden = true;
+  await loadWebhooks();
+}
+
+async function loadWebhooks() {
+  try {
+    const r = await api("GET", "/webhooks");
+    $("webhooks-error").textContent = "";
+    const body = $("webhooks-body");
+    body.replaceChildren();
+    for (const w of r.data.webhooks) body.append(webhookRow(w));
+    $("webhooks-empty").hidden = r.data.webhooks.length > 0;
+  } catch (e) {
+    $("webhooks-error").textContent = e.message;
+  }
+}
+
+function webhookRow(w) {
+  return el("tr", { "data-webhook": w.id },
+    el("td", { text: w.url, title: w.id }),
+    el("td", { text: w.events.join(", ") }),
+    el("td", { text: w.tags ? w.tags.join(", ") : "any" }),
+    el("td", { text: w.tenant || "—" }),
+    el("td", { text: String(w.pending) }),
+    el("td", { text: when(w.created_at) }),
+    el("td", {},
+      el("button", { type: "button", text: "Deliveries", onclick: () => showDeliveries(w) }),
+      el("button", { type: "button", class: "danger", text: "Delete", onclick: () => deleteWebhook(w) })));
+}
+
+async function showDeliveries(w) {
+  try {
+    const r = await api("GET", "/webhooks/" + encodeURIComponent(w.id) + "/deliveries");
+    $("deliveries-url").textContent = w.url;
+    const body = $("deliveries-body");
+    body.replaceChildren();
+    for (const d of r.data.deliveries) {
+      body.append(el("tr", {},
+        el("td", { text: when(d.at) }),
+        el("td", { text: d.event }),
+        el("td", { text: d.cuid }),
+        el("td", { text: String(d.attempt) }),
+        el("td", { text: d.status_code === null ? "—" : String(d.status_code) }),
+        el("td", { text: d.latency_ms + " ms" }),
+        el("td", { text: d.outcome }),
+        el("td", { text: d.error || "" })));
+    }
+    $("deliveries-empty").hidden = r.data.deliveries.length > 0;
+    $("deliveries").hidden = false;
+  } catch (e) {
+    $("webhooks-error").textContent = e.message;
+  }
+}
+
+$("deliveries-close").addEventListener("click", () => { $("deliveries").hidden = true; });
+
+async function deleteWebhook(w) {
+  if (!confirm(`Delete the webhook to ${w.url}? Its undelivered events are dropped.`)) return;
+  try {
+    await api("DELETE", "/webhooks/" + encodeURIComponent(w.id));
+    flash("Webhook deleted.");
+  } catch (e) {
+    $("webhooks-error").textContent = e.message;
+  }
+  $("deliveries").hidden = true;
+  loadWebhooks();
+}
+
+$("webhook-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("webhook-form-error").textContent = "";
+  const tags = listOf($("w-tags").value);
+  const body = {
+    url: $("w-url").value.trim(),
+    events: listOf($("w-events").value),
+    tags: tags.length ? tags : null,
+    secret: $("w-secret").value,
+  };
+  $("webhook-create").disabled = true;
+  try {
+    await api("POST", "/webhooks", { json: body });
+    $("w-url").value = "";
+    $("w-secret").value = "";
+    flash("Webhook created.");
+    loadWebhooks();
+  } catch (e) {
+    $("webhook-form-error").textContent = e.message;
+  } finally {
+    $("webhook-create").disabled = false;
+  }
+});

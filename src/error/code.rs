@@ -106,6 +106,21 @@ api_codes! {
     QuotaExceeded = "QUOTA_EXCEEDED",
     /// A tenant with a CPU, memory or pids quota must state that limit.
     LimitRequired = "LIMIT_REQUIRED",
+    // Webhooks (§14).
+    /// A webhook's `url` is not an `http://` URL of the accepted shape (`https` included).
+    InvalidWebhookUrl = "INVALID_WEBHOOK_URL",
+    /// A webhook's `url` leads to an address the rules refuse (`WEBHOOK_ALLOWLIST`).
+    WebhookUrlForbidden = "WEBHOOK_URL_FORBIDDEN",
+    /// A webhook's `events` is not a non-empty list of known event kinds.
+    InvalidWebhookEvents = "INVALID_WEBHOOK_EVENTS",
+    /// A webhook's `tags` is not null or a list of tags.
+    InvalidWebhookTags = "INVALID_WEBHOOK_TAGS",
+    /// A webhook's `secret` is missing, too short or too long.
+    InvalidWebhookSecret = "INVALID_WEBHOOK_SECRET",
+    /// No webhook of this id (or another tenant's).
+    WebhookNotFound = "WEBHOOK_NOT_FOUND",
+    /// The owner already has the most webhooks allowed.
+    TooManyWebhooks = "TOO_MANY_WEBHOOKS",
     /// A browser request from an origin that is not allowed.
     OriginNotAllowed = "ORIGIN_NOT_ALLOWED",
 

@@ -34,6 +34,7 @@ pub mod ui;
 pub mod updates;
 pub mod upload_body;
 pub mod wait;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
@@ -120,6 +121,14 @@ pub fn router(state: AppState) -> Router {
                 .get(tenants::get_one)
                 .delete(tenants::delete),
         )
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get_one)
+                .patch(webhooks::patch)
+                .delete(webhooks::delete),
+        )
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))
         // A reference holds `/` (`registry:5000/team/app:1`): the rest of the path is it.

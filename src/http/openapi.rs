@@ -79,6 +79,12 @@ impl Modify for BasicAuth {
         super::tenants::list,
         super::tenants::get_one,
         super::tenants::delete,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::get_one,
+        super::webhooks::patch,
+        super::webhooks::delete,
+        super::webhooks::deliveries,
     ),
     components(schemas(ErrorBody, super::stats::Stats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::EventReset, super::schema::LogLine)),
     modifiers(&BasicAuth),
@@ -345,6 +351,8 @@ mod tests {
             ("/containers/{cuid}/ports", "patch", "write"),
             ("/tokens", "post", "admin"),
             ("/images/pull", "post", "admin"),
+            ("/webhooks", "get", "write"),
+            ("/webhooks/{id}", "delete", "write"),
         ] {
             assert_eq!(
                 doc["paths"][path][method]["x-required-scope"], scope,

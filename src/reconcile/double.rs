@@ -375,6 +375,7 @@ pub(super) async fn settled_running(w: &World) -> Container {
     let seen = crate::store::containers::Observation {
         status: crate::lifecycle::Status::Running,
         exit_code: None,
+        oom_killed: false,
         observed_generation: c.generation,
         last_error: None,
         restart_done: 0,

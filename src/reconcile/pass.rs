@@ -230,9 +230,13 @@ async fn record(
         Status::Exited | Status::Stopped => o.and_then(|o| o.exit_code),
         _ => None,
     };
+    // Docker keeps `OOMKilled` of the last exit; it only means something beside that exit.
+    let oom_killed =
+        matches!(status, Status::Exited | Status::Restarting) && o.is_some_and(|o| o.oom_killed);
     let observation = Observation {
         status,
         exit_code,
+        oom_killed,
         observed_generation: c.generation,
         last_error: unhealthy_note(c, o, status),
         restart_done,

@@ -388,6 +388,7 @@ mod tests {
             desired_state: crate::lifecycle::DesiredState::Running,
             status: crate::lifecycle::Status::Created,
             exit_code: None,
+            oom_killed: false,
             generation: 3,
             observed_generation: 0,
             restart_requested: 0,

@@ -591,7 +591,7 @@ fn parse_name(v: Value) -> Result<Option<String>, Invalid> {
     }
 }
 
-fn is_tag(s: &str) -> bool {
+pub fn is_tag(s: &str) -> bool {
     let mut b = s.bytes();
     s.len() <= MAX_TAG_LEN
         && b.next().is_some_and(|c| c.is_ascii_alphanumeric())

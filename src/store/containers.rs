@@ -18,6 +18,8 @@ pub struct Container {
     pub desired_state: DesiredState,
     pub status: Status,
     pub exit_code: Option<i64>,
+    /// The last exit was an OOM kill (Docker's `State.OOMKilled`).
+    pub oom_killed: bool,
     pub generation: i64,
     pub observed_generation: i64,
     pub restart_requested: i64,
@@ -91,6 +93,7 @@ struct Row {
     desired_state: DesiredState,
     status: Status,
     exit_code: Option<i64>,
+    oom_killed: bool,
     generation: i64,
     observed_generation: i64,
     restart_requested: i64,
@@ -125,7 +128,7 @@ struct Row {
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
-     read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, generation, observed_generation, restart_requested, restart_done, \
+     read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, oom_killed, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
      egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at, \
      auto_update, image_pin, image_digest, update_available, update_pending, last_update";
@@ -194,6 +197,7 @@ impl Row {
                 self.status
             },
             exit_code: self.exit_code,
+            oom_killed: self.oom_killed,
             generation: self.generation,
             observed_generation: self.observed_generation,
             restart_requested: self.restart_requested,
@@ -461,6 +465,8 @@ pub(super) async fn fetch_one(
 pub struct Observation {
     pub status: Status,
     pub exit_code: Option<i64>,
+    /// The exit it shows was an OOM kill.
+    pub oom_killed: bool,
     pub observed_generation: i64,
     pub last_error: Option<Value>,
     pub restart_done: i64,

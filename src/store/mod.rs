@@ -14,6 +14,7 @@ pub mod tenancy;
 #[cfg(test)]
 mod tests;
 pub mod updates;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

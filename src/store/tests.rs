@@ -68,6 +68,7 @@ fn running() -> Observation {
     Observation {
         status: Status::Running,
         exit_code: None,
+        oom_killed: false,
         observed_generation: 1,
         last_error: None,
         restart_done: 0,

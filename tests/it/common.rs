@@ -1297,3 +1297,148 @@ impl Term {
         }
     }
 }
+
+/// One request a [`Receiver`] took.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A webhook receiver in the test process: an HTTP/1 server on `127.0.0.1` that records
+/// every request and answers `200`. It can go down (its port then refuses connections) and
+/// come back on the same port.
+pub struct Receiver {
+    pub port: u16,
+    pub got: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let mut r = Receiver {
+            port: 0,
+            got: Arc::default(),
+            task: None,
+        };
+        r.up().await;
+        r
+    }
+
+    /// A receiver that is down: its port refuses connections until [`Receiver::up`].
+    pub async fn down_at_first() -> Receiver {
+        let mut r = Self::start().await;
+        r.down().await;
+        r
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Listens (again, on the same port once it has one).
+    pub async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        let got = self.got.clone();
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let got = got.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let got = got.clone();
+                            async move {
+                                use http_body_util::BodyExt;
+                                let path = req.uri().to_string();
+                                let headers = req.headers().clone();
+                                let body = req.into_body().collect().await?.to_bytes().to_vec();
+                                got.lock().unwrap().push(Received {
+                                    path,
+                                    headers,
+                                    body,
+                                });
+                                Ok::<_, hyper::Error>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    /// Stops listening: connections to its port are refused from the return on.
+    pub async fn down(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            // The listener is closed once the aborted task is dropped.
+            let _ = t.await;
+        }
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_err(),
+            "the receiver's port still accepts"
+        );
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for what was received; returns it.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.received();
+            if pred(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}; received: {:?}",
+                got.iter()
+                    .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

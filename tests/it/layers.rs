@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "appdir",
         "terminal",
         "events",
+        "webhooks",
         "audit",
         "credentials",
         "sessions",

@@ -34,3 +34,4 @@ mod snapshots;
 mod tenancy;
 mod terminal;
 mod userns;
+mod webhooks;
