@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -48,6 +49,11 @@ struct Session {
     bearer: Option<String>,
     expires: Instant,
     key_digest: [u8; 32],
+    /// A password session: HMAC-SHA256 of the operator's credentials under the session's
+    /// key. Checked with the key a request presents, so a session outlives a restart only
+    /// while `APP_USER`/`APP_PASS` are the ones it was signed in with (and the store holds
+    /// nothing an attacker could test guesses of the password against).
+    cred_mac: Option<[u8; 32]>,
 }
 
 struct Ticket {
@@ -64,6 +70,8 @@ pub struct Sessions {
     tickets: Mutex<HashMap<String, Ticket>>,
     /// Where sessions are written through; none in unit tests.
     store: Option<Store>,
+    /// The operator's credentials as password sessions are bound to them (`user\0pass`).
+    credentials: String,
 }
 
 /// Why a cookie did not authenticate.
@@ -140,10 +148,11 @@ fn make_room<V>(map: &mut HashMap<String, V>, max: usize, expires: impl Fn(&V) -
 impl Sessions {
     /// The sessions the store holds that have not expired (expired ones are deleted), written
     /// through from now on.
-    pub async fn load(store: &Store) -> Result<Self, sqlx::Error> {
+    pub async fn load(store: &Store, user: &str, password: &str) -> Result<Self, sqlx::Error> {
         let now = unix_now();
         let sessions = Sessions {
             store: Some(store.clone()),
+            credentials: format!("{user}\0{password}"),
             ..Sessions::default()
         };
         let rows = store.console_sessions(now).await?;
@@ -153,6 +162,14 @@ impl Sessions {
                 let Ok(key_digest) = <[u8; 32]>::try_from(row.key_sha256.as_slice()) else {
                     continue;
                 };
+                let cred_mac = row
+                    .cred_mac
+                    .as_deref()
+                    .and_then(|m| <[u8; 32]>::try_from(m).ok());
+                // A password session without its binding is not taken back.
+                if row.bearer_sha256.is_none() && cred_mac.is_none() {
+                    continue;
+                }
                 let left = Duration::from_secs((row.expires_at - now).max(0) as u64);
                 map.insert(
                     row.token_sha256,
@@ -161,6 +178,7 @@ impl Sessions {
                         bearer: row.bearer_sha256,
                         expires: Instant::now() + left,
                         key_digest,
+                        cred_mac,
                     },
                 );
             }
@@ -202,6 +220,9 @@ impl Sessions {
             bearer_sha256: bearer.map(str::to_owned),
             key_sha256: digest(&signed_in.key).to_vec(),
             expires_at: unix_now() + LIFETIME.as_secs() as i64,
+            cred_mac: bearer
+                .is_none()
+                .then(|| self.credential_mac(&signed_in.key).to_vec()),
         };
         let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
         make_room(&mut map, MAX_SESSIONS, |s| s.expires);
@@ -212,9 +233,20 @@ impl Sessions {
                 bearer: row.bearer_sha256.clone(),
                 expires: Instant::now() + LIFETIME,
                 key_digest: digest(&signed_in.key),
+                cred_mac: bearer
+                    .is_none()
+                    .then(|| self.credential_mac(&signed_in.key)),
             },
         );
         (signed_in, row)
+    }
+
+    /// The operator's credentials under a session's key (see `Session::cred_mac`).
+    fn credential_mac(&self, key: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(self.credentials.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The user of the live session `token`, if the request proves it comes from the
@@ -242,7 +274,15 @@ impl Sessions {
                 };
                 let key_ok = proof
                     .key
-                    .is_some_and(|k| bool::from(digest(k).ct_eq(&session.key_digest)));
+                    .filter(|k| bool::from(digest(k).ct_eq(&session.key_digest)));
+                // Signed in with a password the operator has since changed: no session.
+                let stale = key_ok
+                    .zip(session.cred_mac)
+                    .is_some_and(|(k, m)| !bool::from(self.credential_mac(k).ct_eq(&m)));
+                if stale {
+                    continue;
+                }
+                let key_ok = key_ok.is_some();
                 if key_ok {
                     return Ok(Authenticated {
                         token: token.clone(),
@@ -424,6 +464,38 @@ mod tests {
         let t = s.ticket(&a.token).unwrap();
         s.revoke(&a.token).await;
         assert_eq!(s.authenticate(&a.token, ticket(&t)), Err(Refusal::Unknown));
+    }
+
+    /// Sessions come back from the store after a restart, but a password session only while
+    /// the operator's credentials are the ones it was signed in with.
+    #[tokio::test]
+    async fn a_restart_keeps_sessions_and_a_new_password_ends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let before = Sessions::load(&store, "admin", "old-secret").await.unwrap();
+        let signed = before.create_with("admin", None).await.unwrap();
+        let by_token = before
+            .create_with("token:t1:ci", Some("ab12"))
+            .await
+            .unwrap();
+
+        let same = Sessions::load(&store, "admin", "old-secret").await.unwrap();
+        assert_eq!(
+            same.authenticate(&signed.token, key(&signed.key))
+                .as_deref(),
+            Ok("admin")
+        );
+        let renewed = Sessions::load(&store, "admin", "new-secret").await.unwrap();
+        assert_eq!(
+            renewed.authenticate(&signed.token, key(&signed.key)),
+            Err(Refusal::Unknown)
+        );
+        // A token's session answers to its token (checked by the caller), not the password.
+        let a = renewed
+            .authenticate_any(&[by_token.token.clone()], key(&by_token.key))
+            .unwrap();
+        assert_eq!(a.bearer_sha256.as_deref(), Some("ab12"));
     }
 
     #[test]

@@ -116,7 +116,9 @@ impl AppState {
             StartError::Dir(config.data_dir.join("staging").display().to_string(), e)
         })?;
         let tenancy = Arc::new(crate::tenancy::Tenancy::load(&store).await?);
-        let sessions = Arc::new(crate::sessions::Sessions::load(&store).await?);
+        let sessions = Arc::new(
+            crate::sessions::Sessions::load(&store, &config.app_user, &config.app_pass).await?,
+        );
         let events = Arc::new(crate::events::Feed::new(
             config.events_window,
             config.events_max_bytes,

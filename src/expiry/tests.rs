@@ -187,6 +187,35 @@ async fn at_the_deadline_the_store_decides_on_the_row_as_it_is() {
     assert_eq!(same.desired_state, DesiredState::Created);
     assert_eq!((same.status_reason, same.expires_at), (None, None));
 
+    // Stopped by its idle policy: the deadline makes it `expired` (no wake on use).
+    let slept = insert(&store, DesiredState::Running, life(5, OnExpiry::Stop)).await;
+    store
+        .transition_for::<crate::error::ApiError>(&slept.cuid, StatusReason::Idle, |_| {
+            Ok(Some((DesiredState::Stopped, false)))
+        })
+        .await
+        .unwrap();
+    let seen = store.get(&slept.cuid).await.unwrap().unwrap();
+    let stopped = crate::store::containers::Observation {
+        status: Status::Stopped,
+        exit_code: None,
+        oom_killed: false,
+        observed_generation: seen.generation,
+        last_error: None,
+        restart_done: seen.restart_requested,
+        health: None,
+        health_log: None,
+    };
+    store
+        .record_observation(&slept.cuid, &stopped)
+        .await
+        .unwrap();
+    let Expiry::Settled(expired) = store.expire(&slept.cuid, later).await.unwrap() else {
+        panic!("settled")
+    };
+    assert_eq!(expired.desired_state, DesiredState::Stopped);
+    assert_eq!(expired.status_reason, Some(StatusReason::Expired));
+
     // A client's DELETE clears the reason; a gone row is nothing to do.
     assert!(matches!(
         store

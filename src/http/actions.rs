@@ -101,7 +101,14 @@ pub async fn start(
         Err(_) => None,
     };
     if let Some(container) = found.filter(resume::resumable) {
+        check_healthy_wait(w, &container)?;
+        let began = tokio::time::Instant::now();
         let (container, took) = resume::on_use(&s, container, w.wait).await?;
+        let container = if w.healthy {
+            wait_healthy(&s, &container.cuid, began).await?
+        } else {
+            container
+        };
         let status = if w.wait {
             StatusCode::OK
         } else {

@@ -174,6 +174,7 @@ pub async fn pull(
     Query(wait): Query<Wait>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
+    let wait = wait.no_health()?;
     if let Some(k) = body.keys().find(|k| k.as_str() != "image") {
         return Err(ApiError::field(
             ApiCode::UnknownField,

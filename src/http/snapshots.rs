@@ -390,6 +390,7 @@ pub async fn restore(
     Query(wait): Query<Wait>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
+    let wait = wait.no_health()?;
     let c = live_container(&state, &cuid).await?;
     unknown_fields(&body, &["snapshot"])?;
     let snap = snapshot_of(
@@ -474,6 +475,7 @@ pub async fn fork(
     Query(wait): Query<Wait>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
+    let wait = wait.no_health()?;
     let source = live_container(&state, &cuid).await?;
     unknown_fields(&body, &["spec", "snapshot", "start"])?;
     let overrides = match body.get("spec") {
@@ -515,10 +517,32 @@ pub async fn fork(
     // overrides give it one.
     let mut base = source.spec.clone();
     base.name = None;
-    // The source's time limit, counted from now, unless the overrides set another.
-    let lifetime = crate::spec::patched_lifetime(&overrides, source.lifetime.as_ref(), &limits)?
-        .unwrap_or(source.lifetime);
+    // A host port belongs to one container: the fork publishes none unless the overrides
+    // give it its own (`spec.ports`, as `PATCH …/ports` takes them).
+    let mut overrides = overrides;
+    base.ports = match overrides.remove("ports") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => {
+            crate::spec::parse_ports_body(Map::from_iter([("ports".to_owned(), v)]), &limits)?
+        }
+    };
+    // The source's time limit (else the default a create gets), counted from now and within
+    // `MAX_TTL`, unless the overrides set another.
+    let lifetime =
+        match crate::spec::patched_lifetime(&overrides, source.lifetime.as_ref(), &limits)? {
+            Some(set) => set,
+            None => source
+                .lifetime
+                .or(limits.default_lifetime)
+                .map(|l| match limits.max_ttl {
+                    Some(max) if l.ttl > max => crate::spec::Lifetime { ttl: max, ..l },
+                    _ => l,
+                }),
+        };
+    // The same image as the source runs: a digest an update pinned, not the tag's local copy.
+    let pin = source.image.pin.clone();
     let spec = crate::spec::apply_patch(&base, overrides, &limits)?;
+    let pin = pin.filter(|_| spec.image == source.spec.image);
     check_runtime(&state, spec.isolation).await?;
     let tenant = source.tenant.clone();
     let task_state = state.clone();
@@ -601,12 +625,19 @@ pub async fn fork(
             }
         }
         let since = crate::store::now();
+        // With a pin to copy, stored as created and started once the pin is written, so no
+        // pass can make it from the tag first.
+        let first = if pin.is_some() {
+            DesiredState::Created
+        } else {
+            desired
+        };
         let inserted = state
             .store
             .insert_owned(
                 &cuid,
                 &spec,
-                desired,
+                first,
                 tenant.as_deref(),
                 lifetime.as_ref(),
                 None,
@@ -629,6 +660,20 @@ pub async fn fork(
             Err(e) => {
                 discard();
                 return Err(e.into());
+            }
+        };
+        let container = match &pin {
+            None => container,
+            Some(pin) => {
+                let digest = source.image.digest.as_deref();
+                state.store.copy_pin(&cuid, pin, digest).await?;
+                let (c, _) = state
+                    .store
+                    .transition::<ApiError>(&cuid, |_| {
+                        Ok((desired != DesiredState::Created).then_some((desired, false)))
+                    })
+                    .await?;
+                c
             }
         };
         tracing::info!(source = %source.cuid, %cuid, files = copied.files, bytes = copied.bytes, "forked");

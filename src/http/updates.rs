@@ -22,6 +22,7 @@ pub async fn update(
     Path(cuid): Path<String>,
     Query(wait): Query<Wait>,
 ) -> ApiResult<Response> {
+    let wait = wait.no_health()?;
     let cuid = path_cuid(&cuid)?;
     let since = crate::store::now();
     let c = state.store.get_or_404(cuid).await?;

@@ -371,6 +371,16 @@ impl Store {
                 Ok(Expiry::Stopped(container))
             }
             ExpiryPlan::Settled | ExpiryPlan::NotDue(_) => {
+                // Stopped by its idle policy, it would wake on use and run on without a
+                // deadline: now it is stopped because its time ran out (no resume on use,
+                // and the `expired` event fires).
+                if row.current.status_reason == Some(StatusReason::Idle) {
+                    sqlx::query("UPDATE containers SET status_reason = ? WHERE cuid = ?")
+                        .bind(StatusReason::Expired)
+                        .bind(cuid)
+                        .execute(&mut *row.tx)
+                        .await?;
+                }
                 let container = row.commit().await?;
                 self.touched();
                 Ok(Expiry::Settled(container))

@@ -13,19 +13,22 @@ pub struct SessionRow {
     pub key_sha256: Vec<u8>,
     /// Unix seconds.
     pub expires_at: i64,
+    /// A password session: HMAC-SHA256 of the operator's credentials under its key.
+    pub cred_mac: Option<Vec<u8>>,
 }
 
 impl Store {
     pub async fn insert_console_session(&self, row: &SessionRow) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO console_sessions (token_sha256, user, bearer_sha256, key_sha256, expires_at)
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO console_sessions (token_sha256, user, bearer_sha256, key_sha256, expires_at, cred_mac)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&row.token_sha256)
         .bind(&row.user)
         .bind(&row.bearer_sha256)
         .bind(&row.key_sha256)
         .bind(row.expires_at)
+        .bind(&row.cred_mac)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -46,7 +49,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         sqlx::query_as(
-            "SELECT token_sha256, user, bearer_sha256, key_sha256, expires_at FROM console_sessions",
+            "SELECT token_sha256, user, bearer_sha256, key_sha256, expires_at, cred_mac FROM console_sessions",
         )
         .fetch_all(&self.pool)
         .await

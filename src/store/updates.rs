@@ -104,6 +104,24 @@ impl Store {
         Ok(out)
     }
 
+    /// A fork made from a container that runs a pinned digest runs the same: its pin and
+    /// the digest it runs, written before it is first started.
+    pub async fn copy_pin(
+        &self,
+        cuid: &str,
+        pin: &str,
+        digest: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE containers SET image_pin = ?, image_digest = ? WHERE cuid = ?")
+            .bind(pin)
+            .bind(digest)
+            .bind(cuid)
+            .execute(&self.pool)
+            .await?;
+        self.touched();
+        Ok(())
+    }
+
     /// What the checker saw for one container: the digest it runs and a newer one of its
     /// tag. Writes (and signals a change) only when something differs.
     pub async fn record_image_seen(

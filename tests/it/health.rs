@@ -232,9 +232,14 @@ async fn wait_healthy_needs_a_check_and_times_out_with_the_probe_output() {
     r.assert_error(422, "state_error", "NO_HEALTH_CHECK");
     let r = s.get(&format!("/containers/{plain}")).await;
     assert_eq!(r.json["desired_state"], "created", "{}", r.text);
-    s.post(&format!("/containers/{plain}/stop?wait=healthy"))
+    for route in ["stop", "update", "fork", "restore"] {
+        s.post_json(
+            &format!("/containers/{plain}/{route}?wait=healthy"),
+            &json!({}),
+        )
         .await
         .assert_error(400, "validation_error", "INVALID_QUERY");
+    }
     s.post(&format!("/containers/{plain}/start?wait=sick"))
         .await
         .assert_error(400, "validation_error", "INVALID_QUERY");

@@ -96,16 +96,37 @@ async fn a_name_is_unique_among_live_containers_and_can_change() {
     assert_eq!(s.count_containers().await, 1);
 }
 
-/// A fork is a new container: it has no name unless its overrides give it one.
+/// A fork is a new container: it has no name and no host ports (both belong to one
+/// container) unless its overrides give it its own.
 #[tokio::test]
-async fn a_fork_takes_a_name_only_when_given_one() {
+async fn a_fork_takes_a_name_and_host_ports_only_when_given_them() {
     let s = Server::start().await;
-    let source = s.create(&json!({"image": BUSYBOX, "name": "origin"})).await;
+    let port = crate::common::free_port();
+    let source = s
+        .create(&json!({"image": BUSYBOX, "name": "origin",
+                        "ports": [{"host": port, "container": 80}]}))
+        .await;
     let r = s
         .post_json(&format!("/containers/{source}/fork"), &json!({}))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.json["name"], Value::Null);
+    assert_eq!(r.json["ports"], json!([]), "{}", r.text);
+    let other = crate::common::free_port();
+    let r = s
+        .post_json(
+            &format!("/containers/{source}/fork"),
+            &json!({"spec": {"ports": [{"host": other, "container": 80}]}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["ports"][0]["host"], other, "{}", r.text);
+    s.post_json(
+        &format!("/containers/{source}/fork"),
+        &json!({"spec": {"ports": [{"host": port, "container": 80}]}}),
+    )
+    .await
+    .assert_error(409, "conflict", "PORT_CONFLICT");
     let r = s
         .post_json(
             &format!("/containers/{source}/fork"),
@@ -119,7 +140,7 @@ async fn a_fork_takes_a_name_only_when_given_one() {
     )
     .await
     .assert_error(409, "conflict", "NAME_TAKEN");
-    assert_eq!(s.count_containers().await, 3, "a refused fork left a row");
+    assert_eq!(s.count_containers().await, 4, "a refused fork left a row");
 }
 
 #[tokio::test]
