@@ -493,7 +493,7 @@ mod tests {
         );
         // A token's session answers to its token (checked by the caller), not the password.
         let a = renewed
-            .authenticate_any(&[by_token.token.clone()], key(&by_token.key))
+            .authenticate_any(std::slice::from_ref(&by_token.token), key(&by_token.key))
             .unwrap();
         assert_eq!(a.bearer_sha256.as_deref(), Some("ab12"));
     }
