@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bollard::errors::Error as DockerError;
 use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
-    InspectContainerOptions, InspectNetworkOptions, RemoveContainerOptions,
+    InspectContainerOptions, InspectNetworkOptions, ListNetworksOptions, RemoveContainerOptions,
     RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use chrono::{DateTime, Utc};
@@ -381,6 +381,49 @@ fn unavailable(e: &DockerError) -> StepError {
     StepError::new(ErrorCode::DockerUnavailable, e.to_string())
 }
 
+/// Of the networks named `name` (this server's), keeps one: the one containers are on, else
+/// the oldest; the others, empty, are removed. Returns the id kept.
+async fn one_network(docker: &bollard::Docker, name: &str) -> Result<String, StepError> {
+    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+    let listed = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    // The name filter matches parts of names: only the exact name counts.
+    let mut found = Vec::new();
+    for n in listed
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+    {
+        let Some(id) = n.id else { continue };
+        let inspected = docker
+            .inspect_network(&id, None::<InspectNetworkOptions>)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let used = inspected.containers.is_some_and(|c| !c.is_empty());
+        found.push((!used, n.created.map(|c| c.to_string()), id));
+    }
+    // Used first, then the oldest.
+    found.sort();
+    let Some((_, _, kept)) = found.first().cloned() else {
+        return Err(StepError::new(
+            ErrorCode::DockerUnavailable,
+            format!("the network {name} vanished while it was being made unique"),
+        ));
+    };
+    for (unused, _, id) in found.iter().skip(1) {
+        if *unused {
+            if let Err(e) = docker.remove_network(id).await {
+                tracing::warn!(network = %id, error = %e, "cannot remove a duplicate network");
+            }
+        }
+    }
+    tracing::warn!(network = %name, kept = %kept, copies = found.len(), "a duplicate network was removed");
+    Ok(kept)
+}
+
 /// Where a container is on the server's network (`networks` of its inspect or list), while
 /// it has an address there. The bridge is Docker's name for a network made without one of
 /// its own: `br-` and the first 12 characters of its id.
@@ -516,6 +559,16 @@ impl Backend for DockerBackend {
                 Err(DockerError::DockerResponseServerError {
                     status_code: 404, ..
                 }) => {}
+                // Two networks of the name: a create of a server killed mid-request landed
+                // beside the next one's (the daemon's name check is not atomic). Left so,
+                // every start would fail on the ambiguous name: one is kept.
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 400,
+                    message,
+                }) if message.contains("ambiguous") => {
+                    let kept = one_network(&docker, &name).await?;
+                    return self.ensure_frame(Some(&kept)).await;
+                }
                 Err(e) => return Err(unavailable(&e)),
             }
             let mut labels =

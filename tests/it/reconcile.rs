@@ -587,6 +587,42 @@ async fn sigkill_during_a_start_converges_after_restart() {
     );
 }
 
+/// Two networks of the server's name (a create of a server killed mid-request lands beside
+/// the next server's: the daemon's name check is not atomic) make the name ambiguous: the
+/// server keeps one and starts the container on it, instead of failing every start.
+#[tokio::test]
+async fn a_duplicated_network_is_made_unique_again() {
+    let s = Server::start().await;
+    let name = format!("cm-{}", s.instance_id);
+    let label = format!("com.container-manager.instance={}", s.instance_id);
+    // Racing creates: the daemon lets several through.
+    let made: Vec<_> = (0..6)
+        .map(|_| {
+            std::process::Command::new("docker")
+                .args(["network", "create", "--label", &label, &name])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in made {
+        child.wait().unwrap();
+    }
+    let copies = || {
+        docker(&["network", "ls", "--filter", &format!("name=^{name}$"), "-q"])
+            .lines()
+            .count()
+    };
+    assert!(
+        copies() >= 2,
+        "the daemon made no duplicate: nothing to test"
+    );
+    let cuid = start(&s, json!({})).await;
+    assert_eq!(state(&cuid), "running");
+    assert_eq!(copies(), 1);
+}
+
 #[tokio::test]
 async fn orphans_are_removed_but_other_instances_are_untouched() {
     let a = Server::start_with(Options {
