@@ -21,14 +21,22 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-/** The API's error body as one line of text. */
+/** The API's error body in plain words: its message (the code stays in `ApiError.code`, for
+ *  the page's logic and a `data-code` attribute, never in front of the text). */
 function errorText(body, status) {
-  if (body && typeof body === "object" && body.code) {
-    let t = `${body.status || status} ${body.error}: ${body.code} — ${body.message}`;
-    if (body.details) t += `\n${JSON.stringify(body.details)}`;
-    return t;
+  if (body && typeof body === "object" && body.message) return body.message;
+  if (status === 502 || status === 503 || status === 504 || status === 0) {
+    return "The server cannot be reached; try again in a moment.";
   }
-  return `HTTP ${status}${body ? ": " + (typeof body === "string" ? body : JSON.stringify(body)) : ""}`;
+  return status ? `The server answered HTTP ${status}.` : "Something went wrong.";
+}
+
+/** Shows an error in an error element: its plain text, its API code as `data-code`. */
+function showError(target, e) {
+  const t = typeof target === "string" ? $(target) : target;
+  t.textContent = e ? (e.message || String(e)) : "";
+  if (e && e.body && e.body.code) t.dataset.code = e.body.code;
+  else delete t.dataset.code;
 }
 
 class ApiError extends Error {
@@ -36,6 +44,7 @@ class ApiError extends Error {
     super(errorText(body, status));
     this.status = status;
     this.body = body;
+    this.code = body && typeof body === "object" ? body.code : undefined;
     this.headers = headers;
   }
 }
@@ -361,7 +370,20 @@ function openLive() {
 function closeLive() {
   if (live) live.abort.abort();
   live = null;
-  $("live").classList.remove("on");
+  setLive(false, false);
+}
+
+/** The live indicator (with words, not only a colour) and the connection-lost banner. */
+function setLive(on, lost) {
+  $("live").classList.toggle("on", on);
+  $("live-text").textContent = on ? "live" : "offline";
+  $("conn-banner").hidden = !lost;
+}
+
+/** Waits before the next try to reconnect: 1 s, doubling to 30 s, with some jitter. */
+function backOff(attempt) {
+  const ms = Math.min(30000, 1000 * 2 ** Math.min(attempt, 5));
+  return new Promise((resolve) => setTimeout(resolve, ms * (0.8 + 0.4 * Math.random())));
 }
 
 function dispatchLive(l, ev) {
@@ -376,6 +398,7 @@ function dispatchLive(l, ev) {
 }
 
 async function watchLive(l) {
+  let failures = 0;
   while (live === l) {
     try {
       const headers = authHeaders(l.lastId ? { "last-event-id": l.lastId } : {});
@@ -385,7 +408,10 @@ async function watchLive(l) {
         return;
       }
       if (r.ok) {
-        $("live").classList.add("on");
+        setLive(true, false);
+        // A stream that was down missed events: everyone reloads what they show.
+        if (failures > 0) for (const f of liveListeners) f(null);
+        failures = 0;
         let ev = { event: "message", data: [], id: null };
         await readLines(r, (line) => {
           if (line === "") {
@@ -407,8 +433,10 @@ async function watchLive(l) {
       if (e.name === "AbortError") return;
     }
     if (live !== l) return;
-    $("live").classList.remove("on");
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    // The stream ended or could not be opened (the server is down or restarting).
+    setLive(false, true);
+    await backOff(failures);
+    failures += 1;
   }
 }
 
@@ -506,7 +534,7 @@ function listRow(c) {
     el("td", { class: "status status-" + c.status, "data-status": c.status },
        statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : ""),
        healthBadge(c)),
-    el("td", { class: "error", text: c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "" }),
+    el("td", { class: "error", text: c.last_error ? c.last_error.message : "", title: c.last_error ? c.last_error.code : "" }),
   );
 }
 
@@ -532,8 +560,29 @@ liveListeners.add((data) => {
 const form = { cuid: null, etag: null };
 
 function fieldErrorsClear() {
-  for (const e of document.querySelectorAll("#spec-form .field-error")) e.textContent = "";
-  $("form-error").textContent = "";
+  for (const e of document.querySelectorAll("#spec-form .field-error")) showError(e, null);
+  for (const e of document.querySelectorAll("#spec-form [aria-invalid]")) e.removeAttribute("aria-invalid");
+  showError("form-error", null);
+  $("form-status").textContent = "";
+}
+
+/** The input a field error is about ("tags[0]" → #f-tags; "resources.cpus" → #f-cpus). */
+const FIELD_INPUT = { network: "allow", resources: "cpus", health: "health-kind", idle: "idle-after", lifetime: "ttl" };
+
+/** Puts `e` (an ApiError or a client-side error) next to its field: the text below it,
+ *  `aria-invalid` and `aria-describedby` on the input, focus on the first one marked. */
+function markField(root, e) {
+  const slotName = ["cpus", "memory", "pids", "disk", "tmp"].includes(root) ? "resources" : root;
+  const slot = $("e-" + slotName);
+  if (!slot) return false;
+  showError(slot, e);
+  const input = $("f-" + root) || $("f-" + (FIELD_INPUT[root] || root));
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", slot.id);
+    if (!document.querySelector("#spec-form [aria-invalid=true]:focus")) input.focus();
+  }
+  return true;
 }
 
 function fillForm(c) {
@@ -703,16 +752,10 @@ function readHealth() {
 /** Puts an API validation error next to its field (details.field like "tags[0]"). */
 function showFieldError(e) {
   const field = e.body && e.body.details && e.body.details.field;
-  const root = field ? String(field).split(/[.[]/)[0] : null;
-  const slot = root && $("e-" + (["cpus", "memory", "pids"].includes(root) ? "resources" : root));
-  const text = e.body && e.body.message ? `${e.body.code}: ${e.body.message}` : e.message;
-  if (slot) {
-    slot.textContent = text;
-    const input = $("f-" + root);
-    if (input) input.focus();
-  } else {
-    $("form-error").textContent = e.message;
-  }
+  const parts = field ? String(field).split(/[.[]/) : [];
+  // "resources.cpus" is about the CPUs input, "network.allow[0]" about the allow list.
+  const root = parts[0] === "resources" && parts[1] ? parts[1] : parts[0];
+  if (!root || !markField(root, e)) showError("form-error", e);
 }
 
 $("spec-form").addEventListener("submit", async (ev) => {
@@ -722,7 +765,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
   try {
     spec = readForm();
   } catch (e) {
-    ($("e-" + (e.field || "command"))).textContent = e.message;
+    markField(e.field || "command", e);
     return;
   }
   const button = $("form-submit");
@@ -739,19 +782,22 @@ $("spec-form").addEventListener("submit", async (ev) => {
       if (!spec.health) delete spec.health;
       if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
-      $("form-error").textContent = spec.start ? "Creating and starting…" : "";
+      // Progress is a status, not an error: its own element, in the normal colour.
+      $("form-status").textContent = spec.start ? "Creating and starting…" : "Creating…";
       const r = await api("POST", "/containers", { json: spec });
       location.hash = "#/c/" + encodeURIComponent(r.data.cuid);
     } else {
       await saveEdit(spec);
     }
   } catch (e) {
+    $("form-status").textContent = "";
     if (e.status === 412) {
       await showConflict();
     } else {
       showFieldError(e);
     }
   } finally {
+    $("form-status").textContent = "";
     button.disabled = false;
   }
 });
@@ -824,10 +870,12 @@ async function openDetail(cuid, tab) {
   if (detail.cuid !== cuid) {
     closeDetail();
     detail.cuid = cuid;
-    $("action-error").textContent = "";
+    detail.container = null;
+    showError("action-error", null);
     $("action-status").textContent = "";
     files.path = "";
   }
+  $("detail-gone").hidden = true;
   showPage("detail");
   $("detail-title").textContent = cuid;
   $("edit-link").href = "#/c/" + encodeURIComponent(cuid) + "/edit";
@@ -835,10 +883,55 @@ async function openDetail(cuid, tab) {
     const r = await api("GET", "/containers/" + encodeURIComponent(cuid));
     renderDetail(r.data);
   } catch (e) {
-    $("action-error").textContent = e.message;
+    if (e.status === 404) showGone(cuid);
+    else showError("action-error", e);
     return;
   }
   selectTab(tab);
+}
+
+/** A container that is not (or no longer) there: the page says so, every control off. */
+function showGone(cuid) {
+  detail.container = null;
+  detail.gone = true;
+  termClose();
+  if (detail.logsAbort) detail.logsAbort.abort();
+  $("detail-gone").hidden = false;
+  $("detail-gone").textContent = `This container (${cuid}) has been deleted, or never existed.`;
+  for (const p of document.querySelectorAll("#page-detail [role=tabpanel]")) p.hidden = true;
+  $("observed").replaceChildren();
+  $("desired").replaceChildren();
+  applyActionStates();
+}
+
+/**
+ * The actions the API accepts in the container's state (docs/API.md §4): `pause` only a
+ * running one, `unpause` only a paused one, `start` anything but a paused one (and nothing
+ * to do for a running one), `stop` one that runs or should; nothing while it is being
+ * deleted or once it is gone.
+ */
+function actionAllowed(action, c) {
+  if (!c || c.status === "deleting") return false;
+  const st = c.status;
+  switch (action) {
+    case "start": return st !== "paused" && !(st === "running" && c.desired_state === "running");
+    case "stop": return !["stopped", "created", "exited"].includes(st) || c.desired_state !== "stopped";
+    case "pause": return st === "running";
+    case "unpause": return st === "paused";
+    default: return true; // restart, update, delete
+  }
+}
+
+function applyActionStates(busy) {
+  const c = detail.gone ? null : detail.container;
+  for (const b of document.querySelectorAll("[data-action]")) {
+    b.disabled = !!busy || !actionAllowed(b.dataset.action, c);
+  }
+  const gone = !c;
+  $("edit-link").toggleAttribute("aria-disabled", gone);
+  $("edit-link").tabIndex = gone ? -1 : 0;
+  $("extend-submit").disabled = gone;
+  for (const t of document.querySelectorAll("#page-detail [role=tab]")) t.disabled = gone;
 }
 
 function dl(target, pairs) {
@@ -884,6 +977,7 @@ function statusText(c) {
 
 function renderDetail(c) {
   detail.container = c;
+  detail.gone = false;
   $("detail-title").textContent = displayName(c);
   document.title = `${displayName(c)} · Container manager`;
   dl($("desired"), [
@@ -910,7 +1004,7 @@ function renderDetail(c) {
     ["observed generation", String(c.observed_generation)],
     ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
     ["health", c.health ? c.health + (c.health_log ? ` — ${c.health_log}` : "") : "none"],
-    ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],
+    ["last error", c.last_error ? `${c.last_error.message} (${c.last_error.code})` : "none"],
     ["updated", c.updated_at],
     ["disk", diskText(c)],
     ["image digest", c.image_digest || "unknown"],
@@ -919,6 +1013,7 @@ function renderDetail(c) {
   ]);
   $("observed").dataset.status = c.status;
   $("detail-health").replaceChildren(...[healthBadge(c)].filter(Boolean));
+  applyActionStates(detail.busy);
 }
 
 /** The deadline of the container shown: local time and time left (ticks every second). */
@@ -954,7 +1049,7 @@ $("lifetime").addEventListener("submit", async (ev) => {
     renderDetail(r.data);
     $("extend-ttl").value = "";
   } catch (e) {
-    $("action-error").textContent = e.body && e.body.code ? `${e.body.code}: ${e.body.message}` : e.message;
+    showError("action-error", e);
   } finally {
     $("extend-submit").disabled = false;
   }
@@ -966,8 +1061,7 @@ liveListeners.add((data) => {
     api("GET", "/containers/" + encodeURIComponent(detail.cuid)).then((r) => renderDetail(r.data), () => {});
   } else if (data.cuid === detail.cuid) {
     if (data.deleted) {
-      flash(`${detail.cuid} was deleted.`);
-      location.hash = "#/";
+      showGone(detail.cuid);
     } else {
       renderDetail(data.container);
     }
@@ -982,24 +1076,27 @@ async function runAction(action, button) {
   const cuid = detail.cuid;
   const shown = detail.container ? displayName(detail.container) : cuid;
   if (action === "delete" && !confirm(`Delete ${shown} and all its files?`)) return;
-  $("action-error").textContent = "";
+  showError("action-error", null);
   $("action-status").textContent = `${action}: waiting for the container to converge…`;
-  for (const b of document.querySelectorAll("[data-action]")) b.disabled = true;
+  detail.busy = true;
+  applyActionStates(true);
   try {
     const path = "/containers/" + encodeURIComponent(cuid) + (action === "delete" ? "" : "/" + action);
     const r = await api(action === "delete" ? "DELETE" : "POST", path);
     $("action-status").textContent = `${action}: done`;
     if (action === "delete") {
-      flash(`${shown} deleted.`);
+      nextFlash = `${shown} deleted.`; // route() shows it on the list
       location.hash = "#/";
     } else {
       renderDetail(r.data);
     }
   } catch (e) {
     $("action-status").textContent = `${action}: failed`;
-    $("action-error").textContent = e.message;
+    if (e.status === 404) showGone(cuid);
+    else showError("action-error", e);
   } finally {
-    for (const b of document.querySelectorAll("[data-action]")) b.disabled = false;
+    detail.busy = false;
+    applyActionStates(false);
   }
 }
 
