@@ -504,6 +504,19 @@ function renderList(containers) {
 }
 
 /** The observed health as a small badge (none without a health check or when not running). */
+/**
+ * A crash loop, in a warning colour: a non-zero last exit code on a container that is
+ * restarting or has been restarted (`restarts` is `/status`'s `restart_count`, which only
+ * the detail page asks for; the list goes by status and exit code).
+ */
+function crashBadge(c, restarts) {
+  const exit = c.exit_code;
+  if (exit === null || exit === undefined || exit === 0) return null;
+  if (c.status !== "restarting" && !(restarts > 0)) return null;
+  const text = restarts !== undefined ? `crash loop (exit ${exit}, restarts ${restarts})` : `crash loop (exit ${exit})`;
+  return el("span", { class: "crash", "data-crash": "1", text });
+}
+
 function healthBadge(c) {
   if (!c.health) return null;
   return el("span", { class: "health health-" + c.health, "data-health": c.health, text: c.health });
@@ -533,7 +546,7 @@ function listRow(c) {
     el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
     el("td", { class: "status status-" + c.status, "data-status": c.status },
        statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : ""),
-       healthBadge(c)),
+       healthBadge(c), crashBadge(c)),
     el("td", { class: "error", text: c.last_error ? c.last_error.message : "", title: c.last_error ? c.last_error.code : "" }),
   );
 }
@@ -871,6 +884,7 @@ async function openDetail(cuid, tab) {
     closeDetail();
     detail.cuid = cuid;
     detail.container = null;
+    detail.restarts = undefined;
     showError("action-error", null);
     $("action-status").textContent = "";
     files.path = "";
@@ -888,6 +902,32 @@ async function openDetail(cuid, tab) {
     return;
   }
   selectTab(tab);
+}
+
+/** `restart_count` from `GET …/status` (not in the representation): shown beside the status
+ *  and in the crash-loop badge. At most one request in flight; a failure leaves it unknown. */
+async function loadRestarts(c) {
+  if (detail.restartsLoading) return;
+  detail.restartsLoading = true;
+  try {
+    const r = await api("GET", "/containers/" + encodeURIComponent(c.cuid) + "/status");
+    if (detail.cuid !== c.cuid || !detail.container) return;
+    const changed = detail.restarts !== r.data.restart_count;
+    detail.restarts = r.data.restart_count;
+    const cur = detail.container;
+    // /status is Docker's word now: its exit code is as fresh as it gets.
+    const shown = { ...cur, exit_code: r.data.exit_code ?? cur.exit_code, status: cur.status };
+    $("detail-health").replaceChildren(...[healthBadge(cur), crashBadge(shown, detail.restarts)].filter(Boolean));
+    $("observed").dataset.restarts = String(detail.restarts);
+    if (changed) {
+      const dd = $("observed").querySelector("[data-k=restarts]");
+      if (dd) dd.textContent = String(detail.restarts);
+    }
+  } catch (_) {
+    /* unknown; a 401 already showed the sign-in page */
+  } finally {
+    detail.restartsLoading = false;
+  }
 }
 
 /** A container that is not (or no longer) there: the page says so, every control off. */
@@ -936,7 +976,7 @@ function applyActionStates(busy) {
 
 function dl(target, pairs) {
   target.replaceChildren();
-  for (const [k, v] of pairs) target.append(el("dt", { text: k }), el("dd", { text: v }));
+  for (const [k, v] of pairs) target.append(el("dt", { text: k }), el("dd", { text: v, "data-k": k }));
 }
 
 function resourcesText(r) {
@@ -1002,7 +1042,8 @@ function renderDetail(c) {
   dl($("observed"), [
     ["status", statusText(c)],
     ["observed generation", String(c.observed_generation)],
-    ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
+    ["exit code", c.exit_code === null || c.exit_code === undefined ? "none yet" : String(c.exit_code)],
+    ["restarts", detail.restarts === undefined ? "…" : String(detail.restarts)],
     ["health", c.health ? c.health + (c.health_log ? ` — ${c.health_log}` : "") : "none"],
     ["last error", c.last_error ? `${c.last_error.message} (${c.last_error.code})` : "none"],
     ["updated", c.updated_at],
@@ -1012,7 +1053,8 @@ function renderDetail(c) {
     ["last update", c.last_update ? `${c.last_update.result} ${c.last_update.to} at ${c.last_update.at}${c.last_update.reason ? ": " + c.last_update.reason : ""}` : "none"],
   ]);
   $("observed").dataset.status = c.status;
-  $("detail-health").replaceChildren(...[healthBadge(c)].filter(Boolean));
+  $("detail-health").replaceChildren(...[healthBadge(c), crashBadge(c, detail.restarts)].filter(Boolean));
+  loadRestarts(c);
   applyActionStates(detail.busy);
 }
 
@@ -1258,11 +1300,27 @@ function termClose() {
   t.xterm.dispose();
 }
 
+const TERM_FONT = '"DejaVu Sans Mono", "Liberation Mono", "Noto Sans Mono", ui-monospace, Menlo, Consolas, monospace';
+
 async function termOpen() {
   termClose();
   const host = $("term");
   host.replaceChildren();
-  const xterm = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
+  const xterm = new Terminal({
+    convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14,
+    // A font in which `_` is drawn inside the cell (headless Chromium's default monospace
+    // clips it, so `foo_bar` read as `foo bar`); DejaVu comes with Debian's chromium.
+    fontFamily: TERM_FONT,
+  });
+  // No keyboard trap: every key goes to the shell, but Escape then Tab (or Shift+Tab)
+  // leaves the terminal as Tab leaves any other field. Escape itself still reaches the shell.
+  let escaped = false;
+  xterm.attachCustomKeyEventHandler((ev) => {
+    if (ev.type !== "keydown") return true;
+    if (ev.key === "Tab" && escaped) { escaped = false; return false; } // the browser moves focus
+    escaped = ev.key === "Escape";
+    return true;
+  });
   const fit = new FitAddon.FitAddon();
   xterm.loadAddon(fit);
   xterm.open(host);
@@ -1274,6 +1332,7 @@ async function termOpen() {
   window.__term = xterm; // for the browser tests: read what the screen shows
   const status = $("term-status");
   status.textContent = "connecting…";
+  status.dataset.code = "";
   let tk;
   try {
     tk = await ticket();
@@ -1298,12 +1357,16 @@ async function termOpen() {
       status.textContent = `session ended, exit code ${f.code}`;
       xterm.write(`\r\n[exit code ${f.code}]\r\n`);
     } else if (f.type === "error") {
-      const text = errorText(f.error, "");
-      xterm.write(`\r\n[${text}]\r\n`);
+      // In plain words, never the raw frame; a stopped container gets what to do about it.
+      const notRunning = f.error && f.error.code === "CONTAINER_NOT_RUNNING";
+      const text = notRunning ? "Start the container to open a shell." : errorText(f.error, "");
+      status.textContent = text;
+      status.dataset.code = (f.error && f.error.code) || "";
+      xterm.write(`\r\n${text}\r\n`);
     }
   };
   ws.onclose = () => {
-    if (!t.closing && !status.textContent.startsWith("session ended")) status.textContent = "disconnected";
+    if (!t.closing && !status.textContent.startsWith("session ended") && !status.dataset.code) status.textContent = "disconnected";
   };
   // Every key goes to the shell as typed: Ctrl-C is the byte 0x03, which the terminal turns
   // into SIGINT for the foreground program.

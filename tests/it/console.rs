@@ -793,6 +793,34 @@ async fn console_in_a_real_browser() {
     // The prompt is back: a new command runs at once (sleep 100 would hold it 100 s).
     term_line(&b, "echo back-$((1+1))").await;
     until_screen_line(&b, "prompt after Ctrl-C", T, |l| l == "back-2").await;
+    // A font in which underscores show (one the browser has), and no keyboard trap: Escape
+    // then Tab leaves the terminal.
+    let font = b
+        .js_async(
+            "const done = arguments[arguments.length - 1]; const f = window.__term.options.fontFamily;
+             document.fonts.load('14px \"DejaVu Sans Mono\"').then(() => done([f, document.fonts.check('14px \"DejaVu Sans Mono\"')]), (e) => done([f, String(e)]));",
+            json!([]),
+        )
+        .await;
+    assert!(
+        font[0]
+            .as_str()
+            .unwrap()
+            .starts_with("\"DejaVu Sans Mono\""),
+        "{font}"
+    );
+    assert_eq!(font[1], true, "DejaVu Sans Mono is installed: {font}");
+    b.type_into(
+        ".xterm-helper-textarea",
+        &format!("{}{}", keys::ESCAPE, keys::TAB),
+    )
+    .await;
+    b.wait_js(
+        "focus left the terminal",
+        T,
+        "return !document.getElementById('term').contains(document.activeElement);",
+    )
+    .await;
     b.screenshot("terminal").await;
 
     // Running: Pause applies, Start and Unpause do not; paused, only Unpause (and Stop,
@@ -916,6 +944,19 @@ async fn console_in_a_real_browser() {
         "return document.getElementById('observed').dataset.status === 'stopped';",
     )
     .await;
+    // The terminal of a stopped container says what to do, not the raw error frame.
+    b.goto(&format!("{}/ui/#/c/{cuid}/terminal", s.base)).await;
+    b.wait_js(
+        "terminal on a stopped container",
+        T,
+        "return document.getElementById('term-status').textContent === 'Start the container to open a shell.';",
+    )
+    .await;
+    let text = screen(&b).await;
+    assert!(
+        text.contains("Start the container to open a shell") && !text.contains('{'),
+        "{text}"
+    );
     b.click("[data-action=delete]").await;
     b.accept_alert().await;
     b.wait_js(
@@ -939,6 +980,36 @@ async fn console_in_a_real_browser() {
     assert!(gone[0].as_str().unwrap().contains("deleted"), "{gone}");
     assert_eq!(gone[1], true, "{gone}");
     assert_eq!(gone[2], "", "{gone}");
+
+    // A crash loop is visible: a warning badge with the exit code and the restart count.
+    let crash = s
+        .create(
+            &json!({"image": BUSYBOX, "name": "crashy", "restart": "always",
+            "command": ["sh", "-c", "echo boom; exit 3"]}),
+        )
+        .await;
+    let r = s
+        .post(&format!("/containers/{crash}/start?wait=false"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    s.wait_for(&format!("/containers/{crash}/status"), long, |r| {
+        r.json["restart_count"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    b.goto(&format!("{}/ui/#/c/{crash}", s.base)).await;
+    let badge = b
+        .wait_js(
+            "crash-loop badge",
+            long,
+            "const e = document.querySelector('#detail-health [data-crash]'); return e && e.textContent;",
+        )
+        .await;
+    let badge = badge.as_str().unwrap();
+    assert!(
+        badge.starts_with("crash loop (exit 3, restarts ") && !badge.contains("restarts 0"),
+        "{badge}"
+    );
+    b.screenshot("crash-loop").await;
 
     // A narrow window: the page reflows instead of scrolling sideways.
     b.set_window(480, 800).await;
