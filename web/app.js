@@ -1270,6 +1270,10 @@ async function loadLogs() {
     const r = await fetch(`/containers/${encodeURIComponent(detail.cuid)}/logs?${q}`, {
       credentials: "same-origin", signal: abort.signal, headers: authHeaders(),
     });
+    if (r.status === 401) {
+      showSignIn("Your session has ended; sign in again.");
+      return;
+    }
     if (!r.ok) {
       let body = await r.text();
       try { body = JSON.parse(body); } catch (_) { /* text */ }
