@@ -885,6 +885,7 @@ async function openDetail(cuid, tab) {
     detail.cuid = cuid;
     detail.container = null;
     detail.restarts = undefined;
+    detail.lastExit = undefined;
     showError("action-error", null);
     $("action-status").textContent = "";
     files.path = "";
@@ -915,10 +916,17 @@ async function loadRestarts(c) {
     const changed = detail.restarts !== r.data.restart_count;
     detail.restarts = r.data.restart_count;
     const cur = detail.container;
-    // /status is Docker's word now: its exit code is as fresh as it gets.
-    const shown = { ...cur, exit_code: r.data.exit_code ?? cur.exit_code, status: cur.status };
+    // /status is Docker's word now. Its exit code means a real exit only when the process is
+    // not running (a running one reads 0): keep the last real one across restarts.
+    if (!r.data.running && r.data.exit_code !== null && r.data.exit_code !== undefined) detail.lastExit = r.data.exit_code;
+    const lastExit = cur.exit_code ?? detail.lastExit;
+    const shown = { ...cur, exit_code: lastExit };
     $("detail-health").replaceChildren(...[healthBadge(cur), crashBadge(shown, detail.restarts)].filter(Boolean));
     $("observed").dataset.restarts = String(detail.restarts);
+    const exitDd = $("observed").querySelector('[data-k="exit code"]');
+    if (exitDd && (cur.exit_code === null || cur.exit_code === undefined) && lastExit !== null && lastExit !== undefined) {
+      exitDd.textContent = `${lastExit} (last exit)`;
+    }
     if (changed) {
       const dd = $("observed").querySelector("[data-k=restarts]");
       if (dd) dd.textContent = String(detail.restarts);
@@ -1073,6 +1081,12 @@ function renderDeadline() {
   $("lifetime").dataset.expiresAt = c && c.expires_at ? c.expires_at : "";
 }
 setInterval(() => { if (!$("page-detail").hidden && detail.container) renderDeadline(); }, 1000);
+// A crash loop sends no event while it stays `restarting`: its restart count is read again
+// every 5 s meanwhile.
+setInterval(() => {
+  const c = detail.container;
+  if (!$("page-detail").hidden && c && !detail.gone && c.status === "restarting") loadRestarts(c);
+}, 5000);
 
 $("lifetime").addEventListener("submit", async (ev) => {
   ev.preventDefault();

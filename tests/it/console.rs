@@ -1020,6 +1020,42 @@ async fn console_in_a_real_browser() {
     )
     .await;
     b.screenshot("narrow").await;
+
+    // A favicon; then the session ends elsewhere (signed out by its key): the next
+    // background request (the detail page's `/status` read after an event) gets a 401 and
+    // the sign-in page shows by itself.
+    let icon = b
+        .js(
+            "const l = document.querySelector('link[rel=icon]'); return l && l.href.slice(0, 19);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(icon, "data:image/svg+xml,", "{icon}");
+    b.goto(&format!("{}/ui/#/c/{crash}", s.base)).await;
+    b.wait_js(
+        "detail, live",
+        T,
+        "return !document.getElementById('page-detail').hidden && document.getElementById('observed').dataset.restarts && document.getElementById('live-text').textContent === 'live';",
+    )
+    .await;
+    let r = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/session', { method: 'DELETE', headers: { 'x-session-key': localStorage.getItem('cm_key') } }).then((r) => done(r.status), (e) => done(String(e)));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(r, 204, "{r}");
+    let r = s
+        .post(&format!("/containers/{crash}/stop?wait=false"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    b.wait_js(
+        "sign-in page after a background 401",
+        long,
+        "return !document.getElementById('page-signin').hidden && document.getElementById('signin-error').textContent.includes('sign in again');",
+    )
+    .await;
 }
 
 /// The console's terminal authenticates with the session cookie and a ticket (a browser
