@@ -21,14 +21,22 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-/** The API's error body as one line of text. */
+/** The API's error body in plain words: its message (the code stays in `ApiError.code`, for
+ *  the page's logic and a `data-code` attribute, never in front of the text). */
 function errorText(body, status) {
-  if (body && typeof body === "object" && body.code) {
-    let t = `${body.status || status} ${body.error}: ${body.code} — ${body.message}`;
-    if (body.details) t += `\n${JSON.stringify(body.details)}`;
-    return t;
+  if (body && typeof body === "object" && body.message) return body.message;
+  if (status === 502 || status === 503 || status === 504 || status === 0) {
+    return "The server cannot be reached; try again in a moment.";
   }
-  return `HTTP ${status}${body ? ": " + (typeof body === "string" ? body : JSON.stringify(body)) : ""}`;
+  return status ? `The server answered HTTP ${status}.` : "Something went wrong.";
+}
+
+/** Shows an error in an error element: its plain text, its API code as `data-code`. */
+function showError(target, e) {
+  const t = typeof target === "string" ? $(target) : target;
+  t.textContent = e ? (e.message || String(e)) : "";
+  if (e && e.body && e.body.code) t.dataset.code = e.body.code;
+  else delete t.dataset.code;
 }
 
 class ApiError extends Error {
@@ -36,6 +44,7 @@ class ApiError extends Error {
     super(errorText(body, status));
     this.status = status;
     this.body = body;
+    this.code = body && typeof body === "object" ? body.code : undefined;
     this.headers = headers;
   }
 }
@@ -361,7 +370,20 @@ function openLive() {
 function closeLive() {
   if (live) live.abort.abort();
   live = null;
-  $("live").classList.remove("on");
+  setLive(false, false);
+}
+
+/** The live indicator (with words, not only a colour) and the connection-lost banner. */
+function setLive(on, lost) {
+  $("live").classList.toggle("on", on);
+  $("live-text").textContent = on ? "live" : "offline";
+  $("conn-banner").hidden = !lost;
+}
+
+/** Waits before the next try to reconnect: 1 s, doubling to 30 s, with some jitter. */
+function backOff(attempt) {
+  const ms = Math.min(30000, 1000 * 2 ** Math.min(attempt, 5));
+  return new Promise((resolve) => setTimeout(resolve, ms * (0.8 + 0.4 * Math.random())));
 }
 
 function dispatchLive(l, ev) {
@@ -376,6 +398,7 @@ function dispatchLive(l, ev) {
 }
 
 async function watchLive(l) {
+  let failures = 0;
   while (live === l) {
     try {
       const headers = authHeaders(l.lastId ? { "last-event-id": l.lastId } : {});
@@ -385,7 +408,10 @@ async function watchLive(l) {
         return;
       }
       if (r.ok) {
-        $("live").classList.add("on");
+        setLive(true, false);
+        // A stream that was down missed events: everyone reloads what they show.
+        if (failures > 0) for (const f of liveListeners) f(null);
+        failures = 0;
         let ev = { event: "message", data: [], id: null };
         await readLines(r, (line) => {
           if (line === "") {
@@ -407,8 +433,10 @@ async function watchLive(l) {
       if (e.name === "AbortError") return;
     }
     if (live !== l) return;
-    $("live").classList.remove("on");
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    // The stream ended or could not be opened (the server is down or restarting).
+    setLive(false, true);
+    await backOff(failures);
+    failures += 1;
   }
 }
 
@@ -476,6 +504,19 @@ function renderList(containers) {
 }
 
 /** The observed health as a small badge (none without a health check or when not running). */
+/**
+ * A crash loop, in a warning colour: a non-zero last exit code on a container that is
+ * restarting or has been restarted (`restarts` is `/status`'s `restart_count`, which only
+ * the detail page asks for; the list goes by status and exit code).
+ */
+function crashBadge(c, restarts) {
+  const exit = c.exit_code;
+  if (exit === null || exit === undefined || exit === 0) return null;
+  if (c.status !== "restarting" && !(restarts > 0)) return null;
+  const text = restarts !== undefined ? `crash loop (exit ${exit}, restarts ${restarts})` : `crash loop (exit ${exit})`;
+  return el("span", { class: "crash", "data-crash": "1", text });
+}
+
 function healthBadge(c) {
   if (!c.health) return null;
   return el("span", { class: "health health-" + c.health, "data-health": c.health, text: c.health });
@@ -505,8 +546,8 @@ function listRow(c) {
     el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
     el("td", { class: "status status-" + c.status, "data-status": c.status },
        statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : ""),
-       healthBadge(c)),
-    el("td", { class: "error", text: c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "" }),
+       healthBadge(c), crashBadge(c)),
+    el("td", { class: "error", text: c.last_error ? c.last_error.message : "", title: c.last_error ? c.last_error.code : "" }),
   );
 }
 
@@ -532,8 +573,29 @@ liveListeners.add((data) => {
 const form = { cuid: null, etag: null };
 
 function fieldErrorsClear() {
-  for (const e of document.querySelectorAll("#spec-form .field-error")) e.textContent = "";
-  $("form-error").textContent = "";
+  for (const e of document.querySelectorAll("#spec-form .field-error")) showError(e, null);
+  for (const e of document.querySelectorAll("#spec-form [aria-invalid]")) e.removeAttribute("aria-invalid");
+  showError("form-error", null);
+  $("form-status").textContent = "";
+}
+
+/** The input a field error is about ("tags[0]" → #f-tags; "resources.cpus" → #f-cpus). */
+const FIELD_INPUT = { network: "allow", resources: "cpus", health: "health-kind", idle: "idle-after", lifetime: "ttl" };
+
+/** Puts `e` (an ApiError or a client-side error) next to its field: the text below it,
+ *  `aria-invalid` and `aria-describedby` on the input, focus on the first one marked. */
+function markField(root, e) {
+  const slotName = ["cpus", "memory", "pids", "disk", "tmp"].includes(root) ? "resources" : root;
+  const slot = $("e-" + slotName);
+  if (!slot) return false;
+  showError(slot, e);
+  const input = $("f-" + root) || $("f-" + (FIELD_INPUT[root] || root));
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", slot.id);
+    if (!document.querySelector("#spec-form [aria-invalid=true]:focus")) input.focus();
+  }
+  return true;
 }
 
 function fillForm(c) {
@@ -703,16 +765,10 @@ function readHealth() {
 /** Puts an API validation error next to its field (details.field like "tags[0]"). */
 function showFieldError(e) {
   const field = e.body && e.body.details && e.body.details.field;
-  const root = field ? String(field).split(/[.[]/)[0] : null;
-  const slot = root && $("e-" + (["cpus", "memory", "pids"].includes(root) ? "resources" : root));
-  const text = e.body && e.body.message ? `${e.body.code}: ${e.body.message}` : e.message;
-  if (slot) {
-    slot.textContent = text;
-    const input = $("f-" + root);
-    if (input) input.focus();
-  } else {
-    $("form-error").textContent = e.message;
-  }
+  const parts = field ? String(field).split(/[.[]/) : [];
+  // "resources.cpus" is about the CPUs input, "network.allow[0]" about the allow list.
+  const root = parts[0] === "resources" && parts[1] ? parts[1] : parts[0];
+  if (!root || !markField(root, e)) showError("form-error", e);
 }
 
 $("spec-form").addEventListener("submit", async (ev) => {
@@ -722,7 +778,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
   try {
     spec = readForm();
   } catch (e) {
-    ($("e-" + (e.field || "command"))).textContent = e.message;
+    markField(e.field || "command", e);
     return;
   }
   const button = $("form-submit");
@@ -739,19 +795,22 @@ $("spec-form").addEventListener("submit", async (ev) => {
       if (!spec.health) delete spec.health;
       if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
-      $("form-error").textContent = spec.start ? "Creating and starting…" : "";
+      // Progress is a status, not an error: its own element, in the normal colour.
+      $("form-status").textContent = spec.start ? "Creating and starting…" : "Creating…";
       const r = await api("POST", "/containers", { json: spec });
       location.hash = "#/c/" + encodeURIComponent(r.data.cuid);
     } else {
       await saveEdit(spec);
     }
   } catch (e) {
+    $("form-status").textContent = "";
     if (e.status === 412) {
       await showConflict();
     } else {
       showFieldError(e);
     }
   } finally {
+    $("form-status").textContent = "";
     button.disabled = false;
   }
 });
@@ -824,10 +883,14 @@ async function openDetail(cuid, tab) {
   if (detail.cuid !== cuid) {
     closeDetail();
     detail.cuid = cuid;
-    $("action-error").textContent = "";
+    detail.container = null;
+    detail.restarts = undefined;
+    detail.lastExit = undefined;
+    showError("action-error", null);
     $("action-status").textContent = "";
     files.path = "";
   }
+  $("detail-gone").hidden = true;
   showPage("detail");
   $("detail-title").textContent = cuid;
   $("edit-link").href = "#/c/" + encodeURIComponent(cuid) + "/edit";
@@ -835,15 +898,93 @@ async function openDetail(cuid, tab) {
     const r = await api("GET", "/containers/" + encodeURIComponent(cuid));
     renderDetail(r.data);
   } catch (e) {
-    $("action-error").textContent = e.message;
+    if (e.status === 404) showGone(cuid);
+    else showError("action-error", e);
     return;
   }
   selectTab(tab);
 }
 
+/** `restart_count` from `GET …/status` (not in the representation): shown beside the status
+ *  and in the crash-loop badge. At most one request in flight; a failure leaves it unknown. */
+async function loadRestarts(c) {
+  if (detail.restartsLoading) return;
+  detail.restartsLoading = true;
+  try {
+    const r = await api("GET", "/containers/" + encodeURIComponent(c.cuid) + "/status");
+    if (detail.cuid !== c.cuid || !detail.container) return;
+    const changed = detail.restarts !== r.data.restart_count;
+    detail.restarts = r.data.restart_count;
+    const cur = detail.container;
+    // /status is Docker's word now. Its exit code means a real exit only when the process is
+    // not running (a running one reads 0): keep the last real one across restarts.
+    if (!r.data.running && r.data.exit_code !== null && r.data.exit_code !== undefined) detail.lastExit = r.data.exit_code;
+    const lastExit = cur.exit_code ?? detail.lastExit;
+    const shown = { ...cur, exit_code: lastExit };
+    $("detail-health").replaceChildren(...[healthBadge(cur), crashBadge(shown, detail.restarts)].filter(Boolean));
+    $("observed").dataset.restarts = String(detail.restarts);
+    const exitDd = $("observed").querySelector('[data-k="exit code"]');
+    if (exitDd && (cur.exit_code === null || cur.exit_code === undefined) && lastExit !== null && lastExit !== undefined) {
+      exitDd.textContent = `${lastExit} (last exit)`;
+    }
+    if (changed) {
+      const dd = $("observed").querySelector("[data-k=restarts]");
+      if (dd) dd.textContent = String(detail.restarts);
+    }
+  } catch (_) {
+    /* unknown; a 401 already showed the sign-in page */
+  } finally {
+    detail.restartsLoading = false;
+  }
+}
+
+/** A container that is not (or no longer) there: the page says so, every control off. */
+function showGone(cuid) {
+  detail.container = null;
+  detail.gone = true;
+  termClose();
+  if (detail.logsAbort) detail.logsAbort.abort();
+  $("detail-gone").hidden = false;
+  $("detail-gone").textContent = `This container (${cuid}) has been deleted, or never existed.`;
+  for (const p of document.querySelectorAll("#page-detail [role=tabpanel]")) p.hidden = true;
+  $("observed").replaceChildren();
+  $("desired").replaceChildren();
+  applyActionStates();
+}
+
+/**
+ * The actions the API accepts in the container's state (docs/API.md §4): `pause` only a
+ * running one, `unpause` only a paused one, `start` anything but a paused one (and nothing
+ * to do for a running one), `stop` one that runs or should; nothing while it is being
+ * deleted or once it is gone.
+ */
+function actionAllowed(action, c) {
+  if (!c || c.status === "deleting") return false;
+  const st = c.status;
+  switch (action) {
+    case "start": return st !== "paused" && !(st === "running" && c.desired_state === "running");
+    case "stop": return !["stopped", "created", "exited"].includes(st) || c.desired_state !== "stopped";
+    case "pause": return st === "running";
+    case "unpause": return st === "paused";
+    default: return true; // restart, update, delete
+  }
+}
+
+function applyActionStates(busy) {
+  const c = detail.gone ? null : detail.container;
+  for (const b of document.querySelectorAll("[data-action]")) {
+    b.disabled = !!busy || !actionAllowed(b.dataset.action, c);
+  }
+  const gone = !c;
+  $("edit-link").toggleAttribute("aria-disabled", gone);
+  $("edit-link").tabIndex = gone ? -1 : 0;
+  $("extend-submit").disabled = gone;
+  for (const t of document.querySelectorAll("#page-detail [role=tab]")) t.disabled = gone;
+}
+
 function dl(target, pairs) {
   target.replaceChildren();
-  for (const [k, v] of pairs) target.append(el("dt", { text: k }), el("dd", { text: v }));
+  for (const [k, v] of pairs) target.append(el("dt", { text: k }), el("dd", { text: v, "data-k": k }));
 }
 
 function resourcesText(r) {
@@ -884,6 +1025,7 @@ function statusText(c) {
 
 function renderDetail(c) {
   detail.container = c;
+  detail.gone = false;
   $("detail-title").textContent = displayName(c);
   document.title = `${displayName(c)} · Container manager`;
   dl($("desired"), [
@@ -908,9 +1050,10 @@ function renderDetail(c) {
   dl($("observed"), [
     ["status", statusText(c)],
     ["observed generation", String(c.observed_generation)],
-    ["exit code", c.exit_code === null || c.exit_code === undefined ? "" : String(c.exit_code)],
+    ["exit code", c.exit_code === null || c.exit_code === undefined ? "none yet" : String(c.exit_code)],
+    ["restarts", detail.restarts === undefined ? "…" : String(detail.restarts)],
     ["health", c.health ? c.health + (c.health_log ? ` — ${c.health_log}` : "") : "none"],
-    ["last error", c.last_error ? `${c.last_error.code}: ${c.last_error.message}` : "none"],
+    ["last error", c.last_error ? `${c.last_error.message} (${c.last_error.code})` : "none"],
     ["updated", c.updated_at],
     ["disk", diskText(c)],
     ["image digest", c.image_digest || "unknown"],
@@ -918,7 +1061,9 @@ function renderDetail(c) {
     ["last update", c.last_update ? `${c.last_update.result} ${c.last_update.to} at ${c.last_update.at}${c.last_update.reason ? ": " + c.last_update.reason : ""}` : "none"],
   ]);
   $("observed").dataset.status = c.status;
-  $("detail-health").replaceChildren(...[healthBadge(c)].filter(Boolean));
+  $("detail-health").replaceChildren(...[healthBadge(c), crashBadge(c, detail.restarts)].filter(Boolean));
+  loadRestarts(c);
+  applyActionStates(detail.busy);
 }
 
 /** The deadline of the container shown: local time and time left (ticks every second). */
@@ -936,6 +1081,12 @@ function renderDeadline() {
   $("lifetime").dataset.expiresAt = c && c.expires_at ? c.expires_at : "";
 }
 setInterval(() => { if (!$("page-detail").hidden && detail.container) renderDeadline(); }, 1000);
+// A crash loop sends no event while it stays `restarting`: its restart count is read again
+// every 5 s meanwhile.
+setInterval(() => {
+  const c = detail.container;
+  if (!$("page-detail").hidden && c && !detail.gone && c.status === "restarting") loadRestarts(c);
+}, 5000);
 
 $("lifetime").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -954,7 +1105,7 @@ $("lifetime").addEventListener("submit", async (ev) => {
     renderDetail(r.data);
     $("extend-ttl").value = "";
   } catch (e) {
-    $("action-error").textContent = e.body && e.body.code ? `${e.body.code}: ${e.body.message}` : e.message;
+    showError("action-error", e);
   } finally {
     $("extend-submit").disabled = false;
   }
@@ -966,8 +1117,7 @@ liveListeners.add((data) => {
     api("GET", "/containers/" + encodeURIComponent(detail.cuid)).then((r) => renderDetail(r.data), () => {});
   } else if (data.cuid === detail.cuid) {
     if (data.deleted) {
-      flash(`${detail.cuid} was deleted.`);
-      location.hash = "#/";
+      showGone(detail.cuid);
     } else {
       renderDetail(data.container);
     }
@@ -982,24 +1132,27 @@ async function runAction(action, button) {
   const cuid = detail.cuid;
   const shown = detail.container ? displayName(detail.container) : cuid;
   if (action === "delete" && !confirm(`Delete ${shown} and all its files?`)) return;
-  $("action-error").textContent = "";
+  showError("action-error", null);
   $("action-status").textContent = `${action}: waiting for the container to converge…`;
-  for (const b of document.querySelectorAll("[data-action]")) b.disabled = true;
+  detail.busy = true;
+  applyActionStates(true);
   try {
     const path = "/containers/" + encodeURIComponent(cuid) + (action === "delete" ? "" : "/" + action);
     const r = await api(action === "delete" ? "DELETE" : "POST", path);
     $("action-status").textContent = `${action}: done`;
     if (action === "delete") {
-      flash(`${shown} deleted.`);
+      nextFlash = `${shown} deleted.`; // route() shows it on the list
       location.hash = "#/";
     } else {
       renderDetail(r.data);
     }
   } catch (e) {
     $("action-status").textContent = `${action}: failed`;
-    $("action-error").textContent = e.message;
+    if (e.status === 404) showGone(cuid);
+    else showError("action-error", e);
   } finally {
-    for (const b of document.querySelectorAll("[data-action]")) b.disabled = false;
+    detail.busy = false;
+    applyActionStates(false);
   }
 }
 
@@ -1131,6 +1284,10 @@ async function loadLogs() {
     const r = await fetch(`/containers/${encodeURIComponent(detail.cuid)}/logs?${q}`, {
       credentials: "same-origin", signal: abort.signal, headers: authHeaders(),
     });
+    if (r.status === 401) {
+      showSignIn("Your session has ended; sign in again.");
+      return;
+    }
     if (!r.ok) {
       let body = await r.text();
       try { body = JSON.parse(body); } catch (_) { /* text */ }
@@ -1161,11 +1318,27 @@ function termClose() {
   t.xterm.dispose();
 }
 
+const TERM_FONT = '"DejaVu Sans Mono", "Liberation Mono", "Noto Sans Mono", ui-monospace, Menlo, Consolas, monospace';
+
 async function termOpen() {
   termClose();
   const host = $("term");
   host.replaceChildren();
-  const xterm = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
+  const xterm = new Terminal({
+    convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14,
+    // A font in which `_` is drawn inside the cell (headless Chromium's default monospace
+    // clips it, so `foo_bar` read as `foo bar`); DejaVu comes with Debian's chromium.
+    fontFamily: TERM_FONT,
+  });
+  // No keyboard trap: every key goes to the shell, but Escape then Tab (or Shift+Tab)
+  // leaves the terminal as Tab leaves any other field. Escape itself still reaches the shell.
+  let escaped = false;
+  xterm.attachCustomKeyEventHandler((ev) => {
+    if (ev.type !== "keydown") return true;
+    if (ev.key === "Tab" && escaped) { escaped = false; return false; } // the browser moves focus
+    escaped = ev.key === "Escape";
+    return true;
+  });
   const fit = new FitAddon.FitAddon();
   xterm.loadAddon(fit);
   xterm.open(host);
@@ -1177,6 +1350,7 @@ async function termOpen() {
   window.__term = xterm; // for the browser tests: read what the screen shows
   const status = $("term-status");
   status.textContent = "connecting…";
+  status.dataset.code = "";
   let tk;
   try {
     tk = await ticket();
@@ -1201,12 +1375,16 @@ async function termOpen() {
       status.textContent = `session ended, exit code ${f.code}`;
       xterm.write(`\r\n[exit code ${f.code}]\r\n`);
     } else if (f.type === "error") {
-      const text = errorText(f.error, "");
-      xterm.write(`\r\n[${text}]\r\n`);
+      // In plain words, never the raw frame; a stopped container gets what to do about it.
+      const notRunning = f.error && f.error.code === "CONTAINER_NOT_RUNNING";
+      const text = notRunning ? "Start the container to open a shell." : errorText(f.error, "");
+      status.textContent = text;
+      status.dataset.code = (f.error && f.error.code) || "";
+      xterm.write(`\r\n${text}\r\n`);
     }
   };
   ws.onclose = () => {
-    if (!t.closing && !status.textContent.startsWith("session ended")) status.textContent = "disconnected";
+    if (!t.closing && !status.textContent.startsWith("session ended") && !status.dataset.code) status.textContent = "disconnected";
   };
   // Every key goes to the shell as typed: Ctrl-C is the byte 0x03, which the terminal turns
   // into SIGINT for the foreground program.

@@ -226,7 +226,12 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
     } else {
         // A console whose session ended, or a cookie without the key only the console's
         // origin holds: no Basic challenge, or the browser would put its own password
-        // dialog over the console's sign-in page.
+        // dialog over the console's sign-in page. The same for the key without its cookie
+        // (a sign-out in another tab cleared the cookie): only the console sends the key,
+        // and a challenge there left its requests hanging on the browser's dialog.
+        if cookie_refused.is_none() && crate::sessions::key_from(request.headers()).is_some() {
+            cookie_refused = Some(crate::sessions::Refusal::Unknown);
+        }
         match cookie_refused {
             Some(crate::sessions::Refusal::Unknown) => {
                 return ApiError::new(

@@ -28,6 +28,8 @@ pub struct Browser {
 pub mod keys {
     pub const ENTER: &str = "\u{E007}";
     pub const CONTROL: &str = "\u{E009}";
+    pub const TAB: &str = "\u{E004}";
+    pub const ESCAPE: &str = "\u{E00C}";
     /// Releases held modifier keys.
     pub const NULL: &str = "\u{E000}";
 }

@@ -198,6 +198,17 @@ impl Server {
         self.spawn().await;
     }
 
+    /// Starts again after a `kill9` on the same address, as a restarted service would be:
+    /// a browser left open on the old address must find it again.
+    pub async fn start_again_same_address(&mut self) {
+        assert!(self.child.is_none());
+        let addr = self.addr.to_string();
+        self.env.retain(|(k, _)| k != "LISTEN_ADDR");
+        self.env.push(("LISTEN_ADDR".into(), addr.clone()));
+        self.spawn().await;
+        assert_eq!(self.addr.to_string(), addr);
+    }
+
     pub fn audit_lines(&self) -> Vec<Value> {
         let text =
             std::fs::read_to_string(self.log_dir().join("actions.jsonl")).unwrap_or_default();

@@ -586,7 +586,7 @@ const HOSTILE: &str = "<img src=x onerror=window.__pwned=1>";
 #[tokio::test]
 async fn console_in_a_real_browser() {
     use crate::browser::{keys, Browser};
-    let s = Server::start().await;
+    let mut s = Server::start().await;
     let b = Browser::start().await;
     let long = Duration::from_secs(60);
 
@@ -645,17 +645,30 @@ async fn console_in_a_real_browser() {
     b.type_into("#f-image", BUSYBOX).await;
     b.type_into("#f-command", "sh -c \"echo hi; exec sleep 3600\"")
         .await;
-    // The API's own validation message lands next to its field.
+    // The API's own validation message lands next to its field, in plain words (the code
+    // only as data-code), and the field is marked invalid for assistive technology.
     b.type_into("#f-tags", "console, bad tag!").await;
     b.click("#form-submit").await;
     let e = b
         .wait_js(
             "tag error",
             T,
-            "return document.getElementById('e-tags').textContent;",
+            "const e = document.getElementById('e-tags'); return e.textContent && [e.textContent, e.dataset.code, document.getElementById('f-tags').getAttribute('aria-invalid'), document.getElementById('f-tags').getAttribute('aria-describedby')];",
         )
         .await;
-    assert!(e.as_str().unwrap().contains("INVALID_TAG"), "{e}");
+    let text = e[0].as_str().unwrap();
+    assert!(!text.contains("INVALID_TAG") && !text.contains('{'), "{e}");
+    assert_eq!(e[1], "INVALID_TAG", "{e}");
+    assert_eq!(e[2], "true", "{e}");
+    assert_eq!(e[3], "e-tags", "{e}");
+    // Progress text ("Creating and starting…") has its own element, not the error colour.
+    let colours = b
+        .js(
+            "const c = (id) => getComputedStyle(document.getElementById(id)).color; return [c('form-status'), c('form-error')];",
+            json!([]),
+        )
+        .await;
+    assert_ne!(colours[0], colours[1], "{colours}");
     b.clear("#f-tags").await;
     b.type_into("#f-tags", "console, web").await;
     b.screenshot("create").await;
@@ -676,6 +689,20 @@ async fn console_in_a_real_browser() {
         json!(["sh", "-c", "echo hi; exec sleep 3600"])
     );
     assert_eq!(r.json["tags"], json!(["console", "web"]));
+    // Created, not started: Start applies, Pause and Unpause do not (the API says 422).
+    let enabled = "return Object.fromEntries([...document.querySelectorAll('[data-action]')].map((b) => [b.dataset.action, !b.disabled]));";
+    let states = b
+        .wait_js(
+            "created container's buttons",
+            T,
+            &format!("return document.getElementById('observed').dataset.status === 'created' && (() => {{ {enabled} }})();"),
+        )
+        .await;
+    assert_eq!(
+        [&states["start"], &states["pause"], &states["unpause"]],
+        [true, false, false],
+        "{states}"
+    );
 
     // The list, live: the container is started from elsewhere (the API) and the row turns
     // `running` by itself; a marker on the page proves nothing reloaded it.
@@ -698,6 +725,24 @@ async fn console_in_a_real_browser() {
     )
     .await;
     b.screenshot("list").await;
+
+    // The server goes away: a banner says so (the live indicator in words too); when it is
+    // back the stream reconnects by itself, the banner goes and the same page is still live.
+    s.kill9();
+    b.wait_js(
+        "connection-lost banner",
+        T,
+        "const e = document.getElementById('conn-banner'); return !e.hidden && e.getAttribute('role') === 'status' && e.textContent.includes('reconnecting') && document.getElementById('live-text').textContent === 'offline';",
+    )
+    .await;
+    b.screenshot("connection-lost").await;
+    s.start_again_same_address().await;
+    b.wait_js(
+        "reconnected",
+        long,
+        &format!("return document.getElementById('conn-banner').hidden && document.getElementById('live-text').textContent === 'live' && window.__marker === 'same page' && document.querySelector('tr[data-cuid=\"{cuid}\"]');"),
+    )
+    .await;
 
     // Edit while someone else changes it: If-Match makes that a 412, shown with their values.
     b.goto(&format!("{}/ui/#/c/{cuid}/edit", s.base)).await;
@@ -748,7 +793,69 @@ async fn console_in_a_real_browser() {
     // The prompt is back: a new command runs at once (sleep 100 would hold it 100 s).
     term_line(&b, "echo back-$((1+1))").await;
     until_screen_line(&b, "prompt after Ctrl-C", T, |l| l == "back-2").await;
+    // A font in which underscores show (one the browser has), and no keyboard trap: Escape
+    // then Tab leaves the terminal.
+    let font = b
+        .js_async(
+            "const done = arguments[arguments.length - 1]; const f = window.__term.options.fontFamily;
+             document.fonts.load('14px \"DejaVu Sans Mono\"').then(() => done([f, document.fonts.check('14px \"DejaVu Sans Mono\"')]), (e) => done([f, String(e)]));",
+            json!([]),
+        )
+        .await;
+    assert!(
+        font[0]
+            .as_str()
+            .unwrap()
+            .starts_with("\"DejaVu Sans Mono\""),
+        "{font}"
+    );
+    assert_eq!(font[1], true, "DejaVu Sans Mono is installed: {font}");
+    b.type_into(
+        ".xterm-helper-textarea",
+        &format!("{}{}", keys::ESCAPE, keys::TAB),
+    )
+    .await;
+    b.wait_js(
+        "focus left the terminal",
+        T,
+        "return !document.getElementById('term').contains(document.activeElement);",
+    )
+    .await;
     b.screenshot("terminal").await;
+
+    // Running: Pause applies, Start and Unpause do not; paused, only Unpause (and Stop,
+    // Restart, Delete) does.
+    let states = b.js(enabled, json!([])).await;
+    assert_eq!(
+        [&states["start"], &states["pause"], &states["unpause"]],
+        [false, true, false],
+        "{states}"
+    );
+    b.click("[data-action=pause]").await;
+    let states = b
+        .wait_js(
+            "paused buttons",
+            long,
+            &format!("return document.getElementById('observed').dataset.status === 'paused' && !document.querySelector('[data-action=unpause]').disabled && (() => {{ {enabled} }})();"),
+        )
+        .await;
+    assert_eq!(
+        [
+            &states["start"],
+            &states["pause"],
+            &states["unpause"],
+            &states["stop"]
+        ],
+        [false, false, true, true],
+        "{states}"
+    );
+    b.click("[data-action=unpause]").await;
+    b.wait_js(
+        "running again",
+        long,
+        "return document.getElementById('observed').dataset.status === 'running' && !document.querySelector('[data-action=pause]').disabled;",
+    )
+    .await;
     let before = stty_size(&b, "S1").await;
     b.set_window(760, 560).await;
     let deadline = Instant::now() + T;
@@ -837,6 +944,19 @@ async fn console_in_a_real_browser() {
         "return document.getElementById('observed').dataset.status === 'stopped';",
     )
     .await;
+    // The terminal of a stopped container says what to do, not the raw error frame.
+    b.goto(&format!("{}/ui/#/c/{cuid}/terminal", s.base)).await;
+    b.wait_js(
+        "terminal on a stopped container",
+        T,
+        "return document.getElementById('term-status').textContent === 'Start the container to open a shell.';",
+    )
+    .await;
+    let text = screen(&b).await;
+    assert!(
+        text.contains("Start the container to open a shell") && !text.contains('{'),
+        "{text}"
+    );
     b.click("[data-action=delete]").await;
     b.accept_alert().await;
     b.wait_js(
@@ -848,6 +968,48 @@ async fn console_in_a_real_browser() {
     s.wait_for(&format!("/containers/{cuid}"), long, |r| r.status == 404)
         .await
         .assert_error(404, "not_found", "CONTAINER_NOT_FOUND");
+    // Its page now says it was deleted; every action is off (no raw 404).
+    b.goto(&format!("{}/ui/#/c/{cuid}", s.base)).await;
+    let gone = b
+        .wait_js(
+            "deleted page",
+            T,
+            "const g = document.getElementById('detail-gone'); return !g.hidden && [g.textContent, [...document.querySelectorAll('[data-action]')].every((b) => b.disabled), document.getElementById('action-error').textContent];",
+        )
+        .await;
+    assert!(gone[0].as_str().unwrap().contains("deleted"), "{gone}");
+    assert_eq!(gone[1], true, "{gone}");
+    assert_eq!(gone[2], "", "{gone}");
+
+    // A crash loop is visible: a warning badge with the exit code and the restart count.
+    let crash = s
+        .create(
+            &json!({"image": BUSYBOX, "name": "crashy", "restart": "always",
+            "command": ["sh", "-c", "echo boom; exit 3"]}),
+        )
+        .await;
+    let r = s
+        .post(&format!("/containers/{crash}/start?wait=false"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    s.wait_for(&format!("/containers/{crash}/status"), long, |r| {
+        r.json["restart_count"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    b.goto(&format!("{}/ui/#/c/{crash}", s.base)).await;
+    let badge = b
+        .wait_js(
+            "crash-loop badge",
+            long,
+            "const e = document.querySelector('#detail-health [data-crash]'); return e && e.textContent;",
+        )
+        .await;
+    let badge = badge.as_str().unwrap();
+    assert!(
+        badge.starts_with("crash loop (exit 3, restarts ") && !badge.contains("restarts 0"),
+        "{badge}"
+    );
+    b.screenshot("crash-loop").await;
 
     // A narrow window: the page reflows instead of scrolling sideways.
     b.set_window(480, 800).await;
@@ -858,6 +1020,42 @@ async fn console_in_a_real_browser() {
     )
     .await;
     b.screenshot("narrow").await;
+
+    // A favicon; then the session ends elsewhere (signed out by its key): the next
+    // background request (the detail page's `/status` read after an event) gets a 401 and
+    // the sign-in page shows by itself.
+    let icon = b
+        .js(
+            "const l = document.querySelector('link[rel=icon]'); return l && l.href.slice(0, 19);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(icon, "data:image/svg+xml,", "{icon}");
+    b.goto(&format!("{}/ui/#/c/{crash}", s.base)).await;
+    b.wait_js(
+        "detail, live",
+        T,
+        "return !document.getElementById('page-detail').hidden && document.getElementById('observed').dataset.restarts && document.getElementById('live-text').textContent === 'live';",
+    )
+    .await;
+    let r = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/session', { method: 'DELETE', headers: { 'x-session-key': localStorage.getItem('cm_key') } }).then((r) => done(r.status), (e) => done(String(e)));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(r, 204, "{r}");
+    let r = s
+        .post(&format!("/containers/{crash}/stop?wait=false"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    b.wait_js(
+        "sign-in page after a background 401",
+        long,
+        "return !document.getElementById('page-signin').hidden && document.getElementById('signin-error').textContent.includes('sign in again');",
+    )
+    .await;
 }
 
 /// The console's terminal authenticates with the session cookie and a ticket (a browser

@@ -61,10 +61,10 @@ async fn console_creates_and_shows_a_sandboxed_container() {
         .wait_js(
             "allow error",
             T,
-            "return document.getElementById('e-network').textContent;",
+            "const e = document.getElementById('e-network'); return e.textContent && e.dataset.code;",
         )
         .await;
-    assert!(e.as_str().unwrap().contains("INVALID_ALLOW_CIDR"), "{e}");
+    assert_eq!(e, "INVALID_ALLOW_CIDR");
     b.clear("#f-allow").await;
     b.type_into("#f-allow", "10.1.2.0/24:5432").await;
     // A lifetime: an hour, then deleted.
