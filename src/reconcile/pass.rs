@@ -226,8 +226,10 @@ async fn record(
         Some(started) if started >= desired.desired_at => c.restart_requested,
         _ => c.restart_done,
     };
+    // While Docker's policy restarts it, the exit that made it restart (a crash loop shows
+    // its code, not a blank).
     let exit_code = match status {
-        Status::Exited | Status::Stopped => o.and_then(|o| o.exit_code),
+        Status::Exited | Status::Stopped | Status::Restarting => o.and_then(|o| o.exit_code),
         _ => None,
     };
     // Docker keeps `OOMKilled` of the last exit; it only means something beside that exit.
@@ -306,7 +308,7 @@ mod tests {
 
     use super::*;
     use crate::lifecycle::DockerState;
-    use crate::reconcile::double::{act, insert, observed, row, world};
+    use crate::reconcile::double::{act, insert, observed, row, settled_running, world};
 
     /// Which calls a pass makes from each starting point, and the status it records. Stop,
     /// pause, unpause, restart and the start of a current container are single Engine API
@@ -464,6 +466,19 @@ mod tests {
         let r = row(&w, &c.cuid).await;
         assert_eq!(r.status, Status::Running);
         assert!(r.last_error.is_none());
+    }
+
+    /// A container Docker's policy is restarting shows the exit that made it restart.
+    #[tokio::test]
+    async fn a_restarting_container_shows_its_last_exit_code() {
+        let w = world(None).await;
+        let c = settled_running(&w).await;
+        let mut crashed = observed(DockerState::Restarting, c.generation);
+        crashed.exit_code = Some(3);
+        *w.backend.container.lock().unwrap() = Some(crashed);
+        run(&w.ctx, &c.cuid).await.unwrap();
+        let r = row(&w, &c.cuid).await;
+        assert_eq!((r.status, r.exit_code), (Status::Restarting, Some(3)));
     }
 
     /// A start Docker refuses (not a daemon outage) is retried as a compose `up`; a daemon
