@@ -129,6 +129,15 @@ impl Store {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Whether a conditional write changed a row; signals the change when it did.
+    fn touched_if(&self, done: sqlx::sqlite::SqliteQueryResult) -> bool {
+        let wrote = done.rows_affected() > 0;
+        if wrote {
+            self.touched();
+        }
+        wrote
+    }
+
     /// Health check: a trivial query, bounded in time by the caller.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query_scalar!("SELECT 1")

@@ -44,11 +44,7 @@ impl Store {
         .bind(o.oom_killed)
         .execute(&self.pool)
         .await?;
-        let wrote = result.rows_affected() > 0;
-        if wrote {
-            self.touched();
-        }
-        Ok(wrote)
+        Ok(self.touched_if(result))
     }
 
     /// The reconciler restarted the container for `on_unhealthy: restart`: one more in the

@@ -142,11 +142,7 @@ impl Store {
         .bind(cuid)
         .execute(&self.pool)
         .await?;
-        let wrote = done.rows_affected() > 0;
-        if wrote {
-            self.touched();
-        }
-        Ok(wrote)
+        Ok(self.touched_if(done))
     }
 
     /// The registry's digest of `reference`, as just looked up.
@@ -248,11 +244,7 @@ impl Store {
         .bind(generation)
         .execute(&self.pool)
         .await?;
-        let wrote = done.rows_affected() > 0;
-        if wrote {
-            self.touched();
-        }
-        Ok(wrote)
+        Ok(self.touched_if(done))
     }
 
     /// The judge's verdict "rolled back": the pin goes back to `from` (a new generation,
@@ -278,10 +270,6 @@ impl Store {
         .bind(generation)
         .execute(&self.pool)
         .await?;
-        let wrote = done.rows_affected() > 0;
-        if wrote {
-            self.touched();
-        }
-        Ok(wrote)
+        Ok(self.touched_if(done))
     }
 }

@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 use crate::common::free_port;
 
+/// How long a console page may take to show.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -235,6 +238,36 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Opens the console at `base` and waits for its sign-in page.
+    pub async fn open_sign_in(&self, base: &str) {
+        self.goto(&format!("{base}/ui/")).await;
+        self.wait_js(
+            "sign-in page",
+            PAGE_WAIT,
+            "return !document.getElementById('page-signin').hidden;",
+        )
+        .await;
+    }
+
+    /// Waits for the console's list page.
+    pub async fn wait_list(&self) {
+        self.wait_js(
+            "list page",
+            PAGE_WAIT,
+            "return !document.getElementById('page-list').hidden;",
+        )
+        .await;
+    }
+
+    /// Signs in to the console at `base` as a person would, and waits for the list.
+    pub async fn sign_in(&self, base: &str, user: &str, password: &str) {
+        self.open_sign_in(base).await;
+        self.type_into("#signin-user", user).await;
+        self.type_into("#signin-password", password).await;
+        self.click("#signin-submit").await;
+        self.wait_list().await;
     }
 
     pub async fn accept_alert(&self) {

@@ -1185,22 +1185,7 @@ async fn a_container_app_on_another_port_gets_the_cookie_and_nothing_with_it() {
 
     // Sign in through the console.
     let b = Browser::start().await;
-    b.goto(&format!("{}/ui/", s.base)).await;
-    b.wait_js(
-        "sign-in page",
-        T,
-        "return !document.getElementById('page-signin').hidden;",
-    )
-    .await;
-    b.type_into("#signin-user", USER).await;
-    b.type_into("#signin-password", PASS).await;
-    b.click("#signin-submit").await;
-    b.wait_js(
-        "list page",
-        T,
-        "return !document.getElementById('page-list').hidden;",
-    )
-    .await;
+    b.sign_in(&s.base, USER, PASS).await;
 
     // The operator opens the container's app.
     b.goto(&format!("http://127.0.0.1:{app_port}/")).await;

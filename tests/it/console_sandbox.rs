@@ -16,22 +16,7 @@ const T: Duration = Duration::from_secs(30);
 async fn console_creates_and_shows_a_sandboxed_container() {
     let s = Server::start().await;
     let b = Browser::start().await;
-    b.goto(&format!("{}/ui/", s.base)).await;
-    b.wait_js(
-        "sign-in page",
-        T,
-        "return !document.getElementById('page-signin').hidden;",
-    )
-    .await;
-    b.type_into("#signin-user", USER).await;
-    b.type_into("#signin-password", PASS).await;
-    b.click("#signin-submit").await;
-    b.wait_js(
-        "list page",
-        T,
-        "return !document.getElementById('page-list').hidden;",
-    )
-    .await;
+    b.sign_in(&s.base, USER, PASS).await;
 
     b.goto(&format!("{}/ui/#/new", s.base)).await;
     b.wait_js(

@@ -17,22 +17,7 @@ async fn console_takes_restores_and_forks_a_snapshot() {
     let r = s.upload_zip(&cuid, "", zip_of(&[("a.txt", b"one")])).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let b = Browser::start().await;
-    b.goto(&format!("{}/ui/", s.base)).await;
-    b.wait_js(
-        "sign-in page",
-        T,
-        "return !document.getElementById('page-signin').hidden;",
-    )
-    .await;
-    b.type_into("#signin-user", USER).await;
-    b.type_into("#signin-password", PASS).await;
-    b.click("#signin-submit").await;
-    b.wait_js(
-        "list page",
-        T,
-        "return !document.getElementById('page-list').hidden;",
-    )
-    .await;
+    b.sign_in(&s.base, USER, PASS).await;
     b.goto(&format!("{}/ui/#/c/{cuid}/snapshots", s.base)).await;
     b.wait_js(
         "snapshots tab",

@@ -20,26 +20,6 @@ async fn visible(b: &Browser) -> Vec<String> {
     serde_json::from_value(v).unwrap()
 }
 
-/// Opens the console and waits for its sign-in page.
-async fn open_sign_in(b: &Browser, s: &Server) {
-    b.goto(&format!("{}/ui/", s.base)).await;
-    b.wait_js(
-        "sign-in page",
-        T,
-        "return !document.getElementById('page-signin').hidden;",
-    )
-    .await;
-}
-
-async fn wait_list(b: &Browser) {
-    b.wait_js(
-        "list page",
-        T,
-        "return !document.getElementById('page-list').hidden;",
-    )
-    .await;
-}
-
 fn sleeper_of(tenant: Option<&str>) -> Value {
     json!({"image": BUSYBOX, "command": SLEEPER, "tenant": tenant})
 }
@@ -56,7 +36,7 @@ async fn console_signed_in_with_a_tenants_read_token_sees_and_offers_only_that()
     let b = Browser::start().await;
 
     // The token form, and a wrong token said in plain words.
-    open_sign_in(&b, &s).await;
+    b.open_sign_in(&s.base).await;
     b.click("#signin-mode").await;
     b.wait_js(
         "token field",
@@ -79,7 +59,7 @@ async fn console_signed_in_with_a_tenants_read_token_sees_and_offers_only_that()
     // The right token: the tenant's container only, the tenant named in the header.
     b.type_into("#signin-token", &read.token).await;
     b.click("#signin-submit").await;
-    wait_list(&b).await;
+    b.wait_list().await;
     b.wait_js(
         "the tenant's row",
         T,
@@ -183,11 +163,11 @@ async fn console_operator_manages_tenants_and_tokens_and_sees_a_secret_once() {
         )
         .await;
     let b = Browser::start().await;
-    open_sign_in(&b, &s).await;
+    b.open_sign_in(&s.base).await;
     b.type_into("#signin-user", USER).await;
     b.type_into("#signin-password", PASS).await;
     b.click("#signin-submit").await;
-    wait_list(&b).await;
+    b.wait_list().await;
     let shown = visible(&b).await;
     for there in ["New container", "Tokens", "Tenants"] {
         assert!(
@@ -288,7 +268,7 @@ async fn console_operator_manages_tenants_and_tokens_and_sees_a_secret_once() {
 
     // Away and back: the secret is gone from the page for good.
     b.click("a[href='#/']").await;
-    wait_list(&b).await;
+    b.wait_list().await;
     b.click("a[href='#/tokens']").await;
     b.wait_js(
         "tokens page again",
