@@ -1001,7 +1001,10 @@ async fn console_in_a_real_browser() {
         .wait_js(
             "crash-loop badge",
             long,
-            "const e = document.querySelector('#detail-health [data-crash]'); return e && e.textContent;",
+            // The representation shows the exit at once; the restart count follows from
+            // `/status`.
+            "const e = document.querySelector('#detail-health [data-crash]'); \
+             return e && e.textContent.includes('restarts') && e.textContent;",
         )
         .await;
     let badge = badge.as_str().unwrap();
