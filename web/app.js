@@ -186,6 +186,8 @@ function applyScope() {
   }
   // A tenant's session sees its own containers only: a tenant column would say nothing.
   $("list-table").classList.toggle("no-tenant", !!me.tenant);
+  // Read-only sessions have no bulk actions: no select column either.
+  $("list-table").classList.toggle("no-select", !can("operate"));
   const badge = $("tenant-badge");
   badge.hidden = !me.tenant;
   badge.textContent = me.tenant ? `tenant ${me.tenant}` : "";
@@ -318,7 +320,9 @@ function route() {
   if (!signedIn) return;
   flash(nextFlash);
   nextFlash = "";
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  // `#/path?query`: the query is the list's filters and page (list.js).
+  const [path, query] = splitOnce(location.hash.replace(/^#\/?/, ""), "?");
+  const parts = path.split("/").map(decodeURIComponent);
   if (parts[0] !== "tokens") $("token-secret-value").value = "";
   if ((parts[0] === "new" || parts[2] === "edit") && !can("write")) {
     closeDetail();
@@ -346,8 +350,14 @@ function route() {
   } else {
     closeDetail();
     showPage("list");
-    loadList();
+    openList(new URLSearchParams(query));
   }
+}
+
+/** `[before, after]` the first `sep` (`after` is "" without one). */
+function splitOnce(text, sep) {
+  const i = text.indexOf(sep);
+  return i < 0 ? [text, ""] : [text.slice(0, i), text.slice(i + sep.length)];
 }
 window.addEventListener("hashchange", route);
 
@@ -444,33 +454,15 @@ async function watchLive(l) {
 
 /** Rows per page of the list. */
 const PAGE_SIZE = 25;
-const list = { cursors: [null], page: 0, status: "", tag: "", q: "", reloadTimer: null, next: null };
+// `selected`: cuid -> display name of the ticked rows (of the page shown); `openErrors`: the
+// rows whose long error is expanded (kept across live re-renders).
+const list = { cursors: [null], page: 0, status: "", tag: "", q: "", reloadTimer: null, next: null,
+  selected: new Map(), openErrors: new Set(), busy: false };
 
 /** What people call a container: its name, else its cuid. */
 function displayName(c) {
   return c.name || c.cuid;
 }
-
-$("filter-form").addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  list.status = $("filter-status").value;
-  list.tag = $("filter-tag").value.trim();
-  list.q = $("filter-q").value.trim();
-  list.cursors = [null];
-  list.page = 0;
-  loadList();
-});
-$("page-first").addEventListener("click", () => {
-  list.cursors = [null];
-  list.page = 0;
-  loadList();
-});
-$("page-next").addEventListener("click", () => {
-  if (!list.next) return;
-  list.cursors[list.page + 1] = list.next;
-  list.page += 1;
-  loadList();
-});
 
 async function loadList() {
   const q = new URLSearchParams({ limit: String(PAGE_SIZE), total: "true" });
@@ -486,7 +478,13 @@ async function loadList() {
     list.total = r.data.total;
     renderList(r.data.containers);
   } catch (e) {
-    $("list-error").textContent = e.message;
+    if (e.code === "INVALID_CURSOR" && list.page > 0) {
+      // A page link from another filter or server: start again at the first page.
+      flash("That page link no longer applies; showing the first page.");
+      location.replace(listHash({ ...list, page: 0 }));
+      return;
+    }
+    showError("list-error", e);
   }
 }
 
@@ -494,11 +492,13 @@ function renderList(containers) {
   const body = $("list-body");
   body.replaceChildren();
   for (const c of containers) body.append(listRow(c));
-  $("list-empty").hidden = containers.length > 0;
+  const filtered = list.q || list.tag || list.status;
+  listEmptyStates(containers.length, filtered);
   $("page-next").disabled = !list.next;
   $("page-first").disabled = list.page === 0;
+  $("page-prev").disabled = list.page === 0 || (list.page > 1 && !list.cursors[list.page - 1]);
+  bulkSync();
   const pages = Math.max(1, Math.ceil((list.total || 0) / PAGE_SIZE));
-  const filtered = list.q || list.tag || list.status;
   $("page-count").textContent = list.total === undefined ? "" :
     `${list.total} container${list.total === 1 ? "" : "s"}${filtered ? " match" : ""} · page ${list.page + 1} of ${pages}`;
 }
@@ -529,26 +529,35 @@ function healthCheckText(h) {
   return `${probe}, every ${h.interval}s, ${h.retries} failures` + (h.on_unhealthy === "restart" ? ", restarted when unhealthy" : "");
 }
 
+/**
+ * One row of the list. Every column has its cell in every row (an empty one shows a dash);
+ * each cell is labelled from its column's header (`data-label`), which the stacked cards of
+ * narrow screens show. A new column needs only its `<th>` and its cell here.
+ */
 function listRow(c) {
-  const tags = el("td");
+  const tags = el("td", { class: "col-tags" });
   for (const t of c.tags || []) tags.append(el("span", { class: "tag", text: t }));
+  if (!tags.childNodes.length) tags.append(dash());
   const converging = c.observed_generation !== c.generation;
-  return el(
+  const ports = (c.ports || []).map(portText).join(", ");
+  const exit = c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "";
+  return labelCells(el(
     "tr",
     { "data-cuid": c.cuid },
-    el("td", {},
+    selectCell(c),
+    el("td", { class: "col-name" },
       el("a", { href: "#/c/" + encodeURIComponent(c.cuid), text: displayName(c), title: c.cuid }),
       c.name ? el("div", { class: "muted cuid", text: c.cuid }) : ""),
     el("td", { class: "col-tenant", text: c.tenant || "—" }),
-    el("td", { text: c.image }),
+    el("td", { class: "col-image" }, breakableAt(c.image || "")),
     tags,
-    el("td", { text: (c.ports || []).map(portText).join(", ") }),
-    el("td", { text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
-    el("td", { class: "status status-" + c.status, "data-status": c.status },
-       statusText(c) + (c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : ""),
+    el("td", { class: "col-ports" }, ports || dash()),
+    el("td", { class: "col-desired", text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
+    el("td", { class: "col-status status status-" + c.status, "data-status": c.status },
+       el("span", { class: "nowrap", text: statusText(c) + exit }),
        healthBadge(c), crashBadge(c)),
-    el("td", { class: "error", text: c.last_error ? c.last_error.message : "", title: c.last_error ? c.last_error.code : "" }),
-  );
+    errorCell(c),
+  ));
 }
 
 // A change anywhere: update the row in place when shown, else reload the page (soon, once
@@ -1783,11 +1792,12 @@ async function deleteTenant(t) {
 
 // ------------------------------------------------------------------ start
 
-(async () => {
+// After every script of the page has run (list.js and others define what route() calls).
+window.addEventListener("DOMContentLoaded", async () => {
   const who = await checkSession();
   if (who) onSignedIn(who);
   else showSignIn("");
-})();
+});
 
 // ------------------------------------------------------------------ webhooks
 

@@ -148,6 +148,18 @@ impl Browser {
             .await;
     }
 
+    /// Reloads the page (the browser's Reload).
+    pub async fn refresh(&self) {
+        self.cmd(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
+    }
+
+    /// Goes back one entry in the tab's history (the browser's Back).
+    pub async fn back(&self) {
+        self.cmd(reqwest::Method::POST, "/back", Some(json!({})))
+            .await;
+    }
+
     /// The element `css` names (it must exist).
     pub async fn find(&self, css: &str) -> String {
         let v = self

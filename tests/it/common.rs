@@ -635,6 +635,17 @@ impl Server {
         r.json["cuid"].as_str().unwrap().to_owned()
     }
 
+    /// `POST /containers` for every body, `parallel` requests at a time; asserts each `201`
+    /// and returns the cuids in the bodies' order (the server's creation order may differ).
+    pub async fn create_many(&self, bodies: Vec<Value>, parallel: usize) -> Vec<String> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(bodies)
+            .map(|body| async move { self.create(&body).await })
+            .buffered(parallel)
+            .collect()
+            .await
+    }
+
     /// A created (not started) busybox container running [`SLEEPER`].
     pub async fn create_sleeper(&self) -> String {
         self.create(&serde_json::json!({"image": BUSYBOX, "command": SLEEPER}))
