@@ -127,7 +127,7 @@ function listEmptyStates(rows, filtered) {
 
 /** An empty cell's content: a dash (the cell is still there). */
 function dash() {
-  return el("span", { class: "muted", "aria-label": "none", text: "—" });
+  return el("span", { class: "muted", text: "—" });
 }
 
 /**
@@ -178,7 +178,8 @@ function shortText(text, n) {
  * (a disclosure that keeps its state across live updates of the row).
  */
 function errorCell(c) {
-  const td = el("td", { class: "error col-error" });
+  // Not the class "error": an empty `.error` is hidden, and this cell must stay.
+  const td = el("td", { class: "col-error" });
   const e = c.last_error;
   if (!e) return td;
   if (e.code) td.dataset.code = e.code;

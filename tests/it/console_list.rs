@@ -95,8 +95,11 @@ async fn console_list_pages_500_containers_and_keeps_filters_in_the_url() {
         seen.extend(n);
     }
     assert_eq!(
-        b.js("return document.getElementById('page-next').disabled;", json!([]))
-            .await,
+        b.js(
+            "return document.getElementById('page-next').disabled;",
+            json!([])
+        )
+        .await,
         true
     );
     seen.sort();
@@ -136,8 +139,11 @@ async fn console_list_pages_500_containers_and_keeps_filters_in_the_url() {
     wait_count(&b, "100 containers match · page 2 of 4").await;
     assert_eq!(names(&b).await, found);
     assert_eq!(
-        b.js("return document.getElementById('filter-q').value;", json!([]))
-            .await,
+        b.js(
+            "return document.getElementById('filter-q').value;",
+            json!([])
+        )
+        .await,
         "beta-3"
     );
 
@@ -148,8 +154,11 @@ async fn console_list_pages_500_containers_and_keeps_filters_in_the_url() {
     wait_count(&b, "500 containers · page 3 of 20").await;
     assert_eq!(names(&b).await, page3);
     assert_eq!(
-        b.js("return document.getElementById('filter-q').value;", json!([]))
-            .await,
+        b.js(
+            "return document.getElementById('filter-q').value;",
+            json!([])
+        )
+        .await,
         ""
     );
 
@@ -291,11 +300,10 @@ async fn console_list_bulk_stop_start_and_delete_a_selection() {
     assert_eq!(result, "Stopped 3 of 3.");
     let progress = b.js("return window.__progress;", json!([])).await;
     assert!(
-        progress
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| { t.as_str().is_some_and(|t| t.starts_with("Stopping ") && t.ends_with(" of 3…")) }),
+        progress.as_array().unwrap().iter().any(|t| {
+            t.as_str()
+                .is_some_and(|t| t.starts_with("Stopping ") && t.ends_with(" of 3…"))
+        }),
         "{progress}"
     );
     for cuid in [&a, &c2, &c3] {
@@ -322,10 +330,7 @@ async fn console_list_bulk_stop_start_and_delete_a_selection() {
     .await;
     b.click("#bulk-start").await;
     let result = wait_result(&b, "Started").await;
-    assert!(
-        result.starts_with("Started 3 of 4. 1 failed:"),
-        "{result}"
-    );
+    assert!(result.starts_with("Started 3 of 4. 1 failed:"), "{result}");
     let failed = b
         .js(
             &format!(
@@ -339,7 +344,10 @@ async fn console_list_bulk_stop_start_and_delete_a_selection() {
         failed[0].as_str().unwrap().starts_with("bulk-p: "),
         "{failed}"
     );
-    assert!(!failed[0].as_str().unwrap().contains('{'), "plain words: {failed}");
+    assert!(
+        !failed[0].as_str().unwrap().contains('{'),
+        "plain words: {failed}"
+    );
     assert_eq!(failed[1], "INVALID_TRANSITION", "{failed}");
     b.wait_js(
         "the failed one stays selected",
@@ -354,6 +362,7 @@ async fn console_list_bulk_stop_start_and_delete_a_selection() {
         let r = s.get(&format!("/containers/{cuid}")).await;
         assert_eq!(r.json["status"], "running", "{}", r.text);
     }
+    b.screenshot("list-bulk").await;
 
     // Delete two: asked in the page, naming how many and which; Cancel deletes nothing.
     b.click(&select(&p)).await;
@@ -377,7 +386,11 @@ async fn console_list_bulk_stop_start_and_delete_a_selection() {
         .await;
     assert_eq!(
         ask,
-        json!(["Delete 2 containers?", ["bulk-a", "bulk-b"], "bulk-confirm-no"])
+        json!([
+            "Delete 2 containers?",
+            ["bulk-a", "bulk-b"],
+            "bulk-confirm-no"
+        ])
     );
     b.click("#bulk-confirm-no").await;
     b.wait_js(
@@ -403,6 +416,30 @@ async fn console_list_bulk_stop_start_and_delete_a_selection() {
 
     for cuid in [&c3, &p] {
         assert_eq!(s.delete(&format!("/containers/{cuid}")).await.status, 200);
+    }
+}
+
+/// Whether the select column, the toolbar and each of its buttons show (rendered at all).
+const BULK_SHOWN: &str = "const shown = (e) => e.getClientRects().length > 0; \
+     return [shown(document.getElementById('select-page')), \
+       shown(document.querySelector('#list-body .row-select')), \
+       ...['bulk', 'bulk-start', 'bulk-stop', 'bulk-delete'].map((id) => shown(document.getElementById(id)))];";
+
+#[tokio::test]
+async fn console_list_offers_only_the_bulk_actions_of_the_scope() {
+    let s = Server::start().await;
+    let cuid = s.create_sleeper().await;
+    let row = format!("return document.querySelector('tr[data-cuid=\"{cuid}\"]');");
+    for (scope, expected) in [
+        ("read", json!([false, false, false, false, false, false])),
+        ("operate", json!([true, true, true, true, true, false])),
+        ("write", json!([true, true, true, true, true, true])),
+    ] {
+        let token = s.token(scope, None).await;
+        let b = Browser::start().await;
+        b.sign_in_with_token(&s.base, &token.token).await;
+        b.wait_js("the row", T, &row).await;
+        assert_eq!(b.js(BULK_SHOWN, json!([])).await, expected, "scope {scope}");
     }
 }
 
@@ -461,12 +498,16 @@ async fn console_list_keeps_words_whole_and_stacks_rows_on_a_phone() {
         .to_owned();
     assert!(message.len() > 80, "a long error to cut short: {}", r.text);
     // A long image reference (created only) and a crash loop (`restarting`).
-    s.create(&json!({"image": "registry.example.com:5000/team/tools/busybox-with-a-long-name:1.36.1",
-                     "name": "long-image", "tags": ["frontend", "team-a", "production"]}))
-        .await;
+    s.create(
+        &json!({"image": "registry.example.com:5000/team/tools/busybox-with-a-long-name:1.36.1",
+                     "name": "long-image", "tags": ["frontend", "team-a", "production"]}),
+    )
+    .await;
     let crash = s
-        .create(&json!({"image": BUSYBOX, "name": "crashy", "restart": "always",
-                        "command": ["sh", "-c", "echo boom; exit 3"]}))
+        .create(
+            &json!({"image": BUSYBOX, "name": "crashy", "restart": "always",
+                        "command": ["sh", "-c", "echo boom; exit 3"]}),
+        )
         .await;
     let r = s
         .post(&format!("/containers/{crash}/start?wait=false"))
@@ -490,7 +531,7 @@ async fn console_list_keeps_words_whole_and_stacks_rows_on_a_phone() {
         .js(
             "const n = document.querySelectorAll('#list-table thead th').length; \
              return [...document.querySelectorAll('#list-body tr')].every((tr) => \
-               tr.cells.length === n && [...tr.cells].every((td) => td.dataset.label !== undefined));",
+               tr.cells.length === n && [...tr.cells].every((td) => td.dataset.label !== undefined && td.getClientRects().length > 0));",
             json!([]),
         )
         .await;
