@@ -568,7 +568,8 @@ liveListeners.add((data) => {
     [...$("list-body").children].find((r) => r.dataset.cuid === data.cuid);
   const matches = data && !data.deleted &&
     (!list.status || data.status === list.status) &&
-    (!list.tag || (data.container.tags || []).includes(list.tag));
+    (!list.tag || (data.container.tags || []).includes(list.tag)) &&
+    matchesSearch(data.container, list.q);
   if (row && matches) {
     row.replaceWith(listRow(data.container));
     return;

@@ -92,6 +92,20 @@ $("clear-filters").addEventListener("click", () => {
   $("filter-q").focus();
 });
 
+/**
+ * Whether `c` still matches the search `q` as the API's `?q=` does: its name, image (or the
+ * image's last path part) or a tag starts with `q`, ignoring case. A live update of a row that
+ * no longer matches reloads the page instead of updating the row in place.
+ */
+function matchesSearch(c, q) {
+  if (!q) return true;
+  const p = q.toLowerCase();
+  const image = (c.image || "").toLowerCase();
+  const words = [(c.name || "").toLowerCase(), image, image.slice(image.lastIndexOf("/") + 1)];
+  for (const t of c.tags || []) words.push(t.toLowerCase());
+  return words.some((w) => w.startsWith(p));
+}
+
 // ------------------------------------------------------------------ empty states
 
 /** What the filters are, in words: `the search "team", status running and tag web`. */

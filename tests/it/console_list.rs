@@ -174,6 +174,26 @@ async fn console_list_pages_500_containers_and_keeps_filters_in_the_url() {
         json!(["beta-4", "odd"])
     );
 
+    // A live change that takes a shown container out of the search takes it off the page.
+    let first = b
+        .js(
+            "return document.querySelector('#list-body tr').dataset.cuid;",
+            json!([]),
+        )
+        .await;
+    let first = first.as_str().unwrap();
+    let r = s
+        .patch_json(&format!("/containers/{first}"), &json!({"name": "gamma-1"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_count(&b, "49 containers match · page 1 of 2").await;
+    b.wait_js(
+        "renamed row gone",
+        T,
+        &format!("return !document.querySelector('tr[data-cuid=\"{first}\"]');"),
+    )
+    .await;
+
     // No match: its own state, naming the filters, and a button that clears them.
     b.clear("#filter-tag").await;
     b.type_into("#filter-tag", "nope").await;
