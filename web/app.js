@@ -1016,10 +1016,10 @@ function portLinks(ports) {
     if ((p.protocol || "tcp") === "tcp") {
       span.append(el("a", {
         href: `http://${location.hostname}:${p.host}/`, target: "_blank", rel: "noopener",
-        text: portText(p), title: `open port ${p.host} of this host in a new tab`,
+        text: `${p.host} → ${p.container}`, title: `${portText(p)}: opens port ${p.host} of this host in a new tab`,
       }));
     } else {
-      span.append(portText(p));
+      span.append(el("span", { text: `${p.host} → ${p.container}/${p.protocol}`, title: portText(p) }));
     }
   });
   if (!(ports || []).length) span.textContent = "none";
@@ -1376,7 +1376,10 @@ function filterLine(line, needle) {
   const lower = text.toLowerCase();
   let i = lower.indexOf(needle);
   line.hidden = i < 0;
-  if (i < 0) return false;
+  if (i < 0) {
+    body.textContent = text;
+    return false;
+  }
   const parts = [];
   let from = 0;
   while (i >= 0) {
