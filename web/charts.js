@@ -241,8 +241,10 @@ function sparkCell(c) {
     return td;
   }
   td.dataset.running = "1";
-  sparkFill(td, spark.hist.get(c.cuid) || []);
-  sparkSoon();
+  const hist = spark.hist.get(c.cuid) || [];
+  sparkFill(td, hist);
+  // A row without figures yet gets them soon; the others at the next round.
+  if (!hist.length) sparkSoon();
   return td;
 }
 
@@ -264,7 +266,7 @@ function sparkFill(td, values) {
   td.setAttribute("aria-label", `CPU ${pct(now)} % of one CPU`);
 }
 
-/** Soon (once for a burst of rows), without polling faster than every 3 s. */
+/** Soon (once for a burst of new rows), without polling faster than every 3 s. */
 function sparkSoon() {
   if (spark.soon) return;
   const wait = Math.max(300, 3000 - (Date.now() - spark.last));
