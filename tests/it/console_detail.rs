@@ -199,6 +199,11 @@ async fn charts_sparklines_words_and_port_links() {
         ),
     )
     .await;
+    b.js(
+        "document.getElementById('resources').scrollIntoView();",
+        json!([]),
+    )
+    .await;
     b.screenshot("detail-charts").await;
 
     // Words a user knows, the raw values on hover.
@@ -424,6 +429,12 @@ async fn logs_timestamps_search_download_and_no_output() {
             "2 of 3 lines match"
         ])
     );
+    b.js(
+        "document.getElementById('panel-logs').scrollIntoView();",
+        json!([]),
+    )
+    .await;
+    b.screenshot("detail-logs-search").await;
     b.clear("#logs-search").await;
     b.js(
         "document.getElementById('logs-search').dispatchEvent(new Event('input'));",
