@@ -1,6 +1,6 @@
 // Resource charts (the detail page) and CPU sparklines (the list), drawn as inline SVG from
 // `/stats` (docs/API.md §4): no library, no inline script. Loaded after app.js, whose
-// helpers (el, api, authHeaders, readLines, humanSize, backOff, detail) it uses.
+// helpers (el, api, authHeaders, readLines, humanSize, detail, signedIn) it uses.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -197,12 +197,13 @@ async function chartsOpen(cuid) {
   const c = detail.container;
   if (c && c.cuid === cuid && c.status === "running" && !$("page-detail").hidden) {
     if (ended === "not running" && !charts.samples.length) chartsStatus("Not running — no live figures.");
-    const wait = backOff(charts.failures++);
-    charts.retry = 1;
-    await wait;
-    charts.retry = null;
-    const now = detail.container;
-    if (now && now.cuid === cuid && !charts.abort && !$("page-detail").hidden && !document.hidden) chartsFor(now);
+    // 1 s doubling to 30 s, as the console's other reconnects.
+    const ms = Math.min(30000, 1000 * 2 ** Math.min(charts.failures++, 5));
+    charts.retry = setTimeout(() => {
+      charts.retry = null;
+      const now = detail.container;
+      if (now && now.cuid === cuid && !charts.abort && !$("page-detail").hidden && !document.hidden) chartsFor(now);
+    }, ms);
   }
 }
 
