@@ -309,6 +309,17 @@ async fn charts_sparklines_words_and_port_links() {
         ])
     );
 
+    // Started from its page: the figures come, live.
+    b.click("[data-action=start]").await;
+    b.wait_js(
+        "started: figures",
+        Duration::from_secs(60),
+        "return Number(document.getElementById('res-charts').dataset.samples || 0) >= 1 && \
+           !document.getElementById('res-charts').hidden && \
+           document.getElementById('res-status').textContent === '';",
+    )
+    .await;
+
     // A running one stopped from its page: the charts give way to the same words.
     b.goto(&format!("{}/ui/#/c/{busy}/logs", s.base)).await;
     b.wait_js(
