@@ -557,6 +557,7 @@ function listRow(c) {
        el("span", { class: "nowrap", text: statusText(c) + exit }),
        healthBadge(c), crashBadge(c)),
     errorCell(c),
+    sparkCell(c), // charts.js: the CPU sparkline
   ));
 }
 
@@ -883,6 +884,7 @@ async function showConflict() {
 const detail = { cuid: null, tab: null, container: null, logsAbort: null, term: null };
 
 function closeDetail() {
+  if (typeof chartsStop === "function") chartsStop();
   if (detail.logsAbort) detail.logsAbort.abort();
   detail.logsAbort = null;
   termClose();
@@ -895,6 +897,7 @@ async function openDetail(cuid, tab) {
     detail.cuid = cuid;
     detail.container = null;
     detail.restarts = undefined;
+    detail.startedAt = undefined;
     detail.lastExit = undefined;
     showError("action-error", null);
     $("action-status").textContent = "";
@@ -925,6 +928,8 @@ async function loadRestarts(c) {
     if (detail.cuid !== c.cuid || !detail.container) return;
     const changed = detail.restarts !== r.data.restart_count;
     detail.restarts = r.data.restart_count;
+    detail.startedAt = r.data.running && !r.data.paused ? r.data.started_at : null;
+    renderUptime();
     const cur = detail.container;
     // /status is Docker's word now. Its exit code means a real exit only when the process is
     // not running (a running one reads 0): keep the last real one across restarts.
@@ -953,6 +958,7 @@ function showGone(cuid) {
   detail.container = null;
   detail.gone = true;
   termClose();
+  if (typeof chartsStop === "function") chartsStop();
   if (detail.logsAbort) detail.logsAbort.abort();
   $("detail-gone").hidden = false;
   $("detail-gone").textContent = `This container (${cuid}) has been deleted, or never existed.`;
@@ -992,9 +998,59 @@ function applyActionStates(busy) {
   for (const t of document.querySelectorAll("#page-detail [role=tab]")) t.disabled = gone;
 }
 
+/** A definition list of `[key, value, title]`: a value is text or a node; a title (the raw
+ *  value behind the words) shows on hover. */
 function dl(target, pairs) {
   target.replaceChildren();
-  for (const [k, v] of pairs) target.append(el("dt", { text: k }), el("dd", { text: v, "data-k": k }));
+  for (const [k, v, title] of pairs) {
+    const dd = typeof v === "string" ? el("dd", { text: v, "data-k": k }) : el("dd", { "data-k": k }, v);
+    if (title) dd.title = title;
+    target.append(el("dt", { text: k }), dd);
+  }
+}
+
+/** What the container is asked to be, in words ("wants running"). */
+const WANTS = { running: "wants running", stopped: "wants stopped", paused: "wants paused", created: "wants nothing yet (never started)" };
+/** What it is, in words ("is running"). */
+const IS = {
+  created: "is created, never started", running: "is running", paused: "is paused",
+  restarting: "is restarting", exited: "has exited on its own", stopped: "is stopped",
+  error: "has a problem (see last error)", deleting: "is being deleted",
+};
+
+/** Published ports as links to the page's own host (TCP; UDP as text). */
+function portLinks(ports) {
+  const span = el("span");
+  (ports || []).forEach((p, i) => {
+    if (i) span.append(", ");
+    if ((p.protocol || "tcp") === "tcp") {
+      span.append(el("a", {
+        href: `http://${location.hostname}:${p.host}/`, target: "_blank", rel: "noopener",
+        text: `${p.host} → ${p.container}`, title: `${portText(p)}: opens port ${p.host} of this host in a new tab`,
+      }));
+    } else {
+      span.append(el("span", { text: `${p.host} → ${p.container}/${p.protocol}`, title: portText(p) }));
+    }
+  });
+  if (!(ports || []).length) span.textContent = "none";
+  return span;
+}
+
+/** "up 1 h 5 min (since 3/12/2026, 10:02:03)" while it runs (`started_at` of /status). */
+function uptimeText() {
+  const c = detail.container;
+  if (!c || c.status !== "running") return c && c.status === "paused" ? "paused" : "not running";
+  if (!detail.startedAt) return "…";
+  const at = new Date(detail.startedAt);
+  return `up ${durationText(Date.now() - at)} (since ${when(detail.startedAt)})`;
+}
+
+function renderUptime() {
+  const dd = $("observed").querySelector('[data-k="uptime"]');
+  if (dd) {
+    dd.textContent = uptimeText();
+    dd.title = detail.startedAt ? `started_at ${detail.startedAt}` : "";
+  }
 }
 
 function resourcesText(r) {
@@ -1040,12 +1096,13 @@ function renderDetail(c) {
   document.title = `${displayName(c)} · Container manager`;
   dl($("desired"), [
     ["tenant", c.tenant || "none"],
-    ["state", c.desired_state],
-    ["generation", String(c.generation)],
+    ["state", (WANTS[c.desired_state] || "wants " + c.desired_state) + (c.status_reason ? ` (set by the server: ${c.status_reason})` : ""), `desired_state: ${c.desired_state}`],
+    ["spec version", String(c.generation), `generation ${c.generation}`],
+    ["created", when(c.created_at), c.created_at],
     ["image", c.image],
     ["command", c.command ? joinWords(c.command) : "(image default)"],
     ["tags", (c.tags || []).join(", ")],
-    ["ports", (c.ports || []).map(portText).join(", ")],
+    ["ports", portLinks(c.ports)],
     ["restart", c.restart],
     ["resources", resourcesText(c.resources)],
     ["isolation", c.isolation === "gvisor" ? "gVisor (runsc)" : "runc"],
@@ -1057,19 +1114,24 @@ function renderDetail(c) {
     ["env", Object.keys(c.env || {}).join(", ")],
   ]);
   renderDeadline();
+  const applied = c.observed_generation === c.generation ? `version ${c.generation} (up to date)`
+    : `version ${c.observed_generation}; applying version ${c.generation}…`;
   dl($("observed"), [
-    ["status", statusText(c)],
-    ["observed generation", String(c.observed_generation)],
+    ["status", (IS[c.status] || "is " + c.status) + (c.status_reason ? ` (${c.status_reason})` : ""), `status: ${c.status}`],
+    ["uptime", uptimeText()],
+    ["spec applied", applied, `observed_generation ${c.observed_generation}, generation ${c.generation}`],
     ["exit code", c.exit_code === null || c.exit_code === undefined ? "none yet" : String(c.exit_code)],
     ["restarts", detail.restarts === undefined ? "…" : String(detail.restarts)],
     ["health", c.health ? c.health + (c.health_log ? ` — ${c.health_log}` : "") : "none"],
     ["last error", c.last_error ? `${c.last_error.message} (${c.last_error.code})` : "none"],
-    ["updated", c.updated_at],
+    ["updated", when(c.updated_at), c.updated_at],
     ["disk", diskText(c)],
     ["image digest", c.image_digest || "unknown"],
-    ["update available", c.update_available ? `${c.update_available.digest} (seen ${c.update_available.seen_at})` : c.updating ? "being rolled out" : "none"],
-    ["last update", c.last_update ? `${c.last_update.result} ${c.last_update.to} at ${c.last_update.at}${c.last_update.reason ? ": " + c.last_update.reason : ""}` : "none"],
+    ["update available", c.update_available ? `${c.update_available.digest} (seen ${when(c.update_available.seen_at)})` : c.updating ? "being rolled out" : "none"],
+    ["last update", c.last_update ? `${c.last_update.result} ${c.last_update.to} at ${when(c.last_update.at)}${c.last_update.reason ? ": " + c.last_update.reason : ""}` : "none"],
   ]);
+  renderUptime();
+  if (typeof chartsFor === "function") chartsFor(c);
   $("observed").dataset.status = c.status;
   $("detail-health").replaceChildren(...[healthBadge(c), crashBadge(c, detail.restarts)].filter(Boolean));
   loadRestarts(c);
@@ -1090,7 +1152,12 @@ function renderDeadline() {
   }
   $("lifetime").dataset.expiresAt = c && c.expires_at ? c.expires_at : "";
 }
-setInterval(() => { if (!$("page-detail").hidden && detail.container) renderDeadline(); }, 1000);
+setInterval(() => {
+  if (!$("page-detail").hidden && detail.container) {
+    renderDeadline();
+    renderUptime();
+  }
+}, 1000);
 // A crash loop sends no event while it stays `restarting`: its restart count is read again
 // every 5 s meanwhile.
 setInterval(() => {
@@ -1282,16 +1349,106 @@ function decodeData(obj) {
   return obj.data;
 }
 
+/** The logs route of the container shown, with `params`. */
+function logsUrl(params) {
+  return `/containers/${encodeURIComponent(detail.cuid)}/logs?${new URLSearchParams(params)}`;
+}
+
+/** Timestamps are always received (JSONL carries them); the box only shows or hides them. */
+$("logs-timestamps").addEventListener("change", () => {
+  $("logs-out").classList.toggle("show-ts", $("logs-timestamps").checked);
+});
+
+/** One record as a line of the output: its timestamp (local time, shown on demand) and its
+ *  text, kept apart so a search marks the text only. */
+function logLine(rec) {
+  const text = decodeData(rec);
+  const line = el("span", { class: "line " + rec.stream });
+  line.logText = text;
+  if (rec.timestamp) {
+    const t = new Date(rec.timestamp);
+    const shown = isNaN(t) ? rec.timestamp : t.toLocaleString();
+    line.append(el("span", { class: "ts", text: shown + " ", title: rec.timestamp }));
+  }
+  line.append(el("span", { class: "text", text }));
+  return line;
+}
+
+/** Shows only the lines holding the search text (any case), the text marked in them. */
+function filterLine(line, needle) {
+  const text = line.logText;
+  const body = line.querySelector(".text");
+  if (!needle) {
+    line.hidden = false;
+    body.textContent = text;
+    return true;
+  }
+  const lower = text.toLowerCase();
+  let i = lower.indexOf(needle);
+  line.hidden = i < 0;
+  if (i < 0) {
+    body.textContent = text;
+    return false;
+  }
+  const parts = [];
+  let from = 0;
+  while (i >= 0) {
+    parts.push(text.slice(from, i), el("mark", { text: text.slice(i, i + needle.length) }));
+    from = i + needle.length;
+    i = lower.indexOf(needle, from);
+  }
+  parts.push(text.slice(from));
+  body.replaceChildren(...parts);
+  return true;
+}
+
+function logsNeedle() {
+  return $("logs-search").value.toLowerCase();
+}
+
+/** "3 of 10 lines match" while searching; nothing otherwise. */
+function logsCount() {
+  const needle = logsNeedle();
+  const lines = $("logs-out").children;
+  if (!needle) {
+    $("logs-count").textContent = "";
+    return;
+  }
+  let shown = 0;
+  for (const l of lines) if (!l.hidden) shown++;
+  $("logs-count").textContent = `${shown} of ${lines.length} line${lines.length === 1 ? "" : "s"} match`;
+}
+
+$("logs-search").addEventListener("input", () => {
+  const needle = logsNeedle();
+  for (const l of $("logs-out").children) filterLine(l, needle);
+  logsCount();
+});
+
+/** The whole log as a file (with timestamps when they are shown), the browser's way. */
+$("logs-download").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  const params = { tail: "all" };
+  if ($("logs-timestamps").checked) params.timestamps = "true";
+  const name = (detail.container ? displayName(detail.container) : detail.cuid) + "-logs.txt";
+  download(logsUrl(params), name).catch((e) => {
+    $("logs-count").textContent = e.message;
+  });
+});
+
 async function loadLogs() {
   if (detail.logsAbort) detail.logsAbort.abort();
   const abort = new AbortController();
   detail.logsAbort = abort;
   const out = $("logs-out");
   out.replaceChildren();
-  const q = new URLSearchParams({ format: "jsonl", tail: $("logs-tail").value || "200" });
-  if ($("logs-follow").checked) q.set("follow", "true");
+  out.classList.toggle("show-ts", $("logs-timestamps").checked);
+  $("logs-empty").hidden = true;
+  $("logs-count").textContent = "";
+  const params = { format: "jsonl", tail: $("logs-tail").value || "200" };
+  if ($("logs-follow").checked) params.follow = "true";
   try {
-    const r = await fetch(`/containers/${encodeURIComponent(detail.cuid)}/logs?${q}`, {
+    const r = await fetch(logsUrl(params), {
       credentials: "same-origin", signal: abort.signal, headers: authHeaders(),
     });
     if (r.status === 401) {
@@ -1304,11 +1461,18 @@ async function loadLogs() {
       out.append(el("span", { class: "stderr", text: errorText(body, r.status) }));
       return;
     }
+    // Until the first line comes (a follow may wait long), the page says there is none.
+    $("logs-empty").hidden = false;
     await readLines(r, (line) => {
+      const needle = logsNeedle();
       if (!line.trim()) return;
       const rec = JSON.parse(line);
       const stick = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
-      out.append(el("span", { class: rec.stream, text: decodeData(rec) }));
+      $("logs-empty").hidden = true;
+      const l = logLine(rec);
+      filterLine(l, needle);
+      out.append(l);
+      if (needle) logsCount();
       if (stick) out.scrollTop = out.scrollHeight;
     });
   } catch (e) {

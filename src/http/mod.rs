@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{cuid}/download-zip", get(files::download_zip))
         .route("/containers/{cuid}/logs", get(logs::logs))
         .route("/containers/{cuid}/stats", get(stats::stats))
+        .route("/stats", get(stats::many))
         .route("/ws/{cuid}", get(terminal::ws))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))

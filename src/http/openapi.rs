@@ -56,6 +56,7 @@ impl Modify for BasicAuth {
         super::files::download_zip,
         super::logs::logs,
         super::stats::stats,
+        super::stats::many,
         super::terminal::ws,
         super::files::list,
         super::snapshots::create,
@@ -86,7 +87,7 @@ impl Modify for BasicAuth {
         super::webhooks::delete,
         super::webhooks::deliveries,
     ),
-    components(schemas(ErrorBody, super::stats::Stats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::EventReset, super::schema::LogLine)),
+    components(schemas(ErrorBody, super::stats::Stats, super::stats::ManyStats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::EventReset, super::schema::LogLine)),
     modifiers(&BasicAuth),
     security(("basic" = []), ("bearer" = []))
 )]

@@ -1,14 +1,21 @@
 //! `GET /containers/{cuid}/stats`: what a running container uses, from the Engine API's
 //! stats (CPU %, memory, network, block I/O, pids). `?stream=true` sends one SSE event per
 //! second (Docker's own stats cadence) until the client leaves.
+//!
+//! `GET /stats?cuids=c1,c2,…`: one sample of each of several containers in one request (the
+//! console's list draws a CPU sparkline per running row with it). Samples are kept for a few
+//! seconds and shared by every caller, so many open lists cost Docker one sample per
+//! container per [`SHARED_FOR`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bollard::models::{ContainerBlkioStats, ContainerCpuStats, ContainerStatsResponse};
 use bollard::query_parameters::{InspectContainerOptions, StatsOptions};
 use futures_util::StreamExt;
@@ -17,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{Path, Query};
 use crate::http::response::live_container;
+use crate::lifecycle::Status;
 use crate::state::AppState;
+use crate::tenancy::Principal;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct StatsQuery {
@@ -27,7 +36,7 @@ pub struct StatsQuery {
 }
 
 /// One sample. Sizes in bytes; counters (network, block I/O) since the container started.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub cuid: String,
     /// When Docker took the sample (RFC 3339).
@@ -44,7 +53,7 @@ pub struct Stats {
     pub disk: Option<crate::http::schema::DiskUsage>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct MemoryStats {
     /// Usage less the page cache that can be dropped, as `docker stats` shows it.
     pub used_bytes: u64,
@@ -52,19 +61,19 @@ pub struct MemoryStats {
     pub percent: f64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct NetworkStats {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct BlockIoStats {
     pub read_bytes: u64,
     pub write_bytes: u64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct PidsStats {
     pub current: u64,
     pub limit: Option<u64>,
@@ -156,6 +165,149 @@ pub async fn stats(
         }) => Err(not_running(&cuid)),
         Err(e) => Err(engine_error(&e)),
     }
+}
+
+/// At most this many containers in one `GET /stats`.
+pub const MAX_CUIDS: usize = 50;
+/// How long a sample taken for `GET /stats` is shared with the next callers.
+pub const SHARED_FOR: Duration = Duration::from_secs(5);
+/// Docker samples taken at once for one `GET /stats`.
+const PARALLEL: usize = 8;
+
+/// Recent samples by cuid (process-wide: a cuid names one container on this host).
+static RECENT: LazyLock<Mutex<HashMap<String, (Instant, Stats)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// `GET /stats`: samples of several containers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ManyStats {
+    /// One sample per running container asked for, in the order asked.
+    pub stats: Vec<Stats>,
+    /// Asked for, visible to the caller, but not running (no sample).
+    pub not_running: Vec<String>,
+    /// Asked for but unknown, deleted or another tenant's (all alike).
+    pub not_found: Vec<String>,
+}
+
+fn bad_cuids(value: &str, message: impl Into<String>) -> ApiError {
+    ApiError::field(
+        ApiCode::InvalidQuery,
+        "cuids",
+        serde_json::json!(value),
+        message,
+    )
+}
+
+/// One sample with the CPU share over Docker's own second; `None` when Docker has no
+/// running container by that id (or answers nothing within 5 s).
+async fn sample_of(docker: &bollard::Docker, cuid: &str) -> Option<Stats> {
+    if let Some((at, s)) = RECENT.lock().ok()?.get(cuid) {
+        if at.elapsed() < SHARED_FOR {
+            return Some(s.clone());
+        }
+    }
+    let options = StatsOptions {
+        stream: false,
+        one_shot: false,
+    };
+    let first = tokio::time::timeout(
+        Duration::from_secs(5),
+        docker.stats(cuid, Some(options)).next(),
+    )
+    .await
+    .ok()??
+    .ok()?;
+    let sample = summarize(cuid, &first);
+    // A stopped container's sample has no time ("0001-01-01…").
+    if sample.read.as_deref().is_none_or(|r| r.starts_with("0001")) {
+        return None;
+    }
+    if let Ok(mut recent) = RECENT.lock() {
+        recent.retain(|_, (at, _)| at.elapsed() < SHARED_FOR);
+        recent.insert(cuid.to_owned(), (Instant::now(), sample.clone()));
+    }
+    Some(sample)
+}
+
+#[utoipa::path(get, path = "/stats", tag = "containers", summary = "One sample of each of several containers", params(("cuids" = String, Query, description = "comma-separated cuids, 1-50")), responses((status = 200, description = "Samples of the running ones; the others named", body = crate::http::stats::ManyStats), (status = 401, description = "Missing or wrong credentials", body = crate::http::schema::ErrorBody), (status = 400, description = "Bad input", body = crate::http::schema::ErrorBody), (status = 503, description = "Docker unreachable", body = crate::http::schema::ErrorBody), (status = 429, description = "Blocked after repeated failed logins", body = crate::http::schema::ErrorBody)))]
+pub async fn many(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<ManyStats>> {
+    if let Some(k) = q.keys().find(|k| k.as_str() != "cuids") {
+        return Err(ApiError::field(
+            ApiCode::InvalidQuery,
+            k.clone(),
+            serde_json::json!(q[k]),
+            format!("unknown query parameter `{k}`"),
+        ));
+    }
+    let raw = q.get("cuids").map(String::as_str).unwrap_or("");
+    let mut cuids: Vec<&str> = Vec::new();
+    for c in raw.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        if !crate::spec::is_cuid(c) {
+            return Err(bad_cuids(raw, format!("{c:?} is not a cuid")));
+        }
+        if !cuids.contains(&c) {
+            cuids.push(c);
+        }
+    }
+    if cuids.is_empty() {
+        return Err(bad_cuids(raw, "cuids must name at least one container"));
+    }
+    if cuids.len() > MAX_CUIDS {
+        return Err(bad_cuids(
+            raw,
+            format!("at most {MAX_CUIDS} containers at once"),
+        ));
+    }
+    let mut out = ManyStats {
+        stats: Vec::new(),
+        not_running: Vec::new(),
+        not_found: Vec::new(),
+    };
+    let mut running = Vec::new();
+    for cuid in cuids {
+        match state.store.get(cuid).await? {
+            Some(c) if c.deleted_at.is_none() && principal.sees(c.tenant.as_deref()) => {
+                // The store's word picks whom to ask; Docker's sample decides.
+                if c.status == Status::Running {
+                    running.push(c);
+                } else {
+                    out.not_running.push(c.cuid);
+                }
+            }
+            _ => out.not_found.push(cuid.to_owned()),
+        }
+    }
+    if running.is_empty() {
+        return Ok(Json(out));
+    }
+    let docker = crate::http::docker_client(&state).await?;
+    let config = state.config.clone();
+    let samples: Vec<(String, Option<Stats>)> = futures_util::stream::iter(running)
+        .map(|c| {
+            let docker = docker.clone();
+            let config = config.clone();
+            async move {
+                let s = sample_of(&docker, &c.cuid).await.map(|mut s| {
+                    s.disk = crate::http::schema::DiskUsage::of(&config, &c);
+                    s
+                });
+                (c.cuid, s)
+            }
+        })
+        .buffered(PARALLEL)
+        .collect()
+        .await;
+    for (cuid, s) in samples {
+        match s {
+            Some(s) => out.stats.push(s),
+            None => out.not_running.push(cuid),
+        }
+    }
+    Ok(Json(out))
 }
 
 fn total_cpu(s: &Option<ContainerCpuStats>) -> (u64, u64) {

@@ -26,6 +26,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/list.js"),
     ),
     (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/charts.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../../web/style.css"),

@@ -5,6 +5,7 @@ mod browser;
 mod common;
 mod console;
 mod console_list;
+mod console_detail;
 mod console_sandbox;
 mod console_snapshots;
 mod console_tenancy;
