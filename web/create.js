@@ -4,19 +4,87 @@
 
 // ------------------------------------------------------------------ image choices
 
-/** Fills the image input's suggestions with the tags of the images on this host
- *  (`GET /images`); free text stays allowed. Without the list the input still works. */
+/** The image tags on this host (`GET /images`), offered under the image input as it is
+ *  typed in (a combobox: ArrowDown/ArrowUp move, Enter or a click picks, Escape closes);
+ *  any other reference may still be typed. Without the list the input still works. */
+const imagePick = { all: [], shown: [], active: -1 };
+
 async function loadImageChoices() {
-  const list = $("f-image-choices");
+  imagePick.all = [];
+  closeImageChoices();
   try {
     const r = await api("GET", "/images");
     const tags = new Set();
     for (const i of r.data.images || []) for (const t of i.tags || []) if (!t.includes("<none>")) tags.add(t);
-    list.replaceChildren(...[...tags].sort().map((t) => el("option", { value: t })));
-  } catch (_) {
-    list.replaceChildren();
-  }
+    imagePick.all = [...tags].sort();
+    $("f-image-choices").dataset.loaded = String(imagePick.all.length);
+  } catch (_) { /* free text only */ }
 }
+
+function closeImageChoices() {
+  const list = $("f-image-choices");
+  list.hidden = true;
+  list.replaceChildren();
+  imagePick.shown = [];
+  imagePick.active = -1;
+  $("f-image").setAttribute("aria-expanded", "false");
+  $("f-image").removeAttribute("aria-activedescendant");
+}
+
+/** Shows the images whose reference holds what is typed (all of them for an empty input). */
+function openImageChoices() {
+  const typed = $("f-image").value.trim().toLowerCase();
+  const shown = imagePick.all.filter((t) => t.toLowerCase().includes(typed)).slice(0, 12);
+  if (!shown.length || (shown.length === 1 && shown[0] === $("f-image").value.trim())) {
+    closeImageChoices();
+    return;
+  }
+  imagePick.shown = shown;
+  imagePick.active = -1;
+  const list = $("f-image-choices");
+  list.replaceChildren(...shown.map((t, i) => el("li", {
+    id: "f-image-choice-" + i, role: "option", "aria-selected": "false", "data-value": t, text: t,
+    // mousedown, not click: the input keeps its focus.
+    onmousedown: (ev) => { ev.preventDefault(); pickImage(t); },
+  })));
+  list.hidden = false;
+  $("f-image").setAttribute("aria-expanded", "true");
+}
+
+function pickImage(t) {
+  $("f-image").value = t;
+  closeImageChoices();
+  $("f-image").dispatchEvent(new Event("input", { bubbles: true }));
+}
+
+function moveImageChoice(step) {
+  const n = imagePick.shown.length;
+  if (!n) return;
+  imagePick.active = (imagePick.active + step + n) % n;
+  for (const [i, li] of [...$("f-image-choices").children].entries()) {
+    li.setAttribute("aria-selected", String(i === imagePick.active));
+  }
+  $("f-image").setAttribute("aria-activedescendant", "f-image-choice-" + imagePick.active);
+}
+
+$("f-image").addEventListener("input", (ev) => { if (ev.isTrusted) openImageChoices(); });
+$("f-image").addEventListener("focus", openImageChoices);
+$("f-image").addEventListener("blur", closeImageChoices);
+$("f-image").addEventListener("keydown", (ev) => {
+  const open = !$("f-image-choices").hidden;
+  if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+    ev.preventDefault();
+    if (!open) openImageChoices();
+    moveImageChoice(ev.key === "ArrowDown" ? 1 : -1);
+  } else if (ev.key === "Enter" && open && imagePick.active >= 0) {
+    // Picks the choice; the form is not submitted by this Enter.
+    ev.preventDefault();
+    pickImage(imagePick.shown[imagePick.active]);
+  } else if (ev.key === "Escape" && open) {
+    ev.preventDefault();
+    closeImageChoices();
+  }
+});
 
 // ------------------------------------------------------------------ edit: what recreates it
 

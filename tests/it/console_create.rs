@@ -20,7 +20,7 @@ async fn open_new_form(b: &Browser, s: &Server) {
     b.wait_js(
         "form page with image choices",
         T,
-        &format!("return !document.getElementById('page-form').hidden && !!document.querySelector('#f-image-choices option[value=\"{BUSYBOX}\"]');"),
+        "return !document.getElementById('page-form').hidden && Number(document.getElementById('f-image-choices').dataset.loaded) > 0;",
     )
     .await;
 }
@@ -170,36 +170,57 @@ async fn create_form_errors_image_choice_and_no_boot_script_trap() {
     b.screenshot("create-all-errors").await;
     assert_eq!(s.count_containers().await, 0);
 
-    // Fixed; the image picked from the suggestions (a prefix typed, the first one taken).
+    // Fixed; the image picked from the host's images: a prefix typed, the list shows the
+    // matches, ArrowDown and Enter take the first (Enter does not submit the form).
     for id in ["#f-name", "#f-image", "#f-env", "#f-tags", "#f-memory"] {
         b.clear(id).await;
     }
     b.type_into("#f-name", "no-boot").await;
     b.click("#f-image").await;
     b.press("cm-test-bu").await;
+    let offered = b
+        .wait_js(
+            "image choices",
+            T,
+            "const l = document.getElementById('f-image-choices'); return !l.hidden && document.getElementById('f-image').getAttribute('aria-expanded') === 'true' && [...l.querySelectorAll('[role=option]')].map((o) => o.textContent);",
+        )
+        .await;
+    assert_eq!(offered, json!([BUSYBOX]), "only the matches");
+    b.screenshot("create-image-choices").await;
     b.press(keys::ARROW_DOWN).await;
     b.press(keys::ENTER).await;
     let picked = b
         .js(
-            "return document.getElementById('f-image').value;",
+            "return [document.getElementById('f-image').value, document.getElementById('f-image-choices').hidden, location.hash];",
             json!([]),
         )
         .await;
-    if picked != BUSYBOX {
-        // Headless Chromium without a suggestion popup: the list is there; pick its entry.
-        let offered = b
-            .js(
-                "return [...document.querySelectorAll('#f-image-choices option')].map((o) => o.value);",
-                json!([]),
-            )
-            .await;
-        assert!(
-            offered.as_array().unwrap().iter().any(|v| v == BUSYBOX),
-            "{offered}"
-        );
-        b.clear("#f-image").await;
-        b.type_into("#f-image", BUSYBOX).await;
-    }
+    assert_eq!(
+        picked,
+        json!([BUSYBOX, true, "#/new"]),
+        "picked, not submitted"
+    );
+    // A click picks too.
+    b.clear("#f-image").await;
+    b.click("#f-name").await;
+    b.click("#f-image").await;
+    b.press("cm-test-py").await;
+    b.wait_js(
+        "python choice",
+        T,
+        &format!("return document.querySelector('#f-image-choices [data-value=\"{PYTHON}\"]');"),
+    )
+    .await;
+    b.click(&format!("#f-image-choices [data-value=\"{PYTHON}\"]"))
+        .await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('f-image').value;",
+            json!([])
+        )
+        .await,
+        PYTHON
+    );
     // Start it now, no ZIP, no command: the default command would have nothing to run; the
     // form says so by the ZIP and the command, and nothing is made.
     b.click("#form-submit").await;
@@ -220,10 +241,8 @@ async fn create_form_errors_image_choice_and_no_boot_script_trap() {
         "a refused create leaves nothing"
     );
 
-    // With a ZIP holding boot.py (a Python image): created, code in /app, started; it runs
-    // and has not restarted.
-    b.clear("#f-image").await;
-    b.type_into("#f-image", PYTHON).await;
+    // With a ZIP holding boot.py (the Python image picked above): created, code in /app,
+    // started; it runs and has not restarted.
     let dir = tempfile::tempdir().unwrap();
     let zip = dir.path().join("app.zip");
     std::fs::write(
