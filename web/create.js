@@ -183,6 +183,7 @@ async function keepTypedAfterConflict() {
     if (input) input.dataset.theirs = now[k];
   }
   updateRecreateWarning();
+  box.scrollIntoView({ block: "nearest" });
 }
 
 // ------------------------------------------------------------------ delete dialog
