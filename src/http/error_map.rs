@@ -467,9 +467,12 @@ mod tests {
             (e.kind.status().as_u16(), e.code),
             (400, ApiCode::InvalidUser)
         );
+        // Its details, and `errors` listing it (the only field refused) with its code.
         assert_eq!(
             e.details,
-            Some(json!({"field": "user", "provided": "root"}))
+            Some(json!({"field": "user", "provided": "root", "errors": [
+                {"field": "user", "provided": "root", "code": "INVALID_USER", "message": "m"}
+            ]}))
         );
     }
 
