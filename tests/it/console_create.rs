@@ -241,9 +241,32 @@ async fn create_form_errors_image_choice_and_no_boot_script_trap() {
         "a refused create leaves nothing"
     );
 
+    // A ZIP that is not one: the container the form made for it is deleted again (nothing
+    // is left), the upload's error is by the ZIP input.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.zip");
+    std::fs::write(&bad, b"not a zip at all").unwrap();
+    b.type_into("#f-zip", &bad.display().to_string()).await;
+    b.click("#form-submit").await;
+    let e = b
+        .wait_js(
+            "upload refused",
+            LONG,
+            "const e = document.getElementById('e-zip'); return e.dataset.code && e.dataset.code !== 'BOOT_SCRIPT_MISSING' && [e.dataset.code, e.textContent, location.hash, document.getElementById('form-status').textContent];",
+        )
+        .await;
+    assert_eq!(e[0], "INVALID_ZIP", "{e}");
+    assert_eq!(e[2], "#/new", "{e}");
+    assert_eq!(e[3], "", "no progress left over: {e}");
+    assert_eq!(
+        named(&s, "no-boot").await,
+        0,
+        "the failed create left nothing"
+    );
+    assert_eq!(s.count_containers().await, 0);
+
     // With a ZIP holding boot.py (the Python image picked above): created, code in /app,
     // started; it runs and has not restarted.
-    let dir = tempfile::tempdir().unwrap();
     let zip = dir.path().join("app.zip");
     std::fs::write(
         &zip,
