@@ -797,7 +797,12 @@ function showFieldError(e) {
   const list = Array.isArray(d.errors) && d.errors.length ? d.errors : [{ field: d.field, code: e.code, message: e.message }];
   const top = [];
   for (const item of list) {
-    const one = { message: item.message || e.message, body: { code: item.code || e.code } };
+    let message = item.message || e.message;
+    // Which variable or tag of the field: "1BAD: env names must …".
+    const which = /^env\.(.+)$/.exec(item.field || "");
+    if (which) message = `${which[1]}: ${message}`;
+    else if (/^tags\[\d+\]$/.test(item.field || "") && typeof item.provided === "string") message = `"${item.provided}": ${message}`;
+    const one = { message, body: { code: item.code || e.code } };
     const root = fieldRoot(item.field);
     if (!root || !markField(root, one)) top.push(one);
   }

@@ -158,6 +158,15 @@ async fn create_form_errors_image_choice_and_no_boot_script_trap() {
         assert_eq!(one[2], "true", "{one}");
         assert!(one[3].as_str().unwrap().starts_with("e-"), "{one}");
     }
+    // Which variable, which tag.
+    assert!(
+        shown[1][0].as_str().unwrap().starts_with("1BAD: "),
+        "{shown}"
+    );
+    assert!(
+        shown[2][0].as_str().unwrap().starts_with("\"bad tag!\": "),
+        "{shown}"
+    );
     // Nothing on top: each error is by its field; the progress line is not the error colour.
     let top = b
         .js(
