@@ -140,7 +140,19 @@ function updateRecreateWarning() {
   $("form-submit").textContent = running ? "Save and restart" : "Save";
 }
 
-$("spec-form").addEventListener("input", () => { if (form.cuid) updateRecreateWarning(); });
+/** A field the user changes after an error is no longer marked; its message goes when no
+ *  other field it is about is still marked (the resources share one line). */
+function unmarkEdited(input) {
+  if (!input || input.getAttribute("aria-invalid") !== "true") return;
+  input.removeAttribute("aria-invalid");
+  const slot = input.getAttribute("aria-describedby");
+  if (slot && !document.querySelector(`#spec-form [aria-invalid=true][aria-describedby="${slot}"]`)) showError(slot, null);
+}
+
+$("spec-form").addEventListener("input", (ev) => {
+  if (ev.isTrusted) unmarkEdited(ev.target);
+  if (form.cuid) updateRecreateWarning();
+});
 $("spec-form").addEventListener("change", () => { if (form.cuid) updateRecreateWarning(); });
 
 // ------------------------------------------------------------------ edit: 412
