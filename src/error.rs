@@ -151,7 +151,8 @@ pub struct ErrorBody {
     pub request_id: String,
     /// RFC 3339 with an offset.
     pub timestamp: String,
-    /// Free-form facts about the failure (`field`, `provided`, `limit`, …).
+    /// Free-form facts about the failure (`field`, `provided`, `limit`, …); a refused
+    /// container spec adds `errors`, one `{field, code, message, …}` per field refused.
     #[schema(value_type = Object)]
     pub details: Value,
     /// Only with `APP_ENV=development`.

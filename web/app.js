@@ -586,20 +586,24 @@ const form = { cuid: null, etag: null };
 function fieldErrorsClear() {
   for (const e of document.querySelectorAll("#spec-form .field-error")) showError(e, null);
   for (const e of document.querySelectorAll("#spec-form [aria-invalid]")) e.removeAttribute("aria-invalid");
+  for (const e of document.querySelectorAll("#spec-form [data-theirs]")) delete e.dataset.theirs;
   showError("form-error", null);
+  delete $("form-error").dataset.changed;
   $("form-status").textContent = "";
 }
 
 /** The input a field error is about ("tags[0]" → #f-tags; "resources.cpus" → #f-cpus). */
 const FIELD_INPUT = { network: "allow", resources: "cpus", health: "health-kind", idle: "idle-after", lifetime: "ttl" };
 
-/** Puts `e` (an ApiError or a client-side error) next to its field: the text below it,
- *  `aria-invalid` and `aria-describedby` on the input, focus on the first one marked. */
+/** Puts `e` (an ApiError or a client-side error) next to its field: the text below it (after
+ *  any other error already there: several fields share the resources line), `aria-invalid`
+ *  and `aria-describedby` on the input, focus on the first one marked. */
 function markField(root, e) {
   const slotName = ["cpus", "memory", "pids", "disk", "tmp"].includes(root) ? "resources" : root;
   const slot = $("e-" + slotName);
   if (!slot) return false;
-  showError(slot, e);
+  if (slot.textContent) slot.textContent += "\n" + e.message;
+  else showError(slot, e);
   const input = $("f-" + root) || $("f-" + (FIELD_INPUT[root] || root));
   if (input) {
     input.setAttribute("aria-invalid", "true");
@@ -666,9 +670,17 @@ async function openForm(cuid) {
   showPage("form");
   fieldErrorsClear();
   form.cuid = cuid;
+  form.original = null;
   $("form-title").textContent = cuid ? `Edit ${cuid}` : "New container";
   $("form-submit").textContent = cuid ? "Save" : "Create";
-  $("f-start").parentElement.hidden = !!cuid;
+  $("f-start-row").hidden = !!cuid;
+  // On by default: a new container is usually wanted running (issue 23).
+  $("f-start").checked = true;
+  // The code goes in with the create; an existing container's Files tab takes uploads.
+  $("f-zip-row").hidden = !!cuid;
+  $("f-zip").value = "";
+  $("form-warning").hidden = true;
+  loadImageChoices();
   // A lifetime is set at create; on an existing container the detail page extends it.
   $("f-lifetime-row").hidden = !!cuid;
   $("form-cancel").href = cuid ? "#/c/" + encodeURIComponent(cuid) : "#/";
@@ -686,6 +698,7 @@ async function openForm(cuid) {
     form.original = r.data;
     fillForm(r.data);
     $("form-title").textContent = `Edit ${displayName(r.data)}`;
+    updateRecreateWarning();
   } catch (e) {
     $("form-error").textContent = e.message;
   }
@@ -701,8 +714,11 @@ async function loadFormTenants() {
   } catch (_) { /* the form still creates the operator's own */ }
 }
 
-/** The form as the API's spec; throws with a field name on what cannot be read. */
+/** The form as the API's spec. What cannot be read is collected, field by field, and thrown
+ *  at the end as one error whose `fields` lists them all (each `{field, message}`). */
 function readForm() {
+  const errors = [];
+  const bad = (field, message) => { if (!errors.some((x) => x.field === field)) errors.push({ field, message }); };
   const spec = { image: $("f-image").value.trim(), name: $("f-name").value.trim() || null };
   const cmd = $("f-command").value.trim();
   spec.command = cmd ? splitWords(cmd) : null;
@@ -710,7 +726,7 @@ function readForm() {
   for (const line of $("f-env").value.split("\n")) {
     if (!line.trim()) continue;
     const i = line.indexOf("=");
-    if (i < 1) throw Object.assign(new Error(`"${line}" is not NAME=value`), { field: "env" });
+    if (i < 1) { bad("env", `"${line}" is not NAME=value`); continue; }
     spec.env[line.slice(0, i).trim()] = line.slice(i + 1);
   }
   spec.tags = $("f-tags").value.split(",").map((t) => t.trim()).filter(Boolean);
@@ -721,7 +737,7 @@ function readForm() {
   spec.ports = [];
   for (const p of $("f-ports").value.split(",").map((s) => s.trim()).filter(Boolean)) {
     const m = /^(?:(.+):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(p);
-    if (!m) throw Object.assign(new Error(`"${p}" is not host:container[/udp]`), { field: "ports" });
+    if (!m) { bad("ports", `"${p}" is not host:container[/udp]`); continue; }
     const port = { host: Number(m[2]), container: Number(m[3]), protocol: m[4] || "tcp" };
     if (m[1]) port.host_ip = m[1];
     spec.ports.push(port);
@@ -737,8 +753,8 @@ function readForm() {
   const ttl = $("f-ttl").value.trim();
   if (ttl) {
     const seconds = parseSeconds(ttl);
-    if (seconds === null) throw Object.assign(new Error(`"${ttl}" is not a duration (e.g. 3600, 30m, 2h)`), { field: "lifetime" });
-    spec.lifetime = { ttl: seconds, on_expiry: $("f-on_expiry").value };
+    if (seconds === null) bad("lifetime", `"${ttl}" is not a duration (e.g. 3600, 30m, 2h)`);
+    else spec.lifetime = { ttl: seconds, on_expiry: $("f-on_expiry").value };
   }
   const after = $("f-idle-after").value.trim();
   spec.idle = after ? {
@@ -746,7 +762,12 @@ function readForm() {
     action: $("f-idle-action").value,
     resume_on_use: $("f-idle-resume").checked,
   } : null;
-  spec.health = readHealth();
+  try {
+    spec.health = readHealth();
+  } catch (e) {
+    bad(e.field || "health", e.message);
+  }
+  if (errors.length) throw Object.assign(new Error(errors[0].message), { fields: errors });
   return spec;
 }
 
@@ -773,13 +794,78 @@ function readHealth() {
   return h;
 }
 
-/** Puts an API validation error next to its field (details.field like "tags[0]"). */
-function showFieldError(e) {
-  const field = e.body && e.body.details && e.body.details.field;
+/** The form's input a `details.field` is about ("tags[0]" → tags; "resources.cpus" → cpus,
+ *  "network.allow[0]" → network). */
+function fieldRoot(field) {
   const parts = field ? String(field).split(/[.[]/) : [];
-  // "resources.cpus" is about the CPUs input, "network.allow[0]" about the allow list.
-  const root = parts[0] === "resources" && parts[1] ? parts[1] : parts[0];
-  if (!root || !markField(root, e)) showError("form-error", e);
+  return parts[0] === "resources" && parts[1] ? parts[1] : parts[0];
+}
+
+/** Puts an API error next to its fields: every one of `details.errors` (a validation error
+ *  names each field refused) at once, else `details.field`; what no field shows goes on top. */
+function showFieldError(e) {
+  const d = (e.body && e.body.details) || {};
+  const list = Array.isArray(d.errors) && d.errors.length ? d.errors : [{ field: d.field, code: e.code, message: e.message }];
+  const top = [];
+  for (const item of list) {
+    let message = item.message || e.message;
+    // Which variable or tag of the field: "1BAD: env names must …".
+    const which = /^env\.(.+)$/.exec(item.field || "");
+    if (which) message = `${which[1]}: ${message}`;
+    else if (/^tags\[\d+\]$/.test(item.field || "") && typeof item.provided === "string") message = `"${item.provided}": ${message}`;
+    const one = { message, body: { code: item.code || e.code } };
+    const root = fieldRoot(item.field);
+    if (!root || !markField(root, one)) top.push(one);
+  }
+  if (top.length) {
+    showError("form-error", top[0]);
+    $("form-error").textContent = top.map((t) => t.message).join("\n");
+  }
+}
+
+/** `BOOT_SCRIPT_MISSING` on a create with start: nothing was made; the ZIP and the command
+ *  are the two ways out, said next to both. */
+function showBootScriptMissing(e) {
+  markField("zip", {
+    message: "Nothing to run yet: the default command runs /app/boot.py, and a new container has no files. " +
+      "Choose a ZIP holding boot.py, type a command, or untick \u201cStart it now\u201d.",
+    body: { code: e.code },
+  });
+  markField("command", { message: "Or type a command here (for example: sleep infinity).", body: { code: e.code } });
+}
+
+/** Creates the container from `spec`; with a ZIP: created stopped, the ZIP unpacked into
+ *  /app, then started when asked. A failed upload deletes the container it just made
+ *  (nothing is left); a failed start opens the container with the error. */
+async function createFromForm(spec) {
+  const zip = $("f-zip").files[0];
+  const startNow = $("f-start").checked;
+  if (startNow && !zip) spec.start = true;
+  // Progress is a status, not an error: its own element, in the normal colour.
+  $("form-status").textContent = spec.start ? "Creating and starting…" : "Creating…";
+  const r = await api("POST", "/containers", { json: spec });
+  const cuid = r.data.cuid;
+  const path = "/containers/" + encodeURIComponent(cuid);
+  if (zip) {
+    $("form-status").textContent = `Uploading ${zip.name}…`;
+    try {
+      await api("POST", path + "/upload-zip?path=%2F", { body: zip, headers: { "content-type": "application/zip" } });
+    } catch (e) {
+      $("form-status").textContent = "The upload failed: removing the new container…";
+      try { await api("DELETE", path); } catch (_) { /* the list shows it if it stayed */ }
+      markField("zip", e);
+      return;
+    }
+    if (startNow) {
+      $("form-status").textContent = "Starting…";
+      try {
+        await api("POST", path + "/start");
+      } catch (e) {
+        nextFlash = `Created with ${zip.name}, but it did not start: ${e.message}`;
+      }
+    }
+  }
+  location.hash = "#/c/" + encodeURIComponent(cuid);
 }
 
 $("spec-form").addEventListener("submit", async (ev) => {
@@ -789,7 +875,7 @@ $("spec-form").addEventListener("submit", async (ev) => {
   try {
     spec = readForm();
   } catch (e) {
-    markField(e.field || "command", e);
+    for (const f of e.fields || [{ field: "command", message: e.message }]) markField(f.field, f);
     return;
   }
   const button = $("form-submit");
@@ -804,19 +890,17 @@ $("spec-form").addEventListener("submit", async (ev) => {
       if (!spec.read_only) delete spec.read_only;
       if (!spec.idle) delete spec.idle;
       if (!spec.health) delete spec.health;
-      if ($("f-start").checked) spec.start = true;
       if (!$("f-tenant-row").hidden && $("f-tenant").value) spec.tenant = $("f-tenant").value;
-      // Progress is a status, not an error: its own element, in the normal colour.
-      $("form-status").textContent = spec.start ? "Creating and starting…" : "Creating…";
-      const r = await api("POST", "/containers", { json: spec });
-      location.hash = "#/c/" + encodeURIComponent(r.data.cuid);
+      await createFromForm(spec);
     } else {
       await saveEdit(spec);
     }
   } catch (e) {
     $("form-status").textContent = "";
     if (e.status === 412) {
-      await showConflict();
+      await keepTypedAfterConflict();
+    } else if (e.code === "BOOT_SCRIPT_MISSING") {
+      showBootScriptMissing(e);
     } else {
       showFieldError(e);
     }
@@ -834,8 +918,9 @@ function sameHealth(asked, shown) {
   return key(full) === key(shown);
 }
 
-async function saveEdit(spec) {
-  const o = form.original;
+/** The PATCH body that takes container `o` to `spec`, and whether its ports change (they
+ *  have their own route). */
+function editPatch(spec, o) {
   const patch = {};
   for (const k of ["name", "image", "restart", "isolation", "read_only"]) if (spec[k] !== o[k]) patch[k] = spec[k];
   const network = { egress: spec.network.egress, allow: spec.network.allow || [] };
@@ -856,27 +941,23 @@ async function saveEdit(spec) {
     if (now !== (o.resources[k] ?? null)) res[k] = now;
   }
   if (Object.keys(res).length) patch.resources = res;
+  const ports = JSON.stringify(spec.ports) !== JSON.stringify((o.ports || []).map((p) => ({ ...p })));
+  return { patch, ports };
+}
+
+async function saveEdit(spec) {
+  const { patch, ports } = editPatch(spec, form.original);
   const path = "/containers/" + encodeURIComponent(form.cuid);
   let etag = form.etag;
   if (Object.keys(patch).length) {
+    $("form-status").textContent = "Saving…";
     const r = await api("PATCH", path, { json: patch, headers: { "if-match": etag } });
     etag = r.headers.get("etag");
   }
-  if (JSON.stringify(spec.ports) !== JSON.stringify((o.ports || []).map((p) => ({ ...p })))) {
+  if (ports) {
     await api("PATCH", path + "/ports", { json: { ports: spec.ports }, headers: { "if-match": etag } });
   }
   location.hash = "#/c/" + encodeURIComponent(form.cuid);
-}
-
-/** 412: someone else changed it. Show their values, keep ours in the message. */
-async function showConflict() {
-  const r = await api("GET", "/containers/" + encodeURIComponent(form.cuid));
-  form.etag = r.headers.get("etag");
-  form.original = r.data;
-  fillForm(r.data);
-  $("form-error").textContent =
-    `Someone else changed this container (now generation ${r.data.generation}). ` +
-    "The form now shows their values; make your change again and save.";
 }
 
 // ------------------------------------------------------------------ detail, actions
@@ -1208,7 +1289,7 @@ for (const b of document.querySelectorAll("[data-action]")) {
 async function runAction(action, button) {
   const cuid = detail.cuid;
   const shown = detail.container ? displayName(detail.container) : cuid;
-  if (action === "delete" && !confirm(`Delete ${shown} and all its files?`)) return;
+  if (action === "delete" && !(await confirmDelete(detail.container, cuid))) return;
   showError("action-error", null);
   $("action-status").textContent = `${action}: waiting for the container to converge…`;
   detail.busy = true;

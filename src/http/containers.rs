@@ -457,9 +457,11 @@ pub async fn patch(
     let updated = state
         .store
         .update::<ApiError>(cuid, expected, |current| {
-            // Read first: a bad lifetime is refused even when the rest is fine.
-            let lifetime = spec::patched_lifetime(&body, current.lifetime.as_ref(), &limits)?;
+            // `apply_patch` refuses a bad lifetime too (with every other field's error), so
+            // its `?` comes first: one answer names every field that is wrong.
+            let lifetime = spec::patched_lifetime(&body, current.lifetime.as_ref(), &limits);
             let next = spec::apply_patch(&current.spec, body, &limits)?;
+            let lifetime = lifetime?;
             if let Some(q) = &quota {
                 q.check(&state.config, &current.spec, &next)?;
             }

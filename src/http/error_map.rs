@@ -43,9 +43,32 @@ impl From<lifecycle::InvalidTransition> for ApiError {
     }
 }
 
+/// The first field refused gives the code, the message and the details (as when only one
+/// was reported); `details.errors` lists every field refused, that one first, each with its
+/// own `code` and `message` beside its details (`field`, `provided`, …).
 impl From<spec::Invalid> for ApiError {
     fn from(e: spec::Invalid) -> Self {
-        ApiError::validation(spec_code(e.rule), e.message).with_details(e.details)
+        let errors: Vec<serde_json::Value> = e
+            .all()
+            .map(|i| {
+                let mut one = json!({"code": spec_code(i.rule).as_str(), "message": i.message});
+                if let (Some(one), serde_json::Value::Object(d)) = (one.as_object_mut(), &i.details)
+                {
+                    for (k, v) in d {
+                        one.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                one
+            })
+            .collect();
+        let mut details = e.details;
+        match details.as_object_mut() {
+            Some(d) => {
+                d.insert("errors".into(), errors.into());
+            }
+            None => details = json!({"errors": errors}),
+        }
+        ApiError::validation(spec_code(e.rule), e.message).with_details(details)
     }
 }
 
@@ -444,9 +467,12 @@ mod tests {
             (e.kind.status().as_u16(), e.code),
             (400, ApiCode::InvalidUser)
         );
+        // Its details, and `errors` listing it (the only field refused) with its code.
         assert_eq!(
             e.details,
-            Some(json!({"field": "user", "provided": "root"}))
+            Some(json!({"field": "user", "provided": "root", "errors": [
+                {"field": "user", "provided": "root", "code": "INVALID_USER", "message": "m"}
+            ]}))
         );
     }
 

@@ -528,20 +528,22 @@ pub async fn fork(
     };
     // The source's time limit (else the default a create gets), counted from now and within
     // `MAX_TTL`, unless the overrides set another.
-    let lifetime =
-        match crate::spec::patched_lifetime(&overrides, source.lifetime.as_ref(), &limits)? {
-            Some(set) => set,
-            None => source
-                .lifetime
-                .or(limits.default_lifetime)
-                .map(|l| match limits.max_ttl {
-                    Some(max) if l.ttl > max => crate::spec::Lifetime { ttl: max, ..l },
-                    _ => l,
-                }),
-        };
+    // Read before `apply_patch` takes the overrides; its errors are in `apply_patch`'s too
+    // (with every other field's), which is why that `?` comes first.
+    let patched = crate::spec::patched_lifetime(&overrides, source.lifetime.as_ref(), &limits);
     // The same image as the source runs: a digest an update pinned, not the tag's local copy.
     let pin = source.image.pin.clone();
     let spec = crate::spec::apply_patch(&base, overrides, &limits)?;
+    let lifetime = match patched? {
+        Some(set) => set,
+        None => source
+            .lifetime
+            .or(limits.default_lifetime)
+            .map(|l| match limits.max_ttl {
+                Some(max) if l.ttl > max => crate::spec::Lifetime { ttl: max, ..l },
+                _ => l,
+            }),
+    };
     let pin = pin.filter(|_| spec.image == source.spec.image);
     check_runtime(&state, spec.isolation).await?;
     let tenant = source.tenant.clone();

@@ -31,6 +31,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/charts.js"),
     ),
     (
+        "create.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/create.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../../web/style.css"),

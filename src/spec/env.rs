@@ -37,6 +37,7 @@ pub(super) fn check_env_size(
             "env holds {size} bytes (names plus values); a container may hold at most {limit}"
         ),
         details: json!({"field": "env", "limit": limit, "size": size}),
+        more: Vec::new(),
     })
 }
 

@@ -12,6 +12,9 @@ pub struct Invalid {
     pub message: String,
     /// `{"field", "provided"}`, or what else the rule reports (a size and its limit).
     pub details: Value,
+    /// The other fields of the same body that break a rule, in the order they were read
+    /// (this one is the first): a form shows them all at once (`details.errors`).
+    pub more: Vec<Invalid>,
 }
 
 /// Each rule of the spec a body can break (each has its own code on the wire).
@@ -90,6 +93,47 @@ impl Invalid {
             rule,
             message: message.into(),
             details: json!({"field": field.into(), "provided": provided}),
+            more: Vec::new(),
+        }
+    }
+
+    /// This error and the ones after it, in order.
+    pub fn all(&self) -> impl Iterator<Item = &Invalid> {
+        std::iter::once(self).chain(self.more.iter())
+    }
+}
+
+/// The errors of one body, read field by field: one bad field does not hide the next.
+#[derive(Default)]
+pub(crate) struct Errors(Vec<Invalid>);
+
+impl Errors {
+    /// The value of a field that is fine; a broken one is kept for the answer.
+    pub fn check<T>(&mut self, r: Result<T, Invalid>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(e);
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, mut e: Invalid) {
+        let more = std::mem::take(&mut e.more);
+        self.0.push(e);
+        self.0.extend(more);
+    }
+
+    /// `Err` with the first error (the rest in its `more`) if any field was refused.
+    pub fn finish(self) -> Result<(), Invalid> {
+        let mut it = self.0.into_iter();
+        match it.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.more = it.collect();
+                Err(first)
+            }
         }
     }
 }

@@ -126,6 +126,7 @@ pub fn parse_lifetime(v: Value, max_ttl: Option<u64>) -> Result<LifetimeIn, Inva
                 rule: Rule::TtlTooLong,
                 message: format!("`lifetime.ttl` may be at most {max} seconds (MAX_TTL)"),
                 details: json!({"field": "lifetime.ttl", "provided": ttl, "limit": max}),
+                more: Vec::new(),
             });
         }
     }
@@ -156,6 +157,7 @@ pub fn check_required(max_ttl: Option<u64>) -> Result<(), Invalid> {
                 "this server limits every container's life to {max} seconds (MAX_TTL): `lifetime` cannot be null"
             ),
             details: json!({"field": "lifetime", "provided": null, "limit": max}),
+            more: Vec::new(),
         }),
     }
 }

@@ -29,6 +29,7 @@ pub use crate::config::Isolation;
 use crate::config::UserIds;
 
 pub use env::{env_bytes, is_env_name, DEFAULT_ENV_MAX_BYTES};
+use error::Errors;
 pub use error::{Invalid, Rule};
 pub use health::{Health, HealthCheck, HttpProbe, OnUnhealthy};
 pub use idle::{Idle, IdleAction, MIN_IDLE_AFTER};
@@ -265,105 +266,164 @@ const PATCH_FIELDS: &[&str] = &[
     "auto_update",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+    match unknown_fields(map, allowed, prefix).into_iter().next() {
         None => Ok(()),
-        Some(k) => {
+        Some(e) => Err(e),
+    }
+}
+
+/// One error for each key of `map` not in `allowed`.
+fn unknown_fields(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Vec<Invalid> {
+    map.keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| {
             let field = format!("{prefix}{k}");
             let hint = if prefix.is_empty() && k == "ports" {
                 " (ports are changed with PATCH /containers/{cuid}/ports)"
             } else {
                 ""
             };
-            Err(Invalid::field(
+            Invalid::field(
                 Rule::UnknownField,
                 field.clone(),
                 Value::String(k.clone()),
                 format!("unknown field `{field}`{hint}"),
-            ))
-        }
-    }
+            )
+        })
+        .collect()
 }
 
+/// Reads a create body. Every field is read even after one is refused: the error is the
+/// first field refused (as when only one was reported) with the others in its `more`.
 pub fn parse_create(
     mut body: Map<String, Value>,
     limits: &Limits,
 ) -> Result<CreateRequest, Invalid> {
-    reject_unknown(&body, CREATE_FIELDS, "")?;
+    let mut errors = Errors::default();
+    for e in unknown_fields(&body, CREATE_FIELDS, "") {
+        errors.push(e);
+    }
     let image = match body.remove("image") {
         None | Some(Value::Null) => {
-            return Err(Invalid::field(
+            errors.push(Invalid::field(
                 Rule::MissingImage,
                 "image",
                 Value::Null,
                 "Image is required",
-            ))
+            ));
+            None
         }
-        Some(v) => parse_image(v)?,
+        Some(v) => errors.check(parse_image(v)),
     };
     let env = match body.remove("env") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => parse_env_map(v, false)?
-            .into_iter()
-            .map(|(k, v)| (k, v.unwrap_or_default()))
-            .collect(),
+        None | Some(Value::Null) => Some(BTreeMap::new()),
+        Some(v) => errors.check(parse_env_map(v, false)).map(|env| {
+            env.into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default()))
+                .collect()
+        }),
     };
-    check_env_size(&env, limits.env_max_bytes, 0)?;
+    if let Some(env) = &env {
+        errors.check(check_env_size(env, limits.env_max_bytes, 0));
+    }
     let tags = match body.remove("tags") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => parse_tags(v)?,
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(v) => errors.check(parse_tags(v)),
     };
     let mut resources = Resources::default();
     if let Some(v) = body.remove("resources").filter(|v| !v.is_null()) {
-        merge_resources(&mut resources, v, limits)?;
+        errors.check(merge_resources(&mut resources, v, limits));
     }
     let ports = match body.remove("ports") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => parse_ports(v, limits)?,
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(v) => errors.check(parse_ports(v, limits)),
     };
-    let command = parse_command(body.remove("command").unwrap_or(Value::Null))?;
+    let command = errors.check(parse_command(body.remove("command").unwrap_or(Value::Null)));
     let restart = match body.remove("restart") {
-        None | Some(Value::Null) => RestartPolicy::OnFailure,
-        Some(v) => parse_restart(v)?,
+        None | Some(Value::Null) => Some(RestartPolicy::OnFailure),
+        Some(v) => errors.check(parse_restart(v)),
     };
-    let user = parse_user(body.remove("user").unwrap_or(Value::Null))?;
+    let user = errors.check(parse_user(body.remove("user").unwrap_or(Value::Null)));
     let read_only = match body.remove("read_only") {
-        None | Some(Value::Null) => false,
-        Some(v) => parse_read_only(v)?,
+        None | Some(Value::Null) => Some(false),
+        Some(v) => errors.check(parse_read_only(v)),
     };
     let isolation = match body.remove("isolation") {
-        None | Some(Value::Null) => limits.default_isolation,
-        Some(v) => parse_isolation(v)?,
+        None | Some(Value::Null) => Some(limits.default_isolation),
+        Some(v) => errors.check(parse_isolation(v)),
     };
-    let network = parse_network(
+    let network = errors.check(parse_network(
         body.remove("network").unwrap_or(Value::Null),
         limits.default_egress,
-    )?;
-    let name = parse_name(body.remove("name").unwrap_or(Value::Null))?;
+    ));
+    let name = errors.check(parse_name(body.remove("name").unwrap_or(Value::Null)));
     let lifetime = match body.remove("lifetime") {
-        None => limits.default_lifetime,
-        Some(Value::Null) => {
-            lifetime::check_required(limits.max_ttl)?;
-            None
-        }
-        Some(v) => Some(lifetime::parse_lifetime(v, limits.max_ttl)?.resolve(None)),
+        None => Some(limits.default_lifetime),
+        Some(Value::Null) => errors
+            .check(lifetime::check_required(limits.max_ttl))
+            .map(|()| None),
+        Some(v) => errors
+            .check(lifetime::parse_lifetime(v, limits.max_ttl))
+            .map(|l| Some(l.resolve(None))),
     };
-    let idle = parse_idle(body.remove("idle").unwrap_or(Value::Null))?;
-    let health = parse_health(body.remove("health").unwrap_or(Value::Null))?;
+    let idle = errors.check(parse_idle(body.remove("idle").unwrap_or(Value::Null)));
+    let health = errors.check(parse_health(body.remove("health").unwrap_or(Value::Null)));
     let auto_update = match body.remove("auto_update") {
-        None | Some(Value::Null) => false,
-        Some(v) => parse_auto_update(v)?,
+        None | Some(Value::Null) => Some(false),
+        Some(v) => errors.check(parse_auto_update(v)),
     };
     let start = match body.remove("start") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
+        None | Some(Value::Null) => Some(false),
+        Some(Value::Bool(b)) => Some(b),
         Some(v) => {
-            return Err(Invalid::field(
+            errors.push(Invalid::field(
                 Rule::InvalidStart,
                 "start",
                 v,
                 "`start` must be a boolean",
-            ))
+            ));
+            None
         }
+    };
+    errors.finish()?;
+    // With no error recorded, every field above holds its value.
+    let (
+        Some(image),
+        Some(env),
+        Some(tags),
+        Some(ports),
+        Some(command),
+        Some(restart),
+        Some(user),
+        Some(read_only),
+        Some(isolation),
+        Some(network),
+        Some(name),
+        Some(lifetime),
+        Some(idle),
+        Some(health),
+        Some(auto_update),
+        Some(start),
+    ) = (
+        image,
+        env,
+        tags,
+        ports,
+        command,
+        restart,
+        user,
+        read_only,
+        isolation,
+        network,
+        name,
+        lifetime,
+        idle,
+        health,
+        auto_update,
+        start,
+    )
+    else {
+        unreachable!("a field without a value recorded an error")
     };
     Ok(CreateRequest {
         spec: Spec {
@@ -392,98 +452,148 @@ pub fn parse_create(
 /// `tags` replace, `resources` merge (`null` clears a limit), the rest replace (`null` on
 /// `command`/`user`/`read_only` goes back to the default; `network` replaces the whole
 /// policy, `null` being `DEFAULT_EGRESS`; `health` replaces the whole check, `null`
-/// removing it).
+/// removing it). Like [`parse_create`], every field is read: the error carries them all.
+/// `lifetime` is read here too (for its errors), and applied by [`patched_lifetime`].
 pub fn apply_patch(
     spec: &Spec,
     mut body: Map<String, Value>,
     limits: &Limits,
 ) -> Result<Spec, Invalid> {
-    reject_unknown(&body, PATCH_FIELDS, "")?;
-    // Not part of the spec: read by [`patched_lifetime`].
-    body.remove("lifetime");
+    let mut errors = Errors::default();
+    for e in unknown_fields(&body, PATCH_FIELDS, "") {
+        errors.push(e);
+    }
+    // Not part of the spec (see [`patched_lifetime`]); its errors are this body's too,
+    // reported first as they were when [`patched_lifetime`] was the first to read them.
+    match body.remove("lifetime") {
+        None => {}
+        Some(Value::Null) => {
+            errors.check(lifetime::check_required(limits.max_ttl));
+        }
+        Some(v) => {
+            errors.check(lifetime::parse_lifetime(v, limits.max_ttl));
+        }
+    }
     let mut next = spec.clone();
     if let Some(v) = body.remove("image") {
         if v.is_null() {
-            return Err(Invalid::field(
+            errors.push(Invalid::field(
                 Rule::MissingImage,
                 "image",
                 Value::Null,
                 "Image is required",
             ));
+        } else if let Some(image) = errors.check(parse_image(v)) {
+            next.image = image;
         }
-        next.image = parse_image(v)?;
     }
     if let Some(v) = body.remove("env").filter(|v| !v.is_null()) {
-        for (name, value) in parse_env_map(v, true)? {
-            match value {
-                Some(value) => next.env.insert(name, value),
-                None => next.env.remove(&name),
-            };
+        if let Some(map) = errors.check(parse_env_map(v, true)) {
+            for (name, value) in map {
+                match value {
+                    Some(value) => next.env.insert(name, value),
+                    None => next.env.remove(&name),
+                };
+            }
+            if next.env.len() > MAX_ENV_VARS {
+                errors.push(Invalid::field(
+                    Rule::InvalidEnv,
+                    "env",
+                    json!(next.env.len()),
+                    format!("at most {MAX_ENV_VARS} variables"),
+                ));
+            } else {
+                errors.check(check_env_size(
+                    &next.env,
+                    limits.env_max_bytes,
+                    env_bytes(&spec.env),
+                ));
+            }
         }
-        if next.env.len() > MAX_ENV_VARS {
-            return Err(Invalid::field(
-                Rule::InvalidEnv,
-                "env",
-                json!(next.env.len()),
-                format!("at most {MAX_ENV_VARS} variables"),
-            ));
-        }
-        check_env_size(&next.env, limits.env_max_bytes, env_bytes(&spec.env))?;
     }
     if let Some(v) = body.remove("tags") {
-        next.tags = if v.is_null() {
-            Vec::new()
-        } else {
-            parse_tags(v)?
-        };
+        if v.is_null() {
+            next.tags = Vec::new();
+        } else if let Some(tags) = errors.check(parse_tags(v)) {
+            next.tags = tags;
+        }
     }
     if let Some(v) = body.remove("resources").filter(|v| !v.is_null()) {
-        merge_resources(&mut next.resources, v, limits)?;
-        check_disk_change(&spec.resources, &next.resources)?;
+        if errors
+            .check(merge_resources(&mut next.resources, v, limits))
+            .is_some()
+        {
+            errors.check(check_disk_change(&spec.resources, &next.resources));
+        }
     }
     if let Some(v) = body.remove("command") {
-        next.command = parse_command(v)?;
+        if let Some(command) = errors.check(parse_command(v)) {
+            next.command = command;
+        }
     }
     if let Some(v) = body.remove("restart") {
-        next.restart = if v.is_null() {
-            RestartPolicy::OnFailure
-        } else {
-            parse_restart(v)?
-        };
+        if v.is_null() {
+            next.restart = RestartPolicy::OnFailure;
+        } else if let Some(r) = errors.check(parse_restart(v)) {
+            next.restart = r;
+        }
     }
     if let Some(v) = body.remove("user") {
-        next.user = parse_user(v)?;
+        if let Some(user) = errors.check(parse_user(v)) {
+            next.user = user;
+        }
     }
     if let Some(v) = body.remove("read_only") {
-        next.read_only = match v {
-            Value::Null => false,
-            v => parse_read_only(v)?,
-        };
+        match v {
+            Value::Null => next.read_only = false,
+            v => {
+                if let Some(b) = errors.check(parse_read_only(v)) {
+                    next.read_only = b;
+                }
+            }
+        }
     }
     if let Some(v) = body.remove("isolation") {
-        next.isolation = match v {
-            Value::Null => limits.default_isolation,
-            v => parse_isolation(v)?,
-        };
+        match v {
+            Value::Null => next.isolation = limits.default_isolation,
+            v => {
+                if let Some(i) = errors.check(parse_isolation(v)) {
+                    next.isolation = i;
+                }
+            }
+        }
     }
     if let Some(v) = body.remove("network") {
-        next.network = parse_network(v, limits.default_egress)?;
+        if let Some(n) = errors.check(parse_network(v, limits.default_egress)) {
+            next.network = n;
+        }
     }
     if let Some(v) = body.remove("name") {
-        next.name = parse_name(v)?;
+        if let Some(name) = errors.check(parse_name(v)) {
+            next.name = name;
+        }
     }
     if let Some(v) = body.remove("idle") {
-        next.idle = parse_idle(v)?;
+        if let Some(idle) = errors.check(parse_idle(v)) {
+            next.idle = idle;
+        }
     }
     if let Some(v) = body.remove("health") {
-        next.health = parse_health(v)?;
+        if let Some(health) = errors.check(parse_health(v)) {
+            next.health = health;
+        }
     }
     if let Some(v) = body.remove("auto_update") {
-        next.auto_update = match v {
-            Value::Null => false,
-            v => parse_auto_update(v)?,
-        };
+        match v {
+            Value::Null => next.auto_update = false,
+            v => {
+                if let Some(b) = errors.check(parse_auto_update(v)) {
+                    next.auto_update = b;
+                }
+            }
+        }
     }
+    errors.finish()?;
     Ok(next)
 }
 
@@ -905,7 +1015,7 @@ mod tests {
                 .unwrap();
             assert_eq!(err.code, "INVALID_ISOLATION", "{bad}");
             assert_eq!(
-                err.details,
+                without_errors(err.details),
                 Some(json!({"field": "isolation", "provided": bad}))
             );
         }
@@ -961,6 +1071,80 @@ mod tests {
     /// Refusals as the client sees them (the mapping of `http/`), so the codes are checked.
     fn create(v: Value) -> Result<CreateRequest, ApiError> {
         Ok(parse_create(v.as_object().unwrap().clone(), &limits())?)
+    }
+
+    /// Every field refused is reported: the first as the error, all of them (in the
+    /// order the fields are read) in `details.errors`.
+    #[test]
+    fn every_refused_field_is_reported() {
+        let e = create(json!({
+            "image": "UPPER CASE",
+            "env": {"1BAD": "x"},
+            "name": "-no-",
+            "restart": "sometimes",
+            "bogus": 1,
+        }))
+        .err()
+        .unwrap();
+        assert_eq!(e.code.as_str(), "UNKNOWN_FIELD");
+        let d = e.details.unwrap();
+        assert_eq!(d["field"], "bogus");
+        let got: Vec<(String, String)> = d["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                assert!(x["message"].as_str().is_some_and(|m| !m.is_empty()));
+                (
+                    x["field"].as_str().unwrap().to_owned(),
+                    x["code"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let want = [
+            ("bogus", "UNKNOWN_FIELD"),
+            ("image", "INVALID_IMAGE"),
+            ("env.1BAD", "INVALID_ENV_NAME"),
+            ("restart", "INVALID_RESTART"),
+            ("name", "INVALID_NAME"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(f, c)| (f.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // One error: the same body as before, plus `errors` holding it.
+        let e = create(json!({"image": "x", "user": "root"})).err().unwrap();
+        let d = e.details.unwrap();
+        assert_eq!(d["field"], "user");
+        assert_eq!(d["errors"].as_array().unwrap().len(), 1);
+        assert_eq!(d["errors"][0]["code"], "INVALID_USER");
+        assert_eq!(d["errors"][0]["provided"], "root");
+        // A patch too, its lifetime first as before.
+        let base = create(json!({"image": "x"})).unwrap().spec;
+        let body = json!({"tags": ["a b"], "lifetime": {"ttl": 0}, "command": []});
+        let e: ApiError = apply_patch(&base, body.as_object().unwrap().clone(), &limits())
+            .err()
+            .unwrap()
+            .into();
+        assert_eq!(e.code.as_str(), "INVALID_TTL");
+        let d = e.details.unwrap();
+        let fields: Vec<&str> = d["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["lifetime.ttl", "tags[0]", "command"]);
+    }
+
+    /// The details of the first error alone (`errors` is checked in
+    /// [`every_refused_field_is_reported`]).
+    fn without_errors(details: Option<Value>) -> Option<Value> {
+        details.map(|mut d| {
+            d.as_object_mut().unwrap().remove("errors");
+            d
+        })
     }
 
     fn code(v: Value) -> String {
@@ -1189,7 +1373,7 @@ mod tests {
         let err = patch(&ro, json!({"read_only": "true"})).unwrap_err();
         assert_eq!(err.code, "INVALID_READ_ONLY");
         assert_eq!(
-            err.details,
+            without_errors(err.details),
             Some(json!({"field": "read_only", "provided": "true"}))
         );
         assert_eq!(
@@ -1286,7 +1470,7 @@ mod tests {
         assert_eq!(over.code, "ENV_TOO_LARGE");
         assert_eq!(over.kind.status(), 400);
         assert_eq!(
-            over.details,
+            without_errors(over.details),
             Some(json!({"field": "env", "limit": 1000, "size": 1001}))
         );
         // Many small variables add up the same way.

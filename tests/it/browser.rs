@@ -33,6 +33,8 @@ pub mod keys {
     pub const CONTROL: &str = "\u{E009}";
     pub const TAB: &str = "\u{E004}";
     pub const ESCAPE: &str = "\u{E00C}";
+    pub const SHIFT: &str = "\u{E008}";
+    pub const ARROW_DOWN: &str = "\u{E015}";
     /// Releases held modifier keys.
     pub const NULL: &str = "\u{E000}";
 }
@@ -289,6 +291,61 @@ impl Browser {
         self.type_into("#signin-token", token).await;
         self.click("#signin-submit").await;
         self.wait_list().await;
+    }
+
+    /// Presses keys as a person would, on whatever has the focus (WebDriver actions: no
+    /// element is named, nothing is clicked). Each character of `text` is one key press;
+    /// [`keys`] holds the special ones.
+    pub async fn press(&self, text: &str) {
+        let mut actions = Vec::new();
+        for ch in text.chars() {
+            actions.push(json!({"type": "keyDown", "value": ch.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": ch.to_string()}));
+        }
+        self.key_actions(actions).await;
+    }
+
+    /// Shift+Tab.
+    pub async fn press_shift_tab(&self) {
+        self.key_actions(vec![
+            json!({"type": "keyDown", "value": keys::SHIFT}),
+            json!({"type": "keyDown", "value": keys::TAB}),
+            json!({"type": "keyUp", "value": keys::TAB}),
+            json!({"type": "keyUp", "value": keys::SHIFT}),
+        ])
+        .await;
+    }
+
+    async fn key_actions(&self, actions: Vec<Value>) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+        self.cmd(reqwest::Method::DELETE, "/actions", None).await;
+    }
+
+    /// Presses Tab until `css` matches the focused element (at most `max` times); panics
+    /// if it never does. Returns how many presses it took.
+    pub async fn tab_to(&self, css: &str, max: usize) -> usize {
+        for n in 0..=max {
+            let here = self
+                .js(
+                    "return !!document.activeElement && document.activeElement.matches(arguments[0]);",
+                    json!([css]),
+                )
+                .await;
+            if here == true {
+                return n;
+            }
+            self.press(keys::TAB).await;
+        }
+        let shot = self.screenshot("failure").await;
+        panic!(
+            "{css} not reached with {max} Tab presses (screenshot {})",
+            shot.display()
+        );
     }
 
     pub async fn accept_alert(&self) {

@@ -645,6 +645,8 @@ async fn console_in_a_real_browser() {
     b.type_into("#f-image", BUSYBOX).await;
     b.type_into("#f-command", "sh -c \"echo hi; exec sleep 3600\"")
         .await;
+    // "Start it now" is on by default; this one is made stopped.
+    b.click("#f-start").await;
     // The API's own validation message lands next to its field, in plain words (the code
     // only as data-code), and the field is marked invalid for assistive technology.
     b.type_into("#f-tags", "console, bad tag!").await;
@@ -744,7 +746,8 @@ async fn console_in_a_real_browser() {
     )
     .await;
 
-    // Edit while someone else changes it: If-Match makes that a 412, shown with their values.
+    // Edit while someone else changes it: If-Match makes that a 412; what was typed stays,
+    // the page says what they changed.
     b.goto(&format!("{}/ui/#/c/{cuid}/edit", s.base)).await;
     b.wait_js(
         "edit form",
@@ -762,7 +765,7 @@ async fn console_in_a_real_browser() {
     b.wait_js(
         "conflict shown",
         T,
-        "return document.getElementById('form-error').textContent.includes('Someone else changed') && document.getElementById('f-tags').value === 'theirs';",
+        "return document.getElementById('form-error').textContent.includes('Someone else changed') && document.getElementById('f-tags').value === 'mine';",
     )
     .await;
     b.screenshot("edit-conflict").await;
@@ -957,8 +960,15 @@ async fn console_in_a_real_browser() {
         text.contains("Start the container to open a shell") && !text.contains('{'),
         "{text}"
     );
+    // A stopped container: the in-page dialog asks, no name to type.
     b.click("[data-action=delete]").await;
-    b.accept_alert().await;
+    b.wait_js(
+        "delete dialog",
+        T,
+        "return document.getElementById('delete-dialog').open;",
+    )
+    .await;
+    b.click("#delete-ok").await;
     b.wait_js(
         "back to the list",
         long,

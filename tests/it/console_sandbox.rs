@@ -27,6 +27,8 @@ async fn console_creates_and_shows_a_sandboxed_container() {
     .await;
     b.type_into("#f-name", "sandbox-one").await;
     b.type_into("#f-image", BUSYBOX).await;
+    // Made stopped (no code to run yet): "Start it now" is on by default.
+    b.click("#f-start").await;
     b.type_into("#f-disk", "32m").await;
     b.type_into("#f-idle-after", "600").await;
     b.click("#f-read_only").await;

@@ -310,6 +310,8 @@ async fn console_operator_manages_tenants_and_tokens_and_sees_a_secret_once() {
     )
     .await;
     b.type_into("#f-image", BUSYBOX).await;
+    // Made stopped (no code to run yet): "Start it now" is on by default.
+    b.click("#f-start").await;
     // team-c has a memory quota: its containers must set a memory limit.
     b.type_into("#f-memory", "128m").await;
     b.click("#f-tenant option[value='team-c']").await;

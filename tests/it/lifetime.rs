@@ -260,10 +260,15 @@ async fn max_and_default_ttl_bound_every_container_and_bad_lifetimes_are_refused
         )
         .await;
     r.assert_error(400, "validation_error", "TTL_TOO_LONG");
+    let mut details = r.json["details"].clone();
+    // `errors` lists every field refused: this one alone, with its code and message.
+    let errors = details.as_object_mut().unwrap().remove("errors").unwrap();
     assert_eq!(
-        r.json["details"],
+        details,
         json!({"field": "lifetime.ttl", "provided": 7201, "limit": 7200})
     );
+    assert_eq!(errors[0]["code"], "TTL_TOO_LONG");
+    assert_eq!(errors.as_array().unwrap().len(), 1);
     s.post_json("/containers", &json!({"image": BUSYBOX, "lifetime": null}))
         .await
         .assert_error(400, "validation_error", "TTL_TOO_LONG");

@@ -6,6 +6,7 @@ mod common;
 mod console;
 mod console_list;
 mod console_detail;
+mod console_create;
 mod console_sandbox;
 mod console_snapshots;
 mod console_tenancy;
