@@ -557,7 +557,8 @@ function listRow(c) {
        el("span", { class: "nowrap", text: statusText(c) + exit }),
        healthBadge(c), crashBadge(c)),
     errorCell(c),
-    sparkCell(c), // charts.js: the CPU sparkline
+    // charts.js draws the CPU sparkline; a list without it (the script failed to load) still works.
+    typeof sparkCell === "function" ? sparkCell(c) : el("td", { class: "col-cpu" }),
   ));
 }
 
