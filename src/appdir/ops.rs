@@ -267,13 +267,15 @@ pub fn remove(
             Err(Errno::NOENT) => return Err(not_found(provided)),
             // It became a file meanwhile: again.
             Err(Errno::NOTDIR) => continue,
-            Err(Errno::NOTEMPTY | Errno::EXIST) if !recursive => return Err(Error::refused(
-                Reason::DirectoryNotEmpty,
-                format!(
+            Err(Errno::NOTEMPTY | Errno::EXIST) if !recursive => {
+                return Err(Error::refused(
+                    Reason::DirectoryNotEmpty,
+                    format!(
                     "{provided} is a folder with something in it; delete it with recursive=true"
                 ),
-            )
-            .with_details(json!({"path": provided}))),
+                )
+                .with_details(json!({"path": provided})))
+            }
             Err(Errno::NOTEMPTY | Errno::EXIST) => {}
             Err(e) => return Err(std::io::Error::from(e).into()),
         }

@@ -12,6 +12,7 @@ mod contract;
 mod disk;
 mod egress;
 mod files;
+mod files_ops;
 mod first_run;
 mod foundation;
 mod gvisor;
