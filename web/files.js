@@ -244,6 +244,7 @@ async function preview(full, name, size) {
   $("preview-title").textContent = name;
   $("preview-note").textContent = "loading…";
   $("file-preview").hidden = false;
+  $("file-preview").scrollIntoView({ block: "nearest" });
   try {
     const r = await fetch(`${filesBase()}/download?${new URLSearchParams({ path: full })}`, {
       credentials: "same-origin", headers: authHeaders(), signal: abort.signal,
