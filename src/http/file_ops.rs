@@ -124,9 +124,10 @@ async fn put_inner(
     body: Body,
     fields: &mut Map<String, Value>,
 ) -> ApiResult<Response> {
+    // Bad input is refused before anything is woken or read.
+    let components = item_path(query.path.as_deref(), "path")?;
     let (container, resumed) = woken(state, cuid).await?;
     let cuid = container.cuid.clone();
-    let components = item_path(query.path.as_deref(), "path")?;
     // `If-None-Match: *`: only if nothing has that name. Files have no entity tags, so any
     // other value matches nothing and the upload goes ahead (RFC 9110 §13.1.2).
     let replace = !headers
@@ -231,10 +232,10 @@ async fn delete_inner(
             ))
         }
     };
+    let provided = query.path.unwrap_or_default();
+    let components = item_path(query_path_or_none(&provided), "path")?;
     let (container, resumed) = woken(state, cuid).await?;
     let cuid = container.cuid.clone();
-    let provided = query.path.unwrap_or_default();
-    let components = item_path(Some(&provided), "path")?;
     let guard = state.files.lock(&cuid).await;
     let container = live_container(state, &cuid).await?;
     let mount = mounts::ready_app_dir(&state.config, &cuid, &container.spec).await?;
@@ -260,6 +261,11 @@ async fn delete_inner(
         r#type: kind.into(),
     };
     Ok(with_timing(Json(body).into_response(), resumed))
+}
+
+/// An absent `?path=` reads as empty: both are "not a path" ([`item_path`]'s `MISSING_PATH`).
+fn query_path_or_none(provided: &str) -> Option<&str> {
+    (!provided.is_empty()).then_some(provided)
 }
 
 fn string_field<'a>(body: &'a Map<String, Value>, name: &str) -> ApiResult<Option<&'a str>> {

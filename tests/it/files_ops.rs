@@ -458,3 +458,37 @@ async fn scopes_tenants_and_an_idle_container() {
         "running"
     );
 }
+
+#[tokio::test]
+async fn under_a_disk_cap_a_file_that_does_not_fit_changes_nothing() {
+    let s = Server::start().await;
+    let cuid = s
+        .create(&json!({"image": BUSYBOX, "command": SLEEPER, "resources": {"disk": "32m"}}))
+        .await;
+    // The capped /app is in the container's image (not DATA_DIR/mounts).
+    let r = s.put_file(&cuid, "keep.txt", "old").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(s.make_folder(&cuid, "d").await.status, 201);
+    assert_eq!(
+        s.move_file(&cuid, "keep.txt", "d/keep.txt").await.status,
+        200
+    );
+
+    let big = vec![1u8; 40 << 20];
+    let r = s.put_file(&cuid, "d/keep.txt", big).await;
+    r.assert_error(413, "payload_too_large", "DISK_QUOTA_EXCEEDED");
+    let (status, _, body) =
+        get_bytes(&s, &format!("/containers/{cuid}/download?path=d/keep.txt")).await;
+    assert_eq!((status, body), (200, b"old".to_vec()));
+    // Nothing left behind: not in the server's staging, not in the image's.
+    assert!(staging_is_empty(&s));
+    let image_staging = s.data_dir().join("disks").join(&cuid).join("staging");
+    let left: Vec<_> = std::fs::read_dir(&image_staging)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let r = s.delete_file(&cuid, "d", "&recursive=true").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.get(&format!("/containers/{cuid}/files")).await;
+    assert_eq!(r.json["entries"], json!([]), "{}", r.text);
+}
