@@ -890,6 +890,7 @@ async function openDetail(cuid, tab, folder) {
     showError("action-error", null);
     $("action-status").textContent = "";
     files.path = "";
+    files.shown = null; // another container: the Files tab starts afresh
   }
   if (tab === "files") files.path = folder || "";
   $("detail-gone").hidden = true;

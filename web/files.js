@@ -6,7 +6,7 @@
 // showError, download, can, detail).
 "use strict";
 
-const files = { path: "", next: null, upload: null, asked: null };
+const files = { path: "", shown: null, next: null, upload: null, asked: null, previewAbort: null };
 
 /** How much of a file the preview reads. */
 const PREVIEW_BYTES = 64 * 1024;
@@ -50,7 +50,14 @@ function filesStatus(text) {
 }
 
 async function loadFiles(path, more) {
-  if (path !== files.path) closePreview();
+  if (path !== files.shown) {
+    // Another folder (or container): what was open for the last one goes.
+    closePreview();
+    $("replace-ask").hidden = true;
+    $("folder-form").hidden = true;
+    files.asked = null;
+  }
+  files.shown = path;
   files.path = path;
   filesError(null);
   const q = new URLSearchParams({ path: path || "/" });

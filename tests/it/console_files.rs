@@ -142,7 +142,8 @@ async fn console_uploads_previews_renames_makes_folders_deletes_and_cancels() {
     b.wait_js(
         "inside docs, empty",
         T,
-        "return location.hash.endsWith('/files/docs') && !document.getElementById('files-empty').hidden;",
+        "return location.hash.endsWith('/files/docs') && !document.getElementById('files-empty').hidden \
+         && document.getElementById('file-preview').hidden;",
     )
     .await;
     b.type_into("#file-input", data_path.to_str().unwrap())
