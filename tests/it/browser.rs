@@ -270,6 +270,15 @@ impl Browser {
         self.wait_list().await;
     }
 
+    /// Signs in to the console at `base` with an API token, and waits for the list.
+    pub async fn sign_in_token(&self, base: &str, token: &str) {
+        self.open_sign_in(base).await;
+        self.click("#signin-mode").await;
+        self.type_into("#signin-token", token).await;
+        self.click("#signin-submit").await;
+        self.wait_list().await;
+    }
+
     pub async fn accept_alert(&self) {
         self.cmd(reqwest::Method::POST, "/alert/accept", Some(json!({})))
             .await;

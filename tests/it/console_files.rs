@@ -232,3 +232,48 @@ async fn console_uploads_previews_renames_makes_folders_deletes_and_cancels() {
     b.type_into("#file-input", notes.to_str().unwrap()).await;
     b.wait_js("notes.txt again", T, &row("notes.txt")).await;
 }
+
+/// An `operate` token uploads ZIPs and previews files; the single-file operations (scope
+/// `write`) are not offered.
+#[tokio::test]
+async fn console_files_offer_only_what_the_scope_covers() {
+    let s = Server::start().await;
+    let cuid = s.create_sleeper().await;
+    assert_eq!(s.put_file(&cuid, "a.txt", "text").await.status, 201);
+    let operate = s.token("operate", None).await;
+    let b = Browser::start().await;
+    b.sign_in_token(&s.base, &operate.token).await;
+    b.goto(&format!("{}/ui/#/c/{cuid}/files", s.base)).await;
+    b.wait_js("a.txt listed", T, &row("a.txt")).await;
+    let shown: Vec<String> = serde_json::from_value(
+        b.js(
+            "return [...document.querySelectorAll('#panel-files button, #panel-files a, #panel-files label')]\
+               .filter((e) => e.getClientRects().length > 0).map((e) => e.textContent.trim());",
+            json!([]),
+        )
+        .await,
+    )
+    .unwrap();
+    for there in [
+        "Upload ZIP here",
+        "Preview",
+        "a.txt",
+        "Download folder as ZIP",
+    ] {
+        assert!(
+            shown.iter().any(|t| t == there),
+            "{there} missing: {shown:?}"
+        );
+    }
+    for gone in ["Upload a file here", "New folder", "Rename", "Delete"] {
+        assert!(!shown.iter().any(|t| t == gone), "{gone} shown: {shown:?}");
+    }
+    b.click("#files-body tr[data-name=\"a.txt\"] [data-op=preview]")
+        .await;
+    b.wait_js(
+        "preview",
+        T,
+        "return document.getElementById('preview-text').textContent === 'text';",
+    )
+    .await;
+}
