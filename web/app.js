@@ -337,7 +337,8 @@ function route() {
     closeDetail();
     openForm(parts[1]);
   } else if (parts[0] === "c" && parts[1]) {
-    openDetail(parts[1], parts[2] || "logs");
+    // `#/c/{cuid}/files/a/b`: the Files tab's folder is the rest of the path.
+    openDetail(parts[1], parts[2] || "logs", parts.slice(3).filter(Boolean).join("/"));
   } else if (parts[0] === "tokens") {
     closeDetail();
     openTokens();
@@ -973,7 +974,7 @@ function closeDetail() {
   detail.cuid = null;
 }
 
-async function openDetail(cuid, tab) {
+async function openDetail(cuid, tab, folder) {
   if (detail.cuid !== cuid) {
     closeDetail();
     detail.cuid = cuid;
@@ -984,7 +985,9 @@ async function openDetail(cuid, tab) {
     showError("action-error", null);
     $("action-status").textContent = "";
     files.path = "";
+    files.shown = null; // another container: the Files tab starts afresh
   }
+  if (tab === "files") files.path = folder || "";
   $("detail-gone").hidden = true;
   showPage("detail");
   $("detail-title").textContent = cuid;
@@ -1657,127 +1660,7 @@ $("term-ctrlc").addEventListener("click", () => {
   if (t) t.xterm.focus();
 });
 
-// ------------------------------------------------------------------ files
-
-const files = { path: "", next: null };
-
-function filesBase() {
-  return "/containers/" + encodeURIComponent(detail.cuid);
-}
-
-function humanSize(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let v = n;
-  let i = -1;
-  do { v /= 1024; i++; } while (v >= 1024 && i < units.length - 1);
-  return `${v.toFixed(1)} ${units[i]}`;
-}
-
-function joinPath(dir, name) {
-  return dir ? `${dir}/${name}` : name;
-}
-
-async function loadFiles(path, more) {
-  files.path = path;
-  $("files-error").textContent = "";
-  const q = new URLSearchParams({ path: path || "/" });
-  if (more && files.next) q.set("cursor", files.next);
-  renderCrumbs();
-  $("zip-link").href = `${filesBase()}/download-zip?${new URLSearchParams({ path: path || "/" })}`;
-  try {
-    const r = await api("GET", `${filesBase()}/files?${q}`);
-    files.next = r.data.next_cursor;
-    $("files-more").hidden = !files.next;
-    const body = $("files-body");
-    if (!more) body.replaceChildren();
-    if (!more && path) {
-      const up = path.split("/").slice(0, -1).join("/");
-      body.append(el("tr", {}, el("td", {}, el("button", { type: "button", class: "link", text: "..", onclick: () => loadFiles(up) })),
-        el("td", { text: "dir" }), el("td"), el("td"), el("td")));
-    }
-    for (const e of r.data.entries) body.append(fileRow(e));
-  } catch (e) {
-    $("files-error").textContent = e.message;
-  }
-}
-
-function fileRow(e) {
-  const full = joinPath(files.path, e.name);
-  let name;
-  if (e.type === "dir") {
-    name = el("button", { type: "button", class: "link", text: e.name + "/", onclick: () => loadFiles(full) });
-  } else if (e.type === "file") {
-    const href = `${filesBase()}/download?${new URLSearchParams({ path: full })}`;
-    name = el("a", {
-      href, download: e.name, text: e.name,
-      onclick: (ev) => {
-        ev.preventDefault();
-        download(href, e.name).catch((err) => { $("files-error").textContent = err.message; });
-      },
-    });
-  } else {
-    name = el("span", { text: e.name + (e.type === "symlink" ? ` → ${e.target ?? "?"}` : "") });
-  }
-  return el("tr", { "data-name": e.name },
-    el("td", {}, name),
-    el("td", { text: e.type }),
-    el("td", { text: e.type === "file" ? humanSize(e.size) : "" }),
-    el("td", { text: e.mode }),
-    el("td", { text: e.mtime || "" }));
-}
-
-function renderCrumbs() {
-  const nav = $("crumbs");
-  nav.replaceChildren();
-  nav.append(el("button", { type: "button", text: "/app", onclick: () => loadFiles("") }));
-  let acc = "";
-  for (const part of files.path.split("/").filter(Boolean)) {
-    acc = joinPath(acc, part);
-    const target = acc;
-    nav.append(el("span", { text: "/" }), el("button", { type: "button", text: part, onclick: () => loadFiles(target) }));
-  }
-}
-
-$("files-more").addEventListener("click", () => loadFiles(files.path, true));
-$("zip-link").addEventListener("click", (ev) => {
-  ev.preventDefault();
-  download($("zip-link").href).catch((err) => { $("files-error").textContent = err.message; });
-});
-
-async function uploadZip(file) {
-  if (!file) return;
-  $("files-error").textContent = "";
-  $("files-status").textContent = `uploading ${file.name}…`;
-  try {
-    const q = new URLSearchParams({ path: files.path || "/" });
-    const r = await api("POST", `${filesBase()}/upload-zip?${q}`, {
-      body: file, headers: { "content-type": "application/zip" },
-    });
-    $("files-status").textContent = `uploaded ${file.name}: ${r.data.files} files, ${r.data.bytes} bytes`;
-    loadFiles(files.path);
-  } catch (e) {
-    $("files-status").textContent = "upload failed";
-    $("files-error").textContent = e.message;
-  }
-}
-
-$("upload-input").addEventListener("change", (ev) => {
-  const f = ev.target.files[0];
-  ev.target.value = "";
-  uploadZip(f);
-});
-const drop = $("drop");
-drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (ev) => {
-  ev.preventDefault();
-  drop.classList.remove("over");
-  uploadZip(ev.dataTransfer.files[0]);
-});
-drop.addEventListener("keydown", (ev) => {
-  if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); $("upload-input").click(); }
-});
+// The Files tab is web/files.js.
 
 // ------------------------------------------------------------------ tokens (operator)
 

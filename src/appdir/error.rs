@@ -47,6 +47,16 @@ pub enum Reason {
     PathConflict,
     /// Moving an uploaded item into place failed (not the client's doing).
     MoveFailed,
+    /// A single-item write (file upload with `If-None-Match: *`, new folder, move) whose
+    /// target name is taken.
+    AlreadyExists,
+    /// A folder on the way of a single-item operation is a file (or the path given as a
+    /// folder is one).
+    NotADirectory,
+    /// A folder deleted without `recursive` still holds something.
+    DirectoryNotEmpty,
+    /// A folder moved into itself or one of its own folders.
+    MoveIntoItself,
     /// A listing of a directory with more than [`super::listing::MAX_SCANNED`] names.
     DirectoryTooLarge,
     InvalidZip,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod journal;
 pub mod listing;
 pub mod mounts;
+pub mod ops;
 pub mod place;
 pub mod plan;
 pub mod remove;

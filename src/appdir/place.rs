@@ -95,6 +95,41 @@ struct Commit<'a> {
     /// Moves done into `/app` so far.
     moves: u64,
     after_move: Option<AfterMove<'a>>,
+    /// The stricter rules of a single-item write ([`Single`]).
+    single: Option<Single>,
+    /// Whether an existing item was swapped out (replaced).
+    replaced: bool,
+}
+
+/// The rules of a single-item write (one file uploaded, one folder made), stricter than a
+/// ZIP's: a folder on the way that is not a real folder (a file, or a symlink) is refused
+/// instead of being replaced by a directory, and the item itself (`leaf`) refuses to take an
+/// existing name unless it is a file allowed to `replace` one.
+#[derive(Clone, Copy, Debug)]
+pub struct Single {
+    pub leaf: usize,
+    pub replace: bool,
+}
+
+fn exists(rel: &str) -> Error {
+    Error::refused(Reason::AlreadyExists, format!("/app/{rel} already exists"))
+        .with_details(json!({"path": rel}))
+}
+
+/// A folder on the way of a single-item write that is not a real folder.
+fn not_a_folder(dir: &OwnedFd, name: &CStr, rel: &str) -> Error {
+    let symlink = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+    if symlink {
+        Error::refused(
+            Reason::UnsafePath,
+            format!("unsafe path: /app/{rel} is a symlink; a write follows no symlink"),
+        )
+        .with_details(json!({"field": "path", "path": rel, "reason": "a symlink in the path"}))
+    } else {
+        Error::refused(Reason::NotADirectory, format!("/app/{rel} is not a folder"))
+            .with_details(json!({"path": rel}))
+    }
 }
 
 fn conflict(rel: &str) -> Error {
@@ -290,8 +325,15 @@ impl Commit<'_> {
                     OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     confine::write_resolve(),
                 ) {
+                    Ok(_) if self.is_leaf(node) => return Err(exists(rel)),
                     Ok(fd) => return self.merge(node, &staged, &fd, rel),
                     Err(Errno::NOENT) => {}
+                    Err(Errno::NOTDIR | Errno::LOOP) if self.is_leaf(node) => {
+                        return Err(exists(rel))
+                    }
+                    Err(Errno::NOTDIR | Errno::LOOP) if self.single.is_some() => {
+                        return Err(not_a_folder(dst, name, rel))
+                    }
                     // Something else is there: put the staged directory in its place.
                     Err(Errno::NOTDIR | Errno::LOOP) => {
                         match self.swap(node, src, dst, name, &staged, rel)? {
@@ -311,6 +353,9 @@ impl Commit<'_> {
             } else {
                 match move_in(src, dst, name) {
                     Ok(()) => return self.placed(node, &staged, rel),
+                    Err(Errno::EXIST) if self.is_leaf(node) && !self.may_replace() => {
+                        return Err(exists(rel))
+                    }
                     Err(Errno::EXIST) => {}
                     Err(e) => return Err(err(e)),
                 }
@@ -324,6 +369,15 @@ impl Commit<'_> {
             }
         }
         Err(changed(rel))
+    }
+
+    /// Whether `node` is the item of a single-item write.
+    fn is_leaf(&self, node: usize) -> bool {
+        self.single.is_some_and(|s| s.leaf == node)
+    }
+
+    fn may_replace(&self) -> bool {
+        self.single.is_some_and(|s| s.replace)
     }
 
     /// The staged item `staged` (node `node`) is in `/app` now: give it away.
@@ -359,6 +413,7 @@ impl Commit<'_> {
             return Ok(Swap::Directory);
         }
         self.placed(node, staged, rel)?;
+        self.replaced = true;
         Ok(Swap::Done)
     }
 }
@@ -375,9 +430,24 @@ pub fn commit(
     mount: &Path,
     owner: UserIds,
 ) -> FilesResult<()> {
-    commit_with(plan, staging, tree, root, mount, owner, None)
+    commit_with(plan, staging, tree, root, mount, owner, None, None).map(|_| ())
 }
 
+/// [`commit`] of a single item (one file, one folder) under the rules of [`Single`];
+/// answers whether an existing file was replaced.
+pub fn commit_single(
+    plan: &Plan,
+    staging: &Path,
+    tree: OwnedFd,
+    root: OwnedFd,
+    mount: &Path,
+    owner: UserIds,
+    single: Single,
+) -> FilesResult<bool> {
+    commit_with(plan, staging, tree, root, mount, owner, None, Some(single))
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn commit_with(
     plan: &Plan,
     staging: &Path,
@@ -386,7 +456,8 @@ pub(crate) fn commit_with(
     mount: &Path,
     owner: UserIds,
     after_move: Option<AfterMove<'_>>,
-) -> FilesResult<()> {
+    single: Option<Single>,
+) -> FilesResult<bool> {
     let record = Record::of(plan, &tree, mount)?;
     record.write(staging)?;
     maybe_pause(0);
@@ -396,6 +467,8 @@ pub(crate) fn commit_with(
         owner,
         moves: 0,
         after_move,
+        single,
+        replaced: false,
     };
     let result = commit.merge(0, &tree, &root, "").and_then(|()| {
         // The moves and owners on disk before the journal says they are.
@@ -406,7 +479,7 @@ pub(crate) fn commit_with(
     match result {
         Ok(()) => {
             maybe_pause(u64::MAX);
-            Ok(())
+            Ok(commit.replaced)
         }
         Err(e) => {
             // Also with no move counted: a failed exchange back may have left one in place.

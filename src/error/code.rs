@@ -322,6 +322,12 @@ api_codes! {
     DirectoryTooLarge = "DIRECTORY_TOO_LARGE",
     /// An upload would put a file where a directory is, or the other way round.
     PathConflict = "PATH_CONFLICT",
+    /// The name a single-file write, new folder or move asks for is taken.
+    FileExists = "FILE_EXISTS",
+    /// A folder deleted without `recursive=true` is not empty.
+    DirectoryNotEmpty = "DIRECTORY_NOT_EMPTY",
+    /// A folder moved into itself.
+    MoveIntoItself = "MOVE_INTO_ITSELF",
     /// Every upload slot stayed busy for `UPLOAD_SLOT_WAIT`.
     UploadSlotsBusy = "UPLOAD_SLOTS_BUSY",
     /// Every listing slot stayed busy.

@@ -17,6 +17,11 @@ use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// More fields for a request's audit line, put in the response's extensions by a handler
+/// (e.g. the file a file operation touched: the path alone does not say, it is a query).
+#[derive(Clone, Debug, Default)]
+pub struct AuditFields(pub serde_json::Map<String, serde_json::Value>);
+
 /// A client-sent id is kept only if it is a short token that cannot forge log structure.
 fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
     let s = value?.to_str().ok()?;
@@ -95,6 +100,11 @@ pub async fn request_context(
     };
     if let Some(cuid) = cuid_of(&path) {
         line.insert("cuid".into(), cuid.into());
+    }
+    if let Some(extra) = response.extensions().get::<AuditFields>() {
+        for (k, v) in &extra.0 {
+            line.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
     if let Some(info) = response.extensions().get::<ErrorInfo>() {
         line.insert("error".into(), info.error.into());

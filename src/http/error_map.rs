@@ -190,6 +190,10 @@ fn files_kind_code(reason: appdir::Reason) -> (Kind, ApiCode) {
         R::FileNotFound => (Kind::NotFound, ApiCode::FileNotFound),
         R::PathConflict => (Kind::Conflict, ApiCode::PathConflict),
         R::MoveFailed => (Kind::Io, ApiCode::IoError),
+        R::AlreadyExists => (Kind::Conflict, ApiCode::FileExists),
+        R::NotADirectory => (Kind::Validation, ApiCode::NotADirectory),
+        R::DirectoryNotEmpty => (Kind::Conflict, ApiCode::DirectoryNotEmpty),
+        R::MoveIntoItself => (Kind::Validation, ApiCode::MoveIntoItself),
         R::DirectoryTooLarge => (Kind::Validation, ApiCode::DirectoryTooLarge),
         R::InvalidZip => (Kind::Validation, ApiCode::InvalidZip),
         R::UnsafeZipEntry => (Kind::Validation, ApiCode::UnsafeZipEntry),
@@ -370,6 +374,8 @@ mod tests {
             R::InvalidZip,
             R::DuplicateZipEntry,
             R::DirectoryTooLarge,
+            R::NotADirectory,
+            R::MoveIntoItself,
         ] {
             assert_eq!(status(reason), 400, "{reason:?}");
         }
@@ -385,6 +391,8 @@ mod tests {
         }
         assert_eq!(status(R::FileNotFound), 404);
         assert_eq!(status(R::PathConflict), 409);
+        assert_eq!(status(R::AlreadyExists), 409);
+        assert_eq!(status(R::DirectoryNotEmpty), 409);
         assert_eq!(status(R::MoveFailed), 500);
         let e = ApiError::from(appdir::Error::refused(R::MoveFailed, "m"));
         assert_eq!((e.kind, e.code), (Kind::Io, ApiCode::IoError));

@@ -78,46 +78,11 @@ pub async fn upload_zip(
         Some(p) => confine::parse_path(p)?,
         None => Vec::new(),
     };
-    let limit = state.config.upload_max_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        // A client waiting for `100 Continue` has not sent the body: do not ask for it.
-        if !headers.contains_key(header::EXPECT) {
-            drain(body.into_data_stream()).await;
-        }
-        return Err(upload_too_large(limit));
-    }
-
-    // At most MAX_PARALLEL_UPLOADS bodies in the staging area at once; held to the end.
-    // Nothing the client controls holds it for long: receiving the body is bounded by the
-    // idle timeout and the total stall budget, and after that the work is the server's
-    // (lock, extraction, commit). A slot not free within UPLOAD_SLOT_WAIT is `503`.
-    let upload_permit = match state
-        .files
-        .upload_permit(state.config.upload_slot_wait)
-        .await
-    {
-        Ok(permit) => permit,
-        Err(e) => {
-            if !headers.contains_key(header::EXPECT) {
-                drain(body.into_data_stream()).await;
-            }
-            return Err(e.into());
-        }
-    };
-    let staging = state.files.staging_dir().await?;
-    let zip_path = staging.path().join("upload.zip");
-    let (idle, budget) = (
-        state.config.upload_idle_timeout,
-        state.config.upload_stall_budget,
-    );
-    if let Err(e) = receive(body, &zip_path, limit, idle, budget).await {
-        staging.remove_async().await;
-        return Err(e);
-    }
+    let Staged {
+        permit: upload_permit,
+        staging,
+        ..
+    } = stage_body(&state, &headers, body, "upload.zip").await?;
 
     let guard = state.files.lock(&cuid).await;
     // Deleted while the body was arriving?
@@ -189,6 +154,74 @@ pub async fn upload_zip(
             .insert(resume::SERVER_TIMING, resume::server_timing(took));
     }
     Ok(response)
+}
+
+/// An upload body on disk in a fresh staging directory, and the upload slot it holds.
+pub(crate) struct Staged {
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    pub staging: crate::appdir::StagingDir,
+    /// How many bytes arrived.
+    pub bytes: u64,
+}
+
+/// Receives an upload body into `staging/<name>` under the bounds every upload has: a
+/// declared `Content-Length` past `UPLOAD_MAX_BYTES` is `413` before anything is read (and
+/// the body drained unless the client waits for `100 Continue`), then one of the
+/// `MAX_PARALLEL_UPLOADS` slots (`503 UPLOAD_SLOTS_BUSY` past `UPLOAD_SLOT_WAIT`), then the
+/// body streamed to disk under the limit, the idle timeout and the stall budget.
+pub(crate) async fn stage_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    name: &str,
+) -> ApiResult<Staged> {
+    let limit = state.config.upload_max_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        // A client waiting for `100 Continue` has not sent the body: do not ask for it.
+        if !headers.contains_key(header::EXPECT) {
+            drain(body.into_data_stream()).await;
+        }
+        return Err(upload_too_large(limit));
+    }
+
+    // At most MAX_PARALLEL_UPLOADS bodies in the staging area at once; held to the end.
+    // Nothing the client controls holds it for long: receiving the body is bounded by the
+    // idle timeout and the total stall budget, and after that the work is the server's
+    // (lock, extraction, commit). A slot not free within UPLOAD_SLOT_WAIT is `503`.
+    let permit = match state
+        .files
+        .upload_permit(state.config.upload_slot_wait)
+        .await
+    {
+        Ok(permit) => permit,
+        Err(e) => {
+            if !headers.contains_key(header::EXPECT) {
+                drain(body.into_data_stream()).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let staging = state.files.staging_dir().await?;
+    let path = staging.path().join(name);
+    let (idle, budget) = (
+        state.config.upload_idle_timeout,
+        state.config.upload_stall_budget,
+    );
+    match receive(body, &path, limit, idle, budget).await {
+        Ok(bytes) => Ok(Staged {
+            permit,
+            staging,
+            bytes,
+        }),
+        Err(e) => {
+            staging.remove_async().await;
+            Err(e)
+        }
+    }
 }
 
 fn missing_path() -> ApiError {

@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod error_map;
 pub mod events;
 pub mod extract;
+pub mod file_ops;
 pub mod files;
 pub mod health;
 pub mod images;
@@ -106,7 +107,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/containers/{cuid}/restore", post(snapshots::restore))
         .route("/containers/{cuid}/fork", post(snapshots::fork))
-        .route("/containers/{cuid}/files", get(files::list))
+        .route(
+            "/containers/{cuid}/files",
+            // The single-file upload enforces UPLOAD_MAX_BYTES itself, streaming to disk.
+            put(file_ops::put_file)
+                .route_layer(DefaultBodyLimit::disable())
+                .get(files::list)
+                .delete(file_ops::delete),
+        )
+        .route("/containers/{cuid}/files/move", post(file_ops::move_item))
+        .route("/containers/{cuid}/files/mkdir", post(file_ops::mkdir))
         .route("/containers/{cuid}/download", get(files::download))
         .route("/containers/{cuid}/download-zip", get(files::download_zip))
         .route("/containers/{cuid}/logs", get(logs::logs))

@@ -474,6 +474,40 @@ pub struct SessionTicket {
     pub expires_in: u64,
 }
 
+/// `PUT /containers/{cuid}/files`: the file written.
+#[derive(Serialize, ToSchema)]
+pub struct FileWritten {
+    /// `/app/…`
+    pub path: String,
+    pub bytes: u64,
+    /// An existing file was replaced (`200`); else it is new (`201`).
+    pub replaced: bool,
+}
+
+/// `DELETE /containers/{cuid}/files`: what was deleted.
+#[derive(Serialize, ToSchema)]
+pub struct FileDeleted {
+    /// `/app/…`
+    pub path: String,
+    /// `file` (anything but a folder: a symlink is deleted, never what it points to) or `dir`.
+    #[serde(rename = "type")]
+    pub r#type: String,
+}
+
+/// `POST /containers/{cuid}/files/move`: paths relative to `/app` (the answer: `/app/…`).
+#[derive(Serialize, ToSchema)]
+pub struct MoveBody {
+    pub from: String,
+    pub to: String,
+}
+
+/// `POST /containers/{cuid}/files/mkdir`: the folder's path relative to `/app` (the answer:
+/// `/app/…`).
+#[derive(Serialize, ToSchema)]
+pub struct MkdirBody {
+    pub path: String,
+}
+
 /// One page of a directory of `/app`.
 #[derive(Serialize, ToSchema)]
 pub struct FileListing {

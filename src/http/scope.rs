@@ -54,6 +54,9 @@ pub fn required(method: &Method, path: &str) -> Scope {
         {
             Scope::Write
         }
+        // Single-file operations in /app (upload, delete, move, new folder) change what the
+        // container holds, item by item: `write` (the ZIP upload stays an operation).
+        Some(Some((_, sub))) if sub == "files" || sub.starts_with("files/") => Scope::Write,
         // An update changes the image the container runs: a write.
         Some(Some((_, sub))) if sub != "ports" && sub != "update" => Scope::Operate,
         _ => Scope::Write,
@@ -214,6 +217,11 @@ mod tests {
             (Method::DELETE, "/containers/c1/snapshots/s1", Scope::Write),
             (Method::POST, "/containers/c1/restore", Scope::Write),
             (Method::POST, "/containers/c1/fork", Scope::Write),
+            (Method::GET, "/containers/c1/files", Scope::Read),
+            (Method::PUT, "/containers/c1/files", Scope::Write),
+            (Method::DELETE, "/containers/c1/files", Scope::Write),
+            (Method::POST, "/containers/c1/files/move", Scope::Write),
+            (Method::POST, "/containers/c1/files/mkdir", Scope::Write),
             (Method::POST, "/images/pull", Scope::Admin),
             (Method::DELETE, "/images/busybox:1", Scope::Admin),
             (Method::GET, "/tokens", Scope::Admin),

@@ -36,6 +36,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/create.js"),
     ),
     (
+        "files.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/files.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../../web/style.css"),

@@ -715,6 +715,62 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `PUT /containers/{cuid}/files?path=…` with the file's bytes, not yet sent.
+    pub fn put_file_request(
+        &self,
+        cuid: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::RequestBuilder {
+        self.request(
+            reqwest::Method::PUT,
+            &format!("/containers/{cuid}/files?path={}", url_encode(path)),
+        )
+        .body(body)
+    }
+
+    /// Uploads one file (see [`Server::put_file_request`]) and returns the answer.
+    pub async fn put_file(&self, cuid: &str, path: &str, body: impl Into<reqwest::Body>) -> Resp {
+        self.send(self.put_file_request(cuid, path, body)).await
+    }
+
+    /// `DELETE /containers/{cuid}/files?path=…{extra}`.
+    pub async fn delete_file(&self, cuid: &str, path: &str, extra: &str) -> Resp {
+        self.delete(&format!(
+            "/containers/{cuid}/files?path={}{extra}",
+            url_encode(path)
+        ))
+        .await
+    }
+
+    /// `POST /containers/{cuid}/files/move` `{"from", "to"}`.
+    pub async fn move_file(&self, cuid: &str, from: &str, to: &str) -> Resp {
+        self.post_json(
+            &format!("/containers/{cuid}/files/move"),
+            &serde_json::json!({"from": from, "to": to}),
+        )
+        .await
+    }
+
+    /// `POST /containers/{cuid}/files/mkdir` `{"path"}`.
+    pub async fn make_folder(&self, cuid: &str, path: &str) -> Resp {
+        self.post_json(
+            &format!("/containers/{cuid}/files/mkdir"),
+            &serde_json::json!({"path": path}),
+        )
+        .await
+    }
+}
+
+/// Nothing is left in the server's staging area (`DATA_DIR/staging`).
+pub fn staging_is_empty(s: &Server) -> bool {
+    std::fs::read_dir(s.data_dir().join("staging"))
+        .unwrap()
+        .next()
+        .is_none()
+}
+
 /// `GET path` as raw bytes: status, headers, body.
 pub async fn get_bytes(s: &Server, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let r = s.request(reqwest::Method::GET, path).send().await.unwrap();

@@ -73,13 +73,6 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn staging_is_empty(s: &Server) -> bool {
-    std::fs::read_dir(s.data_dir().join("staging"))
-        .unwrap()
-        .next()
-        .is_none()
-}
-
 // ---------------------------------------------------------------- tests
 
 #[tokio::test]

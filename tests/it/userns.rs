@@ -88,6 +88,12 @@ async fn on_a_remapping_daemon_app_belongs_to_the_mapped_ids() {
     for rel in ["up.txt", "d", "d/in.txt"] {
         assert_eq!(ids_of(&mount.join(rel)), user, "{rel}");
     }
+    // The single-file upload and new folder (issue 23) give the same mapped owner.
+    assert_eq!(s.put_file(&cuid, "one/file.txt", "one").await.status, 201);
+    assert_eq!(s.make_folder(&cuid, "made").await.status, 201);
+    for rel in ["one", "one/file.txt", "made"] {
+        assert_eq!(ids_of(&mount.join(rel)), user, "{rel}");
+    }
     s.start_container(&cuid).await;
     // Compose made it on the same daemon the server asks (and not on the default one).
     assert!(!docker_on(Some(USERNS_DOCKER_HOST), &["inspect", &cuid])

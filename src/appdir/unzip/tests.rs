@@ -526,7 +526,7 @@ fn a_fifo_planted_in_a_placed_directory_is_never_opened() {
         }
     };
     let root = confine::open_root(&app, "c").unwrap();
-    let e = place::commit_with(&plan, dir.path(), tree, root, &app, me(), Some(&hook))
+    let e = place::commit_with(&plan, dir.path(), tree, root, &app, me(), Some(&hook), None)
         .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(planted.get(), 1);
@@ -581,7 +581,7 @@ fn a_commit_interrupted_after_any_move_is_rolled_back_from_its_journal() {
         };
         let root = confine::open_root(&app, "c").unwrap();
         let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook))
+            place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook), None)
         }));
         assert!(crashed.is_err(), "no crash at {crash_at}");
         assert_ne!(listing(&app), before, "nothing moved before {crash_at}");
@@ -600,7 +600,7 @@ fn a_commit_interrupted_after_any_move_is_rolled_back_from_its_journal() {
     let root = confine::open_root(&app, "c").unwrap();
     let count = std::cell::Cell::new(0);
     let hook = |n: u64| count.set(n);
-    place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook)).unwrap();
+    place::commit_with(&plan, &stage, tree, root, &app, me(), Some(&hook), None).unwrap();
     assert_eq!(count.get(), moves);
     let after = listing(&app);
     assert_eq!(std::fs::read(app.join("a")).unwrap(), b"new a");
