@@ -16,6 +16,9 @@ use crate::common::free_port;
 /// How long a console page may take to show.
 const PAGE_WAIT: Duration = Duration::from_secs(30);
 
+/// axe-core's browser build, for [`Browser::assert_accessible`].
+const AXE: &str = include_str!("../vendor/axe.min.js");
+
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -282,6 +285,71 @@ impl Browser {
             Some(json!({"width": width, "height": height})),
         )
         .await;
+    }
+
+    /// Runs axe-core (tests/vendor/axe.min.js, vendored by scripts/vendor-web.sh; the server
+    /// never serves it) on the page as it is now and panics with a readable list of every
+    /// serious or critical violation: rule, impact, what it means, and each element (CSS
+    /// target) with axe's summary of how to fix it. `page` names the page in the message.
+    ///
+    /// axe is injected through WebDriver's execute-script, which runs in the page's context
+    /// without being a `<script>` the console's CSP (`script-src 'self'`) would refuse.
+    pub async fn assert_accessible(&self, page: &str) {
+        let found = self
+            .js(
+                "return typeof window.axe === 'object' && typeof window.axe.run === 'function';",
+                json!([]),
+            )
+            .await;
+        if found != true {
+            self.js(AXE, json!([])).await;
+        }
+        let v = self
+            .js_async(
+                "const done = arguments[arguments.length - 1];
+                 window.axe.run(document, { resultTypes: ['violations'] }).then((r) => done(
+                   r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({
+                     id: v.id, impact: v.impact, help: v.help,
+                     nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary })),
+                   }))), (e) => done({ error: String(e) }));",
+                json!([]),
+            )
+            .await;
+        assert!(v.get("error").is_none(), "axe on {page}: {v}");
+        let violations = v.as_array().cloned().unwrap_or_default();
+        if violations.is_empty() {
+            return;
+        }
+        let shot = self
+            .screenshot(&format!(
+                "axe-{}",
+                page.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            ))
+            .await;
+        let mut text = format!(
+            "axe-core: {} serious or critical violation(s) on the {page} page (screenshot {}):\n",
+            violations.len(),
+            shot.display()
+        );
+        for v in &violations {
+            text.push_str(&format!(
+                "- {} ({}): {}\n",
+                v["id"].as_str().unwrap_or("?"),
+                v["impact"].as_str().unwrap_or("?"),
+                v["help"].as_str().unwrap_or("?")
+            ));
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                let summary = n["summary"]
+                    .as_str()
+                    .unwrap_or("")
+                    .replace('\n', "\n      ");
+                text.push_str(&format!(
+                    "    at {}\n      {summary}\n",
+                    n["target"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        panic!("{text}");
     }
 
     /// A PNG of the viewport under `target/screenshots/<name>.png`.

