@@ -36,6 +36,10 @@ pub mod keys {
     pub const CONTROL: &str = "\u{E009}";
     pub const TAB: &str = "\u{E004}";
     pub const ESCAPE: &str = "\u{E00C}";
+    pub const END: &str = "\u{E010}";
+    pub const HOME: &str = "\u{E011}";
+    pub const LEFT: &str = "\u{E012}";
+    pub const RIGHT: &str = "\u{E014}";
     /// Releases held modifier keys.
     pub const NULL: &str = "\u{E000}";
 }
@@ -171,6 +175,32 @@ impl Browser {
             Some(json!({ "text": text })),
         )
         .await;
+    }
+
+    /// Types `keys` into whatever has the focus (as a person at the keyboard would).
+    pub async fn press(&self, keys: &str) {
+        let v = self
+            .cmd(reqwest::Method::GET, "/element/active", None)
+            .await;
+        let id = v[ELEMENT].as_str().expect("a focused element").to_owned();
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": keys })),
+        )
+        .await;
+    }
+
+    /// The id of the focused element ("" when it has none).
+    pub async fn focused_id(&self) -> String {
+        self.js(
+            "return (document.activeElement && document.activeElement.id) || '';",
+            json!([]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
     }
 
     pub async fn clear(&self, css: &str) {

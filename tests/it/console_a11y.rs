@@ -239,3 +239,109 @@ async fn console_pages_have_no_serious_accessibility_violations() {
     .await;
     b.assert_accessible("list, narrow").await;
 }
+
+/// Waits until the focus is on `id`.
+async fn focus_on(b: &Browser, id: &str) {
+    b.wait_js(
+        &format!("focus on #{id}"),
+        T,
+        &format!("return document.activeElement && document.activeElement.id === '{id}';"),
+    )
+    .await;
+}
+
+/// The tab shown: the only selected tab, the only one in the Tab order, its panel the only
+/// one visible, its name in the URL (none for the first, Logs).
+async fn assert_tab(b: &Browser, tab: &str) {
+    b.wait_js(
+        &format!("tab {tab} shown"),
+        T,
+        &format!(
+            "const tabs = [...document.querySelectorAll('#page-detail [role=tab]')];
+             const sel = tabs.filter((t) => t.getAttribute('aria-selected') === 'true').map((t) => t.dataset.tab);
+             const inOrder = tabs.filter((t) => t.tabIndex === 0).map((t) => t.dataset.tab);
+             const panels = [...document.querySelectorAll('#page-detail [role=tabpanel]')].filter((p) => !p.hidden).map((p) => p.id);
+             return JSON.stringify([sel, inOrder, panels]) === JSON.stringify([['{tab}'], ['{tab}'], ['panel-{tab}']])
+               && (location.hash.endsWith('/{tab}') || ('{tab}' === 'logs' && location.hash.split('/').length === 3))
+               && document.getElementById('panel-{tab}').getAttribute('aria-labelledby') === 'tab-{tab}'
+               && document.getElementById('tab-{tab}').getAttribute('aria-controls') === 'panel-{tab}';"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn console_tabs_take_arrow_keys_and_navigation_focuses_the_heading() {
+    use crate::browser::keys;
+    let s = Server::start().await;
+    let cuid = s
+        .create_started(&json!({"image": BUSYBOX, "name": "tabs", "command": ["sleep", "3600"]}))
+        .await;
+    let b = Browser::start().await;
+    b.sign_in(&s.base, USER, PASS).await;
+    // Signed in: the list's heading has the focus.
+    focus_on(&b, "list-title").await;
+
+    // A navigation by the keyboard: the focus is on the new page's heading each time.
+    b.wait_js(
+        "row link",
+        T,
+        &format!("return document.querySelector('tr[data-cuid=\"{cuid}\"] a');"),
+    )
+    .await;
+    b.js(
+        &format!("document.querySelector('tr[data-cuid=\"{cuid}\"] a').focus();"),
+        json!([]),
+    )
+    .await;
+    b.press(keys::ENTER).await;
+    b.wait_js(
+        "detail page",
+        T,
+        "return !document.getElementById('page-detail').hidden;",
+    )
+    .await;
+    focus_on(&b, "detail-title").await;
+    assert_tab(&b, "logs").await;
+    b.goto(&format!("{}/ui/#/tokens", s.base)).await;
+    focus_on(&b, "tokens-title").await;
+    b.goto(&format!("{}/ui/#/c/{cuid}/edit", s.base)).await;
+    focus_on(&b, "form-title").await;
+    // The create form, like sign-in, puts the focus in its first field.
+    b.goto(&format!("{}/ui/#/new", s.base)).await;
+    focus_on(&b, "f-image").await;
+    b.goto(&format!("{}/ui/#/c/{cuid}", s.base)).await;
+    focus_on(&b, "detail-title").await;
+
+    // Tab reaches the selected tab; the arrows, Home and End move between tabs and show them,
+    // and the focus stays on the tabs (a terminal that connects does not take it).
+    b.js("document.getElementById('tab-logs').focus();", json!([]))
+        .await;
+    b.press(keys::RIGHT).await;
+    assert_tab(&b, "terminal").await;
+    focus_on(&b, "tab-terminal").await;
+    b.wait_js(
+        "terminal connected",
+        T,
+        "return document.getElementById('term-status').textContent === 'connected';",
+    )
+    .await;
+    assert_eq!(b.focused_id().await, "tab-terminal");
+    b.press(keys::RIGHT).await;
+    assert_tab(&b, "files").await;
+    focus_on(&b, "tab-files").await;
+    b.press(keys::END).await;
+    assert_tab(&b, "snapshots").await;
+    focus_on(&b, "tab-snapshots").await;
+    b.press(keys::RIGHT).await;
+    assert_tab(&b, "logs").await;
+    focus_on(&b, "tab-logs").await;
+    b.press(keys::LEFT).await;
+    assert_tab(&b, "snapshots").await;
+    b.press(keys::HOME).await;
+    assert_tab(&b, "logs").await;
+    focus_on(&b, "tab-logs").await;
+    // A tab change is no navigation to another page: the heading did not take the focus.
+    assert_eq!(b.focused_id().await, "tab-logs");
+    b.assert_accessible("detail, tabs by keyboard").await;
+}
