@@ -1390,7 +1390,8 @@ async function termOpen() {
   try {
     tk = await ticket();
   } catch (e) {
-    status.textContent = e.message;
+    // A fetch that failed (the server is down or restarting) throws a TypeError: say so.
+    status.textContent = e instanceof ApiError ? e.message : "The server cannot be reached; press Reconnect in a moment.";
     return;
   }
   if (detail.term !== t) return; // closed meanwhile
@@ -1423,7 +1424,9 @@ async function termOpen() {
     }
   };
   ws.onclose = () => {
-    if (!t.closing && !status.textContent.startsWith("session ended") && !status.dataset.code) status.textContent = "disconnected";
+    if (!t.closing && !status.textContent.startsWith("session ended") && !status.dataset.code) {
+      status.textContent = "Disconnected. Press Reconnect to open a new shell.";
+    }
   };
   // Every key goes to the shell as typed: Ctrl-C is the byte 0x03, which the terminal turns
   // into SIGINT for the foreground program.

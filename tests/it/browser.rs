@@ -191,6 +191,35 @@ impl Browser {
         .await;
     }
 
+    /// Opens a new browser window (a second page of the same profile: same cookies and
+    /// storage) and returns its handle; the current window stays the one commands go to.
+    pub async fn new_window(&self) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/window/new",
+                Some(json!({"type": "window"})),
+            )
+            .await;
+        v["handle"].as_str().expect("a window handle").to_owned()
+    }
+
+    /// The handle of the window commands go to.
+    pub async fn window(&self) -> String {
+        let v = self.cmd(reqwest::Method::GET, "/window", None).await;
+        v.as_str().expect("a window handle").to_owned()
+    }
+
+    /// Sends the next commands to the window `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({ "handle": handle })),
+        )
+        .await;
+    }
+
     /// The id of the focused element ("" when it has none).
     pub async fn focused_id(&self) -> String {
         self.js(

@@ -5,6 +5,7 @@ mod browser;
 mod common;
 mod console;
 mod console_a11y;
+mod console_restart;
 mod console_sandbox;
 mod console_snapshots;
 mod console_tenancy;
