@@ -14,6 +14,7 @@ pub mod extract;
 pub mod files;
 pub mod health;
 pub mod images;
+pub mod lease;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;

@@ -32,6 +32,7 @@ mod ops;
 mod read_only;
 mod reconcile;
 mod security;
+mod session_end;
 mod snapshots;
 mod tenancy;
 mod terminal;
