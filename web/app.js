@@ -281,6 +281,8 @@ $("signin-form").addEventListener("submit", async (ev) => {
 });
 
 $("sign-out").addEventListener("click", async () => {
+  // The server ends this session's event stream with it: that is no lost connection.
+  closeLive();
   await fetch("/session", { method: "DELETE", credentials: "same-origin", headers: authHeaders() });
   localStorage.removeItem(KEY_STORE);
   showSignIn("Signed out.");

@@ -177,6 +177,29 @@ impl Browser {
         .await;
     }
 
+    /// Types `text` into the element `css` names, retrying while the driver finds it not
+    /// interactable yet (a page in a window just opened may not be laid out) up to `limit`.
+    pub async fn type_into_when_ready(&self, css: &str, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let id = self.find(css).await;
+            let typed = self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/value"),
+                    Some(json!({ "text": text })),
+                )
+                .await;
+            match typed {
+                Ok(_) => return,
+                Err(e) if e.contains("not interactable") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     /// Types `keys` into whatever has the focus (as a person at the keyboard would).
     pub async fn press(&self, keys: &str) {
         let v = self

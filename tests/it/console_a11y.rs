@@ -344,4 +344,22 @@ async fn console_tabs_take_arrow_keys_and_navigation_focuses_the_heading() {
     // A tab change is no navigation to another page: the heading did not take the focus.
     assert_eq!(b.focused_id().await, "tab-logs");
     b.assert_accessible("detail, tabs by keyboard").await;
+
+    // Signing out ends the session's event stream on the server too: the page does not take
+    // that for a lost connection (no banner), and says it signed out.
+    b.js(
+        "window.__banner = false; const e = document.getElementById('conn-banner');
+         new MutationObserver(() => { if (!e.hidden) window.__banner = true; }).observe(e, { attributes: true });",
+        json!([]),
+    )
+    .await;
+    b.click("#sign-out").await;
+    let shown = b
+        .wait_js(
+            "signed out",
+            T,
+            "return !document.getElementById('page-signin').hidden && [document.getElementById('signin-error').textContent, window.__banner, live === null];",
+        )
+        .await;
+    assert_eq!(shown, json!(["Signed out.", false, true]));
 }

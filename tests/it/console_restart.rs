@@ -15,8 +15,12 @@ const LONG: Duration = Duration::from_secs(90);
 /// Types a line into the terminal and waits for `want` on a line of its own.
 async fn shell(b: &Browser, line: &str, want: &str) {
     use crate::browser::keys;
-    b.type_into(".xterm-helper-textarea", &format!("{line}{}", keys::ENTER))
-        .await;
+    b.type_into_when_ready(
+        ".xterm-helper-textarea",
+        &format!("{line}{}", keys::ENTER),
+        T,
+    )
+    .await;
     b.wait_js(
         &format!("{want} on the terminal"),
         T,
@@ -49,6 +53,7 @@ async fn console_survives_a_server_restart_with_the_list_and_a_terminal_open() {
 
     let term = b.new_window().await;
     b.switch_to(&term).await;
+    b.set_window(1280, 900).await;
     b.goto(&format!("{}/ui/#/c/{cuid}/terminal", s.base)).await;
     b.wait_js(
         "terminal connected",
