@@ -72,14 +72,52 @@ async fn console_pages_have_no_serious_accessibility_violations() {
     let other = s
         .create(&json!({"image": BUSYBOX, "name": "a11y-created", "command": ["sleep", "3600"]}))
         .await;
+    // A crash loop and a failing health check: their warning badges are on the pages too.
+    let crashy = s
+        .create(
+            &json!({"image": BUSYBOX, "name": "a11y-crashy", "restart": "always",
+            "command": ["sh", "-c", "echo boom; exit 3"]}),
+        )
+        .await;
+    let r = s
+        .post(&format!("/containers/{crashy}/start?wait=false"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let sick = s
+        .create_started(
+            &json!({"image": BUSYBOX, "name": "a11y-sick", "command": ["sleep", "3600"],
+            "health": {"cmd": ["false"], "interval": 1, "timeout": 1, "retries": 1}}),
+        )
+        .await;
+    s.wait_for(&format!("/containers/{sick}"), T, |r| {
+        r.json["health"] == "unhealthy"
+    })
+    .await;
     open(&b, &s, "#/", "list").await;
     b.wait_js(
         "rows",
         T,
-        &format!("return document.querySelector('tr[data-cuid=\"{cuid}\"]') && document.querySelector('tr[data-cuid=\"{other}\"]');"),
+        &format!("return document.querySelector('tr[data-cuid=\"{cuid}\"]') && document.querySelector('tr[data-cuid=\"{other}\"]') && document.querySelector('tr[data-cuid=\"{crashy}\"] .crash');"),
     )
     .await;
     b.assert_accessible("list").await;
+    open(&b, &s, &format!("#/c/{crashy}"), "detail").await;
+    b.wait_js(
+        "crash-loop badge",
+        T,
+        "return document.querySelector('#detail-health [data-crash]');",
+    )
+    .await;
+    b.assert_accessible("detail of a crash loop").await;
+    open(&b, &s, &format!("#/c/{sick}"), "detail").await;
+    b.wait_js(
+        "health badge",
+        T,
+        "return document.querySelector('#detail-health .health-unhealthy');",
+    )
+    .await;
+    b.assert_accessible("detail of an unhealthy container")
+        .await;
 
     // The detail page, each tab.
     open(&b, &s, &format!("#/c/{cuid}/logs"), "detail").await;
