@@ -2,11 +2,14 @@
 # Regenerates web/vendor/ from the npm registry: the console's third-party browser code at
 # pinned versions, with its license. Run by hand when bumping a version; the files are
 # committed, so neither the build nor the server ever fetches anything.
+# Also regenerates tests/vendor/: axe-core, which only the browser tests inject (it is kept
+# outside web/ so the server never embeds or serves it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 XTERM_VERSION=6.0.0
 FIT_VERSION=0.11.0
+AXE_VERSION=4.10.3
 
 out=web/vendor
 tmp=$(mktemp -d)
@@ -25,6 +28,7 @@ fetch() { # package version dir
 
 fetch @xterm/xterm "$XTERM_VERSION" xterm
 fetch @xterm/addon-fit "$FIT_VERSION" fit
+fetch axe-core "$AXE_VERSION" axe
 
 rm -rf "$out"
 mkdir -p "$out"
@@ -38,3 +42,13 @@ cat > "$out/VERSIONS" <<VERSIONS
 @xterm/addon-fit $FIT_VERSION
 VERSIONS
 echo "vendored into $out:" && ls -l "$out"
+
+tests=tests/vendor
+rm -rf "$tests"
+mkdir -p "$tests"
+cp "$tmp/axe/package/axe.min.js" "$tests/axe.min.js"
+cp "$tmp/axe/package/LICENSE" "$tests/axe.LICENSE"
+cat > "$tests/VERSIONS" <<VERSIONS
+axe-core $AXE_VERSION
+VERSIONS
+echo "vendored into $tests:" && ls -l "$tests"

@@ -72,6 +72,9 @@ pub struct Sessions {
     store: Option<Store>,
     /// The operator's credentials as password sessions are bound to them (`user\0pass`).
     credentials: String,
+    /// Counts the sessions ended by [`Sessions::revoke`]: a long request (an event stream, a
+    /// terminal) made in a session watches it to end with its session.
+    ended: tokio::sync::watch::Sender<u64>,
 }
 
 /// Why a cookie did not authenticate.
@@ -359,6 +362,21 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, t| t.session != id);
+        self.ended.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time a session is revoked (see [`Sessions::is_live`]).
+    pub fn watch_ended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+
+    /// Whether the session `token` is still live (neither revoked nor expired).
+    pub fn is_live(&self, token: &str) -> bool {
+        self.by_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&token_id(token))
+            .is_some_and(|s| s.expires > Instant::now())
     }
 }
 

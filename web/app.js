@@ -217,6 +217,7 @@ $("signin-mode").addEventListener("click", () => setTokenMode(!tokenMode()));
 
 function showSignIn(message) {
   signedIn = false;
+  shownPage = null;
   closeLive();
   closeDetail();
   $("token-secret-value").value = ""; // a new token's secret never outlives the page it is on
@@ -282,6 +283,8 @@ $("signin-form").addEventListener("submit", async (ev) => {
 });
 
 $("sign-out").addEventListener("click", async () => {
+  // The server ends this session's event stream with it: that is no lost connection.
+  closeLive();
   await fetch("/session", { method: "DELETE", credentials: "same-origin", headers: authHeaders() });
   localStorage.removeItem(KEY_STORE);
   showSignIn("Signed out.");
@@ -299,12 +302,25 @@ function onSignedIn(who) {
 
 // ------------------------------------------------------------------ pages and routing
 
+// Which page (and which container's, or which form's) shows: a new one moves the focus.
+let shownPage = null;
+
 function showPage(name) {
   for (const p of ["signin", "list", "form", "detail", "tokens", "tenants", "webhooks"]) {
     $("page-" + p).hidden = p !== name;
   }
   // A container's page names it (renderDetail); every other page is the console's.
   document.title = "Container manager";
+  // After a navigation the focus goes to the new page's heading (tabindex=-1), so that a
+  // screen reader announces it and Tab starts from the top of that page. Not on a change
+  // within the page (a tab of the detail page, the list's filters), and not for sign-in,
+  // which focuses its first field.
+  const key = name === "detail" ? `detail:${detail.cuid}` : name === "form" ? `form:${location.hash}` : name;
+  if (key === shownPage) return;
+  shownPage = key;
+  if (name === "signin") return;
+  const h = document.querySelector(`#page-${name} h1`);
+  if (h) h.focus();
 }
 
 // A message for the page the next route shows (route() clears the old one first).
@@ -1320,17 +1336,38 @@ async function runAction(action, button) {
 
 // ------------------------------------------------------------------ tabs
 
-for (const b of document.querySelectorAll("[data-tab]")) {
-  b.addEventListener("click", () => {
-    location.hash = "#/c/" + encodeURIComponent(detail.cuid) + "/" + b.dataset.tab;
-  });
+function showTab(tab) {
+  location.hash = "#/c/" + encodeURIComponent(detail.cuid) + "/" + tab;
 }
+
+for (const b of document.querySelectorAll("[data-tab]")) {
+  b.addEventListener("click", () => { tabsByKey = false; showTab(b.dataset.tab); });
+}
+
+// Whether the tab last shown was reached with the arrow keys (then the focus stays on it).
+let tabsByKey = false;
+
+// The ARIA tabs pattern: one tab in the Tab order (the selected one); Left/Right move to the
+// previous/next tab (wrapping), Home/End to the first/last, and the tab focused is shown.
+document.querySelector("#page-detail [role=tablist]").addEventListener("keydown", (ev) => {
+  const tabs = [...document.querySelectorAll("#page-detail [role=tab]")].filter((t) => !t.hidden && !t.disabled);
+  const at = tabs.indexOf(document.activeElement);
+  if (at < 0 || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+  const to = { ArrowLeft: at - 1, ArrowRight: at + 1, Home: 0, End: tabs.length - 1 }[ev.key];
+  if (to === undefined) return;
+  ev.preventDefault();
+  const t = tabs[(to + tabs.length) % tabs.length];
+  tabsByKey = true;
+  t.focus();
+  showTab(t.dataset.tab);
+});
 
 function selectTab(tab) {
   if (!["logs", "terminal", "files", "snapshots"].includes(tab)) tab = "logs";
   if (tab === "terminal" && !can("operate")) tab = "logs"; // a terminal needs `operate`
   for (const b of document.querySelectorAll("[data-tab]")) {
     b.setAttribute("aria-selected", String(b.dataset.tab === tab));
+    b.tabIndex = b.dataset.tab === tab ? 0 : -1; // roving tabindex
   }
   for (const t of ["logs", "terminal", "files", "snapshots"]) $("panel-" + t).hidden = t !== tab;
   if (detail.tab !== tab) {
@@ -1614,14 +1651,19 @@ async function termOpen() {
   try {
     tk = await ticket();
   } catch (e) {
-    status.textContent = e.message;
+    // A fetch that failed (the server is down or restarting) throws a TypeError: say so.
+    status.textContent = e instanceof ApiError ? e.message : "The server cannot be reached; press Reconnect in a moment.";
     return;
   }
   if (detail.term !== t) return; // closed meanwhile
   const ws = new WebSocket(withTicket(url, tk));
   t.ws = ws;
   const send = (obj) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
-  ws.onopen = () => { status.textContent = "connected"; xterm.focus(); };
+  ws.onopen = () => {
+    status.textContent = "connected";
+    // Into the shell, unless the user is moving between tabs with the arrow keys.
+    if (!(tabsByKey && document.activeElement && document.activeElement.getAttribute("role") === "tab")) xterm.focus();
+  };
   ws.onmessage = (ev) => {
     const f = JSON.parse(ev.data);
     if (f.type === "stdout" || f.type === "stderr") {
@@ -1643,7 +1685,9 @@ async function termOpen() {
     }
   };
   ws.onclose = () => {
-    if (!t.closing && !status.textContent.startsWith("session ended") && !status.dataset.code) status.textContent = "disconnected";
+    if (!t.closing && !status.textContent.startsWith("session ended") && !status.dataset.code) {
+      status.textContent = "Disconnected. Press Reconnect to open a new shell.";
+    }
   };
   // Every key goes to the shell as typed: Ctrl-C is the byte 0x03, which the terminal turns
   // into SIGINT for the foreground program.

@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiCode, ApiError, Kind};
+use crate::http::lease::Lease;
 use crate::state::AppState;
 use crate::tenancy::Principal;
 
@@ -121,9 +122,10 @@ fn from_another_site(request: &Request) -> bool {
 
 /// Runs the request as `principal`: handlers read it from the request's extensions
 /// ([`crate::tenancy::Principal`]), the audit log from the response's.
-async fn run_as(principal: Principal, mut request: Request, next: Next) -> Response {
+async fn run_as(principal: Principal, lease: Lease, mut request: Request, next: Next) -> Response {
     let user = AuthedUser(principal.label.clone(), principal.tenant.clone());
     request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(lease);
     let mut response = next.run(request).await;
     response.extensions_mut().insert(user);
     response
@@ -162,7 +164,11 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
             Ok(signed) => match &signed.bearer_sha256 {
                 None => {
                     let principal = Principal::operator(&signed.user);
-                    return run_as(principal, without_ticket(request), next).await;
+                    let lease = Lease::Session {
+                        token: signed.token.clone(),
+                        bearer: None,
+                    };
+                    return run_as(principal, lease, without_ticket(request), next).await;
                 }
                 // Signed in with a token: the token decides, now (revoked or expired, the
                 // session ends with it).
@@ -171,7 +177,13 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
                     .tokens
                     .authenticate_hash(digest, chrono::Utc::now())
                 {
-                    Ok(principal) => return run_as(principal, without_ticket(request), next).await,
+                    Ok(principal) => {
+                        let lease = Lease::Session {
+                            token: signed.token.clone(),
+                            bearer: Some(digest.clone()),
+                        };
+                        return run_as(principal, lease, without_ticket(request), next).await;
+                    }
                     Err(_) => {
                         state.sessions.revoke(&signed.token).await;
                         cookie_refused = Some(crate::sessions::Refusal::Unknown);
@@ -215,7 +227,11 @@ pub async fn require_auth(State(state): State<AppState>, request: Request, next:
     };
     if let Some(principal) = principal {
         state.throttle.record_success(ip);
-        return run_as(principal, request, next).await;
+        let lease = match bearer(&request) {
+            Some(secret) => Lease::Token(crate::tenancy::tokens::hash(secret)),
+            None => Lease::Password,
+        };
+        return run_as(principal, lease, request, next).await;
     }
 
     // Only wrong credentials count as a failed login. A request with none (an `<img>` on

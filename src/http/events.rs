@@ -17,6 +17,7 @@ use axum::response::IntoResponse;
 use futures_util::Stream;
 
 use crate::events::{Feed, Since};
+use crate::http::lease::Lease;
 use crate::http::schema::{EventFrame, EventName, EventReset};
 use crate::state::AppState;
 use crate::tenancy::Principal;
@@ -56,6 +57,7 @@ fn sent(frame: EventFrame) -> Event {
 pub async fn events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    lease: Option<Extension<Lease>>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
     let feed = state.events.clone();
@@ -86,6 +88,12 @@ pub async fn events(
     // A comment line at once: proxies and clients see the stream open.
     let opened = futures_util::stream::once(async { Ok(Event::default().comment("open")) });
     let stream = futures_util::StreamExt::chain(opened, stream(reader));
+    // The stream ends with the sign-in that opened it (sign-out, expiry, a revoked token).
+    let ended: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match lease {
+        Some(Extension(lease)) => Box::pin(lease.ended(state.clone())),
+        None => Box::pin(std::future::pending()),
+    };
+    let stream = futures_util::StreamExt::take_until(stream, ended);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

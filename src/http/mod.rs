@@ -15,6 +15,7 @@ pub mod file_ops;
 pub mod files;
 pub mod health;
 pub mod images;
+pub mod lease;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 
 use crate::http::extract::Path;
 use axum::http::HeaderMap;
@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::{ApiCode, ApiError, ApiResult, REQUEST_ID};
+use crate::http::lease::Lease;
 use crate::http::response::{live_container, path_cuid};
 use crate::http::{origin, resume};
 use crate::state::AppState;
@@ -29,13 +30,15 @@ pub async fn ws(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
     RawQuery(query): RawQuery,
+    lease: Option<Extension<Lease>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(err) = origin::check_origin(&headers) {
         return err.into_response();
     }
-    match open(state, cuid, query, upgrade).await {
+    let lease = lease.map(|Extension(l)| l);
+    match open(state, cuid, query, lease, upgrade).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -45,6 +48,7 @@ async fn open(
     state: AppState,
     cuid: String,
     query: Option<String>,
+    lease: Option<Lease>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?.to_owned();
@@ -102,17 +106,31 @@ async fn open(
     }
     // In use for as long as the session lasts: the idle policy leaves it alone.
     let in_use = state.idle.terminal(&cuid);
+    // The session also ends (as at shutdown: its processes are ended) when the sign-in that
+    // opened it does: a sign-out, an expiry, a revoked token.
+    let stop = state.shutdown.child_token();
+    let stop_guard = stop.clone().drop_guard();
+    if let Some(lease) = lease {
+        let (stop, state) = (stop.clone(), state.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = lease.ended(state) => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        });
+    }
     let ctx = terminal::Ctx {
         docker,
         cuid,
         run_since,
         options,
-        shutdown: state.shutdown.clone(),
+        shutdown: stop,
         request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
         error_frame: super::error_map::terminal_error_frame,
     };
     let mut response = upgrade.on_upgrade(move |socket| async move {
         let _in_use = in_use;
+        let _stop_guard = stop_guard; // the session's end stops its lease watch
         terminal::run(socket, ctx).await
     });
     if let Some(took) = resumed {

@@ -42,6 +42,9 @@ pub struct Tokens {
     live: Mutex<HashMap<String, Live>>,
     /// `last_used_at` by token id, not yet written to the store.
     used: Mutex<HashMap<String, String>>,
+    /// Counts the removals: a long request (an event stream, a terminal) authenticated by a
+    /// token watches it to end when its token does.
+    removed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A fresh secret: `cm_` and 32 random bytes in base64url.
@@ -104,6 +107,7 @@ impl Tokens {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, t| t.id != id);
+        self.removed.send_modify(|n| *n += 1);
     }
 
     /// Takes out every token of a tenant (the tenant was deleted).
@@ -112,6 +116,22 @@ impl Tokens {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, t| t.tenant.as_deref() != Some(tenant));
+        self.removed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time tokens are taken out (see [`Self::is_live`]).
+    pub fn watch_removed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.removed.subscribe()
+    }
+
+    /// Whether the token with this hex SHA-256 still authenticates (not revoked, not
+    /// expired), without counting as a use of it.
+    pub fn is_live(&self, key: &str, now: DateTime<Utc>) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|t| t.expires_at.is_none_or(|at| at > now))
     }
 
     /// The principal of a bearer secret, noting its use.

@@ -16,6 +16,9 @@ use crate::common::free_port;
 /// How long a console page may take to show.
 const PAGE_WAIT: Duration = Duration::from_secs(30);
 
+/// axe-core's browser build, for [`Browser::assert_accessible`].
+const AXE: &str = include_str!("../vendor/axe.min.js");
+
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -35,6 +38,10 @@ pub mod keys {
     pub const ESCAPE: &str = "\u{E00C}";
     pub const SHIFT: &str = "\u{E008}";
     pub const ARROW_DOWN: &str = "\u{E015}";
+    pub const END: &str = "\u{E010}";
+    pub const HOME: &str = "\u{E011}";
+    pub const LEFT: &str = "\u{E012}";
+    pub const RIGHT: &str = "\u{E014}";
     /// Releases held modifier keys.
     pub const NULL: &str = "\u{E000}";
 }
@@ -182,6 +189,84 @@ impl Browser {
             Some(json!({ "text": text })),
         )
         .await;
+    }
+
+    /// Types `text` into the element `css` names, retrying while the driver finds it not
+    /// interactable yet (a page in a window just opened may not be laid out) up to `limit`.
+    pub async fn type_into_when_ready(&self, css: &str, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let id = self.find(css).await;
+            let typed = self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/value"),
+                    Some(json!({ "text": text })),
+                )
+                .await;
+            match typed {
+                Ok(_) => return,
+                Err(e) if e.contains("not interactable") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Types `keys` into whatever has the focus (as a person at the keyboard would).
+    pub async fn press(&self, keys: &str) {
+        let v = self
+            .cmd(reqwest::Method::GET, "/element/active", None)
+            .await;
+        let id = v[ELEMENT].as_str().expect("a focused element").to_owned();
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": keys })),
+        )
+        .await;
+    }
+
+    /// Opens a new browser window (a second page of the same profile: same cookies and
+    /// storage) and returns its handle; the current window stays the one commands go to.
+    pub async fn new_window(&self) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/window/new",
+                Some(json!({"type": "window"})),
+            )
+            .await;
+        v["handle"].as_str().expect("a window handle").to_owned()
+    }
+
+    /// The handle of the window commands go to.
+    pub async fn window(&self) -> String {
+        let v = self.cmd(reqwest::Method::GET, "/window", None).await;
+        v.as_str().expect("a window handle").to_owned()
+    }
+
+    /// Sends the next commands to the window `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({ "handle": handle })),
+        )
+        .await;
+    }
+
+    /// The id of the focused element ("" when it has none).
+    pub async fn focused_id(&self) -> String {
+        self.js(
+            "return (document.activeElement && document.activeElement.id) || '';",
+            json!([]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
     }
 
     pub async fn clear(&self, css: &str) {
@@ -360,6 +445,71 @@ impl Browser {
             Some(json!({"width": width, "height": height})),
         )
         .await;
+    }
+
+    /// Runs axe-core (tests/vendor/axe.min.js, vendored by scripts/vendor-web.sh; the server
+    /// never serves it) on the page as it is now and panics with a readable list of every
+    /// serious or critical violation: rule, impact, what it means, and each element (CSS
+    /// target) with axe's summary of how to fix it. `page` names the page in the message.
+    ///
+    /// axe is injected through WebDriver's execute-script, which runs in the page's context
+    /// without being a `<script>` the console's CSP (`script-src 'self'`) would refuse.
+    pub async fn assert_accessible(&self, page: &str) {
+        let found = self
+            .js(
+                "return typeof window.axe === 'object' && typeof window.axe.run === 'function';",
+                json!([]),
+            )
+            .await;
+        if found != true {
+            self.js(AXE, json!([])).await;
+        }
+        let v = self
+            .js_async(
+                "const done = arguments[arguments.length - 1];
+                 window.axe.run(document, { resultTypes: ['violations'] }).then((r) => done(
+                   r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({
+                     id: v.id, impact: v.impact, help: v.help,
+                     nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary })),
+                   }))), (e) => done({ error: String(e) }));",
+                json!([]),
+            )
+            .await;
+        assert!(v.get("error").is_none(), "axe on {page}: {v}");
+        let violations = v.as_array().cloned().unwrap_or_default();
+        if violations.is_empty() {
+            return;
+        }
+        let shot = self
+            .screenshot(&format!(
+                "axe-{}",
+                page.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            ))
+            .await;
+        let mut text = format!(
+            "axe-core: {} serious or critical violation(s) on the {page} page (screenshot {}):\n",
+            violations.len(),
+            shot.display()
+        );
+        for v in &violations {
+            text.push_str(&format!(
+                "- {} ({}): {}\n",
+                v["id"].as_str().unwrap_or("?"),
+                v["impact"].as_str().unwrap_or("?"),
+                v["help"].as_str().unwrap_or("?")
+            ));
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                let summary = n["summary"]
+                    .as_str()
+                    .unwrap_or("")
+                    .replace('\n', "\n      ");
+                text.push_str(&format!(
+                    "    at {}\n      {summary}\n",
+                    n["target"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        panic!("{text}");
     }
 
     /// A PNG of the viewport under `target/screenshots/<name>.png`.

@@ -95,6 +95,7 @@ async fn console_signed_in_with_a_tenants_read_token_sees_and_offers_only_that()
         .await;
     assert_eq!(tenant_column, 0, "a tenant's list has no tenant column");
     b.screenshot("tenant-read-list").await;
+    b.assert_accessible("list, a tenant's read token").await;
 
     // Its detail page: logs and files, no action, edit, delete, terminal or upload.
     b.goto(&format!("{}/ui/#/c/{mine}", s.base)).await;
@@ -130,6 +131,7 @@ async fn console_signed_in_with_a_tenants_read_token_sees_and_offers_only_that()
         );
     }
     b.screenshot("tenant-read-detail").await;
+    b.assert_accessible("detail, a tenant's read token").await;
 
     // A page it may not use by its address: back to the list, saying why.
     b.goto(&format!("{}/ui/#/new", s.base)).await;
