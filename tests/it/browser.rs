@@ -214,20 +214,6 @@ impl Browser {
         }
     }
 
-    /// Types `keys` into whatever has the focus (as a person at the keyboard would).
-    pub async fn press(&self, keys: &str) {
-        let v = self
-            .cmd(reqwest::Method::GET, "/element/active", None)
-            .await;
-        let id = v[ELEMENT].as_str().expect("a focused element").to_owned();
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": keys })),
-        )
-        .await;
-    }
-
     /// Opens a new browser window (a second page of the same profile: same cookies and
     /// storage) and returns its handle; the current window stays the one commands go to.
     pub async fn new_window(&self) -> String {
