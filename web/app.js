@@ -474,7 +474,7 @@ const PAGE_SIZE = 25;
 // `selected`: cuid -> display name of the ticked rows (of the page shown); `openErrors`: the
 // rows whose long error is expanded (kept across live re-renders).
 const list = { cursors: [null], page: 0, status: "", tag: "", q: "", reloadTimer: null, next: null,
-  selected: new Map(), openErrors: new Set(), busy: false };
+  selected: new Map(), openErrors: new Set(), busy: false, seq: 0 };
 
 /** What people call a container: its name, else its cuid. */
 function displayName(c) {
@@ -482,6 +482,8 @@ function displayName(c) {
 }
 
 async function loadList() {
+  // Filters, pages and live reloads may overlap: only the newest request's answer is drawn.
+  const seq = ++list.seq;
   const q = new URLSearchParams({ limit: String(PAGE_SIZE), total: "true" });
   if (list.status) q.set("status", list.status);
   if (list.tag) q.set("tag", list.tag);
@@ -490,11 +492,13 @@ async function loadList() {
   if (cursor) q.set("cursor", cursor);
   try {
     const r = await api("GET", "/containers?" + q);
+    if (seq !== list.seq) return;
     $("list-error").textContent = "";
     list.next = r.data.next_cursor;
     list.total = r.data.total;
     renderList(r.data.containers);
   } catch (e) {
+    if (seq !== list.seq) return;
     if (e.code === "INVALID_CURSOR" && list.page > 0) {
       // A page link from another filter or server: start again at the first page.
       flash("That page link no longer applies; showing the first page.");
@@ -569,7 +573,7 @@ function listRow(c) {
     el("td", { class: "col-image" }, breakableAt(c.image || "")),
     tags,
     el("td", { class: "col-ports" }, ports || dash()),
-    el("td", { class: "col-desired", text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
+    el("td", { class: "col-desired", "data-desired": c.desired_state, text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
     el("td", { class: "col-status status status-" + c.status, "data-status": c.status },
        el("span", { class: "nowrap", text: statusText(c) + exit }),
        healthBadge(c), crashBadge(c)),
@@ -971,6 +975,10 @@ async function saveEdit(spec) {
     $("form-status").textContent = "Saving…";
     const r = await api("PATCH", path, { json: patch, headers: { "if-match": etag } });
     etag = r.headers.get("etag");
+    // Saved: should the ports step fail, the next Save starts from this, not from a 412
+    // blaming "someone else" for the user's own change.
+    form.etag = etag;
+    form.original = r.data;
   }
   if (ports) {
     await api("PATCH", path + "/ports", { json: { ports: spec.ports }, headers: { "if-match": etag } });
@@ -1010,8 +1018,10 @@ async function openDetail(cuid, tab, folder) {
   $("edit-link").href = "#/c/" + encodeURIComponent(cuid) + "/edit";
   try {
     const r = await api("GET", "/containers/" + encodeURIComponent(cuid));
+    if (detail.cuid !== cuid) return; // another container was opened meanwhile
     renderDetail(r.data);
   } catch (e) {
+    if (detail.cuid !== cuid) return;
     if (e.status === 404) showGone(cuid);
     else showError("action-error", e);
     return;
@@ -1191,6 +1201,9 @@ function statusText(c) {
 }
 
 function renderDetail(c) {
+  // A late answer for a container left meanwhile must not be drawn under another's page (its
+  // buttons act on detail.cuid).
+  if (c.cuid !== detail.cuid) return;
   detail.container = c;
   detail.gone = false;
   $("detail-title").textContent = displayName(c);
@@ -1308,6 +1321,7 @@ for (const b of document.querySelectorAll("[data-action]")) {
 
 async function runAction(action, button) {
   const cuid = detail.cuid;
+  if (detail.container && detail.container.cuid !== cuid) return; // never act on one shown as another
   const shown = detail.container ? displayName(detail.container) : cuid;
   if (action === "delete" && !(await confirmDelete(detail.container, cuid))) return;
   showError("action-error", null);

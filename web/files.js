@@ -50,6 +50,7 @@ function filesStatus(text) {
 }
 
 async function loadFiles(path, more) {
+  const cuid = detail.cuid;
   if (path !== files.shown) {
     // Another folder (or container): what was open for the last one goes.
     closePreview();
@@ -66,7 +67,8 @@ async function loadFiles(path, more) {
   $("zip-link").href = `${filesBase()}/download-zip?${new URLSearchParams({ path: path || "/" })}`;
   try {
     const r = await api("GET", `${filesBase()}/files?${q}`);
-    if (files.path !== path) return; // another folder was opened meanwhile
+    // Another folder, or another container's page (both start at ""), was opened meanwhile.
+    if (files.path !== path || detail.cuid !== cuid) return;
     files.next = r.data.next_cursor;
     $("files-more").hidden = !files.next;
     const body = $("files-body");
@@ -80,6 +82,7 @@ async function loadFiles(path, more) {
     for (const e of r.data.entries) body.append(fileRow(e));
     $("files-empty").hidden = more || r.data.entries.length > 0 || !!files.next;
   } catch (e) {
+    if (files.path !== path || detail.cuid !== cuid) return;
     $("files-empty").hidden = true;
     filesError(e);
   }

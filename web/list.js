@@ -321,9 +321,28 @@ $("bulk-delete").addEventListener("click", () => {
     `Delete ${names.length} container${names.length === 1 ? "" : "s"}?`;
   $("bulk-confirm-names").replaceChildren(...names.map((n) => el("li", { text: n })));
   $("bulk-confirm-yes").textContent = `Delete ${names.length}`;
+  // As for one container (create.js confirmDelete): running ones need a typed confirmation.
+  const running = bulkConfirming.filter(([cuid]) => rowRuns(cuid)).length;
+  $("bulk-confirm-running").hidden = running === 0;
+  $("bulk-confirm-running-label").textContent =
+    `${running} of them ${running === 1 ? "is" : "are"} running: type delete to confirm.`;
+  $("bulk-confirm-typed").value = "";
+  $("bulk-confirm-yes").disabled = running > 0;
   $("bulk-confirm").hidden = false;
   $("bulk-confirm-no").focus();
 });
+$("bulk-confirm-typed").addEventListener("input", () => {
+  $("bulk-confirm-yes").disabled = $("bulk-confirm-typed").value.trim() !== "delete";
+});
+
+/** Whether the shown row of `cuid` runs (wanted running, or running, paused, restarting). */
+function rowRuns(cuid) {
+  const row = [...$("list-body").children].find((r) => r.dataset.cuid === cuid);
+  if (!row) return true; // not shown any more: ask, to be safe
+  const status = row.querySelector(".col-status")?.dataset.status;
+  const desired = row.querySelector(".col-desired")?.dataset.desired;
+  return desired === "running" || ["running", "paused", "restarting"].includes(status);
+}
 $("bulk-confirm-no").addEventListener("click", () => {
   $("bulk-confirm").hidden = true;
   $("bulk-delete").focus();

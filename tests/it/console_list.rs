@@ -420,7 +420,26 @@ async fn console_list_bulk_stop_start_and_delete_a_selection() {
     )
     .await;
     assert_eq!(s.get(&format!("/containers/{a}")).await.status, 200);
+    // Both run: Delete waits for the typed word, as for one running container.
     b.click("#bulk-delete").await;
+    let gate = b
+        .wait_js(
+            "typed confirmation asked",
+            T,
+            "const r = document.getElementById('bulk-confirm-running');              return !r.hidden && [r.textContent.trim(), document.getElementById('bulk-confirm-yes').disabled];",
+        )
+        .await;
+    assert_eq!(
+        gate,
+        json!(["2 of them are running: type delete to confirm.", true])
+    );
+    b.type_into("#bulk-confirm-typed", "delete").await;
+    b.wait_js(
+        "Delete enabled",
+        T,
+        "return !document.getElementById('bulk-confirm-yes').disabled;",
+    )
+    .await;
     b.click("#bulk-confirm-yes").await;
     let result = wait_result(&b, "Deleted").await;
     assert_eq!(result, "Deleted 2 of 2.");
