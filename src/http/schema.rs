@@ -415,6 +415,32 @@ pub struct Health {
     /// when it does not (or cannot be asked).
     #[schema(required = true)]
     pub userns: Option<HealthUserns>,
+    /// What runs the containers (`BACKEND`): `compose` or `swarm`.
+    pub backend: String,
+    /// `BACKEND=swarm`: the Swarm's nodes as its manager sees them, sorted by name; `null`
+    /// with `compose` (and empty when the manager does not answer).
+    #[schema(required = true)]
+    pub nodes: Option<Vec<HealthNode>>,
+}
+
+/// One node of the Swarm (`/healthz` with `BACKEND=swarm`).
+#[derive(Serialize, ToSchema)]
+pub struct HealthNode {
+    /// Its host name: what `SWARM_NODES` and placement constraints name.
+    pub name: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// As the manager sees it: `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    #[schema(required = true)]
+    pub address: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's own Engine API, as this server reaches it: `ok`, `unreachable: <why>`, or
+    /// `not configured` (not in `SWARM_NODES`: the containers it runs cannot be reached for
+    /// exec, terminals, logs, stats or pause).
+    pub engine: String,
 }
 
 #[derive(Serialize, ToSchema)]
