@@ -43,6 +43,11 @@ use crate::store::containers::Container;
 /// The file in a container's project directory holding the service spec last rendered.
 pub const SPEC_FILE: &str = "service.json";
 
+/// How long a start (create, update, restart) waits for the task to run.
+const TASK_START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a step looks at the tasks while it waits.
+const TASK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct SwarmBackend {
     config: Arc<Config>,
     instance_id: String,
@@ -429,6 +434,87 @@ impl SwarmBackend {
             })
     }
 
+    /// Waits, as `compose up -d` and `docker stop` do, until the service's task runs (`run`)
+    /// or none does, polling its tasks: Swarm has no call that waits. A task that fails
+    /// (no node fits its constraints, its image is missing there) ends the wait with Swarm's
+    /// own words.
+    async fn settle(&self, cuid: &str, run: bool) -> Result<(), StepError> {
+        let limit = if run {
+            TASK_START_LIMIT
+        } else {
+            std::time::Duration::from_secs(super::backend::STOP_TIMEOUT_SECS as u64 + 5)
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut said = String::new();
+        loop {
+            let Some(service) = self.service(cuid).await? else {
+                return Ok(());
+            };
+            let tasks = self.tasks(service.id.as_deref().unwrap_or(cuid)).await?;
+            // Only a task of the service's spec as it is now: right after an update the
+            // old one is still running for a moment.
+            let template = service.spec.as_ref().and_then(|s| s.task_template.as_ref());
+            let force = template.and_then(|t| t.force_update).unwrap_or(0);
+            let generation = |t: Option<&TaskSpec>| {
+                t.and_then(|t| t.container_spec.as_ref())
+                    .and_then(|c| c.labels.as_ref())
+                    .and_then(|l| l.get(render::LABEL_GENERATION).cloned())
+            };
+            let wanted: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+                .filter(|t| {
+                    let spec = t.spec.as_ref();
+                    spec.and_then(|s| s.force_update).unwrap_or(0) == force
+                        && generation(spec) == generation(template)
+                })
+                .collect();
+            if run {
+                let newest = wanted.iter().max_by_key(|t| version_of(t));
+                let status = newest.and_then(|t| t.status.as_ref());
+                match status.and_then(|s| s.state) {
+                    Some(TaskState::RUNNING) => return Ok(()),
+                    Some(state) if finished(Some(state)) => {
+                        // Its process ended already: the pass observes what it left.
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+                if let Some(s) = status {
+                    said = [s.message.as_deref(), s.err.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(": ");
+                }
+            } else {
+                let running = tasks.iter().any(|t| {
+                    !finished(t.status.as_ref().and_then(|s| s.state))
+                        && t.status.as_ref().and_then(|s| s.state).is_some()
+                });
+                if !running {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StepError::new(
+                    ErrorCode::ComposeFailed,
+                    format!(
+                        "the service's task did not {} within {} s{}",
+                        if run { "start" } else { "stop" },
+                        limit.as_secs(),
+                        if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (Swarm: {said})")
+                        }
+                    ),
+                ));
+            }
+            tokio::time::sleep(TASK_POLL).await;
+        }
+    }
+
     /// The spec last written by `write_project`.
     fn written_spec(&self, cuid: &str) -> Result<ServiceSpec, StepError> {
         let path = render::project_dir(&self.config, cuid).join(SPEC_FILE);
@@ -449,6 +535,11 @@ impl SwarmBackend {
     /// Creates the service from its written spec, or updates it to that spec with one
     /// replica (`force`: a new task even if nothing changed).
     async fn deploy(&self, cuid: &str, force: bool) -> Result<(), StepError> {
+        self.deploy_only(cuid, force).await?;
+        self.settle(cuid, true).await
+    }
+
+    async fn deploy_only(&self, cuid: &str, force: bool) -> Result<(), StepError> {
         let spec = self.written_spec(cuid)?;
         match self.service(cuid).await? {
             Some(current) => self.update(&current, spec, 1, force).await,
@@ -478,10 +569,10 @@ impl SwarmBackend {
             .as_ref()
             .and_then(|m| m.replicated.as_ref())
             .and_then(|r| r.replicas);
-        if now == Some(replicas) {
-            return Ok(());
+        if now != Some(replicas) {
+            self.update(&current, spec, replicas, false).await?;
         }
-        self.update(&current, spec, replicas, false).await
+        self.settle(cuid, replicas > 0).await
     }
 
     /// Pauses or unpauses the task's container on its node.
@@ -689,7 +780,8 @@ impl Backend for SwarmBackend {
                 .and_then(|m| m.replicated.as_ref())
                 .and_then(|r| r.replicas)
                 .unwrap_or(0);
-            self.update(&current, spec, 1, replicas > 0).await
+            self.update(&current, spec, 1, replicas > 0).await?;
+            self.settle(cuid, true).await
         })
     }
 
@@ -712,7 +804,8 @@ impl Backend for SwarmBackend {
                 return Ok(());
             };
             let spec = current.spec.clone().unwrap_or_default();
-            self.update(&current, spec, 1, true).await
+            self.update(&current, spec, 1, true).await?;
+            self.settle(cuid, true).await
         })
     }
 

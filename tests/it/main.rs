@@ -31,6 +31,7 @@ mod read_only;
 mod reconcile;
 mod security;
 mod snapshots;
+mod swarm;
 mod tenancy;
 mod terminal;
 mod userns;
