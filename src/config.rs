@@ -783,7 +783,25 @@ impl Config {
             registry_allowlist,
             image_updates: ImageUpdates::from_env()?,
             webhooks: WebhookSettings::from_env()?,
-            backend: BackendKind::from_env()?,
+            backend: {
+                let backend = BackendKind::from_env()?;
+                if backend.swarm().is_some() {
+                    let clash = [
+                        ("DEFAULT_ISOLATION", default_isolation != Isolation::Runc),
+                        ("DEFAULT_EGRESS", default_egress != "internet"),
+                        (
+                            "DEFAULT_DISK",
+                            var("DEFAULT_DISK").is_some_and(|d| d.trim() != "0"),
+                        ),
+                    ];
+                    if let Some((name, _)) = clash.iter().find(|(_, bad)| *bad) {
+                        return Err(ConfigError(format!(
+                            "{name} cannot be honoured with BACKEND=swarm (gVisor, disk caps and egress rules are one host's): unset it"
+                        )));
+                    }
+                }
+                backend
+            },
         })
     }
 }

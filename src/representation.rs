@@ -88,6 +88,9 @@ pub struct Representation {
     /// Newer digests of the image's tag are rolled out by the server (docs/API.md, image
     /// updates).
     pub auto_update: bool,
+    /// Swarm placement constraints (`BACKEND=swarm`); null: none.
+    #[schema(required = true)]
+    pub placement: Option<crate::spec::Placement>,
     /// The registry digest (`sha256:…`) of the image it runs, once known (checked with the
     /// registry, or set by an update); null for an image built on the host.
     #[schema(required = true)]
@@ -152,6 +155,7 @@ pub fn representation(c: &Container) -> Representation {
         updated_at: c.updated_at.clone(),
         tenant: c.tenant.clone(),
         auto_update: s.auto_update,
+        placement: s.placement.clone(),
         image_digest: c.image.digest.clone(),
         update_available: c.image.update_available.clone(),
         updating: c.image.pending.is_some(),

@@ -73,6 +73,9 @@ pub struct CreateBody {
     /// The server rolls newer digests of the image's tag out by itself, in
     /// `IMAGE_UPDATE_WINDOW`, and rolls back one that does not come up. Default false.
     pub auto_update: Option<bool>,
+    /// Swarm placement constraints (`BACKEND=swarm` only; `400 PLACEMENT_NEEDS_SWARM`
+    /// otherwise), checked against the cluster's nodes.
+    pub placement: Option<crate::spec::Placement>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -195,6 +198,9 @@ pub struct PatchBody {
     pub health: Option<HealthIn>,
     /// `null` is `false`; changing it recreates nothing (the generation stays).
     pub auto_update: Option<bool>,
+    /// Replaces the constraints; `null` removes them. Changing them moves a running
+    /// container (a new task where they hold).
+    pub placement: Option<crate::spec::Placement>,
 }
 
 /// `lifetime` of a create or patch body.

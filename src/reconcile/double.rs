@@ -339,6 +339,7 @@ fn spec() -> Spec {
         idle: None,
         health: None,
         auto_update: false,
+        placement: None,
     }
 }
 

@@ -380,6 +380,7 @@ mod tests {
                 idle: None,
                 health: None,
                 auto_update: false,
+                placement: None,
             },
             tenant: None,
             status_reason: None,

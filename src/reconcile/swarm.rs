@@ -14,7 +14,7 @@
 //! than `internet` (iptables on one host). `no-new-privileges` has no service field before
 //! API 1.50: nodes must run with `"no-new-privileges": true` in `daemon.json`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bollard::errors::Error as DockerError;
@@ -155,7 +155,12 @@ pub fn service_spec(config: &Config, instance_id: &str, c: &Container) -> Servic
             ..Default::default()
         })
         .collect();
-    let constraints: Option<Vec<String>> = None;
+    let constraints = c
+        .spec
+        .placement
+        .as_ref()
+        .map(|p| p.constraints.clone())
+        .filter(|c| !c.is_empty());
     ServiceSpec {
         name: Some(c.cuid.clone()),
         labels: Some(labels.clone()),
@@ -264,7 +269,7 @@ fn time_of(d: Option<&bollard::models::BollardDate>) -> Option<chrono::DateTime<
 
 /// The Docker state a service's replicas and current task amount to (before a look at the
 /// container itself, which tells paused from running).
-fn state_of(replicas: i64, task: Option<&Task>) -> DockerState {
+fn state_of(replicas: i64, task: Option<&Task>, down: &HashSet<String>) -> DockerState {
     let Some(t) = task else {
         return if replicas > 0 {
             // Swarm is about to make one.
@@ -275,6 +280,11 @@ fn state_of(replicas: i64, task: Option<&Task>) -> DockerState {
     };
     let state = t.status.as_ref().and_then(|s| s.state);
     if state == Some(TaskState::RUNNING) {
+        // On a node that is down, it is gone for us: Swarm moves a task of a `restart: any`
+        // service by itself, not one of `no` or `on-failure`; the pass starts a new task.
+        if t.node_id.as_ref().is_some_and(|n| down.contains(n)) {
+            return DockerState::Exited;
+        }
         return DockerState::Running;
     }
     if finished(state) {
@@ -349,6 +359,19 @@ impl SwarmBackend {
             }))
             .await
             .map_err(|e| unavailable("cannot list the service's tasks", &e))
+    }
+
+    /// The ids of the nodes that are not `ready` now.
+    async fn down_nodes(&self) -> Result<HashSet<String>, StepError> {
+        let docker = self.manager().await?;
+        let nodes = crate::docker::swarm_nodes(&docker)
+            .await
+            .map_err(|e| unavailable("cannot list the nodes", &e))?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| n.state != "ready")
+            .map(|n| n.id)
+            .collect())
     }
 
     /// The host name of node `id`.
@@ -624,14 +647,25 @@ impl Backend for SwarmBackend {
             let id = service.id.clone().unwrap_or_else(|| cuid.to_owned());
             let tasks = self.tasks(&id).await?;
             let task = current_task(&tasks);
-            let mut state = state_of(replicas, task);
+            let down = self.down_nodes().await?;
+            let mut state = state_of(replicas, task, &down);
+            let lost = task.is_some_and(|t| {
+                t.node_id.as_ref().is_some_and(|n| down.contains(n))
+                    && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+            });
             let status = task.and_then(|t| t.status.as_ref());
-            let exit_code = status
-                .and_then(|s| s.container_status.as_ref())
-                .and_then(|c| c.exit_code);
+            // Lost with its node: as if killed (137), which the decision repairs.
+            let exit_code = if lost {
+                Some(137)
+            } else {
+                status
+                    .and_then(|s| s.container_status.as_ref())
+                    .and_then(|c| c.exit_code)
+            };
             let at = time_of(status.and_then(|s| s.timestamp.as_ref()));
             let (mut started_at, mut finished_at) = match state {
                 DockerState::Running => (at, None),
+                DockerState::Exited if lost => (None, Some(chrono::Utc::now())),
                 DockerState::Exited => (None, at),
                 _ => (None, None),
             };
@@ -926,6 +960,7 @@ impl Observer for SwarmBackend {
                 .list_tasks(None::<ListTasksOptions>)
                 .await
                 .map_err(|e| unavailable("cannot list the tasks", &e))?;
+            let down = self.down_nodes().await?;
             let mut by_service: HashMap<&str, Vec<Task>> = HashMap::new();
             for t in &tasks {
                 if let Some(s) = t.service_id.as_deref() {
@@ -950,7 +985,7 @@ impl Observer for SwarmBackend {
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
                     Some(Listed {
-                        state: state_of(replicas, current_task(tasks)),
+                        state: state_of(replicas, current_task(tasks), &down),
                         id,
                         placement: None,
                         generation: labels

@@ -47,6 +47,7 @@ pub enum Rule {
     TmpTooSmall,
     InvalidReadOnly,
     InvalidAutoUpdate,
+    InvalidPlacement,
     InvalidIsolation,
     InvalidNetwork,
     InvalidEgress,

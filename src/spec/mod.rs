@@ -16,6 +16,7 @@ pub mod idle;
 mod image;
 mod lifetime;
 pub mod network;
+pub mod placement;
 mod ports;
 mod resources;
 
@@ -35,6 +36,7 @@ pub use idle::{Idle, IdleAction, MIN_IDLE_AFTER};
 pub use image::is_image_reference;
 pub use lifetime::{Lifetime, LifetimeIn, OnExpiry, TTL_CEILING};
 pub use network::{Allow, Egress, Network};
+pub use placement::Placement;
 pub use resources::{
     host_cpus, parse_disk_value, parse_memory, parse_size, DEFAULT_TMP_BYTES, MIN_DISK_BYTES,
     MIN_MEMORY_BYTES, MIN_TMP_BYTES,
@@ -186,6 +188,9 @@ pub struct Spec {
     /// it alone recreates nothing.
     #[serde(default)]
     pub auto_update: bool,
+    /// Where it may run on a Swarm (`BACKEND=swarm`): Swarm's placement constraints.
+    #[serde(default)]
+    pub placement: Option<Placement>,
 }
 
 /// Facts about the host that validation needs.
@@ -245,6 +250,7 @@ const CREATE_FIELDS: &[&str] = &[
     "idle",
     "health",
     "auto_update",
+    "placement",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -263,6 +269,7 @@ const PATCH_FIELDS: &[&str] = &[
     "idle",
     "health",
     "auto_update",
+    "placement",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -353,6 +360,7 @@ pub fn parse_create(
         None | Some(Value::Null) => false,
         Some(v) => parse_auto_update(v)?,
     };
+    let placement = placement::parse_placement(body.remove("placement").unwrap_or(Value::Null))?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -382,6 +390,7 @@ pub fn parse_create(
             idle,
             health,
             auto_update,
+            placement,
         },
         start,
         lifetime,
@@ -477,6 +486,9 @@ pub fn apply_patch(
     }
     if let Some(v) = body.remove("health") {
         next.health = parse_health(v)?;
+    }
+    if let Some(v) = body.remove("placement") {
+        next.placement = placement::parse_placement(v)?;
     }
     if let Some(v) = body.remove("auto_update") {
         next.auto_update = match v {

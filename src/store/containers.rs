@@ -125,13 +125,14 @@ struct Row {
     update_available: Option<String>,
     update_pending: Option<String>,
     last_update: Option<String>,
+    placement: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, oom_killed, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
      egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at, \
-     auto_update, image_pin, image_digest, update_available, update_pending, last_update";
+     auto_update, image_pin, image_digest, update_available, update_pending, last_update, placement";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -175,6 +176,7 @@ impl Row {
                     .health_check
                     .and_then(|h| serde_json::from_str(&h).ok()),
                 auto_update: self.auto_update,
+                placement: self.placement.and_then(|p| serde_json::from_str(&p).ok()),
             },
             image: super::updates::ImageState {
                 pin: self.image_pin,

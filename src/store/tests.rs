@@ -42,6 +42,7 @@ fn spec(ports: &[u16]) -> Spec {
         idle: None,
         health: None,
         auto_update: false,
+        placement: None,
     }
 }
 

@@ -15,6 +15,9 @@ fn node_sock(n: u32) -> String {
     format!("unix:///run/cm-swarm/{n}.sock")
 }
 
+/// One swarm test at a time: the node-loss test kills a node the others would use.
+static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Whether the lab answers as a three-node Swarm; prints why not.
 fn lab_ready() -> bool {
     let nodes = docker_on(Some(MANAGER), &["node", "ls", "--format", "{{.Status}}"]);
@@ -86,6 +89,7 @@ fn task_node(cuid: &str) -> Option<String> {
 
 #[tokio::test]
 async fn health_shows_the_backend_and_the_three_nodes() {
+    let _lab = LAB.lock().await;
     if !lab_ready() {
         return;
     }
@@ -117,6 +121,7 @@ async fn health_shows_the_backend_and_the_three_nodes() {
 
 #[tokio::test]
 async fn a_container_lives_its_whole_life_as_a_service() {
+    let _lab = LAB.lock().await;
     if !lab_ready() {
         return;
     }
@@ -251,4 +256,126 @@ async fn a_container_lives_its_whole_life_as_a_service() {
     );
     assert_eq!(left.trim(), "");
     assert!(!s.mount(&cuid).exists());
+}
+
+#[tokio::test]
+async fn placement_pins_containers_and_a_lost_node_moves_one_with_its_files() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let (s, _services) = swarm_server().await;
+    // Checked for syntax, and against the cluster's labels.
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": ["zone==b"]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("INVALID_PLACEMENT")),
+        "{}",
+        r.text
+    );
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": ["node.labels.zone==nowhere"]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("PLACEMENT_UNSATISFIABLE")),
+        "{}",
+        r.text
+    );
+    // What a Swarm cannot honour is refused, not ignored.
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "network": {"egress": "none"}}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json["code"].as_str(),
+            r.json["details"]["field"].as_str()
+        ),
+        (400, Some("NOT_SUPPORTED_ON_SWARM"), Some("network.egress")),
+        "{}",
+        r.text
+    );
+
+    // Two containers pinned to different nodes by their labels.
+    let on_b = s
+        .create_started(&json!({
+            "image": BUSYBOX, "command": SLEEPER,
+            "placement": {"constraints": ["node.labels.zone==b"]},
+        }))
+        .await;
+    // Any worker (2 or 3, as Swarm spreads it).
+    let moving = s
+        .create_started(&json!({
+            "image": BUSYBOX, "command": SLEEPER,
+            "placement": {"constraints": ["node.role==worker"]},
+        }))
+        .await;
+    assert_eq!(task_node(&on_b).as_deref(), Some("cm-swarm-2"));
+    let from = task_node(&moving).expect("running");
+    let (dying, to) = match from.as_str() {
+        "cm-swarm-2" => (2, "cm-swarm-3"),
+        "cm-swarm-3" => (3, "cm-swarm-2"),
+        other => panic!("a worker-only container on {other}"),
+    };
+    let r = s.get(&format!("/containers/{on_b}")).await;
+    assert_eq!(
+        r.json["placement"]["constraints"][0], "node.labels.zone==b",
+        "{}",
+        r.text
+    );
+    let r = s
+        .upload_zip(&moving, "", zip_of(&[("keep.txt", b"kept across nodes")]))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Its node's daemon dies: the container moves to the other worker, with its files.
+    let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-swarm.sh");
+    let killed = std::process::Command::new("bash")
+        .args([lab, "kill", &dying.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    struct Revive(&'static str, u32);
+    impl Drop for Revive {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .args([self.0, "restart", &self.1.to_string()])
+                .status();
+        }
+    }
+    let _revive = Revive(lab, dying);
+    s.wait_for(
+        &format!("/containers/{moving}"),
+        Duration::from_secs(60),
+        |r| r.json["status"] == "running" && task_node(&moving).as_deref() == Some(to),
+    )
+    .await;
+    let cmd = "cat /app/keep.txt";
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{moving}?main=false&cmd={}", url_encode(cmd)),
+    )
+    .await;
+    assert_eq!(t.until_exit(LONG).await, 0);
+    assert!(t.out().contains("kept across nodes"), "{}", t.out());
+    let h = s.get("/healthz").await;
+    let dead = &h.json["nodes"][dying as usize - 1];
+    assert_eq!(dead["name"], from.as_str());
+    assert_ne!(dead["state"], "ready", "{}", h.text);
+    if dying == 3 {
+        // The other container did not move.
+        assert_eq!(task_node(&on_b).as_deref(), Some("cm-swarm-2"));
+    }
 }
