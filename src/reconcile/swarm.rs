@@ -687,7 +687,7 @@ impl Backend for SwarmBackend {
                                 started_at = st
                                     .started_at
                                     .as_deref()
-                                    .and_then(|s| time_of(Some(&s.to_owned().into())))
+                                    .and_then(|s| time_of(Some(&s.to_owned())))
                                     .or(started_at);
                                 finished_at = None;
                             }
