@@ -379,3 +379,65 @@ async fn placement_pins_containers_and_a_lost_node_moves_one_with_its_files() {
         assert_eq!(task_node(&on_b).as_deref(), Some("cm-swarm-2"));
     }
 }
+
+/// Settings that cannot work are refused at start-up, one line saying why; `placement` on a
+/// compose server is refused, not ignored. (No Swarm needed.)
+#[tokio::test]
+async fn impossible_settings_and_placement_on_compose_are_refused() {
+    let base = [("APP_USER", "admin"), ("APP_PASS", "a-Pa55word-for-tests")];
+    for (extra, says) in [
+        (vec![("BACKEND", "kubernetes")], "BACKEND"),
+        (
+            vec![("SWARM_NODES", "n1=unix:///run/n1.sock")],
+            "SWARM_NODES",
+        ),
+        (
+            vec![
+                ("BACKEND", "swarm"),
+                ("SWARM_NODES", "n1=tcp://10.0.0.1:2376"),
+            ],
+            "tcp://",
+        ),
+        (
+            vec![("BACKEND", "swarm"), ("DEFAULT_ISOLATION", "gvisor")],
+            "DEFAULT_ISOLATION",
+        ),
+        (
+            vec![("BACKEND", "swarm"), ("DEFAULT_EGRESS", "none")],
+            "DEFAULT_EGRESS",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = base.iter().copied().chain(extra.clone()).collect();
+        let (status, stderr) = run_to_exit(&env);
+        assert!(!status.success(), "{extra:?} started");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+    let s = Server::start().await;
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": ["node.labels.zone==a"]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("PLACEMENT_NEEDS_SWARM")),
+        "{}",
+        r.text
+    );
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("INVALID_PLACEMENT")),
+        "{}",
+        r.text
+    );
+    let cuid = s.create(&json!({"image": BUSYBOX})).await;
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert!(r.json["placement"].is_null(), "{}", r.text);
+}
