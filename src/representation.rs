@@ -63,6 +63,10 @@ pub struct Representation {
     /// The tail (at most 1 KiB) of the last probe's output, as last observed, or null.
     #[schema(required = true)]
     pub health_log: Option<String>,
+    /// The Swarm node that runs it (`BACKEND=swarm`), as last observed; null on one host, and
+    /// while no task runs.
+    #[schema(required = true)]
+    pub node: Option<String>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -143,6 +147,7 @@ pub fn representation(c: &Container) -> Representation {
         health_check: s.health.clone(),
         health: c.health,
         health_log: c.health_log.clone(),
+        node: c.node.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

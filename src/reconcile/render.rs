@@ -401,6 +401,7 @@ mod tests {
             updated_at: String::new(),
             health: None,
             health_log: None,
+            node: None,
             unhealthy_restarts: 0,
             unhealthy_restart_at: None,
             image: Default::default(),

@@ -670,9 +670,11 @@ impl Backend for SwarmBackend {
                 _ => (None, None),
             };
             let (mut health, mut health_log) = (None, None);
+            let mut node = None;
             if state == DockerState::Running {
                 // Paused or not, its health and start: only the node knows.
                 if let Ok(Some(place)) = self.place(cuid).await {
+                    node = Some(place.node.clone());
                     if let Some(docker) = self.node_engine(&place.node).await {
                         if let Ok(info) = docker
                             .inspect_container(&place.container, None::<InspectContainerOptions>)
@@ -714,6 +716,7 @@ impl Backend for SwarmBackend {
                 placement: None,
                 health,
                 health_log,
+                node,
             }))
         })
     }

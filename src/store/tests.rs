@@ -75,6 +75,7 @@ fn running() -> Observation {
         restart_done: 0,
         health: None,
         health_log: None,
+        node: None,
     }
 }
 
@@ -149,6 +150,7 @@ async fn health_is_stored_observed_and_listed() {
     let seen = |h: Option<Health>, log: &str| Observation {
         health: h,
         health_log: Some(log.to_owned()),
+        node: None,
         ..running()
     };
     assert!(store

@@ -135,6 +135,9 @@ async fn a_container_lives_its_whole_life_as_a_service() {
         .await;
     s.start_container(&cuid).await;
     let node = task_node(&cuid).expect("a running task");
+    // The representation names the node.
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["node"].as_str(), Some(node.as_str()), "{}", r.text);
     // One service, one replica, its limits as the spec says (pids included).
     let spec = docker_on(
         Some(MANAGER),
@@ -223,6 +226,7 @@ async fn a_container_lives_its_whole_life_as_a_service() {
         r.text
     );
     assert_eq!(task_node(&cuid), None);
+    assert!(r.json["node"].is_null(), "{}", r.text);
     s.start_container(&cuid).await;
     let before = docker_on(Some(MANAGER), &["service", "ps", "-q", &cuid]);
     let r = s.post(&format!("/containers/{cuid}/restart")).await;
@@ -359,7 +363,11 @@ async fn placement_pins_containers_and_a_lost_node_moves_one_with_its_files() {
     s.wait_for(
         &format!("/containers/{moving}"),
         Duration::from_secs(60),
-        |r| r.json["status"] == "running" && task_node(&moving).as_deref() == Some(to),
+        |r| {
+            r.json["status"] == "running"
+                && r.json["node"] == to
+                && task_node(&moving).as_deref() == Some(to)
+        },
     )
     .await;
     let cmd = "cat /app/keep.txt";
@@ -440,4 +448,5 @@ async fn impossible_settings_and_placement_on_compose_are_refused() {
     let cuid = s.create(&json!({"image": BUSYBOX})).await;
     let r = s.get(&format!("/containers/{cuid}")).await;
     assert!(r.json["placement"].is_null(), "{}", r.text);
+    assert!(r.json["node"].is_null(), "{}", r.text);
 }
