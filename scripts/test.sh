@@ -9,5 +9,11 @@ bash scripts/setup-userns-daemon.sh
 bash scripts/setup-registry.sh
 bash scripts/setup-python-tools.sh
 bash scripts/setup-browser.sh
+# The three-node Swarm of tests/it/swarm.rs (about 5 s from nothing, ~300 MB while it runs):
+# removed again when the suite ends unless KEEP_SWARM=1 (to run the swarm tests by hand).
+bash scripts/setup-swarm.sh
+if [ "${KEEP_SWARM:-0}" != 1 ]; then
+    trap 'bash scripts/setup-swarm.sh stop >/dev/null' EXIT
+fi
 export SQLX_OFFLINE=true
-exec cargo test --locked "$@"
+cargo test --locked "$@"

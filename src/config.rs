@@ -114,6 +114,126 @@ pub struct Config {
     pub connections: Connections,
     /// Webhook deliveries: see [`WebhookSettings`].
     pub webhooks: WebhookSettings,
+    /// What runs the containers (`BACKEND`): see [`BackendKind`].
+    pub backend: BackendKind,
+}
+
+/// `BACKEND`: what runs the containers. `compose` (default): this host's Docker daemon, one
+/// compose project per container. `swarm`: a Docker Swarm whose manager is the daemon at
+/// `DOCKER_HOST`, one service (one replica) per container, its nodes' Engine APIs reached as
+/// `SWARM_NODES` says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    #[default]
+    Compose,
+    Swarm(SwarmSettings),
+}
+
+impl BackendKind {
+    /// As `BACKEND` and `/healthz` spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Compose => "compose",
+            Self::Swarm(_) => "swarm",
+        }
+    }
+
+    pub fn swarm(&self) -> Option<&SwarmSettings> {
+        match self {
+            Self::Swarm(s) => Some(s),
+            Self::Compose => None,
+        }
+    }
+
+    fn from_env() -> Result<Self, ConfigError> {
+        let nodes = var("SWARM_NODES").unwrap_or_default();
+        match var("BACKEND")
+            .map(|b| b.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("compose") => {
+                if !nodes.trim().is_empty() {
+                    return Err(ConfigError(
+                        "SWARM_NODES is set but BACKEND is not swarm: set BACKEND=swarm or remove SWARM_NODES".into(),
+                    ));
+                }
+                Ok(Self::Compose)
+            }
+            Some("swarm") => Ok(Self::Swarm(SwarmSettings {
+                nodes: SwarmNodes::parse(&nodes)
+                    .map_err(|e| ConfigError(format!("SWARM_NODES: {e}")))?,
+            })),
+            Some(other) => Err(ConfigError(format!(
+                "BACKEND={other:?} must be compose or swarm"
+            ))),
+        }
+    }
+}
+
+/// `BACKEND=swarm`: how to reach the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwarmSettings {
+    /// Each node's own Engine API, by Swarm node name (`SWARM_NODES`): exec, terminals, logs,
+    /// stats and pause reach the container of a task through the node that runs it. A node
+    /// not listed is reached through the manager (`DOCKER_HOST`) only when it is the manager.
+    pub nodes: SwarmNodes,
+}
+
+/// `SWARM_NODES`: comma-separated `name=endpoint`, the endpoint a unix socket
+/// (`unix:///run/node1.sock`). (`tcp://` endpoints need TLS, which this build does not
+/// carry: refused, rather than talking to a node's daemon in the clear.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwarmNodes(pub Vec<(String, String)>);
+
+impl SwarmNodes {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, endpoint) = entry
+                .split_once('=')
+                .map(|(n, e)| (n.trim(), e.trim()))
+                .ok_or_else(|| {
+                    format!("entry {entry:?} must be name=unix:///path/to/docker.sock")
+                })?;
+            let name_ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !name_ok {
+                return Err(format!(
+                    "node name {name:?} must be a Swarm node name (letters, digits, '-', '_', '.')"
+                ));
+            }
+            if out.iter().any(|(n, _)| n == name) {
+                return Err(format!("node {name:?} is listed twice"));
+            }
+            match endpoint.split_once("://") {
+                Some(("unix", path)) if path.starts_with('/') && path.len() > 1 => {}
+                Some(("tcp", _)) => {
+                    return Err(format!(
+                        "{name}={endpoint}: tcp:// endpoints (Docker's TLS) are not supported yet; \
+                         reach the node's daemon through a unix socket (e.g. forwarded over ssh)"
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "{name}={endpoint:?}: the endpoint must be unix:///absolute/path"
+                    ))
+                }
+            }
+            out.push((name.to_owned(), endpoint.to_owned()));
+        }
+        Ok(Self(out))
+    }
+
+    /// The endpoint of node `name`, if listed.
+    pub fn endpoint(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, e)| e.as_str())
+    }
 }
 
 /// Webhook deliveries (docs/API.md §14).
@@ -663,6 +783,25 @@ impl Config {
             registry_allowlist,
             image_updates: ImageUpdates::from_env()?,
             webhooks: WebhookSettings::from_env()?,
+            backend: {
+                let backend = BackendKind::from_env()?;
+                if backend.swarm().is_some() {
+                    let clash = [
+                        ("DEFAULT_ISOLATION", default_isolation != Isolation::Runc),
+                        ("DEFAULT_EGRESS", default_egress != "internet"),
+                        (
+                            "DEFAULT_DISK",
+                            var("DEFAULT_DISK").is_some_and(|d| d.trim() != "0"),
+                        ),
+                    ];
+                    if let Some((name, _)) = clash.iter().find(|(_, bad)| *bad) {
+                        return Err(ConfigError(format!(
+                            "{name} cannot be honoured with BACKEND=swarm (gVisor, disk caps and egress rules are one host's): unset it"
+                        )));
+                    }
+                }
+                backend
+            },
         })
     }
 }
@@ -725,6 +864,7 @@ impl Config {
             connections: Connections::default(),
             image_updates: ImageUpdates::default(),
             webhooks: WebhookSettings::default(),
+            backend: BackendKind::Compose,
         }
     }
 }
@@ -939,6 +1079,33 @@ mod tests {
             (None, Some("x")),
         ] {
             assert!(parse(m, c).is_err(), "{m:?} {c:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod swarm_settings_tests {
+    use super::SwarmNodes;
+
+    #[test]
+    fn swarm_nodes_are_names_and_unix_sockets() {
+        let nodes =
+            SwarmNodes::parse(" n1=unix:///run/n1.sock, node-2.x = unix:///run/n2.sock ,").unwrap();
+        assert_eq!(nodes.endpoint("n1"), Some("unix:///run/n1.sock"));
+        assert_eq!(nodes.endpoint("node-2.x"), Some("unix:///run/n2.sock"));
+        assert_eq!(nodes.endpoint("n3"), None);
+        assert_eq!(SwarmNodes::parse("").unwrap(), SwarmNodes::default());
+        for bad in [
+            "n1",
+            "=unix:///x",
+            "n 1=unix:///x",
+            "n1=/run/x.sock",
+            "n1=unix://relative",
+            "n1=unix:///a,n1=unix:///b",
+            "n1=tcp://10.0.0.1:2376",
+            "n1=http://x",
+        ] {
+            assert!(SwarmNodes::parse(bad).is_err(), "{bad}");
         }
     }
 }

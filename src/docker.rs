@@ -13,6 +13,9 @@ use tokio::process::Command;
 /// is not fatal: every use tries again, and health says `degraded` meanwhile.
 #[derive(Clone, Default)]
 pub struct Engine {
+    /// `unix:///path` of another daemon (a Swarm node's, [`Engine::at`]); `None`: per
+    /// `DOCKER_HOST` or the default socket.
+    endpoint: Option<Arc<str>>,
     client: Arc<RwLock<Option<Docker>>>,
     /// What [`Engine::userns`] last found out, and when.
     userns: Arc<RwLock<Option<UsernsSeen>>>,
@@ -96,6 +99,14 @@ impl Engine {
         engine
     }
 
+    /// An engine for the daemon at `endpoint` (`unix:///path`), connected at first use.
+    pub fn at(endpoint: &str) -> Self {
+        Self {
+            endpoint: Some(endpoint.into()),
+            ..Self::default()
+        }
+    }
+
     /// The connected client, connecting first if needed.
     pub async fn get(&self) -> Result<Docker, bollard::errors::Error> {
         if let Some(client) = self
@@ -106,7 +117,14 @@ impl Engine {
         {
             return Ok(client);
         }
-        let docker = Docker::connect_with_defaults()?;
+        let docker = match self.endpoint.as_deref() {
+            Some(endpoint) => Docker::connect_with_unix(
+                endpoint.trim_start_matches("unix://"),
+                120,
+                bollard::API_DEFAULT_VERSION,
+            )?,
+            None => Docker::connect_with_defaults()?,
+        };
         let negotiated = tokio::time::timeout(Duration::from_secs(2), docker.negotiate_version())
             .await
             .map_err(|_| bollard::errors::Error::RequestTimeoutError)??;
@@ -156,6 +174,78 @@ impl Engine {
             }
         }
     }
+}
+
+/// A Swarm's nodes, each reached through its own Engine API (`SWARM_NODES`), connected at
+/// first use and kept.
+#[derive(Clone, Default)]
+pub struct NodeEngines {
+    engines: Arc<Vec<(String, Engine)>>,
+}
+
+impl NodeEngines {
+    /// From `(node name, unix:///path)` pairs.
+    pub fn new(endpoints: &[(String, String)]) -> Self {
+        Self {
+            engines: Arc::new(
+                endpoints
+                    .iter()
+                    .map(|(name, endpoint)| (name.clone(), Engine::at(endpoint)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The engine of node `name`, if it is listed.
+    pub fn of(&self, name: &str) -> Option<&Engine> {
+        self.engines.iter().find(|(n, _)| n == name).map(|(_, e)| e)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.engines.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// One node of a Swarm as its manager sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwarmNode {
+    pub id: String,
+    /// The node's host name (what `SWARM_NODES` and placement constraints name).
+    pub name: String,
+    /// `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    /// `active`, `pause`, `drain`.
+    pub availability: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    pub address: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The Swarm's nodes, from its manager (`GET /nodes`), sorted by name.
+pub async fn swarm_nodes(manager: &Docker) -> Result<Vec<SwarmNode>, bollard::errors::Error> {
+    let nodes = manager
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await?;
+    let mut out: Vec<SwarmNode> = nodes
+        .into_iter()
+        .map(|n| {
+            let spec = n.spec.unwrap_or_default();
+            let status = n.status.unwrap_or_default();
+            let text = |v: Option<String>| v.unwrap_or_default().to_lowercase();
+            SwarmNode {
+                id: n.id.unwrap_or_default(),
+                name: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+                state: text(status.state.map(|s| s.to_string())),
+                availability: text(spec.availability.map(|a| a.to_string())),
+                role: text(spec.role.map(|r| r.to_string())),
+                address: status.addr,
+                labels: spec.labels.unwrap_or_default().into_iter().collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// How long an answer of [`Engine::userns`] serves [`Engine::userns_recent`].

@@ -63,6 +63,10 @@ pub struct Representation {
     /// The tail (at most 1 KiB) of the last probe's output, as last observed, or null.
     #[schema(required = true)]
     pub health_log: Option<String>,
+    /// The Swarm node that runs it (`BACKEND=swarm`), as last observed; null on one host, and
+    /// while no task runs.
+    #[schema(required = true)]
+    pub node: Option<String>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -88,6 +92,9 @@ pub struct Representation {
     /// Newer digests of the image's tag are rolled out by the server (docs/API.md, image
     /// updates).
     pub auto_update: bool,
+    /// Swarm placement constraints (`BACKEND=swarm`); null: none.
+    #[schema(required = true)]
+    pub placement: Option<crate::spec::Placement>,
     /// The registry digest (`sha256:…`) of the image it runs, once known (checked with the
     /// registry, or set by an update); null for an image built on the host.
     #[schema(required = true)]
@@ -140,6 +147,7 @@ pub fn representation(c: &Container) -> Representation {
         health_check: s.health.clone(),
         health: c.health,
         health_log: c.health_log.clone(),
+        node: c.node.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,
@@ -152,6 +160,7 @@ pub fn representation(c: &Container) -> Representation {
         updated_at: c.updated_at.clone(),
         tenant: c.tenant.clone(),
         auto_update: s.auto_update,
+        placement: s.placement.clone(),
         image_digest: c.image.digest.clone(),
         update_available: c.image.update_available.clone(),
         updating: c.image.pending.is_some(),

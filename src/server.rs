@@ -17,23 +17,42 @@ const STOP_LIMIT: Duration = Duration::from_secs(3);
 /// feed of `GET /events` and the deadline timer of `lifetime`s. Call it once per
 /// state; the tasks stop when `state.shutdown` is cancelled and [`serve`] awaits them.
 pub fn start_background(state: &AppState) {
-    let docker = crate::reconcile::backend::DockerBackend::new(
-        state.config.clone(),
-        state.identity.instance_id.clone(),
-        state.docker.clone(),
-        state.reconciler.pulls.clone(),
-    );
-    let task = state.reconciler.spawn(
+    fn ctx<W>(state: &AppState, world: std::sync::Arc<W>) -> crate::reconcile::Ctx
+    where
+        W: crate::reconcile::backend::Backend + crate::reconcile::backend::Observer + 'static,
+    {
         crate::reconcile::Ctx::new(
             state.config.clone(),
             state.store.clone(),
             state.audit.clone(),
             state.identity.clone(),
             state.reconciler.clone(),
-            std::sync::Arc::new(docker),
+            world,
+        )
+    }
+    // `BACKEND`: this host's Docker through compose, or a Swarm.
+    let ctx = match state.config.backend.swarm() {
+        None => ctx(
+            state,
+            std::sync::Arc::new(crate::reconcile::backend::DockerBackend::new(
+                state.config.clone(),
+                state.identity.instance_id.clone(),
+                state.docker.clone(),
+                state.reconciler.pulls.clone(),
+            )),
         ),
-        state.shutdown.clone(),
-    );
+        Some(_) => ctx(
+            state,
+            std::sync::Arc::new(crate::reconcile::swarm::SwarmBackend::new(
+                state.config.clone(),
+                state.identity.instance_id.clone(),
+                state.docker.clone(),
+                state.nodes.clone(),
+                state.reconciler.pulls.clone(),
+            )),
+        ),
+    };
+    let task = state.reconciler.spawn(ctx, state.shutdown.clone());
     let feed = tokio::spawn(crate::events::run(
         state.events.clone(),
         state.store.clone(),

@@ -23,6 +23,8 @@ pub struct AppState {
     pub store: Store,
     pub identity: Arc<Identity>,
     pub docker: crate::docker::Engine,
+    /// `BACKEND=swarm`: each node's own Engine API (`SWARM_NODES`); empty otherwise.
+    pub nodes: crate::docker::NodeEngines,
     pub audit: Arc<Audit>,
     pub credentials: Arc<Credentials>,
     pub throttle: Arc<FailureThrottle>,
@@ -110,6 +112,13 @@ impl AppState {
         let audit =
             Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;
         let docker = crate::docker::Engine::connect().await;
+        let nodes = crate::docker::NodeEngines::new(
+            config
+                .backend
+                .swarm()
+                .map(|s| s.nodes.0.as_slice())
+                .unwrap_or_default(),
+        );
         // Read once here (a fraction of a second), so health never spawns a process.
         let compose_version = Arc::new(crate::docker::compose_version().await);
         let files = crate::appdir::Files::open(&config).map_err(|e| {
@@ -132,6 +141,7 @@ impl AppState {
             store,
             identity: Arc::new(identity),
             docker,
+            nodes,
             audit: Arc::new(audit),
             compose_version,
             shutdown,

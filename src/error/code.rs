@@ -183,6 +183,15 @@ api_codes! {
     InvalidReadOnly = "INVALID_READ_ONLY",
     /// `auto_update` is not a boolean.
     InvalidAutoUpdate = "INVALID_AUTO_UPDATE",
+    /// `placement` is not `{"constraints": [...]}` of Swarm constraints.
+    InvalidPlacement = "INVALID_PLACEMENT",
+    /// `placement` with `BACKEND=compose`: one host places nothing.
+    PlacementNeedsSwarm = "PLACEMENT_NEEDS_SWARM",
+    /// No node of the Swarm satisfies the `placement` constraints now.
+    PlacementUnsatisfiable = "PLACEMENT_UNSATISFIABLE",
+    /// A spec field Swarm cannot honour with `BACKEND=swarm` (`isolation: gvisor`,
+    /// `resources.disk`, `network.egress` other than `internet`); `details.field` names it.
+    NotSupportedOnSwarm = "NOT_SUPPORTED_ON_SWARM",
     /// `isolation` is not `runc` or `gvisor`.
     InvalidIsolation = "INVALID_ISOLATION",
     /// The runtime `isolation` needs is not registered with the Docker daemon (see

@@ -205,6 +205,7 @@ async fn at_the_deadline_the_store_decides_on_the_row_as_it_is() {
         restart_done: seen.restart_requested,
         health: None,
         health_log: None,
+        node: None,
     };
     store
         .record_observation(&slept.cuid, &stopped)

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{JsonObject, Path, Query};
-use crate::http::prestart::{check_ports_free, check_runtime, check_startable};
+use crate::http::prestart::{check_backend, check_ports_free, check_runtime, check_startable};
 use crate::http::response::{
     container_response, live_representation, live_response, path_cuid, representation,
     set_identity_headers,
@@ -138,6 +138,7 @@ pub async fn create(
     }
     crate::http::images::check_registry(&state, &request.spec.image).await?;
     check_runtime(&state, request.spec.isolation).await?;
+    check_backend(&state, &request.spec).await?;
     // The tenant's quotas, checked under its write lock, held until the row is committed;
     // before anything is made (a disk image), so a refused create costs nothing.
     let quota_guard = match &quotas {
@@ -452,6 +453,13 @@ pub async fn patch(
     // A new isolation's runtime too (a malformed one is the patch's to refuse).
     if let Some(isolation) = spec::patched_isolation(&body, &limits) {
         check_runtime(&state, isolation).await?;
+    }
+    // What the backend cannot do, on the spec as the patch would make it (the patch itself
+    // refuses a malformed one; a race with another patch is the reconciler's to report).
+    if let Ok(Some(current)) = state.store.get(cuid).await {
+        if let Ok(next) = spec::apply_patch(&current.spec, body.clone(), &limits) {
+            check_backend(&state, &next).await?;
+        }
     }
     let quota = quota::SpecChange::begin(&state, cuid).await?;
     let updated = state

@@ -106,6 +106,7 @@ fn spec_code(rule: spec::Rule) -> ApiCode {
         R::TmpTooSmall => ApiCode::TmpTooSmall,
         R::InvalidReadOnly => ApiCode::InvalidReadOnly,
         R::InvalidAutoUpdate => ApiCode::InvalidAutoUpdate,
+        R::InvalidPlacement => ApiCode::InvalidPlacement,
         R::InvalidIsolation => ApiCode::InvalidIsolation,
         R::InvalidNetwork => ApiCode::InvalidNetwork,
         R::InvalidEgress => ApiCode::InvalidEgress,

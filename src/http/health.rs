@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::http::schema::{Health, HealthStatus, HealthUserns};
+use crate::http::schema::{Health, HealthNode, HealthStatus, HealthUserns};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -50,10 +50,24 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         let ask = tokio::time::timeout(PROBE_TIMEOUT, state.docker.userns()).await;
         ask.ok().and_then(Result::ok).flatten()
     };
-    let (docker, database, userns) = tokio::join!(docker, database, userns);
+    let nodes = async {
+        if state.config.backend.swarm().is_none() {
+            return Ok(None);
+        }
+        tokio::time::timeout(PROBE_TIMEOUT, swarm_nodes(&state))
+            .await
+            .unwrap_or_else(|_| Err("the manager did not answer in time".to_owned()))
+            .map(Some)
+    };
+    let (docker, database, userns, nodes) = tokio::join!(docker, database, userns, nodes);
     let compose_version = state.compose_version.as_ref().clone();
 
-    let healthy = docker.is_ok() && database.is_ok() && compose_version.is_some();
+    // Compose runs nothing with `BACKEND=swarm`; the manager must answer as one.
+    let backend_ok = match state.config.backend.swarm() {
+        None => compose_version.is_some(),
+        Some(_) => nodes.is_ok(),
+    };
+    let healthy = docker.is_ok() && database.is_ok() && backend_ok;
     let body = Health {
         status: if healthy {
             HealthStatus::Ok
@@ -66,9 +80,10 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             .as_ref()
             .ok()
             .and_then(|(v, _)| v.api_version.clone()),
-        docker: match &docker {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => format!("unreachable: {e}"),
+        docker: match (&docker, &nodes) {
+            (Ok(_), Ok(_)) => "ok".to_owned(),
+            (Err(e), _) => format!("unreachable: {e}"),
+            (Ok(_), Err(e)) => format!("not a swarm manager: {e}"),
         },
         database: match &database {
             Ok(()) => "ok".to_owned(),
@@ -87,6 +102,11 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             uid: u.uid,
             gid: u.gid,
         }),
+        backend: state.config.backend.as_str().to_owned(),
+        nodes: match nodes {
+            Ok(nodes) => nodes,
+            Err(_) => Some(Vec::new()),
+        },
     };
     let status = if healthy {
         StatusCode::OK
@@ -94,4 +114,42 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+/// The Swarm's nodes from the manager, each with a ping of its own Engine API (all at once).
+async fn swarm_nodes(state: &AppState) -> Result<Vec<HealthNode>, String> {
+    let manager = state.docker.get().await.map_err(|e| e.to_string())?;
+    let nodes = crate::docker::swarm_nodes(&manager)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pings = nodes.iter().map(|n| async {
+        let Some(engine) = state.nodes.of(&n.name) else {
+            // The manager itself is reached through DOCKER_HOST.
+            return if n.role == "manager" && state.nodes.names().next().is_none() {
+                "ok".to_owned()
+            } else {
+                "not configured".to_owned()
+            };
+        };
+        let ping = async { engine.get().await?.ping().await };
+        match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+            Ok(Ok(_)) => "ok".to_owned(),
+            Ok(Err(e)) => format!("unreachable: {e}"),
+            Err(_) => "unreachable: timed out".to_owned(),
+        }
+    });
+    let engines = futures_util::future::join_all(pings).await;
+    Ok(nodes
+        .into_iter()
+        .zip(engines)
+        .map(|(n, engine)| HealthNode {
+            name: n.name,
+            role: n.role,
+            state: n.state,
+            availability: n.availability,
+            address: n.address,
+            labels: n.labels,
+            engine,
+        })
+        .collect())
 }

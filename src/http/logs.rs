@@ -169,13 +169,13 @@ pub async fn logs(
     let cuid = path_cuid(&cuid)?.to_owned();
     let q = parse_query(&raw)?;
     live_container(&state, &cuid).await?;
-    let docker = crate::http::docker_client(&state).await?;
+    let (docker, container) = crate::http::container_engine(&state, &cuid).await?;
     // Ask Docker once before the 200 goes out: an unreachable daemon is a 503, not an empty
     // log. A container Docker does not know (never started) has an empty log.
     let probe = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         docker.inspect_container(
-            &cuid,
+            &container,
             None::<bollard::query_parameters::InspectContainerOptions>,
         ),
     )
@@ -191,7 +191,7 @@ pub async fn logs(
     let format = q.format;
     let render_q = q.clone();
     // A container never started has no log yet: an empty answer, not an error.
-    let body = console::records(&docker, &cuid, q.since, q.tail, q.follow)
+    let body = console::records(&docker, &container, q.since, q.tail, q.follow)
         .filter(move |rec| {
             std::future::ready(match rec.stream {
                 Stream::Stdout => q.stdout,

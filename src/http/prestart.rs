@@ -129,3 +129,98 @@ pub fn spec_limits(state: &crate::state::AppState) -> crate::spec::Limits {
         ..crate::spec::Limits::from_host(state.config.port_bind_ip)
     }
 }
+
+/// What the backend (`BACKEND`) cannot do with a spec, refused before anything is stored:
+/// `placement` needs a Swarm, and must fit one of its ready nodes now; a Swarm cannot run
+/// gVisor (a service spec names no runtime), cap `/app` (a loop mount lives on one host) or
+/// enforce an egress policy (iptables rules of one host).
+pub async fn check_backend(state: &crate::state::AppState, spec: &Spec) -> ApiResult<()> {
+    if state.config.backend.swarm().is_none() {
+        if let Some(p) = &spec.placement {
+            return Err(ApiError::field(
+                ApiCode::PlacementNeedsSwarm,
+                "placement",
+                json!(p),
+                "`placement` needs BACKEND=swarm: this server runs every container on one host",
+            ));
+        }
+        return Ok(());
+    }
+    let refuse = |field: &str, value: serde_json::Value, why: &str| {
+        Err(ApiError::field(
+            ApiCode::NotSupportedOnSwarm,
+            field,
+            value,
+            format!("`{field}` cannot be honoured with BACKEND=swarm: {why}"),
+        ))
+    };
+    if spec.isolation != crate::spec::Isolation::Runc {
+        return refuse(
+            "isolation",
+            json!(spec.isolation.as_str()),
+            "a Swarm service names no runtime",
+        );
+    }
+    if let Some(disk) = &spec.resources.disk {
+        return refuse(
+            "resources.disk",
+            json!(disk),
+            "a disk cap is a loop mount on one host",
+        );
+    }
+    if spec.network.egress != crate::spec::Egress::Internet {
+        return refuse(
+            "network.egress",
+            json!(spec.network.egress.as_str()),
+            "egress rules are iptables rules of one host",
+        );
+    }
+    let Some(placement) = &spec.placement else {
+        return Ok(());
+    };
+    let docker = state
+        .docker
+        .get()
+        .await
+        .map_err(|e| crate::error::docker_unavailable(&e))?;
+    let nodes = crate::docker::swarm_nodes(&docker)
+        .await
+        .map_err(|e| crate::error::docker_unavailable(&e))?;
+    let fits = |n: &crate::docker::SwarmNode| {
+        placement.constraints.iter().all(|c| {
+            let Some((attr, eq, value)) = crate::spec::placement::split(c) else {
+                return false;
+            };
+            let have = match attr {
+                "node.hostname" => Some(n.name.as_str()),
+                "node.role" => Some(n.role.as_str()),
+                "node.id" => Some(n.id.as_str()),
+                _ => match attr.strip_prefix("node.labels.") {
+                    Some(key) => n.labels.get(key).map(String::as_str),
+                    // Platform and engine labels: Swarm decides.
+                    None => return true,
+                },
+            };
+            (have == Some(value)) == eq
+        })
+    };
+    if nodes
+        .iter()
+        .any(|n| n.state == "ready" && n.availability == "active" && fits(n))
+    {
+        return Ok(());
+    }
+    let seen: Vec<_> = nodes
+        .iter()
+        .map(|n| json!({"name": n.name, "state": n.state, "labels": n.labels}))
+        .collect();
+    Err(ApiError::field(
+        ApiCode::PlacementUnsatisfiable,
+        "placement",
+        json!(placement),
+        "no ready node of the Swarm satisfies these constraints",
+    )
+    .with_details(
+        json!({"field": "placement", "constraints": placement.constraints, "nodes": seen}),
+    ))
+}

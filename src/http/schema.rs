@@ -73,6 +73,9 @@ pub struct CreateBody {
     /// The server rolls newer digests of the image's tag out by itself, in
     /// `IMAGE_UPDATE_WINDOW`, and rolls back one that does not come up. Default false.
     pub auto_update: Option<bool>,
+    /// Swarm placement constraints (`BACKEND=swarm` only; `400 PLACEMENT_NEEDS_SWARM`
+    /// otherwise), checked against the cluster's nodes.
+    pub placement: Option<crate::spec::Placement>,
     /// Start at once (and wait, unless `?wait=false`).
     pub start: Option<bool>,
     /// The tenant it belongs to. A tenant's token may leave it out or name its own; a
@@ -195,6 +198,9 @@ pub struct PatchBody {
     pub health: Option<HealthIn>,
     /// `null` is `false`; changing it recreates nothing (the generation stays).
     pub auto_update: Option<bool>,
+    /// Replaces the constraints; `null` removes them. Changing them moves a running
+    /// container (a new task where they hold).
+    pub placement: Option<crate::spec::Placement>,
 }
 
 /// `lifetime` of a create or patch body.
@@ -415,6 +421,32 @@ pub struct Health {
     /// when it does not (or cannot be asked).
     #[schema(required = true)]
     pub userns: Option<HealthUserns>,
+    /// What runs the containers (`BACKEND`): `compose` or `swarm`.
+    pub backend: String,
+    /// `BACKEND=swarm`: the Swarm's nodes as its manager sees them, sorted by name; `null`
+    /// with `compose` (and empty when the manager does not answer).
+    #[schema(required = true)]
+    pub nodes: Option<Vec<HealthNode>>,
+}
+
+/// One node of the Swarm (`/healthz` with `BACKEND=swarm`).
+#[derive(Serialize, ToSchema)]
+pub struct HealthNode {
+    /// Its host name: what `SWARM_NODES` and placement constraints name.
+    pub name: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// As the manager sees it: `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    #[schema(required = true)]
+    pub address: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's own Engine API, as this server reaches it: `ok`, `unreachable: <why>`, or
+    /// `not configured` (not in `SWARM_NODES`: the containers it runs cannot be reached for
+    /// exec, terminals, logs, stats or pause).
+    pub engine: String,
 }
 
 #[derive(Serialize, ToSchema)]

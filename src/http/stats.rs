@@ -101,10 +101,10 @@ pub async fn stats(
     let cuid = c.cuid.clone();
     let config = state.config.clone();
     let disk = move || crate::http::schema::DiskUsage::of(&config, &c);
-    let docker = crate::http::docker_client(&state).await?;
+    let (docker, container) = crate::http::container_engine(&state, &cuid).await?;
     // Docker's own view decides, not the store's (which may lag an exit by a moment).
     let running = match docker
-        .inspect_container(&cuid, None::<InspectContainerOptions>)
+        .inspect_container(&container, None::<InspectContainerOptions>)
         .await
     {
         Ok(info) => info.state.is_some_and(|s| {
@@ -127,7 +127,7 @@ pub async fn stats(
         };
         let id = cuid.clone();
         let events = docker
-            .stats(&cuid, Some(options))
+            .stats(&container, Some(options))
             .take_while(|r| std::future::ready(r.is_ok()))
             .filter_map(move |r| {
                 let event = r.ok().and_then(|s| {
@@ -149,7 +149,7 @@ pub async fn stats(
         one_shot: false,
     };
     let sample = docker
-        .stats(&cuid, Some(options))
+        .stats(&container, Some(options))
         .next()
         .await
         .ok_or_else(|| not_running(&cuid))?;

@@ -63,11 +63,11 @@ async fn open(
     // A container its idle policy put to sleep is woken first (docs/API.md, idle); the
     // `101` says how long that took.
     let (_, resumed) = resume::on_use(&state, container, true).await?;
-    let docker = crate::http::docker_client(&state).await?;
+    let (docker, container) = crate::http::container_engine(&state, &cuid).await?;
 
     let inspect = docker
         .inspect_container(
-            &cuid,
+            &container,
             None::<bollard::query_parameters::InspectContainerOptions>,
         )
         .await;
@@ -122,6 +122,7 @@ async fn open(
     let ctx = terminal::Ctx {
         docker,
         cuid,
+        container,
         run_since,
         options,
         shutdown: stop,

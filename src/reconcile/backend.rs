@@ -499,6 +499,7 @@ impl Backend for DockerBackend {
                 placement,
                 health,
                 health_log,
+                node: None,
             }))
         })
     }

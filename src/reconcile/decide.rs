@@ -25,6 +25,8 @@ pub struct Observed {
     pub health: Option<crate::spec::Health>,
     /// The tail of the last probe's output.
     pub health_log: Option<String>,
+    /// The Swarm node that runs it (`BACKEND=swarm`, while a task runs); `None` on one host.
+    pub node: Option<String>,
 }
 
 /// The desired side, as far as the decision needs it.
@@ -170,6 +172,7 @@ mod tests {
             placement: None,
             health: None,
             health_log: None,
+            node: None,
         }
     }
 

@@ -178,6 +178,7 @@ impl Backend for Recorder {
                 placement: Some(placement()),
                 health: None,
                 health_log: None,
+                node: None,
             })
         }))
     }
@@ -196,6 +197,7 @@ impl Backend for Recorder {
             placement: Some(placement()),
             health: None,
             health_log: None,
+            node: None,
         });
         ready(Ok(()))
     }
@@ -339,6 +341,7 @@ fn spec() -> Spec {
         idle: None,
         health: None,
         auto_update: false,
+        placement: None,
     }
 }
 
@@ -381,6 +384,7 @@ pub(super) async fn settled_running(w: &World) -> Container {
         restart_done: 0,
         health: None,
         health_log: None,
+        node: None,
     };
     assert!(w
         .ctx
@@ -446,5 +450,6 @@ pub(super) fn observed(state: DockerState, generation: i64) -> Observed {
         placement: placed(state),
         health: None,
         health_log: None,
+        node: None,
     }
 }

@@ -32,6 +32,7 @@ pub mod probe;
 pub mod queue;
 pub mod render;
 pub mod sandbox;
+pub mod swarm;
 pub mod updates;
 mod worker;
 

@@ -244,6 +244,7 @@ async fn record(
         restart_done,
         health: o.and_then(|o| o.health),
         health_log: o.and_then(|o| o.health_log.clone()),
+        node: o.and_then(|o| o.node.clone()),
     };
     if ctx.store.record_observation(&c.cuid, &observation).await? {
         ctx.changed();

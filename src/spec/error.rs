@@ -50,6 +50,7 @@ pub enum Rule {
     TmpTooSmall,
     InvalidReadOnly,
     InvalidAutoUpdate,
+    InvalidPlacement,
     InvalidIsolation,
     InvalidNetwork,
     InvalidEgress,

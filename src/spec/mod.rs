@@ -16,6 +16,7 @@ pub mod idle;
 mod image;
 mod lifetime;
 pub mod network;
+pub mod placement;
 mod ports;
 mod resources;
 
@@ -36,6 +37,7 @@ pub use idle::{Idle, IdleAction, MIN_IDLE_AFTER};
 pub use image::is_image_reference;
 pub use lifetime::{Lifetime, LifetimeIn, OnExpiry, TTL_CEILING};
 pub use network::{Allow, Egress, Network};
+pub use placement::Placement;
 pub use resources::{
     host_cpus, parse_disk_value, parse_memory, parse_size, DEFAULT_TMP_BYTES, MIN_DISK_BYTES,
     MIN_MEMORY_BYTES, MIN_TMP_BYTES,
@@ -187,6 +189,9 @@ pub struct Spec {
     /// it alone recreates nothing.
     #[serde(default)]
     pub auto_update: bool,
+    /// Where it may run on a Swarm (`BACKEND=swarm`): Swarm's placement constraints.
+    #[serde(default)]
+    pub placement: Option<Placement>,
 }
 
 /// Facts about the host that validation needs.
@@ -246,6 +251,7 @@ const CREATE_FIELDS: &[&str] = &[
     "idle",
     "health",
     "auto_update",
+    "placement",
     "start",
 ];
 const PATCH_FIELDS: &[&str] = &[
@@ -264,6 +270,7 @@ const PATCH_FIELDS: &[&str] = &[
     "idle",
     "health",
     "auto_update",
+    "placement",
 ];
 fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), Invalid> {
     match unknown_fields(map, allowed, prefix).into_iter().next() {
@@ -372,6 +379,7 @@ pub fn parse_create(
         None | Some(Value::Null) => Some(false),
         Some(v) => errors.check(parse_auto_update(v)),
     };
+    let placement = placement::parse_placement(body.remove("placement").unwrap_or(Value::Null))?;
     let start = match body.remove("start") {
         None | Some(Value::Null) => Some(false),
         Some(Value::Bool(b)) => Some(b),
@@ -442,6 +450,7 @@ pub fn parse_create(
             idle,
             health,
             auto_update,
+            placement,
         },
         start,
         lifetime,
@@ -582,6 +591,9 @@ pub fn apply_patch(
         if let Some(health) = errors.check(parse_health(v)) {
             next.health = health;
         }
+    }
+    if let Some(v) = body.remove("placement") {
+        next.placement = placement::parse_placement(v)?;
     }
     if let Some(v) = body.remove("auto_update") {
         match v {

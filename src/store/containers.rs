@@ -41,6 +41,8 @@ pub struct Container {
     pub health: Option<Health>,
     /// The tail of the last probe's output, as last observed.
     pub health_log: Option<String>,
+    /// The Swarm node that runs it, as last observed (`BACKEND=swarm`); `None` otherwise.
+    pub node: Option<String>,
     /// Restarts made for `on_unhealthy: restart` since it was last seen healthy.
     pub unhealthy_restarts: i64,
     /// When the last of them was made (RFC 3339).
@@ -125,13 +127,15 @@ struct Row {
     update_available: Option<String>,
     update_pending: Option<String>,
     last_update: Option<String>,
+    placement: Option<String>,
+    node: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, oom_killed, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
      egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at, \
-     auto_update, image_pin, image_digest, update_available, update_pending, last_update";
+     auto_update, image_pin, image_digest, update_available, update_pending, last_update, placement, node";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -175,6 +179,7 @@ impl Row {
                     .health_check
                     .and_then(|h| serde_json::from_str(&h).ok()),
                 auto_update: self.auto_update,
+                placement: self.placement.and_then(|p| serde_json::from_str(&p).ok()),
             },
             image: super::updates::ImageState {
                 pin: self.image_pin,
@@ -221,6 +226,7 @@ impl Row {
             expires_at: self.expires_at,
             health: self.health.as_deref().and_then(Health::parse),
             health_log: self.health_log,
+            node: self.node,
             unhealthy_restarts: self.unhealthy_restarts,
             unhealthy_restart_at: self.unhealthy_restart_at,
         }
@@ -474,6 +480,8 @@ pub struct Observation {
     pub health: Option<Health>,
     /// The tail of the last probe's output.
     pub health_log: Option<String>,
+    /// The Swarm node that runs it (`BACKEND=swarm`).
+    pub node: Option<String>,
 }
 
 /// The fields resync compares with Docker's list.

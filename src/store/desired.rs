@@ -138,6 +138,7 @@ impl Store {
         write_network(&mut tx, cuid, spec).await?;
         write_idle(&mut tx, cuid, spec).await?;
         write_health(&mut tx, cuid, spec).await?;
+        write_placement(&mut tx, cuid, spec).await?;
         if let Some(tenant) = tenant {
             sqlx::query("UPDATE containers SET tenant = ? WHERE cuid = ?")
                 .bind(tenant)
@@ -303,6 +304,7 @@ impl Store {
         write_name(&mut row.tx, cuid, &next).await?;
         write_idle(&mut row.tx, cuid, &next).await?;
         write_health(&mut row.tx, cuid, &next).await?;
+        write_placement(&mut row.tx, cuid, &next).await?;
         if next.ports != current.spec.ports {
             sqlx::query!("DELETE FROM ports WHERE cuid = ?", cuid)
                 .execute(&mut *row.tx)
@@ -593,6 +595,24 @@ async fn write_health(
         .map(|h| serde_json::to_string(h).unwrap_or_default());
     sqlx::query("UPDATE containers SET health_check = ? WHERE cuid = ?")
         .bind(check)
+        .bind(cuid)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The spec's placement constraints (migration 0017) as JSON, like [`write_hardening`].
+async fn write_placement(
+    tx: &mut Transaction<'static, Sqlite>,
+    cuid: &str,
+    spec: &Spec,
+) -> Result<(), Error> {
+    let placement = spec
+        .placement
+        .as_ref()
+        .map(|p| serde_json::to_string(p).unwrap_or_default());
+    sqlx::query("UPDATE containers SET placement = ? WHERE cuid = ?")
+        .bind(placement)
         .bind(cuid)
         .execute(&mut **tx)
         .await?;

@@ -42,6 +42,7 @@ fn spec(ports: &[u16]) -> Spec {
         idle: None,
         health: None,
         auto_update: false,
+        placement: None,
     }
 }
 
@@ -74,6 +75,7 @@ fn running() -> Observation {
         restart_done: 0,
         health: None,
         health_log: None,
+        node: None,
     }
 }
 
@@ -148,6 +150,7 @@ async fn health_is_stored_observed_and_listed() {
     let seen = |h: Option<Health>, log: &str| Observation {
         health: h,
         health_log: Some(log.to_owned()),
+        node: None,
         ..running()
     };
     assert!(store

@@ -25,12 +25,15 @@ pub(super) async fn attach_session(
     let wait_opts = WaitContainerOptionsBuilder::new()
         .condition("not-running")
         .build();
-    let mut waiter = Box::pin(docker.wait_container(&ctx.cuid, Some(wait_opts)));
+    let mut waiter = Box::pin(docker.wait_container(&ctx.container, Some(wait_opts)));
     let attach_opts = AttachContainerOptionsBuilder::new()
         .stream(true)
         .stdin(true)
         .build();
-    let attached = match docker.attach_container(&ctx.cuid, Some(attach_opts)).await {
+    let attached = match docker
+        .attach_container(&ctx.container, Some(attach_opts))
+        .await
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, "attach failed");
@@ -66,7 +69,7 @@ pub(super) async fn attach_session(
                     let opts = KillContainerOptionsBuilder::new()
                         .signal(&format!("SIG{}", sig.name()))
                         .build();
-                    if let Err(e) = docker.kill_container(&ctx.cuid, Some(opts)).await {
+                    if let Err(e) = docker.kill_container(&ctx.container, Some(opts)).await {
                         tracing::debug!(error = %e, "kill failed");
                         io.error(Error::new(Reason::SignalFailed, "the main process could not be signalled")).await;
                     }

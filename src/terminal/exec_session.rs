@@ -26,7 +26,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
     }
     let created = docker
         .create_exec(
-            &ctx.cuid,
+            &ctx.container,
             CreateExecOptions {
                 cmd: Some(exec::session_cmd(ctx.options.cmd.as_deref())),
                 attach_stdin: Some(true),
@@ -107,7 +107,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             }
             Input::Signal(sig) => match pid() {
                 Some(pid) => {
-                    if let Err(e) = exec::signal(docker, &ctx.cuid, pid, sig).await {
+                    if let Err(e) = exec::signal(docker, &ctx.container, pid, sig).await {
                         io.error(Error::new(Reason::SignalFailed, e)).await;
                     }
                 }
@@ -115,7 +115,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             },
             Input::Close => {
                 if let Some(pid) = pid() {
-                    exec::kill_session(docker, &ctx.cuid, pid).await;
+                    exec::kill_session(docker, &ctx.container, pid).await;
                 }
                 // It flushes first, so it can wait on a full path like a write.
                 tokio::select! {
@@ -137,7 +137,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
     // id of any living process, and hands out pids in order, not freshly freed ones.
     let kill = || async {
         if let Some(pid) = pid {
-            exec::kill_session(docker, &ctx.cuid, pid).await;
+            exec::kill_session(docker, &ctx.container, pid).await;
         }
     };
     let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();

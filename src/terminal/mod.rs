@@ -74,6 +74,9 @@ pub struct Options {
 pub struct Ctx {
     pub docker: Docker,
     pub cuid: String,
+    /// The container's name for `docker`: its cuid on this host; with a Swarm, the id of its
+    /// task's container on the node `docker` reaches.
+    pub container: String,
     /// Where the main process's current run begins in its log (see
     /// [`console::run_since`]); `None`: the whole log is this run's.
     pub run_since: Option<DateTime<FixedOffset>>,
@@ -135,7 +138,7 @@ async fn session(socket: WebSocket, ctx: Ctx) {
     let main = ctx.options.main.then(|| {
         spawn(follow_main(
             ctx.docker.clone(),
-            ctx.cuid.clone(),
+            ctx.container.clone(),
             ctx.run_since,
             main_tx,
             backlog_tx,

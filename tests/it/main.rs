@@ -39,6 +39,7 @@ mod reconcile;
 mod security;
 mod session_end;
 mod snapshots;
+mod swarm;
 mod tenancy;
 mod terminal;
 mod userns;

@@ -1,0 +1,452 @@
+//! `BACKEND=swarm` (README "Swarm backend") through the public API, against the three-node
+//! Swarm of scripts/setup-swarm.sh (scripts/test.sh starts it; without it these tests say
+//! why and pass without running).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+
+const MANAGER: &str = "unix:///run/cm-swarm/1.sock";
+const LONG: Duration = Duration::from_secs(30);
+
+fn node_sock(n: u32) -> String {
+    format!("unix:///run/cm-swarm/{n}.sock")
+}
+
+/// One swarm test at a time: the node-loss test kills a node the others would use.
+static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether the lab answers as a three-node Swarm; prints why not.
+fn lab_ready() -> bool {
+    let nodes = docker_on(Some(MANAGER), &["node", "ls", "--format", "{{.Status}}"]);
+    let ready = nodes.lines().filter(|l| l.trim() == "Ready").count();
+    if ready < 3 {
+        eprintln!(
+            "SKIPPED: the three-node Swarm of scripts/setup-swarm.sh is not running \
+             ({ready} nodes ready at {MANAGER}); scripts/test.sh starts it"
+        );
+        return false;
+    }
+    true
+}
+
+/// The lab's services of one server, removed when the test ends (however it ends).
+struct Services(String);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let label = format!("label=com.container-manager.instance={}", self.0);
+        let ids = docker_on(Some(MANAGER), &["service", "ls", "-q", "--filter", &label]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["service", "rm"];
+            args.extend(ids);
+            docker_on(Some(MANAGER), &args);
+        }
+    }
+}
+
+async fn swarm_server() -> (Server, Services) {
+    let nodes = (1..=3)
+        .map(|n| format!("cm-swarm-{n}={}", node_sock(n)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let s = Server::start_with(Options {
+        docker_host: Some(MANAGER.into()),
+        env: vec![
+            ("BACKEND".into(), "swarm".into()),
+            ("SWARM_NODES".into(), nodes),
+            ("RESYNC_INTERVAL".into(), "2".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let services = Services(s.instance_id.clone());
+    (s, services)
+}
+
+/// The node that runs `cuid`'s task now (from the manager).
+fn task_node(cuid: &str) -> Option<String> {
+    let out = docker_on(
+        Some(MANAGER),
+        &[
+            "service",
+            "ps",
+            cuid,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
+        ],
+    );
+    out.lines()
+        .find(|l| l.contains("Running"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn health_shows_the_backend_and_the_three_nodes() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let (s, _services) = swarm_server().await;
+    let h = s.get("/healthz").await;
+    assert_eq!(h.status, 200, "{}", h.text);
+    assert_eq!(h.json["backend"], "swarm");
+    let nodes = h.json["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["cm-swarm-1", "cm-swarm-2", "cm-swarm-3"],
+        "{}",
+        h.text
+    );
+    for (n, zone) in nodes.iter().zip(["a", "b", "c"]) {
+        assert_eq!(n["state"], "ready", "{n}");
+        assert_eq!(n["engine"], "ok", "{n}");
+        assert_eq!(n["labels"]["zone"], zone, "{n}");
+    }
+    assert_eq!(nodes[0]["role"], "manager");
+
+    // A compose server says so, and lists no nodes.
+    let plain = Server::start().await;
+    let h = plain.get("/healthz").await;
+    assert_eq!(h.json["backend"], "compose", "{}", h.text);
+    assert!(h.json["nodes"].is_null(), "{}", h.text);
+}
+
+#[tokio::test]
+async fn a_container_lives_its_whole_life_as_a_service() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let (s, _services) = swarm_server().await;
+    let cuid = s
+        .create(&json!({
+            "image": BUSYBOX,
+            "command": ["sh", "-c", "echo hello-from-swarm; exec sleep 3600"],
+            "resources": {"pids": 64},
+        }))
+        .await;
+    s.start_container(&cuid).await;
+    let node = task_node(&cuid).expect("a running task");
+    // The representation names the node.
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["node"].as_str(), Some(node.as_str()), "{}", r.text);
+    // One service, one replica, its limits as the spec says (pids included).
+    let spec = docker_on(
+        Some(MANAGER),
+        &[
+            "service",
+            "inspect",
+            &cuid,
+            "--format",
+            "{{.Spec.Mode.Replicated.Replicas}} {{.Spec.TaskTemplate.Resources.Limits.Pids}}",
+        ],
+    );
+    assert_eq!(spec.trim(), "1 64");
+
+    // Files: uploaded through the API, read inside the container on its node, and back.
+    let r = s
+        .upload_zip(&cuid, "", zip_of(&[("hello.txt", b"from the api")]))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (status, _, body) =
+        get_bytes(&s, &format!("/containers/{cuid}/download?path=hello.txt")).await;
+    assert_eq!((status, body.as_slice()), (200, b"from the api".as_slice()));
+
+    // Exec through the node that runs the task: sees the uploaded file and writes one.
+    let cmd = "cat /app/hello.txt; echo; hostname; echo written > /app/from-exec.txt";
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", url_encode(cmd)),
+    )
+    .await;
+    assert_eq!(t.until_exit(LONG).await, 0);
+    assert!(t.out().contains("from the api"), "{}", t.out());
+    let (status, _, body) = get_bytes(
+        &s,
+        &format!("/containers/{cuid}/download?path=from-exec.txt"),
+    )
+    .await;
+    assert_eq!((status, body.as_slice()), (200, b"written\n".as_slice()));
+
+    // Logs and stats of the task's container, on its node.
+    let logs = s.get(&format!("/containers/{cuid}/logs")).await;
+    assert_eq!(logs.status, 200, "{}", logs.text);
+    assert!(logs.text.contains("hello-from-swarm"), "{}", logs.text);
+    let stats = s.get(&format!("/containers/{cuid}/stats")).await;
+    assert_eq!(stats.status, 200, "{}", stats.text);
+    assert!(
+        stats.json["pids"]["limit"] == 64 || stats.json["pids"].is_object(),
+        "{}",
+        stats.text
+    );
+
+    // Pause and unpause on the node.
+    let r = s.post(&format!("/containers/{cuid}/pause")).await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (200, Some("paused")),
+        "{}",
+        r.text
+    );
+    let paused = docker_on(
+        Some(&node_sock(
+            node.trim_start_matches("cm-swarm-").parse().unwrap(),
+        )),
+        &[
+            "ps",
+            "--filter",
+            &format!("label=com.container-manager.cuid={cuid}"),
+            "--format",
+            "{{.Status}}",
+        ],
+    );
+    assert!(paused.contains("Paused"), "{paused}");
+    let r = s.post(&format!("/containers/{cuid}/unpause")).await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (200, Some("running")),
+        "{}",
+        r.text
+    );
+
+    // Stop: no replica; start: one again; restart: a new task.
+    let r = s.post(&format!("/containers/{cuid}/stop")).await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (200, Some("stopped")),
+        "{}",
+        r.text
+    );
+    assert_eq!(task_node(&cuid), None);
+    assert!(r.json["node"].is_null(), "{}", r.text);
+    s.start_container(&cuid).await;
+    let before = docker_on(Some(MANAGER), &["service", "ps", "-q", &cuid]);
+    let r = s.post(&format!("/containers/{cuid}/restart")).await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (200, Some("running")),
+        "{}",
+        r.text
+    );
+    let after = docker_on(Some(MANAGER), &["service", "ps", "-q", &cuid]);
+    assert!(
+        after.lines().count() > before.lines().count(),
+        "no new task: {after}"
+    );
+
+    // Drift: the service removed behind the server's back is made again.
+    docker_on(Some(MANAGER), &["service", "rm", &cuid]);
+    s.wait_for(&format!("/containers/{cuid}"), LONG, |r| {
+        r.json["status"] == "running" && task_node(&cuid).is_some()
+    })
+    .await;
+
+    // Delete: the service and the files go.
+    let r = s.delete(&format!("/containers/{cuid}")).await;
+    assert!(matches!(r.status, 200 | 202 | 204), "{}", r.text);
+    s.wait_for(&format!("/containers/{cuid}"), LONG, |r| r.status == 404)
+        .await;
+    let left = docker_on(
+        Some(MANAGER),
+        &["service", "ls", "-q", "--filter", &format!("name={cuid}")],
+    );
+    assert_eq!(left.trim(), "");
+    assert!(!s.mount(&cuid).exists());
+}
+
+#[tokio::test]
+async fn placement_pins_containers_and_a_lost_node_moves_one_with_its_files() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let (s, _services) = swarm_server().await;
+    // Checked for syntax, and against the cluster's labels.
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": ["zone==b"]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("INVALID_PLACEMENT")),
+        "{}",
+        r.text
+    );
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": ["node.labels.zone==nowhere"]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("PLACEMENT_UNSATISFIABLE")),
+        "{}",
+        r.text
+    );
+    // What a Swarm cannot honour is refused, not ignored.
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "network": {"egress": "none"}}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json["code"].as_str(),
+            r.json["details"]["field"].as_str()
+        ),
+        (400, Some("NOT_SUPPORTED_ON_SWARM"), Some("network.egress")),
+        "{}",
+        r.text
+    );
+
+    // Two containers pinned to different nodes by their labels.
+    let on_b = s
+        .create_started(&json!({
+            "image": BUSYBOX, "command": SLEEPER,
+            "placement": {"constraints": ["node.labels.zone==b"]},
+        }))
+        .await;
+    // Any worker (2 or 3, as Swarm spreads it).
+    let moving = s
+        .create_started(&json!({
+            "image": BUSYBOX, "command": SLEEPER,
+            "placement": {"constraints": ["node.role==worker"]},
+        }))
+        .await;
+    assert_eq!(task_node(&on_b).as_deref(), Some("cm-swarm-2"));
+    let from = task_node(&moving).expect("running");
+    let (dying, to) = match from.as_str() {
+        "cm-swarm-2" => (2, "cm-swarm-3"),
+        "cm-swarm-3" => (3, "cm-swarm-2"),
+        other => panic!("a worker-only container on {other}"),
+    };
+    let r = s.get(&format!("/containers/{on_b}")).await;
+    assert_eq!(
+        r.json["placement"]["constraints"][0], "node.labels.zone==b",
+        "{}",
+        r.text
+    );
+    let r = s
+        .upload_zip(&moving, "", zip_of(&[("keep.txt", b"kept across nodes")]))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Its node's daemon dies: the container moves to the other worker, with its files.
+    let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-swarm.sh");
+    let killed = std::process::Command::new("bash")
+        .args([lab, "kill", &dying.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    struct Revive(&'static str, u32);
+    impl Drop for Revive {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .args([self.0, "restart", &self.1.to_string()])
+                .status();
+        }
+    }
+    let _revive = Revive(lab, dying);
+    s.wait_for(
+        &format!("/containers/{moving}"),
+        Duration::from_secs(60),
+        |r| {
+            r.json["status"] == "running"
+                && r.json["node"] == to
+                && task_node(&moving).as_deref() == Some(to)
+        },
+    )
+    .await;
+    let cmd = "cat /app/keep.txt";
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{moving}?main=false&cmd={}", url_encode(cmd)),
+    )
+    .await;
+    assert_eq!(t.until_exit(LONG).await, 0);
+    assert!(t.out().contains("kept across nodes"), "{}", t.out());
+    let h = s.get("/healthz").await;
+    let dead = &h.json["nodes"][dying as usize - 1];
+    assert_eq!(dead["name"], from.as_str());
+    assert_ne!(dead["state"], "ready", "{}", h.text);
+    if dying == 3 {
+        // The other container did not move.
+        assert_eq!(task_node(&on_b).as_deref(), Some("cm-swarm-2"));
+    }
+}
+
+/// Settings that cannot work are refused at start-up, one line saying why; `placement` on a
+/// compose server is refused, not ignored. (No Swarm needed.)
+#[tokio::test]
+async fn impossible_settings_and_placement_on_compose_are_refused() {
+    let base = [("APP_USER", "admin"), ("APP_PASS", "a-Pa55word-for-tests")];
+    for (extra, says) in [
+        (vec![("BACKEND", "kubernetes")], "BACKEND"),
+        (
+            vec![("SWARM_NODES", "n1=unix:///run/n1.sock")],
+            "SWARM_NODES",
+        ),
+        (
+            vec![
+                ("BACKEND", "swarm"),
+                ("SWARM_NODES", "n1=tcp://10.0.0.1:2376"),
+            ],
+            "tcp://",
+        ),
+        (
+            vec![("BACKEND", "swarm"), ("DEFAULT_ISOLATION", "gvisor")],
+            "DEFAULT_ISOLATION",
+        ),
+        (
+            vec![("BACKEND", "swarm"), ("DEFAULT_EGRESS", "none")],
+            "DEFAULT_EGRESS",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = base.iter().copied().chain(extra.clone()).collect();
+        let (status, stderr) = run_to_exit(&env);
+        assert!(!status.success(), "{extra:?} started");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+    let s = Server::start().await;
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": ["node.labels.zone==a"]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("PLACEMENT_NEEDS_SWARM")),
+        "{}",
+        r.text
+    );
+    let r = s
+        .post_json(
+            "/containers",
+            &json!({"image": BUSYBOX, "placement": {"constraints": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("INVALID_PLACEMENT")),
+        "{}",
+        r.text
+    );
+    let cuid = s.create(&json!({"image": BUSYBOX})).await;
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert!(r.json["placement"].is_null(), "{}", r.text);
+    assert!(r.json["node"].is_null(), "{}", r.text);
+}
