@@ -56,13 +56,13 @@ async function loadFailedScripts() {
 }
 
 /**
- * `fetch` that tries an idempotent request (GET, HEAD) again when it failed for the
- * network's sake (a TypeError, the same changes as above), never when it was aborted or
- * the server answered (any HTTP status is the server's word).
+ * `fetch` that tries an idempotent request (GET, HEAD; any with `always`) again when it
+ * failed for the network's sake (a TypeError, the same changes as above), never when it
+ * was aborted or the server answered (any HTTP status is the server's word).
  */
-async function fetchRetrying(path, init) {
+async function fetchRetrying(path, init, always) {
   const method = ((init && init.method) || "GET").toUpperCase();
-  const retries = method === "GET" || method === "HEAD" ? NETWORK_RETRIES : [];
+  const retries = always || method === "GET" || method === "HEAD" ? NETWORK_RETRIES : [];
   for (let i = 0; ; i++) {
     try {
       return await fetch(path, init);
@@ -163,7 +163,7 @@ async function readLines(response, onLine) {
 }
 
 /** fetch on the API with the session cookie and key; JSON in and out; throws ApiError. */
-async function api(method, path, { json, body, headers, raw } = {}) {
+async function api(method, path, { json, body, headers, raw, retry } = {}) {
   const init = { method, headers: authHeaders(headers), credentials: "same-origin" };
   if (json !== undefined) {
     init.headers["content-type"] = "application/json";
@@ -171,7 +171,7 @@ async function api(method, path, { json, body, headers, raw } = {}) {
   } else if (body !== undefined) {
     init.body = body;
   }
-  const r = await fetchRetrying(path, init);
+  const r = await fetchRetrying(path, init, retry);
   if (raw && r.ok) return r;
   const text = await r.text();
   let data = text;
@@ -336,7 +336,9 @@ $("signin-form").addEventListener("submit", async (ev) => {
   button.disabled = true;
   try {
     // The password or token travels in this request's body only, and is cleared from the form.
-    const r = await api("POST", "/session", { json });
+    // Tried again if the network failed it: a sign-in that did reach the server only
+    // leaves an unused session behind, which expires.
+    const r = await api("POST", "/session", { json, retry: true });
     localStorage.setItem(KEY_STORE, r.data.key);
     const who = await api("GET", "/session");
     onSignedIn(who.data);
