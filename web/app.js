@@ -543,7 +543,7 @@ const PAGE_SIZE = 25;
 // `selected`: cuid -> display name of the ticked rows (of the page shown); `openErrors`: the
 // rows whose long error is expanded (kept across live re-renders).
 const list = { cursors: [null], page: 0, status: "", tag: "", q: "", reloadTimer: null, next: null,
-  selected: new Map(), openErrors: new Set(), busy: false };
+  selected: new Map(), openErrors: new Set(), busy: false, loads: 0 };
 
 /** What people call a container: its name, else its cuid. */
 function displayName(c) {
@@ -551,6 +551,9 @@ function displayName(c) {
 }
 
 async function loadList() {
+  // Only the newest load renders: an older one (a live reload of the page before) that
+  // answers later would show its rows under the new page's place and count.
+  const seq = ++list.loads;
   const q = new URLSearchParams({ limit: String(PAGE_SIZE), total: "true" });
   if (list.status) q.set("status", list.status);
   if (list.tag) q.set("tag", list.tag);
@@ -559,11 +562,13 @@ async function loadList() {
   if (cursor) q.set("cursor", cursor);
   try {
     const r = await api("GET", "/containers?" + q);
+    if (seq !== list.loads) return;
     $("list-error").textContent = "";
     list.next = r.data.next_cursor;
     list.total = r.data.total;
     renderList(r.data.containers);
   } catch (e) {
+    if (seq !== list.loads) return;
     if (e.code === "INVALID_CURSOR" && list.page > 0) {
       // A page link from another filter or server: start again at the first page.
       flash("That page link no longer applies; showing the first page.");
