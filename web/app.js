@@ -6,6 +6,73 @@
 
 const $ = (id) => document.getElementById(id);
 
+// ------------------------------------------------------------------ loading the page's scripts
+
+// A script of the page can fail to load while the network is fine: Chromium aborts every
+// request in flight with ERR_NETWORK_CHANGED when an interface or address comes or goes (a
+// laptop changing networks, a VPN, Docker starting a container on this machine). The browser
+// then goes on without that script, and the console would break in odd places later
+// ("sparkCell is not defined", a route that throws half-way). app.js is the page's first
+// script: it records every later one that fails, and start-up loads those again first.
+const scriptsFailed = [];
+window.addEventListener("error", (ev) => {
+  // A resource that failed fires a plain `error` on its element (no bubbling: seen here in
+  // the capture phase); an exception thrown by a script is an ErrorEvent on the window.
+  // Only the page's own <script> elements: loadScriptAgain watches its own.
+  const s = ev.target;
+  if (s instanceof HTMLScriptElement && s.src && !s.dataset.again) scriptsFailed.push(s.src);
+}, true);
+
+/** Requests that failed for the network's sake are tried again after these pauses (ms). */
+const NETWORK_RETRIES = [250, 1000, 3000];
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Loads (runs) the script at `src` again; true once it has run. */
+async function loadScriptAgain(src) {
+  for (const wait of NETWORK_RETRIES) {
+    await pause(wait);
+    const ok = await new Promise((resolve) => {
+      const s = document.createElement("script");
+      s.src = src;
+      s.dataset.again = "1";
+      s.addEventListener("load", () => resolve(true));
+      s.addEventListener("error", () => { s.remove(); resolve(false); });
+      document.body.append(s);
+    });
+    if (ok) return true;
+  }
+  return false;
+}
+
+/** Loads every script that failed, in the page's order; the ones that still fail. */
+async function loadFailedScripts() {
+  const missing = [];
+  while (scriptsFailed.length) {
+    const src = scriptsFailed.shift();
+    if (!(await loadScriptAgain(src))) missing.push(src);
+  }
+  return missing;
+}
+
+/**
+ * `fetch` that tries an idempotent request (GET, HEAD; any with `always`) again when it
+ * failed for the network's sake (a TypeError, the same changes as above), never when it
+ * was aborted or the server answered (any HTTP status is the server's word).
+ */
+async function fetchRetrying(path, init, always) {
+  const method = ((init && init.method) || "GET").toUpperCase();
+  const retries = always || method === "GET" || method === "HEAD" ? NETWORK_RETRIES : [];
+  for (let i = 0; ; i++) {
+    try {
+      return await fetch(path, init);
+    } catch (e) {
+      if (!(e instanceof TypeError) || i >= retries.length || (init && init.signal && init.signal.aborted)) throw e;
+      await pause(retries[i]);
+    }
+  }
+}
+
 // ------------------------------------------------------------------ small helpers
 
 /** An element with text content and attributes; children appended. */
@@ -96,7 +163,7 @@ async function readLines(response, onLine) {
 }
 
 /** fetch on the API with the session cookie and key; JSON in and out; throws ApiError. */
-async function api(method, path, { json, body, headers, raw } = {}) {
+async function api(method, path, { json, body, headers, raw, retry } = {}) {
   const init = { method, headers: authHeaders(headers), credentials: "same-origin" };
   if (json !== undefined) {
     init.headers["content-type"] = "application/json";
@@ -104,7 +171,7 @@ async function api(method, path, { json, body, headers, raw } = {}) {
   } else if (body !== undefined) {
     init.body = body;
   }
-  const r = await fetch(path, init);
+  const r = await fetchRetrying(path, init, retry);
   if (raw && r.ok) return r;
   const text = await r.text();
   let data = text;
@@ -230,7 +297,7 @@ function showSignIn(message) {
 /** `GET /session`: `{user, scope, tenant}` of a live session, or null. */
 async function checkSession() {
   if (!localStorage.getItem(KEY_STORE)) return null;
-  const r = await fetch("/session", { credentials: "same-origin", headers: authHeaders() });
+  const r = await fetchRetrying("/session", { credentials: "same-origin", headers: authHeaders() });
   if (!r.ok) return null;
   return r.json();
 }
@@ -269,7 +336,9 @@ $("signin-form").addEventListener("submit", async (ev) => {
   button.disabled = true;
   try {
     // The password or token travels in this request's body only, and is cleared from the form.
-    const r = await api("POST", "/session", { json });
+    // Tried again if the network failed it: a sign-in that did reach the server only
+    // leaves an unused session behind, which expires.
+    const r = await api("POST", "/session", { json, retry: true });
     localStorage.setItem(KEY_STORE, r.data.key);
     const who = await api("GET", "/session");
     onSignedIn(who.data);
@@ -474,7 +543,7 @@ const PAGE_SIZE = 25;
 // `selected`: cuid -> display name of the ticked rows (of the page shown); `openErrors`: the
 // rows whose long error is expanded (kept across live re-renders).
 const list = { cursors: [null], page: 0, status: "", tag: "", q: "", reloadTimer: null, next: null,
-  selected: new Map(), openErrors: new Set(), busy: false, seq: 0 };
+  selected: new Map(), openErrors: new Set(), busy: false, loads: 0 };
 
 /** What people call a container: its name, else its cuid. */
 function displayName(c) {
@@ -482,8 +551,9 @@ function displayName(c) {
 }
 
 async function loadList() {
-  // Filters, pages and live reloads may overlap: only the newest request's answer is drawn.
-  const seq = ++list.seq;
+  // Only the newest load renders: an older one (a live reload of the page before) that
+  // answers later would show its rows under the new page's place and count.
+  const seq = ++list.loads;
   const q = new URLSearchParams({ limit: String(PAGE_SIZE), total: "true" });
   if (list.status) q.set("status", list.status);
   if (list.tag) q.set("tag", list.tag);
@@ -492,13 +562,13 @@ async function loadList() {
   if (cursor) q.set("cursor", cursor);
   try {
     const r = await api("GET", "/containers?" + q);
-    if (seq !== list.seq) return;
+    if (seq !== list.loads) return;
     $("list-error").textContent = "";
     list.next = r.data.next_cursor;
     list.total = r.data.total;
     renderList(r.data.containers);
   } catch (e) {
-    if (seq !== list.seq) return;
+    if (seq !== list.loads) return;
     if (e.code === "INVALID_CURSOR" && list.page > 0) {
       // A page link from another filter or server: start again at the first page.
       flash("That page link no longer applies; showing the first page.");
@@ -1982,7 +2052,19 @@ async function deleteTenant(t) {
 
 // After every script of the page has run (list.js and others define what route() calls).
 window.addEventListener("DOMContentLoaded", async () => {
-  const who = await checkSession();
+  const missing = await loadFailedScripts();
+  if (missing.length) {
+    // Better said than a console that fails later in odd places.
+    flash(`The console could not load ${missing.map((src) => new URL(src).pathname).join(", ")}; ` +
+      "check the connection and reload the page.");
+    return;
+  }
+  let who = null;
+  try {
+    who = await checkSession();
+  } catch (_) {
+    /* the server cannot be reached: sign in (which says so) */
+  }
   if (who) onSignedIn(who);
   else showSignIn("");
 });

@@ -157,6 +157,24 @@ impl Browser {
             .await;
     }
 
+    /// A Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+        .await
+    }
+
+    /// Makes every request whose URL matches one of `patterns` (`*` wildcards) fail, as a
+    /// network error, until called again (with none to let everything through).
+    pub async fn block_urls(&self, patterns: &[&str]) {
+        self.cdp("Network.enable", json!({})).await;
+        self.cdp("Network.setBlockedURLs", json!({ "urls": patterns }))
+            .await;
+    }
+
     /// Reloads the page (the browser's Reload).
     pub async fn refresh(&self) {
         self.cmd(reqwest::Method::POST, "/refresh", Some(json!({})))

@@ -1274,3 +1274,43 @@ async fn a_container_app_on_another_port_gets_the_cookie_and_nothing_with_it() {
     )
     .await;
 }
+
+/// A script of the page that fails to load (as Chromium's ERR_NETWORK_CHANGED does to every
+/// request in flight when Docker adds a container's interface) is loaded again before the
+/// console starts; one that never loads is named on the page, and the console does not
+/// start half-loaded (it used to: "sparkCell is not defined" on the list, a detail page that
+/// never opened because route() threw).
+#[tokio::test]
+async fn console_names_a_script_that_does_not_load_instead_of_starting_without_it() {
+    let s = Server::start().await;
+    let b = crate::browser::Browser::start().await;
+    b.block_urls(&["*/ui/charts.js"]).await;
+    b.goto(&format!("{}/ui/", s.base)).await;
+    let said = b
+        .wait_js(
+            "the missing script named",
+            Duration::from_secs(30),
+            "const t = document.getElementById('flash').textContent; \
+             return t.includes('could not load') && t;",
+        )
+        .await;
+    assert!(said.as_str().unwrap().contains("/ui/charts.js"), "{said}");
+    assert!(!said.as_str().unwrap().contains("list.js"), "{said}");
+    let shown = b
+        .js(
+            "return ['signin', 'list', 'detail'].filter((p) => !document.getElementById('page-' + p).hidden);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, json!([]), "no page of a half-loaded console");
+
+    // Once it loads again, a reload gives the whole console.
+    b.block_urls(&[]).await;
+    b.refresh().await;
+    b.wait_js(
+        "sign-in page",
+        Duration::from_secs(30),
+        "return !document.getElementById('page-signin').hidden && typeof sparkCell === 'function';",
+    )
+    .await;
+}
