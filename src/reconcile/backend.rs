@@ -376,6 +376,43 @@ impl DockerBackend {
     }
 }
 
+/// Everything of a removed container on the host's disk: its disk image (if capped), its
+/// snapshots (their rows go with its row), its project directory and its /app tree. A
+/// tree can be anything (a 100,000-level chain): off the async workers, iteratively. A
+/// capped one's is an image: unmounted and removed whole (the container is gone, so
+/// nothing holds it). Shared by every backend: the files live where the server runs.
+pub(super) async fn remove_container_files(
+    config: Arc<Config>,
+    cuid: String,
+    dirs: [PathBuf; 2],
+) -> Result<(), StepError> {
+    tokio::task::spawn_blocking(move || {
+        crate::appdir::disk::remove(&config, &cuid).map_err(|e| {
+            StepError::new(
+                ErrorCode::IoError,
+                format!("cannot remove the disk image of {cuid}: {e}"),
+            )
+        })?;
+        crate::appdir::snapshot::remove_all(&config, &cuid).map_err(|e| {
+            StepError::new(
+                ErrorCode::IoError,
+                format!("cannot remove the snapshots of {cuid}: {e}"),
+            )
+        })?;
+        for dir in dirs {
+            crate::appdir::remove::remove_tree(&dir).map_err(|e| {
+                StepError::new(
+                    ErrorCode::IoError,
+                    format!("cannot remove {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| StepError::new(ErrorCode::IoError, format!("removal failed: {e}")))?
+}
+
 fn unavailable(e: &DockerError) -> StepError {
     crate::metrics::engine_error("reconciler");
     StepError::new(ErrorCode::DockerUnavailable, e.to_string())
@@ -779,38 +816,11 @@ impl Backend for DockerBackend {
             self.project_dir(cuid),
             mounts::mount_dir(&self.config, cuid),
         ];
-        let (config, cuid) = (self.config.clone(), cuid.to_owned());
-        Box::pin(async move {
-            // A container's tree can be anything (a 100,000-level chain): off the async
-            // workers, iteratively. A capped one's is an image: unmounted and removed
-            // whole (the container is gone, so nothing holds it).
-            tokio::task::spawn_blocking(move || {
-                crate::appdir::disk::remove(&config, &cuid).map_err(|e| {
-                    StepError::new(
-                        ErrorCode::IoError,
-                        format!("cannot remove the disk image of {cuid}: {e}"),
-                    )
-                })?;
-                // Its snapshots go with it (their rows go with its row).
-                crate::appdir::snapshot::remove_all(&config, &cuid).map_err(|e| {
-                    StepError::new(
-                        ErrorCode::IoError,
-                        format!("cannot remove the snapshots of {cuid}: {e}"),
-                    )
-                })?;
-                for dir in dirs {
-                    crate::appdir::remove::remove_tree(&dir).map_err(|e| {
-                        StepError::new(
-                            ErrorCode::IoError,
-                            format!("cannot remove {}: {e}", dir.display()),
-                        )
-                    })?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| StepError::new(ErrorCode::IoError, format!("removal failed: {e}")))?
-        })
+        Box::pin(remove_container_files(
+            self.config.clone(),
+            cuid.to_owned(),
+            dirs,
+        ))
     }
 
     /// By Docker's id; the project directory goes even when Docker refused (it holds one

@@ -865,28 +865,11 @@ impl Backend for SwarmBackend {
             render::project_dir(&self.config, cuid),
             mounts::mount_dir(&self.config, cuid),
         ];
-        let (config, cuid) = (self.config.clone(), cuid.to_owned());
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                crate::appdir::snapshot::remove_all(&config, &cuid).map_err(|e| {
-                    StepError::new(
-                        ErrorCode::IoError,
-                        format!("cannot remove the snapshots of {cuid}: {e}"),
-                    )
-                })?;
-                for dir in dirs {
-                    crate::appdir::remove::remove_tree(&dir).map_err(|e| {
-                        StepError::new(
-                            ErrorCode::IoError,
-                            format!("cannot remove {}: {e}", dir.display()),
-                        )
-                    })?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| StepError::new(ErrorCode::IoError, format!("removal failed: {e}")))?
-        })
+        Box::pin(super::backend::remove_container_files(
+            self.config.clone(),
+            cuid.to_owned(),
+            dirs,
+        ))
     }
 
     fn remove_orphan<'a>(&'a self, cuid: &'a str, id: &'a str) -> Step<'a> {
