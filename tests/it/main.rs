@@ -4,11 +4,11 @@
 mod browser;
 mod common;
 mod console;
-mod console_list;
-mod console_detail;
-mod console_create;
-mod console_files;
 mod console_a11y;
+mod console_create;
+mod console_detail;
+mod console_files;
+mod console_list;
 mod console_restart;
 mod console_sandbox;
 mod console_snapshots;
