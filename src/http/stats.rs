@@ -192,8 +192,11 @@ static RECENT: LazyLock<Shared<Stats>> = LazyLock::new(|| Shared::new(SHARED_FOR
 pub struct Shared<T> {
     fresh_for: Duration,
     calls: tokio::sync::Semaphore,
-    keys: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<Taken<T>>>>>>,
+    keys: Mutex<HashMap<String, Slot<T>>>,
 }
+
+/// One key's last sample, locked while a new one is taken.
+type Slot<T> = std::sync::Arc<tokio::sync::Mutex<Option<Taken<T>>>>;
 
 /// A sample (`None`: there was none to take) and when it was taken.
 struct Taken<T> {
