@@ -14,11 +14,12 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use rustix::fs::{
-    mkdirat, renameat, renameat_with, unlinkat, AtFlags, FileType, Mode, OFlags, RenameFlags,
+    mkdirat, openat, renameat, renameat_with, unlinkat, AtFlags, FileType, Mode, OFlags,
+    RenameFlags, CWD,
 };
 use rustix::io::Errno;
 use serde_json::json;
@@ -110,7 +111,7 @@ fn stage_folders(plan: &Plan, tree: &OwnedFd) -> FilesResult<()> {
     Ok(())
 }
 
-fn open_tree(work: &Path) -> FilesResult<(OwnedFd, std::path::PathBuf)> {
+fn open_tree(work: &Path) -> FilesResult<OwnedFd> {
     let tree = work.join(journal::TREE);
     std::fs::DirBuilder::new().mode(0o700).create(&tree)?;
     let fd = rustix::fs::open(
@@ -119,14 +120,13 @@ fn open_tree(work: &Path) -> FilesResult<(OwnedFd, std::path::PathBuf)> {
         Mode::empty(),
     )
     .map_err(std::io::Error::from)?;
-    Ok((fd, tree))
+    Ok(fd)
 }
 
-/// Where a single write happens: the body (or nothing) is in `staging`; `work` is `staging`
-/// itself or, for a container with a disk cap, a directory in its image's staging area (the
-/// commit renames within one filesystem, and what is placed counts against the cap).
+/// Where a single write happens: `work` is the server's staging directory of the request or,
+/// for a container with a disk cap, a directory in its image's staging area (the commit
+/// renames within one filesystem, and what is placed counts against the cap).
 pub struct Work<'a> {
-    pub staging: &'a Path,
     pub work: &'a Path,
     pub root: OwnedFd,
     pub mount: &'a Path,
@@ -160,7 +160,7 @@ pub struct Written {
     pub replaced: bool,
 }
 
-/// Places the file `body` (in `w.staging`, `bytes` long) at `components` of `/app`: missing
+/// Places the file `body` (in the server's staging area, `bytes` long) at `components` of `/app`: missing
 /// folders are made, an existing file (or symlink, FIFO: as a name) is replaced unless
 /// `replace` is false, a folder there is `409 PATH_CONFLICT`. A replaced regular file's
 /// permission bits are kept; a new file is 0644. All or nothing, like a ZIP upload.
@@ -174,22 +174,26 @@ pub fn put_file(
     let mode = existing_mode(&w.root, components);
     let (plan, leaf) = single_plan(components, NodeKind::File, mode);
     let run = || -> FilesResult<bool> {
-        let (tree, tree_path) = open_tree(w.work)?;
+        let tree = open_tree(w.work)?;
         stage_folders(&plan, &tree)?;
-        let staged = tree_path.join(plan.path(leaf));
+        // Relative to the tree's handle: `/app`'s longest path under the staging directory's
+        // own path would pass the kernel's PATH_MAX.
+        let staged = plan.path(leaf);
         if w.capped() {
             // Into the container's own image: the copy counts against its cap.
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&staged)?;
+            let out = openat(
+                &tree,
+                staged.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(std::io::Error::from)?;
+            let mut out = File::from(out);
             std::io::copy(&mut File::open(body)?, &mut out)?;
             out.sync_all()?;
             let _ = std::fs::remove_file(body);
         } else {
-            std::fs::rename(body, &staged)?;
+            renameat(CWD, body, &tree, staged.as_str()).map_err(std::io::Error::from)?;
         }
         place::commit_single(
             &plan,
@@ -210,7 +214,7 @@ pub fn put_file(
 pub fn make_folder(w: Work<'_>, components: &[String]) -> FilesResult<()> {
     let (plan, leaf) = single_plan(components, NodeKind::Dir, None);
     let run = || -> FilesResult<bool> {
-        let (tree, _) = open_tree(w.work)?;
+        let tree = open_tree(w.work)?;
         stage_folders(&plan, &tree)?;
         place::commit_single(
             &plan,
@@ -396,7 +400,6 @@ mod tests {
         let d = work("1");
         std::fs::write(d.join("body"), b"hello").unwrap();
         let w = Work {
-            staging: &d,
             work: &d,
             root: root(),
             mount: &app,
@@ -409,7 +412,6 @@ mod tests {
         let d = work("2");
         std::fs::write(d.join("body"), b"again").unwrap();
         let w = Work {
-            staging: &d,
             work: &d,
             root: root(),
             mount: &app,
@@ -421,7 +423,6 @@ mod tests {
         let d = work("3");
         std::fs::write(d.join("body"), b"again").unwrap();
         let w = Work {
-            staging: &d,
             work: &d,
             root: root(),
             mount: &app,
@@ -440,7 +441,6 @@ mod tests {
             let d = work(&format!("p{}", path.len()));
             std::fs::write(d.join("body"), b"no").unwrap();
             let w = Work {
-                staging: &d,
                 work: &d,
                 root: root(),
                 mount: &app,
@@ -455,7 +455,6 @@ mod tests {
         // Folders.
         let d = work("m1");
         let w = Work {
-            staging: &d,
             work: &d,
             root: root(),
             mount: &app,
@@ -466,7 +465,6 @@ mod tests {
         assert!(app.join("n/m").is_dir());
         let d = work("m2");
         let w = Work {
-            staging: &d,
             work: &d,
             root: root(),
             mount: &app,

@@ -176,6 +176,14 @@ impl From<appdir::Error> for ApiError {
                     )
             }
             appdir::Error::Store(e) => e.into(),
+            // A path the parser accepts that Linux cannot hold after all (PATH_MAX counted
+            // from wherever the kernel resolves it): the client's path, not a server fault.
+            appdir::Error::Io(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => ApiError::new(
+                Kind::Validation,
+                ApiCode::UnsafePath,
+                "unsafe path: the path is too long",
+            )
+            .with_details(json!({"field": "path", "reason": "the path is too long"})),
             appdir::Error::Io(e) => e.into(),
         }
     }

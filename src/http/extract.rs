@@ -95,6 +95,63 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// [`Query`] of the files routes, which first refuses a query whose percent-encoding does not
+/// decode to UTF-8 instead of reading it with U+FFFD in place of the bytes (a `?path=%FF`
+/// would otherwise name a file `\u{FFFD}`): in `path` that is `400 UNSAFE_PATH`, elsewhere
+/// `400 INVALID_QUERY`.
+pub struct FilesQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for FilesQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        utf8_query(parts.uri.query().unwrap_or(""))?;
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| FilesQuery(q.0))
+    }
+}
+
+/// Refuses a query string with a name or value that is not UTF-8 once decoded.
+pub fn utf8_query(query: &str) -> Result<(), ApiError> {
+    let decodes = |s: &str| {
+        let plus = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&plus)
+            .decode_utf8()
+            .is_ok()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !decodes(name) {
+            return Err(ApiError::validation(
+                ApiCode::InvalidQuery,
+                "a query parameter's name is not UTF-8 once decoded",
+            )
+            .with_details(json!({"provided": name})));
+        }
+        if !decodes(value) {
+            if percent_encoding::percent_decode_str(name).decode_utf8_lossy() == "path" {
+                return Err(ApiError::validation(
+                    ApiCode::UnsafePath,
+                    "unsafe path: the path is not UTF-8 once decoded",
+                )
+                .with_details(json!({
+                    "field": "path",
+                    "provided": value,
+                    "reason": "the path is not UTF-8 once decoded",
+                })));
+            }
+            return Err(ApiError::field(
+                ApiCode::InvalidQuery,
+                name.to_owned(),
+                json!(value),
+                format!("{name} is not UTF-8 once decoded"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// True when the request's body is a ZIP by its declared type (uploads).
 pub fn is_zip(headers: &axum::http::HeaderMap) -> bool {
     content_type_is(headers, "application/zip")
@@ -115,5 +172,26 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             .await
             .map(|p| Path(p.0))
             .map_err(|_| ApiError::not_found(ApiCode::ContainerNotFound, "no such container"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_that_do_not_decode_to_utf8_are_refused() {
+        assert!(utf8_query("").is_ok());
+        assert!(utf8_query("path=a%2Fb+c&recursive=true").is_ok());
+        assert!(utf8_query("path=%C3%A9t%C3%A9").is_ok());
+        assert_eq!(
+            utf8_query("path=%ff%fe").unwrap_err().code,
+            ApiCode::UnsafePath
+        );
+        assert_eq!(
+            utf8_query("recursive=%ff").unwrap_err().code,
+            ApiCode::InvalidQuery
+        );
+        assert_eq!(utf8_query("%ff=1").unwrap_err().code, ApiCode::InvalidQuery);
     }
 }

@@ -16,15 +16,17 @@ use crate::appdir::ops::{self, Removed, Work};
 use crate::appdir::{confine, listing, mounts, snapshot};
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::context::AuditFields;
-use crate::http::extract::{JsonObject, Path, Query};
-use crate::http::files::{stage_body, Staged};
+use crate::http::extract::{FilesQuery, JsonObject, Path};
+use crate::http::files::{refuse_declared_too_large, stage_body, Staged};
 use crate::http::response::live_container;
 use crate::http::resume;
 use crate::state::AppState;
 use crate::store::containers::Container;
 
-/// `?path=&recursive=`.
+/// `?path=&recursive=`; any other parameter is `400 INVALID_QUERY` (like the action routes'
+/// `?wait=`: a misspelt `?recursve=true` must not silently do less).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OpQuery {
     pub path: Option<String>,
     pub recursive: Option<String>,
@@ -107,7 +109,7 @@ async fn work_dir(state: &AppState, c: &Container) -> ApiResult<crate::appdir::S
 pub async fn put_file(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-    Query(query): Query<OpQuery>,
+    FilesQuery(query): FilesQuery<OpQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -124,8 +126,9 @@ async fn put_inner(
     body: Body,
     fields: &mut Map<String, Value>,
 ) -> ApiResult<Response> {
-    // Bad input is refused before anything is woken or read.
+    // Bad input (a body declared too large too) is refused before anything is woken or read.
     let components = item_path(query.path.as_deref(), "path")?;
+    let body = refuse_declared_too_large(state, &headers, body).await?;
     let (container, resumed) = woken(state, cuid).await?;
     let cuid = container.cuid.clone();
     // `If-None-Match: *`: only if nothing has that name. Files have no entity tags, so any
@@ -166,7 +169,6 @@ async fn put_inner(
         let result = confine::open_root(&mount, &cuid).and_then(|root| {
             ops::put_file(
                 Work {
-                    staging: staging.path(),
                     work: work_path,
                     capped,
                     root,
@@ -207,7 +209,7 @@ async fn put_inner(
 pub async fn delete(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-    Query(query): Query<OpQuery>,
+    FilesQuery(query): FilesQuery<OpQuery>,
 ) -> Response {
     let mut fields = crate::fields! {"file_op" => "delete", "file_path" => query.path.clone()};
     let result = delete_inner(&state, &cuid, query, &mut fields).await;
@@ -300,21 +302,16 @@ pub async fn move_item(
     Path(cuid): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Response {
-    let mut fields = crate::fields! {
+    let fields = crate::fields! {
         "file_op" => "move",
         "file_path" => body.get("from").and_then(Value::as_str),
         "file_to" => body.get("to").and_then(Value::as_str),
     };
-    let result = move_inner(&state, &cuid, body, &mut fields).await;
+    let result = move_inner(&state, &cuid, body).await;
     audited(result, fields)
 }
 
-async fn move_inner(
-    state: &AppState,
-    cuid: &str,
-    body: Map<String, Value>,
-    _fields: &mut Map<String, Value>,
-) -> ApiResult<Response> {
+async fn move_inner(state: &AppState, cuid: &str, body: Map<String, Value>) -> ApiResult<Response> {
     unknown_fields(&body, &["from", "to"])?;
     let from_provided = string_field(&body, "from")?.map(str::to_owned);
     let to_provided = string_field(&body, "to")?.map(str::to_owned);
@@ -380,7 +377,6 @@ async fn mkdir_inner(
         let result = confine::open_root(&mount, &cuid).and_then(|root| {
             ops::make_folder(
                 Work {
-                    staging: work.path(),
                     work: work.path(),
                     capped,
                     root,

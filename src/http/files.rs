@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use crate::appdir::confine::{self, Found};
 use crate::appdir::{listing, mounts, unzip, upload, zipout};
 use crate::error::{content_type_is, ApiCode, ApiError, ApiResult, Kind};
-use crate::http::extract::{Path, Query};
+use crate::http::extract::{FilesQuery, Path};
 use crate::http::response::live_container;
 use crate::http::resume;
 use crate::http::schema::{FileListing, UploadResult};
@@ -57,11 +57,13 @@ fn count_download<E>(chunk: &Result<bytes::Bytes, E>) {
 pub async fn upload_zip(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-    Query(query): Query<PathQuery>,
+    FilesQuery(query): FilesQuery<PathQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let container = live_container(&state, &cuid).await?;
+    // A body declared too large wakes nothing.
+    let body = refuse_declared_too_large(&state, &headers, body).await?;
     // A container its idle policy put to sleep is woken first (docs/API.md, idle).
     let (container, resumed) = resume::on_use(&state, container, true).await?;
     let cuid = container.cuid.clone();
@@ -164,17 +166,14 @@ pub(crate) struct Staged {
     pub bytes: u64,
 }
 
-/// Receives an upload body into `staging/<name>` under the bounds every upload has: a
-/// declared `Content-Length` past `UPLOAD_MAX_BYTES` is `413` before anything is read (and
-/// the body drained unless the client waits for `100 Continue`), then one of the
-/// `MAX_PARALLEL_UPLOADS` slots (`503 UPLOAD_SLOTS_BUSY` past `UPLOAD_SLOT_WAIT`), then the
-/// body streamed to disk under the limit, the idle timeout and the stall budget.
-pub(crate) async fn stage_body(
+/// A declared `Content-Length` past `UPLOAD_MAX_BYTES`: `413 UPLOAD_TOO_LARGE` at once, the
+/// body drained unless the client waits for `100 Continue`; else the body, untouched. The
+/// upload routes ask this before they wake a container.
+pub(crate) async fn refuse_declared_too_large(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-    name: &str,
-) -> ApiResult<Staged> {
+) -> ApiResult<Body> {
     let limit = state.config.upload_max_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -187,6 +186,22 @@ pub(crate) async fn stage_body(
         }
         return Err(upload_too_large(limit));
     }
+    Ok(body)
+}
+
+/// Receives an upload body into `staging/<name>` under the bounds every upload has: a
+/// declared `Content-Length` past `UPLOAD_MAX_BYTES` is `413` before anything is read (and
+/// the body drained unless the client waits for `100 Continue`), then one of the
+/// `MAX_PARALLEL_UPLOADS` slots (`503 UPLOAD_SLOTS_BUSY` past `UPLOAD_SLOT_WAIT`), then the
+/// body streamed to disk under the limit, the idle timeout and the stall budget.
+pub(crate) async fn stage_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    name: &str,
+) -> ApiResult<Staged> {
+    let limit = state.config.upload_max_bytes;
+    let body = refuse_declared_too_large(state, headers, body).await?;
 
     // At most MAX_PARALLEL_UPLOADS bodies in the staging area at once; held to the end.
     // Nothing the client controls holds it for long: receiving the body is bounded by the
@@ -238,7 +253,7 @@ fn missing_path() -> ApiError {
 pub async fn download(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-    Query(query): Query<PathQuery>,
+    FilesQuery(query): FilesQuery<PathQuery>,
 ) -> ApiResult<Response> {
     let container = live_container(&state, &cuid).await?;
     let provided = query.path.ok_or_else(missing_path)?;
@@ -295,7 +310,7 @@ pub async fn download(
 pub async fn download_zip(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-    Query(query): Query<PathQuery>,
+    FilesQuery(query): FilesQuery<PathQuery>,
 ) -> ApiResult<Response> {
     let container = live_container(&state, &cuid).await?;
     let provided = query.path.unwrap_or_default();
@@ -368,7 +383,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
-    Query(query): Query<ListQuery>,
+    FilesQuery(query): FilesQuery<ListQuery>,
 ) -> ApiResult<Json<FileListing>> {
     let container = live_container(&state, &cuid).await?;
     let limit = match query.limit.as_deref() {

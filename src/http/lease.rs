@@ -3,6 +3,8 @@
 //! (`DELETE /session`), a session's expiry, a revoked or expired API token, a deleted
 //! tenant's tokens — instead of streaming on to someone no longer signed in.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::state::AppState;
@@ -57,5 +59,27 @@ impl Lease {
                 () = tokio::time::sleep(RECHECK) => {}
             }
         }
+    }
+}
+
+/// Resolves when the request's sign-in ends ([`Lease::ended`]) or the server shuts down: what
+/// a streamed answer is cut at (`take_until`). A request without a lease (none is set only
+/// outside the authenticated routes) ends with the server alone.
+pub fn stream_end(
+    lease: Option<Lease>,
+    state: &AppState,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    match lease {
+        Some(lease) => {
+            let ended = lease.ended(state.clone());
+            Box::pin(async move {
+                tokio::select! {
+                    () = ended => {}
+                    () = shutdown => {}
+                }
+            })
+        }
+        None => Box::pin(shutdown),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Query: `tail` (a number of records, or `all`), `since` (RFC 3339, or Unix seconds, may be
 //! fractional; applied to the nanosecond), `follow=true` (stream until the client leaves, the
-//! run ends or the server shuts down), `timestamps=true`, `stream=stdout|stderr|all`, and
+//! run ends, the sign-in that opened it ends or the server shuts down), `timestamps=true`, `stream=stdout|stderr|all`, and
 //! `format`:
 //! - `text` (default, `text/plain`): the output bytes as the process wrote them, each line
 //!   prefixed with its RFC 3339 timestamp and a space when `timestamps=true`. Both streams
@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::error::{ApiCode, ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
+use crate::http::lease::{self, Lease};
 use crate::http::response::{live_container, path_cuid};
 use crate::http::schema::{LogEncoding, LogLine};
 use crate::state::AppState;
@@ -165,6 +166,7 @@ pub async fn logs(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
     Query(raw): Query<HashMap<String, String>>,
+    lease: Option<Extension<Lease>>,
 ) -> ApiResult<Response> {
     let cuid = path_cuid(&cuid)?.to_owned();
     let q = parse_query(&raw)?;
@@ -199,7 +201,9 @@ pub async fn logs(
             })
         })
         .map(move |rec| Ok::<_, std::io::Error>(render(&rec, &render_q)))
-        .take_until(state.shutdown.clone().cancelled_owned());
+        // A followed log ends with the server, and with the sign-in that opened it (a
+        // sign-out, an expiry, a revoked token), like `GET /events`.
+        .take_until(lease::stream_end(lease.map(|Extension(l)| l), &state));
     let content_type = match format {
         Format::Text => "text/plain; charset=utf-8",
         Format::Jsonl => "application/x-ndjson",

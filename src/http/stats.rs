@@ -1,11 +1,13 @@
 //! `GET /containers/{cuid}/stats`: what a running container uses, from the Engine API's
 //! stats (CPU %, memory, network, block I/O, pids). `?stream=true` sends one SSE event per
-//! second (Docker's own stats cadence) until the client leaves.
+//! second (Docker's own stats cadence) until the client leaves, the container stops, the
+//! sign-in that opened it ends or the server shuts down.
 //!
 //! `GET /stats?cuids=c1,c2,…`: one sample of each of several containers in one request (the
 //! console's list draws a CPU sparkline per running row with it). Samples are kept for a few
 //! seconds and shared by every caller, so many open lists cost Docker one sample per
-//! container per [`SHARED_FOR`].
+//! container per [`SHARED_FOR`]: callers asking for a container whose sample is being taken
+//! wait for that one ([`Shared`]), and at most `DOCKER_CALLS` samples are taken at once.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiCode, ApiError, ApiResult, Kind};
 use crate::http::extract::{Path, Query};
+use crate::http::lease::{self, Lease};
 use crate::http::response::live_container;
 use crate::lifecycle::Status;
 use crate::state::AppState;
@@ -96,6 +99,7 @@ pub async fn stats(
     State(state): State<AppState>,
     Path(cuid): Path<String>,
     Query(query): Query<StatsQuery>,
+    lease: Option<Extension<Lease>>,
 ) -> ApiResult<Response> {
     let c = live_container(&state, &cuid).await?;
     let cuid = c.cuid.clone();
@@ -136,7 +140,9 @@ pub async fn stats(
                     Event::default().event("stats").json_data(sample).ok()
                 });
                 std::future::ready(event.map(Ok::<_, Infallible>))
-            });
+            })
+            // Ends with the sign-in that opened it and with the server, like `GET /events`.
+            .take_until(lease::stream_end(lease.map(|Extension(l)| l), &state));
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response());
@@ -174,9 +180,78 @@ pub const SHARED_FOR: Duration = Duration::from_secs(5);
 /// Docker samples taken at once for one `GET /stats`.
 const PARALLEL: usize = 8;
 
+/// Docker stats calls in flight at once for `GET /stats`, over all requests.
+const DOCKER_CALLS: usize = 16;
+
 /// Recent samples by cuid (process-wide: a cuid names one container on this host).
-static RECENT: LazyLock<Mutex<HashMap<String, (Instant, Stats)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static RECENT: LazyLock<Shared<Stats>> = LazyLock::new(|| Shared::new(SHARED_FOR, DOCKER_CALLS));
+
+/// Samples shared by the callers that want one within `fresh_for` of each other: one is
+/// taken at a time per key, and a caller that arrives while it is taken waits for it rather
+/// than taking its own; at most `calls` are taken at once over all keys.
+pub struct Shared<T> {
+    fresh_for: Duration,
+    calls: tokio::sync::Semaphore,
+    keys: Mutex<HashMap<String, Slot<T>>>,
+}
+
+/// One key's last sample, locked while a new one is taken.
+type Slot<T> = std::sync::Arc<tokio::sync::Mutex<Option<Taken<T>>>>;
+
+/// A sample (`None`: there was none to take) and when it was taken.
+struct Taken<T> {
+    at: Instant,
+    sample: Option<T>,
+}
+
+impl<T: Clone> Shared<T> {
+    pub fn new(fresh_for: Duration, calls: usize) -> Self {
+        Shared {
+            fresh_for,
+            calls: tokio::sync::Semaphore::new(calls.max(1)),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The sample of `key`: one taken in the last `fresh_for`, or one finished after this
+    /// call began (also "none": a container that just stopped is not asked again by every
+    /// caller), or else a new one from `take`.
+    pub async fn get<F, Fut>(&self, key: &str, take: F) -> Option<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let asked = Instant::now();
+        let slot = {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget keys nobody waits on whose sample is stale (or was none).
+            let fresh_for = self.fresh_for;
+            keys.retain(|_, slot| {
+                std::sync::Arc::strong_count(slot) > 1
+                    || slot.try_lock().map_or(true, |t| {
+                        t.as_ref()
+                            .is_some_and(|t| t.sample.is_some() && t.at.elapsed() < fresh_for)
+                    })
+            });
+            keys.entry(key.to_owned()).or_default().clone()
+        };
+        let mut taken = slot.lock().await;
+        if let Some(t) = taken.as_ref() {
+            if t.at >= asked || (t.sample.is_some() && t.at.elapsed() < self.fresh_for) {
+                return t.sample.clone();
+            }
+        }
+        let sample = {
+            let _call = self.calls.acquire().await.ok()?;
+            take().await
+        };
+        *taken = Some(Taken {
+            at: Instant::now(),
+            sample: sample.clone(),
+        });
+        sample
+    }
+}
 
 /// `GET /stats`: samples of several containers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -201,11 +276,10 @@ fn bad_cuids(value: &str, message: impl Into<String>) -> ApiError {
 /// One sample with the CPU share over Docker's own second; `None` when Docker has no
 /// running container by that id (or answers nothing within 5 s).
 async fn sample_of(docker: &bollard::Docker, cuid: &str) -> Option<Stats> {
-    if let Some((at, s)) = RECENT.lock().ok()?.get(cuid) {
-        if at.elapsed() < SHARED_FOR {
-            return Some(s.clone());
-        }
-    }
+    RECENT.get(cuid, || take_sample(docker, cuid)).await
+}
+
+async fn take_sample(docker: &bollard::Docker, cuid: &str) -> Option<Stats> {
     let options = StatsOptions {
         stream: false,
         one_shot: false,
@@ -221,10 +295,6 @@ async fn sample_of(docker: &bollard::Docker, cuid: &str) -> Option<Stats> {
     // A stopped container's sample has no time ("0001-01-01…").
     if sample.read.as_deref().is_none_or(|r| r.starts_with("0001")) {
         return None;
-    }
-    if let Ok(mut recent) = RECENT.lock() {
-        recent.retain(|_, (at, _)| at.elapsed() < SHARED_FOR);
-        recent.insert(cuid.to_owned(), (Instant::now(), sample.clone()));
     }
     Some(sample)
 }
@@ -416,5 +486,94 @@ pub fn summarize(cuid: &str, s: &ContainerStatsResponse) -> Stats {
                 .filter(|&l| l != 0 && l != u64::MAX),
         },
         disk: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A sampler that counts its calls and how many run at once.
+    #[derive(Default)]
+    struct Counting {
+        calls: AtomicUsize,
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Counting {
+        async fn take(&self, value: Option<u32>) -> Option<u32> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            value
+        }
+    }
+
+    #[tokio::test]
+    async fn parallel_callers_share_the_sample_being_taken() {
+        let shared = Arc::new(Shared::<u32>::new(Duration::from_secs(5), 16));
+        let sampler = Arc::new(Counting::default());
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let (shared, sampler) = (shared.clone(), sampler.clone());
+                tokio::spawn(async move { shared.get("c1", || sampler.take(Some(7))).await })
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(c.await.unwrap(), Some(7));
+        }
+        assert_eq!(sampler.calls.load(Ordering::SeqCst), 1);
+        // Fresh: kept for the next caller too.
+        assert_eq!(shared.get("c1", || sampler.take(Some(8))).await, Some(7));
+        assert_eq!(sampler.calls.load(Ordering::SeqCst), 1);
+        // Another key is its own sample.
+        assert_eq!(shared.get("c2", || sampler.take(Some(9))).await, Some(9));
+        assert_eq!(sampler.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stale_sample_is_taken_again_once_and_none_is_shared_only_while_waiting() {
+        let shared = Arc::new(Shared::<u32>::new(Duration::from_millis(50), 16));
+        let sampler = Arc::new(Counting::default());
+        assert_eq!(shared.get("c", || sampler.take(Some(1))).await, Some(1));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Expired: the 10 parallel callers take one new sample between them.
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let (shared, sampler) = (shared.clone(), sampler.clone());
+                tokio::spawn(async move { shared.get("c", || sampler.take(None)).await })
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(c.await.unwrap(), None);
+        }
+        assert_eq!(sampler.calls.load(Ordering::SeqCst), 2);
+        // "None" is not kept for a later caller: it asks again.
+        assert_eq!(shared.get("c", || sampler.take(Some(3))).await, Some(3));
+        assert_eq!(sampler.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn samples_taken_at_once_are_bounded() {
+        let shared = Arc::new(Shared::<u32>::new(Duration::from_secs(5), 3));
+        let sampler = Arc::new(Counting::default());
+        let callers: Vec<_> = (0..12)
+            .map(|i| {
+                let (shared, sampler) = (shared.clone(), sampler.clone());
+                tokio::spawn(
+                    async move { shared.get(&format!("c{i}"), || sampler.take(Some(i))).await },
+                )
+            })
+            .collect();
+        for (i, c) in callers.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap(), Some(i as u32));
+        }
+        assert_eq!(sampler.calls.load(Ordering::SeqCst), 12);
+        assert_eq!(sampler.most.load(Ordering::SeqCst), 3);
     }
 }

@@ -362,7 +362,10 @@ async fn a_running_container_writing_meanwhile() {
 #[tokio::test]
 async fn scopes_tenants_and_an_idle_container() {
     let s = Server::start_with(Options {
-        env: vec![("IDLE_SAMPLE_INTERVAL".into(), "1".into())],
+        env: vec![
+            ("IDLE_SAMPLE_INTERVAL".into(), "1".into()),
+            ("UPLOAD_MAX_BYTES".into(), (1024 * 1024).to_string()),
+        ],
         ..Options::default()
     })
     .await;
@@ -445,6 +448,17 @@ async fn scopes_tenants_and_an_idle_container() {
         |r| r.json["status"] == "stopped" && r.json["status_reason"] == "idle",
     )
     .await;
+    // A body declared past UPLOAD_MAX_BYTES is refused before anything is woken.
+    s.put_file(&cuid, "big.bin", vec![0u8; 1024 * 1024 + 1])
+        .await
+        .assert_error(413, "payload_too_large", "UPLOAD_TOO_LARGE");
+    s.upload_zip(&cuid, "", vec![0u8; 1024 * 1024 + 1])
+        .await
+        .assert_error(413, "payload_too_large", "UPLOAD_TOO_LARGE");
+    assert_eq!(
+        s.get(&format!("/containers/{cuid}")).await.json["status"],
+        "stopped"
+    );
     let r = s.put_file(&cuid, "wake.txt", "hi").await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(
@@ -491,4 +505,82 @@ async fn under_a_disk_cap_a_file_that_does_not_fit_changes_nothing() {
     assert_eq!(r.status, 200, "{}", r.text);
     let r = s.get(&format!("/containers/{cuid}/files")).await;
     assert_eq!(r.json["entries"], json!([]), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_long_valid_path_undecodable_bytes_and_unknown_parameters() {
+    let s = Server::start().await;
+    let cuid = s.create_sleeper().await;
+    // The longest path the parser takes (16 names of 255 bytes: 4095 bytes) is written, read
+    // back and deleted, though under DATA_DIR it would pass PATH_MAX.
+    let long = vec!["c".repeat(255); 16].join("/");
+    assert_eq!(long.len(), 4095);
+    let r = s.put_file(&cuid, &long, "deep").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let (status, _, body) = get_bytes(
+        &s,
+        &format!("/containers/{cuid}/download?path={}", url_encode(&long)),
+    )
+    .await;
+    assert_eq!((status, body), (200, b"deep".to_vec()));
+    let r = s.put_file(&cuid, &long, "deeper").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // One byte more than Linux holds relative to /app (4096): the client's path, a 400.
+    let mut names = vec!["d".repeat(255); 15];
+    names.push("e".repeat(128));
+    names.push("f".repeat(127));
+    let too_long = names.join("/");
+    assert_eq!(too_long.len(), 4096);
+    s.put_file(&cuid, &too_long, "x")
+        .await
+        .assert_error(400, "validation_error", "UNSAFE_PATH");
+    s.make_folder(&cuid, &too_long)
+        .await
+        .assert_error(400, "validation_error", "UNSAFE_PATH");
+    let r = s.delete_file(&cuid, &long, "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .delete_file(&cuid, &"c".repeat(255), "&recursive=true")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .delete_file(&cuid, &"d".repeat(255), "&recursive=true")
+        .await;
+    assert!([200, 404].contains(&r.status), "{}", r.text);
+    assert!(staging_is_empty(&s));
+
+    // Bytes that are not UTF-8 are not a name with U+FFFD in it.
+    let put = |q: &str| {
+        s.request(
+            reqwest::Method::PUT,
+            &format!("/containers/{cuid}/files?{q}"),
+        )
+        .body("x")
+    };
+    s.send(put("path=%ff%fe"))
+        .await
+        .assert_error(400, "validation_error", "UNSAFE_PATH");
+    s.delete(&format!("/containers/{cuid}/files?path=%ff%fe"))
+        .await
+        .assert_error(400, "validation_error", "UNSAFE_PATH");
+    s.get(&format!("/containers/{cuid}/files?path=%ff"))
+        .await
+        .assert_error(400, "validation_error", "UNSAFE_PATH");
+    // An unknown parameter is refused, not ignored.
+    s.send(put("path=x&bogus=1"))
+        .await
+        .assert_error(400, "validation_error", "INVALID_QUERY");
+    assert!(s.put_file(&cuid, "y", "y").await.status == 201);
+    s.delete(&format!("/containers/{cuid}/files?path=y&recursve=true"))
+        .await
+        .assert_error(400, "validation_error", "INVALID_QUERY");
+    let r = s.get(&format!("/containers/{cuid}/files")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let names: Vec<&str> = r.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["y"], "{}", r.text);
 }

@@ -1,7 +1,7 @@
-//! Long-lived answers end with the sign-in that opened them: an open `GET /events` stream
-//! (and a terminal's WebSocket) of a console session ends when that session signs out or its
-//! token is revoked; a stream opened with an API token ends when the token is revoked or
-//! expires. Streams of other credentials carry on.
+//! Long-lived answers end with the sign-in that opened them: an open `GET /events` stream, a
+//! followed log, a stats stream (and a terminal's WebSocket, with its shell) of a console
+//! session ends when that session signs out or its token is revoked; a stream opened with an
+//! API token ends when the token is revoked or expires. Streams of other credentials carry on.
 
 use std::time::Duration;
 
@@ -189,4 +189,126 @@ async fn terminal_ends_when_its_session_signs_out() {
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     term.until_closed(BOUND).await;
+}
+
+/// `GET path` with a bearer token: asserts 200, returns the (open) body.
+async fn open_with_token(s: &Server, path: &str, token: &str) -> Stream {
+    let r = s
+        .client
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+    Stream {
+        body: Box::pin(r.bytes_stream()),
+    }
+}
+
+#[tokio::test]
+async fn followed_logs_and_stats_streams_end_when_their_token_is_revoked() {
+    let s = Server::start().await;
+    let cuid = s.running_sleeper().await;
+    let (id, secret) = new_token(&s, "streams", None).await;
+    let (_, kept) = new_token(&s, "kept", None).await;
+    let logs_path = format!("/containers/{cuid}/logs?follow=true");
+    let stats_path = format!("/containers/{cuid}/stats?stream=true");
+    let mut logs = open_with_token(&s, &logs_path, &secret).await;
+    let mut stats = open_with_token(&s, &stats_path, &secret).await;
+    let mut kept_stats = open_with_token(&s, &stats_path, &kept).await;
+    // The stats stream is established: Docker's first sample arrives.
+    let first = tokio::time::timeout(BOUND, stats.body.next())
+        .await
+        .expect("a first stats event")
+        .expect("a first chunk")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("stats"));
+
+    let r = s.delete(&format!("/tokens/{id}")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    logs.ends_within(BOUND, "followed logs, token revoked")
+        .await;
+    stats
+        .ends_within(BOUND, "stats stream, token revoked")
+        .await;
+    // Another token's stream carries on: samples keep arriving after the revocation.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut samples = 0;
+    while samples < 3 {
+        match tokio::time::timeout_at(deadline, kept_stats.body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                samples += String::from_utf8_lossy(&chunk)
+                    .matches("event: stats")
+                    .count()
+            }
+            other => panic!(
+                "a live token's stats stream should carry on ({:?})",
+                other.map(|o| o.map(|r| r.map(|_| ())))
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_terminal_shell_is_gone_after_sign_out() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = Server::start().await;
+    let cuid = s.running_sleeper().await;
+    let signed = console_sign_in(&s).await;
+    let r = s
+        .send(with_session(
+            &s,
+            reqwest::Method::POST,
+            "/session/ticket",
+            &signed,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ticket = r.json["ticket"].as_str().unwrap().to_owned();
+    let mut req = format!("ws://{}/ws/{cuid}?ticket={ticket}", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("cookie", signed.cookie.parse().unwrap());
+    req.headers_mut().insert("origin", s.base.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("the session opens a terminal");
+    let mut term = Term::on(ws);
+    // The shell's pid in the container (the echoed input has `$$`, the output digits).
+    term.stdin("echo pid:$$:\n").await;
+    term.until(BOUND, "shell pid", |t| shell_pid(&t.out()).is_some())
+        .await;
+    let pid = shell_pid(&term.out()).unwrap();
+    let alive = |pid: u32| sh_in(&cuid, "0", &format!("test -d /proc/{pid}")).0;
+    assert!(alive(pid), "the terminal's shell {pid} runs");
+
+    let r = s
+        .send(with_session(
+            &s,
+            reqwest::Method::DELETE,
+            "/session",
+            &signed,
+        ))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    term.until_closed(BOUND).await;
+    wait_until(
+        BOUND,
+        &format!("the terminal's shell {pid} still runs after sign-out"),
+        || !alive(pid),
+    )
+    .await;
+}
+
+/// The digits of the first `pid:<digits>:` in `out`.
+fn shell_pid(out: &str) -> Option<u32> {
+    out.match_indices("pid:").find_map(|(i, _)| {
+        let rest = &out[i + 4..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        (!digits.is_empty() && rest[digits.len()..].starts_with(':'))
+            .then(|| digits.parse().ok())
+            .flatten()
+    })
 }
