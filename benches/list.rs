@@ -41,7 +41,10 @@ async fn main() {
         "{:<34} {:>9} {:>9} {:>9} {:>9}",
         "page of 25", "p50 ms", "p99 ms", "+total", "+total"
     );
-    println!("{:<34} {:>9} {:>9} {:>9} {:>9}", "", "", "", "p50 ms", "p99 ms");
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>9}",
+        "", "", "", "p50 ms", "p99 ms"
+    );
     for (what, query) in [
         ("unfiltered", ""),
         ("status=created", "&status=created"),
