@@ -47,7 +47,8 @@ up() { dn "$1" info >/dev/null 2>&1; }
 inside() {
     local n=$1 exec_root=$RUN/$1 c
     hostname "cm-swarm-$n"
-    if ! mountpoint -q /sys/fs/cgroup; then
+    # cgroup v1: a tmpfs holding one mount per controller; v2: the list has /sys/fs/cgroup itself.
+    if ! mountpoint -q /sys/fs/cgroup && ! grep -q '^/sys/fs/cgroup ' "$RUN/cgroup-mounts.txt"; then
         mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
     fi
     while read -r mp fstype opts; do
@@ -115,14 +116,14 @@ stop() {
             dn "$n" swarm leave --force >/dev/null 2>&1 || true
             kill -TERM "$p"
             for _ in $(seq 150); do [ -d "/proc/$p" ] || break; sleep 0.2; done
-            [ -d "/proc/$p" ] && kill -KILL "$p"
+            [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null || true
             log "stopped dockerd of node $n"
         fi
         c=$(cat "$RUN/$n/containerd.pid" 2>/dev/null || true)
         if is_ours "$c" "$RUN/$n/containerd.toml"; then
             kill -TERM "$c"
             for _ in $(seq 50); do [ -d "/proc/$c" ] || break; sleep 0.2; done
-            [ -d "/proc/$c" ] && kill -KILL "$c"
+            [ -d "/proc/$c" ] && kill -KILL "$c" 2>/dev/null || true
         fi
     done
     # Whatever is left in our namespaces (shims, container processes) was started here.
@@ -140,12 +141,12 @@ stop() {
         fi
     done
     for ns in cm-swarm-1 cm-swarm-2 cm-swarm-3 $HUB; do
-        has_ns "$ns" && ip netns del "$ns"
+        has_ns "$ns" && { ip netns del "$ns" || true; }
     done
     # Mounts lived in the daemons' private mount namespaces; make sure of the root one.
     grep -E " ($DATA|$RUN)/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l || true
     for d in /sys/fs/cgroup/*/cm-swarm-[0-9]* /sys/fs/cgroup/cm-swarm-[0-9]*; do
-        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
     rm -rf "$RUN" "$DATA"
     log "stopped"

@@ -27,7 +27,8 @@ is_ours() { [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/c
 
 # Runs inside `ip netns exec $NS`: containerd, then dockerd (exec).
 inside() {
-    if ! mountpoint -q /sys/fs/cgroup; then
+    # cgroup v1: a tmpfs holding one mount per controller; v2: the list has /sys/fs/cgroup itself.
+    if ! mountpoint -q /sys/fs/cgroup && ! grep -q '^/sys/fs/cgroup ' "$EXEC/cgroup-mounts.txt"; then
         mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
     fi
     while read -r mp fstype opts; do

@@ -11,9 +11,11 @@ bash scripts/setup-python-tools.sh
 bash scripts/setup-browser.sh
 # The three-node Swarm of tests/it/swarm.rs (about 5 s from nothing, ~300 MB while it runs):
 # removed again when the suite ends unless KEEP_SWARM=1 (to run the swarm tests by hand).
-bash scripts/setup-swarm.sh
+# The trap is set first so a setup that fails halfway is cleaned up too; a failed clean-up is
+# said, never turned into the suite's result.
 if [ "${KEEP_SWARM:-0}" != 1 ]; then
-    trap 'bash scripts/setup-swarm.sh stop >/dev/null' EXIT
+    trap 'bash scripts/setup-swarm.sh stop >/dev/null || echo "setup-swarm.sh stop failed" >&2' EXIT
 fi
+bash scripts/setup-swarm.sh
 export SQLX_OFFLINE=true
 cargo test --locked "$@"

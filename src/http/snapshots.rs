@@ -132,7 +132,8 @@ async fn snapshot_of(state: &AppState, cuid: &str, v: &Value) -> ApiResult<Snaps
 /// A running container paused for a copy, the reconciler held off it meanwhile.
 struct Frozen {
     docker: Option<bollard::Docker>,
-    cuid: String,
+    /// Docker's name for it on that engine: its cuid, or on a Swarm its task's container.
+    container: String,
     hold: Option<Hold>,
 }
 
@@ -157,20 +158,20 @@ async fn unpause(docker: &bollard::Docker, cuid: &str) {
 impl Frozen {
     /// Pauses `c` if it is running.
     async fn freeze(state: &AppState, c: &Container) -> ApiResult<Frozen> {
-        let cuid = c.cuid.clone();
         if c.status != Status::Running {
             return Ok(Frozen {
                 docker: None,
-                cuid,
+                container: c.cuid.clone(),
                 hold: None,
             });
         }
-        let hold = state.reconciler.hold(&cuid).await;
-        let docker = crate::http::docker_client(state).await?;
-        match docker.pause_container(&cuid).await {
+        let hold = state.reconciler.hold(&c.cuid).await;
+        // The engine that runs it (on a Swarm, its task's node).
+        let (docker, container) = crate::http::container_engine(state, &c.cuid).await?;
+        match docker.pause_container(&container).await {
             Ok(()) => Ok(Frozen {
                 docker: Some(docker),
-                cuid,
+                container,
                 hold: Some(hold),
             }),
             // Stopped or paused meanwhile: copied as it is.
@@ -179,7 +180,7 @@ impl Frozen {
                 ..
             }) => Ok(Frozen {
                 docker: None,
-                cuid,
+                container,
                 hold: Some(hold),
             }),
             Err(e) => Err(crate::error::docker_unavailable(&e)),
@@ -188,7 +189,7 @@ impl Frozen {
 
     async fn thaw(mut self) {
         if let Some(docker) = self.docker.take() {
-            unpause(&docker, &self.cuid).await;
+            unpause(&docker, &self.container).await;
         }
         drop(self.hold.take());
     }
@@ -198,7 +199,7 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         // Only when `thaw` was not reached (the task was cancelled or panicked).
         if let Some(docker) = self.docker.take() {
-            let (cuid, hold) = (self.cuid.clone(), self.hold.take());
+            let (cuid, hold) = (self.container.clone(), self.hold.take());
             tokio::spawn(async move {
                 unpause(&docker, &cuid).await;
                 drop(hold);

@@ -217,6 +217,43 @@ async fn a_container_lives_its_whole_life_as_a_service() {
         r.text
     );
 
+    // A snapshot of the running container pauses it on its node for the copy (not on the
+    // manager, where no such container is) and unpauses it after.
+    // Nanoseconds: the pause/unpause just above fell within the same second.
+    let now = chrono::Utc::now();
+    let since = format!("{}.{:09}", now.timestamp(), now.timestamp_subsec_nanos());
+    let r = s
+        .post_json(
+            &format!("/containers/{cuid}/snapshots"),
+            &json!({"name": "on-its-node"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let until = (chrono::Utc::now().timestamp() + 1).to_string();
+    let events = docker_on(
+        Some(&node_sock(
+            node.trim_start_matches("cm-swarm-").parse().unwrap(),
+        )),
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            &format!("label=com.container-manager.cuid={cuid}"),
+            "--format",
+            "{{.Action}}",
+        ],
+    );
+    let actions: Vec<&str> = events.lines().collect();
+    assert!(
+        actions.contains(&"pause") && actions.contains(&"unpause"),
+        "{actions:?}"
+    );
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+
     // Stop: no replica; start: one again; restart: a new task.
     let r = s.post(&format!("/containers/{cuid}/stop")).await;
     assert_eq!(
