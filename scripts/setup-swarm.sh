@@ -2,8 +2,11 @@
 # A three-node Docker Swarm on this one machine, for tests/it/swarm.rs and benches/swarm.rs
 # (Debian 12, root). Each node is its own containerd + dockerd in its own network namespace
 # (cm-swarm-1..3, wired to a bridge in a fourth namespace cm-swarm-hub on 10.231.78.0/24),
-# with its own data root, exec root, pidfile, cgroup parent and socket. The main daemon, the
-# root namespace's interfaces, routes and iptables are never touched. Every node shares this
+# with its own data root, exec root, pidfile, cgroup parent and socket. The root namespace
+# gets one veth into the hub (cmswarm-root, 10.231.78.1/24: only its own connected route), so
+# the server and the tests reach the nodes' TCP endpoints and host-mode ports as a client on
+# the cluster's network would; the main daemon, the root namespace's other interfaces, routes
+# and iptables are never touched. Every node shares this
 # machine's filesystem: that stands in for the shared storage (NFS) a real cluster needs for
 # `/app` (README "Swarm backend").
 #
@@ -27,6 +30,7 @@ LOGDIR=/var/log/cm-swarm
 HUB=cm-swarm-hub
 BRIDGE=cmswarm0
 NET=10.231.78
+ROOT_LINK=cmswarm-root
 IMAGES="cm-test-busybox:latest"
 TEST_LABEL=com.container-manager.tag=test
 
@@ -140,6 +144,7 @@ stop() {
             kill -KILL "$p" 2>/dev/null || true
         fi
     done
+    ip link del $ROOT_LINK 2>/dev/null || true
     for ns in cm-swarm-1 cm-swarm-2 cm-swarm-3 $HUB; do
         has_ns "$ns" && { ip netns del "$ns" || true; }
     done
@@ -188,6 +193,12 @@ if ! has_ns $HUB; then
     ip -n $HUB link set lo up
     ip -n $HUB link add $BRIDGE type bridge
     ip -n $HUB link set $BRIDGE up
+fi
+if ! ip link show $ROOT_LINK >/dev/null 2>&1; then
+    ip link add $ROOT_LINK type veth peer name cmswarm0-r netns $HUB
+    ip -n $HUB link set cmswarm0-r master $BRIDGE up
+    ip addr add "$NET.1/24" dev $ROOT_LINK
+    ip link set $ROOT_LINK up
 fi
 for n in $NODES; do
     ns=cm-swarm-$n
