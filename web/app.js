@@ -225,6 +225,11 @@ function portText(p) {
   return `${p.host_ip ? p.host_ip + ":" : ""}${p.host}:${p.container}${p.protocol && p.protocol !== "tcp" ? "/" + p.protocol : ""}`;
 }
 
+/** A port as people read it, "8080 → 80" ("/udp" after UDP ones); `portText` on hover. */
+function portShort(p) {
+  return `${p.host} → ${p.container}${p.protocol && p.protocol !== "tcp" ? "/" + p.protocol : ""}`;
+}
+
 // ------------------------------------------------------------------ session
 
 let signedIn = false;
@@ -630,7 +635,8 @@ function listRow(c) {
   for (const t of c.tags || []) tags.append(el("span", { class: "tag", text: t }));
   if (!tags.childNodes.length) tags.append(dash());
   const converging = c.observed_generation !== c.generation;
-  const ports = (c.ports || []).map(portText).join(", ");
+  const ports = (c.ports || []).map(portShort).join(", ");
+  const portsRaw = (c.ports || []).map(portText).join(", ");
   const exit = c.exit_code !== null && c.exit_code !== undefined ? ` (exit ${c.exit_code})` : "";
   return labelCells(el(
     "tr",
@@ -642,7 +648,7 @@ function listRow(c) {
     el("td", { class: "col-tenant", text: c.tenant || "—" }),
     el("td", { class: "col-image" }, breakableAt(c.image || "")),
     tags,
-    el("td", { class: "col-ports" }, ports || dash()),
+    el("td", { class: "col-ports", title: portsRaw }, ports || dash()),
     el("td", { class: "col-desired", "data-desired": c.desired_state, text: c.desired_state + (converging ? ` (gen ${c.generation})` : "") }),
     el("td", { class: "col-status status status-" + c.status, "data-status": c.status },
        el("span", { class: "nowrap", text: statusText(c) + exit }),
@@ -1207,10 +1213,10 @@ function portLinks(ports) {
     if ((p.protocol || "tcp") === "tcp") {
       span.append(el("a", {
         href: `http://${location.hostname}:${p.host}/`, target: "_blank", rel: "noopener",
-        text: `${p.host} → ${p.container}`, title: `${portText(p)}: opens port ${p.host} of this host in a new tab`,
+        text: portShort(p), title: `${portText(p)}: opens port ${p.host} of this host in a new tab`,
       }));
     } else {
-      span.append(el("span", { text: `${p.host} → ${p.container}/${p.protocol}`, title: portText(p) }));
+      span.append(el("span", { text: portShort(p), title: portText(p) }));
     }
   });
   if (!(ports || []).length) span.textContent = "none";

@@ -539,7 +539,9 @@ async fn console_list_keeps_words_whole_and_stacks_rows_on_a_phone() {
     // A long image reference (created only) and a crash loop (`restarting`).
     s.create(
         &json!({"image": "registry.example.com:5000/team/tools/busybox-with-a-long-name:1.36.1",
-                     "name": "long-image", "tags": ["frontend", "team-a", "production"]}),
+                     "name": "long-image", "tags": ["frontend", "team-a", "production"],
+                     "ports": [{"host_ip": "0.0.0.0", "host": 18080, "container": 80},
+                               {"host": 18081, "container": 53, "protocol": "udp"}]}),
     )
     .await;
     let crash = s
@@ -585,6 +587,21 @@ async fn console_list_keeps_words_whole_and_stacks_rows_on_a_phone() {
     assert_eq!(nowrap, true);
     let bad = b.js(MID_WORD_BREAKS, json!([])).await;
     assert_eq!(bad, json!([]), "mid-word breaks at 760px");
+    // Ports read as on the detail page; the raw `host_ip:host:container` is the hover title.
+    let ports = b
+        .js(
+            "const td = [...document.querySelectorAll('#list-body .col-ports')].find((td) => td.title); \
+             return td && [td.innerText, td.title];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        ports,
+        json!([
+            "18080 → 80, 18081 → 53/udp",
+            "0.0.0.0:18080:80, 0.0.0.0:18081:53/udp"
+        ])
+    );
 
     // The long error is cut short; its full text is one click away (not only a tooltip).
     let row = format!("tr[data-cuid='{broken}']");
