@@ -487,3 +487,64 @@ async fn impossible_settings_and_placement_on_compose_are_refused() {
     assert!(r.json["placement"].is_null(), "{}", r.text);
     assert!(r.json["node"].is_null(), "{}", r.text);
 }
+
+/// The manager's daemon dies and comes back: the API keeps answering from the store, what a
+/// client asked meanwhile is applied once the manager is back, and drift is repaired as
+/// before (issue 20: "drift repair works as today … the manager restarted").
+#[tokio::test]
+async fn the_manager_restarted_loses_nothing_and_drift_is_repaired_after() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let (s, _services) = swarm_server().await;
+    let cuid = s
+        .create_started(&json!({
+            "image": BUSYBOX, "command": SLEEPER,
+            "placement": {"constraints": ["node.labels.zone==b"]},
+        }))
+        .await;
+    assert_eq!(task_node(&cuid).as_deref(), Some("cm-swarm-2"));
+
+    let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-swarm.sh");
+    let killed = std::process::Command::new("bash")
+        .args([lab, "kill", "1"])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    struct Revive(&'static str);
+    impl Drop for Revive {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .args([self.0, "restart", "1"])
+                .status();
+        }
+    }
+    let revive = Revive(lab);
+
+    // No manager: reads answer from the store, a stop is taken and kept.
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.post(&format!("/containers/{cuid}/stop?wait=false")).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["desired_state"], "stopped", "{}", r.text);
+
+    // The manager is back: the stop is applied (no task left), then a start runs it again.
+    drop(revive);
+    s.wait_for(
+        &format!("/containers/{cuid}"),
+        Duration::from_secs(60),
+        |r| r.json["status"] == "stopped" && task_node(&cuid).is_none(),
+    )
+    .await;
+    s.start_container(&cuid).await;
+    assert_eq!(task_node(&cuid).as_deref(), Some("cm-swarm-2"));
+
+    // Drift after the restart: a service removed behind the server's back is made again.
+    docker_on(Some(MANAGER), &["service", "rm", &cuid]);
+    s.wait_for(&format!("/containers/{cuid}"), LONG, |r| {
+        r.json["status"] == "running" && task_node(&cuid).is_some()
+    })
+    .await;
+}
