@@ -657,7 +657,7 @@ async fn a_quiet_container_on_a_worker_goes_idle() {
         .create_started(&json!({
             "image": BUSYBOX, "command": SLEEPER,
             "placement": {"constraints": ["node.hostname==cm-swarm-3"]},
-            "idle": {"after": 3, "action": "pause"},
+            "idle": {"after": 5, "action": "pause"},
         }))
         .await;
     let r = s
