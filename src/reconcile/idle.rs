@@ -334,6 +334,31 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_read_on_a_swarm_node_is_judged_without_a_pid() {
+        let tracker = Tracker::default();
+        let mut s = Sampler::default();
+        let t0 = Instant::now();
+        let cands = vec![candidate("c1", "k")];
+        s.plan(&cands, t0);
+        // Unreadable (no task, the node silent): not judged, and no pid looked up.
+        s.set_sent("c1", None, t0);
+        assert!(s
+            .due(&cands, t0 + Duration::from_secs(600), &tracker)
+            .is_empty());
+        assert!(s.plan(&cands, t0).is_empty());
+        // It moved: the clock starts again from then.
+        s.set_sent("c1", Some(10), t0);
+        s.set_sent("c1", Some(20), t0 + Duration::from_secs(300));
+        assert!(s
+            .due(&cands, t0 + Duration::from_secs(301), &tracker)
+            .is_empty());
+        assert_eq!(
+            s.due(&cands, t0 + Duration::from_secs(600), &tracker).len(),
+            1
+        );
+    }
+
+    #[test]
     fn a_quiet_container_is_due_after_its_time_and_a_used_one_is_not() {
         let tracker = Tracker::default();
         let mut s = Sampler::default();

@@ -264,7 +264,6 @@ fn node_address(
                 .map(|(host, _)| host.trim_matches(['[', ']']).to_owned())
         })
         .filter(|h| !h.is_empty())
-        .or(addr)
 }
 
 /// The Swarm node name of the daemon `docker` (the manager's own node).
@@ -1125,5 +1124,48 @@ impl Observer for SwarmBackend {
         })
         .flatten()
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::node_address;
+    use bollard::models::{ManagerStatus, NodeStatus};
+
+    fn status(addr: &str) -> Option<NodeStatus> {
+        Some(NodeStatus {
+            addr: Some(addr.into()),
+            ..Default::default()
+        })
+    }
+
+    fn manager(addr: &str) -> Option<ManagerStatus> {
+        Some(ManagerStatus {
+            addr: Some(addr.into()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_nodes_address_is_its_status_addr_else_its_managers_host() {
+        assert_eq!(
+            node_address(status("10.0.0.12"), None).as_deref(),
+            Some("10.0.0.12")
+        );
+        assert_eq!(
+            node_address(status("10.0.0.11"), manager("10.9.9.9:2377")).as_deref(),
+            Some("10.0.0.11")
+        );
+        // Some managers report 0.0.0.0 as their Status.Addr.
+        assert_eq!(
+            node_address(status("0.0.0.0"), manager("10.0.0.11:2377")).as_deref(),
+            Some("10.0.0.11")
+        );
+        assert_eq!(
+            node_address(status("0.0.0.0"), manager("[fd00::1]:2377")).as_deref(),
+            Some("fd00::1")
+        );
+        assert_eq!(node_address(None, None), None);
+        assert_eq!(node_address(status("0.0.0.0"), None), None);
     }
 }

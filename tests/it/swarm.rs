@@ -724,4 +724,15 @@ async fn endpoints_on_one_host_name_the_bind_address() {
     assert!(st.json["node"].is_null(), "{}", st.text);
     let r = s.post(&format!("/containers/{cuid}/stop")).await;
     assert_eq!(r.json["endpoints"], json!([]), "{}", r.text);
+    // Documented in the OpenAPI document, with the two nullable fields required.
+    let doc = s.get("/openapi.json").await.json;
+    let schema = &doc["components"]["schemas"]["Endpoint"];
+    for field in ["address", "port", "container", "protocol", "node"] {
+        assert!(
+            schema["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|f| f == field)),
+            "{field}: {schema}"
+        );
+    }
 }
