@@ -44,12 +44,24 @@ has_ns() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
 is_ours() { [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "$2"; }
 up() { dn "$1" info >/dev/null 2>&1; }
 
+# The daemons outlive this script: no descriptor it inherited may stay open in them. A caller's
+# `flock /run/cm-lab.lock scripts/setup-swarm.sh` lock would otherwise be held by a node's
+# dockerd for as long as it runs, and every later `flock` on the lab would wait forever.
+close_inherited() {
+    local fd
+    for fd in /proc/$$/fd/*; do
+        fd=${fd##*/}
+        case $fd in 0 | 1 | 2 | 255) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+    done
+}
+
 # Runs inside `ip netns exec cm-swarm-N unshare --uts` (or nsenter into a surviving
 # containerd's namespaces): containerd unless it still runs, then dockerd (exec). containerd
 # and dockerd must share one mount namespace; `ip netns exec` remounts /sys, so the host's
 # cgroup mounts are made again first.
 inside() {
     local n=$1 exec_root=$RUN/$1 c
+    close_inherited
     hostname "cm-swarm-$n"
     # cgroup v1: a tmpfs holding one mount per controller; v2: the list has /sys/fs/cgroup itself.
     if ! mountpoint -q /sys/fs/cgroup && ! grep -q '^/sys/fs/cgroup ' "$RUN/cgroup-mounts.txt"; then

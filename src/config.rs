@@ -157,11 +157,21 @@ impl BackendKind {
                         "SWARM_NODES is set but BACKEND is not swarm: set BACKEND=swarm or remove SWARM_NODES".into(),
                     ));
                 }
+                if var("SWARM_PUBLISH").is_some_and(|p| !p.trim().is_empty()) {
+                    return Err(ConfigError(
+                        "SWARM_PUBLISH is set but BACKEND is not swarm: set BACKEND=swarm or remove SWARM_PUBLISH".into(),
+                    ));
+                }
                 Ok(Self::Compose)
             }
             Some("swarm") => Ok(Self::Swarm(SwarmSettings {
                 nodes: SwarmNodes::parse(&nodes)
                     .map_err(|e| ConfigError(format!("SWARM_NODES: {e}")))?,
+                publish: SwarmPublish::parse(
+                    var("SWARM_PUBLISH").as_deref(),
+                    std::path::Path::new(IPVS_PROC),
+                )
+                .map_err(ConfigError)?,
             })),
             Some(other) => Err(ConfigError(format!(
                 "BACKEND={other:?} must be compose or swarm"
@@ -177,6 +187,53 @@ pub struct SwarmSettings {
     /// stats and pause reach the container of a task through the node that runs it. A node
     /// not listed is reached through the manager (`DOCKER_HOST`) only when it is the manager.
     pub nodes: SwarmNodes,
+    /// How published ports are published (`SWARM_PUBLISH`).
+    pub publish: SwarmPublish,
+}
+
+/// Where the kernel lists IPVS's virtual services once the `ip_vs` module is loaded.
+pub const IPVS_PROC: &str = "/proc/net/ip_vs";
+
+/// `SWARM_PUBLISH`: `host` (default): each port is published on the node that runs the
+/// task, at that node's address (the representation's `endpoints`). `ingress`: Swarm's
+/// routing mesh, the port answers on every node; it needs IPVS in the kernel, without which
+/// Swarm accepts the service, runs the task and publishes nothing (seen in the lab): refused
+/// at start-up when this machine's kernel has no IPVS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SwarmPublish {
+    #[default]
+    Host,
+    Ingress,
+}
+
+impl SwarmPublish {
+    /// `value` as `SWARM_PUBLISH` holds it; `ipvs`: the file whose presence says the kernel
+    /// has IPVS ([`IPVS_PROC`]).
+    pub fn parse(value: Option<&str>, ipvs: &std::path::Path) -> Result<Self, String> {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") | Some("host") => Ok(Self::Host),
+            Some("ingress") => {
+                if ipvs.exists() {
+                    Ok(Self::Ingress)
+                } else {
+                    Err(format!(
+                        "SWARM_PUBLISH=ingress needs IPVS (the routing mesh) and this kernel has none \
+                         ({} is missing: load the ip_vs module on every node, or use SWARM_PUBLISH=host); \
+                         without it Swarm runs the task and publishes nothing",
+                        ipvs.display()
+                    ))
+                }
+            }
+            Some(other) => Err(format!("SWARM_PUBLISH={other:?} must be host or ingress")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Ingress => "ingress",
+        }
+    }
 }
 
 /// `SWARM_NODES`: comma-separated `name=endpoint`, the endpoint a unix socket
@@ -1107,6 +1164,28 @@ mod swarm_settings_tests {
         ] {
             assert!(SwarmNodes::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn swarm_publish_is_host_by_default_and_ingress_only_with_ipvs() {
+        use super::SwarmPublish;
+        let none = std::path::Path::new("/nonexistent/ip_vs");
+        let some = std::path::Path::new("/proc/self/status");
+        assert_eq!(SwarmPublish::parse(None, none), Ok(SwarmPublish::Host));
+        assert_eq!(
+            SwarmPublish::parse(Some(" Host "), none),
+            Ok(SwarmPublish::Host)
+        );
+        assert_eq!(
+            SwarmPublish::parse(Some("ingress"), some),
+            Ok(SwarmPublish::Ingress)
+        );
+        let refused = SwarmPublish::parse(Some("ingress"), none).unwrap_err();
+        assert!(
+            refused.contains("IPVS") && refused.contains("SWARM_PUBLISH=host"),
+            "{refused}"
+        );
+        assert!(SwarmPublish::parse(Some("mesh"), some).is_err());
     }
 }
 

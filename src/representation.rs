@@ -67,6 +67,10 @@ pub struct Representation {
     /// while no task runs.
     #[schema(required = true)]
     pub node: Option<String>,
+    /// Where each published port answers now (docs/API.md, endpoints): on Swarm the address
+    /// of the node that runs the task; on one host the port's `host_ip` (null for every
+    /// address of the server's host). Empty while it neither runs nor is paused.
+    pub endpoints: Vec<Endpoint>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -109,6 +113,61 @@ pub struct Representation {
     pub last_update: Option<LastUpdate>,
 }
 
+/// Where one published port of a container answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Endpoint {
+    /// The address to connect to: the Swarm node's address (`Status.Addr`), or on one host
+    /// the port's `host_ip`; null when that is every address (`0.0.0.0`, `::`) of the
+    /// server's host, or the node's address is not known.
+    #[schema(required = true, example = "10.231.78.12")]
+    pub address: Option<String>,
+    /// The published port at that address.
+    pub port: u16,
+    /// The container's port.
+    pub container: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The Swarm node that publishes it; null on one host.
+    #[schema(required = true)]
+    pub node: Option<String>,
+}
+
+/// The endpoints of published `ports` at `node` (and its `address`) on Swarm, or on this
+/// host (`node` `None`).
+pub fn endpoints_at(ports: &[Port], node: Option<&str>, address: Option<&str>) -> Vec<Endpoint> {
+    ports
+        .iter()
+        .map(|p| Endpoint {
+            address: match node {
+                Some(_) => address.map(str::to_owned),
+                None => host_address(&p.host_ip),
+            },
+            port: p.host,
+            container: p.container,
+            protocol: p.protocol.clone(),
+            node: node.map(str::to_owned),
+        })
+        .collect()
+}
+
+/// The endpoints of `c` as last observed (its `node` and that node's address): none unless
+/// it runs or is paused.
+pub fn endpoints(c: &Container) -> Vec<Endpoint> {
+    if !matches!(c.status, Status::Running | Status::Paused) {
+        return Vec::new();
+    }
+    endpoints_at(&c.spec.ports, c.node.as_deref(), c.node_address.as_deref())
+}
+
+/// A one-host port's `host_ip` as an address to connect to: none for "every address".
+fn host_address(ip: &str) -> Option<String> {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(a) if a.is_unspecified() => None,
+        _ if ip.is_empty() => None,
+        _ => Some(ip.to_owned()),
+    }
+}
+
 /// `status` of a representation: the observed status, or `deleted` in the answer to a
 /// `DELETE` that waited for the container to be gone.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -148,6 +207,7 @@ pub fn representation(c: &Container) -> Representation {
         health: c.health,
         health_log: c.health_log.clone(),
         node: c.node.clone(),
+        endpoints: endpoints(c),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

@@ -72,6 +72,7 @@ pub fn start_background(state: &AppState) {
             reconciler: state.reconciler.clone(),
             tracker: state.idle.clone(),
             docker: state.docker.clone(),
+            locator: state.locator(),
             audit: state.audit.clone(),
             every: state.config.idle_sample_interval,
         },

@@ -54,6 +54,18 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
+impl AppState {
+    /// Finds a container's engine: this host's daemon, or the Swarm node that runs it.
+    pub fn locator(&self) -> crate::reconcile::locate::Locator {
+        crate::reconcile::locate::Locator::new(
+            self.config.clone(),
+            self.identity.instance_id.clone(),
+            self.docker.clone(),
+            self.nodes.clone(),
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot create {0}: {1}")]

@@ -570,6 +570,8 @@ pub async fn status(
         finished_at: None,
         restart_count: 0,
         ports: Vec::new(),
+        node: c.node.clone(),
+        endpoints: crate::representation::endpoints(&c),
         generation: c.generation,
         observed_generation: c.observed_generation,
         last_error: c.last_error.clone(),
@@ -582,19 +584,23 @@ pub async fn status(
     if c.observed_generation == 0 && c.desired_state == DesiredState::Created {
         return Ok(Json(body));
     }
+    // The engine that runs it: this host's, or the Swarm node of its task.
     let inspect = tokio::time::timeout(Duration::from_secs(5), async {
-        state
+        let Ok(at) = crate::http::locate(&state, cuid).await else {
+            return None;
+        };
+        let info = at
             .docker
-            .get()
-            .await?
             .inspect_container(
-                cuid,
+                &at.container,
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await
+            .ok()?;
+        Some((info, at.node, at.address))
     })
     .await;
-    if let Ok(Ok(info)) = inspect {
+    if let Ok(Some((info, node, address))) = inspect {
         let st = info.state.unwrap_or_default();
         let ports: Vec<PublishedPort> = info
             .network_settings
@@ -623,6 +629,12 @@ pub async fn status(
         body.finished_at = st.finished_at;
         body.restart_count = info.restart_count.unwrap_or(0);
         body.ports = ports;
+        body.endpoints = if body.running || body.paused {
+            crate::representation::endpoints_at(&c.spec.ports, node.as_deref(), address.as_deref())
+        } else {
+            Vec::new()
+        };
+        body.node = node;
         body.source = StatusSource::Docker;
     }
     Ok(Json(body))

@@ -55,48 +55,38 @@ pub(crate) async fn docker_client(state: &AppState) -> error::ApiResult<bollard:
         .map_err(|e| error::docker_unavailable(&e))
 }
 
-/// The Engine API that runs `cuid`'s container, and that container's name there: this
-/// host's daemon and the cuid with `BACKEND=compose`; with `swarm`, the node that runs the
-/// container's task (`SWARM_NODES`) and the task's container. A container without a task
-/// (stopped, never started) answers with the manager and the cuid, which Docker does not
-/// know: as a container never started on one host. A node that runs it but cannot be
-/// reached is `503 DOCKER_UNAVAILABLE`.
+/// The Engine API that runs `cuid`'s container, and that container's name there (see
+/// [`crate::reconcile::locate::Locator::locate`]): this host's daemon and the cuid with
+/// `BACKEND=compose`; with `swarm`, the node that runs the container's task. A node that
+/// runs it but cannot be reached is `503 DOCKER_UNAVAILABLE`.
 pub(crate) async fn container_engine(
     state: &AppState,
     cuid: &str,
 ) -> error::ApiResult<(bollard::Docker, String)> {
-    let docker = docker_client(state).await?;
+    locate(state, cuid).await.map(|l| (l.docker, l.container))
+}
+
+/// Where `cuid`'s container is, with the node and its address on Swarm.
+pub(crate) async fn locate(
+    state: &AppState,
+    cuid: &str,
+) -> error::ApiResult<crate::reconcile::locate::Located> {
     if state.config.backend.swarm().is_none() {
-        return Ok((docker, cuid.to_owned()));
+        let docker = docker_client(state).await?;
+        return Ok(crate::reconcile::locate::Located {
+            docker,
+            container: cuid.to_owned(),
+            node: None,
+            address: None,
+        });
     }
-    let swarm = crate::reconcile::swarm::SwarmBackend::new(
-        state.config.clone(),
-        state.identity.instance_id.clone(),
-        state.docker.clone(),
-        state.nodes.clone(),
-        state.reconciler.pulls.clone(),
-    );
-    let place = swarm.place(cuid).await.map_err(|e| {
+    state.locator().locate(cuid).await.map_err(|e| {
         error::ApiError::new(
             error::Kind::Unavailable,
             error::ApiCode::DockerUnavailable,
             e.message,
         )
-    })?;
-    let Some(place) = place else {
-        return Ok((docker, cuid.to_owned()));
-    };
-    match swarm.node_engine(&place.node).await {
-        Some(node) => Ok((node, place.container)),
-        None => Err(error::ApiError::new(
-            error::Kind::Unavailable,
-            error::ApiCode::DockerUnavailable,
-            format!(
-                "node {} runs container {cuid} but its Docker Engine cannot be reached (SWARM_NODES)",
-                place.node
-            ),
-        )),
-    }
+    })
 }
 
 /// The whole API. Layers, outermost first: request id + audit line, auth, cross-origin

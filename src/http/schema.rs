@@ -359,6 +359,13 @@ pub struct LiveStatus {
     pub finished_at: Option<String>,
     pub restart_count: i64,
     pub ports: Vec<PublishedPort>,
+    /// The Swarm node that runs it now (`source: docker`), else as last observed; null on
+    /// one host.
+    #[schema(required = true)]
+    pub node: Option<String>,
+    /// Where each published port answers, as in the representation (from the node that runs
+    /// it now with `source: docker`).
+    pub endpoints: Vec<crate::representation::Endpoint>,
     pub generation: i64,
     pub observed_generation: i64,
     /// As in the representation.

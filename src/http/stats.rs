@@ -275,18 +275,21 @@ fn bad_cuids(value: &str, message: impl Into<String>) -> ApiError {
 
 /// One sample with the CPU share over Docker's own second; `None` when Docker has no
 /// running container by that id (or answers nothing within 5 s).
-async fn sample_of(docker: &bollard::Docker, cuid: &str) -> Option<Stats> {
-    RECENT.get(cuid, || take_sample(docker, cuid)).await
+async fn sample_of(docker: &bollard::Docker, cuid: &str, container: &str) -> Option<Stats> {
+    RECENT
+        .get(cuid, || take_sample(docker, cuid, container))
+        .await
 }
 
-async fn take_sample(docker: &bollard::Docker, cuid: &str) -> Option<Stats> {
+/// `container`: its name (the cuid) or, on Swarm, its task's container on the node.
+async fn take_sample(docker: &bollard::Docker, cuid: &str, container: &str) -> Option<Stats> {
     let options = StatsOptions {
         stream: false,
         one_shot: false,
     };
     let first = tokio::time::timeout(
         Duration::from_secs(5),
-        docker.stats(cuid, Some(options)).next(),
+        docker.stats(container, Some(options)).next(),
     )
     .await
     .ok()??
@@ -354,14 +357,19 @@ pub async fn many(
     if running.is_empty() {
         return Ok(Json(out));
     }
-    let docker = crate::http::docker_client(&state).await?;
+    // Where each runs: this host's daemon, or the Swarm node of its task (a node that runs
+    // one and cannot be reached: 503, naming it).
+    let mut located = Vec::with_capacity(running.len());
+    for c in running {
+        let at = crate::http::locate(&state, &c.cuid).await?;
+        located.push((c, at.docker, at.container));
+    }
     let config = state.config.clone();
-    let samples: Vec<(String, Option<Stats>)> = futures_util::stream::iter(running)
-        .map(|c| {
-            let docker = docker.clone();
+    let samples: Vec<(String, Option<Stats>)> = futures_util::stream::iter(located)
+        .map(|(c, docker, container)| {
             let config = config.clone();
             async move {
-                let s = sample_of(&docker, &c.cuid).await.map(|mut s| {
+                let s = sample_of(&docker, &c.cuid, &container).await.map(|mut s| {
                     s.disk = crate::http::schema::DiskUsage::of(&config, &c);
                     s
                 });

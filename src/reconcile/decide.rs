@@ -27,6 +27,8 @@ pub struct Observed {
     pub health_log: Option<String>,
     /// The Swarm node that runs it (`BACKEND=swarm`, while a task runs); `None` on one host.
     pub node: Option<String>,
+    /// That node's address (`Status.Addr`): where host-mode ports answer.
+    pub node_address: Option<String>,
 }
 
 /// The desired side, as far as the decision needs it.
@@ -173,6 +175,7 @@ mod tests {
             health: None,
             health_log: None,
             node: None,
+            node_address: None,
         }
     }
 

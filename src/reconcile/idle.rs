@@ -28,6 +28,9 @@ use super::Reconciler;
 struct Sample {
     run_key: String,
     pid: Option<u32>,
+    /// Its counter is read elsewhere and given with [`Sampler::set_sent`] (Swarm: from the
+    /// node's stats), not from `/proc/<pid>`.
+    remote: bool,
     sent: Option<u64>,
     /// When its counter last moved, or when this run was first seen.
     quiet_since: Instant,
@@ -55,6 +58,7 @@ impl Sampler {
                 .or_insert_with(|| Sample {
                     run_key: c.run_key.clone(),
                     pid: None,
+                    remote: false,
                     sent: None,
                     quiet_since: now,
                 });
@@ -62,11 +66,12 @@ impl Sampler {
                 *s = Sample {
                     run_key: c.run_key.clone(),
                     pid: None,
+                    remote: false,
                     sent: None,
                     quiet_since: now,
                 };
             }
-            if s.pid.is_none() {
+            if s.pid.is_none() && !s.remote {
                 lookups.push(c.cuid.clone());
             }
         }
@@ -77,6 +82,18 @@ impl Sampler {
     pub fn set_pid(&mut self, cuid: &str, pid: u32) {
         if let Some(s) = self.samples.get_mut(cuid) {
             s.pid = Some(pid);
+        }
+    }
+
+    /// A counter read elsewhere (Swarm: the bytes the container sent, from its node's
+    /// stats); `None`: it could not be read now, so the container is not judged this time.
+    pub fn set_sent(&mut self, cuid: &str, sent: Option<u64>, now: Instant) {
+        if let Some(s) = self.samples.get_mut(cuid) {
+            s.remote = true;
+            if sent.is_some() && s.sent.is_some() && s.sent != sent {
+                s.quiet_since = now;
+            }
+            s.sent = sent;
         }
     }
 
@@ -94,18 +111,24 @@ impl Sampler {
             let Some(s) = self.samples.get_mut(&c.cuid) else {
                 continue;
             };
-            let Some(pid) = s.pid else { continue };
-            match sent_bytes(pid, &mut self.buf) {
-                Ok(sent) => {
-                    if s.sent.is_some_and(|prev| prev != sent) {
-                        s.quiet_since = now;
-                    }
-                    s.sent = Some(sent);
-                }
-                Err(_) => {
-                    s.pid = None;
-                    s.sent = None;
+            if s.remote {
+                if s.sent.is_none() {
                     continue;
+                }
+            } else {
+                let Some(pid) = s.pid else { continue };
+                match sent_bytes(pid, &mut self.buf) {
+                    Ok(sent) => {
+                        if s.sent.is_some_and(|prev| prev != sent) {
+                            s.quiet_since = now;
+                        }
+                        s.sent = Some(sent);
+                    }
+                    Err(_) => {
+                        s.pid = None;
+                        s.sent = None;
+                        continue;
+                    }
                 }
             }
             let after = Duration::from_secs(c.idle.after);
@@ -148,6 +171,8 @@ pub struct IdleCtx {
     pub reconciler: Reconciler,
     pub tracker: Arc<Tracker>,
     pub docker: crate::docker::Engine,
+    /// Finds a Swarm container's node (`BACKEND=swarm`).
+    pub locator: super::locate::Locator,
     pub audit: Arc<Audit>,
     pub every: Duration,
 }
@@ -177,7 +202,13 @@ pub async fn run(ctx: IdleCtx, shutdown: CancellationToken) {
 async fn tick(ctx: &IdleCtx, sampler: &mut Sampler) -> Result<(), sqlx::Error> {
     let candidates = ctx.store.idle_candidates().await?;
     let lookups = sampler.plan(&candidates, Instant::now());
-    if !lookups.is_empty() {
+    if ctx.locator.swarm() {
+        // The process runs on another machine: the bytes it sent, from its node's stats.
+        for c in &candidates {
+            let sent = swarm_sent(&ctx.locator, &c.cuid).await;
+            sampler.set_sent(&c.cuid, sent, Instant::now());
+        }
+    } else if !lookups.is_empty() {
         if let Ok(docker) = ctx.docker.get().await {
             for cuid in lookups {
                 let inspect = docker
@@ -202,6 +233,28 @@ async fn tick(ctx: &IdleCtx, sampler: &mut Sampler) -> Result<(), sqlx::Error> {
         act(ctx, sampler, &c).await;
     }
     Ok(())
+}
+
+/// The bytes `cuid`'s container sent on all its networks, from one stats sample of the node
+/// that runs it (`None`: no task, or the node does not answer within 5 s).
+async fn swarm_sent(locator: &super::locate::Locator, cuid: &str) -> Option<u64> {
+    use futures_util::StreamExt;
+    let at = locator.locate(cuid).await.ok()?;
+    at.node.as_ref()?;
+    let options = bollard::query_parameters::StatsOptions {
+        stream: false,
+        one_shot: true,
+    };
+    let sample = tokio::time::timeout(
+        Duration::from_secs(5),
+        at.docker.stats(&at.container, Some(options)).next(),
+    )
+    .await
+    .ok()??
+    .ok()?;
+    sample
+        .networks
+        .map(|n| n.values().filter_map(|i| i.tx_bytes).sum())
 }
 
 /// Pauses or stops an idle container: desired state written for the idle reason, under the
@@ -278,6 +331,31 @@ mod tests {
         let cands = vec![candidate("c1", "k2")];
         assert_eq!(s.plan(&cands, t0), vec!["c1"]);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_counter_read_on_a_swarm_node_is_judged_without_a_pid() {
+        let tracker = Tracker::default();
+        let mut s = Sampler::default();
+        let t0 = Instant::now();
+        let cands = vec![candidate("c1", "k")];
+        s.plan(&cands, t0);
+        // Unreadable (no task, the node silent): not judged, and no pid looked up.
+        s.set_sent("c1", None, t0);
+        assert!(s
+            .due(&cands, t0 + Duration::from_secs(600), &tracker)
+            .is_empty());
+        assert!(s.plan(&cands, t0).is_empty());
+        // It moved: the clock starts again from then.
+        s.set_sent("c1", Some(10), t0);
+        s.set_sent("c1", Some(20), t0 + Duration::from_secs(300));
+        assert!(s
+            .due(&cands, t0 + Duration::from_secs(301), &tracker)
+            .is_empty());
+        assert_eq!(
+            s.due(&cands, t0 + Duration::from_secs(600), &tracker).len(),
+            1
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod double;
 pub mod firewall;
 pub mod idle;
 mod iptables;
+pub mod locate;
 mod observe;
 pub mod pass;
 pub mod probe;

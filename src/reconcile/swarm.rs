@@ -63,6 +63,9 @@ pub struct TaskPlace {
     pub node: String,
     /// The task's container on that node.
     pub container: String,
+    /// The node's address as the Swarm knows it (`Status.Addr`): where host-mode ports
+    /// answer.
+    pub address: Option<String>,
 }
 
 fn unavailable(what: &str, e: &DockerError) -> StepError {
@@ -143,6 +146,10 @@ pub fn service_spec(config: &Config, instance_id: &str, c: &Container) -> Servic
         "on-failure" => TaskSpecRestartPolicyConditionEnum::ON_FAILURE,
         _ => TaskSpecRestartPolicyConditionEnum::ANY,
     };
+    let ingress = config
+        .backend
+        .swarm()
+        .is_some_and(|sw| sw.publish == crate::config::SwarmPublish::Ingress);
     let ports = s
         .ports
         .iter()
@@ -150,8 +157,12 @@ pub fn service_spec(config: &Config, instance_id: &str, c: &Container) -> Servic
             protocol: p.protocol.parse().ok(),
             target_port: Some(i64::from(p.target)),
             published_port: p.published.parse().ok(),
-            // No routing mesh without IPVS: published on the task's node.
-            publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+            // `SWARM_PUBLISH`: on the task's node (default), or the routing mesh (IPVS).
+            publish_mode: Some(if ingress {
+                EndpointPortConfigPublishModeEnum::INGRESS
+            } else {
+                EndpointPortConfigPublishModeEnum::HOST
+            }),
             ..Default::default()
         })
         .collect();
@@ -223,12 +234,48 @@ pub fn service_spec(config: &Config, instance_id: &str, c: &Container) -> Servic
             ..Default::default()
         }),
         endpoint_spec: Some(EndpointSpec {
-            // No VIP without IPVS; nothing resolves the service by name anyway.
-            mode: Some(EndpointSpecModeEnum::DNSRR),
+            // No VIP without IPVS; nothing resolves the service by name anyway. The routing
+            // mesh needs one (Swarm refuses ingress ports with dnsrr).
+            mode: Some(if ingress {
+                EndpointSpecModeEnum::VIP
+            } else {
+                EndpointSpecModeEnum::DNSRR
+            }),
             ports: Some(ports),
         }),
         ..Default::default()
     }
+}
+
+/// A node's address: its `Status.Addr`, or, where a manager reports `0.0.0.0` there (a
+/// known Docker quirk of some set-ups), the host of its `ManagerStatus.Addr`.
+fn node_address(
+    status: Option<bollard::models::NodeStatus>,
+    manager: Option<bollard::models::ManagerStatus>,
+) -> Option<String> {
+    let addr = status.and_then(|s| s.addr).filter(|a| !a.is_empty());
+    if addr.as_deref().is_some_and(|a| a != "0.0.0.0") {
+        return addr;
+    }
+    manager
+        .and_then(|m| m.addr)
+        .and_then(|a| {
+            a.rsplit_once(':')
+                .map(|(host, _)| host.trim_matches(['[', ']']).to_owned())
+        })
+        .filter(|h| !h.is_empty())
+}
+
+/// The Swarm node name of the daemon `docker` (the manager's own node).
+async fn manager_node_name(docker: &bollard::Docker) -> Option<String> {
+    let id = docker
+        .info()
+        .await
+        .ok()?
+        .swarm?
+        .node_id
+        .filter(|i| !i.is_empty())?;
+    docker.inspect_node(&id).await.ok()?.description?.hostname
 }
 
 /// Terminal task states: its container is gone or going.
@@ -374,18 +421,25 @@ impl SwarmBackend {
             .collect())
     }
 
-    /// The host name of node `id`.
-    async fn node_name(&self, id: &str) -> Option<String> {
+    /// The host name of node `id` and its address.
+    async fn node_name(&self, id: &str) -> Option<(String, Option<String>)> {
         let docker = self.manager().await.ok()?;
-        docker.inspect_node(id).await.ok()?.description?.hostname
+        let node = docker.inspect_node(id).await.ok()?;
+        let name = node.description.and_then(|d| d.hostname)?;
+        Some((name, node_address(node.status, node.manager_status)))
     }
 
-    /// The Engine API of node `name`: its `SWARM_NODES` entry, or the manager's when no node
-    /// is listed (a one-node Swarm).
+    /// The Engine API of node `name`: its `SWARM_NODES` entry or, when no node is listed (a
+    /// one-node Swarm), the manager's if `name` is the manager's own node; `None` otherwise
+    /// (the manager's daemon knows no container of another node).
     pub async fn node_engine(&self, name: &str) -> Option<bollard::Docker> {
         match self.nodes.of(name) {
             Some(engine) => engine.get().await.ok(),
-            None if self.nodes.names().next().is_none() => self.manager.get().await.ok(),
+            None if self.nodes.names().next().is_none() => {
+                let docker = self.manager.get().await.ok()?;
+                let own = manager_node_name(&docker).await?;
+                (own == name).then_some(docker)
+            }
             None => None,
         }
     }
@@ -407,10 +461,14 @@ impl SwarmBackend {
         let (Some(node_id), Some(container)) = (task.node_id.as_deref(), container) else {
             return Ok(None);
         };
-        let Some(node) = self.node_name(node_id).await else {
+        let Some((node, address)) = self.node_name(node_id).await else {
             return Ok(None);
         };
-        Ok(Some(TaskPlace { node, container }))
+        Ok(Some(TaskPlace {
+            node,
+            container,
+            address,
+        }))
     }
 
     /// Sends `spec` as the service's new spec (its current version), with `replicas` and,
@@ -670,11 +728,12 @@ impl Backend for SwarmBackend {
                 _ => (None, None),
             };
             let (mut health, mut health_log) = (None, None);
-            let mut node = None;
+            let (mut node, mut node_address) = (None, None);
             if state == DockerState::Running {
                 // Paused or not, its health and start: only the node knows.
                 if let Ok(Some(place)) = self.place(cuid).await {
                     node = Some(place.node.clone());
+                    node_address = place.address.clone();
                     if let Some(docker) = self.node_engine(&place.node).await {
                         if let Ok(info) = docker
                             .inspect_container(&place.container, None::<InspectContainerOptions>)
@@ -717,6 +776,7 @@ impl Backend for SwarmBackend {
                 health,
                 health_log,
                 node,
+                node_address,
             }))
         })
     }
@@ -1064,5 +1124,48 @@ impl Observer for SwarmBackend {
         })
         .flatten()
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::node_address;
+    use bollard::models::{ManagerStatus, NodeStatus};
+
+    fn status(addr: &str) -> Option<NodeStatus> {
+        Some(NodeStatus {
+            addr: Some(addr.into()),
+            ..Default::default()
+        })
+    }
+
+    fn manager(addr: &str) -> Option<ManagerStatus> {
+        Some(ManagerStatus {
+            addr: Some(addr.into()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_nodes_address_is_its_status_addr_else_its_managers_host() {
+        assert_eq!(
+            node_address(status("10.0.0.12"), None).as_deref(),
+            Some("10.0.0.12")
+        );
+        assert_eq!(
+            node_address(status("10.0.0.11"), manager("10.9.9.9:2377")).as_deref(),
+            Some("10.0.0.11")
+        );
+        // Some managers report 0.0.0.0 as their Status.Addr.
+        assert_eq!(
+            node_address(status("0.0.0.0"), manager("10.0.0.11:2377")).as_deref(),
+            Some("10.0.0.11")
+        );
+        assert_eq!(
+            node_address(status("0.0.0.0"), manager("[fd00::1]:2377")).as_deref(),
+            Some("fd00::1")
+        );
+        assert_eq!(node_address(None, None), None);
+        assert_eq!(node_address(status("0.0.0.0"), None), None);
     }
 }

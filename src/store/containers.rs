@@ -43,6 +43,8 @@ pub struct Container {
     pub health_log: Option<String>,
     /// The Swarm node that runs it, as last observed (`BACKEND=swarm`); `None` otherwise.
     pub node: Option<String>,
+    /// That node's address (its `Status.Addr`), as last observed with `node`.
+    pub node_address: Option<String>,
     /// Restarts made for `on_unhealthy: restart` since it was last seen healthy.
     pub unhealthy_restarts: i64,
     /// When the last of them was made (RFC 3339).
@@ -129,13 +131,14 @@ struct Row {
     last_update: Option<String>,
     placement: Option<String>,
     node: Option<String>,
+    node_address: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, oom_killed, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
      egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at, \
-     auto_update, image_pin, image_digest, update_available, update_pending, last_update, placement, node";
+     auto_update, image_pin, image_digest, update_available, update_pending, last_update, placement, node, node_address";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -227,6 +230,7 @@ impl Row {
             health: self.health.as_deref().and_then(Health::parse),
             health_log: self.health_log,
             node: self.node,
+            node_address: self.node_address,
             unhealthy_restarts: self.unhealthy_restarts,
             unhealthy_restart_at: self.unhealthy_restart_at,
         }
@@ -482,6 +486,8 @@ pub struct Observation {
     pub health_log: Option<String>,
     /// The Swarm node that runs it (`BACKEND=swarm`).
     pub node: Option<String>,
+    /// That node's address.
+    pub node_address: Option<String>,
 }
 
 /// The fields resync compares with Docker's list.

@@ -26,11 +26,12 @@ impl Store {
             "UPDATE containers SET status = ?1, exit_code = ?2, observed_generation = ?3, last_error = ?4,
                     restart_done = MAX(restart_done, ?5), updated_at = ?6, health = ?8, health_log = ?9,
                     unhealthy_restarts = CASE WHEN ?8 = 'healthy' THEN 0 ELSE unhealthy_restarts END,
-                    oom_killed = ?10, node = ?11
+                    oom_killed = ?10, node = ?11, node_address = ?12
              WHERE cuid = ?7 AND deleted_at IS NULL
                AND (status IS NOT ?1 OR exit_code IS NOT ?2 OR observed_generation IS NOT ?3
                     OR last_error IS NOT ?4 OR restart_done < ?5 OR health IS NOT ?8
-                    OR health_log IS NOT ?9 OR oom_killed IS NOT ?10 OR node IS NOT ?11)",
+                    OR health_log IS NOT ?9 OR oom_killed IS NOT ?10 OR node IS NOT ?11
+                    OR node_address IS NOT ?12)",
         )
         .bind(status)
         .bind(o.exit_code)
@@ -43,6 +44,7 @@ impl Store {
         .bind(&o.health_log)
         .bind(o.oom_killed)
         .bind(&o.node)
+        .bind(&o.node_address)
         .execute(&self.pool)
         .await?;
         Ok(self.touched_if(result))

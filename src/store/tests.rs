@@ -76,6 +76,7 @@ fn running() -> Observation {
         health: None,
         health_log: None,
         node: None,
+        node_address: None,
     }
 }
 
@@ -151,6 +152,7 @@ async fn health_is_stored_observed_and_listed() {
         health: h,
         health_log: Some(log.to_owned()),
         node: None,
+        node_address: None,
         ..running()
     };
     assert!(store

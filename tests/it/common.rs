@@ -1520,3 +1520,24 @@ impl Drop for Receiver {
         }
     }
 }
+
+/// The body of the first `200` a GET of `url` answers within `limit`, a new connection per
+/// try (for an app that starts listening a moment after its container runs).
+pub async fn http_answer(url: &str, limit: Duration) -> String {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = client.get(url).timeout(Duration::from_secs(2)).send().await;
+        match got {
+            Ok(r) if r.status() == 200 => return r.text().await.unwrap(),
+            other => assert!(
+                Instant::now() < deadline,
+                "{url} never answered 200: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

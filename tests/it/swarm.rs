@@ -53,13 +53,18 @@ async fn swarm_server() -> (Server, Services) {
         .map(|n| format!("cm-swarm-{n}={}", node_sock(n)))
         .collect::<Vec<_>>()
         .join(",");
+    swarm_server_with(vec![("SWARM_NODES".into(), nodes)]).await
+}
+
+/// A swarm server with `env` besides `BACKEND`, `DOCKER_HOST` and a short resync (no
+/// `SWARM_NODES` unless `env` has it).
+async fn swarm_server_with(env: Vec<(String, String)>) -> (Server, Services) {
+    let mut env = env;
+    env.push(("BACKEND".into(), "swarm".into()));
+    env.push(("RESYNC_INTERVAL".into(), "2".into()));
     let s = Server::start_with(Options {
         docker_host: Some(MANAGER.into()),
-        env: vec![
-            ("BACKEND".into(), "swarm".into()),
-            ("SWARM_NODES".into(), nodes),
-            ("RESYNC_INTERVAL".into(), "2".into()),
-        ],
+        env,
         ..Default::default()
     })
     .await;
@@ -451,7 +456,23 @@ async fn impossible_settings_and_placement_on_compose_are_refused() {
             vec![("BACKEND", "swarm"), ("DEFAULT_EGRESS", "none")],
             "DEFAULT_EGRESS",
         ),
-    ] {
+        (vec![("SWARM_PUBLISH", "host")], "SWARM_PUBLISH"),
+        (
+            vec![("BACKEND", "swarm"), ("SWARM_PUBLISH", "mesh")],
+            "SWARM_PUBLISH",
+        ),
+    ]
+    .into_iter()
+    // The routing mesh without IPVS (this kernel, the lab's): Swarm would run the task and
+    // publish nothing, so the server refuses to start.
+    .chain(
+        (!std::path::Path::new("/proc/net/ip_vs").exists()).then(|| {
+            (
+                vec![("BACKEND", "swarm"), ("SWARM_PUBLISH", "ingress")],
+                "IPVS",
+            )
+        }),
+    ) {
         let env: Vec<(&str, &str)> = base.iter().copied().chain(extra.clone()).collect();
         let (status, stderr) = run_to_exit(&env);
         assert!(!status.success(), "{extra:?} started");
@@ -486,6 +507,234 @@ async fn impossible_settings_and_placement_on_compose_are_refused() {
     let r = s.get(&format!("/containers/{cuid}")).await;
     assert!(r.json["placement"].is_null(), "{}", r.text);
     assert!(r.json["node"].is_null(), "{}", r.text);
+}
+
+/// The lab's address of node `cm-swarm-N`.
+fn node_ip(name: &str) -> String {
+    format!("10.231.78.1{}", name.trim_start_matches("cm-swarm-"))
+}
+
+/// A busybox httpd on container port 8080 answering `marker` at `/`.
+fn httpd(marker: &str, port: u16, node: &str) -> serde_json::Value {
+    let script = format!(
+        "mkdir -p /tmp/www && echo {marker} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"
+    );
+    json!({
+        "image": BUSYBOX,
+        "command": ["sh", "-c", script],
+        "ports": [{"host": port, "container": 8080}],
+        "placement": {"constraints": [format!("node.hostname=={node}")]},
+    })
+}
+
+/// The one endpoint a representation (or live status) lists for `port`.
+fn the_endpoint(r: &Resp, node: &str, port: u16) {
+    assert_eq!(
+        r.json["endpoints"],
+        json!([{"address": node_ip(node), "port": port, "container": 8080,
+                "protocol": "tcp", "node": node}]),
+        "{}",
+        r.text
+    );
+}
+
+/// Ports are published in host mode on the task's node: the representation and the live
+/// status name the node and its address, the app answers there from outside the cluster,
+/// and when the container is pinned elsewhere the endpoint follows it. Stats (one and many)
+/// and the live status reach the worker that runs it.
+#[tokio::test]
+async fn a_published_port_answers_on_the_node_the_representation_names() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let (s, _services) = swarm_server().await;
+    let port = free_port();
+    let cuid = s
+        .create_started(&httpd("hello-from-node", port, "cm-swarm-2"))
+        .await;
+    assert_eq!(task_node(&cuid).as_deref(), Some("cm-swarm-2"));
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["node"], "cm-swarm-2", "{}", r.text);
+    the_endpoint(&r, "cm-swarm-2", port);
+    let st = s.get(&format!("/containers/{cuid}/status")).await;
+    assert_eq!(st.status, 200, "{}", st.text);
+    assert_eq!(
+        (&st.json["source"], &st.json["running"], &st.json["paused"]),
+        (&json!("docker"), &json!(true), &json!(false)),
+        "{}",
+        st.text
+    );
+    assert_eq!(st.json["node"], "cm-swarm-2", "{}", st.text);
+    the_endpoint(&st, "cm-swarm-2", port);
+    let body = http_answer(&format!("http://{}:{port}/", node_ip("cm-swarm-2")), LONG).await;
+    assert_eq!(body.trim(), "hello-from-node");
+
+    // Stats of a container on a worker: real figures, one at a time and in a batch.
+    let one = s.get(&format!("/containers/{cuid}/stats")).await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    assert!(
+        one.json["memory"]["used_bytes"].as_u64() > Some(0),
+        "{}",
+        one.text
+    );
+    assert!(
+        one.json["pids"]["current"].as_u64() > Some(0),
+        "{}",
+        one.text
+    );
+    let many = s.get(&format!("/stats?cuids={cuid}")).await;
+    assert_eq!(many.status, 200, "{}", many.text);
+    assert_eq!(many.json["not_running"], json!([]), "{}", many.text);
+    assert_eq!(
+        many.json["stats"][0]["cuid"],
+        cuid.as_str(),
+        "{}",
+        many.text
+    );
+    assert!(
+        many.json["stats"][0]["memory"]["used_bytes"].as_u64() > Some(0),
+        "{}",
+        many.text
+    );
+
+    // Paused on its node: the live status says so (Docker's word, from the node).
+    let r = s.post(&format!("/containers/{cuid}/pause")).await;
+    assert_eq!(r.json["status"], "paused", "{}", r.text);
+    let st = s.get(&format!("/containers/{cuid}/status")).await;
+    assert_eq!(
+        (&st.json["source"], &st.json["running"], &st.json["paused"]),
+        (&json!("docker"), &json!(false), &json!(true)),
+        "{}",
+        st.text
+    );
+    assert_eq!(st.json["docker_status"], "paused", "{}", st.text);
+    let r = s.post(&format!("/containers/{cuid}/unpause")).await;
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+
+    // Pinned to another node: the task moves and the endpoint with it.
+    let r = s
+        .patch_json(
+            &format!("/containers/{cuid}"),
+            &json!({"placement": {"constraints": ["node.hostname==cm-swarm-3"]}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .wait_for(&format!("/containers/{cuid}"), LONG, |r| {
+            r.json["status"] == "running" && r.json["node"] == "cm-swarm-3"
+        })
+        .await;
+    the_endpoint(&r, "cm-swarm-3", port);
+    assert_eq!(task_node(&cuid).as_deref(), Some("cm-swarm-3"));
+    let body = http_answer(&format!("http://{}:{port}/", node_ip("cm-swarm-3")), LONG).await;
+    assert_eq!(body.trim(), "hello-from-node");
+
+    // Stopped: no endpoint.
+    let r = s.post(&format!("/containers/{cuid}/stop")).await;
+    assert_eq!(r.json["status"], "stopped", "{}", r.text);
+    assert_eq!(r.json["endpoints"], json!([]), "{}", r.text);
+}
+
+/// The idle sampler reads a container's traffic from the node that runs it: a quiet one on
+/// a worker is paused for idleness.
+#[tokio::test]
+async fn a_quiet_container_on_a_worker_goes_idle() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let nodes = (1..=3)
+        .map(|n| format!("cm-swarm-{n}={}", node_sock(n)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (s, _services) = swarm_server_with(vec![
+        ("SWARM_NODES".into(), nodes),
+        ("IDLE_SAMPLE_INTERVAL".into(), "1".into()),
+    ])
+    .await;
+    let cuid = s
+        .create_started(&json!({
+            "image": BUSYBOX, "command": SLEEPER,
+            "placement": {"constraints": ["node.hostname==cm-swarm-3"]},
+            "idle": {"after": 5, "action": "pause"},
+        }))
+        .await;
+    let r = s
+        .wait_for(&format!("/containers/{cuid}"), LONG, |r| {
+            r.json["status"] == "paused" && r.json["status_reason"] == "idle"
+        })
+        .await;
+    assert_eq!(r.json["node"], "cm-swarm-3", "{}", r.text);
+}
+
+/// Without `SWARM_NODES` the manager's own Engine API serves only the manager's node (a
+/// one-node Swarm): a container on another node is `503 DOCKER_UNAVAILABLE` naming it, not
+/// a question to the manager's daemon, which has no such container.
+#[tokio::test]
+async fn without_swarm_nodes_only_the_managers_node_is_reached() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let (s, _services) = swarm_server_with(Vec::new()).await;
+    let pinned = |node: &str| {
+        json!({"image": BUSYBOX, "command": SLEEPER,
+               "placement": {"constraints": [format!("node.hostname=={node}")]}})
+    };
+    let on_manager = s.create_started(&pinned("cm-swarm-1")).await;
+    let on_worker = s.create_started(&pinned("cm-swarm-2")).await;
+    let r = s.get(&format!("/containers/{on_manager}/stats")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.get(&format!("/containers/{on_worker}/stats")).await;
+    r.assert_error(503, "unavailable", "DOCKER_UNAVAILABLE");
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cm-swarm-2"),
+        "{}",
+        r.text
+    );
+    let r = s.get(&format!("/stats?cuids={on_worker}")).await;
+    r.assert_error(503, "unavailable", "DOCKER_UNAVAILABLE");
+}
+
+/// On one host an endpoint has no node, and its address is the port's `host_ip`, or null
+/// for every address of the host. (No Swarm needed.)
+#[tokio::test]
+async fn endpoints_on_one_host_name_the_bind_address() {
+    let s = Server::start().await;
+    let (any, local) = (free_port(), free_port());
+    let cuid = s
+        .create_started(&json!({
+            "image": BUSYBOX, "command": SLEEPER,
+            "ports": [{"host": any, "container": 8080},
+                      {"host": local, "container": 9090, "protocol": "udp", "host_ip": "127.0.0.1"}],
+        }))
+        .await;
+    let want = json!([
+        {"address": null, "port": any, "container": 8080, "protocol": "tcp", "node": null},
+        {"address": "127.0.0.1", "port": local, "container": 9090, "protocol": "udp", "node": null},
+    ]);
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["endpoints"], want, "{}", r.text);
+    let st = s.get(&format!("/containers/{cuid}/status")).await;
+    assert_eq!(st.json["endpoints"], want, "{}", st.text);
+    assert!(st.json["node"].is_null(), "{}", st.text);
+    let r = s.post(&format!("/containers/{cuid}/stop")).await;
+    assert_eq!(r.json["endpoints"], json!([]), "{}", r.text);
+    // Documented in the OpenAPI document, with the two nullable fields required.
+    let doc = s.get("/openapi.json").await.json;
+    let schema = &doc["components"]["schemas"]["Endpoint"];
+    for field in ["address", "port", "container", "protocol", "node"] {
+        assert!(
+            schema["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|f| f == field)),
+            "{field}: {schema}"
+        );
+    }
 }
 
 /// The manager's daemon dies and comes back: the API keeps answering from the store, what a
