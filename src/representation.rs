@@ -67,6 +67,10 @@ pub struct Representation {
     /// while no task runs.
     #[schema(required = true)]
     pub node: Option<String>,
+    /// Its last move from one Swarm node to another (`{from, to, at, reason}`), or null:
+    /// never moved (docs/API.md, node loss).
+    #[schema(required = true)]
+    pub last_move: Option<crate::store::containers::NodeMove>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -148,6 +152,7 @@ pub fn representation(c: &Container) -> Representation {
         health: c.health,
         health_log: c.health_log.clone(),
         node: c.node.clone(),
+        last_move: c.last_move.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

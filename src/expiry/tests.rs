@@ -206,6 +206,7 @@ async fn at_the_deadline_the_store_decides_on_the_row_as_it_is() {
         health: None,
         health_log: None,
         node: None,
+        lost_node: None,
     };
     store
         .record_observation(&slept.cuid, &stopped)

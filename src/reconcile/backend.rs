@@ -537,6 +537,7 @@ impl Backend for DockerBackend {
                 health,
                 health_log,
                 node: None,
+                lost_node: None,
             }))
         })
     }

@@ -27,6 +27,8 @@ pub struct Observed {
     pub health_log: Option<String>,
     /// The Swarm node that runs it (`BACKEND=swarm`, while a task runs); `None` on one host.
     pub node: Option<String>,
+    /// A Swarm node that is down and still shows a task of it: the node it was lost with.
+    pub lost_node: Option<String>,
 }
 
 /// The desired side, as far as the decision needs it.
@@ -173,6 +175,7 @@ mod tests {
             health: None,
             health_log: None,
             node: None,
+            lost_node: None,
         }
     }
 

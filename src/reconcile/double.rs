@@ -179,6 +179,7 @@ impl Backend for Recorder {
                 health: None,
                 health_log: None,
                 node: None,
+                lost_node: None,
             })
         }))
     }
@@ -198,6 +199,7 @@ impl Backend for Recorder {
             health: None,
             health_log: None,
             node: None,
+            lost_node: None,
         });
         ready(Ok(()))
     }
@@ -385,6 +387,7 @@ pub(super) async fn settled_running(w: &World) -> Container {
         health: None,
         health_log: None,
         node: None,
+        lost_node: None,
     };
     assert!(w
         .ctx
@@ -451,5 +454,6 @@ pub(super) fn observed(state: DockerState, generation: i64) -> Observed {
         health: None,
         health_log: None,
         node: None,
+        lost_node: None,
     }
 }

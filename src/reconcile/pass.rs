@@ -245,6 +245,7 @@ async fn record(
         health: o.and_then(|o| o.health),
         health_log: o.and_then(|o| o.health_log.clone()),
         node: o.and_then(|o| o.node.clone()),
+        lost_node: o.and_then(|o| o.lost_node.clone()),
     };
     if ctx.store.record_observation(&c.cuid, &observation).await? {
         ctx.changed();

@@ -402,6 +402,7 @@ mod tests {
             health: None,
             health_log: None,
             node: None,
+            last_move: None,
             unhealthy_restarts: 0,
             unhealthy_restart_at: None,
             image: Default::default(),
