@@ -65,9 +65,20 @@ pub(crate) async fn container_engine(
     state: &AppState,
     cuid: &str,
 ) -> error::ApiResult<(bollard::Docker, String)> {
+    container_place(state, cuid)
+        .await
+        .map(|(docker, container, _)| (docker, container))
+}
+
+/// [`container_engine`] and the Swarm node it reaches (`None` on one host, or when no task
+/// runs).
+pub(crate) async fn container_place(
+    state: &AppState,
+    cuid: &str,
+) -> error::ApiResult<(bollard::Docker, String, Option<String>)> {
     let docker = docker_client(state).await?;
     if state.config.backend.swarm().is_none() {
-        return Ok((docker, cuid.to_owned()));
+        return Ok((docker, cuid.to_owned(), None));
     }
     let swarm = crate::reconcile::swarm::SwarmBackend::new(
         state.config.clone(),
@@ -84,10 +95,10 @@ pub(crate) async fn container_engine(
         )
     })?;
     let Some(place) = place else {
-        return Ok((docker, cuid.to_owned()));
+        return Ok((docker, cuid.to_owned(), None));
     };
     match swarm.node_engine(&place.node).await {
-        Some(node) => Ok((node, place.container)),
+        Some(node) => Ok((node, place.container, Some(place.node))),
         None => Err(error::ApiError::new(
             error::Kind::Unavailable,
             error::ApiCode::DockerUnavailable,

@@ -382,6 +382,14 @@ impl SwarmBackend {
         let nodes = crate::docker::swarm_nodes(&docker)
             .await
             .map_err(|e| unavailable("cannot list the nodes", &e))?;
+        // Terminals on a node that is down end (docs/API.md, node loss).
+        self.nodes.set_down(
+            nodes
+                .iter()
+                .filter(|n| n.state != "ready")
+                .map(|n| n.name.clone())
+                .collect(),
+        );
         Ok(nodes
             .into_iter()
             .filter(|n| n.state != "ready")

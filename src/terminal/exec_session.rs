@@ -85,6 +85,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             () = ended.cancelled() => break,
             () = io.gone.cancelled() => break,
             () = ctx.shutdown.cancelled() => break,
+            () = ctx.node_lost.cancelled() => break,
             input = io.input.recv(), if !closing => input,
         };
         let Some(input) = input else { break };
@@ -128,6 +129,16 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
         }
     }
 
+    // The node is gone (the Swarm sees it down, or the stream broke and it does not answer):
+    // so are the session's processes, and any call to the node would hang or fail.
+    let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
+    if !client_left
+        && (ctx.node_lost.is_cancelled()
+            || (ended.is_cancelled() && super::node_is_lost(ctx).await))
+    {
+        pump.abort();
+        return super::end_lost(ctx, &io).await;
+    }
     // Whatever ended the loop, no process of this session outlives it.
     let pid = final_pid(&mut pid_rx, PID_LATE).await;
     // The kill runs even when the leader has exited: what it started in the background
@@ -140,7 +151,6 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             exec::kill_session(docker, &ctx.container, pid).await;
         }
     };
-    let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
     let leader_running = exec::is_running(docker, &exec_id).await;
     if pid.is_none() && leader_running {
         tracing::warn!(
