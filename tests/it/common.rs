@@ -1231,6 +1231,8 @@ pub struct Term {
     pub errors: Vec<Value>,
     pub exit: Option<i64>,
     pub closed: bool,
+    /// The close frame's code, when the server sent one with a code.
+    pub close_code: Option<u16>,
 }
 
 /// Output frames carry at most 64 KiB of JSON-escaped data, plus the rest of the frame.
@@ -1267,6 +1269,7 @@ impl Term {
             errors: Vec::new(),
             exit: None,
             closed: false,
+            close_code: None,
         }
     }
 
@@ -1346,7 +1349,11 @@ impl Term {
                     let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
                     self.take(v);
                 }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    self.closed = true;
+                }
+                Ok(None) | Ok(Some(Err(_))) => self.closed = true,
                 Ok(Some(Ok(_))) => {}
                 Err(_) => {}
             }
@@ -1369,7 +1376,11 @@ impl Term {
                     assert_message_size(t.as_str());
                     self.take(serde_json::from_str(t.as_str()).unwrap())
                 }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    self.closed = true;
+                }
+                Ok(None) | Ok(Some(Err(_))) => self.closed = true,
                 _ => {}
             }
         }
