@@ -94,14 +94,16 @@ wait_up() {
 
 # Starts node N's dockerd: inside the namespaces of its containerd when that survived a kill
 # (they must share one mount namespace), else fresh in its network namespace.
+# The daemons get no descriptor of ours beyond stdio: a lock the caller holds
+# (`flock /run/cm-lab.lock scripts/setup-swarm.sh restart N`) must not live on in a dockerd.
 start_node() {
     local n=$1 c
     mkdir -p "$RUN/$n/containerd" "$DATA/$n"
     c=$(cat "$RUN/$n/containerd.pid" 2>/dev/null || true)
     if is_ours "$c" "$RUN/$n/containerd.toml"; then
-        setsid nsenter -t "$c" -m -n -u bash "$SELF" __inside "$n" </dev/null >/dev/null 2>&1 &
+        setsid nsenter -t "$c" -m -n -u bash "$SELF" __inside "$n" </dev/null >/dev/null 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     else
-        setsid ip netns exec "cm-swarm-$n" unshare --uts bash "$SELF" __inside "$n" </dev/null >/dev/null 2>&1 &
+        setsid ip netns exec "cm-swarm-$n" unshare --uts bash "$SELF" __inside "$n" </dev/null >/dev/null 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     fi
 }
 
