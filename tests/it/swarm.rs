@@ -265,9 +265,7 @@ async fn a_container_lives_its_whole_life_as_a_service() {
         r.text
     );
     let paused = docker_on(
-        Some(&node_sock(
-            node.trim_start_matches("cm-swarm-").parse().unwrap(),
-        )),
+        Some(&node_sock(node_number(&node))),
         &[
             "ps",
             "--filter",
@@ -299,9 +297,7 @@ async fn a_container_lives_its_whole_life_as_a_service() {
     assert_eq!(r.status, 201, "{}", r.text);
     let until = (chrono::Utc::now().timestamp() + 1).to_string();
     let events = docker_on(
-        Some(&node_sock(
-            node.trim_start_matches("cm-swarm-").parse().unwrap(),
-        )),
+        Some(&node_sock(node_number(&node))),
         &[
             "events",
             "--since",
