@@ -129,10 +129,11 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
         }
     }
 
-    // The node is gone (the Swarm sees it down, or the stream broke and it does not answer):
-    // so are the session's processes, and any call to the node would hang or fail.
-    let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
-    if !client_left
+    // The node is lost (the Swarm sees it down, or the stream broke and it does not answer):
+    // any call to it would hang or fail. The session's processes went with a dead daemon's
+    // container, or end with the old task when a cut-off node comes back (Swarm shuts it down).
+    let left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
+    if !left
         && (ctx.node_lost.is_cancelled()
             || (ended.is_cancelled() && super::node_is_lost(ctx).await))
     {
@@ -151,6 +152,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             exec::kill_session(docker, &ctx.container, pid).await;
         }
     };
+    let client_left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
     let leader_running = exec::is_running(docker, &exec_id).await;
     if pid.is_none() && leader_running {
         tracing::warn!(
