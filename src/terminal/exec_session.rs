@@ -130,8 +130,8 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
     }
 
     // The node is lost (the Swarm sees it down, or the stream broke and it does not answer):
-    // any call to it would hang or fail. The session's processes went with a dead daemon's
-    // container, or end with the old task when a cut-off node comes back (Swarm shuts it down).
+    // any call to it would hang or fail. The session's processes are out of reach: they end
+    // with the old task, which Swarm shuts down when the node comes back.
     let left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
     if !left
         && (ctx.node_lost.is_cancelled()

@@ -121,7 +121,8 @@ async fn node_is_lost(ctx: &Ctx) -> bool {
 }
 
 /// Ends a session whose node was lost: nothing more can be asked of that node (its
-/// processes went with it), so the client gets `NODE_LOST` and the close code at once.
+/// processes end with the old task, when Swarm shuts it down on the node's return), so the
+/// client gets `NODE_LOST` and the close code at once.
 async fn end_lost(ctx: &Ctx, io: &plumbing::SessionIo) {
     let node = ctx.node.as_deref().unwrap_or("?");
     tracing::info!(
