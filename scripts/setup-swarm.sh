@@ -14,6 +14,9 @@
 #   scripts/setup-swarm.sh stop         stop the nodes (by their pid files), remove namespaces and state
 #   scripts/setup-swarm.sh kill N       SIGKILL node N's dockerd (its containerd keeps running), for node-loss tests
 #   scripts/setup-swarm.sh restart N    start node N's dockerd again after a kill
+#   scripts/setup-swarm.sh cut N        take node N's link down (its daemon runs on, unreachable
+#                                       from the others: a node cut off), for node-loss tests
+#   scripts/setup-swarm.sh uncut N      bring node N's link up again (a plain setup does too)
 #   scripts/setup-swarm.sh env          print the settings a server needs (BACKEND, DOCKER_HOST, SWARM_NODES)
 #
 # Node N: hostname (= Swarm node name) cm-swarm-N, socket unix:///run/cm-swarm/N.sock, label
@@ -181,9 +184,11 @@ case "${1:-}" in
     stop) stop; exit ;;
     kill) kill_node "$2"; exit ;;
     restart) up "$2" || { start_node "$2"; wait_up "$2"; }; log "node $2 up"; exit ;;
+    cut) ip -n "cm-swarm-$2" link set eth0 down; log "node $2 cut off"; exit ;;
+    uncut) ip -n "cm-swarm-$2" link set eth0 up; log "node $2 linked again"; exit ;;
     env) env_out; exit ;;
     "") ;;
-    *) echo "usage: $0 [stop | kill N | restart N | env]" >&2; exit 2 ;;
+    *) echo "usage: $0 [stop | kill N | restart N | cut N | uncut N | env]" >&2; exit 2 ;;
 esac
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
@@ -214,7 +219,8 @@ if ! ip link show $ROOT_LINK >/dev/null 2>&1; then
 fi
 for n in $NODES; do
     ns=cm-swarm-$n
-    has_ns "$ns" && continue
+    # A node a test cut off (`cut N`) is linked again.
+    if has_ns "$ns"; then ip -n "$ns" link set eth0 up 2>/dev/null || true; continue; fi
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     ip link add "cmswarm$n-h" netns $HUB type veth peer name eth0 netns "$ns"

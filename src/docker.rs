@@ -177,10 +177,12 @@ impl Engine {
 }
 
 /// A Swarm's nodes, each reached through its own Engine API (`SWARM_NODES`), connected at
-/// first use and kept.
+/// first use and kept; and the names of the nodes the manager last said were not ready
+/// (what terminals on those nodes end with).
 #[derive(Clone, Default)]
 pub struct NodeEngines {
     engines: Arc<Vec<(String, Engine)>>,
+    down: Arc<tokio::sync::watch::Sender<std::collections::BTreeSet<String>>>,
 }
 
 impl NodeEngines {
@@ -193,7 +195,22 @@ impl NodeEngines {
                     .map(|(name, endpoint)| (name.clone(), Engine::at(endpoint)))
                     .collect(),
             ),
+            down: Arc::default(),
         }
+    }
+
+    /// The names of the nodes that are not ready, as the reconciler last listed them.
+    pub fn set_down(&self, names: std::collections::BTreeSet<String>) {
+        self.down.send_if_modified(|now| {
+            let changed = *now != names;
+            *now = names;
+            changed
+        });
+    }
+
+    /// Follows [`Self::set_down`].
+    pub fn down(&self) -> tokio::sync::watch::Receiver<std::collections::BTreeSet<String>> {
+        self.down.subscribe()
     }
 
     /// The engine of node `name`, if it is listed.

@@ -31,6 +31,8 @@ pub use crate::config::DEFAULT_EVENTS_WINDOW as WINDOW;
 #[derive(Clone, Debug)]
 pub struct Event {
     pub id: u64,
+    /// The SSE `event:` name: `container`, or `moved` (see [`ContainerMoved`]).
+    pub name: &'static str,
     /// The JSON `data:` line.
     pub data: Arc<str>,
     /// The tenant of the container it is about: a tenant's reader sees only its own.
@@ -61,6 +63,15 @@ pub struct ContainerDeleted {
     pub cuid: String,
     /// Always true.
     pub deleted: bool,
+}
+
+/// The `data` of an `event: moved`, sent right after the `container` event that shows it: the
+/// container runs on another Swarm node than before (its `last_move`, with the cuid).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ContainerMoved {
+    pub cuid: String,
+    #[serde(flatten)]
+    pub moved: crate::store::containers::NodeMove,
 }
 
 /// What a reader gets after the id it last saw.
@@ -112,6 +123,10 @@ impl Feed {
     }
 
     fn push(&self, data: &impl Serialize, tenant: Option<&str>) {
+        self.push_named("container", data, tenant);
+    }
+
+    fn push_named(&self, name: &'static str, data: &impl Serialize, tenant: Option<&str>) {
         let tenant = tenant.map(Arc::from);
         let data: Arc<str> = serde_json::to_string(data).unwrap_or_default().into();
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,7 +142,12 @@ impl Feed {
             ring.bytes -= old.data.len();
         }
         ring.bytes += data.len();
-        ring.events.push_back(Event { id, data, tenant });
+        ring.events.push_back(Event {
+            id,
+            name,
+            data,
+            tenant,
+        });
         self.latest.send_replace(id);
     }
 
@@ -223,6 +243,9 @@ fn emit(
             })),
             rep.tenant.as_deref(),
         );
+        if let Some(m) = moved(known.get(&rep.cuid), rep) {
+            feed.push_named("moved", &m, rep.tenant.as_deref());
+        }
     }
     let mut gone: Vec<&String> = known.keys().filter(|k| !now.contains_key(*k)).collect();
     gone.sort();
@@ -240,6 +263,20 @@ fn emit(
             last["tenant"].as_str(),
         );
     }
+}
+
+/// The move a new representation shows that the last one sent did not (a new `last_move`).
+/// A container first seen (`known` empty: a start-up, or its creation) announces none.
+fn moved(known: Option<&String>, rep: &Representation) -> Option<ContainerMoved> {
+    let m = rep.last_move.as_ref()?;
+    let last: serde_json::Value = serde_json::from_str(known?).ok()?;
+    if last["last_move"]["at"].as_str() == Some(m.at.as_str()) {
+        return None;
+    }
+    Some(ContainerMoved {
+        cuid: rep.cuid.clone(),
+        moved: m.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -71,6 +71,10 @@ pub struct Representation {
     /// of the node that runs the task; on one host the port's `host_ip` (null for every
     /// address of the server's host). Empty while it neither runs nor is paused.
     pub endpoints: Vec<Endpoint>,
+    /// Its last move from one Swarm node to another (`{from, to, at, reason}`), or null:
+    /// never moved (docs/API.md, node loss).
+    #[schema(required = true)]
+    pub last_move: Option<crate::store::containers::NodeMove>,
     pub desired_state: DesiredState,
     pub status: Shown,
     /// Why the server itself set `desired_state`: `expired` (its `lifetime` ran out) or
@@ -208,6 +212,7 @@ pub fn representation(c: &Container) -> Representation {
         health_log: c.health_log.clone(),
         node: c.node.clone(),
         endpoints: endpoints(c),
+        last_move: c.last_move.clone(),
         desired_state: c.desired_state,
         status: Shown::Observed(c.status),
         status_reason: c.status_reason,

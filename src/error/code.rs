@@ -407,6 +407,9 @@ api_codes! {
     ExitCodeUnknown = "EXIT_CODE_UNKNOWN",
     /// The client did not keep up with the output; lines were skipped.
     OutputLagged = "OUTPUT_LAGGED",
+    /// The Swarm node that ran the session's container was lost (its daemon stopped
+    /// answering, or the Swarm sees it down); the session is over.
+    NodeLost = "NODE_LOST",
 
     // The console's pages.
     /// No such console file.

@@ -207,6 +207,7 @@ async fn at_the_deadline_the_store_decides_on_the_row_as_it_is() {
         health_log: None,
         node: None,
         node_address: None,
+        lost_node: None,
     };
     store
         .record_observation(&slept.cuid, &stopped)

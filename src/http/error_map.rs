@@ -254,6 +254,7 @@ fn terminal_kind_code(reason: terminal::Reason) -> (Kind, ApiCode) {
         R::SignalFailed => (Kind::State, ApiCode::SignalFailed),
         R::ExitCodeUnknown => (Kind::Internal, ApiCode::ExitCodeUnknown),
         R::OutputLagged => (Kind::Timeout, ApiCode::OutputLagged),
+        R::NodeLost => (Kind::Unavailable, ApiCode::NodeLost),
     }
 }
 
@@ -445,6 +446,7 @@ mod tests {
             (Kind::Internal, ApiCode::ExitCodeUnknown)
         );
         assert_eq!(of(R::OutputLagged), (Kind::Timeout, ApiCode::OutputLagged));
+        assert_eq!(of(R::NodeLost), (Kind::Unavailable, ApiCode::NodeLost));
 
         let frame: serde_json::Value = serde_json::from_str(&terminal_error_frame(
             &terminal::Error::new(R::OutputLagged, "behind")

@@ -1,7 +1,8 @@
 //! `GET /events`: the change feed ([`crate::events`]) as server-sent events.
 //!
 //! Each change is `id: <seq>`, `event: container`, `data: {cuid, generation, status,
-//! container}` or `data: {cuid, deleted: true}`. A client resuming with `Last-Event-ID`
+//! container}` or `data: {cuid, deleted: true}`; a move to another Swarm node is also
+//! `event: moved`, `data: {cuid, from, to, at, reason}`, right after its `container` event. A client resuming with `Last-Event-ID`
 //! gets what it missed if that is still in the window, otherwise one `event: reset` (reload
 //! the list, then carry on from the id it names). A new client starts at the present.
 
@@ -49,6 +50,7 @@ fn sent(frame: EventFrame) -> Event {
     let event = match frame.event {
         EventName::Container => "container",
         EventName::Reset => "reset",
+        EventName::Moved => "moved",
     };
     Event::default().id(frame.id).event(event).data(frame.data)
 }
@@ -117,7 +119,11 @@ fn stream(reader: Reader) -> impl Stream<Item = Result<Event, Infallible>> {
                         }
                         r.pending.push_back(sent(EventFrame {
                             id: e.id.to_string(),
-                            event: EventName::Container,
+                            event: if e.name == "moved" {
+                                EventName::Moved
+                            } else {
+                                EventName::Container
+                            },
                             data: e.data.to_string(),
                         }));
                     }

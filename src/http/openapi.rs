@@ -91,7 +91,7 @@ impl Modify for BasicAuth {
         super::webhooks::delete,
         super::webhooks::deliveries,
     ),
-    components(schemas(ErrorBody, super::stats::Stats, super::stats::ManyStats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::EventReset, super::schema::LogLine)),
+    components(schemas(ErrorBody, super::stats::Stats, super::stats::ManyStats, super::schema::LogStream, super::schema::LogFormat, crate::lifecycle::Status, super::schema::ContainerEvent, super::schema::ContainerMoved, super::schema::EventReset, super::schema::LogLine)),
     modifiers(&BasicAuth),
     security(("basic" = []), ("bearer" = []))
 )]

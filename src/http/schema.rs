@@ -658,7 +658,7 @@ pub struct EventFrame {
     /// The sequence number, for `Last-Event-ID`.
     pub id: String,
     pub event: EventName,
-    /// JSON: `ContainerEvent` or `EventReset`.
+    /// JSON: `ContainerEvent`, `ContainerMoved` or `EventReset`.
     pub data: String,
 }
 
@@ -667,6 +667,8 @@ pub struct EventFrame {
 pub enum EventName {
     Container,
     Reset,
+    /// A container now runs on another Swarm node (`ContainerMoved`).
+    Moved,
 }
 
 /// What a client may send to `POST /tokens`.
@@ -708,7 +710,7 @@ pub struct QuotasBody {
     pub requests_per_second: Option<f64>,
 }
 
-pub use crate::events::ContainerEvent;
+pub use crate::events::{ContainerEvent, ContainerMoved};
 
 /// The `data` of an `event: reset`.
 #[derive(Serialize, ToSchema)]

@@ -63,7 +63,12 @@ async fn open(
     // A container its idle policy put to sleep is woken first (docs/API.md, idle); the
     // `101` says how long that took.
     let (_, resumed) = resume::on_use(&state, container, true).await?;
-    let (docker, container) = crate::http::container_engine(&state, &cuid).await?;
+    let crate::reconcile::locate::Located {
+        docker,
+        container,
+        node,
+        ..
+    } = crate::http::locate(&state, &cuid).await?;
 
     let inspect = docker
         .inspect_container(
@@ -119,6 +124,18 @@ async fn open(
             }
         });
     }
+    // On a Swarm node: the session ends (`NODE_LOST`) once the Swarm sees that node down.
+    let node_lost = tokio_util::sync::CancellationToken::new();
+    if let Some(node) = node.clone() {
+        let mut down = state.nodes.down();
+        let (lost, stop) = (node_lost.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                r = down.wait_for(|d| d.contains(&node)) => if r.is_ok() { lost.cancel() },
+                () = stop.cancelled() => {}
+            }
+        });
+    }
     let ctx = terminal::Ctx {
         docker,
         cuid,
@@ -128,6 +145,8 @@ async fn open(
         shutdown: stop,
         request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
         error_frame: super::error_map::terminal_error_frame,
+        node,
+        node_lost,
     };
     let mut response = upgrade.on_upgrade(move |socket| async move {
         let _in_use = in_use;

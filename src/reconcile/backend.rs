@@ -538,6 +538,7 @@ impl Backend for DockerBackend {
                 health_log,
                 node: None,
                 node_address: None,
+                lost_node: None,
             }))
         })
     }

@@ -29,6 +29,8 @@ pub struct Observed {
     pub node: Option<String>,
     /// That node's address (`Status.Addr`): where host-mode ports answer.
     pub node_address: Option<String>,
+    /// A Swarm node that is down and still shows a task of it: the node it was lost with.
+    pub lost_node: Option<String>,
 }
 
 /// The desired side, as far as the decision needs it.
@@ -176,6 +178,7 @@ mod tests {
             health_log: None,
             node: None,
             node_address: None,
+            lost_node: None,
         }
     }
 

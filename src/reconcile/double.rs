@@ -180,6 +180,7 @@ impl Backend for Recorder {
                 health_log: None,
                 node: None,
                 node_address: None,
+                lost_node: None,
             })
         }))
     }
@@ -200,6 +201,7 @@ impl Backend for Recorder {
             health_log: None,
             node: None,
             node_address: None,
+            lost_node: None,
         });
         ready(Ok(()))
     }
@@ -388,6 +390,7 @@ pub(super) async fn settled_running(w: &World) -> Container {
         health_log: None,
         node: None,
         node_address: None,
+        lost_node: None,
     };
     assert!(w
         .ctx
@@ -455,5 +458,6 @@ pub(super) fn observed(state: DockerState, generation: i64) -> Observed {
         health_log: None,
         node: None,
         node_address: None,
+        lost_node: None,
     }
 }

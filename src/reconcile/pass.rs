@@ -246,6 +246,7 @@ async fn record(
         health_log: o.and_then(|o| o.health_log.clone()),
         node: o.and_then(|o| o.node.clone()),
         node_address: o.and_then(|o| o.node_address.clone()),
+        lost_node: o.and_then(|o| o.lost_node.clone()),
     };
     if ctx.store.record_observation(&c.cuid, &observation).await? {
         ctx.changed();

@@ -403,6 +403,7 @@ mod tests {
             health_log: None,
             node: None,
             node_address: None,
+            last_move: None,
             unhealthy_restarts: 0,
             unhealthy_restart_at: None,
             image: Default::default(),

@@ -306,6 +306,21 @@ fn current_task(tasks: &[Task]) -> Option<&Task> {
         .or_else(|| tasks.iter().max_by_key(|t| version_of(t)))
 }
 
+/// The node of the newest task that has not ended (or is orphaned) on a node that is down:
+/// the node the container was lost with (its task there is never seen to end while the
+/// node is away).
+fn lost_task<'t>(tasks: &'t [Task], down: &HashSet<String>) -> Option<&'t str> {
+    tasks
+        .iter()
+        .filter(|t| {
+            let state = t.status.as_ref().and_then(|s| s.state);
+            !finished(state) || state == Some(TaskState::ORPHANED)
+        })
+        .filter(|t| t.node_id.as_ref().is_some_and(|n| down.contains(n)))
+        .max_by_key(|t| version_of(t))
+        .and_then(|t| t.node_id.as_deref())
+}
+
 fn time_of(d: Option<&bollard::models::BollardDate>) -> Option<chrono::DateTime<chrono::Utc>> {
     let d = d?;
     chrono::DateTime::parse_from_rfc3339(&d.to_string())
@@ -414,6 +429,14 @@ impl SwarmBackend {
         let nodes = crate::docker::swarm_nodes(&docker)
             .await
             .map_err(|e| unavailable("cannot list the nodes", &e))?;
+        // Terminals on a node that is down end (docs/API.md, node loss).
+        self.nodes.set_down(
+            nodes
+                .iter()
+                .filter(|n| n.state != "ready")
+                .map(|n| n.name.clone())
+                .collect(),
+        );
         Ok(nodes
             .into_iter()
             .filter(|n| n.state != "ready")
@@ -707,6 +730,10 @@ impl Backend for SwarmBackend {
             let task = current_task(&tasks);
             let down = self.down_nodes().await?;
             let mut state = state_of(replicas, task, &down);
+            let lost_node = match lost_task(&tasks, &down) {
+                Some(id) => self.node_name(id).await.map(|(name, _)| name),
+                None => None,
+            };
             let lost = task.is_some_and(|t| {
                 t.node_id.as_ref().is_some_and(|n| down.contains(n))
                     && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
@@ -777,6 +804,7 @@ impl Backend for SwarmBackend {
                 health_log,
                 node,
                 node_address,
+                lost_node,
             }))
         })
     }

@@ -45,6 +45,8 @@ pub struct Container {
     pub node: Option<String>,
     /// That node's address (its `Status.Addr`), as last observed with `node`.
     pub node_address: Option<String>,
+    /// Its last move from one Swarm node to another (migration 0018).
+    pub last_move: Option<NodeMove>,
     /// Restarts made for `on_unhealthy: restart` since it was last seen healthy.
     pub unhealthy_restarts: i64,
     /// When the last of them was made (RFC 3339).
@@ -132,13 +134,14 @@ struct Row {
     placement: Option<String>,
     node: Option<String>,
     node_address: Option<String>,
+    last_move: Option<String>,
 }
 
 const COLUMNS: &str = "seq, cuid, image, env, tags, cpus, memory, memory_bytes, pids, command, restart, user, \
      read_only, tmp, tmp_bytes, isolation, disk, disk_bytes, desired_state, status, exit_code, oom_killed, generation, observed_generation, restart_requested, restart_done, \
      desired_at, last_error, deleted_at, created_at, updated_at, tenant, \
      egress, egress_allow, status_reason, name, ttl, on_expiry, expires_at, idle_after, idle_action, idle_resume, health_check, health, health_log, unhealthy_restarts, unhealthy_restart_at, \
-     auto_update, image_pin, image_digest, update_available, update_pending, last_update, placement, node, node_address";
+     auto_update, image_pin, image_digest, update_available, update_pending, last_update, placement, node, node_address, last_move";
 
 impl Row {
     fn into_container(self, ports: Vec<Port>) -> Container {
@@ -231,6 +234,7 @@ impl Row {
             health_log: self.health_log,
             node: self.node,
             node_address: self.node_address,
+            last_move: self.last_move.and_then(|m| serde_json::from_str(&m).ok()),
             unhealthy_restarts: self.unhealthy_restarts,
             unhealthy_restart_at: self.unhealthy_restart_at,
         }
@@ -488,6 +492,23 @@ pub struct Observation {
     pub node: Option<String>,
     /// That node's address.
     pub node_address: Option<String>,
+    /// A node that is down and still shows a task of it (the node it was lost with).
+    pub lost_node: Option<String>,
+}
+
+/// A container's move from one Swarm node to another, as the reconciler saw it: a task ran
+/// on `from`, and then one runs on `to`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct NodeMove {
+    pub from: String,
+    pub to: String,
+    /// When the task on `to` was first seen running (RFC 3339 UTC).
+    pub at: String,
+    /// `node_down`: `from` was down (its task was lost with it); null: another cause (Swarm
+    /// rescheduled it, e.g. at a restart or an update), or the old node was not down any more
+    /// when the move was seen.
+    #[schema(required = true)]
+    pub reason: Option<String>,
 }
 
 /// The fields resync compares with Docker's list.

@@ -8,8 +8,10 @@ use super::containers::Observation;
 use super::{now, Store};
 
 impl Store {
-    /// Records observed state (the reconciler is its one writer). Writes only when something
-    /// changed, so an idle resync writes nothing; leaves a tombstone's row to [`Self::record_deleting`].
+    /// Records observed state (the reconciler is its one writer). A task seen running on a
+    /// node other than the last one seen is a move (`last_move`; its `reason` is `node_down`
+    /// when the observation names the old node as the down node it was lost with). Writes
+    /// only when something changed, so an idle resync writes nothing; leaves a tombstone's row to [`Self::record_deleting`].
     /// Returns whether it wrote.
     pub async fn record_observation(
         &self,
@@ -26,7 +28,11 @@ impl Store {
             "UPDATE containers SET status = ?1, exit_code = ?2, observed_generation = ?3, last_error = ?4,
                     restart_done = MAX(restart_done, ?5), updated_at = ?6, health = ?8, health_log = ?9,
                     unhealthy_restarts = CASE WHEN ?8 = 'healthy' THEN 0 ELSE unhealthy_restarts END,
-                    oom_killed = ?10, node = ?11, node_address = ?12
+                    oom_killed = ?10, node = ?11, node_address = ?12, last_node = COALESCE(?11, last_node),
+                    last_move = CASE WHEN ?11 IS NOT NULL AND last_node IS NOT NULL AND last_node != ?11
+                        THEN json_object('from', last_node, 'to', ?11, 'at', ?6,
+                                         'reason', CASE WHEN ?13 = last_node THEN 'node_down' END)
+                        ELSE last_move END
              WHERE cuid = ?7 AND deleted_at IS NULL
                AND (status IS NOT ?1 OR exit_code IS NOT ?2 OR observed_generation IS NOT ?3
                     OR last_error IS NOT ?4 OR restart_done < ?5 OR health IS NOT ?8
@@ -45,6 +51,7 @@ impl Store {
         .bind(o.oom_killed)
         .bind(&o.node)
         .bind(&o.node_address)
+        .bind(&o.lost_node)
         .execute(&self.pool)
         .await?;
         Ok(self.touched_if(result))

@@ -77,6 +77,7 @@ fn running() -> Observation {
         health_log: None,
         node: None,
         node_address: None,
+        lost_node: None,
     }
 }
 
@@ -153,6 +154,7 @@ async fn health_is_stored_observed_and_listed() {
         health_log: Some(log.to_owned()),
         node: None,
         node_address: None,
+        lost_node: None,
         ..running()
     };
     assert!(store
@@ -678,4 +680,63 @@ async fn an_idle_policy_is_stored_and_its_change_alone_makes_no_generation() {
     assert_eq!(candidates.len(), 1);
     assert_eq!(candidates[0].cuid, c.cuid);
     assert_eq!(candidates[0].idle, policy);
+}
+
+/// A task seen on another node than the last one is a move, across the gap where no task
+/// runs; its reason is `node_down` when the old node is the one it was lost with.
+#[tokio::test]
+async fn a_new_node_is_a_move_with_its_reason() {
+    let (store, _dir) = fresh().await;
+    let c = insert(&store, &spec(&[])).await.unwrap();
+    let on = |node: Option<&str>, lost: Option<&str>| Observation {
+        node: node.map(str::to_owned),
+        lost_node: lost.map(str::to_owned),
+        ..running()
+    };
+    let get = |cuid: String| {
+        let store = store.clone();
+        async move { store.get(&cuid).await.unwrap().unwrap() }
+    };
+    store
+        .record_observation(&c.cuid, &on(Some("n1"), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(c.cuid.clone()).await.last_move,
+        None,
+        "a first node is no move"
+    );
+    // Lost with n1: no task runs for a while.
+    let gap = Observation {
+        status: Status::Restarting,
+        ..on(None, Some("n1"))
+    };
+    store.record_observation(&c.cuid, &gap).await.unwrap();
+    let got = get(c.cuid.clone()).await;
+    assert_eq!((got.node, got.last_move), (None, None));
+    store
+        .record_observation(&c.cuid, &on(Some("n2"), Some("n1")))
+        .await
+        .unwrap();
+    let got = get(c.cuid.clone()).await;
+    assert_eq!(got.node.as_deref(), Some("n2"));
+    let m = got.last_move.expect("moved");
+    assert_eq!((m.from.as_str(), m.to.as_str()), ("n1", "n2"));
+    assert_eq!(m.reason.as_deref(), Some("node_down"));
+    // Seen again on n2: the same move.
+    assert!(!store
+        .record_observation(&c.cuid, &on(Some("n2"), Some("n1")))
+        .await
+        .unwrap());
+    assert_eq!(get(c.cuid.clone()).await.last_move, Some(m));
+    // Back to n1 without a node lost: a move without a known reason.
+    store
+        .record_observation(&c.cuid, &on(Some("n1"), None))
+        .await
+        .unwrap();
+    let m = get(c.cuid.clone()).await.last_move.expect("moved back");
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str(), m.reason),
+        ("n2", "n1", None)
+    );
 }

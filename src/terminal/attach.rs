@@ -56,6 +56,7 @@ pub(super) async fn attach_session(
             },
             () = io.gone.cancelled() => return,
             () = ctx.shutdown.cancelled() => return,
+            () = ctx.node_lost.cancelled() => return super::end_lost(ctx, &io).await,
             input = io.input.recv() => match input {
                 None | Some(Input::Close) => return,
                 Some(Input::Stdin(bytes)) => {
@@ -86,6 +87,8 @@ pub(super) async fn attach_session(
     }
     match exit {
         Some(code) => io.exit(code).await,
+        // The wait broke with the node's daemon.
+        None if super::node_is_lost(ctx).await => super::end_lost(ctx, &io).await,
         None => {
             io.error(Error::new(
                 Reason::ExitCodeUnknown,

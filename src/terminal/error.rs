@@ -34,6 +34,8 @@ pub enum Reason {
     ExitCodeUnknown,
     /// The client did not keep up with the main output.
     OutputLagged,
+    /// The Swarm node that runs the container was lost: the session ends with it.
+    NodeLost,
 }
 
 impl Error {

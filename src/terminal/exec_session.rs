@@ -85,6 +85,7 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
             () = ended.cancelled() => break,
             () = io.gone.cancelled() => break,
             () = ctx.shutdown.cancelled() => break,
+            () = ctx.node_lost.cancelled() => break,
             input = io.input.recv(), if !closing => input,
         };
         let Some(input) = input else { break };
@@ -128,6 +129,17 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
         }
     }
 
+    // The node is lost (the Swarm sees it down, or the stream broke and it does not answer):
+    // any call to it would hang or fail. The session's processes are out of reach: they end
+    // with the old task, which Swarm shuts down when the node comes back.
+    let left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
+    if !left
+        && (ctx.node_lost.is_cancelled()
+            || (ended.is_cancelled() && super::node_is_lost(ctx).await))
+    {
+        pump.abort();
+        return super::end_lost(ctx, &io).await;
+    }
     // Whatever ended the loop, no process of this session outlives it.
     let pid = final_pid(&mut pid_rx, PID_LATE).await;
     // The kill runs even when the leader has exited: what it started in the background

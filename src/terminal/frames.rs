@@ -178,6 +178,11 @@ pub fn parse_input(text: &str) -> Result<Input, Error> {
     }
 }
 
+/// The WebSocket close code of a session that ended because the Swarm node running its
+/// container was lost (after an `error` frame `NODE_LOST`): a private-use code (RFC 6455
+/// §7.4.2), so a client can tell it from a normal end (1000) and open a new terminal.
+pub const CLOSE_NODE_LOST: u16 = 4001;
+
 pub fn exit_frame(code: i64) -> String {
     json!({"type": "exit", "code": code}).to_string()
 }

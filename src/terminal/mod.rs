@@ -86,12 +86,63 @@ pub struct Ctx {
     pub request_id: String,
     /// Renders the session's `error` frames (the HTTP error body, made in `http/`).
     pub error_frame: ErrorFrame,
+    /// The Swarm node that runs the container (`None` on one host).
+    pub node: Option<String>,
+    /// Cancelled when the Swarm sees that node down: the session ends with `NODE_LOST`
+    /// even while Docker's stream from the node just hangs (a node cut off).
+    pub node_lost: CancellationToken,
 }
+
+/// How long a session on a Swarm node whose stream ended waits for the node's Engine API
+/// to answer before it counts the node as lost.
+const NODE_PING: Duration = Duration::from_secs(2);
 
 /// What the writer sends, in order.
 enum Out {
     Frame(String),
     Exit(i64),
+    /// An `error` frame `NODE_LOST`, then the close code [`frames::CLOSE_NODE_LOST`].
+    Lost(String),
+}
+
+/// Whether the session's node is lost: the Swarm sees it down, or (a session on a Swarm
+/// node whose Docker stream just ended) the node's Engine API does not answer any more.
+async fn node_is_lost(ctx: &Ctx) -> bool {
+    if ctx.node_lost.is_cancelled() {
+        return true;
+    }
+    if ctx.node.is_none() {
+        return false;
+    }
+    !matches!(
+        tokio::time::timeout(NODE_PING, ctx.docker.ping()).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Ends a session whose node was lost: nothing more can be asked of that node (its
+/// processes end with the old task, when Swarm shuts it down on the node's return), so the
+/// client gets `NODE_LOST` and the close code at once.
+async fn end_lost(ctx: &Ctx, io: &plumbing::SessionIo) {
+    let node = ctx.node.as_deref().unwrap_or("?");
+    tracing::info!(
+        cuid = ctx.cuid,
+        node,
+        "terminal session ended: its node was lost"
+    );
+    let err = Error::new(
+        Reason::NodeLost,
+        format!(
+            "node {node}, which ran container {}, was lost; the session is over (the Swarm \
+             moves the container to another node: open a new terminal)",
+            ctx.cuid
+        ),
+    )
+    .with_details(serde_json::json!({"cuid": ctx.cuid, "node": node}));
+    tokio::select! {
+        _ = io.out.send(Out::Lost((io.error_frame)(&err))) => {}
+        () = io.stopped() => {}
+    }
 }
 
 /// Sends one `error` frame and closes: for a container that is not running.

@@ -162,6 +162,15 @@ pub(super) async fn write_frames(
             },
             out = exec.recv() => match out {
                 Some(Out::Frame(text)) => Message::Text(text.into()),
+                Some(Out::Lost(text)) => {
+                    let _ = sink.send(Message::Text(text.into())).await;
+                    let close = axum::extract::ws::CloseFrame {
+                        code: frames::CLOSE_NODE_LOST,
+                        reason: "node lost".into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    break;
+                }
                 Some(Out::Exit(code)) => {
                     // Whatever main output is already queued goes first.
                     while let Ok(text) = main.try_recv() {

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 /// Every event kind a webhook may subscribe to, besides `*` (all of them).
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "died",
     "oom",
     "unhealthy",
@@ -19,6 +19,7 @@ pub const KINDS: [&str; 9] = [
     "deleted",
     "update_available",
     "updated",
+    "moved",
 ];
 
 /// A rule: whether the change from `old` to `new` (both representations) is this event.
@@ -36,6 +37,7 @@ const RULES: &[(&str, Rule)] = &[
     ("healthy", |o, n| became(health(o), health(n), "healthy")),
     ("update_available", update_available),
     ("updated", updated),
+    ("moved", moved),
     ("expired", |o, n| {
         became(
             o["status_reason"].as_str(),
@@ -101,6 +103,13 @@ fn update_available(o: &Value, n: &Value) -> bool {
 /// `reason` why), a new `last_update` each time.
 fn updated(o: &Value, n: &Value) -> bool {
     let at = |v: &Value| v["last_update"]["at"].as_str().map(str::to_owned);
+    let new = at(n);
+    new.is_some() && new != at(o)
+}
+
+/// It runs on another Swarm node than before: a new `last_move` (`from`, `to`, `reason`).
+fn moved(o: &Value, n: &Value) -> bool {
+    let at = |v: &Value| v["last_move"]["at"].as_str().map(str::to_owned);
     let new = at(n);
     new.is_some() && new != at(o)
 }
@@ -193,6 +202,15 @@ mod tests {
         let mut again = done.clone();
         again["last_update"]["at"] = json!("t2");
         assert_eq!(classify(Some(&done), Some(&again)), ["updated"]);
+
+        let mut m = a.clone();
+        m["node"] = json!("n2");
+        m["last_move"] = json!({"from": "n1", "to": "n2", "at": "t1", "reason": "node_down"});
+        assert_eq!(classify(Some(&a), Some(&m)), ["moved"]);
+        assert!(classify(Some(&m), Some(&m)).is_empty());
+        let mut back = m.clone();
+        back["last_move"] = json!({"from": "n2", "to": "n1", "at": "t2", "reason": null});
+        assert_eq!(classify(Some(&m), Some(&back)), ["moved"]);
 
         let mut e = rep("stopped", "stopped");
         e["status_reason"] = json!("expired");

@@ -953,6 +953,45 @@ pub fn with_session(
     with_cookie(s, method, path, &signed.cookie).header("x-session-key", &signed.key)
 }
 
+/// `POST /session/ticket` for `signed`: the ticket a console's WebSocket carries (asserts 200).
+pub async fn session_ticket(s: &Server, signed: &Signed) -> String {
+    let r = s
+        .send(with_session(
+            s,
+            reqwest::Method::POST,
+            "/session/ticket",
+            signed,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["ticket"].as_str().unwrap().to_owned()
+}
+
+/// A terminal on `cuid` opened as the console opens one: the session's cookie, a fresh
+/// ticket and this server's `Origin`.
+pub async fn console_term(s: &Server, cuid: &str, signed: &Signed) -> Term {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ticket = session_ticket(s, signed).await;
+    let mut req = format!("ws://{}/ws/{cuid}?ticket={ticket}", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("cookie", signed.cookie.parse().unwrap());
+    req.headers_mut().insert("origin", s.base.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("the session opens a terminal");
+    Term::on(ws)
+}
+
+/// `DELETE /session`: signs the console session out (asserts 204).
+pub async fn sign_out(s: &Server, signed: &Signed) {
+    let r = s
+        .send(with_session(s, reqwest::Method::DELETE, "/session", signed))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+}
+
 /// Polls `pred` every 10 ms until it holds; panics with `what` after `limit`.
 pub async fn wait_until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -1078,6 +1117,12 @@ impl Server {
             .await;
         assert!(r.status == 201 || r.status == 200, "{}", r.text);
         r
+    }
+
+    /// `DELETE /tokens/{id}` (asserts 204): what it opened ends (docs/API.md §9).
+    pub async fn revoke_token(&self, id: &str) {
+        let r = self.delete(&format!("/tokens/{id}")).await;
+        assert_eq!(r.status, 204, "{}", r.text);
     }
 
     /// `POST /tokens` for `scope` (and `tenant`); asserts 201 and returns a client holding it.
@@ -1231,6 +1276,8 @@ pub struct Term {
     pub errors: Vec<Value>,
     pub exit: Option<i64>,
     pub closed: bool,
+    /// The close frame's code, when the server sent one with a code.
+    pub close_code: Option<u16>,
 }
 
 /// Output frames carry at most 64 KiB of JSON-escaped data, plus the rest of the frame.
@@ -1267,6 +1314,7 @@ impl Term {
             errors: Vec::new(),
             exit: None,
             closed: false,
+            close_code: None,
         }
     }
 
@@ -1346,7 +1394,11 @@ impl Term {
                     let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
                     self.take(v);
                 }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    self.closed = true;
+                }
+                Ok(None) | Ok(Some(Err(_))) => self.closed = true,
                 Ok(Some(Ok(_))) => {}
                 Err(_) => {}
             }
@@ -1369,7 +1421,11 @@ impl Term {
                     assert_message_size(t.as_str());
                     self.take(serde_json::from_str(t.as_str()).unwrap())
                 }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => self.closed = true,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    self.closed = true;
+                }
+                Ok(None) | Ok(Some(Err(_))) => self.closed = true,
                 _ => {}
             }
         }

@@ -106,10 +106,7 @@ async fn events_stream_ends_when_its_session_signs_out() {
     let mut others = Stream::open(events_with_session(&s, &other)).await;
     let mut basic = Stream::open(s.request(reqwest::Method::GET, "/events")).await;
 
-    let r = s
-        .send(with_session(&s, reqwest::Method::DELETE, "/session", &mine))
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    sign_out(&s, &mine).await;
     stream.ends_within(BOUND, "signed out").await;
     // Another session's stream and a Basic one are not that session's.
     others.still_open(&s, "another session").await;
@@ -137,11 +134,9 @@ async fn events_stream_ends_when_its_token_is_revoked_or_expires() {
     let (_, kept) = new_token(&s, "kept", None).await;
     let mut kept = Stream::open(events_with_token(&s, &kept)).await;
 
-    let r = s.delete(&format!("/tokens/{id}")).await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    s.revoke_token(&id).await;
     stream.ends_within(BOUND, "token revoked").await;
-    let r = s.delete(&format!("/tokens/{id2}")).await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    s.revoke_token(&id2).await;
     session_stream
         .ends_within(BOUND, "the session's token revoked")
         .await;
@@ -151,43 +146,15 @@ async fn events_stream_ends_when_its_token_is_revoked_or_expires() {
 
 #[tokio::test]
 async fn terminal_ends_when_its_session_signs_out() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let s = Server::start().await;
     let cuid = s.running_sleeper().await;
     let signed = console_sign_in(&s).await;
-    let r = s
-        .send(with_session(
-            &s,
-            reqwest::Method::POST,
-            "/session/ticket",
-            &signed,
-        ))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let ticket = r.json["ticket"].as_str().unwrap().to_owned();
-    let mut req = format!("ws://{}/ws/{cuid}?ticket={ticket}", s.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("cookie", signed.cookie.parse().unwrap());
-    req.headers_mut().insert("origin", s.base.parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("the session opens a terminal");
-    let mut term = Term::on(ws);
+    let mut term = console_term(&s, &cuid, &signed).await;
     term.stdin("echo up-$((20+1))\n").await;
     term.until(BOUND, "shell", |t| t.out().contains("up-21"))
         .await;
 
-    let r = s
-        .send(with_session(
-            &s,
-            reqwest::Method::DELETE,
-            "/session",
-            &signed,
-        ))
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    sign_out(&s, &signed).await;
     term.until_closed(BOUND).await;
 }
 
@@ -225,8 +192,7 @@ async fn followed_logs_and_stats_streams_end_when_their_token_is_revoked() {
         .unwrap();
     assert!(String::from_utf8_lossy(&first).contains("stats"));
 
-    let r = s.delete(&format!("/tokens/{id}")).await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    s.revoke_token(&id).await;
     logs.ends_within(BOUND, "followed logs, token revoked")
         .await;
     stats
@@ -252,30 +218,10 @@ async fn followed_logs_and_stats_streams_end_when_their_token_is_revoked() {
 
 #[tokio::test]
 async fn a_terminal_shell_is_gone_after_sign_out() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let s = Server::start().await;
     let cuid = s.running_sleeper().await;
     let signed = console_sign_in(&s).await;
-    let r = s
-        .send(with_session(
-            &s,
-            reqwest::Method::POST,
-            "/session/ticket",
-            &signed,
-        ))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let ticket = r.json["ticket"].as_str().unwrap().to_owned();
-    let mut req = format!("ws://{}/ws/{cuid}?ticket={ticket}", s.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("cookie", signed.cookie.parse().unwrap());
-    req.headers_mut().insert("origin", s.base.parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("the session opens a terminal");
-    let mut term = Term::on(ws);
+    let mut term = console_term(&s, &cuid, &signed).await;
     // The shell's pid in the container (the echoed input has `$$`, the output digits).
     term.stdin("echo pid:$$:\n").await;
     term.until(BOUND, "shell pid", |t| shell_pid(&t.out()).is_some())
@@ -284,15 +230,7 @@ async fn a_terminal_shell_is_gone_after_sign_out() {
     let alive = |pid: u32| sh_in(&cuid, "0", &format!("test -d /proc/{pid}")).0;
     assert!(alive(pid), "the terminal's shell {pid} runs");
 
-    let r = s
-        .send(with_session(
-            &s,
-            reqwest::Method::DELETE,
-            "/session",
-            &signed,
-        ))
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    sign_out(&s, &signed).await;
     term.until_closed(BOUND).await;
     wait_until(
         BOUND,

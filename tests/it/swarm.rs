@@ -8,18 +8,18 @@ use serde_json::json;
 
 use crate::common::*;
 
-const MANAGER: &str = "unix:///run/cm-swarm/1.sock";
-const LONG: Duration = Duration::from_secs(30);
+pub(crate) const MANAGER: &str = "unix:///run/cm-swarm/1.sock";
+pub(crate) const LONG: Duration = Duration::from_secs(30);
 
-fn node_sock(n: u32) -> String {
+pub(crate) fn node_sock(n: u32) -> String {
     format!("unix:///run/cm-swarm/{n}.sock")
 }
 
 /// One swarm test at a time: the node-loss test kills a node the others would use.
-static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether the lab answers as a three-node Swarm; prints why not.
-fn lab_ready() -> bool {
+pub(crate) fn lab_ready() -> bool {
     let nodes = docker_on(Some(MANAGER), &["node", "ls", "--format", "{{.Status}}"]);
     let ready = nodes.lines().filter(|l| l.trim() == "Ready").count();
     if ready < 3 {
@@ -33,7 +33,7 @@ fn lab_ready() -> bool {
 }
 
 /// The lab's services of one server, removed when the test ends (however it ends).
-struct Services(String);
+pub(crate) struct Services(String);
 
 impl Drop for Services {
     fn drop(&mut self) {
@@ -48,17 +48,22 @@ impl Drop for Services {
     }
 }
 
-async fn swarm_server() -> (Server, Services) {
+/// `SWARM_NODES` naming the lab's three nodes by their sockets.
+pub(crate) fn lab_nodes() -> (String, String) {
     let nodes = (1..=3)
         .map(|n| format!("cm-swarm-{n}={}", node_sock(n)))
         .collect::<Vec<_>>()
         .join(",");
-    swarm_server_with(vec![("SWARM_NODES".into(), nodes)]).await
+    ("SWARM_NODES".into(), nodes)
+}
+
+pub(crate) async fn swarm_server() -> (Server, Services) {
+    swarm_server_with(vec![lab_nodes()]).await
 }
 
 /// A swarm server with `env` besides `BACKEND`, `DOCKER_HOST` and a short resync (no
-/// `SWARM_NODES` unless `env` has it).
-async fn swarm_server_with(env: Vec<(String, String)>) -> (Server, Services) {
+/// `SWARM_NODES` unless `env` has it: [`lab_nodes`]).
+pub(crate) async fn swarm_server_with(env: Vec<(String, String)>) -> (Server, Services) {
     let mut env = env;
     env.push(("BACKEND".into(), "swarm".into()));
     env.push(("RESYNC_INTERVAL".into(), "2".into()));
@@ -72,8 +77,68 @@ async fn swarm_server_with(env: Vec<(String, String)>) -> (Server, Services) {
     (s, services)
 }
 
+/// A lab node lost on purpose: its daemon killed (`scripts/setup-swarm.sh kill N`) or its
+/// link cut (`cut N`). Restored when this is dropped, however the test ends, and waited for
+/// until the three nodes are Ready again (the next test needs them).
+pub(crate) struct LostNode {
+    n: u32,
+    undo: &'static str,
+}
+
+impl LostNode {
+    pub(crate) fn kill(n: u32) -> LostNode {
+        assert!(lab_script(&["kill", &n.to_string()]), "kill node {n}");
+        LostNode { n, undo: "restart" }
+    }
+
+    pub(crate) fn cut(n: u32) -> LostNode {
+        assert!(lab_script(&["cut", &n.to_string()]), "cut node {n}");
+        LostNode { n, undo: "uncut" }
+    }
+}
+
+impl Drop for LostNode {
+    fn drop(&mut self) {
+        lab_script(&[self.undo, &self.n.to_string()]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let nodes = docker_on(Some(MANAGER), &["node", "ls", "--format", "{{.Status}}"]);
+            if nodes.lines().filter(|l| l.trim() == "Ready").count() == 3 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("node {} is not Ready again after {}", self.n, self.undo);
+    }
+}
+
+fn lab_script(args: &[&str]) -> bool {
+    let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-swarm.sh");
+    std::process::Command::new("bash")
+        .arg(lab)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `cm-swarm-N` → N.
+pub(crate) fn node_number(name: &str) -> u32 {
+    name.trim_start_matches("cm-swarm-")
+        .parse()
+        .expect("a lab node")
+}
+
+/// The other worker than `name` (the lab's workers are nodes 2 and 3; 1 is the manager).
+pub(crate) fn other_worker(name: &str) -> &'static str {
+    match name {
+        "cm-swarm-2" => "cm-swarm-3",
+        "cm-swarm-3" => "cm-swarm-2",
+        other => panic!("a worker-only container on {other}"),
+    }
+}
+
 /// The node that runs `cuid`'s task now (from the manager).
-fn task_node(cuid: &str) -> Option<String> {
+pub(crate) fn task_node(cuid: &str) -> Option<String> {
     let out = docker_on(
         Some(MANAGER),
         &[
@@ -202,9 +267,7 @@ async fn a_container_lives_its_whole_life_as_a_service() {
         r.text
     );
     let paused = docker_on(
-        Some(&node_sock(
-            node.trim_start_matches("cm-swarm-").parse().unwrap(),
-        )),
+        Some(&node_sock(node_number(&node))),
         &[
             "ps",
             "--filter",
@@ -236,9 +299,7 @@ async fn a_container_lives_its_whole_life_as_a_service() {
     assert_eq!(r.status, 201, "{}", r.text);
     let until = (chrono::Utc::now().timestamp() + 1).to_string();
     let events = docker_on(
-        Some(&node_sock(
-            node.trim_start_matches("cm-swarm-").parse().unwrap(),
-        )),
+        Some(&node_sock(node_number(&node))),
         &[
             "events",
             "--since",
@@ -370,11 +431,7 @@ async fn placement_pins_containers_and_a_lost_node_moves_one_with_its_files() {
         .await;
     assert_eq!(task_node(&on_b).as_deref(), Some("cm-swarm-2"));
     let from = task_node(&moving).expect("running");
-    let (dying, to) = match from.as_str() {
-        "cm-swarm-2" => (2, "cm-swarm-3"),
-        "cm-swarm-3" => (3, "cm-swarm-2"),
-        other => panic!("a worker-only container on {other}"),
-    };
+    let (dying, to) = (node_number(&from), other_worker(&from));
     let r = s.get(&format!("/containers/{on_b}")).await;
     assert_eq!(
         r.json["placement"]["constraints"][0], "node.labels.zone==b",
@@ -387,21 +444,7 @@ async fn placement_pins_containers_and_a_lost_node_moves_one_with_its_files() {
     assert_eq!(r.status, 200, "{}", r.text);
 
     // Its node's daemon dies: the container moves to the other worker, with its files.
-    let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-swarm.sh");
-    let killed = std::process::Command::new("bash")
-        .args([lab, "kill", &dying.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    struct Revive(&'static str, u32);
-    impl Drop for Revive {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("bash")
-                .args([self.0, "restart", &self.1.to_string()])
-                .status();
-        }
-    }
-    let _revive = Revive(lab, dying);
+    let _revive = LostNode::kill(dying);
     s.wait_for(
         &format!("/containers/{moving}"),
         Duration::from_secs(60),
@@ -644,12 +687,8 @@ async fn a_quiet_container_on_a_worker_goes_idle() {
     if !lab_ready() {
         return;
     }
-    let nodes = (1..=3)
-        .map(|n| format!("cm-swarm-{n}={}", node_sock(n)))
-        .collect::<Vec<_>>()
-        .join(",");
     let (s, _services) = swarm_server_with(vec![
-        ("SWARM_NODES".into(), nodes),
+        lab_nodes(),
         ("IDLE_SAMPLE_INTERVAL".into(), "1".into()),
     ])
     .await;
