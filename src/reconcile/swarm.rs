@@ -231,6 +231,15 @@ pub fn service_spec(config: &Config, instance_id: &str, c: &Container) -> Servic
     }
 }
 
+/// The replicas a service's spec asks for.
+fn replicas_of(spec: &ServiceSpec) -> i64 {
+    spec.mode
+        .as_ref()
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .unwrap_or(0)
+}
+
 /// Terminal task states: its container is gone or going.
 fn finished(state: Option<TaskState>) -> bool {
     matches!(
@@ -581,21 +590,26 @@ impl SwarmBackend {
         }
     }
 
-    /// The current spec of the service with `replicas` (stop: 0).
-    async fn scale(&self, cuid: &str, replicas: i64) -> Result<(), StepError> {
+    /// The service's current spec sent again with `replicas` and, when `force` (given the
+    /// replicas it has now) says so, a new task; nothing is sent when neither changes
+    /// anything. Then waits for the task to run (or none to). `false`: no such service.
+    async fn respec(
+        &self,
+        cuid: &str,
+        replicas: i64,
+        force: impl FnOnce(i64) -> bool,
+    ) -> Result<bool, StepError> {
         let Some(current) = self.service(cuid).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let spec = current.spec.clone().unwrap_or_default();
-        let now = spec
-            .mode
-            .as_ref()
-            .and_then(|m| m.replicated.as_ref())
-            .and_then(|r| r.replicas);
-        if now != Some(replicas) {
-            self.update(&current, spec, replicas, false).await?;
+        let now = replicas_of(&spec);
+        let force = force(now);
+        if force || now != replicas {
+            self.update(&current, spec, replicas, force).await?;
         }
-        self.settle(cuid, replicas > 0).await
+        self.settle(cuid, replicas > 0).await?;
+        Ok(true)
     }
 
     /// Pauses or unpauses the task's container on its node.
@@ -638,12 +652,7 @@ impl Backend for SwarmBackend {
                 return Ok(None);
             };
             let spec = service.spec.clone().unwrap_or_default();
-            let replicas = spec
-                .mode
-                .as_ref()
-                .and_then(|m| m.replicated.as_ref())
-                .and_then(|r| r.replicas)
-                .unwrap_or(0);
+            let replicas = replicas_of(&spec);
             let id = service.id.clone().unwrap_or_else(|| cuid.to_owned());
             let tasks = self.tasks(&id).await?;
             let task = current_task(&tasks);
@@ -725,37 +734,18 @@ impl Backend for SwarmBackend {
     /// pull of a tag without a registry would fail).
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a> {
         Box::pin(async move {
-            use crate::images::PullPolicy;
             let mut engines = Vec::new();
             for name in self.nodes.names() {
                 if let Some(d) = self.node_engine(name).await {
-                    engines.push((name.to_owned(), d));
+                    engines.push((format!("node {name}"), d));
                 }
             }
             if engines.is_empty() {
-                engines.push(("manager".to_owned(), self.manager().await?));
+                engines.push(("the Swarm manager".to_owned(), self.manager().await?));
             }
-            let policy = self.config.image_pull_policy;
-            for (node, docker) in engines {
-                if policy != PullPolicy::Always && docker.inspect_image(image).await.is_ok() {
-                    continue;
-                }
-                if policy == PullPolicy::Never {
-                    return Err(StepError::new(
-                        ErrorCode::ImageNotFound,
-                        format!(
-                            "image {image} is not on node {node} and IMAGE_PULL_POLICY is never"
-                        ),
-                    ));
-                }
-                crate::images::pull(
-                    &docker,
-                    image,
-                    self.config.registry_auth_file.as_deref(),
-                    &self.config.registry_allowlist,
-                    &self.pulls,
-                )
-                .await?;
+            for (place, docker) in engines {
+                super::backend::ensure_image_on(&docker, image, &place, &self.config, &self.pulls)
+                    .await?;
             }
             Ok(())
         })
@@ -807,23 +797,15 @@ impl Backend for SwarmBackend {
     /// One replica; when it has one already (its task ended), a new task.
     fn start<'a>(&'a self, cuid: &'a str) -> Step<'a> {
         Box::pin(async move {
-            let Some(current) = self.service(cuid).await? else {
+            if !self.respec(cuid, 1, |now| now > 0).await? {
                 return self.deploy(cuid, false).await;
-            };
-            let spec = current.spec.clone().unwrap_or_default();
-            let replicas = spec
-                .mode
-                .as_ref()
-                .and_then(|m| m.replicated.as_ref())
-                .and_then(|r| r.replicas)
-                .unwrap_or(0);
-            self.update(&current, spec, 1, replicas > 0).await?;
-            self.settle(cuid, true).await
+            }
+            Ok(())
         })
     }
 
     fn stop<'a>(&'a self, cuid: &'a str) -> Step<'a> {
-        Box::pin(self.scale(cuid, 0))
+        Box::pin(async move { self.respec(cuid, 0, |_| false).await.map(drop) })
     }
 
     fn pause<'a>(&'a self, cuid: &'a str) -> Step<'a> {
@@ -836,14 +818,7 @@ impl Backend for SwarmBackend {
 
     /// A forced update: Swarm stops the task and starts a new one.
     fn restart<'a>(&'a self, cuid: &'a str) -> Step<'a> {
-        Box::pin(async move {
-            let Some(current) = self.service(cuid).await? else {
-                return Ok(());
-            };
-            let spec = current.spec.clone().unwrap_or_default();
-            self.update(&current, spec, 1, true).await?;
-            self.settle(cuid, true).await
-        })
+        Box::pin(async move { self.respec(cuid, 1, |_| true).await.map(drop) })
     }
 
     fn remove<'a>(&'a self, cuid: &'a str) -> Step<'a> {
@@ -960,12 +935,7 @@ impl Observer for SwarmBackend {
                     let labels = spec.labels.as_ref()?;
                     let cuid = labels.get(render::LABEL_CUID)?.clone();
                     let id = s.id.clone()?;
-                    let replicas = spec
-                        .mode
-                        .as_ref()
-                        .and_then(|m| m.replicated.as_ref())
-                        .and_then(|r| r.replicas)
-                        .unwrap_or(0);
+                    let replicas = replicas_of(spec);
                     let tasks = by_service
                         .get(id.as_str())
                         .map(Vec::as_slice)
