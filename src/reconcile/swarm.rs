@@ -658,6 +658,25 @@ impl Backend for SwarmBackend {
             let task = current_task(&tasks);
             let down = self.down_nodes().await?;
             let mut state = state_of(replicas, task, &down);
+            // A task of the spec before the service's last change (a stop-first update
+            // keeps the old one running while the new one is made, and a failing new one
+            // may leave it the newest): the new container is on its way, not running. An
+            // update judged by the old task's uptime would be kept however the new one ends.
+            let generation_of = |labels: Option<&HashMap<String, String>>| {
+                labels
+                    .and_then(|l| l.get(render::LABEL_GENERATION))
+                    .cloned()
+            };
+            let task_generation = generation_of(
+                task.and_then(|t| t.spec.as_ref())
+                    .and_then(|s| s.container_spec.as_ref())
+                    .and_then(|c| c.labels.as_ref()),
+            );
+            if state == DockerState::Running
+                && task_generation != generation_of(spec.labels.as_ref())
+            {
+                state = DockerState::Restarting;
+            }
             let lost = task.is_some_and(|t| {
                 t.node_id.as_ref().is_some_and(|n| down.contains(n))
                     && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
@@ -879,13 +898,27 @@ impl Backend for SwarmBackend {
         Box::pin(async { Ok(()) })
     }
 
-    /// Image updates are not followed on Swarm (yet): nothing to compare.
-    fn running_digest<'a>(
-        &'a self,
-        _cuid: &'a str,
-        _reference: &'a str,
-    ) -> Step<'a, Option<String>> {
-        Box::pin(async { Ok(None) })
+    /// What the task's container runs, asked of its node: the image it was made from and
+    /// that image's `RepoDigests` there. Not the service spec's image: the spec made through
+    /// the Engine API names the tag (the CLI's digest pinning is the CLI's, and the server
+    /// does not ask a registry at create), and even a pinned spec says what should run, not
+    /// what a node made the task from (a node whose pull failed runs its own copy of the
+    /// tag). `None` while no task has a container; an error when its node does not answer.
+    fn running_digest<'a>(&'a self, cuid: &'a str, reference: &'a str) -> Step<'a, Option<String>> {
+        Box::pin(async move {
+            let Some(place) = self.place(cuid).await? else {
+                return Ok(None);
+            };
+            let Some(docker) = self.node_engine(&place.node).await else {
+                return Err(StepError::new(
+                    ErrorCode::DockerUnavailable,
+                    format!("node {} cannot be reached (SWARM_NODES)", place.node),
+                ));
+            };
+            crate::images::container_digest(&docker, &place.container, reference)
+                .await
+                .map_err(|e| unavailable("cannot inspect the task's image", &e))
+        })
     }
 
     fn registry_digest<'a>(&'a self, reference: &'a str) -> Step<'a, String> {

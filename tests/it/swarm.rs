@@ -8,18 +8,18 @@ use serde_json::json;
 
 use crate::common::*;
 
-const MANAGER: &str = "unix:///run/cm-swarm/1.sock";
+pub(crate) const MANAGER: &str = "unix:///run/cm-swarm/1.sock";
 const LONG: Duration = Duration::from_secs(30);
 
-fn node_sock(n: u32) -> String {
+pub(crate) fn node_sock(n: u32) -> String {
     format!("unix:///run/cm-swarm/{n}.sock")
 }
 
 /// One swarm test at a time: the node-loss test kills a node the others would use.
-static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether the lab answers as a three-node Swarm; prints why not.
-fn lab_ready() -> bool {
+pub(crate) fn lab_ready() -> bool {
     let nodes = docker_on(Some(MANAGER), &["node", "ls", "--format", "{{.Status}}"]);
     let ready = nodes.lines().filter(|l| l.trim() == "Ready").count();
     if ready < 3 {
@@ -33,7 +33,7 @@ fn lab_ready() -> bool {
 }
 
 /// The lab's services of one server, removed when the test ends (however it ends).
-struct Services(String);
+pub(crate) struct Services(String);
 
 impl Drop for Services {
     fn drop(&mut self) {
@@ -49,6 +49,11 @@ impl Drop for Services {
 }
 
 async fn swarm_server() -> (Server, Services) {
+    swarm_server_with(&[]).await
+}
+
+/// A lab server with settings of its own (`extra`) besides the lab's.
+pub(crate) async fn swarm_server_with(extra: &[(&str, &str)]) -> (Server, Services) {
     let nodes = (1..=3)
         .map(|n| format!("cm-swarm-{n}={}", node_sock(n)))
         .collect::<Vec<_>>()
@@ -59,7 +64,10 @@ async fn swarm_server() -> (Server, Services) {
             ("BACKEND".into(), "swarm".into()),
             ("SWARM_NODES".into(), nodes),
             ("RESYNC_INTERVAL".into(), "2".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect(),
         ..Default::default()
     })
     .await;
@@ -68,7 +76,7 @@ async fn swarm_server() -> (Server, Services) {
 }
 
 /// The node that runs `cuid`'s task now (from the manager).
-fn task_node(cuid: &str) -> Option<String> {
+pub(crate) fn task_node(cuid: &str) -> Option<String> {
     let out = docker_on(
         Some(MANAGER),
         &[
