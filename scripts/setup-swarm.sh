@@ -19,6 +19,13 @@
 #   scripts/setup-swarm.sh uncut N      bring node N's link up again (a plain setup does too)
 #   scripts/setup-swarm.sh env          print the settings a server needs (BACKEND, DOCKER_HOST, SWARM_NODES)
 #
+# The lab registry: a second docker-registry serving the storage of the open test registry
+# (scripts/setup-registry.sh, 127.0.0.1:5731) on 10.231.78.1:5731, the address the nodes
+# reach the root namespace at. An image pushed from the host as 127.0.0.1:5731/NAME is pulled
+# on the nodes as 10.231.78.1:5731/NAME (same blobs, same digests); the nodes' daemon.json
+# lists it in insecure-registries (plain HTTP; a setting dockerd reloads on SIGHUP, so a lab
+# started before it only gets a SIGHUP). Without docker-registry installed it is left out.
+#
 # Node N: hostname (= Swarm node name) cm-swarm-N, socket unix:///run/cm-swarm/N.sock, label
 # zone=a|b|c, address 10.231.78.1N. Node 1 is the only manager (--dispatcher-heartbeat 1s, so a
 # dead worker is Down in 3-4 s). Logs: /var/log/cm-swarm/. Kernel limits seen here: no IPVS, so
@@ -36,6 +43,8 @@ NET=10.231.78
 ROOT_LINK=cmswarm-root
 IMAGES="cm-test-busybox:latest"
 TEST_LABEL=com.container-manager.tag=test
+REGISTRY_PORT=${CM_TEST_REGISTRY_PORT:-5731}
+REGISTRY_STORE=/var/lib/cm-test-registry/open
 
 log() { echo "[setup-swarm] $*"; }
 die() { echo "[setup-swarm] ERROR: $*" >&2; exit 1; }
@@ -57,6 +66,8 @@ close_inherited() {
         case $fd in 0 | 1 | 2 | 255) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
     done
 }
+# What every node's dockerd reads (also on SIGHUP).
+daemon_json() { echo "{\"insecure-registries\": [\"$NET.1:$REGISTRY_PORT\"]}"; }
 
 # Runs inside `ip netns exec cm-swarm-N unshare --uts` (or nsenter into a surviving
 # containerd's namespaces): containerd unless it still runs, then dockerd (exec). containerd
@@ -91,7 +102,7 @@ TOML
         echo $! >"$exec_root/containerd.pid"
     fi
     for _ in $(seq 100); do [ -S "$exec_root/containerd/containerd.sock" ] && break; sleep 0.1; done
-    echo '{}' >"$exec_root/daemon.json"
+    daemon_json >"$exec_root/daemon.json"
     exec dockerd --config-file "$exec_root/daemon.json" \
         --data-root "$DATA/$n" --exec-root "$exec_root" --pidfile "$RUN/$n.pid" \
         -H "unix://$(sock "$n")" --containerd "$exec_root/containerd/containerd.sock" \
@@ -159,6 +170,8 @@ stop() {
             kill -KILL "$p" 2>/dev/null || true
         fi
     done
+    p=$(cat "$RUN/registry.pid" 2>/dev/null || true)
+    if is_ours "$p" "$RUN/registry.yml"; then kill -TERM "$p" || true; fi
     ip link del $ROOT_LINK 2>/dev/null || true
     for ns in cm-swarm-1 cm-swarm-2 cm-swarm-3 $HUB; do
         has_ns "$ns" && { ip netns del "$ns" || true; }
@@ -240,6 +253,40 @@ for n in $NODES; do
     start_node "$n"
 done
 for n in $NODES; do wait_up "$n"; done
+
+# Nodes started before their daemon.json had what it has now: rewritten, and reloaded.
+for n in $NODES; do
+    want=$(daemon_json)
+    [ "$(cat "$RUN/$n/daemon.json" 2>/dev/null)" = "$want" ] && continue
+    p=$(cat "$RUN/$n.pid" 2>/dev/null || true)
+    is_ours "$p" "$(sock "$n")" || continue
+    echo "$want" >"$RUN/$n/daemon.json"
+    kill -HUP "$p"
+    log "node $n: daemon.json reloaded"
+done
+
+# ---------------------------------------------------------------- lab registry
+registry_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$NET.1:$REGISTRY_PORT/v2/" || true)" = 200 ]; }
+if registry_up; then
+    :
+elif ! command -v docker-registry >/dev/null; then
+    log "no lab registry: docker-registry is not installed (scripts/setup-registry.sh installs it)"
+else
+    mkdir -p "$REGISTRY_STORE"
+    cat >"$RUN/registry.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $REGISTRY_STORE}
+  delete: {enabled: true}
+http: {addr: "$NET.1:$REGISTRY_PORT"}
+YML
+    log "starting the lab registry on $NET.1:$REGISTRY_PORT (log: $LOGDIR/registry.log)"
+    (close_inherited; exec setsid docker-registry serve "$RUN/registry.yml" >>"$LOGDIR/registry.log" 2>&1 </dev/null) &
+    echo $! >"$RUN/registry.pid"
+    for _ in $(seq 100); do registry_up && break; sleep 0.1; done
+    registry_up || { tail -n 20 "$LOGDIR/registry.log" >&2; die "the lab registry did not answer on $NET.1:$REGISTRY_PORT"; }
+fi
 
 # ---------------------------------------------------------------- swarm
 if [ "$(dn 1 info --format '{{.Swarm.LocalNodeState}}')" != active ]; then

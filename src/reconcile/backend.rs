@@ -167,6 +167,50 @@ pub fn listed_health(
     }
 }
 
+/// The image is in the store of the Engine `docker` (`place` names it in a refusal: "this
+/// Docker host", "node cm-swarm-2"), pulled first as `IMAGE_PULL_POLICY` says. An inspect
+/// that fails other than with 404 is `DOCKER_UNAVAILABLE` (the Engine is not answering: a
+/// pull would fail the same way, and say less).
+pub(super) async fn ensure_image_on(
+    docker: &bollard::Docker,
+    image: &str,
+    place: &str,
+    config: &Config,
+    pulls: &crate::images::Pulls,
+) -> Result<(), StepError> {
+    use crate::images::PullPolicy;
+    let policy = config.image_pull_policy;
+    if policy != PullPolicy::Always {
+        match docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                crate::metrics::engine_error("inspect_image");
+                return Err(StepError::new(
+                    ErrorCode::DockerUnavailable,
+                    format!("cannot inspect image {image} on {place}: {e}"),
+                ));
+            }
+        }
+    }
+    if policy == PullPolicy::Never {
+        return Err(StepError::new(
+            ErrorCode::ImageNotFound,
+            format!("image {image} is not on {place} and IMAGE_PULL_POLICY is never"),
+        ));
+    }
+    crate::images::pull(
+        docker,
+        image,
+        config.registry_auth_file.as_deref(),
+        &config.registry_allowlist,
+        pulls,
+    )
+    .await
+}
+
 /// One container of this server as the backend's list shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listed {
@@ -545,37 +589,12 @@ impl Backend for DockerBackend {
 
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a> {
         Box::pin(async move {
-            use crate::images::PullPolicy;
             let docker = self.engine().await?;
-            let policy = self.config.image_pull_policy;
-            if policy != PullPolicy::Always {
-                match docker.inspect_image(image).await {
-                    Ok(_) => return Ok(()),
-                    Err(DockerError::DockerResponseServerError {
-                        status_code: 404, ..
-                    }) => {}
-                    Err(e) => {
-                        crate::metrics::engine_error("inspect_image");
-                        return Err(StepError::new(
-                            ErrorCode::DockerUnavailable,
-                            format!("cannot inspect image {image}: {e}"),
-                        ));
-                    }
-                }
-            }
-            if policy == PullPolicy::Never {
-                return Err(StepError::new(
-                    ErrorCode::ImageNotFound,
-                    format!(
-                        "image {image} is not on this Docker host and IMAGE_PULL_POLICY is never"
-                    ),
-                ));
-            }
-            crate::images::pull(
+            ensure_image_on(
                 &docker,
                 image,
-                self.config.registry_auth_file.as_deref(),
-                &self.config.registry_allowlist,
+                "this Docker host",
+                &self.config,
                 &self.pulls,
             )
             .await

@@ -278,6 +278,15 @@ async fn manager_node_name(docker: &bollard::Docker) -> Option<String> {
     docker.inspect_node(&id).await.ok()?.description?.hostname
 }
 
+/// The replicas a service's spec asks for.
+fn replicas_of(spec: &ServiceSpec) -> i64 {
+    spec.mode
+        .as_ref()
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .unwrap_or(0)
+}
+
 /// Terminal task states: its container is gone or going.
 fn finished(state: Option<TaskState>) -> bool {
     matches!(
@@ -662,21 +671,26 @@ impl SwarmBackend {
         }
     }
 
-    /// The current spec of the service with `replicas` (stop: 0).
-    async fn scale(&self, cuid: &str, replicas: i64) -> Result<(), StepError> {
+    /// The service's current spec sent again with `replicas` and, when `force` (given the
+    /// replicas it has now) says so, a new task; nothing is sent when neither changes
+    /// anything. Then waits for the task to run (or none to). `false`: no such service.
+    async fn respec(
+        &self,
+        cuid: &str,
+        replicas: i64,
+        force: impl FnOnce(i64) -> bool,
+    ) -> Result<bool, StepError> {
         let Some(current) = self.service(cuid).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let spec = current.spec.clone().unwrap_or_default();
-        let now = spec
-            .mode
-            .as_ref()
-            .and_then(|m| m.replicated.as_ref())
-            .and_then(|r| r.replicas);
-        if now != Some(replicas) {
-            self.update(&current, spec, replicas, false).await?;
+        let now = replicas_of(&spec);
+        let force = force(now);
+        if force || now != replicas {
+            self.update(&current, spec, replicas, force).await?;
         }
-        self.settle(cuid, replicas > 0).await
+        self.settle(cuid, replicas > 0).await?;
+        Ok(true)
     }
 
     /// Pauses or unpauses the task's container on its node.
@@ -719,12 +733,7 @@ impl Backend for SwarmBackend {
                 return Ok(None);
             };
             let spec = service.spec.clone().unwrap_or_default();
-            let replicas = spec
-                .mode
-                .as_ref()
-                .and_then(|m| m.replicated.as_ref())
-                .and_then(|r| r.replicas)
-                .unwrap_or(0);
+            let replicas = replicas_of(&spec);
             let id = service.id.clone().unwrap_or_else(|| cuid.to_owned());
             let tasks = self.tasks(&id).await?;
             let task = current_task(&tasks);
@@ -734,6 +743,25 @@ impl Backend for SwarmBackend {
                 Some(id) => self.node_name(id).await.map(|(name, _)| name),
                 None => None,
             };
+            // A task of the spec before the service's last change (a stop-first update
+            // keeps the old one running while the new one is made, and a failing new one
+            // may leave it the newest): the new container is on its way, not running. An
+            // update judged by the old task's uptime would be kept however the new one ends.
+            let generation_of = |labels: Option<&HashMap<String, String>>| {
+                labels
+                    .and_then(|l| l.get(render::LABEL_GENERATION))
+                    .cloned()
+            };
+            let task_generation = generation_of(
+                task.and_then(|t| t.spec.as_ref())
+                    .and_then(|s| s.container_spec.as_ref())
+                    .and_then(|c| c.labels.as_ref()),
+            );
+            if state == DockerState::Running
+                && task_generation != generation_of(spec.labels.as_ref())
+            {
+                state = DockerState::Restarting;
+            }
             let lost = task.is_some_and(|t| {
                 t.node_id.as_ref().is_some_and(|n| down.contains(n))
                     && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
@@ -813,37 +841,18 @@ impl Backend for SwarmBackend {
     /// pull of a tag without a registry would fail).
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a> {
         Box::pin(async move {
-            use crate::images::PullPolicy;
             let mut engines = Vec::new();
             for name in self.nodes.names() {
                 if let Some(d) = self.node_engine(name).await {
-                    engines.push((name.to_owned(), d));
+                    engines.push((format!("node {name}"), d));
                 }
             }
             if engines.is_empty() {
-                engines.push(("manager".to_owned(), self.manager().await?));
+                engines.push(("the Swarm manager".to_owned(), self.manager().await?));
             }
-            let policy = self.config.image_pull_policy;
-            for (node, docker) in engines {
-                if policy != PullPolicy::Always && docker.inspect_image(image).await.is_ok() {
-                    continue;
-                }
-                if policy == PullPolicy::Never {
-                    return Err(StepError::new(
-                        ErrorCode::ImageNotFound,
-                        format!(
-                            "image {image} is not on node {node} and IMAGE_PULL_POLICY is never"
-                        ),
-                    ));
-                }
-                crate::images::pull(
-                    &docker,
-                    image,
-                    self.config.registry_auth_file.as_deref(),
-                    &self.config.registry_allowlist,
-                    &self.pulls,
-                )
-                .await?;
+            for (place, docker) in engines {
+                super::backend::ensure_image_on(&docker, image, &place, &self.config, &self.pulls)
+                    .await?;
             }
             Ok(())
         })
@@ -895,23 +904,15 @@ impl Backend for SwarmBackend {
     /// One replica; when it has one already (its task ended), a new task.
     fn start<'a>(&'a self, cuid: &'a str) -> Step<'a> {
         Box::pin(async move {
-            let Some(current) = self.service(cuid).await? else {
+            if !self.respec(cuid, 1, |now| now > 0).await? {
                 return self.deploy(cuid, false).await;
-            };
-            let spec = current.spec.clone().unwrap_or_default();
-            let replicas = spec
-                .mode
-                .as_ref()
-                .and_then(|m| m.replicated.as_ref())
-                .and_then(|r| r.replicas)
-                .unwrap_or(0);
-            self.update(&current, spec, 1, replicas > 0).await?;
-            self.settle(cuid, true).await
+            }
+            Ok(())
         })
     }
 
     fn stop<'a>(&'a self, cuid: &'a str) -> Step<'a> {
-        Box::pin(self.scale(cuid, 0))
+        Box::pin(async move { self.respec(cuid, 0, |_| false).await.map(drop) })
     }
 
     fn pause<'a>(&'a self, cuid: &'a str) -> Step<'a> {
@@ -924,14 +925,7 @@ impl Backend for SwarmBackend {
 
     /// A forced update: Swarm stops the task and starts a new one.
     fn restart<'a>(&'a self, cuid: &'a str) -> Step<'a> {
-        Box::pin(async move {
-            let Some(current) = self.service(cuid).await? else {
-                return Ok(());
-            };
-            let spec = current.spec.clone().unwrap_or_default();
-            self.update(&current, spec, 1, true).await?;
-            self.settle(cuid, true).await
-        })
+        Box::pin(async move { self.respec(cuid, 1, |_| true).await.map(drop) })
     }
 
     fn remove<'a>(&'a self, cuid: &'a str) -> Step<'a> {
@@ -992,13 +986,27 @@ impl Backend for SwarmBackend {
         Box::pin(async { Ok(()) })
     }
 
-    /// Image updates are not followed on Swarm (yet): nothing to compare.
-    fn running_digest<'a>(
-        &'a self,
-        _cuid: &'a str,
-        _reference: &'a str,
-    ) -> Step<'a, Option<String>> {
-        Box::pin(async { Ok(None) })
+    /// What the task's container runs, asked of its node: the image it was made from and
+    /// that image's `RepoDigests` there. Not the service spec's image: the spec made through
+    /// the Engine API names the tag (the CLI's digest pinning is the CLI's, and the server
+    /// does not ask a registry at create), and even a pinned spec says what should run, not
+    /// what a node made the task from (a node whose pull failed runs its own copy of the
+    /// tag). `None` while no task has a container; an error when its node does not answer.
+    fn running_digest<'a>(&'a self, cuid: &'a str, reference: &'a str) -> Step<'a, Option<String>> {
+        Box::pin(async move {
+            let Some(place) = self.place(cuid).await? else {
+                return Ok(None);
+            };
+            let Some(docker) = self.node_engine(&place.node).await else {
+                return Err(StepError::new(
+                    ErrorCode::DockerUnavailable,
+                    format!("node {} cannot be reached (SWARM_NODES)", place.node),
+                ));
+            };
+            crate::images::container_digest(&docker, &place.container, reference)
+                .await
+                .map_err(|e| unavailable("cannot inspect the task's image", &e))
+        })
     }
 
     fn registry_digest<'a>(&'a self, reference: &'a str) -> Step<'a, String> {
@@ -1048,12 +1056,7 @@ impl Observer for SwarmBackend {
                     let labels = spec.labels.as_ref()?;
                     let cuid = labels.get(render::LABEL_CUID)?.clone();
                     let id = s.id.clone()?;
-                    let replicas = spec
-                        .mode
-                        .as_ref()
-                        .and_then(|m| m.replicated.as_ref())
-                        .and_then(|r| r.replicas)
-                        .unwrap_or(0);
+                    let replicas = replicas_of(spec);
                     let tasks = by_service
                         .get(id.as_str())
                         .map(Vec::as_slice)

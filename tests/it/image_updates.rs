@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const OPEN: &str = "127.0.0.1:5731";
+pub(crate) const OPEN: &str = "127.0.0.1:5731";
 const AUTHED: &str = "127.0.0.1:5732";
 /// The right credentials for `AUTHED`, written by setup-registry.sh.
 const RIGHT_AUTH_FILE: &str = "/var/lib/cm-test-registry/docker-config/config.json";
@@ -27,14 +27,14 @@ fn docker_ok(args: &[&str]) -> String {
 
 /// A repository of its own on the open registry, tag `t1`; its images go from the host when
 /// dropped.
-struct Repo {
-    tag: String,
+pub(crate) struct Repo {
+    pub(crate) tag: String,
     /// Local image ids built, removed at the end.
     built: Vec<String>,
 }
 
 impl Repo {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::on(OPEN)
     }
 
@@ -53,7 +53,7 @@ impl Repo {
     /// under the tag, and answers its registry digest. The tag on the host is then put back
     /// where it was (`keep`: the image it named before, or none), as on a host that pulled
     /// the tag earlier and has not pulled since.
-    fn publish(&mut self, version: &str, start: &str, keep: Option<&str>) -> String {
+    pub(crate) fn publish(&mut self, version: &str, start: &str, keep: Option<&str>) -> String {
         let ctx = tempfile::tempdir().unwrap();
         std::fs::write(ctx.path().join("version"), version).unwrap();
         std::fs::write(ctx.path().join("start.sh"), start).unwrap();
@@ -132,8 +132,8 @@ async fn server(extra: &[(&str, &str)]) -> Server {
     .await
 }
 
-const START: &str = "exec sleep 3600\n";
-const COMMAND: &[&str] = &["sh", "/start.sh"];
+pub(crate) const START: &str = "exec sleep 3600\n";
+pub(crate) const COMMAND: &[&str] = &["sh", "/start.sh"];
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]

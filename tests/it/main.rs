@@ -40,6 +40,7 @@ mod security;
 mod session_end;
 mod snapshots;
 mod swarm;
+mod swarm_images;
 mod swarm_loss;
 mod tenancy;
 mod terminal;
