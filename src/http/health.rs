@@ -143,6 +143,16 @@ async fn swarm_nodes(state: &AppState) -> Result<Vec<HealthNode>, String> {
         .into_iter()
         .zip(engines)
         .map(|(n, engine)| HealthNode {
+            endpoint: state
+                .nodes
+                .of(&n.name)
+                .and_then(|e| e.endpoint())
+                .map(|e| e.url().to_owned()),
+            storage: state.nodes.storage.get(&n.name).or_else(|| {
+                (n.role == "manager" && state.nodes.names().next().is_none())
+                    .then(|| state.nodes.storage.get(crate::appdir::shared::MANAGER))
+                    .flatten()
+            }),
             name: n.name,
             role: n.role,
             state: n.state,
