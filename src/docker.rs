@@ -172,7 +172,12 @@ impl TlsFiles {
 /// Whether `e` is a TLS failure (a certificate refused by either side, a handshake that
 /// failed) rather than a daemon that does not answer: a setting to fix, not a node to wait for.
 pub fn is_tls_failure(e: &bollard::errors::Error) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // `IOError` is transparent: its `source` would skip what the io::Error wraps.
+    let first: &(dyn std::error::Error + 'static) = match e {
+        bollard::errors::Error::IOError { err } => err,
+        other => other,
+    };
+    let mut next = Some(first);
     while let Some(err) = next {
         if err.is::<rustls::Error>() {
             return true;

@@ -134,7 +134,7 @@ async fn swarm_nodes(state: &AppState) -> Result<Vec<HealthNode>, String> {
         let ping = async { engine.get().await?.ping().await };
         match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
             Ok(Ok(_)) => "ok".to_owned(),
-            Ok(Err(e)) => format!("unreachable: {e}"),
+            Ok(Err(e)) => format!("unreachable: {}", crate::docker::error_chain(&e)),
             Err(_) => "unreachable: timed out".to_owned(),
         }
     });
