@@ -270,10 +270,11 @@ awk '{ for (i = 7; i <= NF; i++) if ($i == "-") break; mp = $5; fs = $(i+1); so 
     /proc/self/mountinfo >"$RUN/cgroup-mounts.txt"
 make_tls
 for n in $NODES; do
-    # A daemon of an older lab, without the TLS endpoint: stopped, started again with it.
+    # A daemon of an older lab (without the TLS endpoint), or one that lost its socket:
+    # stopped, started again.
     p=$(cat "$RUN/$n.pid" 2>/dev/null || true)
-    if up "$n" && is_ours "$p" "$(sock "$n")" && ! is_ours "$p" "--tlsverify"; then
-        log "restarting dockerd of node $n with its TLS endpoint"
+    if is_ours "$p" "$(sock "$n")" && { ! up "$n" || ! is_ours "$p" "--tlsverify"; }; then
+        log "restarting dockerd of node $n (with its TLS endpoint)"
         kill -TERM "$p"
         for _ in $(seq 150); do [ -d "/proc/$p" ] || break; sleep 0.2; done
         [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null || true
