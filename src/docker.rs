@@ -193,7 +193,18 @@ pub fn is_tls_failure(e: &bollard::errors::Error) -> bool {
         }
         next = err.source();
     }
-    false
+    // Wrappers that hide the type (a boxed cause behind a transparent error): rustls's own
+    // words for a refused or unverifiable certificate.
+    let text = error_chain(e);
+    [
+        "received fatal alert",
+        "invalid peer certificate",
+        "peer sent no certificates",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 /// `e` and its causes, `: `-joined (a connection error's useful part is in its sources).

@@ -125,12 +125,13 @@ impl AppState {
         );
         if let Some(crate::docker::Endpoint::Tls { url, .. }) = docker.endpoint() {
             if let Err(e) = docker.get().await {
+                let why = crate::docker::error_chain(&e);
                 if crate::docker::is_tls_failure(&e) {
                     return Err(StartError::Docker(format!(
-                        "DOCKER_HOST={url}: TLS failed (check DOCKER_CERT_PATH's ca.pem, cert.pem, key.pem): {}",
-                        crate::docker::error_chain(&e)
+                        "DOCKER_HOST={url}: TLS failed (check DOCKER_CERT_PATH's ca.pem, cert.pem, key.pem): {why}"
                     )));
                 }
+                tracing::warn!(error = %why, "the Docker daemon of DOCKER_HOST does not answer yet");
             }
         }
         if config.backend.swarm().is_some() {
