@@ -117,14 +117,21 @@ impl Endpoint {
                 120,
                 bollard::API_DEFAULT_VERSION,
             ),
-            Self::Tls { url, certs } => Docker::connect_with_ssl(
-                url,
-                &certs.key(),
-                &certs.cert(),
-                &certs.ca(),
-                120,
-                bollard::API_DEFAULT_VERSION,
-            ),
+            Self::Tls { url, certs } => {
+                // bollard's client-certificate resolver asks for the process's provider.
+                static PROVIDER: std::sync::Once = std::sync::Once::new();
+                PROVIDER.call_once(|| {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                });
+                Docker::connect_with_ssl(
+                    url,
+                    &certs.key(),
+                    &certs.cert(),
+                    &certs.ca(),
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
         }
     }
 }
