@@ -18,6 +18,7 @@
 #                                       from the others: a node cut off), for node-loss tests
 #   scripts/setup-swarm.sh uncut N      bring node N's link up again (a plain setup does too)
 #   scripts/setup-swarm.sh env          print the settings a server needs (BACKEND, DOCKER_HOST, SWARM_NODES)
+#   scripts/setup-swarm.sh env tls      the same through the nodes' TLS endpoints (tcp://10.231.78.1N:2376)
 #
 # The lab registry: a second docker-registry serving the storage of the open test registry
 # (scripts/setup-registry.sh, 127.0.0.1:5731) on 10.231.78.1:5731, the address the nodes
@@ -27,7 +28,11 @@
 # started before it only gets a SIGHUP). Without docker-registry installed it is left out.
 #
 # Node N: hostname (= Swarm node name) cm-swarm-N, socket unix:///run/cm-swarm/N.sock, label
-# zone=a|b|c, address 10.231.78.1N. Node 1 is the only manager (--dispatcher-heartbeat 1s, so a
+# zone=a|b|c, address 10.231.78.1N, and tcp://10.231.78.1N:2376 with --tlsverify (Docker's
+# mutual TLS). $RUN/tls (made once with openssl): ca.pem (the lab's CA), nodeN/ (node N's
+# server certificate, SAN its address and name), client/ (ca.pem, cert.pem, key.pem: what
+# DOCKER_CERT_PATH names) and rogue/ (a client certificate of another CA, for tests of a
+# refused one). Node 1 is the only manager (--dispatcher-heartbeat 1s, so a
 # dead worker is Down in 3-4 s). Logs: /var/log/cm-swarm/. Kernel limits seen here: no IPVS, so
 # services use endpoint_mode dnsrr and host-mode ports.
 set -euo pipefail
@@ -45,6 +50,8 @@ IMAGES="cm-test-busybox:latest"
 TEST_LABEL=com.container-manager.tag=test
 REGISTRY_PORT=${CM_TEST_REGISTRY_PORT:-5731}
 REGISTRY_STORE=/var/lib/cm-test-registry/open
+TLS=$RUN/tls
+TLS_PORT=2376
 
 log() { echo "[setup-swarm] $*"; }
 die() { echo "[setup-swarm] ERROR: $*" >&2; exit 1; }
@@ -106,7 +113,45 @@ TOML
     exec dockerd --config-file "$exec_root/daemon.json" \
         --data-root "$DATA/$n" --exec-root "$exec_root" --pidfile "$RUN/$n.pid" \
         -H "unix://$(sock "$n")" --containerd "$exec_root/containerd/containerd.sock" \
+        -H "tcp://$(node_ip "$n"):$TLS_PORT" --tlsverify --tlscacert "$TLS/ca.pem" \
+        --tlscert "$TLS/node$n/cert.pem" --tlskey "$TLS/node$n/key.pem" \
         --bip "172.29.$n.1/24" --cgroup-parent "cm-swarm-$n" >>"$LOGDIR/$n-dockerd.log" 2>&1
+}
+
+# The lab's certificates (once; kept until `stop`): a CA, a server certificate per node, a
+# client certificate, and a client certificate of another CA (rogue/).
+make_tls() {
+    local n d
+    mkdir -p "$TLS"
+    chmod 700 "$TLS"
+    # cert NAME DIR CA_DIR EXTENSIONS: DIR/key.pem and DIR/cert.pem signed by CA_DIR's CA.
+    cert() {
+        [ -s "$2/cert.pem" ] && return 0
+        mkdir -p "$2"
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+            -keyout "$2/key.pem" -out "$2/req.pem" 2>/dev/null
+        printf '%s\n' "$4" >"$2/ext.cnf"
+        openssl x509 -req -in "$2/req.pem" -CA "$3/ca.pem" -CAkey "$3/ca-key.pem" -CAcreateserial \
+            -days 3650 -extfile "$2/ext.cnf" -out "$2/cert.pem" 2>/dev/null
+        rm -f "$2/req.pem" "$2/ext.cnf"
+    }
+    for d in "$TLS" "$TLS/rogue-ca"; do
+        [ -s "$d/ca.pem" ] && continue
+        mkdir -p "$d"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=cm-swarm lab CA $(basename "$d")" -keyout "$d/ca-key.pem" -out "$d/ca.pem" 2>/dev/null
+    done
+    for n in $NODES; do
+        cert "cm-swarm-$n" "$TLS/node$n" "$TLS" \
+            "subjectAltName=IP:$(node_ip "$n"),DNS:cm-swarm-$n
+extendedKeyUsage=serverAuth"
+    done
+    cert client "$TLS/client" "$TLS" "extendedKeyUsage=clientAuth"
+    cert rogue "$TLS/rogue" "$TLS/rogue-ca" "extendedKeyUsage=clientAuth"
+    # A client's directory holds the CA that signed the daemons' certificates.
+    cp "$TLS/ca.pem" "$TLS/client/ca.pem"
+    cp "$TLS/ca.pem" "$TLS/rogue/ca.pem"
+    chmod -R go-rwx "$TLS"
 }
 
 wait_up() {
@@ -187,6 +232,13 @@ stop() {
 
 env_out() {
     echo "BACKEND=swarm"
+    if [ "${1:-}" = tls ]; then
+        echo "DOCKER_HOST=tcp://$(node_ip 1):$TLS_PORT"
+        echo "DOCKER_TLS_VERIFY=1"
+        echo "DOCKER_CERT_PATH=$TLS/client"
+        echo "SWARM_NODES=cm-swarm-1=tcp://$(node_ip 1):$TLS_PORT,cm-swarm-2=tcp://$(node_ip 2):$TLS_PORT,cm-swarm-3=tcp://$(node_ip 3):$TLS_PORT"
+        return
+    fi
     echo "DOCKER_HOST=unix://$(sock 1)"
     echo "SWARM_NODES=cm-swarm-1=unix://$(sock 1),cm-swarm-2=unix://$(sock 2),cm-swarm-3=unix://$(sock 3)"
 }
@@ -199,13 +251,13 @@ case "${1:-}" in
     restart) up "$2" || { start_node "$2"; wait_up "$2"; }; log "node $2 up"; exit ;;
     cut) ip -n "cm-swarm-$2" link set eth0 down; log "node $2 cut off"; exit ;;
     uncut) ip -n "cm-swarm-$2" link set eth0 up; log "node $2 linked again"; exit ;;
-    env) env_out; exit ;;
+    env) env_out "${2:-}"; exit ;;
     "") ;;
-    *) echo "usage: $0 [stop | kill N | restart N | cut N | uncut N | env]" >&2; exit 2 ;;
+    *) echo "usage: $0 [stop | kill N | restart N | cut N | uncut N | env [tls]]" >&2; exit 2 ;;
 esac
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
-for tool in ip:iproute2 nsenter:util-linux unshare:util-linux; do
+for tool in ip:iproute2 nsenter:util-linux unshare:util-linux openssl:openssl; do
     if ! command -v "${tool%%:*}" >/dev/null; then
         log "installing ${tool##*:}"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool##*:}" >/dev/null ||
@@ -247,7 +299,18 @@ awk '{ for (i = 7; i <= NF; i++) if ($i == "-") break; mp = $5; fs = $(i+1); so 
        if ((mp == "/sys/fs/cgroup" || mp ~ "^/sys/fs/cgroup/") && (fs == "cgroup" || fs == "cgroup2")) {
          sub(/^rw,/, "", so); if (so ~ /^name=/) so = "none," so; print mp, fs, so } }' \
     /proc/self/mountinfo >"$RUN/cgroup-mounts.txt"
+make_tls
 for n in $NODES; do
+    # A daemon of an older lab (without the TLS endpoint), or one that lost its socket:
+    # stopped, started again.
+    p=$(cat "$RUN/$n.pid" 2>/dev/null || true)
+    if is_ours "$p" "$(sock "$n")" && { ! up "$n" || ! is_ours "$p" "--tlsverify"; }; then
+        log "restarting dockerd of node $n (with its TLS endpoint)"
+        kill -TERM "$p"
+        for _ in $(seq 150); do [ -d "/proc/$p" ] || break; sleep 0.2; done
+        [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null || true
+        rm -f "$(sock "$n")"
+    fi
     up "$n" && continue
     log "starting dockerd of node $n (log: $LOGDIR/$n-dockerd.log)"
     start_node "$n"

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::docker::{Endpoint, TlsFiles};
+
 /// The placeholder shipped in `.env.example`; refused outside development so a copied
 /// example file never becomes a live password.
 pub const PLACEHOLDER_PASSWORD: &str = "your_secure_password_here";
@@ -116,6 +118,72 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// What runs the containers (`BACKEND`): see [`BackendKind`].
     pub backend: BackendKind,
+    /// The daemon of `DOCKER_HOST` (the Swarm's manager with `BACKEND=swarm`): see
+    /// [`docker_host`]. `None`: unset, or a scheme bollard is left to judge.
+    pub docker_host: Option<Endpoint>,
+}
+
+/// `DOCKER_HOST` as the docker CLI reads it: `unix://…` as is; `tcp://host:port` (or
+/// `https://`) only with `DOCKER_TLS_VERIFY` set (non-empty) and the certificates in
+/// `DOCKER_CERT_PATH` (default `~/.docker`): `ca.pem`, `cert.pem`, `key.pem`, each checked
+/// here. Plain TCP is refused: whoever reaches that port would be root on the host.
+pub fn docker_host() -> Result<Option<Endpoint>, ConfigError> {
+    let Some(host) = var("DOCKER_HOST").map(|h| h.trim().to_owned()) else {
+        return Ok(None);
+    };
+    if host.starts_with("unix://") {
+        return Ok(Some(Endpoint::Unix(host)));
+    }
+    let Some(addr) = host
+        .strip_prefix("tcp://")
+        .or_else(|| host.strip_prefix("https://"))
+    else {
+        return Ok(None);
+    };
+    tcp_address(addr).map_err(|e| ConfigError(format!("DOCKER_HOST={host}: {e}")))?;
+    if var("DOCKER_TLS_VERIFY").is_none() {
+        return Err(ConfigError(format!(
+            "DOCKER_HOST={host} without DOCKER_TLS_VERIFY=1: plain TCP to a Docker daemon is refused \
+             (anyone on the network would be root on its host); set DOCKER_TLS_VERIFY=1 and \
+             DOCKER_CERT_PATH to a directory with ca.pem, cert.pem and key.pem"
+        )));
+    }
+    let certs = docker_cert_path()?;
+    certs
+        .check()
+        .map_err(|e| ConfigError(format!("DOCKER_HOST={host} (TLS): {e}")))?;
+    Ok(Some(Endpoint::Tls {
+        url: format!("tcp://{addr}"),
+        certs,
+    }))
+}
+
+/// `DOCKER_CERT_PATH`, else `~/.docker` (as the docker CLI).
+fn docker_cert_path() -> Result<TlsFiles, ConfigError> {
+    match var("DOCKER_CERT_PATH") {
+        Some(dir) => Ok(TlsFiles(PathBuf::from(dir))),
+        None => var("HOME")
+            .map(|home| TlsFiles(Path::new(&home).join(".docker")))
+            .ok_or_else(|| {
+                ConfigError(
+                    "TLS to a Docker daemon needs DOCKER_CERT_PATH (or HOME for ~/.docker)".into(),
+                )
+            }),
+    }
+}
+
+/// `host:port` of a `tcp://` endpoint (a name or an address, `[v6]:port`; nothing after).
+fn tcp_address(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or("the address must be tcp://host:port")?;
+    let host_ok = !host.is_empty()
+        && !host.contains(['/', '@', '?', '#', ' '])
+        && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
+    if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err("the address must be tcp://host:port".into());
+    }
+    Ok(())
 }
 
 /// `BACKEND`: what runs the containers. `compose` (default): this host's Docker daemon, one
@@ -164,15 +232,25 @@ impl BackendKind {
                 }
                 Ok(Self::Compose)
             }
-            Some("swarm") => Ok(Self::Swarm(SwarmSettings {
-                nodes: SwarmNodes::parse(&nodes)
-                    .map_err(|e| ConfigError(format!("SWARM_NODES: {e}")))?,
-                publish: SwarmPublish::parse(
-                    var("SWARM_PUBLISH").as_deref(),
-                    std::path::Path::new(IPVS_PROC),
-                )
-                .map_err(ConfigError)?,
-            })),
+            Some("swarm") => {
+                let swarm_certs = var("SWARM_CERT_PATH").map(PathBuf::from);
+                let nodes = SwarmNodes::parse(&nodes, &|name| match &swarm_certs {
+                    Some(dir) => Ok(TlsFiles(dir.join(name))),
+                    None => docker_cert_path().map_err(|e| e.0),
+                })
+                .map_err(|e| ConfigError(format!("SWARM_NODES: {e}")))?;
+                nodes
+                    .check_certs()
+                    .map_err(|e| ConfigError(format!("SWARM_NODES: {e}")))?;
+                Ok(Self::Swarm(SwarmSettings {
+                    nodes,
+                    publish: SwarmPublish::parse(
+                        var("SWARM_PUBLISH").as_deref(),
+                        std::path::Path::new(IPVS_PROC),
+                    )
+                    .map_err(ConfigError)?,
+                }))
+            }
             Some(other) => Err(ConfigError(format!(
                 "BACKEND={other:?} must be compose or swarm"
             ))),
@@ -237,20 +315,26 @@ impl SwarmPublish {
 }
 
 /// `SWARM_NODES`: comma-separated `name=endpoint`, the endpoint a unix socket
-/// (`unix:///run/node1.sock`). (`tcp://` endpoints need TLS, which this build does not
-/// carry: refused, rather than talking to a node's daemon in the clear.)
+/// (`unix:///run/node1.sock`) or `tcp://host:port`, always with mutual TLS (Docker's
+/// `--tlsverify`): the certificates of node `name` are in `SWARM_CERT_PATH/name/` when
+/// `SWARM_CERT_PATH` is set, else in `DOCKER_CERT_PATH` (default `~/.docker`), as
+/// `ca.pem`, `cert.pem`, `key.pem`. Plain TCP is refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SwarmNodes(pub Vec<(String, String)>);
+pub struct SwarmNodes(pub Vec<(String, Endpoint)>);
 
 impl SwarmNodes {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let mut out: Vec<(String, String)> = Vec::new();
+    /// `certs(name)`: where the certificates of a `tcp://` node are.
+    pub fn parse(
+        s: &str,
+        certs: &dyn Fn(&str) -> Result<TlsFiles, String>,
+    ) -> Result<Self, String> {
+        let mut out: Vec<(String, Endpoint)> = Vec::new();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (name, endpoint) = entry
                 .split_once('=')
                 .map(|(n, e)| (n.trim(), e.trim()))
                 .ok_or_else(|| {
-                    format!("entry {entry:?} must be name=unix:///path/to/docker.sock")
+                    format!("entry {entry:?} must be name=unix:///path/to/docker.sock or name=tcp://host:port")
                 })?;
             let name_ok = !name.is_empty()
                 && name.len() <= 253
@@ -265,31 +349,45 @@ impl SwarmNodes {
             if out.iter().any(|(n, _)| n == name) {
                 return Err(format!("node {name:?} is listed twice"));
             }
-            match endpoint.split_once("://") {
-                Some(("unix", path)) if path.starts_with('/') && path.len() > 1 => {}
-                Some(("tcp", _)) => {
-                    return Err(format!(
-                        "{name}={endpoint}: tcp:// endpoints (Docker's TLS) are not supported yet; \
-                         reach the node's daemon through a unix socket (e.g. forwarded over ssh)"
-                    ))
+            let endpoint = match endpoint.split_once("://") {
+                Some(("unix", path)) if path.starts_with('/') && path.len() > 1 => {
+                    Endpoint::Unix(endpoint.to_owned())
+                }
+                Some(("tcp", addr)) => {
+                    tcp_address(addr).map_err(|e| format!("{name}={endpoint}: {e}"))?;
+                    Endpoint::Tls {
+                        url: endpoint.to_owned(),
+                        certs: certs(name)?,
+                    }
                 }
                 _ => {
                     return Err(format!(
-                        "{name}={endpoint:?}: the endpoint must be unix:///absolute/path"
+                        "{name}={endpoint:?}: the endpoint must be unix:///absolute/path or \
+                         tcp://host:port (always with TLS; plain http:// is refused)"
                     ))
                 }
-            }
-            out.push((name.to_owned(), endpoint.to_owned()));
+            };
+            out.push((name.to_owned(), endpoint));
         }
         Ok(Self(out))
     }
 
+    /// The certificate files of every `tcp://` node are there and readable: the error names
+    /// the node and the file.
+    pub fn check_certs(&self) -> Result<(), String> {
+        for (name, endpoint) in &self.0 {
+            if let Endpoint::Tls { url, certs } = endpoint {
+                certs
+                    .check()
+                    .map_err(|e| format!("{name}={url} (TLS): {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The endpoint of node `name`, if listed.
-    pub fn endpoint(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, e)| e.as_str())
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, e)| e)
     }
 }
 
@@ -859,6 +957,7 @@ impl Config {
                 }
                 backend
             },
+            docker_host: docker_host()?,
         })
     }
 }
@@ -922,6 +1021,7 @@ impl Config {
             image_updates: ImageUpdates::default(),
             webhooks: WebhookSettings::default(),
             backend: BackendKind::Compose,
+            docker_host: None,
         }
     }
 }
@@ -1142,16 +1242,40 @@ mod tests {
 
 #[cfg(test)]
 mod swarm_settings_tests {
-    use super::SwarmNodes;
+    use super::{tcp_address, Endpoint, SwarmNodes, TlsFiles};
+    use std::path::PathBuf;
+
+    fn per_node(name: &str) -> Result<TlsFiles, String> {
+        Ok(TlsFiles(PathBuf::from("/certs").join(name)))
+    }
 
     #[test]
-    fn swarm_nodes_are_names_and_unix_sockets() {
-        let nodes =
-            SwarmNodes::parse(" n1=unix:///run/n1.sock, node-2.x = unix:///run/n2.sock ,").unwrap();
-        assert_eq!(nodes.endpoint("n1"), Some("unix:///run/n1.sock"));
-        assert_eq!(nodes.endpoint("node-2.x"), Some("unix:///run/n2.sock"));
+    fn swarm_nodes_are_names_and_unix_sockets_or_tls_endpoints() {
+        let nodes = SwarmNodes::parse(
+            " n1=unix:///run/n1.sock, node-2.x = tcp://10.0.0.2:2376 ,",
+            &per_node,
+        )
+        .unwrap();
+        assert_eq!(
+            nodes.endpoint("n1"),
+            Some(&Endpoint::Unix("unix:///run/n1.sock".into()))
+        );
+        assert_eq!(
+            nodes.endpoint("node-2.x"),
+            Some(&Endpoint::Tls {
+                url: "tcp://10.0.0.2:2376".into(),
+                certs: TlsFiles("/certs/node-2.x".into()),
+            })
+        );
+        assert_eq!(
+            nodes.endpoint("node-2.x").unwrap().url(),
+            "tcp://10.0.0.2:2376"
+        );
         assert_eq!(nodes.endpoint("n3"), None);
-        assert_eq!(SwarmNodes::parse("").unwrap(), SwarmNodes::default());
+        assert_eq!(
+            SwarmNodes::parse("", &per_node).unwrap(),
+            SwarmNodes::default()
+        );
         for bad in [
             "n1",
             "=unix:///x",
@@ -1159,11 +1283,69 @@ mod swarm_settings_tests {
             "n1=/run/x.sock",
             "n1=unix://relative",
             "n1=unix:///a,n1=unix:///b",
-            "n1=tcp://10.0.0.1:2376",
-            "n1=http://x",
+            "n1=http://x:2375",
+            "n1=https://x:2376",
+            "n1=tcp://10.0.0.1",
+            "n1=tcp://10.0.0.1:0",
+            "n1=tcp://10.0.0.1:2376/path",
+            "n1=tcp://:2376",
         ] {
-            assert!(SwarmNodes::parse(bad).is_err(), "{bad}");
+            assert!(SwarmNodes::parse(bad, &per_node).is_err(), "{bad}");
         }
+        // Where a node's certificates cannot be said, the entry is refused.
+        let none = |_: &str| Err::<TlsFiles, _>("no certificates".to_owned());
+        assert!(SwarmNodes::parse("n1=tcp://a:1", &none)
+            .unwrap_err()
+            .contains("no certificates"));
+        assert!(SwarmNodes::parse("n1=unix:///a", &none).is_ok());
+    }
+
+    #[test]
+    fn tcp_addresses_are_host_and_port() {
+        for good in ["10.0.0.1:2376", "node1.example:2376", "[fd00::1]:2376"] {
+            assert!(tcp_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "10.0.0.1",
+            "fd00::1:2376",
+            "a:b",
+            "a:70000",
+            "u@a:1",
+            "a/b:1",
+        ] {
+            assert!(tcp_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn certificate_files_are_checked_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("n1");
+        std::fs::create_dir(&node).unwrap();
+        let nodes = SwarmNodes::parse("n1=tcp://10.0.0.1:2376", &|name| {
+            Ok(TlsFiles(dir.path().join(name)))
+        })
+        .unwrap();
+        let cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::write(node.join("ca.pem"), cert).unwrap();
+        std::fs::write(node.join("cert.pem"), cert).unwrap();
+        let e = nodes.check_certs().unwrap_err();
+        assert!(
+            e.contains("n1=tcp://10.0.0.1:2376") && e.contains("n1/key.pem"),
+            "{e}"
+        );
+        std::fs::write(node.join("key.pem"), cert).unwrap();
+        let e = nodes.check_certs().unwrap_err();
+        assert!(e.contains("key.pem holds no PEM private key"), "{e}");
+        std::fs::write(
+            node.join("key.pem"),
+            "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        nodes.check_certs().unwrap();
+        std::fs::write(node.join("ca.pem"), "not a certificate").unwrap();
+        let e = nodes.check_certs().unwrap_err();
+        assert!(e.contains("ca.pem holds no PEM certificate"), "{e}");
     }
 
     #[test]

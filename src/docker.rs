@@ -2,6 +2,7 @@
 //! environment for the `docker` CLI processes the server starts. A leaf: it knows nothing of
 //! the rest of the server (what a failure means to a request is decided in `http`).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,8 @@ use tokio::process::Command;
 /// is not fatal: every use tries again, and health says `degraded` meanwhile.
 #[derive(Clone, Default)]
 pub struct Engine {
-    /// `unix:///path` of another daemon (a Swarm node's, [`Engine::at`]); `None`: per
-    /// `DOCKER_HOST` or the default socket.
-    endpoint: Option<Arc<str>>,
+    /// Where the daemon is ([`Engine::at`]); `None`: per `DOCKER_HOST` or the default socket.
+    endpoint: Option<Arc<Endpoint>>,
     client: Arc<RwLock<Option<Docker>>>,
     /// What [`Engine::userns`] last found out, and when.
     userns: Arc<RwLock<Option<UsernsSeen>>>,
@@ -90,21 +90,174 @@ impl Userns {
     }
 }
 
+/// Where a daemon's Engine API is: a unix socket, or `tcp://host:port` with mutual TLS as
+/// the docker CLI does it (`--tlsverify`: the daemon's certificate checked against `ca.pem`,
+/// this client known to the daemon by `cert.pem` and `key.pem`). Plain TCP is not one of
+/// them: whoever reaches such a port is root on that host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `unix:///path`.
+    Unix(String),
+    /// `tcp://host:port` and the directory of the certificates.
+    Tls { url: String, certs: TlsFiles },
+}
+
+impl Endpoint {
+    /// As written in the settings (`unix:///…`, `tcp://…`).
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Unix(url) | Self::Tls { url, .. } => url,
+        }
+    }
+
+    fn connect(&self) -> Result<Docker, bollard::errors::Error> {
+        match self {
+            Self::Unix(url) => Docker::connect_with_unix(
+                url.trim_start_matches("unix://"),
+                120,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Self::Tls { url, certs } => {
+                // bollard's client-certificate resolver asks for the process's provider.
+                static PROVIDER: std::sync::Once = std::sync::Once::new();
+                PROVIDER.call_once(|| {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                });
+                Docker::connect_with_ssl(
+                    url,
+                    &certs.key(),
+                    &certs.cert(),
+                    &certs.ca(),
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+        }
+    }
+}
+
+/// A directory of Docker's client certificate files: `ca.pem` (the CA that signed the
+/// daemon's certificate), `cert.pem` and `key.pem` (this client's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles(pub PathBuf);
+
+impl TlsFiles {
+    pub fn ca(&self) -> PathBuf {
+        self.0.join("ca.pem")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.0.join("cert.pem")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.0.join("key.pem")
+    }
+
+    /// Each file is there, readable and holds what it should (PEM certificates; one private
+    /// key): the error names the file. (Whether the daemon accepts them shows at the first
+    /// connection: see [`is_tls_failure`].)
+    pub fn check(&self) -> Result<(), String> {
+        let read = |path: &Path, what: &str, label: &dyn Fn(&str) -> bool| {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let blocks: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("-----BEGIN "))
+                .filter_map(|l| l.strip_suffix("-----"))
+                .collect();
+            if blocks.iter().any(|b| label(b)) {
+                Ok(())
+            } else {
+                Err(format!("{} holds no PEM {what}", path.display()))
+            }
+        };
+        read(&self.ca(), "certificate", &|b| b == "CERTIFICATE")?;
+        read(&self.cert(), "certificate", &|b| b == "CERTIFICATE")?;
+        read(&self.key(), "private key", &|b| b.ends_with("PRIVATE KEY"))
+    }
+}
+
+/// Whether `e` is a TLS failure (a certificate refused by either side, a handshake that
+/// failed) rather than a daemon that does not answer: a setting to fix, not a node to wait for.
+pub fn is_tls_failure(e: &bollard::errors::Error) -> bool {
+    // `IOError` is transparent: its `source` would skip what the io::Error wraps.
+    let first: &(dyn std::error::Error + 'static) = match e {
+        bollard::errors::Error::IOError { err } => err,
+        other => other,
+    };
+    let mut next = Some(first);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error's `source` skips what it wraps.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    // Wrappers that hide the type (a boxed cause behind a transparent error): rustls's own
+    // words for a refused or unverifiable certificate.
+    let text = error_chain(e);
+    [
+        "received fatal alert",
+        "invalid peer certificate",
+        "peer sent no certificates",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}
+
+/// `e` and its causes, `: `-joined (a connection error's useful part is in its sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = err.source();
+    }
+    out
+}
+
 impl Engine {
     pub async fn connect() -> Self {
-        let engine = Self::default();
+        Self::connect_to(None).await
+    }
+
+    /// The engine of `endpoint` (`None`: per `DOCKER_HOST` or the default socket), with a
+    /// first connection tried now.
+    pub async fn connect_to(endpoint: Option<Endpoint>) -> Self {
+        let engine = Self {
+            endpoint: endpoint.map(Arc::new),
+            ..Self::default()
+        };
         if let Err(e) = engine.get().await {
-            tracing::warn!(error = %e, "Docker is not reachable yet; will keep trying");
+            tracing::warn!(error = %error_chain(&e), "Docker is not reachable yet; will keep trying");
         }
         engine
     }
 
-    /// An engine for the daemon at `endpoint` (`unix:///path`), connected at first use.
-    pub fn at(endpoint: &str) -> Self {
+    /// An engine for the daemon at `endpoint`, connected at first use.
+    pub fn at(endpoint: Endpoint) -> Self {
         Self {
-            endpoint: Some(endpoint.into()),
+            endpoint: Some(Arc::new(endpoint)),
             ..Self::default()
         }
+    }
+
+    /// Where it connects (`None`: per `DOCKER_HOST` or the default socket).
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.as_deref()
     }
 
     /// The connected client, connecting first if needed.
@@ -118,11 +271,7 @@ impl Engine {
             return Ok(client);
         }
         let docker = match self.endpoint.as_deref() {
-            Some(endpoint) => Docker::connect_with_unix(
-                endpoint.trim_start_matches("unix://"),
-                120,
-                bollard::API_DEFAULT_VERSION,
-            )?,
+            Some(endpoint) => endpoint.connect()?,
             None => Docker::connect_with_defaults()?,
         };
         let negotiated = tokio::time::timeout(Duration::from_secs(2), docker.negotiate_version())
@@ -183,19 +332,22 @@ impl Engine {
 pub struct NodeEngines {
     engines: Arc<Vec<(String, Engine)>>,
     down: Arc<tokio::sync::watch::Sender<std::collections::BTreeSet<String>>>,
+    /// What the shared-storage check found on each.
+    pub storage: StorageSeen,
 }
 
 impl NodeEngines {
-    /// From `(node name, unix:///path)` pairs.
-    pub fn new(endpoints: &[(String, String)]) -> Self {
+    /// From `(node name, endpoint)` pairs.
+    pub fn new(endpoints: &[(String, Endpoint)]) -> Self {
         Self {
             engines: Arc::new(
                 endpoints
                     .iter()
-                    .map(|(name, endpoint)| (name.clone(), Engine::at(endpoint)))
+                    .map(|(name, endpoint)| (name.clone(), Engine::at(endpoint.clone())))
                     .collect(),
             ),
             down: Arc::default(),
+            storage: StorageSeen::default(),
         }
     }
 
@@ -213,6 +365,11 @@ impl NodeEngines {
         self.down.subscribe()
     }
 
+    /// Every node's name and engine.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &Engine)> {
+        self.engines.iter().map(|(n, e)| (n.as_str(), e))
+    }
+
     /// The engine of node `name`, if it is listed.
     pub fn of(&self, name: &str) -> Option<&Engine> {
         self.engines.iter().find(|(n, _)| n == name).map(|(_, e)| e)
@@ -220,6 +377,177 @@ impl NodeEngines {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.engines.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// Whether the daemon of `docker` sees, at the same path, the file `dir/name` that holds
+/// `token`: a container is created (never started) from an image the daemon has, with `dir`
+/// bound read-only; the file is read back through the archive API
+/// (`GET /containers/{id}/archive`); the container is removed. `Ok(Err(why))`: the daemon
+/// answered and does not see it; `Err`: it did not answer.
+pub async fn sees_file(
+    docker: &Docker,
+    dir: &Path,
+    name: &str,
+    token: &str,
+) -> Result<Result<(), String>, bollard::errors::Error> {
+    use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+        RemoveContainerOptionsBuilder,
+    };
+    use futures_util::TryStreamExt;
+    const TARGET: &str = "/cm-storage-check";
+    let answered = |e: &bollard::errors::Error| match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => Some(message.clone()),
+        _ => None,
+    };
+    let image = match probe_image(docker).await {
+        Ok(image) => image,
+        Err(e) => return answered(&e).map(Err).ok_or(e),
+    };
+    let body = ContainerCreateBody {
+        image: Some(image),
+        entrypoint: Some(vec!["/never-started".into()]),
+        cmd: Some(Vec::new()),
+        network_disabled: Some(true),
+        labels: Some(
+            [(
+                "com.container-manager.storage-check".to_owned(),
+                token.to_owned(),
+            )]
+            .into(),
+        ),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![Mount {
+                typ: Some(MountType::BIND),
+                source: Some(dir.display().to_string()),
+                target: Some(TARGET.into()),
+                read_only: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let container_name = format!("cm-storage-check-{}", &token[..token.len().min(16)]);
+    let created = docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&container_name)
+                    .build(),
+            ),
+            body,
+        )
+        .await;
+    let id = match created {
+        Ok(c) => c.id,
+        Err(e) => {
+            return answered(&e)
+                .map(|m| Err(format!("cannot bind {} there: {m}", dir.display())))
+                .ok_or(e)
+        }
+    };
+    let read: Result<Vec<u8>, _> = docker
+        .download_from_container(
+            &id,
+            Some(
+                DownloadFromContainerOptionsBuilder::new()
+                    .path(&format!("{TARGET}/{name}"))
+                    .build(),
+            ),
+        )
+        .map_ok(|chunk| chunk.to_vec())
+        .try_concat()
+        .await;
+    let _ = docker
+        .remove_container(
+            &id,
+            Some(
+                RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
+        )
+        .await;
+    let file = dir.join(name);
+    match read {
+        // A tar of one small file: the token appears as is.
+        Ok(tar) if tar.windows(token.len()).any(|w| w == token.as_bytes()) => Ok(Ok(())),
+        Ok(_) => Ok(Err(format!(
+            "{} there is not the file this server wrote (another storage at the same path)",
+            file.display()
+        ))),
+        Err(e) => answered(&e)
+            .map(|m| Err(format!("{} is not there: {m}", file.display())))
+            .ok_or(e),
+    }
+}
+
+/// An image the daemon has, for a container never started: any, else an empty one imported
+/// (`container-manager/storage-check:1`, no layer content).
+async fn probe_image(docker: &Docker) -> Result<String, bollard::errors::Error> {
+    use bollard::query_parameters::CreateImageOptionsBuilder;
+    use futures_util::TryStreamExt;
+    const EMPTY: &str = "container-manager/storage-check:1";
+    let images = docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await?;
+    if let Some(image) = images.into_iter().next() {
+        return Ok(image.id);
+    }
+    // An empty tar: two zero blocks.
+    let empty = bytes::Bytes::from(vec![0u8; 1024]);
+    docker
+        .create_image(
+            Some(
+                CreateImageOptionsBuilder::new()
+                    .from_src("-")
+                    .repo("container-manager/storage-check")
+                    .tag("1")
+                    .build(),
+            ),
+            Some(bollard::body_full(empty)),
+            None,
+        )
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(EMPTY.to_owned())
+}
+
+/// What the start-up check of the shared storage found on each node (README "Swarm
+/// backend"), shown by `/healthz`: `shared`, `unchecked: why` (not reachable yet; checked
+/// again until it is), `not shared: why`.
+#[derive(Clone, Default)]
+pub struct StorageSeen(Arc<RwLock<std::collections::BTreeMap<String, String>>>);
+
+impl StorageSeen {
+    pub fn get(&self, node: &str) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned()
+    }
+
+    pub fn set(&self, node: &str, seen: String) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_owned(), seen);
+    }
+
+    /// The nodes still `unchecked`.
+    pub fn unchecked(&self) -> Vec<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, s)| s.starts_with("unchecked"))
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 }
 

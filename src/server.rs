@@ -53,6 +53,13 @@ pub fn start_background(state: &AppState) {
         ),
     };
     let task = state.reconciler.spawn(ctx, state.shutdown.clone());
+    // Nodes that did not answer at start-up: their app storage is checked when they do.
+    let storage = tokio::spawn(crate::appdir::shared::recheck(
+        state.config.clone(),
+        state.nodes.clone(),
+        state.docker.clone(),
+        state.shutdown.clone(),
+    ));
     let feed = tokio::spawn(crate::events::run(
         state.events.clone(),
         state.store.clone(),
@@ -91,6 +98,7 @@ pub fn start_background(state: &AppState) {
         ("token use", token_use),
         ("deadlines", deadlines),
         ("idle sampler", idle),
+        ("storage recheck", storage),
     ]);
     background.extend(webhooks);
 }

@@ -76,6 +76,10 @@ pub enum StartError {
     Audit(std::io::Error),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    /// A Docker daemon refuses this server's TLS certificates, or a Swarm node does not see
+    /// its app storage: one line saying which and why.
+    #[error("{0}")]
+    Docker(String),
 }
 
 impl AppState {
@@ -123,7 +127,7 @@ impl AppState {
         }
         let audit =
             Audit::open(&config.log_dir, config.audit_max_bytes).map_err(StartError::Audit)?;
-        let docker = crate::docker::Engine::connect().await;
+        let docker = crate::docker::Engine::connect_to(config.docker_host.clone()).await;
         let nodes = crate::docker::NodeEngines::new(
             config
                 .backend
@@ -131,6 +135,22 @@ impl AppState {
                 .map(|s| s.nodes.0.as_slice())
                 .unwrap_or_default(),
         );
+        if let Some(crate::docker::Endpoint::Tls { url, .. }) = docker.endpoint() {
+            if let Err(e) = docker.get().await {
+                let why = crate::docker::error_chain(&e);
+                if crate::docker::is_tls_failure(&e) {
+                    return Err(StartError::Docker(format!(
+                        "DOCKER_HOST={url}: TLS failed (check DOCKER_CERT_PATH's ca.pem, cert.pem, key.pem): {why}"
+                    )));
+                }
+                tracing::warn!(error = %why, "the Docker daemon of DOCKER_HOST does not answer yet");
+            }
+        }
+        if config.backend.swarm().is_some() {
+            crate::appdir::shared::at_start(&config, &nodes, &docker)
+                .await
+                .map_err(StartError::Docker)?;
+        }
         // Read once here (a fraction of a second), so health never spawns a process.
         let compose_version = Arc::new(crate::docker::compose_version().await);
         let files = crate::appdir::Files::open(&config).map_err(|e| {

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod place;
 pub mod plan;
 pub mod remove;
+pub mod shared;
 pub mod snapshot;
 pub mod unzip;
 pub mod upload;

@@ -134,7 +134,7 @@ async fn swarm_nodes(state: &AppState) -> Result<Vec<HealthNode>, String> {
         let ping = async { engine.get().await?.ping().await };
         match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
             Ok(Ok(_)) => "ok".to_owned(),
-            Ok(Err(e)) => format!("unreachable: {e}"),
+            Ok(Err(e)) => format!("unreachable: {}", crate::docker::error_chain(&e)),
             Err(_) => "unreachable: timed out".to_owned(),
         }
     });
@@ -143,6 +143,16 @@ async fn swarm_nodes(state: &AppState) -> Result<Vec<HealthNode>, String> {
         .into_iter()
         .zip(engines)
         .map(|(n, engine)| HealthNode {
+            endpoint: state
+                .nodes
+                .of(&n.name)
+                .and_then(|e| e.endpoint())
+                .map(|e| e.url().to_owned()),
+            storage: state.nodes.storage.get(&n.name).or_else(|| {
+                (n.role == "manager" && state.nodes.names().next().is_none())
+                    .then(|| state.nodes.storage.get(crate::appdir::shared::MANAGER))
+                    .flatten()
+            }),
             name: n.name,
             role: n.role,
             state: n.state,

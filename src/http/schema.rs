@@ -454,6 +454,15 @@ pub struct HealthNode {
     /// `not configured` (not in `SWARM_NODES`: the containers it runs cannot be reached for
     /// exec, terminals, logs, stats or pause).
     pub engine: String,
+    /// Where this server reaches that Engine API: its `SWARM_NODES` endpoint
+    /// (`unix:///…`, or `tcp://host:port`, always TLS); `null` when not listed.
+    #[schema(required = true)]
+    pub endpoint: Option<String>,
+    /// The start-up check of the app storage on this node: `shared`, `unchecked: <why>` (it
+    /// did not answer; checked again every few seconds), `not shared: <why>`; `null`: not
+    /// checked (not in `SWARM_NODES`).
+    #[schema(required = true)]
+    pub storage: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -556,8 +556,26 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 /// Runs the server binary to completion (for start-up refusals).
 pub fn run_to_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    run_to_exit_under(&[], env)
+}
+
+/// [`run_to_exit`] with the binary started by `wrapper` (a command that ends by running its
+/// last argument, the binary: e.g. `unshare … sh -c '…; exec "$0"'`), in a temporary working
+/// directory (`./data` is the default `DATA_DIR`).
+pub fn run_to_exit_under(
+    wrapper: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_container-manager"));
+    let bin = env!("CARGO_BIN_EXE_container-manager");
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.env_clear().current_dir(dir.path());
     if let Some(v) = std::env::var_os("PATH") {
         cmd.env("PATH", v);

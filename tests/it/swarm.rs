@@ -15,6 +15,74 @@ pub(crate) fn node_sock(n: u32) -> String {
     format!("unix:///run/cm-swarm/{n}.sock")
 }
 
+/// The lab's certificates (scripts/setup-swarm.sh): `client/` is what DOCKER_CERT_PATH
+/// names, `rogue/` a client certificate of another CA.
+const TLS: &str = "/run/cm-swarm/tls";
+
+/// Node `n`'s Engine API over TCP with mutual TLS.
+fn node_tls(n: u32) -> String {
+    format!("tcp://10.231.78.1{n}:2376")
+}
+
+/// A `SWARM_CERT_PATH`: one directory per node holding a copy of `TLS/<which[n-1]>`
+/// (`client`, `rogue`; `None`: no directory).
+fn cert_dirs(which: [Option<&str>; 3]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, from) in (1..=3).zip(which) {
+        let Some(from) = from else { continue };
+        let to = dir.path().join(format!("cm-swarm-{n}"));
+        std::fs::create_dir(&to).unwrap();
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::copy(format!("{TLS}/{from}/{file}"), to.join(file)).unwrap();
+        }
+    }
+    dir
+}
+
+/// The settings of a server that reaches the manager and every node through TLS, each
+/// node's certificates in `certs` (see [`cert_dirs`]).
+fn tls_env(certs: &std::path::Path) -> Vec<(String, String)> {
+    let nodes = (1..=3)
+        .map(|n| format!("cm-swarm-{n}={}", node_tls(n)))
+        .collect::<Vec<_>>()
+        .join(",");
+    [
+        ("BACKEND", "swarm".to_owned()),
+        ("DOCKER_HOST", node_tls(1)),
+        ("DOCKER_TLS_VERIFY", "1".to_owned()),
+        ("DOCKER_CERT_PATH", format!("{TLS}/client")),
+        ("SWARM_NODES", nodes),
+        ("SWARM_CERT_PATH", certs.display().to_string()),
+        ("RESYNC_INTERVAL", "2".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The lab's TLS endpoints answer (an older lab has none); prints why not.
+fn tls_ready() -> bool {
+    let ok = std::path::Path::new(&format!("{TLS}/client/key.pem")).exists()
+        && std::process::Command::new("docker")
+            .args(["-H", &node_tls(2), "--tlsverify", "version"])
+            .env("DOCKER_CERT_PATH", format!("{TLS}/client"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: the lab has no TLS endpoints (scripts/setup-swarm.sh makes them)");
+    }
+    ok
+}
+
+/// The server binary's refusal within 60 s: its exit status and stderr.
+fn refusal(wrapper: &[&str], env: &[(String, String)]) -> (std::process::ExitStatus, String) {
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([("APP_USER", "admin"), ("APP_PASS", "a-Pa55word-for-tests")]);
+    let mut under = vec!["timeout", "60"];
+    under.extend(wrapper);
+    run_to_exit_under(&under, &env)
+}
+
 /// One swarm test at a time: the node-loss test kills a node the others would use.
 pub(crate) static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -179,6 +247,15 @@ async fn health_shows_the_backend_and_the_three_nodes() {
         assert_eq!(n["state"], "ready", "{n}");
         assert_eq!(n["engine"], "ok", "{n}");
         assert_eq!(n["labels"]["zone"], zone, "{n}");
+        // Each node saw the server's app storage at start-up.
+        assert_eq!(n["storage"], "shared", "{n}");
+        assert!(
+            n["endpoint"]
+                .as_str()
+                .unwrap()
+                .starts_with("unix:///run/cm-swarm/"),
+            "{n}"
+        );
     }
     assert_eq!(nodes[0]["role"], "manager");
 
@@ -488,8 +565,13 @@ async fn impossible_settings_and_placement_on_compose_are_refused() {
             vec![
                 ("BACKEND", "swarm"),
                 ("SWARM_NODES", "n1=tcp://10.0.0.1:2376"),
+                ("DOCKER_CERT_PATH", "/nonexistent/certs"),
             ],
-            "tcp://",
+            "cannot read /nonexistent/certs/ca.pem",
+        ),
+        (
+            vec![("DOCKER_HOST", "tcp://10.0.0.1:2375")],
+            "without DOCKER_TLS_VERIFY=1",
         ),
         (
             vec![("BACKEND", "swarm"), ("DEFAULT_ISOLATION", "gvisor")],
@@ -833,6 +915,216 @@ async fn the_manager_restarted_loses_nothing_and_drift_is_repaired_after() {
     docker_on(Some(MANAGER), &["service", "rm", &cuid]);
     s.wait_for(&format!("/containers/{cuid}"), LONG, |r| {
         r.json["status"] == "running" && task_node(&cuid).is_some()
+    })
+    .await;
+}
+
+/// The manager and every node reached over TCP with Docker's mutual TLS (the lab's
+/// certificates, one directory per node in SWARM_CERT_PATH): a container's life.
+#[tokio::test]
+async fn tls_endpoints_run_a_containers_life() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() || !tls_ready() {
+        return;
+    }
+    let certs = cert_dirs([Some("client"); 3]);
+    let s = Server::start_with(Options {
+        env: tls_env(certs.path()),
+        ..Default::default()
+    })
+    .await;
+    let _services = Services(s.instance_id.clone());
+    let h = s.get("/healthz").await;
+    assert_eq!(h.status, 200, "{}", h.text);
+    let nodes = h.json["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{}", h.text);
+    for (n, i) in nodes.iter().zip(1..) {
+        assert_eq!(n["endpoint"].as_str(), Some(node_tls(i).as_str()), "{n}");
+        assert_eq!(
+            (&n["engine"], &n["storage"]),
+            (&json!("ok"), &json!("shared")),
+            "{n}"
+        );
+    }
+
+    let cuid = s
+        .create_started(&json!({
+            "image": BUSYBOX,
+            "command": ["sh", "-c", "echo hello-over-tls; exec sleep 3600"],
+        }))
+        .await;
+    let node = task_node(&cuid).expect("a running task");
+    let r = s.get(&format!("/containers/{cuid}")).await;
+    assert_eq!(r.json["node"].as_str(), Some(node.as_str()), "{}", r.text);
+    // Exec and logs through the TLS endpoint of the task's node.
+    let mut t = Term::open(
+        &s,
+        &format!("/ws/{cuid}?main=false&cmd={}", url_encode("hostname")),
+    )
+    .await;
+    assert_eq!(t.until_exit(LONG).await, 0);
+    let logs = s.get(&format!("/containers/{cuid}/logs")).await;
+    assert_eq!(logs.status, 200, "{}", logs.text);
+    assert!(logs.text.contains("hello-over-tls"), "{}", logs.text);
+    let r = s.post(&format!("/containers/{cuid}/stop")).await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (200, Some("stopped")),
+        "{}",
+        r.text
+    );
+    let r = s.delete(&format!("/containers/{cuid}")).await;
+    assert!(matches!(r.status, 200 | 202 | 204), "{}", r.text);
+    s.wait_for(&format!("/containers/{cuid}"), LONG, |r| r.status == 404)
+        .await;
+    let left = docker_on(
+        Some(MANAGER),
+        &["service", "ls", "-q", "--filter", &format!("name={cuid}")],
+    );
+    assert_eq!(left.trim(), "");
+}
+
+/// Certificates that cannot work stop the start with one line naming the node (or
+/// DOCKER_HOST) and the file or the TLS failure; plain TCP is refused.
+#[tokio::test]
+async fn wrong_or_missing_certificates_and_plain_tcp_are_refused_at_start_up() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() || !tls_ready() {
+        return;
+    }
+    // Node 2's client certificate is of another CA: its daemon refuses the handshake.
+    let certs = cert_dirs([Some("client"), Some("rogue"), Some("client")]);
+    let (status, stderr) = refusal(&[], &tls_env(certs.path()));
+    assert!(!status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("node cm-swarm-2 (tcp://10.231.78.12:2376): TLS failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Node 3 has no certificate directory: the missing file is named.
+    let certs = cert_dirs([Some("client"), Some("client"), None]);
+    let (status, stderr) = refusal(&[], &tls_env(certs.path()));
+    assert!(!status.success(), "started: {stderr}");
+    let missing = certs.path().join("cm-swarm-3/ca.pem");
+    assert!(
+        stderr.contains("cm-swarm-3=tcp://10.231.78.13:2376")
+            && stderr.contains(&format!("cannot read {}", missing.display())),
+        "{stderr}"
+    );
+
+    // The manager with a certificate its daemon refuses.
+    let certs = cert_dirs([Some("client"); 3]);
+    let mut env = tls_env(certs.path());
+    env.retain(|(k, _)| k != "DOCKER_CERT_PATH");
+    env.push(("DOCKER_CERT_PATH".into(), format!("{TLS}/rogue")));
+    let (status, stderr) = refusal(&[], &env);
+    assert!(!status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("DOCKER_HOST=tcp://10.231.78.11:2376: TLS failed"),
+        "{stderr}"
+    );
+
+    // Plain TCP: refused, whatever answers there.
+    let mut env = tls_env(certs.path());
+    env.retain(|(k, _)| k != "DOCKER_TLS_VERIFY");
+    let (status, stderr) = refusal(&[], &env);
+    assert!(!status.success(), "started: {stderr}");
+    assert!(stderr.contains("without DOCKER_TLS_VERIFY=1"), "{stderr}");
+    let (status, stderr) = refusal(
+        &[],
+        &[
+            ("BACKEND".into(), "swarm".into()),
+            ("SWARM_NODES".into(), "n1=http://10.231.78.11:2375".into()),
+        ],
+    );
+    assert!(!status.success(), "started: {stderr}");
+    assert!(stderr.contains("plain http:// is refused"), "{stderr}");
+}
+
+/// The nodes must see the server's app storage: a server whose DATA_DIR is a tmpfs of its
+/// own mount namespace (the nodes' daemons see the directory below it, not its files) is
+/// refused, naming each node and the path. A node that does not answer at start-up does not
+/// stop it: its storage is checked when it answers.
+#[tokio::test]
+async fn the_app_storage_must_be_the_same_on_every_node() {
+    let _lab = LAB.lock().await;
+    if !lab_ready() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let nodes = (1..=3)
+        .map(|n| format!("cm-swarm-{n}={}", node_sock(n)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let env: Vec<(String, String)> = [
+        ("BACKEND", "swarm".to_owned()),
+        ("DOCKER_HOST", MANAGER.to_owned()),
+        ("SWARM_NODES", nodes),
+        ("DATA_DIR", data_dir.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let private_tmpfs = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs cm-test-private "$DATA_DIR" && exec "$0""#,
+    ];
+    let (status, stderr) = refusal(&private_tmpfs, &env);
+    assert!(!status.success(), "started: {stderr}");
+    let mounts = data_dir.join("mounts");
+    for n in 1..=3 {
+        assert!(
+            stderr.contains(&format!(
+                "node cm-swarm-{n} does not see this server's app storage {}",
+                mounts.display()
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("NFS"), "{stderr}");
+
+    // Node 3 not reachable yet (its socket is not where SWARM_NODES says): the server
+    // starts, says so, and checks it once it answers.
+    let later = tempfile::tempdir().unwrap();
+    let sock = later.path().join("3.sock");
+    let nodes = format!(
+        "cm-swarm-1={},cm-swarm-2={},cm-swarm-3=unix://{}",
+        node_sock(1),
+        node_sock(2),
+        sock.display()
+    );
+    let s = Server::start_with(Options {
+        docker_host: Some(MANAGER.into()),
+        env: vec![
+            ("BACKEND".into(), "swarm".into()),
+            ("SWARM_NODES".into(), nodes),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let _services = Services(s.instance_id.clone());
+    let h = s.get("/healthz").await;
+    let third = &h.json["nodes"][2];
+    assert_eq!(third["name"], "cm-swarm-3", "{}", h.text);
+    assert!(
+        third["storage"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("unchecked: ")),
+        "{}",
+        h.text
+    );
+    assert_eq!(h.json["nodes"][0]["storage"], "shared", "{}", h.text);
+    std::os::unix::fs::symlink("/run/cm-swarm/3.sock", &sock).unwrap();
+    s.wait_for("/healthz", LONG, |r| {
+        r.json["nodes"][2]["storage"] == "shared"
     })
     .await;
 }
