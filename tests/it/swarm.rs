@@ -908,8 +908,14 @@ async fn the_manager_restarted_loses_nothing_and_drift_is_repaired_after() {
         |r| r.json["status"] == "stopped" && task_node(&cuid).is_none(),
     )
     .await;
-    s.start_container(&cuid).await;
-    assert_eq!(task_node(&cuid).as_deref(), Some("cm-swarm-2"));
+    // The workers report to the new manager within a few heartbeats; until then their
+    // tasks count as on a node not ready: the start is taken, and converges.
+    let r = s.post(&format!("/containers/{cuid}/start")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.wait_for(&format!("/containers/{cuid}"), LONG, |r| {
+        r.json["status"] == "running" && task_node(&cuid).as_deref() == Some("cm-swarm-2")
+    })
+    .await;
 
     // Drift after the restart: a service removed behind the server's back is made again.
     docker_on(Some(MANAGER), &["service", "rm", &cuid]);
