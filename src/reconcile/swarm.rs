@@ -841,14 +841,25 @@ impl Backend for SwarmBackend {
     /// pull of a tag without a registry would fail).
     fn ensure_image<'a>(&'a self, image: &'a str) -> Step<'a> {
         Box::pin(async move {
+            // A node that is not ready takes no task, and the engine of a dead one does not
+            // answer: asking it would stop every create until it is back. It gets the image
+            // at the next make or update that finds it ready.
+            let manager = self.manager().await?;
+            let not_ready: HashSet<String> = crate::docker::swarm_nodes(&manager)
+                .await
+                .map_err(|e| unavailable("cannot list the nodes", &e))?
+                .into_iter()
+                .filter(|n| n.state != "ready")
+                .map(|n| n.name)
+                .collect();
             let mut engines = Vec::new();
-            for name in self.nodes.names() {
+            for name in self.nodes.names().filter(|n| !not_ready.contains(*n)) {
                 if let Some(d) = self.node_engine(name).await {
                     engines.push((format!("node {name}"), d));
                 }
             }
             if engines.is_empty() {
-                engines.push(("the Swarm manager".to_owned(), self.manager().await?));
+                engines.push(("the Swarm manager".to_owned(), manager));
             }
             for (place, docker) in engines {
                 super::backend::ensure_image_on(&docker, image, &place, &self.config, &self.pulls)

@@ -177,6 +177,13 @@ async fn a_killed_node_ends_its_terminals_and_its_container_moves_with_an_event(
 
     // A new terminal works, on the new node, with the files.
     works_on(&s, &cuid, to).await;
+
+    // While the node is down a new container is made and runs: the dead node's engine is
+    // not asked for the image.
+    let another = s
+        .create_started(&json!({"image": BUSYBOX, "command": SLEEPER}))
+        .await;
+    assert_ne!(task_node(&another).as_deref(), Some(from.as_str()));
 }
 
 #[tokio::test]
