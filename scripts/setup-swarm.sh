@@ -257,7 +257,7 @@ case "${1:-}" in
 esac
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
-for tool in ip:iproute2 nsenter:util-linux unshare:util-linux openssl:openssl; do
+for tool in ip:iproute2 nsenter:util-linux unshare:util-linux openssl:openssl curl:curl; do
     if ! command -v "${tool%%:*}" >/dev/null; then
         log "installing ${tool##*:}"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool##*:}" >/dev/null ||
@@ -369,7 +369,10 @@ for n in $NODES; do
     fi
 done
 # Nodes that left (an earlier lab's) stay listed as down: removed, so names stay unique.
+# Never one of this lab's own daemons: one just restarted is down until its agent reports.
+ours=" $(for n in $NODES; do dn "$n" info --format '{{.Swarm.NodeID}}' 2>/dev/null || true; done | tr '\n' ' ') "
 for id in $(dn 1 node ls -q); do
+    case $ours in *" $id "*) continue ;; esac
     if [ "$(dn 1 node inspect "$id" --format '{{.Status.State}}')" = down ]; then
         dn 1 node rm --force "$id" >/dev/null 2>&1 || true
     fi

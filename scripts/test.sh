@@ -17,5 +17,7 @@ if [ "${KEEP_SWARM:-0}" != 1 ]; then
     trap 'bash scripts/setup-swarm.sh stop >/dev/null || echo "setup-swarm.sh stop failed" >&2' EXIT
 fi
 bash scripts/setup-swarm.sh
+# The lab is up: a Swarm test that finds it missing fails instead of skipping.
+export CM_REQUIRE_SWARM_LAB=1
 export SQLX_OFFLINE=true
 cargo test --locked "$@"

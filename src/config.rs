@@ -134,11 +134,13 @@ pub fn docker_host() -> Result<Option<Endpoint>, ConfigError> {
     if host.starts_with("unix://") {
         return Ok(Some(Endpoint::Unix(host)));
     }
-    let Some(addr) = host
-        .strip_prefix("tcp://")
-        .or_else(|| host.strip_prefix("https://"))
-    else {
-        return Ok(None);
+    // Nothing else: `http://` would reach the daemon in clear, and the `docker compose`
+    // children (which see DOCKER_HOST as given) know no `https://`.
+    let Some(addr) = host.strip_prefix("tcp://") else {
+        return Err(ConfigError(format!(
+            "DOCKER_HOST={host}: only unix:///path or tcp://host:port (with DOCKER_TLS_VERIFY=1) \
+             are supported"
+        )));
     };
     tcp_address(addr).map_err(|e| ConfigError(format!("DOCKER_HOST={host}: {e}")))?;
     if var("DOCKER_TLS_VERIFY").is_none() {

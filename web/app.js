@@ -1205,15 +1205,22 @@ const IS = {
   error: "has a problem (see last error)", deleting: "is being deleted",
 };
 
-/** Published ports as links to the page's own host (TCP; UDP as text). */
-function portLinks(ports) {
+/**
+ * Published ports as links (TCP; UDP as text): to the address its `endpoints` entry names
+ * (on a Swarm, the node that runs the task; on one host, a port bound to one address), else
+ * to the page's own host.
+ */
+function portLinks(ports, endpoints) {
   const span = el("span");
   (ports || []).forEach((p, i) => {
     if (i) span.append(", ");
     if ((p.protocol || "tcp") === "tcp") {
+      const at = (endpoints || []).find((e) => e.port === p.host && e.protocol === "tcp" && e.address);
+      const host = at ? (at.address.includes(":") ? `[${at.address}]` : at.address) : location.hostname;
       span.append(el("a", {
-        href: `http://${location.hostname}:${p.host}/`, target: "_blank", rel: "noopener",
-        text: portShort(p), title: `${portText(p)}: opens port ${p.host} of this host in a new tab`,
+        href: `http://${host}:${p.host}/`, target: "_blank", rel: "noopener",
+        text: portShort(p),
+        title: `${portText(p)}: opens port ${p.host} of ${at ? (at.node ? "node " + at.node : at.address) : "this host"} in a new tab`,
       }));
     } else {
       span.append(el("span", { text: portShort(p), title: portText(p) }));
@@ -1292,7 +1299,7 @@ function renderDetail(c) {
     ["image", c.image],
     ["command", c.command ? joinWords(c.command) : "(image default)"],
     ["tags", (c.tags || []).join(", ")],
-    ["ports", portLinks(c.ports)],
+    ["ports", portLinks(c.ports, c.endpoints)],
     ["restart", c.restart],
     ["resources", resourcesText(c.resources)],
     ["isolation", c.isolation === "gvisor" ? "gVisor (runsc)" : "runc"],

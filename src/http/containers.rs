@@ -629,12 +629,18 @@ pub async fn status(
         body.finished_at = st.finished_at;
         body.restart_count = info.restart_count.unwrap_or(0);
         body.ports = ports;
-        body.endpoints = if body.running || body.paused {
-            crate::representation::endpoints_at(&c.spec.ports, node.as_deref(), address.as_deref())
+        // As in the representation: a node only while a task runs there (a stopped one's
+        // last container is still read for its exit code and times).
+        if body.running || body.paused {
+            body.endpoints = crate::representation::endpoints_at(
+                &c.spec.ports,
+                node.as_deref(),
+                address.as_deref(),
+            );
+            body.node = node;
         } else {
-            Vec::new()
-        };
-        body.node = node;
+            body.endpoints = Vec::new();
+        }
         body.source = StatusSource::Docker;
     }
     Ok(Json(body))

@@ -318,6 +318,13 @@ fn current_task(tasks: &[Task]) -> Option<&Task> {
 /// The node of the newest task that has not ended (or is orphaned) on a node that is down:
 /// the node the container was lost with (its task there is never seen to end while the
 /// node is away).
+/// Whether a node in Swarm state `state` has lost its tasks: `down` or `disconnected`. Not
+/// `unknown`: a manager that just became leader marks every node so until it heartbeats
+/// again (a second or so), and their tasks run on meanwhile.
+fn node_lost(state: &str) -> bool {
+    matches!(state, "down" | "disconnected")
+}
+
 fn lost_task<'t>(tasks: &'t [Task], down: &HashSet<String>) -> Option<&'t str> {
     tasks
         .iter()
@@ -340,7 +347,23 @@ fn time_of(d: Option<&bollard::models::BollardDate>) -> Option<chrono::DateTime<
 
 /// The Docker state a service's replicas and current task amount to (before a look at the
 /// container itself, which tells paused from running).
-fn state_of(replicas: i64, task: Option<&Task>, down: &HashSet<String>) -> DockerState {
+/// The generation label of the spec task `t` was made from.
+fn task_generation(t: &Task) -> Option<&String> {
+    t.spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(render::LABEL_GENERATION))
+}
+
+/// `generation`: the service spec's generation label. One rule for `observe` and `list`, so
+/// a resync never disagrees with a pass.
+fn state_of(
+    replicas: i64,
+    task: Option<&Task>,
+    down: &HashSet<String>,
+    generation: Option<&String>,
+) -> DockerState {
     let Some(t) = task else {
         return if replicas > 0 {
             // Swarm is about to make one.
@@ -355,6 +378,13 @@ fn state_of(replicas: i64, task: Option<&Task>, down: &HashSet<String>) -> Docke
         // service by itself, not one of `no` or `on-failure`; the pass starts a new task.
         if t.node_id.as_ref().is_some_and(|n| down.contains(n)) {
             return DockerState::Exited;
+        }
+        // A task of the spec before the service's last change (a stop-first update keeps
+        // the old one running while the new one is made, and a failing new one may leave it
+        // the newest): the new container is on its way, not running. An update judged by
+        // the old task's uptime would be kept however the new one ends.
+        if task_generation(t) != generation {
+            return DockerState::Restarting;
         }
         return DockerState::Running;
     }
@@ -432,23 +462,30 @@ impl SwarmBackend {
             .map_err(|e| unavailable("cannot list the service's tasks", &e))
     }
 
-    /// The ids of the nodes that are not `ready` now.
+    /// The ids of the nodes that lost their tasks ([`node_lost`]).
     async fn down_nodes(&self) -> Result<HashSet<String>, StepError> {
         let docker = self.manager().await?;
         let nodes = crate::docker::swarm_nodes(&docker)
             .await
             .map_err(|e| unavailable("cannot list the nodes", &e))?;
-        // Terminals on a node that is down end (docs/API.md, node loss).
+        // Terminals on a node that is down end (docs/API.md, node loss). By name: a node
+        // that left and joined again leaves a stale `down` entry of the same name behind,
+        // which must not end the sessions of the live one.
+        let ready: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| n.state == "ready")
+            .map(|n| n.name.as_str())
+            .collect();
         self.nodes.set_down(
             nodes
                 .iter()
-                .filter(|n| n.state != "ready")
+                .filter(|n| node_lost(&n.state) && !ready.contains(n.name.as_str()))
                 .map(|n| n.name.clone())
                 .collect(),
         );
         Ok(nodes
             .into_iter()
-            .filter(|n| n.state != "ready")
+            .filter(|n| node_lost(&n.state))
             .map(|n| n.id)
             .collect())
     }
@@ -738,30 +775,15 @@ impl Backend for SwarmBackend {
             let tasks = self.tasks(&id).await?;
             let task = current_task(&tasks);
             let down = self.down_nodes().await?;
-            let mut state = state_of(replicas, task, &down);
+            let generation = spec
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(render::LABEL_GENERATION));
+            let mut state = state_of(replicas, task, &down, generation);
             let lost_node = match lost_task(&tasks, &down) {
                 Some(id) => self.node_name(id).await.map(|(name, _)| name),
                 None => None,
             };
-            // A task of the spec before the service's last change (a stop-first update
-            // keeps the old one running while the new one is made, and a failing new one
-            // may leave it the newest): the new container is on its way, not running. An
-            // update judged by the old task's uptime would be kept however the new one ends.
-            let generation_of = |labels: Option<&HashMap<String, String>>| {
-                labels
-                    .and_then(|l| l.get(render::LABEL_GENERATION))
-                    .cloned()
-            };
-            let task_generation = generation_of(
-                task.and_then(|t| t.spec.as_ref())
-                    .and_then(|s| s.container_spec.as_ref())
-                    .and_then(|c| c.labels.as_ref()),
-            );
-            if state == DockerState::Running
-                && task_generation != generation_of(spec.labels.as_ref())
-            {
-                state = DockerState::Restarting;
-            }
             let lost = task.is_some_and(|t| {
                 t.node_id.as_ref().is_some_and(|n| down.contains(n))
                     && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
@@ -1073,7 +1095,12 @@ impl Observer for SwarmBackend {
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
                     Some(Listed {
-                        state: state_of(replicas, current_task(tasks), &down),
+                        state: state_of(
+                            replicas,
+                            current_task(tasks),
+                            &down,
+                            labels.get(render::LABEL_GENERATION),
+                        ),
                         id,
                         placement: None,
                         generation: labels
