@@ -227,10 +227,12 @@ impl BackendKind {
                         "SWARM_NODES is set but BACKEND is not swarm: set BACKEND=swarm or remove SWARM_NODES".into(),
                     ));
                 }
-                if var("SWARM_PUBLISH").is_some_and(|p| !p.trim().is_empty()) {
-                    return Err(ConfigError(
-                        "SWARM_PUBLISH is set but BACKEND is not swarm: set BACKEND=swarm or remove SWARM_PUBLISH".into(),
-                    ));
+                for name in ["SWARM_PUBLISH", "SWARM_CERT_PATH"] {
+                    if var(name).is_some_and(|p| !p.trim().is_empty()) {
+                        return Err(ConfigError(format!(
+                            "{name} is set but BACKEND is not swarm: set BACKEND=swarm or remove {name}"
+                        )));
+                    }
                 }
                 Ok(Self::Compose)
             }
@@ -338,8 +340,10 @@ impl SwarmNodes {
                 .ok_or_else(|| {
                     format!("entry {entry:?} must be name=unix:///path/to/docker.sock or name=tcp://host:port")
                 })?;
+            // Not `.` or `..`: the name is a directory under SWARM_CERT_PATH.
             let name_ok = !name.is_empty()
                 && name.len() <= 253
+                && name.bytes().any(|b| b != b'.')
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
@@ -1291,6 +1295,8 @@ mod swarm_settings_tests {
             "n1=tcp://10.0.0.1:0",
             "n1=tcp://10.0.0.1:2376/path",
             "n1=tcp://:2376",
+            "..=tcp://10.0.0.1:2376",
+            ".=unix:///x",
         ] {
             assert!(SwarmNodes::parse(bad, &per_node).is_err(), "{bad}");
         }

@@ -599,6 +599,7 @@ async fn impossible_settings_and_placement_on_compose_are_refused() {
             "DEFAULT_EGRESS",
         ),
         (vec![("SWARM_PUBLISH", "host")], "SWARM_PUBLISH"),
+        (vec![("SWARM_CERT_PATH", "/etc/certs")], "SWARM_CERT_PATH"),
         (
             vec![("BACKEND", "swarm"), ("SWARM_PUBLISH", "mesh")],
             "SWARM_PUBLISH",
