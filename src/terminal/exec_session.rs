@@ -132,12 +132,15 @@ pub(super) async fn exec_session(ctx: &Ctx, mut io: SessionIo) {
     // The node is lost (the Swarm sees it down, or the stream broke and it does not answer):
     // any call to it would hang or fail. The session's processes are out of reach: they end
     // with the old task, which Swarm shuts down when the node comes back.
+    // So too when the client has left meanwhile: nobody to tell, and nothing to call.
     let left = io.gone.is_cancelled() || ctx.shutdown.is_cancelled();
-    if !left
-        && (ctx.node_lost.is_cancelled()
-            || (ended.is_cancelled() && super::node_is_lost(ctx).await))
+    if ctx.node_lost.is_cancelled()
+        || (!left && ended.is_cancelled() && super::node_is_lost(ctx).await)
     {
         pump.abort();
+        if left {
+            return;
+        }
         return super::end_lost(ctx, &io).await;
     }
     // Whatever ended the loop, no process of this session outlives it.
