@@ -262,6 +262,9 @@ pub struct ManyStats {
     pub not_running: Vec<String>,
     /// Asked for but unknown, deleted or another tenant's (all alike).
     pub not_found: Vec<String>,
+    /// Running, by the store, on a Swarm node whose Engine API cannot be reached now (no
+    /// sample; the others are still sampled).
+    pub unreachable: Vec<String>,
 }
 
 fn bad_cuids(value: &str, message: impl Into<String>) -> ApiError {
@@ -339,6 +342,7 @@ pub async fn many(
         stats: Vec::new(),
         not_running: Vec::new(),
         not_found: Vec::new(),
+        unreachable: Vec::new(),
     };
     let mut running = Vec::new();
     for cuid in cuids {
@@ -357,23 +361,23 @@ pub async fn many(
     if running.is_empty() {
         return Ok(Json(out));
     }
-    // Where each runs: this host's daemon, or the Swarm node of its task (a node that runs
-    // one and cannot be reached: 503, naming it).
-    let mut located = Vec::with_capacity(running.len());
-    for c in running {
-        let at = crate::http::locate(&state, &c.cuid).await?;
-        located.push((c, at.docker, at.container));
-    }
-    let config = state.config.clone();
-    let samples: Vec<(String, Option<Stats>)> = futures_util::stream::iter(located)
-        .map(|(c, docker, container)| {
-            let config = config.clone();
+    // Each is found where it runs (this host's daemon, or the Swarm node of its task) in
+    // the same parallel step as its sample: one node that cannot be reached costs only its
+    // own containers (`unreachable`), not the answer.
+    let samples: Vec<(String, Result<Option<Stats>, ()>)> = futures_util::stream::iter(running)
+        .map(|c| {
+            let state = state.clone();
             async move {
-                let s = sample_of(&docker, &c.cuid, &container).await.map(|mut s| {
-                    s.disk = crate::http::schema::DiskUsage::of(&config, &c);
-                    s
-                });
-                (c.cuid, s)
+                let Ok(at) = crate::http::locate(&state, &c.cuid).await else {
+                    return (c.cuid, Err(()));
+                };
+                let s = sample_of(&at.docker, &c.cuid, &at.container)
+                    .await
+                    .map(|mut s| {
+                        s.disk = crate::http::schema::DiskUsage::of(&state.config, &c);
+                        s
+                    });
+                (c.cuid, Ok(s))
             }
         })
         .buffered(PARALLEL)
@@ -381,8 +385,9 @@ pub async fn many(
         .await;
     for (cuid, s) in samples {
         match s {
-            Some(s) => out.stats.push(s),
-            None => out.not_running.push(cuid),
+            Ok(Some(s)) => out.stats.push(s),
+            Ok(None) => out.not_running.push(cuid),
+            Err(()) => out.unreachable.push(cuid),
         }
     }
     Ok(Json(out))
