@@ -380,21 +380,32 @@ impl NodeEngines {
     }
 }
 
+/// The label of the storage check's containers; its value is the instance id of the server
+/// that created them (`GET /healthz` `instance_id`).
+pub const LABEL_STORAGE_CHECK: &str = "com.container-manager.storage-check";
+/// How long the removal of a check's container may take once its check was abandoned.
+const CHECK_CLEANUP_LIMIT: Duration = Duration::from_secs(60);
+
 /// Whether the daemon of `docker` sees, at the same path, the file `dir/name` that holds
 /// `token`: a container is created (never started) from an image the daemon has, with `dir`
 /// bound read-only; the file is read back through the archive API
 /// (`GET /containers/{id}/archive`); the container is removed. `Ok(Err(why))`: the daemon
-/// answered and does not see it; `Err`: it did not answer.
+/// answered and does not see it; `Err`: it did not answer (or answered `409`: try again).
+///
+/// The container has a name of its own per attempt and the label [`LABEL_STORAGE_CHECK`]
+/// `= owner` (this server's instance id). Containers of `owner`'s earlier attempts (a check
+/// cut by its timeout, a server killed meanwhile) are removed first. A caller that drops this
+/// future after the create (its timeout) leaves the removal to a spawned task.
 pub async fn sees_file(
     docker: &Docker,
     dir: &Path,
     name: &str,
     token: &str,
+    owner: &str,
 ) -> Result<Result<(), String>, bollard::errors::Error> {
     use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
     use bollard::query_parameters::{
         CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-        RemoveContainerOptionsBuilder,
     };
     use futures_util::TryStreamExt;
     const TARGET: &str = "/cm-storage-check";
@@ -402,6 +413,7 @@ pub async fn sees_file(
         bollard::errors::Error::DockerResponseServerError { message, .. } => Some(message.clone()),
         _ => None,
     };
+    remove_storage_checks(docker, owner).await;
     let image = match probe_image(docker).await {
         Ok(image) => image,
         Err(e) => return answered(&e).map(Err).ok_or(e),
@@ -411,13 +423,7 @@ pub async fn sees_file(
         entrypoint: Some(vec!["/never-started".into()]),
         cmd: Some(Vec::new()),
         network_disabled: Some(true),
-        labels: Some(
-            [(
-                "com.container-manager.storage-check".to_owned(),
-                token.to_owned(),
-            )]
-            .into(),
-        ),
+        labels: Some([(LABEL_STORAGE_CHECK.to_owned(), owner.to_owned())].into()),
         host_config: Some(HostConfig {
             mounts: Some(vec![Mount {
                 typ: Some(MountType::BIND),
@@ -430,7 +436,9 @@ pub async fn sees_file(
         }),
         ..Default::default()
     };
-    let container_name = format!("cm-storage-check-{}", &token[..token.len().min(16)]);
+    // One name per attempt: an earlier attempt's container still there is no conflict.
+    let attempt = uuid::Uuid::new_v4().simple().to_string();
+    let container_name = format!("cm-storage-check-{}", &attempt[..16]);
     let created = docker
         .create_container(
             Some(
@@ -443,11 +451,21 @@ pub async fn sees_file(
         .await;
     let id = match created {
         Ok(c) => c.id,
+        // A name taken all the same: no verdict on the storage, checked again.
+        Err(
+            e @ bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            },
+        ) => return Err(e),
         Err(e) => {
             return answered(&e)
                 .map(|m| Err(format!("cannot bind {} there: {m}", dir.display())))
                 .ok_or(e)
         }
+    };
+    let mut created = RemoveOnDrop {
+        docker: docker.clone(),
+        id: Some(id.clone()),
     };
     let read: Result<Vec<u8>, _> = docker
         .download_from_container(
@@ -461,17 +479,7 @@ pub async fn sees_file(
         .map_ok(|chunk| chunk.to_vec())
         .try_concat()
         .await;
-    let _ = docker
-        .remove_container(
-            &id,
-            Some(
-                RemoveContainerOptionsBuilder::new()
-                    .force(true)
-                    .v(true)
-                    .build(),
-            ),
-        )
-        .await;
+    created.remove().await;
     let file = dir.join(name);
     match read {
         // A tar of one small file: the token appears as is.
@@ -486,8 +494,85 @@ pub async fn sees_file(
     }
 }
 
+/// Removes the storage-check containers `owner` left on the daemon (errors ignored: the
+/// check that follows says whether the daemon answers).
+async fn remove_storage_checks(docker: &Docker, owner: &str) {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{LABEL_STORAGE_CHECK}={owner}")],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(left) = docker.list_containers(Some(options)).await else {
+        return;
+    };
+    for c in left {
+        if let Some(id) = c.id {
+            tracing::info!(container = %id, "removing a storage-check container an earlier check left");
+            remove_check_container(docker, &id).await;
+        }
+    }
+}
+
+async fn remove_check_container(docker: &Docker, id: &str) {
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
+    let _ = docker
+        .remove_container(
+            id,
+            Some(
+                RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
+        )
+        .await;
+}
+
+/// A check's container, removed by [`RemoveOnDrop::remove`], or by a spawned task when the
+/// check is dropped before (its timeout) so that the removal does not depend on the check's
+/// time.
+struct RemoveOnDrop {
+    docker: Docker,
+    id: Option<String>,
+}
+
+impl RemoveOnDrop {
+    async fn remove(&mut self) {
+        if let Some(id) = &self.id {
+            remove_check_container(&self.docker, id).await;
+        }
+        // Only once done: a removal cut short is spawned again by `drop`.
+        self.id = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let docker = self.docker.clone();
+        runtime.spawn(async move {
+            let removed =
+                tokio::time::timeout(CHECK_CLEANUP_LIMIT, remove_check_container(&docker, &id))
+                    .await;
+            if removed.is_err() {
+                tracing::warn!(container = %id,
+                    "a storage-check container could not be removed: the next check of the node removes it");
+            }
+        });
+    }
+}
+
 /// An image the daemon has, for a container never started: any, else an empty one imported
-/// (`container-manager/storage-check:1`, no layer content).
+/// (`container-manager/storage-check:1`, no layer content). The imported image stays: it
+/// holds no byte of content, the next check finds it (one import per node, ever), and
+/// removing it could pull it from under another server's check of the same node that
+/// listed it a moment before (its create would fail, read as "not shared").
 async fn probe_image(docker: &Docker) -> Result<String, bollard::errors::Error> {
     use bollard::query_parameters::CreateImageOptionsBuilder;
     use futures_util::TryStreamExt;

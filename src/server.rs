@@ -58,6 +58,7 @@ pub fn start_background(state: &AppState) {
         state.config.clone(),
         state.nodes.clone(),
         state.docker.clone(),
+        state.identity.instance_id.clone(),
         state.shutdown.clone(),
     ));
     let feed = tokio::spawn(crate::events::run(

@@ -147,7 +147,7 @@ impl AppState {
             }
         }
         if config.backend.swarm().is_some() {
-            crate::appdir::shared::at_start(&config, &nodes, &docker)
+            crate::appdir::shared::at_start(&config, &nodes, &docker, &identity.instance_id)
                 .await
                 .map_err(StartError::Docker)?;
         }

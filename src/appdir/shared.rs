@@ -37,10 +37,13 @@ enum Found {
     Unreachable(String),
 }
 
-async fn check(engine: &Engine, config: &Config, token: &str) -> Found {
+/// One check of one node. `owner`: this server's instance id, the label of its check
+/// containers (an attempt cut by the timeout leaves its removal to a spawned task, and the
+/// next attempt removes what is left: [`crate::docker::sees_file`]).
+async fn check(engine: &Engine, config: &Config, token: &str, owner: &str) -> Found {
     let run = async {
         let docker = engine.get().await?;
-        crate::docker::sees_file(&docker, &dir(config), MARKER, token).await
+        crate::docker::sees_file(&docker, &dir(config), MARKER, token, owner).await
     };
     match tokio::time::timeout(CHECK_TIMEOUT, run).await {
         Err(_) => Found::Unreachable(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
@@ -74,6 +77,7 @@ pub async fn at_start(
     config: &Config,
     nodes: &NodeEngines,
     manager: &Engine,
+    owner: &str,
 ) -> Result<(), String> {
     let dir = dir(config);
     let token = uuid::Uuid::new_v4().simple().to_string();
@@ -84,8 +88,10 @@ pub async fn at_start(
     )
     .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
     let targets = targets(nodes, manager);
-    let found =
-        futures_util::future::join_all(targets.iter().map(|(_, e)| check(e, config, &token))).await;
+    let found = futures_util::future::join_all(
+        targets.iter().map(|(_, e)| check(e, config, &token, owner)),
+    )
+    .await;
     let mut refusals = Vec::new();
     for ((name, engine), found) in targets.iter().zip(found) {
         match found {
@@ -125,6 +131,7 @@ pub async fn recheck(
     config: Arc<Config>,
     nodes: NodeEngines,
     manager: Engine,
+    owner: String,
     shutdown: CancellationToken,
 ) {
     let marker = dir(&config).join(MARKER);
@@ -148,7 +155,7 @@ pub async fn recheck(
             if !pending.contains(&name) {
                 continue;
             }
-            let seen = match check(engine, &config, &token).await {
+            let seen = match check(engine, &config, &token, &owner).await {
                 Found::Shared => {
                     tracing::info!(node = %name, "the node answers and sees the app storage");
                     "shared".to_owned()

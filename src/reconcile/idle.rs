@@ -31,9 +31,26 @@ struct Sample {
     /// Its counter is read elsewhere and given with [`Sampler::set_sent`] (Swarm: from the
     /// node's stats), not from `/proc/<pid>`.
     remote: bool,
+    /// The last counter read (kept across ticks where it could not be read: a read after
+    /// such a gap is compared with it, so traffic during the gap counts as activity).
     sent: Option<u64>,
+    /// Whether this tick's counter was read ([`Sampler::set_sent`]); a tick without it is
+    /// not judged.
+    read_now: bool,
     /// When its counter last moved, or when this run was first seen.
     quiet_since: Instant,
+}
+
+impl Sample {
+    /// A counter read at `now`: the clock starts again when it differs from the last one
+    /// read, however many ticks ago (traffic while it could not be read is activity), and
+    /// when it is the first one (quiet is measured from a known counter).
+    fn counted(&mut self, sent: u64, now: Instant) {
+        if self.sent != Some(sent) {
+            self.quiet_since = now;
+        }
+        self.sent = Some(sent);
+    }
 }
 
 /// The sampler's memory between ticks (owned by its task; nothing shared).
@@ -60,6 +77,7 @@ impl Sampler {
                     pid: None,
                     remote: false,
                     sent: None,
+                    read_now: false,
                     quiet_since: now,
                 });
             if s.run_key != c.run_key {
@@ -68,6 +86,7 @@ impl Sampler {
                     pid: None,
                     remote: false,
                     sent: None,
+                    read_now: false,
                     quiet_since: now,
                 };
             }
@@ -86,14 +105,15 @@ impl Sampler {
     }
 
     /// A counter read elsewhere (Swarm: the bytes the container sent, from its node's
-    /// stats); `None`: it could not be read now, so the container is not judged this time.
+    /// stats); `None`: it could not be read now, so the container is not judged this time,
+    /// and the last counter read is kept to compare the next read with.
     pub fn set_sent(&mut self, cuid: &str, sent: Option<u64>, now: Instant) {
         if let Some(s) = self.samples.get_mut(cuid) {
             s.remote = true;
-            if sent.is_some() && s.sent.is_some() && s.sent != sent {
-                s.quiet_since = now;
+            s.read_now = sent.is_some();
+            if let Some(sent) = sent {
+                s.counted(sent, now);
             }
-            s.sent = sent;
         }
     }
 
@@ -112,21 +132,17 @@ impl Sampler {
                 continue;
             };
             if s.remote {
-                if s.sent.is_none() {
+                if !s.read_now {
                     continue;
                 }
             } else {
                 let Some(pid) = s.pid else { continue };
                 match sent_bytes(pid, &mut self.buf) {
-                    Ok(sent) => {
-                        if s.sent.is_some_and(|prev| prev != sent) {
-                            s.quiet_since = now;
-                        }
-                        s.sent = Some(sent);
-                    }
+                    Ok(sent) => s.counted(sent, now),
                     Err(_) => {
+                        // The last counter is kept: the new process's, once read, is
+                        // compared with it.
                         s.pid = None;
-                        s.sent = None;
                         continue;
                     }
                 }
@@ -356,6 +372,40 @@ mod tests {
             s.due(&cands, t0 + Duration::from_secs(600), &tracker).len(),
             1
         );
+    }
+
+    /// A node that did not answer for a while: the read after the gap is compared with the
+    /// last one before it, so a container that sent traffic meanwhile is not idle at once.
+    #[test]
+    fn traffic_while_the_counter_could_not_be_read_is_activity() {
+        let tracker = Tracker::default();
+        let mut s = Sampler::default();
+        let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
+        let cands = vec![candidate("c1", "k")];
+        s.plan(&cands, t0);
+        s.set_sent("c1", Some(100), t0);
+        assert!(s.due(&cands, t0, &tracker).is_empty());
+        // Unreadable from 1 s to 9 s (after: 5 s): not judged meanwhile.
+        for t in 1..10 {
+            s.plan(&cands, secs(t));
+            s.set_sent("c1", None, secs(t));
+            assert!(s.due(&cands, secs(t), &tracker).is_empty(), "at {t} s");
+        }
+        // Read again at 10 s: it sent 50 bytes during the gap, so its quiet starts now.
+        s.plan(&cands, secs(10));
+        s.set_sent("c1", Some(150), secs(10));
+        assert!(s.due(&cands, secs(10), &tracker).is_empty());
+        // Quiet from then on: due 5 s later, not before.
+        s.set_sent("c1", Some(150), secs(14));
+        assert!(s.due(&cands, secs(14), &tracker).is_empty());
+        s.set_sent("c1", Some(150), secs(15));
+        assert_eq!(s.due(&cands, secs(15), &tracker).len(), 1);
+        // A gap without traffic: the same counter after it, idle as it was.
+        s.set_sent("c1", None, secs(16));
+        assert!(s.due(&cands, secs(16), &tracker).is_empty());
+        s.set_sent("c1", Some(150), secs(17));
+        assert_eq!(s.due(&cands, secs(17), &tracker).len(), 1);
     }
 
     #[test]

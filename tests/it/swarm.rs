@@ -1152,9 +1152,61 @@ async fn the_app_storage_must_be_the_same_on_every_node() {
         h.text
     );
     assert_eq!(h.json["nodes"][0]["storage"], "shared", "{}", h.text);
+    // A container an earlier check of this server left on node 3 (a check cut by its
+    // timeout after the create): under the name a check with this start's token takes, and
+    // with this server's label. The recheck is not fooled by it (no 409 read as "not
+    // shared") and removes it.
+    let label = format!("com.container-manager.storage-check={}", s.instance_id);
+    let leftover = StorageCheckLeftovers(3, label.clone());
+    let marker = std::fs::read_to_string(s.data_dir().join("mounts/.cm-storage-check")).unwrap();
+    let token = marker.split_whitespace().last().unwrap();
+    let image = docker_on(Some(&node_sock(3)), &["image", "ls", "-q"]);
+    let image = image.lines().next().expect("node 3 has an image");
+    let name = format!("cm-storage-check-{}", &token[..16]);
+    let id = docker_on(
+        Some(&node_sock(3)),
+        &[
+            "create",
+            "--name",
+            &name,
+            "--label",
+            &label,
+            image,
+            "/never-started",
+        ],
+    );
+    assert!(!id.trim().is_empty(), "leftover not created");
     std::os::unix::fs::symlink("/run/cm-swarm/3.sock", &sock).unwrap();
-    s.wait_for("/healthz", LONG, |r| {
-        r.json["nodes"][2]["storage"] == "shared"
-    })
-    .await;
+    let r = s
+        .wait_for("/healthz", LONG, |r| {
+            !r.json["nodes"][2]["storage"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("unchecked: "))
+        })
+        .await;
+    assert_eq!(r.json["nodes"][2]["storage"], "shared", "{}", r.text);
+    assert_eq!(leftover.ids(), "", "the leftover is still on node 3");
+}
+
+/// The storage-check containers labelled `label` on lab node N, removed when dropped.
+struct StorageCheckLeftovers(u32, String);
+
+impl StorageCheckLeftovers {
+    fn ids(&self) -> String {
+        let filter = format!("label={}", self.1);
+        docker_on(
+            Some(&node_sock(self.0)),
+            &["ps", "-aq", "--filter", &filter],
+        )
+        .trim()
+        .to_owned()
+    }
+}
+
+impl Drop for StorageCheckLeftovers {
+    fn drop(&mut self) {
+        for id in self.ids().split_whitespace() {
+            docker_on(Some(&node_sock(self.0)), &["rm", "-f", id]);
+        }
+    }
 }
