@@ -117,23 +117,72 @@ impl Endpoint {
                 120,
                 bollard::API_DEFAULT_VERSION,
             ),
-            Self::Tls { url, certs } => {
-                // bollard's client-certificate resolver asks for the process's provider.
-                static PROVIDER: std::sync::Once = std::sync::Once::new();
-                PROVIDER.call_once(|| {
-                    let _ = rustls::crypto::ring::default_provider().install_default();
-                });
-                Docker::connect_with_ssl(
-                    url,
-                    &certs.key(),
-                    &certs.cert(),
-                    &certs.ca(),
-                    120,
-                    bollard::API_DEFAULT_VERSION,
-                )
-            }
+            Self::Tls { url, certs } => connect_tls(url, certs),
         }
     }
+}
+
+/// A client of the daemon at `url` (`tcp://host:port`) over mutual TLS that trusts only
+/// `certs`' `ca.pem`. (bollard's own `connect_with_ssl` also trusts every CA of the
+/// system's store: any publicly trusted certificate for a node's name or address would
+/// pass for its daemon.)
+fn connect_tls(url: &str, certs: &TlsFiles) -> Result<Docker, bollard::errors::Error> {
+    use bollard::errors::Error::{CertParseError, CertPathError};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pems = |path: PathBuf| {
+        let certs = CertificateDer::pem_file_iter(&path)
+            .map_err(|_| CertPathError { path: path.clone() })?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| CertParseError { path: path.clone() })?;
+        Ok::<_, bollard::errors::Error>((path, certs))
+    };
+    let (ca, authorities) = pems(certs.ca())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in authorities {
+        roots
+            .add(c)
+            .map_err(|_| CertParseError { path: ca.clone() })?;
+    }
+    let (_, chain) = pems(certs.cert())?;
+    let key_path = certs.key();
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|_| CertParseError {
+        path: key_path.clone(),
+    })?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|_| CertParseError {
+        path: key_path.clone(),
+    })?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|_| CertParseError { path: key_path })?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(https);
+    Docker::connect_with_custom_transport(
+        move |request: bollard::BollardRequest| {
+            let client = client.clone();
+            async move {
+                client
+                    .request(request)
+                    .await
+                    .map_err(bollard::errors::Error::from)
+            }
+        },
+        Some(url.replacen("tcp://", "https://", 1)),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
 }
 
 /// A directory of Docker's client certificate files: `ca.pem` (the CA that signed the

@@ -1032,6 +1032,23 @@ async fn wrong_or_missing_certificates_and_plain_tcp_are_refused_at_start_up() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
+    // Node 2's daemon certificate is not of the CA its ca.pem names: refused, even though
+    // the system's store (SSL_CERT_FILE here) trusts the lab's CA. Only ca.pem counts.
+    let certs = cert_dirs([Some("client"); 3]);
+    std::fs::copy(
+        format!("{TLS}/rogue-ca/ca.pem"),
+        certs.path().join("cm-swarm-2/ca.pem"),
+    )
+    .unwrap();
+    let mut env = tls_env(certs.path());
+    env.push(("SSL_CERT_FILE".into(), format!("{TLS}/ca.pem")));
+    let (status, stderr) = refusal(&[], &env);
+    assert!(!status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("node cm-swarm-2 (tcp://10.231.78.12:2376): TLS failed"),
+        "{stderr}"
+    );
+
     // Node 3 has no certificate directory: the missing file is named.
     let certs = cert_dirs([Some("client"), Some("client"), None]);
     let (status, stderr) = refusal(&[], &tls_env(certs.path()));
