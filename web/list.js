@@ -244,10 +244,17 @@ $("select-page").addEventListener("change", () => {
   bulkSync();
 });
 
+// Each request is sent again when the network cut it (app.js fetchRetrying): start and stop
+// ask for a state, and a delete whose first try went through finds the container gone,
+// which is what was asked (a 404 counts as deleted).
 const BULK = {
-  start: { doing: "Starting", done: "Started", call: (cuid) => api("POST", `/containers/${cuid}/start`) },
-  stop: { doing: "Stopping", done: "Stopped", call: (cuid) => api("POST", `/containers/${cuid}/stop`) },
-  delete: { doing: "Deleting", done: "Deleted", call: (cuid) => api("DELETE", `/containers/${cuid}`) },
+  start: { doing: "Starting", done: "Started", call: (cuid) => api("POST", `/containers/${cuid}/start`, { retry: true }) },
+  stop: { doing: "Stopping", done: "Stopped", call: (cuid) => api("POST", `/containers/${cuid}/stop`, { retry: true }) },
+  delete: {
+    doing: "Deleting", done: "Deleted",
+    call: (cuid) => api("DELETE", `/containers/${cuid}`, { retry: true })
+      .catch((e) => { if (!(e instanceof ApiError && e.status === 404)) throw e; }),
+  },
 };
 
 /** How many requests of a bulk action run at once (each waits until its container converged). */
