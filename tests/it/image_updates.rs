@@ -132,6 +132,32 @@ async fn server(extra: &[(&str, &str)]) -> Server {
     .await
 }
 
+/// `POST {path}/update` from digest `from` (at `generation`) to `to`, then waits within
+/// `limit` until the judge has kept it: recorded, running on `to`, nothing pending.
+pub(crate) async fn update_kept(
+    s: &Server,
+    path: &str,
+    generation: i64,
+    from: &str,
+    to: &str,
+    limit: Duration,
+) -> Resp {
+    let r = s.post(&format!("{path}/update")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json["generation"].as_i64().unwrap() > generation);
+    let r = s
+        .wait_for(path, limit, |r| {
+            r.json["last_update"]["result"] == "updated" && r.json["updating"] == false
+        })
+        .await;
+    assert_eq!(r.json["last_update"]["from"], json!(from), "{}", r.text);
+    assert_eq!(r.json["last_update"]["to"], json!(to), "{}", r.text);
+    assert_eq!(r.json["image_digest"], json!(to), "{}", r.text);
+    assert_eq!(r.json["update_available"], Value::Null, "{}", r.text);
+    assert_eq!(r.json["status"], "running");
+    r
+}
+
 pub(crate) const START: &str = "exec sleep 3600\n";
 pub(crate) const COMMAND: &[&str] = &["sh", "/start.sh"];
 const LIMIT: Duration = Duration::from_secs(60);
@@ -219,20 +245,8 @@ async fn a_new_digest_is_seen_filtered_listed_and_rolled_out_on_request() {
     assert_eq!(image["update_available"]["digest"], json!(d2), "{image}");
 
     // The update: pulled by digest, recreated with it, judged, recorded.
-    let r = s.post(&format!("{path}/update")).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert!(r.json["generation"].as_i64().unwrap() > generation);
-    let r = s
-        .wait_for(&path, LIMIT, |r| {
-            r.json["last_update"]["result"] == "updated" && r.json["updating"] == false
-        })
-        .await;
-    assert_eq!(r.json["last_update"]["from"], json!(d1), "{}", r.text);
-    assert_eq!(r.json["last_update"]["to"], json!(d2), "{}", r.text);
+    let r = update_kept(&s, &path, generation, &d1, &d2, LIMIT).await;
     assert_eq!(r.json["last_update"]["reason"], Value::Null, "{}", r.text);
-    assert_eq!(r.json["image_digest"], json!(d2), "{}", r.text);
-    assert_eq!(r.json["update_available"], Value::Null, "{}", r.text);
-    assert_eq!(r.json["status"], "running");
     assert_eq!(r.json["image"], json!(repo.tag), "the spec keeps the tag");
     assert_eq!(version_in(&cuid), "v2");
     assert_ne!(image_of(&cuid), v1);

@@ -86,6 +86,12 @@ fn refusal(wrapper: &[&str], env: &[(String, String)]) -> (std::process::ExitSta
 /// One swarm test at a time: the node-loss test kills a node the others would use.
 pub(crate) static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The lab, held for one test, if it answers as a three-node Swarm (see [`lab_ready`]).
+pub(crate) async fn lab() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    let held = LAB.lock().await;
+    lab_ready().then_some(held)
+}
+
 /// Whether the lab answers as a three-node Swarm; prints why not.
 pub(crate) fn lab_ready() -> bool {
     let nodes = docker_on(Some(MANAGER), &["node", "ls", "--format", "{{.Status}}"]);
@@ -235,10 +241,7 @@ pub(crate) fn task_node(cuid: &str) -> Option<String> {
 
 #[tokio::test]
 async fn health_shows_the_backend_and_the_three_nodes() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server().await;
     let h = s.get("/healthz").await;
     assert_eq!(h.status, 200, "{}", h.text);
@@ -276,10 +279,7 @@ async fn health_shows_the_backend_and_the_three_nodes() {
 
 #[tokio::test]
 async fn a_container_lives_its_whole_life_as_a_service() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server().await;
     let cuid = s
         .create(&json!({
@@ -452,10 +452,7 @@ async fn a_container_lives_its_whole_life_as_a_service() {
 
 #[tokio::test]
 async fn placement_pins_containers_and_a_lost_node_moves_one_with_its_files() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server().await;
     // Checked for syntax, and against the cluster's labels.
     let r = s
@@ -687,10 +684,7 @@ fn the_endpoint(r: &Resp, node: &str, port: u16) {
 /// and the live status reach the worker that runs it.
 #[tokio::test]
 async fn a_published_port_answers_on_the_node_the_representation_names() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server().await;
     let port = free_port();
     let cuid = s
@@ -790,10 +784,7 @@ async fn a_published_port_answers_on_the_node_the_representation_names() {
 /// a worker is paused for idleness.
 #[tokio::test]
 async fn a_quiet_container_on_a_worker_goes_idle() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server_with(vec![
         lab_nodes(),
         ("IDLE_SAMPLE_INTERVAL".into(), "1".into()),
@@ -819,10 +810,7 @@ async fn a_quiet_container_on_a_worker_goes_idle() {
 /// a question to the manager's daemon, which has no such container.
 #[tokio::test]
 async fn without_swarm_nodes_only_the_managers_node_is_reached() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server_with(Vec::new()).await;
     let pinned = |node: &str| {
         json!({"image": BUSYBOX, "command": SLEEPER,
@@ -901,10 +889,7 @@ async fn endpoints_on_one_host_name_the_bind_address() {
 /// before (issue 20: "drift repair works as today … the manager restarted").
 #[tokio::test]
 async fn the_manager_restarted_loses_nothing_and_drift_is_repaired_after() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server().await;
     let cuid = s
         .create_started(&json!({
@@ -953,8 +938,8 @@ async fn the_manager_restarted_loses_nothing_and_drift_is_repaired_after() {
 /// certificates, one directory per node in SWARM_CERT_PATH): a container's life.
 #[tokio::test]
 async fn tls_endpoints_run_a_containers_life() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() || !tls_ready() {
+    let Some(_lab) = lab().await else { return };
+    if !tls_ready() {
         return;
     }
     let certs = cert_dirs([Some("client"); 3]);
@@ -1018,8 +1003,8 @@ async fn tls_endpoints_run_a_containers_life() {
 /// DOCKER_HOST) and the file or the TLS failure; plain TCP is refused.
 #[tokio::test]
 async fn wrong_or_missing_certificates_and_plain_tcp_are_refused_at_start_up() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() || !tls_ready() {
+    let Some(_lab) = lab().await else { return };
+    if !tls_ready() {
         return;
     }
     // Node 2's client certificate is of another CA: its daemon refuses the handshake.
@@ -1095,10 +1080,7 @@ async fn wrong_or_missing_certificates_and_plain_tcp_are_refused_at_start_up() {
 /// stop it: its storage is checked when it answers.
 #[tokio::test]
 async fn the_app_storage_must_be_the_same_on_every_node() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();

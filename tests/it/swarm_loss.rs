@@ -111,10 +111,7 @@ async fn until_not_ready(node: &str, limit: Duration) {
 
 #[tokio::test]
 async fn a_killed_node_ends_its_terminals_and_its_container_moves_with_an_event() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server_with(vec![
         lab_nodes(),
         ("WEBHOOK_ALLOWLIST".into(), "127.0.0.1/32".into()),
@@ -188,10 +185,7 @@ async fn a_killed_node_ends_its_terminals_and_its_container_moves_with_an_event(
 
 #[tokio::test]
 async fn a_node_cut_off_ends_its_terminals_once_the_swarm_sees_it_down() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server().await;
     let (cuid, from) = on_a_worker(&s).await;
     let to = other_worker(&from);
@@ -213,10 +207,7 @@ async fn a_node_cut_off_ends_its_terminals_once_the_swarm_sees_it_down() {
 
 #[tokio::test]
 async fn a_control_plane_restarted_mid_loss_converges_elsewhere_once() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (mut s, _services) = swarm_server().await;
     let (cuid, from) = on_a_worker(&s).await;
     let to = other_worker(&from);
@@ -268,10 +259,7 @@ async fn create_pinned(who: &Bearer<'_>, zone: &str) -> String {
 
 #[tokio::test]
 async fn tenants_and_quotas_hold_across_nodes() {
-    let _lab = LAB.lock().await;
-    if !lab_ready() {
-        return;
-    }
+    let Some(_lab) = lab().await else { return };
     let (s, _services) = swarm_server().await;
     s.put_tenant("team-a", &json!({"max_running": 2})).await;
     s.put_tenant("team-b", &json!({})).await;
